@@ -1,0 +1,8 @@
+"""The HTTP bridge: OpenAI-compatible HTTP in front of the NATS API."""
+
+from __future__ import annotations
+
+from broker.bridge.app import DEFAULT_HTTP_TIMEOUT_S, BridgeApp
+from broker.bridge.server import BridgeOptions, BridgeServer, serve_bridge
+
+__all__ = ["DEFAULT_HTTP_TIMEOUT_S", "BridgeApp", "BridgeOptions", "BridgeServer", "serve_bridge"]

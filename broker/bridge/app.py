@@ -1,0 +1,179 @@
+"""The HTTP bridge: an OpenAI-compatible ASGI app that turns HTTP into NATS request/reply.
+
+It holds no business logic: status codes, bodies and cache headers all come from the broker.
+Written against bare ASGI (no framework) because it routes five paths and sits on the hot path.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from nats.aio.client import Client
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+
+from broker.pipeline import HEADER_ROOM
+from schemas import error_body, headers, subjects
+
+__all__ = ["DEFAULT_HTTP_TIMEOUT_S", "BridgeApp"]
+
+log = logging.getLogger("llm_edge.bridge")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+DEFAULT_HTTP_TIMEOUT_S = 600.0
+PING_TIMEOUT_S = 2.0
+
+#: Request headers forwarded to NATS (lower-case HTTP name -> NATS name).
+_FORWARD = {
+    name.lower(): name
+    for name in (
+        headers.AUTHORIZATION,
+        headers.CACHE_CONTROL,
+        headers.CACHE_NAMESPACE,
+        headers.REQUEST_ID,
+        headers.TIMEOUT_MS,
+        headers.TRACEPARENT,
+    )
+}
+#: Reply headers copied to the HTTP response.
+_EXPOSE = (
+    headers.CACHE,
+    headers.CACHE_KEY,
+    headers.REQUEST_ID,
+    headers.PROVIDER,
+    headers.DEPLOYMENT,
+    headers.ATTEMPTS,
+    headers.RETRY_AFTER,
+    headers.COALESCED,
+)
+_JSON = (b"content-type", b"application/json")
+
+
+class BridgeApp:
+    """The ASGI application.
+
+    Args:
+        nc: connected NATS client.
+        timeout_s: upper bound on one HTTP request (the broker applies model deadlines).
+    """
+
+    def __init__(self, nc: Client, *, timeout_s: float = DEFAULT_HTTP_TIMEOUT_S) -> None:
+        self._nc = nc
+        self._timeout = timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        method, path = scope["method"], scope["path"].rstrip("/")
+        route = (method, path)
+        if route == ("POST", "/v1/chat/completions"):
+            await self._chat(scope, receive, send)
+        elif route == ("GET", "/v1/models"):
+            await self._models(send)
+        elif route == ("GET", "/health"):
+            await _respond(send, 200, b'{"status":"ok"}')
+        elif route == ("GET", "/ready"):
+            await self._ready(send)
+        elif path in {"/v1/chat/completions", "/v1/models", "/health", "/ready"}:
+            await _error(send, 405, "method_not_allowed", f"{method} is not allowed on {path}")
+        else:
+            await _error(send, 404, "not_found", f"no route for {method} {path}")
+
+    async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limit = self._nc.max_payload - HEADER_ROOM
+        body = await _read_body(receive, limit)
+        if body is None:
+            message = f"request body is over the {limit}-byte limit"
+            await _error(send, 413, "request_too_large", message)
+            return
+        nats_headers = {}
+        for raw_name, raw_value in scope["headers"]:
+            name = _FORWARD.get(raw_name.decode("latin-1").lower())
+            if name is not None:
+                nats_headers[name] = raw_value.decode("latin-1")
+        try:
+            answer = await self._nc.request(
+                subjects.CHAT, body, timeout=self._timeout, headers=nats_headers or None
+            )
+        except NoRespondersError:
+            await _error(send, 503, "no_broker", "no broker is running", retry_after="1")
+            return
+        except NatsTimeout:
+            await _error(send, 504, "deadline_exceeded", "the broker did not answer in time")
+            return
+        reply_headers = answer.headers or {}
+        status = int(reply_headers.get(headers.STATUS, "200"))
+        extra = [
+            (n.lower().encode(), reply_headers[n].encode()) for n in _EXPOSE if n in reply_headers
+        ]
+        await _respond(send, status, answer.data, extra)
+
+    async def _models(self, send: Send) -> None:
+        try:
+            answer = await self._nc.request(subjects.MODELS, b"", timeout=PING_TIMEOUT_S)
+        except (NoRespondersError, NatsTimeout):
+            await _error(send, 503, "no_broker", "no broker is running", retry_after="1")
+            return
+        await _respond(send, 200, answer.data)
+
+    async def _ready(self, send: Send) -> None:
+        if not self._nc.is_connected:
+            await _error(send, 503, "nats_disconnected", "not connected to NATS")
+            return
+        try:
+            await self._nc.request(subjects.BROKER_PING, b"", timeout=PING_TIMEOUT_S)
+        except (NoRespondersError, NatsTimeout):
+            await _error(send, 503, "no_broker", "no broker answers")
+            return
+        await _respond(send, 200, b'{"status":"ready"}')
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole body, or ``None`` as soon as it passes ``limit`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _respond(
+    send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    response_headers = [_JSON, (b"content-length", str(len(body)).encode())]
+    if extra:
+        response_headers.extend(extra)
+    await send({"type": "http.response.start", "status": status, "headers": response_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _error(
+    send: Send, status: int, code: str, message: str, retry_after: str | None = None
+) -> None:
+    extra = [(b"retry-after", retry_after.encode())] if retry_after else None
+    await _respond(send, status, error_body(status, code, message), extra)
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

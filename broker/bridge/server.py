@@ -1,0 +1,82 @@
+"""Runs the bridge on uvicorn (httptools parser; uvloop when the process runs on it)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from dataclasses import dataclass
+
+import uvicorn
+
+from broker.bridge.app import DEFAULT_HTTP_TIMEOUT_S, BridgeApp
+from broker.runtime import close_quietly, connect
+
+__all__ = ["BridgeOptions", "BridgeServer", "serve_bridge"]
+
+log = logging.getLogger("llm_edge.bridge")
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BridgeOptions:
+    """Where the bridge listens and connects."""
+
+    nats_url: str
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    timeout_s: float = DEFAULT_HTTP_TIMEOUT_S
+
+
+class BridgeServer:
+    """The bridge's HTTP server; ``port=0`` picks a free port (see :attr:`port`)."""
+
+    def __init__(self, options: BridgeOptions) -> None:
+        self.options = options
+        self._sock = socket.socket(socket.AF_INET6 if ":" in options.host else socket.AF_INET)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((options.host, options.port))
+        self.port: int = self._sock.getsockname()[1]
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Connect to NATS and start serving."""
+        self.nc = await connect(self.options.nats_url, "llm-edge-bridge")
+        app = BridgeApp(self.nc, timeout_s=self.options.timeout_s)
+        config = uvicorn.Config(
+            app,
+            http="httptools",
+            lifespan="on",
+            access_log=False,
+            log_level="warning",
+            timeout_graceful_shutdown=10,
+        )
+        self._server = uvicorn.Server(config)
+        # ``serve()`` would take over SIGINT/SIGTERM; the process owns those (graceful drain of
+        # every service), so run the server body without uvicorn's signal capture.
+        self._task = asyncio.create_task(self._server._serve(sockets=[self._sock]))
+        while not self._server.started:
+            if self._task.done():
+                await self._task
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        """Finish open requests, then close the listener and the NATS connection."""
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            await self._task
+        await close_quietly(self.nc)
+
+
+async def serve_bridge(options: BridgeOptions, stop: asyncio.Event) -> None:
+    """Run the bridge until ``stop`` is set."""
+    server = BridgeServer(options)
+    await server.start()
+    log.info("bridge listening on http://%s:%d/v1", options.host, server.port)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()

@@ -1,0 +1,45 @@
+"""Cache keys: SHA-256 over a canonical encoding of everything that can change the output.
+
+Canonical means object keys sorted and numbers in one form (``1`` and ``1.0`` for a float
+field decode to the same float). Fields that cannot change the output (``user``, ``metadata``,
+``stream``, ``stream_options``) are left out, so a streamed and a whole answer share an entry.
+The model is replaced by the configured model's canonical name, so aliases share entries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import msgspec
+
+from schemas import ChatRequest
+
+__all__ = ["cache_key"]
+
+_encoder = msgspec.json.Encoder(order="sorted")
+_generic = msgspec.json.Decoder()
+
+
+def cache_key(
+    request: ChatRequest,
+    extras: dict[str, msgspec.Raw],
+    model: str,
+    namespace: str,
+) -> str:
+    """Return ``<namespace>:<sha256 hex>`` for a request.
+
+    Args:
+        request: the decoded request.
+        extras: provider passthrough fields (raw JSON), part of the key.
+        model: the canonical model name the request resolved to.
+        namespace: tenant and caller namespace; a namespace never reads another's entries.
+    """
+    keyed = msgspec.structs.replace(
+        request, model=model, user=None, metadata=None, stream=None, stream_options=None
+    )
+    digest = hashlib.sha256(_encoder.encode(keyed))
+    if extras:
+        canonical = {name: _generic.decode(raw) for name, raw in extras.items()}
+        digest.update(b"\x00")
+        digest.update(_encoder.encode(canonical))
+    return f"{namespace}:{digest.hexdigest()}"

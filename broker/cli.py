@@ -1,0 +1,178 @@
+"""The ``llm-edge`` command: ``up``, ``broker``, ``worker``, ``bridge``, ``cache purge``.
+
+The environment is read here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import msgspec
+
+from broker.config import Config, ConfigError
+
+__all__ = ["main"]
+
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+
+
+def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    nats_url = environ.get("NATS_URL")
+    config = environ.get("LLM_EDGE_CONFIG")
+    parser = argparse.ArgumentParser(prog="llm-edge", description="LLM Edge Broker")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def service(name: str, help_text: str) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, help=help_text)
+        cmd.add_argument(
+            "--nats-url", default=nats_url or DEFAULT_NATS_URL, help="NATS server (env NATS_URL)"
+        )
+        return cmd
+
+    up = sub.add_parser("up", help="run the whole stack on this machine")
+    up.add_argument(
+        "--nats-url",
+        default=nats_url,
+        help="use this NATS server instead of the embedded one (env NATS_URL)",
+    )
+    up.add_argument("--nats-port", type=int, default=4222, help="embedded nats-server port")
+    up.add_argument("--data-dir", default=None, help="JetStream storage (env LLM_EDGE_DATA_DIR)")
+    for cmd in (up, service("broker", "run a broker (queue group on llm.chat)")):
+        cmd.add_argument("--config", default=config, help="TOML file (env LLM_EDGE_CONFIG)")
+        cmd.add_argument(
+            "--redis-url",
+            default=environ.get("REDIS_URL"),
+            help="L2 cache on Redis (env REDIS_URL); else a NATS KV bucket",
+        )
+    for cmd in (up, service("bridge", "run the OpenAI-compatible HTTP bridge")):
+        cmd.add_argument("--host", default=environ.get("LLM_EDGE_HOST", "127.0.0.1"))
+        cmd.add_argument("--port", type=int, default=int(environ.get("LLM_EDGE_PORT", "8080")))
+    worker = service("worker", "run a provider worker (queue group on llm.provider.<name>)")
+    worker.add_argument("provider", help="provider name from the configuration")
+    worker.add_argument("--config", default=config, help="TOML file (env LLM_EDGE_CONFIG)")
+    for cmd in (sub.choices["broker"], worker):
+        cmd.add_argument(
+            "--mock-fallback",
+            action="store_true",
+            help="serve models whose provider has no key from the mock provider",
+        )
+
+    cache = sub.add_parser("cache", help="cache administration")
+    cache_sub = cache.add_subparsers(dest="cache_command", required=True)
+    purge = cache_sub.add_parser("purge", help="purge cache entries on every broker and in L2")
+    purge.add_argument("--nats-url", default=nats_url or DEFAULT_NATS_URL)
+    which = purge.add_mutually_exclusive_group(required=True)
+    which.add_argument("--all", action="store_true", help="everything")
+    which.add_argument("--namespace", help="one namespace (X-Cache-Namespace)")
+    which.add_argument("--key", help="one entry (the X-Cache-Key of a reply)")
+    return parser
+
+
+def _load(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
+    config = Config.load(args.config)
+    if getattr(args, "mock_fallback", False):
+        config, _ = config.with_mock_fallback(environ)
+    return config
+
+
+async def _broker(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    from broker.runtime import stop_event  # noqa: PLC0415  (each command imports what it runs)
+    from broker.service import BrokerOptions, serve_broker  # noqa: PLC0415
+
+    options = BrokerOptions(nats_url=args.nats_url, redis_url=args.redis_url)
+    await serve_broker(_load(args, environ), options, stop_event())
+
+
+async def _worker(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    from broker.runtime import close_quietly, connect, stop_event  # noqa: PLC0415
+    from workers import build_provider, http_client, serve_worker  # noqa: PLC0415
+
+    config = _load(args, environ)
+    settings = config.providers.get(args.provider)
+    if settings is None:
+        raise ConfigError(f"no provider {args.provider!r}; configured: {sorted(config.providers)}")
+    stop = stop_event()
+    async with http_client() as client:
+        provider = build_provider(settings, environ, client)
+        nc = await connect(args.nats_url, f"llm-edge-worker-{args.provider}")
+        try:
+            await serve_worker(nc, provider, stop, max_concurrency=settings.max_concurrency)
+        finally:
+            await close_quietly(nc)
+
+
+async def _bridge(args: argparse.Namespace) -> None:
+    from broker.bridge import BridgeOptions, serve_bridge  # noqa: PLC0415
+    from broker.runtime import stop_event  # noqa: PLC0415
+
+    options = BridgeOptions(nats_url=args.nats_url, host=args.host, port=args.port)
+    await serve_bridge(options, stop_event())
+
+
+async def _cache_purge(args: argparse.Namespace) -> None:
+    from broker.runtime import connect  # noqa: PLC0415
+    from schemas import subjects  # noqa: PLC0415
+
+    command: dict[str, object] = (
+        {"all": True}
+        if args.all
+        else {"namespace": args.namespace}
+        if args.namespace
+        else {"key": args.key}
+    )
+    nc = await connect(args.nats_url, "llm-edge-cli")
+    try:
+        reply = await nc.request(subjects.CACHE_PURGE, msgspec.json.encode(command), timeout=10)
+        print(json.dumps(json.loads(reply.data), indent=2))
+    finally:
+        await nc.close()
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Entry point of the ``llm-edge`` console script."""
+    env = dict(os.environ) if environ is None else environ
+    args = _parser(env).parse_args(argv)
+    logging.basicConfig(
+        level=env.get("LLM_EDGE_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is noise
+    from broker.runtime import run_until_stopped  # noqa: PLC0415
+
+    try:
+        if args.command == "up":
+            from broker.supervisor import UpOptions, default_data_dir, run_up  # noqa: PLC0415
+
+            data_dir = default_data_dir(env) if args.data_dir is None else args.data_dir
+            options = UpOptions(
+                config_path=args.config,
+                nats_url=args.nats_url,
+                redis_url=args.redis_url,
+                host=args.host,
+                port=args.port,
+                nats_port=args.nats_port,
+                data_dir=Path(data_dir),
+            )
+            return run_up(options, env)
+        if args.command == "broker":
+            run_until_stopped(_broker(args, env))
+        elif args.command == "worker":
+            run_until_stopped(_worker(args, env))
+        elif args.command == "bridge":
+            run_until_stopped(_bridge(args))
+        elif args.command == "cache":
+            run_until_stopped(_cache_purge(args))
+    except (ConfigError, ValueError) as exc:
+        print(f"llm-edge: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

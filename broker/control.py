@@ -1,0 +1,85 @@
+"""The broker's control plane on FastStream: liveness, the model list, cache purges.
+
+These subjects carry a handful of messages a minute, so FastStream's per-message cost does
+not matter here; the data plane (``llm.chat``) uses the same connection directly.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from faststream.nats import NatsBroker
+
+from broker.cache import ResponseCache
+from broker.config import Config
+from broker.pipeline import DEFAULT_TENANT
+from schemas import subjects
+
+__all__ = ["model_list", "purge_prefix", "register_control"]
+
+_STARTED = int(time.time())
+
+
+def model_list(config: Config) -> dict[str, Any]:
+    """OpenAI's ``GET /v1/models`` body for the configured models and aliases."""
+    names = sorted(n for m in config.models.values() for n in (m.name, *m.aliases))
+    return {
+        "object": "list",
+        "data": [
+            {"id": n, "object": "model", "created": _STARTED, "owned_by": "llm-edge"} for n in names
+        ],
+    }
+
+
+def purge_prefix(command: dict[str, Any]) -> str:
+    """The key prefix a purge command selects.
+
+    ``{"all": true}`` purges everything, ``{"namespace": "ns"}`` one namespace, ``{"key": k}``
+    one entry (the ``X-Cache-Key`` of a reply).
+
+    Raises:
+        ValueError: the command selects nothing.
+    """
+    if command.get("all") is True:
+        return ""
+    if isinstance(command.get("key"), str) and command["key"].count(":") == 2:
+        return str(command["key"])
+    if isinstance(command.get("namespace"), str):
+        tenant = command.get("tenant", DEFAULT_TENANT)
+        return f"{tenant}:{command['namespace']}:"
+    raise ValueError('purge needs {"all": true}, {"namespace": "..."} or {"key": "..."}')
+
+
+def register_control(broker: NatsBroker, config: Config, cache: ResponseCache | None) -> None:
+    """Add the control subscribers to a FastStream broker (``apply_types=False``)."""
+
+    @broker.subscriber(subjects.BROKER_PING, queue=subjects.BROKER_QUEUE)
+    async def ping(body: Any) -> dict[str, Any]:
+        return {"status": "ok", "models": len(config.models), "cache": cache is not None}
+
+    @broker.subscriber(subjects.MODELS, queue=subjects.BROKER_QUEUE)
+    async def models(body: Any) -> dict[str, Any]:
+        return model_list(config)
+
+    @broker.subscriber(subjects.CACHE_PURGE)
+    async def purge(body: Any) -> dict[str, Any]:
+        if cache is None:
+            return {
+                "error": {
+                    "type": "invalid_request_error",
+                    "code": "cache_disabled",
+                    "message": "the cache is disabled",
+                }
+            }
+        try:
+            prefix = purge_prefix(body if isinstance(body, dict) else {})
+        except ValueError as exc:
+            return {
+                "error": {
+                    "type": "invalid_request_error",
+                    "code": "invalid_request",
+                    "message": str(exc),
+                }
+            }
+        return {"purged": await cache.purge(prefix)}

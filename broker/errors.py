@@ -1,0 +1,108 @@
+"""Broker errors. Every failure a caller can see is a :class:`BrokerError`:
+
+    BrokerError(status, code, message, param, retry_after)
+     ├── InvalidRequest      400  (bad JSON, schema violation; ``param`` names the field)
+     ├── ModelNotFound       404
+     ├── RequestTooLarge     413
+     ├── NoProvider          503  (no worker subscribed: NATS no-responders)
+     ├── DeadlineExceeded    504
+     └── UpstreamFailed      the worker's status (502 for provider errors)
+
+:meth:`BrokerError.envelope` is the one place its reply body is built.
+"""
+
+from __future__ import annotations
+
+import re
+
+import msgspec
+
+from schemas import error_body
+
+__all__ = [
+    "BrokerError",
+    "DeadlineExceeded",
+    "InvalidRequest",
+    "ModelNotFound",
+    "NoProvider",
+    "RequestTooLarge",
+    "from_decode_error",
+]
+
+
+class BrokerError(Exception):
+    """A failure with an HTTP-like status and an OpenAI-style code.
+
+    Attributes:
+        status: HTTP-like status (also sent as the ``Llm-Status`` header).
+        code: machine-readable code.
+        message: for a person.
+        param: the request field at fault, if any.
+        retry_after: seconds after which a retry may succeed, if known.
+    """
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(
+        self, message: str, *, param: str | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.retry_after = retry_after
+
+    def envelope(self) -> bytes:
+        """The ``{"error": {...}}`` body for this failure."""
+        return error_body(self.status, self.code, self.message, self.param)
+
+
+class InvalidRequest(BrokerError):
+    """The body is not valid JSON or breaks the chat-completions contract."""
+
+    status = 400
+    code = "invalid_request"
+
+
+class ModelNotFound(BrokerError):
+    """No model or alias of that name is configured."""
+
+    status = 404
+    code = "model_not_found"
+
+
+class RequestTooLarge(BrokerError):
+    """The body is over the configured or transport limit."""
+
+    status = 413
+    code = "request_too_large"
+
+
+class NoProvider(BrokerError):
+    """Nothing serves the subject the request needs."""
+
+    status = 503
+    code = "no_provider_available"
+
+
+class DeadlineExceeded(BrokerError):
+    """The request's time budget ran out."""
+
+    status = 504
+    code = "deadline_exceeded"
+
+
+_PATH = re.compile(r"at `\$\.?([^`]*)`|required field `([^`]+)`")
+
+
+def from_decode_error(exc: msgspec.MsgspecError) -> InvalidRequest:
+    """Map a msgspec decode/validation failure to a 400 naming the field.
+
+    ``Expected `float` <= 2.0 - at `$.temperature``` becomes ``param="temperature"``.
+    """
+    text = str(exc)
+    if isinstance(exc, msgspec.DecodeError) and not isinstance(exc, msgspec.ValidationError):
+        return InvalidRequest(f"request body is not valid JSON: {text}")
+    match = _PATH.search(text)
+    param = (match.group(1) or match.group(2)) if match else None
+    return InvalidRequest(f"invalid request: {text}", param=param or None)

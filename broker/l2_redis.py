@@ -1,0 +1,59 @@
+"""L2 on Redis via ``redis.asyncio`` (pooled; ``SET ... EX``)."""
+
+from __future__ import annotations
+
+import math
+
+import redis.asyncio as redis
+
+__all__ = ["RedisL2"]
+
+KEY_PREFIX = "llm-edge:cache:"
+SCAN_BATCH = 1000
+
+
+class RedisL2:
+    """Redis-backed L2.
+
+    Args:
+        client: a ``redis.asyncio.Redis``; built by :meth:`from_url` in services.
+    """
+
+    name = "redis"
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisL2:
+        """Connect lazily to ``url`` with short socket timeouts (L2 must never stall)."""
+        client = redis.Redis.from_url(
+            url, socket_timeout=0.5, socket_connect_timeout=0.5, max_connections=256
+        )
+        return cls(client)
+
+    async def get(self, key: str) -> bytes | None:
+        """GET."""
+        value = await self._client.get(KEY_PREFIX + key)
+        return value.encode() if isinstance(value, str) else value
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        """SET with EX (whole seconds, rounded up)."""
+        await self._client.set(KEY_PREFIX + key, value, ex=max(1, math.ceil(ttl_s)))
+
+    async def purge(self, prefix: str) -> int:
+        """SCAN and UNLINK the matching keys."""
+        removed = 0
+        batch: list[bytes] = []
+        async for key in self._client.scan_iter(match=f"{KEY_PREFIX}{prefix}*", count=SCAN_BATCH):
+            batch.append(key)
+            if len(batch) >= SCAN_BATCH:
+                removed += await self._client.unlink(*batch)
+                batch.clear()
+        if batch:
+            removed += await self._client.unlink(*batch)
+        return removed
+
+    async def aclose(self) -> None:
+        """Close the pool."""
+        await self._client.aclose()

@@ -1,0 +1,112 @@
+"""Process plumbing shared by every service: NATS connection, bounded concurrency, shutdown.
+
+nats-py runs one subscription's callbacks one after another; an LLM call takes seconds, so
+every slow handler runs as its own task, and :class:`InFlight` bounds how many run at once.
+When the bound is reached the subscription callback waits, which leaves further messages in
+the client's pending buffer: back-pressure instead of unbounded memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Coroutine
+from typing import Any
+
+from nats.aio.client import Client
+
+import nats
+
+__all__ = ["InFlight", "close_quietly", "connect", "run_until_stopped", "stop_event"]
+
+log = logging.getLogger("llm_edge")
+
+#: Messages a subscription may buffer before nats-py reports a slow consumer.
+PENDING_MSGS_LIMIT = 512 * 1024
+
+
+async def connect(url: str, name: str) -> Client:
+    """Connect to NATS, reconnecting forever; in-flight requests survive a server restart."""
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats error: %s", exc)
+
+    return await nats.connect(
+        url,
+        name=name,
+        allow_reconnect=True,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        connect_timeout=5,
+        error_cb=on_error,
+    )
+
+
+async def close_quietly(nc: Client) -> None:
+    """Drain (flush what is buffered, then close); if the server is gone, just close."""
+    try:
+        await nc.drain()
+    except Exception:
+        with contextlib.suppress(Exception):
+            await nc.close()
+
+
+class InFlight:
+    """Runs coroutines as tasks, at most ``limit`` at a time, and drains them on shutdown.
+
+    Args:
+        limit: maximum concurrent tasks.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._slots = asyncio.Semaphore(limit)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    async def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Start ``coro`` as a task once a slot is free."""
+        await self._slots.acquire()
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("handler failed", exc_info=task.exception())
+
+    async def drain(self, grace_s: float) -> None:
+        """Wait up to ``grace_s`` for running tasks, then cancel what is left."""
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+
+
+def stop_event() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM (on platforms with loop signal handlers)."""
+    event = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, event.set)
+    return event
+
+
+def run_until_stopped(main: Coroutine[Any, Any, None]) -> None:
+    """Run a service's main coroutine on uvloop when available."""
+    try:
+        import uvloop  # noqa: PLC0415  (optional fast loop)
+    except ImportError:  # pragma: no cover - uvloop is a default dependency on Linux
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)

@@ -1,0 +1,127 @@
+"""The broker process: control plane on FastStream, ``llm.chat`` on the same NATS connection."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from faststream.nats import NatsBroker
+from nats.aio.client import Client
+from nats.aio.subscription import Subscription
+
+from broker.cache import L2Kind, ResponseCache
+from broker.config import Config
+from broker.control import register_control
+from broker.l2 import GuardedL2, L2Backend
+from broker.l2_nats import NatsKVL2
+from broker.l2_redis import RedisL2
+from broker.pipeline import ChatPipeline
+from broker.runtime import PENDING_MSGS_LIMIT, close_quietly
+from schemas import subjects
+
+__all__ = ["BrokerService"]
+
+log = logging.getLogger("llm_edge.broker")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BrokerOptions:
+    """Where the broker connects."""
+
+    nats_url: str
+    redis_url: str | None = None
+    name: str = "llm-edge-broker"
+
+
+class BrokerService:
+    """One broker process (many run side by side in the brokers' queue group).
+
+    Args:
+        config: the validated configuration.
+        options: connection targets.
+    """
+
+    def __init__(self, config: Config, options: BrokerOptions) -> None:
+        self.config = config
+        self.options = options
+        self._fs = NatsBroker(
+            options.nats_url,
+            name=options.name,
+            apply_types=False,
+            logger=None,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=1,
+        )
+        self._sub: Subscription | None = None
+        self._l2: L2Backend | None = None
+        self.cache: ResponseCache | None = None
+        self.pipeline: ChatPipeline | None = None
+
+    @property
+    def nc(self) -> Client:
+        """The NATS connection FastStream holds."""
+        connection: Client = self._fs.connection
+        return connection
+
+    async def start(self) -> None:
+        """Connect, open the cache tiers, subscribe."""
+        await self._fs.connect()
+        self.cache = await self._open_cache()
+        register_control(self._fs, self.config, self.cache)
+        await self._fs.start()
+        self.pipeline = ChatPipeline(self.nc, self.config, self.cache)
+        self._sub = await self.nc.subscribe(
+            subjects.CHAT,
+            queue=subjects.BROKER_QUEUE,
+            cb=self.pipeline.on_message,
+            pending_msgs_limit=PENDING_MSGS_LIMIT,
+        )
+        await self.nc.flush()
+
+    async def _open_cache(self) -> ResponseCache | None:
+        settings = self.config.cache
+        if not settings.enabled:
+            return None
+        kind = settings.l2
+        if kind is L2Kind.AUTO:
+            kind = L2Kind.REDIS if self.options.redis_url else L2Kind.NATS
+        if kind is L2Kind.REDIS:
+            if not self.options.redis_url:
+                raise ValueError("cache.l2 = 'redis' needs REDIS_URL / --redis-url")
+            self._l2 = RedisL2.from_url(self.options.redis_url)
+        elif kind is L2Kind.NATS:
+            self._l2 = await NatsKVL2.open(self.nc)
+        guarded = None if self._l2 is None else GuardedL2(self._l2, timeout_s=settings.l2_timeout_s)
+        return ResponseCache(settings, guarded)
+
+    @property
+    def l2_name(self) -> str:
+        """``redis``, ``nats-kv`` or ``off``."""
+        return "off" if self._l2 is None else self._l2.name
+
+    async def stop(self, drain_timeout: float = 10.0) -> None:
+        """Stop taking requests, finish those in flight (bounded), disconnect."""
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+            self._sub = None
+        if self.pipeline is not None:
+            await self.pipeline.drain(drain_timeout)
+        if self._l2 is not None:
+            await self._l2.aclose()
+        connection = self.nc
+        with contextlib.suppress(Exception):  # FastStream drains; a dead server makes that fail
+            await self._fs.stop()
+        await close_quietly(connection)
+
+
+async def serve_broker(config: Config, options: BrokerOptions, stop: asyncio.Event) -> None:
+    """Run a broker until ``stop`` is set."""
+    service = BrokerService(config, options)
+    await service.start()
+    log.info("broker ready: %d models, L2=%s", len(config.models), service.l2_name)
+    try:
+        await stop.wait()
+    finally:
+        await service.stop()

@@ -1,0 +1,147 @@
+"""``llm-edge up``: the whole stack on one machine, as child processes of one command.
+
+nats-server (embedded unless ``NATS_URL`` is given), one broker, one worker per provider the
+configuration routes to, and the bridge. Ctrl-C (or SIGTERM) stops every child; children also
+die with the supervisor if it is killed (Linux ``PR_SET_PDEATHSIG``), so nothing is orphaned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from broker.config import Config
+from broker.embedded import EmbeddedNats, die_with_parent
+
+__all__ = ["UpOptions", "run_up"]
+
+READY_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpOptions:
+    """What ``llm-edge up`` starts and where."""
+
+    config_path: str | None
+    nats_url: str | None
+    redis_url: str | None
+    host: str
+    port: int
+    nats_port: int
+    data_dir: Path
+
+
+def _spawn(args: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(  # noqa: S603  (our own interpreter and module)
+        [sys.executable, "-m", "broker", *args],
+        env=dict(env),
+        preexec_fn=die_with_parent,  # noqa: PLW1509  (only prctl, async-signal-safe)
+    )
+
+
+def _wait_ready(url: str, procs: Sequence[subprocess.Popen[bytes]]) -> bool:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    with httpx.Client(timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            if any(p.poll() is not None for p in procs):
+                return False
+            with contextlib.suppress(httpx.HTTPError):
+                if client.get(url).status_code == 200:
+                    return True
+            time.sleep(0.2)
+    return False
+
+
+def _stop_all(procs: Sequence[subprocess.Popen[bytes]], timeout: float = 15.0) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_up(options: UpOptions, environ: Mapping[str, str]) -> int:
+    """Start everything, print where it listens, and supervise until interrupted.
+
+    Returns:
+        The process exit code.
+    """
+    config, mocked = Config.load(options.config_path).with_mock_fallback(environ)
+    if mocked:
+        print(
+            f"No provider key set for {', '.join(sorted(mocked))}: "
+            "the built-in mock provider serves these models.",
+            flush=True,
+        )
+    embedded = None
+    nats_url = options.nats_url
+    if not nats_url:
+        embedded = EmbeddedNats(options.data_dir / "jetstream", port=options.nats_port)
+        nats_url = embedded.start()
+        print(f"Embedded nats-server {nats_url} (JetStream in {embedded.data_dir})", flush=True)
+    env = {**environ, "NATS_URL": nats_url}
+    common = ["--nats-url", nats_url] + (
+        ["--config", options.config_path] if options.config_path else []
+    )
+    broker_args = ["broker", *common, "--mock-fallback"]
+    if options.redis_url:
+        broker_args += ["--redis-url", options.redis_url]
+    procs = [_spawn(broker_args, env)]
+    procs += [
+        _spawn(["worker", name, *common, "--mock-fallback"], env)
+        for name in config.serving_providers()
+    ]
+    procs.append(
+        _spawn(
+            ["bridge", "--nats-url", nats_url, "--host", options.host, "--port", str(options.port)],
+            env,
+        )
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    code = 0
+    try:
+        base = f"http://{options.host}:{options.port}"
+        if not _wait_ready(f"{base}/ready", procs):
+            print("llm-edge: a service failed to start; stopping.", file=sys.stderr, flush=True)
+            return 1
+        print(
+            f"Ready. OpenAI-compatible API: {base}/v1  |  NATS: {nats_url} "
+            f"(subject llm.chat)  |  workers: {', '.join(config.serving_providers())}",
+            flush=True,
+        )
+        while not stop.wait(0.5):
+            if any(p.poll() is not None for p in procs):
+                print("llm-edge: a service exited; stopping.", file=sys.stderr, flush=True)
+                code = 1
+                break
+    finally:
+        _stop_all(procs)
+        if embedded is not None:
+            embedded.stop()
+    print("Stopped.", flush=True)
+    return code
+
+
+def default_data_dir(environ: Mapping[str, str]) -> Path:
+    """``$LLM_EDGE_DATA_DIR``, else ``$XDG_DATA_HOME/llm-edge`` or ``~/.local/share/llm-edge``."""
+    if environ.get("LLM_EDGE_DATA_DIR"):
+        return Path(environ["LLM_EDGE_DATA_DIR"])
+    base = environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
+    return Path(base) / "llm-edge"

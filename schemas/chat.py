@@ -1,0 +1,180 @@
+"""OpenAI chat-completions wire contract: request, response, streamed chunk.
+
+Fields follow the OpenAI reference. Content parts, tool schemas and other open-ended objects
+stay plain JSON objects so nothing a provider understands is dropped; unknown top-level request
+fields are captured separately by :func:`schemas.codec.decode_chat_request`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+__all__ = [
+    "ChatCompletion",
+    "ChatCompletionChunk",
+    "ChatRequest",
+    "Choice",
+    "ChunkChoice",
+    "Delta",
+    "FunctionCall",
+    "Message",
+    "ResponseMessage",
+    "StreamOptions",
+    "Tool",
+    "ToolCall",
+    "ToolFunction",
+    "Usage",
+]
+
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+JSONObject = dict[str, Any]
+
+
+class FunctionCall(msgspec.Struct, omit_defaults=True):
+    """``{"name", "arguments"}`` of an assistant tool call; ``arguments`` is a JSON string."""
+
+    name: str
+    arguments: str = ""
+
+
+class ToolCall(msgspec.Struct, omit_defaults=True):
+    """An assistant's request to call a tool."""
+
+    id: str
+    function: FunctionCall
+    type: str = "function"
+
+
+class Message(msgspec.Struct, omit_defaults=True):
+    """One chat message; ``content`` is a string or a list of typed parts."""
+
+    role: Role
+    content: str | list[JSONObject] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+
+
+class ToolFunction(msgspec.Struct, omit_defaults=True):
+    """A callable function offered to the model."""
+
+    name: str
+    description: str | None = None
+    parameters: JSONObject | None = None
+    strict: bool | None = None
+
+
+class Tool(msgspec.Struct, omit_defaults=True):
+    """``{"type": "function", "function": {...}}``."""
+
+    function: ToolFunction
+    type: str = "function"
+
+
+class StreamOptions(msgspec.Struct, omit_defaults=True):
+    """Streaming options; ``include_usage`` adds a final usage chunk."""
+
+    include_usage: bool | None = None
+
+
+Temperature = Annotated[float, msgspec.Meta(ge=0, le=2)]
+TopP = Annotated[float, msgspec.Meta(ge=0, le=1)]
+Penalty = Annotated[float, msgspec.Meta(ge=-2, le=2)]
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class ChatRequest(msgspec.Struct, omit_defaults=True):
+    """``POST /v1/chat/completions`` body, the payload of ``llm.chat``."""
+
+    model: Annotated[str, msgspec.Meta(min_length=1)]
+    messages: Annotated[list[Message], msgspec.Meta(min_length=1)]
+    tools: list[Tool] | None = None
+    tool_choice: str | JSONObject | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: JSONObject | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    n: Annotated[int, msgspec.Meta(ge=1, le=128)] | None = None
+    stop: str | list[str] | None = None
+    max_tokens: PositiveInt | None = None
+    max_completion_tokens: PositiveInt | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+    seed: int | None = None
+    logit_bias: dict[str, float] | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, msgspec.Meta(ge=0, le=20)] | None = None
+    user: str | None = None
+    metadata: dict[str, str] | None = None
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+
+
+class Usage(msgspec.Struct, omit_defaults=True):
+    """Token counts of one completion."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class ResponseMessage(msgspec.Struct, omit_defaults=True):
+    """The assistant message inside a choice."""
+
+    role: str
+    content: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    refusal: str | None = None
+
+
+class Choice(msgspec.Struct):
+    """One completion choice."""
+
+    index: int
+    message: ResponseMessage
+    finish_reason: str | None = "stop"
+    logprobs: JSONObject | None = None
+
+
+class ChatCompletion(msgspec.Struct):
+    """``chat.completion`` object."""
+
+    id: str
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage | None = None
+    object: str = "chat.completion"
+    system_fingerprint: str | None = None
+
+
+class Delta(msgspec.Struct, omit_defaults=True):
+    """Incremental message content in a streamed chunk."""
+
+    role: str | None = None
+    content: str | None = None
+    tool_calls: list[JSONObject] | None = None
+    refusal: str | None = None
+
+
+class ChunkChoice(msgspec.Struct):
+    """One choice of a streamed chunk."""
+
+    index: int
+    delta: Delta
+    finish_reason: str | None = None
+    logprobs: JSONObject | None = None
+
+
+class ChatCompletionChunk(msgspec.Struct):
+    """``chat.completion.chunk`` object."""
+
+    id: str
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: Usage | None = None
+    object: str = "chat.completion.chunk"
+    system_fingerprint: str | None = None

@@ -1,0 +1,44 @@
+"""NATS subject names: the public surface every producer and service agrees on."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ADMIN_PREFIX",
+    "BROKER_PING",
+    "BROKER_QUEUE",
+    "CACHE_PURGE",
+    "CHAT",
+    "MODELS",
+    "PROVIDER_PREFIX",
+    "WORKER_QUEUE",
+    "provider_subject",
+]
+
+#: Producers publish OpenAI chat-completions requests here (request/reply).
+CHAT = "llm.chat"
+#: Brokers answer liveness probes here (the bridge's ``/ready`` asks it).
+BROKER_PING = "llm.broker.ping"
+#: The models brokers serve (OpenAI ``/v1/models`` list).
+MODELS = "llm.models"
+#: Cache purge: every broker purges its L1 and the shared L2 (no queue group).
+CACHE_PURGE = "llm.admin.cache.purge"
+#: Admin commands (cache purge, breaker control) live under this prefix.
+ADMIN_PREFIX = "llm.admin"
+#: Brokers forward cache misses to ``llm.provider.<provider>``.
+PROVIDER_PREFIX = "llm.provider"
+
+#: Queue groups: each message goes to one member of the group.
+BROKER_QUEUE = "llm-edge-brokers"
+WORKER_QUEUE = "llm-edge-workers"
+
+
+def provider_subject(provider: str) -> str:
+    """Return the subject a provider's workers consume.
+
+    Args:
+        provider: the provider name from the configuration (``openai``, ``mock`` ...).
+
+    Returns:
+        ``llm.provider.<provider>``.
+    """
+    return f"{PROVIDER_PREFIX}.{provider}"

@@ -1,0 +1,118 @@
+"""The HTTP bridge with the official openai SDK and raw HTTP, over real NATS."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import openai
+import pytest
+
+from tests.support.stack import Stack, config_from, start_stack
+
+CONFIG = """
+    [cache]
+    enabled = false
+
+    [providers.mock]
+    kind = "mock"
+
+    [models."gpt-4o-mini"]
+    deployments = [{ provider = "mock" }]
+
+    [models.orphan]
+    deployments = [{ provider = "ghost" }]
+
+    [providers.ghost]
+    kind = "mock"
+"""
+
+
+@pytest.fixture
+async def stack(nats_url: str) -> AsyncIterator[Stack]:
+    running = await start_stack(nats_url, config_from(CONFIG), providers=["mock"], bridge=True)
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+@pytest.fixture
+def sdk(stack: Stack) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=stack.base_url, api_key="x", max_retries=0)
+
+
+async def test_openai_sdk_chat_completion(sdk: openai.AsyncOpenAI) -> None:
+    """The official SDK, unchanged, gets a completion through bridge, broker and worker."""
+    completion = await sdk.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "Say hi"}]
+    )
+    assert completion.choices[0].message.role == "assistant"
+    assert "Say hi" in (completion.choices[0].message.content or "")
+    assert completion.usage is not None
+    assert completion.usage.total_tokens > 0
+
+
+async def test_openai_sdk_sees_errors_as_its_exceptions(sdk: openai.AsyncOpenAI) -> None:
+    """Unknown model and bad parameters surface as the SDK's NotFoundError / BadRequestError."""
+    with pytest.raises(openai.NotFoundError) as not_found:
+        await sdk.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
+    assert not_found.value.code == "model_not_found"
+    with pytest.raises(openai.BadRequestError) as bad:
+        await sdk.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}], temperature=5
+        )
+    assert bad.value.param == "temperature"
+
+
+async def test_openai_sdk_lists_models(sdk: openai.AsyncOpenAI) -> None:
+    """GET /v1/models lists the configured models."""
+    models = [m.id async for m in sdk.models.list()]
+    assert "gpt-4o-mini" in models
+
+
+async def test_oversize_body_is_413_before_nats(stack: Stack) -> None:
+    """A body over the NATS payload limit is refused by the bridge; the connection survives."""
+    assert stack.http is not None
+    huge = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"' + b"x" * 2_000_000
+    response = await stack.http.post("/chat/completions", content=huge + b'"}]}')
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
+    ok = await stack.http.post(
+        "/chat/completions",
+        json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "after"}]},
+    )
+    assert ok.status_code == 200
+
+
+async def test_health_ready_and_http_errors(stack: Stack) -> None:
+    """/health and /ready answer; unknown routes and a provider without workers get envelopes."""
+    assert stack.http is not None
+    health = await stack.http.get(stack.base_url.removesuffix("/v1") + "/health")
+    assert health.status_code == 200
+    ready = await stack.http.get(stack.base_url.removesuffix("/v1") + "/ready")
+    assert ready.status_code == 200
+    missing = await stack.http.get("/nothing")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["type"] == "not_found_error"
+    orphan = await stack.http.post(
+        "/chat/completions",
+        json={"model": "orphan", "messages": [{"role": "user", "content": "x"}]},
+    )
+    assert orphan.status_code == 503
+    assert orphan.headers["retry-after"] == "1"
+
+
+async def test_ready_is_503_without_broker(nats_url: str) -> None:
+    """/ready reports 503 while no broker answers."""
+    running = await start_stack(nats_url, config_from(CONFIG), providers=[], bridge=True, brokers=0)
+    try:
+        assert running.http is not None
+        ready = await running.http.get(running.base_url.removesuffix("/v1") + "/ready")
+        assert ready.status_code == 503
+        chat = await running.http.post(
+            "/chat/completions", json={"model": "x", "messages": [{"role": "user", "content": "x"}]}
+        )
+        assert chat.status_code == 503
+        assert chat.json()["error"]["code"] == "no_broker"
+    finally:
+        await running.stop()

@@ -1,0 +1,92 @@
+"""``llm-edge up`` as a user runs it: one command, mock provider, clean Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import httpx
+
+from tests.support.servers import free_port
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """PIDs whose command line contains ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def test_up_serves_with_mock_and_stops_cleanly(tmp_path: Path) -> None:
+    """With no keys, `up` says the mock serves, answers HTTP, and Ctrl-C leaves no process."""
+    port = free_port()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"OPENAI_API_KEY", "NATS_URL", "REDIS_URL", "LLM_EDGE_CONFIG"}
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "broker",
+            "up",
+            "--port",
+            str(port),
+            "--nats-port",
+            "-1",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith(("Ready.", "llm-edge:")):
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        assert ready.wait(60), "".join(lines)
+        output = "".join(lines)
+        assert "mock provider serves" in output, output
+        assert "Ready." in output, output
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]},
+            timeout=10,
+        )
+        assert response.status_code == 200
+        assert "hello" in response.json()["choices"][0]["message"]["content"]
+        assert processes_mentioning(str(tmp_path))  # the embedded nats-server is running
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        code = proc.wait(30)
+    assert code == 0, "".join(lines)
+    assert "Stopped." in "".join(lines)
+    assert processes_mentioning(str(tmp_path)) == []
+    assert processes_mentioning(f"--port {port}") == []
+    nats_url = next(w for line in lines for w in line.split() if w.startswith("nats://"))
+    assert processes_mentioning(nats_url) == []  # broker and worker children too

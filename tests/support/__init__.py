@@ -1,0 +1,1 @@
+"""Test support: real servers, a fake OpenAI upstream, in-process service stacks."""

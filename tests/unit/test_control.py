@@ -1,0 +1,35 @@
+"""The broker's control plane on FastStream's in-memory test broker."""
+
+from __future__ import annotations
+
+from faststream.nats import NatsBroker, TestNatsBroker
+
+from broker.cache import CachedReply, CacheSettings, ResponseCache
+from broker.config import Config
+from broker.control import register_control
+from schemas import subjects
+
+
+async def test_ping_models_and_purge_in_memory() -> None:
+    """Ping answers, the model list includes aliases, purge empties the namespace's L1 entries."""
+    config = Config.load()
+    cache = ResponseCache(CacheSettings(l2="off"))  # type: ignore[arg-type]
+    entry = CachedReply(body=b"{}", provider="mock", deployment="d")
+    cache.l1.put("default:ns1:aa", entry, 2, 60)
+    cache.l1.put("default:ns2:bb", entry, 2, 60)
+    fs = NatsBroker(apply_types=False, logger=None)
+    register_control(fs, config, cache)
+    async with TestNatsBroker(fs) as test_broker:
+        ping = await test_broker.request(b"", subjects.BROKER_PING)
+        assert (await ping.decode())["status"] == "ok"  # type: ignore[index]
+        models = await (await test_broker.request(b"", subjects.MODELS)).decode()
+        ids = {m["id"] for m in models["data"]}  # type: ignore[index]
+        assert {"gpt-4o-mini", "gpt-4o-mini-2024-07-18", "mock"} <= ids
+        purged = await (
+            await test_broker.request({"namespace": "ns1"}, subjects.CACHE_PURGE)
+        ).decode()
+        assert purged == {"purged": {"l1": 1}}
+        bad = await (await test_broker.request({"nothing": 1}, subjects.CACHE_PURGE)).decode()
+        assert bad["error"]["code"] == "invalid_request"  # type: ignore[index]
+    assert cache.l1.get("default:ns1:aa") is None
+    assert cache.l1.get("default:ns2:bb") == entry

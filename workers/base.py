@@ -1,0 +1,47 @@
+"""The ``Provider`` protocol every adapter implements, and the call it receives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from schemas import ChatRequest
+
+__all__ = ["Provider", "ProviderRequest"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderRequest:
+    """One upstream call.
+
+    Attributes:
+        body: the request exactly as the caller sent it (unknown fields included).
+        chat: the same request, decoded and validated.
+        upstream_model: the model name to send upstream.
+        timeout_s: time left before the caller's deadline.
+        request_id: correlation id, forwarded upstream where the provider accepts one.
+    """
+
+    body: bytes
+    chat: ChatRequest
+    upstream_model: str
+    timeout_s: float
+    request_id: str = ""
+
+
+class Provider(Protocol):
+    """An upstream LLM API.
+
+    Implementations raise :class:`workers.errors.ProviderError` for every failure, mapped in
+    one place per adapter.
+    """
+
+    name: str
+
+    async def complete(self, request: ProviderRequest) -> bytes:
+        """Run a whole (non-streamed) completion; return ``chat.completion`` JSON bytes."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release pooled connections."""
+        ...

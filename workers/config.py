@@ -1,0 +1,96 @@
+"""Provider settings: how a worker reaches one upstream."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["DEFAULT_TIMEOUT_S", "ProviderConfig", "ProviderKind"]
+
+DEFAULT_TIMEOUT_S = 60.0
+DEFAULT_MAX_CONCURRENCY = 1024
+
+
+class ProviderKind(enum.StrEnum):
+    """Which adapter serves a provider."""
+
+    MOCK = "mock"
+    OPENAI = "openai"
+    OPENAI_COMPATIBLE = "openai_compatible"
+
+
+_DEFAULT_BASE_URLS = {ProviderKind.OPENAI: "https://api.openai.com/v1"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProviderConfig:
+    """One configured provider.
+
+    Attributes:
+        name: the provider's name; its workers consume ``llm.provider.<name>``.
+        kind: the adapter.
+        base_url: upstream API root (``.../v1`` for OpenAI-shaped APIs).
+        api_key_env: the environment variable holding the key; keys never leave the worker.
+        headers: extra headers sent upstream on every call.
+        timeout_s: upstream timeout when the request carries no tighter deadline.
+        max_concurrency: upstream calls in flight per worker process.
+        latency_ms: mock only: simulated latency.
+    """
+
+    name: str
+    kind: ProviderKind
+    base_url: str = ""
+    api_key_env: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    latency_ms: float = 0.0
+
+    @classmethod
+    def from_mapping(cls, name: str, raw: Mapping[str, Any]) -> ProviderConfig:
+        """Build from a config-file table; raises ``ValueError`` naming the bad key."""
+        known = {
+            "kind",
+            "base_url",
+            "api_key_env",
+            "headers",
+            "timeout_s",
+            "max_concurrency",
+            "latency_ms",
+        }
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"providers.{name}: unknown keys {sorted(unknown)}")
+        try:
+            kind = ProviderKind(raw.get("kind", name))
+        except ValueError:
+            choices = ", ".join(k.value for k in ProviderKind)
+            raise ValueError(
+                f"providers.{name}: unknown kind {raw.get('kind', name)!r} (one of {choices})"
+            ) from None
+        base_url = str(raw.get("base_url", _DEFAULT_BASE_URLS.get(kind, "")))
+        if kind is ProviderKind.OPENAI_COMPATIBLE and not base_url:
+            raise ValueError(f"providers.{name}: openai_compatible needs base_url")
+        config = cls(
+            name=name,
+            kind=kind,
+            base_url=base_url.rstrip("/"),
+            api_key_env=raw.get("api_key_env"),
+            headers=dict(raw.get("headers", {})),
+            timeout_s=float(raw.get("timeout_s", DEFAULT_TIMEOUT_S)),
+            max_concurrency=int(raw.get("max_concurrency", DEFAULT_MAX_CONCURRENCY)),
+            latency_ms=float(raw.get("latency_ms", 0.0)),
+        )
+        if config.timeout_s <= 0 or config.max_concurrency < 1 or config.latency_ms < 0:
+            raise ValueError(
+                f"providers.{name}: timeout_s, max_concurrency, latency_ms out of range"
+            )
+        return config
+
+    def has_credentials(self, environ: Mapping[str, str]) -> bool:
+        """Whether this provider can serve: keyless kinds always can, others need their key."""
+        if self.kind is ProviderKind.MOCK or self.api_key_env is None:
+            return True
+        return bool(environ.get(self.api_key_env))

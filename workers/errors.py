@@ -1,0 +1,94 @@
+"""Provider errors: one exception with typed context, built by each adapter in one function.
+
+    ProviderError(provider, kind, status, message, retryable, retry_after)
+
+``kind`` says what went wrong in provider-neutral terms; ``status`` is the status the user sees.
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = ["ErrorKind", "ProviderError", "kind_for_status"]
+
+
+class ErrorKind(enum.StrEnum):
+    """Provider-neutral failure classes; retryability follows from the kind."""
+
+    AUTHENTICATION = "authentication"
+    BAD_REQUEST = "bad_request"
+    RATE_LIMITED = "rate_limited"
+    UNAVAILABLE = "unavailable"
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"
+    INVALID_RESPONSE = "invalid_response"
+
+    @property
+    def retryable(self) -> bool:
+        """Whether another attempt (here or elsewhere) may succeed."""
+        return self in _RETRYABLE
+
+    @property
+    def user_status(self) -> int:
+        """The status the caller sees: their own mistakes pass through, the rest is ours."""
+        return _USER_STATUS.get(self, 502)
+
+
+_RETRYABLE = frozenset(
+    {ErrorKind.RATE_LIMITED, ErrorKind.UNAVAILABLE, ErrorKind.TIMEOUT, ErrorKind.CONNECTION}
+)
+_USER_STATUS = {ErrorKind.BAD_REQUEST: 400, ErrorKind.RATE_LIMITED: 429, ErrorKind.TIMEOUT: 504}
+
+
+def kind_for_status(status: int) -> ErrorKind:
+    """Classify an upstream HTTP status."""
+    match status:
+        case 401 | 403:
+            return ErrorKind.AUTHENTICATION
+        case 400 | 404 | 409 | 413 | 422:
+            return ErrorKind.BAD_REQUEST
+        case 408:
+            return ErrorKind.TIMEOUT
+        case 429:
+            return ErrorKind.RATE_LIMITED
+        case _:
+            return ErrorKind.UNAVAILABLE
+
+
+class ProviderError(Exception):
+    """An upstream call failed.
+
+    Attributes:
+        provider: configured provider name.
+        kind: what class of failure it was.
+        upstream_status: the upstream HTTP status, if there was a response.
+        message: the provider's message (never containing our credentials).
+        retry_after: seconds the provider asked us to wait, if it said.
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        kind: ErrorKind,
+        message: str,
+        *,
+        upstream_status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.provider = provider
+        self.kind = kind
+        self.message = message
+        self.upstream_status = upstream_status
+        self.retry_after = retry_after
+        where = f" (HTTP {upstream_status})" if upstream_status else ""
+        super().__init__(f"{provider}: {kind.value}{where}: {message}")
+
+    @property
+    def retryable(self) -> bool:
+        """Whether another attempt may succeed."""
+        return self.kind.retryable
+
+    @property
+    def status(self) -> int:
+        """The HTTP-like status for the caller."""
+        return self.kind.user_status

@@ -1,0 +1,94 @@
+"""The mock provider: deterministic replies derived from the prompt, with simulated latency.
+
+It serves whenever no provider key is configured, and in tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+
+import msgspec
+
+from schemas import ChatCompletion, ChatRequest, Choice, ResponseMessage, Usage
+from workers.base import ProviderRequest
+
+__all__ = ["MockProvider", "mock_reply_text"]
+
+_encoder = msgspec.json.Encoder()
+
+
+def _text_of(request: ChatRequest) -> str:
+    """Concatenate the text of every message (string content and text parts)."""
+    parts: list[str] = []
+    for message in request.messages:
+        if isinstance(message.content, str):
+            parts.append(message.content)
+        elif message.content:
+            parts.extend(str(p.get("text", "")) for p in message.content if p.get("type") == "text")
+    return "\n".join(parts)
+
+
+def _count_tokens(text: str) -> int:
+    """A stable, cheap token estimate (about four characters a token, as OpenAI suggests)."""
+    return max(1, (len(text) + 3) // 4) if text else 0
+
+
+def mock_reply_text(request: ChatRequest) -> str:
+    """The mock's answer: the last user text echoed with a digest of the whole prompt."""
+    last_user = next(
+        (m.content for m in reversed(request.messages) if m.role == "user" and m.content), ""
+    )
+    shown = (
+        last_user
+        if isinstance(last_user, str)
+        else _text_of(ChatRequest(model=request.model, messages=[request.messages[-1]]))
+    )
+    digest = hashlib.sha256(_text_of(request).encode()).hexdigest()[:8]
+    return f"Mock reply [{digest}]: {shown[:200]}"
+
+
+class MockProvider:
+    """A provider that never leaves the process.
+
+    Args:
+        name: provider name.
+        latency_s: simulated upstream latency per call.
+    """
+
+    def __init__(self, name: str = "mock", *, latency_s: float = 0.0) -> None:
+        self.name = name
+        self.latency_s = latency_s
+
+    async def complete(self, request: ProviderRequest) -> bytes:
+        """Answer after the simulated latency."""
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        chat = request.chat
+        text = mock_reply_text(chat)
+        prompt_tokens = _count_tokens(_text_of(chat))
+        completion_tokens = _count_tokens(text)
+        n = chat.n or 1
+        completion = ChatCompletion(
+            id=f"chatcmpl-mock-{hashlib.sha256(text.encode()).hexdigest()[:24]}",
+            created=int(time.time()),
+            model=request.upstream_model,
+            choices=[
+                Choice(
+                    index=i,
+                    message=ResponseMessage(role="assistant", content=text),
+                    finish_reason="stop",
+                )
+                for i in range(n)
+            ],
+            usage=Usage(
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens * n,
+                total_tokens=prompt_tokens + completion_tokens * n,
+            ),
+        )
+        return _encoder.encode(completion)
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
