@@ -115,7 +115,6 @@ class L1Cache(Generic[V]):
         if size > self.max_bytes or ttl_s <= 0:
             return
         self.delete(key)
-        self._sketch.increment(key)
         self._window[key] = _Entry(value, size, self._clock() + ttl_s)
         self.bytes += size
         while len(self._window) > self._window_cap:

@@ -114,7 +114,11 @@ class ChatPipeline:
             await self._send(reply_to, _error_reply(exc), rid, "BYPASS")
             metrics.REQUESTS.labels("", str(exc.status)).inc()
             return
-        if prepared.key is not None and self._cache is not None:
+        if (
+            prepared.key is not None
+            and self._cache is not None
+            and not prepared.directives.no_cache
+        ):
             hit = self._cache.get_l1(prepared.key)
             if hit is not None:
                 await self._send(

@@ -1,0 +1,268 @@
+"""The cache tiers end to end: real nats-server, real redis-server, real brokers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+import msgspec
+import pytest
+import redis.asyncio as redis
+from redis.asyncio.client import PubSub
+
+from broker.l2_redis import KEY_PREFIX
+from schemas import headers
+from tests.support.servers import RedisServer
+from tests.support.stack import Stack, config_from, start_stack
+from tests.support.upstream import FakeOpenAI, Scripted
+
+
+def config(upstream: str, l2: str = "redis", extra: str = "") -> str:
+    return f"""
+        [cache]
+        l2 = "{l2}"
+        l2_timeout_s = 0.2
+        {extra}
+
+        [providers.up]
+        kind = "openai_compatible"
+        base_url = "{upstream}"
+
+        [models.m]
+        aliases = ["m-alias"]
+        deployments = [{{ provider = "up", model = "upstream-m" }}]
+    """
+
+
+@contextlib.asynccontextmanager
+async def keyspace_events(client: redis.Redis, event: str) -> AsyncIterator[PubSub]:
+    """Subscribe to Redis keyevent notifications (``set``, ``expired``) for db 0."""
+    await client.config_set("notify-keyspace-events", "KEA")
+    pubsub = client.pubsub()
+    await pubsub.subscribe(f"__keyevent@0__:{event}")
+    try:
+        yield pubsub
+    finally:
+        await pubsub.aclose()
+
+
+async def wait_for_key(pubsub: PubSub, fragment: str) -> bool:
+    """Wait until a notification names a key containing ``fragment``."""
+    async for message in pubsub.listen():
+        if message["type"] == "message" and fragment in message["data"].decode():
+            return True
+    return False
+
+
+def chat(content: str, model: str = "m", **extra: object) -> bytes:
+    return msgspec.json.encode(
+        {"model": model, "messages": [{"role": "user", "content": content}], **extra}
+    )
+
+
+async def ask(stack: Stack, body: bytes, namespace: str, **hdrs: str) -> tuple[int, str, bytes]:
+    msg = await stack.nc.request(
+        "llm.chat", body, timeout=10, headers={headers.CACHE_NAMESPACE: namespace, **hdrs}
+    )
+    assert msg.headers is not None
+    return int(msg.headers[headers.STATUS]), msg.headers[headers.CACHE], msg.data
+
+
+@pytest.fixture
+async def stack(
+    nats_url: str, redis_server: RedisServer, fake_openai: FakeOpenAI
+) -> AsyncIterator[Stack]:
+    running = await start_stack(
+        nats_url, config_from(config(fake_openai.base_url)), redis_url=redis_server.url
+    )
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+async def test_l1_hit_serves_without_upstream_call(
+    stack: Stack, fake_openai: FakeOpenAI, namespace: str
+) -> None:
+    """The second identical request is an L1 hit with the same body; upstream is called once."""
+    first = await ask(stack, chat("hello"), namespace)
+    second = await ask(stack, chat("hello", user="someone-else", stream=False), namespace)
+    assert first[:2] == (200, "MISS")
+    assert second[:2] == (200, "HIT-L1")
+    assert second[2] == first[2]
+    alias = await ask(stack, chat("hello", model="m-alias"), namespace)
+    assert alias[1] == "HIT-L1"  # aliases share the model's entries
+    assert len(fake_openai.received) == 1
+
+
+async def test_l2_hit_in_another_broker_process(
+    nats_url: str, redis_server: RedisServer, fake_openai: FakeOpenAI, namespace: str
+) -> None:
+    """An answer cached by one broker is an L2 hit for a broker that never saw it."""
+    cfg = config_from(config(fake_openai.base_url))
+    first = await start_stack(nats_url, cfg, redis_url=redis_server.url)
+    try:
+        assert (await ask(first, chat("shared"), namespace))[1] == "MISS"
+    finally:
+        await first.stop()
+    second = await start_stack(nats_url, cfg, redis_url=redis_server.url)
+    try:
+        assert (await ask(second, chat("shared"), namespace))[1] == "HIT-L2"
+        assert (await ask(second, chat("shared"), namespace))[1] == "HIT-L1"  # L2 filled L1
+        assert len(fake_openai.received) == 1
+    finally:
+        await second.stop()
+
+
+async def test_namespaces_are_isolated(stack: Stack, namespace: str) -> None:
+    """An entry written in one namespace is a miss in another."""
+    assert (await ask(stack, chat("iso"), namespace))[1] == "MISS"
+    assert (await ask(stack, chat("iso"), namespace + "x"))[1] == "MISS"
+    assert (await ask(stack, chat("iso"), namespace))[1] == "HIT-L1"
+
+
+async def test_cache_control_directives(
+    stack: Stack, fake_openai: FakeOpenAI, redis_server: RedisServer, namespace: str
+) -> None:
+    """no-store writes nothing, no-cache skips the read but writes, max-age sets the TTL."""
+    cc = headers.CACHE_CONTROL
+    assert (await ask(stack, chat("a"), namespace, **{cc: "no-store"}))[1] == "MISS"
+    assert (await ask(stack, chat("a"), namespace))[1] == "MISS"  # nothing was stored
+    assert (await ask(stack, chat("a"), namespace, **{cc: "no-cache"}))[1] == "MISS"
+    assert len(fake_openai.received) == 3  # no-cache went upstream although an entry existed
+    assert (await ask(stack, chat("a"), namespace))[1] == "HIT-L1"
+    assert (await ask(stack, chat("a"), namespace, **{cc: "no-cache, no-store"}))[1] == "BYPASS"
+
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        async with keyspace_events(client, "expired") as expired:
+            msg = await stack.nc.request(
+                "llm.chat",
+                chat("short-lived"),
+                timeout=10,
+                headers={headers.CACHE_NAMESPACE: namespace, cc: "max-age=1"},
+            )
+            assert msg.headers is not None
+            key = KEY_PREFIX + msg.headers[headers.CACHE_KEY]
+            ttl = await client.ttl(key)
+            assert 0 < ttl <= 1
+            assert await asyncio.wait_for(wait_for_key(expired, key), 5)
+    finally:
+        await client.aclose()
+
+
+async def test_errors_are_never_cached(
+    stack: Stack, fake_openai: FakeOpenAI, namespace: str
+) -> None:
+    """A failed upstream answer is not stored: the next identical request goes upstream."""
+    fake_openai.script.append(Scripted(status=500, body={"error": {"message": "boom"}}))
+    assert (await ask(stack, chat("flaky"), namespace))[0] == 502
+    status, cache, _ = await ask(stack, chat("flaky"), namespace)
+    assert (status, cache) == (200, "MISS")
+
+
+async def test_identical_concurrent_requests_coalesce(
+    stack: Stack, fake_openai: FakeOpenAI, namespace: str
+) -> None:
+    """100 identical concurrent requests make exactly one upstream call and all get its answer."""
+    fake_openai.default = Scripted(delay_s=0.5)
+    replies = await asyncio.gather(*(ask(stack, chat("same"), namespace) for _ in range(100)))
+    assert len(fake_openai.received) == 1
+    assert {status for status, _, _ in replies} == {200}
+    assert len({body for _, _, body in replies}) == 1
+
+
+async def test_redis_outage_and_recovery(
+    nats_url: str, fake_openai: FakeOpenAI, namespace: str
+) -> None:
+    """Killing Redis under traffic fails no request; L2 comes back by itself after a restart."""
+    server = RedisServer()
+    server.start()
+    cfg = config_from(config(fake_openai.base_url))
+    stack = await start_stack(nats_url, cfg, redis_url=server.url)
+    try:
+        assert (await ask(stack, chat("before"), namespace))[0] == 200
+        server.kill()
+        during = await asyncio.gather(
+            *(ask(stack, chat(f"during {i}"), namespace) for i in range(50))
+        )
+        assert [status for status, _, _ in during] == [200] * 50
+        server.start()  # same port
+        client = redis.Redis.from_url(server.url)
+        try:
+            async with keyspace_events(client, "set") as sets:
+                waiter = asyncio.ensure_future(wait_for_key(sets, namespace))
+                deadline = time.monotonic() + 10
+                i = 0
+                while not waiter.done() and time.monotonic() < deadline:
+                    i += 1
+                    assert (await ask(stack, chat(f"after {i}"), namespace))[0] == 200
+                    await asyncio.wait([waiter], timeout=0.05)
+                assert waiter.done(), "L2 did not come back after Redis restarted"
+        finally:
+            await client.aclose()
+    finally:
+        await stack.stop()
+        server.stop()
+
+
+async def test_nats_kv_l2_when_no_redis(
+    nats_url: str, fake_openai: FakeOpenAI, namespace: str
+) -> None:
+    """Without Redis, L2 is a JetStream KV bucket shared by brokers."""
+    cfg = config_from(config(fake_openai.base_url, l2="nats"))
+    first = await start_stack(nats_url, cfg)
+    try:
+        assert first.brokers[0].l2_name == "nats-kv"
+        assert (await ask(first, chat("kv"), namespace))[1] == "MISS"
+    finally:
+        await first.stop()
+    second = await start_stack(nats_url, cfg)
+    try:
+        assert (await ask(second, chat("kv"), namespace))[1] == "HIT-L2"
+        purge = await second.nc.request(
+            "llm.admin.cache.purge", msgspec.json.encode({"namespace": namespace}), timeout=5
+        )
+        assert "purged" in msgspec.json.decode(purge.data)
+        second.brokers[0].cache.l1.purge()  # type: ignore[union-attr]
+        assert (await ask(second, chat("kv"), namespace))[1] == "MISS"
+    finally:
+        await second.stop()
+
+
+async def test_bypass_policy_for_sampled_requests(
+    nats_url: str, fake_openai: FakeOpenAI, namespace: str
+) -> None:
+    """With nondeterministic = "bypass", sampled requests are never cached; temperature 0 is."""
+    cfg = config_from(config(fake_openai.base_url, l2="off", extra='nondeterministic = "bypass"'))
+    stack = await start_stack(nats_url, cfg)
+    try:
+        assert (await ask(stack, chat("s"), namespace))[1] == "BYPASS"
+        assert (await ask(stack, chat("s"), namespace))[1] == "BYPASS"
+        assert (await ask(stack, chat("s", temperature=0), namespace))[1] == "MISS"
+        assert (await ask(stack, chat("s", temperature=0), namespace))[1] == "HIT-L1"
+    finally:
+        await stack.stop()
+
+
+async def test_http_bridge_carries_cache_headers(
+    nats_url: str, redis_server: RedisServer, fake_openai: FakeOpenAI, namespace: str
+) -> None:
+    """Over HTTP, Cache-Control and the namespace header work and X-Cache is returned."""
+    cfg = config_from(config(fake_openai.base_url))
+    stack = await start_stack(nats_url, cfg, redis_url=redis_server.url, bridge=True)
+    try:
+        assert stack.http is not None
+        body = {"model": "m", "messages": [{"role": "user", "content": "http"}]}
+        hdrs = {"X-Cache-Namespace": namespace}
+        first = await stack.http.post("/chat/completions", json=body, headers=hdrs)
+        second = await stack.http.post("/chat/completions", json=body, headers=hdrs)
+        third = await stack.http.post(
+            "/chat/completions", json=body, headers={**hdrs, "Cache-Control": "no-cache"}
+        )
+        assert [r.headers["x-cache"] for r in (first, second, third)] == ["MISS", "HIT-L1", "MISS"]
+        assert second.json() == first.json()
+    finally:
+        await stack.stop()
