@@ -142,9 +142,9 @@ class ResponseCache:
         """L1 lookup (the hot path)."""
         hit = self.l1.get(key)
         if hit is None:
-            metrics.CACHE_MISSES.labels("l1").inc()
+            metrics.L1_MISSES.inc()
         else:
-            metrics.CACHE_HITS.labels("l1").inc()
+            metrics.L1_HITS.inc()
         return hit
 
     async def get_l2(self, key: str) -> CachedReply | None:
@@ -153,14 +153,14 @@ class ResponseCache:
             return None
         raw = await self.l2.get(key)
         if raw is None:
-            metrics.CACHE_MISSES.labels("l2").inc()
+            metrics.L2_MISSES.inc()
             return None
         try:
             reply = _reply_decoder.decode(raw)
         except msgspec.MsgspecError:
             metrics.CACHE_L2_ERRORS.inc()
             return None
-        metrics.CACHE_HITS.labels("l2").inc()
+        metrics.L2_HITS.inc()
         self.l1.put(key, reply, len(reply.body), self.settings.l1_ttl_s)
         return reply
 

@@ -3,6 +3,8 @@ prompt, a key, a tenant secret or a request id."""
 
 from __future__ import annotations
 
+import functools
+
 from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
@@ -11,8 +13,13 @@ __all__ = [
     "CACHE_L2_ERRORS",
     "CACHE_MISSES",
     "IN_FLIGHT",
+    "L1_HITS",
+    "L1_MISSES",
+    "L2_HITS",
+    "L2_MISSES",
     "REQUESTS",
     "REQUEST_DURATION",
+    "requests_counter",
 ]
 
 REQUESTS = Counter(
@@ -33,3 +40,15 @@ CACHE_COALESCED = Counter(
 CACHE_L2_ERRORS = Counter(
     "llm_edge_cache_l2_errors_total", "L2 calls that failed or timed out (served without L2)."
 )
+
+# Children bound once: ``labels()`` costs about a microsecond per call on the hot path.
+L1_HITS = CACHE_HITS.labels("l1")
+L1_MISSES = CACHE_MISSES.labels("l1")
+L2_HITS = CACHE_HITS.labels("l2")
+L2_MISSES = CACHE_MISSES.labels("l2")
+
+
+@functools.lru_cache(maxsize=4096)
+def requests_counter(model: str, status: int) -> Counter:
+    """The bound ``llm_edge_requests_total`` child (models and statuses are few)."""
+    return REQUESTS.labels(model, str(status))

@@ -112,7 +112,7 @@ class ChatPipeline:
         except BrokerError as exc:
             rid = (msg.headers or {}).get(headers.REQUEST_ID) or self._new_id()
             await self._send(reply_to, _error_reply(exc), rid, "BYPASS")
-            metrics.REQUESTS.labels("", str(exc.status)).inc()
+            metrics.requests_counter("", exc.status).inc()
             return
         if (
             prepared.key is not None
@@ -124,7 +124,7 @@ class ChatPipeline:
                 await self._send(
                     reply_to, _hit_reply(hit), prepared.request_id, "HIT-L1", prepared.key
                 )
-                metrics.REQUESTS.labels(prepared.model.name, "200").inc()
+                metrics.requests_counter(prepared.model.name, 200).inc()
                 return
         await self._inflight.spawn(self._handle_miss(msg, reply_to, prepared))
 
@@ -203,7 +203,7 @@ class ChatPipeline:
         finally:
             metrics.IN_FLIGHT.dec()
         await self._send(reply_to, reply, prepared.request_id, cache_status, prepared.key)
-        metrics.REQUESTS.labels(prepared.model.name, str(reply.status)).inc()
+        metrics.requests_counter(prepared.model.name, reply.status).inc()
         if cache_status == "MISS":
             provider = reply.headers.get(headers.PROVIDER, "")
             metrics.REQUEST_DURATION.labels(provider).observe(self._clock() - started)

@@ -1,0 +1,189 @@
+"""``python -m bench``: cache-tier round trips over NATS and HTTP beside the raw NATS echo.
+
+Starts its own nats-server and redis-server, the broker, a mock worker (zero latency) and the
+bridge as separate processes, as a deployment runs them, and drives them from this process.
+Every figure is printed beside the raw nats-py echo measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+from nats.aio.client import Client
+
+import nats
+from bench.http_load import wrk_available, wrk_measure
+from bench.load import Result, measure
+from broker.embedded import EmbeddedNats
+from tests.support.servers import RedisServer, free_port
+
+CONFIG = """
+[providers.mock]
+kind = "mock"
+[models.mock]
+deployments = [{ provider = "mock" }]
+"""
+HIT = b'{"model":"mock","messages":[{"role":"user","content":"the same question every time"}]}'
+NO_CACHE = {"Cache-Control": "no-cache, no-store"}
+
+
+def body(prompt: str) -> bytes:
+    return msgspec.json.encode({"model": "mock", "messages": [{"role": "user", "content": prompt}]})
+
+
+def spawn(*args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", *args], env=dict(os.environ))
+
+
+async def wait_ready(nc: Client, subject: str) -> None:
+    for _ in range(300):
+        with contextlib.suppress(nats.errors.NoRespondersError, nats.errors.TimeoutError):
+            await nc.request(subject, b"", timeout=0.5)
+            return
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"nothing answers {subject}")
+
+
+@dataclass
+class Deployment:
+    """The processes under test."""
+
+    nats_url: str
+    redis_url: str
+    http_port: int
+    workdir: Path
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def broker_args(self) -> list[str]:
+        return [
+            "broker",
+            "broker",
+            "--nats-url",
+            self.nats_url,
+            "--redis-url",
+            self.redis_url,
+            "--config",
+            str(self.workdir / "config.toml"),
+        ]
+
+    def restart_broker(self) -> None:
+        """A fresh broker process: empty L1, same L2."""
+        self.procs["broker"].terminate()
+        self.procs["broker"].wait()
+        self.procs["broker"] = spawn(*self.broker_args())
+
+
+@contextlib.asynccontextmanager
+async def deployment() -> AsyncIterator[tuple[Deployment, Client]]:
+    workdir = Path(tempfile.mkdtemp(prefix="llm-edge-bench-"))
+    (workdir / "config.toml").write_text(CONFIG)
+    server = EmbeddedNats(workdir / "js", port=-1)
+    redis_server = RedisServer()
+    dep = Deployment(server.start(), redis_server.url, free_port(), workdir)
+    redis_server.start()
+    config = ["--config", str(workdir / "config.toml")]
+    dep.procs = {
+        "echo": spawn("bench.echo", dep.nats_url, "bench.echo"),
+        "broker": spawn(*dep.broker_args()),
+        "worker": spawn("broker", "worker", "mock", "--nats-url", dep.nats_url, *config),
+        "bridge": spawn(
+            "broker", "bridge", "--nats-url", dep.nats_url, "--port", str(dep.http_port)
+        ),
+    }
+    nc = await nats.connect(dep.nats_url)
+    try:
+        await wait_ready(nc, "bench.echo")
+        await wait_ready(nc, "llm.broker.ping")
+        yield dep, nc
+    finally:
+        await nc.close()
+        for proc in dep.procs.values():
+            proc.terminate()
+        for proc in dep.procs.values():
+            proc.wait()
+        redis_server.stop()
+        server.stop()
+
+
+def expect(msg: nats.aio.msg.Msg, header: str, value: str) -> None:
+    got = (msg.headers or {}).get(header)
+    if got != value:
+        raise AssertionError(f"{header}: expected {value}, got {got} ({msg.data[:200]!r})")
+
+
+async def nats_scenarios(dep: Deployment, nc: Client, seq: int, conc: int) -> list[Result]:
+    async def echo(i: int) -> None:
+        await nc.request("bench.echo", HIT, timeout=5)
+
+    async def l1(i: int) -> None:
+        expect(await nc.request("llm.chat", HIT, timeout=5), "X-Cache", "HIT-L1")
+
+    async def miss(i: int) -> None:
+        msg = await nc.request("llm.chat", body(f"miss {i}"), timeout=5, headers=NO_CACHE)
+        expect(msg, "Llm-Status", "200")
+
+    async def l2(i: int) -> None:
+        expect(await nc.request("llm.chat", body(f"l2 {i}"), timeout=5), "X-Cache", "HIT-L2")
+
+    results = [await measure("raw nats-py echo (baseline)", echo, sequential=seq, concurrent=conc)]
+    await nc.request("llm.chat", HIT, timeout=5)
+    results.append(await measure("L1 hit over NATS", l1, sequential=seq, concurrent=conc))
+    results.append(
+        await measure(
+            "miss: broker + mock worker over NATS", miss, sequential=seq // 2, concurrent=conc // 4
+        )
+    )
+    # L2: fill Redis through the broker, restart it (empty L1), then read each entry once.
+    for i in range(200 + seq // 2 + conc // 4):
+        await nc.request("llm.chat", body(f"l2 {i}"), timeout=5)
+    dep.restart_broker()
+    await wait_ready(nc, "llm.broker.ping")
+    results.append(
+        await measure("L2 hit (Redis) over NATS", l2, sequential=seq // 2, concurrent=conc // 4)
+    )
+    return results
+
+
+async def http_scenarios(dep: Deployment, nc: Client) -> list[Result]:
+    if not wrk_available():
+        print("wrk not installed (apt-get install wrk): HTTP figures skipped", file=sys.stderr)
+        return []
+    await nc.request("llm.chat", HIT, timeout=5)  # fill the restarted broker's L1
+    url = f"http://127.0.0.1:{dep.http_port}/v1/chat/completions"
+    return [
+        wrk_measure("L1 hit over HTTP (wrk)", url, HIT),
+        wrk_measure("miss: bridge + broker + mock worker over HTTP (wrk)", url, HIT, NO_CACHE),
+    ]
+
+
+async def run(scale: float) -> list[Result]:
+    async with deployment() as (dep, nc):
+        results = await nats_scenarios(dep, nc, int(2000 * scale), int(20000 * scale))
+        results += await http_scenarios(dep, nc)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply request counts")
+    args = parser.parse_args()
+    results = asyncio.run(run(args.scale))
+    baseline = results[0]
+    print("\n| scenario | p50 ms | p99 ms | p50 vs echo ms | req/s (64 in flight) | vs echo |")
+    print("|---|---|---|---|---|---|")
+    for result in results:
+        print(result.row(None if result is baseline else baseline))
+
+
+if __name__ == "__main__":
+    main()
