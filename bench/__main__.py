@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
+import nats
 from nats.aio.client import Client
 
-import nats
 from bench.http_load import wrk_available, wrk_measure
 from bench.load import Result, measure
 from broker.embedded import EmbeddedNats

@@ -164,14 +164,18 @@ class ResponseCache:
         self.l1.put(key, reply, len(reply.body), self.settings.l1_ttl_s)
         return reply
 
-    async def store(self, key: str, reply: CachedReply, max_age: float | None) -> None:
-        """Write both tiers; ``max_age`` overrides both TTLs for this entry."""
+    def store_l1(self, key: str, reply: CachedReply, max_age: float | None) -> None:
+        """Write L1 (synchronous and cheap); ``max_age`` caps the TTL for this entry."""
         l1_ttl = self.settings.l1_ttl_s if max_age is None else min(max_age, self.settings.l1_ttl_s)
         self.l1.put(key, reply, len(reply.body), l1_ttl)
-        if self.l2 is not None:
-            ttl = self.settings.l2_ttl_s if max_age is None else max_age
-            if ttl > 0:
-                await self.l2.set(key, _reply_encoder.encode(reply), ttl)
+
+    async def store_l2(self, key: str, reply: CachedReply, max_age: float | None) -> None:
+        """Write L2, after the reply went out; ``max_age`` sets the TTL for this entry."""
+        if self.l2 is None:
+            return
+        ttl = self.settings.l2_ttl_s if max_age is None else max_age
+        if ttl > 0:
+            await self.l2.set(key, _reply_encoder.encode(reply), ttl)
 
     async def purge(self, prefix: str) -> dict[str, int]:
         """Remove entries whose key starts with ``prefix`` from both tiers."""

@@ -98,7 +98,7 @@ class ChatPipeline:
         self._cache = cache
         self._clock = clock or asyncio.get_running_loop().time
         self._inflight = InFlight(config.broker.max_in_flight)
-        self._pending: dict[str, asyncio.Future[Reply]] = {}
+        self._pending: dict[str, asyncio.Future[tuple[Reply, str]]] = {}
         self._nuid = NUID()
         self._max_body = min(config.broker.max_request_bytes, nc.max_payload - HEADER_ROOM)
 
@@ -194,62 +194,73 @@ class ChatPipeline:
         started = self._clock()
         try:
             reply, cache_status = await self._resolve(msg, prepared)
-        except BrokerError as exc:
-            reply, cache_status = _error_reply(exc), "MISS"
         except Exception:
             log.exception("request %s failed", prepared.request_id)
-            reply = _error_reply(BrokerError("internal broker error"))
-            cache_status = "MISS"
+            reply, cache_status = _error_reply(BrokerError("internal broker error")), "MISS"
         finally:
             metrics.IN_FLIGHT.dec()
         await self._send(reply_to, reply, prepared.request_id, cache_status, prepared.key)
         metrics.requests_counter(prepared.model.name, reply.status).inc()
-        if cache_status == "MISS":
-            provider = reply.headers.get(headers.PROVIDER, "")
-            metrics.REQUEST_DURATION.labels(provider).observe(self._clock() - started)
-        if (
-            cache_status == "MISS"
-            and reply.status == 200
-            and prepared.key is not None
-            and self._cache is not None
-            and not prepared.directives.no_store
-            and headers.COALESCED not in reply.headers
-        ):
-            entry = CachedReply(
-                body=reply.body,
-                provider=reply.headers.get(headers.PROVIDER, ""),
-                deployment=reply.headers.get(headers.DEPLOYMENT, ""),
-            )
-            await self._cache.store(prepared.key, entry, prepared.directives.max_age)
+        if cache_status == "HIT-L2" or headers.COALESCED in reply.headers:
+            return
+        provider = reply.headers.get(headers.PROVIDER, "")
+        metrics.REQUEST_DURATION.labels(provider).observe(self._clock() - started)
+        entry = self._storable(prepared, reply)
+        if entry is not None and self._cache is not None and prepared.key is not None:
+            await self._cache.store_l2(prepared.key, entry, prepared.directives.max_age)
 
     async def _resolve(self, msg: Msg, prepared: Prepared) -> tuple[Reply, str]:
-        """L2, then coalescing, then the provider."""
+        """Coalesce with an identical request in flight, else L2, else the provider."""
         key = prepared.key
-        readable = key is not None and self._cache is not None and not prepared.directives.no_cache
-        if not readable or key is None:
-            return await self._forward(msg, prepared), "BYPASS" if key is None else "MISS"
-        assert self._cache is not None
-        hit = await self._cache.get_l2(key)
-        if hit is not None:
-            return _hit_reply(hit), "HIT-L2"
+        if key is None or self._cache is None:
+            return await self._forward_or_error(msg, prepared), "BYPASS"
+        if prepared.directives.no_cache:
+            reply = await self._forward_or_error(msg, prepared)
+            self._store_l1(prepared, reply)
+            return reply, "MISS"
         leader = self._pending.get(key)
         if leader is not None:
             metrics.CACHE_COALESCED.inc()
-            shared = await asyncio.shield(leader)
+            shared, status = await asyncio.shield(leader)
             return Reply(
                 shared.status, shared.body, {**shared.headers, headers.COALESCED: "1"}
-            ), "MISS"
-        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+            ), status
+        future: asyncio.Future[tuple[Reply, str]] = asyncio.get_running_loop().create_future()
         self._pending[key] = future
-        reply = _error_reply(BrokerError("internal broker error"))
+        result = (_error_reply(BrokerError("internal broker error")), "MISS")
         try:
-            reply = await self._forward(msg, prepared)
-        except BrokerError as exc:
-            reply = _error_reply(exc)
+            hit = await self._cache.get_l2(key)
+            if hit is not None:
+                result = (_hit_reply(hit), "HIT-L2")
+            else:
+                reply = await self._forward_or_error(msg, prepared)
+                self._store_l1(prepared, reply)  # before an identical request can miss again
+                result = (reply, "MISS")
         finally:
             del self._pending[key]
-            future.set_result(reply)  # followers get the leader's answer, whatever it was
-        return reply, "MISS"
+            future.set_result(result)  # followers get the leader's answer, whatever it was
+        return result
+
+    def _storable(self, prepared: Prepared, reply: Reply) -> CachedReply | None:
+        """The entry to cache for a reply, or ``None`` (errors and no-store are never cached)."""
+        if reply.status != 200 or prepared.key is None or prepared.directives.no_store:
+            return None
+        return CachedReply(
+            body=reply.body,
+            provider=reply.headers.get(headers.PROVIDER, ""),
+            deployment=reply.headers.get(headers.DEPLOYMENT, ""),
+        )
+
+    def _store_l1(self, prepared: Prepared, reply: Reply) -> None:
+        entry = self._storable(prepared, reply)
+        if entry is not None and self._cache is not None and prepared.key is not None:
+            self._cache.store_l1(prepared.key, entry, prepared.directives.max_age)
+
+    async def _forward_or_error(self, msg: Msg, prepared: Prepared) -> Reply:
+        try:
+            return await self._forward(msg, prepared)
+        except BrokerError as exc:
+            return _error_reply(exc)
 
     async def _forward(self, msg: Msg, prepared: Prepared) -> Reply:
         """Send the request to the deployment's provider workers and wait for the answer."""

@@ -15,9 +15,8 @@ import signal
 from collections.abc import Coroutine
 from typing import Any
 
-from nats.aio.client import Client
-
 import nats
+from nats.aio.client import Client
 
 __all__ = ["InFlight", "close_quietly", "connect", "run_until_stopped", "stop_event"]
 

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import msgspec
 import pytest
 import redis.asyncio as redis
+from prometheus_client import REGISTRY
 from redis.asyncio.client import PubSub
 
 from broker.l2_redis import KEY_PREFIX
@@ -56,6 +57,10 @@ async def wait_for_key(pubsub: PubSub, fragment: str) -> bool:
     return False
 
 
+def l1_hits() -> float:
+    return REGISTRY.get_sample_value("llm_edge_cache_hits_total", {"tier": "l1"}) or 0.0
+
+
 def chat(content: str, model: str = "m", **extra: object) -> bytes:
     return msgspec.json.encode(
         {"model": model, "messages": [{"role": "user", "content": content}], **extra}
@@ -87,6 +92,7 @@ async def test_l1_hit_serves_without_upstream_call(
     stack: Stack, fake_openai: FakeOpenAI, namespace: str
 ) -> None:
     """The second identical request is an L1 hit with the same body; upstream is called once."""
+    hits_before = l1_hits()
     first = await ask(stack, chat("hello"), namespace)
     second = await ask(stack, chat("hello", user="someone-else", stream=False), namespace)
     assert first[:2] == (200, "MISS")
@@ -95,6 +101,7 @@ async def test_l1_hit_serves_without_upstream_call(
     alias = await ask(stack, chat("hello", model="m-alias"), namespace)
     assert alias[1] == "HIT-L1"  # aliases share the model's entries
     assert len(fake_openai.received) == 1
+    assert l1_hits() - hits_before == 2
 
 
 async def test_l2_hit_in_another_broker_process(
@@ -184,11 +191,19 @@ async def test_redis_outage_and_recovery(
     stack = await start_stack(nats_url, cfg, redis_url=server.url)
     try:
         assert (await ask(stack, chat("before"), namespace))[0] == 200
+        statuses: list[int] = []
+
+        async def traffic(lane: int) -> None:
+            for i in range(40):
+                statuses.append((await ask(stack, chat(f"during {lane} {i}"), namespace))[0])
+
+        lanes = [asyncio.ensure_future(traffic(lane)) for lane in range(8)]
+        while len(statuses) < 20:  # Redis dies with requests in flight
+            await asyncio.wait(lanes, timeout=0.01)
         server.kill()
-        during = await asyncio.gather(
-            *(ask(stack, chat(f"during {i}"), namespace) for i in range(50))
-        )
-        assert [status for status, _, _ in during] == [200] * 50
+        await asyncio.gather(*lanes)
+        assert statuses == [200] * 320
+        assert REGISTRY.get_sample_value("llm_edge_cache_l2_errors_total") >= 1
         server.start()  # same port
         client = redis.Redis.from_url(server.url)
         try:
