@@ -13,7 +13,7 @@ from faststream.nats import NatsBroker
 
 from broker.cache import ResponseCache
 from broker.config import Config
-from broker.pipeline import DEFAULT_TENANT
+from broker.request import DEFAULT_TENANT
 from schemas import subjects
 
 __all__ = ["model_list", "purge_prefix", "register_control"]

@@ -6,7 +6,7 @@
      ├── RequestTooLarge     413
      ├── NoProvider          503  (no worker subscribed: NATS no-responders)
      ├── DeadlineExceeded    504
-     └── UpstreamFailed      the worker's status (502 for provider errors)
+     └── UpstreamFailed      the worker's status and envelope (a failure mid-stream)
 
 :meth:`BrokerError.envelope` is the one place its reply body is built.
 """
@@ -26,6 +26,7 @@ __all__ = [
     "ModelNotFound",
     "NoProvider",
     "RequestTooLarge",
+    "UpstreamFailed",
     "from_decode_error",
 ]
 
@@ -55,6 +56,13 @@ class BrokerError(Exception):
     def envelope(self) -> bytes:
         """The ``{"error": {...}}`` body for this failure."""
         return error_body(self.status, self.code, self.message, self.param)
+
+    @property
+    def extra_headers(self) -> dict[str, str]:
+        """Reply headers this failure adds (``Retry-After`` ...)."""
+        if self.retry_after is None:
+            return {}
+        return {"Retry-After": f"{self.retry_after:g}"}
 
 
 class InvalidRequest(BrokerError):
@@ -106,3 +114,24 @@ def from_decode_error(exc: msgspec.MsgspecError) -> InvalidRequest:
     match = _PATH.search(text)
     param = (match.group(1) or match.group(2)) if match else None
     return InvalidRequest(f"invalid request: {text}", param=param or None)
+
+
+class UpstreamFailed(BrokerError):
+    """A provider worker reported a failure; its status, envelope and headers are kept."""
+
+    code = "upstream_error"
+
+    def __init__(self, status: int, body: bytes, extra_headers: dict[str, str]) -> None:
+        super().__init__(f"upstream failed with status {status}")
+        self.status = status
+        self._body = body
+        self._extra = extra_headers
+
+    def envelope(self) -> bytes:
+        """The worker's envelope, unchanged."""
+        return self._body
+
+    @property
+    def extra_headers(self) -> dict[str, str]:
+        """The worker's ``Retry-After`` / ``Llm-Retryable``."""
+        return self._extra

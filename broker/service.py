@@ -54,7 +54,7 @@ class BrokerService:
             max_reconnect_attempts=-1,
             reconnect_time_wait=1,
         )
-        self._sub: Subscription | None = None
+        self._subs: list[Subscription] = []
         self._l2: L2Backend | None = None
         self.cache: ResponseCache | None = None
         self.pipeline: ChatPipeline | None = None
@@ -72,12 +72,15 @@ class BrokerService:
         register_control(self._fs, self.config, self.cache)
         await self._fs.start()
         self.pipeline = ChatPipeline(self.nc, self.config, self.cache)
-        self._sub = await self.nc.subscribe(
-            subjects.CHAT,
-            queue=subjects.BROKER_QUEUE,
-            cb=self.pipeline.on_message,
-            pending_msgs_limit=PENDING_MSGS_LIMIT,
-        )
+        self._subs = [
+            await self.nc.subscribe(
+                subjects.CHAT,
+                queue=subjects.BROKER_QUEUE,
+                cb=self.pipeline.on_message,
+                pending_msgs_limit=PENDING_MSGS_LIMIT,
+            ),
+            await self.nc.subscribe(subjects.CANCEL, cb=self.pipeline.on_cancel),
+        ]
         await self.nc.flush()
 
     async def _open_cache(self) -> ResponseCache | None:
@@ -103,9 +106,9 @@ class BrokerService:
 
     async def stop(self, drain_timeout: float = 10.0) -> None:
         """Stop taking requests, finish those in flight (bounded), disconnect."""
-        if self._sub is not None:
-            await self._sub.unsubscribe()
-            self._sub = None
+        for sub in self._subs:
+            await sub.unsubscribe()
+        self._subs = []
         if self.pipeline is not None:
             await self.pipeline.drain(drain_timeout)
         if self._l2 is not None:

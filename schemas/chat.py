@@ -21,6 +21,7 @@ __all__ = [
     "FunctionCall",
     "Message",
     "ResponseMessage",
+    "StreamEnd",
     "StreamOptions",
     "Tool",
     "ToolCall",
@@ -178,3 +179,10 @@ class ChatCompletionChunk(msgspec.Struct):
     usage: Usage | None = None
     object: str = "chat.completion.chunk"
     system_fingerprint: str | None = None
+
+
+class StreamEnd(msgspec.Struct):
+    """The last message of a streamed reply (``Llm-Stream: end``): totals for the stream."""
+
+    usage: Usage | None = None
+    finish_reason: str | None = None

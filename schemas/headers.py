@@ -18,7 +18,9 @@ __all__ = [
     "REQUEST_ID",
     "RETRYABLE",
     "RETRY_AFTER",
+    "SEQ",
     "STATUS",
+    "STREAM",
     "TIMEOUT_MS",
     "TRACEPARENT",
     "UPSTREAM_MODEL",
@@ -55,3 +57,8 @@ DEPLOYMENT = "Llm-Deployment"
 ATTEMPTS = "Llm-Attempts"
 #: Broker to worker: the model name to send upstream.
 UPSTREAM_MODEL = "Llm-Upstream-Model"
+
+#: Streaming replies: every message says what it is (``chunk``, ``end`` or ``error``) ...
+STREAM = "Llm-Stream"
+#: ... and its position (0, 1, 2 ...), so a consumer can check order and completeness.
+SEQ = "Llm-Seq"

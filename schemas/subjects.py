@@ -7,6 +7,7 @@ __all__ = [
     "BROKER_PING",
     "BROKER_QUEUE",
     "CACHE_PURGE",
+    "CANCEL",
     "CHAT",
     "MODELS",
     "PROVIDER_PREFIX",
@@ -22,6 +23,8 @@ BROKER_PING = "llm.broker.ping"
 MODELS = "llm.models"
 #: Cache purge: every broker purges its L1 and the shared L2 (no queue group).
 CACHE_PURGE = "llm.admin.cache.purge"
+#: Cancel a request (body: its request id). Brokers and workers all listen (no queue group).
+CANCEL = "llm.cancel"
 #: Admin commands (cache purge, breaker control) live under this prefix.
 ADMIN_PREFIX = "llm.admin"
 #: Brokers forward cache misses to ``llm.provider.<provider>``.

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from schemas import ChatRequest
+from schemas import ChatCompletionChunk, ChatRequest
 
 __all__ = ["Provider", "ProviderRequest"]
 
@@ -40,6 +41,11 @@ class Provider(Protocol):
 
     async def complete(self, request: ProviderRequest) -> bytes:
         """Run a whole (non-streamed) completion; return ``chat.completion`` JSON bytes."""
+        ...
+
+    def stream(self, request: ProviderRequest) -> AsyncIterator[ChatCompletionChunk]:
+        """Stream a completion as OpenAI-shaped chunks, ending with a usage-only chunk
+        (``choices == []``) when the upstream reports usage."""
         ...
 
     async def aclose(self) -> None:

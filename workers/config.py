@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 __all__ = ["DEFAULT_TIMEOUT_S", "ProviderConfig", "ProviderKind"]
@@ -19,9 +19,16 @@ class ProviderKind(enum.StrEnum):
     MOCK = "mock"
     OPENAI = "openai"
     OPENAI_COMPATIBLE = "openai_compatible"
+    AZURE = "azure"
+    ANTHROPIC = "anthropic"
 
 
-_DEFAULT_BASE_URLS = {ProviderKind.OPENAI: "https://api.openai.com/v1"}
+_DEFAULT_BASE_URLS = {
+    ProviderKind.OPENAI: "https://api.openai.com/v1",
+    ProviderKind.ANTHROPIC: "https://api.anthropic.com/v1",
+}
+#: A GA Azure OpenAI data-plane API version; override per provider with ``api_version``.
+DEFAULT_AZURE_API_VERSION = "2024-10-21"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -37,6 +44,8 @@ class ProviderConfig:
         timeout_s: upstream timeout when the request carries no tighter deadline.
         max_concurrency: upstream calls in flight per worker process.
         latency_ms: mock only: simulated latency.
+        chunk_delay_ms: mock only: simulated delay between streamed chunks.
+        api_version: Azure OpenAI only: the ``api-version`` query parameter.
     """
 
     name: str
@@ -47,19 +56,13 @@ class ProviderConfig:
     timeout_s: float = DEFAULT_TIMEOUT_S
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
     latency_ms: float = 0.0
+    chunk_delay_ms: float = 0.0
+    api_version: str = DEFAULT_AZURE_API_VERSION
 
     @classmethod
     def from_mapping(cls, name: str, raw: Mapping[str, Any]) -> ProviderConfig:
         """Build from a config-file table; raises ``ValueError`` naming the bad key."""
-        known = {
-            "kind",
-            "base_url",
-            "api_key_env",
-            "headers",
-            "timeout_s",
-            "max_concurrency",
-            "latency_ms",
-        }
+        known = {f.name for f in fields(cls)} - {"name"}
         unknown = set(raw) - known
         if unknown:
             raise ValueError(f"providers.{name}: unknown keys {sorted(unknown)}")
@@ -71,8 +74,8 @@ class ProviderConfig:
                 f"providers.{name}: unknown kind {raw.get('kind', name)!r} (one of {choices})"
             ) from None
         base_url = str(raw.get("base_url", _DEFAULT_BASE_URLS.get(kind, "")))
-        if kind is ProviderKind.OPENAI_COMPATIBLE and not base_url:
-            raise ValueError(f"providers.{name}: openai_compatible needs base_url")
+        if kind in {ProviderKind.OPENAI_COMPATIBLE, ProviderKind.AZURE} and not base_url:
+            raise ValueError(f"providers.{name}: {kind.value} needs base_url")
         config = cls(
             name=name,
             kind=kind,
@@ -82,6 +85,8 @@ class ProviderConfig:
             timeout_s=float(raw.get("timeout_s", DEFAULT_TIMEOUT_S)),
             max_concurrency=int(raw.get("max_concurrency", DEFAULT_MAX_CONCURRENCY)),
             latency_ms=float(raw.get("latency_ms", 0.0)),
+            chunk_delay_ms=float(raw.get("chunk_delay_ms", 0.0)),
+            api_version=str(raw.get("api_version", DEFAULT_AZURE_API_VERSION)),
         )
         if config.timeout_s <= 0 or config.max_concurrency < 1 or config.latency_ms < 0:
             raise ValueError(

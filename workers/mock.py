@@ -7,16 +7,28 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import time
+from collections.abc import AsyncIterator
 
 import msgspec
 
-from schemas import ChatCompletion, ChatRequest, Choice, ResponseMessage, Usage
+from schemas import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatRequest,
+    Choice,
+    ChunkChoice,
+    Delta,
+    ResponseMessage,
+    Usage,
+)
 from workers.base import ProviderRequest
 
 __all__ = ["MockProvider", "mock_reply_text"]
 
 _encoder = msgspec.json.Encoder()
+_WORDS = re.compile(r"\S+\s*|\s+")
 
 
 def _text_of(request: ChatRequest) -> str:
@@ -54,12 +66,16 @@ class MockProvider:
 
     Args:
         name: provider name.
-        latency_s: simulated upstream latency per call.
+        latency_s: simulated upstream latency per call (before the first chunk when streaming).
+        chunk_delay_s: simulated delay between streamed chunks.
     """
 
-    def __init__(self, name: str = "mock", *, latency_s: float = 0.0) -> None:
+    def __init__(
+        self, name: str = "mock", *, latency_s: float = 0.0, chunk_delay_s: float = 0.0
+    ) -> None:
         self.name = name
         self.latency_s = latency_s
+        self.chunk_delay_s = chunk_delay_s
 
     async def complete(self, request: ProviderRequest) -> bytes:
         """Answer after the simulated latency."""
@@ -89,6 +105,30 @@ class MockProvider:
             ),
         )
         return _encoder.encode(completion)
+
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[ChatCompletionChunk]:
+        """Stream the same answer word by word, then a usage chunk."""
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        chat = request.chat
+        text = mock_reply_text(chat)
+        ident = f"chatcmpl-mock-{hashlib.sha256(text.encode()).hexdigest()[:24]}"
+        created = int(time.time())
+
+        def chunk(delta: Delta, finish: str | None = None) -> ChatCompletionChunk:
+            choice = ChunkChoice(index=0, delta=delta, finish_reason=finish)
+            return ChatCompletionChunk(ident, created, request.upstream_model, [choice])
+
+        yield chunk(Delta(role="assistant", content=""))
+        for piece in _WORDS.findall(text):
+            if self.chunk_delay_s:
+                await asyncio.sleep(self.chunk_delay_s)
+            yield chunk(Delta(content=piece))
+        yield chunk(Delta(), "stop")
+        prompt_tokens = _count_tokens(_text_of(chat))
+        completion_tokens = _count_tokens(text)
+        usage = Usage(prompt_tokens, completion_tokens, prompt_tokens + completion_tokens)
+        yield ChatCompletionChunk(ident, created, request.upstream_model, [], usage=usage)
 
     async def aclose(self) -> None:
         """Nothing to release."""

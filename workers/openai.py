@@ -1,23 +1,28 @@
-"""OpenAI and OpenAI-compatible upstreams (vLLM, Ollama, Groq, Together, OpenRouter ...).
+"""OpenAI, Azure OpenAI and OpenAI-compatible upstreams (vLLM, Ollama, Groq, Together ...).
 
-One adapter serves both: they differ only in base URL, key and extra headers.
+One adapter serves them all: they differ only in URL, key header and extra headers. Azure
+addresses a deployment by URL (``/openai/deployments/<deployment>/...?api-version=``) and takes
+the key in an ``api-key`` header; the deployment name is the configured upstream model.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import msgspec
 
-from schemas import ChatCompletion
+from schemas import ChatCompletion, ChatCompletionChunk
 from workers.base import ProviderRequest
-from workers.config import ProviderConfig
+from workers.config import ProviderConfig, ProviderKind
 from workers.errors import ErrorKind, ProviderError, kind_for_status
+from workers.sse import aiter_sse
 
 __all__ = ["OpenAIProvider", "parse_retry_after"]
 
 _completion_decoder = msgspec.json.Decoder(ChatCompletion)
+_chunk_decoder = msgspec.json.Decoder(ChatCompletionChunk)
 _error_decoder = msgspec.json.Decoder(dict[str, Any])
 
 
@@ -50,28 +55,48 @@ class OpenAIProvider:
         self._config = config
         self._client = client
         self._api_key = api_key
-        self._url = f"{config.base_url}/chat/completions"
+        self._azure = config.kind is ProviderKind.AZURE
         self._headers = {"content-type": "application/json", **config.headers}
         if api_key:
-            self._headers["authorization"] = f"Bearer {api_key}"
+            if self._azure:
+                self._headers["api-key"] = api_key
+            else:
+                self._headers["authorization"] = f"Bearer {api_key}"
 
-    def _payload(self, request: ProviderRequest) -> bytes:
+    def _url(self, model: str) -> str:
+        if self._azure:
+            return (
+                f"{self._config.base_url}/openai/deployments/{model}/chat/completions"
+                f"?api-version={self._config.api_version}"
+            )
+        return f"{self._config.base_url}/chat/completions"
+
+    def _payload(self, request: ProviderRequest, *, stream: bool) -> bytes:
         """The caller's body with the upstream model, unknown fields kept."""
         body: dict[str, Any] = msgspec.json.decode(request.body)
         body["model"] = request.upstream_model
-        body.pop("stream", None)
-        body.pop("stream_options", None)
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}  # we count tokens either way
+        else:
+            body.pop("stream", None)
+            body.pop("stream_options", None)
         return msgspec.json.encode(body)
+
+    def _request_headers(self, request: ProviderRequest) -> dict[str, str]:
+        if request.request_id:
+            return {**self._headers, "x-client-request-id": request.request_id}
+        return self._headers
 
     async def complete(self, request: ProviderRequest) -> bytes:
         """POST ``/chat/completions``; return the upstream ``chat.completion`` bytes."""
-        headers = self._headers
-        if request.request_id:
-            headers = {**headers, "x-client-request-id": request.request_id}
         timeout = min(request.timeout_s, self._config.timeout_s)
         try:
             response = await self._client.post(
-                self._url, content=self._payload(request), headers=headers, timeout=timeout
+                self._url(request.upstream_model),
+                content=self._payload(request, stream=False),
+                headers=self._request_headers(request),
+                timeout=timeout,
             )
         except httpx.HTTPError as exc:
             raise self._error(exc) from exc
@@ -82,6 +107,43 @@ class OpenAIProvider:
         except msgspec.MsgspecError as exc:
             raise self._error(exc) from exc
         return response.content
+
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[ChatCompletionChunk]:
+        """POST with ``stream: true``; yield each SSE ``data:`` chunk until ``[DONE]``.
+
+        Leaving the iteration early (a cancelled request) closes the upstream connection.
+        """
+        timeout = min(request.timeout_s, self._config.timeout_s)
+        try:
+            async with self._client.stream(
+                "POST",
+                self._url(request.upstream_model),
+                content=self._payload(request, stream=True),
+                headers=self._request_headers(request),
+                timeout=timeout,
+            ) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise self._error(response)
+                async for event in aiter_sse(response.aiter_bytes()):
+                    if event.data == "[DONE]":
+                        return
+                    yield self._chunk(event.data)
+        except httpx.HTTPError as exc:
+            raise self._error(exc) from exc
+
+    def _chunk(self, data: str) -> ChatCompletionChunk:
+        try:
+            return _chunk_decoder.decode(data)
+        except msgspec.ValidationError as exc:
+            error = _error_decoder.decode(data).get("error") if data.startswith("{") else None
+            if isinstance(error, dict):  # an error event inside the stream
+                raise ProviderError(
+                    self.name, ErrorKind.UNAVAILABLE, self._scrub(str(error.get("message", error)))
+                ) from exc
+            raise self._error(exc) from exc
+        except msgspec.MsgspecError as exc:
+            raise self._error(exc) from exc
 
     def _error(self, failure: httpx.Response | Exception) -> ProviderError:
         """Map every upstream failure to a :class:`ProviderError` (the only place that does)."""

@@ -31,7 +31,11 @@ def build_provider(
         ValueError: the provider needs a key that ``environ`` does not hold.
     """
     if config.kind is ProviderKind.MOCK:
-        return MockProvider(config.name, latency_s=config.latency_ms / 1000)
+        return MockProvider(
+            config.name,
+            latency_s=config.latency_ms / 1000,
+            chunk_delay_s=config.chunk_delay_ms / 1000,
+        )
     api_key = environ.get(config.api_key_env) if config.api_key_env else None
     if config.api_key_env and not api_key:
         raise ValueError(f"provider {config.name}: environment variable {config.api_key_env} unset")

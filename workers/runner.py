@@ -1,4 +1,10 @@
-"""Serves one provider on NATS: consumes ``llm.provider.<name>`` in the workers' queue group."""
+"""Serves one provider on NATS: consumes ``llm.provider.<name>`` in the workers' queue group.
+
+Whole requests get one reply. Streaming requests get a sequence of messages on the reply
+subject: ``Llm-Stream: chunk`` (a ``chat.completion.chunk``), then ``end`` (a
+:class:`schemas.StreamEnd`) or ``error`` (an error envelope); each carries ``Llm-Seq``.
+A request id published on ``llm.cancel`` cancels that request here (closing the upstream call).
+"""
 
 from __future__ import annotations
 
@@ -11,16 +17,18 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from broker.runtime import PENDING_MSGS_LIMIT, InFlight
-from schemas import decode_chat_request, error_body, headers, subjects
+from schemas import StreamEnd, decode_chat_request, error_body, headers, subjects
 from workers.base import Provider, ProviderRequest
 from workers.errors import ProviderError
 
-__all__ = ["DEFAULT_WORKER_TIMEOUT_S", "WorkerService", "serve_worker"]
+__all__ = ["DEFAULT_WORKER_TIMEOUT_S", "WorkerService", "serve_worker", "timeout_from"]
 
 log = logging.getLogger("llm_edge.worker")
 
 #: Used when a request reaches a worker without a time budget (a direct producer).
 DEFAULT_WORKER_TIMEOUT_S = 60.0
+
+_encoder = msgspec.json.Encoder()
 
 
 def timeout_from(hdrs: dict[str, str] | None, default: float) -> float:
@@ -31,6 +39,22 @@ def timeout_from(hdrs: dict[str, str] | None, default: float) -> float:
         except ValueError:
             return default
     return default
+
+
+def failure(exc: BaseException, provider: str, timeout: float) -> tuple[int, bytes, dict[str, str]]:
+    """Status, envelope and headers for a failed call (the worker's one error mapping)."""
+    if isinstance(exc, ProviderError):
+        extra = {headers.RETRYABLE: "1"} if exc.retryable else {}
+        if exc.retry_after is not None:
+            extra[headers.RETRY_AFTER] = f"{exc.retry_after:g}"
+        return exc.status, error_body(exc.status, exc.kind.value, exc.message), extra
+    if isinstance(exc, TimeoutError):
+        message = f"{provider} did not answer within {timeout:.1f}s"
+        return 504, error_body(504, "deadline_exceeded", message), {headers.RETRYABLE: "1"}
+    if isinstance(exc, msgspec.MsgspecError):
+        return 400, error_body(400, "invalid_request", str(exc)), {}
+    log.error("provider %s failed unexpectedly", provider, exc_info=exc)
+    return 500, error_body(500, "internal_error", "provider worker failed"), {}
 
 
 class WorkerService:
@@ -46,25 +70,34 @@ class WorkerService:
         self._nc = nc
         self._provider = provider
         self._inflight = InFlight(max_concurrency)
-        self._sub: Subscription | None = None
+        self._subs: list[Subscription] = []
+        self._running: dict[str, asyncio.Task[None]] = {}
         self.subject = subjects.provider_subject(provider.name)
 
     async def start(self) -> None:
-        """Subscribe in the workers' queue group."""
-        self._sub = await self._nc.subscribe(
-            self.subject,
-            queue=subjects.WORKER_QUEUE,
-            cb=self._on_msg,
-            pending_msgs_limit=PENDING_MSGS_LIMIT,
-        )
+        """Subscribe in the workers' queue group, and to cancellations."""
+        self._subs = [
+            await self._nc.subscribe(
+                self.subject,
+                queue=subjects.WORKER_QUEUE,
+                cb=self._on_msg,
+                pending_msgs_limit=PENDING_MSGS_LIMIT,
+            ),
+            await self._nc.subscribe(subjects.CANCEL, cb=self._on_cancel),
+        ]
 
     async def stop(self, drain_timeout: float = 10.0) -> None:
         """Stop taking requests, let running ones finish (bounded), release the provider."""
-        if self._sub is not None:
-            await self._sub.unsubscribe()
-            self._sub = None
+        for sub in self._subs:
+            await sub.unsubscribe()
+        self._subs = []
         await self._inflight.drain(drain_timeout)
         await self._provider.aclose()
+
+    async def _on_cancel(self, msg: Msg) -> None:
+        task = self._running.get(msg.data.decode(errors="replace"))
+        if task is not None:
+            task.cancel()
 
     async def _on_msg(self, msg: Msg) -> None:
         await self._inflight.spawn(self._handle(msg))
@@ -72,38 +105,75 @@ class WorkerService:
     async def _handle(self, msg: Msg) -> None:
         if not msg.reply:
             return
-        status, body, extra = await self._call(msg)
-        reply_headers = {headers.STATUS: str(status), headers.PROVIDER: self._provider.name}
-        reply_headers.update(extra)
-        await self._nc.publish(msg.reply, body, headers=reply_headers)
-
-    async def _call(self, msg: Msg) -> tuple[int, bytes, dict[str, str]]:
-        hdrs = msg.headers
+        hdrs = msg.headers or {}
         timeout = timeout_from(hdrs, DEFAULT_WORKER_TIMEOUT_S)
+        request_id = hdrs.get(headers.REQUEST_ID, "")
+        task = asyncio.current_task()
+        if request_id and task is not None:
+            self._running[request_id] = task
         try:
             chat = decode_chat_request(msg.data)
             request = ProviderRequest(
                 body=msg.data,
                 chat=chat,
-                upstream_model=(hdrs or {}).get(headers.UPSTREAM_MODEL) or chat.model,
+                upstream_model=hdrs.get(headers.UPSTREAM_MODEL) or chat.model,
                 timeout_s=timeout,
-                request_id=(hdrs or {}).get(headers.REQUEST_ID, ""),
+                request_id=request_id,
             )
-            async with asyncio.timeout(timeout):
-                return 200, await self._provider.complete(request), {}
-        except ProviderError as exc:
-            extra = {headers.RETRYABLE: "1"} if exc.retryable else {}
-            if exc.retry_after is not None:
-                extra[headers.RETRY_AFTER] = f"{exc.retry_after:g}"
-            return exc.status, error_body(exc.status, exc.kind.value, exc.message), extra
-        except TimeoutError:
-            message = f"{self._provider.name} did not answer within {timeout:.1f}s"
-            return 504, error_body(504, "deadline_exceeded", message), {headers.RETRYABLE: "1"}
+            if chat.stream:
+                await self._stream(msg.reply, request)
+            else:
+                await self._whole(msg.reply, request)
         except msgspec.MsgspecError as exc:
-            return 400, error_body(400, "invalid_request", str(exc)), {}
-        except Exception:
-            log.exception("provider %s failed unexpectedly", self._provider.name)
-            return 500, error_body(500, "internal_error", "provider worker failed"), {}
+            await self._reply(msg.reply, *failure(exc, self._provider.name, timeout))
+        except asyncio.CancelledError:
+            pass  # cancelled by llm.cancel: the caller is gone, nobody to answer
+        finally:
+            if request_id:
+                self._running.pop(request_id, None)
+
+    async def _reply(
+        self, reply: str, status: int, body: bytes, extra: dict[str, str] | None = None
+    ) -> None:
+        reply_headers = {headers.STATUS: str(status), headers.PROVIDER: self._provider.name}
+        if extra:
+            reply_headers.update(extra)
+        await self._nc.publish(reply, body, headers=reply_headers)
+
+    async def _whole(self, reply: str, request: ProviderRequest) -> None:
+        try:
+            async with asyncio.timeout(request.timeout_s):
+                body = await self._provider.complete(request)
+        except Exception as exc:
+            await self._reply(reply, *failure(exc, self._provider.name, request.timeout_s))
+            return
+        await self._reply(reply, 200, body)
+
+    async def _stream(self, reply: str, request: ProviderRequest) -> None:
+        seq = 0
+        end = StreamEnd()
+        try:
+            async with asyncio.timeout(request.timeout_s):
+                async for chunk in self._provider.stream(request):
+                    if chunk.usage is not None:
+                        end.usage = chunk.usage
+                    for choice in chunk.choices:
+                        end.finish_reason = choice.finish_reason or end.finish_reason
+                    await self._reply(
+                        reply,
+                        200,
+                        _encoder.encode(chunk),
+                        {headers.STREAM: "chunk", headers.SEQ: str(seq)},
+                    )
+                    seq += 1
+        except Exception as exc:
+            status, body, extra = failure(exc, self._provider.name, request.timeout_s)
+            extra.update({headers.STREAM: "error", headers.SEQ: str(seq)})
+            await self._reply(reply, status, body, extra)
+            return
+        await self._reply(
+            reply, 200, _encoder.encode(end), {headers.STREAM: "end", headers.SEQ: str(seq)}
+        )
 
 
 async def serve_worker(

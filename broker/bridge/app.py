@@ -6,15 +6,20 @@ Written against bare ASGI (no framework) because it routes five paths and sits o
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import msgspec
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
+from nats.nuid import NUID
 
-from broker.pipeline import HEADER_ROOM
+from broker.client import ChatStreamError, stream_messages
+from broker.request import HEADER_ROOM
 from schemas import error_body, headers, subjects
 
 __all__ = ["DEFAULT_HTTP_TIMEOUT_S", "BridgeApp"]
@@ -53,6 +58,68 @@ _EXPOSE = (
     headers.COALESCED,
 )
 _JSON = (b"content-type", b"application/json")
+_SSE = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+class _StreamFlag(msgspec.Struct):
+    stream: bool | None = None
+
+
+_stream_flag = msgspec.json.Decoder(_StreamFlag)
+
+
+def _wants_stream(body: bytes) -> bool:
+    """Whether the body asks for a stream (the broker validates the rest)."""
+    if b'"stream"' not in body:
+        return False
+    try:
+        return bool(_stream_flag.decode(body).stream)
+    except msgspec.MsgspecError:
+        return False  # the broker will answer the malformed body with a 400
+
+
+def _exposed(reply_headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(n.lower().encode(), reply_headers[n].encode()) for n in _EXPOSE if n in reply_headers]
+
+
+#: Requests answered faster than this (cache hits) never pay for a disconnect watcher.
+WATCH_AFTER_S = 0.05
+
+
+class _DisconnectWatch:
+    """Cancels the current task if the client disconnects (the body has been read by then).
+
+    The watcher task starts only after :data:`WATCH_AFTER_S`, so fast replies cost one timer.
+    """
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._owner = asyncio.current_task()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.client_left = False
+        self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._start)
+
+    def _start(self) -> None:
+        self._task = asyncio.ensure_future(self._wait())
+
+    async def _wait(self) -> None:
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+        if not self._closed and self._owner is not None:
+            self.client_left = True
+            self._owner.cancel()
+
+    def close(self) -> None:
+        """The request is over: stop watching."""
+        self._closed = True
+        self._timer.cancel()
+        if self._task is not None:
+            self._task.cancel()
 
 
 class BridgeApp:
@@ -66,6 +133,7 @@ class BridgeApp:
     def __init__(self, nc: Client, *, timeout_s: float = DEFAULT_HTTP_TIMEOUT_S) -> None:
         self._nc = nc
         self._timeout = timeout_s
+        self._nuid = NUID()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -100,9 +168,24 @@ class BridgeApp:
             name = _FORWARD.get(raw_name.decode("latin-1").lower())
             if name is not None:
                 nats_headers[name] = raw_value.decode("latin-1")
+        request_id = nats_headers.setdefault(headers.REQUEST_ID, self._nuid.next().decode())
+        relay = self._relay_stream if _wants_stream(body) else self._relay_whole
+        watch = _DisconnectWatch(receive)
+        try:
+            await relay(body, nats_headers, send)
+        except asyncio.CancelledError:
+            if not watch.client_left:
+                raise
+            # the client left: the relay was stopped; cancel the upstream call too
+            if not self._nc.is_closed:
+                await self._nc.publish(subjects.CANCEL, request_id.encode())
+        finally:
+            watch.close()
+
+    async def _relay_whole(self, body: bytes, nats_headers: dict[str, str], send: Send) -> None:
         try:
             answer = await self._nc.request(
-                subjects.CHAT, body, timeout=self._timeout, headers=nats_headers or None
+                subjects.CHAT, body, timeout=self._timeout, headers=nats_headers
             )
         except NoRespondersError:
             await _error(send, 503, "no_broker", "no broker is running", retry_after="1")
@@ -112,10 +195,52 @@ class BridgeApp:
             return
         reply_headers = answer.headers or {}
         status = int(reply_headers.get(headers.STATUS, "200"))
-        extra = [
-            (n.lower().encode(), reply_headers[n].encode()) for n in _EXPOSE if n in reply_headers
-        ]
-        await _respond(send, status, answer.data, extra)
+        await _respond(send, status, answer.data, _exposed(reply_headers))
+
+    async def _relay_stream(self, body: bytes, nats_headers: dict[str, str], send: Send) -> None:
+        """Server-sent events exactly as OpenAI sends them: ``data: {...}``, ``data: [DONE]``."""
+        started = False
+        messages = stream_messages(
+            self._nc, body, request_headers=nats_headers, deadline_s=self._timeout
+        )
+        try:
+            async with contextlib.aclosing(messages):
+                async for msg in messages:
+                    hdrs = msg.headers or {}
+                    kind = hdrs.get(headers.STREAM)
+                    if not started and kind in {"chunk", "end"}:
+                        await send(
+                            {
+                                "type": "http.response.start",
+                                "status": 200,
+                                "headers": [*_SSE, *_exposed(hdrs)],
+                            }
+                        )
+                        started = True
+                    if kind == "chunk":
+                        await send(
+                            {
+                                "type": "http.response.body",
+                                "more_body": True,
+                                "body": b"data: " + msg.data + b"\n\n",
+                            }
+                        )
+                    elif kind == "end":
+                        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+                    elif started:  # an error after the stream began: one error event, then close
+                        await send(
+                            {"type": "http.response.body", "body": b"data: " + msg.data + b"\n\n"}
+                        )
+                    else:
+                        status = int(hdrs.get(headers.STATUS, "500"))
+                        await _respond(send, status, msg.data, _exposed(hdrs))
+        except ChatStreamError as exc:
+            await _respond(send, exc.status, exc.body, [(b"retry-after", b"1")])
+        except TimeoutError:
+            if started:
+                await send({"type": "http.response.body", "body": b""})
+            else:
+                await _error(send, 504, "deadline_exceeded", "the broker did not answer in time")
 
     async def _models(self, send: Send) -> None:
         try:

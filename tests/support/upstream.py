@@ -55,12 +55,20 @@ def openai_completion(model: str, content: str) -> dict[str, Any]:
 
 @dataclass
 class Scripted:
-    """One scripted answer; ``body=None`` means a normal completion."""
+    """One scripted answer; ``body=None`` means a normal completion (or stream).
+
+    For streaming requests: ``raw_sse`` sends exactly those byte pieces; otherwise the answer
+    is streamed word by word with ``chunk_delay_s`` between chunks, and ``fail_after`` chunks
+    an error event is sent instead of the rest.
+    """
 
     status: int = 200
     body: dict[str, Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
+    chunk_delay_s: float = 0.0
+    raw_sse: list[bytes] | None = None
+    fail_after: int | None = None
 
 
 @dataclass
@@ -79,6 +87,7 @@ class FakeOpenAI:
         self.script: deque[Scripted] = deque()
         self.default = Scripted()
         self.received: list[Received] = []
+        self.disconnected = asyncio.Event()
         self._sock = socket.socket()
         self._sock.bind(("127.0.0.1", 0))
         self.base_url = f"http://127.0.0.1:{self._sock.getsockname()[1]}/v1"
@@ -110,6 +119,9 @@ class FakeOpenAI:
         answer = self.script.popleft() if self.script else self.default
         if answer.delay_s:
             await asyncio.sleep(answer.delay_s)
+        if body.get("stream") and answer.status == 200 and answer.body is None:
+            await self._stream(body, answer, receive, send)
+            return
         payload = (
             answer.body
             if answer.body is not None
@@ -122,3 +134,75 @@ class FakeOpenAI:
         out += [(k.encode(), v.encode()) for k, v in answer.headers.items()]
         await send({"type": "http.response.start", "status": answer.status, "headers": out})
         await send({"type": "http.response.body", "body": data})
+
+    async def _stream(
+        self, body: dict[str, Any], answer: Scripted, receive: Any, send: Any
+    ) -> None:
+        """OpenAI's streaming format: ``data: {chunk}`` events, a usage chunk, ``[DONE]``."""
+        watcher = asyncio.ensure_future(self._watch(receive))
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
+        try:
+            for piece in answer.raw_sse or self._pieces(body, answer):
+                if answer.chunk_delay_s:
+                    await asyncio.sleep(answer.chunk_delay_s)
+                if self.disconnected.is_set():
+                    return
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            watcher.cancel()
+
+    async def _watch(self, receive: Any) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.disconnected.set()
+
+    @staticmethod
+    def _pieces(body: dict[str, Any], answer: Scripted) -> list[bytes]:
+        model = body.get("model", "?")
+        words = f"upstream streams to {model}".split(" ")
+
+        def event(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            chunk = {
+                "id": "chatcmpl-stream-1",
+                "object": "chat.completion.chunk",
+                "created": 1741569952,
+                "model": model,
+                "system_fingerprint": "fp_1",
+                "choices": [
+                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+                ],
+            }
+            return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+        pieces = [event({"role": "assistant", "content": "", "refusal": None})]
+        for i, word in enumerate(words):
+            if answer.fail_after is not None and i >= answer.fail_after:
+                error = {
+                    "error": {
+                        "message": "upstream broke mid-stream",
+                        "type": "server_error",
+                        "param": None,
+                        "code": None,
+                    }
+                }
+                return [*pieces, b"data: " + json.dumps(error).encode() + b"\n\n"]
+            pieces.append(event({"content": word + (" " if i < len(words) - 1 else "")}))
+        pieces.append(event({}, "stop"))
+        usage = {
+            "id": "chatcmpl-stream-1",
+            "object": "chat.completion.chunk",
+            "created": 1741569952,
+            "model": model,
+            "choices": [],
+            "usage": {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13},
+        }
+        pieces.append(b"data: " + json.dumps(usage).encode() + b"\n\n")
+        pieces.append(b"data: [DONE]\n\n")
+        return pieces

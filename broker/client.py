@@ -1,0 +1,126 @@
+"""A small client for the NATS API, for Python producers (and the HTTP bridge).
+
+    async for chunk in stream_chat(nc, {"model": "gpt-4o-mini", "messages": [...],
+                                        "stream": True}):
+        print(chunk.choices[0].delta.content or "", end="")
+
+Leaving the loop early publishes the request id on ``llm.cancel``, which stops the upstream
+call within moments.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
+from nats.nuid import NUID
+
+from schemas import ChatCompletionChunk, ErrorEnvelope, headers, subjects
+
+__all__ = ["ChatStreamError", "stream_chat", "stream_messages"]
+
+_nuid = NUID()
+_chunk_decoder = msgspec.json.Decoder(ChatCompletionChunk)
+_error_decoder = msgspec.json.Decoder(ErrorEnvelope)
+
+
+class ChatStreamError(Exception):
+    """The request failed; ``status``, ``code`` and ``message`` come from the error envelope."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        self.status = status
+        self.body = body
+        try:
+            detail = _error_decoder.decode(body).error
+            self.code: str | None = detail.code
+            self.message = detail.message
+        except msgspec.MsgspecError:
+            self.code, self.message = None, body[:200].decode(errors="replace")
+        super().__init__(f"{status} {self.code}: {self.message}")
+
+
+async def stream_messages(
+    nc: Client,
+    body: bytes,
+    *,
+    subject: str = subjects.CHAT,
+    request_headers: Mapping[str, str] | None = None,
+    deadline_s: float = 600.0,
+) -> AsyncGenerator[Msg, None]:
+    """Publish a streaming request and yield every reply message, the last one included
+    (``Llm-Stream: end`` or ``error``, or a whole error reply sent before the stream began).
+
+    Raises:
+        TimeoutError: the stream did not finish within ``deadline_s`` seconds.
+        ChatStreamError: nobody serves ``subject`` (status 503).
+    """
+    hdrs = dict(request_headers or {})
+    request_id = hdrs.setdefault(headers.REQUEST_ID, _nuid.next().decode())
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    finished = False
+    deadline = time.monotonic() + deadline_s
+    try:
+        await nc.publish(subject, body, reply=inbox, headers=hdrs)
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=max(deadline - time.monotonic(), 0.001))
+            except NatsTimeout:
+                raise TimeoutError(f"no reply within {deadline_s}s") from None
+            reply_headers = msg.headers or {}
+            if reply_headers.get("Status") == "503" and not msg.data:
+                finished = True
+                raise ChatStreamError(
+                    503,
+                    b'{"error":{"message":"no broker is running",'
+                    b'"type":"service_unavailable","code":"no_broker"}}',
+                )
+            kind = reply_headers.get(headers.STREAM)
+            finished = kind != "chunk"
+            yield msg
+            if finished:
+                return
+    finally:
+        await sub.unsubscribe()
+        if not finished and not nc.is_closed:
+            await nc.publish(subjects.CANCEL, request_id.encode())
+
+
+async def stream_chat(
+    nc: Client,
+    request: bytes | dict[str, Any],
+    *,
+    request_headers: Mapping[str, str] | None = None,
+    deadline_s: float = 600.0,
+) -> AsyncIterator[ChatCompletionChunk]:
+    """Stream a chat completion from ``llm.chat`` as typed chunks.
+
+    Raises:
+        ChatStreamError: the request failed (before or during the stream).
+        TimeoutError: the stream did not finish within ``deadline_s`` seconds.
+    """
+    if isinstance(request, dict):
+        request = msgspec.json.encode({**request, "stream": True})
+    expected = 0
+    messages = stream_messages(nc, request, request_headers=request_headers, deadline_s=deadline_s)
+    async with contextlib.aclosing(messages):
+        async for msg in messages:
+            hdrs = msg.headers or {}
+            kind = hdrs.get(headers.STREAM)
+            if kind in {"chunk", "end"} and int(hdrs.get(headers.SEQ, expected)) != expected:
+                raise ChatStreamError(
+                    502,
+                    b'{"error":{"message":"stream out of order",'
+                    b'"type":"upstream_error","code":"stream_gap"}}',
+                )
+            expected += 1
+            if kind == "chunk":
+                yield _chunk_decoder.decode(msg.data)
+            elif kind != "end":
+                raise ChatStreamError(int(hdrs.get(headers.STATUS, "500")), msg.data)

@@ -1,0 +1,201 @@
+"""A request inside the broker: decoding and validation (done once), and the reply record."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import msgspec
+
+from broker.cache import (
+    CacheDirectives,
+    CachedReply,
+    CacheSettings,
+    NondeterministicPolicy,
+    parse_cache_control,
+)
+from broker.cache_key import cache_key
+from broker.config import Config, ModelConfig
+from broker.errors import (
+    BrokerError,
+    InvalidRequest,
+    ModelNotFound,
+    RequestTooLarge,
+    from_decode_error,
+)
+from schemas import ChatRequest, decode_chat_request, headers, request_extras
+
+__all__ = [
+    "DEFAULT_TENANT",
+    "HEADER_ROOM",
+    "MAX_TIMEOUT_S",
+    "Prepared",
+    "Reply",
+    "RequestPreparer",
+    "error_reply",
+    "hit_reply",
+]
+
+#: Bytes kept free under the server's max_payload for headers added on the way.
+HEADER_ROOM = 4096
+DEFAULT_TENANT = "default"
+#: Upper bound on a caller-chosen time budget.
+MAX_TIMEOUT_S = 3600.0
+_NAMESPACE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+@dataclass(slots=True)
+class Reply:
+    """A whole reply: HTTP-like status, body, headers (provider, deployment ...)."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A decoded, validated request and what the broker decided about it.
+
+    Attributes:
+        key: cache key, or ``None`` when the request is not cached at all.
+    """
+
+    data: bytes
+    request: ChatRequest
+    model: ModelConfig
+    request_id: str
+    deadline: float
+    key: str | None
+    directives: CacheDirectives
+    trace: str | None = None
+
+    @property
+    def stream(self) -> bool:
+        """Whether the caller asked for a stream."""
+        return bool(self.request.stream)
+
+    @property
+    def include_usage(self) -> bool:
+        """Whether the caller asked for a final usage chunk."""
+        options = self.request.stream_options
+        return bool(options and options.include_usage)
+
+    @property
+    def reads_cache(self) -> bool:
+        """Whether a cached answer may serve this request."""
+        return self.key is not None and not self.directives.no_cache
+
+
+def error_reply(exc: BrokerError) -> Reply:
+    """The reply for a broker error."""
+    return Reply(exc.status, exc.envelope(), exc.extra_headers)
+
+
+def hit_reply(hit: CachedReply) -> Reply:
+    """The reply for a cache hit."""
+    return Reply(
+        200, hit.body, {headers.PROVIDER: hit.provider, headers.DEPLOYMENT: hit.deployment}
+    )
+
+
+class RequestPreparer:
+    """Decodes, validates, resolves the model and computes the cache key.
+
+    Args:
+        config: models and limits.
+        cache: cache settings, or ``None`` when caching is off.
+        max_body: byte limit for a request body.
+        clock: monotonic seconds (deadlines).
+        new_id: request id factory for requests that carry none.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        cache: CacheSettings | None,
+        max_body: int,
+        clock: Callable[[], float],
+        new_id: Callable[[], str],
+    ) -> None:
+        self._config = config
+        self._cache = cache
+        self.max_body = max_body
+        self._clock = clock
+        self._new_id = new_id
+
+    def prepare(self, data: bytes, hdrs: dict[str, str]) -> Prepared:
+        """Everything the pipeline needs to know about a request, or a :class:`BrokerError`."""
+        if len(data) > self.max_body:
+            raise RequestTooLarge(
+                f"request body is {len(data)} bytes; the limit is {self.max_body}"
+            )
+        try:
+            request = decode_chat_request(data)
+        except msgspec.MsgspecError as exc:
+            raise from_decode_error(exc) from None
+        model = self._config.resolve(request.model)
+        if model is None:
+            raise ModelNotFound(
+                f"The model `{request.model}` does not exist or is not configured.", param="model"
+            )
+        directives = parse_cache_control(hdrs.get(headers.CACHE_CONTROL))
+        timeout = _timeout_s(hdrs, model.timeout_s or self._config.broker.default_timeout_s)
+        return Prepared(
+            data=data,
+            request=request,
+            model=model,
+            request_id=hdrs.get(headers.REQUEST_ID) or self._new_id(),
+            deadline=self._clock() + timeout,
+            key=self._key(data, request, model, hdrs, directives),
+            directives=directives,
+            trace=hdrs.get(headers.TRACEPARENT),
+        )
+
+    def _key(
+        self,
+        data: bytes,
+        request: ChatRequest,
+        model: ModelConfig,
+        hdrs: dict[str, str],
+        directives: CacheDirectives,
+    ) -> str | None:
+        settings = self._cache
+        if settings is None or (directives.no_cache and directives.no_store):
+            return None
+        if settings.nondeterministic is NondeterministicPolicy.BYPASS and _sampled(request):
+            return None
+        namespace = hdrs.get(headers.CACHE_NAMESPACE, "default")
+        if not _NAMESPACE.match(namespace):
+            raise InvalidRequest(
+                f"{headers.CACHE_NAMESPACE} must be 1-64 of A-Z a-z 0-9 _ -",
+                param=headers.CACHE_NAMESPACE,
+            )
+        tenant = "shared" if settings.shared_across_tenants else DEFAULT_TENANT
+        try:
+            extras = request_extras(data)
+        except msgspec.MsgspecError as exc:
+            raise from_decode_error(exc) from None
+        return cache_key(request, extras, model.name, f"{tenant}:{namespace}")
+
+
+def _timeout_s(hdrs: dict[str, str], default: float) -> float:
+    raw = hdrs.get(headers.TIMEOUT_MS)
+    if raw is None:
+        return default
+    try:
+        value = float(raw) / 1000
+    except ValueError:
+        raise InvalidRequest(
+            f"{headers.TIMEOUT_MS} must be a number of milliseconds", param=headers.TIMEOUT_MS
+        ) from None
+    if value <= 0:
+        raise InvalidRequest(f"{headers.TIMEOUT_MS} must be positive", param=headers.TIMEOUT_MS)
+    return min(value, MAX_TIMEOUT_S)
+
+
+def _sampled(request: ChatRequest) -> bool:
+    """Whether the answer is a random sample (OpenAI's default temperature is 1)."""
+    temperature = 1.0 if request.temperature is None else request.temperature
+    return temperature > 0 and request.seed is None

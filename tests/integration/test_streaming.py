@@ -1,0 +1,201 @@
+"""Streaming end to end: NATS chunks protocol, SSE through the bridge, cache replay, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import openai
+import pytest
+
+from broker.client import ChatStreamError, stream_chat
+from tests.support.stack import Stack, config_from, start_stack
+from tests.support.upstream import FakeOpenAI, Scripted
+
+
+@pytest.fixture
+async def stack(nats_url: str, fake_openai: FakeOpenAI) -> AsyncIterator[Stack]:
+    config = config_from(f"""
+        [cache]
+        l2 = "off"
+
+        [providers.mock]
+        kind = "mock"
+        chunk_delay_ms = 1
+
+        [providers.up]
+        kind = "openai_compatible"
+        base_url = "{fake_openai.base_url}"
+
+        [models.mock]
+        deployments = [{{ provider = "mock" }}]
+
+        [models.up]
+        deployments = [{{ provider = "up", model = "gpt-4o-mini" }}]
+    """)
+    running = await start_stack(nats_url, config, bridge=True)
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+def request(content: str, model: str = "mock", **extra: object) -> dict[str, object]:
+    return {"model": model, "messages": [{"role": "user", "content": content}], **extra}
+
+
+async def test_nats_stream_in_order_and_matches_whole_answer(stack: Stack, namespace: str) -> None:
+    """Chunks arrive in order over NATS and add up to the same text as a whole request."""
+    hdrs = {"X-Cache-Namespace": namespace}
+    chunks = [
+        c async for c in stream_chat(stack.nc, request("stream me please"), request_headers=hdrs)
+    ]
+    assert len(chunks) > 3
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    whole = await stack.nc.request(
+        "llm.chat",
+        b'{"model":"mock","messages":[{"role":"user","content":"stream me please"}]}',
+        timeout=10,
+        headers={**hdrs, "Cache-Control": "no-cache"},
+    )
+    assert text in whole.data.decode()
+
+
+async def test_streamed_answer_is_cached_and_replayed(stack: Stack, namespace: str) -> None:
+    """A streamed answer serves a later whole request, and a stream is replayed from cache."""
+    hdrs = {"X-Cache-Namespace": namespace}
+    first = [
+        c async for c in stream_chat(stack.nc, request("cache this stream"), request_headers=hdrs)
+    ]
+    whole = await stack.nc.request(
+        "llm.chat",
+        b'{"model":"mock","messages":[{"role":"user","content":"cache this stream"}]}',
+        timeout=10,
+        headers=hdrs,
+    )
+    assert whole.headers is not None
+    assert whole.headers["X-Cache"] == "HIT-L1"
+    text = "".join(c.choices[0].delta.content or "" for c in first if c.choices)
+    assert text in whole.data.decode()
+    replay = [
+        c
+        async for c in stream_chat(
+            stack.nc,
+            request("cache this stream", stream_options={"include_usage": True}),
+            request_headers=hdrs,
+        )
+    ]
+    assert "".join(c.choices[0].delta.content or "" for c in replay if c.choices) == text
+    assert replay[-1].usage is not None  # include_usage honoured on replay
+
+
+async def test_openai_sdk_streams_through_bridge(stack: Stack, namespace: str) -> None:
+    """The official SDK's stream=True works, include_usage gives a final usage chunk."""
+    sdk = openai.AsyncOpenAI(
+        base_url=stack.base_url,
+        api_key="x",
+        max_retries=0,
+        default_headers={"X-Cache-Namespace": namespace},
+    )
+    stream = await sdk.chat.completions.create(
+        model="up",
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    pieces, usage = [], None
+    async for chunk in stream:
+        if chunk.choices:
+            pieces.append(chunk.choices[0].delta.content or "")
+        if chunk.usage:
+            usage = chunk.usage
+    assert "".join(pieces) == "upstream streams to gpt-4o-mini"
+    assert usage is not None
+    assert usage.total_tokens == 13
+
+
+async def test_stream_errors_before_and_after_first_chunk(
+    stack: Stack, fake_openai: FakeOpenAI, namespace: str
+) -> None:
+    """Before the first chunk: an HTTP error status. After it: an SSE error event."""
+    assert stack.http is not None
+    sdk = openai.AsyncOpenAI(
+        base_url=stack.base_url,
+        api_key="x",
+        max_retries=0,
+        default_headers={"X-Cache-Namespace": namespace},
+    )
+    fake_openai.script.append(
+        Scripted(status=429, body={"error": {"message": "slow down"}}, headers={"retry-after": "3"})
+    )
+    with pytest.raises(openai.RateLimitError):
+        await sdk.chat.completions.create(
+            model="up", messages=[{"role": "user", "content": "a"}], stream=True
+        )
+    fake_openai.script.append(Scripted(fail_after=2))
+    stream = await sdk.chat.completions.create(
+        model="up", messages=[{"role": "user", "content": "b"}], stream=True
+    )
+    got: list[object] = []
+
+    async def consume() -> None:
+        async for chunk in stream:
+            got.append(chunk)
+
+    with pytest.raises(openai.APIError, match="broke mid-stream"):
+        await consume()
+    assert got  # some chunks came before the error
+    fake_openai.script.append(Scripted(fail_after=1))
+
+    async def consume_nats() -> None:
+        async for _ in stream_chat(
+            stack.nc, request("c", model="up"), request_headers={"X-Cache-Namespace": namespace}
+        ):
+            pass
+
+    with pytest.raises(ChatStreamError) as caught:
+        await consume_nats()
+    assert caught.value.status == 502
+
+
+async def test_http_disconnect_cancels_upstream(
+    stack: Stack, fake_openai: FakeOpenAI, namespace: str
+) -> None:
+    """A client that drops a stream makes the worker close its upstream connection quickly."""
+    fake_openai.script.append(Scripted(chunk_delay_s=0.3))
+    body = request("long", model="up", stream=True)
+    async with (
+        httpx.AsyncClient(timeout=10) as client,
+        client.stream(
+            "POST",
+            f"{stack.base_url}/chat/completions",
+            json=body,
+            headers={"X-Cache-Namespace": namespace},
+        ) as response,
+    ):
+        assert response.status_code == 200
+        async for line in response.aiter_lines():
+            if line.startswith("data: "):
+                break  # got the first chunk: leave
+    left = time.monotonic()
+    await asyncio.wait_for(fake_openai.disconnected.wait(), 5)
+    assert time.monotonic() - left < 1.0
+
+
+async def test_consumer_leaving_a_nats_stream_cancels_upstream(
+    stack: Stack, fake_openai: FakeOpenAI, namespace: str
+) -> None:
+    """Leaving stream_chat early publishes a cancel; the upstream connection closes."""
+    fake_openai.script.append(Scripted(chunk_delay_s=0.3))
+    stream = stream_chat(
+        stack.nc, request("long", model="up"), request_headers={"X-Cache-Namespace": namespace}
+    )
+    async for _ in stream:
+        break
+    await stream.aclose()  # type: ignore[attr-defined]
+    left = time.monotonic()
+    await asyncio.wait_for(fake_openai.disconnected.wait(), 5)
+    assert time.monotonic() - left < 1.0
