@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from workers.anthropic import AnthropicProvider
 from workers.base import Provider, ProviderRequest
 from workers.config import ProviderConfig, ProviderKind
 from workers.errors import ErrorKind, ProviderError, kind_for_status
@@ -11,6 +12,7 @@ from workers.registry import build_provider, http_client
 from workers.runner import WorkerService, serve_worker
 
 __all__ = [
+    "AnthropicProvider",
     "ErrorKind",
     "MockProvider",
     "OpenAIProvider",

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 import httpx
 
+from workers.anthropic import AnthropicProvider
 from workers.base import Provider
 from workers.config import ProviderConfig, ProviderKind
 from workers.mock import MockProvider
@@ -39,4 +40,6 @@ def build_provider(
     api_key = environ.get(config.api_key_env) if config.api_key_env else None
     if config.api_key_env and not api_key:
         raise ValueError(f"provider {config.name}: environment variable {config.api_key_env} unset")
+    if config.kind is ProviderKind.ANTHROPIC:
+        return AnthropicProvider(config, client, api_key)
     return OpenAIProvider(config, client, api_key)

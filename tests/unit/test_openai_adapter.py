@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 
 import httpx
 import msgspec
@@ -206,3 +207,105 @@ async def test_garbage_response_is_invalid_response() -> None:
     with pytest.raises(ProviderError) as caught:
         await provider(handler).complete(make_request())
     assert caught.value.kind is ErrorKind.INVALID_RESPONSE
+
+
+async def test_azure_deployment_url_and_api_key_header() -> None:
+    """Azure: the deployment is in the path, api-version in the query, the key in api-key."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=openai_completion("gpt-4o", "hi"))
+
+    azure = ProviderConfig(
+        name="azure",
+        kind=ProviderKind.AZURE,
+        base_url="https://contoso.openai.azure.com",
+        api_key_env="AZ",
+        api_version="2024-10-21",
+    )
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    await OpenAIProvider(azure, client, KEY).complete(make_request())
+    assert str(seen[0].url) == (
+        "https://contoso.openai.azure.com/openai/deployments/"
+        "gpt-4o-mini/chat/completions?api-version=2024-10-21"
+    )
+    assert seen[0].headers["api-key"] == KEY
+    assert "authorization" not in seen[0].headers
+
+
+async def test_stream_parses_split_sse_and_asks_for_usage() -> None:
+    """Streaming: chunks split at odd byte boundaries parse; include_usage is always requested."""
+    events = [
+        {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "m",
+            "choices": [
+                {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+            ],
+        },
+        {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "m",
+            "choices": [{"index": 0, "delta": {"content": "Grüße 🌍"}, "finish_reason": None}],
+        },
+        {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "m",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+        },
+        {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "m",
+            "choices": [],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
+        },
+    ]
+    raw = (
+        b": OPENROUTER PROCESSING\r\n\r\n"
+        + b"".join(
+            b"data: " + json.dumps(e, ensure_ascii=False).encode() + b"\r\n\r\n" for e in events
+        )
+        + b"data: [DONE]\r\n\r\n"
+    )
+    sent: list[dict[str, object]] = []
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for i in range(0, len(raw), 3):
+            yield raw[i : i + 3]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        return httpx.Response(200, content=pieces())
+
+    chunks = [c async for c in provider(handler).stream(make_request(stream=True))]
+    assert sent[0]["stream"] is True
+    assert sent[0]["stream_options"] == {"include_usage": True}
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Grüße 🌍"
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.total_tokens == 7
+
+
+async def test_stream_http_error_before_first_chunk() -> None:
+    """A 429 on a streaming call raises the same mapped error as a whole call."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            429,
+            headers={"retry-after": "4"},
+            json={"error": {"message": "slow down", "type": "requests"}},
+        )
+
+    with pytest.raises(ProviderError) as caught:
+        async for _ in provider(handler).stream(make_request(stream=True)):
+            pass
+    assert caught.value.kind is ErrorKind.RATE_LIMITED
+    assert caught.value.retry_after == 4.0
