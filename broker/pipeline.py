@@ -9,6 +9,7 @@ cancels that request's task (and, in the worker, its upstream call).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -21,11 +22,12 @@ from broker import metrics
 from broker.assemble import StreamAssembler, replay_chunks
 from broker.cache import CachedReply, ResponseCache
 from broker.config import Config, Deployment, ModelConfig
-from broker.errors import BrokerError
+from broker.errors import BrokerError, InvalidRequest, RequestTooLarge
 from broker.forward import Forwarder
+from broker.messages_api import to_openai_request
 from broker.request import HEADER_ROOM, Prepared, Reply, RequestPreparer, error_reply, hit_reply
 from broker.runtime import InFlight
-from broker.sinks import NatsSink, ReplySink
+from broker.sinks import AnthropicSink, NatsSink, ReplySink
 from schemas import ChatCompletion, ChatCompletionChunk, StreamEnd, headers
 
 __all__ = ["ChatPipeline"]
@@ -78,6 +80,25 @@ class ChatPipeline:
         """``llm.chat`` subscription callback."""
         if msg.reply:
             await self.handle(msg.data, msg.headers or {}, NatsSink(self._nc, msg.reply))
+
+    async def on_messages(self, msg: Msg) -> None:
+        """``llm.messages`` subscription callback: the Anthropic Messages API."""
+        if not msg.reply:
+            return
+        hdrs = msg.headers or {}
+        try:
+            if len(msg.data) > self.preparer.max_body:
+                raise RequestTooLarge(
+                    f"request body is {len(msg.data)} bytes; the limit is {self.preparer.max_body}"
+                )
+            body, model = to_openai_request(msg.data)
+        except (BrokerError, msgspec.MsgspecError, ValueError, TypeError, AttributeError) as exc:
+            failure = exc if isinstance(exc, BrokerError) else InvalidRequest(str(exc))
+            meta = {headers.REQUEST_ID: hdrs.get(headers.REQUEST_ID) or self._new_id()}
+            sink = AnthropicSink(self._nc, msg.reply, "")
+            await sink.error(error_reply(failure), meta, streaming=False)
+            return
+        await self.handle(body, hdrs, AnthropicSink(self._nc, msg.reply, model))
 
     async def on_cancel(self, msg: Msg) -> None:
         """``llm.cancel`` subscription callback: the body is a request id."""
@@ -142,6 +163,12 @@ class ChatPipeline:
                 await self._whole_miss(prepared, sink)
         except asyncio.CancelledError:
             pass  # the caller cancelled (llm.cancel): nobody is waiting for an answer
+        except Exception:
+            # a bug must still answer the caller, never leave it waiting for its timeout
+            log.exception("request %s failed", prepared.request_id)
+            with contextlib.suppress(Exception):
+                meta = self._meta(prepared, "MISS")
+                await sink.error(error_reply(_INTERNAL), meta, streaming=prepared.stream)
         finally:
             metrics.IN_FLIGHT.dec()
             self._running.pop(prepared.request_id, None)

@@ -79,6 +79,12 @@ class BrokerService:
                 cb=self.pipeline.on_message,
                 pending_msgs_limit=PENDING_MSGS_LIMIT,
             ),
+            await self.nc.subscribe(
+                subjects.MESSAGES,
+                queue=subjects.BROKER_QUEUE,
+                cb=self.pipeline.on_messages,
+                pending_msgs_limit=PENDING_MSGS_LIMIT,
+            ),
             await self.nc.subscribe(subjects.CANCEL, cb=self.pipeline.on_cancel),
         ]
         await self.nc.flush()

@@ -9,12 +9,15 @@ from typing import Protocol
 import msgspec
 from nats.aio.client import Client
 
+from broker.messages_api import EventWriter, anthropic_error, message_from_completion
 from broker.request import Reply
-from schemas import ChatCompletionChunk, StreamEnd, headers
+from schemas import ChatCompletion, ChatCompletionChunk, ErrorEnvelope, StreamEnd, headers
 
-__all__ = ["NatsSink", "ReplySink"]
+__all__ = ["AnthropicSink", "NatsSink", "ReplySink"]
 
 _encoder = msgspec.json.Encoder()
+_completion = msgspec.json.Decoder(ChatCompletion)
+_envelope = msgspec.json.Decoder(ErrorEnvelope)
 
 
 class ReplySink(Protocol):
@@ -53,6 +56,9 @@ class NatsSink:
 
     async def whole(self, reply: Reply, meta: dict[str, str]) -> None:
         """The body as is, with ``Llm-Status``."""
+        await self._publish_whole(reply, meta)
+
+    async def _publish_whole(self, reply: Reply, meta: dict[str, str]) -> None:
         await self._publish(
             reply.body, {headers.STATUS: str(reply.status), **meta, **reply.headers}
         )
@@ -78,8 +84,62 @@ class NatsSink:
     async def error(self, reply: Reply, meta: dict[str, str], *, streaming: bool) -> None:
         """The envelope; marked ``Llm-Stream: error`` when the caller asked for a stream."""
         if not streaming:
-            await self.whole(reply, meta)
+            await self._publish_whole(reply, meta)
             return
         hdrs = self._stream_headers("error", reply.status, meta)
         hdrs.update(reply.headers)
         await self._publish(reply.body, hdrs)
+
+
+def _error_message(reply: Reply) -> str:
+    try:
+        return _envelope.decode(reply.body).error.message
+    except msgspec.MsgspecError:
+        return reply.body[:300].decode(errors="replace")
+
+
+class AnthropicSink(NatsSink):
+    """Publishes in the Anthropic Messages protocol (``llm.messages``).
+
+    Whole answers are ``message`` objects; streams are one NATS message per Anthropic event
+    (``Llm-Event`` names it), then an empty ``Llm-Stream: end``; errors are Anthropic errors.
+    """
+
+    def __init__(self, nc: Client, reply_to: str, model: str) -> None:
+        super().__init__(nc, reply_to)
+        self._model = model
+        self._events = EventWriter(model)
+
+    async def whole(self, reply: Reply, meta: dict[str, str]) -> None:
+        """A ``message`` (or an Anthropic error)."""
+        if reply.status != 200:
+            await self.error(reply, meta, streaming=False)
+            return
+        message = message_from_completion(_completion.decode(reply.body), self._model)
+        await self._publish_whole(Reply(200, _encoder.encode(message), reply.headers), meta)
+
+    async def _events_out(
+        self, events: list[tuple[str, dict[str, object]]], meta: dict[str, str]
+    ) -> None:
+        for name, data in events:
+            hdrs = self._stream_headers("chunk", 200, meta)
+            hdrs[headers.EVENT] = name
+            await self._publish(_encoder.encode(data), hdrs)
+
+    async def chunk(self, chunk: ChatCompletionChunk, meta: dict[str, str]) -> None:
+        """The Anthropic events this chunk makes."""
+        await self._events_out(self._events.chunk(chunk), meta)
+
+    async def end(self, end: StreamEnd, meta: dict[str, str]) -> None:
+        """``message_delta``, ``message_stop``, then the end marker."""
+        await self._events_out(self._events.finish(), meta)
+        await self._publish(b"", self._stream_headers("end", 200, meta))
+
+    async def error(self, reply: Reply, meta: dict[str, str], *, streaming: bool) -> None:
+        """An Anthropic error body (an ``error`` event when streaming)."""
+        translated = Reply(
+            reply.status, anthropic_error(reply.status, _error_message(reply)), reply.headers
+        )
+        if streaming:
+            meta = {**meta, headers.EVENT: "error"}
+        await super().error(translated, meta, streaming=streaming)

@@ -14,6 +14,7 @@ __all__ = [
     "CACHE_NAMESPACE",
     "COALESCED",
     "DEPLOYMENT",
+    "EVENT",
     "PROVIDER",
     "REQUEST_ID",
     "RETRYABLE",
@@ -62,3 +63,5 @@ UPSTREAM_MODEL = "Llm-Upstream-Model"
 STREAM = "Llm-Stream"
 #: ... and its position (0, 1, 2 ...), so a consumer can check order and completeness.
 SEQ = "Llm-Seq"
+#: Streams in the Anthropic protocol (``llm.messages``): the SSE event name of the message.
+EVENT = "Llm-Event"

@@ -9,6 +9,7 @@ __all__ = [
     "CACHE_PURGE",
     "CANCEL",
     "CHAT",
+    "MESSAGES",
     "MODELS",
     "PROVIDER_PREFIX",
     "WORKER_QUEUE",
@@ -17,6 +18,8 @@ __all__ = [
 
 #: Producers publish OpenAI chat-completions requests here (request/reply).
 CHAT = "llm.chat"
+#: The Anthropic Messages API over NATS (request/reply, same pipeline as ``llm.chat``).
+MESSAGES = "llm.messages"
 #: Brokers answer liveness probes here (the bridge's ``/ready`` asks it).
 BROKER_PING = "llm.broker.ping"
 #: The models brokers serve (OpenAI ``/v1/models`` list).

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -19,6 +20,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.nuid import NUID
 
 from broker.client import ChatStreamError, stream_messages
+from broker.messages_api import anthropic_error
 from broker.request import HEADER_ROOM
 from schemas import error_body, headers, subjects
 
@@ -122,6 +124,20 @@ class _DisconnectWatch:
             self._task.cancel()
 
 
+@dataclass(frozen=True, slots=True)
+class _Api:
+    """An HTTP API the bridge serves over one NATS subject."""
+
+    subject: str
+    done: bytes  # what closes a successful stream (OpenAI: ``data: [DONE]``)
+    anthropic: bool = False
+
+
+_CHAT = _Api(subjects.CHAT, b"data: [DONE]\n\n")
+_MESSAGES = _Api(subjects.MESSAGES, b"", anthropic=True)
+_ROUTES = {"/v1/chat/completions": _CHAT, "/v1/messages": _MESSAGES}
+
+
 class BridgeApp:
     """The ASGI application.
 
@@ -142,26 +158,26 @@ class BridgeApp:
         if scope["type"] != "http":
             return
         method, path = scope["method"], scope["path"].rstrip("/")
-        route = (method, path)
-        if route == ("POST", "/v1/chat/completions"):
-            await self._chat(scope, receive, send)
-        elif route == ("GET", "/v1/models"):
+        api = _ROUTES.get(path)
+        if api is not None and method == "POST":
+            await self._forward(api, scope, receive, send)
+        elif (method, path) == ("GET", "/v1/models"):
             await self._models(send)
-        elif route == ("GET", "/health"):
+        elif (method, path) == ("GET", "/health"):
             await _respond(send, 200, b'{"status":"ok"}')
-        elif route == ("GET", "/ready"):
+        elif (method, path) == ("GET", "/ready"):
             await self._ready(send)
-        elif path in {"/v1/chat/completions", "/v1/models", "/health", "/ready"}:
+        elif api is not None or path in {"/v1/models", "/health", "/ready"}:
             await _error(send, 405, "method_not_allowed", f"{method} is not allowed on {path}")
         else:
             await _error(send, 404, "not_found", f"no route for {method} {path}")
 
-    async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _forward(self, api: _Api, scope: Scope, receive: Receive, send: Send) -> None:
         limit = self._nc.max_payload - HEADER_ROOM
         body = await _read_body(receive, limit)
         if body is None:
             message = f"request body is over the {limit}-byte limit"
-            await _error(send, 413, "request_too_large", message)
+            await _error(send, 413, "request_too_large", message, anthropic=api.anthropic)
             return
         nats_headers = {}
         for raw_name, raw_value in scope["headers"]:
@@ -172,7 +188,7 @@ class BridgeApp:
         relay = self._relay_stream if _wants_stream(body) else self._relay_whole
         watch = _DisconnectWatch(receive)
         try:
-            await relay(body, nats_headers, send)
+            await relay(api, body, nats_headers, send)
         except asyncio.CancelledError:
             if not watch.client_left:
                 raise
@@ -182,26 +198,47 @@ class BridgeApp:
         finally:
             watch.close()
 
-    async def _relay_whole(self, body: bytes, nats_headers: dict[str, str], send: Send) -> None:
+    async def _relay_whole(
+        self, api: _Api, body: bytes, nats_headers: dict[str, str], send: Send
+    ) -> None:
         try:
             answer = await self._nc.request(
-                subjects.CHAT, body, timeout=self._timeout, headers=nats_headers
+                api.subject, body, timeout=self._timeout, headers=nats_headers
             )
         except NoRespondersError:
-            await _error(send, 503, "no_broker", "no broker is running", retry_after="1")
+            await _error(
+                send,
+                503,
+                "no_broker",
+                "no broker is running",
+                retry_after="1",
+                anthropic=api.anthropic,
+            )
             return
         except NatsTimeout:
-            await _error(send, 504, "deadline_exceeded", "the broker did not answer in time")
+            await _error(
+                send,
+                504,
+                "deadline_exceeded",
+                "the broker did not answer in time",
+                anthropic=api.anthropic,
+            )
             return
         reply_headers = answer.headers or {}
         status = int(reply_headers.get(headers.STATUS, "200"))
         await _respond(send, status, answer.data, _exposed(reply_headers))
 
-    async def _relay_stream(self, body: bytes, nats_headers: dict[str, str], send: Send) -> None:
-        """Server-sent events exactly as OpenAI sends them: ``data: {...}``, ``data: [DONE]``."""
+    async def _relay_stream(
+        self, api: _Api, body: bytes, nats_headers: dict[str, str], send: Send
+    ) -> None:
+        """Server-sent events as the API's own servers send them."""
         started = False
         messages = stream_messages(
-            self._nc, body, request_headers=nats_headers, deadline_s=self._timeout
+            self._nc,
+            body,
+            subject=api.subject,
+            request_headers=nats_headers,
+            deadline_s=self._timeout,
         )
         try:
             async with contextlib.aclosing(messages):
@@ -218,29 +255,34 @@ class BridgeApp:
                         )
                         started = True
                     if kind == "chunk":
-                        await send(
-                            {
-                                "type": "http.response.body",
-                                "more_body": True,
-                                "body": b"data: " + msg.data + b"\n\n",
-                            }
-                        )
+                        await _sse(send, msg.data, hdrs, more=True)
                     elif kind == "end":
-                        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+                        await send({"type": "http.response.body", "body": api.done})
                     elif started:  # an error after the stream began: one error event, then close
-                        await send(
-                            {"type": "http.response.body", "body": b"data: " + msg.data + b"\n\n"}
-                        )
+                        await _sse(send, msg.data, hdrs, more=False)
                     else:
                         status = int(hdrs.get(headers.STATUS, "500"))
                         await _respond(send, status, msg.data, _exposed(hdrs))
         except ChatStreamError as exc:
-            await _respond(send, exc.status, exc.body, [(b"retry-after", b"1")])
+            await _error(
+                send,
+                exc.status,
+                exc.code or "no_broker",
+                exc.message,
+                retry_after="1",
+                anthropic=api.anthropic,
+            )
         except TimeoutError:
             if started:
                 await send({"type": "http.response.body", "body": b""})
             else:
-                await _error(send, 504, "deadline_exceeded", "the broker did not answer in time")
+                await _error(
+                    send,
+                    504,
+                    "deadline_exceeded",
+                    "the broker did not answer in time",
+                    anthropic=api.anthropic,
+                )
 
     async def _models(self, send: Send) -> None:
         try:
@@ -260,6 +302,12 @@ class BridgeApp:
             await _error(send, 503, "no_broker", "no broker answers")
             return
         await _respond(send, 200, b'{"status":"ready"}')
+
+
+async def _sse(send: Send, data: bytes, hdrs: dict[str, str], *, more: bool) -> None:
+    event = hdrs.get(headers.EVENT)
+    prefix = b"event: " + event.encode() + b"\ndata: " if event else b"data: "
+    await send({"type": "http.response.body", "more_body": more, "body": prefix + data + b"\n\n"})
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
@@ -288,10 +336,17 @@ async def _respond(
 
 
 async def _error(
-    send: Send, status: int, code: str, message: str, retry_after: str | None = None
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    retry_after: str | None = None,
+    *,
+    anthropic: bool = False,
 ) -> None:
     extra = [(b"retry-after", retry_after.encode())] if retry_after else None
-    await _respond(send, status, error_body(status, code, message), extra)
+    body = anthropic_error(status, message) if anthropic else error_body(status, code, message)
+    await _respond(send, status, body, extra)
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

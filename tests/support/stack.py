@@ -60,8 +60,13 @@ async def start_stack(
     brokers: int = 1,
     environ: dict[str, str] | None = None,
     client: httpx.AsyncClient | None = None,
+    client_for: set[str] | None = None,
 ) -> Stack:
-    """Start brokers, a worker per provider, and optionally the bridge."""
+    """Start brokers, a worker per provider, and optionally the bridge.
+
+    ``client`` (e.g. over ``httpx.MockTransport``) serves the providers in ``client_for``
+    (all when ``None``); the others get a real client.
+    """
     stack = Stack(nc=await connect(nats_url, "test-client"))
     for _ in range(brokers):
         service = BrokerService(config, BrokerOptions(nats_url=nats_url, redis_url=redis_url))
@@ -69,7 +74,9 @@ async def start_stack(
         stack.brokers.append(service)
     for name in providers if providers is not None else config.serving_providers():
         settings = config.providers[name]
-        provider = build_provider(settings, environ or {}, client or httpx.AsyncClient())
+        use_given = client is not None and (client_for is None or name in client_for)
+        http = client if use_given and client is not None else httpx.AsyncClient()
+        provider = build_provider(settings, environ or {}, http)
         nc = await connect(nats_url, f"test-worker-{name}")
         worker = WorkerService(nc, provider, max_concurrency=settings.max_concurrency)
         await worker.start()

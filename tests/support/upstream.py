@@ -83,13 +83,13 @@ class Received:
 class FakeOpenAI:
     """The server. ``await start()``; base URL in :attr:`base_url`."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.script: deque[Scripted] = deque()
         self.default = Scripted()
         self.received: list[Received] = []
         self.disconnected = asyncio.Event()
         self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
+        self._sock.bind(("127.0.0.1", port))
         self.base_url = f"http://127.0.0.1:{self._sock.getsockname()[1]}/v1"
         self._server = uvicorn.Server(
             uvicorn.Config(self, lifespan="off", access_log=False, log_level="warning")
