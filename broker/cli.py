@@ -1,4 +1,4 @@
-"""The ``llm-edge`` command: ``up``, ``broker``, ``worker``, ``bridge``, ``cache purge``.
+"""The ``llm-edge`` command: ``up``, ``broker``, ``worker``, ``bridge``, ``cache``, ``breaker``.
 
 The environment is read here and nowhere else.
 """
@@ -71,6 +71,10 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     which.add_argument("--all", action="store_true", help="everything")
     which.add_argument("--namespace", help="one namespace (X-Cache-Namespace)")
     which.add_argument("--key", help="one entry (the X-Cache-Key of a reply)")
+    breaker = sub.add_parser("breaker", help="circuit breaker status and overrides")
+    breaker.add_argument("action", choices=["status", "open", "close", "reset"])
+    breaker.add_argument("deployment", nargs="?", help="deployment name (not for status)")
+    breaker.add_argument("--nats-url", default=nats_url or DEFAULT_NATS_URL)
     return parser
 
 
@@ -116,7 +120,6 @@ async def _bridge(args: argparse.Namespace) -> None:
 
 
 async def _cache_purge(args: argparse.Namespace) -> None:
-    from broker.runtime import connect  # noqa: PLC0415
     from schemas import subjects  # noqa: PLC0415
 
     command: dict[str, object] = (
@@ -126,12 +129,28 @@ async def _cache_purge(args: argparse.Namespace) -> None:
         if args.namespace
         else {"key": args.key}
     )
+    await _admin(args, subjects.CACHE_PURGE, command)
+
+
+async def _breaker(args: argparse.Namespace) -> None:
+    from schemas import subjects  # noqa: PLC0415
+
+    if args.action != "status" and not args.deployment:
+        raise ValueError(f"breaker {args.action} needs a deployment name")
+    await _admin(
+        args, subjects.BREAKER_ADMIN, {"action": args.action, "deployment": args.deployment}
+    )
+
+
+async def _admin(args: argparse.Namespace, subject: str, command: dict[str, object]) -> None:
+    from broker.runtime import close_quietly, connect  # noqa: PLC0415
+
     nc = await connect(args.nats_url, "llm-edge-cli")
     try:
-        reply = await nc.request(subjects.CACHE_PURGE, msgspec.json.encode(command), timeout=10)
+        reply = await nc.request(subject, msgspec.json.encode(command), timeout=10)
         print(json.dumps(json.loads(reply.data), indent=2))
     finally:
-        await nc.close()
+        await close_quietly(nc)
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
@@ -168,6 +187,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             run_until_stopped(_bridge(args))
         elif args.command == "cache":
             run_until_stopped(_cache_purge(args))
+        elif args.command == "breaker":
+            run_until_stopped(_breaker(args))
     except (ConfigError, ValueError) as exc:
         print(f"llm-edge: {exc}", file=sys.stderr)
         return 2

@@ -13,7 +13,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from broker.breaker import BreakerConfig
 from broker.cache import CacheSettings
+from broker.deployments import Deployment, ModelConfig, Strategy, model_from_mapping
+from broker.retry import ResilienceConfig
 from workers.config import ProviderConfig, ProviderKind
 
 __all__ = [
@@ -25,6 +28,7 @@ __all__ = [
     "ConfigError",
     "Deployment",
     "ModelConfig",
+    "Strategy",
 ]
 
 DEFAULT_TIMEOUT_S = 60.0
@@ -35,27 +39,6 @@ MOCK_PROVIDER = "mock"
 
 class ConfigError(ValueError):
     """The configuration file is invalid; the message names the key."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Deployment:
-    """One place a model is served: a provider plus the model name it knows."""
-
-    name: str
-    provider: str
-    model: str
-    weight: float = 1.0
-    priority: int = 0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ModelConfig:
-    """A model name clients send, its aliases and its deployments."""
-
-    name: str
-    deployments: tuple[Deployment, ...]
-    aliases: tuple[str, ...] = ()
-    timeout_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,12 +74,16 @@ class Config:
         models: by canonical name.
         broker: pipeline knobs.
         cache: cache tiers and policy.
+        breaker: circuit breaker thresholds (every deployment).
+        resilience: retries, backoff, retry budget.
     """
 
     providers: Mapping[str, ProviderConfig]
     models: Mapping[str, ModelConfig]
     broker: BrokerSettings = field(default_factory=BrokerSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    resilience: ResilienceConfig = field(default_factory=ResilienceConfig)
     _routes: dict[str, ModelConfig] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -110,6 +97,13 @@ class Config:
                     raise ConfigError(
                         f"models.{model.name}: deployment {dep.name!r} names unknown provider "
                         f"{dep.provider!r}"
+                    )
+        for model in self.models.values():
+            for fallback in model.fallbacks:
+                if fallback not in self.models or fallback == model.name:
+                    raise ConfigError(
+                        f"models.{model.name}: fallback {fallback!r} is not another configured "
+                        "model"
                     )
 
     def resolve(self, model: str) -> ModelConfig | None:
@@ -125,13 +119,17 @@ class Config:
         """
         try:
             raw = tomllib.loads(text)
-            _check_keys("top level", raw, {"broker", "cache", "providers", "models"})
+            _check_keys(
+                "top level",
+                raw,
+                {"broker", "cache", "breaker", "resilience", "providers", "models"},
+            )
             providers = {
                 name: ProviderConfig.from_mapping(name, table)
                 for name, table in raw.get("providers", {}).items()
             }
             models = {
-                name: _model_from_mapping(name, table)
+                name: model_from_mapping(name, table)
                 for name, table in raw.get("models", {}).items()
             }
             return cls(
@@ -139,6 +137,8 @@ class Config:
                 models=models,
                 broker=BrokerSettings.from_mapping(raw.get("broker", {})),
                 cache=CacheSettings.from_mapping(raw.get("cache", {})),
+                breaker=BreakerConfig.from_mapping(raw.get("breaker", {})),
+                resilience=ResilienceConfig.from_mapping(raw.get("resilience", {})),
             )
         except (tomllib.TOMLDecodeError, ValueError, TypeError) as exc:
             raise ConfigError(f"{source}: {exc}") from exc
@@ -181,37 +181,3 @@ def _check_keys(where: str, raw: Mapping[str, Any], known: set[str]) -> None:
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
-
-
-def _model_from_mapping(name: str, raw: Mapping[str, Any]) -> ModelConfig:
-    _check_keys(f"models.{name}", raw, {"deployments", "aliases", "timeout_s"})
-    deployments = []
-    for i, dep in enumerate(raw.get("deployments", [])):
-        _check_keys(
-            f"models.{name}.deployments[{i}]",
-            dep,
-            {"name", "provider", "model", "weight", "priority"},
-        )
-        if "provider" not in dep:
-            raise ConfigError(f"models.{name}.deployments[{i}]: missing provider")
-        deployments.append(
-            Deployment(
-                name=str(dep.get("name", f"{name}@{dep['provider']}")),
-                provider=str(dep["provider"]),
-                model=str(dep.get("model", name)),
-                weight=float(dep.get("weight", 1.0)),
-                priority=int(dep.get("priority", 0)),
-            )
-        )
-    if not deployments:
-        raise ConfigError(f"models.{name}: needs at least one deployment")
-    names = [d.name for d in deployments]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"models.{name}: duplicate deployment names {names}")
-    timeout = raw.get("timeout_s")
-    return ModelConfig(
-        name=name,
-        deployments=tuple(deployments),
-        aliases=tuple(str(a) for a in raw.get("aliases", [])),
-        timeout_s=float(timeout) if timeout is not None else None,
-    )

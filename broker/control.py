@@ -11,12 +11,14 @@ from typing import Any
 
 from faststream.nats import NatsBroker
 
+from broker.breaker import BreakerState
 from broker.cache import ResponseCache
 from broker.config import Config
 from broker.request import DEFAULT_TENANT
+from broker.routing import Router
 from schemas import subjects
 
-__all__ = ["model_list", "purge_prefix", "register_control"]
+__all__ = ["breaker_command", "model_list", "purge_prefix", "register_control"]
 
 _STARTED = int(time.time())
 
@@ -51,8 +53,59 @@ def purge_prefix(command: dict[str, Any]) -> str:
     raise ValueError('purge needs {"all": true}, {"namespace": "..."} or {"key": "..."}')
 
 
-def register_control(broker: NatsBroker, config: Config, cache: ResponseCache | None) -> None:
+def breaker_command(router: Router, config: Config, command: dict[str, Any]) -> dict[str, Any]:
+    """Apply ``{"action": "status|open|close|reset", "deployment": name}``; return the states.
+
+    ``open`` and ``close`` pin the breaker (an operator override) until ``reset``.
+
+    Raises:
+        ValueError: unknown action or deployment.
+    """
+    deployments = {d.name: d for m in config.models.values() for d in m.deployments}
+    action = command.get("action", "status")
+    name = command.get("deployment")
+    if action != "status":
+        if name not in deployments:
+            raise ValueError(f"unknown deployment {name!r}; known: {sorted(deployments)}")
+        breaker = router.stats(deployments[name]).breaker
+        if action == "open":
+            breaker.force(BreakerState.OPEN)
+        elif action == "close":
+            breaker.force(BreakerState.CLOSED)
+        elif action == "reset":
+            breaker.reset()
+        else:
+            raise ValueError(f"unknown action {action!r}: status, open, close or reset")
+    states = {n: router.stats(d).breaker for n, d in sorted(deployments.items())}
+    return {
+        "breakers": {
+            n: {
+                "state": b.state.name.lower(),
+                "forced": b.forced is not None,
+                "retry_after": round(b.retry_after(), 3),
+            }
+            for n, b in states.items()
+        }
+    }
+
+
+def _invalid(message: str) -> dict[str, Any]:
+    return {
+        "error": {"type": "invalid_request_error", "code": "invalid_request", "message": message}
+    }
+
+
+def register_control(
+    broker: NatsBroker, config: Config, cache: ResponseCache | None, router: Router
+) -> None:
     """Add the control subscribers to a FastStream broker (``apply_types=False``)."""
+
+    @broker.subscriber(subjects.BREAKER_ADMIN)
+    async def breakers(body: Any) -> dict[str, Any]:
+        try:
+            return breaker_command(router, config, body if isinstance(body, dict) else {})
+        except ValueError as exc:
+            return _invalid(str(exc))
 
     @broker.subscriber(subjects.BROKER_PING, queue=subjects.BROKER_QUEUE)
     async def ping(body: Any) -> dict[str, Any]:
@@ -65,21 +118,9 @@ def register_control(broker: NatsBroker, config: Config, cache: ResponseCache | 
     @broker.subscriber(subjects.CACHE_PURGE)
     async def purge(body: Any) -> dict[str, Any]:
         if cache is None:
-            return {
-                "error": {
-                    "type": "invalid_request_error",
-                    "code": "cache_disabled",
-                    "message": "the cache is disabled",
-                }
-            }
+            return _invalid("the cache is disabled")
         try:
             prefix = purge_prefix(body if isinstance(body, dict) else {})
         except ValueError as exc:
-            return {
-                "error": {
-                    "type": "invalid_request_error",
-                    "code": "invalid_request",
-                    "message": str(exc),
-                }
-            }
+            return _invalid(str(exc))
         return {"purged": await cache.purge(prefix)}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 
 import msgspec
 from nats.aio.client import Client
@@ -36,8 +36,10 @@ class Forwarder:
         self._nc = nc
         self._clock = clock
 
-    def _budget(self, prepared: Prepared, deployment: Deployment) -> tuple[float, dict[str, str]]:
-        remaining = prepared.deadline - self._clock()
+    def _budget(
+        self, prepared: Prepared, deployment: Deployment, deadline: float
+    ) -> tuple[float, dict[str, str]]:
+        remaining = deadline - self._clock()
         if remaining <= 0:
             raise DeadlineExceeded("the request's deadline passed before it reached a provider")
         forward_headers = {
@@ -58,14 +60,15 @@ class Forwarder:
             headers.ATTEMPTS: "1",
         }
 
-    async def whole(self, prepared: Prepared, deployment: Deployment) -> Reply:
-        """Request/reply with the provider's workers.
+    async def whole(self, prepared: Prepared, deployment: Deployment, deadline: float) -> Reply:
+        """Request/reply with the provider's workers; a 200 reply.
 
         Raises:
             NoProvider: no worker subscribed.
-            DeadlineExceeded: no answer within the request's budget.
+            DeadlineExceeded: no answer by ``deadline``.
+            UpstreamFailed: the worker reported a failure.
         """
-        remaining, forward_headers = self._budget(prepared, deployment)
+        remaining, forward_headers = self._budget(prepared, deployment, deadline)
         subject = subjects.provider_subject(deployment.provider)
         try:
             answer = await self._nc.request(
@@ -76,22 +79,22 @@ class Forwarder:
         except NatsTimeout:
             raise _too_slow(deployment, remaining) from None
         answer_headers = answer.headers or {}
-        reply_headers = self.reply_headers(deployment)
-        for name in _PASSED_ON:
-            if name in answer_headers:
-                reply_headers[name] = answer_headers[name]
-        return Reply(int(answer_headers.get(headers.STATUS, "200")), answer.data, reply_headers)
+        status = int(answer_headers.get(headers.STATUS, "200"))
+        if status != 200:
+            extra = {n: answer_headers[n] for n in _PASSED_ON if n in answer_headers}
+            raise UpstreamFailed(status, answer.data, extra)
+        return Reply(200, answer.data, self.reply_headers(deployment))
 
     async def stream(
-        self, prepared: Prepared, deployment: Deployment
-    ) -> AsyncIterator[StreamEvent]:
+        self, prepared: Prepared, deployment: Deployment, deadline: float
+    ) -> AsyncGenerator[StreamEvent, None]:
         """Chunks as the worker sends them, then the end record.
 
         Raises:
             NoProvider, DeadlineExceeded: as for :meth:`whole`.
             UpstreamFailed: the worker reported an error (before or after chunks).
         """
-        remaining, forward_headers = self._budget(prepared, deployment)
+        remaining, forward_headers = self._budget(prepared, deployment, deadline)
         inbox = self._nc.new_inbox()
         sub = await self._nc.subscribe(inbox)
         try:
@@ -102,7 +105,7 @@ class Forwarder:
                 headers=forward_headers,
             )
             while True:
-                remaining = prepared.deadline - self._clock()
+                remaining = deadline - self._clock()
                 try:
                     msg = await sub.next_msg(timeout=max(remaining, 0.001))
                 except NatsTimeout:

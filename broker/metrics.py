@@ -8,10 +8,12 @@ import functools
 from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
+    "BREAKER_STATE",
     "CACHE_COALESCED",
     "CACHE_HITS",
     "CACHE_L2_ERRORS",
     "CACHE_MISSES",
+    "FAILOVERS",
     "IN_FLIGHT",
     "L1_HITS",
     "L1_MISSES",
@@ -19,6 +21,7 @@ __all__ = [
     "L2_MISSES",
     "REQUESTS",
     "REQUEST_DURATION",
+    "RETRIES",
     "requests_counter",
 ]
 
@@ -39,6 +42,16 @@ CACHE_COALESCED = Counter(
 )
 CACHE_L2_ERRORS = Counter(
     "llm_edge_cache_l2_errors_total", "L2 calls that failed or timed out (served without L2)."
+)
+
+RETRIES = Counter("llm_edge_retries_total", "Attempts after the first, across deployments.")
+FAILOVERS = Counter(
+    "llm_edge_failovers_total", "Attempts sent to another deployment than the last."
+)
+BREAKER_STATE = Gauge(
+    "llm_edge_circuit_breaker_state",
+    "Circuit breaker state per deployment (0 closed, 1 open, 2 half-open), this process.",
+    ["provider", "deployment"],
 )
 
 # Children bound once: ``labels()`` costs about a microsecond per call on the hot path.

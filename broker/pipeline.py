@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 import msgspec
 from nats.aio.client import Client
@@ -21,11 +21,13 @@ from nats.nuid import NUID
 from broker import metrics
 from broker.assemble import StreamAssembler, replay_chunks
 from broker.cache import CachedReply, ResponseCache
-from broker.config import Config, Deployment, ModelConfig
+from broker.config import Config, Deployment
 from broker.errors import BrokerError, InvalidRequest, RequestTooLarge
-from broker.forward import Forwarder
+from broker.forward import Forwarder, StreamEvent
 from broker.messages_api import to_openai_request
 from broker.request import HEADER_ROOM, Prepared, Reply, RequestPreparer, error_reply, hit_reply
+from broker.resilience import Resilient, with_attempt_headers
+from broker.routing import Router
 from broker.runtime import InFlight
 from broker.sinks import AnthropicSink, NatsSink, ReplySink
 from schemas import ChatCompletion, ChatCompletionChunk, StreamEnd, headers
@@ -37,6 +39,7 @@ log = logging.getLogger("llm_edge.broker")
 _encoder = msgspec.json.Encoder()
 _completion_decoder = msgspec.json.Decoder(ChatCompletion)
 _INTERNAL = BrokerError("internal broker error")
+_Opened = tuple[StreamEvent, AsyncGenerator[StreamEvent, None]]
 
 
 class ChatPipeline:
@@ -47,6 +50,7 @@ class ChatPipeline:
         config: models, providers, limits.
         cache: response cache, or ``None`` to disable caching.
         clock: the event loop's monotonic clock, injectable.
+        sleep: waits between retries, injectable.
     """
 
     def __init__(
@@ -56,6 +60,7 @@ class ChatPipeline:
         cache: ResponseCache | None,
         *,
         clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._nc = nc
         self._cache = cache
@@ -65,6 +70,8 @@ class ChatPipeline:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._nuid = NUID()
         self._forwarder = Forwarder(nc, self._clock)
+        router = Router(config.breaker, clock=self._clock)
+        self.resilient = Resilient(config, router, self._clock, sleep=sleep)
         self.preparer = RequestPreparer(
             config,
             cache.settings if cache is not None else None,
@@ -224,12 +231,30 @@ class ChatPipeline:
         return result
 
     async def _forward_or_error(self, prepared: Prepared) -> Reply:
+        async def attempt(deployment: Deployment, deadline: float) -> Reply:
+            return await self._forwarder.whole(prepared, deployment, deadline)
+
         try:
-            return await self._forwarder.whole(prepared, self._choose(prepared.model))
+            reply, deployment, attempts = await self.resilient.run(prepared, attempt)
         except BrokerError as exc:
             return error_reply(exc)
+        return with_attempt_headers(reply, deployment, attempts)
 
     # -- streams -------------------------------------------------------------------------
+
+    async def _open_stream(self, prepared: Prepared) -> tuple[_Opened, Deployment, int]:
+        """A stream whose first event has arrived: failures before it are retried/failed over."""
+
+        async def attempt(deployment: Deployment, deadline: float) -> _Opened:
+            events = self._forwarder.stream(prepared, deployment, deadline)
+            try:
+                first = await anext(events)
+            except BaseException:
+                await events.aclose()
+                raise
+            return first, events
+
+        return await self.resilient.run(prepared, attempt)
 
     async def _stream_miss(self, prepared: Prepared, sink: ReplySink) -> None:
         if prepared.reads_cache and self._cache is not None:
@@ -237,21 +262,24 @@ class ChatPipeline:
             if hit is not None:
                 await self._serve_hit(sink, prepared, hit, "HIT-L2")
                 return
-        deployment = self._choose(prepared.model)
         meta = self._meta(prepared, "MISS" if prepared.key is not None else "BYPASS")
-        meta.update(self._forwarder.reply_headers(deployment))
+        try:
+            (first, events), deployment, attempts = await self._open_stream(prepared)
+        except BrokerError as exc:
+            metrics.requests_counter(prepared.model.name, exc.status).inc()
+            await sink.error(error_reply(exc), meta, streaming=True)
+            return
+        meta.update(with_attempt_headers(Reply(200, b""), deployment, attempts).headers)
         assembler = StreamAssembler()
         status = 200
         try:
-            async for event in self._forwarder.stream(prepared, deployment):
-                if isinstance(event, ChatCompletionChunk):
-                    assembler.feed(event)
-                    if event.choices or prepared.include_usage:
-                        await sink.chunk(event, meta)
-                else:
-                    await sink.end(event, meta)
+            async with contextlib.aclosing(events):
+                await self._relay(
+                    first, events, prepared=prepared, sink=sink, meta=meta, assembler=assembler
+                )
         except BrokerError as exc:
             status = exc.status
+            self.resilient.router.stats(deployment).breaker.record(False)  # broke mid-stream
             await sink.error(error_reply(exc), meta, streaming=True)
         metrics.requests_counter(prepared.model.name, status).inc()
         if status == 200:
@@ -260,10 +288,28 @@ class ChatPipeline:
             self._store_l1(prepared, entry)
             await self._store_l2(prepared, entry)
 
-    # -- shared --------------------------------------------------------------------------
+    @staticmethod
+    async def _relay(
+        first: StreamEvent,
+        events: AsyncGenerator[StreamEvent, None],
+        *,
+        prepared: Prepared,
+        sink: ReplySink,
+        meta: dict[str, str],
+        assembler: StreamAssembler,
+    ) -> None:
+        event: StreamEvent | None = first
+        while event is not None:
+            if isinstance(event, ChatCompletionChunk):
+                assembler.feed(event)
+                if event.choices or prepared.include_usage:
+                    await sink.chunk(event, meta)
+            else:
+                await sink.end(event, meta)
+                return
+            event = await anext(events, None)
 
-    def _choose(self, model: ModelConfig) -> Deployment:
-        return model.deployments[0]
+    # -- shared --------------------------------------------------------------------------
 
     def _storable(self, prepared: Prepared, reply: Reply) -> CachedReply | None:
         """The entry to cache for a reply, or ``None`` (errors and no-store are never cached)."""

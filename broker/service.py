@@ -69,9 +69,9 @@ class BrokerService:
         """Connect, open the cache tiers, subscribe."""
         await self._fs.connect()
         self.cache = await self._open_cache()
-        register_control(self._fs, self.config, self.cache)
-        await self._fs.start()
         self.pipeline = ChatPipeline(self.nc, self.config, self.cache)
+        register_control(self._fs, self.config, self.cache, self.pipeline.resilient.router)
+        await self._fs.start()
         self._subs = [
             await self.nc.subscribe(
                 subjects.CHAT,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "ADMIN_PREFIX",
+    "BREAKER_ADMIN",
     "BROKER_PING",
     "BROKER_QUEUE",
     "CACHE_PURGE",
@@ -28,6 +29,8 @@ MODELS = "llm.models"
 CACHE_PURGE = "llm.admin.cache.purge"
 #: Cancel a request (body: its request id). Brokers and workers all listen (no queue group).
 CANCEL = "llm.cancel"
+#: Circuit breaker status and overrides: every broker applies them (no queue group).
+BREAKER_ADMIN = "llm.admin.breaker"
 #: Admin commands (cache purge, breaker control) live under this prefix.
 ADMIN_PREFIX = "llm.admin"
 #: Brokers forward cache misses to ``llm.provider.<provider>``.

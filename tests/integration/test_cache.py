@@ -164,8 +164,8 @@ async def test_errors_are_never_cached(
     stack: Stack, fake_openai: FakeOpenAI, namespace: str
 ) -> None:
     """A failed upstream answer is not stored: the next identical request goes upstream."""
-    fake_openai.script.append(Scripted(status=500, body={"error": {"message": "boom"}}))
-    assert (await ask(stack, chat("flaky"), namespace))[0] == 502
+    fake_openai.script.append(Scripted(status=400, body={"error": {"message": "boom"}}))
+    assert (await ask(stack, chat("flaky"), namespace))[0] == 400
     status, cache, _ = await ask(stack, chat("flaky"), namespace)
     assert (status, cache) == (200, "MISS")
 

@@ -20,6 +20,9 @@ async def stack(nats_url: str, fake_openai: FakeOpenAI) -> AsyncIterator[Stack]:
         [cache]
         enabled = false
 
+        [resilience]
+        max_attempts = 1  # these tests look at errors as the upstream sent them
+
         [providers.vllm]
         kind = "openai_compatible"
         base_url = "{fake_openai.base_url}"

@@ -21,6 +21,9 @@ async def stack(nats_url: str, fake_openai: FakeOpenAI) -> AsyncIterator[Stack]:
         [cache]
         l2 = "off"
 
+        [resilience]
+        max_attempts = 1  # these tests look at errors as the upstream sent them
+
         [providers.mock]
         kind = "mock"
         chunk_delay_ms = 1

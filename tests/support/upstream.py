@@ -117,8 +117,12 @@ class FakeOpenAI:
         hdrs = {k.decode(): v.decode() for k, v in scope["headers"]}
         self.received.append(Received(scope["path"], hdrs, body))
         answer = self.script.popleft() if self.script else self.default
-        if answer.delay_s:
-            await asyncio.sleep(answer.delay_s)
+        if answer.delay_s:  # a slow upstream that notices when the caller hangs up
+            watcher = asyncio.ensure_future(self._watch(receive))
+            await asyncio.wait([watcher], timeout=answer.delay_s)
+            watcher.cancel()
+            if self.disconnected.is_set():
+                return
         if body.get("stream") and answer.status == 200 and answer.body is None:
             await self._stream(body, answer, receive, send)
             return

@@ -31,6 +31,33 @@ def test_default_config_loads_and_documents_mock() -> None:
         ("[providers.p]\nkind = 'openai_compatible'", "needs base_url"),
         ("[cache]\nl2 = 'memcached'", "memcached"),
         ("[models.a\n", "<config>"),
+        (
+            "[providers.p]\nkind = 'mock'\n[models.a]\nstrategy = 'random'\n"
+            "deployments = [{ provider = 'p' }]",
+            "unknown strategy 'random'",
+        ),
+        (
+            "[providers.p]\nkind = 'mock'\n[models.a]\nfallbacks = ['zzz']\n"
+            "deployments = [{ provider = 'p' }]",
+            "fallback 'zzz' is not another configured model",
+        ),
+        (
+            "[providers.p]\nkind = 'mock'\n[models.a]\n"
+            "deployments = [{ provider = 'p', weight = 0 }]",
+            "weight must be > 0",
+        ),
+        (
+            "[providers.p]\nkind = 'mock'\n[models.a]\n"
+            "deployments = [{ provider = 'p', rpm = -5 }]",
+            "rpm, tpm and timeout_s must be > 0",
+        ),
+        (
+            "[providers.p]\nkind = 'mock'\n[models.a]\n"
+            "deployments = [{ provider = 'p', weight = 'heavy' }]",
+            "deployments[0]",
+        ),
+        ("[breaker]\nfailure_rate = 1.5", "failure_rate must be in (0, 1]"),
+        ("[resilience]\nmax_attempts = 0", "max_attempts >= 1"),
     ],
 )
 def test_invalid_config_names_the_fault(toml: str, message: str) -> None:

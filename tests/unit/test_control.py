@@ -7,6 +7,7 @@ from faststream.nats import NatsBroker, TestNatsBroker
 from broker.cache import CachedReply, CacheSettings, ResponseCache
 from broker.config import Config
 from broker.control import register_control
+from broker.routing import Router
 from schemas import subjects
 
 
@@ -18,7 +19,7 @@ async def test_ping_models_and_purge_in_memory() -> None:
     cache.l1.put("default:ns1:aa", entry, 2, 60)
     cache.l1.put("default:ns2:bb", entry, 2, 60)
     fs = NatsBroker(apply_types=False, logger=None)
-    register_control(fs, config, cache)
+    register_control(fs, config, cache, Router(config.breaker))
     async with TestNatsBroker(fs) as test_broker:
         ping = await test_broker.request(b"", subjects.BROKER_PING)
         assert (await ping.decode())["status"] == "ok"  # type: ignore[index]

@@ -1,0 +1,138 @@
+"""Models and their deployments, as configured (the ``[models.*]`` tables)."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Deployment", "ModelConfig", "Strategy", "model_from_mapping"]
+
+
+class Strategy(enum.StrEnum):
+    """Per-model routing strategy (see :mod:`broker.routing`)."""
+
+    ROUND_ROBIN = "round_robin"
+    WEIGHTED = "weighted"
+    FAILOVER = "failover"
+    LEAST_LATENCY = "least_latency"
+    COST = "cost"
+    LEAST_BUSY = "least_busy"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Deployment:
+    """One place a model is served: a provider plus the model name it knows.
+
+    Attributes:
+        input_price, output_price: USD per 1M prompt / completion tokens.
+        rpm, tpm: optional per-broker-process limits; a full deployment is skipped.
+        timeout_s: per-attempt upstream budget (the request's deadline still bounds it).
+    """
+
+    name: str
+    provider: str
+    model: str
+    weight: float = 1.0
+    priority: int = 0
+    input_price: float = 0.0
+    output_price: float = 0.0
+    rpm: int | None = None
+    tpm: int | None = None
+    timeout_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelConfig:
+    """A model name clients send, its aliases, deployments, strategy and fallbacks."""
+
+    name: str
+    deployments: tuple[Deployment, ...]
+    aliases: tuple[str, ...] = ()
+    timeout_s: float | None = None
+    strategy: Strategy = Strategy.ROUND_ROBIN
+    fallbacks: tuple[str, ...] = ()
+
+
+_DEPLOYMENT_KEYS = {
+    "name",
+    "provider",
+    "model",
+    "weight",
+    "priority",
+    "input_price",
+    "output_price",
+    "rpm",
+    "tpm",
+    "timeout_s",
+}
+_MODEL_KEYS = {"deployments", "aliases", "timeout_s", "strategy", "fallbacks"}
+
+
+def _check_keys(where: str, raw: Mapping[str, Any], known: set[str]) -> None:
+    unknown = set(raw) - known
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
+
+
+def _optional(raw: Mapping[str, Any], key: str, kind: type[int] | type[float]) -> Any:
+    return None if raw.get(key) is None else kind(raw[key])
+
+
+def _deployment(model: str, index: int, raw: Mapping[str, Any]) -> Deployment:
+    where = f"models.{model}.deployments[{index}]"
+    _check_keys(where, raw, _DEPLOYMENT_KEYS)
+    if "provider" not in raw:
+        raise ValueError(f"{where}: missing provider")
+    try:
+        deployment = Deployment(
+            name=str(raw.get("name", f"{model}@{raw['provider']}")),
+            provider=str(raw["provider"]),
+            model=str(raw.get("model", model)),
+            weight=float(raw.get("weight", 1.0)),
+            priority=int(raw.get("priority", 0)),
+            input_price=float(raw.get("input_price", 0.0)),
+            output_price=float(raw.get("output_price", 0.0)),
+            rpm=_optional(raw, "rpm", int),
+            tpm=_optional(raw, "tpm", int),
+            timeout_s=_optional(raw, "timeout_s", float),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    if deployment.weight <= 0 or min(deployment.input_price, deployment.output_price) < 0:
+        raise ValueError(f"{where}: weight must be > 0 and prices >= 0")
+    if any(
+        v is not None and v <= 0 for v in (deployment.rpm, deployment.tpm, deployment.timeout_s)
+    ):
+        raise ValueError(f"{where}: rpm, tpm and timeout_s must be > 0")
+    return deployment
+
+
+def model_from_mapping(name: str, raw: Mapping[str, Any]) -> ModelConfig:
+    """Parse one ``[models.<name>]`` table; raises ``ValueError`` naming the key."""
+    _check_keys(f"models.{name}", raw, _MODEL_KEYS)
+    deployments = [_deployment(name, i, d) for i, d in enumerate(raw.get("deployments", []))]
+    if not deployments:
+        raise ValueError(f"models.{name}: needs at least one deployment")
+    names = [d.name for d in deployments]
+    if len(set(names)) != len(names):
+        raise ValueError(f"models.{name}: duplicate deployment names {names}")
+    try:
+        strategy = Strategy(raw.get("strategy", Strategy.ROUND_ROBIN))
+    except ValueError:
+        choices = ", ".join(s.value for s in Strategy)
+        raise ValueError(
+            f"models.{name}: unknown strategy {raw.get('strategy')!r} (one of {choices})"
+        ) from None
+    timeout = _optional(raw, "timeout_s", float)
+    if timeout is not None and timeout <= 0:
+        raise ValueError(f"models.{name}: timeout_s must be > 0")
+    return ModelConfig(
+        name=name,
+        deployments=tuple(deployments),
+        aliases=tuple(str(a) for a in raw.get("aliases", [])),
+        timeout_s=timeout,
+        strategy=strategy,
+        fallbacks=tuple(str(f) for f in raw.get("fallbacks", [])),
+    )

@@ -1,0 +1,240 @@
+"""Retries and failover across deployments and fallback models, under breakers and deadlines.
+
+One request walks an ordering of candidates: the model's deployments (ranked by its routing
+strategy, open breakers left out), then each fallback model's. A retryable failure moves to
+the next candidate at once; coming back to a deployment already tried waits for an
+exponential, jittered backoff or the upstream's ``Retry-After`` (when it fits the deadline).
+Attempts stop at ``max_attempts``, at the deadline, or when the retry budget is spent. When
+no candidate is available at all the answer is an immediate 503 with ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt
+
+from broker import metrics
+from broker.breaker import BreakerState
+from broker.config import Config
+from broker.deployments import Deployment, ModelConfig
+from broker.errors import BrokerError, DeadlineExceeded, NoProvider, UpstreamFailed
+from broker.request import Prepared, Reply
+from broker.retry import RetryBudget
+from broker.routing import Router
+from schemas import headers
+
+__all__ = ["AllDeploymentsOpen", "Resilient", "with_attempt_headers"]
+
+T = TypeVar("T")
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class AllDeploymentsOpen(NoProvider):
+    """Every deployment of the model and its fallbacks is open (or over its limits)."""
+
+    code = "all_deployments_unavailable"
+
+
+@dataclass(slots=True)
+class _Walk:
+    """The candidates of one request and where the walk is."""
+
+    candidates: list[Deployment]
+    position: int = 0
+    last: Deployment | None = None
+    wait_s: float = 0.0
+
+    def peek(self) -> Deployment:
+        return self.candidates[self.position % len(self.candidates)]
+
+
+def _failed(exc: BaseException) -> tuple[bool, bool, float | None]:
+    """(retryable, the deployment's fault, Retry-After) of an attempt's failure."""
+    if isinstance(exc, UpstreamFailed):
+        retry_after = exc.extra_headers.get(headers.RETRY_AFTER)
+        return (
+            headers.RETRYABLE in exc.extra_headers,
+            exc.status >= 500 or exc.status == 429,
+            float(retry_after) if retry_after else None,
+        )
+    if isinstance(exc, NoProvider | DeadlineExceeded):
+        return True, True, None  # our own 503/504: the normal backoff applies
+    return False, False, None
+
+
+class Resilient:
+    """Runs attempts for a request across candidates.
+
+    Args:
+        config: models (fallbacks), resilience settings.
+        router: orderings, breakers, statistics.
+        clock: the clock of ``Prepared.deadline``.
+        sleep: how to wait between attempts (tests pass a no-op).
+        rng: backoff jitter.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        router: Router,
+        clock: Callable[[], float],
+        *,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._config = config
+        self._settings = config.resilience
+        self.router = router
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._budget = RetryBudget(config.resilience, clock)
+
+    def candidates(self, prepared: Prepared) -> list[Deployment]:
+        """The model's ranked deployments, then each fallback model's."""
+        tokens = (
+            len(prepared.data) // 4,
+            prepared.request.max_completion_tokens or prepared.request.max_tokens or 256,
+        )
+        models: list[ModelConfig] = [prepared.model]
+        models += [
+            m
+            for name in prepared.model.fallbacks
+            if (m := self._config.models.get(name)) is not None
+        ]
+        seen: set[str] = set()
+        ordered = []
+        for model in models:
+            for deployment in self.router.order(model, tokens):
+                if deployment.name not in seen:
+                    seen.add(deployment.name)
+                    ordered.append(deployment)
+        return ordered
+
+    def _all_open(self, prepared: Prepared) -> AllDeploymentsOpen:
+        models = [prepared.model, *(self._config.models[n] for n in prepared.model.fallbacks)]
+        wait = min(self.router.retry_after(m) for m in models)
+        return AllDeploymentsOpen(
+            f"every deployment of `{prepared.model.name}` (and its fallbacks) is unavailable; "
+            f"retry in {wait:.0f}s",
+            retry_after=max(1.0, round(wait)),
+        )
+
+    async def run(
+        self, prepared: Prepared, attempt: Callable[[Deployment, float], Awaitable[T]]
+    ) -> tuple[T, Deployment, int]:
+        """Call ``attempt(deployment, deadline)`` until one succeeds.
+
+        Returns:
+            The result, the deployment that gave it, and the number of attempts.
+
+        Raises:
+            BrokerError: the last failure (or :class:`AllDeploymentsOpen`).
+        """
+        walk = _Walk(self.candidates(prepared))
+        if not walk.candidates:
+            raise self._all_open(prepared)
+        self._budget.request()
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._settings.max_attempts),
+            retry=lambda state: self._should_retry(state, walk, prepared),
+            wait=lambda state: walk.wait_s,
+            sleep=self._sleep,
+            reraise=True,
+        )
+        async for try_ in retrying:
+            with try_:
+                deployment = self._next_allowed(walk, prepared)
+                result = await self._attempt(attempt, deployment, prepared)
+                return result, deployment, try_.retry_state.attempt_number
+        raise AssertionError("unreachable: tenacity re-raises the last failure")
+
+    def _next_allowed(self, walk: _Walk, prepared: Prepared) -> Deployment:
+        for _ in range(len(walk.candidates)):
+            deployment = walk.peek()
+            walk.position += 1
+            if self.router.stats(deployment).breaker.allow():
+                if walk.last is not None and deployment.name != walk.last.name:
+                    metrics.FAILOVERS.inc()
+                walk.last = deployment
+                return deployment
+        raise self._all_open(prepared)
+
+    async def _attempt(
+        self,
+        attempt: Callable[[Deployment, float], Awaitable[T]],
+        deployment: Deployment,
+        prepared: Prepared,
+    ) -> T:
+        stats = self.router.stats(deployment)
+        deadline = prepared.deadline
+        if deployment.timeout_s is not None:
+            deadline = min(deadline, self._clock() + deployment.timeout_s)
+        stats.in_flight += 1
+        stats.count(self._clock(), len(prepared.data) // 4)
+        started = self._clock()
+        try:
+            result = await attempt(deployment, deadline)
+        except BrokerError as exc:
+            _, fault, _ = _failed(exc)
+            if fault:
+                stats.breaker.record(False)
+            else:
+                stats.breaker.record(True, self._clock() - started)
+            raise
+        except BaseException:
+            stats.breaker.record(True)  # cancelled by the caller: no verdict on the upstream
+            raise
+        finally:
+            stats.in_flight -= 1
+            _export(deployment, stats.breaker.state)
+        elapsed = self._clock() - started
+        stats.breaker.record(True, elapsed)
+        stats.observe_latency(elapsed)
+        _export(deployment, stats.breaker.state)
+        return result
+
+    def _should_retry(self, state: RetryCallState, walk: _Walk, prepared: Prepared) -> bool:
+        outcome = state.outcome
+        exc = outcome.exception() if outcome is not None else None
+        if exc is None or isinstance(exc, AllDeploymentsOpen):
+            return False
+        retryable, _, retry_after = _failed(exc)
+        if not retryable:
+            return False
+        remaining = prepared.deadline - self._clock()
+        if isinstance(exc, DeadlineExceeded) and remaining <= 0:
+            return False
+        walk.wait_s = 0.0
+        if walk.last is not None and walk.peek().name == walk.last.name:  # same one again
+            backoff = self._rng.uniform(
+                0,
+                min(
+                    self._settings.backoff_max_s,
+                    self._settings.backoff_initial_s * 2 ** (state.attempt_number - 1),
+                ),
+            )
+            if retry_after is not None and retry_after > self._settings.retry_after_max_s:
+                return False
+            walk.wait_s = max(backoff, retry_after or 0.0)
+        if walk.wait_s >= remaining or not self._budget.try_retry():
+            return False
+        metrics.RETRIES.inc()
+        return True
+
+
+def _export(deployment: Deployment, state: BreakerState) -> None:
+    metrics.BREAKER_STATE.labels(deployment.provider, deployment.name).set(int(state))
+
+
+def with_attempt_headers(reply: Reply, deployment: Deployment, attempts: int) -> Reply:
+    """Name the deployment that answered and how many attempts it took."""
+    reply.headers[headers.PROVIDER] = deployment.provider
+    reply.headers[headers.DEPLOYMENT] = deployment.name
+    reply.headers[headers.ATTEMPTS] = str(attempts)
+    return reply

@@ -1,0 +1,103 @@
+"""Routing strategies: each one's choice or distribution over many requests."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from broker.breaker import BreakerConfig, BreakerState
+from broker.deployments import Deployment, ModelConfig, Strategy
+from broker.routing import Router
+
+
+def model(strategy: Strategy, *deployments: Deployment) -> ModelConfig:
+    return ModelConfig(name="m", deployments=deployments, strategy=strategy)
+
+
+A = Deployment(
+    name="a", provider="p", model="x", weight=1, priority=2, input_price=5, output_price=15
+)
+B = Deployment(
+    name="b", provider="p", model="x", weight=3, priority=1, input_price=0.15, output_price=0.6
+)
+C = Deployment(
+    name="c", provider="p", model="x", weight=6, priority=3, input_price=3, output_price=15
+)
+
+
+def firsts(router: Router, m: ModelConfig, n: int = 3000) -> Counter[str]:
+    return Counter(router.order(m, (1000, 200))[0].name for _ in range(n))
+
+
+def router(seed: int = 7, explore: float = 0.05) -> Router:
+    return Router(BreakerConfig(), rng=random.Random(seed), explore=explore)
+
+
+def test_round_robin_is_even() -> None:
+    """Round robin gives every deployment the same share, in turn."""
+    counts = firsts(router(), model(Strategy.ROUND_ROBIN, A, B, C))
+    assert counts == {"a": 1000, "b": 1000, "c": 1000}
+
+
+def test_weighted_follows_weights() -> None:
+    """Weighted random picks in proportion to weight (1:3:6), within a few percent."""
+    counts = firsts(router(), model(Strategy.WEIGHTED, A, B, C), 10000)
+    shares = {k: v / 10000 for k, v in counts.items()}
+    assert shares["a"] == pytest.approx(0.1, abs=0.02)
+    assert shares["b"] == pytest.approx(0.3, abs=0.02)
+    assert shares["c"] == pytest.approx(0.6, abs=0.02)
+
+
+def test_failover_is_priority_order() -> None:
+    """Failover always tries the lowest priority number first, then the next."""
+    r = router()
+    assert [d.name for d in r.order(model(Strategy.FAILOVER, A, B, C))] == ["b", "a", "c"]
+
+
+def test_cost_picks_the_cheapest_for_the_tokens() -> None:
+    """Cost-optimized puts the cheapest deployment (for these tokens) first."""
+    r = router()
+    assert [d.name for d in r.order(model(Strategy.COST, A, B, C), (1000, 200))] == ["b", "c", "a"]
+
+
+def test_least_busy_picks_fewest_in_flight() -> None:
+    """Least-busy sends to the deployment with the fewest requests in flight."""
+    r = router()
+    r.stats(A).in_flight, r.stats(B).in_flight, r.stats(C).in_flight = 4, 9, 1
+    assert r.order(model(Strategy.LEAST_BUSY, A, B, C))[0].name == "c"
+
+
+def test_least_latency_prefers_fast_and_explores() -> None:
+    """Least-latency mostly picks the lowest EWMA, and sometimes another (exploration)."""
+    r = router(explore=0.05)
+    for _ in range(20):
+        r.stats(A).observe_latency(0.9)
+        r.stats(B).observe_latency(0.2)
+        r.stats(C).observe_latency(0.5)
+    counts = firsts(r, model(Strategy.LEAST_LATENCY, A, B, C), 4000)
+    assert counts["b"] / 4000 > 0.9
+    assert counts["a"] + counts["c"] > 0  # a recovered deployment would get noticed
+
+
+def test_every_strategy_skips_open_deployments() -> None:
+    """An open breaker removes its deployment from every strategy's ordering."""
+    for strategy in Strategy:
+        r = router()
+        r.stats(B).breaker.force(BreakerState.OPEN)
+        names = {d.name for _ in range(50) for d in r.order(model(strategy, A, B, C))}
+        assert names == {"a", "c"}, strategy
+
+
+def test_rpm_limit_skips_a_full_deployment() -> None:
+    """A deployment at its per-process rpm is skipped until the minute moves on."""
+    now = [0.0]
+    limited = Deployment(name="l", provider="p", model="x", rpm=2)
+    r = Router(BreakerConfig(), clock=lambda: now[0])
+    m = model(Strategy.FAILOVER, limited, A)
+    for _ in range(2):
+        r.stats(limited).count(now[0], 10)
+    assert [d.name for d in r.order(m)] == ["a"]
+    now[0] = 61
+    assert r.order(m)[0].name == "l"
