@@ -4,8 +4,13 @@ prompt, a key, a tenant secret or a request id."""
 from __future__ import annotations
 
 import functools
+import weakref
+from collections.abc import Iterable, Iterator
+from typing import Protocol
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Metric
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 __all__ = [
     "BREAKER_STATE",
@@ -22,6 +27,7 @@ __all__ = [
     "REQUESTS",
     "REQUEST_DURATION",
     "RETRIES",
+    "BreakerStateSource",
     "requests_counter",
 ]
 
@@ -48,11 +54,36 @@ RETRIES = Counter("llm_edge_retries_total", "Attempts after the first, across de
 FAILOVERS = Counter(
     "llm_edge_failovers_total", "Attempts sent to another deployment than the last."
 )
-BREAKER_STATE = Gauge(
-    "llm_edge_circuit_breaker_state",
-    "Circuit breaker state per deployment (0 closed, 1 open, 2 half-open), this process.",
-    ["provider", "deployment"],
-)
+
+
+class BreakerStateSource(Protocol):
+    """Anything that can list ``(provider, deployment, state)`` for its breakers."""
+
+    def breaker_states(self) -> Iterable[tuple[str, str, int]]:
+        """Current states (read at scrape time, so time-based transitions show)."""
+        ...
+
+
+class _BreakerCollector(Collector):
+    """``llm_edge_circuit_breaker_state``, read from the live breakers at scrape time."""
+
+    def __init__(self) -> None:
+        self.sources: weakref.WeakSet[BreakerStateSource] = weakref.WeakSet()
+
+    def collect(self) -> Iterator[Metric]:
+        gauge = GaugeMetricFamily(
+            "llm_edge_circuit_breaker_state",
+            "Circuit breaker state per deployment (0 closed, 1 open, 2 half-open), this process.",
+            labels=["provider", "deployment"],
+        )
+        for source in list(self.sources):
+            for provider, deployment, state in source.breaker_states():
+                gauge.add_metric([provider, deployment], state)
+        yield gauge
+
+
+BREAKER_STATE = _BreakerCollector()
+REGISTRY.register(BREAKER_STATE)
 
 # Children bound once: ``labels()`` costs about a microsecond per call on the hot path.
 L1_HITS = CACHE_HITS.labels("l1")

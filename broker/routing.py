@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from broker import metrics
 from broker.breaker import BreakerConfig, CircuitBreaker
 from broker.deployments import Deployment, ModelConfig, Strategy
 
@@ -96,7 +97,9 @@ class Router:
         self._rng = rng or random.Random()
         self._explore = explore
         self._stats: dict[str, DeploymentStats] = {}
+        self._providers: dict[str, str] = {}
         self._turns: dict[str, itertools.count[int]] = {}
+        metrics.BREAKER_STATE.sources.add(self)
 
     def stats(self, deployment: Deployment) -> DeploymentStats:
         """The deployment's statistics and breaker (created on first use)."""
@@ -104,7 +107,15 @@ class Router:
         if stats is None:
             breaker = CircuitBreaker(self._breaker_config, self._clock, self._rng)
             stats = self._stats[deployment.name] = DeploymentStats(breaker)
+            self._providers[deployment.name] = deployment.provider
         return stats
+
+    def breaker_states(self) -> list[tuple[str, str, int]]:
+        """``(provider, deployment, state)`` of every breaker, for the metrics scrape."""
+        return [
+            (self._providers[name], name, int(stats.breaker.state))
+            for name, stats in self._stats.items()
+        ]
 
     def breakers(self) -> dict[str, CircuitBreaker]:
         """Every breaker created so far, by deployment name."""

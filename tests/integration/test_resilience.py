@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import msgspec
 import pytest
+from prometheus_client import REGISTRY
 
 from broker.client import stream_chat
 from schemas import headers
@@ -81,6 +82,17 @@ async def stack(
         await running.stop()
 
 
+def breaker_gauge(deployment: str) -> list[float]:
+    """Every scraped llm_edge_circuit_breaker_state sample for a deployment."""
+    return [
+        sample.value
+        for family in REGISTRY.collect()
+        if family.name == "llm_edge_circuit_breaker_state"
+        for sample in family.samples
+        if sample.labels.get("deployment") == deployment
+    ]
+
+
 async def ask(stack: Stack, model: str, **hdrs: str) -> dict[str, str]:
     body = msgspec.json.encode({"model": model, "messages": [{"role": "user", "content": "x"}]})
     msg = await stack.nc.request("llm.chat", body, timeout=10, headers=hdrs or None)
@@ -106,6 +118,7 @@ async def test_open_breaker_keeps_traffic_off_a_failing_upstream(
     assert len(fake_openai.received) == 2
     assert len(second_upstream.received) == 6
     assert (await admin(stack))["m-a"]["state"] == "open"
+    assert 1.0 in breaker_gauge("m-a")  # exported as open (0 closed, 1 open, 2 half-open)
 
 
 async def test_connection_refused_fails_over(stack: Stack) -> None:
