@@ -1,4 +1,5 @@
-"""The ``llm-edge`` command: ``up``, ``broker``, ``worker``, ``bridge``, ``cache``, ``breaker``.
+"""The ``llm-edge`` command: ``up``, ``broker``, ``worker``, ``bridge``, ``batch``, ``cache``,
+``breaker``.
 
 The environment is read here and nowhere else.
 """
@@ -15,7 +16,9 @@ from pathlib import Path
 
 import msgspec
 
+from broker.batch.cli import add_batch_commands, run_batch_command
 from broker.config import Config, ConfigError
+from broker.runtime import run_until_stopped
 
 __all__ = ["main"]
 
@@ -71,6 +74,7 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     which.add_argument("--all", action="store_true", help="everything")
     which.add_argument("--namespace", help="one namespace (X-Cache-Namespace)")
     which.add_argument("--key", help="one entry (the X-Cache-Key of a reply)")
+    add_batch_commands(sub, nats_url or DEFAULT_NATS_URL)
     breaker = sub.add_parser("breaker", help="circuit breaker status and overrides")
     breaker.add_argument("action", choices=["status", "open", "close", "reset"])
     breaker.add_argument("deployment", nargs="?", help="deployment name (not for status)")
@@ -153,6 +157,26 @@ async def _admin(args: argparse.Namespace, subject: str, command: dict[str, obje
         await close_quietly(nc)
 
 
+def _run_batch(args: argparse.Namespace) -> int:
+    from broker.runtime import close_quietly, connect  # noqa: PLC0415
+
+    code = 1
+
+    async def run() -> None:
+        nonlocal code
+        nc = await connect(args.nats_url, "llm-edge-cli")
+        try:
+            code = await run_batch_command(nc, args)
+        finally:
+            await close_quietly(nc)
+
+    try:
+        run_until_stopped(run())
+    except RuntimeError as exc:
+        print(f"llm-edge: {exc}", file=sys.stderr)
+    return code
+
+
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Entry point of the ``llm-edge`` console script."""
     env = dict(os.environ) if environ is None else environ
@@ -162,7 +186,6 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is noise
-    from broker.runtime import run_until_stopped  # noqa: PLC0415
 
     try:
         if args.command == "up":
@@ -189,6 +212,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             run_until_stopped(_cache_purge(args))
         elif args.command == "breaker":
             run_until_stopped(_breaker(args))
+        elif args.command == "batch":
+            return _run_batch(args)
     except (ConfigError, ValueError) as exc:
         print(f"llm-edge: {exc}", file=sys.stderr)
         return 2

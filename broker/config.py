@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from broker.batch.settings import BatchSettings
 from broker.breaker import BreakerConfig
 from broker.cache import CacheSettings
 from broker.deployments import Deployment, ModelConfig, Strategy, model_from_mapping
@@ -76,6 +77,7 @@ class Config:
         cache: cache tiers and policy.
         breaker: circuit breaker thresholds (every deployment).
         resilience: retries, backoff, retry budget.
+        batch: the batch engine.
     """
 
     providers: Mapping[str, ProviderConfig]
@@ -84,6 +86,7 @@ class Config:
     cache: CacheSettings = field(default_factory=CacheSettings)
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
     resilience: ResilienceConfig = field(default_factory=ResilienceConfig)
+    batch: BatchSettings = field(default_factory=BatchSettings)
     _routes: dict[str, ModelConfig] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -122,7 +125,7 @@ class Config:
             _check_keys(
                 "top level",
                 raw,
-                {"broker", "cache", "breaker", "resilience", "providers", "models"},
+                {"broker", "cache", "breaker", "resilience", "batch", "providers", "models"},
             )
             providers = {
                 name: ProviderConfig.from_mapping(name, table)
@@ -139,6 +142,7 @@ class Config:
                 cache=CacheSettings.from_mapping(raw.get("cache", {})),
                 breaker=BreakerConfig.from_mapping(raw.get("breaker", {})),
                 resilience=ResilienceConfig.from_mapping(raw.get("resilience", {})),
+                batch=BatchSettings.from_mapping(raw.get("batch", {})),
             )
         except (tomllib.TOMLDecodeError, ValueError, TypeError) as exc:
             raise ConfigError(f"{source}: {exc}") from exc

@@ -60,11 +60,22 @@ class InFlight:
     """
 
     def __init__(self, limit: int) -> None:
+        self._limit = limit
         self._slots = asyncio.Semaphore(limit)
         self._tasks: set[asyncio.Task[None]] = set()
 
     def __len__(self) -> int:
         return len(self._tasks)
+
+    @property
+    def free(self) -> int:
+        """Slots not taken."""
+        return self._limit - len(self._tasks)
+
+    async def slot_free(self) -> None:
+        """Wait until a slot is free (without taking it)."""
+        await self._slots.acquire()
+        self._slots.release()
 
     async def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Start ``coro`` as a task once a slot is free."""

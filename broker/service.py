@@ -11,6 +11,7 @@ from faststream.nats import NatsBroker
 from nats.aio.client import Client
 from nats.aio.subscription import Subscription
 
+from broker.batch.engine import BatchEngine
 from broker.cache import L2Kind, ResponseCache
 from broker.config import Config
 from broker.control import register_control
@@ -58,6 +59,7 @@ class BrokerService:
         self._l2: L2Backend | None = None
         self.cache: ResponseCache | None = None
         self.pipeline: ChatPipeline | None = None
+        self.batch: BatchEngine | None = None
 
     @property
     def nc(self) -> Client:
@@ -71,7 +73,6 @@ class BrokerService:
         self.cache = await self._open_cache()
         self.pipeline = ChatPipeline(self.nc, self.config, self.cache)
         register_control(self._fs, self.config, self.cache, self.pipeline.resilient.router)
-        await self._fs.start()
         self._subs = [
             await self.nc.subscribe(
                 subjects.CHAT,
@@ -87,6 +88,10 @@ class BrokerService:
             ),
             await self.nc.subscribe(subjects.CANCEL, cb=self.pipeline.on_cancel),
         ]
+        if self.config.batch.enabled:
+            self.batch = BatchEngine(self.nc, self.pipeline.handle, self.config.batch)
+            await self.batch.start()
+        await self._fs.start()  # last: the ping it answers means everything is serving
         await self.nc.flush()
 
     async def _open_cache(self) -> ResponseCache | None:
@@ -115,6 +120,8 @@ class BrokerService:
         for sub in self._subs:
             await sub.unsubscribe()
         self._subs = []
+        if self.batch is not None:
+            await self.batch.stop()
         if self.pipeline is not None:
             await self.pipeline.drain(drain_timeout)
         if self._l2 is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "ADMIN_PREFIX",
+    "BATCH_PREFIX",
     "BREAKER_ADMIN",
     "BROKER_PING",
     "BROKER_QUEUE",
@@ -31,6 +32,9 @@ CACHE_PURGE = "llm.admin.cache.purge"
 CANCEL = "llm.cancel"
 #: Circuit breaker status and overrides: every broker applies them (no queue group).
 BREAKER_ADMIN = "llm.admin.breaker"
+#: The Batch API over NATS: ``llm.batch.create|submit|get|list|cancel`` (request/reply),
+#: progress on ``llm.batch.events.<batch_id>``.
+BATCH_PREFIX = "llm.batch"
 #: Admin commands (cache purge, breaker control) live under this prefix.
 ADMIN_PREFIX = "llm.admin"
 #: Brokers forward cache misses to ``llm.provider.<provider>``.

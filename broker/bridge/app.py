@@ -19,6 +19,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.nuid import NUID
 
+from broker.bridge.batches import BatchRoutes
 from broker.client import ChatStreamError, stream_messages
 from broker.messages_api import anthropic_error
 from broker.request import HEADER_ROOM
@@ -150,6 +151,7 @@ class BridgeApp:
         self._nc = nc
         self._timeout = timeout_s
         self._nuid = NUID()
+        self._batches = BatchRoutes(nc)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -158,6 +160,10 @@ class BridgeApp:
         if scope["type"] != "http":
             return
         method, path = scope["method"], scope["path"].rstrip("/")
+        if path.startswith(("/v1/files", "/v1/batches")) and await self._batches.handle(
+            scope, receive, send
+        ):
+            return
         api = _ROUTES.get(path)
         if api is not None and method == "POST":
             await self._forward(api, scope, receive, send)

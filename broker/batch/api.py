@@ -1,0 +1,230 @@
+"""The Batch API on NATS (the HTTP bridge forwards ``/v1/batches`` here).
+
+| subject             | body                                                            |
+|---------------------|-----------------------------------------------------------------|
+| ``llm.batch.create``| ``{input_file_id, endpoint, completion_window, metadata}``       |
+| ``llm.batch.submit``| the same, or ``lines: [...]`` inline instead of a file            |
+| ``llm.batch.get``   | ``{id}``                                                         |
+| ``llm.batch.list``  | ``{limit, after}``                                               |
+| ``llm.batch.cancel``| ``{id}``                                                         |
+
+Replies carry ``Llm-Status``; failures are OpenAI error envelopes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.nuid import NUID
+
+from broker.batch.lifecycle import Lifecycle
+from broker.batch.models import (
+    FINAL_STATUSES,
+    BatchObject,
+    BatchRecord,
+    BatchStatus,
+    FileObject,
+    parse_window,
+)
+from broker.batch.store import BatchStore
+from broker.batch.validate import MAX_FILE_BYTES
+from broker.runtime import InFlight
+from schemas import error_body, headers, subjects
+
+__all__ = ["ENDPOINTS", "ApiError", "BatchApi"]
+
+#: Endpoints a batch may target.
+ENDPOINTS = frozenset({"/v1/chat/completions"})
+_encoder = msgspec.json.Encoder()
+_json = msgspec.json.Decoder(dict[str, Any])
+
+
+class ApiError(Exception):
+    """A Batch API failure with its status, code and param."""
+
+    def __init__(self, status: int, code: str, message: str, param: str | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.param = status, code, message, param
+
+
+class BatchApi:
+    """Serves the batch subjects.
+
+    Args:
+        nc: NATS connection.
+        store: batch resources.
+        lifecycle: starts validation right away.
+        clock: wall-clock seconds.
+    """
+
+    def __init__(
+        self,
+        nc: Client,
+        store: BatchStore,
+        lifecycle: Lifecycle,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._nc = nc
+        self._store = store
+        self._lifecycle = lifecycle
+        self._clock = clock
+        self._nuid = NUID()
+        self._inflight = InFlight(256)
+        self._subs: list[Subscription] = []
+        self._routes: dict[str, Callable[[dict[str, Any]], Any]] = {
+            "create": self.create,
+            "submit": self.submit,
+            "get": self.get,
+            "list": self.list,
+            "cancel": self.cancel,
+        }
+
+    async def start(self) -> None:
+        """Subscribe every operation in the brokers' queue group."""
+        for op in self._routes:
+            self._subs.append(
+                await self._nc.subscribe(
+                    f"{subjects.BATCH_PREFIX}.{op}", queue=subjects.BROKER_QUEUE, cb=self._on_msg
+                )
+            )
+
+    async def stop(self) -> None:
+        """Unsubscribe and finish requests in flight."""
+        for sub in self._subs:
+            await sub.unsubscribe()
+        await self._inflight.drain(5)
+
+    async def _on_msg(self, msg: Msg) -> None:
+        await self._inflight.spawn(self._serve(msg))
+
+    async def _serve(self, msg: Msg) -> None:
+        if not msg.reply:
+            return
+        op = msg.subject.rsplit(".", 1)[-1]
+        try:
+            body = _json.decode(msg.data) if msg.data else {}
+            status, result = 200, await self._routes[op](body)
+            data = _encoder.encode(result)
+        except ApiError as exc:
+            status, data = exc.status, error_body(exc.status, exc.code, exc.message, exc.param)
+        except (msgspec.MsgspecError, TypeError, ValueError) as exc:
+            status, data = 400, error_body(400, "invalid_request", str(exc))
+        await self._nc.publish(msg.reply, data, headers={headers.STATUS: str(status)})
+
+    def _new_id(self, prefix: str) -> str:
+        return f"{prefix}_{self._nuid.next().decode()}"
+
+    async def create(self, body: dict[str, Any]) -> BatchObject:
+        """Create a batch from an uploaded file; validation starts at once."""
+        endpoint = str(body.get("endpoint", ""))
+        if endpoint not in ENDPOINTS:
+            raise ApiError(
+                400, "invalid_value", f"endpoint must be one of {sorted(ENDPOINTS)}", "endpoint"
+            )
+        window = str(body.get("completion_window", "24h"))
+        try:
+            seconds = parse_window(window)
+        except ValueError as exc:
+            raise ApiError(400, "invalid_value", str(exc), "completion_window") from None
+        file_id = str(body.get("input_file_id", ""))
+        if await self._store.get_file(file_id) is None:
+            raise ApiError(404, "file_not_found", f"no file {file_id!r}", "input_file_id")
+        now = int(self._clock())
+        metadata = body.get("metadata")
+        batch = BatchObject(
+            id=self._new_id("batch"),
+            endpoint=endpoint,
+            input_file_id=file_id,
+            completion_window=window,
+            status=BatchStatus.VALIDATING,
+            created_at=now,
+            expires_at=now + seconds,
+            metadata={str(k): str(v) for k, v in metadata.items()} if metadata else None,
+        )
+        await self._store.create(BatchRecord(batch=batch))
+        self._lifecycle.spawn(self._lifecycle.validate(batch.id))
+        return batch
+
+    async def submit(self, body: dict[str, Any]) -> BatchObject:
+        """Like create; ``lines`` (inline request lines) stand in for a file."""
+        lines = body.pop("lines", None)
+        if lines is not None:
+            if not isinstance(lines, list) or not lines:
+                raise ApiError(400, "invalid_value", "lines must be a non-empty list", "lines")
+            data = b"\n".join(_encoder.encode(line) for line in lines) + b"\n"
+            if len(data) > MAX_FILE_BYTES:
+                raise ApiError(413, "request_too_large", "inline lines are too large")
+            file = FileObject(
+                id=self._new_id("file"),
+                bytes=len(data),
+                created_at=int(self._clock()),
+                filename="inline.jsonl",
+                purpose="batch",
+            )
+            await self._store.put_file(file, data)
+            body["input_file_id"] = file.id
+        return await self.create(body)
+
+    async def _record(self, body: dict[str, Any]) -> BatchRecord:
+        batch_id = str(body.get("id", ""))
+        record = await self._store.get(batch_id)
+        if record is None:
+            raise ApiError(404, "batch_not_found", f"no batch {batch_id!r}", "id")
+        return record
+
+    async def get(self, body: dict[str, Any]) -> BatchObject:
+        """One batch."""
+        return (await self._record(body)).batch
+
+    async def list(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Batches, newest first, paged by ``after`` (an id) and ``limit`` (1..100)."""
+        limit = max(1, min(int(body.get("limit") or 20), 100))
+        batches = [
+            r.batch
+            for i in await self._store.all_ids()
+            if (r := await self._store.get(i)) is not None
+        ]
+        batches.sort(key=lambda b: (b.created_at, b.id), reverse=True)
+        after = body.get("after")
+        if after:
+            ids = [b.id for b in batches]
+            batches = batches[ids.index(after) + 1 :] if after in ids else []
+        page = batches[:limit]
+        return {
+            "object": "list",
+            "data": page,
+            "has_more": len(batches) > limit,
+            "first_id": page[0].id if page else None,
+            "last_id": page[-1].id if page else None,
+        }
+
+    async def cancel(self, body: dict[str, Any]) -> BatchObject:
+        """Stop queueing lines now; lines in flight finish; the batch ends ``cancelled``."""
+        record = await self._record(body)
+        now = int(self._clock())
+
+        def cancel(record: BatchRecord) -> BatchRecord | None:
+            if record.batch.status in FINAL_STATUSES or record.batch.cancelling_at is not None:
+                return None
+            record.batch.status = BatchStatus.CANCELLING
+            record.batch.cancelling_at = now
+            return record
+
+        updated = await self._store.update(record.batch.id, cancel)
+        if updated is None:
+            raise ApiError(404, "batch_not_found", f"no batch {record.batch.id!r}", "id")
+        if updated.batch.status in FINAL_STATUSES:
+            raise ApiError(
+                409,
+                "invalid_state",
+                f"batch is {updated.batch.status.value}; it cannot be cancelled",
+            )
+        await self._store.purge_lines(record.batch.id)
+        await self._lifecycle.publish_event(updated)
+        return updated.batch

@@ -1,0 +1,52 @@
+"""The batch engine a broker process runs: API, runner and lifecycle on shared resources."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from nats.aio.client import Client
+
+from broker.batch.api import BatchApi
+from broker.batch.lifecycle import Lifecycle
+from broker.batch.runner import BatchRunner
+from broker.batch.settings import BatchSettings
+from broker.batch.store import BatchStore
+from broker.sinks import ReplySink
+
+__all__ = ["BatchEngine"]
+
+
+class BatchEngine:
+    """Start and stop the three parts together.
+
+    Args:
+        nc: NATS connection (with JetStream).
+        handle: ``ChatPipeline.handle``: how a line is answered.
+        settings: the ``[batch]`` table.
+    """
+
+    def __init__(
+        self,
+        nc: Client,
+        handle: Callable[[bytes, dict[str, str], ReplySink], Awaitable[None]],
+        settings: BatchSettings,
+    ) -> None:
+        self._nc = nc
+        self._handle = handle
+        self._settings = settings
+
+    async def start(self) -> None:
+        """Open the resources, then serve, run and watch."""
+        self.store = await BatchStore.open(self._nc)
+        self.runner = BatchRunner(self._nc, self.store, self._handle, self._settings)
+        self.lifecycle = Lifecycle(self._nc, self.store, self._settings, self.runner.progress)
+        self.api = BatchApi(self._nc, self.store, self.lifecycle)
+        await self.api.start()
+        await self.runner.start()
+        self.lifecycle.start()
+
+    async def stop(self) -> None:
+        """Stop taking work; lines in flight finish or are redelivered elsewhere."""
+        await self.api.stop()
+        await self.runner.stop()
+        await self.lifecycle.stop()

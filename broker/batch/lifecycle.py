@@ -1,0 +1,278 @@
+"""A batch's life after creation: validate, queue, watch, finalize; progress events.
+
+Any broker may do any step: each step claims the batch with a compare-and-set on its record
+(a lease), so steps never run twice at once, and a step whose broker died is taken over when
+its lease runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client
+
+from broker.batch.models import BatchErrors, BatchRecord, BatchStatus, FileObject, RequestCounts
+from broker.batch.settings import BatchSettings
+from broker.batch.store import BatchStore
+from broker.batch.validate import iter_lines, validate_file
+
+__all__ = ["LEASE_S", "Lifecycle", "events_subject"]
+
+log = logging.getLogger("llm_edge.batch")
+
+#: How long a claimed step may run before another broker may take it over.
+LEASE_S = 120.0
+_encoder = msgspec.json.Encoder()
+_result_decoder = msgspec.json.Decoder(dict[str, object])
+
+
+def events_subject(batch_id: str) -> str:
+    """Where a batch's progress events are published."""
+    return f"llm.batch.events.{batch_id}"
+
+
+class Lifecycle:
+    """Validation, finalization and progress for every active batch.
+
+    Args:
+        nc: NATS connection (events).
+        store: the batch resources.
+        settings: poll interval.
+        progress: per-batch outcome counters of this broker's runner, flushed here.
+        clock: wall-clock seconds.
+    """
+
+    def __init__(
+        self,
+        nc: Client,
+        store: BatchStore,
+        settings: BatchSettings,
+        progress: dict[str, Counter[str]],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._nc = nc
+        self._store = store
+        self._settings = settings
+        self._progress = progress
+        self._clock = clock
+        self._task: asyncio.Task[None] | None = None
+        self._jobs: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        """Start the watch loop."""
+        self._task = asyncio.create_task(self._loop(), name="batch-lifecycle")
+
+    async def stop(self) -> None:
+        """Stop watching (claimed steps are taken over by others when their lease ends)."""
+        for task in [self._task, *self._jobs]:
+            if task is not None:
+                task.cancel()
+        for task in [self._task, *self._jobs]:
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def publish_event(self, record: BatchRecord) -> None:
+        """The batch object on ``llm.batch.events.<id>``."""
+        await self._nc.publish(events_subject(record.batch.id), _encoder.encode(record.batch))
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a step in the background, tracked for shutdown."""
+        task = asyncio.ensure_future(coro)
+        self._jobs.add(task)
+        task.add_done_callback(self._job_done)
+
+    def _job_done(self, task: asyncio.Task[None]) -> None:
+        self._jobs.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("batch step failed (retried on a later tick)", exc_info=task.exception())
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self._flush_progress()
+                for batch_id in await self._store.active():
+                    await self._watch(batch_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("batch lifecycle tick failed", exc_info=True)
+            await asyncio.sleep(self._settings.poll_s)
+
+    async def _watch(self, batch_id: str) -> None:
+        record = await self._store.get(batch_id)
+        if record is None:
+            await self._store.deactivate(batch_id)
+            return
+        status = record.batch.status
+        lease_over = record.lease_until <= self._clock()
+        if status is BatchStatus.VALIDATING and lease_over:
+            self.spawn(self.validate(batch_id))
+        elif (
+            status in {BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING}
+            or (status is BatchStatus.FINALIZING and lease_over)
+        ) and await self._store.remaining(batch_id) == 0:
+            self.spawn(self.finalize(batch_id))
+
+    async def _flush_progress(self) -> None:
+        """Add this broker's counted outcomes to the records and publish progress."""
+        pending = {b: c for b, c in self._progress.items() if c}
+        self._progress.clear()
+        for batch_id, counts in pending.items():
+
+            def add(record: BatchRecord, counts: Counter[str] = counts) -> BatchRecord | None:
+                if record.batch.status is not BatchStatus.IN_PROGRESS:
+                    return None
+                rc = record.batch.request_counts
+                rc.completed += counts["completed"]
+                rc.failed += counts["failed"] + counts["expired"]
+                return record
+
+            record = await self._store.update(batch_id, add)
+            if record is not None:
+                await self.publish_event(record)
+
+    def _claim(
+        self, *statuses: BatchStatus, to: BatchStatus | None = None
+    ) -> Callable[[BatchRecord], BatchRecord | None]:
+        now = self._clock()
+
+        def change(record: BatchRecord) -> BatchRecord | None:
+            if record.batch.status not in statuses or record.lease_until > now:
+                return None
+            record.lease_until = now + LEASE_S
+            if to is not None:
+                record.batch.status = to
+                if to is BatchStatus.FINALIZING:
+                    record.batch.finalizing_at = int(now)
+            return record
+
+        return change
+
+    async def validate(self, batch_id: str) -> None:
+        """Validate the input file and queue its lines (or fail the batch)."""
+        before = await self._store.get(batch_id)
+        record = await self._store.update(batch_id, self._claim(BatchStatus.VALIDATING))
+        if record is None or before is None or record.lease_until == before.lease_until:
+            return  # gone, or another broker holds the lease
+        batch = record.batch
+        with tempfile.TemporaryDirectory(prefix="llm-edge-batch-") as tmp:
+            path = Path(tmp) / "input.jsonl"
+            with path.open("wb") as handle:
+                await self._store.read_file(batch.input_file_id, handle)
+            outcome = await asyncio.to_thread(validate_file, path, batch.endpoint)
+            if not outcome.errors:
+                await self._store.publish_lines(batch_id, iter_lines(path))
+        now = int(self._clock())
+
+        def done(record: BatchRecord) -> BatchRecord | None:
+            if record.batch.status is not BatchStatus.VALIDATING:
+                return None  # cancelled meanwhile
+            record.lease_until = 0.0
+            if outcome.errors:
+                record.batch.status = BatchStatus.FAILED
+                record.batch.failed_at = now
+                record.batch.errors = BatchErrors(data=outcome.errors)
+            else:
+                record.batch.status = BatchStatus.IN_PROGRESS
+                record.batch.in_progress_at = now
+                record.batch.request_counts = RequestCounts(total=outcome.total)
+            return record
+
+        final = await self._store.update(batch_id, done)
+        if final is not None:
+            if final.batch.status is BatchStatus.FAILED:
+                await self._store.deactivate(batch_id)
+            await self.publish_event(final)
+
+    async def finalize(self, batch_id: str) -> None:
+        """Write the output and error files from the stored results; close the batch."""
+        claimed = await self._store.update(
+            batch_id,
+            self._claim(
+                BatchStatus.IN_PROGRESS,
+                BatchStatus.CANCELLING,
+                BatchStatus.FINALIZING,
+                to=BatchStatus.FINALIZING,
+            ),
+        )
+        if (
+            claimed is None
+            or claimed.batch.status is not BatchStatus.FINALIZING
+            or (claimed.lease_until <= self._clock())
+        ):
+            return
+        counts: Counter[str] = Counter()
+        with tempfile.TemporaryDirectory(prefix="llm-edge-batch-") as tmp:
+            out_path, err_path = Path(tmp) / "output.jsonl", Path(tmp) / "errors.jsonl"
+            with out_path.open("wb") as out, err_path.open("wb") as err:
+                total = claimed.batch.request_counts.total
+                async for line in self._store.results(batch_id, total):
+                    kind = _outcome(line)
+                    counts[kind] += 1
+                    (out if kind == "completed" else err).write(line + b"\n")
+            output_id = (
+                await self._save(claimed, out_path, "output") if counts["completed"] else None
+            )
+            failed = counts["failed"] + counts["expired"]
+            error_id = await self._save(claimed, err_path, "errors") if failed else None
+        await self._close(batch_id, counts, output_id, error_id)
+
+    async def _save(self, record: BatchRecord, path: Path, kind: str) -> str:
+        file_id = f"file-{record.batch.id}-{kind}"
+        file = FileObject(
+            id=file_id,
+            bytes=path.stat().st_size,  # noqa: ASYNC240  (a local temp file)
+            created_at=int(self._clock()),
+            filename=f"{record.batch.id}_{kind}.jsonl",
+            purpose="batch_output",
+        )
+        with path.open("rb") as handle:
+            await self._store.put_file(file, handle)
+        return file_id
+
+    async def _close(
+        self, batch_id: str, counts: Counter[str], output_id: str | None, error_id: str | None
+    ) -> None:
+        now = int(self._clock())
+
+        def close(record: BatchRecord) -> BatchRecord | None:
+            if record.batch.status is not BatchStatus.FINALIZING:
+                return None
+            batch = record.batch
+            batch.output_file_id, batch.error_file_id = output_id, error_id
+            batch.request_counts.completed = counts["completed"]
+            batch.request_counts.failed = counts["failed"] + counts["expired"]
+            if batch.cancelling_at is not None:
+                batch.status, batch.cancelled_at = BatchStatus.CANCELLED, now
+            elif counts["expired"]:
+                batch.status, batch.expired_at = BatchStatus.EXPIRED, now
+            else:
+                batch.status, batch.completed_at = BatchStatus.COMPLETED, now
+            record.lease_until = 0.0
+            return record
+
+        record = await self._store.update(batch_id, close)
+        await self._store.deactivate(batch_id)
+        if record is not None:
+            await self.publish_event(record)
+
+
+def _outcome(line: bytes) -> str:
+    """``completed``, ``failed`` or ``expired`` for a stored result line."""
+    parsed = _result_decoder.decode(line)
+    error = parsed.get("error")
+    if isinstance(error, dict):
+        return "expired" if error.get("code") == "batch_expired" else "failed"
+    response = parsed.get("response")
+    ok = isinstance(response, dict) and response.get("status_code") == 200
+    return "completed" if ok else "failed"

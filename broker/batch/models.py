@@ -1,0 +1,144 @@
+"""The Batch API's objects as OpenAI defines them, plus the record we keep per batch."""
+
+from __future__ import annotations
+
+import enum
+import re
+from typing import Any
+
+import msgspec
+
+__all__ = [
+    "FINAL_STATUSES",
+    "BatchError",
+    "BatchErrors",
+    "BatchObject",
+    "BatchRecord",
+    "BatchStatus",
+    "FileObject",
+    "InputLine",
+    "RequestCounts",
+    "parse_window",
+]
+
+
+class BatchStatus(enum.StrEnum):
+    """OpenAI's batch statuses."""
+
+    VALIDATING = "validating"
+    FAILED = "failed"
+    IN_PROGRESS = "in_progress"
+    FINALIZING = "finalizing"
+    COMPLETED = "completed"
+    EXPIRED = "expired"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+
+
+FINAL_STATUSES = frozenset(
+    {BatchStatus.FAILED, BatchStatus.COMPLETED, BatchStatus.EXPIRED, BatchStatus.CANCELLED}
+)
+
+
+class RequestCounts(msgspec.Struct):
+    """``request_counts``."""
+
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+
+
+class BatchError(msgspec.Struct):
+    """One validation error."""
+
+    code: str
+    message: str
+    param: str | None = None
+    line: int | None = None
+
+
+class BatchErrors(msgspec.Struct):
+    """``errors``: ``{"object": "list", "data": [...]}``."""
+
+    data: list[BatchError]
+    object: str = "list"
+
+
+class BatchObject(msgspec.Struct):
+    """The batch object of ``/v1/batches``."""
+
+    id: str
+    endpoint: str
+    input_file_id: str
+    completion_window: str
+    status: BatchStatus
+    created_at: int
+    expires_at: int | None = None
+    errors: BatchErrors | None = None
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    in_progress_at: int | None = None
+    finalizing_at: int | None = None
+    completed_at: int | None = None
+    failed_at: int | None = None
+    expired_at: int | None = None
+    cancelling_at: int | None = None
+    cancelled_at: int | None = None
+    request_counts: RequestCounts = msgspec.field(default_factory=RequestCounts)
+    metadata: dict[str, str] | None = None
+    object: str = "batch"
+
+
+class BatchRecord(msgspec.Struct):
+    """What the batches bucket stores: the public object and the engine's own fields.
+
+    Attributes:
+        lease_until: unix time until which one broker owns validation or finalization.
+        tenant: whose batch it is.
+    """
+
+    batch: BatchObject
+    lease_until: float = 0.0
+    tenant: str = "default"
+
+
+class FileObject(msgspec.Struct):
+    """The file object of ``/v1/files``."""
+
+    id: str
+    bytes: int
+    created_at: int
+    filename: str
+    purpose: str
+    object: str = "file"
+    status: str = "processed"
+    status_details: str | None = None
+
+
+class InputLine(msgspec.Struct):
+    """One line of a batch input file."""
+
+    custom_id: str
+    method: str
+    url: str
+    body: dict[str, Any]
+
+
+_WINDOW = re.compile(r"^(\d+)(h|d)$")
+#: Longest completion window we accept (OpenAI offers 24h; we allow up to 7 days).
+MAX_WINDOW_S = 7 * 24 * 3600
+
+
+def parse_window(window: str) -> int:
+    """Seconds in a completion window like ``24h`` or ``7d``.
+
+    Raises:
+        ValueError: not of that form, or outside 1h..7d.
+    """
+    match = _WINDOW.match(window)
+    if not match:
+        raise ValueError(f"completion_window must look like 24h or 7d, not {window!r}")
+    seconds = int(match.group(1)) * (3600 if match.group(2) == "h" else 86400)
+    if not 3600 <= seconds <= MAX_WINDOW_S:
+        raise ValueError("completion_window must be between 1h and 7d")
+    return seconds

@@ -1,0 +1,276 @@
+"""Runs queued batch lines through the broker pipeline (cache, routing, breakers, retries).
+
+Every broker process pulls from one durable work-queue consumer, so lines spread over all
+brokers. A line is acknowledged only after its result is stored; retryable failures are
+redelivered with backoff, and a line that keeps failing is dead-lettered to the error file
+with its last error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+
+import msgspec
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import api
+
+from broker.batch.models import BatchRecord, BatchStatus, InputLine
+from broker.batch.settings import BatchSettings
+from broker.batch.store import LINE_SUBJECT, LINES_STREAM, BatchStore, result_key
+from broker.request import Reply
+from broker.runtime import InFlight
+from broker.sinks import ReplySink
+from schemas import ChatCompletionChunk, StreamEnd, headers
+
+__all__ = ["CONSUMER", "BatchRunner", "CollectSink", "result_line"]
+
+log = logging.getLogger("llm_edge.batch")
+
+CONSUMER = "llm-edge-batch-runner"
+#: Longest wait of one pull (also how long a graceful stop may take to stop pulling).
+FETCH_S = 0.25
+_line_decoder = msgspec.json.Decoder(InputLine)
+_encoder = msgspec.json.Encoder()
+_STOPPED = {
+    BatchStatus.CANCELLING,
+    BatchStatus.CANCELLED,
+    BatchStatus.FAILED,
+    BatchStatus.COMPLETED,
+    BatchStatus.EXPIRED,
+}
+
+
+class CollectSink:
+    """A :class:`broker.sinks.ReplySink` that hands the whole reply to the batch runner."""
+
+    def __init__(self) -> None:
+        self.reply: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+
+    async def whole(self, reply: Reply, meta: dict[str, str]) -> None:
+        """Keep the reply."""
+        if not self.reply.done():
+            self.reply.set_result(reply)
+
+    async def chunk(self, chunk: ChatCompletionChunk, meta: dict[str, str]) -> None:
+        """Batch lines are never streamed."""
+
+    async def end(self, end: StreamEnd, meta: dict[str, str]) -> None:
+        """Batch lines are never streamed."""
+
+    async def error(self, reply: Reply, meta: dict[str, str], *, streaming: bool) -> None:
+        """Keep the failure."""
+        await self.whole(reply, meta)
+
+
+def result_line(
+    custom_id: str,
+    request_id: str,
+    status: int | None,
+    body: bytes | None,
+    error: tuple[str, str] | None = None,
+) -> bytes:
+    """One output/error file line; the response body is embedded without re-encoding."""
+    head = (
+        b'{"id":'
+        + _encoder.encode(f"batch_req_{request_id}")
+        + b',"custom_id":'
+        + _encoder.encode(custom_id)
+    )
+    if body is None or status is None:
+        response = b"null"
+    else:
+        response = (
+            b'{"status_code":'
+            + str(status).encode()
+            + b',"request_id":'
+            + _encoder.encode(request_id)
+            + b',"body":'
+            + body
+            + b"}"
+        )
+    err = b"null" if error is None else _encoder.encode({"code": error[0], "message": error[1]})
+    return head + b',"response":' + response + b',"error":' + err + b"}"
+
+
+class BatchRunner:
+    """Pulls lines and answers them through ``handle`` (the pipeline's entry point).
+
+    Args:
+        nc: NATS connection.
+        store: the batch resources.
+        handle: ``ChatPipeline.handle``.
+        settings: concurrency, redelivery.
+        clock: wall-clock seconds (completion windows are wall-clock).
+    """
+
+    def __init__(
+        self,
+        nc: Client,
+        store: BatchStore,
+        handle: Callable[[bytes, dict[str, str], ReplySink], Awaitable[None]],
+        settings: BatchSettings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._nc = nc
+        self._store = store
+        self._handle = handle
+        self._settings = settings
+        self._clock = clock
+        self._inflight = InFlight(settings.concurrency)
+        self._records: dict[str, tuple[float, BatchRecord | None]] = {}
+        self.progress: dict[str, Counter[str]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    async def start(self) -> None:
+        """Bind the durable consumer and start pulling."""
+        config = api.ConsumerConfig(
+            durable_name=CONSUMER,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=self._settings.ack_wait_s,
+            # Unlimited on the server: a line whose deliveries were used up by crashes would
+            # otherwise sit in the queue forever. The runner dead-letters at max_deliver.
+            max_deliver=-1,
+            max_ack_pending=max(1000, self._settings.concurrency * 8),
+            filter_subject=f"{LINE_SUBJECT}.>",
+        )
+        js = self._nc.jetstream()
+        await js.add_consumer(LINES_STREAM, config)  # creates, or updates changed settings
+        self._sub = await js.pull_subscribe_bind(durable=CONSUMER, stream=LINES_STREAM)
+        self._stopping = False
+        self._task = asyncio.create_task(self._pull(), name="batch-runner")
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        """Stop pulling; let lines in flight finish (the rest are redelivered elsewhere).
+
+        The pull loop is let finish its current fetch rather than cancelled: lines a
+        cancelled fetch had already been sent would wait out ``ack_wait`` before redelivery.
+        """
+        self._stopping = True
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, FETCH_S + 1)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        await self._inflight.drain(grace_s)
+        with contextlib.suppress(Exception):  # a subscription left behind stalls nc.drain()
+            await self._sub.unsubscribe()
+
+    async def _pull(self) -> None:
+        while not self._stopping:
+            want = min(64, self._inflight.free)
+            if want <= 0:
+                await self._inflight.slot_free()
+                continue
+            try:
+                msgs = await self._sub.fetch(want, timeout=FETCH_S)
+            except (TimeoutError, NatsTimeout):
+                continue
+            except Exception:
+                log.warning("batch fetch failed; retrying", exc_info=True)
+                await asyncio.sleep(1)
+                continue
+            for msg in msgs:
+                await self._inflight.spawn(self._process(msg))
+
+    async def _record(self, batch_id: str) -> BatchRecord | None:
+        """The batch record, cached for a second (cancel is seen within that)."""
+        now = time.monotonic()
+        cached = self._records.get(batch_id)
+        if cached is not None and now - cached[0] < 1.0:
+            return cached[1]
+        record = await self._store.get(batch_id)
+        self._records[batch_id] = (now, record)
+        return record
+
+    async def _process(self, msg: Msg) -> None:
+        batch_id = msg.subject.rsplit(".", 1)[-1]
+        try:
+            record = await self._record(batch_id)
+            if record is None or record.batch.status in _STOPPED:
+                await msg.ack()  # cancelled or gone: nothing to do
+                return
+            await self._run_line(msg, batch_id, record)
+        except Exception as exc:
+            log.exception("batch %s: line failed in the engine", batch_id)
+            await self._dead_letter(msg, batch_id, exc)
+
+    async def _dead_letter(self, msg: Msg, batch_id: str, exc: Exception) -> None:
+        """Redeliver, or on the last delivery store the failure so the line is not lost."""
+        if msg.metadata.num_delivered < self._settings.max_deliver:
+            return  # not acknowledged: redelivered after ack_wait
+        with contextlib.suppress(Exception):
+            line = _line_decoder.decode(msg.data)
+            request_id = result_key(batch_id, line.custom_id).split(".", 1)[1][:24]
+            await self._finish(
+                msg,
+                batch_id,
+                line.custom_id,
+                "failed",
+                result_line(
+                    line.custom_id, request_id, None, None, ("engine_error", str(exc)[:300])
+                ),
+            )
+
+    async def _run_line(self, msg: Msg, batch_id: str, record: BatchRecord) -> None:
+        line = _line_decoder.decode(msg.data)
+        request_id = result_key(batch_id, line.custom_id).split(".", 1)[1][:24]
+        expires = record.batch.expires_at
+        if expires is not None and self._clock() > expires:
+            await self._finish(
+                msg,
+                batch_id,
+                line.custom_id,
+                "expired",
+                result_line(
+                    line.custom_id,
+                    request_id,
+                    None,
+                    None,
+                    ("batch_expired", "the batch expired before this request was run"),
+                ),
+            )
+            return
+        body = dict(line.body)
+        body.pop("stream", None)
+        sink = CollectSink()
+        await self._handle(_encoder.encode(body), {headers.REQUEST_ID: request_id}, sink)
+        reply = await sink.reply
+        if reply.status == 200:
+            await self._finish(
+                msg,
+                batch_id,
+                line.custom_id,
+                "completed",
+                result_line(line.custom_id, request_id, 200, reply.body),
+            )
+            return
+        retryable = headers.RETRYABLE in reply.headers or reply.status in {429, 502, 503, 504}
+        delivered = msg.metadata.num_delivered
+        if retryable and delivered < self._settings.max_deliver:
+            backoff = self._settings.backoff_s
+            await msg.nak(delay=backoff[min(delivered - 1, len(backoff) - 1)] if backoff else None)
+            return
+        await self._finish(
+            msg,
+            batch_id,
+            line.custom_id,
+            "failed",
+            result_line(line.custom_id, request_id, reply.status, reply.body),
+        )
+
+    async def _finish(
+        self, msg: Msg, batch_id: str, custom_id: str, outcome: str, line: bytes
+    ) -> None:
+        await self._store.put_result(batch_id, custom_id, line)
+        await msg.ack()
+        self.progress.setdefault(batch_id, Counter())[outcome] += 1

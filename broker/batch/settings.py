@@ -1,0 +1,48 @@
+"""The ``[batch]`` table."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+__all__ = ["BatchSettings"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchSettings:
+    """Batch engine knobs (every broker process runs the engine).
+
+    Attributes:
+        enabled: run the batch engine in this broker.
+        concurrency: lines in flight per broker process (interactive traffic is not bounded
+            by this, so it keeps priority).
+        ack_wait_s: a line not acknowledged in this time is redelivered (crash recovery).
+        max_deliver: deliveries of a line before it is dead-lettered to the error file.
+        backoff_s: redelivery delays after retryable failures.
+        poll_s: how often finished batches are looked for and progress is published.
+    """
+
+    enabled: bool = True
+    concurrency: int = 64
+    ack_wait_s: float = 60.0
+    max_deliver: int = 4
+    backoff_s: tuple[float, ...] = field(default=(1.0, 5.0, 15.0))
+    poll_s: float = 1.0
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any]) -> BatchSettings:
+        """Build and validate; raises ``ValueError`` naming the key."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"batch: unknown keys {sorted(unknown)}")
+        values = dict(raw)
+        if "backoff_s" in values:
+            values["backoff_s"] = tuple(float(v) for v in values["backoff_s"])
+        settings = cls(**values)
+        if min(settings.concurrency, settings.max_deliver) < 1:
+            raise ValueError("batch: concurrency and max_deliver must be >= 1")
+        if min(settings.ack_wait_s, settings.poll_s) <= 0:
+            raise ValueError("batch: ack_wait_s and poll_s must be > 0")
+        return settings

@@ -1,0 +1,268 @@
+"""The batch engine's JetStream resources (all created on first use, idempotently).
+
+| resource                        | kind         | holds                                      |
+|---------------------------------|--------------|--------------------------------------------|
+| ``llm_edge_files``              | object store | uploaded input files, output/error files  |
+| ``llm_edge_batches``            | KV           | ``batch.<id>``: the record; ``active.<id>`` |
+| ``llm_edge_batch_results``      | KV           | ``<batch>.<hash(custom_id)>``: one result  |
+| ``LLM_EDGE_BATCH_LINES``        | work queue   | ``llm.batch.line.<batch>``: one msg a line |
+
+A line leaves the work queue only when acknowledged, and it is acknowledged only after its
+result is stored under a key derived from its ``custom_id``: a crash anywhere means a
+redelivery, never a loss, and a redelivered line overwrites its own result, never adds one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+from collections.abc import AsyncIterator, Callable, Iterable
+
+import msgspec
+from nats.aio.client import Client
+from nats.js import api
+from nats.js.errors import (
+    BucketNotFoundError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+)
+from nats.js.errors import NotFoundError as JsNotFound
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+
+from broker.batch.models import BatchRecord, FileObject
+
+__all__ = ["LINES_STREAM", "LINE_SUBJECT", "BatchStore", "Conflict"]
+
+FILES_BUCKET = "llm_edge_files"
+BATCHES_BUCKET = "llm_edge_batches"
+RESULTS_BUCKET = "llm_edge_batch_results"
+LINES_STREAM = "LLM_EDGE_BATCH_LINES"
+LINE_SUBJECT = "llm.batch.line"
+#: Results are kept this long after they are written (the output file outlives them).
+RESULTS_TTL_S = 7 * 24 * 3600
+PUBLISH_WINDOW = 256
+
+_record_decoder = msgspec.json.Decoder(BatchRecord)
+_file_decoder = msgspec.json.Decoder(FileObject)
+_encoder = msgspec.json.Encoder()
+
+
+class Conflict(Exception):
+    """A compare-and-set update lost the race too many times."""
+
+
+def result_key(batch_id: str, custom_id: str) -> str:
+    """The results-bucket key of one line: stable for a ``custom_id``, safe for any text."""
+    return f"{batch_id}.{hashlib.sha256(custom_id.encode()).hexdigest()[:40]}"
+
+
+class BatchStore:
+    """Typed access to the engine's JetStream resources. Build with :meth:`open`."""
+
+    def __init__(self, nc: Client, files: ObjectStore, batches: KeyValue, results: KeyValue):
+        self._nc = nc
+        self._js = nc.jetstream()
+        self.files = files
+        self._batches = batches
+        self._results = results
+
+    @classmethod
+    async def open(cls, nc: Client) -> BatchStore:
+        """Create (or bind to) every resource."""
+        js = nc.jetstream()
+        try:
+            files = await js.object_store(FILES_BUCKET)
+        except (BucketNotFoundError, JsNotFound):
+            files = await js.create_object_store(FILES_BUCKET)
+        batches = await js.create_key_value(bucket=BATCHES_BUCKET, history=1)
+        results = await js.create_key_value(bucket=RESULTS_BUCKET, history=1, ttl=RESULTS_TTL_S)
+        config = api.StreamConfig(
+            name=LINES_STREAM,
+            subjects=[f"{LINE_SUBJECT}.>"],
+            retention=api.RetentionPolicy.WORK_QUEUE,
+            storage=api.StorageType.FILE,
+            duplicate_window=600,
+        )
+        try:
+            await js.add_stream(config)
+        except Exception:
+            await js.update_stream(config)
+        return cls(nc, files, batches, results)
+
+    # -- files ---------------------------------------------------------------------------
+
+    async def put_file(self, file: FileObject, data: bytes | io.BufferedIOBase) -> FileObject:
+        """Store a file's bytes with its file object as metadata."""
+        meta = api.ObjectMeta(name=file.id, description=_encoder.encode(file).decode())
+        await self.files.put(file.id, data, meta=meta)
+        return file
+
+    async def get_file(self, file_id: str) -> FileObject | None:
+        """The file object, or ``None``."""
+        try:
+            info = await self.files.get_info(file_id)
+        except JsNotFound:
+            return None
+        if info.deleted or not info.description:
+            return None
+        return _file_decoder.decode(info.description)
+
+    async def read_file(self, file_id: str, into: io.BufferedIOBase) -> None:
+        """Stream a file's bytes into ``into`` (a temp file: nothing is held in memory)."""
+        await self.files.get(file_id, writeinto=into)
+
+    async def delete_file(self, file_id: str) -> bool:
+        """Delete; ``False`` if there was no such file."""
+        if await self.get_file(file_id) is None:
+            return False
+        await self.files.delete(file_id)
+        return True
+
+    async def list_files(self) -> list[FileObject]:
+        """Every stored file."""
+        try:
+            infos = await self.files.list()
+        except JsNotFound:
+            return []
+        return [
+            _file_decoder.decode(i.description) for i in infos if i.description and not i.deleted
+        ]
+
+    # -- batch records -------------------------------------------------------------------
+
+    async def get(self, batch_id: str) -> BatchRecord | None:
+        """The record, or ``None``."""
+        found = await self._get(batch_id)
+        return found[0] if found else None
+
+    async def _get(self, batch_id: str) -> tuple[BatchRecord, int] | None:
+        try:
+            entry = await self._batches.get(f"batch.{batch_id}")
+        except KeyNotFoundError:
+            return None
+        if entry.value is None or entry.revision is None:
+            return None
+        return _record_decoder.decode(entry.value), entry.revision
+
+    async def create(self, record: BatchRecord) -> None:
+        """Store a new record and mark it active."""
+        await self._batches.create(f"batch.{record.batch.id}", _encoder.encode(record))
+        await self._batches.put(f"active.{record.batch.id}", b"1")
+
+    async def update(
+        self, batch_id: str, change: Callable[[BatchRecord], BatchRecord | None]
+    ) -> BatchRecord | None:
+        """Compare-and-set: apply ``change`` to the latest record until the write wins.
+
+        ``change`` returns ``None`` to leave the record as it is.
+
+        Raises:
+            Conflict: lost the race 20 times.
+        """
+        for _ in range(20):
+            found = await self._get(batch_id)
+            if found is None:
+                return None
+            record, revision = found
+            changed = change(record)
+            if changed is None:
+                return record
+            try:
+                await self._batches.update(
+                    f"batch.{batch_id}", _encoder.encode(changed), last=revision
+                )
+            except KeyWrongLastSequenceError:
+                continue
+            return changed
+        raise Conflict(f"batch {batch_id}: too many concurrent updates")
+
+    async def deactivate(self, batch_id: str) -> None:
+        """Drop a finished batch from the active index (a subject purge leaves no marker)."""
+        await self._js.purge_stream(
+            f"KV_{BATCHES_BUCKET}", subject=f"$KV.{BATCHES_BUCKET}.active.{batch_id}"
+        )
+
+    async def _keys(self, prefix: str) -> list[str]:
+        """Keys under ``prefix`` (read from the bucket stream's subject index)."""
+        info = await self._js.stream_info(
+            f"KV_{BATCHES_BUCKET}", subjects_filter=f"$KV.{BATCHES_BUCKET}.{prefix}.>"
+        )
+        start = len(f"$KV.{BATCHES_BUCKET}.{prefix}.")
+        return [subject[start:] for subject in info.state.subjects or {}]
+
+    async def active(self) -> list[str]:
+        """Ids of batches not yet finished."""
+        return await self._keys("active")
+
+    async def all_ids(self) -> list[str]:
+        """Ids of every batch (for listing)."""
+        return await self._keys("batch")
+
+    # -- lines ---------------------------------------------------------------------------
+
+    async def publish_lines(self, batch_id: str, lines: Iterable[tuple[str, bytes]]) -> int:
+        """Queue ``(custom_id, line)`` pairs; duplicates (a resumed validation) are dropped.
+
+        Returns:
+            How many lines were published.
+        """
+        subject = f"{LINE_SUBJECT}.{batch_id}"
+        pending: set[asyncio.Task[api.PubAck]] = set()
+        count = 0
+        for custom_id, line in lines:
+            msg_id = f"{batch_id}:{hashlib.sha256(custom_id.encode()).hexdigest()[:40]}"
+            pending.add(
+                asyncio.ensure_future(
+                    self._js.publish(subject, line, headers={"Nats-Msg-Id": msg_id})
+                )
+            )
+            count += 1
+            if len(pending) >= PUBLISH_WINDOW:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()
+        if pending:
+            await asyncio.gather(*pending)
+        return count
+
+    async def remaining(self, batch_id: str) -> int:
+        """Lines of a batch not yet acknowledged."""
+        subject = f"{LINE_SUBJECT}.{batch_id}"
+        info = await self._js.stream_info(LINES_STREAM, subjects_filter=subject)
+        return int((info.state.subjects or {}).get(subject, 0))
+
+    async def purge_lines(self, batch_id: str) -> None:
+        """Drop every queued line of a batch (cancel)."""
+        await self._js.purge_stream(LINES_STREAM, subject=f"{LINE_SUBJECT}.{batch_id}")
+
+    # -- results -------------------------------------------------------------------------
+
+    async def put_result(self, batch_id: str, custom_id: str, line: bytes) -> None:
+        """Store one line's result (idempotent per custom_id)."""
+        await self._results.put(result_key(batch_id, custom_id), line)
+
+    async def results(self, batch_id: str, expected: int) -> AsyncIterator[bytes]:
+        """Every stored result of a batch, fetched in pages (memory stays flat)."""
+        config = api.ConsumerConfig(
+            deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
+            ack_policy=api.AckPolicy.ALL,
+            inactive_threshold=60,
+        )
+        sub = await self._js.pull_subscribe(
+            f"$KV.{RESULTS_BUCKET}.{batch_id}.>", stream=f"KV_{RESULTS_BUCKET}", config=config
+        )
+        seen = 0
+        try:
+            while seen < expected:
+                try:
+                    msgs = await sub.fetch(256, timeout=2)
+                except TimeoutError:
+                    return
+                for msg in msgs:
+                    seen += 1
+                    yield msg.data
+                await msgs[-1].ack()  # AckAll: acknowledges the whole page
+        finally:
+            await sub.unsubscribe()

@@ -1,0 +1,95 @@
+"""Input file validation, streamed from disk: nothing is held but the set of custom_ids."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from broker.batch.models import BatchError, InputLine
+
+__all__ = ["MAX_FILE_BYTES", "MAX_LINES", "Validation", "iter_lines", "validate_file"]
+
+#: OpenAI's limits for one batch input file.
+MAX_LINES = 50_000
+MAX_FILE_BYTES = 200 * 1024 * 1024
+#: Validation errors reported per batch (the rest are counted in the last message).
+MAX_REPORTED = 100
+
+_line_decoder = msgspec.json.Decoder(InputLine)
+
+
+@dataclass(slots=True)
+class Validation:
+    """The outcome of validating a file."""
+
+    total: int = 0
+    errors: list[BatchError] = field(default_factory=list)
+    dropped: int = 0
+
+    def add(
+        self, code: str, message: str, line: int | None = None, param: str | None = None
+    ) -> None:
+        if len(self.errors) < MAX_REPORTED:
+            self.errors.append(BatchError(code=code, message=message, line=line, param=param))
+        else:
+            self.dropped += 1
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            line = raw.strip()
+            if line:
+                yield number, line
+
+
+def validate_file(path: Path, endpoint: str) -> Validation:
+    """Check every line: JSON, fields, method, url matching the endpoint, unique custom_id,
+    and the file limits."""
+    result = Validation()
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        result.add("file_too_large", f"input file is {size} bytes; the limit is {MAX_FILE_BYTES}")
+        return result
+    seen: set[str] = set()
+    for number, line in _lines(path):
+        result.total += 1
+        if result.total > MAX_LINES:
+            result.add("too_many_requests", f"more than {MAX_LINES} requests in the file")
+            break
+        try:
+            parsed = _line_decoder.decode(line)
+        except msgspec.MsgspecError as exc:
+            result.add("invalid_json_line", f"line {number}: {exc}", number)
+            continue
+        if parsed.method.upper() != "POST":
+            result.add("invalid_method", f"line {number}: method must be POST", number, "method")
+        if parsed.url != endpoint:
+            result.add(
+                "mismatched_url",
+                f"line {number}: url {parsed.url!r} does not match the batch endpoint {endpoint!r}",
+                number,
+                "url",
+            )
+        if parsed.custom_id in seen:
+            result.add(
+                "duplicate_custom_id",
+                f"line {number}: custom_id {parsed.custom_id!r} is used twice",
+                number,
+                "custom_id",
+            )
+        seen.add(parsed.custom_id)
+    if result.total == 0:
+        result.add("empty_file", "the input file has no requests")
+    if result.dropped:
+        result.add("more_errors", f"{result.dropped} more errors not listed")
+    return result
+
+
+def iter_lines(path: Path) -> Iterator[tuple[str, bytes]]:
+    """``(custom_id, line)`` of a validated file, in file order."""
+    for _, line in _lines(path):
+        yield _line_decoder.decode(line).custom_id, line

@@ -1,0 +1,327 @@
+"""Bulk jobs end to end: the official SDK, cancel, expiry, validation, dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import openai
+import pytest
+from nats.aio.client import Client
+
+from broker.batch.models import BatchRecord
+from broker.batch.store import BatchStore
+from tests.support.stack import Stack, config_from, start_stack
+from tests.support.upstream import FakeOpenAI, Scripted
+
+FINAL = {"completed", "failed", "expired", "cancelled"}
+
+
+@pytest.fixture
+async def stack(nats_url: str, fake_openai: FakeOpenAI) -> AsyncIterator[Stack]:
+    config = config_from(f"""
+        [cache]
+        enabled = false
+
+        [resilience]
+        max_attempts = 1
+
+        [batch]
+        poll_s = 0.1
+        max_deliver = 2
+        backoff_s = [0.05]
+
+        [providers.mock]
+        kind = "mock"
+
+        [providers.up]
+        kind = "openai_compatible"
+        base_url = "{fake_openai.base_url}"
+
+        [models.mock]
+        deployments = [{{ provider = "mock" }}]
+
+        [models.flaky]
+        deployments = [{{ provider = "up" }}]
+    """)
+    running = await start_stack(nats_url, config, bridge=True)
+    await purge_batch_queue(running.nc)
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+async def purge_batch_queue(nc: Client) -> None:
+    """Lines left queued by another test's batches are not this test's business."""
+    store = await BatchStore.open(nc)
+    del store
+    await nc.jetstream().purge_stream("LLM_EDGE_BATCH_LINES")
+
+
+def lines(n: int, model: str = "mock", prefix: str = "req") -> list[dict[str, Any]]:
+    return [
+        {
+            "custom_id": f"{prefix}-{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": model, "messages": [{"role": "user", "content": f"line {i}"}]},
+        }
+        for i in range(n)
+    ]
+
+
+def jsonl(rows: list[dict[str, Any]]) -> bytes:
+    return b"".join(json.dumps(r).encode() + b"\n" for r in rows)
+
+
+async def wait_status(
+    nc: Client, batch_id: str, wanted: set[str], patience_s: float = 60
+) -> dict[str, Any]:
+    """Follow llm.batch.events.<id> until the batch reaches one of ``wanted`` (subscribe
+    first, then read the current state, so no event is missed)."""
+    sub = await nc.subscribe(f"llm.batch.events.{batch_id}")
+    try:
+        current = msgspec.json.decode(
+            (
+                await nc.request("llm.batch.get", msgspec.json.encode({"id": batch_id}), timeout=5)
+            ).data
+        )
+        while current["status"] not in wanted:
+            current = msgspec.json.decode((await sub.next_msg(timeout=patience_s)).data)
+        return current  # type: ignore[no-any-return]
+    finally:
+        await sub.unsubscribe()
+
+
+async def wait_final(nc: Client, batch_id: str) -> dict[str, Any]:
+    """Wait for a final status."""
+    return await wait_status(nc, batch_id, FINAL)
+
+
+async def test_openai_sdk_batch_round_trip(stack: Stack) -> None:
+    """files.create -> batches.create -> retrieve -> files.content: one output line per input."""
+    sdk = openai.AsyncOpenAI(base_url=stack.base_url, api_key="x", max_retries=0)
+    rows = lines(25)
+    uploaded = await sdk.files.create(
+        file=("input.jsonl", io.BytesIO(jsonl(rows))), purpose="batch"
+    )
+    assert uploaded.bytes == len(jsonl(rows))
+    batch = await sdk.batches.create(
+        input_file_id=uploaded.id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        metadata={"job": "nightly"},
+    )
+    assert batch.status == "validating"
+    await wait_final(stack.nc, batch.id)
+    done = await sdk.batches.retrieve(batch.id)
+    assert done.status == "completed"
+    assert done.request_counts is not None
+    assert (
+        done.request_counts.total,
+        done.request_counts.completed,
+        done.request_counts.failed,
+    ) == (25, 25, 0)
+    assert done.output_file_id is not None
+    assert done.error_file_id is None
+    assert done.metadata == {"job": "nightly"}
+    content = await sdk.files.content(done.output_file_id)
+    out = [json.loads(line) for line in content.text.splitlines()]
+    assert sorted(o["custom_id"] for o in out) == sorted(r["custom_id"] for r in rows)
+    first = next(o for o in out if o["custom_id"] == "req-3")
+    assert first["response"]["status_code"] == 200
+    assert "line 3" in first["response"]["body"]["choices"][0]["message"]["content"]
+    listed = [b.id async for b in sdk.batches.list(limit=100)]
+    assert batch.id in listed
+    assert (await sdk.files.retrieve(uploaded.id)).filename == "input.jsonl"
+    await sdk.files.delete(uploaded.id)
+    with pytest.raises(openai.NotFoundError):
+        await sdk.files.retrieve(uploaded.id)
+
+
+@pytest.mark.parametrize(
+    ("content", "code"),
+    [
+        (b"{not json}\n", "invalid_json_line"),
+        (jsonl(lines(2, prefix="dup") + lines(1, prefix="dup")), "duplicate_custom_id"),
+        (jsonl([{**lines(1)[0], "url": "/v1/embeddings"}]), "mismatched_url"),
+        (b"\n\n", "empty_file"),
+    ],
+    ids=["bad-json", "duplicate-custom-id", "wrong-url", "empty"],
+)
+async def test_validation_failures_fail_the_batch(stack: Stack, content: bytes, code: str) -> None:
+    """Invalid input files make the batch `failed` with an errors list naming the line."""
+    sdk = openai.AsyncOpenAI(base_url=stack.base_url, api_key="x", max_retries=0)
+    uploaded = await sdk.files.create(file=("bad.jsonl", io.BytesIO(content)), purpose="batch")
+    batch = await sdk.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    final = await wait_final(stack.nc, batch.id)
+    assert final["status"] == "failed"
+    assert final["failed_at"] is not None
+    assert code in {e["code"] for e in final["errors"]["data"]}
+
+
+async def test_bad_create_parameters_are_400s(stack: Stack) -> None:
+    """Unknown file, endpoint or window: an OpenAI error, no batch."""
+    sdk = openai.AsyncOpenAI(base_url=stack.base_url, api_key="x", max_retries=0)
+    with pytest.raises(openai.NotFoundError):
+        await sdk.batches.create(
+            input_file_id="file-nope", endpoint="/v1/chat/completions", completion_window="24h"
+        )
+    uploaded = await sdk.files.create(
+        file=("x.jsonl", io.BytesIO(jsonl(lines(1)))), purpose="batch"
+    )
+    with pytest.raises(openai.BadRequestError):
+        await sdk.batches.create(
+            input_file_id=uploaded.id, endpoint="/v1/embeddings", completion_window="24h"
+        )  # type: ignore[arg-type]
+    with pytest.raises(openai.BadRequestError):
+        await sdk.batches.create(
+            input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="1m"
+        )  # type: ignore[arg-type]
+
+
+async def test_nats_native_submit_with_events(stack: Stack) -> None:
+    """llm.batch.submit with inline lines; progress and the final state arrive as events."""
+    reply = await stack.nc.request(
+        "llm.batch.submit",
+        msgspec.json.encode(
+            {"lines": lines(10), "endpoint": "/v1/chat/completions", "completion_window": "24h"}
+        ),
+        timeout=10,
+    )
+    batch = msgspec.json.decode(reply.data)
+    final = await wait_final(stack.nc, batch["id"])
+    assert final["status"] == "completed"
+    assert final["request_counts"] == {"total": 10, "completed": 10, "failed": 0}
+
+
+async def test_dead_lettered_lines_go_to_the_error_file(
+    stack: Stack, fake_openai: FakeOpenAI
+) -> None:
+    """A line that keeps failing (retryable) ends in the error file with its last error;
+    a non-retryable failure goes there at once; the rest complete."""
+    sdk = openai.AsyncOpenAI(base_url=stack.base_url, api_key="x", max_retries=0)
+    fake_openai.default = Scripted(status=503, body={"error": {"message": "always down"}})
+    rows = lines(3, model="flaky", prefix="down") + lines(2)
+    reply = await stack.nc.request(
+        "llm.batch.submit",
+        msgspec.json.encode({"lines": rows, "endpoint": "/v1/chat/completions"}),
+        timeout=10,
+    )
+    final = await wait_final(stack.nc, msgspec.json.decode(reply.data)["id"])
+    assert final["status"] == "completed"
+    assert final["request_counts"] == {"total": 5, "completed": 2, "failed": 3}
+    errors = (await sdk.files.content(final["error_file_id"])).text.splitlines()
+    dead = [json.loads(e) for e in errors]
+    assert sorted(d["custom_id"] for d in dead) == ["down-0", "down-1", "down-2"]
+    assert all(d["response"]["status_code"] == 502 for d in dead)
+    assert all("always down" in d["response"]["body"]["error"]["message"] for d in dead)
+    assert len(fake_openai.received) == 3 * 2  # max_deliver = 2 deliveries each
+
+
+async def test_cancel_stops_new_lines(stack: Stack, fake_openai: FakeOpenAI) -> None:
+    """Cancel stops queued lines at once; the batch ends `cancelled` with what was done."""
+    sdk = openai.AsyncOpenAI(base_url=stack.base_url, api_key="x", max_retries=0)
+    fake_openai.default = Scripted(delay_s=0.2)
+    reply = await stack.nc.request(
+        "llm.batch.submit",
+        msgspec.json.encode(
+            {"lines": lines(400, model="flaky"), "endpoint": "/v1/chat/completions"}
+        ),
+        timeout=10,
+    )
+    batch_id = msgspec.json.decode(reply.data)["id"]
+    await wait_status(stack.nc, batch_id, {"in_progress"})
+    cancelled = await sdk.batches.cancel(batch_id)
+    assert cancelled.status == "cancelling"
+    final = await wait_final(stack.nc, batch_id)
+    assert final["status"] == "cancelled"
+    assert final["cancelled_at"] is not None
+    assert len(fake_openai.received) < 400
+    with pytest.raises(openai.APIStatusError):
+        await sdk.batches.cancel(batch_id)  # already final
+
+
+async def test_expired_batch_keeps_done_lines(stack: Stack, nats_url: str) -> None:
+    """Past its completion window, unrun lines are expired; results already done are kept."""
+    sdk = openai.AsyncOpenAI(base_url=stack.base_url, api_key="x", max_retries=0)
+    batch_ids = []
+    for rows in (lines(3, prefix="early"),):
+        reply = await stack.nc.request(
+            "llm.batch.submit",
+            msgspec.json.encode({"lines": rows, "endpoint": "/v1/chat/completions"}),
+            timeout=10,
+        )
+        batch_ids.append(msgspec.json.decode(reply.data)["id"])
+    store = await BatchStore.open(stack.nc)
+    # Stop the engine's runner so the next batch waits in the queue, then move its window
+    # into the past (time passing, without waiting for it).
+    engine = stack.brokers[0].batch
+    assert engine is not None
+    await engine.runner.stop()
+    reply = await stack.nc.request(
+        "llm.batch.submit",
+        msgspec.json.encode({"lines": lines(4, prefix="late"), "endpoint": "/v1/chat/completions"}),
+        timeout=10,
+    )
+    late = msgspec.json.decode(reply.data)["id"]
+    await wait_status(stack.nc, late, {"in_progress"})
+
+    def past(record: BatchRecord) -> BatchRecord:
+        record.batch.expires_at = record.batch.created_at - 1
+        return record
+
+    await store.update(late, past)
+    await engine.runner.start()
+    final = await wait_final(stack.nc, late)
+    assert final["status"] == "expired"
+    assert final["request_counts"]["failed"] == 4
+    errors = [
+        json.loads(e) for e in (await sdk.files.content(final["error_file_id"])).text.splitlines()
+    ]
+    assert {e["error"]["code"] for e in errors} == {"batch_expired"}
+    assert (await wait_final(stack.nc, batch_ids[0]))["status"] == "completed"
+    del nats_url
+    await asyncio.sleep(0)
+
+
+async def test_cli_submit_wait_and_results(stack: Stack, nats_url: str, tmp_path: Any) -> None:
+    """`llm-edge batch submit --wait` shows progress and ends completed; `results -o` writes
+    one line per request."""
+    import sys
+
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(jsonl(lines(40)))
+
+    async def cli(*args: str) -> tuple[str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "broker",
+            "batch",
+            "--nats-url",
+            nats_url,
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err.decode()
+        return out.decode(), err.decode()
+
+    out, err = await cli("submit", str(source), "--wait")
+    batch_id = out.split()[0]
+    assert "40/40" in err  # the progress line reached the end
+    assert json.loads(out[out.index("{") :])["status"] == "completed"
+    target = tmp_path / "out.jsonl"
+    await cli("results", batch_id, "-o", str(target))
+    assert len(target.read_text().splitlines()) == 40
+    listing, _ = await cli("list")
+    assert batch_id in listing

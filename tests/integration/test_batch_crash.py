@@ -1,0 +1,127 @@
+"""Crash safety: SIGKILL the broker and worker processes mid-batch, restart, lose nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import msgspec
+import pytest
+from nats.aio.client import Client
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+
+from broker.batch.store import BatchStore
+from broker.runtime import close_quietly, connect
+from tests.integration.test_batch import lines, wait_final
+
+LINES = 3000
+CONFIG = """
+[cache]
+enabled = false
+
+[batch]
+ack_wait_s = 2          # a killed broker's lines come back after 2 s
+poll_s = 0.2
+concurrency = 16
+
+[providers.mock]
+kind = "mock"
+latency_ms = 20
+
+[models.mock]
+deployments = [{ provider = "mock" }]
+"""
+
+
+def spawn(*args: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "LLM_EDGE_LOG_LEVEL": "WARNING"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "broker", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture
+def config_file() -> str:
+    with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as handle:
+        handle.write(CONFIG)
+    return handle.name
+
+
+async def test_sigkill_mid_batch_loses_and_duplicates_nothing(
+    nats_url: str, config_file: str
+) -> None:
+    """Kill -9 broker and worker while a 3,000-line batch runs; after a restart the batch
+    completes with exactly one result per custom_id."""
+    nc = await connect(nats_url, "crash-test")
+    await BatchStore.open(nc)
+    await nc.jetstream().purge_stream("LLM_EDGE_BATCH_LINES")
+    common = ["--nats-url", nats_url, "--config", config_file]
+    procs = [spawn("broker", *common), spawn("worker", "mock", *common)]
+    try:
+        await wait_ready(nc)
+        reply = await nc.request(
+            "llm.batch.submit",
+            msgspec.json.encode({"lines": lines(LINES), "endpoint": "/v1/chat/completions"}),
+            timeout=30,
+        )
+        batch_id = msgspec.json.decode(reply.data)["id"]
+        progress = await first_progress(nc, batch_id)
+        assert 0 < progress < LINES, "the batch must be killed mid-way"
+        for proc in procs:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        procs = [spawn("broker", *common), spawn("worker", "mock", *common)]
+        await wait_ready(nc)
+        final = await wait_final(nc, batch_id)
+        assert final["status"] == "completed"
+        assert final["request_counts"] == {"total": LINES, "completed": LINES, "failed": 0}
+        store = await BatchStore.open(nc)
+        with tempfile.TemporaryFile() as out:
+            await store.read_file(final["output_file_id"], out)  # type: ignore[arg-type]
+            out.seek(0)
+            ids = Counter(json.loads(line)["custom_id"] for line in out)
+        assert len(ids) == LINES
+        assert set(ids.values()) == {1}
+        assert set(ids) == {f"req-{i}" for i in range(LINES)}
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        await close_quietly(nc)
+        Path(config_file).unlink()  # noqa: ASYNC240  (a temp file)
+
+
+async def wait_ready(nc: Client) -> None:
+    """Until a broker answers its ping (it answers once everything it runs is serving)."""
+    for _ in range(200):
+        try:
+            await nc.request("llm.broker.ping", b"", timeout=0.5)
+        except (NoRespondersError, NatsTimeout):
+            await asyncio.sleep(0.05)  # a process starting: nothing to subscribe to yet
+        else:
+            return
+    raise AssertionError("no broker came up")
+
+
+async def first_progress(nc: Client, batch_id: str) -> int:
+    """Completed count from the first progress event past a few hundred lines."""
+    sub = await nc.subscribe(f"llm.batch.events.{batch_id}")
+    try:
+        while True:
+            event = msgspec.json.decode((await sub.next_msg(timeout=60)).data)
+            done = event["request_counts"]["completed"]
+            if done >= 300:
+                return int(done)
+    finally:
+        await sub.unsubscribe()
