@@ -1,4 +1,4 @@
-"""``python -m bench.batch [LINES] [CONCURRENCY]``: a 50,000-line batch on the mock provider (zero latency).
+"""``python -m bench.batch [LINES] [CONCURRENCY]``: a 50,000-line batch, mock provider (0 ms).
 
 Reports lines per second, the broker's peak RSS before and after (it must stay flat: files
 are streamed, never loaded whole), and interactive ``llm.chat`` latency with and without the
@@ -52,8 +52,9 @@ async def interactive(nc: Client, seconds: float) -> list[float]:
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         started = time.perf_counter()
-        await nc.request("llm.chat", INTERACTIVE, timeout=10,
-                         headers={"Cache-Control": "no-cache, no-store"})
+        await nc.request(
+            "llm.chat", INTERACTIVE, timeout=10, headers={"Cache-Control": "no-cache, no-store"}
+        )
         samples.append((time.perf_counter() - started) * 1000)
     return sorted(samples)
 
@@ -78,20 +79,37 @@ async def run(lines: int, concurrency: int) -> None:
         path = tmp / "input.jsonl"
         with path.open("wb") as handle:
             for i in range(lines):
-                handle.write(json.dumps({
-                    "custom_id": f"line-{i}", "method": "POST", "url": "/v1/chat/completions",
-                    "body": {"model": "mock", "messages": [{"role": "user",
-                                                            "content": f"question {i}"}]},
-                }).encode() + b"\n")
+                handle.write(
+                    json.dumps(
+                        {
+                            "custom_id": f"line-{i}",
+                            "method": "POST",
+                            "url": "/v1/chat/completions",
+                            "body": {
+                                "model": "mock",
+                                "messages": [{"role": "user", "content": f"question {i}"}],
+                            },
+                        }
+                    ).encode()
+                    + b"\n"
+                )
         store = await BatchStore.open(nc)
-        file = FileObject(id="file-bench", bytes=path.stat().st_size,
-                          created_at=int(time.time()), filename="bench.jsonl", purpose="batch")
+        file = FileObject(
+            id="file-bench",
+            bytes=path.stat().st_size,
+            created_at=int(time.time()),
+            filename="bench.jsonl",
+            purpose="batch",
+        )
         with path.open("rb") as handle:
             await store.put_file(file, handle)  # type: ignore[arg-type]
         events = await nc.subscribe("llm.batch.events.*")
         started = time.perf_counter()
-        reply = await nc.request("llm.batch.create", msgspec.json.encode({
-            "input_file_id": file.id, "endpoint": "/v1/chat/completions"}), timeout=30)
+        reply = await nc.request(
+            "llm.batch.create",
+            msgspec.json.encode({"input_file_id": file.id, "endpoint": "/v1/chat/completions"}),
+            timeout=30,
+        )
         batch_id = json.loads(reply.data)["id"]
         busy_task = asyncio.ensure_future(interactive(nc, 15))
         status, in_progress_at = "validating", None
@@ -114,17 +132,27 @@ async def run(lines: int, concurrency: int) -> None:
         server.stop()
     counts = final["request_counts"]
     print(f"\nbatch of {lines} lines: {status}, {counts}")
-    print(f"wall time {finished - started:.1f}s (validation+queueing "
-          f"{(in_progress_at or started) - started:.1f}s): "
-          f"{lines / (finished - started):,.0f} lines/s end to end")
-    print(f"broker RSS idle {idle_rss[0]:.0f} MiB -> after {peak_rss[0]:.0f} MiB "
-          f"(peak {peak_rss[1]:.0f} MiB)")
+    print(
+        f"wall time {finished - started:.1f}s (validation+queueing "
+        f"{(in_progress_at or started) - started:.1f}s): "
+        f"{lines / (finished - started):,.0f} lines/s end to end"
+    )
+    print(
+        f"broker RSS idle {idle_rss[0]:.0f} MiB -> after {peak_rss[0]:.0f} MiB "
+        f"(peak {peak_rss[1]:.0f} MiB)"
+    )
     print("\n| interactive llm.chat (miss, mock 0 ms) | p50 ms | p99 ms | n |\n|---|---|---|---|")
     for name, samples in (("without batch", quiet), ("during batch", busy)):
-        print(f"| {name} | {statistics.median(samples):.3f} | {p(samples, 0.99):.3f} | "
-              f"{len(samples)} |")
+        print(
+            f"| {name} | {statistics.median(samples):.3f} | {p(samples, 0.99):.3f} | "
+            f"{len(samples)} |"
+        )
 
 
 if __name__ == "__main__":
-    asyncio.run(run(int(sys.argv[1]) if len(sys.argv) > 1 else 50_000,
-                    int(sys.argv[2]) if len(sys.argv) > 2 else 64))
+    asyncio.run(
+        run(
+            int(sys.argv[1]) if len(sys.argv) > 1 else 50_000,
+            int(sys.argv[2]) if len(sys.argv) > 2 else 64,
+        )
+    )
