@@ -75,6 +75,15 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     which.add_argument("--namespace", help="one namespace (X-Cache-Namespace)")
     which.add_argument("--key", help="one entry (the X-Cache-Key of a reply)")
     add_batch_commands(sub, nats_url or DEFAULT_NATS_URL)
+    keys = sub.add_parser("keys", help="API keys (only hashes are stored)")
+    keys.add_argument("--redis-url", default=environ.get("REDIS_URL"))
+    key_cmds = keys.add_subparsers(dest="keys_command", required=True)
+    create = key_cmds.add_parser("create", help="new key for a tenant (stored in Redis if set)")
+    create.add_argument("--tenant", required=True)
+    hasher = key_cmds.add_parser("hash", help="the hash of a key, for [tenants] in the config")
+    hasher.add_argument("key")
+    key_cmds.add_parser("list", help="run-time keys in Redis")
+    key_cmds.add_parser("revoke", help="remove a run-time key").add_argument("hash")
     breaker = sub.add_parser("breaker", help="circuit breaker status and overrides")
     breaker.add_argument("action", choices=["status", "open", "close", "reset"])
     breaker.add_argument("deployment", nargs="?", help="deployment name (not for status)")
@@ -157,6 +166,37 @@ async def _admin(args: argparse.Namespace, subject: str, command: dict[str, obje
         await close_quietly(nc)
 
 
+def _keys(args: argparse.Namespace) -> int:
+    from broker.tenants import REDIS_KEYS, hash_key, new_key  # noqa: PLC0415
+
+    if args.keys_command == "hash":
+        print(hash_key(args.key))
+        return 0
+    key = new_key()
+    if args.keys_command == "create":
+        print(f"key:    {key}\nhash:   {hash_key(key)}\ntenant: {args.tenant}")
+        if not args.redis_url:
+            print("No REDIS_URL: add the hash to [tenants.<name>] keys in the config.")
+            return 0
+    if not args.redis_url:
+        print("llm-edge: run-time keys need REDIS_URL / --redis-url", file=sys.stderr)
+        return 2
+    import redis  # noqa: PLC0415
+
+    client = redis.Redis.from_url(args.redis_url, decode_responses=True)
+    if args.keys_command == "create":
+        client.hset(REDIS_KEYS, hash_key(key), args.tenant)
+        print("stored in Redis: brokers accept it within 5 s")
+    elif args.keys_command == "list":
+        stored: dict[str, str] = client.hgetall(REDIS_KEYS)  # type: ignore[assignment]
+        for key_hash, tenant in sorted(stored.items()):
+            print(f"{key_hash}  {tenant}")
+    elif not client.hdel(REDIS_KEYS, args.hash):
+        print(f"llm-edge: no key {args.hash}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _run_batch(args: argparse.Namespace) -> int:
     from broker.runtime import close_quietly, connect  # noqa: PLC0415
 
@@ -214,6 +254,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             run_until_stopped(_breaker(args))
         elif args.command == "batch":
             return _run_batch(args)
+        elif args.command == "keys":
+            return _keys(args)
     except (ConfigError, ValueError) as exc:
         print(f"llm-edge: {exc}", file=sys.stderr)
         return 2

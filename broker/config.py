@@ -17,7 +17,9 @@ from broker.batch.settings import BatchSettings
 from broker.breaker import BreakerConfig
 from broker.cache import CacheSettings
 from broker.deployments import Deployment, ModelConfig, Strategy, model_from_mapping
+from broker.limits import InputLimits
 from broker.retry import ResilienceConfig
+from broker.tenants import TenantConfig
 from workers.config import ProviderConfig, ProviderKind
 
 __all__ = [
@@ -78,6 +80,9 @@ class Config:
         breaker: circuit breaker thresholds (every deployment).
         resilience: retries, backoff, retry budget.
         batch: the batch engine.
+        tenants: tenants, their key hashes, limits and PII mode.
+        auth_required: require keys even when none is configured (run-time keys only).
+        limits: request shape limits.
     """
 
     providers: Mapping[str, ProviderConfig]
@@ -87,6 +92,9 @@ class Config:
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
     resilience: ResilienceConfig = field(default_factory=ResilienceConfig)
     batch: BatchSettings = field(default_factory=BatchSettings)
+    tenants: Mapping[str, TenantConfig] = field(default_factory=dict)
+    auth_required: bool = False
+    limits: InputLimits = field(default_factory=InputLimits)
     _routes: dict[str, ModelConfig] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -125,7 +133,18 @@ class Config:
             _check_keys(
                 "top level",
                 raw,
-                {"broker", "cache", "breaker", "resilience", "batch", "providers", "models"},
+                {
+                    "broker",
+                    "cache",
+                    "breaker",
+                    "resilience",
+                    "batch",
+                    "providers",
+                    "models",
+                    "tenants",
+                    "auth",
+                    "limits",
+                },
             )
             providers = {
                 name: ProviderConfig.from_mapping(name, table)
@@ -143,6 +162,12 @@ class Config:
                 breaker=BreakerConfig.from_mapping(raw.get("breaker", {})),
                 resilience=ResilienceConfig.from_mapping(raw.get("resilience", {})),
                 batch=BatchSettings.from_mapping(raw.get("batch", {})),
+                tenants={
+                    name: TenantConfig.from_mapping(name, table)
+                    for name, table in raw.get("tenants", {}).items()
+                },
+                auth_required=bool(raw.get("auth", {}).get("required", False)),
+                limits=InputLimits.from_mapping(raw.get("limits", {})),
             )
         except (tomllib.TOMLDecodeError, ValueError, TypeError) as exc:
             raise ConfigError(f"{source}: {exc}") from exc

@@ -2,8 +2,10 @@
 
     BrokerError(status, code, message, param, retry_after)
      ├── InvalidRequest      400  (bad JSON, schema violation; ``param`` names the field)
+     ├── Unauthorized        401  (missing, unknown or revoked API key)
      ├── ModelNotFound       404
      ├── RequestTooLarge     413
+     ├── RateLimited         429  (tenant over its rpm/tpm; ``x-ratelimit-*`` headers)
      ├── NoProvider          503  (no worker subscribed: NATS no-responders)
      ├── DeadlineExceeded    504
      └── UpstreamFailed      the worker's status and envelope (a failure mid-stream)
@@ -25,7 +27,9 @@ __all__ = [
     "InvalidRequest",
     "ModelNotFound",
     "NoProvider",
+    "RateLimited",
     "RequestTooLarge",
+    "Unauthorized",
     "UpstreamFailed",
     "from_decode_error",
 ]
@@ -70,6 +74,29 @@ class InvalidRequest(BrokerError):
 
     status = 400
     code = "invalid_request"
+
+
+class Unauthorized(BrokerError):
+    """No valid API key."""
+
+    status = 401
+    code = "invalid_api_key"
+
+
+class RateLimited(BrokerError):
+    """The tenant is over its limits; ``extra_headers`` carries the ``x-ratelimit-*`` set."""
+
+    status = 429
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float, headers: dict[str, str]) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self._headers = headers
+
+    @property
+    def extra_headers(self) -> dict[str, str]:
+        """``Retry-After`` and the rate-limit headers."""
+        return {**super().extra_headers, **self._headers}
 
 
 class ModelNotFound(BrokerError):

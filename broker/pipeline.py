@@ -24,6 +24,7 @@ from broker.cache import CachedReply, ResponseCache
 from broker.config import Config, Deployment
 from broker.errors import BrokerError, InvalidRequest, RequestTooLarge
 from broker.forward import Forwarder, StreamEvent
+from broker.limits import RateLimiter, rate_limited
 from broker.messages_api import to_openai_request
 from broker.request import HEADER_ROOM, Prepared, Reply, RequestPreparer, error_reply, hit_reply
 from broker.resilience import Resilient, with_attempt_headers
@@ -51,6 +52,7 @@ class ChatPipeline:
         cache: response cache, or ``None`` to disable caching.
         clock: the event loop's monotonic clock, injectable.
         sleep: waits between retries, injectable.
+        limiter: per-tenant rate limits (in-process counting when not given).
     """
 
     def __init__(
@@ -61,6 +63,7 @@ class ChatPipeline:
         *,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self._nc = nc
         self._cache = cache
@@ -70,6 +73,7 @@ class ChatPipeline:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._nuid = NUID()
         self._forwarder = Forwarder(nc, self._clock)
+        self.limiter = limiter or RateLimiter(None)
         router = Router(config.breaker, clock=self._clock)
         self.resilient = Resilient(config, router, self._clock, sleep=sleep)
         self.preparer = RequestPreparer(
@@ -125,12 +129,38 @@ class ChatPipeline:
             await sink.error(error_reply(exc), meta, streaming=False)
             metrics.requests_counter("", exc.status).inc()
             return
+        tenant = prepared.tenant
+        if tenant.rpm or tenant.tpm:  # the limit check waits on Redis: never inline
+            await self._inflight.spawn(self._limited(prepared, sink))
+            return
         if prepared.reads_cache and self._cache is not None:
             hit = self._cache.get_l1(prepared.key)  # type: ignore[arg-type]  # reads_cache: key set
             if hit is not None:
                 await self._serve_hit(sink, prepared, hit, "HIT-L1")
                 return
         await self._inflight.spawn(self._miss(prepared, sink))
+
+    async def _limited(self, prepared: Prepared, sink: ReplySink) -> None:
+        """Count the request against its tenant's limits, then answer it."""
+        tenant = prepared.tenant
+        request = prepared.request
+        estimate = len(prepared.data) // 4 + (
+            request.max_completion_tokens or request.max_tokens or 0
+        )
+        usage = await self.limiter.take(tenant.name, estimate, tenant.rpm, tenant.tpm)
+        if not usage.allowed:
+            metrics.requests_counter(prepared.model.name, 429).inc()
+            failure = rate_limited(usage, tenant.rpm, tenant.tpm)
+            await sink.error(
+                error_reply(failure), self._meta(prepared, "BYPASS"), streaming=prepared.stream
+            )
+            return
+        if prepared.reads_cache and self._cache is not None:
+            hit = self._cache.get_l1(prepared.key)  # type: ignore[arg-type]
+            if hit is not None:
+                await self._serve_hit(sink, prepared, hit, "HIT-L1")
+                return
+        await self._miss(prepared, sink)
 
     async def drain(self, grace_s: float) -> None:
         """Wait for requests in flight (bounded)."""

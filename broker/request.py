@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 
@@ -22,8 +23,11 @@ from broker.errors import (
     InvalidRequest,
     ModelNotFound,
     RequestTooLarge,
+    Unauthorized,
     from_decode_error,
 )
+from broker.pii import PiiMode, Redactor, detect
+from broker.tenants import ANONYMOUS, KeyRing, TenantConfig
 from schemas import ChatRequest, decode_chat_request, headers, request_extras
 
 __all__ = [
@@ -70,6 +74,7 @@ class Prepared:
     key: str | None
     directives: CacheDirectives
     trace: str | None = None
+    tenant: TenantConfig = ANONYMOUS
 
     @property
     def stream(self) -> bool:
@@ -118,8 +123,11 @@ class RequestPreparer:
         max_body: int,
         clock: Callable[[], float],
         new_id: Callable[[], str],
+        *,
+        keys: KeyRing | None = None,
     ) -> None:
         self._config = config
+        self.keys = keys or KeyRing(config.tenants, required=config.auth_required)
         self._cache = cache
         self.max_body = max_body
         self._clock = clock
@@ -127,6 +135,9 @@ class RequestPreparer:
 
     def prepare(self, data: bytes, hdrs: dict[str, str]) -> Prepared:
         """Everything the pipeline needs to know about a request, or a :class:`BrokerError`."""
+        tenant = self.keys.tenant_for(hdrs.get(headers.AUTHORIZATION))
+        if tenant is None:
+            raise Unauthorized("Incorrect or missing API key: send `Authorization: Bearer <key>`.")
         if len(data) > self.max_body:
             raise RequestTooLarge(
                 f"request body is {len(data)} bytes; the limit is {self.max_body}"
@@ -135,6 +146,9 @@ class RequestPreparer:
             request = decode_chat_request(data)
         except msgspec.MsgspecError as exc:
             raise from_decode_error(exc) from None
+        self._config.limits.check(request)
+        if tenant.pii is not PiiMode.OFF:
+            data, request = _screen_pii(data, tenant.pii)
         model = self._config.resolve(request.model)
         if model is None:
             raise ModelNotFound(
@@ -148,9 +162,10 @@ class RequestPreparer:
             model=model,
             request_id=hdrs.get(headers.REQUEST_ID) or self._new_id(),
             deadline=self._clock() + timeout,
-            key=self._key(data, request, model, hdrs, directives),
+            key=self._key(data, request, model, hdrs, directives=directives, tenant=tenant),
             directives=directives,
             trace=hdrs.get(headers.TRACEPARENT),
+            tenant=tenant,
         )
 
     def _key(
@@ -159,7 +174,9 @@ class RequestPreparer:
         request: ChatRequest,
         model: ModelConfig,
         hdrs: dict[str, str],
+        *,
         directives: CacheDirectives,
+        tenant: TenantConfig,
     ) -> str | None:
         settings = self._cache
         if settings is None or (directives.no_cache and directives.no_store):
@@ -172,12 +189,12 @@ class RequestPreparer:
                 f"{headers.CACHE_NAMESPACE} must be 1-64 of A-Z a-z 0-9 _ -",
                 param=headers.CACHE_NAMESPACE,
             )
-        tenant = "shared" if settings.shared_across_tenants else DEFAULT_TENANT
+        owner = "shared" if settings.shared_across_tenants else tenant.name
         try:
             extras = request_extras(data)
         except msgspec.MsgspecError as exc:
             raise from_decode_error(exc) from None
-        return cache_key(request, extras, model.name, f"{tenant}:{namespace}")
+        return cache_key(request, extras, model.name, f"{owner}:{namespace}")
 
 
 def _timeout_s(hdrs: dict[str, str], default: float) -> float:
@@ -199,3 +216,47 @@ def _sampled(request: ChatRequest) -> bool:
     """Whether the answer is a random sample (OpenAI's default temperature is 1)."""
     temperature = 1.0 if request.temperature is None else request.temperature
     return temperature > 0 and request.seed is None
+
+
+class PiiBlocked(InvalidRequest):
+    """The tenant blocks requests containing PII, and this one does."""
+
+    code = "pii_detected"
+
+
+_generic = msgspec.json.Decoder(dict[str, Any])
+_generic_encoder = msgspec.json.Encoder()
+
+
+def _screen_pii(data: bytes, mode: PiiMode) -> tuple[bytes, ChatRequest]:
+    """Block, or redact the message texts (before the cache key: entries hold no PII)."""
+    body = _generic.decode(data)
+    redactor = Redactor()
+    changed = False
+    for i, message in enumerate(body.get("messages") or []):
+        content = message.get("content")
+        texts = (
+            [(message, "content")]
+            if isinstance(content, str)
+            else [(part, "text") for part in content or () if isinstance(part.get("text"), str)]
+        )
+        for holder, field_name in texts:
+            text = holder[field_name]
+            if mode is PiiMode.BLOCK:
+                found = detect(text)
+                if found:
+                    kinds = ", ".join(sorted({f.kind for f in found}))
+                    raise PiiBlocked(
+                        f"messages[{i}] contains {kinds}; this key may not send "
+                        "personal data or secrets",
+                        param=f"messages[{i}].content",
+                    )
+                continue
+            redacted = redactor.redact(text)
+            if redacted != text:
+                holder[field_name] = redacted
+                changed = True
+    if not changed:
+        return data, decode_chat_request(data)
+    data = _generic_encoder.encode(body)
+    return data, decode_chat_request(data)

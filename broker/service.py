@@ -7,6 +7,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
+import redis.asyncio as redis
 from faststream.nats import NatsBroker
 from nats.aio.client import Client
 from nats.aio.subscription import Subscription
@@ -18,8 +19,10 @@ from broker.control import register_control
 from broker.l2 import GuardedL2, L2Backend
 from broker.l2_nats import NatsKVL2
 from broker.l2_redis import RedisL2
+from broker.limits import RateLimiter
 from broker.pipeline import ChatPipeline
 from broker.runtime import PENDING_MSGS_LIMIT, close_quietly
+from broker.tenants import REDIS_KEYS, KeyRing
 from schemas import subjects
 
 __all__ = ["BrokerService"]
@@ -60,6 +63,7 @@ class BrokerService:
         self.cache: ResponseCache | None = None
         self.pipeline: ChatPipeline | None = None
         self.batch: BatchEngine | None = None
+        self._keys_task: asyncio.Task[None] | None = None
 
     @property
     def nc(self) -> Client:
@@ -71,7 +75,23 @@ class BrokerService:
         """Connect, open the cache tiers, subscribe."""
         await self._fs.connect()
         self.cache = await self._open_cache()
-        self.pipeline = ChatPipeline(self.nc, self.config, self.cache)
+        redis_client = (
+            redis.Redis.from_url(
+                self.options.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5
+            )
+            if self.options.redis_url
+            else None
+        )
+        self.pipeline = ChatPipeline(
+            self.nc, self.config, self.cache, limiter=RateLimiter(redis_client)
+        )
+        if redis_client is not None:
+            with contextlib.suppress(Exception):  # first snapshot now, so keys work at once
+                async with asyncio.timeout(1):
+                    await _load_keys(redis_client, self.pipeline.preparer.keys)
+            self._keys_task = asyncio.create_task(
+                _refresh_keys(redis_client, self.pipeline.preparer.keys), name="key-refresh"
+            )
         register_control(self._fs, self.config, self.cache, self.pipeline.resilient.router)
         self._subs = [
             await self.nc.subscribe(
@@ -122,6 +142,8 @@ class BrokerService:
         self._subs = []
         if self.batch is not None:
             await self.batch.stop()
+        if self._keys_task is not None:
+            self._keys_task.cancel()
         if self.pipeline is not None:
             await self.pipeline.drain(drain_timeout)
         if self._l2 is not None:
@@ -141,3 +163,26 @@ async def serve_broker(config: Config, options: BrokerOptions, stop: asyncio.Eve
         await stop.wait()
     finally:
         await service.stop()
+
+
+#: How often run-time API keys are re-read from Redis (revocation takes effect within this).
+KEY_REFRESH_S = 5.0
+
+
+async def _refresh_keys(client: redis.Redis, keys: KeyRing) -> None:
+    """Keep the key ring's run-time keys in step with Redis."""
+    while True:
+        await asyncio.sleep(KEY_REFRESH_S)
+        try:
+            await _load_keys(client, keys)
+        except Exception:  # Redis down: keep the last snapshot
+            log.warning("could not refresh API keys from Redis; keeping the last snapshot")
+
+
+async def _load_keys(client: redis.Redis, keys: KeyRing) -> None:
+    snapshot = await client.hgetall(REDIS_KEYS)
+    keys.load_snapshot({_text(k): _text(v) for k, v in snapshot.items()})
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -88,6 +88,13 @@ def run_up(options: UpOptions, environ: Mapping[str, str]) -> int:
             "the built-in mock provider serves these models.",
             flush=True,
         )
+    if not any(t.keys for t in config.tenants.values()) and not options.redis_url:
+        print(
+            "WARNING: no API keys are configured: the API is OPEN to anyone who can reach "
+            f"{options.host}:{options.port} and NATS. Add [tenants.<name>] keys to require "
+            "them.",
+            flush=True,
+        )
     embedded = None
     nats_url = options.nats_url
     if not nats_url:

@@ -59,6 +59,12 @@ _EXPOSE = (
     headers.ATTEMPTS,
     headers.RETRY_AFTER,
     headers.COALESCED,
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
 )
 _JSON = (b"content-type", b"application/json")
 _SSE = [
@@ -187,9 +193,14 @@ class BridgeApp:
             return
         nats_headers = {}
         for raw_name, raw_value in scope["headers"]:
-            name = _FORWARD.get(raw_name.decode("latin-1").lower())
+            lowered = raw_name.decode("latin-1").lower()
+            name = _FORWARD.get(lowered)
             if name is not None:
                 nats_headers[name] = raw_value.decode("latin-1")
+            elif lowered == "x-api-key":  # Anthropic's way of sending the key
+                nats_headers.setdefault(
+                    headers.AUTHORIZATION, "Bearer " + raw_value.decode("latin-1")
+                )
         request_id = nats_headers.setdefault(headers.REQUEST_ID, self._nuid.next().decode())
         relay = self._relay_stream if _wants_stream(body) else self._relay_whole
         watch = _DisconnectWatch(receive)

@@ -1,0 +1,167 @@
+"""Input limits (every request) and per-tenant rate limits (requests and tokens per minute).
+
+Rate limits are counted in Redis with one atomic script per request, so every broker process
+shares one limit. When Redis is unreachable each broker falls back to counting in process
+(the limit then applies per broker: a documented, temporary over-admission rather than an
+outage).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+import redis.asyncio as redis
+
+from broker.errors import InvalidRequest, RateLimited
+from schemas import ChatRequest
+
+__all__ = ["InputLimits", "RateLimiter", "Usage"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InputLimits:
+    """The ``[limits]`` table: shape limits checked on every request."""
+
+    max_messages: int = 1024
+    max_message_chars: int = 400_000
+    max_tools: int = 128
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any]) -> InputLimits:
+        """Parse and validate; raises ``ValueError`` naming the key."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"limits: unknown keys {sorted(unknown)}")
+        limits = cls(**{k: int(v) for k, v in raw.items()})
+        if min(limits.max_messages, limits.max_message_chars, limits.max_tools) < 1:
+            raise ValueError("limits: every limit must be >= 1")
+        return limits
+
+    def check(self, request: ChatRequest) -> None:
+        """Raise :class:`InvalidRequest` naming the field over its limit."""
+        if len(request.messages) > self.max_messages:
+            raise InvalidRequest(f"at most {self.max_messages} messages", param="messages")
+        for i, message in enumerate(request.messages):
+            content = message.content
+            size = (
+                len(content)
+                if isinstance(content, str)
+                else sum(len(str(p.get("text", ""))) for p in content or ())
+            )
+            if size > self.max_message_chars:
+                raise InvalidRequest(
+                    f"messages[{i}].content is over {self.max_message_chars} characters",
+                    param=f"messages[{i}].content",
+                )
+        if request.tools and len(request.tools) > self.max_tools:
+            raise InvalidRequest(f"at most {self.max_tools} tools", param="tools")
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """A tenant's counts in the current minute and the verdict."""
+
+    allowed: bool
+    requests: int
+    tokens: int
+    reset_s: float
+
+
+# KEYS: requests counter, tokens counter. ARGV: tokens to add, rpm, tpm (0 = no limit).
+# Counts the request only if it fits, so refused requests do not eat the next one's budget.
+_SCRIPT = """
+local r = tonumber(redis.call('GET', KEYS[1]) or '0')
+local t = tonumber(redis.call('GET', KEYS[2]) or '0')
+local add, rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+if (rpm > 0 and r + 1 > rpm) or (tpm > 0 and t + add > tpm) then return {0, r, t} end
+r = redis.call('INCR', KEYS[1]); redis.call('EXPIRE', KEYS[1], 61)
+t = redis.call('INCRBY', KEYS[2], add); redis.call('EXPIRE', KEYS[2], 61)
+return {1, r, t}
+"""
+
+
+class RateLimiter:
+    """Fixed one-minute windows per tenant.
+
+    Args:
+        client: Redis, or ``None`` to count in process only.
+        clock: wall-clock seconds (windows are minutes of the wall clock, shared by hosts).
+        timeout_s: a Redis call slower than this falls back to the in-process count.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis | None,
+        clock: Callable[[], float] = time.time,
+        timeout_s: float = 0.05,
+    ) -> None:
+        self._client = client
+        self._script = client.register_script(_SCRIPT) if client is not None else None
+        self._clock = clock
+        self._timeout = timeout_s
+        self._local: dict[tuple[str, int], list[int]] = {}
+
+    async def take(self, tenant: str, tokens: int, rpm: int | None, tpm: int | None) -> Usage:
+        """Count one request of ``tokens`` (estimated) if it fits the tenant's limits."""
+        now = self._clock()
+        minute = int(now // 60)
+        reset = 60 - now % 60
+        if self._script is not None:
+            keys = [f"llm-edge:rl:{tenant}:{minute}:r", f"llm-edge:rl:{tenant}:{minute}:t"]
+            try:
+                async with asyncio.timeout(self._timeout):
+                    ok, requests, used = await self._script(
+                        keys=keys, args=[tokens, rpm or 0, tpm or 0]
+                    )
+                return Usage(bool(ok), int(requests), int(used), reset)
+            except Exception:  # noqa: S110  (Redis down: count in process instead)
+                pass
+        counts = self._local.setdefault((tenant, minute), [0, 0])
+        for stale in [k for k in self._local if k[1] < minute]:
+            del self._local[stale]
+        if (rpm and counts[0] + 1 > rpm) or (tpm and counts[1] + tokens > tpm):
+            return Usage(False, counts[0], counts[1], reset)
+        counts[0] += 1
+        counts[1] += tokens
+        return Usage(True, counts[0], counts[1], reset)
+
+    async def settle(self, tenant: str, extra_tokens: int) -> None:
+        """Add (or, negative, give back) the difference between estimated and actual tokens."""
+        if extra_tokens == 0:
+            return
+        minute = int(self._clock() // 60)
+        if self._client is not None:
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await self._client.incrby(f"llm-edge:rl:{tenant}:{minute}:t", extra_tokens)
+            except Exception:  # noqa: S110  (best effort: fall back to the local count)
+                pass
+            else:
+                return
+        counts = self._local.get((tenant, minute))
+        if counts is not None:
+            counts[1] += extra_tokens
+
+
+def rate_limited(usage: Usage, rpm: int | None, tpm: int | None) -> RateLimited:
+    """The 429 for a refused request, with OpenAI's ``x-ratelimit-*`` headers."""
+    reset = f"{math.ceil(usage.reset_s)}s"
+    extra = {"x-ratelimit-reset-requests": reset, "x-ratelimit-reset-tokens": reset}
+    if rpm:
+        extra["x-ratelimit-limit-requests"] = str(rpm)
+        extra["x-ratelimit-remaining-requests"] = str(max(0, rpm - usage.requests))
+    if tpm:
+        extra["x-ratelimit-limit-tokens"] = str(tpm)
+        extra["x-ratelimit-remaining-tokens"] = str(max(0, tpm - usage.tokens))
+    return RateLimited(
+        f"rate limit reached (limits: {rpm or '-'} requests and {tpm or '-'} tokens per "
+        f"minute); retry in {reset}",
+        retry_after=math.ceil(usage.reset_s),
+        headers=extra,
+    )

@@ -1,0 +1,117 @@
+"""Tenants and API keys.
+
+Keys are never stored, only their SHA-256 (keys are long random strings, so a fast hash is
+enough). Static keys come from the configuration (``[tenants.<name>] keys = ["sha256:..."]``);
+keys created at run time live in Redis (``llm-edge keys create``), and each broker reads a
+snapshot of them every few seconds, so a request's key check never waits on the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from broker.pii import PiiMode
+
+__all__ = [
+    "ANONYMOUS",
+    "KEY_PREFIX",
+    "KeyRing",
+    "TenantConfig",
+    "hash_key",
+    "new_key",
+]
+
+KEY_PREFIX = "sk-le-"
+REDIS_KEYS = "llm-edge:keys"
+
+
+def new_key() -> str:
+    """A fresh API key (shown once; only its hash is kept)."""
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(key: str) -> str:
+    """``sha256:<hex>`` of a key."""
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TenantConfig:
+    """One ``[tenants.<name>]`` table.
+
+    Attributes:
+        keys: hashes of the tenant's API keys.
+        rpm, tpm: requests and tokens per minute, shared by every broker (Redis).
+        pii: ``off``, ``redact`` or ``block``.
+    """
+
+    name: str
+    keys: tuple[str, ...] = ()
+    rpm: int | None = None
+    tpm: int | None = None
+    pii: PiiMode = PiiMode.OFF
+
+    @classmethod
+    def from_mapping(cls, name: str, raw: Mapping[str, Any]) -> TenantConfig:
+        """Parse and validate; raises ``ValueError`` naming the key."""
+        known = {f.name for f in fields(cls)} - {"name"}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"tenants.{name}: unknown keys {sorted(unknown)}")
+        keys = tuple(str(k) for k in raw.get("keys", []))
+        if any(not k.startswith("sha256:") or len(k) != 71 for k in keys):
+            raise ValueError(
+                f"tenants.{name}.keys: store hashes (`llm-edge keys hash KEY`), never keys"
+            )
+        try:
+            pii = PiiMode(raw.get("pii", "off"))
+        except ValueError:
+            raise ValueError(f"tenants.{name}.pii must be off, redact or block") from None
+        tenant = cls(name=name, keys=keys, rpm=raw.get("rpm"), tpm=raw.get("tpm"), pii=pii)
+        if any(
+            v is not None and (not isinstance(v, int) or v < 1) for v in (tenant.rpm, tenant.tpm)
+        ):
+            raise ValueError(f"tenants.{name}: rpm and tpm must be positive integers")
+        return tenant
+
+
+#: The tenant of requests when no keys are configured (the broker runs open).
+ANONYMOUS = TenantConfig(name="default")
+
+
+@dataclass
+class KeyRing:
+    """Maps key hashes to tenants: the configuration's, plus a Redis snapshot."""
+
+    tenants: Mapping[str, TenantConfig]
+    required: bool = False
+    _static: dict[str, TenantConfig] = field(default_factory=dict)
+    _dynamic: dict[str, TenantConfig] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for tenant in self.tenants.values():
+            for key_hash in tenant.keys:
+                self._static[key_hash] = tenant
+        self.required = self.required or bool(self._static)
+
+    def load_snapshot(self, snapshot: Mapping[str, str]) -> None:
+        """Replace the run-time keys: ``{key hash: tenant name}`` from Redis."""
+        self._dynamic = {
+            h: self.tenants.get(t) or TenantConfig(name=t) for h, t in snapshot.items()
+        }
+        self.required = self.required or bool(self._dynamic)
+
+    def tenant_for(self, authorization: str | None) -> TenantConfig | None:
+        """The tenant of an ``Authorization: Bearer <key>`` value; ``None`` when it is not a
+        known key (and keys are required). Without any keys, everyone is ``default``."""
+        if not self.required:
+            return ANONYMOUS
+        if not authorization:
+            return None
+        key = authorization[7:] if authorization[:7].lower() == "bearer " else authorization
+        key_hash = hash_key(key.strip())
+        return self._static.get(key_hash) or self._dynamic.get(key_hash)
