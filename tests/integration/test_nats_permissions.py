@@ -1,0 +1,166 @@
+"""nats/auth.conf enforced by a real nats-server: producers cannot reach what is not theirs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import msgspec
+import nats
+import pytest
+from nats.aio.client import Client
+
+from broker.embedded import nats_server_binary
+from broker.service import BrokerOptions, BrokerService
+from tests.support.servers import free_port
+from tests.support.stack import config_from
+from workers import MockProvider, WorkerService
+
+AUTH_CONF = Path(__file__).parents[2] / "nats" / "auth.conf"
+PASSWORDS = {
+    f"LLM_EDGE_{name}_PASSWORD": f"pw-{name.lower()}"
+    for name in ("BROKER", "WORKER_OPENAI", "WORKER_MOCK", "BRIDGE", "ALICE", "BOB")
+}
+
+
+@pytest.fixture(scope="module")
+def secured_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """nats-server started with nats/auth.conf (port and storage overridden for the test)."""
+    port = free_port()
+    store = tmp_path_factory.mktemp("js-auth")
+    proc = subprocess.Popen(
+        [nats_server_binary(), "-c", str(AUTH_CONF), "-p", str(port), "-sd", str(store)],
+        env={**os.environ, **PASSWORDS},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    log = []
+    for line in proc.stderr:
+        log.append(line)
+        if "Server is ready" in line:
+            break
+    assert proc.poll() is None, "".join(log)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+class Violations:
+    """Permission errors the server reports (asynchronously) to one connection."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        self._changed = asyncio.Event()
+
+    async def on_error(self, exc: Exception) -> None:
+        self.seen.append(str(exc))
+        self._changed.set()
+
+    async def wait_for(self, subject: str) -> None:
+        """Until a violation naming ``subject`` has been reported (5 s at most)."""
+        async with asyncio.timeout(5):
+            while not any(subject.lower() in v.lower() for v in self.seen):  # nats-py lowercases
+                self._changed.clear()
+                await self._changed.wait()
+
+
+async def as_user(url: str, user: str, violations: Violations, **options: object) -> Client:
+    """Connect as ``user`` (password from PASSWORDS)."""
+    password = PASSWORDS[f"LLM_EDGE_{user.upper().replace('-', '_')}_PASSWORD"]
+    return await nats.connect(
+        f"nats://{user}:{password}@{url}", error_cb=violations.on_error, **options
+    )  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def services(secured_url: str) -> AsyncIterator[None]:
+    config = config_from("""
+        [cache]
+        l2 = "off"
+        [batch]
+        enabled = false
+        [providers.mock]
+        kind = "mock"
+        [models.mock]
+        deployments = [{ provider = "mock" }]
+    """)
+    broker = BrokerService(
+        config,
+        BrokerOptions(
+            nats_url=f"nats://broker:{PASSWORDS['LLM_EDGE_BROKER_PASSWORD']}@{secured_url}"
+        ),
+    )
+    await broker.start()
+    password = PASSWORDS["LLM_EDGE_WORKER_MOCK_PASSWORD"]
+    worker_nc = await nats.connect(f"nats://worker-mock:{password}@{secured_url}")
+    worker = WorkerService(worker_nc, MockProvider())
+    await worker.start()
+    try:
+        yield
+    finally:
+        await worker.stop(1)
+        await worker_nc.close()
+        await broker.stop(1)
+
+
+CHAT = msgspec.json.encode({"model": "mock", "messages": [{"role": "user", "content": "hi"}]})
+
+
+@pytest.mark.usefixtures("services")
+async def test_producer_is_answered_on_its_own_inbox(secured_url: str) -> None:
+    """A producer with its own inbox prefix gets its chat completion."""
+    violations = Violations()
+    alice = await as_user(secured_url, "alice", violations, inbox_prefix="_INBOX.alice")
+    try:
+        reply = await alice.request("llm.chat", CHAT, timeout=10)
+        assert reply.headers is not None
+        assert reply.headers["Llm-Status"] == "200"
+        assert violations.seen == []
+    finally:
+        await alice.close()
+
+
+@pytest.mark.usefixtures("services")
+async def test_producer_cannot_reach_provider_subjects(secured_url: str) -> None:
+    """Subscribing to llm.provider.> and publishing to a provider subject are refused."""
+    violations = Violations()
+    alice = await as_user(secured_url, "alice", violations, inbox_prefix="_INBOX.alice")
+    try:
+        await alice.subscribe("llm.provider.>")
+        await violations.wait_for("llm.provider.>")
+        with pytest.raises(nats.errors.TimeoutError):
+            await alice.request("llm.provider.mock", CHAT, timeout=1)  # the worker never sees it
+        await violations.wait_for("llm.provider.mock")
+    finally:
+        await alice.close()
+
+
+@pytest.mark.usefixtures("services")
+async def test_producer_cannot_read_another_producers_replies(secured_url: str) -> None:
+    """Bob may not subscribe to Alice's inbox; Alice still gets her replies."""
+    bob_violations = Violations()
+    bob = await as_user(secured_url, "bob", bob_violations, inbox_prefix="_INBOX.bob")
+    alice_violations = Violations()
+    alice = await as_user(secured_url, "alice", alice_violations, inbox_prefix="_INBOX.alice")
+    try:
+        stolen: list[bytes] = []
+
+        async def steal(msg: object) -> None:
+            stolen.append(msg.data)  # type: ignore[attr-defined]
+
+        await bob.subscribe("_INBOX.alice.>", cb=steal)
+        await bob_violations.wait_for("_INBOX.alice.>")
+        reply = await alice.request("llm.chat", CHAT, timeout=10)
+        assert reply.data
+        await bob.flush()
+        assert stolen == []
+    finally:
+        await alice.close()
+        await bob.close()
