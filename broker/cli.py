@@ -83,6 +83,9 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     hasher = key_cmds.add_parser("hash", help="the hash of a key, for [tenants] in the config")
     hasher.add_argument("key")
     key_cmds.add_parser("list", help="run-time keys in Redis")
+    usage = sub.add_parser("usage", help="spend per tenant (USD, from Redis)")
+    usage.add_argument("--redis-url", default=environ.get("REDIS_URL"))
+    usage.add_argument("--tenant", help="one tenant (default: all)")
     key_cmds.add_parser("revoke", help="remove a run-time key").add_argument("hash")
     breaker = sub.add_parser("breaker", help="circuit breaker status and overrides")
     breaker.add_argument("action", choices=["status", "open", "close", "reset"])
@@ -197,6 +200,21 @@ def _keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _usage(args: argparse.Namespace) -> int:
+    if not args.redis_url:
+        print("llm-edge: spend is summed in Redis: set REDIS_URL / --redis-url", file=sys.stderr)
+        return 2
+    import redis  # noqa: PLC0415
+
+    client = redis.Redis.from_url(args.redis_url, decode_responses=True)
+    pattern = f"llm-edge:spend:{args.tenant or '*'}:*"
+    rows = sorted((str(k), float(client.get(k) or 0)) for k in client.scan_iter(match=pattern))
+    for key, spent in rows:
+        _, _, tenant, period = key.split(":", 3)
+        print(f"{tenant:<20} {period:<10} ${spent:,.6f}")
+    return 0
+
+
 def _run_batch(args: argparse.Namespace) -> int:
     from broker.runtime import close_quietly, connect  # noqa: PLC0415
 
@@ -256,6 +274,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             return _run_batch(args)
         elif args.command == "keys":
             return _keys(args)
+        elif args.command == "usage":
+            return _usage(args)
     except (ConfigError, ValueError) as exc:
         print(f"llm-edge: {exc}", file=sys.stderr)
         return 2

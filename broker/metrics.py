@@ -18,6 +18,7 @@ __all__ = [
     "CACHE_HITS",
     "CACHE_L2_ERRORS",
     "CACHE_MISSES",
+    "COST",
     "FAILOVERS",
     "IN_FLIGHT",
     "L1_HITS",
@@ -50,6 +51,9 @@ CACHE_L2_ERRORS = Counter(
     "llm_edge_cache_l2_errors_total", "L2 calls that failed or timed out (served without L2)."
 )
 
+COST = Counter(
+    "llm_edge_cost_usd_total", "Spend at the deployment price table, USD.", ["provider", "model"]
+)
 RETRIES = Counter("llm_edge_retries_total", "Attempts after the first, across deployments.")
 FAILOVERS = Counter(
     "llm_edge_failovers_total", "Attempts sent to another deployment than the last."

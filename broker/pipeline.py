@@ -20,6 +20,7 @@ from nats.nuid import NUID
 
 from broker import metrics
 from broker.assemble import StreamAssembler, replay_chunks
+from broker.budget import BudgetExceeded, SpendLedger, cost_of
 from broker.cache import CachedReply, ResponseCache
 from broker.config import Config, Deployment
 from broker.errors import BrokerError, InvalidRequest, RequestTooLarge
@@ -53,6 +54,7 @@ class ChatPipeline:
         clock: the event loop's monotonic clock, injectable.
         sleep: waits between retries, injectable.
         limiter: per-tenant rate limits (in-process counting when not given).
+        ledger: per-tenant spend (in-process sums when not given).
     """
 
     def __init__(
@@ -64,6 +66,7 @@ class ChatPipeline:
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         limiter: RateLimiter | None = None,
+        ledger: SpendLedger | None = None,
     ) -> None:
         self._nc = nc
         self._cache = cache
@@ -74,6 +77,8 @@ class ChatPipeline:
         self._nuid = NUID()
         self._forwarder = Forwarder(nc, self._clock)
         self.limiter = limiter or RateLimiter(None)
+        self.ledger = ledger or SpendLedger(None)
+        self._deployments = {d.name: d for m in config.models.values() for d in m.deployments}
         router = Router(config.breaker, clock=self._clock)
         self.resilient = Resilient(config, router, self._clock, sleep=sleep)
         self.preparer = RequestPreparer(
@@ -130,7 +135,7 @@ class ChatPipeline:
             metrics.requests_counter("", exc.status).inc()
             return
         tenant = prepared.tenant
-        if tenant.rpm or tenant.tpm:  # the limit check waits on Redis: never inline
+        if tenant.rpm or tenant.tpm or tenant.budget_usd is not None:  # waits on Redis
             await self._inflight.spawn(self._limited(prepared, sink))
             return
         if prepared.reads_cache and self._cache is not None:
@@ -141,8 +146,17 @@ class ChatPipeline:
         await self._inflight.spawn(self._miss(prepared, sink))
 
     async def _limited(self, prepared: Prepared, sink: ReplySink) -> None:
-        """Count the request against its tenant's limits, then answer it."""
+        """Check the tenant's budget and count the request against its limits, then answer."""
         tenant = prepared.tenant
+        if tenant.budget_usd is not None:
+            try:
+                await self.ledger.check(tenant.name, tenant.budget_usd, tenant.budget_period)
+            except BudgetExceeded as exc:
+                metrics.requests_counter(prepared.model.name, exc.status).inc()
+                await sink.error(
+                    error_reply(exc), self._meta(prepared, "BYPASS"), streaming=prepared.stream
+                )
+                return
         request = prepared.request
         estimate = len(prepared.data) // 4 + (
             request.max_completion_tokens or request.max_tokens or 0
@@ -219,13 +233,20 @@ class ChatPipeline:
         except Exception:
             log.exception("request %s failed", prepared.request_id)
             reply, cache_status = error_reply(_INTERNAL), "MISS"
+        upstream = cache_status != "HIT-L2" and headers.COALESCED not in reply.headers
+        # A budgeted tenant's spend is recorded before the reply, so its next request sees it.
+        budgeted = upstream and prepared.tenant.budget_usd is not None
+        if budgeted:
+            await self._charge(prepared, reply)
         await sink.whole(reply, self._meta(prepared, cache_status))
         metrics.requests_counter(prepared.model.name, reply.status).inc()
-        if cache_status == "HIT-L2" or headers.COALESCED in reply.headers:
+        if not upstream:
             return
         provider = reply.headers.get(headers.PROVIDER, "")
         metrics.REQUEST_DURATION.labels(provider).observe(self._clock() - started)
         await self._store_l2(prepared, self._storable(prepared, reply))
+        if not budgeted:
+            await self._charge(prepared, reply)
 
     async def _resolve(self, prepared: Prepared) -> tuple[Reply, str]:
         """Coalesce with an identical request in flight, else L2, else the provider."""
@@ -317,6 +338,7 @@ class ChatPipeline:
             entry = self._storable(prepared, Reply(200, body, meta))
             self._store_l1(prepared, entry)
             await self._store_l2(prepared, entry)
+            await self._charge(prepared, Reply(200, body, meta))
 
     @staticmethod
     async def _relay(
@@ -338,6 +360,19 @@ class ChatPipeline:
                 await sink.end(event, meta)
                 return
             event = await anext(events, None)
+
+    async def _charge(self, prepared: Prepared, reply: Reply) -> None:
+        """Add an upstream answer's cost to the tenant's spend."""
+        if reply.status != 200:
+            return
+        deployment = self._deployments.get(reply.headers.get(headers.DEPLOYMENT, ""))
+        if deployment is None or not (deployment.input_price or deployment.output_price):
+            return
+        cost, _ = cost_of(reply.body, deployment)
+        tenant = prepared.tenant
+        await self.ledger.add(
+            tenant.name, tenant.budget_period, cost, prepared.model.name, deployment.provider
+        )
 
     # -- shared --------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from nats.aio.client import Client
 from nats.aio.subscription import Subscription
 
 from broker.batch.engine import BatchEngine
+from broker.budget import SpendLedger
 from broker.cache import L2Kind, ResponseCache
 from broker.config import Config
 from broker.control import register_control
@@ -83,7 +84,11 @@ class BrokerService:
             else None
         )
         self.pipeline = ChatPipeline(
-            self.nc, self.config, self.cache, limiter=RateLimiter(redis_client)
+            self.nc,
+            self.config,
+            self.cache,
+            limiter=RateLimiter(redis_client),
+            ledger=SpendLedger(redis_client),
         )
         if redis_client is not None:
             with contextlib.suppress(Exception):  # first snapshot now, so keys work at once

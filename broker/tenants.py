@@ -47,6 +47,7 @@ class TenantConfig:
         keys: hashes of the tenant's API keys.
         rpm, tpm: requests and tokens per minute, shared by every broker (Redis).
         pii: ``off``, ``redact`` or ``block``.
+        budget_usd: spend cap per ``budget_period`` (``day`` or ``month``), or none.
     """
 
     name: str
@@ -54,6 +55,8 @@ class TenantConfig:
     rpm: int | None = None
     tpm: int | None = None
     pii: PiiMode = PiiMode.OFF
+    budget_usd: float | None = None
+    budget_period: str = "month"
 
     @classmethod
     def from_mapping(cls, name: str, raw: Mapping[str, Any]) -> TenantConfig:
@@ -71,7 +74,20 @@ class TenantConfig:
             pii = PiiMode(raw.get("pii", "off"))
         except ValueError:
             raise ValueError(f"tenants.{name}.pii must be off, redact or block") from None
-        tenant = cls(name=name, keys=keys, rpm=raw.get("rpm"), tpm=raw.get("tpm"), pii=pii)
+        budget = raw.get("budget_usd")
+        tenant = cls(
+            name=name,
+            keys=keys,
+            rpm=raw.get("rpm"),
+            tpm=raw.get("tpm"),
+            pii=pii,
+            budget_usd=float(budget) if budget is not None else None,
+            budget_period=str(raw.get("budget_period", "month")),
+        )
+        if tenant.budget_period not in {"day", "month"}:
+            raise ValueError(f"tenants.{name}.budget_period must be day or month")
+        if tenant.budget_usd is not None and tenant.budget_usd < 0:
+            raise ValueError(f"tenants.{name}.budget_usd must be >= 0")
         if any(
             v is not None and (not isinstance(v, int) or v < 1) for v in (tenant.rpm, tenant.tpm)
         ):

@@ -17,7 +17,7 @@ from schemas import headers
 from tests.support.servers import RedisServer
 from tests.support.stack import Stack, config_from, start_stack
 
-KEY_A, KEY_B, KEY_C, KEY_D = (f"sk-le-test-{n}-{uuid.uuid4().hex}" for n in "abcd")
+KEY_A, KEY_B, KEY_C, KEY_D, KEY_E = (f"sk-le-test-{n}-{uuid.uuid4().hex}" for n in "abcde")
 
 
 @pytest.fixture
@@ -45,11 +45,19 @@ async def stack(nats_url: str, redis_server: RedisServer) -> AsyncIterator[Stack
         keys = ["{hash_key(KEY_D)}"]
         rpm = 3
 
+        [tenants.spender{limited[7:]}]
+        keys = ["{hash_key(KEY_E)}"]
+        budget_usd = 0.001
+        budget_period = "day"
+
         [providers.mock]
         kind = "mock"
 
         [models.mock]
         deployments = [{{ provider = "mock" }}]
+
+        [models.priced]
+        deployments = [{{ provider = "mock", input_price = 100, output_price = 400 }}]
     """)
     running = await start_stack(
         nats_url, config, bridge=True, brokers=2, redis_url=redis_server.url
@@ -211,3 +219,38 @@ async def test_http_garbage_routes(stack: Stack) -> None:
     response = await stack.http.request("PATCH", "/coffee")
     assert response.status_code == 404
     assert isinstance(response.json()["error"]["message"], str)
+
+
+async def test_budget_caps_spend(stack: Stack) -> None:
+    """Spend is priced from the deployment table; once the budget is spent: 402, with the
+    cost counted in llm_edge_cost_usd_total."""
+    from prometheus_client import REGISTRY
+
+    before = (
+        REGISTRY.get_sample_value(
+            "llm_edge_cost_usd_total", {"provider": "mock", "model": "priced"}
+        )
+        or 0.0
+    )
+    body = msgspec.json.encode(
+        {
+            "model": "priced",
+            "messages": [
+                {"role": "user", "content": "a question long enough to cost something " * 5}
+            ],
+        }
+    )
+    first = await ask(stack, body, KEY_E, **{headers.CACHE_CONTROL: "no-cache"})
+    assert status(first) == 200
+    after = (
+        REGISTRY.get_sample_value(
+            "llm_edge_cost_usd_total", {"provider": "mock", "model": "priced"}
+        )
+        or 0.0
+    )
+    assert after > before
+    second = await ask(stack, body, KEY_E, **{headers.CACHE_CONTROL: "no-cache"})
+    assert status(second) == 402
+    error = msgspec.json.decode(second.data)["error"]
+    assert error["code"] == "budget_exceeded"
+    assert int((second.headers or {})[headers.RETRY_AFTER]) > 0

@@ -1,0 +1,125 @@
+"""Spend: what each tenant's requests cost (deployment prices x tokens), and budget caps.
+
+Spend is summed per tenant and period (UTC day or month) in Redis, shared by every broker;
+when Redis is unreachable it is summed in process. A tenant at or over its budget gets 402
+``budget_exceeded`` until the period ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+import redis.asyncio as redis
+
+from broker import metrics
+from broker.deployments import Deployment
+from broker.errors import BrokerError
+from schemas import Usage
+
+__all__ = ["BudgetExceeded", "SpendLedger", "cost_of", "period_key"]
+
+
+class BudgetExceeded(BrokerError):
+    """The tenant spent its budget for the period (402, so clients do not retry blindly)."""
+
+    status = 402
+    code = "budget_exceeded"
+
+
+class _UsageOnly(msgspec.Struct):
+    usage: Usage | None = None
+
+
+_usage_decoder = msgspec.json.Decoder(_UsageOnly)
+
+
+def cost_of(body: bytes, deployment: Deployment) -> tuple[float, Usage | None]:
+    """USD for a ``chat.completion`` body at the deployment's prices, and its usage."""
+    try:
+        usage = _usage_decoder.decode(body).usage
+    except msgspec.MsgspecError:
+        return 0.0, None
+    if usage is None:
+        return 0.0, None
+    cost = (
+        usage.prompt_tokens * deployment.input_price
+        + usage.completion_tokens * deployment.output_price
+    ) / 1e6
+    return cost, usage
+
+
+def period_key(period: str, now: float) -> tuple[str, float]:
+    """``("2026-11", seconds left)`` for a month, ``("2026-11-26", ...)`` for a day."""
+    moment = datetime.fromtimestamp(now, UTC)
+    if period == "day":
+        end = (moment + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+        return moment.strftime("%Y-%m-%d"), (end - moment).total_seconds()
+    year, month = (moment.year + 1, 1) if moment.month == 12 else (moment.year, moment.month + 1)
+    end = moment.replace(year=year, month=month, day=1, hour=0, minute=0, second=0, microsecond=0)
+    return moment.strftime("%Y-%m"), (end - moment).total_seconds()
+
+
+class SpendLedger:
+    """Per-tenant spend per period.
+
+    Args:
+        client: Redis, or ``None`` for in-process sums.
+        clock: wall-clock seconds.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis | None,
+        clock: Callable[[], float] = time.time,
+        timeout_s: float = 0.05,
+    ) -> None:
+        self._client = client
+        self._clock = clock
+        self._timeout = timeout_s
+        self._local: dict[str, float] = {}
+
+    def _key(self, tenant: str, period: str) -> tuple[str, float]:
+        label, left = period_key(period, self._clock())
+        return f"llm-edge:spend:{tenant}:{label}", left
+
+    async def spent(self, tenant: str, period: str) -> float:
+        """USD spent by ``tenant`` in the current period."""
+        key, _ = self._key(tenant, period)
+        if self._client is not None:
+            try:
+                async with asyncio.timeout(self._timeout):
+                    value = await self._client.get(key)
+                return float(value or 0.0)
+            except Exception:  # noqa: S110  (Redis down: the local sum stands in)
+                pass
+        return self._local.get(key, 0.0)
+
+    async def add(self, tenant: str, period: str, cost: float, model: str, provider: str) -> None:
+        """Add a request's cost (and count it in ``llm_edge_cost_usd_total``)."""
+        if cost <= 0:
+            return
+        metrics.COST.labels(provider, model).inc(cost)
+        key, left = self._key(tenant, period)
+        self._local[key] = self._local.get(key, 0.0) + cost
+        if self._client is not None:
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await self._client.incrbyfloat(key, cost)
+                    await self._client.expire(key, int(left) + 86400)
+            except Exception:  # noqa: S110  (best effort: the local sum has it)
+                pass
+
+    async def check(self, tenant: str, budget: float, period: str) -> None:
+        """Raise :class:`BudgetExceeded` when the tenant is at or over ``budget``."""
+        spent = await self.spent(tenant, period)
+        if spent >= budget:
+            _, left = self._key(tenant, period)
+            raise BudgetExceeded(
+                f"the {period}ly budget of ${budget:.2f} is spent (${spent:.4f}); it resets "
+                f"in {left / 3600:.1f} h",
+                retry_after=max(1, int(left)),
+            )
