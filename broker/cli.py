@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import ssl
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -36,6 +37,19 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         cmd.add_argument(
             "--nats-url", default=nats_url or DEFAULT_NATS_URL, help="NATS server (env NATS_URL)"
         )
+        cmd.add_argument(
+            "--nats-ca",
+            default=environ.get("NATS_CA"),
+            help="CA bundle for TLS to NATS (env NATS_CA)",
+        )
+        cmd.add_argument(
+            "--nats-cert",
+            default=environ.get("NATS_CERT"),
+            help="client certificate for NATS (env NATS_CERT)",
+        )
+        cmd.add_argument(
+            "--nats-key", default=environ.get("NATS_KEY"), help="client key for NATS (env NATS_KEY)"
+        )
         return cmd
 
     up = sub.add_parser("up", help="run the whole stack on this machine")
@@ -53,7 +67,18 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
             default=environ.get("REDIS_URL"),
             help="L2 cache on Redis (env REDIS_URL); else a NATS KV bucket",
         )
-    for cmd in (up, service("bridge", "run the OpenAI-compatible HTTP bridge")):
+    bridge = service("bridge", "run the OpenAI-compatible HTTP bridge")
+    bridge.add_argument(
+        "--tls-cert",
+        default=environ.get("LLM_EDGE_TLS_CERT"),
+        help="serve HTTPS with this certificate (env LLM_EDGE_TLS_CERT)",
+    )
+    bridge.add_argument(
+        "--tls-key",
+        default=environ.get("LLM_EDGE_TLS_KEY"),
+        help="and this key (env LLM_EDGE_TLS_KEY)",
+    )
+    for cmd in (up, bridge):
         cmd.add_argument("--host", default=environ.get("LLM_EDGE_HOST", "127.0.0.1"))
         cmd.add_argument("--port", type=int, default=int(environ.get("LLM_EDGE_PORT", "8080")))
     worker = service("worker", "run a provider worker (queue group on llm.provider.<name>)")
@@ -101,11 +126,17 @@ def _load(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
     return config
 
 
+def _nats_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
+    from broker.runtime import tls_context  # noqa: PLC0415
+
+    return tls_context(args.nats_ca, args.nats_cert, args.nats_key)
+
+
 async def _broker(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     from broker.runtime import stop_event  # noqa: PLC0415  (each command imports what it runs)
     from broker.service import BrokerOptions, serve_broker  # noqa: PLC0415
 
-    options = BrokerOptions(nats_url=args.nats_url, redis_url=args.redis_url)
+    options = BrokerOptions(nats_url=args.nats_url, redis_url=args.redis_url, tls=_nats_tls(args))
     await serve_broker(_load(args, environ), options, stop_event())
 
 
@@ -120,7 +151,7 @@ async def _worker(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     stop = stop_event()
     async with http_client() as client:
         provider = build_provider(settings, environ, client)
-        nc = await connect(args.nats_url, f"llm-edge-worker-{args.provider}")
+        nc = await connect(args.nats_url, f"llm-edge-worker-{args.provider}", _nats_tls(args))
         try:
             await serve_worker(nc, provider, stop, max_concurrency=settings.max_concurrency)
         finally:
@@ -131,7 +162,14 @@ async def _bridge(args: argparse.Namespace) -> None:
     from broker.bridge import BridgeOptions, serve_bridge  # noqa: PLC0415
     from broker.runtime import stop_event  # noqa: PLC0415
 
-    options = BridgeOptions(nats_url=args.nats_url, host=args.host, port=args.port)
+    options = BridgeOptions(
+        nats_url=args.nats_url,
+        host=args.host,
+        port=args.port,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        nats_tls=_nats_tls(args),
+    )
     await serve_bridge(options, stop_event())
 
 

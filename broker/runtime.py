@@ -12,13 +12,21 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 from collections.abc import Coroutine
 from typing import Any
 
 import nats
 from nats.aio.client import Client
 
-__all__ = ["InFlight", "close_quietly", "connect", "run_until_stopped", "stop_event"]
+__all__ = [
+    "InFlight",
+    "close_quietly",
+    "connect",
+    "run_until_stopped",
+    "stop_event",
+    "tls_context",
+]
 
 log = logging.getLogger("llm_edge")
 
@@ -26,7 +34,21 @@ log = logging.getLogger("llm_edge")
 PENDING_MSGS_LIMIT = 512 * 1024
 
 
-async def connect(url: str, name: str) -> Client:
+def tls_context(
+    ca_file: str | None, cert_file: str | None = None, key_file: str | None = None
+) -> ssl.SSLContext | None:
+    """A client TLS context trusting ``ca_file`` (and presenting a client certificate when
+    given); ``None`` when no CA is configured (plain connections, or the system store with
+    ``tls://`` URLs)."""
+    if not ca_file:
+        return None
+    context = ssl.create_default_context(cafile=ca_file)
+    if cert_file:
+        context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+async def connect(url: str, name: str, tls: ssl.SSLContext | None = None) -> Client:
     """Connect to NATS, reconnecting forever; in-flight requests survive a server restart."""
 
     async def on_error(exc: Exception) -> None:
@@ -40,6 +62,7 @@ async def connect(url: str, name: str) -> Client:
         reconnect_time_wait=0.5,
         connect_timeout=5,
         error_cb=on_error,
+        tls=tls,
     )
 
 

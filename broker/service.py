@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from dataclasses import dataclass
 
 import redis.asyncio as redis
 from faststream.nats import NatsBroker
+from faststream.security import BaseSecurity
 from nats.aio.client import Client
 from nats.aio.subscription import Subscription
 
@@ -38,6 +40,7 @@ class BrokerOptions:
     nats_url: str
     redis_url: str | None = None
     name: str = "llm-edge-broker"
+    tls: ssl.SSLContext | None = None
 
 
 class BrokerService:
@@ -58,6 +61,7 @@ class BrokerService:
             logger=None,
             max_reconnect_attempts=-1,
             reconnect_time_wait=1,
+            security=BaseSecurity(ssl_context=options.tls) if options.tls else None,
         )
         self._subs: list[Subscription] = []
         self._l2: L2Backend | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from dataclasses import dataclass
 
 import uvicorn
@@ -28,6 +29,9 @@ class BridgeOptions:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     timeout_s: float = DEFAULT_HTTP_TIMEOUT_S
+    tls_cert: str | None = None  # HTTPS when both are set
+    tls_key: str | None = None
+    nats_tls: ssl.SSLContext | None = None
 
 
 class BridgeServer:
@@ -44,7 +48,7 @@ class BridgeServer:
 
     async def start(self) -> None:
         """Connect to NATS and start serving."""
-        self.nc = await connect(self.options.nats_url, "llm-edge-bridge")
+        self.nc = await connect(self.options.nats_url, "llm-edge-bridge", self.options.nats_tls)
         app = BridgeApp(self.nc, timeout_s=self.options.timeout_s)
         config = uvicorn.Config(
             app,
@@ -53,6 +57,8 @@ class BridgeServer:
             access_log=False,
             log_level="warning",
             timeout_graceful_shutdown=10,
+            ssl_certfile=self.options.tls_cert,
+            ssl_keyfile=self.options.tls_key,
         )
         self._server = uvicorn.Server(config)
         # ``serve()`` would take over SIGINT/SIGTERM; the process owns those (graceful drain of
