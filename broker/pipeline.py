@@ -161,6 +161,7 @@ class ChatPipeline:
         estimate = len(prepared.data) // 4 + (
             request.max_completion_tokens or request.max_tokens or 0
         )
+        prepared.token_estimate = estimate
         usage = await self.limiter.take(tenant.name, estimate, tenant.rpm, tenant.tpm)
         if not usage.allowed:
             metrics.requests_counter(prepared.model.name, 429).inc()
@@ -362,14 +363,18 @@ class ChatPipeline:
             event = await anext(events, None)
 
     async def _charge(self, prepared: Prepared, reply: Reply) -> None:
-        """Add an upstream answer's cost to the tenant's spend."""
+        """Add an upstream answer's cost to the tenant's spend; true up its token count."""
         if reply.status != 200:
             return
         deployment = self._deployments.get(reply.headers.get(headers.DEPLOYMENT, ""))
-        if deployment is None or not (deployment.input_price or deployment.output_price):
-            return
-        cost, _ = cost_of(reply.body, deployment)
         tenant = prepared.tenant
+        if deployment is None or not (
+            deployment.input_price or deployment.output_price or tenant.tpm
+        ):
+            return
+        cost, usage = cost_of(reply.body, deployment)
+        if tenant.tpm and usage is not None:  # the estimate was counted up front
+            await self.limiter.settle(tenant.name, usage.total_tokens - prepared.token_estimate)
         await self.ledger.add(
             tenant.name, tenant.budget_period, cost, prepared.model.name, deployment.provider
         )

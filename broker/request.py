@@ -75,6 +75,7 @@ class Prepared:
     directives: CacheDirectives
     trace: str | None = None
     tenant: TenantConfig = ANONYMOUS
+    token_estimate: int = 0  # counted against the tenant's tpm before the call
 
     @property
     def stream(self) -> bool:
