@@ -14,6 +14,7 @@ import ssl
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -24,6 +25,22 @@ from broker.runtime import run_until_stopped
 __all__ = ["main"]
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+
+
+def _add_account_commands(sub: Any, environ: Mapping[str, str]) -> None:
+    """``keys`` and ``usage``."""
+    keys = sub.add_parser("keys", help="API keys (only hashes are stored)")
+    keys.add_argument("--redis-url", default=environ.get("REDIS_URL"))
+    key_cmds = keys.add_subparsers(dest="keys_command", required=True)
+    create = key_cmds.add_parser("create", help="new key for a tenant (stored in Redis if set)")
+    create.add_argument("--tenant", required=True)
+    hasher = key_cmds.add_parser("hash", help="the hash of a key, for [tenants] in the config")
+    hasher.add_argument("key")
+    key_cmds.add_parser("list", help="run-time keys in Redis")
+    usage = sub.add_parser("usage", help="spend per tenant (USD, from Redis)")
+    usage.add_argument("--redis-url", default=environ.get("REDIS_URL"))
+    usage.add_argument("--tenant", help="one tenant (default: all)")
+    key_cmds.add_parser("revoke", help="remove a run-time key").add_argument("hash")
 
 
 def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -49,6 +66,13 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         )
         cmd.add_argument(
             "--nats-key", default=environ.get("NATS_KEY"), help="client key for NATS (env NATS_KEY)"
+        )
+        cmd.add_argument(
+            "--metrics-port",
+            type=int,
+            default=int(environ.get("LLM_EDGE_METRICS_PORT", "0")),
+            help="serve Prometheus /metrics on this port (0: off; the bridge "
+            "always serves /metrics on its HTTP port)",
         )
         return cmd
 
@@ -100,18 +124,7 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     which.add_argument("--namespace", help="one namespace (X-Cache-Namespace)")
     which.add_argument("--key", help="one entry (the X-Cache-Key of a reply)")
     add_batch_commands(sub, nats_url or DEFAULT_NATS_URL)
-    keys = sub.add_parser("keys", help="API keys (only hashes are stored)")
-    keys.add_argument("--redis-url", default=environ.get("REDIS_URL"))
-    key_cmds = keys.add_subparsers(dest="keys_command", required=True)
-    create = key_cmds.add_parser("create", help="new key for a tenant (stored in Redis if set)")
-    create.add_argument("--tenant", required=True)
-    hasher = key_cmds.add_parser("hash", help="the hash of a key, for [tenants] in the config")
-    hasher.add_argument("key")
-    key_cmds.add_parser("list", help="run-time keys in Redis")
-    usage = sub.add_parser("usage", help="spend per tenant (USD, from Redis)")
-    usage.add_argument("--redis-url", default=environ.get("REDIS_URL"))
-    usage.add_argument("--tenant", help="one tenant (default: all)")
-    key_cmds.add_parser("revoke", help="remove a run-time key").add_argument("hash")
+    _add_account_commands(sub, environ)
     breaker = sub.add_parser("breaker", help="circuit breaker status and overrides")
     breaker.add_argument("action", choices=["status", "open", "close", "reset"])
     breaker.add_argument("deployment", nargs="?", help="deployment name (not for status)")
@@ -283,6 +296,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is noise
 
+    if getattr(args, "metrics_port", 0):
+        from prometheus_client import start_http_server  # noqa: PLC0415
+
+        start_http_server(args.metrics_port, addr=env.get("LLM_EDGE_METRICS_HOST", "127.0.0.1"))
     try:
         if args.command == "up":
             from broker.supervisor import UpOptions, default_data_dir, run_up  # noqa: PLC0415

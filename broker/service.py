@@ -147,7 +147,8 @@ class BrokerService:
     async def stop(self, drain_timeout: float = 10.0) -> None:
         """Stop taking requests, finish those in flight (bounded), disconnect."""
         for sub in self._subs:
-            await sub.unsubscribe()
+            with contextlib.suppress(Exception):  # graceful: pending messages still served
+                await sub.drain()  # type: ignore[no-untyped-call]
         self._subs = []
         if self.batch is not None:
             await self.batch.stop()

@@ -9,6 +9,7 @@ A request id published on ``llm.cancel`` cancels that request here (closing the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import msgspec
@@ -89,7 +90,8 @@ class WorkerService:
     async def stop(self, drain_timeout: float = 10.0) -> None:
         """Stop taking requests, let running ones finish (bounded), release the provider."""
         for sub in self._subs:
-            await sub.unsubscribe()
+            with contextlib.suppress(Exception):  # graceful: pending messages still served
+                await sub.drain()  # type: ignore[no-untyped-call]
         self._subs = []
         await self._inflight.drain(drain_timeout)
         await self._provider.aclose()

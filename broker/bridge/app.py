@@ -18,6 +18,7 @@ from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.nuid import NUID
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from broker.bridge.batches import BatchRoutes
 from broker.client import ChatStreamError, stream_messages
@@ -175,11 +176,21 @@ class BridgeApp:
             await self._forward(api, scope, receive, send)
         elif (method, path) == ("GET", "/v1/models"):
             await self._models(send)
+        elif (method, path) == ("GET", "/metrics"):
+            body = generate_latest(REGISTRY)
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", CONTENT_TYPE_LATEST.encode())],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
         elif (method, path) == ("GET", "/health"):
             await _respond(send, 200, b'{"status":"ok"}')
         elif (method, path) == ("GET", "/ready"):
             await self._ready(send)
-        elif api is not None or path in {"/v1/models", "/health", "/ready"}:
+        elif api is not None or path in {"/v1/models", "/health", "/ready", "/metrics"}:
             await _error(send, 405, "method_not_allowed", f"{method} is not allowed on {path}")
         else:
             await _error(send, 404, "not_found", f"no route for {method} {path}")

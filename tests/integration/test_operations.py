@@ -1,0 +1,127 @@
+"""Operations: /metrics moves with real traffic; a rolling restart under load loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import msgspec
+from nats.aio.client import Client
+
+from broker.runtime import close_quietly, connect
+from broker.service import BrokerOptions, BrokerService
+from tests.support.stack import config_from, start_stack
+from workers import MockProvider, WorkerService
+
+CONFIG = """
+    [cache]
+    l2 = "off"
+    [batch]
+    enabled = false
+    [providers.mock]
+    kind = "mock"
+    latency_ms = 20
+    [models.metered]
+    deployments = [{ provider = "mock" }]
+"""
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """One sample's value from Prometheus text format (0 when absent)."""
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_metrics_endpoint_counts_real_traffic(nats_url: str) -> None:
+    """After requests through the bridge, /metrics shows them: requests by status, cache hits
+    and misses by tier, request duration."""
+    stack = await start_stack(nats_url, config_from(CONFIG), bridge=True)
+    try:
+        assert stack.http is not None
+        root = stack.base_url.removesuffix("/v1")
+        before = (await stack.http.get(f"{root}/metrics")).text
+        body = {"model": "metered", "messages": [{"role": "user", "content": "count me"}]}
+        for _ in range(3):
+            assert (await stack.http.post("/chat/completions", json=body)).status_code == 200
+        await stack.http.post("/chat/completions", json={"model": "metered"})  # a 400
+        response = await stack.http.get(f"{root}/metrics")
+        assert response.headers["content-type"].startswith("text/plain")
+        after = response.text
+
+        def delta(name: str, **labels: str) -> float:
+            return sample(after, name, **labels) - sample(before, name, **labels)
+
+        assert delta("llm_edge_requests_total", model="metered", status="200") == 3
+        assert delta("llm_edge_requests_total", model="", status="400") == 1
+        assert delta("llm_edge_cache_hits_total", tier="l1") == 2
+        assert delta("llm_edge_cache_misses_total", tier="l1") >= 1
+        assert delta("llm_edge_request_duration_seconds_count", provider="mock") == 1
+        assert re.search(r"llm_edge_in_flight \d", after)
+    finally:
+        await stack.stop()
+
+
+async def _traffic(nc: Client, results: list[int], stop: asyncio.Event, lane: int) -> None:
+    i = 0
+    while not stop.is_set():
+        i += 1
+        body = msgspec.json.encode(
+            {
+                "model": "metered",
+                "messages": [{"role": "user", "content": f"lane {lane} request {i}"}],
+            }
+        )
+        reply = await nc.request(
+            "llm.chat", body, timeout=10, headers={"Cache-Control": "no-cache, no-store"}
+        )
+        results.append(int((reply.headers or {}).get("Llm-Status", "0")))
+
+
+async def test_rolling_restart_loses_no_request(nats_url: str) -> None:
+    """Brokers and workers are replaced one by one under steady traffic: every request is
+    answered 200 (graceful drain: stop taking messages, finish those in flight)."""
+    config = config_from(CONFIG)
+    client = await connect(nats_url, "rolling-client")
+
+    async def broker() -> BrokerService:
+        service = BrokerService(config, BrokerOptions(nats_url=nats_url))
+        await service.start()
+        return service
+
+    async def worker() -> tuple[WorkerService, Client]:
+        nc = await connect(nats_url, "rolling-worker")
+        service = WorkerService(nc, MockProvider(latency_s=0.02))
+        await service.start()
+        return service, nc
+
+    brokers = [await broker(), await broker()]
+    workers = [await worker(), await worker()]
+    results: list[int] = []
+    stop = asyncio.Event()
+    lanes = [asyncio.ensure_future(_traffic(client, results, stop, n)) for n in range(16)]
+    try:
+        for generation in range(2):
+            del generation
+            old = brokers.pop(0)
+            brokers.append(await broker())  # the replacement is up before the old one goes
+            await old.stop(10)
+            old_worker, old_nc = workers.pop(0)
+            workers.append(await worker())
+            await old_worker.stop(10)
+            await close_quietly(old_nc)
+        stop.set()
+        await asyncio.gather(*lanes)
+    finally:
+        stop.set()
+        for service in brokers:
+            await service.stop(5)
+        for service, nc in workers:
+            await service.stop(5)
+            await close_quietly(nc)
+        await close_quietly(client)
+    assert len(results) > 50
+    assert set(results) == {200}, {s: results.count(s) for s in set(results)}
