@@ -20,7 +20,7 @@ from broker.deployments import Deployment
 from broker.errors import BrokerError
 from schemas import Usage
 
-__all__ = ["BudgetExceeded", "SpendLedger", "cost_of", "period_key"]
+__all__ = ["BudgetExceeded", "SpendLedger", "cost_of", "period_key", "usage_of"]
 
 
 class BudgetExceeded(BrokerError):
@@ -37,12 +37,17 @@ class _UsageOnly(msgspec.Struct):
 _usage_decoder = msgspec.json.Decoder(_UsageOnly)
 
 
+def usage_of(body: bytes) -> Usage | None:
+    """The ``usage`` of a ``chat.completion`` body (decoding nothing else)."""
+    try:
+        return _usage_decoder.decode(body).usage
+    except msgspec.MsgspecError:
+        return None
+
+
 def cost_of(body: bytes, deployment: Deployment) -> tuple[float, Usage | None]:
     """USD for a ``chat.completion`` body at the deployment's prices, and its usage."""
-    try:
-        usage = _usage_decoder.decode(body).usage
-    except msgspec.MsgspecError:
-        return 0.0, None
+    usage = usage_of(body)
     if usage is None:
         return 0.0, None
     cost = (

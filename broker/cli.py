@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import ssl
 import sys
@@ -20,6 +19,7 @@ import msgspec
 
 from broker.batch.cli import add_batch_commands, run_batch_command
 from broker.config import Config, ConfigError
+from broker.logs import configure as configure_logs
 from broker.runtime import run_until_stopped
 
 __all__ = ["main"]
@@ -290,11 +290,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     """Entry point of the ``llm-edge`` console script."""
     env = dict(os.environ) if environ is None else environ
     args = _parser(env).parse_args(argv)
-    logging.basicConfig(
-        level=env.get("LLM_EDGE_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is noise
+    configure_logs(env)
 
     if getattr(args, "metrics_port", 0):
         from prometheus_client import start_http_server  # noqa: PLC0415

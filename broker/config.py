@@ -51,16 +51,24 @@ class BrokerSettings:
     default_timeout_s: float = DEFAULT_TIMEOUT_S
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    request_log: str = "misses"
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> BrokerSettings:
         """Build from the ``[broker]`` table."""
-        _check_keys("broker", raw, {"default_timeout_s", "max_request_bytes", "max_in_flight"})
+        _check_keys(
+            "broker",
+            raw,
+            {"default_timeout_s", "max_request_bytes", "max_in_flight", "request_log"},
+        )
         settings = cls(
             default_timeout_s=float(raw.get("default_timeout_s", DEFAULT_TIMEOUT_S)),
             max_request_bytes=int(raw.get("max_request_bytes", DEFAULT_MAX_REQUEST_BYTES)),
             max_in_flight=int(raw.get("max_in_flight", DEFAULT_MAX_IN_FLIGHT)),
+            request_log=str(raw.get("request_log", "misses")),
         )
+        if settings.request_log not in {"all", "misses", "off"}:
+            raise ConfigError("broker.request_log must be all, misses or off")
         if settings.default_timeout_s <= 0:
             raise ConfigError("broker.default_timeout_s must be > 0")
         if settings.max_request_bytes < 1024 or settings.max_in_flight < 1:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
 import msgspec
@@ -20,19 +21,20 @@ from nats.nuid import NUID
 
 from broker import metrics
 from broker.assemble import StreamAssembler, replay_chunks
-from broker.budget import BudgetExceeded, SpendLedger, cost_of
+from broker.budget import BudgetExceeded, SpendLedger, cost_of, usage_of
 from broker.cache import CachedReply, ResponseCache
 from broker.config import Config, Deployment
 from broker.errors import BrokerError, InvalidRequest, RequestTooLarge
 from broker.forward import Forwarder, StreamEvent
 from broker.limits import RateLimiter, rate_limited
+from broker.logs import request_line
 from broker.messages_api import to_openai_request
 from broker.request import HEADER_ROOM, Prepared, Reply, RequestPreparer, error_reply, hit_reply
 from broker.resilience import Resilient, with_attempt_headers
 from broker.routing import Router
 from broker.runtime import InFlight
 from broker.sinks import AnthropicSink, NatsSink, ReplySink
-from schemas import ChatCompletion, ChatCompletionChunk, StreamEnd, headers
+from schemas import ChatCompletion, ChatCompletionChunk, StreamEnd, Usage, headers
 
 __all__ = ["ChatPipeline"]
 
@@ -78,6 +80,7 @@ class ChatPipeline:
         self._forwarder = Forwarder(nc, self._clock)
         self.limiter = limiter or RateLimiter(None)
         self.ledger = ledger or SpendLedger(None)
+        self._request_log = config.broker.request_log
         self._deployments = {d.name: d for m in config.models.values() for d in m.deployments}
         router = Router(config.breaker, clock=self._clock)
         self.resilient = Resilient(config, router, self._clock, sleep=sleep)
@@ -88,6 +91,11 @@ class ChatPipeline:
             self._clock,
             self._new_id,
         )
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being worked on (cache misses, limited tenants)."""
+        return len(self._inflight)
 
     def _new_id(self) -> str:
         return self._nuid.next().decode()
@@ -193,6 +201,14 @@ class ChatPipeline:
         metrics.requests_counter(prepared.model.name, 200).inc()
         reply = hit_reply(hit)
         meta = self._meta(prepared, cache_status)
+        if self._request_log == "all":
+            self._log(
+                prepared,
+                status=200,
+                cache=cache_status,
+                reply_headers=reply.headers,
+                started=time.perf_counter(),
+            )
         if not prepared.stream:
             await sink.whole(reply, meta)
             return
@@ -227,8 +243,37 @@ class ChatPipeline:
 
     # -- whole replies -------------------------------------------------------------------
 
+    def _log(
+        self,
+        prepared: Prepared,
+        *,
+        status: int,
+        cache: str,
+        reply_headers: dict[str, str],
+        started: float,
+        usage: Usage | None = None,
+    ) -> None:
+        """The request's one log line (ids, routing, cache, tokens: never content)."""
+        if self._request_log == "off":
+            return
+        fields: dict[str, object] = {
+            "request_id": prepared.request_id,
+            "tenant": prepared.tenant.name,
+            "model": prepared.model.name,
+            "status": status,
+            "cache": cache,
+            "deployment": reply_headers.get(headers.DEPLOYMENT, ""),
+            "attempts": reply_headers.get(headers.ATTEMPTS, "0"),
+            "stream": prepared.stream,
+        }
+        if usage is not None:
+            fields["prompt_tokens"] = usage.prompt_tokens
+            fields["completion_tokens"] = usage.completion_tokens
+        request_line(fields, started)
+
     async def _whole_miss(self, prepared: Prepared, sink: ReplySink) -> None:
         started = self._clock()
+        perf_started = time.perf_counter()
         try:
             reply, cache_status = await self._resolve(prepared)
         except Exception:
@@ -248,6 +293,16 @@ class ChatPipeline:
         await self._store_l2(prepared, self._storable(prepared, reply))
         if not budgeted:
             await self._charge(prepared, reply)
+        if self._request_log != "off":
+            usage = usage_of(reply.body) if reply.status == 200 else None
+            self._log(
+                prepared,
+                status=reply.status,
+                cache=cache_status,
+                reply_headers=reply.headers,
+                started=perf_started,
+                usage=usage,
+            )
 
     async def _resolve(self, prepared: Prepared) -> tuple[Reply, str]:
         """Coalesce with an identical request in flight, else L2, else the provider."""
@@ -314,6 +369,7 @@ class ChatPipeline:
             if hit is not None:
                 await self._serve_hit(sink, prepared, hit, "HIT-L2")
                 return
+        perf_started = time.perf_counter()
         meta = self._meta(prepared, "MISS" if prepared.key is not None else "BYPASS")
         try:
             (first, events), deployment, attempts = await self._open_stream(prepared)
@@ -334,6 +390,14 @@ class ChatPipeline:
             self.resilient.router.stats(deployment).breaker.record(False)  # broke mid-stream
             await sink.error(error_reply(exc), meta, streaming=True)
         metrics.requests_counter(prepared.model.name, status).inc()
+        self._log(
+            prepared,
+            status=status,
+            cache=meta.get(headers.CACHE, "MISS"),
+            reply_headers=meta,
+            started=perf_started,
+            usage=assembler.usage,
+        )
         if status == 200:
             body = _encoder.encode(assembler.completion())
             entry = self._storable(prepared, Reply(200, body, meta))

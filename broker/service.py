@@ -13,12 +13,14 @@ from faststream.nats import NatsBroker
 from faststream.security import BaseSecurity
 from nats.aio.client import Client
 from nats.aio.subscription import Subscription
+from nats.micro.service import Service
 
 from broker.batch.engine import BatchEngine
 from broker.budget import SpendLedger
 from broker.cache import L2Kind, ResponseCache
 from broker.config import Config
 from broker.control import register_control
+from broker.discovery import register
 from broker.l2 import GuardedL2, L2Backend
 from broker.l2_nats import NatsKVL2
 from broker.l2_redis import RedisL2
@@ -69,6 +71,7 @@ class BrokerService:
         self.pipeline: ChatPipeline | None = None
         self.batch: BatchEngine | None = None
         self._keys_task: asyncio.Task[None] | None = None
+        self._micro: Service | None = None
 
     @property
     def nc(self) -> Client:
@@ -120,6 +123,16 @@ class BrokerService:
         if self.config.batch.enabled:
             self.batch = BatchEngine(self.nc, self.pipeline.handle, self.config.batch)
             await self.batch.start()
+        self._micro = await register(
+            self.nc,
+            "broker",
+            [subjects.CHAT, subjects.MESSAGES],
+            lambda: {
+                "in_flight": self.pipeline.in_flight if self.pipeline else 0,
+                "l2": self.l2_name,
+                "batch": self.batch is not None,
+            },
+        )
         await self._fs.start()  # last: the ping it answers means everything is serving
         await self.nc.flush()
 
@@ -154,6 +167,9 @@ class BrokerService:
             await self.batch.stop()
         if self._keys_task is not None:
             self._keys_task.cancel()
+        if self._micro is not None:
+            with contextlib.suppress(Exception):
+                await self._micro.stop()
         if self.pipeline is not None:
             await self.pipeline.drain(drain_timeout)
         if self._l2 is not None:

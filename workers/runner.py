@@ -16,7 +16,9 @@ import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.micro.service import Service
 
+from broker.discovery import register
 from broker.runtime import PENDING_MSGS_LIMIT, InFlight
 from schemas import StreamEnd, decode_chat_request, error_body, headers, subjects
 from workers.base import Provider, ProviderRequest
@@ -74,6 +76,7 @@ class WorkerService:
         self._subs: list[Subscription] = []
         self._running: dict[str, asyncio.Task[None]] = {}
         self.subject = subjects.provider_subject(provider.name)
+        self._micro: Service | None = None
 
     async def start(self) -> None:
         """Subscribe in the workers' queue group, and to cancellations."""
@@ -86,9 +89,18 @@ class WorkerService:
             ),
             await self._nc.subscribe(subjects.CANCEL, cb=self._on_cancel),
         ]
+        self._micro = await register(
+            self._nc,
+            f"worker-{self._provider.name}",
+            [self.subject],
+            lambda: {"in_flight": len(self._inflight), "provider": self._provider.name},
+        )
 
     async def stop(self, drain_timeout: float = 10.0) -> None:
         """Stop taking requests, let running ones finish (bounded), release the provider."""
+        if self._micro is not None:
+            with contextlib.suppress(Exception):
+                await self._micro.stop()
         for sub in self._subs:
             with contextlib.suppress(Exception):  # graceful: pending messages still served
                 await sub.drain()  # type: ignore[no-untyped-call]

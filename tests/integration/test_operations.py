@@ -6,6 +6,7 @@ import asyncio
 import re
 
 import msgspec
+import pytest
 from nats.aio.client import Client
 
 from broker.runtime import close_quietly, connect
@@ -125,3 +126,64 @@ async def test_rolling_restart_loses_no_request(nats_url: str) -> None:
         await close_quietly(client)
     assert len(results) > 50
     assert set(results) == {200}, {s: results.count(s) for s in set(results)}
+
+
+async def test_srv_ping_finds_every_service(nats_url: str) -> None:
+    """$SRV.PING is answered by the broker and each provider worker; their status endpoints
+    report live numbers."""
+    stack = await start_stack(nats_url, config_from(CONFIG))
+    try:
+        inbox = stack.nc.new_inbox()
+        sub = await stack.nc.subscribe(inbox)
+        await stack.nc.publish("$SRV.PING", b"", reply=inbox)
+        names: set[str] = set()
+        async with asyncio.timeout(5):
+            while not {"llm-edge-broker", "llm-edge-worker-mock"} <= names:
+                names.add(msgspec.json.decode((await sub.next_msg(timeout=5)).data)["name"])
+        await sub.unsubscribe()
+        info = await stack.nc.request("$SRV.INFO.llm-edge-broker", b"", timeout=5)
+        assert "llm.chat" in msgspec.json.decode(info.data)["metadata"]["subjects"]
+        status = await stack.nc.request("llm.status.broker", b"", timeout=5)
+        assert msgspec.json.decode(status.data)["in_flight"] == 0
+        worker = await stack.nc.request("llm.status.worker-mock", b"", timeout=5)
+        assert msgspec.json.decode(worker.data)["provider"] == "mock"
+    finally:
+        await stack.stop()
+
+
+async def test_one_json_log_line_per_request_without_content(
+    nats_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A miss logs one line with request id, model, deployment, cache status and tokens; the
+    prompt never appears."""
+    import logging
+
+    from broker.logs import JsonFormatter
+
+    caplog.set_level(logging.INFO, logger="llm_edge.requests")
+    stack = await start_stack(nats_url, config_from(CONFIG))
+    try:
+        secret_prompt = "my very private question 42"
+        body = msgspec.json.encode(
+            {"model": "metered", "messages": [{"role": "user", "content": secret_prompt}]}
+        )
+        reply = await stack.nc.request(
+            "llm.chat", body, timeout=10, headers={"X-Request-Id": "req-log-1"}
+        )
+        assert (reply.headers or {})["Llm-Status"] == "200"
+        await stack.nc.flush()
+    finally:
+        await stack.stop()
+    records = [
+        r
+        for r in caplog.records
+        if r.name == "llm_edge.requests"
+        and getattr(r, "fields", {}).get("request_id") == "req-log-1"
+    ]
+    assert len(records) == 1
+    line = msgspec.json.decode(JsonFormatter().format(records[0]))
+    assert (line["model"], line["cache"], line["status"]) == ("metered", "MISS", 200)
+    assert line["deployment"] == "metered@mock"
+    assert line["prompt_tokens"] > 0
+    assert line["latency_ms"] > 0
+    assert secret_prompt not in caplog.text
