@@ -13,6 +13,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 __all__ = [
+    "BATCH_LINES",
     "BREAKER_STATE",
     "CACHE_COALESCED",
     "CACHE_HITS",
@@ -28,6 +29,8 @@ __all__ = [
     "REQUESTS",
     "REQUEST_DURATION",
     "RETRIES",
+    "TIME_TO_FIRST_CHUNK",
+    "TOKENS",
     "BreakerStateSource",
     "requests_counter",
 ]
@@ -54,6 +57,16 @@ CACHE_L2_ERRORS = Counter(
 COST = Counter(
     "llm_edge_cost_usd_total", "Spend at the deployment price table, USD.", ["provider", "model"]
 )
+TOKENS = Counter(
+    "llm_edge_tokens_total", "Tokens answered by providers.", ["provider", "model", "type"]
+)
+TIME_TO_FIRST_CHUNK = Histogram(
+    "llm_edge_time_to_first_token_seconds",
+    "Streams: time from receipt to the first chunk from a provider.",
+    ["provider"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+BATCH_LINES = Counter("llm_edge_batch_lines_total", "Batch lines finished, by outcome.", ["state"])
 RETRIES = Counter("llm_edge_retries_total", "Attempts after the first, across deployments.")
 FAILOVERS = Counter(
     "llm_edge_failovers_total", "Attempts sent to another deployment than the last."

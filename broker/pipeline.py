@@ -378,6 +378,9 @@ class ChatPipeline:
             await sink.error(error_reply(exc), meta, streaming=True)
             return
         meta.update(with_attempt_headers(Reply(200, b""), deployment, attempts).headers)
+        metrics.TIME_TO_FIRST_CHUNK.labels(deployment.provider).observe(
+            time.perf_counter() - perf_started
+        )
         assembler = StreamAssembler()
         status = 200
         try:
@@ -432,11 +435,16 @@ class ChatPipeline:
             return
         deployment = self._deployments.get(reply.headers.get(headers.DEPLOYMENT, ""))
         tenant = prepared.tenant
-        if deployment is None or not (
-            deployment.input_price or deployment.output_price or tenant.tpm
-        ):
+        if deployment is None:
             return
         cost, usage = cost_of(reply.body, deployment)
+        if usage is not None:
+            metrics.TOKENS.labels(deployment.provider, prepared.model.name, "prompt").inc(
+                usage.prompt_tokens
+            )
+            metrics.TOKENS.labels(deployment.provider, prepared.model.name, "completion").inc(
+                usage.completion_tokens
+            )
         if tenant.tpm and usage is not None:  # the estimate was counted up front
             await self.limiter.settle(tenant.name, usage.total_tokens - prepared.token_estimate)
         await self.ledger.add(

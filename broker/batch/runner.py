@@ -21,6 +21,7 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import api
 
+from broker import metrics
 from broker.batch.models import BatchRecord, BatchStatus, InputLine
 from broker.batch.settings import BatchSettings
 from broker.batch.store import LINE_SUBJECT, LINES_STREAM, BatchStore, result_key
@@ -274,3 +275,4 @@ class BatchRunner:
         await self._store.put_result(batch_id, custom_id, line)
         await msg.ack()
         self.progress.setdefault(batch_id, Counter())[outcome] += 1
+        metrics.BATCH_LINES.labels(outcome).inc()

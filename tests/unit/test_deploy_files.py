@@ -13,7 +13,16 @@ def test_compose_parses_and_references_exist() -> None:
     """Every service has an image or a build; mounted repo files exist; commands are ours."""
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
     services = compose["services"]
-    assert {"nats", "redis", "broker-1", "broker-2", "worker-mock", "bridge"} <= set(services)
+    assert {
+        "nats",
+        "redis",
+        "broker-1",
+        "broker-2",
+        "worker-mock",
+        "bridge",
+        "prometheus",
+        "grafana",
+    } <= set(services)
     for name, service in services.items():
         assert "image" in service or "build" in service, name
         for volume in service.get("volumes", []):
@@ -31,3 +40,34 @@ def test_nats_configs_have_no_python() -> None:
     """nats/ holds server configs only: no package that could shadow the nats client."""
     assert not (ROOT / "nats" / "__init__.py").exists()
     assert {p.suffix for p in (ROOT / "nats").iterdir()} == {".conf"}
+
+
+def test_dashboards_and_scrape_config() -> None:
+    """Four dashboards parse and query only metrics the code exports; Prometheus scrapes
+    every process of the compose stack."""
+    import json
+    import re
+
+    exported = set(
+        re.findall(
+            r'"(llm_edge_[a-z0-9_]+)"',
+            "".join(p.read_text() for p in (ROOT / "broker").glob("metrics.py")),
+        )
+    )
+    boards = sorted((ROOT / "dashboards").glob("*.json"))
+    assert [b.stem for b in boards] == [
+        "cache-performance",
+        "cost-analytics",
+        "request-overview",
+        "system-health",
+    ]
+    for board in boards:
+        for panel in json.loads(board.read_text())["panels"]:
+            for name in re.findall(r"llm_edge_[a-z0-9_]+", panel["targets"][0]["expr"]):
+                base = re.sub(r"_(bucket|count|sum)$", "", name)
+                assert base in exported, f"{board.name}: {name} is not exported"
+    scrape = yaml.safe_load((ROOT / "dashboards" / "prometheus.yml").read_text())
+    targets = {
+        t for job in scrape["scrape_configs"] for c in job["static_configs"] for t in c["targets"]
+    }
+    assert {"bridge:8080", "broker-1:9100", "broker-2:9100", "worker-mock:9100"} <= targets

@@ -1,0 +1,97 @@
+"""The AsyncAPI 3 document of the NATS API, built from the msgspec structs (pure: no I/O).
+
+``scripts/asyncapi`` writes it to ``docs/asyncapi.json``; a test keeps that file current.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from schemas import headers, subjects
+from schemas.chat import ChatCompletion, ChatCompletionChunk, ChatRequest, StreamEnd
+from schemas.errors import ErrorEnvelope
+
+__all__ = ["asyncapi_document"]
+
+_REQUEST_HEADERS = {
+    headers.REQUEST_ID: "correlation id (generated when absent)",
+    headers.TIMEOUT_MS: "time budget in milliseconds",
+    headers.AUTHORIZATION: "Bearer <API key>",
+    headers.CACHE_CONTROL: "no-cache | no-store | max-age=N",
+    headers.CACHE_NAMESPACE: "cache namespace",
+    headers.TRACEPARENT: "W3C trace context",
+}
+_REPLY_HEADERS = {
+    headers.STATUS: "HTTP-like status",
+    headers.CACHE: "HIT-L1 | HIT-L2 | MISS | BYPASS",
+    headers.CACHE_KEY: "the cache entry",
+    headers.PROVIDER: "provider that answered",
+    headers.DEPLOYMENT: "deployment that answered",
+    headers.ATTEMPTS: "attempts it took",
+    headers.RETRY_AFTER: "seconds, on 429/503",
+    headers.STREAM: "chunk | end | error (streams)",
+    headers.SEQ: "position in a stream",
+}
+
+
+def _headers_schema(described: dict[str, str]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {k: {"type": "string", "description": v} for k, v in described.items()},
+    }
+
+
+def asyncapi_document(version: str = "0.1.0") -> dict[str, Any]:
+    """The document as a JSON-ready dict."""
+    (request, completion, chunk, end, error), components = msgspec.json.schema_components(
+        [ChatRequest, ChatCompletion, ChatCompletionChunk, StreamEnd, ErrorEnvelope],
+        ref_template="#/components/schemas/{name}",
+    )
+    messages = {
+        "ChatRequest": {"payload": request, "headers": _headers_schema(_REQUEST_HEADERS)},
+        "ChatCompletion": {"payload": completion, "headers": _headers_schema(_REPLY_HEADERS)},
+        "ChatCompletionChunk": {"payload": chunk, "headers": _headers_schema(_REPLY_HEADERS)},
+        "StreamEnd": {"payload": end, "headers": _headers_schema(_REPLY_HEADERS)},
+        "Error": {"payload": error, "headers": _headers_schema(_REPLY_HEADERS)},
+        "CancelRequest": {"payload": {"type": "string", "description": "a request id"}},
+    }
+    reply_refs = [
+        {"$ref": f"#/components/messages/{name}"}
+        for name in ("ChatCompletion", "ChatCompletionChunk", "StreamEnd", "Error")
+    ]
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "LLM Edge Broker NATS API",
+            "version": version,
+            "description": "OpenAI chat completions over NATS request/reply; streams are "
+            "sequences of messages on the reply subject.",
+        },
+        "channels": {
+            "chat": {
+                "address": subjects.CHAT,
+                "messages": {"request": {"$ref": "#/components/messages/ChatRequest"}},
+            },
+            "reply": {
+                "address": None,
+                "messages": dict(
+                    zip(("completion", "chunk", "end", "error"), reply_refs, strict=True)
+                ),
+            },
+            "cancel": {
+                "address": subjects.CANCEL,
+                "messages": {"cancel": {"$ref": "#/components/messages/CancelRequest"}},
+            },
+        },
+        "operations": {
+            "chat": {
+                "action": "receive",
+                "channel": {"$ref": "#/channels/chat"},
+                "reply": {"channel": {"$ref": "#/channels/reply"}},
+            },
+            "cancel": {"action": "receive", "channel": {"$ref": "#/channels/cancel"}},
+        },
+        "components": {"schemas": components, "messages": messages},
+    }
