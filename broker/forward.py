@@ -12,6 +12,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from broker.config import Deployment
 from broker.errors import DeadlineExceeded, NoProvider, UpstreamFailed
 from broker.request import Prepared, Reply
+from broker.tracing import inject
 from schemas import ChatCompletionChunk, StreamEnd, headers, subjects
 
 __all__ = ["Forwarder", "StreamEvent"]
@@ -47,7 +48,8 @@ class Forwarder:
             headers.UPSTREAM_MODEL: deployment.model,
             headers.REQUEST_ID: prepared.request_id,
         }
-        if prepared.trace:
+        inject(forward_headers)  # this broker's span is the worker's parent
+        if headers.TRACEPARENT not in forward_headers and prepared.trace:
             forward_headers[headers.TRACEPARENT] = prepared.trace
         return remaining, forward_headers
 

@@ -18,6 +18,7 @@ import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.nuid import NUID
+from opentelemetry.trace import SpanKind
 
 from broker import metrics
 from broker.assemble import StreamAssembler, replay_chunks
@@ -34,6 +35,7 @@ from broker.resilience import Resilient, with_attempt_headers
 from broker.routing import Router
 from broker.runtime import InFlight
 from broker.sinks import AnthropicSink, NatsSink, ReplySink
+from broker.tracing import extract, tracer
 from schemas import ChatCompletion, ChatCompletionChunk, StreamEnd, Usage, headers
 
 __all__ = ["ChatPipeline"]
@@ -224,11 +226,18 @@ class ChatPipeline:
         if task is not None:
             self._running[prepared.request_id] = task
         metrics.IN_FLIGHT.inc()
+        parent = extract({"traceparent": prepared.trace} if prepared.trace else None)
         try:
-            if prepared.stream:
-                await self._stream_miss(prepared, sink)
-            else:
-                await self._whole_miss(prepared, sink)
+            with tracer.start_as_current_span(
+                "llm.chat",
+                context=parent,
+                kind=SpanKind.CONSUMER,
+                attributes={"llm.model": prepared.model.name, "llm.tenant": prepared.tenant.name},
+            ):
+                if prepared.stream:
+                    await self._stream_miss(prepared, sink)
+                else:
+                    await self._whole_miss(prepared, sink)
         except asyncio.CancelledError:
             pass  # the caller cancelled (llm.cancel): nobody is waiting for an answer
         except Exception:
@@ -324,7 +333,8 @@ class ChatPipeline:
         self._pending[key] = future
         result = (error_reply(_INTERNAL), "MISS")
         try:
-            hit = await self._cache.get_l2(key)
+            with tracer.start_as_current_span("cache.l2"):
+                hit = await self._cache.get_l2(key)
             if hit is not None:
                 result = (hit_reply(hit), "HIT-L2")
             else:
@@ -342,7 +352,8 @@ class ChatPipeline:
             return await self._forwarder.whole(prepared, deployment, deadline)
 
         try:
-            reply, deployment, attempts = await self.resilient.run(prepared, attempt)
+            with tracer.start_as_current_span("route"):
+                reply, deployment, attempts = await self.resilient.run(prepared, attempt)
         except BrokerError as exc:
             return error_reply(exc)
         return with_attempt_headers(reply, deployment, attempts)

@@ -12,7 +12,9 @@ from typing import Any
 
 import httpx
 import msgspec
+from opentelemetry.trace import SpanKind
 
+from broker.tracing import inject, tracer
 from schemas import ChatCompletion, ChatCompletionChunk
 from workers.base import ProviderRequest
 from workers.config import ProviderConfig, ProviderKind
@@ -84,20 +86,25 @@ class OpenAIProvider:
         return msgspec.json.encode(body)
 
     def _request_headers(self, request: ProviderRequest) -> dict[str, str]:
+        outgoing = dict(self._headers)
         if request.request_id:
-            return {**self._headers, "x-client-request-id": request.request_id}
-        return self._headers
+            outgoing["x-client-request-id"] = request.request_id
+        inject(outgoing)  # the upstream call joins the request's trace
+        return outgoing
 
     async def complete(self, request: ProviderRequest) -> bytes:
         """POST ``/chat/completions``; return the upstream ``chat.completion`` bytes."""
         timeout = min(request.timeout_s, self._config.timeout_s)
         try:
-            response = await self._client.post(
-                self._url(request.upstream_model),
-                content=self._payload(request, stream=False),
-                headers=self._request_headers(request),
-                timeout=timeout,
-            )
+            with tracer.start_as_current_span(
+                "upstream POST", kind=SpanKind.CLIENT, attributes={"llm.provider": self.name}
+            ):
+                response = await self._client.post(
+                    self._url(request.upstream_model),
+                    content=self._payload(request, stream=False),
+                    headers=self._request_headers(request),
+                    timeout=timeout,
+                )
         except httpx.HTTPError as exc:
             raise self._error(exc) from exc
         if response.status_code >= 400:

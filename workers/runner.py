@@ -17,9 +17,12 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.micro.service import Service
+from opentelemetry.context import attach, detach
+from opentelemetry.trace import SpanKind, set_span_in_context
 
 from broker.discovery import register
 from broker.runtime import PENDING_MSGS_LIMIT, InFlight
+from broker.tracing import extract, tracer
 from schemas import StreamEnd, decode_chat_request, error_body, headers, subjects
 from workers.base import Provider, ProviderRequest
 from workers.errors import ProviderError
@@ -125,6 +128,10 @@ class WorkerService:
         task = asyncio.current_task()
         if request_id and task is not None:
             self._running[request_id] = task
+        span = tracer.start_span(
+            f"llm.provider.{self._provider.name}", context=extract(hdrs), kind=SpanKind.CONSUMER
+        )
+        token = attach(set_span_in_context(span))
         try:
             chat = decode_chat_request(msg.data)
             request = ProviderRequest(
@@ -143,6 +150,8 @@ class WorkerService:
         except asyncio.CancelledError:
             pass  # cancelled by llm.cancel: the caller is gone, nobody to answer
         finally:
+            detach(token)
+            span.end()
             if request_id:
                 self._running.pop(request_id, None)
 

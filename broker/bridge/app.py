@@ -18,12 +18,14 @@ from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.nuid import NUID
+from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from broker.bridge.batches import BatchRoutes
 from broker.client import ChatStreamError, stream_messages
 from broker.messages_api import anthropic_error
 from broker.request import HEADER_ROOM
+from broker.tracing import extract, inject, tracer
 from schemas import error_body, headers, subjects
 
 __all__ = ["DEFAULT_HTTP_TIMEOUT_S", "BridgeApp"]
@@ -216,7 +218,11 @@ class BridgeApp:
         relay = self._relay_stream if _wants_stream(body) else self._relay_whole
         watch = _DisconnectWatch(receive)
         try:
-            await relay(api, body, nats_headers, send)
+            with tracer.start_as_current_span(
+                f"POST {api.subject}", context=extract(nats_headers), kind=SpanKind.SERVER
+            ):
+                inject(nats_headers)  # the broker's span is this one's child
+                await relay(api, body, nats_headers, send)
         except asyncio.CancelledError:
             if not watch.client_left:
                 raise

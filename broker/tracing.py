@@ -1,0 +1,56 @@
+"""OpenTelemetry across NATS: ``traceparent`` travels in NATS headers, so one trace spans
+bridge -> broker (stages: cache, route) -> worker -> upstream HTTP.
+
+Only the OpenTelemetry API is required: without an SDK every span is a no-op. Exporting is
+opt-in: with ``OTEL_EXPORTER_OTLP_ENDPOINT`` set (and ``opentelemetry-sdk`` plus
+``opentelemetry-exporter-otlp`` installed, the ``otel`` extra) spans go to that collector.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, MutableMapping
+
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+
+__all__ = ["configure", "extract", "inject", "tracer"]
+
+log = logging.getLogger("llm_edge")
+
+tracer = trace.get_tracer("llm_edge")
+
+
+def extract(carrier: Mapping[str, str] | None) -> Context | None:
+    """The remote parent carried in headers (``traceparent``), if any."""
+    if not carrier or "traceparent" not in carrier:
+        return None
+    return propagate.extract(carrier)
+
+
+def inject(carrier: MutableMapping[str, str]) -> None:
+    """Put the current span's ``traceparent`` into outgoing headers."""
+    propagate.inject(carrier)
+
+
+def configure(env: Mapping[str, str], service: str) -> None:
+    """Export spans over OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set; otherwise nothing."""
+    endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if not endpoint:
+        return
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
+            OTLPSpanExporter,
+        )
+        from opentelemetry.sdk.resources import Resource  # noqa: PLC0415
+        from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
+    except ImportError:
+        log.warning(
+            "OTEL_EXPORTER_OTLP_ENDPOINT is set but the otel extra is not installed "
+            "(pip install 'llm-edge-broker[otel]'): tracing stays off"
+        )
+        return
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+    trace.set_tracer_provider(provider)
