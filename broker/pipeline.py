@@ -35,7 +35,7 @@ from broker.resilience import Resilient, with_attempt_headers
 from broker.routing import Router
 from broker.runtime import InFlight
 from broker.sinks import AnthropicSink, NatsSink, ReplySink
-from broker.tracing import extract, tracer
+from broker.tracing import span
 from schemas import ChatCompletion, ChatCompletionChunk, StreamEnd, Usage, headers
 
 __all__ = ["ChatPipeline"]
@@ -226,11 +226,11 @@ class ChatPipeline:
         if task is not None:
             self._running[prepared.request_id] = task
         metrics.IN_FLIGHT.inc()
-        parent = extract({"traceparent": prepared.trace} if prepared.trace else None)
+        parent = {"traceparent": prepared.trace} if prepared.trace else None
         try:
-            with tracer.start_as_current_span(
+            with span(
                 "llm.chat",
-                context=parent,
+                parent=parent,
                 kind=SpanKind.CONSUMER,
                 attributes={"llm.model": prepared.model.name, "llm.tenant": prepared.tenant.name},
             ):
@@ -333,7 +333,7 @@ class ChatPipeline:
         self._pending[key] = future
         result = (error_reply(_INTERNAL), "MISS")
         try:
-            with tracer.start_as_current_span("cache.l2"):
+            with span("cache.l2"):
                 hit = await self._cache.get_l2(key)
             if hit is not None:
                 result = (hit_reply(hit), "HIT-L2")
@@ -352,7 +352,7 @@ class ChatPipeline:
             return await self._forwarder.whole(prepared, deployment, deadline)
 
         try:
-            with tracer.start_as_current_span("route"):
+            with span("route"):
                 reply, deployment, attempts = await self.resilient.run(prepared, attempt)
         except BrokerError as exc:
             return error_reply(exc)

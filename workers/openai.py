@@ -14,7 +14,7 @@ import httpx
 import msgspec
 from opentelemetry.trace import SpanKind
 
-from broker.tracing import inject, tracer
+from broker.tracing import inject, span
 from schemas import ChatCompletion, ChatCompletionChunk
 from workers.base import ProviderRequest
 from workers.config import ProviderConfig, ProviderKind
@@ -96,7 +96,7 @@ class OpenAIProvider:
         """POST ``/chat/completions``; return the upstream ``chat.completion`` bytes."""
         timeout = min(request.timeout_s, self._config.timeout_s)
         try:
-            with tracer.start_as_current_span(
+            with span(
                 "upstream POST", kind=SpanKind.CLIENT, attributes={"llm.provider": self.name}
             ):
                 response = await self._client.post(

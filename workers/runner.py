@@ -17,12 +17,11 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.micro.service import Service
-from opentelemetry.context import attach, detach
-from opentelemetry.trace import SpanKind, set_span_in_context
+from opentelemetry.trace import SpanKind
 
 from broker.discovery import register
 from broker.runtime import PENDING_MSGS_LIMIT, InFlight
-from broker.tracing import extract, tracer
+from broker.tracing import span
 from schemas import StreamEnd, decode_chat_request, error_body, headers, subjects
 from workers.base import Provider, ProviderRequest
 from workers.errors import ProviderError
@@ -128,32 +127,27 @@ class WorkerService:
         task = asyncio.current_task()
         if request_id and task is not None:
             self._running[request_id] = task
-        span = tracer.start_span(
-            f"llm.provider.{self._provider.name}", context=extract(hdrs), kind=SpanKind.CONSUMER
-        )
-        token = attach(set_span_in_context(span))
-        try:
-            chat = decode_chat_request(msg.data)
-            request = ProviderRequest(
-                body=msg.data,
-                chat=chat,
-                upstream_model=hdrs.get(headers.UPSTREAM_MODEL) or chat.model,
-                timeout_s=timeout,
-                request_id=request_id,
-            )
-            if chat.stream:
-                await self._stream(msg.reply, request)
-            else:
-                await self._whole(msg.reply, request)
-        except msgspec.MsgspecError as exc:
-            await self._reply(msg.reply, *failure(exc, self._provider.name, timeout))
-        except asyncio.CancelledError:
-            pass  # cancelled by llm.cancel: the caller is gone, nobody to answer
-        finally:
-            detach(token)
-            span.end()
-            if request_id:
-                self._running.pop(request_id, None)
+        with span(f"llm.provider.{self._provider.name}", parent=hdrs, kind=SpanKind.CONSUMER):
+            try:
+                chat = decode_chat_request(msg.data)
+                request = ProviderRequest(
+                    body=msg.data,
+                    chat=chat,
+                    upstream_model=hdrs.get(headers.UPSTREAM_MODEL) or chat.model,
+                    timeout_s=timeout,
+                    request_id=request_id,
+                )
+                if chat.stream:
+                    await self._stream(msg.reply, request)
+                else:
+                    await self._whole(msg.reply, request)
+            except msgspec.MsgspecError as exc:
+                await self._reply(msg.reply, *failure(exc, self._provider.name, timeout))
+            except asyncio.CancelledError:
+                pass  # cancelled by llm.cancel: the caller is gone, nobody to answer
+            finally:
+                if request_id:
+                    self._running.pop(request_id, None)
 
     async def _reply(
         self, reply: str, status: int, body: bytes, extra: dict[str, str] | None = None

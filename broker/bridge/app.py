@@ -25,7 +25,7 @@ from broker.bridge.batches import BatchRoutes
 from broker.client import ChatStreamError, stream_messages
 from broker.messages_api import anthropic_error
 from broker.request import HEADER_ROOM
-from broker.tracing import extract, inject, tracer
+from broker.tracing import inject, span
 from schemas import error_body, headers, subjects
 
 __all__ = ["DEFAULT_HTTP_TIMEOUT_S", "BridgeApp"]
@@ -218,9 +218,7 @@ class BridgeApp:
         relay = self._relay_stream if _wants_stream(body) else self._relay_whole
         watch = _DisconnectWatch(receive)
         try:
-            with tracer.start_as_current_span(
-                f"POST {api.subject}", context=extract(nats_headers), kind=SpanKind.SERVER
-            ):
+            with span(f"POST {api.subject}", parent=nats_headers, kind=SpanKind.SERVER):
                 inject(nats_headers)  # the broker's span is this one's child
                 await relay(api, body, nats_headers, send)
         except asyncio.CancelledError:
