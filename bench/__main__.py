@@ -28,6 +28,8 @@ from broker.embedded import EmbeddedNats
 from tests.support.servers import RedisServer, free_port
 
 CONFIG = """
+[broker]
+request_log = "off"   # measured separately: a log line per request costs its formatting and I/O
 [providers.mock]
 kind = "mock"
 [models.mock]
