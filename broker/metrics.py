@@ -97,6 +97,18 @@ class _BreakerCollector(Collector):
             for provider, deployment, state in source.breaker_states():
                 gauge.add_metric([provider, deployment], state)
         yield gauge
+        health = GaugeMetricFamily(
+            "llm_edge_provider_health",
+            "1 while some deployment of the provider takes traffic (breaker not open), else 0.",
+            labels=["provider"],
+        )
+        providers: dict[str, int] = {}
+        for source in list(self.sources):
+            for provider, _, state in source.breaker_states():
+                providers[provider] = max(providers.get(provider, 0), int(state != 1))
+        for provider, up in providers.items():
+            health.add_metric([provider], up)
+        yield health
 
 
 BREAKER_STATE = _BreakerCollector()

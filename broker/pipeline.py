@@ -46,6 +46,7 @@ _encoder = msgspec.json.Encoder()
 _completion_decoder = msgspec.json.Decoder(ChatCompletion)
 _INTERNAL = BrokerError("internal broker error")
 _Opened = tuple[StreamEvent, AsyncGenerator[StreamEvent, None]]
+_Priced = tuple[Deployment | None, float, Usage | None]
 
 
 class ChatPipeline:
@@ -202,6 +203,9 @@ class ChatPipeline:
     ) -> None:
         metrics.requests_counter(prepared.model.name, 200).inc()
         reply = hit_reply(hit)
+        deployment = self._deployments.get(hit.deployment)
+        if deployment is not None and (deployment.input_price or deployment.output_price):
+            reply.headers[headers.COST_SAVED] = f"{cost_of(hit.body, deployment)[0]:.6f}"
         meta = self._meta(prepared, cache_status)
         if self._request_log == "all":
             self._log(
@@ -291,8 +295,9 @@ class ChatPipeline:
         upstream = cache_status != "HIT-L2" and headers.COALESCED not in reply.headers
         # A budgeted tenant's spend is recorded before the reply, so its next request sees it.
         budgeted = upstream and prepared.tenant.budget_usd is not None
+        priced = self._price(reply) if upstream else (None, 0.0, None)
         if budgeted:
-            await self._charge(prepared, reply)
+            await self._charge(prepared, priced)
         await sink.whole(reply, self._meta(prepared, cache_status))
         metrics.requests_counter(prepared.model.name, reply.status).inc()
         if not upstream:
@@ -301,7 +306,7 @@ class ChatPipeline:
         metrics.REQUEST_DURATION.labels(provider).observe(self._clock() - started)
         await self._store_l2(prepared, self._storable(prepared, reply))
         if not budgeted:
-            await self._charge(prepared, reply)
+            await self._charge(prepared, priced)
         if self._request_log != "off":
             usage = usage_of(reply.body) if reply.status == 200 else None
             self._log(
@@ -417,7 +422,7 @@ class ChatPipeline:
             entry = self._storable(prepared, Reply(200, body, meta))
             self._store_l1(prepared, entry)
             await self._store_l2(prepared, entry)
-            await self._charge(prepared, Reply(200, body, meta))
+            await self._charge(prepared, self._price(Reply(200, body, dict(meta))))
 
     @staticmethod
     async def _relay(
@@ -440,24 +445,32 @@ class ChatPipeline:
                 return
             event = await anext(events, None)
 
-    async def _charge(self, prepared: Prepared, reply: Reply) -> None:
-        """Add an upstream answer's cost to the tenant's spend; true up its token count."""
+    def _price(self, reply: Reply) -> _Priced:
+        """The deployment, cost and usage of an upstream answer; names the cost in a header."""
         if reply.status != 200:
-            return
+            return None, 0.0, None
         deployment = self._deployments.get(reply.headers.get(headers.DEPLOYMENT, ""))
-        tenant = prepared.tenant
+        if deployment is None:
+            return None, 0.0, None
+        cost, usage = cost_of(reply.body, deployment)
+        if deployment.input_price or deployment.output_price:
+            reply.headers[headers.COST] = f"{cost:.6f}"
+        return deployment, cost, usage
+
+    async def _charge(self, prepared: Prepared, priced: _Priced) -> None:
+        """Count tokens, true up the tenant's tpm, add the cost to its spend."""
+        deployment, cost, usage = priced
         if deployment is None:
             return
-        cost, usage = cost_of(reply.body, deployment)
+        tenant = prepared.tenant
         if usage is not None:
-            metrics.TOKENS.labels(deployment.provider, prepared.model.name, "prompt").inc(
-                usage.prompt_tokens
-            )
-            metrics.TOKENS.labels(deployment.provider, prepared.model.name, "completion").inc(
+            model = prepared.model.name
+            metrics.TOKENS.labels(deployment.provider, model, "prompt").inc(usage.prompt_tokens)
+            metrics.TOKENS.labels(deployment.provider, model, "completion").inc(
                 usage.completion_tokens
             )
-        if tenant.tpm and usage is not None:  # the estimate was counted up front
-            await self.limiter.settle(tenant.name, usage.total_tokens - prepared.token_estimate)
+            if tenant.tpm:  # the estimate was counted up front
+                await self.limiter.settle(tenant.name, usage.total_tokens - prepared.token_estimate)
         await self.ledger.add(
             tenant.name, tenant.budget_period, cost, prepared.model.name, deployment.provider
         )

@@ -13,6 +13,8 @@ __all__ = [
     "CACHE_KEY",
     "CACHE_NAMESPACE",
     "COALESCED",
+    "COST",
+    "COST_SAVED",
     "DEPLOYMENT",
     "EVENT",
     "PROVIDER",
@@ -65,3 +67,6 @@ STREAM = "Llm-Stream"
 SEQ = "Llm-Seq"
 #: Streams in the Anthropic protocol (``llm.messages``): the SSE event name of the message.
 EVENT = "Llm-Event"
+#: What an answer cost at the deployment's prices (USD), and what a cache hit saved.
+COST = "Llm-Cost-Usd"
+COST_SAVED = "Llm-Cost-Saved-Usd"

@@ -62,6 +62,8 @@ _EXPOSE = (
     headers.ATTEMPTS,
     headers.RETRY_AFTER,
     headers.COALESCED,
+    headers.COST,
+    headers.COST_SAVED,
     "x-ratelimit-limit-requests",
     "x-ratelimit-remaining-requests",
     "x-ratelimit-reset-requests",

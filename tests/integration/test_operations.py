@@ -187,3 +187,31 @@ async def test_one_json_log_line_per_request_without_content(
     assert line["prompt_tokens"] > 0
     assert line["latency_ms"] > 0
     assert secret_prompt not in caplog.text
+
+
+async def test_cost_header_and_cost_saved_on_hits(nats_url: str) -> None:
+    """A priced answer names its cost; the same answer from cache names the cost it saved."""
+    config = config_from(
+        CONFIG
+        + """
+    [models.priced]
+    deployments = [{ provider = "mock", input_price = 2.5, output_price = 10.0 }]
+    """
+    )
+    stack = await start_stack(nats_url, config)
+    try:
+        body = msgspec.json.encode(
+            {"model": "priced", "messages": [{"role": "user", "content": "what does this cost?"}]}
+        )
+        miss = await stack.nc.request("llm.chat", body, timeout=10)
+        hit = await stack.nc.request("llm.chat", body, timeout=10)
+    finally:
+        await stack.stop()
+    assert miss.headers is not None
+    assert hit.headers is not None
+    cost = float(miss.headers["Llm-Cost-Usd"])
+    usage = msgspec.json.decode(miss.data)["usage"]
+    expected = (usage["prompt_tokens"] * 2.5 + usage["completion_tokens"] * 10.0) / 1e6
+    assert abs(cost - expected) < 1e-6
+    assert hit.headers["X-Cache"] == "HIT-L1"
+    assert float(hit.headers["Llm-Cost-Saved-Usd"]) == cost
