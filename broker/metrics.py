@@ -26,6 +26,7 @@ __all__ = [
     "L1_MISSES",
     "L2_HITS",
     "L2_MISSES",
+    "OVERHEAD",
     "REQUESTS",
     "REQUEST_DURATION",
     "RETRIES",
@@ -56,6 +57,11 @@ CACHE_L2_ERRORS = Counter(
 
 COST = Counter(
     "llm_edge_cost_usd_total", "Spend at the deployment price table, USD.", ["provider", "model"]
+)
+OVERHEAD = Histogram(
+    "llm_edge_overhead_seconds",
+    "Broker time of a cache miss not spent waiting for provider workers.",
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
 )
 TOKENS = Counter(
     "llm_edge_tokens_total", "Tokens answered by providers.", ["provider", "model", "type"]

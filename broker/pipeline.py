@@ -303,7 +303,10 @@ class ChatPipeline:
         if not upstream:
             return
         provider = reply.headers.get(headers.PROVIDER, "")
-        metrics.REQUEST_DURATION.labels(provider).observe(self._clock() - started)
+        elapsed = self._clock() - started
+        metrics.REQUEST_DURATION.labels(provider).observe(elapsed)
+        if prepared.upstream_s:
+            metrics.OVERHEAD.observe(max(0.0, elapsed - prepared.upstream_s))
         await self._store_l2(prepared, self._storable(prepared, reply))
         if not budgeted:
             await self._charge(prepared, priced)

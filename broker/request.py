@@ -76,6 +76,7 @@ class Prepared:
     trace: str | None = None
     tenant: TenantConfig = ANONYMOUS
     token_estimate: int = 0  # counted against the tenant's tpm before the call
+    upstream_s: float = 0.0  # time spent waiting for provider workers (all attempts)
 
     @property
     def stream(self) -> bool:

@@ -203,6 +203,7 @@ class Resilient:
             raise
         finally:
             stats.in_flight -= 1
+            prepared.upstream_s += self._clock() - started
         elapsed = self._clock() - started
         stats.breaker.record(True, elapsed)
         stats.observe_latency(elapsed)

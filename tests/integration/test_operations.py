@@ -61,6 +61,7 @@ async def test_metrics_endpoint_counts_real_traffic(nats_url: str) -> None:
         assert delta("llm_edge_cache_hits_total", tier="l1") == 2
         assert delta("llm_edge_cache_misses_total", tier="l1") >= 1
         assert delta("llm_edge_request_duration_seconds_count", provider="mock") == 1
+        assert delta("llm_edge_overhead_seconds_count") == 1
         assert re.search(r"llm_edge_in_flight \d", after)
     finally:
         await stack.stop()
