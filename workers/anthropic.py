@@ -17,7 +17,7 @@ from workers.anthropic_translate import (
 )
 from workers.base import ProviderRequest
 from workers.config import ProviderConfig
-from workers.errors import ErrorKind, ProviderError, kind_for_status
+from workers.errors import ErrorKind, ProviderError, kind_for_status, transport_error
 from workers.openai import parse_retry_after
 from workers.sse import aiter_sse
 
@@ -132,16 +132,8 @@ class AnthropicProvider:
 
     def _error(self, failure: httpx.Response | Exception) -> ProviderError:
         """Map every upstream failure to a :class:`ProviderError` (the only place that does)."""
-        if isinstance(failure, httpx.TimeoutException):
-            return ProviderError(self.name, ErrorKind.TIMEOUT, "upstream timed out")
-        if isinstance(failure, httpx.HTTPError):
-            return ProviderError(
-                self.name, ErrorKind.CONNECTION, f"{type(failure).__name__}: {failure}"
-            )
         if isinstance(failure, Exception):
-            return ProviderError(
-                self.name, ErrorKind.INVALID_RESPONSE, f"unreadable upstream response: {failure}"
-            )
+            return transport_error(self.name, failure)
         try:
             error = self._event_error(_json.decode(failure.content), failure.status_code)
         except msgspec.MsgspecError:

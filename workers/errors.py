@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["ErrorKind", "ProviderError", "kind_for_status"]
+import httpx
+
+__all__ = ["ErrorKind", "ProviderError", "kind_for_status", "transport_error"]
 
 
 class ErrorKind(enum.StrEnum):
@@ -92,3 +94,14 @@ class ProviderError(Exception):
     def status(self) -> int:
         """The HTTP-like status for the caller."""
         return self.kind.user_status
+
+
+def transport_error(provider: str, failure: Exception) -> ProviderError:
+    """A failure without an HTTP error response: timeout, connection, or an unreadable body."""
+    if isinstance(failure, httpx.TimeoutException):
+        return ProviderError(provider, ErrorKind.TIMEOUT, "upstream timed out")
+    if isinstance(failure, httpx.HTTPError):
+        return ProviderError(provider, ErrorKind.CONNECTION, f"{type(failure).__name__}: {failure}")
+    return ProviderError(
+        provider, ErrorKind.INVALID_RESPONSE, f"unreadable upstream response: {failure}"
+    )

@@ -18,7 +18,7 @@ from broker.tracing import inject, span
 from schemas import ChatCompletion, ChatCompletionChunk
 from workers.base import ProviderRequest
 from workers.config import ProviderConfig, ProviderKind
-from workers.errors import ErrorKind, ProviderError, kind_for_status
+from workers.errors import ErrorKind, ProviderError, kind_for_status, transport_error
 from workers.sse import aiter_sse
 
 __all__ = ["OpenAIProvider", "parse_retry_after"]
@@ -154,16 +154,8 @@ class OpenAIProvider:
 
     def _error(self, failure: httpx.Response | Exception) -> ProviderError:
         """Map every upstream failure to a :class:`ProviderError` (the only place that does)."""
-        if isinstance(failure, httpx.TimeoutException):
-            return ProviderError(self.name, ErrorKind.TIMEOUT, "upstream timed out")
-        if isinstance(failure, httpx.HTTPError):
-            return ProviderError(
-                self.name, ErrorKind.CONNECTION, f"{type(failure).__name__}: {failure}"
-            )
         if isinstance(failure, Exception):
-            return ProviderError(
-                self.name, ErrorKind.INVALID_RESPONSE, f"unreadable upstream response: {failure}"
-            )
+            return transport_error(self.name, failure)
         return ProviderError(
             self.name,
             kind_for_status(failure.status_code),

@@ -21,6 +21,7 @@ from nats.nuid import NUID
 from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from broker.bridge.asgi import read_body
 from broker.bridge.batches import BatchRoutes
 from broker.client import ChatStreamError, stream_messages
 from broker.messages_api import anthropic_error
@@ -201,7 +202,7 @@ class BridgeApp:
 
     async def _forward(self, api: _Api, scope: Scope, receive: Receive, send: Send) -> None:
         limit = self._nc.max_payload - HEADER_ROOM
-        body = await _read_body(receive, limit)
+        body = await read_body(receive, limit)
         if body is None:
             message = f"request body is over the {limit}-byte limit"
             await _error(send, 413, "request_too_large", message, anthropic=api.anthropic)
@@ -342,21 +343,6 @@ async def _sse(send: Send, data: bytes, hdrs: dict[str, str], *, more: bool) -> 
     event = hdrs.get(headers.EVENT)
     prefix = b"event: " + event.encode() + b"\ndata: " if event else b"data: "
     await send({"type": "http.response.body", "more_body": more, "body": prefix + data + b"\n\n"})
-
-
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    """The whole body, or ``None`` as soon as it passes ``limit`` bytes."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def _respond(

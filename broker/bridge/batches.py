@@ -24,6 +24,7 @@ from nats.nuid import NUID
 from broker.batch.models import FileObject
 from broker.batch.store import BatchStore
 from broker.batch.validate import MAX_FILE_BYTES
+from broker.bridge.asgi import read_body
 from broker.bridge.multipart import UploadTooLarge, parse_upload
 from schemas import error_body, headers, subjects
 
@@ -87,8 +88,11 @@ class BatchRoutes:
             return True
         if path == "/v1/batches":
             if method == "POST":
-                body = await _body(receive)
-                await self._forward(send, "create", body)
+                body = await read_body(receive, 1 << 20)
+                if body is None:
+                    await _error(send, 413, "request_too_large", "the body is over 1 MiB")
+                else:
+                    await self._forward(send, "create", body)
             else:
                 query = parse_qs(scope.get("query_string", b"").decode())
                 params = {k: v[0] for k, v in query.items() if k in {"limit", "after"}}
@@ -187,16 +191,3 @@ class BatchRoutes:
             while chunk := await asyncio.to_thread(spool.read, STREAM_CHUNK):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
-
-
-async def _body(receive: Receive, limit: int = 1 << 20) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size <= limit:
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
