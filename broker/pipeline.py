@@ -80,6 +80,8 @@ class ChatPipeline:
         self._pending: dict[str, asyncio.Future[tuple[Reply, str]]] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
         self._nuid = NUID()
+        #: When the last interactive request arrived (the batch runner yields to them).
+        self.last_interactive = 0.0
         self._forwarder = Forwarder(nc, self._clock)
         self.limiter = limiter or RateLimiter(None)
         self.ledger = ledger or SpendLedger(None)
@@ -105,11 +107,13 @@ class ChatPipeline:
 
     async def on_message(self, msg: Msg) -> None:
         """``llm.chat`` subscription callback."""
+        self.last_interactive = self._clock()
         if msg.reply:
             await self.handle(msg.data, msg.headers or {}, NatsSink(self._nc, msg.reply))
 
     async def on_messages(self, msg: Msg) -> None:
         """``llm.messages`` subscription callback: the Anthropic Messages API."""
+        self.last_interactive = self._clock()
         if not msg.reply:
             return
         hdrs = msg.headers or {}

@@ -121,7 +121,14 @@ class BrokerService:
             await self.nc.subscribe(subjects.CANCEL, cb=self.pipeline.on_cancel),
         ]
         if self.config.batch.enabled:
-            self.batch = BatchEngine(self.nc, self.pipeline.handle, self.config.batch)
+            pipeline = self.pipeline
+            loop_time = asyncio.get_running_loop().time
+            self.batch = BatchEngine(
+                self.nc,
+                pipeline.handle,
+                self.config.batch,
+                interactive=lambda: loop_time() - pipeline.last_interactive < 1.0,
+            )
             await self.batch.start()
         self._micro = await register(
             self.nc,

@@ -23,6 +23,7 @@ class BatchEngine:
         nc: NATS connection (with JetStream).
         handle: ``ChatPipeline.handle``: how a line is answered.
         settings: the ``[batch]`` table.
+        interactive: whether interactive requests are arriving (the runner then yields).
     """
 
     def __init__(
@@ -30,15 +31,19 @@ class BatchEngine:
         nc: Client,
         handle: Callable[[bytes, dict[str, str], ReplySink], Awaitable[None]],
         settings: BatchSettings,
+        interactive: Callable[[], bool] = lambda: False,
     ) -> None:
         self._nc = nc
         self._handle = handle
         self._settings = settings
+        self._interactive = interactive
 
     async def start(self) -> None:
         """Open the resources, then serve, run and watch."""
         self.store = await BatchStore.open(self._nc)
-        self.runner = BatchRunner(self._nc, self.store, self._handle, self._settings)
+        self.runner = BatchRunner(
+            self._nc, self.store, self._handle, self._settings, interactive=self._interactive
+        )
         self.lifecycle = Lifecycle(self._nc, self.store, self._settings, self.runner.progress)
         self.api = BatchApi(self._nc, self.store, self.lifecycle)
         await self.api.start()

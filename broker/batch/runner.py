@@ -37,6 +37,8 @@ log = logging.getLogger("llm_edge.batch")
 CONSUMER = "llm-edge-batch-runner"
 #: Longest wait of one pull (also how long a graceful stop may take to stop pulling).
 FETCH_S = 0.25
+#: While yielding to interactive traffic, how often the runner looks for a free line slot.
+YIELD_POLL_S = 0.005
 _line_decoder = msgspec.json.Decoder(InputLine)
 _encoder = msgspec.json.Encoder()
 _STOPPED = {
@@ -118,12 +120,15 @@ class BatchRunner:
         handle: Callable[[bytes, dict[str, str], ReplySink], Awaitable[None]],
         settings: BatchSettings,
         clock: Callable[[], float] = time.time,
+        *,
+        interactive: Callable[[], bool] = lambda: False,
     ) -> None:
         self._nc = nc
         self._store = store
         self._handle = handle
         self._settings = settings
         self._clock = clock
+        self._interactive = interactive
         self._inflight = InFlight(settings.concurrency)
         self._records: dict[str, tuple[float, BatchRecord | None]] = {}
         self.progress: dict[str, Counter[str]] = {}
@@ -169,6 +174,11 @@ class BatchRunner:
     async def _pull(self) -> None:
         while not self._stopping:
             want = min(64, self._inflight.free)
+            if self._interactive():  # interactive traffic first: run only a few lines
+                want = min(want, self._settings.yield_concurrency - len(self._inflight))
+                if want <= 0:
+                    await asyncio.sleep(YIELD_POLL_S)
+                    continue
             if want <= 0:
                 await self._inflight.slot_free()
                 continue

@@ -15,8 +15,9 @@ class BatchSettings:
 
     Attributes:
         enabled: run the batch engine in this broker.
-        concurrency: lines in flight per broker process (interactive traffic is not bounded
-            by this, so it keeps priority).
+        concurrency: lines in flight per broker process.
+        yield_concurrency: lines in flight while interactive requests arrived in the last
+            second (interactive traffic keeps priority: the batch slows down, then resumes).
         ack_wait_s: a line not acknowledged in this time is redelivered (crash recovery).
         max_deliver: deliveries of a line before it is dead-lettered to the error file.
         backoff_s: redelivery delays after retryable failures.
@@ -25,6 +26,7 @@ class BatchSettings:
 
     enabled: bool = True
     concurrency: int = 64
+    yield_concurrency: int = 4
     ack_wait_s: float = 60.0
     max_deliver: int = 4
     backoff_s: tuple[float, ...] = field(default=(1.0, 5.0, 15.0))
@@ -41,7 +43,7 @@ class BatchSettings:
         if "backoff_s" in values:
             values["backoff_s"] = tuple(float(v) for v in values["backoff_s"])
         settings = cls(**values)
-        if min(settings.concurrency, settings.max_deliver) < 1:
+        if min(settings.concurrency, settings.max_deliver, settings.yield_concurrency) < 1:
             raise ValueError("batch: concurrency and max_deliver must be >= 1")
         if min(settings.ack_wait_s, settings.poll_s) <= 0:
             raise ValueError("batch: ack_wait_s and poll_s must be > 0")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -325,3 +326,78 @@ async def test_cli_submit_wait_and_results(stack: Stack, nats_url: str, tmp_path
     assert len(target.read_text().splitlines()) == 40
     listing, _ = await cli("list")
     assert batch_id in listing
+
+
+async def test_runner_yields_to_interactive_traffic(stack: Stack) -> None:
+    """While interactive requests arrive the runner keeps only yield_concurrency lines in
+    flight; when they stop it goes back to full concurrency."""
+    from broker.batch.models import BatchObject, BatchStatus
+    from broker.batch.runner import BatchRunner
+    from broker.batch.settings import BatchSettings
+    from broker.request import Reply
+    from broker.sinks import ReplySink
+
+    engine = stack.brokers[0].batch
+    assert engine is not None
+    await engine.runner.stop()  # this test's runner is the only consumer
+    store = await BatchStore.open(stack.nc)
+    batch_id = f"batch_yield{uuid.uuid4().hex[:8]}"
+    await store.create(
+        BatchRecord(
+            batch=BatchObject(
+                id=batch_id,
+                endpoint="/v1/chat/completions",
+                input_file_id="none",
+                completion_window="24h",
+                status=BatchStatus.IN_PROGRESS,
+                created_at=0,
+                expires_at=2**40,
+            )
+        )
+    )
+    await store.publish_lines(
+        batch_id, ((r["custom_id"], json.dumps(r).encode()) for r in lines(60))
+    )
+    busy = True
+    running = handled = 0
+    peaks = {True: 0, False: 0}
+    release, two_running, over_cap, all_done = (asyncio.Event() for _ in range(4))
+
+    async def handle(data: bytes, hdrs: dict[str, str], sink: ReplySink) -> None:
+        nonlocal running, handled
+        running += 1
+        peaks[busy] = max(peaks[busy], running)
+        if busy and running == 2:
+            two_running.set()
+        if busy and running > 2:
+            over_cap.set()
+        if busy:
+            await release.wait()
+        else:
+            await asyncio.sleep(0.02)  # simulated upstream latency, so lines overlap
+        running -= 1
+        handled += 1
+        await sink.whole(Reply(200, b'{"ok":true}'), {})
+        if handled == 60:
+            all_done.set()
+
+    runner = BatchRunner(
+        stack.nc,
+        store,
+        handle,
+        BatchSettings(concurrency=20, yield_concurrency=2),
+        interactive=lambda: busy,
+    )
+    await runner.start()
+    try:
+        await asyncio.wait_for(two_running.wait(), 10)
+        with pytest.raises(TimeoutError):  # a third line must not start while yielding
+            await asyncio.wait_for(over_cap.wait(), 0.3)
+        busy = False
+        release.set()
+        await asyncio.wait_for(all_done.wait(), 10)
+        assert peaks[True] == 2
+        assert peaks[False] > 2
+    finally:
+        await runner.stop()
+        await engine.runner.start()
