@@ -19,8 +19,10 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
+
+from broker.tables import check_keys, field_names
 
 __all__ = ["BreakerConfig", "BreakerState", "CircuitBreaker"]
 
@@ -50,10 +52,7 @@ class BreakerConfig:
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> BreakerConfig:
         """Build and validate; raises ``ValueError`` naming the key."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(raw) - known
-        if unknown:
-            raise ValueError(f"breaker: unknown keys {sorted(unknown)}")
+        check_keys("breaker", raw, field_names(cls))
         config = cls(**{k: type(getattr(cls(), k))(v) for k, v in raw.items()})
         if not 0 < config.failure_rate <= 1:
             raise ValueError("breaker.failure_rate must be in (0, 1]")

@@ -17,6 +17,7 @@ import msgspec
 from broker import metrics
 from broker.l1 import DEFAULT_L1_MAX_BYTES, DEFAULT_L1_MAX_ENTRIES, DEFAULT_L1_TTL_S, L1Cache
 from broker.l2 import DEFAULT_L2_TIMEOUT_S, DEFAULT_L2_TTL_S, GuardedL2
+from broker.tables import check_keys, field_names
 
 __all__ = [
     "CacheDirectives",
@@ -62,9 +63,7 @@ class CacheSettings:
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> CacheSettings:
         """Build from the ``[cache]`` table; raises ``ValueError`` naming the bad key."""
-        unknown = set(raw) - set(cls.__slots__)
-        if unknown:
-            raise ValueError(f"cache: unknown keys {sorted(unknown)}")
+        check_keys("cache", raw, field_names(cls))
         values = dict(raw)
         if "l2" in values:
             values["l2"] = L2Kind(values["l2"])

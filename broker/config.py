@@ -19,6 +19,7 @@ from broker.cache import CacheSettings
 from broker.deployments import Deployment, ModelConfig, Strategy, model_from_mapping
 from broker.limits import InputLimits
 from broker.retry import ResilienceConfig
+from broker.tables import check_keys
 from broker.tenants import TenantConfig
 from workers.config import ProviderConfig, ProviderKind
 
@@ -56,7 +57,7 @@ class BrokerSettings:
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> BrokerSettings:
         """Build from the ``[broker]`` table."""
-        _check_keys(
+        check_keys(
             "broker",
             raw,
             {"default_timeout_s", "max_request_bytes", "max_in_flight", "request_log"},
@@ -138,7 +139,7 @@ class Config:
         """
         try:
             raw = tomllib.loads(text)
-            _check_keys(
+            check_keys(
                 "top level",
                 raw,
                 {
@@ -212,9 +213,3 @@ class Config:
     def serving_providers(self) -> list[str]:
         """Providers some model routes to: the workers a full stack needs."""
         return sorted({d.provider for m in self.models.values() for d in m.deployments})
-
-
-def _check_keys(where: str, raw: Mapping[str, Any], known: set[str]) -> None:
-    unknown = set(raw) - known
-    if unknown:
-        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from broker.tables import check_keys
+
 __all__ = ["Deployment", "ModelConfig", "Strategy", "model_from_mapping"]
 
 
@@ -70,19 +72,13 @@ _DEPLOYMENT_KEYS = {
 _MODEL_KEYS = {"deployments", "aliases", "timeout_s", "strategy", "fallbacks"}
 
 
-def _check_keys(where: str, raw: Mapping[str, Any], known: set[str]) -> None:
-    unknown = set(raw) - known
-    if unknown:
-        raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
-
-
 def _optional(raw: Mapping[str, Any], key: str, kind: type[int] | type[float]) -> Any:
     return None if raw.get(key) is None else kind(raw[key])
 
 
 def _deployment(model: str, index: int, raw: Mapping[str, Any]) -> Deployment:
     where = f"models.{model}.deployments[{index}]"
-    _check_keys(where, raw, _DEPLOYMENT_KEYS)
+    check_keys(where, raw, _DEPLOYMENT_KEYS)
     if "provider" not in raw:
         raise ValueError(f"{where}: missing provider")
     try:
@@ -111,7 +107,7 @@ def _deployment(model: str, index: int, raw: Mapping[str, Any]) -> Deployment:
 
 def model_from_mapping(name: str, raw: Mapping[str, Any]) -> ModelConfig:
     """Parse one ``[models.<name>]`` table; raises ``ValueError`` naming the key."""
-    _check_keys(f"models.{name}", raw, _MODEL_KEYS)
+    check_keys(f"models.{name}", raw, _MODEL_KEYS)
     deployments = [_deployment(name, i, d) for i, d in enumerate(raw.get("deployments", []))]
     if not deployments:
         raise ValueError(f"models.{name}: needs at least one deployment")

@@ -12,12 +12,13 @@ import asyncio
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as redis
 
 from broker.errors import InvalidRequest, RateLimited
+from broker.tables import check_keys, field_names
 from schemas import ChatRequest
 
 __all__ = ["InputLimits", "RateLimiter", "Usage"]
@@ -34,10 +35,7 @@ class InputLimits:
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> InputLimits:
         """Parse and validate; raises ``ValueError`` naming the key."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(raw) - known
-        if unknown:
-            raise ValueError(f"limits: unknown keys {sorted(unknown)}")
+        check_keys("limits", raw, field_names(cls))
         limits = cls(**{k: int(v) for k, v in raw.items()})
         if min(limits.max_messages, limits.max_message_chars, limits.max_tools) < 1:
             raise ValueError("limits: every limit must be >= 1")

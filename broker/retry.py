@@ -10,8 +10,10 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
+
+from broker.tables import check_keys, field_names
 
 __all__ = ["ResilienceConfig", "RetryBudget"]
 
@@ -41,10 +43,7 @@ class ResilienceConfig:
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> ResilienceConfig:
         """Build and validate; raises ``ValueError`` naming the key."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(raw) - known
-        if unknown:
-            raise ValueError(f"resilience: unknown keys {sorted(unknown)}")
+        check_keys("resilience", raw, field_names(cls))
         config = cls(**{k: type(getattr(cls(), k))(v) for k, v in raw.items()})
         if config.max_attempts < 1 or config.budget_min < 0 or config.budget_ratio < 0:
             raise ValueError("resilience: max_attempts >= 1, budget_min and budget_ratio >= 0")

@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from broker.pii import PiiMode
+from broker.tables import check_keys, field_names
 
 __all__ = [
     "ANONYMOUS",
@@ -61,10 +62,7 @@ class TenantConfig:
     @classmethod
     def from_mapping(cls, name: str, raw: Mapping[str, Any]) -> TenantConfig:
         """Parse and validate; raises ``ValueError`` naming the key."""
-        known = {f.name for f in fields(cls)} - {"name"}
-        unknown = set(raw) - known
-        if unknown:
-            raise ValueError(f"tenants.{name}: unknown keys {sorted(unknown)}")
+        check_keys(f"tenants.{name}", raw, field_names(cls) - {"name"})
         keys = tuple(str(k) for k in raw.get("keys", []))
         if any(not k.startswith("sha256:") or len(k) != 71 for k in keys):
             raise ValueError(

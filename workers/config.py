@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
+
+from broker.tables import check_keys, field_names
 
 __all__ = ["DEFAULT_TIMEOUT_S", "ProviderConfig", "ProviderKind"]
 
@@ -62,10 +64,7 @@ class ProviderConfig:
     @classmethod
     def from_mapping(cls, name: str, raw: Mapping[str, Any]) -> ProviderConfig:
         """Build from a config-file table; raises ``ValueError`` naming the bad key."""
-        known = {f.name for f in fields(cls)} - {"name"}
-        unknown = set(raw) - known
-        if unknown:
-            raise ValueError(f"providers.{name}: unknown keys {sorted(unknown)}")
+        check_keys(f"providers.{name}", raw, field_names(cls) - {"name"})
         try:
             kind = ProviderKind(raw.get("kind", name))
         except ValueError:

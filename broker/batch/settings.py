@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
+
+from broker.tables import check_keys, field_names
 
 __all__ = ["BatchSettings"]
 
@@ -35,10 +37,7 @@ class BatchSettings:
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> BatchSettings:
         """Build and validate; raises ``ValueError`` naming the key."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(raw) - known
-        if unknown:
-            raise ValueError(f"batch: unknown keys {sorted(unknown)}")
+        check_keys("batch", raw, field_names(cls))
         values = dict(raw)
         if "backoff_s" in values:
             values["backoff_s"] = tuple(float(v) for v in values["backoff_s"])
