@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from broker.tables import check_keys, field_names
+from broker.tables import typed_values
 
 __all__ = ["BreakerConfig", "BreakerState", "CircuitBreaker"]
 
@@ -52,8 +52,7 @@ class BreakerConfig:
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> BreakerConfig:
         """Build and validate; raises ``ValueError`` naming the key."""
-        check_keys("breaker", raw, field_names(cls))
-        config = cls(**{k: type(getattr(cls(), k))(v) for k, v in raw.items()})
+        config = cls(**typed_values(cls, "breaker", raw))
         if not 0 < config.failure_rate <= 1:
             raise ValueError("breaker.failure_rate must be in (0, 1]")
         if min(config.failure_threshold, config.window, config.half_open_probes) < 1:

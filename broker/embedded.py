@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 __all__ = ["EmbeddedNats", "NatsServerNotFound", "die_with_parent", "nats_server_binary"]
@@ -60,6 +61,8 @@ class EmbeddedNats:
         host: listen address.
         port: client port; ``-1`` picks a free one (read back from the log).
         config_file: an optional nats-server config (see ``nats/``).
+        extra_args: more nats-server flags (``--tls`` ...).
+        env: the server's environment (config files read secrets from it).
     """
 
     def __init__(
@@ -69,8 +72,12 @@ class EmbeddedNats:
         host: str = "127.0.0.1",
         port: int = 4222,
         config_file: str | Path | None = None,
+        extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
+        self.extra_args = list(extra_args)
+        self.env = dict(env) if env is not None else None
         self.host = host
         self.port = port
         self.config_file = config_file
@@ -98,6 +105,7 @@ class EmbeddedNats:
         ]
         if self.config_file:
             args += ["-c", str(self.config_file)]
+        args += self.extra_args
         # A session of its own: Ctrl-C in the terminal must not stop the server before the
         # services that drain through it; the owner stops it last.
         self._proc = subprocess.Popen(  # noqa: S603  (our own binary and arguments)
@@ -107,6 +115,7 @@ class EmbeddedNats:
             text=True,
             start_new_session=True,
             preexec_fn=die_with_parent,  # noqa: PLW1509
+            env=self.env,
         )
         threading.Thread(target=self._read_log, daemon=True, name="nats-server-log").start()
         if not self._ready.wait(timeout) or not self.url:

@@ -18,7 +18,7 @@ from typing import Any
 import redis.asyncio as redis
 
 from broker.errors import InvalidRequest, RateLimited
-from broker.tables import check_keys, field_names
+from broker.tables import typed_values
 from schemas import ChatRequest
 
 __all__ = ["InputLimits", "RateLimiter", "Usage"]
@@ -35,8 +35,7 @@ class InputLimits:
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> InputLimits:
         """Parse and validate; raises ``ValueError`` naming the key."""
-        check_keys("limits", raw, field_names(cls))
-        limits = cls(**{k: int(v) for k, v in raw.items()})
+        limits = cls(**typed_values(cls, "limits", raw))
         if min(limits.max_messages, limits.max_message_chars, limits.max_tools) < 1:
             raise ValueError("limits: every limit must be >= 1")
         return limits

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from broker.tables import check_keys, field_names
+from broker.tables import typed_values
 
 __all__ = ["ResilienceConfig", "RetryBudget"]
 
@@ -43,8 +43,7 @@ class ResilienceConfig:
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> ResilienceConfig:
         """Build and validate; raises ``ValueError`` naming the key."""
-        check_keys("resilience", raw, field_names(cls))
-        config = cls(**{k: type(getattr(cls(), k))(v) for k, v in raw.items()})
+        config = cls(**typed_values(cls, "resilience", raw))
         if config.max_attempts < 1 or config.budget_min < 0 or config.budget_ratio < 0:
             raise ValueError("resilience: max_attempts >= 1, budget_min and budget_ratio >= 0")
         if min(config.backoff_initial_s, config.backoff_max_s, config.budget_window_s) < 0:

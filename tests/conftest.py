@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.servers import RedisServer, start_nats
-from tests.support.upstream import FakeOpenAI
+from tests.support.upstream import FakeOpenAI, running_fake
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -42,12 +42,8 @@ def redis_server() -> Iterator[RedisServer]:
 @pytest.fixture
 async def fake_openai() -> AsyncIterator[FakeOpenAI]:
     """A fake OpenAI upstream on a free port."""
-    server = FakeOpenAI()
-    await server.start()
-    try:
+    async with running_fake() as server:
         yield server
-    finally:
-        await server.stop()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -13,10 +12,9 @@ import nats
 import pytest
 from nats.aio.client import Client
 
-from broker.embedded import nats_server_binary
+from broker.embedded import EmbeddedNats
 from broker.service import BrokerOptions, BrokerService
-from tests.support.servers import free_port
-from tests.support.stack import config_from
+from tests.support.stack import MOCK_ONLY, config_from
 from workers import MockProvider, WorkerService
 
 AUTH_CONF = Path(__file__).parents[2] / "nats" / "auth.conf"
@@ -29,27 +27,16 @@ PASSWORDS = {
 @pytest.fixture(scope="module")
 def secured_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """nats-server started with nats/auth.conf (port and storage overridden for the test)."""
-    port = free_port()
-    store = tmp_path_factory.mktemp("js-auth")
-    proc = subprocess.Popen(
-        [nats_server_binary(), "-c", str(AUTH_CONF), "-p", str(port), "-sd", str(store)],
+    server = EmbeddedNats(
+        tmp_path_factory.mktemp("js-auth"),
+        port=-1,
+        config_file=AUTH_CONF,
         env={**os.environ, **PASSWORDS},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
     )
-    assert proc.stderr is not None
-    log = []
-    for line in proc.stderr:
-        log.append(line)
-        if "Server is ready" in line:
-            break
-    assert proc.poll() is None, "".join(log)
     try:
-        yield f"127.0.0.1:{port}"
+        yield server.start().removeprefix("nats://")
     finally:
-        proc.terminate()
-        proc.wait(10)
+        server.stop()
 
 
 class Violations:
@@ -81,16 +68,7 @@ async def as_user(url: str, user: str, violations: Violations, **options: object
 
 @pytest.fixture
 async def services(secured_url: str) -> AsyncIterator[None]:
-    config = config_from("""
-        [cache]
-        l2 = "off"
-        [batch]
-        enabled = false
-        [providers.mock]
-        kind = "mock"
-        [models.mock]
-        deployments = [{ provider = "mock" }]
-    """)
+    config = config_from(MOCK_ONLY)
     broker = BrokerService(
         config,
         BrokerOptions(

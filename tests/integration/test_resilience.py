@@ -13,17 +13,13 @@ from broker.client import stream_chat
 from schemas import headers
 from tests.support.servers import free_port
 from tests.support.stack import Stack, config_from, start_stack
-from tests.support.upstream import FakeOpenAI, Scripted
+from tests.support.upstream import FakeOpenAI, Scripted, running_fake
 
 
 @pytest.fixture
 async def second_upstream() -> AsyncIterator[FakeOpenAI]:
-    server = FakeOpenAI()
-    await server.start()
-    try:
+    async with running_fake() as server:
         yield server
-    finally:
-        await server.stop()
 
 
 @pytest.fixture

@@ -13,11 +13,10 @@ import nats
 import pytest
 
 from broker.bridge import BridgeOptions, BridgeServer
-from broker.embedded import nats_server_binary
+from broker.embedded import EmbeddedNats
 from broker.runtime import close_quietly, connect, tls_context
 from broker.service import BrokerOptions, BrokerService
-from tests.support.servers import free_port
-from tests.support.stack import config_from
+from tests.support.stack import MOCK_ONLY, config_from
 from workers import MockProvider, WorkerService
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
@@ -84,52 +83,28 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def tls_nats(certs: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            nats_server_binary(),
-            "-a",
-            "127.0.0.1",
-            "-p",
-            str(port),
+    server = EmbeddedNats(
+        tmp_path_factory.mktemp("js-tls"),
+        port=-1,
+        extra_args=[
             "--tls",
             "--tlscert",
             str(certs / "server.crt"),
             "--tlskey",
             str(certs / "server.key"),
-            "-js",
-            "-sd",
-            str(tmp_path_factory.mktemp("js-tls")),
         ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
     )
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if "Server is ready" in line:
-            break
     try:
-        yield f"tls://127.0.0.1:{port}"
+        yield server.start().replace("nats://", "tls://")
     finally:
-        proc.terminate()
-        proc.wait(10)
+        server.stop()
 
 
 async def test_stack_over_tls(certs: Path, tls_nats: str) -> None:
     """Broker, worker and bridge talk to NATS over TLS; HTTPS clients trusting the CA are
     served; a client that does not trust the CA cannot connect to NATS."""
     ca = tls_context(str(certs / "ca.crt"))
-    config = config_from("""
-        [cache]
-        l2 = "off"
-        [batch]
-        enabled = false
-        [providers.mock]
-        kind = "mock"
-        [models.mock]
-        deployments = [{ provider = "mock" }]
-    """)
+    config = config_from(MOCK_ONLY)
     broker = BrokerService(config, BrokerOptions(nats_url=tls_nats, tls=ca))
     await broker.start()
     worker_nc = await connect(tls_nats, "tls-worker", ca)

@@ -14,7 +14,20 @@ from broker.runtime import close_quietly, connect
 from broker.service import BrokerOptions, BrokerService
 from workers import WorkerService, build_provider
 
-__all__ = ["Stack", "config_from", "start_stack"]
+__all__ = ["MOCK_ONLY", "Stack", "config_from", "start_stack"]
+
+
+#: One mock model, no L2, no batch engine: the smallest stack that answers llm.chat.
+MOCK_ONLY = """
+    [cache]
+    l2 = "off"
+    [batch]
+    enabled = false
+    [providers.mock]
+    kind = "mock"
+    [models.mock]
+    deployments = [{ provider = "mock" }]
+"""
 
 
 def config_from(toml: str) -> Config:

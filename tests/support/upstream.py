@@ -6,15 +6,17 @@ Tests script its answers (status, body, headers, delay) and read what it receive
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
 
-__all__ = ["FakeOpenAI", "Scripted", "openai_completion"]
+__all__ = ["FakeOpenAI", "Scripted", "openai_completion", "running_fake"]
 
 
 def openai_completion(model: str, content: str) -> dict[str, Any]:
@@ -210,3 +212,14 @@ class FakeOpenAI:
         pieces.append(b"data: " + json.dumps(usage).encode() + b"\n\n")
         pieces.append(b"data: [DONE]\n\n")
         return pieces
+
+
+@contextlib.asynccontextmanager
+async def running_fake() -> AsyncIterator[FakeOpenAI]:
+    """A fake upstream, started and always stopped."""
+    server = FakeOpenAI()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
