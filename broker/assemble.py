@@ -64,12 +64,6 @@ class StreamAssembler:
             if choice.finish_reason:
                 state.finish_reason = choice.finish_reason
 
-    @property
-    def finish_reason(self) -> str | None:
-        """The first choice's finish reason, once known."""
-        state = self._choices.get(0)
-        return state.finish_reason if state else None
-
     def completion(self) -> ChatCompletion:
         """The ``chat.completion`` the chunks add up to."""
         choices = []
