@@ -13,7 +13,7 @@ import contextlib
 import logging
 import signal
 import ssl
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from typing import Any
 
 import nats
@@ -24,6 +24,7 @@ __all__ = [
     "close_quietly",
     "connect",
     "run_until_stopped",
+    "settle",
     "stop_event",
     "tls_context",
 ]
@@ -32,6 +33,10 @@ log = logging.getLogger("llm_edge")
 
 #: Messages a subscription may buffer before nats-py reports a slow consumer.
 PENDING_MSGS_LIMIT = 512 * 1024
+#: How long shutdown waits for cancelled tasks to unwind.
+CANCEL_GRACE_S = 2.0
+#: Bound on each shutdown step (drain a subscription, close a pool, stop a service).
+STOP_STEP_S = 5.0
 
 
 def tls_context(
@@ -73,6 +78,13 @@ async def close_quietly(nc: Client) -> None:
     except Exception:
         with contextlib.suppress(Exception):
             await nc.close()
+
+
+async def settle(step: Awaitable[object], timeout_s: float) -> None:
+    """Await a shutdown step for at most ``timeout_s``: stopping must never hang or raise."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(timeout_s):
+            await step
 
 
 class InFlight:
@@ -120,8 +132,10 @@ class InFlight:
         _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
         for task in pending:
             task.cancel()
-        if pending:
-            await asyncio.wait(pending)
+        if pending:  # a task that swallows its cancellation must not hold up the exit
+            _, stuck = await asyncio.wait(pending, timeout=CANCEL_GRACE_S)
+            if stuck:
+                log.warning("%d tasks ignored cancellation at shutdown", len(stuck))
 
 
 def stop_event() -> asyncio.Event:

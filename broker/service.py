@@ -26,7 +26,7 @@ from broker.l2_nats import NatsKVL2
 from broker.l2_redis import RedisL2
 from broker.limits import RateLimiter
 from broker.pipeline import ChatPipeline
-from broker.runtime import PENDING_MSGS_LIMIT, close_quietly
+from broker.runtime import PENDING_MSGS_LIMIT, STOP_STEP_S, close_quietly, settle
 from broker.tenants import REDIS_KEYS, KeyRing
 from schemas import subjects
 
@@ -72,6 +72,7 @@ class BrokerService:
         self.batch: BatchEngine | None = None
         self._keys_task: asyncio.Task[None] | None = None
         self._micro: Service | None = None
+        self._redis: redis.Redis | None = None
 
     @property
     def nc(self) -> Client:
@@ -83,7 +84,7 @@ class BrokerService:
         """Connect, open the cache tiers, subscribe."""
         await self._fs.connect()
         self.cache = await self._open_cache()
-        redis_client = (
+        self._redis = redis_client = (
             redis.Redis.from_url(
                 self.options.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5
             )
@@ -166,24 +167,23 @@ class BrokerService:
 
     async def stop(self, drain_timeout: float = 10.0) -> None:
         """Stop taking requests, finish those in flight (bounded), disconnect."""
-        for sub in self._subs:
-            with contextlib.suppress(Exception):  # graceful: pending messages still served
-                await sub.drain()  # type: ignore[no-untyped-call]
+        for sub in self._subs:  # graceful: pending messages are still served
+            await settle(sub.drain(), STOP_STEP_S)  # type: ignore[no-untyped-call]
         self._subs = []
         if self.batch is not None:
             await self.batch.stop()
         if self._keys_task is not None:
             self._keys_task.cancel()
         if self._micro is not None:
-            with contextlib.suppress(Exception):
-                await self._micro.stop()
+            await settle(self._micro.stop(), STOP_STEP_S)
         if self.pipeline is not None:
             await self.pipeline.drain(drain_timeout)
         if self._l2 is not None:
-            await self._l2.aclose()
+            await settle(self._l2.aclose(), STOP_STEP_S)
+        if self._redis is not None:
+            await settle(self._redis.aclose(), STOP_STEP_S)
         connection = self.nc
-        with contextlib.suppress(Exception):  # FastStream drains; a dead server makes that fail
-            await self._fs.stop()
+        await settle(self._fs.stop(), STOP_STEP_S)  # FastStream drains; a dead server fails it
         await close_quietly(connection)
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import sys
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -10,6 +14,36 @@ import pytest
 
 from tests.support.servers import RedisServer, start_nats
 from tests.support.upstream import FakeOpenAI, running_fake
+
+#: Seconds before a still-running test gets its asyncio tasks dumped to stderr; pytest-timeout
+#: (``timeout`` in pyproject.toml) fails the test a little later.
+WATCHDOG_S = 45.0
+
+
+def _dump_tasks() -> None:
+    """Print every pending asyncio task's stack: where a hung test is waiting."""
+    tasks = [task for task in asyncio.all_tasks() if not task.done()]
+    print(f"\n--- watchdog: {len(tasks)} pending asyncio tasks ---", file=sys.stderr)
+    for task in tasks:
+        task.print_stack(limit=12, file=sys.stderr)
+
+
+def _watchdog_fire(nodeid: str) -> None:
+    print(f"\n--- watchdog: {nodeid} still running after {WATCHDOG_S:.0f} s ---", file=sys.stderr)
+    for obj in gc.get_objects():
+        if isinstance(obj, asyncio.AbstractEventLoop) and obj.is_running():
+            obj.call_soon_threadsafe(_dump_tasks)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[object]:
+    timer = threading.Timer(WATCHDOG_S, _watchdog_fire, args=(item.nodeid,))
+    timer.daemon = True
+    timer.start()
+    try:
+        return (yield)
+    finally:
+        timer.cancel()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -9,7 +9,6 @@ A request id published on ``llm.cancel`` cancels that request here (closing the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import msgspec
@@ -20,7 +19,7 @@ from nats.micro.service import Service
 from opentelemetry.trace import SpanKind
 
 from broker.discovery import register
-from broker.runtime import PENDING_MSGS_LIMIT, InFlight
+from broker.runtime import PENDING_MSGS_LIMIT, STOP_STEP_S, InFlight, settle
 from broker.tracing import span
 from schemas import StreamEnd, decode_chat_request, error_body, headers, subjects
 from workers.base import Provider, ProviderRequest
@@ -101,14 +100,12 @@ class WorkerService:
     async def stop(self, drain_timeout: float = 10.0) -> None:
         """Stop taking requests, let running ones finish (bounded), release the provider."""
         if self._micro is not None:
-            with contextlib.suppress(Exception):
-                await self._micro.stop()
-        for sub in self._subs:
-            with contextlib.suppress(Exception):  # graceful: pending messages still served
-                await sub.drain()  # type: ignore[no-untyped-call]
+            await settle(self._micro.stop(), STOP_STEP_S)
+        for sub in self._subs:  # graceful: pending messages are still served
+            await settle(sub.drain(), STOP_STEP_S)  # type: ignore[no-untyped-call]
         self._subs = []
         await self._inflight.drain(drain_timeout)
-        await self._provider.aclose()
+        await settle(self._provider.aclose(), STOP_STEP_S)
 
     async def _on_cancel(self, msg: Msg) -> None:
         task = self._running.get(msg.data.decode(errors="replace"))

@@ -199,7 +199,9 @@ async def test_redis_outage_and_recovery(
 
         lanes = [asyncio.ensure_future(traffic(lane)) for lane in range(8)]
         while len(statuses) < 20:  # Redis dies with requests in flight
-            await asyncio.wait(lanes, timeout=0.01)
+            done, _ = await asyncio.wait(lanes, timeout=0.01)
+            for lane in done:  # a lane that failed early fails the test (no endless wait)
+                lane.result()
         server.kill()
         await asyncio.gather(*lanes)
         assert statuses == [200] * 320

@@ -94,7 +94,13 @@ class FakeOpenAI:
         self._sock.bind(("127.0.0.1", port))
         self.base_url = f"http://127.0.0.1:{self._sock.getsockname()[1]}/v1"
         self._server = uvicorn.Server(
-            uvicorn.Config(self, lifespan="off", access_log=False, log_level="warning")
+            uvicorn.Config(
+                self,
+                lifespan="off",
+                access_log=False,
+                log_level="warning",
+                timeout_graceful_shutdown=2,  # a handler left waiting must not hold up a test
+            )
         )
         self._task: asyncio.Task[None] | None = None
 
