@@ -6,6 +6,8 @@ import math
 
 import redis.asyncio as redis
 
+from broker.redis_conn import request_path_client
+
 __all__ = ["RedisL2"]
 
 KEY_PREFIX = "llm-edge:cache:"
@@ -27,10 +29,7 @@ class RedisL2:
     @classmethod
     def from_url(cls, url: str) -> RedisL2:
         """Connect lazily to ``url`` with short socket timeouts (L2 must never stall)."""
-        client = redis.Redis.from_url(
-            url, socket_timeout=0.5, socket_connect_timeout=0.5, max_connections=256
-        )
-        return cls(client)
+        return cls(request_path_client(url, max_connections=256))
 
     async def get(self, key: str) -> bytes | None:
         """GET."""

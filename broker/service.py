@@ -26,6 +26,7 @@ from broker.l2_nats import NatsKVL2
 from broker.l2_redis import RedisL2
 from broker.limits import RateLimiter
 from broker.pipeline import ChatPipeline
+from broker.redis_conn import request_path_client
 from broker.runtime import PENDING_MSGS_LIMIT, STOP_STEP_S, close_quietly, settle
 from broker.tenants import REDIS_KEYS, KeyRing
 from schemas import subjects
@@ -85,11 +86,7 @@ class BrokerService:
         await self._fs.connect()
         self.cache = await self._open_cache()
         self._redis = redis_client = (
-            redis.Redis.from_url(
-                self.options.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5
-            )
-            if self.options.redis_url
-            else None
+            request_path_client(self.options.redis_url) if self.options.redis_url else None
         )
         self.pipeline = ChatPipeline(
             self.nc,

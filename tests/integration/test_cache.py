@@ -211,13 +211,16 @@ async def test_redis_outage_and_recovery(
         try:
             async with keyspace_events(client, "set") as sets:
                 waiter = asyncio.ensure_future(wait_for_key(sets, namespace))
-                deadline = time.monotonic() + 10
-                i = 0
-                while not waiter.done() and time.monotonic() < deadline:
-                    i += 1
-                    assert (await ask(stack, chat(f"after {i}"), namespace))[0] == 200
-                    await asyncio.wait([waiter], timeout=0.05)
-                assert waiter.done(), "L2 did not come back after Redis restarted"
+                try:
+                    deadline = time.monotonic() + 10
+                    i = 0
+                    while not waiter.done() and time.monotonic() < deadline:
+                        i += 1
+                        assert (await ask(stack, chat(f"after {i}"), namespace))[0] == 200
+                        await asyncio.wait([waiter], timeout=0.05)
+                    assert waiter.done(), "L2 did not come back after Redis restarted"
+                finally:
+                    waiter.cancel()  # never leave a reader on a connection being closed
         finally:
             await client.aclose()
     finally:
