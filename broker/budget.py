@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 import redis.asyncio as redis
 
-from broker import metrics
 from broker.deployments import Deployment
 from broker.errors import BrokerError
 from schemas import Usage
@@ -57,6 +56,12 @@ def cost_of(body: bytes, deployment: Deployment) -> tuple[float, Usage | None]:
     return cost, usage
 
 
+#: ``llm-edge:spend:<tenant>:<period>``: the tenant's total (budgets read it).
+SPEND_PREFIX = "llm-edge:spend:"
+#: ``llm-edge:spend-by-model:<tenant>:<period>``: a hash of model -> USD.
+BY_MODEL_PREFIX = "llm-edge:spend-by-model:"
+
+
 def period_key(period: str, now: float) -> tuple[str, float]:
     """``("2026-11", seconds left)`` for a month, ``("2026-11-26", ...)`` for a day."""
     moment = datetime.fromtimestamp(now, UTC)
@@ -89,7 +94,7 @@ class SpendLedger:
 
     def _key(self, tenant: str, period: str) -> tuple[str, float]:
         label, left = period_key(period, self._clock())
-        return f"llm-edge:spend:{tenant}:{label}", left
+        return f"{SPEND_PREFIX}{tenant}:{label}", left
 
     async def spent(self, tenant: str, period: str) -> float:
         """USD spent by ``tenant`` in the current period."""
@@ -103,18 +108,23 @@ class SpendLedger:
                 pass
         return self._local.get(key, 0.0)
 
-    async def add(self, tenant: str, period: str, cost: float, model: str, provider: str) -> None:
-        """Add a request's cost (and count it in ``llm_edge_cost_usd_total``)."""
+    async def add(self, tenant: str, period: str, cost: float, model: str) -> None:
+        """Add a request's cost to the tenant's total and to its per-model sum (one round trip)."""
         if cost <= 0:
             return
-        metrics.COST.labels(provider, model).inc(cost)
         key, left = self._key(tenant, period)
         self._local[key] = self._local.get(key, 0.0) + cost
         if self._client is not None:
+            by_model = BY_MODEL_PREFIX + key.removeprefix(SPEND_PREFIX)
+            keep = int(left) + 86400  # a day past the period, for `llm-edge usage`
             try:
                 async with asyncio.timeout(self._timeout):
-                    await self._client.incrbyfloat(key, cost)
-                    await self._client.expire(key, int(left) + 86400)
+                    pipe = self._client.pipeline(transaction=False)
+                    pipe.incrbyfloat(key, cost)
+                    pipe.hincrbyfloat(by_model, model, cost)
+                    pipe.expire(key, keep)
+                    pipe.expire(by_model, keep)
+                    await pipe.execute()
             except Exception:  # noqa: S110  (best effort: the local sum has it)
                 pass
 

@@ -37,7 +37,7 @@ def _add_account_commands(sub: Any, environ: Mapping[str, str]) -> None:
     hasher = key_cmds.add_parser("hash", help="the hash of a key, for [tenants] in the config")
     hasher.add_argument("key")
     key_cmds.add_parser("list", help="run-time keys in Redis")
-    usage = sub.add_parser("usage", help="spend per tenant (USD, from Redis)")
+    usage = sub.add_parser("usage", help="spend per tenant and model (USD, from Redis)")
     usage.add_argument("--redis-url", default=environ.get("REDIS_URL"))
     usage.add_argument("--tenant", help="one tenant (default: all)")
     key_cmds.add_parser("revoke", help="remove a run-time key").add_argument("hash")
@@ -257,12 +257,17 @@ def _usage(args: argparse.Namespace) -> int:
         return 2
     import redis  # noqa: PLC0415
 
+    from broker.budget import BY_MODEL_PREFIX  # noqa: PLC0415
+
     client = redis.Redis.from_url(args.redis_url, decode_responses=True)
-    pattern = f"llm-edge:spend:{args.tenant or '*'}:*"
-    rows = sorted((str(k), float(client.get(k) or 0)) for k in client.scan_iter(match=pattern))
-    for key, spent in rows:
-        _, _, tenant, period = key.split(":", 3)
-        print(f"{tenant:<20} {period:<10} ${spent:,.6f}")
+    pattern = f"{BY_MODEL_PREFIX}{args.tenant or '*'}:*"
+    print(f"{'TENANT':<20} {'PERIOD':<10} {'MODEL':<24} {'USD':>14}")
+    for key in sorted(str(k) for k in client.scan_iter(match=pattern)):
+        tenant, period = key.removeprefix(BY_MODEL_PREFIX).rsplit(":", 1)
+        by_model = {str(m): float(v) for m, v in client.hgetall(key).items()}
+        for model, spent in sorted(by_model.items()):
+            print(f"{tenant:<20} {period:<10} {model:<24} {spent:>14,.6f}")
+        print(f"{tenant:<20} {period:<10} {'(all models)':<24} {sum(by_model.values()):>14,.6f}")
     return 0
 
 

@@ -53,6 +53,7 @@ class BrokerSettings:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     request_log: str = "misses"
+    tenant_metrics: bool = False
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> BrokerSettings:
@@ -60,14 +61,25 @@ class BrokerSettings:
         check_keys(
             "broker",
             raw,
-            {"default_timeout_s", "max_request_bytes", "max_in_flight", "request_log"},
+            {
+                "default_timeout_s",
+                "max_request_bytes",
+                "max_in_flight",
+                "request_log",
+                "tenant_metrics",
+            },
         )
         settings = cls(
             default_timeout_s=float(raw.get("default_timeout_s", DEFAULT_TIMEOUT_S)),
             max_request_bytes=int(raw.get("max_request_bytes", DEFAULT_MAX_REQUEST_BYTES)),
             max_in_flight=int(raw.get("max_in_flight", DEFAULT_MAX_IN_FLIGHT)),
             request_log=str(raw.get("request_log", "misses")),
+            tenant_metrics=bool(raw.get("tenant_metrics", False)),
         )
+        if not isinstance(settings.tenant_metrics, bool) or not isinstance(
+            raw.get("tenant_metrics", False), bool
+        ):
+            raise ConfigError("broker.tenant_metrics must be true or false")
         if settings.request_log not in {"all", "misses", "off"}:
             raise ConfigError("broker.request_log must be all, misses or off")
         if settings.default_timeout_s <= 0:

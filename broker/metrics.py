@@ -1,5 +1,6 @@
 """Prometheus metrics, created once at import. Labels are low-cardinality only: never a
-prompt, a key, a tenant secret or a request id."""
+prompt, a key or a request id. The ``tenant`` label is the tenant's configured name when
+``broker.tenant_metrics`` is on, else empty (Prometheus treats an empty label as absent)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,9 @@ __all__ = [
 ]
 
 REQUESTS = Counter(
-    "llm_edge_requests_total", "Chat requests answered by the broker.", ["model", "status"]
+    "llm_edge_requests_total",
+    "Chat requests answered by the broker (provider 'cache' for hits, '' before routing).",
+    ["provider", "model", "status", "tenant"],
 )
 REQUEST_DURATION = Histogram(
     "llm_edge_request_duration_seconds",
@@ -56,7 +59,9 @@ CACHE_L2_ERRORS = Counter(
 )
 
 COST = Counter(
-    "llm_edge_cost_usd_total", "Spend at the deployment price table, USD.", ["provider", "model"]
+    "llm_edge_cost_usd_total",
+    "Spend at the deployment price table, USD.",
+    ["provider", "model", "tenant"],
 )
 OVERHEAD = Histogram(
     "llm_edge_overhead_seconds",
@@ -64,7 +69,9 @@ OVERHEAD = Histogram(
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
 )
 TOKENS = Counter(
-    "llm_edge_tokens_total", "Tokens answered by providers.", ["provider", "model", "type"]
+    "llm_edge_tokens_total",
+    "Tokens answered by providers.",
+    ["provider", "model", "type", "tenant"],
 )
 TIME_TO_FIRST_CHUNK = Histogram(
     "llm_edge_time_to_first_token_seconds",
@@ -128,6 +135,6 @@ L2_MISSES = CACHE_MISSES.labels("l2")
 
 
 @functools.lru_cache(maxsize=4096)
-def requests_counter(model: str, status: int) -> Counter:
-    """The bound ``llm_edge_requests_total`` child (models and statuses are few)."""
-    return REQUESTS.labels(model, str(status))
+def requests_counter(provider: str, model: str, status: int, tenant: str = "") -> Counter:
+    """The bound ``llm_edge_requests_total`` child (the label values are few)."""
+    return REQUESTS.labels(provider, model, str(status), tenant)

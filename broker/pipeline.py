@@ -86,6 +86,7 @@ class ChatPipeline:
         self.limiter = limiter or RateLimiter(None)
         self.ledger = ledger or SpendLedger(None)
         self._request_log = config.broker.request_log
+        self._tenant_metrics = config.broker.tenant_metrics
         self._deployments = {d.name: d for m in config.models.values() for d in m.deployments}
         router = Router(config.breaker, clock=self._clock)
         self.resilient = Resilient(config, router, self._clock, sleep=sleep)
@@ -147,7 +148,7 @@ class ChatPipeline:
                 headers.CACHE: "BYPASS",
             }
             await sink.error(error_reply(exc), meta, streaming=False)
-            metrics.requests_counter("", exc.status).inc()
+            metrics.requests_counter("", "", exc.status).inc()
             return
         tenant = prepared.tenant
         if tenant.rpm or tenant.tpm or tenant.budget_usd is not None:  # waits on Redis
@@ -167,7 +168,7 @@ class ChatPipeline:
             try:
                 await self.ledger.check(tenant.name, tenant.budget_usd, tenant.budget_period)
             except BudgetExceeded as exc:
-                metrics.requests_counter(prepared.model.name, exc.status).inc()
+                self._count(prepared, "", exc.status)
                 await sink.error(
                     error_reply(exc), self._meta(prepared, "BYPASS"), streaming=prepared.stream
                 )
@@ -179,7 +180,7 @@ class ChatPipeline:
         prepared.token_estimate = estimate
         usage = await self.limiter.take(tenant.name, estimate, tenant.rpm, tenant.tpm)
         if not usage.allowed:
-            metrics.requests_counter(prepared.model.name, 429).inc()
+            self._count(prepared, "", 429)
             failure = rate_limited(usage, tenant.rpm, tenant.tpm)
             await sink.error(
                 error_reply(failure), self._meta(prepared, "BYPASS"), streaming=prepared.stream
@@ -196,6 +197,11 @@ class ChatPipeline:
         """Wait for requests in flight (bounded)."""
         await self._inflight.drain(grace_s)
 
+    def _count(self, prepared: Prepared, provider: str, status: int) -> None:
+        """Count an answered request in ``llm_edge_requests_total``."""
+        tenant = prepared.tenant.name if self._tenant_metrics else ""
+        metrics.requests_counter(provider, prepared.model.name, status, tenant).inc()
+
     def _meta(self, prepared: Prepared, cache_status: str) -> dict[str, str]:
         meta = {headers.REQUEST_ID: prepared.request_id, headers.CACHE: cache_status}
         if prepared.key is not None:
@@ -205,7 +211,7 @@ class ChatPipeline:
     async def _serve_hit(
         self, sink: ReplySink, prepared: Prepared, hit: CachedReply, cache_status: str
     ) -> None:
-        metrics.requests_counter(prepared.model.name, 200).inc()
+        self._count(prepared, "cache", 200)
         reply = hit_reply(hit)
         deployment = self._deployments.get(hit.deployment)
         if deployment is not None and (deployment.input_price or deployment.output_price):
@@ -303,10 +309,10 @@ class ChatPipeline:
         if budgeted:
             await self._charge(prepared, priced)
         await sink.whole(reply, self._meta(prepared, cache_status))
-        metrics.requests_counter(prepared.model.name, reply.status).inc()
+        provider = reply.headers.get(headers.PROVIDER, "")
+        self._count(prepared, provider if upstream else "cache", reply.status)
         if not upstream:
             return
-        provider = reply.headers.get(headers.PROVIDER, "")
         elapsed = self._clock() - started
         metrics.REQUEST_DURATION.labels(provider).observe(elapsed)
         if prepared.upstream_s:
@@ -397,7 +403,7 @@ class ChatPipeline:
         try:
             (first, events), deployment, attempts = await self._open_stream(prepared)
         except BrokerError as exc:
-            metrics.requests_counter(prepared.model.name, exc.status).inc()
+            self._count(prepared, "", exc.status)
             await sink.error(error_reply(exc), meta, streaming=True)
             return
         meta.update(with_attempt_headers(Reply(200, b""), deployment, attempts).headers)
@@ -415,7 +421,7 @@ class ChatPipeline:
             status = exc.status
             self.resilient.router.stats(deployment).breaker.record(False)  # broke mid-stream
             await sink.error(error_reply(exc), meta, streaming=True)
-        metrics.requests_counter(prepared.model.name, status).inc()
+        self._count(prepared, deployment.provider, status)
         self._log(
             prepared,
             status=status,
@@ -470,17 +476,16 @@ class ChatPipeline:
         if deployment is None:
             return
         tenant = prepared.tenant
+        model, provider = prepared.model.name, deployment.provider
+        label = tenant.name if self._tenant_metrics else ""
         if usage is not None:
-            model = prepared.model.name
-            metrics.TOKENS.labels(deployment.provider, model, "prompt").inc(usage.prompt_tokens)
-            metrics.TOKENS.labels(deployment.provider, model, "completion").inc(
-                usage.completion_tokens
-            )
+            metrics.TOKENS.labels(provider, model, "prompt", label).inc(usage.prompt_tokens)
+            metrics.TOKENS.labels(provider, model, "completion", label).inc(usage.completion_tokens)
             if tenant.tpm:  # the estimate was counted up front
                 await self.limiter.settle(tenant.name, usage.total_tokens - prepared.token_estimate)
-        await self.ledger.add(
-            tenant.name, tenant.budget_period, cost, prepared.model.name, deployment.provider
-        )
+        if cost > 0:
+            metrics.COST.labels(provider, model, label).inc(cost)
+        await self.ledger.add(tenant.name, tenant.budget_period, cost, model)
 
     # -- shared --------------------------------------------------------------------------
 

@@ -38,7 +38,8 @@ def sample(text: str, name: str, **labels: str) -> float:
 
 
 async def test_metrics_endpoint_counts_real_traffic(nats_url: str) -> None:
-    """After requests through the bridge, /metrics shows them: requests by status, cache hits
+    """After requests through the bridge, /metrics shows them: requests by provider and status
+    (hits under provider "cache"), cache hits
     and misses by tier, request duration."""
     stack = await start_stack(nats_url, config_from(CONFIG), bridge=True)
     try:
@@ -56,7 +57,9 @@ async def test_metrics_endpoint_counts_real_traffic(nats_url: str) -> None:
         def delta(name: str, **labels: str) -> float:
             return sample(after, name, **labels) - sample(before, name, **labels)
 
-        assert delta("llm_edge_requests_total", model="metered", status="200") == 3
+        requests = "llm_edge_requests_total"
+        assert delta(requests, provider="mock", model="metered", status="200") == 1
+        assert delta(requests, provider="cache", model="metered", status="200") == 2
         assert delta("llm_edge_requests_total", model="", status="400") == 1
         assert delta("llm_edge_cache_hits_total", tier="l1") == 2
         assert delta("llm_edge_cache_misses_total", tier="l1") >= 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import uuid
 from collections.abc import AsyncIterator
 
@@ -26,6 +28,9 @@ async def stack(nats_url: str, redis_server: RedisServer) -> AsyncIterator[Stack
     config = config_from(f"""
         [cache]
         l2 = "redis"
+
+        [broker]
+        tenant_metrics = true
 
         [limits]
         max_messages = 4
@@ -221,17 +226,14 @@ async def test_http_garbage_routes(stack: Stack) -> None:
     assert isinstance(response.json()["error"]["message"], str)
 
 
-async def test_budget_caps_spend(stack: Stack) -> None:
-    """Spend is priced from the deployment table; once the budget is spent: 402, with the
-    cost counted in llm_edge_cost_usd_total."""
+async def test_budget_caps_spend(stack: Stack, redis_server: RedisServer) -> None:
+    """Spend is priced from the deployment table; once the budget is spent: 402. The cost is
+    counted in llm_edge_cost_usd_total under the tenant's name and in `llm-edge usage`."""
     from prometheus_client import REGISTRY
 
-    before = (
-        REGISTRY.get_sample_value(
-            "llm_edge_cost_usd_total", {"provider": "mock", "model": "priced"}
-        )
-        or 0.0
-    )
+    tenant = next(name for name in stack.brokers[0].config.tenants if name.startswith("spender"))
+    labels = {"provider": "mock", "model": "priced", "tenant": tenant}
+    assert REGISTRY.get_sample_value("llm_edge_cost_usd_total", labels) is None
     body = msgspec.json.encode(
         {
             "model": "priced",
@@ -242,13 +244,25 @@ async def test_budget_caps_spend(stack: Stack) -> None:
     )
     first = await ask(stack, body, KEY_E, **{headers.CACHE_CONTROL: "no-cache"})
     assert status(first) == 200
-    after = (
-        REGISTRY.get_sample_value(
-            "llm_edge_cost_usd_total", {"provider": "mock", "model": "priced"}
-        )
-        or 0.0
+    cost = float((first.headers or {})[headers.COST])
+    counted = REGISTRY.get_sample_value("llm_edge_cost_usd_total", labels)
+    assert counted == pytest.approx(cost, abs=1e-6)
+    usage = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "broker",
+        "usage",
+        "--redis-url",
+        redis_server.url,
+        "--tenant",
+        tenant,
+        stdout=asyncio.subprocess.PIPE,
     )
-    assert after > before
+    out, _ = await asyncio.wait_for(usage.communicate(), 30)
+    rows = [line.split() for line in out.decode().splitlines()[1:]]
+    assert [(row[0], row[2], float(row[3])) for row in rows if row[2] == "priced"] == [
+        (tenant, "priced", pytest.approx(cost, abs=1e-6))
+    ]
     second = await ask(stack, body, KEY_E, **{headers.CACHE_CONTROL: "no-cache"})
     assert status(second) == 402
     error = msgspec.json.decode(second.data)["error"]
