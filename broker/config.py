@@ -103,6 +103,8 @@ class Config:
         batch: the batch engine.
         tenants: tenants, their key hashes, limits and PII mode.
         auth_required: require keys even when none is configured (run-time keys only).
+        nats_tenant_subjects: trust ``llm.tenant.<tenant>.*`` subjects as the tenant's identity
+            (the NATS server's permissions decide who may publish there).
         limits: request shape limits.
     """
 
@@ -115,6 +117,7 @@ class Config:
     batch: BatchSettings = field(default_factory=BatchSettings)
     tenants: Mapping[str, TenantConfig] = field(default_factory=dict)
     auth_required: bool = False
+    nats_tenant_subjects: bool = False
     limits: InputLimits = field(default_factory=InputLimits)
     _routes: dict[str, ModelConfig] = field(default_factory=dict, repr=False, compare=False)
 
@@ -167,6 +170,7 @@ class Config:
                     "limits",
                 },
             )
+            auth = _auth_table(raw.get("auth", {}))
             providers = {
                 name: ProviderConfig.from_mapping(name, table)
                 for name, table in raw.get("providers", {}).items()
@@ -187,7 +191,8 @@ class Config:
                     name: TenantConfig.from_mapping(name, table)
                     for name, table in raw.get("tenants", {}).items()
                 },
-                auth_required=bool(raw.get("auth", {}).get("required", False)),
+                auth_required=auth["required"],
+                nats_tenant_subjects=auth["nats_tenant_subjects"],
                 limits=InputLimits.from_mapping(raw.get("limits", {})),
             )
         except (tomllib.TOMLDecodeError, ValueError, TypeError) as exc:
@@ -225,3 +230,13 @@ class Config:
     def serving_providers(self) -> list[str]:
         """Providers some model routes to: the workers a full stack needs."""
         return sorted({d.provider for m in self.models.values() for d in m.deployments})
+
+
+def _auth_table(raw: Mapping[str, Any]) -> dict[str, bool]:
+    """The ``[auth]`` table: two switches."""
+    names = {"required", "nats_tenant_subjects"}
+    check_keys("auth", raw, names)
+    for name, value in raw.items():
+        if not isinstance(value, bool):
+            raise ConfigError(f"auth.{name} must be true or false")
+    return {name: bool(raw.get(name, False)) for name in names}

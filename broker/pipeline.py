@@ -25,7 +25,7 @@ from broker.assemble import StreamAssembler, replay_chunks
 from broker.budget import BudgetExceeded, SpendLedger, cost_of, usage_of
 from broker.cache import CachedReply, ResponseCache
 from broker.config import Config, Deployment
-from broker.errors import BrokerError, InvalidRequest, RequestTooLarge
+from broker.errors import BrokerError, InvalidRequest, RequestTooLarge, Unauthorized
 from broker.forward import Forwarder, StreamEvent
 from broker.limits import RateLimiter, rate_limited
 from broker.logs import request_line
@@ -35,8 +35,9 @@ from broker.resilience import Resilient, with_attempt_headers
 from broker.routing import Router
 from broker.runtime import InFlight
 from broker.sinks import AnthropicSink, NatsSink, ReplySink
+from broker.tenants import TenantConfig
 from broker.tracing import span
-from schemas import ChatCompletion, ChatCompletionChunk, StreamEnd, Usage, headers
+from schemas import ChatCompletion, ChatCompletionChunk, StreamEnd, Usage, headers, subjects
 
 __all__ = ["ChatPipeline"]
 
@@ -87,6 +88,8 @@ class ChatPipeline:
         self.ledger = ledger or SpendLedger(None)
         self._request_log = config.broker.request_log
         self._tenant_metrics = config.broker.tenant_metrics
+        self._tenant_subjects = config.nats_tenant_subjects
+        self._tenants = config.tenants
         self._deployments = {d.name: d for m in config.models.values() for d in m.deployments}
         router = Router(config.breaker, clock=self._clock)
         self.resilient = Resilient(config, router, self._clock, sleep=sleep)
@@ -112,17 +115,55 @@ class ChatPipeline:
         if msg.reply:
             await self.handle(msg.data, msg.headers or {}, NatsSink(self._nc, msg.reply))
 
-    async def on_messages(self, msg: Msg) -> None:
-        """``llm.messages`` subscription callback: the Anthropic Messages API."""
+    async def on_tenant_message(self, msg: Msg) -> None:
+        """``llm.tenant.<tenant>.chat``: the subject names the tenant (NATS permissions)."""
         self.last_interactive = self._clock()
         if not msg.reply:
             return
         hdrs = msg.headers or {}
+        sink = NatsSink(self._nc, msg.reply)
+        try:
+            tenant = self._subject_tenant(msg.subject)
+        except BrokerError as exc:
+            await self._refuse(exc, hdrs, sink)
+            return
+        await self.handle(msg.data, hdrs, sink, tenant)
+
+    def _subject_tenant(self, subject: str) -> TenantConfig:
+        """The configured tenant a tenant-bound subject names, or 401."""
+        if not self._tenant_subjects:
+            raise Unauthorized(
+                "Tenant subjects are off: set auth.nats_tenant_subjects = true (and restrict "
+                "who may publish to them in the NATS server's permissions)."
+            )
+        tenant = self._tenants.get(subjects.tenant_of(subject))
+        if tenant is None:
+            raise Unauthorized(f"No tenant is configured for subject {subject!r}.")
+        return tenant
+
+    async def _refuse(self, exc: BrokerError, hdrs: dict[str, str], sink: ReplySink) -> None:
+        """Answer a request refused before it was decoded."""
+        meta = {
+            headers.REQUEST_ID: hdrs.get(headers.REQUEST_ID) or self._new_id(),
+            headers.CACHE: "BYPASS",
+        }
+        await sink.error(error_reply(exc), meta, streaming=False)
+        metrics.requests_counter("", "", exc.status).inc()
+
+    async def on_messages(self, msg: Msg) -> None:
+        """``llm.messages`` (and ``llm.tenant.<tenant>.messages``): the Anthropic Messages API."""
+        self.last_interactive = self._clock()
+        if not msg.reply:
+            return
+        hdrs = msg.headers or {}
+        tenant: TenantConfig | None = None
         try:
             if len(msg.data) > self.preparer.max_body:
                 raise RequestTooLarge(
                     f"request body is {len(msg.data)} bytes; the limit is {self.preparer.max_body}"
                 )
+            if msg.subject != subjects.MESSAGES:
+                tenant = self._subject_tenant(msg.subject)
             body, model = to_openai_request(msg.data)
         except (BrokerError, msgspec.MsgspecError, ValueError, TypeError, AttributeError) as exc:
             failure = exc if isinstance(exc, BrokerError) else InvalidRequest(str(exc))
@@ -130,7 +171,7 @@ class ChatPipeline:
             sink = AnthropicSink(self._nc, msg.reply, "")
             await sink.error(error_reply(failure), meta, streaming=False)
             return
-        await self.handle(body, hdrs, AnthropicSink(self._nc, msg.reply, model))
+        await self.handle(body, hdrs, AnthropicSink(self._nc, msg.reply, model), tenant)
 
     async def on_cancel(self, msg: Msg) -> None:
         """``llm.cancel`` subscription callback: the body is a request id."""
@@ -138,17 +179,21 @@ class ChatPipeline:
         if task is not None:
             task.cancel()
 
-    async def handle(self, data: bytes, hdrs: dict[str, str], sink: ReplySink) -> None:
-        """Answer L1 hits and invalid requests inline; spawn a task for the rest."""
+    async def handle(
+        self,
+        data: bytes,
+        hdrs: dict[str, str],
+        sink: ReplySink,
+        tenant: TenantConfig | None = None,
+    ) -> None:
+        """Answer L1 hits and invalid requests inline; spawn a task for the rest.
+
+        ``tenant`` is set when the subject named it; otherwise the API key decides.
+        """
         try:
-            prepared = self.preparer.prepare(data, hdrs)
+            prepared = self.preparer.prepare(data, hdrs, tenant)
         except BrokerError as exc:
-            meta = {
-                headers.REQUEST_ID: hdrs.get(headers.REQUEST_ID) or self._new_id(),
-                headers.CACHE: "BYPASS",
-            }
-            await sink.error(error_reply(exc), meta, streaming=False)
-            metrics.requests_counter("", "", exc.status).inc()
+            await self._refuse(exc, hdrs, sink)
             return
         tenant = prepared.tenant
         if tenant.rpm or tenant.tpm or tenant.budget_usd is not None:  # waits on Redis

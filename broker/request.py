@@ -135,9 +135,16 @@ class RequestPreparer:
         self._clock = clock
         self._new_id = new_id
 
-    def prepare(self, data: bytes, hdrs: dict[str, str]) -> Prepared:
-        """Everything the pipeline needs to know about a request, or a :class:`BrokerError`."""
-        tenant = self.keys.tenant_for(hdrs.get(headers.AUTHORIZATION))
+    def prepare(
+        self, data: bytes, hdrs: dict[str, str], tenant: TenantConfig | None = None
+    ) -> Prepared:
+        """Everything the pipeline needs to know about a request, or a :class:`BrokerError`.
+
+        ``tenant`` is given when the NATS subject already named it (a tenant-bound subject);
+        otherwise the API key decides.
+        """
+        if tenant is None:
+            tenant = self.keys.tenant_for(hdrs.get(headers.AUTHORIZATION))
         if tenant is None:
             raise Unauthorized("Incorrect or missing API key: send `Authorization: Bearer <key>`.")
         if len(data) > self.max_body:

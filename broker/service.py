@@ -116,6 +116,18 @@ class BrokerService:
                 cb=self.pipeline.on_messages,
                 pending_msgs_limit=PENDING_MSGS_LIMIT,
             ),
+            await self.nc.subscribe(
+                subjects.TENANT_CHAT,
+                queue=subjects.BROKER_QUEUE,
+                cb=self.pipeline.on_tenant_message,
+                pending_msgs_limit=PENDING_MSGS_LIMIT,
+            ),
+            await self.nc.subscribe(
+                subjects.TENANT_MESSAGES,
+                queue=subjects.BROKER_QUEUE,
+                cb=self.pipeline.on_messages,
+                pending_msgs_limit=PENDING_MSGS_LIMIT,
+            ),
             await self.nc.subscribe(subjects.CANCEL, cb=self.pipeline.on_cancel),
         ]
         if self.config.batch.enabled:

@@ -74,6 +74,13 @@ def asyncapi_document(version: str = "0.1.0") -> dict[str, Any]:
                 "address": subjects.CHAT,
                 "messages": {"request": {"$ref": "#/components/messages/ChatRequest"}},
             },
+            "tenantChat": {
+                "address": subjects.tenant_subject("{tenant}"),
+                "description": "The same request, bound to a tenant by the NATS server's "
+                "permissions (brokers honour it with auth.nats_tenant_subjects = true).",
+                "parameters": {"tenant": {"description": "a configured tenant name"}},
+                "messages": {"request": {"$ref": "#/components/messages/ChatRequest"}},
+            },
             "reply": {
                 "address": None,
                 "messages": dict(
@@ -89,6 +96,11 @@ def asyncapi_document(version: str = "0.1.0") -> dict[str, Any]:
             "chat": {
                 "action": "receive",
                 "channel": {"$ref": "#/channels/chat"},
+                "reply": {"channel": {"$ref": "#/channels/reply"}},
+            },
+            "tenantChat": {
+                "action": "receive",
+                "channel": {"$ref": "#/channels/tenantChat"},
                 "reply": {"channel": {"$ref": "#/channels/reply"}},
             },
             "cancel": {"action": "receive", "channel": {"$ref": "#/channels/cancel"}},

@@ -14,14 +14,26 @@ __all__ = [
     "MESSAGES",
     "MODELS",
     "PROVIDER_PREFIX",
+    "TENANT_CHAT",
+    "TENANT_MESSAGES",
+    "TENANT_PREFIX",
     "WORKER_QUEUE",
     "provider_subject",
+    "tenant_of",
+    "tenant_subject",
 ]
 
 #: Producers publish OpenAI chat-completions requests here (request/reply).
 CHAT = "llm.chat"
 #: The Anthropic Messages API over NATS (request/reply, same pipeline as ``llm.chat``).
 MESSAGES = "llm.messages"
+#: Tenant-bound entry points: ``llm.tenant.<tenant>.chat`` and ``llm.tenant.<tenant>.messages``.
+#: The NATS server's permissions decide who may publish under a tenant's prefix, so the subject
+#: itself names the tenant (no API key needed); brokers honour it only when
+#: ``auth.nats_tenant_subjects`` is on.
+TENANT_PREFIX = "llm.tenant"
+TENANT_CHAT = f"{TENANT_PREFIX}.*.chat"
+TENANT_MESSAGES = f"{TENANT_PREFIX}.*.messages"
 #: Brokers answer liveness probes here (the bridge's ``/ready`` asks it).
 BROKER_PING = "llm.broker.ping"
 #: The models brokers serve (OpenAI ``/v1/models`` list).
@@ -43,6 +55,17 @@ PROVIDER_PREFIX = "llm.provider"
 #: Queue groups: each message goes to one member of the group.
 BROKER_QUEUE = "llm-edge-brokers"
 WORKER_QUEUE = "llm-edge-workers"
+
+
+def tenant_subject(tenant: str, api: str = "chat") -> str:
+    """``llm.tenant.<tenant>.chat`` (or ``.messages``): where a tenant-bound producer publishes."""
+    return f"{TENANT_PREFIX}.{tenant}.{api}"
+
+
+def tenant_of(subject: str) -> str:
+    """The tenant token of a tenant-bound subject (``""`` for any other subject)."""
+    parts = subject.split(".")
+    return parts[2] if len(parts) == 4 and subject.startswith(TENANT_PREFIX + ".") else ""
 
 
 def provider_subject(provider: str) -> str:

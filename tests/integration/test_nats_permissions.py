@@ -18,9 +18,14 @@ from tests.support.stack import MOCK_ONLY, config_from
 from workers import MockProvider, WorkerService
 
 AUTH_CONF = Path(__file__).parents[2] / "nats" / "auth.conf"
+TENANT_SUBJECTS = """
+    [auth]
+    nats_tenant_subjects = true
+    [tenants.acme]
+"""
 PASSWORDS = {
     f"LLM_EDGE_{name}_PASSWORD": f"pw-{name.lower()}"
-    for name in ("BROKER", "WORKER_OPENAI", "WORKER_MOCK", "BRIDGE", "ALICE", "BOB")
+    for name in ("BROKER", "WORKER_OPENAI", "WORKER_MOCK", "BRIDGE", "ALICE", "BOB", "CAROL")
 }
 
 
@@ -68,7 +73,7 @@ async def as_user(url: str, user: str, violations: Violations, **options: object
 
 @pytest.fixture
 async def services(secured_url: str) -> AsyncIterator[None]:
-    config = config_from(MOCK_ONLY)
+    config = config_from(MOCK_ONLY + TENANT_SUBJECTS)
     broker = BrokerService(
         config,
         BrokerOptions(
@@ -89,6 +94,41 @@ async def services(secured_url: str) -> AsyncIterator[None]:
 
 
 CHAT = msgspec.json.encode({"model": "mock", "messages": [{"role": "user", "content": "hi"}]})
+
+
+@pytest.mark.usefixtures("services")
+async def test_nats_identity_is_the_tenant(secured_url: str) -> None:
+    """Carol's NATS user may publish only under tenant acme's subjects: her requests there are
+    acme's (cache entries under acme, no API key), and she cannot reach llm.chat or another
+    tenant's subject; Alice cannot publish as acme."""
+    violations = Violations()
+    carol = await as_user(secured_url, "carol", violations, inbox_prefix="_INBOX.carol")
+    alice_violations = Violations()
+    alice = await as_user(secured_url, "alice", alice_violations, inbox_prefix="_INBOX.alice")
+    try:
+        reply = await carol.request("llm.tenant.acme.chat", CHAT, timeout=10)
+        assert reply.headers is not None
+        assert reply.headers["Llm-Status"] == "200"
+        assert reply.headers["X-Cache-Key"].startswith("acme:")
+        anthropic = msgspec.json.encode(
+            {"model": "mock", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+        )
+        message = await carol.request("llm.tenant.acme.messages", anthropic, timeout=10)
+        assert msgspec.json.decode(message.data)["type"] == "message"
+        assert violations.seen == []
+        for subject in ("llm.chat", "llm.tenant.globex.chat"):
+            with pytest.raises(nats.errors.TimeoutError):
+                await carol.request(subject, CHAT, timeout=1)
+            await violations.wait_for(subject)
+        with pytest.raises(nats.errors.TimeoutError):
+            await alice.request("llm.tenant.acme.chat", CHAT, timeout=1)
+        await alice_violations.wait_for("llm.tenant.acme.chat")
+        mine = await alice.request("llm.chat", CHAT, timeout=10)
+        assert mine.headers is not None
+        assert mine.headers["X-Cache-Key"].startswith("default:")
+    finally:
+        await carol.close()
+        await alice.close()
 
 
 @pytest.mark.usefixtures("services")

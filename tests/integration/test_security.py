@@ -90,6 +90,14 @@ def status(msg: Msg) -> int:
     return int((msg.headers or {})[headers.STATUS])
 
 
+async def test_tenant_subjects_are_refused_unless_enabled(stack: Stack) -> None:
+    """Without auth.nats_tenant_subjects, naming a tenant in the subject proves nothing: 401."""
+    reply = await stack.nc.request("llm.tenant.acme.chat", chat("as acme"), timeout=10)
+    assert status(reply) == 401
+    error = msgspec.json.decode(reply.data)["error"]
+    assert "auth.nats_tenant_subjects" in error["message"]
+
+
 async def test_keys_are_required_everywhere(stack: Stack) -> None:
     """No key or an unknown key is a 401 over NATS and HTTP; a known key is served."""
     assert status(await ask(stack, chat("hi"), None)) == 401
