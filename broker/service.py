@@ -103,35 +103,21 @@ class BrokerService:
                 _refresh_keys(redis_client, self.pipeline.preparer.keys), name="key-refresh"
             )
         register_control(self._fs, self.config, self.cache, self.pipeline.resilient.router)
+        pipeline = self.pipeline
+        served = {  # the request subjects, shared by the brokers' queue group
+            subjects.CHAT: pipeline.on_message,
+            subjects.MESSAGES: pipeline.on_messages,
+            subjects.TENANT_CHAT: pipeline.on_tenant_message,
+            subjects.TENANT_MESSAGES: pipeline.on_messages,
+        }
         self._subs = [
             await self.nc.subscribe(
-                subjects.CHAT,
-                queue=subjects.BROKER_QUEUE,
-                cb=self.pipeline.on_message,
-                pending_msgs_limit=PENDING_MSGS_LIMIT,
-            ),
-            await self.nc.subscribe(
-                subjects.MESSAGES,
-                queue=subjects.BROKER_QUEUE,
-                cb=self.pipeline.on_messages,
-                pending_msgs_limit=PENDING_MSGS_LIMIT,
-            ),
-            await self.nc.subscribe(
-                subjects.TENANT_CHAT,
-                queue=subjects.BROKER_QUEUE,
-                cb=self.pipeline.on_tenant_message,
-                pending_msgs_limit=PENDING_MSGS_LIMIT,
-            ),
-            await self.nc.subscribe(
-                subjects.TENANT_MESSAGES,
-                queue=subjects.BROKER_QUEUE,
-                cb=self.pipeline.on_messages,
-                pending_msgs_limit=PENDING_MSGS_LIMIT,
-            ),
-            await self.nc.subscribe(subjects.CANCEL, cb=self.pipeline.on_cancel),
+                subject, queue=subjects.BROKER_QUEUE, cb=cb, pending_msgs_limit=PENDING_MSGS_LIMIT
+            )
+            for subject, cb in served.items()
         ]
+        self._subs.append(await self.nc.subscribe(subjects.CANCEL, cb=pipeline.on_cancel))
         if self.config.batch.enabled:
-            pipeline = self.pipeline
             loop_time = asyncio.get_running_loop().time
             self.batch = BatchEngine(
                 self.nc,
