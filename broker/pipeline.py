@@ -30,6 +30,7 @@ from broker.forward import Forwarder, StreamEvent
 from broker.limits import RateLimiter, rate_limited
 from broker.logs import request_line
 from broker.messages_api import to_openai_request
+from broker.pii_restore import RestoringSink
 from broker.request import HEADER_ROOM, Prepared, Reply, RequestPreparer, error_reply, hit_reply
 from broker.resilience import Resilient, with_attempt_headers
 from broker.routing import Router
@@ -195,6 +196,8 @@ class ChatPipeline:
         except BrokerError as exc:
             await self._refuse(exc, hdrs, sink)
             return
+        if prepared.restore:  # the caller gets its redacted values back; the cache does not
+            sink = RestoringSink(sink, prepared.restore)
         tenant = prepared.tenant
         if tenant.rpm or tenant.tpm or tenant.budget_usd is not None:  # waits on Redis
             await self._inflight.spawn(self._limited(prepared, sink))

@@ -77,6 +77,7 @@ class Prepared:
     tenant: TenantConfig = ANONYMOUS
     token_estimate: int = 0  # counted against the tenant's tpm before the call
     upstream_s: float = 0.0  # time spent waiting for provider workers (all attempts)
+    restore: dict[str, str] | None = None  # placeholder -> value, for tenants with pii_restore
 
     @property
     def stream(self) -> bool:
@@ -156,8 +157,11 @@ class RequestPreparer:
         except msgspec.MsgspecError as exc:
             raise from_decode_error(exc) from None
         self._config.limits.check(request)
+        restore = None
         if tenant.pii is not PiiMode.OFF:
-            data, request = _screen_pii(data, tenant.pii)
+            data, request, redacted = _screen_pii(data, tenant.pii)
+            if redacted and tenant.pii_restore:
+                restore = {placeholder: value for value, placeholder in redacted.items()}
         model = self._config.resolve(request.model)
         if model is None:
             raise ModelNotFound(
@@ -175,6 +179,7 @@ class RequestPreparer:
             directives=directives,
             trace=hdrs.get(headers.TRACEPARENT),
             tenant=tenant,
+            restore=restore,
         )
 
     def _key(
@@ -237,8 +242,11 @@ _generic = msgspec.json.Decoder(dict[str, Any])
 _generic_encoder = msgspec.json.Encoder()
 
 
-def _screen_pii(data: bytes, mode: PiiMode) -> tuple[bytes, ChatRequest]:
-    """Block, or redact the message texts (before the cache key: entries hold no PII)."""
+def _screen_pii(data: bytes, mode: PiiMode) -> tuple[bytes, ChatRequest, dict[str, str]]:
+    """Block, or redact the message texts (before the cache key: entries hold no PII).
+
+    Returns the body, the request, and the redacted values (value -> placeholder).
+    """
     body = _generic.decode(data)
     redactor = Redactor()
     changed = False
@@ -266,6 +274,6 @@ def _screen_pii(data: bytes, mode: PiiMode) -> tuple[bytes, ChatRequest]:
                 holder[field_name] = redacted
                 changed = True
     if not changed:
-        return data, decode_chat_request(data)
+        return data, decode_chat_request(data), {}
     data = _generic_encoder.encode(body)
-    return data, decode_chat_request(data)
+    return data, decode_chat_request(data), redactor.placeholders

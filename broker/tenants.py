@@ -48,6 +48,7 @@ class TenantConfig:
         keys: hashes of the tenant's API keys.
         rpm, tpm: requests and tokens per minute, shared by every broker (Redis).
         pii: ``off``, ``redact`` or ``block``.
+        pii_restore: with ``redact``, put the caller's values back into its reply.
         budget_usd: spend cap per ``budget_period`` (``day`` or ``month``), or none.
     """
 
@@ -56,6 +57,7 @@ class TenantConfig:
     rpm: int | None = None
     tpm: int | None = None
     pii: PiiMode = PiiMode.OFF
+    pii_restore: bool = False
     budget_usd: float | None = None
     budget_period: str = "month"
 
@@ -79,9 +81,14 @@ class TenantConfig:
             rpm=raw.get("rpm"),
             tpm=raw.get("tpm"),
             pii=pii,
+            pii_restore=raw.get("pii_restore", False),
             budget_usd=float(budget) if budget is not None else None,
             budget_period=str(raw.get("budget_period", "month")),
         )
+        if not isinstance(tenant.pii_restore, bool):
+            raise ValueError(f"tenants.{name}.pii_restore must be true or false")  # noqa: TRY004
+        if tenant.pii_restore and tenant.pii is not PiiMode.REDACT:
+            raise ValueError(f'tenants.{name}.pii_restore needs pii = "redact"')
         if tenant.budget_period not in {"day", "month"}:
             raise ValueError(f"tenants.{name}.budget_period must be day or month")
         if tenant.budget_usd is not None and tenant.budget_usd < 0:

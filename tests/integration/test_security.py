@@ -14,12 +14,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nats.aio.msg import Msg
 
+from broker.client import stream_chat
 from broker.tenants import hash_key
 from schemas import headers
 from tests.support.servers import RedisServer
 from tests.support.stack import Stack, config_from, start_stack
 
-KEY_A, KEY_B, KEY_C, KEY_D, KEY_E = (f"sk-le-test-{n}-{uuid.uuid4().hex}" for n in "abcde")
+KEY_A, KEY_B, KEY_C, KEY_D, KEY_E, KEY_F = (f"sk-le-test-{n}-{uuid.uuid4().hex}" for n in "abcdef")
 
 
 @pytest.fixture
@@ -45,6 +46,11 @@ async def stack(nats_url: str, redis_server: RedisServer) -> AsyncIterator[Stack
         [tenants.redactor]
         keys = ["{hash_key(KEY_C)}"]
         pii = "redact"
+
+        [tenants.restorer]
+        keys = ["{hash_key(KEY_F)}"]
+        pii = "redact"
+        pii_restore = true
 
         [tenants.{limited}]
         keys = ["{hash_key(KEY_D)}"]
@@ -148,12 +154,8 @@ async def test_rate_limit_is_shared_by_two_brokers(stack: Stack) -> None:
     assert msgspec.json.decode(refused.data)["error"]["code"] == "rate_limit_exceeded"
 
 
-async def test_pii_block_and_redact(stack: Stack) -> None:
-    """block: 400 naming the message; redact: the provider sees placeholders, not the data."""
-    blocked = await ask(stack, chat("email me at jane@example.com"), KEY_B)
-    assert status(blocked) == 400
-    error = msgspec.json.decode(blocked.data)["error"]
-    assert (error["code"], error["param"]) == ("pii_detected", "messages[0].content")
+async def ask_and_spy(stack: Stack, body: bytes, key: str) -> tuple[Msg, str]:
+    """Ask, and return the reply with what the mock provider's subject carried meanwhile."""
     seen: list[bytes] = []
 
     async def spy(msg: Msg) -> None:
@@ -162,15 +164,55 @@ async def test_pii_block_and_redact(stack: Stack) -> None:
     sub = await stack.nc.subscribe("llm.provider.mock", cb=spy)
     await stack.nc.flush()
     try:
-        reply = await ask(stack, chat("card 4111 1111 1111 1111, mail jane@example.com"), KEY_C)
+        reply = await ask(stack, body, key)
     finally:
         await sub.unsubscribe()
+    return reply, b"".join(seen).decode()
+
+
+async def test_pii_block_and_redact(stack: Stack) -> None:
+    """block: 400 naming the message; redact: the provider sees placeholders, not the data."""
+    blocked = await ask(stack, chat("email me at jane@example.com"), KEY_B)
+    assert status(blocked) == 400
+    error = msgspec.json.decode(blocked.data)["error"]
+    assert (error["code"], error["param"]) == ("pii_detected", "messages[0].content")
+    reply, sent = await ask_and_spy(
+        stack, chat("card 4111 1111 1111 1111, mail jane@example.com"), KEY_C
+    )
     assert status(reply) == 200
-    sent = b"".join(seen).decode()
     assert "[CREDIT_CARD_1]" in sent
     assert "[EMAIL_1]" in sent
     assert "4111" not in sent
     assert "jane@example.com" not in sent
+
+
+async def test_pii_restore_gives_each_caller_its_own_values(stack: Stack) -> None:
+    """pii_restore: the provider and the cache see placeholders; each caller's reply (whole or
+    streamed, fresh or from cache) carries its own values."""
+    jane, sent = await ask_and_spy(
+        stack, chat("reply to jane@example.com about 4111 1111 1111 1111"), KEY_F
+    )
+    assert status(jane) == 200
+    assert "jane@example.com" not in sent
+    answer = msgspec.json.decode(jane.data)["choices"][0]["message"]["content"]
+    assert "reply to jane@example.com about 4111 1111 1111 1111" in answer
+    assert "[EMAIL_1]" not in answer
+    # Another caller, other values, same shape: one cache entry, its own values back.
+    john = await ask(stack, chat("reply to john@example.org about 5500 0000 0000 0004"), KEY_F)
+    assert (john.headers or {})[headers.CACHE] in {"HIT-L1", "HIT-L2"}  # two brokers
+    answer = msgspec.json.decode(john.data)["choices"][0]["message"]["content"]
+    assert "reply to john@example.org about 5500 0000 0000 0004" in answer
+    chunks = [
+        chunk
+        async for chunk in stream_chat(
+            stack.nc,
+            {"model": "mock", "messages": [{"role": "user", "content": "mail ann@example.net"}]},
+            request_headers={headers.AUTHORIZATION: f"Bearer {KEY_F}"},
+        )
+    ]
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert "mail ann@example.net" in streamed
+    assert "[EMAIL_1]" not in streamed
 
 
 async def test_input_limits_name_the_field(stack: Stack) -> None:

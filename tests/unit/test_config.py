@@ -29,6 +29,8 @@ def test_default_config_loads_and_documents_mock() -> None:
         ("[broker]\ndefault_timeout_s = -1", "default_timeout_s must be > 0"),
         ("[broker]\nmax_inflight = 3", "unknown keys ['max_inflight']"),
         ("[broker]\ntenant_metrics = 'yes'", "tenant_metrics must be true or false"),
+        ("[tenants.t]\npii_restore = true", 'tenants.t.pii_restore needs pii = "redact"'),
+        ("[auth]\nnats_tenant_subjects = 1", "auth.nats_tenant_subjects must be true or false"),
         ("[providers.p]\nkind = 'openai_compatible'", "needs base_url"),
         ("[cache]\nl2 = 'memcached'", "memcached"),
         ("[models.a\n", "<config>"),
