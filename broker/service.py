@@ -124,6 +124,7 @@ class BrokerService:
                 pipeline.handle,
                 self.config.batch,
                 interactive=lambda: loop_time() - pipeline.last_interactive < 1.0,
+                keys=pipeline.preparer.keys,
             )
             await self.batch.start()
         self._micro = await register(

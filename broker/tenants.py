@@ -126,6 +126,12 @@ class KeyRing:
         }
         self.required = self.required or bool(self._dynamic)
 
+    def named(self, name: str) -> TenantConfig:
+        """The tenant called ``name`` (a tenant known only from run-time keys has defaults)."""
+        if name == ANONYMOUS.name and name not in self.tenants:
+            return ANONYMOUS
+        return self.tenants.get(name) or TenantConfig(name=name)
+
     def tenant_for(self, authorization: str | None) -> TenantConfig | None:
         """The tenant of an ``Authorization: Bearer <key>`` value; ``None`` when it is not a
         known key (and keys are required). Without any keys, everyone is ``default``."""

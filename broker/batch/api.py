@@ -7,8 +7,13 @@
 | ``llm.batch.get``   | ``{id}``                                                         |
 | ``llm.batch.list``  | ``{limit, after}``                                               |
 | ``llm.batch.cancel``| ``{id}``                                                         |
+| ``llm.batch.whoami``| (empty): ``{tenant}``, the tenant the request's key belongs to   |
 
-Replies carry ``Llm-Status``; failures are OpenAI error envelopes.
+Every request carries the caller's key (``Authorization`` header) when keys are configured,
+as on ``llm.chat``. A batch and its files belong to the tenant that created them: other
+tenants neither see nor touch them, and the batch's lines run as that tenant (its limits,
+budget, PII mode and cache namespace). Replies carry ``Llm-Status``; failures are OpenAI
+error envelopes.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from broker.batch.models import (
 from broker.batch.store import BatchStore
 from broker.batch.validate import MAX_FILE_BYTES
 from broker.runtime import InFlight
+from broker.tenants import ANONYMOUS, KeyRing, TenantConfig
 from schemas import error_body, headers, subjects
 
 __all__ = ["ENDPOINTS", "ApiError", "BatchApi"]
@@ -60,6 +66,7 @@ class BatchApi:
         nc: NATS connection.
         store: batch resources.
         lifecycle: starts validation right away.
+        keys: who the callers are (``None``: everyone is the default tenant).
         clock: wall-clock seconds.
     """
 
@@ -68,21 +75,24 @@ class BatchApi:
         nc: Client,
         store: BatchStore,
         lifecycle: Lifecycle,
+        keys: KeyRing | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._nc = nc
+        self._keys = keys
         self._store = store
         self._lifecycle = lifecycle
         self._clock = clock
         self._nuid = NUID()
         self._inflight = InFlight(256)
         self._subs: list[Subscription] = []
-        self._routes: dict[str, Callable[[dict[str, Any]], Any]] = {
+        self._routes: dict[str, Callable[[dict[str, Any], str], Any]] = {
             "create": self.create,
             "submit": self.submit,
             "get": self.get,
             "list": self.list,
             "cancel": self.cancel,
+            "whoami": self.whoami,
         }
 
     async def start(self) -> None:
@@ -108,8 +118,9 @@ class BatchApi:
             return
         op = msg.subject.rsplit(".", 1)[-1]
         try:
+            tenant = self._tenant(msg.headers or {})
             body = _json.decode(msg.data) if msg.data else {}
-            status, result = 200, await self._routes[op](body)
+            status, result = 200, await self._routes[op](body, tenant.name)
             data = _encoder.encode(result)
         except ApiError as exc:
             status, data = exc.status, error_body(exc.status, exc.code, exc.message, exc.param)
@@ -117,10 +128,27 @@ class BatchApi:
             status, data = 400, error_body(400, "invalid_request", str(exc))
         await self._nc.publish(msg.reply, data, headers={headers.STATUS: str(status)})
 
+    def _tenant(self, hdrs: dict[str, str]) -> TenantConfig:
+        """The caller's tenant, from its key; 401 when keys are required and it has none."""
+        if self._keys is None:
+            return ANONYMOUS
+        tenant = self._keys.tenant_for(hdrs.get(headers.AUTHORIZATION))
+        if tenant is None:
+            raise ApiError(
+                401,
+                "invalid_api_key",
+                "Incorrect or missing API key: send `Authorization: Bearer <key>`.",
+            )
+        return tenant
+
+    async def whoami(self, body: dict[str, Any], tenant: str) -> dict[str, str]:
+        """The caller's tenant (the bridge asks before it touches files)."""
+        return {"tenant": tenant}
+
     def _new_id(self, prefix: str) -> str:
         return f"{prefix}_{self._nuid.next().decode()}"
 
-    async def create(self, body: dict[str, Any]) -> BatchObject:
+    async def create(self, body: dict[str, Any], tenant: str) -> BatchObject:
         """Create a batch from an uploaded file; validation starts at once."""
         endpoint = str(body.get("endpoint", ""))
         if endpoint not in ENDPOINTS:
@@ -133,7 +161,7 @@ class BatchApi:
         except ValueError as exc:
             raise ApiError(400, "invalid_value", str(exc), "completion_window") from None
         file_id = str(body.get("input_file_id", ""))
-        if await self._store.get_file(file_id) is None:
+        if await self._store.get_file(file_id, owner=tenant) is None:
             raise ApiError(404, "file_not_found", f"no file {file_id!r}", "input_file_id")
         now = int(self._clock())
         metadata = body.get("metadata")
@@ -147,11 +175,11 @@ class BatchApi:
             expires_at=now + seconds,
             metadata={str(k): str(v) for k, v in metadata.items()} if metadata else None,
         )
-        await self._store.create(BatchRecord(batch=batch))
+        await self._store.create(BatchRecord(batch=batch, tenant=tenant))
         self._lifecycle.spawn(self._lifecycle.validate(batch.id))
         return batch
 
-    async def submit(self, body: dict[str, Any]) -> BatchObject:
+    async def submit(self, body: dict[str, Any], tenant: str) -> BatchObject:
         """Like create; ``lines`` (inline request lines) stand in for a file."""
         lines = body.pop("lines", None)
         if lines is not None:
@@ -167,28 +195,28 @@ class BatchApi:
                 filename="inline.jsonl",
                 purpose="batch",
             )
-            await self._store.put_file(file, data)
+            await self._store.put_file(file, data, owner=tenant)
             body["input_file_id"] = file.id
-        return await self.create(body)
+        return await self.create(body, tenant)
 
-    async def _record(self, body: dict[str, Any]) -> BatchRecord:
+    async def _record(self, body: dict[str, Any], tenant: str) -> BatchRecord:
         batch_id = str(body.get("id", ""))
         record = await self._store.get(batch_id)
-        if record is None:
+        if record is None or record.tenant != tenant:  # another tenant's batch is not there
             raise ApiError(404, "batch_not_found", f"no batch {batch_id!r}", "id")
         return record
 
-    async def get(self, body: dict[str, Any]) -> BatchObject:
+    async def get(self, body: dict[str, Any], tenant: str) -> BatchObject:
         """One batch."""
-        return (await self._record(body)).batch
+        return (await self._record(body, tenant)).batch
 
-    async def list(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Batches, newest first, paged by ``after`` (an id) and ``limit`` (1..100)."""
+    async def list(self, body: dict[str, Any], tenant: str) -> dict[str, Any]:
+        """The tenant's batches, newest first, paged by ``after`` (an id) and ``limit``."""
         limit = max(1, min(int(body.get("limit") or 20), 100))
         batches = [
             r.batch
             for i in await self._store.all_ids()
-            if (r := await self._store.get(i)) is not None
+            if (r := await self._store.get(i)) is not None and r.tenant == tenant
         ]
         batches.sort(key=lambda b: (b.created_at, b.id), reverse=True)
         after = body.get("after")
@@ -204,9 +232,9 @@ class BatchApi:
             "last_id": page[-1].id if page else None,
         }
 
-    async def cancel(self, body: dict[str, Any]) -> BatchObject:
+    async def cancel(self, body: dict[str, Any], tenant: str) -> BatchObject:
         """Stop queueing lines now; lines in flight finish; the batch ends ``cancelled``."""
-        record = await self._record(body)
+        record = await self._record(body, tenant)
         now = int(self._clock())
 
         def cancel(record: BatchRecord) -> BatchRecord | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -27,6 +28,11 @@ def add_batch_commands(sub: Any, nats_url: str) -> None:
     """Register ``batch`` and its sub-commands on the CLI parser."""
     batch = sub.add_parser("batch", help="bulk jobs (OpenAI Batch API semantics)")
     batch.add_argument("--nats-url", default=nats_url)
+    batch.add_argument(
+        "--api-key",
+        default=os.environ.get("LLM_EDGE_API_KEY"),
+        help="your key when the brokers require keys (env LLM_EDGE_API_KEY)",
+    )
     cmds = batch.add_subparsers(dest="batch_command", required=True)
     submit = cmds.add_parser("submit", help="upload a JSONL file and start a batch")
     submit.add_argument("file", type=Path)
@@ -42,8 +48,13 @@ def add_batch_commands(sub: Any, nats_url: str) -> None:
     cmds.add_parser("list", help="recent batches")
 
 
-async def _call(nc: Client, op: str, body: dict[str, Any]) -> dict[str, Any]:
-    reply = await nc.request(f"{subjects.BATCH_PREFIX}.{op}", msgspec.json.encode(body), timeout=60)
+async def _call(
+    nc: Client, args: argparse.Namespace, op: str, body: dict[str, Any]
+) -> dict[str, Any]:
+    auth = {headers.AUTHORIZATION: f"Bearer {args.api_key}"} if args.api_key else None
+    reply = await nc.request(
+        f"{subjects.BATCH_PREFIX}.{op}", msgspec.json.encode(body), timeout=60, headers=auth
+    )
     result = _json.decode(reply.data)
     if (reply.headers or {}).get(headers.STATUS, "200") != "200":
         raise RuntimeError(result.get("error", {}).get("message", reply.data.decode()))
@@ -75,11 +86,13 @@ async def _submit(nc: Client, args: argparse.Namespace) -> dict[str, Any]:
         filename=path.name,
         purpose="batch",
     )
+    owner = (await _call(nc, args, "whoami", {}))["tenant"]  # files are kept per tenant
     with path.open("rb") as handle:
-        await store.put_file(file, handle)
+        await store.put_file(file, handle, owner)
     events = await nc.subscribe(events_subject("*"))  # subscribe before the batch exists
     batch = await _call(
         nc,
+        args,
         "create",
         {"input_file_id": file.id, "endpoint": args.endpoint, "completion_window": args.window},
     )
@@ -109,20 +122,20 @@ async def run_batch_command(nc: Client, args: argparse.Namespace) -> int:
     if command in {"status", "cancel"}:
         print(
             json.dumps(
-                await _call(nc, "get" if command == "status" else "cancel", {"id": args.id}),
+                await _call(nc, args, "get" if command == "status" else "cancel", {"id": args.id}),
                 indent=2,
             )
         )
         return 0
     if command == "list":
-        for batch in (await _call(nc, "list", {"limit": 100}))["data"]:
+        for batch in (await _call(nc, args, "list", {"limit": 100}))["data"]:
             counts = batch["request_counts"]
             print(
                 f"{batch['id']}  {batch['status']:<11} {counts['completed']}/{counts['total']}"
                 f" ok, {counts['failed']} failed"
             )
         return 0
-    batch = await _call(nc, "get", {"id": args.id})
+    batch = await _call(nc, args, "get", {"id": args.id})
     file_id = batch["error_file_id" if args.errors else "output_file_id"]
     if not file_id:
         print(

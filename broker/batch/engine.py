@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from nats.aio.client import Client
 
 from broker.batch.api import BatchApi
 from broker.batch.lifecycle import Lifecycle
-from broker.batch.runner import BatchRunner
+from broker.batch.runner import BatchRunner, LineHandler
 from broker.batch.settings import BatchSettings
 from broker.batch.store import BatchStore
-from broker.sinks import ReplySink
+from broker.tenants import KeyRing
 
 __all__ = ["BatchEngine"]
 
@@ -24,16 +24,19 @@ class BatchEngine:
         handle: ``ChatPipeline.handle``: how a line is answered.
         settings: the ``[batch]`` table.
         interactive: whether interactive requests are arriving (the runner then yields).
+        keys: the callers' keys (who owns a batch; whom its lines run as).
     """
 
     def __init__(
         self,
         nc: Client,
-        handle: Callable[[bytes, dict[str, str], ReplySink], Awaitable[None]],
+        handle: LineHandler,
         settings: BatchSettings,
         interactive: Callable[[], bool] = lambda: False,
+        keys: KeyRing | None = None,
     ) -> None:
         self._nc = nc
+        self._keys = keys
         self._handle = handle
         self._settings = settings
         self._interactive = interactive
@@ -42,10 +45,15 @@ class BatchEngine:
         """Open the resources, then serve, run and watch."""
         self.store = await BatchStore.open(self._nc)
         self.runner = BatchRunner(
-            self._nc, self.store, self._handle, self._settings, interactive=self._interactive
+            self._nc,
+            self.store,
+            self._handle,
+            self._settings,
+            keys=self._keys,
+            interactive=self._interactive,
         )
         self.lifecycle = Lifecycle(self._nc, self.store, self._settings, self.runner.progress)
-        self.api = BatchApi(self._nc, self.store, self.lifecycle)
+        self.api = BatchApi(self._nc, self.store, self.lifecycle, self._keys)
         await self.api.start()
         await self.runner.start()
         self.lifecycle.start()

@@ -237,7 +237,7 @@ class Lifecycle:
             purpose="batch_output",
         )
         with path.open("rb") as handle:
-            await self._store.put_file(file, handle)
+            await self._store.put_file(file, handle, owner=record.tenant)
         return file_id
 
     async def _close(

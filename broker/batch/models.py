@@ -18,6 +18,7 @@ __all__ = [
     "FileObject",
     "InputLine",
     "RequestCounts",
+    "StoredFile",
     "parse_window",
 ]
 
@@ -113,6 +114,16 @@ class FileObject(msgspec.Struct):
     object: str = "file"
     status: str = "processed"
     status_details: str | None = None
+
+
+class StoredFile(FileObject):
+    """A file object as the object store keeps it: with the tenant that owns the file."""
+
+    owner: str = "default"
+
+    def public(self) -> FileObject:
+        """The ``/v1/files`` object (without the owner)."""
+        return FileObject(**{f: getattr(self, f) for f in FileObject.__struct_fields__})
 
 
 class InputLine(msgspec.Struct):

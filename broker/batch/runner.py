@@ -28,11 +28,15 @@ from broker.batch.store import LINE_SUBJECT, LINES_STREAM, BatchStore, result_ke
 from broker.request import Reply
 from broker.runtime import InFlight
 from broker.sinks import ReplySink
+from broker.tenants import KeyRing, TenantConfig
 from schemas import ChatCompletionChunk, StreamEnd, headers
 
-__all__ = ["CONSUMER", "BatchRunner", "CollectSink", "result_line"]
+__all__ = ["CONSUMER", "BatchRunner", "CollectSink", "LineHandler", "result_line"]
 
 log = logging.getLogger("llm_edge.batch")
+
+#: ``ChatPipeline.handle``: body, headers, where the answer goes, the tenant it runs as.
+LineHandler = Callable[[bytes, dict[str, str], ReplySink, TenantConfig | None], Awaitable[None]]
 
 CONSUMER = "llm-edge-batch-runner"
 #: Longest wait of one pull (also how long a graceful stop may take to stop pulling).
@@ -110,6 +114,7 @@ class BatchRunner:
         store: the batch resources.
         handle: ``ChatPipeline.handle``.
         settings: concurrency, redelivery.
+        keys: resolves a batch's tenant name (lines run as that tenant).
         clock: wall-clock seconds (completion windows are wall-clock).
     """
 
@@ -117,13 +122,15 @@ class BatchRunner:
         self,
         nc: Client,
         store: BatchStore,
-        handle: Callable[[bytes, dict[str, str], ReplySink], Awaitable[None]],
+        handle: LineHandler,
         settings: BatchSettings,
         clock: Callable[[], float] = time.time,
         *,
+        keys: KeyRing | None = None,
         interactive: Callable[[], bool] = lambda: False,
     ) -> None:
         self._nc = nc
+        self._keys = keys
         self._store = store
         self._handle = handle
         self._settings = settings
@@ -254,7 +261,8 @@ class BatchRunner:
         body = dict(line.body)
         body.pop("stream", None)
         sink = CollectSink()
-        await self._handle(_encoder.encode(body), {headers.REQUEST_ID: request_id}, sink)
+        tenant = self._keys.named(record.tenant) if self._keys is not None else None
+        await self._handle(_encoder.encode(body), {headers.REQUEST_ID: request_id}, sink, tenant)
         reply = await sink.reply
         if reply.status == 200:
             await self._finish(

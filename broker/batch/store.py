@@ -31,7 +31,8 @@ from nats.js.errors import NotFoundError as JsNotFound
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from broker.batch.models import BatchRecord, FileObject
+from broker.batch.models import BatchRecord, FileObject, StoredFile
+from broker.tenants import ANONYMOUS
 
 __all__ = ["LINES_STREAM", "LINE_SUBJECT", "BatchStore", "Conflict"]
 
@@ -45,7 +46,7 @@ RESULTS_TTL_S = 7 * 24 * 3600
 PUBLISH_WINDOW = 256
 
 _record_decoder = msgspec.json.Decoder(BatchRecord)
-_file_decoder = msgspec.json.Decoder(FileObject)
+_file_decoder = msgspec.json.Decoder(StoredFile)
 _encoder = msgspec.json.Encoder()
 
 
@@ -93,42 +94,47 @@ class BatchStore:
 
     # -- files ---------------------------------------------------------------------------
 
-    async def put_file(self, file: FileObject, data: bytes | io.BufferedIOBase) -> FileObject:
-        """Store a file's bytes with its file object as metadata."""
-        meta = api.ObjectMeta(name=file.id, description=_encoder.encode(file).decode())
+    async def put_file(
+        self, file: FileObject, data: bytes | io.BufferedIOBase, owner: str = ANONYMOUS.name
+    ) -> FileObject:
+        """Store a file's bytes with its file object (and its owning tenant) as metadata."""
+        stored = StoredFile(**msgspec.structs.asdict(file), owner=owner)
+        meta = api.ObjectMeta(name=file.id, description=_encoder.encode(stored).decode())
         await self.files.put(file.id, data, meta=meta)
         return file
 
-    async def get_file(self, file_id: str) -> FileObject | None:
-        """The file object, or ``None``."""
+    async def get_file(self, file_id: str, owner: str | None = None) -> FileObject | None:
+        """The file object, or ``None`` (also when ``owner`` is given and is not its owner)."""
         try:
             info = await self.files.get_info(file_id)
         except JsNotFound:
             return None
         if info.deleted or not info.description:
             return None
-        return _file_decoder.decode(info.description)
+        stored = _file_decoder.decode(info.description)
+        return stored.public() if owner is None or stored.owner == owner else None
 
     async def read_file(self, file_id: str, into: io.BufferedIOBase) -> None:
         """Stream a file's bytes into ``into`` (a temp file: nothing is held in memory)."""
         await self.files.get(file_id, writeinto=into)
 
-    async def delete_file(self, file_id: str) -> bool:
-        """Delete; ``False`` if there was no such file."""
-        if await self.get_file(file_id) is None:
+    async def delete_file(self, file_id: str, owner: str | None = None) -> bool:
+        """Delete; ``False`` if there was no such file (of ``owner``, when given)."""
+        if await self.get_file(file_id, owner) is None:
             return False
         await self.files.delete(file_id)
         return True
 
-    async def list_files(self) -> list[FileObject]:
-        """Every stored file."""
+    async def list_files(self, owner: str | None = None) -> list[FileObject]:
+        """Every stored file (of ``owner``, when given)."""
         try:
             infos = await self.files.list()
         except JsNotFound:
             return []
-        return [
+        stored = (
             _file_decoder.decode(i.description) for i in infos if i.description and not i.deleted
-        ]
+        )
+        return [s.public() for s in stored if owner is None or s.owner == owner]
 
     # -- batch records -------------------------------------------------------------------
 

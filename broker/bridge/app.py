@@ -21,6 +21,7 @@ from nats.nuid import NUID
 from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from broker.bridge.asgi import nats_headers as forwarded_headers
 from broker.bridge.asgi import read_body
 from broker.bridge.batches import BatchRoutes
 from broker.client import ChatStreamError, stream_messages
@@ -41,18 +42,6 @@ Send = Callable[[Message], Awaitable[None]]
 DEFAULT_HTTP_TIMEOUT_S = 600.0
 PING_TIMEOUT_S = 2.0
 
-#: Request headers forwarded to NATS (lower-case HTTP name -> NATS name).
-_FORWARD = {
-    name.lower(): name
-    for name in (
-        headers.AUTHORIZATION,
-        headers.CACHE_CONTROL,
-        headers.CACHE_NAMESPACE,
-        headers.REQUEST_ID,
-        headers.TIMEOUT_MS,
-        headers.TRACEPARENT,
-    )
-}
 #: Reply headers copied to the HTTP response.
 _EXPOSE = (
     headers.CACHE,
@@ -207,16 +196,7 @@ class BridgeApp:
             message = f"request body is over the {limit}-byte limit"
             await _error(send, 413, "request_too_large", message, anthropic=api.anthropic)
             return
-        nats_headers = {}
-        for raw_name, raw_value in scope["headers"]:
-            lowered = raw_name.decode("latin-1").lower()
-            name = _FORWARD.get(lowered)
-            if name is not None:
-                nats_headers[name] = raw_value.decode("latin-1")
-            elif lowered == "x-api-key":  # Anthropic's way of sending the key
-                nats_headers.setdefault(
-                    headers.AUTHORIZATION, "Bearer " + raw_value.decode("latin-1")
-                )
+        nats_headers = forwarded_headers(scope)
         request_id = nats_headers.setdefault(headers.REQUEST_ID, self._nuid.next().decode())
         relay = self._relay_stream if _wants_stream(body) else self._relay_whole
         watch = _DisconnectWatch(receive)

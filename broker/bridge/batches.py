@@ -2,7 +2,9 @@
 
 Files go straight between HTTP and the JetStream object store (streamed through temporary
 files, never held in memory); batch operations are forwarded to ``llm.batch.*``, where the
-brokers' batch engine answers.
+brokers' batch engine answers. Who the caller is stays the brokers' business: the bridge
+passes the ``Authorization`` header along, and before a file operation it asks
+``llm.batch.whoami`` which tenant the key belongs to (files are kept per tenant).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from urllib.parse import parse_qs
 
 import msgspec
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.nuid import NUID
@@ -24,7 +27,7 @@ from nats.nuid import NUID
 from broker.batch.models import FileObject
 from broker.batch.store import BatchStore
 from broker.batch.validate import MAX_FILE_BYTES
-from broker.bridge.asgi import read_body
+from broker.bridge.asgi import nats_headers, read_body
 from broker.bridge.multipart import UploadTooLarge, parse_upload
 from schemas import error_body, headers, subjects
 
@@ -37,6 +40,7 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 _FILE = re.compile(r"^/v1/files/([A-Za-z0-9_-]+)(/content)?$")
 _BATCH = re.compile(r"^/v1/batches/([A-Za-z0-9_-]+)(/cancel)?$")
 _encoder = msgspec.json.Encoder()
+_whoami = msgspec.json.Decoder(dict[str, str])
 PURPOSES = frozenset({"batch", "batch_output"})
 STREAM_CHUNK = 256 * 1024
 
@@ -77,14 +81,20 @@ class BatchRoutes:
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> bool:
         """Serve the request if it is ours; ``False`` otherwise."""
         method, path = scope["method"], scope["path"].rstrip("/")
-        if path == "/v1/files":
-            if method == "POST":
-                await self._upload(scope, receive, send)
+        forwarded = nats_headers(scope)
+        auth = {k: v for k, v in forwarded.items() if k == headers.AUTHORIZATION}
+        file_match = _FILE.match(path)
+        if path == "/v1/files" or file_match is not None:
+            owner = await self._whoami(send, auth)
+            if owner is None:
+                return True
+            if file_match is not None:
+                file_id, content = file_match.group(1), bool(file_match.group(2))
+                await self._file(method, file_id, content, owner, send)
+            elif method == "POST":
+                await self._upload(scope, receive, send, owner)
             else:
-                await self._list_files(send)
-            return True
-        if match := _FILE.match(path):
-            await self._file(method, match.group(1), bool(match.group(2)), send)
+                await self._list_files(send, owner)
             return True
         if path == "/v1/batches":
             if method == "POST":
@@ -92,31 +102,48 @@ class BatchRoutes:
                 if body is None:
                     await _error(send, 413, "request_too_large", "the body is over 1 MiB")
                 else:
-                    await self._forward(send, "create", body)
+                    await self._forward(send, "create", body, auth)
             else:
                 query = parse_qs(scope.get("query_string", b"").decode())
                 params = {k: v[0] for k, v in query.items() if k in {"limit", "after"}}
-                await self._forward(send, "list", _encoder.encode(params))
+                await self._forward(send, "list", _encoder.encode(params), auth)
             return True
         if match := _BATCH.match(path):
             op = "cancel" if match.group(2) else "get"
-            await self._forward(send, op, _encoder.encode({"id": match.group(1)}))
+            await self._forward(send, op, _encoder.encode({"id": match.group(1)}), auth)
             return True
         return False
 
-    async def _forward(self, send: Send, op: str, body: bytes) -> None:
+    async def _ask(self, send: Send, op: str, body: bytes, auth: dict[str, str]) -> Msg | None:
+        """Request ``llm.batch.<op>``; on no broker or no answer, reply the error and ``None``."""
         try:
-            reply = await self._nc.request(f"{subjects.BATCH_PREFIX}.{op}", body, timeout=30)
+            return await self._nc.request(
+                f"{subjects.BATCH_PREFIX}.{op}", body, timeout=30, headers=auth or None
+            )
         except NoRespondersError:
             await _error(send, 503, "no_broker", "no broker is running")
-            return
         except NatsTimeout:
             await _error(send, 504, "deadline_exceeded", "the broker did not answer in time")
-            return
-        status = int((reply.headers or {}).get(headers.STATUS, "200"))
-        await _json(send, status, reply.data)
+        return None
 
-    async def _upload(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _forward(self, send: Send, op: str, body: bytes, auth: dict[str, str]) -> None:
+        reply = await self._ask(send, op, body, auth)
+        if reply is not None:
+            status = int((reply.headers or {}).get(headers.STATUS, "200"))
+            await _json(send, status, reply.data)
+
+    async def _whoami(self, send: Send, auth: dict[str, str]) -> str | None:
+        """The caller's tenant; ``None`` after answering the refusal (401, 503 ...)."""
+        reply = await self._ask(send, "whoami", b"", auth)
+        if reply is None:
+            return None
+        status = int((reply.headers or {}).get(headers.STATUS, "200"))
+        if status != 200:
+            await _json(send, status, reply.data)
+            return None
+        return str(_whoami.decode(reply.data)["tenant"])
+
+    async def _upload(self, scope: Scope, receive: Receive, send: Send, owner: str) -> None:
         content_type = next(
             (v.decode("latin-1") for k, v in scope["headers"] if k.lower() == b"content-type"), ""
         )
@@ -147,28 +174,28 @@ class BatchRoutes:
                 filename=upload.filename or "upload",
                 purpose=purpose,
             )
-            await (await self._files()).put_file(file, upload.file)  # type: ignore[arg-type]
+            await (await self._files()).put_file(file, upload.file, owner)  # type: ignore[arg-type]
         finally:
             upload.file.close()
         await _json(send, 200, _encoder.encode(file))
 
-    async def _list_files(self, send: Send) -> None:
-        files = await (await self._files()).list_files()
+    async def _list_files(self, send: Send, owner: str) -> None:
+        files = await (await self._files()).list_files(owner)
         await _json(
             send, 200, _encoder.encode({"object": "list", "data": files, "has_more": False})
         )
 
-    async def _file(self, method: str, file_id: str, content: bool, send: Send) -> None:
+    async def _file(self, method: str, file_id: str, content: bool, owner: str, send: Send) -> None:
         store = await self._files()
         if method == "DELETE" and not content:
-            if not await store.delete_file(file_id):
+            if not await store.delete_file(file_id, owner):
                 await _error(send, 404, "file_not_found", f"no file {file_id!r}")
                 return
             await _json(
                 send, 200, _encoder.encode({"id": file_id, "object": "file", "deleted": True})
             )
             return
-        file = await store.get_file(file_id)
+        file = await store.get_file(file_id, owner)
         if file is None:
             await _error(send, 404, "file_not_found", f"no file {file_id!r}")
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import uuid
@@ -16,6 +17,7 @@ from nats.aio.client import Client
 
 from broker.batch.models import BatchRecord
 from broker.batch.store import BatchStore
+from broker.config import Config
 from tests.support.stack import Stack, config_from, start_stack
 from tests.support.upstream import FakeOpenAI, Scripted
 
@@ -49,6 +51,13 @@ async def stack(nats_url: str, fake_openai: FakeOpenAI) -> AsyncIterator[Stack]:
         [models.flaky]
         deployments = [{{ provider = "up" }}]
     """)
+    async with batch_stack(nats_url, config) as running:
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def batch_stack(nats_url: str, config: Config) -> AsyncIterator[Stack]:
+    """A stack with the bridge and an empty batch line queue."""
     running = await start_stack(nats_url, config, bridge=True)
     await purge_batch_queue(running.nc)
     try:
@@ -81,16 +90,19 @@ def jsonl(rows: list[dict[str, Any]]) -> bytes:
 
 
 async def wait_status(
-    nc: Client, batch_id: str, wanted: set[str], patience_s: float = 60
+    nc: Client,
+    batch_id: str,
+    wanted: set[str],
+    patience_s: float = 60,
+    hdrs: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Follow llm.batch.events.<id> until the batch reaches one of ``wanted`` (subscribe
     first, then read the current state, so no event is missed)."""
     sub = await nc.subscribe(f"llm.batch.events.{batch_id}")
     try:
+        body = msgspec.json.encode({"id": batch_id})
         current = msgspec.json.decode(
-            (
-                await nc.request("llm.batch.get", msgspec.json.encode({"id": batch_id}), timeout=5)
-            ).data
+            (await nc.request("llm.batch.get", body, timeout=5, headers=hdrs)).data
         )
         while current["status"] not in wanted:
             current = msgspec.json.decode((await sub.next_msg(timeout=patience_s)).data)
@@ -363,7 +375,9 @@ async def test_runner_yields_to_interactive_traffic(stack: Stack) -> None:
     peaks = {True: 0, False: 0}
     release, two_running, over_cap, all_done = (asyncio.Event() for _ in range(4))
 
-    async def handle(data: bytes, hdrs: dict[str, str], sink: ReplySink) -> None:
+    async def handle(
+        data: bytes, hdrs: dict[str, str], sink: ReplySink, tenant: object = None
+    ) -> None:
         nonlocal running, handled
         running += 1
         peaks[busy] = max(peaks[busy], running)
