@@ -111,10 +111,6 @@ def register_control(
     async def ping(body: Any) -> dict[str, Any]:
         return {"status": "ok", "models": len(config.models), "cache": cache is not None}
 
-    @broker.subscriber(subjects.MODELS, queue=subjects.BROKER_QUEUE)
-    async def models(body: Any) -> dict[str, Any]:
-        return model_list(config)
-
     @broker.subscriber(subjects.CACHE_PURGE)
     async def purge(body: Any) -> dict[str, Any]:
         if cache is None:

@@ -25,6 +25,7 @@ from broker.assemble import StreamAssembler, replay_chunks
 from broker.budget import BudgetExceeded, SpendLedger, cost_of, usage_of
 from broker.cache import CachedReply, ResponseCache
 from broker.config import Config, Deployment
+from broker.control import model_list
 from broker.errors import BrokerError, InvalidRequest, RequestTooLarge, Unauthorized
 from broker.forward import Forwarder, StreamEvent
 from broker.limits import RateLimiter, rate_limited
@@ -91,6 +92,7 @@ class ChatPipeline:
         self._tenant_metrics = config.broker.tenant_metrics
         self._tenant_subjects = config.nats_tenant_subjects
         self._tenants = config.tenants
+        self._models = _encoder.encode(model_list(config))
         self._deployments = {d.name: d for m in config.models.values() for d in m.deployments}
         router = Router(config.breaker, clock=self._clock)
         self.resilient = Resilient(config, router, self._clock, sleep=sleep)
@@ -173,6 +175,20 @@ class ChatPipeline:
             await sink.error(error_reply(failure), meta, streaming=False)
             return
         await self.handle(body, hdrs, AnthropicSink(self._nc, msg.reply, model), tenant)
+
+    async def on_models(self, msg: Msg) -> None:
+        """``llm.models``: the model list, for callers with a key when keys are required."""
+        if not msg.reply:
+            return
+        hdrs = msg.headers or {}
+        if self.preparer.keys.tenant_for(hdrs.get(headers.AUTHORIZATION)) is None:
+            await self._refuse(
+                Unauthorized("Incorrect or missing API key: send `Authorization: Bearer <key>`."),
+                hdrs,
+                NatsSink(self._nc, msg.reply),
+            )
+            return
+        await self._nc.publish(msg.reply, self._models, headers={headers.STATUS: "200"})
 
     async def on_cancel(self, msg: Msg) -> None:
         """``llm.cancel`` subscription callback: the body is a request id."""

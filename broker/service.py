@@ -109,6 +109,7 @@ class BrokerService:
             subjects.MESSAGES: pipeline.on_messages,
             subjects.TENANT_CHAT: pipeline.on_tenant_message,
             subjects.TENANT_MESSAGES: pipeline.on_messages,
+            subjects.MODELS: pipeline.on_models,
         }
         self._subs = [
             await self.nc.subscribe(

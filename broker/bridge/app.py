@@ -169,7 +169,7 @@ class BridgeApp:
         if api is not None and method == "POST":
             await self._forward(api, scope, receive, send)
         elif (method, path) == ("GET", "/v1/models"):
-            await self._models(send)
+            await self._models(scope, send)
         elif (method, path) == ("GET", "/metrics"):
             body = generate_latest(REGISTRY)
             await send(
@@ -299,13 +299,19 @@ class BridgeApp:
                     anthropic=api.anthropic,
                 )
 
-    async def _models(self, send: Send) -> None:
+    async def _models(self, scope: Scope, send: Send) -> None:
+        auth = forwarded_headers(scope).get(headers.AUTHORIZATION)
         try:
-            answer = await self._nc.request(subjects.MODELS, b"", timeout=PING_TIMEOUT_S)
+            answer = await self._nc.request(
+                subjects.MODELS,
+                b"",
+                timeout=PING_TIMEOUT_S,
+                headers={headers.AUTHORIZATION: auth} if auth else None,
+            )
         except (NoRespondersError, NatsTimeout):
             await _error(send, 503, "no_broker", "no broker is running", retry_after="1")
             return
-        await _respond(send, 200, answer.data)
+        await _respond(send, int((answer.headers or {}).get(headers.STATUS, "200")), answer.data)
 
     async def _ready(self, send: Send) -> None:
         if not self._nc.is_connected:

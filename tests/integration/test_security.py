@@ -119,6 +119,9 @@ async def test_keys_are_required_everywhere(stack: Stack) -> None:
         "/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY_A}"}
     )
     assert ok.status_code == 200
+    assert (await stack.http.get("/models")).status_code == 401
+    listed = await stack.http.get("/models", headers={"Authorization": f"Bearer {KEY_A}"})
+    assert "mock" in {m["id"] for m in listed.json()["data"]}
     claude = anthropic.AsyncAnthropic(
         base_url=stack.base_url.removesuffix("/v1"), api_key=KEY_A, max_retries=0
     )
