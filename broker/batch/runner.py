@@ -3,7 +3,9 @@
 Every broker process pulls from one durable work-queue consumer, so lines spread over all
 brokers. A line is acknowledged only after its result is stored; retryable failures are
 redelivered with backoff, and a line that keeps failing is dead-lettered to the error file
-with its last error.
+with its last error. A rate-limited line (429: the tenant's limit or the provider's) is not a
+failure: it waits for ``Retry-After`` and runs again, for as long as the completion window
+lasts.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ LineHandler = Callable[[bytes, dict[str, str], ReplySink, TenantConfig | None], 
 CONSUMER = "llm-edge-batch-runner"
 #: Longest wait of one pull (also how long a graceful stop may take to stop pulling).
 FETCH_S = 0.25
+#: Longest wait before a rate-limited line is tried again.
+MAX_RATE_LIMIT_WAIT_S = 60.0
 #: While yielding to interactive traffic, how often the runner looks for a free line slot.
 YIELD_POLL_S = 0.005
 _line_decoder = msgspec.json.Decoder(InputLine)
@@ -52,6 +56,15 @@ _STOPPED = {
     BatchStatus.COMPLETED,
     BatchStatus.EXPIRED,
 }
+
+
+def _retry_after(reply_headers: dict[str, str], backoff: tuple[float, ...]) -> float:
+    """Seconds to wait before a rate-limited line runs again (``Retry-After``, capped)."""
+    try:
+        wait = float(reply_headers[headers.RETRY_AFTER])
+    except (KeyError, ValueError):
+        wait = backoff[0] if backoff else 1.0
+    return min(max(wait, 0.0), MAX_RATE_LIMIT_WAIT_S)
 
 
 class CollectSink:
@@ -273,7 +286,10 @@ class BatchRunner:
                 result_line(line.custom_id, request_id, 200, reply.body),
             )
             return
-        retryable = headers.RETRYABLE in reply.headers or reply.status in {429, 502, 503, 504}
+        if reply.status == 429:  # a rate limit (the tenant's or the provider's) means wait
+            await msg.nak(delay=_retry_after(reply.headers, self._settings.backoff_s))
+            return
+        retryable = headers.RETRYABLE in reply.headers or reply.status in {502, 503, 504}
         delivered = msg.metadata.num_delivered
         if retryable and delivered < self._settings.max_deliver:
             backoff = self._settings.backoff_s

@@ -340,20 +340,16 @@ async def test_cli_submit_wait_and_results(stack: Stack, nats_url: str, tmp_path
     assert batch_id in listing
 
 
-async def test_runner_yields_to_interactive_traffic(stack: Stack) -> None:
-    """While interactive requests arrive the runner keeps only yield_concurrency lines in
-    flight; when they stop it goes back to full concurrency."""
+async def queued_batch(stack: Stack, n: int) -> tuple[BatchStore, str]:
+    """A batch of ``n`` queued lines, with the stack's own runner stopped (the test's runner
+    is the only consumer; the fixture restarts the stack's)."""
     from broker.batch.models import BatchObject, BatchStatus
-    from broker.batch.runner import BatchRunner
-    from broker.batch.settings import BatchSettings
-    from broker.request import Reply
-    from broker.sinks import ReplySink
 
     engine = stack.brokers[0].batch
     assert engine is not None
-    await engine.runner.stop()  # this test's runner is the only consumer
+    await engine.runner.stop()
     store = await BatchStore.open(stack.nc)
-    batch_id = f"batch_yield{uuid.uuid4().hex[:8]}"
+    batch_id = f"batch_own{uuid.uuid4().hex[:8]}"
     await store.create(
         BatchRecord(
             batch=BatchObject(
@@ -368,8 +364,56 @@ async def test_runner_yields_to_interactive_traffic(stack: Stack) -> None:
         )
     )
     await store.publish_lines(
-        batch_id, ((r["custom_id"], json.dumps(r).encode()) for r in lines(60))
+        batch_id, ((r["custom_id"], json.dumps(r).encode()) for r in lines(n))
     )
+    return store, batch_id
+
+
+async def test_rate_limited_lines_wait_instead_of_failing(stack: Stack) -> None:
+    """A line answered 429 waits for Retry-After and runs again, past max_deliver: a tenant's
+    rate limit slows a batch down, it never dead-letters its lines."""
+    from broker.batch.runner import BatchRunner
+    from broker.batch.settings import BatchSettings
+    from broker.request import Reply
+    from broker.sinks import ReplySink
+
+    store, batch_id = await queued_batch(stack, 3)
+    attempts: dict[bytes, int] = {}
+    all_done = asyncio.Event()
+
+    async def handle(
+        data: bytes, hdrs: dict[str, str], sink: ReplySink, tenant: object = None
+    ) -> None:
+        attempts[data] = attempts.get(data, 0) + 1
+        if attempts[data] <= 4:  # refused 4 times: twice max_deliver
+            await sink.error(Reply(429, b"{}", {"Retry-After": "0.02"}), {}, streaming=False)
+            return
+        await sink.whole(Reply(200, b'{"ok":true}'), {})
+        if sum(attempts.values()) == 15:
+            all_done.set()
+
+    runner = BatchRunner(stack.nc, store, handle, BatchSettings(max_deliver=2))
+    await runner.start()
+    try:
+        await asyncio.wait_for(all_done.wait(), 20)
+    finally:
+        await runner.stop()  # lets the lines in flight store their results
+        await stack.brokers[0].batch.runner.start()  # type: ignore[union-attr]
+    assert sorted(attempts.values()) == [5, 5, 5]
+    assert dict(runner.progress[batch_id]) == {"completed": 3}
+
+
+async def test_runner_yields_to_interactive_traffic(stack: Stack) -> None:
+    """While interactive requests arrive the runner keeps only yield_concurrency lines in
+    flight; when they stop it goes back to full concurrency."""
+    from broker.batch.runner import BatchRunner
+    from broker.batch.settings import BatchSettings
+    from broker.request import Reply
+    from broker.sinks import ReplySink
+
+    store, _ = await queued_batch(stack, 60)
+    engine = stack.brokers[0].batch
+    assert engine is not None
     busy = True
     running = handled = 0
     peaks = {True: 0, False: 0}
