@@ -27,7 +27,13 @@ from broker.l2_redis import RedisL2
 from broker.limits import RateLimiter
 from broker.pipeline import ChatPipeline
 from broker.redis_conn import request_path_client
-from broker.runtime import PENDING_MSGS_LIMIT, STOP_STEP_S, close_quietly, settle
+from broker.runtime import (
+    PENDING_MSGS_LIMIT,
+    STOP_STEP_S,
+    close_quietly,
+    freeze_startup_heap,
+    settle,
+)
 from broker.tenants import REDIS_KEYS, KeyRing
 from schemas import subjects
 
@@ -188,6 +194,7 @@ async def serve_broker(config: Config, options: BrokerOptions, stop: asyncio.Eve
     """Run a broker until ``stop`` is set."""
     service = BrokerService(config, options)
     await service.start()
+    freeze_startup_heap()
     log.info("broker ready: %d models, L2=%s", len(config.models), service.l2_name)
     try:
         await stop.wait()

@@ -19,7 +19,7 @@ from nats.micro.service import Service
 from opentelemetry.trace import SpanKind
 
 from broker.discovery import register
-from broker.runtime import PENDING_MSGS_LIMIT, STOP_STEP_S, InFlight, settle
+from broker.runtime import PENDING_MSGS_LIMIT, STOP_STEP_S, InFlight, freeze_startup_heap, settle
 from broker.tracing import span
 from schemas import StreamEnd, decode_chat_request, error_body, headers, subjects
 from workers.base import Provider, ProviderRequest
@@ -196,6 +196,7 @@ async def serve_worker(
     """Serve ``provider`` until ``stop`` is set, then drain."""
     service = WorkerService(nc, provider, max_concurrency=max_concurrency)
     await service.start()
+    freeze_startup_heap()
     log.info("worker ready: %s on %s", provider.name, service.subject)
     try:
         await stop.wait()

@@ -52,7 +52,13 @@ class BatchEngine:
             keys=self._keys,
             interactive=self._interactive,
         )
-        self.lifecycle = Lifecycle(self._nc, self.store, self._settings, self.runner.progress)
+        self.lifecycle = Lifecycle(
+            self._nc,
+            self.store,
+            self._settings,
+            self.runner.progress,
+            interactive=self._interactive,
+        )
         self.api = BatchApi(self._nc, self.store, self.lifecycle, self._keys)
         await self.api.start()
         await self.runner.start()

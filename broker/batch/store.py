@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
 import msgspec
 from nats.aio.client import Client
@@ -208,29 +208,37 @@ class BatchStore:
 
     # -- lines ---------------------------------------------------------------------------
 
-    async def publish_lines(self, batch_id: str, lines: Iterable[tuple[str, bytes]]) -> int:
+    async def publish_lines(
+        self,
+        batch_id: str,
+        lines: Iterable[tuple[str, bytes]],
+        pace: Callable[[], Awaitable[int]] | None = None,
+    ) -> int:
         """Queue ``(custom_id, line)`` pairs; duplicates (a resumed validation) are dropped.
+
+        Lines go out in windows, each acknowledged by JetStream before the next; ``pace`` is
+        awaited between windows and returns the next window's size (the batch gives way to
+        interactive traffic there). Without it, windows are :data:`PUBLISH_WINDOW` lines.
 
         Returns:
             How many lines were published.
         """
         subject = f"{LINE_SUBJECT}.{batch_id}"
-        pending: set[asyncio.Task[api.PubAck]] = set()
+        acks: list[asyncio.Future[api.PubAck]] = []
         count = 0
+        window = PUBLISH_WINDOW
         for custom_id, line in lines:
             msg_id = f"{batch_id}:{hashlib.sha256(custom_id.encode()).hexdigest()[:40]}"
-            pending.add(
-                asyncio.ensure_future(
-                    self._js.publish(subject, line, headers={"Nats-Msg-Id": msg_id})
-                )
+            acks.append(
+                await self._js.publish_async(subject, line, headers={"Nats-Msg-Id": msg_id})
             )
             count += 1
-            if len(pending) >= PUBLISH_WINDOW:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    task.result()
-        if pending:
-            await asyncio.gather(*pending)
+            if len(acks) >= window:  # every line of a window stored before the next
+                await asyncio.gather(*acks)
+                acks.clear()
+                if pace is not None:
+                    window = await pace()
+        await asyncio.gather(*acks)
         return count
 
     async def remaining(self, batch_id: str) -> int:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import uvicorn
 
 from broker.bridge.app import DEFAULT_HTTP_TIMEOUT_S, BridgeApp
-from broker.runtime import close_quietly, connect
+from broker.runtime import close_quietly, connect, freeze_startup_heap
 
 __all__ = ["BridgeOptions", "BridgeServer", "serve_bridge"]
 
@@ -81,6 +81,7 @@ async def serve_bridge(options: BridgeOptions, stop: asyncio.Event) -> None:
     """Run the bridge until ``stop`` is set."""
     server = BridgeServer(options)
     await server.start()
+    freeze_startup_heap()
     log.info("bridge listening on http://%s:%d/v1", options.host, server.port)
     try:
         await stop.wait()
