@@ -181,12 +181,10 @@ class ChatPipeline:
         if not msg.reply:
             return
         hdrs = msg.headers or {}
-        if self.preparer.keys.tenant_for(hdrs.get(headers.AUTHORIZATION)) is None:
-            await self._refuse(
-                Unauthorized("Incorrect or missing API key: send `Authorization: Bearer <key>`."),
-                hdrs,
-                NatsSink(self._nc, msg.reply),
-            )
+        try:
+            self.preparer.keys.authenticate(hdrs.get(headers.AUTHORIZATION))
+        except Unauthorized as exc:
+            await self._refuse(exc, hdrs, NatsSink(self._nc, msg.reply))
             return
         await self._nc.publish(msg.reply, self._models, headers={headers.STATUS: "200"})
 

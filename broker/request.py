@@ -23,7 +23,6 @@ from broker.errors import (
     InvalidRequest,
     ModelNotFound,
     RequestTooLarge,
-    Unauthorized,
     from_decode_error,
 )
 from broker.pii import PiiMode, Redactor, detect
@@ -145,9 +144,7 @@ class RequestPreparer:
         otherwise the API key decides.
         """
         if tenant is None:
-            tenant = self.keys.tenant_for(hdrs.get(headers.AUTHORIZATION))
-        if tenant is None:
-            raise Unauthorized("Incorrect or missing API key: send `Authorization: Bearer <key>`.")
+            tenant = self.keys.authenticate(hdrs.get(headers.AUTHORIZATION))
         if len(data) > self.max_body:
             raise RequestTooLarge(
                 f"request body is {len(data)} bytes; the limit is {self.max_body}"

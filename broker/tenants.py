@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from broker.errors import Unauthorized
 from broker.pii import PiiMode
 from broker.tables import check_keys, field_names
 
@@ -131,6 +132,17 @@ class KeyRing:
         if name == ANONYMOUS.name and name not in self.tenants:
             return ANONYMOUS
         return self.tenants.get(name) or TenantConfig(name=name)
+
+    def authenticate(self, authorization: str | None) -> TenantConfig:
+        """The tenant of an ``Authorization`` value.
+
+        Raises:
+            Unauthorized: keys are required and this is not one of them.
+        """
+        tenant = self.tenant_for(authorization)
+        if tenant is None:
+            raise Unauthorized("Incorrect or missing API key: send `Authorization: Bearer <key>`.")
+        return tenant
 
     def tenant_for(self, authorization: str | None) -> TenantConfig | None:
         """The tenant of an ``Authorization: Bearer <key>`` value; ``None`` when it is not a

@@ -39,6 +39,7 @@ from broker.batch.models import (
 )
 from broker.batch.store import BatchStore
 from broker.batch.validate import MAX_FILE_BYTES
+from broker.errors import BrokerError
 from broker.runtime import InFlight
 from broker.tenants import ANONYMOUS, KeyRing, TenantConfig
 from schemas import error_body, headers, subjects
@@ -122,6 +123,8 @@ class BatchApi:
             body = _json.decode(msg.data) if msg.data else {}
             status, result = 200, await self._routes[op](body, tenant.name)
             data = _encoder.encode(result)
+        except BrokerError as exc:  # 401 from the key check
+            status, data = exc.status, exc.envelope()
         except ApiError as exc:
             status, data = exc.status, error_body(exc.status, exc.code, exc.message, exc.param)
         except (msgspec.MsgspecError, TypeError, ValueError) as exc:
@@ -132,14 +135,7 @@ class BatchApi:
         """The caller's tenant, from its key; 401 when keys are required and it has none."""
         if self._keys is None:
             return ANONYMOUS
-        tenant = self._keys.tenant_for(hdrs.get(headers.AUTHORIZATION))
-        if tenant is None:
-            raise ApiError(
-                401,
-                "invalid_api_key",
-                "Incorrect or missing API key: send `Authorization: Bearer <key>`.",
-            )
-        return tenant
+        return self._keys.authenticate(hdrs.get(headers.AUTHORIZATION))
 
     async def whoami(self, body: dict[str, Any], tenant: str) -> dict[str, str]:
         """The caller's tenant (the bridge asks before it touches files)."""

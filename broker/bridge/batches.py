@@ -81,8 +81,8 @@ class BatchRoutes:
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> bool:
         """Serve the request if it is ours; ``False`` otherwise."""
         method, path = scope["method"], scope["path"].rstrip("/")
-        forwarded = nats_headers(scope)
-        auth = {k: v for k, v in forwarded.items() if k == headers.AUTHORIZATION}
+        key = nats_headers(scope).get(headers.AUTHORIZATION)
+        auth = {headers.AUTHORIZATION: key} if key else {}
         file_match = _FILE.match(path)
         if path == "/v1/files" or file_match is not None:
             owner = await self._whoami(send, auth)

@@ -18,6 +18,7 @@ from nats.aio.client import Client
 from broker.batch.models import BatchRecord
 from broker.batch.store import BatchStore
 from broker.config import Config
+from tests.support.cli import run_cli
 from tests.support.stack import Stack, config_from, start_stack
 from tests.support.upstream import FakeOpenAI, Scripted
 
@@ -308,26 +309,12 @@ async def test_expired_batch_keeps_done_lines(stack: Stack, nats_url: str) -> No
 async def test_cli_submit_wait_and_results(stack: Stack, nats_url: str, tmp_path: Any) -> None:
     """`llm-edge batch submit --wait` shows progress and ends completed; `results -o` writes
     one line per request."""
-    import sys
 
     source = tmp_path / "in.jsonl"
     source.write_bytes(jsonl(lines(40)))
 
     async def cli(*args: str) -> tuple[str, str]:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "broker",
-            "batch",
-            "--nats-url",
-            nats_url,
-            *args,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(proc.communicate(), 60)
-        assert proc.returncode == 0, err.decode()
-        return out.decode(), err.decode()
+        return await run_cli("batch", "--nats-url", nats_url, *args)
 
     out, err = await cli("submit", str(source), "--wait")
     batch_id = out.split()[0]

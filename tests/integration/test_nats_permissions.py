@@ -55,6 +55,12 @@ class Violations:
         self.seen.append(str(exc))
         self._changed.set()
 
+    async def refused(self, client: Client, subject: str) -> None:
+        """A request to ``subject`` goes unanswered and the server reports the violation."""
+        with pytest.raises(nats.errors.TimeoutError):
+            await client.request(subject, CHAT, timeout=1)
+        await self.wait_for(subject)
+
     async def wait_for(self, subject: str) -> None:
         """Until a violation naming ``subject`` has been reported (5 s at most)."""
         async with asyncio.timeout(5):
@@ -117,12 +123,8 @@ async def test_nats_identity_is_the_tenant(secured_url: str) -> None:
         assert msgspec.json.decode(message.data)["type"] == "message"
         assert violations.seen == []
         for subject in ("llm.chat", "llm.tenant.globex.chat"):
-            with pytest.raises(nats.errors.TimeoutError):
-                await carol.request(subject, CHAT, timeout=1)
-            await violations.wait_for(subject)
-        with pytest.raises(nats.errors.TimeoutError):
-            await alice.request("llm.tenant.acme.chat", CHAT, timeout=1)
-        await alice_violations.wait_for("llm.tenant.acme.chat")
+            await violations.refused(carol, subject)
+        await alice_violations.refused(alice, "llm.tenant.acme.chat")
         mine = await alice.request("llm.chat", CHAT, timeout=10)
         assert mine.headers is not None
         assert mine.headers["X-Cache-Key"].startswith("default:")
@@ -153,9 +155,7 @@ async def test_producer_cannot_reach_provider_subjects(secured_url: str) -> None
     try:
         await alice.subscribe("llm.provider.>")
         await violations.wait_for("llm.provider.>")
-        with pytest.raises(nats.errors.TimeoutError):
-            await alice.request("llm.provider.mock", CHAT, timeout=1)  # the worker never sees it
-        await violations.wait_for("llm.provider.mock")
+        await violations.refused(alice, "llm.provider.mock")  # the worker never sees it
     finally:
         await alice.close()
 

@@ -11,6 +11,7 @@ from prometheus_client import REGISTRY
 
 from broker.client import stream_chat
 from schemas import headers
+from tests.support.cli import run_cli
 from tests.support.servers import free_port
 from tests.support.stack import Stack, config_from, start_stack
 from tests.support.upstream import FakeOpenAI, Scripted, running_fake
@@ -179,23 +180,9 @@ async def test_stream_fails_over_before_the_first_chunk(
 
 async def test_breaker_cli(stack: Stack, nats_url: str) -> None:
     """`llm-edge breaker open NAME` pins a breaker open on every broker; `status` shows it."""
-    import sys
 
     async def cli(*args: str) -> str:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "broker",
-            "breaker",
-            *args,
-            "--nats-url",
-            nats_url,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(proc.communicate(), 30)
-        assert proc.returncode == 0, err.decode()
-        return out.decode()
+        return (await run_cli("breaker", *args, "--nats-url", nats_url))[0]
 
     await cli("open", "m-a")
     status = msgspec.json.decode(await cli("status"))

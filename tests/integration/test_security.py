@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import sys
 import uuid
 from collections.abc import AsyncIterator
 
@@ -17,6 +15,7 @@ from nats.aio.msg import Msg
 from broker.client import stream_chat
 from broker.tenants import hash_key
 from schemas import headers
+from tests.support.cli import run_cli
 from tests.support.servers import RedisServer
 from tests.support.stack import Stack, config_from, start_stack
 
@@ -300,19 +299,8 @@ async def test_budget_caps_spend(stack: Stack, redis_server: RedisServer) -> Non
     cost = float((first.headers or {})[headers.COST])
     counted = REGISTRY.get_sample_value("llm_edge_cost_usd_total", labels)
     assert counted == pytest.approx(cost, abs=1e-6)
-    usage = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "broker",
-        "usage",
-        "--redis-url",
-        redis_server.url,
-        "--tenant",
-        tenant,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    out, _ = await asyncio.wait_for(usage.communicate(), 30)
-    rows = [line.split() for line in out.decode().splitlines()[1:]]
+    out, _ = await run_cli("usage", "--redis-url", redis_server.url, "--tenant", tenant)
+    rows = [line.split() for line in out.splitlines()[1:]]
     assert [(row[0], row[2], float(row[3])) for row in rows if row[2] == "priced"] == [
         (tenant, "priced", pytest.approx(cost, abs=1e-6))
     ]

@@ -1,0 +1,23 @@
+"""Run the ``llm-edge`` command as a user would: a separate process."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+__all__ = ["run_cli"]
+
+
+async def run_cli(*args: str, timeout_s: float = 60) -> tuple[str, str]:
+    """``python -m broker ARGS``; asserts it exits 0 and returns (stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "broker",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+    assert proc.returncode == 0, err.decode()
+    return out.decode(), err.decode()
