@@ -5,6 +5,10 @@ COPY pyproject.toml README.md ./
 COPY broker ./broker
 COPY workers ./workers
 COPY schemas ./schemas
+COPY edge_runtime ./edge_runtime
+COPY edge_client ./edge_client
+COPY edge_bridge ./edge_bridge
+COPY llm_edge ./llm_edge
 RUN pip install --no-cache-dir . && useradd --system llm-edge
 USER llm-edge
 ENV LLM_EDGE_LOG_LEVEL=INFO

@@ -24,7 +24,7 @@ from nats.aio.client import Client
 
 from bench.http_load import wrk_available, wrk_measure
 from bench.load import Result, measure
-from broker.embedded import EmbeddedNats
+from edge_runtime.embedded import EmbeddedNats
 from tests.support.servers import RedisServer, free_port
 
 CONFIG = """

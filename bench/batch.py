@@ -20,9 +20,9 @@ import nats
 from nats.aio.client import Client
 
 from bench.__main__ import spawn, wait_ready
-from broker.batch.models import FileObject
-from broker.batch.store import BatchStore
-from broker.embedded import EmbeddedNats
+from edge_client.batch_store import BatchStore
+from edge_runtime.embedded import EmbeddedNats
+from schemas.batch import FileObject
 
 CONFIG = """
 [cache]

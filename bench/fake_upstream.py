@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from broker.runtime import run_until_stopped
+from edge_runtime.process import run_until_stopped
 from tests.support.upstream import FakeOpenAI
 
 

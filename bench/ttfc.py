@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from bench.__main__ import spawn
-from broker.embedded import EmbeddedNats
+from edge_runtime.embedded import EmbeddedNats
 from tests.support.servers import free_port
 
 BODY = {"model": "up", "stream": True, "messages": [{"role": "user", "content": "hi"}]}

@@ -1,20 +1,5 @@
-"""LLM Edge Broker: the request pipeline, caches, routing, HTTP bridge and process runtime."""
+"""The broker process: validates, applies tenancy, caches, routes and answers chat requests.
 
-from __future__ import annotations
-
-from broker.cache import CacheSettings, ResponseCache
-from broker.config import BrokerSettings, Config, ConfigError, Deployment, ModelConfig
-from broker.errors import BrokerError
-from broker.pipeline import ChatPipeline
-
-__all__ = [
-    "BrokerError",
-    "BrokerSettings",
-    "CacheSettings",
-    "ChatPipeline",
-    "Config",
-    "ConfigError",
-    "Deployment",
-    "ModelConfig",
-    "ResponseCache",
-]
+Kept thin on purpose: importing ``broker`` loads nothing; import the room you need
+(``broker.service``, ``broker.cache``, ``broker.upstream``, ``broker.tenancy``, ``broker.batch``).
+"""

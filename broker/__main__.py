@@ -1,9 +1,9 @@
-"""``python -m broker`` runs the ``llm-edge`` command."""
+"""``python -m broker`` still runs the ``llm-edge`` command (kept for one release)."""
 
 from __future__ import annotations
 
 import sys
 
-from broker.cli import main
+from llm_edge.cli import main
 
 sys.exit(main())

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from broker.batch.settings import BatchSettings
-from broker.breaker import BreakerConfig
-from broker.cache import CacheSettings
-from broker.deployments import Deployment, ModelConfig, Strategy, model_from_mapping
-from broker.limits import InputLimits
-from broker.retry import ResilienceConfig
-from broker.tables import check_keys
-from broker.tenants import TenantConfig
+from broker.cache.response import CacheSettings
+from broker.tenancy.limits import InputLimits
+from broker.tenancy.tenants import TenantConfig
+from broker.upstream.breaker import BreakerConfig
+from broker.upstream.deployments import Deployment, ModelConfig, Strategy, model_from_mapping
+from broker.upstream.retry import ResilienceConfig
+from edge_runtime.tables import check_keys
 from workers.config import ProviderConfig, ProviderKind
 
 __all__ = [

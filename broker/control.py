@@ -11,11 +11,11 @@ from typing import Any
 
 from faststream.nats import NatsBroker
 
-from broker.breaker import BreakerState
-from broker.cache import ResponseCache
+from broker.cache.response import ResponseCache
 from broker.config import Config
 from broker.request import DEFAULT_TENANT
-from broker.routing import Router
+from broker.upstream.breaker import BreakerState
+from broker.upstream.router import Router
 from schemas import subjects
 
 __all__ = ["breaker_command", "model_list", "purge_prefix", "register_control"]

@@ -21,24 +21,24 @@ from nats.nuid import NUID
 from opentelemetry.trace import SpanKind
 
 from broker import metrics
-from broker.assemble import StreamAssembler, replay_chunks
-from broker.budget import BudgetExceeded, SpendLedger, cost_of, usage_of
-from broker.cache import CachedReply, ResponseCache
+from broker.anthropic import to_openai_request
+from broker.cache.response import CachedReply, ResponseCache
 from broker.config import Config, Deployment
 from broker.control import model_list
 from broker.errors import BrokerError, InvalidRequest, RequestTooLarge, Unauthorized
-from broker.forward import Forwarder, StreamEvent
-from broker.limits import RateLimiter, rate_limited
-from broker.logs import request_line
-from broker.messages_api import to_openai_request
-from broker.pii_restore import RestoringSink
-from broker.request import HEADER_ROOM, Prepared, Reply, RequestPreparer, error_reply, hit_reply
-from broker.resilience import Resilient, with_attempt_headers
-from broker.routing import Router
-from broker.runtime import InFlight
-from broker.sinks import AnthropicSink, NatsSink, ReplySink
-from broker.tenants import TenantConfig
-from broker.tracing import span
+from broker.replies.assemble import StreamAssembler, replay_chunks
+from broker.replies.sinks import AnthropicSink, NatsSink, ReplySink
+from broker.request import Prepared, Reply, RequestPreparer, error_reply, hit_reply
+from broker.tenancy.budget import BudgetExceeded, SpendLedger, cost_of, usage_of
+from broker.tenancy.limits import RateLimiter, rate_limited
+from broker.tenancy.pii_restore import RestoringSink
+from broker.tenancy.tenants import TenantConfig
+from broker.upstream.forward import Forwarder, StreamEvent
+from broker.upstream.resilience import Resilient, with_attempt_headers
+from broker.upstream.router import Router
+from edge_runtime.logs import request_line
+from edge_runtime.process import InFlight
+from edge_runtime.tracing import span
 from schemas import ChatCompletion, ChatCompletionChunk, StreamEnd, Usage, headers, subjects
 
 __all__ = ["ChatPipeline"]
@@ -99,7 +99,7 @@ class ChatPipeline:
         self.preparer = RequestPreparer(
             config,
             cache.settings if cache is not None else None,
-            min(config.broker.max_request_bytes, nc.max_payload - HEADER_ROOM),
+            min(config.broker.max_request_bytes, nc.max_payload - headers.HEADER_ROOM),
             self._clock,
             self._new_id,
         )

@@ -9,14 +9,14 @@ from typing import Any
 
 import msgspec
 
-from broker.cache import (
+from broker.cache.key import cache_key
+from broker.cache.response import (
     CacheDirectives,
     CachedReply,
     CacheSettings,
     NondeterministicPolicy,
     parse_cache_control,
 )
-from broker.cache_key import cache_key
 from broker.config import Config, ModelConfig
 from broker.errors import (
     BrokerError,
@@ -25,13 +25,12 @@ from broker.errors import (
     RequestTooLarge,
     from_decode_error,
 )
-from broker.pii import PiiMode, Redactor, detect
-from broker.tenants import ANONYMOUS, KeyRing, TenantConfig
-from schemas import ChatRequest, decode_chat_request, headers, request_extras
+from broker.tenancy.pii import PiiMode, Redactor, detect
+from broker.tenancy.tenants import ANONYMOUS, KeyRing, TenantConfig
+from schemas import ChatRequest, decode_chat_request, headers, request_extras, subjects
 
 __all__ = [
     "DEFAULT_TENANT",
-    "HEADER_ROOM",
     "MAX_TIMEOUT_S",
     "Prepared",
     "Reply",
@@ -40,9 +39,7 @@ __all__ = [
     "hit_reply",
 ]
 
-#: Bytes kept free under the server's max_payload for headers added on the way.
-HEADER_ROOM = 4096
-DEFAULT_TENANT = "default"
+DEFAULT_TENANT = subjects.DEFAULT_TENANT
 #: Upper bound on a caller-chosen time budget.
 MAX_TIMEOUT_S = 3600.0
 _NAMESPACE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")

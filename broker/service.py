@@ -16,25 +16,25 @@ from nats.aio.subscription import Subscription
 from nats.micro.service import Service
 
 from broker.batch.engine import BatchEngine
-from broker.budget import SpendLedger
-from broker.cache import L2Kind, ResponseCache
+from broker.cache.l2 import GuardedL2, L2Backend
+from broker.cache.l2_nats import NatsKVL2
+from broker.cache.l2_redis import RedisL2
+from broker.cache.response import L2Kind, ResponseCache
 from broker.config import Config
 from broker.control import register_control
-from broker.discovery import register
-from broker.l2 import GuardedL2, L2Backend
-from broker.l2_nats import NatsKVL2
-from broker.l2_redis import RedisL2
-from broker.limits import RateLimiter
 from broker.pipeline import ChatPipeline
 from broker.redis_conn import request_path_client
-from broker.runtime import (
+from broker.tenancy.budget import SpendLedger
+from broker.tenancy.limits import RateLimiter
+from broker.tenancy.tenants import REDIS_KEYS, KeyRing
+from edge_runtime.discovery import register
+from edge_runtime.process import (
     PENDING_MSGS_LIMIT,
     STOP_STEP_S,
     close_quietly,
     freeze_startup_heap,
     settle,
 )
-from broker.tenants import REDIS_KEYS, KeyRing
 from schemas import subjects
 
 __all__ = ["BrokerService"]

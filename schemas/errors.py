@@ -7,7 +7,14 @@ from __future__ import annotations
 
 import msgspec
 
-__all__ = ["ErrorDetail", "ErrorEnvelope", "error_body", "status_type"]
+__all__ = [
+    "ANTHROPIC_ERROR_TYPES",
+    "ErrorDetail",
+    "ErrorEnvelope",
+    "anthropic_error",
+    "error_body",
+    "status_type",
+]
 
 
 class ErrorDetail(msgspec.Struct):
@@ -62,3 +69,22 @@ def error_body(status: int, code: str, message: str, param: str | None = None) -
     """
     detail = ErrorDetail(message=message, type=status_type(status), code=code, param=param)
     return _encoder.encode(ErrorEnvelope(error=detail))
+
+
+#: Our status -> Anthropic error ``type``.
+ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_error(status: int, message: str) -> bytes:
+    """``{"type": "error", "error": {"type", "message"}}``."""
+    kind = ANTHROPIC_ERROR_TYPES.get(status, "api_error")
+    return _encoder.encode({"type": "error", "error": {"type": kind, "message": message}})

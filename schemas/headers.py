@@ -17,6 +17,7 @@ __all__ = [
     "COST_SAVED",
     "DEPLOYMENT",
     "EVENT",
+    "HEADER_ROOM",
     "PROVIDER",
     "REQUEST_ID",
     "RETRYABLE",
@@ -70,3 +71,6 @@ EVENT = "Llm-Event"
 #: What an answer cost at the deployment's prices (USD), and what a cache hit saved.
 COST = "Llm-Cost-Usd"
 COST_SAVED = "Llm-Cost-Saved-Usd"
+
+#: Bytes kept free under the server's max_payload for headers added on the way.
+HEADER_ROOM = 4096

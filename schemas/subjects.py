@@ -11,6 +11,7 @@ __all__ = [
     "CACHE_PURGE",
     "CANCEL",
     "CHAT",
+    "DEFAULT_TENANT",
     "MESSAGES",
     "MODELS",
     "PROVIDER_PREFIX",
@@ -23,6 +24,9 @@ __all__ = [
     "tenant_subject",
 ]
 
+#: The tenant of a caller without a key when keys are optional (the tenant name owns files,
+#: batches and cache entries).
+DEFAULT_TENANT = "default"
 #: Producers publish OpenAI chat-completions requests here (request/reply).
 CHAT = "llm.chat"
 #: The Anthropic Messages API over NATS (request/reply, same pipeline as ``llm.chat``).

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from broker.tables import check_keys, field_names
+from edge_runtime.tables import check_keys, field_names
 
 __all__ = ["DEFAULT_TIMEOUT_S", "ProviderConfig", "ProviderKind"]
 

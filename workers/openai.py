@@ -14,7 +14,7 @@ import httpx
 import msgspec
 from opentelemetry.trace import SpanKind
 
-from broker.tracing import inject, span
+from edge_runtime.tracing import inject, span
 from schemas import ChatCompletion, ChatCompletionChunk
 from workers.base import ProviderRequest
 from workers.config import ProviderConfig, ProviderKind

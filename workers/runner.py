@@ -18,9 +18,15 @@ from nats.aio.subscription import Subscription
 from nats.micro.service import Service
 from opentelemetry.trace import SpanKind
 
-from broker.discovery import register
-from broker.runtime import PENDING_MSGS_LIMIT, STOP_STEP_S, InFlight, freeze_startup_heap, settle
-from broker.tracing import span
+from edge_runtime.discovery import register
+from edge_runtime.process import (
+    PENDING_MSGS_LIMIT,
+    STOP_STEP_S,
+    InFlight,
+    freeze_startup_heap,
+    settle,
+)
+from edge_runtime.tracing import span
 from schemas import StreamEnd, decode_chat_request, error_body, headers, subjects
 from workers.base import Provider, ProviderRequest
 from workers.errors import ProviderError

@@ -29,20 +29,20 @@ from nats.aio.subscription import Subscription
 from nats.nuid import NUID
 
 from broker.batch.lifecycle import Lifecycle
-from broker.batch.models import (
+from broker.errors import BrokerError
+from broker.tenancy.tenants import ANONYMOUS, KeyRing, TenantConfig
+from edge_client.batch_store import BatchStore
+from edge_runtime.process import InFlight
+from schemas import error_body, headers, subjects
+from schemas.batch import (
     FINAL_STATUSES,
+    MAX_FILE_BYTES,
     BatchObject,
     BatchRecord,
     BatchStatus,
     FileObject,
     parse_window,
 )
-from broker.batch.store import BatchStore
-from broker.batch.validate import MAX_FILE_BYTES
-from broker.errors import BrokerError
-from broker.runtime import InFlight
-from broker.tenants import ANONYMOUS, KeyRing, TenantConfig
-from schemas import error_body, headers, subjects
 
 __all__ = ["ENDPOINTS", "ApiError", "BatchApi"]
 

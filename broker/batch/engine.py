@@ -10,8 +10,8 @@ from broker.batch.api import BatchApi
 from broker.batch.lifecycle import Lifecycle
 from broker.batch.runner import BatchRunner, LineHandler
 from broker.batch.settings import BatchSettings
-from broker.batch.store import BatchStore
-from broker.tenants import KeyRing
+from broker.tenancy.tenants import KeyRing
+from edge_client.batch_store import BatchStore
 
 __all__ = ["BatchEngine"]
 

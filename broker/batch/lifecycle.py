@@ -20,10 +20,10 @@ from typing import Any
 import msgspec
 from nats.aio.client import Client
 
-from broker.batch.models import BatchErrors, BatchRecord, BatchStatus, FileObject, RequestCounts
 from broker.batch.settings import BatchSettings
-from broker.batch.store import PUBLISH_WINDOW, BatchStore
 from broker.batch.validate import iter_lines, validate_file
+from edge_client.batch_store import PUBLISH_WINDOW, BatchStore
+from schemas.batch import BatchErrors, BatchRecord, BatchStatus, FileObject, RequestCounts
 
 __all__ = ["LEASE_S", "Lifecycle", "events_subject"]
 

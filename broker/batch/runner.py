@@ -24,14 +24,14 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js import api
 
 from broker import metrics
-from broker.batch.models import BatchRecord, BatchStatus, InputLine
 from broker.batch.settings import BatchSettings
-from broker.batch.store import LINE_SUBJECT, LINES_STREAM, BatchStore, result_key
+from broker.replies.sinks import ReplySink
 from broker.request import Reply
-from broker.runtime import InFlight
-from broker.sinks import ReplySink
-from broker.tenants import KeyRing, TenantConfig
+from broker.tenancy.tenants import KeyRing, TenantConfig
+from edge_client.batch_store import LINE_SUBJECT, LINES_STREAM, BatchStore, result_key
+from edge_runtime.process import InFlight
 from schemas import ChatCompletionChunk, StreamEnd, headers
+from schemas.batch import BatchRecord, BatchStatus, InputLine
 
 __all__ = ["CONSUMER", "BatchRunner", "CollectSink", "LineHandler", "result_line"]
 
@@ -68,7 +68,7 @@ def _retry_after(reply_headers: dict[str, str], backoff: tuple[float, ...]) -> f
 
 
 class CollectSink:
-    """A :class:`broker.sinks.ReplySink` that hands the whole reply to the batch runner."""
+    """A :class:`broker.replies.sinks.ReplySink` that hands the whole reply to the batch runner."""
 
     def __init__(self) -> None:
         self.reply: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()

@@ -14,16 +14,15 @@ from pathlib import Path
 
 import msgspec
 
-from broker.batch.models import BatchError, InputLine
+from schemas.batch import MAX_FILE_BYTES, BatchError, InputLine
 
-__all__ = ["MAX_FILE_BYTES", "MAX_LINES", "Validation", "iter_lines", "validate_file"]
+__all__ = ["MAX_LINES", "Validation", "iter_lines", "validate_file"]
 
 #: Lines checked between two yields to the event loop (about a millisecond of work).
 SLICE_LINES = 256
 
 #: OpenAI's limits for one batch input file.
 MAX_LINES = 50_000
-MAX_FILE_BYTES = 200 * 1024 * 1024
 #: Validation errors reported per batch (the rest are counted in the last message).
 MAX_REPORTED = 100
 

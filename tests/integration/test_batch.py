@@ -15,9 +15,9 @@ import openai
 import pytest
 from nats.aio.client import Client
 
-from broker.batch.models import BatchRecord
-from broker.batch.store import BatchStore
 from broker.config import Config
+from edge_client.batch_store import BatchStore
+from schemas.batch import BatchRecord
 from tests.support.cli import run_cli
 from tests.support.stack import Stack, config_from, start_stack
 from tests.support.upstream import FakeOpenAI, Scripted
@@ -330,7 +330,7 @@ async def test_cli_submit_wait_and_results(stack: Stack, nats_url: str, tmp_path
 async def queued_batch(stack: Stack, n: int) -> tuple[BatchStore, str]:
     """A batch of ``n`` queued lines, with the stack's own runner stopped (the test's runner
     is the only consumer; the fixture restarts the stack's)."""
-    from broker.batch.models import BatchObject, BatchStatus
+    from schemas.batch import BatchObject, BatchStatus
 
     engine = stack.brokers[0].batch
     assert engine is not None
@@ -361,8 +361,8 @@ async def test_rate_limited_lines_wait_instead_of_failing(stack: Stack) -> None:
     rate limit slows a batch down, it never dead-letters its lines."""
     from broker.batch.runner import BatchRunner
     from broker.batch.settings import BatchSettings
+    from broker.replies.sinks import ReplySink
     from broker.request import Reply
-    from broker.sinks import ReplySink
 
     store, batch_id = await queued_batch(stack, 3)
     attempts: dict[bytes, int] = {}
@@ -395,8 +395,8 @@ async def test_runner_yields_to_interactive_traffic(stack: Stack) -> None:
     flight; when they stop it goes back to full concurrency."""
     from broker.batch.runner import BatchRunner
     from broker.batch.settings import BatchSettings
+    from broker.replies.sinks import ReplySink
     from broker.request import Reply
-    from broker.sinks import ReplySink
 
     store, _ = await queued_batch(stack, 60)
     engine = stack.brokers[0].batch

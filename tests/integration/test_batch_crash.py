@@ -18,8 +18,8 @@ from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from broker.batch.store import BatchStore
-from broker.runtime import close_quietly, connect
+from edge_client.batch_store import BatchStore
+from edge_runtime.process import close_quietly, connect
 from tests.integration.test_batch import lines, wait_final
 
 LINES = 3000

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import openai
 import pytest
 
-from broker.tenants import hash_key
+from broker.tenancy.tenants import hash_key
 from tests.integration.test_batch import FINAL, batch_stack, jsonl, lines, wait_status
 from tests.support.stack import Stack, config_from
 

@@ -13,7 +13,7 @@ import redis.asyncio as redis
 from prometheus_client import REGISTRY
 from redis.asyncio.client import PubSub
 
-from broker.l2_redis import KEY_PREFIX
+from broker.cache.l2_redis import KEY_PREFIX
 from schemas import headers
 from tests.support.servers import RedisServer
 from tests.support.stack import Stack, config_from, start_stack

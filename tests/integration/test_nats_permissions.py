@@ -12,8 +12,8 @@ import nats
 import pytest
 from nats.aio.client import Client
 
-from broker.embedded import EmbeddedNats
 from broker.service import BrokerOptions, BrokerService
+from edge_runtime.embedded import EmbeddedNats
 from tests.support.stack import MOCK_ONLY, config_from
 from workers import MockProvider, WorkerService
 

@@ -9,8 +9,8 @@ import msgspec
 import pytest
 from nats.aio.client import Client
 
-from broker.runtime import close_quietly, connect
 from broker.service import BrokerOptions, BrokerService
+from edge_runtime.process import close_quietly, connect
 from tests.support.stack import config_from, start_stack
 from workers import MockProvider, WorkerService
 
@@ -162,7 +162,7 @@ async def test_one_json_log_line_per_request_without_content(
     prompt never appears."""
     import logging
 
-    from broker.logs import JsonFormatter
+    from edge_runtime.logs import JsonFormatter
 
     caplog.set_level(logging.INFO, logger="llm_edge.requests")
     stack = await start_stack(nats_url, config_from(CONFIG))

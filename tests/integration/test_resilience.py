@@ -9,7 +9,7 @@ import msgspec
 import pytest
 from prometheus_client import REGISTRY
 
-from broker.client import stream_chat
+from edge_client.chat import stream_chat
 from schemas import headers
 from tests.support.cli import run_cli
 from tests.support.servers import free_port

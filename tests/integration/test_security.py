@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nats.aio.msg import Msg
 
-from broker.client import stream_chat
-from broker.tenants import hash_key
+from broker.tenancy.tenants import hash_key
+from edge_client.chat import stream_chat
 from schemas import headers
 from tests.support.cli import run_cli
 from tests.support.servers import RedisServer

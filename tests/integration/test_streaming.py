@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from broker.client import ChatStreamError, stream_chat
+from edge_client.chat import ChatStreamError, stream_chat
 from tests.support.stack import Stack, config_from, start_stack
 from tests.support.upstream import FakeOpenAI, Scripted
 

@@ -12,10 +12,10 @@ import httpx
 import nats
 import pytest
 
-from broker.bridge import BridgeOptions, BridgeServer
-from broker.embedded import EmbeddedNats
-from broker.runtime import close_quietly, connect, tls_context
 from broker.service import BrokerOptions, BrokerService
+from edge_bridge import BridgeOptions, BridgeServer
+from edge_runtime.embedded import EmbeddedNats
+from edge_runtime.process import close_quietly, connect, tls_context
 from tests.support.stack import MOCK_ONLY, config_from
 from workers import MockProvider, WorkerService
 

@@ -8,7 +8,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-from broker.embedded import EmbeddedNats
+from edge_runtime.embedded import EmbeddedNats
 
 __all__ = ["EmbeddedNats", "RedisServer", "free_port"]
 

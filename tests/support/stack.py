@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 import httpx
 from nats.aio.client import Client
 
-from broker.bridge import BridgeOptions, BridgeServer
 from broker.config import Config
-from broker.runtime import close_quietly, connect
 from broker.service import BrokerOptions, BrokerService
+from edge_bridge import BridgeOptions, BridgeServer
+from edge_runtime.process import close_quietly, connect
 from workers import WorkerService, build_provider
 
 __all__ = ["MOCK_ONLY", "Stack", "config_from", "start_stack"]

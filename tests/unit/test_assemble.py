@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from broker.assemble import StreamAssembler, replay_chunks
+from broker.replies.assemble import StreamAssembler, replay_chunks
 from schemas import ChatCompletionChunk, ChunkChoice, Delta, Usage
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from broker.breaker import BreakerConfig, BreakerState, CircuitBreaker
+from broker.upstream.breaker import BreakerConfig, BreakerState, CircuitBreaker
 
 
 class Clock:

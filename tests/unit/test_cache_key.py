@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from broker.cache_key import cache_key
+from broker.cache.key import cache_key
 from schemas import decode_chat_request, request_extras
 
 BASE: dict[str, Any] = {

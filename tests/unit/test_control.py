@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from faststream.nats import NatsBroker, TestNatsBroker
 
-from broker.cache import CachedReply, CacheSettings, ResponseCache
+from broker.cache.response import CachedReply, CacheSettings, ResponseCache
 from broker.config import Config
 from broker.control import register_control
-from broker.routing import Router
+from broker.upstream.router import Router
 from schemas import subjects
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import yaml
@@ -31,9 +32,12 @@ def test_compose_parses_and_references_exist() -> None:
                 assert (ROOT / source).exists(), f"{name}: {source} is missing"
         if "build" in service:
             assert service["command"][0] in {"broker", "worker", "bridge", "up"}, name
-    assert (ROOT / "Dockerfile").exists()
-    for copied in ("broker", "workers", "schemas", "pyproject.toml", "README.md"):
-        assert (ROOT / copied).exists()
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    for package in packages["packages"]["find"]["include"]:  # every package the wheel holds
+        name = package.rstrip("*")
+        assert (ROOT / name / "__init__.py").exists(), name
+        assert f"COPY {name} ./{name}" in dockerfile, f"the image lacks {name}"
 
 
 def test_nats_configs_have_no_python() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 
-from broker.l1 import L1Cache
+from broker.cache.l1 import L1Cache
 
 
 class Clock:

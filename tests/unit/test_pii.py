@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from broker.pii import Redactor, detect
+from broker.tenancy.pii import Redactor, detect
 
 # (text, the kinds that must be found in it)
 CORPUS: list[tuple[str, list[str]]] = [

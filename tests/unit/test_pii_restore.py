@@ -5,8 +5,8 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from broker.pii_restore import RestoringSink, TextRestorer
 from broker.request import Reply
+from broker.tenancy.pii_restore import RestoringSink, TextRestorer
 from schemas import ChatCompletionChunk, ChunkChoice, Delta, StreamEnd
 
 VALUES = {"[EMAIL_1]": "jane@example.com", "[PRIVATE_KEY_1]": 'line "one"\nline two'}

@@ -7,14 +7,14 @@ import textwrap
 
 import pytest
 
-from broker.breaker import BreakerState
-from broker.cache import CacheDirectives
+from broker.cache.response import CacheDirectives
 from broker.config import Config
-from broker.deployments import Deployment
 from broker.errors import BrokerError, NoProvider, UpstreamFailed
 from broker.request import Prepared, Reply
-from broker.resilience import AllDeploymentsOpen, Resilient
-from broker.routing import Router
+from broker.upstream.breaker import BreakerState
+from broker.upstream.deployments import Deployment
+from broker.upstream.resilience import AllDeploymentsOpen, Resilient
+from broker.upstream.router import Router
 from schemas import ChatRequest, Message, headers
 
 CONFIG = Config.from_toml(

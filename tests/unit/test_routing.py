@@ -7,9 +7,9 @@ from collections import Counter
 
 import pytest
 
-from broker.breaker import BreakerConfig, BreakerState
-from broker.deployments import Deployment, ModelConfig, Strategy
-from broker.routing import Router
+from broker.upstream.breaker import BreakerConfig, BreakerState
+from broker.upstream.deployments import Deployment, ModelConfig, Strategy
+from broker.upstream.router import Router
 
 
 def model(strategy: Strategy, *deployments: Deployment) -> ModelConfig:

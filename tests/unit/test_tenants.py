@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from broker.config import Config, ConfigError
-from broker.tenants import ANONYMOUS, KeyRing, TenantConfig, hash_key, new_key
+from broker.tenancy.tenants import ANONYMOUS, KeyRing, TenantConfig, hash_key, new_key
 
 
 def test_keys_are_stored_as_hashes_only() -> None:

@@ -15,9 +15,9 @@ from typing import Any
 import msgspec
 
 from broker import metrics
-from broker.l1 import DEFAULT_L1_MAX_BYTES, DEFAULT_L1_MAX_ENTRIES, DEFAULT_L1_TTL_S, L1Cache
-from broker.l2 import DEFAULT_L2_TIMEOUT_S, DEFAULT_L2_TTL_S, GuardedL2
-from broker.tables import check_keys, field_names
+from broker.cache.l1 import DEFAULT_L1_MAX_BYTES, DEFAULT_L1_MAX_ENTRIES, DEFAULT_L1_TTL_S, L1Cache
+from broker.cache.l2 import DEFAULT_L2_TIMEOUT_S, DEFAULT_L2_TTL_S, GuardedL2
+from edge_runtime.tables import check_keys, field_names
 
 __all__ = [
     "CacheDirectives",

@@ -17,8 +17,8 @@ import re
 
 import msgspec
 
+from broker.replies.sinks import ReplySink
 from broker.request import Reply
-from broker.sinks import ReplySink
 from schemas import ChatCompletionChunk, ChunkChoice, Delta, StreamEnd
 
 __all__ = ["RestoringSink", "TextRestorer"]

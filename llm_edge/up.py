@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 
 from broker.config import Config
-from broker.embedded import EmbeddedNats, die_with_parent
+from edge_runtime.embedded import EmbeddedNats, die_with_parent
 
 __all__ = ["UpOptions", "run_up"]
 

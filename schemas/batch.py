@@ -10,6 +10,7 @@ import msgspec
 
 __all__ = [
     "FINAL_STATUSES",
+    "MAX_FILE_BYTES",
     "BatchError",
     "BatchErrors",
     "BatchObject",
@@ -21,6 +22,10 @@ __all__ = [
     "StoredFile",
     "parse_window",
 ]
+
+
+#: OpenAI's limit on one batch input file.
+MAX_FILE_BYTES = 200 * 1024 * 1024
 
 
 class BatchStatus(enum.StrEnum):

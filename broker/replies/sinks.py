@@ -9,9 +9,10 @@ from typing import Protocol
 import msgspec
 from nats.aio.client import Client
 
-from broker.messages_api import EventWriter, anthropic_error, message_from_completion
+from broker.anthropic import EventWriter, message_from_completion
 from broker.request import Reply
 from schemas import ChatCompletion, ChatCompletionChunk, ErrorEnvelope, StreamEnd, headers
+from schemas.errors import anthropic_error
 
 __all__ = ["AnthropicSink", "NatsSink", "ReplySink"]
 

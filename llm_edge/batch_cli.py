@@ -15,9 +15,9 @@ from nats.aio.client import Client
 from nats.nuid import NUID
 
 from broker.batch.lifecycle import events_subject
-from broker.batch.models import FINAL_STATUSES, FileObject
-from broker.batch.store import BatchStore
+from edge_client.batch_store import BatchStore
 from schemas import headers, subjects
+from schemas.batch import FINAL_STATUSES, FileObject
 
 __all__ = ["add_batch_commands", "run_batch_command"]
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from broker.tables import typed_values
+from edge_runtime.tables import typed_values
 
 __all__ = ["ResilienceConfig", "RetryBudget"]
 

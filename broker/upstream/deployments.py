@@ -7,13 +7,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from broker.tables import check_keys
+from edge_runtime.tables import check_keys
 
 __all__ = ["Deployment", "ModelConfig", "Strategy", "model_from_mapping"]
 
 
 class Strategy(enum.StrEnum):
-    """Per-model routing strategy (see :mod:`broker.routing`)."""
+    """Per-model routing strategy (see :mod:`broker.upstream.router`)."""
 
     ROUND_ROBIN = "round_robin"
     WEIGHTED = "weighted"

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from broker.tables import typed_values
+from edge_runtime.tables import typed_values
 
 __all__ = ["BreakerConfig", "BreakerState", "CircuitBreaker"]
 

@@ -17,10 +17,10 @@ from typing import Any
 
 import msgspec
 
-from broker.batch.cli import add_batch_commands, run_batch_command
 from broker.config import Config, ConfigError
-from broker.logs import configure as configure_logs
-from broker.runtime import run_until_stopped
+from edge_runtime.logs import configure as configure_logs
+from edge_runtime.process import run_until_stopped
+from llm_edge.batch_cli import add_batch_commands, run_batch_command
 
 __all__ = ["main"]
 
@@ -140,21 +140,21 @@ def _load(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
 
 
 def _nats_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
-    from broker.runtime import tls_context  # noqa: PLC0415
+    from edge_runtime.process import tls_context  # noqa: PLC0415
 
     return tls_context(args.nats_ca, args.nats_cert, args.nats_key)
 
 
 async def _broker(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
-    from broker.runtime import stop_event  # noqa: PLC0415  (each command imports what it runs)
     from broker.service import BrokerOptions, serve_broker  # noqa: PLC0415
+    from edge_runtime.process import stop_event  # noqa: PLC0415  (each command imports what it runs)
 
     options = BrokerOptions(nats_url=args.nats_url, redis_url=args.redis_url, tls=_nats_tls(args))
     await serve_broker(_load(args, environ), options, stop_event())
 
 
 async def _worker(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
-    from broker.runtime import close_quietly, connect, stop_event  # noqa: PLC0415
+    from edge_runtime.process import close_quietly, connect, stop_event  # noqa: PLC0415
     from workers import build_provider, http_client, serve_worker  # noqa: PLC0415
 
     config = _load(args, environ)
@@ -172,8 +172,8 @@ async def _worker(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
 
 
 async def _bridge(args: argparse.Namespace) -> None:
-    from broker.bridge import BridgeOptions, serve_bridge  # noqa: PLC0415
-    from broker.runtime import stop_event  # noqa: PLC0415
+    from edge_bridge import BridgeOptions, serve_bridge  # noqa: PLC0415
+    from edge_runtime.process import stop_event  # noqa: PLC0415
 
     options = BridgeOptions(
         nats_url=args.nats_url,
@@ -210,7 +210,7 @@ async def _breaker(args: argparse.Namespace) -> None:
 
 
 async def _admin(args: argparse.Namespace, subject: str, command: dict[str, object]) -> None:
-    from broker.runtime import close_quietly, connect  # noqa: PLC0415
+    from edge_runtime.process import close_quietly, connect  # noqa: PLC0415
 
     nc = await connect(args.nats_url, "llm-edge-cli")
     try:
@@ -221,7 +221,7 @@ async def _admin(args: argparse.Namespace, subject: str, command: dict[str, obje
 
 
 def _keys(args: argparse.Namespace) -> int:
-    from broker.tenants import REDIS_KEYS, hash_key, new_key  # noqa: PLC0415
+    from broker.tenancy.tenants import REDIS_KEYS, hash_key, new_key  # noqa: PLC0415
 
     if args.keys_command == "hash":
         print(hash_key(args.key))
@@ -257,7 +257,7 @@ def _usage(args: argparse.Namespace) -> int:
         return 2
     import redis  # noqa: PLC0415
 
-    from broker.budget import BY_MODEL_PREFIX  # noqa: PLC0415
+    from broker.tenancy.budget import BY_MODEL_PREFIX  # noqa: PLC0415
 
     client = redis.Redis.from_url(args.redis_url, decode_responses=True)
     pattern = f"{BY_MODEL_PREFIX}{args.tenant or '*'}:*"
@@ -272,7 +272,7 @@ def _usage(args: argparse.Namespace) -> int:
 
 
 def _run_batch(args: argparse.Namespace) -> int:
-    from broker.runtime import close_quietly, connect  # noqa: PLC0415
+    from edge_runtime.process import close_quietly, connect  # noqa: PLC0415
 
     code = 1
 
@@ -303,7 +303,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         start_http_server(args.metrics_port, addr=env.get("LLM_EDGE_METRICS_HOST", "127.0.0.1"))
     try:
         if args.command == "up":
-            from broker.supervisor import UpOptions, default_data_dir, run_up  # noqa: PLC0415
+            from llm_edge.up import UpOptions, default_data_dir, run_up  # noqa: PLC0415
 
             data_dir = default_data_dir(env) if args.data_dir is None else args.data_dir
             options = UpOptions(

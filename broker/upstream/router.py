@@ -25,8 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from broker import metrics
-from broker.breaker import BreakerConfig, CircuitBreaker
-from broker.deployments import Deployment, ModelConfig, Strategy
+from broker.upstream.breaker import BreakerConfig, CircuitBreaker
+from broker.upstream.deployments import Deployment, ModelConfig, Strategy
 
 __all__ = ["DeploymentStats", "Router", "Strategy", "estimate_cost"]
 

@@ -14,9 +14,7 @@ import msgspec
 from schemas import ChatCompletion, ChatCompletionChunk
 
 __all__ = [
-    "ANTHROPIC_ERROR_TYPES",
     "EventWriter",
-    "anthropic_error",
     "message_from_completion",
     "to_openai_request",
 ]
@@ -32,23 +30,6 @@ _STOP = {
     "tool_calls": "tool_use",
     "content_filter": "refusal",
 }
-#: Our status -> Anthropic error ``type``.
-ANTHROPIC_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    504: "timeout_error",
-    529: "overloaded_error",
-}
-
-
-def anthropic_error(status: int, message: str) -> bytes:
-    """``{"type": "error", "error": {"type", "message"}}``."""
-    kind = ANTHROPIC_ERROR_TYPES.get(status, "api_error")
-    return _encoder.encode({"type": "error", "error": {"type": kind, "message": message}})
 
 
 def _text_of(content: Any) -> str:

@@ -21,14 +21,13 @@ from nats.nuid import NUID
 from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from broker.bridge.asgi import nats_headers as forwarded_headers
-from broker.bridge.asgi import read_body
-from broker.bridge.batches import BatchRoutes
-from broker.client import ChatStreamError, stream_messages
-from broker.messages_api import anthropic_error
-from broker.request import HEADER_ROOM
-from broker.tracing import inject, span
+from edge_bridge.asgi import nats_headers as forwarded_headers
+from edge_bridge.asgi import read_body
+from edge_bridge.batches import BatchRoutes
+from edge_client.chat import ChatStreamError, stream_messages
+from edge_runtime.tracing import inject, span
 from schemas import error_body, headers, subjects
+from schemas.errors import anthropic_error
 
 __all__ = ["DEFAULT_HTTP_TIMEOUT_S", "BridgeApp"]
 
@@ -190,7 +189,7 @@ class BridgeApp:
             await _error(send, 404, "not_found", f"no route for {method} {path}")
 
     async def _forward(self, api: _Api, scope: Scope, receive: Receive, send: Send) -> None:
-        limit = self._nc.max_payload - HEADER_ROOM
+        limit = self._nc.max_payload - headers.HEADER_ROOM
         body = await read_body(receive, limit)
         if body is None:
             message = f"request body is over the {limit}-byte limit"

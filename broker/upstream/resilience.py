@@ -20,11 +20,11 @@ from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt
 
 from broker import metrics
 from broker.config import Config
-from broker.deployments import Deployment, ModelConfig
 from broker.errors import BrokerError, DeadlineExceeded, NoProvider, UpstreamFailed
 from broker.request import Prepared, Reply
-from broker.retry import RetryBudget
-from broker.routing import Router
+from broker.upstream.deployments import Deployment, ModelConfig
+from broker.upstream.retry import RetryBudget
+from broker.upstream.router import Router
 from schemas import headers
 
 __all__ = ["AllDeploymentsOpen", "Resilient", "with_attempt_headers"]

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import uvicorn
 
-from broker.bridge.app import DEFAULT_HTTP_TIMEOUT_S, BridgeApp
-from broker.runtime import close_quietly, connect, freeze_startup_heap
+from edge_bridge.app import DEFAULT_HTTP_TIMEOUT_S, BridgeApp
+from edge_runtime.process import close_quietly, connect, freeze_startup_heap
 
 __all__ = ["BridgeOptions", "BridgeServer", "serve_bridge"]
 

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from broker.errors import Unauthorized
-from broker.pii import PiiMode
-from broker.tables import check_keys, field_names
+from broker.tenancy.pii import PiiMode
+from edge_runtime.tables import check_keys, field_names
+from schemas import subjects
 
 __all__ = [
     "ANONYMOUS",
@@ -102,7 +103,7 @@ class TenantConfig:
 
 
 #: The tenant of requests when no keys are configured (the broker runs open).
-ANONYMOUS = TenantConfig(name="default")
+ANONYMOUS = TenantConfig(name=subjects.DEFAULT_TENANT)
 
 
 @dataclass

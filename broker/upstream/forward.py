@@ -12,7 +12,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from broker.config import Deployment
 from broker.errors import DeadlineExceeded, NoProvider, UpstreamFailed
 from broker.request import Prepared, Reply
-from broker.tracing import inject
+from edge_runtime.tracing import inject
 from schemas import ChatCompletionChunk, StreamEnd, headers, subjects
 
 __all__ = ["Forwarder", "StreamEvent"]

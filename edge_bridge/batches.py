@@ -24,12 +24,11 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.nuid import NUID
 
-from broker.batch.models import FileObject
-from broker.batch.store import BatchStore
-from broker.batch.validate import MAX_FILE_BYTES
-from broker.bridge.asgi import nats_headers, read_body
-from broker.bridge.multipart import UploadTooLarge, parse_upload
+from edge_bridge.asgi import nats_headers, read_body
+from edge_bridge.multipart import UploadTooLarge, parse_upload
+from edge_client.batch_store import BatchStore
 from schemas import error_body, headers, subjects
+from schemas.batch import MAX_FILE_BYTES, FileObject
 
 __all__ = ["BatchRoutes"]
 

@@ -31,8 +31,8 @@ from nats.js.errors import NotFoundError as JsNotFound
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from broker.batch.models import BatchRecord, FileObject, StoredFile
-from broker.tenants import ANONYMOUS
+from schemas import subjects
+from schemas.batch import BatchRecord, FileObject, StoredFile
 
 __all__ = ["LINES_STREAM", "LINE_SUBJECT", "BatchStore", "Conflict"]
 
@@ -95,7 +95,10 @@ class BatchStore:
     # -- files ---------------------------------------------------------------------------
 
     async def put_file(
-        self, file: FileObject, data: bytes | io.BufferedIOBase, owner: str = ANONYMOUS.name
+        self,
+        file: FileObject,
+        data: bytes | io.BufferedIOBase,
+        owner: str = subjects.DEFAULT_TENANT,
     ) -> FileObject:
         """Store a file's bytes with its file object (and its owning tenant) as metadata."""
         stored = StoredFile(**msgspec.structs.asdict(file), owner=owner)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from broker.bridge.app import DEFAULT_HTTP_TIMEOUT_S, BridgeApp
-from broker.bridge.server import BridgeOptions, BridgeServer, serve_bridge
+from edge_bridge.app import DEFAULT_HTTP_TIMEOUT_S, BridgeApp
+from edge_bridge.server import BridgeOptions, BridgeServer, serve_bridge
 
 __all__ = ["DEFAULT_HTTP_TIMEOUT_S", "BridgeApp", "BridgeOptions", "BridgeServer", "serve_bridge"]
