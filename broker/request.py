@@ -86,6 +86,16 @@ class Prepared:
         options = self.request.stream_options
         return bool(options and options.include_usage)
 
+    def estimate(self, completion_default: int = 0) -> tuple[int, int]:
+        """(prompt, completion) tokens guessed before any call.
+
+        The prompt at 4 bytes a token; the completion at the request's cap, else
+        ``completion_default`` (rate limits count 0 and settle later; cost routing guesses).
+        """
+        request = self.request
+        cap = request.max_completion_tokens or request.max_tokens or completion_default
+        return len(self.data) // 4, cap
+
     @property
     def reads_cache(self) -> bool:
         """Whether a cached answer may serve this request."""

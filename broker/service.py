@@ -14,19 +14,29 @@ from faststream.security import BaseSecurity
 from nats.aio.client import Client
 from nats.aio.subscription import Subscription
 from nats.micro.service import Service
+from nats.nuid import NUID
 
 from broker.batch.engine import BatchEngine
+from broker.cache.front import ReadThrough
 from broker.cache.l2 import GuardedL2, L2Backend
 from broker.cache.l2_nats import NatsKVL2
 from broker.cache.l2_redis import RedisL2
 from broker.cache.response import L2Kind, ResponseCache
 from broker.config import Config
 from broker.control import register_control
+from broker.endpoints import Endpoints
 from broker.pipeline import ChatPipeline
+from broker.record import RequestRecord
 from broker.redis_conn import request_path_client
+from broker.request import RequestPreparer
 from broker.tenancy.budget import SpendLedger
 from broker.tenancy.limits import RateLimiter
+from broker.tenancy.meter import Meter
 from broker.tenancy.tenants import REDIS_KEYS, KeyRing
+from broker.upstream.calls import Upstream
+from broker.upstream.forward import Forwarder
+from broker.upstream.resilience import Resilient
+from broker.upstream.router import Router
 from edge_runtime.discovery import register
 from edge_runtime.process import (
     PENDING_MSGS_LIMIT,
@@ -35,7 +45,7 @@ from edge_runtime.process import (
     freeze_startup_heap,
     settle,
 )
-from schemas import subjects
+from schemas import headers, subjects
 
 __all__ = ["BrokerService"]
 
@@ -94,44 +104,40 @@ class BrokerService:
         self._redis = redis_client = (
             request_path_client(self.options.redis_url) if self.options.redis_url else None
         )
-        self.pipeline = ChatPipeline(
+        keys = KeyRing(self.config.tenants, required=self.config.auth_required)
+        self.pipeline, router = assemble_pipeline(
             self.nc,
             self.config,
             self.cache,
+            keys=keys,
             limiter=RateLimiter(redis_client),
             ledger=SpendLedger(redis_client),
         )
         if redis_client is not None:
             with contextlib.suppress(Exception):  # first snapshot now, so keys work at once
                 async with asyncio.timeout(1):
-                    await _load_keys(redis_client, self.pipeline.preparer.keys)
+                    await _load_keys(redis_client, keys)
             self._keys_task = asyncio.create_task(
-                _refresh_keys(redis_client, self.pipeline.preparer.keys), name="key-refresh"
+                _refresh_keys(redis_client, keys), name="key-refresh"
             )
-        register_control(self._fs, self.config, self.cache, self.pipeline.resilient.router)
+        register_control(self._fs, self.config, self.cache, router)
         pipeline = self.pipeline
-        served = {  # the request subjects, shared by the brokers' queue group
-            subjects.CHAT: pipeline.on_message,
-            subjects.MESSAGES: pipeline.on_messages,
-            subjects.TENANT_CHAT: pipeline.on_tenant_message,
-            subjects.TENANT_MESSAGES: pipeline.on_messages,
-            subjects.MODELS: pipeline.on_models,
-        }
+        loop_time = asyncio.get_running_loop().time
+        endpoints = Endpoints(self.nc, pipeline, keys, self.config, loop_time)
         self._subs = [
             await self.nc.subscribe(
                 subject, queue=subjects.BROKER_QUEUE, cb=cb, pending_msgs_limit=PENDING_MSGS_LIMIT
             )
-            for subject, cb in served.items()
+            for subject, cb in endpoints.queue_subjects().items()
         ]
-        self._subs.append(await self.nc.subscribe(subjects.CANCEL, cb=pipeline.on_cancel))
+        self._subs.append(await self.nc.subscribe(subjects.CANCEL, cb=endpoints.on_cancel))
         if self.config.batch.enabled:
-            loop_time = asyncio.get_running_loop().time
             self.batch = BatchEngine(
                 self.nc,
                 pipeline.handle,
                 self.config.batch,
-                interactive=lambda: loop_time() - pipeline.last_interactive < 1.0,
-                keys=pipeline.preparer.keys,
+                interactive=lambda: loop_time() - endpoints.last_interactive < 1.0,
+                keys=keys,
             )
             await self.batch.start()
         self._micro = await register(
@@ -223,3 +229,38 @@ async def _load_keys(client: redis.Redis, keys: KeyRing) -> None:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def assemble_pipeline(
+    nc: Client,
+    config: Config,
+    cache: ResponseCache | None,
+    *,
+    keys: KeyRing,
+    limiter: RateLimiter,
+    ledger: SpendLedger,
+) -> tuple[ChatPipeline, Router]:
+    """Build the pipeline's collaborators at the edge and inject them (and return the router,
+    which the control plane's breaker commands act on)."""
+    clock = asyncio.get_running_loop().time
+    nuid = NUID()
+    router = Router(config.breaker, clock=clock)
+    preparer = RequestPreparer(
+        config,
+        cache.settings if cache is not None else None,
+        min(config.broker.max_request_bytes, nc.max_payload - headers.HEADER_ROOM),
+        clock,
+        lambda: nuid.next().decode(),
+        keys=keys,
+    )
+    deployments = {d.name: d for m in config.models.values() for d in m.deployments}
+    pipeline = ChatPipeline(
+        preparer=preparer,
+        front=ReadThrough(cache),
+        upstream=Upstream(Resilient(config, router, clock), Forwarder(nc, clock)),
+        meter=Meter(deployments, limiter, ledger, tenant_metrics=config.broker.tenant_metrics),
+        record=RequestRecord(config.broker),
+        max_in_flight=config.broker.max_in_flight,
+        clock=clock,
+    )
+    return pipeline, router

@@ -1,4 +1,4 @@
-"""Spend: what each tenant's requests cost (deployment prices x tokens), and budget caps.
+"""Spend: what each tenant's requests cost, summed per period, and budget caps.
 
 Spend is summed per tenant and period (UTC day or month) in Redis, shared by every broker;
 when Redis is unreachable it is summed in process. A tenant at or over its budget gets 402
@@ -16,13 +16,12 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from broker.errors import BrokerError
-from broker.upstream.deployments import Deployment
 from schemas import Usage
 
 if TYPE_CHECKING:  # the client is injected; importing redis costs ~80 ms at start
     import redis.asyncio as redis
 
-__all__ = ["BudgetExceeded", "SpendLedger", "cost_of", "period_key", "usage_of"]
+__all__ = ["BudgetExceeded", "SpendLedger", "period_key", "usage_of"]
 
 
 class BudgetExceeded(BrokerError):
@@ -45,18 +44,6 @@ def usage_of(body: bytes) -> Usage | None:
         return _usage_decoder.decode(body).usage
     except msgspec.MsgspecError:
         return None
-
-
-def cost_of(body: bytes, deployment: Deployment) -> tuple[float, Usage | None]:
-    """USD for a ``chat.completion`` body at the deployment's prices, and its usage."""
-    usage = usage_of(body)
-    if usage is None:
-        return 0.0, None
-    cost = (
-        usage.prompt_tokens * deployment.input_price
-        + usage.completion_tokens * deployment.output_price
-    ) / 1e6
-    return cost, usage
 
 
 #: ``llm-edge:spend:<tenant>:<period>``: the tenant's total (budgets read it).

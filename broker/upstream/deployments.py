@@ -44,6 +44,18 @@ class Deployment:
     tpm: int | None = None
     timeout_s: float | None = None
 
+    @property
+    def priced(self) -> bool:
+        """Whether the deployment has a price (cost headers and metrics are named only then)."""
+        return bool(self.input_price or self.output_price)
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """USD for the given token counts at this deployment's prices (per 1M tokens).
+
+        The one cost formula: routing by cost, the spend meter and money saved by hits use it.
+        """
+        return (prompt_tokens * self.input_price + completion_tokens * self.output_price) / 1e6
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModelConfig:

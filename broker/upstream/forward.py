@@ -53,17 +53,9 @@ class Forwarder:
             forward_headers[headers.TRACEPARENT] = prepared.trace
         return remaining, forward_headers
 
-    @staticmethod
-    def reply_headers(deployment: Deployment) -> dict[str, str]:
-        """Headers naming who answered."""
-        return {
-            headers.PROVIDER: deployment.provider,
-            headers.DEPLOYMENT: deployment.name,
-            headers.ATTEMPTS: "1",
-        }
-
     async def whole(self, prepared: Prepared, deployment: Deployment, deadline: float) -> Reply:
-        """Request/reply with the provider's workers; a 200 reply.
+        """Request/reply with the provider's workers; a 200 reply (who answered is named by
+        :class:`~broker.upstream.calls.Upstream`, which knows the attempts too).
 
         Raises:
             NoProvider: no worker subscribed.
@@ -85,7 +77,7 @@ class Forwarder:
         if status != 200:
             extra = {n: answer_headers[n] for n in _PASSED_ON if n in answer_headers}
             raise UpstreamFailed(status, answer.data, extra)
-        return Reply(200, answer.data, self.reply_headers(deployment))
+        return Reply(200, answer.data)
 
     async def stream(
         self, prepared: Prepared, deployment: Deployment, deadline: float

@@ -21,15 +21,17 @@ from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt
 from broker import metrics
 from broker.config import Config
 from broker.errors import BrokerError, DeadlineExceeded, NoProvider, UpstreamFailed
-from broker.request import Prepared, Reply
+from broker.request import Prepared
 from broker.upstream.deployments import Deployment, ModelConfig
 from broker.upstream.retry import RetryBudget
 from broker.upstream.router import Router
 from schemas import headers
 
-__all__ = ["AllDeploymentsOpen", "Resilient", "with_attempt_headers"]
+__all__ = ["AllDeploymentsOpen", "Resilient", "attempt_headers"]
 
 T = TypeVar("T")
+#: Completion tokens assumed when ranking by cost a request that sets no cap.
+ROUTING_COMPLETION_GUESS = 256
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -96,10 +98,7 @@ class Resilient:
 
     def candidates(self, prepared: Prepared) -> list[Deployment]:
         """The model's ranked deployments, then each fallback model's."""
-        tokens = (
-            len(prepared.data) // 4,
-            prepared.request.max_completion_tokens or prepared.request.max_tokens or 256,
-        )
+        tokens = prepared.estimate(ROUTING_COMPLETION_GUESS)
         models: list[ModelConfig] = [prepared.model]
         models += [
             m
@@ -164,6 +163,10 @@ class Resilient:
                 return result, deployment, try_.retry_state.attempt_number
         raise AssertionError("unreachable: tenacity re-raises the last failure")
 
+    def broke(self, deployment: Deployment) -> None:
+        """A stream that had started broke: the deployment's fault, for its breaker."""
+        self.router.stats(deployment).breaker.record(False)
+
     def _next_allowed(self, walk: _Walk, prepared: Prepared) -> Deployment:
         for _ in range(len(walk.candidates)):
             deployment = walk.peek()
@@ -188,7 +191,7 @@ class Resilient:
         stats.in_flight += 1
         started = self._clock()
         if deployment.rpm is not None or deployment.tpm is not None:
-            stats.count(started, len(prepared.data) // 4)
+            stats.count(started, prepared.estimate()[0])
         try:
             result = await attempt(deployment, deadline)
         except BrokerError as exc:
@@ -238,9 +241,10 @@ class Resilient:
         return True
 
 
-def with_attempt_headers(reply: Reply, deployment: Deployment, attempts: int) -> Reply:
-    """Name the deployment that answered and how many attempts it took."""
-    reply.headers[headers.PROVIDER] = deployment.provider
-    reply.headers[headers.DEPLOYMENT] = deployment.name
-    reply.headers[headers.ATTEMPTS] = str(attempts)
-    return reply
+def attempt_headers(deployment: Deployment, attempts: int) -> dict[str, str]:
+    """Headers naming the deployment that answered and how many attempts it took."""
+    return {
+        headers.PROVIDER: deployment.provider,
+        headers.DEPLOYMENT: deployment.name,
+        headers.ATTEMPTS: str(attempts),
+    }

@@ -28,17 +28,10 @@ from broker import metrics
 from broker.upstream.breaker import BreakerConfig, CircuitBreaker
 from broker.upstream.deployments import Deployment, ModelConfig, Strategy
 
-__all__ = ["DeploymentStats", "Router", "Strategy", "estimate_cost"]
+__all__ = ["DeploymentStats", "Router", "Strategy"]
 
 DEFAULT_EXPLORE = 0.05
 EWMA_ALPHA = 0.2
-
-
-def estimate_cost(deployment: Deployment, prompt_tokens: int, completion_tokens: int) -> float:
-    """USD for the given token counts at the deployment's prices (per 1M tokens)."""
-    return (
-        prompt_tokens * deployment.input_price + completion_tokens * deployment.output_price
-    ) / 1e6
 
 
 @dataclass(slots=True)
@@ -153,7 +146,7 @@ class Router:
             case Strategy.LEAST_LATENCY:
                 return self._fastest(usable)
             case Strategy.COST:
-                return sorted(usable, key=lambda d: estimate_cost(d, *tokens))
+                return sorted(usable, key=lambda d: d.cost(*tokens))
             case _:
                 return sorted(usable, key=lambda d: self.stats(d).in_flight)
 

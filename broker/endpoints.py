@@ -1,0 +1,146 @@
+"""The broker's NATS subjects: each callback picks the sink and the tenant, the pipeline answers.
+
+| subject                                   | callback              | answers in          |
+|-------------------------------------------|-----------------------|---------------------|
+| ``llm.chat``                              | :meth:`on_chat`       | OpenAI shapes       |
+| ``llm.tenant.<tenant>.chat``              | :meth:`on_tenant_chat` | OpenAI shapes      |
+| ``llm.messages``, ``llm.tenant.*.messages`` | :meth:`on_messages` | Anthropic shapes    |
+| ``llm.models``                            | :meth:`on_models`     | the model list      |
+| ``llm.cancel``                            | :meth:`on_cancel`     | (cancels a request) |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import msgspec
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from broker.anthropic import to_openai_request
+from broker.config import Config
+from broker.control import model_list
+from broker.errors import BrokerError, InvalidRequest, RequestTooLarge, Unauthorized
+from broker.pipeline import ChatPipeline
+from broker.replies.sinks import AnthropicSink, NatsSink
+from broker.request import error_reply
+from broker.tenancy.tenants import KeyRing, TenantConfig
+from schemas import headers, subjects
+
+__all__ = ["Endpoints"]
+
+Callback = Callable[[Msg], Awaitable[None]]
+_encoder = msgspec.json.Encoder()
+
+
+class Endpoints:
+    """Subscription callbacks for the request subjects.
+
+    Args:
+        nc: the connection replies go out on.
+        pipeline: answers requests.
+        keys: API keys (``llm.models`` needs one when keys are required).
+        config: models and the tenant-subject switch.
+        clock: the event loop's clock (when the last interactive request came).
+    """
+
+    def __init__(
+        self,
+        nc: Client,
+        pipeline: ChatPipeline,
+        keys: KeyRing,
+        config: Config,
+        clock: Callable[[], float],
+    ) -> None:
+        self._nc = nc
+        self._pipeline = pipeline
+        self._keys = keys
+        self._tenant_subjects = config.nats_tenant_subjects
+        self._tenants = config.tenants
+        self._models = _encoder.encode(model_list(config))
+        self._clock = clock
+        #: When the last interactive request arrived (the batch runner yields to them).
+        self.last_interactive = 0.0
+
+    def queue_subjects(self) -> dict[str, Callback]:
+        """The request subjects the brokers' queue group shares, with their callbacks."""
+        return {
+            subjects.CHAT: self.on_chat,
+            subjects.MESSAGES: self.on_messages,
+            subjects.TENANT_CHAT: self.on_tenant_chat,
+            subjects.TENANT_MESSAGES: self.on_messages,
+            subjects.MODELS: self.on_models,
+        }
+
+    async def on_chat(self, msg: Msg) -> None:
+        """``llm.chat``: OpenAI chat-completions; the API key names the tenant."""
+        self.last_interactive = self._clock()
+        if msg.reply:
+            await self._pipeline.handle(msg.data, msg.headers or {}, NatsSink(self._nc, msg.reply))
+
+    async def on_tenant_chat(self, msg: Msg) -> None:
+        """``llm.tenant.<tenant>.chat``: the subject names the tenant (NATS permissions)."""
+        self.last_interactive = self._clock()
+        if not msg.reply:
+            return
+        hdrs = msg.headers or {}
+        sink = NatsSink(self._nc, msg.reply)
+        try:
+            tenant = self._subject_tenant(msg.subject)
+        except BrokerError as exc:
+            await self._pipeline.refuse(exc, hdrs, sink)
+            return
+        await self._pipeline.handle(msg.data, hdrs, sink, tenant)
+
+    async def on_messages(self, msg: Msg) -> None:
+        """``llm.messages`` (and ``llm.tenant.<tenant>.messages``): the Anthropic Messages API."""
+        self.last_interactive = self._clock()
+        if not msg.reply:
+            return
+        hdrs = msg.headers or {}
+        tenant: TenantConfig | None = None
+        max_body = self._pipeline.max_body
+        try:
+            if len(msg.data) > max_body:
+                raise RequestTooLarge(
+                    f"request body is {len(msg.data)} bytes; the limit is {max_body}"
+                )
+            if msg.subject != subjects.MESSAGES:
+                tenant = self._subject_tenant(msg.subject)
+            body, model = to_openai_request(msg.data)
+        except (BrokerError, msgspec.MsgspecError, ValueError, TypeError, AttributeError) as exc:
+            failure = exc if isinstance(exc, BrokerError) else InvalidRequest(str(exc))
+            meta = {headers.REQUEST_ID: hdrs.get(headers.REQUEST_ID) or self._pipeline.new_id()}
+            sink = AnthropicSink(self._nc, msg.reply, "")
+            await sink.error(error_reply(failure), meta, streaming=False)
+            return
+        sink = AnthropicSink(self._nc, msg.reply, model)
+        await self._pipeline.handle(body, hdrs, sink, tenant)
+
+    async def on_models(self, msg: Msg) -> None:
+        """``llm.models``: the model list, for callers with a key when keys are required."""
+        if not msg.reply:
+            return
+        hdrs = msg.headers or {}
+        try:
+            self._keys.authenticate(hdrs.get(headers.AUTHORIZATION))
+        except Unauthorized as exc:
+            await self._pipeline.refuse(exc, hdrs, NatsSink(self._nc, msg.reply))
+            return
+        await self._nc.publish(msg.reply, self._models, headers={headers.STATUS: "200"})
+
+    async def on_cancel(self, msg: Msg) -> None:
+        """``llm.cancel``: the body is a request id."""
+        self._pipeline.cancel(msg.data.decode(errors="replace"))
+
+    def _subject_tenant(self, subject: str) -> TenantConfig:
+        """The configured tenant a tenant-bound subject names, or 401."""
+        if not self._tenant_subjects:
+            raise Unauthorized(
+                "Tenant subjects are off: set auth.nats_tenant_subjects = true (and restrict "
+                "who may publish to them in the NATS server's permissions)."
+            )
+        tenant = self._tenants.get(subjects.tenant_of(subject))
+        if tenant is None:
+            raise Unauthorized(f"No tenant is configured for subject {subject!r}.")
+        return tenant

@@ -1,0 +1,120 @@
+"""The meter: whether a tenant may send a request now, and what each answer cost it.
+
+It is the tenancy wing's one decision point on the request path: the pipeline asks it to
+admit a request (budget, then rate limits), to price an upstream answer, and to charge the
+tenant afterwards (tokens, tpm true-up, spend). Prices come from
+:meth:`~broker.upstream.deployments.Deployment.cost`, the one cost formula.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from broker import metrics
+from broker.cache.response import CachedReply
+from broker.request import Prepared, Reply
+from broker.tenancy.budget import SpendLedger, usage_of
+from broker.tenancy.limits import RateLimiter, rate_limited
+from broker.tenancy.tenants import TenantConfig
+from broker.upstream.deployments import Deployment
+from schemas import Usage, headers
+
+__all__ = ["Charge", "Meter"]
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """What one upstream answer cost: the deployment that gave it, USD, and its usage."""
+
+    deployment: Deployment
+    cost: float
+    usage: Usage | None
+
+
+class Meter:
+    """Admission, pricing and charging for every tenant.
+
+    Args:
+        deployments: every configured deployment by name (cache entries name theirs).
+        limiter: per-tenant rpm/tpm, shared through Redis.
+        ledger: per-tenant spend, shared through Redis.
+        tenant_metrics: label token and cost metrics with the tenant.
+    """
+
+    def __init__(
+        self,
+        deployments: Mapping[str, Deployment],
+        limiter: RateLimiter,
+        ledger: SpendLedger,
+        *,
+        tenant_metrics: bool = False,
+    ) -> None:
+        self._deployments = deployments
+        self.limiter = limiter
+        self.ledger = ledger
+        self._tenant_metrics = tenant_metrics
+
+    @staticmethod
+    def limits(tenant: TenantConfig) -> bool:
+        """Whether admitting the tenant's requests waits on the shared counters."""
+        return bool(tenant.rpm or tenant.tpm or tenant.budget_usd is not None)
+
+    async def admit(self, prepared: Prepared) -> None:
+        """Check the budget, then count the request against the tenant's limits.
+
+        Raises:
+            BudgetExceeded: the period's budget is spent (402).
+            RateLimited: over rpm or tpm (429 with ``x-ratelimit-*`` headers).
+        """
+        tenant = prepared.tenant
+        if tenant.budget_usd is not None:
+            await self.ledger.check(tenant.name, tenant.budget_usd, tenant.budget_period)
+        prepared.token_estimate = sum(prepared.estimate())
+        usage = await self.limiter.take(
+            tenant.name, prepared.token_estimate, tenant.rpm, tenant.tpm
+        )
+        if not usage.allowed:
+            raise rate_limited(usage, tenant.rpm, tenant.tpm)
+
+    def price(self, reply: Reply) -> Charge | None:
+        """The charge for an upstream answer (``None`` for errors); names its cost in a header."""
+        if reply.status != 200:
+            return None
+        deployment = self._deployments.get(reply.headers.get(headers.DEPLOYMENT, ""))
+        if deployment is None:
+            return None
+        usage = usage_of(reply.body)
+        cost = (
+            0.0 if usage is None else deployment.cost(usage.prompt_tokens, usage.completion_tokens)
+        )
+        if deployment.priced:
+            reply.headers[headers.COST] = f"{cost:.6f}"
+        return Charge(deployment, cost, usage)
+
+    def saved(self, hit: CachedReply) -> float | None:
+        """USD a cache hit saved, at the price of the deployment that gave the answer."""
+        deployment = self._deployments.get(hit.deployment)
+        if deployment is None or not deployment.priced:
+            return None
+        usage = usage_of(hit.body)
+        if usage is None:
+            return 0.0
+        return deployment.cost(usage.prompt_tokens, usage.completion_tokens)
+
+    async def charge(self, prepared: Prepared, charge: Charge | None) -> None:
+        """Count tokens, true up the tenant's tpm, add the cost to its spend."""
+        if charge is None:
+            return
+        tenant = prepared.tenant
+        model, provider = prepared.model.name, charge.deployment.provider
+        label = tenant.name if self._tenant_metrics else ""
+        usage = charge.usage
+        if usage is not None:
+            metrics.TOKENS.labels(provider, model, "prompt", label).inc(usage.prompt_tokens)
+            metrics.TOKENS.labels(provider, model, "completion", label).inc(usage.completion_tokens)
+            if tenant.tpm:  # the estimate was counted up front
+                await self.limiter.settle(tenant.name, usage.total_tokens - prepared.token_estimate)
+        if charge.cost > 0:
+            metrics.COST.labels(provider, model, label).inc(charge.cost)
+        await self.ledger.add(tenant.name, tenant.budget_period, charge.cost, model)

@@ -1,0 +1,90 @@
+"""One request's calls to the providers: resilience around forwarding, as one decision.
+
+The pipeline asks for a whole answer (always a :class:`~broker.request.Reply`, failures as
+error replies) or an opened stream (its first event has arrived, so failures before it were
+retried and failed over); the reply names who answered and how many attempts it took.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Protocol
+
+from broker.errors import BrokerError
+from broker.request import Prepared, Reply, error_reply
+from broker.upstream.deployments import Deployment
+from broker.upstream.forward import StreamEvent
+from broker.upstream.resilience import Resilient, attempt_headers
+from edge_runtime.tracing import span
+
+__all__ = ["Forward", "OpenedStream", "Upstream"]
+
+OpenedStream = tuple[StreamEvent, AsyncGenerator[StreamEvent, None], dict[str, str], Deployment]
+
+
+class Forward(Protocol):
+    """How one attempt reaches a deployment (:class:`~broker.upstream.forward.Forwarder`
+    over NATS; tests pass an in-memory one)."""
+
+    async def whole(self, prepared: Prepared, deployment: Deployment, deadline: float) -> Reply:
+        """A 200 reply, or a :class:`BrokerError`."""
+        ...
+
+    def stream(
+        self, prepared: Prepared, deployment: Deployment, deadline: float
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """Chunks, then the end record; a :class:`BrokerError` on failure."""
+        ...
+
+
+class Upstream:
+    """Calls providers for requests.
+
+    Args:
+        resilient: retries, failover, breakers.
+        forward: one attempt at one deployment.
+    """
+
+    def __init__(self, resilient: Resilient, forward: Forward) -> None:
+        self.resilient = resilient
+        self._forward = forward
+
+    async def whole(self, prepared: Prepared) -> Reply:
+        """The answer of the first deployment that gives one, or the last failure's reply."""
+
+        async def attempt(deployment: Deployment, deadline: float) -> Reply:
+            return await self._forward.whole(prepared, deployment, deadline)
+
+        try:
+            with span("route"):
+                reply, deployment, attempts = await self.resilient.run(prepared, attempt)
+        except BrokerError as exc:
+            return error_reply(exc)
+        reply.headers.update(attempt_headers(deployment, attempts))
+        return reply
+
+    async def open_stream(self, prepared: Prepared) -> OpenedStream:
+        """A stream whose first event has arrived, the headers naming who answered, and the
+        deployment (for :meth:`broke`).
+
+        Raises:
+            BrokerError: every attempt failed before a first event.
+        """
+
+        async def attempt(
+            deployment: Deployment, deadline: float
+        ) -> tuple[StreamEvent, AsyncGenerator[StreamEvent, None]]:
+            events = self._forward.stream(prepared, deployment, deadline)
+            try:
+                first = await anext(events)
+            except BaseException:
+                await events.aclose()
+                raise
+            return first, events
+
+        (first, events), deployment, attempts = await self.resilient.run(prepared, attempt)
+        return first, events, attempt_headers(deployment, attempts), deployment
+
+    def broke(self, deployment: Deployment) -> None:
+        """A stream broke after it had started (its breaker counts a failure)."""
+        self.resilient.broke(deployment)
