@@ -141,6 +141,12 @@ class CircuitBreaker:
         if state is BreakerState.CLOSED and not ok and self._should_trip():
             self._trip()
 
+    def abandon(self) -> None:
+        """A call ended with no verdict (cancelled by its caller): a half-open probe gives its
+        slot back for another probe; nothing is counted for or against the deployment."""
+        if self.state is BreakerState.HALF_OPEN:
+            self._probes_out = max(0, self._probes_out - 1)
+
     def _should_trip(self) -> bool:
         if self._consecutive >= self.config.failure_threshold:
             return True

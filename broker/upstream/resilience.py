@@ -202,7 +202,7 @@ class Resilient:
                 stats.breaker.record(True, self._clock() - started)
             raise
         except BaseException:
-            stats.breaker.record(True)  # cancelled by the caller: no verdict on the upstream
+            stats.breaker.abandon()  # cancelled by the caller: no verdict on the upstream
             raise
         finally:
             stats.in_flight -= 1

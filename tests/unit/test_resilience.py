@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import textwrap
 
@@ -181,6 +182,44 @@ async def test_half_open_probe_closes_on_recovery() -> None:
     await h.run({})
     assert h.calls == ["first"]
     assert h.router.breakers()["first"].state is BreakerState.CLOSED
+
+
+async def cancelled_attempt(h: Harness) -> None:
+    """A request to ``main`` whose attempt is cancelled by its caller while in flight."""
+    started = asyncio.Event()
+
+    async def attempt(deployment: Deployment, deadline: float) -> Reply:
+        h.calls.append(deployment.name)
+        started.set()
+        await asyncio.Event().wait()  # the upstream never answers before the caller leaves
+        raise AssertionError("unreachable")
+
+    task = asyncio.create_task(h.resilient.run(h.prepared(), attempt))
+    await asyncio.wait_for(started.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_a_cancelled_probe_does_not_close_the_breaker() -> None:
+    """A half-open probe cancelled by its caller is no evidence: still half-open, slot free."""
+    h = Harness()
+    for _ in range(2):
+        await h.run({"first": [upstream(500)]})
+    h.clock.now += 30
+    await cancelled_attempt(h)
+    breaker = h.router.breakers()["first"]
+    assert breaker.state is BreakerState.HALF_OPEN
+    assert breaker.available()  # the next request may probe
+
+
+async def test_a_cancelled_call_does_not_reset_the_failure_count() -> None:
+    """In closed state a cancelled call leaves the failure count: one more failure trips."""
+    h = Harness()
+    await h.run({"first": [upstream(500)]})
+    await cancelled_attempt(h)
+    await h.run({"first": [upstream(500)]})
+    assert h.router.breakers()["first"].state is BreakerState.OPEN
 
 
 async def test_all_open_is_a_fast_503_with_retry_after() -> None:
