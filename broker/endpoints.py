@@ -110,7 +110,7 @@ class Endpoints:
             body, model = to_openai_request(msg.data)
         except (BrokerError, msgspec.MsgspecError, ValueError, TypeError, AttributeError) as exc:
             failure = exc if isinstance(exc, BrokerError) else InvalidRequest(str(exc))
-            meta = {headers.REQUEST_ID: hdrs.get(headers.REQUEST_ID) or self._pipeline.new_id()}
+            meta = {headers.REQUEST_ID: self._pipeline.request_id(hdrs)}
             sink = AnthropicSink(self._nc, msg.reply, "")
             await sink.error(error_reply(failure), meta, streaming=False)
             return

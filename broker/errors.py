@@ -5,6 +5,7 @@
      ├── Unauthorized        401  (missing, unknown or revoked API key)
      ├── ModelNotFound       404
      ├── RequestTooLarge     413
+     ├── HeaderTooLarge      431  (a header over its bound: nothing is forwarded)
      ├── RateLimited         429  (tenant over its rpm/tpm; ``x-ratelimit-*`` headers)
      ├── NoProvider          503  (no worker subscribed: NATS no-responders)
      ├── DeadlineExceeded    504
@@ -24,6 +25,7 @@ from schemas import error_body
 __all__ = [
     "BrokerError",
     "DeadlineExceeded",
+    "HeaderTooLarge",
     "InvalidRequest",
     "ModelNotFound",
     "NoProvider",
@@ -111,6 +113,13 @@ class RequestTooLarge(BrokerError):
 
     status = 413
     code = "request_too_large"
+
+
+class HeaderTooLarge(BrokerError):
+    """A request header is over its bound (``schemas.headers.MAX_VALUE_BYTES``)."""
+
+    status = 431
+    code = "request_header_fields_too_large"
 
 
 class NoProvider(BrokerError):

@@ -97,6 +97,14 @@ class ChatPipeline:
         """A request id for a request that carries none."""
         return self._nuid.next().decode()
 
+    def request_id(self, hdrs: dict[str, str]) -> str:
+        """The caller's request id when it is within bounds (it is echoed on the reply), else
+        a new one."""
+        given = hdrs.get(headers.REQUEST_ID)
+        if given and len(given) <= headers.MAX_VALUE_BYTES[headers.REQUEST_ID]:
+            return given
+        return self.new_id()
+
     def cancel(self, request_id: str) -> None:
         """Cancel a request in flight (and, in the worker, its upstream call)."""
         task = self._running.get(request_id)
@@ -110,7 +118,7 @@ class ChatPipeline:
     async def refuse(self, exc: BrokerError, hdrs: dict[str, str], sink: ReplySink) -> None:
         """Answer a request refused before it was decoded."""
         meta = {
-            headers.REQUEST_ID: hdrs.get(headers.REQUEST_ID) or self.new_id(),
+            headers.REQUEST_ID: self.request_id(hdrs),
             headers.CACHE: "BYPASS",
         }
         await sink.error(error_reply(exc), meta, streaming=False)

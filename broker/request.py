@@ -20,6 +20,7 @@ from broker.cache.response import (
 from broker.config import Config, ModelConfig
 from broker.errors import (
     BrokerError,
+    HeaderTooLarge,
     InvalidRequest,
     ModelNotFound,
     RequestTooLarge,
@@ -150,6 +151,11 @@ class RequestPreparer:
         ``tenant`` is given when the NATS subject already named it (a tenant-bound subject);
         otherwise the API key decides.
         """
+        too_long = headers.oversized(hdrs)
+        if too_long is not None:
+            raise HeaderTooLarge(
+                f"{too_long} is over {headers.MAX_VALUE_BYTES[too_long]} bytes", param=too_long
+            )
         if tenant is None:
             tenant = self.keys.authenticate(hdrs.get(headers.AUTHORIZATION))
         if len(data) > self.max_body:
@@ -225,7 +231,7 @@ def _timeout_s(hdrs: dict[str, str], default: float) -> float:
         raise InvalidRequest(
             f"{headers.TIMEOUT_MS} must be a number of milliseconds", param=headers.TIMEOUT_MS
         ) from None
-    if value <= 0:
+    if not value > 0:  # also refuses NaN, which every comparison calls False
         raise InvalidRequest(f"{headers.TIMEOUT_MS} must be positive", param=headers.TIMEOUT_MS)
     return min(value, MAX_TIMEOUT_S)
 

@@ -41,6 +41,7 @@ from edge_runtime.discovery import register
 from edge_runtime.process import (
     PENDING_MSGS_LIMIT,
     STOP_STEP_S,
+    Lifeline,
     close_quietly,
     freeze_startup_heap,
     settle,
@@ -70,9 +71,12 @@ class BrokerService:
         options: connection targets.
     """
 
-    def __init__(self, config: Config, options: BrokerOptions) -> None:
+    def __init__(
+        self, config: Config, options: BrokerOptions, lifeline: Lifeline | None = None
+    ) -> None:
         self.config = config
         self.options = options
+        self._lifeline = lifeline
         self._fs = NatsBroker(
             options.nats_url,
             name=options.name,
@@ -81,6 +85,7 @@ class BrokerService:
             max_reconnect_attempts=-1,
             reconnect_time_wait=1,
             security=BaseSecurity(ssl_context=options.tls) if options.tls else None,
+            closed_cb=lifeline.closed if lifeline is not None else None,
         )
         self._subs: list[Subscription] = []
         self._l2: L2Backend | None = None
@@ -192,13 +197,20 @@ class BrokerService:
         if self._redis is not None:
             await settle(self._redis.aclose(), STOP_STEP_S)
         connection = self.nc
+        if self._lifeline is not None:
+            self._lifeline.leaving = True
         await settle(self._fs.stop(), STOP_STEP_S)  # FastStream drains; a dead server fails it
         await close_quietly(connection)
 
 
 async def serve_broker(config: Config, options: BrokerOptions, stop: asyncio.Event) -> None:
-    """Run a broker until ``stop`` is set."""
-    service = BrokerService(config, options)
+    """Run a broker until ``stop`` is set.
+
+    Raises:
+        ConnectionLost: the server closed the connection for good (the broker stopped).
+    """
+    lifeline = Lifeline(stop)
+    service = BrokerService(config, options, lifeline)
     await service.start()
     freeze_startup_heap()
     log.info("broker ready: %d models, L2=%s", len(config.models), service.l2_name)
@@ -206,6 +218,7 @@ async def serve_broker(config: Config, options: BrokerOptions, stop: asyncio.Eve
         await stop.wait()
     finally:
         await service.stop()
+    lifeline.check()
 
 
 #: How often run-time API keys are re-read from Redis (revocation takes effect within this).

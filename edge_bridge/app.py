@@ -180,7 +180,7 @@ class BridgeApp:
             )
             await send({"type": "http.response.body", "body": body})
         elif (method, path) == ("GET", "/health"):
-            await _respond(send, 200, b'{"status":"ok"}')
+            await self._health(send)
         elif (method, path) == ("GET", "/ready"):
             await self._ready(send)
         elif api is not None or path in {"/v1/models", "/health", "/ready", "/metrics"}:
@@ -311,6 +311,14 @@ class BridgeApp:
             await _error(send, 503, "no_broker", "no broker is running", retry_after="1")
             return
         await _respond(send, int((answer.headers or {}).get(headers.STATUS, "200")), answer.data)
+
+    async def _health(self, send: Send) -> None:
+        """200 while the bridge can serve; 503 once its NATS connection is closed for good
+        (a reconnecting connection still counts as alive: requests wait for it)."""
+        if self._nc.is_closed:
+            await _error(send, 503, "nats_closed", "the NATS connection is closed")
+            return
+        await _respond(send, 200, b'{"status":"ok"}')
 
     async def _ready(self, send: Send) -> None:
         if not self._nc.is_connected:

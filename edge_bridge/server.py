@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import uvicorn
 
 from edge_bridge.app import DEFAULT_HTTP_TIMEOUT_S, BridgeApp
-from edge_runtime.process import close_quietly, connect, freeze_startup_heap
+from edge_runtime.process import Lifeline, close_quietly, connect, freeze_startup_heap
 
 __all__ = ["BridgeOptions", "BridgeServer", "serve_bridge"]
 
@@ -37,8 +37,9 @@ class BridgeOptions:
 class BridgeServer:
     """The bridge's HTTP server; ``port=0`` picks a free port (see :attr:`port`)."""
 
-    def __init__(self, options: BridgeOptions) -> None:
+    def __init__(self, options: BridgeOptions, lifeline: Lifeline | None = None) -> None:
         self.options = options
+        self._lifeline = lifeline
         self._sock = socket.socket(socket.AF_INET6 if ":" in options.host else socket.AF_INET)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((options.host, options.port))
@@ -48,7 +49,9 @@ class BridgeServer:
 
     async def start(self) -> None:
         """Connect to NATS and start serving."""
-        self.nc = await connect(self.options.nats_url, "llm-edge-bridge", self.options.nats_tls)
+        self.nc = await connect(
+            self.options.nats_url, "llm-edge-bridge", self.options.nats_tls, lifeline=self._lifeline
+        )
         app = BridgeApp(self.nc, timeout_s=self.options.timeout_s)
         config = uvicorn.Config(
             app,
@@ -74,12 +77,19 @@ class BridgeServer:
         if self._server is not None and self._task is not None:
             self._server.should_exit = True
             await self._task
+        if self._lifeline is not None:
+            self._lifeline.leaving = True
         await close_quietly(self.nc)
 
 
 async def serve_bridge(options: BridgeOptions, stop: asyncio.Event) -> None:
-    """Run the bridge until ``stop`` is set."""
-    server = BridgeServer(options)
+    """Run the bridge until ``stop`` is set.
+
+    Raises:
+        ConnectionLost: the server closed the connection for good (the bridge stopped).
+    """
+    lifeline = Lifeline(stop)
+    server = BridgeServer(options, lifeline)
     await server.start()
     freeze_startup_heap()
     log.info("bridge listening on http://%s:%d/v1", options.host, server.port)
@@ -87,3 +97,4 @@ async def serve_bridge(options: BridgeOptions, stop: asyncio.Event) -> None:
         await stop.wait()
     finally:
         await server.stop()
+    lifeline.check()

@@ -21,10 +21,14 @@ import nats
 from nats.aio.client import Client
 
 __all__ = [
+    "ConnectionLost",
     "InFlight",
+    "Lifeline",
     "close_quietly",
     "connect",
+    "fits",
     "freeze_startup_heap",
+    "message_size",
     "run_until_stopped",
     "settle",
     "stop_event",
@@ -55,8 +59,64 @@ def tls_context(
     return context
 
 
-async def connect(url: str, name: str, tls: ssl.SSLContext | None = None) -> Client:
-    """Connect to NATS, reconnecting forever; in-flight requests survive a server restart."""
+class ConnectionLost(Exception):
+    """The NATS server closed this process's connection for good (not a reconnectable drop)."""
+
+
+class Lifeline:
+    """Stops a service whose NATS connection the server closed for good.
+
+    nats-py reconnects after a network drop, but when the server ends the connection with a
+    protocol error (``maximum payload exceeded``, an authorization change) the client closes
+    for good and every subscription is gone: the process would run on, deaf. The service
+    stops instead, and the command exits non-zero so its supervisor starts a fresh one.
+
+    Args:
+        stop: the service's stop event.
+    """
+
+    def __init__(self, stop: asyncio.Event) -> None:
+        self._stop = stop
+        #: Set by the service before it closes the connection itself.
+        self.leaving = False
+        self.lost = False
+
+    async def closed(self) -> None:
+        """nats-py's ``closed_cb``."""
+        if self.leaving:
+            return
+        self.lost = True
+        log.error("the NATS server closed the connection; stopping this service")
+        self._stop.set()
+
+    def check(self) -> None:
+        """Raise :class:`ConnectionLost` if the connection was lost (after the service stopped)."""
+        if self.lost:
+            raise ConnectionLost("the NATS server closed the connection")
+
+
+def message_size(payload: bytes, hdrs: dict[str, str] | None) -> int:
+    """The bytes a message counts against the server's ``max_payload``: payload and headers."""
+    if not hdrs:
+        return len(payload)
+    # NATS/1.0\r\n, a "name: value\r\n" line each, then a blank line
+    return len(payload) + 12 + sum(len(k) + len(v) + 4 for k, v in hdrs.items())
+
+
+def fits(nc: Client, payload: bytes, hdrs: dict[str, str] | None) -> bool:
+    """Whether a message may be published: one over ``max_payload`` makes the server close
+    the publisher's connection, so every publish whose size the caller does not bound is
+    checked first."""
+    return message_size(payload, hdrs) <= nc.max_payload
+
+
+async def connect(
+    url: str, name: str, tls: ssl.SSLContext | None = None, *, lifeline: Lifeline | None = None
+) -> Client:
+    """Connect to NATS, reconnecting forever; in-flight requests survive a server restart.
+
+    With a ``lifeline``, a connection the server closes for good stops the service.
+    """
 
     async def on_error(exc: Exception) -> None:
         log.warning("nats error: %s", exc)
@@ -69,6 +129,7 @@ async def connect(url: str, name: str, tls: ssl.SSLContext | None = None) -> Cli
         reconnect_time_wait=0.5,
         connect_timeout=5,
         error_cb=on_error,
+        closed_cb=lifeline.closed if lifeline is not None else None,
         tls=tls,
     )
 

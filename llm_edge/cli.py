@@ -11,7 +11,7 @@ import json
 import os
 import ssl
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import msgspec
 
 from broker.config import Config, ConfigError
 from edge_runtime.logs import configure as configure_logs
-from edge_runtime.process import run_until_stopped
+from edge_runtime.process import ConnectionLost, run_until_stopped
 from llm_edge.batch_cli import add_batch_commands, run_batch_command
 
 __all__ = ["main"]
@@ -154,7 +154,7 @@ async def _broker(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
 
 
 async def _worker(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
-    from edge_runtime.process import close_quietly, connect, stop_event  # noqa: PLC0415
+    from edge_runtime.process import Lifeline, close_quietly, connect, stop_event  # noqa: PLC0415
     from workers import build_provider, http_client, serve_worker  # noqa: PLC0415
 
     config = _load(args, environ)
@@ -162,13 +162,17 @@ async def _worker(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     if settings is None:
         raise ConfigError(f"no provider {args.provider!r}; configured: {sorted(config.providers)}")
     stop = stop_event()
+    lifeline = Lifeline(stop)
     async with http_client() as client:
         provider = build_provider(settings, environ, client)
-        nc = await connect(args.nats_url, f"llm-edge-worker-{args.provider}", _nats_tls(args))
+        name = f"llm-edge-worker-{args.provider}"
+        nc = await connect(args.nats_url, name, _nats_tls(args), lifeline=lifeline)
         try:
             await serve_worker(nc, provider, stop, max_concurrency=settings.max_concurrency)
         finally:
+            lifeline.leaving = True
             await close_quietly(nc)
+    lifeline.check()
 
 
 async def _bridge(args: argparse.Namespace) -> None:
@@ -291,6 +295,47 @@ def _run_batch(args: argparse.Namespace) -> int:
     return code
 
 
+def _up(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from llm_edge.up import UpOptions, default_data_dir, run_up  # noqa: PLC0415
+
+    data_dir = default_data_dir(env) if args.data_dir is None else args.data_dir
+    options = UpOptions(
+        config_path=args.config,
+        nats_url=args.nats_url,
+        redis_url=args.redis_url,
+        host=args.host,
+        port=args.port,
+        nats_port=args.nats_port,
+        data_dir=Path(data_dir),
+    )
+    return run_up(options, env)
+
+
+def _dispatch(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Run the chosen command; its exit code."""
+    services: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
+        "broker": lambda: _broker(args, env),
+        "worker": lambda: _worker(args, env),
+        "bridge": lambda: _bridge(args),
+        "cache": lambda: _cache_purge(args),
+        "breaker": lambda: _breaker(args),
+    }
+    if args.command in services:
+        run_until_stopped(services[args.command]())
+        return 0
+    commands: dict[str, Callable[[], int]] = {
+        "up": lambda: _up(args, env),
+        "batch": lambda: _run_batch(args),
+        "keys": lambda: _keys(args),
+        "usage": lambda: _usage(args),
+    }
+    return commands[args.command]() if args.command in commands else 0
+
+
+#: Exit code of a service whose NATS connection the server closed (EX_TEMPFAIL).
+EXIT_CONNECTION_LOST = 75
+
+
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Entry point of the ``llm-edge`` console script."""
     env = dict(os.environ) if environ is None else environ
@@ -302,40 +347,13 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
         start_http_server(args.metrics_port, addr=env.get("LLM_EDGE_METRICS_HOST", "127.0.0.1"))
     try:
-        if args.command == "up":
-            from llm_edge.up import UpOptions, default_data_dir, run_up  # noqa: PLC0415
-
-            data_dir = default_data_dir(env) if args.data_dir is None else args.data_dir
-            options = UpOptions(
-                config_path=args.config,
-                nats_url=args.nats_url,
-                redis_url=args.redis_url,
-                host=args.host,
-                port=args.port,
-                nats_port=args.nats_port,
-                data_dir=Path(data_dir),
-            )
-            return run_up(options, env)
-        if args.command == "broker":
-            run_until_stopped(_broker(args, env))
-        elif args.command == "worker":
-            run_until_stopped(_worker(args, env))
-        elif args.command == "bridge":
-            run_until_stopped(_bridge(args))
-        elif args.command == "cache":
-            run_until_stopped(_cache_purge(args))
-        elif args.command == "breaker":
-            run_until_stopped(_breaker(args))
-        elif args.command == "batch":
-            return _run_batch(args)
-        elif args.command == "keys":
-            return _keys(args)
-        elif args.command == "usage":
-            return _usage(args)
+        return _dispatch(args, env)
     except (ConfigError, ValueError) as exc:
         print(f"llm-edge: {exc}", file=sys.stderr)
         return 2
-    return 0
+    except ConnectionLost as exc:  # a supervisor (up, systemd, Kubernetes) starts a fresh one
+        print(f"llm-edge: {exc}; exiting to be restarted", file=sys.stderr)
+        return EXIT_CONNECTION_LOST
 
 
 if __name__ == "__main__":

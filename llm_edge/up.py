@@ -75,6 +75,25 @@ def _stop_all(procs: Sequence[subprocess.Popen[bytes]], timeout: float = 15.0) -
             proc.wait()
 
 
+#: A service is restarted when it exits, at most this many times within RESTART_WINDOW_S.
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 60.0
+
+
+class _Restarts:
+    """Counts restarts per service in a sliding window (a crash loop stops ``up``)."""
+
+    def __init__(self) -> None:
+        self._times: dict[int, list[float]] = {}
+
+    def allow(self, service: int) -> bool:
+        now = time.monotonic()
+        recent = [t for t in self._times.get(service, []) if now - t < RESTART_WINDOW_S]
+        recent.append(now)
+        self._times[service] = recent
+        return len(recent) <= MAX_RESTARTS
+
+
 def run_up(options: UpOptions, environ: Mapping[str, str]) -> int:
     """Start everything, print where it listens, and supervise until interrupted.
 
@@ -108,17 +127,13 @@ def run_up(options: UpOptions, environ: Mapping[str, str]) -> int:
     broker_args = ["broker", *common, "--mock-fallback"]
     if options.redis_url:
         broker_args += ["--redis-url", options.redis_url]
-    procs = [_spawn(broker_args, env)]
-    procs += [
-        _spawn(["worker", name, *common, "--mock-fallback"], env)
-        for name in config.serving_providers()
-    ]
-    procs.append(
-        _spawn(
-            ["bridge", "--nats-url", nats_url, "--host", options.host, "--port", str(options.port)],
-            env,
-        )
+    roles = [broker_args]
+    roles += [["worker", name, *common, "--mock-fallback"] for name in config.serving_providers()]
+    roles.append(
+        ["bridge", "--nats-url", nats_url, "--host", options.host, "--port", str(options.port)]
     )
+    procs = [_spawn(role, env) for role in roles]
+    restarts = _Restarts()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -134,10 +149,18 @@ def run_up(options: UpOptions, environ: Mapping[str, str]) -> int:
             flush=True,
         )
         while not stop.wait(0.5):
-            if any(p.poll() is not None for p in procs):
-                print("llm-edge: a service exited; stopping.", file=sys.stderr, flush=True)
+            exited = [i for i, p in enumerate(procs) if p.poll() is not None]
+            if any(not restarts.allow(i) for i in exited):
+                print("llm-edge: a service keeps exiting; stopping.", file=sys.stderr, flush=True)
                 code = 1
                 break
+            for i in exited:
+                print(
+                    f"llm-edge: {roles[i][0]} exited ({procs[i].returncode}); restarting it.",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                procs[i] = _spawn(roles[i], env)
     finally:
         _stop_all(procs)
         if embedded is not None:

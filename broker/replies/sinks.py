@@ -11,7 +11,15 @@ from nats.aio.client import Client
 
 from broker.anthropic import EventWriter, message_from_completion
 from broker.request import Reply
-from schemas import ChatCompletion, ChatCompletionChunk, ErrorEnvelope, StreamEnd, headers
+from edge_runtime.process import fits
+from schemas import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ErrorEnvelope,
+    StreamEnd,
+    error_body,
+    headers,
+)
 from schemas.errors import anthropic_error
 
 __all__ = ["AnthropicSink", "NatsSink", "ReplySink"]
@@ -53,6 +61,9 @@ class NatsSink:
         self._seq = 0
 
     async def _publish(self, body: bytes, hdrs: dict[str, str]) -> None:
+        if not fits(self._nc, body, hdrs):
+            # published as is, the server would close this broker's connection
+            body, hdrs = _too_large(len(body), hdrs)
         await self._nc.publish(self._reply_to, body, headers=hdrs)
 
     async def whole(self, reply: Reply, meta: dict[str, str]) -> None:
@@ -90,6 +101,15 @@ class NatsSink:
         hdrs = self._stream_headers("error", reply.status, meta)
         hdrs.update(reply.headers)
         await self._publish(reply.body, hdrs)
+
+
+def _too_large(size: int, hdrs: dict[str, str]) -> tuple[bytes, dict[str, str]]:
+    """A 502 envelope in place of a reply over the server's ``max_payload``."""
+    message = f"the answer ({size} bytes) is over the NATS max_payload and cannot be delivered"
+    kept = {k: hdrs[k] for k in (headers.REQUEST_ID, headers.STREAM, headers.SEQ) if k in hdrs}
+    if headers.STREAM in kept:
+        kept[headers.STREAM] = "error"
+    return error_body(502, "reply_too_large", message), {**kept, headers.STATUS: "502"}
 
 
 def _error_message(reply: Reply) -> str:
