@@ -241,15 +241,16 @@ class ChatPipeline:
         await sink.whole(reply, self._meta(prepared, outcome.cache))
         provider = reply.headers.get(headers.PROVIDER, "") if outcome.fresh else "cache"
         self._record.count(prepared, provider, reply.status)
-        if not outcome.fresh:
-            return
-        elapsed = self._clock() - started
-        metrics.REQUEST_DURATION.labels(provider).observe(elapsed)
-        if prepared.upstream_s:
-            metrics.OVERHEAD.observe(max(0.0, elapsed - prepared.upstream_s))
-        await self._front.write_back(prepared, reply)
-        if not budgeted:
-            await self._meter.charge(prepared, charge)
+        if outcome.fresh:
+            elapsed = self._clock() - started
+            metrics.REQUEST_DURATION.labels(provider).observe(elapsed)
+            if prepared.upstream_s:
+                metrics.OVERHEAD.observe(max(0.0, elapsed - prepared.upstream_s))
+            await self._front.write_back(prepared, reply)
+            if not budgeted:
+                await self._meter.charge(prepared, charge)
+        elif outcome.cache.startswith("HIT") and not self._record.logs_hits:
+            return  # a coalesced copy is logged like a miss: its caller waited like one
         self._record.log(
             prepared,
             status=reply.status,

@@ -62,6 +62,8 @@ class RequestRecord:
             "attempts": reply_headers.get(headers.ATTEMPTS, "0"),
             "stream": prepared.stream,
         }
+        if headers.COALESCED in reply_headers:
+            fields["coalesced"] = True
         if usage is not None:
             fields["prompt_tokens"] = usage.prompt_tokens
             fields["completion_tokens"] = usage.completion_tokens

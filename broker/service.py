@@ -269,7 +269,7 @@ def assemble_pipeline(
     deployments = {d.name: d for m in config.models.values() for d in m.deployments}
     pipeline = ChatPipeline(
         preparer=preparer,
-        front=ReadThrough(cache),
+        front=ReadThrough(cache, clock),
         upstream=Upstream(Resilient(config, router, clock), Forwarder(nc, clock)),
         meter=Meter(deployments, limiter, ledger, tenant_metrics=config.broker.tenant_metrics),
         record=RequestRecord(config.broker),

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from broker import metrics
 from broker.cache.response import CachedReply, ResponseCache
-from broker.errors import BrokerError
+from broker.errors import DeadlineExceeded
 from broker.request import Prepared, Reply, error_reply, hit_reply
 from edge_runtime.tracing import span
 from schemas import headers
@@ -23,7 +23,8 @@ from schemas import headers
 __all__ = ["Outcome", "ReadThrough"]
 
 Fetch = Callable[[], Awaitable[Reply]]
-_INTERNAL = BrokerError("internal broker error")
+#: How many leaders in a row a request follows before it runs on its own.
+FOLLOW_ROUNDS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +47,12 @@ class ReadThrough:
 
     Args:
         cache: the tiers, or ``None`` when caching is off (every request is fetched).
+        clock: the clock of ``Prepared.deadline`` (followers wait until their own).
     """
 
-    def __init__(self, cache: ResponseCache | None) -> None:
+    def __init__(self, cache: ResponseCache | None, clock: Callable[[], float]) -> None:
         self._cache = cache
+        self._clock = clock
         self._pending: dict[str, asyncio.Future[Outcome]] = {}
 
     def l1(self, prepared: Prepared) -> CachedReply | None:
@@ -65,7 +68,13 @@ class ReadThrough:
         return await self._cache.get_l2(prepared.key)
 
     async def resolve(self, prepared: Prepared, fetch: Fetch) -> Outcome:
-        """A whole answer: coalesced with an identical request in flight, else L2, else fetched."""
+        """A whole answer: coalesced with an identical request in flight, else L2, else fetched.
+
+        A follower keeps its own deadline, and never inherits a failure that another attempt
+        could fix: when the leader is cancelled (its caller left), raises, or answers with a
+        retryable status, the follower runs the request again (following a new leader, or
+        leading itself).
+        """
         key = prepared.key
         if key is None or self._cache is None:
             return Outcome(await fetch(), "BYPASS", fresh=True)
@@ -73,25 +82,54 @@ class ReadThrough:
             reply = await fetch()
             self.keep(prepared, reply)
             return Outcome(reply, "MISS", fresh=True)
-        leader = self._pending.get(key)
-        if leader is not None:
+        for _ in range(FOLLOW_ROUNDS):
+            leader = self._pending.get(key)
+            if leader is None:
+                break
             metrics.CACHE_COALESCED.inc()
-            shared = await asyncio.shield(leader)
-            copy = Reply(
-                shared.reply.status,
-                shared.reply.body,
-                {**shared.reply.headers, headers.COALESCED: "1"},
-            )
-            return Outcome(copy, shared.cache, fresh=False)
+            shared = await self._follow(prepared, leader)
+            if shared is not None:
+                return shared
+        if key in self._pending:  # still led by another attempt: run this one on its own
+            return await self._lead(prepared, key, fetch)
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._pending[key] = future
-        outcome = Outcome(error_reply(_INTERNAL), "MISS", fresh=False)
         try:
             outcome = await self._lead(prepared, key, fetch)
-        finally:
+        except BaseException as exc:
             del self._pending[key]
-            future.set_result(outcome)  # followers get the leader's answer, whatever it was
+            if isinstance(exc, asyncio.CancelledError):
+                future.cancel()
+            else:
+                future.set_exception(exc)
+                future.exception()  # retrieved: followers re-run rather than re-raise it
+            raise
+        del self._pending[key]
+        future.set_result(outcome)
         return outcome
+
+    async def _follow(self, prepared: Prepared, leader: asyncio.Future[Outcome]) -> Outcome | None:
+        """The leader's answer as a coalesced copy, a 504 at this request's own deadline, or
+        ``None`` when the leader's outcome is no answer for others (run again)."""
+        remaining = prepared.deadline - self._clock()
+        try:
+            async with asyncio.timeout(max(remaining, 0.0)):
+                shared = await asyncio.shield(leader)
+        except TimeoutError:
+            failure = DeadlineExceeded("no answer within the request's deadline")
+            return Outcome(error_reply(failure), "MISS", fresh=False)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if leader.cancelled() and task is not None and not task.cancelling():
+                return None  # the leader's caller left; this caller still waits
+            raise
+        except Exception:
+            return None
+        reply = shared.reply
+        if reply.status >= 500 or reply.status == 429:
+            return None  # another attempt may succeed where the leader's failed
+        copy = Reply(reply.status, reply.body, {**reply.headers, headers.COALESCED: "1"})
+        return Outcome(copy, shared.cache, fresh=False)
 
     async def _lead(self, prepared: Prepared, key: str, fetch: Fetch) -> Outcome:
         assert self._cache is not None

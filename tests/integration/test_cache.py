@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
 
@@ -179,6 +180,64 @@ async def test_identical_concurrent_requests_coalesce(
     assert len(fake_openai.received) == 1
     assert {status for status, _, _ in replies} == {200}
     assert len({body for _, _, body in replies}) == 1
+
+
+async def until_upstream_called(fake_openai: FakeOpenAI, calls: int = 1) -> None:
+    async with asyncio.timeout(10):
+        while len(fake_openai.received) < calls:  # noqa: ASYNC110  (the fake has no event)
+            await asyncio.sleep(0.01)
+
+
+async def test_follower_outlives_a_cancelled_leader(
+    stack: Stack, fake_openai: FakeOpenAI, namespace: str
+) -> None:
+    """A leader cancelled by its caller does not hand a 500 to its follower: it runs again."""
+    fake_openai.default = Scripted(delay_s=0.5)
+    inbox = stack.nc.new_inbox()
+    await stack.nc.publish(  # the leader's caller leaves (never reads its reply)
+        "llm.chat",
+        chat("cancel me"),
+        reply=inbox,
+        headers={headers.CACHE_NAMESPACE: namespace, headers.REQUEST_ID: f"lead-{namespace}"},
+    )
+    await until_upstream_called(fake_openai)
+    follower = asyncio.ensure_future(ask(stack, chat("cancel me"), namespace))
+    await asyncio.sleep(0.05)  # the follower joins the leader in flight
+    await stack.nc.publish("llm.cancel", f"lead-{namespace}".encode())
+    status, _, body = await follower
+    assert status == 200, body
+    assert len(fake_openai.received) == 2  # the follower's own run
+
+
+async def test_follower_keeps_its_own_deadline(
+    stack: Stack, fake_openai: FakeOpenAI, namespace: str
+) -> None:
+    """A follower with a short budget gets its 504 at its deadline, not the leader's answer."""
+    fake_openai.default = Scripted(delay_s=2.0)
+    leader = asyncio.ensure_future(ask(stack, chat("slow"), namespace))
+    await until_upstream_called(fake_openai)
+    status, _, body = await ask(stack, chat("slow"), namespace, **{headers.TIMEOUT_MS: "200"})
+    assert status == 504, body
+    assert (await leader)[0] == 200
+
+
+async def test_coalesced_requests_write_their_log_line(
+    stack: Stack, fake_openai: FakeOpenAI, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every caller's request is in the request log, the coalesced copy marked as such."""
+    caplog.set_level(logging.INFO, logger="llm_edge.requests")
+    fake_openai.default = Scripted(delay_s=0.3)
+    ids = [f"{namespace}-{i}" for i in range(2)]
+    await asyncio.gather(
+        *(ask(stack, chat("log me"), namespace, **{headers.REQUEST_ID: rid}) for rid in ids)
+    )
+    lines = {
+        r.fields["request_id"]: r.fields  # type: ignore[attr-defined]
+        for r in caplog.records
+        if getattr(r, "fields", {}).get("request_id") in ids
+    }
+    assert set(lines) == set(ids)
+    assert sorted(bool(f.get("coalesced")) for f in lines.values()) == [False, True]
 
 
 async def test_redis_outage_and_recovery(

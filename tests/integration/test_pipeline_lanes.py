@@ -121,7 +121,7 @@ def memory_pipeline(config: Config, forward: MemoryForward) -> ChatPipeline:
     resilient = Resilient(config, Router(config.breaker, clock=clock), clock, sleep=no_wait)
     return ChatPipeline(
         preparer=preparer,
-        front=ReadThrough(cache),
+        front=ReadThrough(cache, clock),
         upstream=Upstream(resilient, forward),
         meter=Meter(deployments, RateLimiter(None), SpendLedger(None)),
         record=RequestRecord(config.broker),

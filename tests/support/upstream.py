@@ -129,7 +129,7 @@ class FakeOpenAI:
             watcher = asyncio.ensure_future(self._watch(receive))
             await asyncio.wait([watcher], timeout=answer.delay_s)
             watcher.cancel()
-            if self.disconnected.is_set():
+            if watcher.done() and not watcher.cancelled():  # this caller hung up
                 return
         if body.get("stream") and answer.status == 200 and answer.body is None:
             await self._stream(body, answer, receive, send)
@@ -163,7 +163,7 @@ class FakeOpenAI:
             for piece in answer.raw_sse or self._pieces(body, answer):
                 if answer.chunk_delay_s:
                     await asyncio.sleep(answer.chunk_delay_s)
-                if self.disconnected.is_set():
+                if watcher.done():  # this caller hung up
                     return
                 await send({"type": "http.response.body", "body": piece, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
