@@ -20,6 +20,7 @@ __all__ = [
     "DEPLOYMENT",
     "EVENT",
     "HEADER_ROOM",
+    "KEEPALIVE_MS",
     "MAX_VALUE_BYTES",
     "PROVIDER",
     "REQUEST_ID",
@@ -66,6 +67,9 @@ ATTEMPTS = "Llm-Attempts"
 #: Broker to worker: the model name to send upstream.
 UPSTREAM_MODEL = "Llm-Upstream-Model"
 
+#: Broker to worker: send an ``Llm-Stream: keepalive`` message to the reply subject at least
+#: this often (milliseconds) while the call is in flight; a silent worker is taken for dead.
+KEEPALIVE_MS = "Llm-Keepalive-Ms"
 #: Streaming replies: every message says what it is (``chunk``, ``end`` or ``error``) ...
 STREAM = "Llm-Stream"
 #: ... and its position (0, 1, 2 ...), so a consumer can check order and completeness.

@@ -4,11 +4,16 @@ Whole requests get one reply. Streaming requests get a sequence of messages on t
 subject: ``Llm-Stream: chunk`` (a ``chat.completion.chunk``), then ``end`` (a
 :class:`schemas.StreamEnd`) or ``error`` (an error envelope); each carries ``Llm-Seq``.
 A request id published on ``llm.cancel`` cancels that request here (closing the upstream call).
+
+A request that carries ``Llm-Keepalive-Ms`` gets an empty ``Llm-Stream: keepalive`` message
+at least that often while it is in flight: the broker takes a silent worker for dead and
+fails the call over at once instead of waiting for the deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import msgspec
@@ -23,6 +28,7 @@ from edge_runtime.process import (
     PENDING_MSGS_LIMIT,
     STOP_STEP_S,
     InFlight,
+    fits,
     freeze_startup_heap,
     settle,
 )
@@ -39,6 +45,19 @@ log = logging.getLogger("llm_edge.worker")
 DEFAULT_WORKER_TIMEOUT_S = 60.0
 
 _encoder = msgspec.json.Encoder()
+#: How often the keepalive ticker looks at the calls in flight.
+KEEPALIVE_TICK_S = 0.25
+_KEEPALIVE = {headers.STREAM: "keepalive"}
+
+
+def _keepalive_s(hdrs: dict[str, str]) -> float | None:
+    raw = hdrs.get(headers.KEEPALIVE_MS)
+    if not raw:
+        return None
+    try:
+        return max(float(raw) / 1000, KEEPALIVE_TICK_S)
+    except ValueError:
+        return None
 
 
 def timeout_from(hdrs: dict[str, str] | None, default: float) -> float:
@@ -84,6 +103,9 @@ class WorkerService:
         self._running: dict[str, asyncio.Task[None]] = {}
         self.subject = subjects.provider_subject(provider.name)
         self._micro: Service | None = None
+        #: reply subject -> (keepalive interval, when the last message went there)
+        self._alive: dict[str, tuple[float, float]] = {}
+        self._ticker: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Subscribe in the workers' queue group, and to cancellations."""
@@ -96,6 +118,7 @@ class WorkerService:
             ),
             await self._nc.subscribe(subjects.CANCEL, cb=self._on_cancel),
         ]
+        self._ticker = asyncio.create_task(self._keepalives(), name="keepalives")
         self._micro = await register(
             self._nc,
             f"worker-{self._provider.name}",
@@ -111,7 +134,21 @@ class WorkerService:
             await settle(sub.drain(), STOP_STEP_S)  # type: ignore[no-untyped-call]
         self._subs = []
         await self._inflight.drain(drain_timeout)
+        if self._ticker is not None:
+            self._ticker.cancel()
         await settle(self._provider.aclose(), STOP_STEP_S)
+
+    async def _keepalives(self) -> None:
+        """One ticker for every call in flight (no task per request)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(KEEPALIVE_TICK_S)
+            now = loop.time()
+            for reply, (every, last) in list(self._alive.items()):
+                if now - last >= every:
+                    self._alive[reply] = (every, now)
+                    with contextlib.suppress(Exception):  # reconnecting: the next tick retries
+                        await self._nc.publish(reply, b"", headers=_KEEPALIVE)
 
     async def _on_cancel(self, msg: Msg) -> None:
         task = self._running.get(msg.data.decode(errors="replace"))
@@ -130,6 +167,9 @@ class WorkerService:
         task = asyncio.current_task()
         if request_id and task is not None:
             self._running[request_id] = task
+        every = _keepalive_s(hdrs)
+        if every is not None:
+            self._alive[msg.reply] = (every, asyncio.get_running_loop().time())
         with span(f"llm.provider.{self._provider.name}", parent=hdrs, kind=SpanKind.CONSUMER):
             try:
                 chat = decode_chat_request(msg.data)
@@ -149,6 +189,7 @@ class WorkerService:
             except asyncio.CancelledError:
                 pass  # cancelled by llm.cancel: the caller is gone, nobody to answer
             finally:
+                self._alive.pop(msg.reply, None)
                 if request_id:
                     self._running.pop(request_id, None)
 
@@ -158,6 +199,13 @@ class WorkerService:
         reply_headers = {headers.STATUS: str(status), headers.PROVIDER: self._provider.name}
         if extra:
             reply_headers.update(extra)
+        if not fits(self._nc, body, reply_headers):  # the server would close our connection
+            message = f"the provider's answer ({len(body)} bytes) is over the NATS max_payload"
+            body = error_body(502, "reply_too_large", message)
+            kept = {k: v for k, v in reply_headers.items() if k != headers.STREAM}
+            reply_headers = {**kept, headers.STATUS: "502"}
+            if extra and headers.STREAM in extra:
+                reply_headers[headers.STREAM] = "error"
         await self._nc.publish(reply, body, headers=reply_headers)
 
     async def _whole(self, reply: str, request: ProviderRequest) -> None:

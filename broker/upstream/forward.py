@@ -2,20 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Callable
 
 import msgspec
 from nats.aio.client import Client
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeout
+from nats.aio.msg import Msg
 
 from broker.config import Deployment
 from broker.errors import DeadlineExceeded, NoProvider, UpstreamFailed
 from broker.request import Prepared, Reply
+from broker.upstream.inbox import Inbox
 from edge_runtime.tracing import inject
 from schemas import ChatCompletionChunk, StreamEnd, headers, subjects
 
-__all__ = ["Forwarder", "StreamEvent"]
+__all__ = ["KEEPALIVE", "WORKER_IDLE_S", "Forwarder", "StreamEvent", "WorkerLost"]
+
+#: A worker silent this long (no answer, no keepalive) is taken for dead: the call fails over.
+#: Workers are asked for a keepalive KEEPALIVES_PER_IDLE times as often, so a live but busy
+#: worker is not mistaken for a dead one (that would make a second upstream call).
+WORKER_IDLE_S = 4.0
+KEEPALIVES_PER_IDLE = 4
+KEEPALIVE = "keepalive"
+
+
+class WorkerLost(NoProvider):
+    """The worker that took the call went silent: it died, or its host or link did."""
+
+    code = "worker_lost"
+
 
 StreamEvent = ChatCompletionChunk | StreamEnd
 
@@ -31,15 +46,22 @@ class Forwarder:
     Args:
         nc: connected NATS client.
         clock: the clock ``Prepared.deadline`` is measured on.
+        idle_s: how long a worker may stay silent (no answer, no keepalive) before the call
+            counts as lost and is retried elsewhere.
     """
 
-    def __init__(self, nc: Client, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, nc: Client, clock: Callable[[], float], *, idle_s: float = WORKER_IDLE_S
+    ) -> None:
         self._nc = nc
         self._clock = clock
+        self._idle_s = idle_s
+        self._inbox = Inbox(nc)
+        self._keepalive_ms = str(int(idle_s / KEEPALIVES_PER_IDLE * 1000))
 
-    def _budget(
+    def _headers(
         self, prepared: Prepared, deployment: Deployment, deadline: float
-    ) -> tuple[float, dict[str, str]]:
+    ) -> dict[str, str]:
         remaining = deadline - self._clock()
         if remaining <= 0:
             raise DeadlineExceeded("the request's deadline passed before it reached a provider")
@@ -47,37 +69,41 @@ class Forwarder:
             headers.TIMEOUT_MS: str(int(remaining * 1000)),
             headers.UPSTREAM_MODEL: deployment.model,
             headers.REQUEST_ID: prepared.request_id,
+            headers.KEEPALIVE_MS: self._keepalive_ms,
         }
         inject(forward_headers)  # this broker's span is the worker's parent
         if headers.TRACEPARENT not in forward_headers and prepared.trace:
             forward_headers[headers.TRACEPARENT] = prepared.trace
-        return remaining, forward_headers
+        return forward_headers
 
     async def whole(self, prepared: Prepared, deployment: Deployment, deadline: float) -> Reply:
-        """Request/reply with the provider's workers; a 200 reply (who answered is named by
+        """One call to the provider's workers; a 200 reply (who answered is named by
         :class:`~broker.upstream.calls.Upstream`, which knows the attempts too).
 
         Raises:
             NoProvider: no worker subscribed.
+            WorkerLost: the worker went silent (no answer, no keepalive) for ``idle_s``.
             DeadlineExceeded: no answer by ``deadline``.
             UpstreamFailed: the worker reported a failure.
         """
-        remaining, forward_headers = self._budget(prepared, deployment, deadline)
-        subject = subjects.provider_subject(deployment.provider)
+        forward_headers = self._headers(prepared, deployment, deadline)
+        reply_to, replies = await self._inbox.open()
         try:
-            answer = await self._nc.request(
-                subject, prepared.data, timeout=remaining, headers=forward_headers
+            await self._nc.publish(
+                subjects.provider_subject(deployment.provider),
+                prepared.data,
+                reply=reply_to,
+                headers=forward_headers,
             )
-        except NoRespondersError:
-            raise _no_provider(deployment) from None
-        except NatsTimeout:
-            raise _too_slow(deployment, remaining) from None
-        answer_headers = answer.headers or {}
+            msg = await self._answer(replies, deployment, deadline)
+        finally:
+            self._inbox.close(reply_to)
+        answer_headers = msg.headers or {}
         status = int(answer_headers.get(headers.STATUS, "200"))
         if status != 200:
             extra = {n: answer_headers[n] for n in _PASSED_ON if n in answer_headers}
-            raise UpstreamFailed(status, answer.data, extra)
-        return Reply(200, answer.data)
+            raise UpstreamFailed(status, msg.data, extra)
+        return Reply(200, msg.data)
 
     async def stream(
         self, prepared: Prepared, deployment: Deployment, deadline: float
@@ -85,25 +111,20 @@ class Forwarder:
         """Chunks as the worker sends them, then the end record.
 
         Raises:
-            NoProvider, DeadlineExceeded: as for :meth:`whole`.
+            NoProvider, WorkerLost, DeadlineExceeded: as for :meth:`whole`.
             UpstreamFailed: the worker reported an error (before or after chunks).
         """
-        remaining, forward_headers = self._budget(prepared, deployment, deadline)
-        inbox = self._nc.new_inbox()
-        sub = await self._nc.subscribe(inbox)
+        forward_headers = self._headers(prepared, deployment, deadline)
+        reply_to, replies = await self._inbox.open()
         try:
             await self._nc.publish(
                 subjects.provider_subject(deployment.provider),
                 prepared.data,
-                reply=inbox,
+                reply=reply_to,
                 headers=forward_headers,
             )
             while True:
-                remaining = deadline - self._clock()
-                try:
-                    msg = await sub.next_msg(timeout=max(remaining, 0.001))
-                except NatsTimeout:
-                    raise _too_slow(deployment, remaining) from None
+                msg = await self._answer(replies, deployment, deadline)
                 hdrs = msg.headers or {}
                 kind = hdrs.get(headers.STREAM)
                 if kind == "chunk":
@@ -112,12 +133,39 @@ class Forwarder:
                 if kind == "end":
                     yield _end_decoder.decode(msg.data)
                     return
-                if hdrs.get("Status") == "503" and not msg.data:  # NATS no-responders
-                    raise _no_provider(deployment)
                 extra = {n: hdrs[n] for n in _PASSED_ON if n in hdrs}
                 raise UpstreamFailed(int(hdrs.get(headers.STATUS, "502")), msg.data, extra)
         finally:
-            await sub.unsubscribe()
+            self._inbox.close(reply_to)
+
+    async def _answer(
+        self, replies: asyncio.Queue[Msg], deployment: Deployment, deadline: float
+    ) -> Msg:
+        """The worker's next message that is not a keepalive.
+
+        Raises:
+            NoProvider: NATS answered for the server that nobody serves the subject.
+            WorkerLost: nothing, not even a keepalive, for ``idle_s`` (the worker died).
+            DeadlineExceeded: the deadline passed first.
+        """
+        while True:
+            remaining = deadline - self._clock()
+            try:
+                async with asyncio.timeout(max(min(remaining, self._idle_s), 0.001)):
+                    msg = await replies.get()
+            except TimeoutError:
+                if remaining <= self._idle_s:
+                    raise _too_slow(deployment, remaining) from None
+                raise WorkerLost(
+                    f"the `{deployment.provider}` worker went silent for {self._idle_s:g}s",
+                    retry_after=1,
+                ) from None
+            hdrs = msg.headers or {}
+            if hdrs.get(headers.STREAM) == KEEPALIVE:
+                continue
+            if hdrs.get("Status") == "503" and not msg.data:  # NATS no-responders
+                raise _no_provider(deployment)
+            return msg
 
 
 def _no_provider(deployment: Deployment) -> NoProvider:

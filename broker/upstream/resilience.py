@@ -23,6 +23,7 @@ from broker.config import Config
 from broker.errors import BrokerError, DeadlineExceeded, NoProvider, UpstreamFailed
 from broker.request import Prepared
 from broker.upstream.deployments import Deployment, ModelConfig
+from broker.upstream.forward import WorkerLost
 from broker.upstream.retry import RetryBudget
 from broker.upstream.router import Router
 from schemas import headers
@@ -63,6 +64,8 @@ def _failed(exc: BaseException) -> tuple[bool, bool, float | None]:
             exc.status >= 500 or exc.status == 429,
             float(retry_after) if retry_after else None,
         )
+    if isinstance(exc, WorkerLost):
+        return True, False, None  # a worker process died: the upstream itself is not at fault
     if isinstance(exc, NoProvider | DeadlineExceeded):
         return True, True, None  # our own 503/504: the normal backoff applies
     return False, False, None
@@ -196,7 +199,9 @@ class Resilient:
             result = await attempt(deployment, deadline)
         except BrokerError as exc:
             _, fault, _ = _failed(exc)
-            if fault:
+            if isinstance(exc, WorkerLost):
+                stats.breaker.abandon()  # no word from the upstream either way
+            elif fault:
                 stats.breaker.record(False)
             else:
                 stats.breaker.record(True, self._clock() - started)

@@ -44,7 +44,7 @@ deployments = [{ provider = "mock" }]
 def spawn(*args: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "LLM_EDGE_LOG_LEVEL": "WARNING"}
     return subprocess.Popen(
-        [sys.executable, "-m", "broker", *args],
+        [sys.executable, "-m", "llm_edge", *args],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -41,7 +41,7 @@ def test_up_serves_with_mock_and_stops_cleanly(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "broker",
+            "llm_edge",
             "up",
             "--port",
             str(port),

@@ -9,11 +9,11 @@ __all__ = ["run_cli"]
 
 
 async def run_cli(*args: str, timeout_s: float = 60) -> tuple[str, str]:
-    """``python -m broker ARGS``; asserts it exits 0 and returns (stdout, stderr)."""
+    """``python -m llm_edge ARGS``; asserts it exits 0 and returns (stdout, stderr)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "broker",
+        "llm_edge",
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
