@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from broker.errors import BrokerError
+from broker.errors import BudgetExceeded
 from broker.upstream.deployments import Deployment
 from schemas import Usage
 
@@ -23,13 +23,6 @@ if TYPE_CHECKING:  # the client is injected; importing redis costs ~80 ms at sta
     import redis.asyncio as redis
 
 __all__ = ["BudgetExceeded", "SpendLedger", "cost_of", "period_key", "usage_of"]
-
-
-class BudgetExceeded(BrokerError):
-    """The tenant spent its budget for the period (402, so clients do not retry blindly)."""
-
-    status = 402
-    code = "budget_exceeded"
 
 
 class _UsageOnly(msgspec.Struct):

@@ -20,7 +20,13 @@ from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt
 
 from broker import metrics
 from broker.config import Config
-from broker.errors import BrokerError, DeadlineExceeded, NoProvider, UpstreamFailed
+from broker.errors import (
+    AllDeploymentsOpen,
+    BrokerError,
+    DeadlineExceeded,
+    NoProvider,
+    UpstreamFailed,
+)
 from broker.request import Prepared, Reply
 from broker.upstream.deployments import Deployment, ModelConfig
 from broker.upstream.retry import RetryBudget
@@ -31,12 +37,6 @@ __all__ = ["AllDeploymentsOpen", "Resilient", "with_attempt_headers"]
 
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
-
-
-class AllDeploymentsOpen(NoProvider):
-    """Every deployment of the model and its fallbacks is open (or over its limits)."""
-
-    code = "all_deployments_unavailable"
 
 
 @dataclass(slots=True)
