@@ -123,7 +123,7 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     which.add_argument("--all", action="store_true", help="everything")
     which.add_argument("--namespace", help="one namespace (X-Cache-Namespace)")
     which.add_argument("--key", help="one entry (the X-Cache-Key of a reply)")
-    add_batch_commands(sub, nats_url or DEFAULT_NATS_URL)
+    add_batch_commands(sub, nats_url or DEFAULT_NATS_URL, environ.get("LLM_EDGE_API_KEY"))
     _add_account_commands(sub, environ)
     breaker = sub.add_parser("breaker", help="circuit breaker status and overrides")
     breaker.add_argument("action", choices=["status", "open", "close", "reset"])
