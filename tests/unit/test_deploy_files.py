@@ -75,3 +75,27 @@ def test_dashboards_and_scrape_config() -> None:
         t for job in scrape["scrape_configs"] for c in job["static_configs"] for t in c["targets"]
     }
     assert {"bridge:8080", "broker-1:9100", "broker-2:9100", "worker-mock:9100"} <= targets
+
+
+def test_scripts_named_in_the_repository_exist() -> None:
+    """Every ``scripts/<name>`` the code, tests and docs point a reader at is there."""
+    import re
+
+    sources = [
+        p
+        for pattern in ("**/*.py", "**/*.md", "**/*.toml", "**/*.yaml", "Dockerfile", ".ci/run")
+        for p in ROOT.glob(pattern)
+        if ".venv" not in p.parts and "node_modules" not in p.parts
+    ]
+    named = {
+        (source.relative_to(ROOT), name)
+        for source in sources
+        for name in re.findall(r"\bscripts/([A-Za-z0-9_.-]+)", source.read_text())
+    }
+    assert named, "no script is named anywhere: the search is broken"
+    missing = sorted(
+        f"{source}: scripts/{name}"
+        for source, name in named
+        if not (ROOT / "scripts" / name).exists()
+    )
+    assert missing == []
