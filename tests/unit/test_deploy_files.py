@@ -77,6 +77,16 @@ def test_dashboards_and_scrape_config() -> None:
     assert {"bridge:8080", "broker-1:9100", "broker-2:9100", "worker-mock:9100"} <= targets
 
 
+def test_license_file_matches_the_declared_license() -> None:
+    """pyproject declares Apache-2.0 and the repository ships that license's text."""
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["license"]
+    assert declared == "Apache-2.0"
+    text = (ROOT / "LICENSE").read_text()
+    assert "Apache License" in text
+    assert "Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text
+
+
 def test_scripts_named_in_the_repository_exist() -> None:
     """Every ``scripts/<name>`` the code, tests and docs point a reader at is there."""
     import re
