@@ -123,6 +123,10 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     which.add_argument("--all", action="store_true", help="everything")
     which.add_argument("--namespace", help="one namespace (X-Cache-Namespace)")
     which.add_argument("--key", help="one entry (the X-Cache-Key of a reply)")
+    purge.add_argument(
+        "--tenant",
+        help="with --namespace: the tenant whose namespace it is (default: default)",
+    )
     add_batch_commands(sub, nats_url or DEFAULT_NATS_URL, environ.get("LLM_EDGE_API_KEY"))
     _add_account_commands(sub, environ)
     breaker = sub.add_parser("breaker", help="circuit breaker status and overrides")
@@ -189,14 +193,26 @@ async def _bridge(args: argparse.Namespace) -> None:
 async def _cache_purge(args: argparse.Namespace) -> None:
     from schemas import subjects  # noqa: PLC0415
 
-    command: dict[str, object] = (
-        {"all": True}
-        if args.all
-        else {"namespace": args.namespace}
-        if args.namespace
-        else {"key": args.key}
-    )
-    await _admin(args, subjects.CACHE_PURGE, command)
+    await _admin(args, subjects.CACHE_PURGE, _purge_command(args))
+
+
+def _purge_command(args: argparse.Namespace) -> dict[str, object]:
+    """The ``llm.admin.cache.purge`` body for ``cache purge`` (see broker/control.py).
+
+    Raises:
+        ValueError: ``--tenant`` without ``--namespace`` (``--key`` names its tenant itself).
+    """
+    from schemas import subjects  # noqa: PLC0415
+
+    if args.all:
+        command: dict[str, object] = {"all": True}
+    elif args.namespace:
+        command = {"namespace": args.namespace, "tenant": args.tenant or subjects.DEFAULT_TENANT}
+    else:
+        command = {"key": args.key}
+    if args.tenant and not args.namespace:
+        raise ValueError("--tenant goes with --namespace (a --key names its tenant)")
+    return command
 
 
 async def _breaker(args: argparse.Namespace) -> None:
