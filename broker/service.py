@@ -29,6 +29,7 @@ from broker.tenancy.limits import RateLimiter
 from broker.tenancy.tenants import REDIS_KEYS, KeyRing
 from edge_runtime.discovery import register
 from edge_runtime.process import (
+    DEFAULT_INBOX_PREFIX,
     PENDING_MSGS_LIMIT,
     STOP_STEP_S,
     close_quietly,
@@ -50,6 +51,7 @@ class BrokerOptions:
     redis_url: str | None = None
     name: str = "llm-edge-broker"
     tls: ssl.SSLContext | None = None
+    inbox_prefix: str = DEFAULT_INBOX_PREFIX  # replies to this broker's requests
 
 
 class BrokerService:
@@ -71,6 +73,7 @@ class BrokerService:
             max_reconnect_attempts=-1,
             reconnect_time_wait=1,
             security=BaseSecurity(ssl_context=options.tls) if options.tls else None,
+            inbox_prefix=options.inbox_prefix,
         )
         self._subs: list[Subscription] = []
         self._l2: L2Backend | None = None

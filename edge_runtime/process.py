@@ -21,6 +21,7 @@ import nats
 from nats.aio.client import Client
 
 __all__ = [
+    "DEFAULT_INBOX_PREFIX",
     "InFlight",
     "close_quietly",
     "connect",
@@ -33,6 +34,10 @@ __all__ = [
 
 log = logging.getLogger("llm_edge")
 
+#: Where replies to this process's requests arrive (``<prefix>.<random>``). A server with
+#: per-user permissions lets each user read only its own prefix (``nats/auth.conf``: the
+#: bridge reads ``_INBOX.bridge.>``), so a process runs with the prefix its user may read.
+DEFAULT_INBOX_PREFIX = "_INBOX"
 #: Messages a subscription may buffer before nats-py reports a slow consumer.
 PENDING_MSGS_LIMIT = 512 * 1024
 #: How long shutdown waits for cancelled tasks to unwind.
@@ -55,8 +60,21 @@ def tls_context(
     return context
 
 
-async def connect(url: str, name: str, tls: ssl.SSLContext | None = None) -> Client:
-    """Connect to NATS, reconnecting forever; in-flight requests survive a server restart."""
+async def connect(
+    url: str,
+    name: str,
+    tls: ssl.SSLContext | None = None,
+    *,
+    inbox_prefix: str = DEFAULT_INBOX_PREFIX,
+) -> Client:
+    """Connect to NATS, reconnecting forever; in-flight requests survive a server restart.
+
+    Args:
+        url: the server (``nats://user:password@host:4222`` with credentials).
+        name: the connection's name, shown by the server.
+        tls: client TLS context (see :func:`tls_context`).
+        inbox_prefix: subject prefix of this connection's reply inboxes.
+    """
 
     async def on_error(exc: Exception) -> None:
         log.warning("nats error: %s", exc)
@@ -70,6 +88,7 @@ async def connect(url: str, name: str, tls: ssl.SSLContext | None = None) -> Cli
         connect_timeout=5,
         error_cb=on_error,
         tls=tls,
+        inbox_prefix=inbox_prefix,
     )
 
 

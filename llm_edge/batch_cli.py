@@ -23,12 +23,11 @@ __all__ = ["add_batch_commands", "run_batch_command"]
 _json = msgspec.json.Decoder(dict[str, Any])
 
 
-def add_batch_commands(sub: Any, nats_url: str, api_key: str | None) -> argparse.ArgumentParser:
+def add_batch_commands(sub: Any, api_key: str | None) -> argparse.ArgumentParser:
     """Register ``batch`` and its sub-commands on the CLI parser.
 
     Args:
         sub: the command's sub-parsers.
-        nats_url: the default ``--nats-url``.
         api_key: the default ``--api-key`` (the entry point reads ``LLM_EDGE_API_KEY``).
 
     Returns:
@@ -37,7 +36,6 @@ def add_batch_commands(sub: Any, nats_url: str, api_key: str | None) -> argparse
     batch: argparse.ArgumentParser = sub.add_parser(
         "batch", help="bulk jobs (OpenAI Batch API semantics)"
     )
-    batch.add_argument("--nats-url", default=nats_url)
     batch.add_argument(
         "--api-key",
         default=api_key,
