@@ -9,7 +9,8 @@ COPY edge_runtime ./edge_runtime
 COPY edge_client ./edge_client
 COPY edge_bridge ./edge_bridge
 COPY llm_edge ./llm_edge
-RUN pip install --no-cache-dir . && useradd --system llm-edge
+# the otel extra: services export traces when OTEL_EXPORTER_OTLP_ENDPOINT is set
+RUN pip install --no-cache-dir ".[otel]" && useradd --system llm-edge
 USER llm-edge
 ENV LLM_EDGE_LOG_LEVEL=INFO
 ENTRYPOINT ["llm-edge"]

@@ -339,6 +339,16 @@ def _run_batch(args: argparse.Namespace) -> int:
     return code
 
 
+def _service_name(args: argparse.Namespace) -> str | None:
+    """The ``service.name`` a command's spans carry: ``llm-edge-<role>``, as in discovery
+    (``$SRV.PING``); ``None`` for commands that serve nothing."""
+    if args.command in {"broker", "bridge"}:
+        return f"llm-edge-{args.command}"
+    if args.command == "worker":
+        return f"llm-edge-worker-{args.provider}"
+    return None
+
+
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Entry point of the ``llm-edge`` console script."""
     env = dict(os.environ) if environ is None else environ
@@ -349,6 +359,19 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         from prometheus_client import start_http_server  # noqa: PLC0415
 
         start_http_server(args.metrics_port, addr=env.get("LLM_EDGE_METRICS_HOST", "127.0.0.1"))
+    service = _service_name(args)
+    if service is not None:  # `up` passes the environment on: its children trace themselves
+        from edge_runtime.tracing import configure as configure_tracing  # noqa: PLC0415
+
+        stop_tracing = configure_tracing(env, service)
+        try:
+            return _run(args, env)
+        finally:
+            stop_tracing()  # flush what the batch processor still holds
+    return _run(args, env)
+
+
+def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     try:
         if args.command == "up":
             from llm_edge.up import UpOptions, default_data_dir, run_up  # noqa: PLC0415

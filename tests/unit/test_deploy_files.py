@@ -109,3 +109,18 @@ def test_scripts_named_in_the_repository_exist() -> None:
         if not (ROOT / "scripts" / name).exists()
     )
     assert missing == []
+
+
+def test_compose_services_export_traces_to_its_tracing_backend() -> None:
+    """Every service of ours exports OTLP to the compose file's Jaeger (OTLP/HTTP on 4318),
+    and the image installs the exporter (the otel extra)."""
+    services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+    jaeger = services["jaeger"]
+    assert jaeger["image"].startswith("jaegertracing/all-in-one:")
+    assert jaeger["environment"]["COLLECTOR_OTLP_ENABLED"] == "true"
+    ours = {name: s for name, s in services.items() if "build" in s}
+    assert {"broker-1", "broker-2", "worker-mock", "bridge"} <= set(ours)
+    for name, service in ours.items():
+        assert service["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318", name
+        assert "jaeger" in service["depends_on"], name
+    assert 'pip install --no-cache-dir ".[otel]"' in (ROOT / "Dockerfile").read_text()
