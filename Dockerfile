@@ -9,8 +9,13 @@ COPY edge_runtime ./edge_runtime
 COPY edge_client ./edge_client
 COPY edge_bridge ./edge_bridge
 COPY llm_edge ./llm_edge
-RUN pip install --no-cache-dir . && useradd --system llm-edge
+# the otel extra: services export traces when OTEL_EXPORTER_OTLP_ENDPOINT is set
+# A system user has no home directory, so `up`'s default data directory (under ~) could not be
+# created: JetStream storage goes to a directory the user owns.
+RUN pip install --no-cache-dir ".[otel]" && useradd --system llm-edge \
+    && install -d -o llm-edge -g llm-edge /var/lib/llm-edge
 USER llm-edge
-ENV LLM_EDGE_LOG_LEVEL=INFO
+ENV LLM_EDGE_LOG_LEVEL=INFO LLM_EDGE_DATA_DIR=/var/lib/llm-edge
+VOLUME /var/lib/llm-edge
 ENTRYPOINT ["llm-edge"]
 CMD ["up", "--host", "0.0.0.0"]

@@ -2,12 +2,15 @@
 
     BrokerError(status, code, message, param, retry_after)
      ├── InvalidRequest      400  (bad JSON, schema violation; ``param`` names the field)
+     │    └── PiiBlocked     400  (the tenant blocks personal data and the request has some)
      ├── Unauthorized        401  (missing, unknown or revoked API key)
+     ├── BudgetExceeded      402  (the tenant spent its budget for the period)
      ├── ModelNotFound       404
      ├── RequestTooLarge     413
      ├── HeaderTooLarge      431  (a header over its bound: nothing is forwarded)
      ├── RateLimited         429  (tenant over its rpm/tpm; ``x-ratelimit-*`` headers)
      ├── NoProvider          503  (no worker subscribed: NATS no-responders)
+     │    └── AllDeploymentsOpen  503  (every deployment and fallback open or over its limits)
      ├── DeadlineExceeded    504
      └── UpstreamFailed      the worker's status and envelope (a failure mid-stream)
 
@@ -20,15 +23,18 @@ import re
 
 import msgspec
 
-from schemas import error_body
+from schemas import error_body, headers
 
 __all__ = [
+    "AllDeploymentsOpen",
     "BrokerError",
+    "BudgetExceeded",
     "DeadlineExceeded",
     "HeaderTooLarge",
     "InvalidRequest",
     "ModelNotFound",
     "NoProvider",
+    "PiiBlocked",
     "RateLimited",
     "RequestTooLarge",
     "Unauthorized",
@@ -68,7 +74,7 @@ class BrokerError(Exception):
         """Reply headers this failure adds (``Retry-After`` ...)."""
         if self.retry_after is None:
             return {}
-        return {"Retry-After": f"{self.retry_after:g}"}
+        return {headers.RETRY_AFTER: f"{self.retry_after:g}"}
 
 
 class InvalidRequest(BrokerError):
@@ -78,11 +84,24 @@ class InvalidRequest(BrokerError):
     code = "invalid_request"
 
 
+class PiiBlocked(InvalidRequest):
+    """The tenant blocks requests containing PII, and this one does."""
+
+    code = "pii_detected"
+
+
 class Unauthorized(BrokerError):
     """No valid API key."""
 
     status = 401
     code = "invalid_api_key"
+
+
+class BudgetExceeded(BrokerError):
+    """The tenant spent its budget for the period (402, so clients do not retry blindly)."""
+
+    status = 402
+    code = "budget_exceeded"
 
 
 class RateLimited(BrokerError):
@@ -127,6 +146,12 @@ class NoProvider(BrokerError):
 
     status = 503
     code = "no_provider_available"
+
+
+class AllDeploymentsOpen(NoProvider):
+    """Every deployment of the model and its fallbacks is open (or over its limits)."""
+
+    code = "all_deployments_unavailable"
 
 
 class DeadlineExceeded(BrokerError):

@@ -39,6 +39,7 @@ from broker.upstream.resilience import Resilient
 from broker.upstream.router import Router
 from edge_runtime.discovery import register
 from edge_runtime.process import (
+    DEFAULT_INBOX_PREFIX,
     PENDING_MSGS_LIMIT,
     STOP_STEP_S,
     Lifeline,
@@ -61,6 +62,7 @@ class BrokerOptions:
     redis_url: str | None = None
     name: str = "llm-edge-broker"
     tls: ssl.SSLContext | None = None
+    inbox_prefix: str = DEFAULT_INBOX_PREFIX  # replies to this broker's requests
 
 
 class BrokerService:
@@ -86,6 +88,7 @@ class BrokerService:
             reconnect_time_wait=1,
             security=BaseSecurity(ssl_context=options.tls) if options.tls else None,
             closed_cb=lifeline.closed if lifeline is not None else None,
+            inbox_prefix=options.inbox_prefix,
         )
         self._subs: list[Subscription] = []
         self._l2: L2Backend | None = None

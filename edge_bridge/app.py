@@ -53,12 +53,7 @@ _EXPOSE = (
     headers.COALESCED,
     headers.COST,
     headers.COST_SAVED,
-    "x-ratelimit-limit-requests",
-    "x-ratelimit-remaining-requests",
-    "x-ratelimit-reset-requests",
-    "x-ratelimit-limit-tokens",
-    "x-ratelimit-remaining-tokens",
-    "x-ratelimit-reset-tokens",
+    *headers.RATELIMIT,
 )
 _JSON = (b"content-type", b"application/json")
 _SSE = [

@@ -11,7 +11,13 @@ from dataclasses import dataclass
 import uvicorn
 
 from edge_bridge.app import DEFAULT_HTTP_TIMEOUT_S, BridgeApp
-from edge_runtime.process import Lifeline, close_quietly, connect, freeze_startup_heap
+from edge_runtime.process import (
+    DEFAULT_INBOX_PREFIX,
+    Lifeline,
+    close_quietly,
+    connect,
+    freeze_startup_heap,
+)
 
 __all__ = ["BridgeOptions", "BridgeServer", "serve_bridge"]
 
@@ -32,6 +38,7 @@ class BridgeOptions:
     tls_cert: str | None = None  # HTTPS when both are set
     tls_key: str | None = None
     nats_tls: ssl.SSLContext | None = None
+    nats_inbox_prefix: str = DEFAULT_INBOX_PREFIX  # the bridge user may read only its own
 
 
 class BridgeServer:
@@ -50,7 +57,11 @@ class BridgeServer:
     async def start(self) -> None:
         """Connect to NATS and start serving."""
         self.nc = await connect(
-            self.options.nats_url, "llm-edge-bridge", self.options.nats_tls, lifeline=self._lifeline
+            self.options.nats_url,
+            "llm-edge-bridge",
+            self.options.nats_tls,
+            inbox_prefix=self.options.nats_inbox_prefix,
+            lifeline=self._lifeline,
         )
         app = BridgeApp(self.nc, timeout_s=self.options.timeout_s)
         config = uvicorn.Config(

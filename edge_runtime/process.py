@@ -21,6 +21,7 @@ import nats
 from nats.aio.client import Client
 
 __all__ = [
+    "DEFAULT_INBOX_PREFIX",
     "ConnectionLost",
     "InFlight",
     "Lifeline",
@@ -37,6 +38,10 @@ __all__ = [
 
 log = logging.getLogger("llm_edge")
 
+#: Where replies to this process's requests arrive (``<prefix>.<random>``). A server with
+#: per-user permissions lets each user read only its own prefix (``nats/auth.conf``: the
+#: bridge reads ``_INBOX.bridge.>``), so a process runs with the prefix its user may read.
+DEFAULT_INBOX_PREFIX = "_INBOX"
 #: Messages a subscription may buffer before nats-py reports a slow consumer.
 PENDING_MSGS_LIMIT = 512 * 1024
 #: How long shutdown waits for cancelled tasks to unwind.
@@ -111,11 +116,21 @@ def fits(nc: Client, payload: bytes, hdrs: dict[str, str] | None) -> bool:
 
 
 async def connect(
-    url: str, name: str, tls: ssl.SSLContext | None = None, *, lifeline: Lifeline | None = None
+    url: str,
+    name: str,
+    tls: ssl.SSLContext | None = None,
+    *,
+    inbox_prefix: str = DEFAULT_INBOX_PREFIX,
+    lifeline: Lifeline | None = None,
 ) -> Client:
     """Connect to NATS, reconnecting forever; in-flight requests survive a server restart.
 
-    With a ``lifeline``, a connection the server closes for good stops the service.
+    Args:
+        url: the server (``nats://user:password@host:4222`` with credentials).
+        name: the connection's name, shown by the server.
+        tls: client TLS context (see :func:`tls_context`).
+        inbox_prefix: subject prefix of this connection's reply inboxes.
+        lifeline: when given, a connection the server closes for good stops the service.
     """
 
     async def on_error(exc: Exception) -> None:
@@ -131,6 +146,7 @@ async def connect(
         error_cb=on_error,
         closed_cb=lifeline.closed if lifeline is not None else None,
         tls=tls,
+        inbox_prefix=inbox_prefix,
     )
 
 

@@ -3,21 +3,23 @@ bridge -> broker (stages: cache, route) -> worker -> upstream HTTP.
 
 Only the OpenTelemetry API is required: without an SDK every span is a no-op. Exporting is
 opt-in: with ``OTEL_EXPORTER_OTLP_ENDPOINT`` set (and ``opentelemetry-sdk`` plus
-``opentelemetry-exporter-otlp`` installed, the ``otel`` extra) spans go to that collector.
+``opentelemetry-exporter-otlp-proto-http`` installed, the ``otel`` extra) spans go to that
+collector over OTLP/HTTP. The ``llm-edge`` command calls :func:`configure` for every service it
+runs, with the service's name.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from contextlib import AbstractContextManager
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
 
-__all__ = ["configure", "enabled", "extract", "inject", "span", "tracer"]
+__all__ = ["configure", "enabled", "extract", "inject", "span", "tracer", "traces_endpoint"]
 
 log = logging.getLogger("llm_edge")
 
@@ -61,11 +63,38 @@ def inject(carrier: MutableMapping[str, str]) -> None:
         propagate.inject(carrier)
 
 
-def configure(env: Mapping[str, str], service: str) -> None:
-    """Export spans over OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set; otherwise nothing."""
-    endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+#: OTLP/HTTP's path for spans under the collector's base URL (the OpenTelemetry spec).
+TRACES_PATH = "/v1/traces"
+
+
+def _nothing() -> None:
+    """Nothing to flush: tracing is off."""
+
+
+def traces_endpoint(env: Mapping[str, str]) -> str | None:
+    """Where spans go: ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` as it is, else
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` (the collector's base URL) plus ``/v1/traces``; ``None``
+    when neither is set."""
+    if traces := env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        return traces
+    if base := env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        return base.rstrip("/") + TRACES_PATH
+    return None
+
+
+def configure(env: Mapping[str, str], service: str) -> Callable[[], None]:
+    """Export spans over OTLP/HTTP when an OTLP endpoint is set; otherwise nothing.
+
+    Args:
+        env: the process environment (read at the entry point).
+        service: the ``service.name`` resource attribute (``llm-edge-broker`` ...).
+
+    Returns:
+        A function that flushes spans still buffered and stops exporting (call it on exit).
+    """
+    endpoint = traces_endpoint(env)
     if not endpoint:
-        return
+        return _nothing
     try:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
             OTLPSpanExporter,
@@ -78,7 +107,9 @@ def configure(env: Mapping[str, str], service: str) -> None:
             "OTEL_EXPORTER_OTLP_ENDPOINT is set but the otel extra is not installed "
             "(pip install 'llm-edge-broker[otel]'): tracing stays off"
         )
-        return
+        return _nothing
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
     trace.set_tracer_provider(provider)
+    log.info("exporting traces to %s as %s", endpoint, service)
+    return provider.shutdown

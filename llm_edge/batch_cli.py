@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -24,13 +23,22 @@ __all__ = ["add_batch_commands", "run_batch_command"]
 _json = msgspec.json.Decoder(dict[str, Any])
 
 
-def add_batch_commands(sub: Any, nats_url: str) -> None:
-    """Register ``batch`` and its sub-commands on the CLI parser."""
-    batch = sub.add_parser("batch", help="bulk jobs (OpenAI Batch API semantics)")
-    batch.add_argument("--nats-url", default=nats_url)
+def add_batch_commands(sub: Any, api_key: str | None) -> argparse.ArgumentParser:
+    """Register ``batch`` and its sub-commands on the CLI parser.
+
+    Args:
+        sub: the command's sub-parsers.
+        api_key: the default ``--api-key`` (the entry point reads ``LLM_EDGE_API_KEY``).
+
+    Returns:
+        The ``batch`` parser (the entry point adds the connection options every command takes).
+    """
+    batch: argparse.ArgumentParser = sub.add_parser(
+        "batch", help="bulk jobs (OpenAI Batch API semantics)"
+    )
     batch.add_argument(
         "--api-key",
-        default=os.environ.get("LLM_EDGE_API_KEY"),
+        default=api_key,
         help="your key when the brokers require keys (env LLM_EDGE_API_KEY)",
     )
     cmds = batch.add_subparsers(dest="batch_command", required=True)
@@ -46,6 +54,7 @@ def add_batch_commands(sub: Any, nats_url: str) -> None:
     results.add_argument("-o", "--output", type=Path, required=True)
     results.add_argument("--errors", action="store_true", help="the error file instead")
     cmds.add_parser("list", help="recent batches")
+    return batch
 
 
 async def _call(

@@ -13,14 +13,17 @@ import ssl
 import sys
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from broker.config import Config, ConfigError
 from edge_runtime.logs import configure as configure_logs
-from edge_runtime.process import ConnectionLost, run_until_stopped
+from edge_runtime.process import DEFAULT_INBOX_PREFIX, ConnectionLost, Lifeline, run_until_stopped
 from llm_edge.batch_cli import add_batch_commands, run_batch_command
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
 
 __all__ = ["main"]
 
@@ -43,6 +46,36 @@ def _add_account_commands(sub: Any, environ: Mapping[str, str]) -> None:
     key_cmds.add_parser("revoke", help="remove a run-time key").add_argument("hash")
 
 
+def _add_nats_options(cmd: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
+    """How a service or an admin command reaches NATS: URL, TLS, inbox prefix."""
+    cmd.add_argument(
+        "--nats-url",
+        default=environ.get("NATS_URL") or DEFAULT_NATS_URL,
+        help="NATS server, nats://USER:PASSWORD@HOST:PORT with credentials (env NATS_URL)",
+    )
+    cmd.add_argument(
+        "--nats-ca", default=environ.get("NATS_CA"), help="CA bundle for TLS to NATS (env NATS_CA)"
+    )
+    cmd.add_argument(
+        "--nats-cert",
+        default=environ.get("NATS_CERT"),
+        help="client certificate for NATS (env NATS_CERT)",
+    )
+    cmd.add_argument(
+        "--nats-key", default=environ.get("NATS_KEY"), help="client key for NATS (env NATS_KEY)"
+    )
+    _add_inbox_prefix(cmd, environ)
+
+
+def _add_inbox_prefix(cmd: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
+    cmd.add_argument(
+        "--inbox-prefix",
+        default=environ.get("NATS_INBOX_PREFIX") or DEFAULT_INBOX_PREFIX,
+        help="subject prefix of reply inboxes: the one this NATS user may subscribe to "
+        f"(env NATS_INBOX_PREFIX; default {DEFAULT_INBOX_PREFIX})",
+    )
+
+
 def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     nats_url = environ.get("NATS_URL")
     config = environ.get("LLM_EDGE_CONFIG")
@@ -51,22 +84,7 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
 
     def service(name: str, help_text: str) -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=help_text)
-        cmd.add_argument(
-            "--nats-url", default=nats_url or DEFAULT_NATS_URL, help="NATS server (env NATS_URL)"
-        )
-        cmd.add_argument(
-            "--nats-ca",
-            default=environ.get("NATS_CA"),
-            help="CA bundle for TLS to NATS (env NATS_CA)",
-        )
-        cmd.add_argument(
-            "--nats-cert",
-            default=environ.get("NATS_CERT"),
-            help="client certificate for NATS (env NATS_CERT)",
-        )
-        cmd.add_argument(
-            "--nats-key", default=environ.get("NATS_KEY"), help="client key for NATS (env NATS_KEY)"
-        )
+        _add_nats_options(cmd, environ)
         cmd.add_argument(
             "--metrics-port",
             type=int,
@@ -84,6 +102,7 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     up.add_argument("--nats-port", type=int, default=4222, help="embedded nats-server port")
     up.add_argument("--data-dir", default=None, help="JetStream storage (env LLM_EDGE_DATA_DIR)")
+    _add_inbox_prefix(up, environ)
     for cmd in (up, service("broker", "run a broker (queue group on llm.chat)")):
         cmd.add_argument("--config", default=config, help="TOML file (env LLM_EDGE_CONFIG)")
         cmd.add_argument(
@@ -118,17 +137,22 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     cache = sub.add_parser("cache", help="cache administration")
     cache_sub = cache.add_subparsers(dest="cache_command", required=True)
     purge = cache_sub.add_parser("purge", help="purge cache entries on every broker and in L2")
-    purge.add_argument("--nats-url", default=nats_url or DEFAULT_NATS_URL)
+    _add_nats_options(purge, environ)
     which = purge.add_mutually_exclusive_group(required=True)
     which.add_argument("--all", action="store_true", help="everything")
     which.add_argument("--namespace", help="one namespace (X-Cache-Namespace)")
     which.add_argument("--key", help="one entry (the X-Cache-Key of a reply)")
-    add_batch_commands(sub, nats_url or DEFAULT_NATS_URL)
+    purge.add_argument(
+        "--tenant",
+        help="with --namespace: the tenant whose namespace it is (default: default)",
+    )
+    batch = add_batch_commands(sub, environ.get("LLM_EDGE_API_KEY"))
+    _add_nats_options(batch, environ)
     _add_account_commands(sub, environ)
     breaker = sub.add_parser("breaker", help="circuit breaker status and overrides")
     breaker.add_argument("action", choices=["status", "open", "close", "reset"])
     breaker.add_argument("deployment", nargs="?", help="deployment name (not for status)")
-    breaker.add_argument("--nats-url", default=nats_url or DEFAULT_NATS_URL)
+    _add_nats_options(breaker, environ)
     return parser
 
 
@@ -149,12 +173,17 @@ async def _broker(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     from broker.service import BrokerOptions, serve_broker  # noqa: PLC0415
     from edge_runtime.process import stop_event  # noqa: PLC0415  (each command imports what it runs)
 
-    options = BrokerOptions(nats_url=args.nats_url, redis_url=args.redis_url, tls=_nats_tls(args))
+    options = BrokerOptions(
+        nats_url=args.nats_url,
+        redis_url=args.redis_url,
+        tls=_nats_tls(args),
+        inbox_prefix=args.inbox_prefix,
+    )
     await serve_broker(_load(args, environ), options, stop_event())
 
 
 async def _worker(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
-    from edge_runtime.process import Lifeline, close_quietly, connect, stop_event  # noqa: PLC0415
+    from edge_runtime.process import close_quietly, stop_event  # noqa: PLC0415
     from workers import build_provider, http_client, serve_worker  # noqa: PLC0415
 
     config = _load(args, environ)
@@ -165,8 +194,7 @@ async def _worker(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     lifeline = Lifeline(stop)
     async with http_client() as client:
         provider = build_provider(settings, environ, client)
-        name = f"llm-edge-worker-{args.provider}"
-        nc = await connect(args.nats_url, name, _nats_tls(args), lifeline=lifeline)
+        nc = await _connect(args, f"llm-edge-worker-{args.provider}", lifeline)
         try:
             await serve_worker(nc, provider, stop, max_concurrency=settings.max_concurrency)
         finally:
@@ -186,6 +214,7 @@ async def _bridge(args: argparse.Namespace) -> None:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         nats_tls=_nats_tls(args),
+        nats_inbox_prefix=args.inbox_prefix,
     )
     await serve_bridge(options, stop_event())
 
@@ -193,14 +222,26 @@ async def _bridge(args: argparse.Namespace) -> None:
 async def _cache_purge(args: argparse.Namespace) -> None:
     from schemas import subjects  # noqa: PLC0415
 
-    command: dict[str, object] = (
-        {"all": True}
-        if args.all
-        else {"namespace": args.namespace}
-        if args.namespace
-        else {"key": args.key}
-    )
-    await _admin(args, subjects.CACHE_PURGE, command)
+    await _admin(args, subjects.CACHE_PURGE, _purge_command(args))
+
+
+def _purge_command(args: argparse.Namespace) -> dict[str, object]:
+    """The ``llm.admin.cache.purge`` body for ``cache purge`` (see broker/control.py).
+
+    Raises:
+        ValueError: ``--tenant`` without ``--namespace`` (``--key`` names its tenant itself).
+    """
+    from schemas import subjects  # noqa: PLC0415
+
+    if args.all:
+        command: dict[str, object] = {"all": True}
+    elif args.namespace:
+        command = {"namespace": args.namespace, "tenant": args.tenant or subjects.DEFAULT_TENANT}
+    else:
+        command = {"key": args.key}
+    if args.tenant and not args.namespace:
+        raise ValueError("--tenant goes with --namespace (a --key names its tenant)")
+    return command
 
 
 async def _breaker(args: argparse.Namespace) -> None:
@@ -213,10 +254,18 @@ async def _breaker(args: argparse.Namespace) -> None:
     )
 
 
-async def _admin(args: argparse.Namespace, subject: str, command: dict[str, object]) -> None:
-    from edge_runtime.process import close_quietly, connect  # noqa: PLC0415
+async def _connect(args: argparse.Namespace, name: str, lifeline: Lifeline | None = None) -> Client:
+    from edge_runtime.process import connect  # noqa: PLC0415
 
-    nc = await connect(args.nats_url, "llm-edge-cli")
+    return await connect(
+        args.nats_url, name, _nats_tls(args), inbox_prefix=args.inbox_prefix, lifeline=lifeline
+    )
+
+
+async def _admin(args: argparse.Namespace, subject: str, command: dict[str, object]) -> None:
+    from edge_runtime.process import close_quietly  # noqa: PLC0415
+
+    nc = await _connect(args, "llm-edge-cli")
     try:
         reply = await nc.request(subject, msgspec.json.encode(command), timeout=10)
         print(json.dumps(json.loads(reply.data), indent=2))
@@ -276,13 +325,13 @@ def _usage(args: argparse.Namespace) -> int:
 
 
 def _run_batch(args: argparse.Namespace) -> int:
-    from edge_runtime.process import close_quietly, connect  # noqa: PLC0415
+    from edge_runtime.process import close_quietly  # noqa: PLC0415
 
     code = 1
 
     async def run() -> None:
         nonlocal code
-        nc = await connect(args.nats_url, "llm-edge-cli")
+        nc = await _connect(args, "llm-edge-cli")
         try:
             code = await run_batch_command(nc, args)
         finally:
@@ -307,6 +356,7 @@ def _up(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         port=args.port,
         nats_port=args.nats_port,
         data_dir=Path(data_dir),
+        inbox_prefix=args.inbox_prefix,
     )
     return run_up(options, env)
 
@@ -336,6 +386,16 @@ def _dispatch(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 EXIT_CONNECTION_LOST = 75
 
 
+def _service_name(args: argparse.Namespace) -> str | None:
+    """The ``service.name`` a command's spans carry: ``llm-edge-<role>``, as in discovery
+    (``$SRV.PING``); ``None`` for commands that serve nothing."""
+    if args.command in {"broker", "bridge"}:
+        return f"llm-edge-{args.command}"
+    if args.command == "worker":
+        return f"llm-edge-worker-{args.provider}"
+    return None
+
+
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Entry point of the ``llm-edge`` console script."""
     env = dict(os.environ) if environ is None else environ
@@ -346,6 +406,19 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         from prometheus_client import start_http_server  # noqa: PLC0415
 
         start_http_server(args.metrics_port, addr=env.get("LLM_EDGE_METRICS_HOST", "127.0.0.1"))
+    service = _service_name(args)
+    if service is not None:  # `up` passes the environment on: its children trace themselves
+        from edge_runtime.tracing import configure as configure_tracing  # noqa: PLC0415
+
+        stop_tracing = configure_tracing(env, service)
+        try:
+            return _run(args, env)
+        finally:
+            stop_tracing()  # flush what the batch processor still holds
+    return _run(args, env)
+
+
+def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     try:
         return _dispatch(args, env)
     except (ConfigError, ValueError) as exc:

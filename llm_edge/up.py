@@ -22,6 +22,7 @@ import httpx
 
 from broker.config import Config
 from edge_runtime.embedded import EmbeddedNats, die_with_parent
+from edge_runtime.process import DEFAULT_INBOX_PREFIX
 
 __all__ = ["UpOptions", "run_up"]
 
@@ -39,6 +40,7 @@ class UpOptions:
     port: int
     nats_port: int
     data_dir: Path
+    inbox_prefix: str = DEFAULT_INBOX_PREFIX
 
 
 def _spawn(args: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
@@ -121,17 +123,14 @@ def run_up(options: UpOptions, environ: Mapping[str, str]) -> int:
         nats_url = embedded.start()
         print(f"Embedded nats-server {nats_url} (JetStream in {embedded.data_dir})", flush=True)
     env = {**environ, "NATS_URL": nats_url}
-    common = ["--nats-url", nats_url] + (
-        ["--config", options.config_path] if options.config_path else []
-    )
+    connection = ["--nats-url", nats_url, "--inbox-prefix", options.inbox_prefix]
+    common = connection + (["--config", options.config_path] if options.config_path else [])
     broker_args = ["broker", *common, "--mock-fallback"]
     if options.redis_url:
         broker_args += ["--redis-url", options.redis_url]
     roles = [broker_args]
     roles += [["worker", name, *common, "--mock-fallback"] for name in config.serving_providers()]
-    roles.append(
-        ["bridge", "--nats-url", nats_url, "--host", options.host, "--port", str(options.port)]
-    )
+    roles.append(["bridge", *connection, "--host", options.host, "--port", str(options.port)])
     procs = [_spawn(role, env) for role in roles]
     restarts = _Restarts()
     stop = threading.Event()

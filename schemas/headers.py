@@ -23,6 +23,13 @@ __all__ = [
     "KEEPALIVE_MS",
     "MAX_VALUE_BYTES",
     "PROVIDER",
+    "RATELIMIT",
+    "RATELIMIT_LIMIT_REQUESTS",
+    "RATELIMIT_LIMIT_TOKENS",
+    "RATELIMIT_REMAINING_REQUESTS",
+    "RATELIMIT_REMAINING_TOKENS",
+    "RATELIMIT_RESET_REQUESTS",
+    "RATELIMIT_RESET_TOKENS",
     "REQUEST_ID",
     "RETRYABLE",
     "RETRY_AFTER",
@@ -58,6 +65,23 @@ TRACEPARENT = "traceparent"
 STATUS = "Llm-Status"
 #: Seconds, on 429/503 replies.
 RETRY_AFTER = "Retry-After"
+#: OpenAI's rate-limit headers on a tenant's 429: its limits per minute, what is left of them,
+#: and when the window resets (``12s``).
+RATELIMIT_LIMIT_REQUESTS = "x-ratelimit-limit-requests"
+RATELIMIT_REMAINING_REQUESTS = "x-ratelimit-remaining-requests"
+RATELIMIT_RESET_REQUESTS = "x-ratelimit-reset-requests"
+RATELIMIT_LIMIT_TOKENS = "x-ratelimit-limit-tokens"
+RATELIMIT_REMAINING_TOKENS = "x-ratelimit-remaining-tokens"
+RATELIMIT_RESET_TOKENS = "x-ratelimit-reset-tokens"
+#: All of them (the bridge copies each to the HTTP response).
+RATELIMIT = (
+    RATELIMIT_LIMIT_REQUESTS,
+    RATELIMIT_REMAINING_REQUESTS,
+    RATELIMIT_RESET_REQUESTS,
+    RATELIMIT_LIMIT_TOKENS,
+    RATELIMIT_REMAINING_TOKENS,
+    RATELIMIT_RESET_TOKENS,
+)
 #: ``1`` on error replies that another attempt may fix (upstream 429, 5xx, timeouts).
 RETRYABLE = "Llm-Retryable"
 #: Which provider and deployment answered, and after how many attempts.

@@ -15,20 +15,13 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from broker.errors import BrokerError
+from broker.errors import BudgetExceeded
 from schemas import Usage
 
 if TYPE_CHECKING:  # the client is injected; importing redis costs ~80 ms at start
     import redis.asyncio as redis
 
 __all__ = ["BudgetExceeded", "SpendLedger", "period_key", "usage_of"]
-
-
-class BudgetExceeded(BrokerError):
-    """The tenant spent its budget for the period (402, so clients do not retry blindly)."""
-
-    status = 402
-    code = "budget_exceeded"
 
 
 class _UsageOnly(msgspec.Struct):

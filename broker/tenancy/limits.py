@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from broker.errors import InvalidRequest, RateLimited
 from edge_runtime.tables import typed_values
-from schemas import ChatRequest
+from schemas import ChatRequest, headers
 
 if TYPE_CHECKING:  # the client is injected; importing redis costs ~80 ms at start
     import redis.asyncio as redis
@@ -150,13 +150,13 @@ class RateLimiter:
 def rate_limited(usage: Usage, rpm: int | None, tpm: int | None) -> RateLimited:
     """The 429 for a refused request, with OpenAI's ``x-ratelimit-*`` headers."""
     reset = f"{math.ceil(usage.reset_s)}s"
-    extra = {"x-ratelimit-reset-requests": reset, "x-ratelimit-reset-tokens": reset}
+    extra = {headers.RATELIMIT_RESET_REQUESTS: reset, headers.RATELIMIT_RESET_TOKENS: reset}
     if rpm:
-        extra["x-ratelimit-limit-requests"] = str(rpm)
-        extra["x-ratelimit-remaining-requests"] = str(max(0, rpm - usage.requests))
+        extra[headers.RATELIMIT_LIMIT_REQUESTS] = str(rpm)
+        extra[headers.RATELIMIT_REMAINING_REQUESTS] = str(max(0, rpm - usage.requests))
     if tpm:
-        extra["x-ratelimit-limit-tokens"] = str(tpm)
-        extra["x-ratelimit-remaining-tokens"] = str(max(0, tpm - usage.tokens))
+        extra[headers.RATELIMIT_LIMIT_TOKENS] = str(tpm)
+        extra[headers.RATELIMIT_REMAINING_TOKENS] = str(max(0, tpm - usage.tokens))
     return RateLimited(
         f"rate limit reached (limits: {rpm or '-'} requests and {tpm or '-'} tokens per "
         f"minute); retry in {reset}",

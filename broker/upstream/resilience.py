@@ -20,7 +20,13 @@ from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt
 
 from broker import metrics
 from broker.config import Config
-from broker.errors import BrokerError, DeadlineExceeded, NoProvider, UpstreamFailed
+from broker.errors import (
+    AllDeploymentsOpen,
+    BrokerError,
+    DeadlineExceeded,
+    NoProvider,
+    UpstreamFailed,
+)
 from broker.request import Prepared
 from broker.upstream.deployments import Deployment, ModelConfig
 from broker.upstream.forward import WorkerLost
@@ -34,12 +40,6 @@ T = TypeVar("T")
 #: Completion tokens assumed when ranking by cost a request that sets no cap.
 ROUTING_COMPLETION_GUESS = 256
 Sleep = Callable[[float], Awaitable[None]]
-
-
-class AllDeploymentsOpen(NoProvider):
-    """Every deployment of the model and its fallbacks is open (or over its limits)."""
-
-    code = "all_deployments_unavailable"
 
 
 @dataclass(slots=True)

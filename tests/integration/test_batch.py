@@ -7,7 +7,7 @@ import contextlib
 import io
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import msgspec
@@ -57,9 +57,12 @@ async def stack(nats_url: str, fake_openai: FakeOpenAI) -> AsyncIterator[Stack]:
 
 
 @contextlib.asynccontextmanager
-async def batch_stack(nats_url: str, config: Config) -> AsyncIterator[Stack]:
-    """A stack with the bridge and an empty batch line queue."""
-    running = await start_stack(nats_url, config, bridge=True)
+async def batch_stack(
+    nats_url: str, config: Config, providers: list[str] | None = None
+) -> AsyncIterator[Stack]:
+    """A stack with the bridge and an empty batch line queue (workers for ``providers``, by
+    default every provider a model routes to)."""
+    running = await start_stack(nats_url, config, providers=providers, bridge=True)
     await purge_batch_queue(running.nc)
     try:
         yield running
@@ -106,6 +109,21 @@ async def wait_status(
             (await nc.request("llm.batch.get", body, timeout=5, headers=hdrs)).data
         )
         while current["status"] not in wanted:
+            current = msgspec.json.decode((await sub.next_msg(timeout=patience_s)).data)
+        return current  # type: ignore[no-any-return]
+    finally:
+        await sub.unsubscribe()
+
+
+async def wait_for(
+    nc: Client, batch_id: str, condition: Callable[[dict[str, Any]], bool], patience_s: float = 30
+) -> dict[str, Any]:
+    """Follow llm.batch.events.<id> until the batch object satisfies ``condition``."""
+    sub = await nc.subscribe(f"llm.batch.events.{batch_id}")
+    try:
+        body = msgspec.json.encode({"id": batch_id})
+        current = msgspec.json.decode((await nc.request("llm.batch.get", body, timeout=5)).data)
+        while not condition(current):
             current = msgspec.json.decode((await sub.next_msg(timeout=patience_s)).data)
         return current  # type: ignore[no-any-return]
     finally:
@@ -263,47 +281,57 @@ async def test_cancel_stops_new_lines(stack: Stack, fake_openai: FakeOpenAI) -> 
         await sdk.batches.cancel(batch_id)  # already final
 
 
-async def test_expired_batch_keeps_done_lines(stack: Stack, nats_url: str) -> None:
-    """Past its completion window, unrun lines are expired; results already done are kept."""
-    sdk = openai.AsyncOpenAI(base_url=stack.base_url, api_key="x", max_retries=0)
-    batch_ids = []
-    for rows in (lines(3, prefix="early"),):
+async def test_expired_batch_keeps_done_lines(nats_url: str) -> None:
+    """A batch whose window passes while it is partly done ends expired: the lines already
+    done keep their results in the output file, the rest are expired in the error file."""
+    config = config_from("""
+        [cache]
+        enabled = false
+        [batch]
+        poll_s = 0.1
+        max_deliver = 100000   # the unrunnable lines keep coming back until the window ends
+        backoff_s = [0.05]
+        [providers.mock]
+        kind = "mock"
+        [providers.ghost]   # no worker serves it: its lines cannot finish (retryable 503)
+        kind = "mock"
+        [models.mock]
+        deployments = [{ provider = "mock" }]
+        [models.orphan]
+        deployments = [{ provider = "ghost" }]
+    """)
+    async with batch_stack(nats_url, config, providers=["mock"]) as stack:
+        sdk = openai.AsyncOpenAI(base_url=stack.base_url, api_key="x", max_retries=0)
+        rows = lines(3, prefix="done") + lines(2, model="orphan", prefix="stuck")
         reply = await stack.nc.request(
             "llm.batch.submit",
             msgspec.json.encode({"lines": rows, "endpoint": "/v1/chat/completions"}),
             timeout=10,
         )
-        batch_ids.append(msgspec.json.decode(reply.data)["id"])
-    store = await BatchStore.open(stack.nc)
-    # Stop the engine's runner so the next batch waits in the queue, then move its window
-    # into the past (time passing, without waiting for it).
-    engine = stack.brokers[0].batch
-    assert engine is not None
-    await engine.runner.stop()
-    reply = await stack.nc.request(
-        "llm.batch.submit",
-        msgspec.json.encode({"lines": lines(4, prefix="late"), "endpoint": "/v1/chat/completions"}),
-        timeout=10,
-    )
-    late = msgspec.json.decode(reply.data)["id"]
-    await wait_status(stack.nc, late, {"in_progress"})
+        batch_id = msgspec.json.decode(reply.data)["id"]
+        partly = await wait_for(stack.nc, batch_id, lambda b: b["request_counts"]["completed"] == 3)
+        assert partly["status"] == "in_progress"
 
-    def past(record: BatchRecord) -> BatchRecord:
-        record.batch.expires_at = record.batch.created_at - 1
-        return record
+        def past(record: BatchRecord) -> BatchRecord:  # time passing, without waiting for it
+            record.batch.expires_at = record.batch.created_at - 1
+            return record
 
-    await store.update(late, past)
-    await engine.runner.start()
-    final = await wait_final(stack.nc, late)
-    assert final["status"] == "expired"
-    assert final["request_counts"]["failed"] == 4
-    errors = [
-        json.loads(e) for e in (await sdk.files.content(final["error_file_id"])).text.splitlines()
-    ]
-    assert {e["error"]["code"] for e in errors} == {"batch_expired"}
-    assert (await wait_final(stack.nc, batch_ids[0]))["status"] == "completed"
-    del nats_url
-    await asyncio.sleep(0)
+        await (await BatchStore.open(stack.nc)).update(batch_id, past)
+        final = await wait_final(stack.nc, batch_id)
+        assert final["status"] == "expired"
+        assert final["request_counts"] == {"total": 5, "completed": 3, "failed": 2}
+        output = (await sdk.files.content(final["output_file_id"])).text.splitlines()
+        done = {json.loads(line)["custom_id"]: json.loads(line) for line in output}
+        assert set(done) == {"done-0", "done-1", "done-2"}
+        assert all(d["response"]["status_code"] == 200 for d in done.values())
+        errors = [
+            json.loads(e)
+            for e in (await sdk.files.content(final["error_file_id"])).text.splitlines()
+        ]
+        assert {e["custom_id"]: e["error"]["code"] for e in errors} == {
+            "stuck-0": "batch_expired",
+            "stuck-1": "batch_expired",
+        }
 
 
 async def test_cli_submit_wait_and_results(stack: Stack, nats_url: str, tmp_path: Any) -> None:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import openai
 import pytest
 
+from broker.config import Config
 from tests.support.stack import Stack, config_from, start_stack
 
 CONFIG = """
@@ -116,3 +117,51 @@ async def test_ready_is_503_without_broker(nats_url: str) -> None:
         assert chat.json()["error"]["code"] == "no_broker"
     finally:
         await running.stop()
+
+
+COMMON_MODELS = [
+    "gpt-4",
+    "gpt-4o",
+    "gpt-4o-mini",
+    "gpt-4.1",
+    "gpt-4.1-mini",
+    "gpt-4-turbo",
+    "gpt-3.5-turbo",
+    "o1",
+    "o3-mini",
+    "o4-mini",
+    "claude-3-5-sonnet-latest",
+    "claude-3-5-haiku-20241022",
+    "claude-sonnet-4-20250514",
+    "claude-opus-4-0",
+]
+
+
+async def test_default_config_answers_common_model_names(nats_url: str) -> None:
+    """With the built-in config and no provider key, the quick-start request (model gpt-4)
+    and the other common OpenAI and Anthropic model names are answered by the mock."""
+    config, mocked = Config.load().with_mock_fallback({})
+    assert set(COMMON_MODELS) - {"claude-3-5-haiku-20241022", "claude-sonnet-4-20250514"} <= set(
+        mocked
+    )
+    stack = await start_stack(nats_url, config, bridge=True)
+    try:
+        assert stack.http is not None
+        listed = {m["id"] for m in (await stack.http.get("/models")).json()["data"]}
+        assert set(COMMON_MODELS) <= listed
+        for model in COMMON_MODELS:
+            body = {"model": model, "messages": [{"role": "user", "content": "Hello"}]}
+            reply = await stack.http.post("/chat/completions", json=body)
+            assert reply.status_code == 200, (model, reply.text)
+            assert reply.headers["llm-provider"] == "mock"
+            assert reply.json()["choices"][0]["message"]["content"]
+        anthropic_body = {
+            "model": "claude-sonnet-4-20250514",
+            "max_tokens": 16,
+            "messages": [{"role": "user", "content": "Hello"}],
+        }
+        message = await stack.http.post("/messages", json=anthropic_body)
+        assert message.status_code == 200, message.text
+        assert message.json()["type"] == "message"
+    finally:
+        await stack.stop()

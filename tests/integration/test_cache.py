@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import textwrap
 import time
 from collections.abc import AsyncIterator
 
@@ -15,7 +17,9 @@ from prometheus_client import REGISTRY
 from redis.asyncio.client import PubSub
 
 from broker.cache.l2_redis import KEY_PREFIX
+from broker.tenancy.tenants import hash_key
 from schemas import headers
+from tests.support.cli import run_cli
 from tests.support.servers import RedisServer
 from tests.support.stack import Stack, config_from, start_stack
 from tests.support.upstream import FakeOpenAI, Scripted
@@ -344,4 +348,36 @@ async def test_http_bridge_carries_cache_headers(
         assert [r.headers["x-cache"] for r in (first, second, third)] == ["MISS", "HIT-L1", "MISS"]
         assert second.json() == first.json()
     finally:
+        await stack.stop()
+
+
+async def test_cli_purges_a_tenants_namespace(
+    nats_url: str, redis_server: RedisServer, fake_openai: FakeOpenAI, namespace: str
+) -> None:
+    """``llm-edge cache purge --namespace NS --tenant T`` empties T's namespace (L1 and L2);
+    without ``--tenant`` it purges the default tenant's and leaves T's entries alone."""
+    extra = f'[tenants.acme]\nkeys = ["{hash_key("k-acme")}"]'
+    cfg = config_from(config(fake_openai.base_url) + textwrap.indent(extra, " " * 8))
+    stack = await start_stack(nats_url, cfg, redis_url=redis_server.url)
+    acme = {headers.AUTHORIZATION: "Bearer k-acme"}
+
+    async def purge(*args: str) -> dict[str, int]:
+        out, _ = await run_cli("cache", "purge", "--nats-url", nats_url, *args)
+        purged: dict[str, int] = json.loads(out)["purged"]
+        return purged
+
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        async with keyspace_events(client, "set") as sets:
+            assert (await ask(stack, chat("p"), namespace, **acme))[1] == "MISS"
+            async with asyncio.timeout(5):  # L2 is written after the reply went out
+                await wait_for_key(sets, f"acme:{namespace}:")
+        assert (await ask(stack, chat("p"), namespace, **acme))[1] == "HIT-L1"
+        assert await purge("--namespace", namespace) == {"l1": 0, "l2": 0}
+        assert (await ask(stack, chat("p"), namespace, **acme))[1] == "HIT-L1"
+        assert await purge("--namespace", namespace, "--tenant", "acme") == {"l1": 1, "l2": 1}
+        assert (await ask(stack, chat("p"), namespace, **acme))[1] == "MISS"
+        assert len(fake_openai.received) == 2
+    finally:
+        await client.aclose()
         await stack.stop()

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import msgspec
 import nats
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from broker.service import BrokerOptions, BrokerService
+from edge_bridge import BridgeOptions, BridgeServer
 from edge_runtime.embedded import EmbeddedNats
+from tests.support.cli import run_cli
 from tests.support.stack import MOCK_ONLY, config_from
 from workers import MockProvider, WorkerService
 
@@ -25,7 +30,16 @@ TENANT_SUBJECTS = """
 """
 PASSWORDS = {
     f"LLM_EDGE_{name}_PASSWORD": f"pw-{name.lower()}"
-    for name in ("BROKER", "WORKER_OPENAI", "WORKER_MOCK", "BRIDGE", "ALICE", "BOB", "CAROL")
+    for name in (
+        "BROKER",
+        "WORKER_OPENAI",
+        "WORKER_MOCK",
+        "BRIDGE",
+        "ADMIN",
+        "ALICE",
+        "BOB",
+        "CAROL",
+    )
 }
 
 
@@ -69,12 +83,15 @@ class Violations:
                 await self._changed.wait()
 
 
-async def as_user(url: str, user: str, violations: Violations, **options: object) -> Client:
-    """Connect as ``user`` (password from PASSWORDS)."""
+def user_url(url: str, user: str) -> str:
+    """``nats://user:password@host:port`` for ``user`` (password from PASSWORDS)."""
     password = PASSWORDS[f"LLM_EDGE_{user.upper().replace('-', '_')}_PASSWORD"]
-    return await nats.connect(
-        f"nats://{user}:{password}@{url}", error_cb=violations.on_error, **options
-    )  # type: ignore[arg-type]
+    return f"nats://{user}:{password}@{url}"
+
+
+async def as_user(url: str, user: str, violations: Violations, **options: object) -> Client:
+    """Connect as ``user``."""
+    return await nats.connect(user_url(url, user), error_cb=violations.on_error, **options)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -182,3 +199,70 @@ async def test_producer_cannot_read_another_producers_replies(secured_url: str) 
     finally:
         await alice.close()
         await bob.close()
+
+
+@pytest.mark.usefixtures("services")
+async def test_bridge_answers_with_its_own_inbox_prefix(secured_url: str) -> None:
+    """The bridge, connected as user bridge with inbox prefix _INBOX.bridge, is ready and
+    answers a chat completion over HTTP (replies reach the only inbox it may read)."""
+    bridge = BridgeServer(
+        BridgeOptions(
+            nats_url=user_url(secured_url, "bridge"), port=0, nats_inbox_prefix="_INBOX.bridge"
+        )
+    )
+    await bridge.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{bridge.port}") as http:
+            assert (await http.get("/ready")).status_code == 200
+            body = msgspec.json.decode(CHAT)
+            reply = await http.post("/v1/chat/completions", json=body, timeout=10)
+            assert reply.status_code == 200, reply.text
+            assert reply.json()["object"] == "chat.completion"
+            assert (await http.get("/v1/models")).json()["data"]
+    finally:
+        await bridge.stop()
+
+
+@pytest.mark.usefixtures("services")
+async def test_discovery_finds_brokers_and_workers(secured_url: str) -> None:
+    """The admin user's $SRV.PING is answered by the broker and the mock worker, and each
+    answers its llm.status.<role> endpoint."""
+    violations = Violations()
+    admin = await as_user(secured_url, "admin", violations, inbox_prefix="_INBOX.admin")
+    try:
+        inbox = admin.new_inbox()
+        answered: set[str] = set()
+        everyone = asyncio.Event()
+
+        async def on_pong(msg: Msg) -> None:
+            answered.add(msgspec.json.decode(msg.data)["name"])
+            if {"llm-edge-broker", "llm-edge-worker-mock"} <= answered:
+                everyone.set()
+
+        await admin.subscribe(inbox, cb=on_pong)
+        await admin.publish("$SRV.PING", b"", reply=inbox)
+        async with asyncio.timeout(5):
+            await everyone.wait()
+        for role in ("broker", "worker-mock"):
+            status = await admin.request(f"llm.status.{role}", b"", timeout=5)
+            assert "in_flight" in msgspec.json.decode(status.data)
+        assert violations.seen == []
+    finally:
+        await admin.close()
+
+
+@pytest.mark.usefixtures("services")
+async def test_cli_admin_commands_under_permissions(secured_url: str) -> None:
+    """``llm-edge breaker status`` and ``cache purge`` work as user admin with
+    NATS_INBOX_PREFIX=_INBOX.admin; a producer may not publish admin commands."""
+    admin = {"NATS_URL": user_url(secured_url, "admin"), "NATS_INBOX_PREFIX": "_INBOX.admin"}
+    out, _ = await run_cli("breaker", "status", env=admin)
+    assert json.loads(out)["breakers"]["mock@mock"]["state"] == "closed"
+    out, _ = await run_cli("cache", "purge", "--all", env=admin)
+    assert "purged" in json.loads(out)
+    violations = Violations()
+    alice = await as_user(secured_url, "alice", violations, inbox_prefix="_INBOX.alice")
+    try:
+        await violations.refused(alice, "llm.admin.breaker")
+    finally:
+        await alice.close()

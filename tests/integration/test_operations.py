@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import re
 
 import msgspec
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from broker.service import BrokerOptions, BrokerService
 from edge_runtime.process import close_quietly, connect
@@ -24,6 +24,10 @@ CONFIG = """
     latency_ms = 20
     [models.metered]
     deployments = [{ provider = "mock" }]
+    [providers.held]     # no worker: the test answers llm.provider.held itself, when it likes
+    kind = "mock"
+    [models.held]
+    deployments = [{ provider = "held" }]
 """
 
 
@@ -39,13 +43,18 @@ def sample(text: str, name: str, **labels: str) -> float:
 
 async def test_metrics_endpoint_counts_real_traffic(nats_url: str) -> None:
     """After requests through the bridge, /metrics shows them: requests by provider and status
-    (hits under provider "cache"), cache hits
-    and misses by tier, request duration."""
-    stack = await start_stack(nats_url, config_from(CONFIG), bridge=True)
+    (hits under provider "cache"), cache hits and misses by tier, request duration, and the
+    in-flight gauge one higher while a request waits for its provider, back after."""
+    stack = await start_stack(nats_url, config_from(CONFIG), providers=["mock"], bridge=True)
     try:
         assert stack.http is not None
         root = stack.base_url.removesuffix("/v1")
-        before = (await stack.http.get(f"{root}/metrics")).text
+
+        async def metrics() -> str:
+            assert stack.http is not None
+            return (await stack.http.get(f"{root}/metrics")).text
+
+        before = await metrics()
         body = {"model": "metered", "messages": [{"role": "user", "content": "count me"}]}
         for _ in range(3):
             assert (await stack.http.post("/chat/completions", json=body)).status_code == 200
@@ -65,9 +74,38 @@ async def test_metrics_endpoint_counts_real_traffic(nats_url: str) -> None:
         assert delta("llm_edge_cache_misses_total", tier="l1") >= 1
         assert delta("llm_edge_request_duration_seconds_count", provider="mock") == 1
         assert delta("llm_edge_overhead_seconds_count") == 1
-        assert re.search(r"llm_edge_in_flight \d", after)
+
+        idle = sample(before, "llm_edge_in_flight")
+        assert sample(after, "llm_edge_in_flight") == idle  # every request above has ended
+        arrived: asyncio.Queue[Msg] = asyncio.Queue()
+        await stack.nc.subscribe("llm.provider.held", cb=arrived.put)
+        held = {"model": "held", "messages": [{"role": "user", "content": "wait"}]}
+        answer = asyncio.create_task(stack.http.post("/chat/completions", json=held))
+        forwarded = await asyncio.wait_for(arrived.get(), 10)  # the broker is waiting on it
+        assert sample(await metrics(), "llm_edge_in_flight") == idle + 1
+        await forwarded.respond(msgspec.json.encode(completion("held")))
+        assert (await asyncio.wait_for(answer, 10)).status_code == 200
+        assert sample(await metrics(), "llm_edge_in_flight") == idle
     finally:
         await stack.stop()
+
+
+def completion(model: str) -> dict[str, object]:
+    """A provider worker's whole answer."""
+    return {
+        "id": "chatcmpl-held",
+        "object": "chat.completion",
+        "created": 1741569952,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "released"},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }
 
 
 async def _traffic(nc: Client, results: list[int], stop: asyncio.Event, lane: int) -> None:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
+from collections.abc import Mapping
 
 __all__ = ["run_cli"]
 
 
-async def run_cli(*args: str, timeout_s: float = 60) -> tuple[str, str]:
-    """``python -m llm_edge ARGS``; asserts it exits 0 and returns (stdout, stderr)."""
+async def run_cli(
+    *args: str, timeout_s: float = 60, env: Mapping[str, str] | None = None
+) -> tuple[str, str]:
+    """``python -m llm_edge ARGS`` (``env`` added to this process's environment); asserts it
+    exits 0 and returns (stdout, stderr)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -17,6 +22,7 @@ async def run_cli(*args: str, timeout_s: float = 60) -> tuple[str, str]:
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
     assert proc.returncode == 0, err.decode()

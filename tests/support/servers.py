@@ -27,7 +27,7 @@ class RedisServer:
     def __init__(self, port: int | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            raise RuntimeError("redis-server is not installed (scripts/setup installs it)")
+            raise RuntimeError("redis-server is not installed (scripts/dev test installs it)")
         self.binary = binary
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
