@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from schemas import ChatCompletion, ChatCompletionChunk
+from schemas.codec import decode_json
 
 __all__ = [
     "EventWriter",
@@ -111,7 +112,7 @@ def to_openai_request(body: bytes) -> tuple[bytes, str]:
         msgspec.MsgspecError: not a JSON object.
         ValueError: a required field is missing.
     """
-    raw = _json.decode(body)
+    raw = decode_json(_json, body)
     if not isinstance(raw.get("messages"), list) or "model" not in raw:
         raise ValueError("model and messages are required")
     if "max_tokens" not in raw:

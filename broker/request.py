@@ -28,6 +28,7 @@ from broker.errors import (
 from broker.tenancy.pii import PiiMode, Redactor, detect
 from broker.tenancy.tenants import ANONYMOUS, KeyRing, TenantConfig
 from schemas import ChatRequest, decode_chat_request, headers, request_extras, subjects
+from schemas.codec import decode_json
 
 __all__ = [
     "DEFAULT_TENANT",
@@ -158,14 +159,14 @@ class RequestPreparer:
             )
         try:
             request = decode_chat_request(data)
+            self._config.limits.check(request)
+            restore = None
+            if tenant.pii is not PiiMode.OFF:
+                data, request, redacted = _screen_pii(data, tenant.pii)
+                if redacted and tenant.pii_restore:
+                    restore = {placeholder: value for value, placeholder in redacted.items()}
         except msgspec.MsgspecError as exc:
             raise from_decode_error(exc) from None
-        self._config.limits.check(request)
-        restore = None
-        if tenant.pii is not PiiMode.OFF:
-            data, request, redacted = _screen_pii(data, tenant.pii)
-            if redacted and tenant.pii_restore:
-                restore = {placeholder: value for value, placeholder in redacted.items()}
         model = self._config.resolve(request.model)
         if model is None:
             raise ModelNotFound(
@@ -251,7 +252,7 @@ def _screen_pii(data: bytes, mode: PiiMode) -> tuple[bytes, ChatRequest, dict[st
 
     Returns the body, the request, and the redacted values (value -> placeholder).
     """
-    body = _generic.decode(data)
+    body = decode_json(_generic, data)
     redactor = Redactor()
     changed = False
     for i, message in enumerate(body.get("messages") or []):
