@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 import pytest
 from nats.aio.msg import Msg
+from prometheus_client import REGISTRY
 
 from broker.tenancy.tenants import hash_key
 from schemas import headers
@@ -71,13 +72,31 @@ def openai_error(data: bytes) -> dict[str, Any]:
     return error
 
 
+def anthropic_error(data: bytes) -> dict[str, Any]:
+    body: dict[str, Any] = msgspec.json.decode(data)
+    assert body["type"] == "error"
+    error: dict[str, Any] = body["error"]
+    return error
+
+
 @pytest.mark.parametrize(
     ("body", "param"),
     [
+        (chat(stop=[f"s{i}" for i in range(1000)]), "stop"),
+        (chat(max_tokens=10**30), "max_tokens"),
+        (chat(max_completion_tokens=10**30), "max_completion_tokens"),
+        (chat(max_tokens=0), "max_tokens"),
         (with_raw_field(chat(), "vendor_knob", b"1e400"), "vendor_knob"),
         (with_raw_field(chat(), "vendor_knob", b"9" * 5000), "vendor_knob"),
     ],
-    ids=["1e400", "5000-digits"],
+    ids=[
+        "1000-stops",
+        "huge-max-tokens",
+        "huge-max-completion",
+        "zero-max",
+        "1e400",
+        "5000-digits",
+    ],
 )
 async def test_chat_values_out_of_range_are_400s_naming_the_field(
     stack: Stack, body: bytes, param: str
@@ -90,6 +109,52 @@ async def test_chat_values_out_of_range_are_400s_naming_the_field(
     response = await stack.http.post("/chat/completions", content=body, headers=AUTH)
     assert response.status_code == 400
     assert response.json()["error"]["param"] == param
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (messages(max_tokens=10**30), "max_tokens"),
+        (messages(tool_choice=3), "tool_choice"),
+        (messages(tool_choice={"type": "tool"}), "tool_choice.name"),
+        (messages(tool_choice={"type": "sometimes"}), "tool_choice.type"),
+        (messages(messages=[{"role": "user", "content": 5}]), "messages[0].content"),
+        (messages(messages=3), "messages"),
+        (messages(messages=[{"role": "user", "content": [7]}]), "messages[0].content[0]"),
+        (messages(system=5), "system"),
+        (messages(tools=[{"description": "no name"}]), "tools[0].name"),
+        (messages(stop_sequences=["a"] * 1000), "stop_sequences"),
+        (messages(temperature=1.5), "temperature"),
+        (with_raw_field(messages(), "top_k", b"9" * 5000), "top_k"),
+    ],
+    ids=[
+        "huge-max-tokens",
+        "tool-choice-int",
+        "tool-choice-no-name",
+        "tool-choice-type",
+        "content-int",
+        "messages-int",
+        "block-int",
+        "system-int",
+        "tool-no-name",
+        "1000-stops",
+        "temperature",
+        "5000-digits",
+    ],
+)
+async def test_messages_api_errors_name_the_field(stack: Stack, body: bytes, field: str) -> None:
+    """A malformed Messages request on llm.messages and POST /v1/messages is an Anthropic 400
+    whose message leads with the field, never a Python exception's text."""
+    reply = await ask(stack, "llm.messages", body)
+    assert status(reply) == 400
+    error = anthropic_error(reply.data)
+    assert error["type"] == "invalid_request_error"
+    assert error["message"].startswith(f"{field}: ")
+    assert "is not iterable" not in error["message"]
+    assert stack.http is not None
+    response = await stack.http.post("/messages", content=body, headers=AUTH)
+    assert response.status_code == 400
+    assert anthropic_error(response.content)["message"] == error["message"]
 
 
 async def test_deeply_nested_json_is_a_400_on_every_entry_point(stack: Stack) -> None:
@@ -112,3 +177,45 @@ async def test_deeply_nested_json_is_a_400_on_every_entry_point(stack: Stack) ->
         assert response.status_code == 400, path
         assert "nested too deeply" in response.text
     assert status(await ask(stack, "llm.chat", chat())) == 200
+
+
+async def test_messages_authenticates_before_it_validates(stack: Stack) -> None:
+    """Without a key, a malformed Messages request is a 401 (as on llm.chat), not a 400."""
+    reply = await ask(stack, "llm.messages", messages(tool_choice=3), hdrs={})
+    assert status(reply) == 401
+    assert anthropic_error(reply.data)["type"] == "authentication_error"
+    assert stack.http is not None
+    response = await stack.http.post("/messages", content=b"{not json")
+    assert response.status_code == 401
+
+
+async def test_messages_refusals_take_the_common_refusal_path(stack: Stack) -> None:
+    """A refused Messages request carries X-Cache and is counted in llm_edge_requests_total."""
+    labels = {"provider": "", "model": "", "status": "400", "tenant": ""}
+    before = REGISTRY.get_sample_value("llm_edge_requests_total", labels) or 0.0
+    reply = await ask(stack, "llm.messages", b"{not json")
+    assert status(reply) == 400
+    assert (reply.headers or {})[headers.CACHE] == "BYPASS"
+    assert REGISTRY.get_sample_value("llm_edge_requests_total", labels) == before + 1
+
+
+async def test_messages_tool_choice_reaches_the_provider_translated(stack: Stack) -> None:
+    """A valid Anthropic tool_choice is still accepted and answered."""
+    body = messages(
+        tools=[{"name": "lookup", "input_schema": {"type": "object"}}],
+        tool_choice={"type": "any", "disable_parallel_tool_use": True},
+    )
+    reply = await ask(stack, "llm.messages", body)
+    assert status(reply) == 200
+    assert msgspec.json.decode(reply.data)["type"] == "message"
+
+
+@pytest.mark.parametrize("limit", ["abc", "1.5", "%00"])
+async def test_batch_list_limit_must_be_an_integer(stack: Stack, limit: str) -> None:
+    """GET /v1/batches?limit=abc is a 400 naming `limit`."""
+    assert stack.http is not None
+    response = await stack.http.get("/batches", params={"limit": limit}, headers=AUTH)
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "limit"
+    ok = await stack.http.get("/batches", params={"limit": "2"}, headers=AUTH)
+    assert ok.status_code == 200
