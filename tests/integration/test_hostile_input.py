@@ -219,3 +219,27 @@ async def test_batch_list_limit_must_be_an_integer(stack: Stack, limit: str) -> 
     assert response.json()["error"]["param"] == "limit"
     ok = await stack.http.get("/batches", params={"limit": "2"}, headers=AUTH)
     assert ok.status_code == 200
+
+
+async def test_truncated_multipart_upload_is_refused(stack: Stack) -> None:
+    """An upload without its closing boundary is a 400, and no file is stored."""
+    assert stack.http is not None
+    boundary = "b0undary"
+    head = (
+        f"--{boundary}\r\n"
+        'Content-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+        f"--{boundary}\r\n"
+        'Content-Disposition: form-data; name="file"; filename="in.jsonl"\r\n'
+        "Content-Type: application/jsonl\r\n\r\n"
+    ).encode()
+    line = b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {}}\n'
+    content_type = {"content-type": f"multipart/form-data; boundary={boundary}", **AUTH}
+    before = (await stack.http.get("/files", headers=AUTH)).json()["data"]
+    cut = await stack.http.post("/files", content=head + line * 3, headers=content_type)
+    assert cut.status_code == 400
+    assert "closing boundary" in cut.json()["error"]["message"]
+    assert (await stack.http.get("/files", headers=AUTH)).json()["data"] == before
+    whole = head + line * 3 + f"\r\n--{boundary}--\r\n".encode()
+    stored = await stack.http.post("/files", content=whole, headers=content_type)
+    assert stored.status_code == 200
+    assert stored.json()["bytes"] == len(line) * 3
