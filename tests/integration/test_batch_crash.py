@@ -125,3 +125,65 @@ async def first_progress(nc: Client, batch_id: str) -> int:
                 return int(done)
     finally:
         await sub.unsubscribe()
+
+
+OUTAGE_CONFIG = """
+[cache]
+enabled = false
+
+[batch]
+poll_s = 0.2
+max_deliver = 2
+backoff_s = [0.1, 0.2]
+
+[breaker]           # no worker trips the breaker: its Retry-After is the lines' wait
+open_s = 0.2
+open_max_s = 0.4
+
+[providers.mock]
+kind = "mock"
+
+[models.mock]
+deployments = [{ provider = "mock" }]
+"""
+NAK_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MSG_NAKED.LLM_EDGE_BATCH_LINES.llm-edge-batch-runner"
+
+
+async def test_worker_outage_delays_lines_instead_of_failing_them(
+    nats_url: str, tmp_path: Path
+) -> None:
+    """With no worker running, lines answered 503 wait with backoff past max_deliver; once a
+    worker process starts, every line completes and the error file stays empty."""
+    config = tmp_path / "outage.toml"
+    config.write_text(OUTAGE_CONFIG)
+    nc = await connect(nats_url, "outage-test")
+    await BatchStore.open(nc)
+    await nc.jetstream().purge_stream("LLM_EDGE_BATCH_LINES")
+    naks = await nc.subscribe(NAK_ADVISORY)
+    common = ["--nats-url", nats_url, "--config", str(config)]
+    procs = [spawn("broker", *common)]
+    try:
+        await wait_ready(nc)
+        count = 20
+        reply = await nc.request(
+            "llm.batch.submit",
+            msgspec.json.encode({"lines": lines(count), "endpoint": "/v1/chat/completions"}),
+            timeout=30,
+        )
+        batch_id = msgspec.json.decode(reply.data)["id"]
+        waited: set[int] = set()  # lines refused more often than max_deliver, still queued
+        while len(waited) < count:
+            advisory = json.loads((await naks.next_msg(timeout=30)).data)
+            if advisory["deliveries"] > 2:
+                waited.add(advisory["stream_seq"])
+        procs.append(spawn("worker", "mock", *common))
+        final = await wait_final(nc, batch_id)
+        assert final["status"] == "completed"
+        assert final["request_counts"] == {"total": count, "completed": count, "failed": 0}
+        assert final["error_file_id"] is None
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        await naks.unsubscribe()
+        await close_quietly(nc)
