@@ -12,6 +12,14 @@ from typing import Any
 import msgspec
 
 from schemas import ChatCompletion, ChatCompletionChunk
+from schemas.anthropic import (
+    AnthropicRequest,
+    ContentBlock,
+    MessageParam,
+    Source,
+    ToolChoice,
+    decode_messages_request,
+)
 
 __all__ = [
     "EventWriter",
@@ -20,7 +28,6 @@ __all__ = [
 ]
 
 JSON = dict[str, Any]
-_json = msgspec.json.Decoder(dict[str, Any])
 _encoder = msgspec.json.Encoder()
 
 #: OpenAI ``finish_reason`` -> Anthropic ``stop_reason``.
@@ -32,123 +39,126 @@ _STOP = {
 }
 
 
-def _text_of(content: Any) -> str:
+def _text_of(content: str | list[ContentBlock] | None) -> str:
     if isinstance(content, str):
         return content
-    return "".join(str(b.get("text", "")) for b in content or () if b.get("type") == "text")
+    return "".join(b.text or "" for b in content or () if b.type == "text")
 
 
-def _user_parts(blocks: list[JSON]) -> tuple[list[JSON], list[JSON]]:
+def _image_url(source: Source | None) -> str:
+    if source is None:
+        return ""
+    if source.type == "base64":
+        return f"data:{source.media_type};base64,{source.data}"
+    return source.url or ""
+
+
+def _user_parts(blocks: list[ContentBlock]) -> tuple[list[JSON], list[JSON]]:
     """OpenAI content parts and tool messages from an Anthropic user turn."""
     parts: list[JSON] = []
     tools: list[JSON] = []
     for block in blocks:
-        kind = block.get("type")
-        if kind == "text":
-            parts.append({"type": "text", "text": block.get("text", "")})
-        elif kind == "image":
-            source = block.get("source") or {}
-            url = (
-                f"data:{source.get('media_type')};base64,{source.get('data')}"
-                if source.get("type") == "base64"
-                else source.get("url", "")
-            )
-            parts.append({"type": "image_url", "image_url": {"url": url}})
-        elif kind == "tool_result":
+        if block.type == "text":
+            parts.append({"type": "text", "text": block.text or ""})
+        elif block.type == "image":
+            parts.append({"type": "image_url", "image_url": {"url": _image_url(block.source)}})
+        elif block.type == "tool_result":
             tools.append(
                 {
                     "role": "tool",
-                    "tool_call_id": block.get("tool_use_id", ""),
-                    "content": _text_of(block.get("content")),
+                    "tool_call_id": block.tool_use_id or "",
+                    "content": _text_of(block.content),
                 }
             )
     return parts, tools
 
 
-def _messages(raw: list[JSON]) -> list[JSON]:
+def _assistant(blocks: list[ContentBlock]) -> JSON:
+    calls = [
+        {
+            "id": b.id or "",
+            "type": "function",
+            "function": {"name": b.name or "", "arguments": json.dumps(b.input or {})},
+        }
+        for b in blocks
+        if b.type == "tool_use"
+    ]
+    entry: JSON = {"role": "assistant", "content": _text_of(blocks) or None}
+    if calls:
+        entry["tool_calls"] = calls
+    return entry
+
+
+def _messages(turns: list[MessageParam]) -> list[JSON]:
     out: list[JSON] = []
-    for message in raw:
-        role, content = message.get("role"), message.get("content")
-        if isinstance(content, str):
-            out.append({"role": role, "content": content})
-            continue
-        if role == "assistant":
-            calls = [
-                {
-                    "id": b.get("id", ""),
-                    "type": "function",
-                    "function": {
-                        "name": b.get("name", ""),
-                        "arguments": json.dumps(b.get("input") or {}),
-                    },
-                }
-                for b in content or ()
-                if b.get("type") == "tool_use"
-            ]
-            entry: JSON = {"role": "assistant", "content": _text_of(content) or None}
-            if calls:
-                entry["tool_calls"] = calls
-            out.append(entry)
-            continue
-        parts, tools = _user_parts(content or [])
-        out.extend(tools)
-        if parts:
-            out.append({"role": "user", "content": parts})
+    for turn in turns:
+        if isinstance(turn.content, str):
+            out.append({"role": turn.role, "content": turn.content})
+        elif turn.role == "assistant":
+            out.append(_assistant(turn.content))
+        else:
+            parts, tools = _user_parts(turn.content)
+            out.extend(tools)
+            if parts:
+                out.append({"role": "user", "content": parts})
     return out
 
 
-def _tool_choice(choice: JSON) -> str | JSON:
-    kind = choice.get("type")
-    if kind == "tool":
-        return {"type": "function", "function": {"name": choice.get("name", "")}}
-    return {"any": "required"}.get(str(kind), str(kind))
+def _tool_choice(choice: ToolChoice) -> str | JSON:
+    if choice.type == "tool":
+        return {"type": "function", "function": {"name": choice.name or ""}}
+    return "required" if choice.type == "any" else choice.type
+
+
+def _tools(request: AnthropicRequest, out: JSON) -> None:
+    """Tools and tool choice, in chat-completions terms."""
+    if request.tools:
+        out["tools"] = [
+            {
+                "type": "function",
+                "function": {
+                    "name": t.name,
+                    "description": t.description or "",
+                    "parameters": t.input_schema or {"type": "object"},
+                },
+            }
+            for t in request.tools
+        ]
+    choice = request.tool_choice
+    if choice is not None:
+        out["tool_choice"] = _tool_choice(choice)
+        if choice.disable_parallel_tool_use:
+            out["parallel_tool_calls"] = False
 
 
 def to_openai_request(body: bytes) -> tuple[bytes, str]:
     """A chat-completions body for a Messages API body, and the model the caller named.
 
     Raises:
-        msgspec.MsgspecError: not a JSON object.
-        ValueError: a required field is missing.
+        msgspec.MsgspecError: not JSON, or breaks the Messages contract (the message names
+            the field; see :mod:`schemas.anthropic`).
     """
-    raw = _json.decode(body)
-    if not isinstance(raw.get("messages"), list) or "model" not in raw:
-        raise ValueError("model and messages are required")
-    if "max_tokens" not in raw:
-        raise ValueError("max_tokens: Field required")
-    messages = _messages(raw["messages"])
-    if raw.get("system"):
-        messages.insert(0, {"role": "system", "content": _text_of(raw["system"])})
-    out: JSON = {"model": raw["model"], "messages": messages, "max_tokens": raw["max_tokens"]}
-    for ours, theirs in (
-        ("temperature", "temperature"),
-        ("top_p", "top_p"),
-        ("stop", "stop_sequences"),
-        ("stream", "stream"),
-        ("top_k", "top_k"),
+    request = decode_messages_request(body)
+    messages = _messages(request.messages)
+    if request.system:
+        messages.insert(0, {"role": "system", "content": _text_of(request.system)})
+    out: JSON = {"model": request.model, "messages": messages, "max_tokens": request.max_tokens}
+    for ours, value in (
+        ("temperature", request.temperature),
+        ("top_p", request.top_p),
+        ("stop", request.stop_sequences),
+        ("stream", request.stream),
+        ("top_k", request.top_k),
     ):
-        if raw.get(theirs) is not None:
-            out[ours] = raw[theirs]
-    if raw.get("tools"):
-        out["tools"] = [
-            {
-                "type": "function",
-                "function": {
-                    "name": t.get("name", ""),
-                    "description": t.get("description", ""),
-                    "parameters": t.get("input_schema") or {"type": "object"},
-                },
-            }
-            for t in raw["tools"]
-        ]
-    if isinstance(raw.get("tool_choice"), dict):
-        out["tool_choice"] = _tool_choice(raw["tool_choice"])
-    user = (raw.get("metadata") or {}).get("user_id")
+        if value is not None:
+            out[ours] = value
+    _tools(request, out)
+    user = request.metadata.user_id if request.metadata else None
     if user:
         out["user"] = user
-    if out.get("stream"):
+    if request.stream:
         out["stream_options"] = {"include_usage": True}
-    return _encoder.encode(out), str(raw["model"])
+    return _encoder.encode(out), request.model
 
 
 def message_from_completion(completion: ChatCompletion, model: str) -> JSON:

@@ -1,7 +1,8 @@
 """The broker's control plane on FastStream: liveness, the model list, cache purges.
 
 These subjects carry a handful of messages a minute, so FastStream's per-message cost does
-not matter here; the data plane (``llm.chat``) uses the same connection directly.
+not matter here; the data plane (``llm.chat``) uses the same connection directly. Every
+admin reply carries ``Llm-Status`` like the data plane's, and failures are error envelopes.
 """
 
 from __future__ import annotations
@@ -9,16 +10,23 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from faststream.nats import NatsBroker
+from faststream.nats import NatsBroker, NatsResponse
 
 from broker.cache.response import ResponseCache
 from broker.config import Config
 from broker.request import DEFAULT_TENANT
 from broker.upstream.breaker import BreakerState
 from broker.upstream.router import Router
-from schemas import subjects
+from schemas import error_body, headers, subjects
+from schemas.names import NAME_RULE, is_cache_key, is_name
 
-__all__ = ["breaker_command", "model_list", "purge_prefix", "register_control"]
+__all__ = [
+    "InvalidCommand",
+    "breaker_command",
+    "model_list",
+    "purge_prefix",
+    "register_control",
+]
 
 _STARTED = int(time.time())
 
@@ -34,23 +42,40 @@ def model_list(config: Config) -> dict[str, Any]:
     }
 
 
+class InvalidCommand(ValueError):
+    """An admin command the brokers refuse; ``param`` names the field at fault."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
 def purge_prefix(command: dict[str, Any]) -> str:
     """The key prefix a purge command selects.
 
-    ``{"all": true}`` purges everything, ``{"namespace": "ns"}`` one namespace, ``{"key": k}``
-    one entry (the ``X-Cache-Key`` of a reply).
+    ``{"all": true}`` purges everything, ``{"namespace": "ns", "tenant": "t"}`` one namespace
+    (of the default tenant when ``tenant`` is absent), ``{"key": k}`` one entry (the
+    ``X-Cache-Key`` of a reply). Names follow the request path's rule
+    (:func:`schemas.names.is_name`), so no wildcard reaches a tier that would expand it.
 
     Raises:
-        ValueError: the command selects nothing.
+        InvalidCommand: the command selects nothing, or a name breaks the rule.
     """
     if command.get("all") is True:
         return ""
-    if isinstance(command.get("key"), str) and command["key"].count(":") == 2:
+    if "key" in command:
+        if not is_cache_key(command["key"]):
+            raise InvalidCommand(
+                "key must be a whole X-Cache-Key: <tenant>:<namespace>:<sha256 hex>", "key"
+            )
         return str(command["key"])
-    if isinstance(command.get("namespace"), str):
+    if "namespace" in command:
         tenant = command.get("tenant", DEFAULT_TENANT)
+        for field, value in (("namespace", command["namespace"]), ("tenant", tenant)):
+            if not is_name(value):
+                raise InvalidCommand(f"{field} must be {NAME_RULE}", field)
         return f"{tenant}:{command['namespace']}:"
-    raise ValueError('purge needs {"all": true}, {"namespace": "..."} or {"key": "..."}')
+    raise InvalidCommand('purge needs {"all": true}, {"namespace": "..."} or {"key": "..."}')
 
 
 def breaker_command(router: Router, config: Config, command: dict[str, Any]) -> dict[str, Any]:
@@ -59,14 +84,16 @@ def breaker_command(router: Router, config: Config, command: dict[str, Any]) -> 
     ``open`` and ``close`` pin the breaker (an operator override) until ``reset``.
 
     Raises:
-        ValueError: unknown action or deployment.
+        InvalidCommand: unknown action or deployment.
     """
     deployments = {d.name: d for m in config.models.values() for d in m.deployments}
     action = command.get("action", "status")
     name = command.get("deployment")
     if action != "status":
         if name not in deployments:
-            raise ValueError(f"unknown deployment {name!r}; known: {sorted(deployments)}")
+            raise InvalidCommand(
+                f"unknown deployment {name!r}; known: {sorted(deployments)}", "deployment"
+            )
         breaker = router.stats(deployments[name]).breaker
         if action == "open":
             breaker.force(BreakerState.OPEN)
@@ -75,7 +102,9 @@ def breaker_command(router: Router, config: Config, command: dict[str, Any]) -> 
         elif action == "reset":
             breaker.reset()
         else:
-            raise ValueError(f"unknown action {action!r}: status, open, close or reset")
+            raise InvalidCommand(
+                f"unknown action {action!r}: status, open, close or reset", "action"
+            )
     states = {n: router.stats(d).breaker for n, d in sorted(deployments.items())}
     return {
         "breakers": {
@@ -89,10 +118,14 @@ def breaker_command(router: Router, config: Config, command: dict[str, Any]) -> 
     }
 
 
-def _invalid(message: str) -> dict[str, Any]:
-    return {
-        "error": {"type": "invalid_request_error", "code": "invalid_request", "message": message}
-    }
+def _ok(body: dict[str, Any]) -> NatsResponse:
+    return NatsResponse(body, headers={headers.STATUS: "200"})
+
+
+def _invalid(message: str, param: str | None = None) -> NatsResponse:
+    return NatsResponse(
+        error_body(400, "invalid_request", message, param), headers={headers.STATUS: "400"}
+    )
 
 
 def register_control(
@@ -101,22 +134,22 @@ def register_control(
     """Add the control subscribers to a FastStream broker (``apply_types=False``)."""
 
     @broker.subscriber(subjects.BREAKER_ADMIN)
-    async def breakers(body: Any) -> dict[str, Any]:
+    async def breakers(body: Any) -> NatsResponse:
         try:
-            return breaker_command(router, config, body if isinstance(body, dict) else {})
-        except ValueError as exc:
-            return _invalid(str(exc))
+            return _ok(breaker_command(router, config, body if isinstance(body, dict) else {}))
+        except InvalidCommand as exc:
+            return _invalid(str(exc), exc.param)
 
     @broker.subscriber(subjects.BROKER_PING, queue=subjects.BROKER_QUEUE)
-    async def ping(body: Any) -> dict[str, Any]:
-        return {"status": "ok", "models": len(config.models), "cache": cache is not None}
+    async def ping(body: Any) -> NatsResponse:
+        return _ok({"status": "ok", "models": len(config.models), "cache": cache is not None})
 
     @broker.subscriber(subjects.CACHE_PURGE)
-    async def purge(body: Any) -> dict[str, Any]:
+    async def purge(body: Any) -> NatsResponse:
         if cache is None:
             return _invalid("the cache is disabled")
         try:
             prefix = purge_prefix(body if isinstance(body, dict) else {})
-        except ValueError as exc:
-            return _invalid(str(exc))
-        return {"purged": await cache.purge(prefix)}
+        except InvalidCommand as exc:
+            return _invalid(str(exc), exc.param)
+        return _ok({"purged": await cache.purge(prefix)})

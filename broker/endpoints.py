@@ -20,10 +20,9 @@ from nats.aio.msg import Msg
 from broker.anthropic import to_openai_request
 from broker.config import Config
 from broker.control import model_list
-from broker.errors import BrokerError, InvalidRequest, RequestTooLarge, Unauthorized
+from broker.errors import BrokerError, RequestTooLarge, Unauthorized, from_decode_error
 from broker.pipeline import ChatPipeline
 from broker.replies.sinks import AnthropicSink, NatsSink
-from broker.request import error_reply
 from broker.tenancy.tenants import KeyRing, TenantConfig
 from schemas import headers, subjects
 
@@ -93,26 +92,31 @@ class Endpoints:
         await self._pipeline.handle(msg.data, hdrs, sink, tenant)
 
     async def on_messages(self, msg: Msg) -> None:
-        """``llm.messages`` (and ``llm.tenant.<tenant>.messages``): the Anthropic Messages API."""
+        """``llm.messages`` (and ``llm.tenant.<tenant>.messages``): the Anthropic Messages API.
+
+        As on ``llm.chat``: the caller is authenticated first, then the body is checked; a
+        refusal goes through the pipeline's refusal path (counted, ``X-Cache: BYPASS``).
+        """
         self.last_interactive = self._clock()
         if not msg.reply:
             return
         hdrs = msg.headers or {}
-        tenant: TenantConfig | None = None
         max_body = self._pipeline.max_body
         try:
+            if msg.subject == subjects.MESSAGES:
+                tenant = self._keys.authenticate(hdrs.get(headers.AUTHORIZATION))
+            else:
+                tenant = self._subject_tenant(msg.subject)
             if len(msg.data) > max_body:
                 raise RequestTooLarge(
                     f"request body is {len(msg.data)} bytes; the limit is {max_body}"
                 )
-            if msg.subject != subjects.MESSAGES:
-                tenant = self._subject_tenant(msg.subject)
-            body, model = to_openai_request(msg.data)
-        except (BrokerError, msgspec.MsgspecError, ValueError, TypeError, AttributeError) as exc:
-            failure = exc if isinstance(exc, BrokerError) else InvalidRequest(str(exc))
-            meta = {headers.REQUEST_ID: self._pipeline.request_id(hdrs)}
-            sink = AnthropicSink(self._nc, msg.reply, "")
-            await sink.error(error_reply(failure), meta, streaming=False)
+            try:
+                body, model = to_openai_request(msg.data)
+            except msgspec.MsgspecError as exc:
+                raise from_decode_error(exc) from None
+        except BrokerError as exc:
+            await self._pipeline.refuse(exc, hdrs, AnthropicSink(self._nc, msg.reply, ""))
             return
         sink = AnthropicSink(self._nc, msg.reply, model)
         await self._pipeline.handle(body, hdrs, sink, tenant)

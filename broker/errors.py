@@ -24,6 +24,7 @@ import re
 import msgspec
 
 from schemas import error_body, headers
+from schemas.codec import TOO_DEEP
 
 __all__ = [
     "AllDeploymentsOpen",
@@ -161,19 +162,26 @@ class DeadlineExceeded(BrokerError):
     code = "deadline_exceeded"
 
 
-_PATH = re.compile(r"at `\$\.?([^`]*)`|required field `([^`]+)`")
+_AT = re.compile(r"at `\$\.?([^`]*)`")
+_MISSING = re.compile(r"required field `([^`]+)`")
 
 
 def from_decode_error(exc: msgspec.MsgspecError) -> InvalidRequest:
     """Map a msgspec decode/validation failure to a 400 naming the field.
 
-    ``Expected `float` <= 2.0 - at `$.temperature``` becomes ``param="temperature"``.
+    ``Expected `float` <= 2.0 - at `$.temperature``` becomes ``param="temperature"``;
+    ``Object missing required field `role` - at `$.messages[0]``` becomes
+    ``param="messages[0].role"``.
     """
     text = str(exc)
     if isinstance(exc, msgspec.DecodeError) and not isinstance(exc, msgspec.ValidationError):
+        if text == TOO_DEEP:
+            return InvalidRequest(f"request body is refused: {TOO_DEEP}")
         return InvalidRequest(f"request body is not valid JSON: {text}")
-    match = _PATH.search(text)
-    param = (match.group(1) or match.group(2)) if match else None
+    at, missing = _AT.search(text), _MISSING.search(text)
+    param = at.group(1) if at else ""
+    if missing:
+        param = f"{param}.{missing.group(1)}" if param else missing.group(1)
     return InvalidRequest(f"invalid request: {text}", param=param or None)
 
 

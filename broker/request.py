@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +28,8 @@ from broker.errors import (
 from broker.tenancy.pii import PiiMode, Redactor, detect
 from broker.tenancy.tenants import ANONYMOUS, KeyRing, TenantConfig
 from schemas import ChatRequest, decode_chat_request, headers, request_extras, subjects
+from schemas.codec import decode_json
+from schemas.names import NAME_RULE, is_name
 
 __all__ = [
     "DEFAULT_TENANT",
@@ -43,7 +44,6 @@ __all__ = [
 DEFAULT_TENANT = subjects.DEFAULT_TENANT
 #: Upper bound on a caller-chosen time budget.
 MAX_TIMEOUT_S = 3600.0
-_NAMESPACE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 @dataclass(slots=True)
@@ -164,14 +164,14 @@ class RequestPreparer:
             )
         try:
             request = decode_chat_request(data)
+            self._config.limits.check(request)
+            restore = None
+            if tenant.pii is not PiiMode.OFF:
+                data, request, redacted = _screen_pii(data, tenant.pii)
+                if redacted and tenant.pii_restore:
+                    restore = {placeholder: value for value, placeholder in redacted.items()}
         except msgspec.MsgspecError as exc:
             raise from_decode_error(exc) from None
-        self._config.limits.check(request)
-        restore = None
-        if tenant.pii is not PiiMode.OFF:
-            data, request, redacted = _screen_pii(data, tenant.pii)
-            if redacted and tenant.pii_restore:
-                restore = {placeholder: value for value, placeholder in redacted.items()}
         model = self._config.resolve(request.model)
         if model is None:
             raise ModelNotFound(
@@ -208,9 +208,9 @@ class RequestPreparer:
         if settings.nondeterministic is NondeterministicPolicy.BYPASS and _sampled(request):
             return None
         namespace = hdrs.get(headers.CACHE_NAMESPACE, "default")
-        if not _NAMESPACE.match(namespace):
+        if not is_name(namespace):
             raise InvalidRequest(
-                f"{headers.CACHE_NAMESPACE} must be 1-64 of A-Z a-z 0-9 _ -",
+                f"{headers.CACHE_NAMESPACE} must be {NAME_RULE}",
                 param=headers.CACHE_NAMESPACE,
             )
         owner = "shared" if settings.shared_across_tenants else tenant.name
@@ -257,7 +257,7 @@ def _screen_pii(data: bytes, mode: PiiMode) -> tuple[bytes, ChatRequest, dict[st
 
     Returns the body, the request, and the redacted values (value -> placeholder).
     """
-    body = _generic.decode(data)
+    body = decode_json(_generic, data)
     redactor = Redactor()
     changed = False
     for i, message in enumerate(body.get("messages") or []):

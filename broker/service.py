@@ -173,7 +173,7 @@ class BrokerService:
                 raise ValueError("cache.l2 = 'redis' needs REDIS_URL / --redis-url")
             self._l2 = RedisL2.from_url(self.options.redis_url)
         elif kind is L2Kind.NATS:
-            self._l2 = await NatsKVL2.open(self.nc)
+            self._l2 = await NatsKVL2.open(self.nc, max_bytes=settings.l2_nats_max_bytes)
         guarded = None if self._l2 is None else GuardedL2(self._l2, timeout_s=settings.l2_timeout_s)
         return ResponseCache(settings, guarded)
 

@@ -27,6 +27,7 @@ from edge_bridge.batches import BatchRoutes
 from edge_client.chat import ChatStreamError, stream_messages
 from edge_runtime.tracing import inject, span
 from schemas import error_body, headers, subjects
+from schemas.codec import decode_json
 from schemas.errors import anthropic_error
 
 __all__ = ["DEFAULT_HTTP_TIMEOUT_S", "BridgeApp"]
@@ -75,9 +76,9 @@ def _wants_stream(body: bytes) -> bool:
     if b'"stream"' not in body:
         return False
     try:
-        return bool(_stream_flag.decode(body).stream)
+        return bool(decode_json(_stream_flag, body).stream)
     except msgspec.MsgspecError:
-        return False  # the broker will answer the malformed body with a 400
+        return False  # the broker will answer the malformed (or too deeply nested) body: 400
 
 
 def _exposed(reply_headers: dict[str, str]) -> list[tuple[bytes, bytes]]:

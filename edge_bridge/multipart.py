@@ -44,6 +44,8 @@ class _FormReader:
         self._value = b""
         self._name = ""
         self._buffer = bytearray()
+        #: Whether the closing boundary was seen: without it the body was cut short.
+        self.complete = False
 
     def callbacks(self) -> dict[str, Callable[..., None]]:
         return {
@@ -53,6 +55,7 @@ class _FormReader:
             "on_headers_finished": self._on_headers_finished,
             "on_part_data": self._on_part_data,
             "on_part_end": self._on_part_end,
+            "on_end": self._on_end,
         }
 
     def _on_header_field(self, data: bytes, start: int, end: int) -> None:
@@ -87,12 +90,16 @@ class _FormReader:
             self.upload.fields[self._name] = self._buffer.decode(errors="replace")
         self._headers, self._buffer, self._name = {}, bytearray(), ""
 
+    def _on_end(self) -> None:
+        self.complete = True
+
 
 async def parse_upload(content_type: str, receive: Receive, max_bytes: int) -> Upload:
     """Parse the request body of a multipart upload.
 
     Raises:
-        ValueError: not multipart, or malformed.
+        ValueError: not multipart, malformed, or cut short (no closing boundary: a truncated
+            upload or a client that went away is never taken for a whole file).
         UploadTooLarge: the file is over ``max_bytes``.
     """
     kind, options = parse_options_header(content_type)
@@ -107,11 +114,18 @@ async def parse_upload(content_type: str, receive: Receive, max_bytes: int) -> U
             parser.write(message.get("body", b""))
             if not message.get("more_body", False):
                 break
-        parser.finalize()
+        parser.finalize()  # python-multipart does not check the closing boundary (its TODO)
     except BaseException:
-        if reader.upload.file is not None:
-            reader.upload.file.close()
+        _discard(reader.upload)
         raise
+    if not reader.complete:
+        _discard(reader.upload)
+        raise ValueError("the multipart body ends before its closing boundary")
     if reader.upload.file is not None:
         reader.upload.file.seek(0)
     return reader.upload
+
+
+def _discard(upload: Upload) -> None:
+    if upload.file is not None:
+        upload.file.close()

@@ -1,4 +1,8 @@
-"""Runs the bridge on uvicorn (httptools parser; uvloop when the process runs on it)."""
+"""Runs the bridge on uvicorn (httptools parser; uvloop when the process runs on it).
+
+Requests uvicorn cannot parse are refused with our JSON envelope too (see
+:mod:`edge_bridge.protocol`).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from dataclasses import dataclass
 import uvicorn
 
 from edge_bridge.app import DEFAULT_HTTP_TIMEOUT_S, BridgeApp
+from edge_bridge.protocol import EnvelopeHttpToolsProtocol
 from edge_runtime.process import (
     DEFAULT_INBOX_PREFIX,
     Lifeline,
@@ -66,7 +71,7 @@ class BridgeServer:
         app = BridgeApp(self.nc, timeout_s=self.options.timeout_s)
         config = uvicorn.Config(
             app,
-            http="httptools",
+            http=EnvelopeHttpToolsProtocol,  # httptools; its own 400s as our envelope
             lifespan="on",
             access_log=False,
             log_level="warning",

@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 
 from schemas import headers, subjects
+from schemas.anthropic import AnthropicRequest
 from schemas.chat import ChatCompletion, ChatCompletionChunk, ChatRequest, StreamEnd
 from schemas.errors import ErrorEnvelope
 
@@ -45,11 +46,21 @@ def _headers_schema(described: dict[str, str]) -> dict[str, Any]:
 
 def asyncapi_document(version: str = "0.1.0") -> dict[str, Any]:
     """The document as a JSON-ready dict."""
-    (request, completion, chunk, end, error), components = msgspec.json.schema_components(
-        [ChatRequest, ChatCompletion, ChatCompletionChunk, StreamEnd, ErrorEnvelope],
-        ref_template="#/components/schemas/{name}",
+    (request, completion, chunk, end, error, anthropic), components = (
+        msgspec.json.schema_components(
+            [
+                ChatRequest,
+                ChatCompletion,
+                ChatCompletionChunk,
+                StreamEnd,
+                ErrorEnvelope,
+                AnthropicRequest,
+            ],
+            ref_template="#/components/schemas/{name}",
+        )
     )
     messages = {
+        "MessagesRequest": {"payload": anthropic, "headers": _headers_schema(_REQUEST_HEADERS)},
         "ChatRequest": {"payload": request, "headers": _headers_schema(_REQUEST_HEADERS)},
         "ChatCompletion": {"payload": completion, "headers": _headers_schema(_REPLY_HEADERS)},
         "ChatCompletionChunk": {"payload": chunk, "headers": _headers_schema(_REPLY_HEADERS)},
@@ -87,6 +98,13 @@ def asyncapi_document(version: str = "0.1.0") -> dict[str, Any]:
                     zip(("completion", "chunk", "end", "error"), reply_refs, strict=True)
                 ),
             },
+            "messages": {
+                "address": subjects.MESSAGES,
+                "description": "The Anthropic Messages API: replies are Anthropic `message` "
+                "objects, or one message per Anthropic stream event (`Llm-Event`), or "
+                "Anthropic errors.",
+                "messages": {"request": {"$ref": "#/components/messages/MessagesRequest"}},
+            },
             "cancel": {
                 "address": subjects.CANCEL,
                 "messages": {"cancel": {"$ref": "#/components/messages/CancelRequest"}},
@@ -103,6 +121,7 @@ def asyncapi_document(version: str = "0.1.0") -> dict[str, Any]:
                 "channel": {"$ref": "#/channels/tenantChat"},
                 "reply": {"channel": {"$ref": "#/channels/reply"}},
             },
+            "messages": {"action": "receive", "channel": {"$ref": "#/channels/messages"}},
             "cancel": {"action": "receive", "channel": {"$ref": "#/channels/cancel"}},
         },
         "components": {"schemas": components, "messages": messages},

@@ -99,13 +99,16 @@ class BatchRecord(msgspec.Struct):
     """What the batches bucket stores: the public object and the engine's own fields.
 
     Attributes:
-        lease_until: unix time until which one broker owns validation or finalization.
+        lease_until: unix time until which one broker owns validation or finalization
+            (renewed while the step runs, released when it fails).
+        lease_owner: the claim holding the lease (a token per claim).
         tenant: whose batch it is.
     """
 
     batch: BatchObject
     lease_until: float = 0.0
     tenant: str = "default"
+    lease_owner: str = ""
 
 
 class FileObject(msgspec.Struct):

@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 __all__ = [
+    "MAX_OUTPUT_TOKENS",
+    "MAX_STOP_SEQUENCES",
     "ChatCompletion",
     "ChatCompletionChunk",
     "ChatRequest",
@@ -83,7 +85,14 @@ class StreamOptions(msgspec.Struct, omit_defaults=True):
 Temperature = Annotated[float, msgspec.Meta(ge=0, le=2)]
 TopP = Annotated[float, msgspec.Meta(ge=0, le=1)]
 Penalty = Annotated[float, msgspec.Meta(ge=-2, le=2)]
-PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+#: Upper bound on ``max_tokens`` / ``max_completion_tokens``: no model writes more than a few
+#: hundred thousand tokens in one answer; a larger value is a mistake (or a probe) and would
+#: only inflate the tenant's token accounting before the upstream refused it.
+MAX_OUTPUT_TOKENS = 1_000_000
+#: OpenAI accepts at most four stop sequences.
+MAX_STOP_SEQUENCES = 4
+MaxTokens = Annotated[int, msgspec.Meta(ge=1, le=MAX_OUTPUT_TOKENS)]
+StopList = Annotated[list[str], msgspec.Meta(max_length=MAX_STOP_SEQUENCES)]
 
 
 class ChatRequest(msgspec.Struct, omit_defaults=True):
@@ -98,9 +107,9 @@ class ChatRequest(msgspec.Struct, omit_defaults=True):
     temperature: Temperature | None = None
     top_p: TopP | None = None
     n: Annotated[int, msgspec.Meta(ge=1, le=128)] | None = None
-    stop: str | list[str] | None = None
-    max_tokens: PositiveInt | None = None
-    max_completion_tokens: PositiveInt | None = None
+    stop: str | StopList | None = None
+    max_tokens: MaxTokens | None = None
+    max_completion_tokens: MaxTokens | None = None
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
     seed: int | None = None

@@ -43,6 +43,7 @@ from schemas.batch import (
     FileObject,
     parse_window,
 )
+from schemas.codec import decode_json
 
 __all__ = ["ENDPOINTS", "ApiError", "BatchApi"]
 
@@ -50,6 +51,26 @@ __all__ = ["ENDPOINTS", "ApiError", "BatchApi"]
 ENDPOINTS = frozenset({"/v1/chat/completions"})
 _encoder = msgspec.json.Encoder()
 _json = msgspec.json.Decoder(dict[str, Any])
+
+
+#: ``limit`` of a batch list: OpenAI's default and bounds.
+DEFAULT_LIMIT, MAX_LIMIT = 20, 100
+
+
+def _limit(raw: object) -> int:
+    """A list's ``limit`` (a string from the HTTP query, a number over NATS), clamped."""
+    if raw is None or raw == "":
+        return DEFAULT_LIMIT
+    refusal = ApiError(
+        400, "invalid_value", f"limit must be an integer from 1 to {MAX_LIMIT}", "limit"
+    )
+    if isinstance(raw, bool) or not isinstance(raw, int | str):
+        raise refusal
+    try:
+        value = int(raw)
+    except ValueError:
+        raise refusal from None
+    return max(1, min(value, MAX_LIMIT))
 
 
 class ApiError(Exception):
@@ -120,7 +141,7 @@ class BatchApi:
         op = msg.subject.rsplit(".", 1)[-1]
         try:
             tenant = self._tenant(msg.headers or {})
-            body = _json.decode(msg.data) if msg.data else {}
+            body = decode_json(_json, msg.data) if msg.data else {}
             status, result = 200, await self._routes[op](body, tenant.name)
             data = _encoder.encode(result)
         except BrokerError as exc:  # 401 from the key check
@@ -208,7 +229,7 @@ class BatchApi:
 
     async def list(self, body: dict[str, Any], tenant: str) -> dict[str, Any]:
         """The tenant's batches, newest first, paged by ``after`` (an id) and ``limit``."""
-        limit = max(1, min(int(body.get("limit") or 20), 100))
+        limit = _limit(body.get("limit"))
         batches = [
             r.batch
             for i in await self._store.all_ids()

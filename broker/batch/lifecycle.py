@@ -1,8 +1,10 @@
 """A batch's life after creation: validate, queue, watch, finalize; progress events.
 
 Any broker may do any step: each step claims the batch with a compare-and-set on its record
-(a lease), so steps never run twice at once, and a step whose broker died is taken over when
-its lease runs out.
+(a lease), so steps never run twice at once. The lease is short (``batch.lease_s``) and the
+claimant renews it while the step runs: a step whose broker died is taken over by another
+broker within ``lease_s``, and a step that failed (a JetStream error) releases its lease, so
+any broker's next tick runs it again.
 """
 
 from __future__ import annotations
@@ -13,24 +15,24 @@ import logging
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import msgspec
 from nats.aio.client import Client
+from nats.js.errors import NotFoundError as JsNotFound
+from nats.nuid import NUID
 
 from broker.batch.settings import BatchSettings
-from broker.batch.validate import iter_lines, validate_file
+from broker.batch.validate import Validation, iter_lines, validate_file
 from edge_client.batch_store import PUBLISH_WINDOW, BatchStore
 from schemas.batch import BatchErrors, BatchRecord, BatchStatus, FileObject, RequestCounts
 
-__all__ = ["LEASE_S", "Lifecycle", "events_subject"]
+__all__ = ["Lifecycle", "events_subject"]
 
 log = logging.getLogger("llm_edge.batch")
 
-#: How long a claimed step may run before another broker may take it over.
-LEASE_S = 120.0
 #: While interactive requests are arriving, lines are queued in windows of YIELD_WINDOW with
 #: a pause of QUEUE_PAUSE_S between them (about 1,600 lines/s): measured on 2 cores, bursts
 #: of 256 stores in nats-server took interactive p99 from 2 ms to 8 ms; these keep it at 2 ms.
@@ -74,6 +76,7 @@ class Lifecycle:
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
         self._jobs: set[asyncio.Task[None]] = set()
+        self._nuid = NUID()
 
     def start(self) -> None:
         """Start the watch loop."""
@@ -102,7 +105,10 @@ class Lifecycle:
     def _job_done(self, task: asyncio.Task[None]) -> None:
         self._jobs.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("batch step failed (retried on a later tick)", exc_info=task.exception())
+            log.error(
+                "batch step failed; its lease is released and the next tick runs it again",
+                exc_info=task.exception(),
+            )
 
     async def _loop(self) -> None:
         while True:
@@ -150,14 +156,15 @@ class Lifecycle:
                 await self.publish_event(record)
 
     def _claim(
-        self, *statuses: BatchStatus, to: BatchStatus | None = None
+        self, token: str, *statuses: BatchStatus, to: BatchStatus | None = None
     ) -> Callable[[BatchRecord], BatchRecord | None]:
         now = self._clock()
 
         def change(record: BatchRecord) -> BatchRecord | None:
             if record.batch.status not in statuses or record.lease_until > now:
                 return None
-            record.lease_until = now + LEASE_S
+            record.lease_until = now + self._settings.lease_s
+            record.lease_owner = token
             if to is not None:
                 record.batch.status = to
                 if to is BatchStatus.FINALIZING:
@@ -166,26 +173,66 @@ class Lifecycle:
 
         return change
 
+    async def _take(
+        self, batch_id: str, *statuses: BatchStatus, to: BatchStatus | None = None
+    ) -> tuple[BatchRecord, str] | None:
+        """Claim a step: the record and the claim's token, or ``None`` when another broker
+        holds the lease (or the batch is gone or past the step)."""
+        token = self._nuid.next().decode()
+        record = await self._store.update(batch_id, self._claim(token, *statuses, to=to))
+        if record is None or record.lease_owner != token:
+            return None
+        return record, token
+
+    @contextlib.asynccontextmanager
+    async def _holding(self, batch_id: str, token: str) -> AsyncIterator[None]:
+        """Renew the lease while the step runs; release it at once if the step fails."""
+        renewer = asyncio.create_task(self._renew(batch_id, token))
+        try:
+            yield
+        except BaseException:
+            renewer.cancel()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self._settings.lease_s):
+                    await self._store.update(batch_id, _release(token))
+            raise
+        finally:
+            renewer.cancel()
+
+    async def _renew(self, batch_id: str, token: str) -> None:
+        """Push the lease forward every third of ``lease_s`` while the claim holds it."""
+        lease_s = self._settings.lease_s
+
+        def renew(record: BatchRecord) -> BatchRecord | None:
+            if record.lease_owner != token:
+                return None
+            record.lease_until = self._clock() + lease_s
+            return record
+
+        while True:
+            await asyncio.sleep(lease_s / 3)
+            try:
+                record = await self._store.update(batch_id, renew)
+            except Exception:
+                log.warning("batch %s: lease renewal failed; retrying", batch_id, exc_info=True)
+                continue
+            if record is None or record.lease_owner != token:
+                return  # the step finished, or the lease was lost to another broker
+
     async def validate(self, batch_id: str) -> None:
         """Validate the input file and queue its lines (or fail the batch)."""
-        before = await self._store.get(batch_id)
-        record = await self._store.update(batch_id, self._claim(BatchStatus.VALIDATING))
-        if record is None or before is None or record.lease_until == before.lease_until:
-            return  # gone, or another broker holds the lease
-        batch = record.batch
-        with tempfile.TemporaryDirectory(prefix="llm-edge-batch-") as tmp:
-            path = Path(tmp) / "input.jsonl"
-            with path.open("wb") as handle:
-                await self._store.read_file(batch.input_file_id, handle)
-            outcome = await validate_file(path, batch.endpoint)
-            if not outcome.errors:
-                await self._store.publish_lines(batch_id, iter_lines(path), self._give_way)
+        claimed = await self._take(batch_id, BatchStatus.VALIDATING)
+        if claimed is None:
+            return
+        record, token = claimed
+        async with self._holding(batch_id, token):
+            outcome = await self._validate_input(record)
         now = int(self._clock())
 
         def done(record: BatchRecord) -> BatchRecord | None:
             if record.batch.status is not BatchStatus.VALIDATING:
                 return None  # cancelled meanwhile
-            record.lease_until = 0.0
+            record.lease_until, record.lease_owner = 0.0, ""
             if outcome.errors:
                 record.batch.status = BatchStatus.FAILED
                 record.batch.failed_at = now
@@ -202,6 +249,24 @@ class Lifecycle:
                 await self._store.deactivate(batch_id)
             await self.publish_event(final)
 
+    async def _validate_input(self, record: BatchRecord) -> Validation:
+        """Read, check and queue the input file (queueing is idempotent: a step taken over
+        republishes lines JetStream already has, and they are dropped as duplicates)."""
+        batch = record.batch
+        with tempfile.TemporaryDirectory(prefix="llm-edge-batch-") as tmp:
+            path = Path(tmp) / "input.jsonl"
+            with path.open("wb") as handle:
+                try:
+                    await self._store.read_file(batch.input_file_id, handle)
+                except JsNotFound:  # deleted since the batch was created: retrying cannot help
+                    missing = Validation()
+                    missing.add("file_not_found", f"input file {batch.input_file_id} is gone")
+                    return missing
+            outcome = await validate_file(path, batch.endpoint)
+            if not outcome.errors:
+                await self._store.publish_lines(batch.id, iter_lines(path), self._give_way)
+        return outcome
+
     async def _give_way(self) -> int:
         """Between windows of queued lines: while interactive requests are arriving, pause and
         queue small windows (a burst of stores in nats-server delays everyone's messages)."""
@@ -212,36 +277,39 @@ class Lifecycle:
 
     async def finalize(self, batch_id: str) -> None:
         """Write the output and error files from the stored results; close the batch."""
-        claimed = await self._store.update(
+        claimed = await self._take(
             batch_id,
-            self._claim(
-                BatchStatus.IN_PROGRESS,
-                BatchStatus.CANCELLING,
-                BatchStatus.FINALIZING,
-                to=BatchStatus.FINALIZING,
-            ),
+            BatchStatus.IN_PROGRESS,
+            BatchStatus.CANCELLING,
+            BatchStatus.FINALIZING,
+            to=BatchStatus.FINALIZING,
         )
-        if (
-            claimed is None
-            or claimed.batch.status is not BatchStatus.FINALIZING
-            or (claimed.lease_until <= self._clock())
-        ):
+        if claimed is None:
             return
+        record, token = claimed
+        async with self._holding(batch_id, token):
+            counts, output_id, error_id = await self._write_files(record)
+        await self._close(batch_id, counts, output_id, error_id)
+
+    async def _write_files(
+        self, record: BatchRecord
+    ) -> tuple[Counter[str], str | None, str | None]:
+        """The output and error files of a batch: outcome counts and the two file ids."""
         counts: Counter[str] = Counter()
         with tempfile.TemporaryDirectory(prefix="llm-edge-batch-") as tmp:
             out_path, err_path = Path(tmp) / "output.jsonl", Path(tmp) / "errors.jsonl"
             with out_path.open("wb") as out, err_path.open("wb") as err:
-                total = claimed.batch.request_counts.total
-                async for line in self._store.results(batch_id, total):
+                total = record.batch.request_counts.total
+                async for line in self._store.results(record.batch.id, total):
                     kind = _outcome(line)
                     counts[kind] += 1
                     (out if kind == "completed" else err).write(line + b"\n")
             output_id = (
-                await self._save(claimed, out_path, "output") if counts["completed"] else None
+                await self._save(record, out_path, "output") if counts["completed"] else None
             )
             failed = counts["failed"] + counts["expired"]
-            error_id = await self._save(claimed, err_path, "errors") if failed else None
-        await self._close(batch_id, counts, output_id, error_id)
+            error_id = await self._save(record, err_path, "errors") if failed else None
+        return counts, output_id, error_id
 
     async def _save(self, record: BatchRecord, path: Path, kind: str) -> str:
         file_id = f"file-{record.batch.id}-{kind}"
@@ -274,13 +342,25 @@ class Lifecycle:
                 batch.status, batch.expired_at = BatchStatus.EXPIRED, now
             else:
                 batch.status, batch.completed_at = BatchStatus.COMPLETED, now
-            record.lease_until = 0.0
+            record.lease_until, record.lease_owner = 0.0, ""
             return record
 
         record = await self._store.update(batch_id, close)
         await self._store.deactivate(batch_id)
         if record is not None:
             await self.publish_event(record)
+
+
+def _release(token: str) -> Callable[[BatchRecord], BatchRecord | None]:
+    """A record change that gives the claim's lease up (when the claim still holds it)."""
+
+    def release(record: BatchRecord) -> BatchRecord | None:
+        if record.lease_owner != token:
+            return None
+        record.lease_until, record.lease_owner = 0.0, ""
+        return record
+
+    return release
 
 
 def _outcome(line: bytes) -> str:

@@ -5,7 +5,10 @@ brokers. A line is acknowledged only after its result is stored; retryable failu
 redelivered with backoff, and a line that keeps failing is dead-lettered to the error file
 with its last error. A rate-limited line (429: the tenant's limit or the provider's) is not a
 failure: it waits for ``Retry-After`` and runs again, for as long as the completion window
-lasts.
+lasts. Nor is a line whose provider is unavailable (503: no worker, every deployment open;
+504: out of time): it waits with backoff and runs again while the window lasts, so a worker
+outage slows a batch down instead of filling its error file. Only errors that retrying
+cannot fix (4xx) and failures that keep recurring (``max_deliver``) are dead-lettered.
 """
 
 from __future__ import annotations
@@ -33,7 +36,14 @@ from edge_runtime.process import InFlight
 from schemas import ChatCompletionChunk, StreamEnd, headers
 from schemas.batch import BatchRecord, BatchStatus, InputLine
 
-__all__ = ["CONSUMER", "BatchRunner", "CollectSink", "LineHandler", "result_line"]
+__all__ = [
+    "CONSUMER",
+    "UNAVAILABLE",
+    "BatchRunner",
+    "CollectSink",
+    "LineHandler",
+    "result_line",
+]
 
 log = logging.getLogger("llm_edge.batch")
 
@@ -43,8 +53,11 @@ LineHandler = Callable[[bytes, dict[str, str], ReplySink, TenantConfig | None], 
 CONSUMER = "llm-edge-batch-runner"
 #: Longest wait of one pull (also how long a graceful stop may take to stop pulling).
 FETCH_S = 0.25
-#: Longest wait before a rate-limited line is tried again.
+#: Longest wait before a rate-limited or unavailable line is tried again.
 MAX_RATE_LIMIT_WAIT_S = 60.0
+#: Statuses that say "not now" rather than "this line is wrong": no worker or no open
+#: deployment (503), the line's time budget ran out (504). Such a line waits and runs again.
+UNAVAILABLE = frozenset({503, 504})
 #: While yielding to interactive traffic, how often the runner looks for a free line slot.
 YIELD_POLL_S = 0.005
 _line_decoder = msgspec.json.Decoder(InputLine)
@@ -65,6 +78,19 @@ def _retry_after(reply_headers: dict[str, str], backoff: tuple[float, ...]) -> f
     except (KeyError, ValueError):
         wait = backoff[0] if backoff else 1.0
     return min(max(wait, 0.0), MAX_RATE_LIMIT_WAIT_S)
+
+
+def _unavailable_wait(
+    reply_headers: dict[str, str], backoff: tuple[float, ...], delivered: int
+) -> float:
+    """Seconds before a line whose provider was unavailable runs again: the redelivery
+    backoff for this delivery (its last step repeats), at least ``Retry-After``, capped."""
+    step = backoff[min(delivered - 1, len(backoff) - 1)] if backoff else 1.0
+    try:
+        hinted = float(reply_headers[headers.RETRY_AFTER])
+    except (KeyError, ValueError):
+        hinted = 0.0
+    return min(max(step, hinted), MAX_RATE_LIMIT_WAIT_S)
 
 
 class CollectSink:
@@ -289,8 +315,12 @@ class BatchRunner:
         if reply.status == 429:  # a rate limit (the tenant's or the provider's) means wait
             await msg.nak(delay=_retry_after(reply.headers, self._settings.backoff_s))
             return
-        retryable = headers.RETRYABLE in reply.headers or reply.status in {502, 503, 504}
         delivered = msg.metadata.num_delivered
+        if reply.status in UNAVAILABLE:  # an outage means wait too, while the window lasts
+            wait = _unavailable_wait(reply.headers, self._settings.backoff_s, delivered)
+            await msg.nak(delay=wait)
+            return
+        retryable = headers.RETRYABLE in reply.headers or reply.status == 502
         if retryable and delivered < self._settings.max_deliver:
             backoff = self._settings.backoff_s
             await msg.nak(delay=backoff[min(delivered - 1, len(backoff) - 1)] if backoff else None)

@@ -24,6 +24,9 @@ class BatchSettings:
         max_deliver: deliveries of a line before it is dead-lettered to the error file.
         backoff_s: redelivery delays after retryable failures.
         poll_s: how often finished batches are looked for and progress is published.
+        lease_s: how long a broker's claim on a batch step (validation, finalization) lasts
+            without renewal; the claimant renews it while the step runs, so a broker that
+            dies mid-step is taken over by another within this time.
     """
 
     enabled: bool = True
@@ -33,6 +36,7 @@ class BatchSettings:
     max_deliver: int = 4
     backoff_s: tuple[float, ...] = field(default=(1.0, 5.0, 15.0))
     poll_s: float = 1.0
+    lease_s: float = 10.0
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> BatchSettings:
@@ -44,6 +48,6 @@ class BatchSettings:
         settings = cls(**values)
         if min(settings.concurrency, settings.max_deliver, settings.yield_concurrency) < 1:
             raise ValueError("batch: concurrency and max_deliver must be >= 1")
-        if min(settings.ack_wait_s, settings.poll_s) <= 0:
-            raise ValueError("batch: ack_wait_s and poll_s must be > 0")
+        if min(settings.ack_wait_s, settings.poll_s, settings.lease_s) <= 0:
+            raise ValueError("batch: ack_wait_s, poll_s and lease_s must be > 0")
         return settings

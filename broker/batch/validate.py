@@ -15,6 +15,7 @@ from pathlib import Path
 import msgspec
 
 from schemas.batch import MAX_FILE_BYTES, BatchError, InputLine
+from schemas.codec import decode_json
 
 __all__ = ["MAX_LINES", "Validation", "iter_lines", "validate_file"]
 
@@ -71,7 +72,7 @@ async def validate_file(path: Path, endpoint: str) -> Validation:
             result.add("too_many_requests", f"more than {MAX_LINES} requests in the file")
             break
         try:
-            parsed = _line_decoder.decode(line)
+            parsed = decode_json(_line_decoder, line)
         except msgspec.MsgspecError as exc:
             result.add("invalid_json_line", f"line {number}: {exc}", number)
             continue

@@ -9,6 +9,7 @@ The model is replaced by the configured model's canonical name, so aliases share
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import msgspec
 
@@ -17,12 +18,11 @@ from schemas import ChatRequest
 __all__ = ["cache_key"]
 
 _encoder = msgspec.json.Encoder(order="sorted")
-_generic = msgspec.json.Decoder()
 
 
 def cache_key(
     request: ChatRequest,
-    extras: dict[str, msgspec.Raw],
+    extras: dict[str, Any],
     model: str,
     namespace: str,
 ) -> str:
@@ -30,7 +30,8 @@ def cache_key(
 
     Args:
         request: the decoded request.
-        extras: provider passthrough fields (raw JSON), part of the key.
+        extras: provider passthrough fields (decoded by ``schemas.request_extras``), part
+            of the key.
         model: the canonical model name the request resolved to.
         namespace: tenant and caller namespace; a namespace never reads another's entries.
     """
@@ -39,7 +40,6 @@ def cache_key(
     )
     digest = hashlib.sha256(_encoder.encode(keyed))
     if extras:
-        canonical = {name: _generic.decode(raw) for name, raw in extras.items()}
         digest.update(b"\x00")
-        digest.update(_encoder.encode(canonical))
+        digest.update(_encoder.encode(extras))
     return f"{namespace}:{digest.hexdigest()}"

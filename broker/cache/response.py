@@ -17,6 +17,7 @@ import msgspec
 from broker import metrics
 from broker.cache.l1 import DEFAULT_L1_MAX_BYTES, DEFAULT_L1_MAX_ENTRIES, DEFAULT_L1_TTL_S, L1Cache
 from broker.cache.l2 import DEFAULT_L2_TIMEOUT_S, DEFAULT_L2_TTL_S, GuardedL2
+from broker.cache.l2_nats import DEFAULT_L2_NATS_MAX_BYTES
 from edge_runtime.tables import check_keys, field_names
 
 __all__ = [
@@ -57,6 +58,7 @@ class CacheSettings:
     l2: L2Kind = L2Kind.AUTO
     l2_ttl_s: float = DEFAULT_L2_TTL_S
     l2_timeout_s: float = DEFAULT_L2_TIMEOUT_S
+    l2_nats_max_bytes: int = DEFAULT_L2_NATS_MAX_BYTES
     nondeterministic: NondeterministicPolicy = NondeterministicPolicy.CACHE
     shared_across_tenants: bool = False
 
@@ -71,7 +73,7 @@ class CacheSettings:
             values["nondeterministic"] = NondeterministicPolicy(values["nondeterministic"])
         settings = cls(**values)
         if (
-            min(settings.l1_max_entries, settings.l1_max_bytes) < 1
+            min(settings.l1_max_entries, settings.l1_max_bytes, settings.l2_nats_max_bytes) < 1
             or min(settings.l1_ttl_s, settings.l2_ttl_s, settings.l2_timeout_s) <= 0
         ):
             raise ValueError("cache: sizes and durations must be positive")

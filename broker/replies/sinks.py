@@ -113,10 +113,13 @@ def _too_large(size: int, hdrs: dict[str, str]) -> tuple[bytes, dict[str, str]]:
 
 
 def _error_message(reply: Reply) -> str:
+    """The envelope's message, led by the field at fault as Anthropic writes it
+    (``tool_choice: ...``): Anthropic errors have no ``param``."""
     try:
-        return _envelope.decode(reply.body).error.message
+        error = _envelope.decode(reply.body).error
     except msgspec.MsgspecError:
         return reply.body[:300].decode(errors="replace")
+    return f"{error.param}: {error.message}" if error.param else error.message
 
 
 class AnthropicSink(NatsSink):

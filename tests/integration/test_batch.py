@@ -183,8 +183,13 @@ async def test_openai_sdk_batch_round_trip(stack: Stack) -> None:
         (jsonl(lines(2, prefix="dup") + lines(1, prefix="dup")), "duplicate_custom_id"),
         (jsonl([{**lines(1)[0], "url": "/v1/embeddings"}]), "mismatched_url"),
         (b"\n\n", "empty_file"),
+        (
+            b'{"custom_id": "deep", "method": "POST", "url": "/v1/chat/completions", "body": '
+            b'{"x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}\n",
+            "invalid_json_line",
+        ),
     ],
-    ids=["bad-json", "duplicate-custom-id", "wrong-url", "empty"],
+    ids=["bad-json", "duplicate-custom-id", "wrong-url", "empty", "nested-too-deeply"],
 )
 async def test_validation_failures_fail_the_batch(stack: Stack, content: bytes, code: str) -> None:
     """Invalid input files make the batch `failed` with an errors list naming the line."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 
 import openai
@@ -165,3 +167,31 @@ async def test_default_config_answers_common_model_names(nats_url: str) -> None:
         assert message.json()["type"] == "message"
     finally:
         await stack.stop()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"zz\r\n",
+    ],
+    ids=["request-line", "header", "chunked-body"],
+)
+async def test_unparseable_http_gets_the_json_envelope(stack: Stack, raw: bytes) -> None:
+    """HTTP the server cannot parse is refused with a 400 JSON error envelope, not plain text."""
+    assert stack.bridge is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", stack.bridge.port)
+    try:
+        writer.write(raw)
+        await writer.drain()
+        response = await asyncio.wait_for(reader.read(), timeout=5)  # the server closes
+    finally:
+        writer.close()
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ")
+    assert b"content-type: application/json" in head.lower()
+    error = json.loads(body)["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["code"] == "invalid_http_request"

@@ -13,11 +13,14 @@ from collections.abc import AsyncIterator
 import msgspec
 import pytest
 import redis.asyncio as redis
+from nats.js import api
 from prometheus_client import REGISTRY
 from redis.asyncio.client import PubSub
 
+from broker.cache.l2_nats import DEFAULT_BUCKET, NatsKVL2
 from broker.cache.l2_redis import KEY_PREFIX
 from broker.tenancy.tenants import hash_key
+from edge_runtime.process import close_quietly, connect
 from schemas import headers
 from tests.support.cli import run_cli
 from tests.support.servers import RedisServer
@@ -313,6 +316,41 @@ async def test_nats_kv_l2_when_no_redis(
         assert (await ask(second, chat("kv"), namespace))[1] == "MISS"
     finally:
         await second.stop()
+
+
+async def test_nats_kv_l2_bucket_is_bounded_in_bytes(
+    nats_url: str, fake_openai: FakeOpenAI, namespace: str
+) -> None:
+    """cache.l2_nats_max_bytes bounds the KV bucket a broker creates (or finds unbounded),
+    and a full bucket drops its oldest entries rather than refusing writes."""
+    bound = 1024 * 1024
+    cfg = config_from(config(fake_openai.base_url, l2="nats", extra=f"l2_nats_max_bytes = {bound}"))
+    running = await start_stack(nats_url, cfg)
+    try:
+        js = running.nc.jetstream()
+        stream = (await js.stream_info(f"KV_{DEFAULT_BUCKET}")).config
+        assert stream.max_bytes == bound
+        assert stream.discard == api.DiscardPolicy.OLD
+        assert (await ask(running, chat("bounded"), namespace))[1] == "MISS"
+    finally:
+        await running.stop()
+
+
+async def test_full_nats_kv_l2_keeps_the_newest_entries(nats_url: str, namespace: str) -> None:
+    """Writing past the byte bound never fails: the oldest entries make room."""
+    nc = await connect(nats_url, "test-l2-bound")
+    bucket = f"bounded_{namespace}"
+    try:
+        l2 = await NatsKVL2.open(nc, bucket, max_bytes=64 * 1024)
+        value = b"x" * 1024
+        for i in range(200):
+            await l2.set(f"default:{namespace}:{i:064x}", value, ttl_s=60)
+        assert await l2.get(f"default:{namespace}:{199:064x}") == value
+        assert await l2.get(f"default:{namespace}:{0:064x}") is None
+    finally:
+        with contextlib.suppress(Exception):
+            await nc.jetstream().delete_key_value(bucket)
+        await close_quietly(nc)
 
 
 async def test_bypass_policy_for_sampled_requests(

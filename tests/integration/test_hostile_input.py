@@ -1,0 +1,245 @@
+"""Invalid and hostile input through the real paths (NATS and the HTTP bridge): every one is
+answered with a 400 envelope naming the field, and nothing is forwarded or stored."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import pytest
+from nats.aio.msg import Msg
+from prometheus_client import REGISTRY
+
+from broker.tenancy.tenants import hash_key
+from schemas import headers
+from tests.support.stack import Stack, config_from, start_stack
+
+KEY = f"sk-le-test-{uuid.uuid4().hex}"
+AUTH = {headers.AUTHORIZATION: f"Bearer {KEY}"}
+#: Deeper than any JSON decoder's recursion guard: arrays, and objects.
+DEEP = b"[" * 100_000 + b"]" * 100_000
+DEEP_OBJECT = b'{"a":' * 100_000 + b"1" + b"}" * 100_000
+
+
+@pytest.fixture
+async def stack(nats_url: str) -> AsyncIterator[Stack]:
+    config = config_from(f"""
+        [cache]
+        l2 = "off"
+        [tenants.acme]
+        keys = ["{hash_key(KEY)}"]
+        [providers.mock]
+        kind = "mock"
+        [models.mock]
+        deployments = [{{ provider = "mock" }}]
+    """)
+    running = await start_stack(nats_url, config, bridge=True)
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+def chat(**extra: Any) -> bytes:
+    return msgspec.json.encode(
+        {"model": "mock", "messages": [{"role": "user", "content": "hi"}], **extra}
+    )
+
+
+def messages(**extra: Any) -> bytes:
+    return msgspec.json.encode(
+        {"model": "mock", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]} | extra
+    )
+
+
+def with_raw_field(body: bytes, name: str, raw: bytes) -> bytes:
+    """The body with one more top-level field holding ``raw`` JSON, as written."""
+    return body[:-1] + b',"' + name.encode() + b'":' + raw + b"}"
+
+
+async def ask(stack: Stack, subject: str, body: bytes, hdrs: dict[str, str] | None = None) -> Msg:
+    return await stack.nc.request(subject, body, timeout=10, headers=AUTH if hdrs is None else hdrs)
+
+
+def status(msg: Msg) -> int:
+    return int((msg.headers or {})[headers.STATUS])
+
+
+def openai_error(data: bytes) -> dict[str, Any]:
+    error: dict[str, Any] = msgspec.json.decode(data)["error"]
+    return error
+
+
+def anthropic_error(data: bytes) -> dict[str, Any]:
+    body: dict[str, Any] = msgspec.json.decode(data)
+    assert body["type"] == "error"
+    error: dict[str, Any] = body["error"]
+    return error
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (chat(stop=[f"s{i}" for i in range(1000)]), "stop"),
+        (chat(max_tokens=10**30), "max_tokens"),
+        (chat(max_completion_tokens=10**30), "max_completion_tokens"),
+        (chat(max_tokens=0), "max_tokens"),
+        (with_raw_field(chat(), "vendor_knob", b"1e400"), "vendor_knob"),
+        (with_raw_field(chat(), "vendor_knob", b"9" * 5000), "vendor_knob"),
+    ],
+    ids=[
+        "1000-stops",
+        "huge-max-tokens",
+        "huge-max-completion",
+        "zero-max",
+        "1e400",
+        "5000-digits",
+    ],
+)
+async def test_chat_values_out_of_range_are_400s_naming_the_field(
+    stack: Stack, body: bytes, param: str
+) -> None:
+    """Out-of-range values on llm.chat and POST /v1/chat/completions are 400s naming the field."""
+    reply = await ask(stack, "llm.chat", body)
+    assert status(reply) == 400
+    assert openai_error(reply.data)["param"] == param
+    assert stack.http is not None
+    response = await stack.http.post("/chat/completions", content=body, headers=AUTH)
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == param
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (messages(max_tokens=10**30), "max_tokens"),
+        (messages(tool_choice=3), "tool_choice"),
+        (messages(tool_choice={"type": "tool"}), "tool_choice.name"),
+        (messages(tool_choice={"type": "sometimes"}), "tool_choice.type"),
+        (messages(messages=[{"role": "user", "content": 5}]), "messages[0].content"),
+        (messages(messages=3), "messages"),
+        (messages(messages=[{"role": "user", "content": [7]}]), "messages[0].content[0]"),
+        (messages(system=5), "system"),
+        (messages(tools=[{"description": "no name"}]), "tools[0].name"),
+        (messages(stop_sequences=["a"] * 1000), "stop_sequences"),
+        (messages(temperature=1.5), "temperature"),
+        (with_raw_field(messages(), "top_k", b"9" * 5000), "top_k"),
+    ],
+    ids=[
+        "huge-max-tokens",
+        "tool-choice-int",
+        "tool-choice-no-name",
+        "tool-choice-type",
+        "content-int",
+        "messages-int",
+        "block-int",
+        "system-int",
+        "tool-no-name",
+        "1000-stops",
+        "temperature",
+        "5000-digits",
+    ],
+)
+async def test_messages_api_errors_name_the_field(stack: Stack, body: bytes, field: str) -> None:
+    """A malformed Messages request on llm.messages and POST /v1/messages is an Anthropic 400
+    whose message leads with the field, never a Python exception's text."""
+    reply = await ask(stack, "llm.messages", body)
+    assert status(reply) == 400
+    error = anthropic_error(reply.data)
+    assert error["type"] == "invalid_request_error"
+    assert error["message"].startswith(f"{field}: ")
+    assert "is not iterable" not in error["message"]
+    assert stack.http is not None
+    response = await stack.http.post("/messages", content=body, headers=AUTH)
+    assert response.status_code == 400
+    assert anthropic_error(response.content)["message"] == error["message"]
+
+
+async def test_deeply_nested_json_is_a_400_on_every_entry_point(stack: Stack) -> None:
+    """JSON nested 100,000 deep is a 400 saying so over NATS (chat, messages) and HTTP."""
+    for subject, body in (
+        ("llm.chat", with_raw_field(chat(), "x", DEEP)),
+        ("llm.chat", with_raw_field(chat(), "x", DEEP_OBJECT)),
+        ("llm.messages", with_raw_field(messages(), "x", DEEP)),
+        ("llm.messages", with_raw_field(messages(), "metadata", DEEP_OBJECT)),
+    ):
+        reply = await ask(stack, subject, body)
+        assert status(reply) == 400, subject
+        assert b"nested too deeply" in reply.data
+    assert stack.http is not None
+    for path, body in (
+        ("/chat/completions", with_raw_field(chat(stream=True), "x", DEEP)),
+        ("/messages", with_raw_field(messages(stream=True), "x", DEEP)),
+    ):
+        response = await stack.http.post(path, content=body, headers=AUTH)
+        assert response.status_code == 400, path
+        assert "nested too deeply" in response.text
+    assert status(await ask(stack, "llm.chat", chat())) == 200
+
+
+async def test_messages_authenticates_before_it_validates(stack: Stack) -> None:
+    """Without a key, a malformed Messages request is a 401 (as on llm.chat), not a 400."""
+    reply = await ask(stack, "llm.messages", messages(tool_choice=3), hdrs={})
+    assert status(reply) == 401
+    assert anthropic_error(reply.data)["type"] == "authentication_error"
+    assert stack.http is not None
+    response = await stack.http.post("/messages", content=b"{not json")
+    assert response.status_code == 401
+
+
+async def test_messages_refusals_take_the_common_refusal_path(stack: Stack) -> None:
+    """A refused Messages request carries X-Cache and is counted in llm_edge_requests_total."""
+    labels = {"provider": "", "model": "", "status": "400", "tenant": ""}
+    before = REGISTRY.get_sample_value("llm_edge_requests_total", labels) or 0.0
+    reply = await ask(stack, "llm.messages", b"{not json")
+    assert status(reply) == 400
+    assert (reply.headers or {})[headers.CACHE] == "BYPASS"
+    assert REGISTRY.get_sample_value("llm_edge_requests_total", labels) == before + 1
+
+
+async def test_messages_tool_choice_reaches_the_provider_translated(stack: Stack) -> None:
+    """A valid Anthropic tool_choice is still accepted and answered."""
+    body = messages(
+        tools=[{"name": "lookup", "input_schema": {"type": "object"}}],
+        tool_choice={"type": "any", "disable_parallel_tool_use": True},
+    )
+    reply = await ask(stack, "llm.messages", body)
+    assert status(reply) == 200
+    assert msgspec.json.decode(reply.data)["type"] == "message"
+
+
+@pytest.mark.parametrize("limit", ["abc", "1.5", "%00"])
+async def test_batch_list_limit_must_be_an_integer(stack: Stack, limit: str) -> None:
+    """GET /v1/batches?limit=abc is a 400 naming `limit`."""
+    assert stack.http is not None
+    response = await stack.http.get("/batches", params={"limit": limit}, headers=AUTH)
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "limit"
+    ok = await stack.http.get("/batches", params={"limit": "2"}, headers=AUTH)
+    assert ok.status_code == 200
+
+
+async def test_truncated_multipart_upload_is_refused(stack: Stack) -> None:
+    """An upload without its closing boundary is a 400, and no file is stored."""
+    assert stack.http is not None
+    boundary = "b0undary"
+    head = (
+        f"--{boundary}\r\n"
+        'Content-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+        f"--{boundary}\r\n"
+        'Content-Disposition: form-data; name="file"; filename="in.jsonl"\r\n'
+        "Content-Type: application/jsonl\r\n\r\n"
+    ).encode()
+    line = b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {}}\n'
+    content_type = {"content-type": f"multipart/form-data; boundary={boundary}", **AUTH}
+    before = (await stack.http.get("/files", headers=AUTH)).json()["data"]
+    cut = await stack.http.post("/files", content=head + line * 3, headers=content_type)
+    assert cut.status_code == 400
+    assert "closing boundary" in cut.json()["error"]["message"]
+    assert (await stack.http.get("/files", headers=AUTH)).json()["data"] == before
+    whole = head + line * 3 + f"\r\n--{boundary}--\r\n".encode()
+    stored = await stack.http.post("/files", content=whole, headers=content_type)
+    assert stored.status_code == 200
+    assert stored.json()["bytes"] == len(line) * 3
