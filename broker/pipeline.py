@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 import msgspec
 from nats.nuid import NUID
@@ -140,16 +140,37 @@ class ChatPipeline:
         except BrokerError as exc:
             await self.refuse(exc, hdrs, sink)
             return
+        except Exception:  # a bug still answers: every request gets exactly one answer
+            log.exception("a request could not be prepared")
+            await self.refuse(_INTERNAL, hdrs, sink)
+            return
         if prepared.restore:  # the caller gets its redacted values back; the cache does not
             sink = RestoringSink(sink, prepared.restore)
         if self._meter.limits(prepared.tenant):  # waits on Redis
-            await self._inflight.spawn(self._admitted(prepared, sink))
+            await self._inflight.spawn(self._guarded(prepared, sink, self._admitted))
             return
         hit = self._front.l1(prepared)
         if hit is not None:
-            await self._serve_hit(sink, prepared, hit, "HIT-L1")
+            await self._guarded(prepared, sink, lambda p, s: self._serve_hit(s, p, hit, "HIT-L1"))
             return
         await self._inflight.spawn(self._miss(prepared, sink))
+
+    async def _guarded(
+        self,
+        prepared: Prepared,
+        sink: ReplySink,
+        work: Callable[[Prepared, ReplySink], Awaitable[None]],
+    ) -> None:
+        """Run a request's work; whatever it raises, its caller gets an answer (the one place
+        that turns a bug into a logged, counted 500 envelope instead of a silent timeout)."""
+        try:
+            await work(prepared, sink)
+        except Exception:
+            log.exception("request %s failed", prepared.request_id)
+            self._record.count(prepared, "", 500)
+            with contextlib.suppress(Exception):
+                meta = self._meta(prepared, "MISS")
+                await sink.error(error_reply(_INTERNAL), meta, streaming=prepared.stream)
 
     async def _admitted(self, prepared: Prepared, sink: ReplySink) -> None:
         """Admit a limited tenant's request, then answer it."""
@@ -213,18 +234,10 @@ class ChatPipeline:
                 kind=SpanKind.CONSUMER,
                 attributes={"llm.model": prepared.model.name, "llm.tenant": prepared.tenant.name},
             ):
-                if prepared.stream:
-                    await self._stream_miss(prepared, sink)
-                else:
-                    await self._whole_miss(prepared, sink)
+                work = self._stream_miss if prepared.stream else self._whole_miss
+                await self._guarded(prepared, sink, work)
         except asyncio.CancelledError:
             pass  # the caller cancelled (llm.cancel): nobody is waiting for an answer
-        except Exception:
-            # a bug must still answer the caller, never leave it waiting for its timeout
-            log.exception("request %s failed", prepared.request_id)
-            with contextlib.suppress(Exception):
-                meta = self._meta(prepared, "MISS")
-                await sink.error(error_reply(_INTERNAL), meta, streaming=prepared.stream)
         finally:
             metrics.IN_FLIGHT.dec()
             self._running.pop(prepared.request_id, None)

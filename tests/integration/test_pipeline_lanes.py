@@ -217,3 +217,38 @@ async def test_stream_in_memory_assembles_and_caches() -> None:
         texts.append("".join(c.choices[0].delta.content or "" for c in sink.chunks if c.choices))
     assert texts[0] == texts[1] != ""
     assert forward.calls == ["mock"]
+
+
+class BrokenMeter(Meter):
+    """A meter with a bug: admitting any request raises."""
+
+    async def admit(self, prepared: Prepared) -> None:
+        raise RuntimeError("a bug in admission")
+
+    @staticmethod
+    def limits(tenant: object) -> bool:
+        return True
+
+
+class BrokenPreparer(RequestPreparer):
+    """A preparer with a bug: every request raises something no one expected."""
+
+    def prepare(self, data: bytes, hdrs: dict[str, str], tenant: object = None) -> Prepared:
+        raise RecursionError("a bug in preparation")
+
+
+@pytest.mark.parametrize("broken", ["preparer", "meter"])
+async def test_a_bug_anywhere_still_answers_once(broken: str) -> None:
+    """Whatever a wing raises, the caller gets one 500 envelope, not a silent timeout."""
+    config = config_from(CONFIG)
+    pipeline = memory_pipeline(config, MemoryForward())
+    clock = asyncio.get_running_loop().time
+    if broken == "preparer":
+        pipeline._preparer = BrokenPreparer(config, None, 1 << 20, clock, lambda: "r")
+    else:
+        pipeline._meter = BrokenMeter({}, RateLimiter(None), SpendLedger(None))
+    sink = RecordingSink()
+    await pipeline.handle(json.dumps(chat("hi")).encode(), {}, sink)
+    await asyncio.wait_for(sink.done.wait(), 10)
+    assert sink.status == 500
+    assert msgspec.json.decode(sink.body)["error"]["code"] == "internal_error"
