@@ -86,15 +86,8 @@ class Forwarder:
             DeadlineExceeded: no answer by ``deadline``.
             UpstreamFailed: the worker reported a failure.
         """
-        forward_headers = self._headers(prepared, deployment, deadline)
-        reply_to, replies = await self._inbox.open()
+        reply_to, replies = await self._send(prepared, deployment, deadline)
         try:
-            await self._nc.publish(
-                subjects.provider_subject(deployment.provider),
-                prepared.data,
-                reply=reply_to,
-                headers=forward_headers,
-            )
             msg = await self._answer(replies, deployment, deadline)
         finally:
             self._inbox.close(reply_to)
@@ -114,15 +107,8 @@ class Forwarder:
             NoProvider, WorkerLost, DeadlineExceeded: as for :meth:`whole`.
             UpstreamFailed: the worker reported an error (before or after chunks).
         """
-        forward_headers = self._headers(prepared, deployment, deadline)
-        reply_to, replies = await self._inbox.open()
+        reply_to, replies = await self._send(prepared, deployment, deadline)
         try:
-            await self._nc.publish(
-                subjects.provider_subject(deployment.provider),
-                prepared.data,
-                reply=reply_to,
-                headers=forward_headers,
-            )
             while True:
                 msg = await self._answer(replies, deployment, deadline)
                 hdrs = msg.headers or {}
@@ -137,6 +123,24 @@ class Forwarder:
                 raise UpstreamFailed(int(hdrs.get(headers.STATUS, "502")), msg.data, extra)
         finally:
             self._inbox.close(reply_to)
+
+    async def _send(
+        self, prepared: Prepared, deployment: Deployment, deadline: float
+    ) -> tuple[str, asyncio.Queue[Msg]]:
+        """Publish the call to the provider's workers; its reply subject (to close) and queue."""
+        forward_headers = self._headers(prepared, deployment, deadline)
+        reply_to, replies = await self._inbox.open()
+        try:
+            await self._nc.publish(
+                subjects.provider_subject(deployment.provider),
+                prepared.data,
+                reply=reply_to,
+                headers=forward_headers,
+            )
+        except BaseException:
+            self._inbox.close(reply_to)
+            raise
+        return reply_to, replies
 
     async def _answer(
         self, replies: asyncio.Queue[Msg], deployment: Deployment, deadline: float
