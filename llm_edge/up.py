@@ -45,7 +45,7 @@ class UpOptions:
 
 def _spawn(args: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(  # noqa: S603  (our own interpreter and module)
-        [sys.executable, "-m", "broker", *args],
+        [sys.executable, "-m", "llm_edge", *args],
         env=dict(env),
         preexec_fn=die_with_parent,  # noqa: PLW1509  (only prctl, async-signal-safe)
     )
