@@ -38,6 +38,7 @@ from broker.upstream.forward import Forwarder
 from broker.upstream.resilience import Resilient
 from broker.upstream.router import Router
 from edge_runtime.discovery import register
+from edge_runtime.local import LocalRoutes, local_view
 from edge_runtime.process import (
     DEFAULT_INBOX_PREFIX,
     PENDING_MSGS_LIMIT,
@@ -74,11 +75,17 @@ class BrokerService:
     """
 
     def __init__(
-        self, config: Config, options: BrokerOptions, lifeline: Lifeline | None = None
+        self,
+        config: Config,
+        options: BrokerOptions,
+        lifeline: Lifeline | None = None,
+        routes: LocalRoutes | None = None,
     ) -> None:
         self.config = config
         self.options = options
         self._lifeline = lifeline
+        self._routes = routes
+        self._view: Client | None = None
         self._fs = NatsBroker(
             options.nats_url,
             name=options.name,
@@ -101,9 +108,11 @@ class BrokerService:
 
     @property
     def nc(self) -> Client:
-        """The NATS connection FastStream holds."""
-        connection: Client = self._fs.connection
-        return connection
+        """The NATS connection FastStream holds (its local-first view when roles of this
+        process share routes)."""
+        if self._view is None:
+            self._view = local_view(self._fs.connection, self._routes)
+        return self._view
 
     async def start(self) -> None:
         """Connect, open the cache tiers, subscribe."""

@@ -16,6 +16,7 @@ import uvicorn
 
 from edge_bridge.app import DEFAULT_HTTP_TIMEOUT_S, BridgeApp
 from edge_bridge.protocol import EnvelopeHttpToolsProtocol
+from edge_runtime.local import LocalRoutes, local_view
 from edge_runtime.process import (
     DEFAULT_INBOX_PREFIX,
     Lifeline,
@@ -49,9 +50,15 @@ class BridgeOptions:
 class BridgeServer:
     """The bridge's HTTP server; ``port=0`` picks a free port (see :attr:`port`)."""
 
-    def __init__(self, options: BridgeOptions, lifeline: Lifeline | None = None) -> None:
+    def __init__(
+        self,
+        options: BridgeOptions,
+        lifeline: Lifeline | None = None,
+        routes: LocalRoutes | None = None,
+    ) -> None:
         self.options = options
         self._lifeline = lifeline
+        self._routes = routes
         self._sock = socket.socket(socket.AF_INET6 if ":" in options.host else socket.AF_INET)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((options.host, options.port))
@@ -61,13 +68,14 @@ class BridgeServer:
 
     async def start(self) -> None:
         """Connect to NATS and start serving."""
-        self.nc = await connect(
+        connection = await connect(
             self.options.nats_url,
             "llm-edge-bridge",
             self.options.nats_tls,
             inbox_prefix=self.options.nats_inbox_prefix,
             lifeline=self._lifeline,
         )
+        self.nc = local_view(connection, self._routes)
         app = BridgeApp(self.nc, timeout_s=self.options.timeout_s)
         config = uvicorn.Config(
             app,

@@ -102,6 +102,12 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     up.add_argument("--nats-port", type=int, default=4222, help="embedded nats-server port")
     up.add_argument("--data-dir", default=None, help="JetStream storage (env LLM_EDGE_DATA_DIR)")
+    up.add_argument(
+        "--processes",
+        action="store_true",
+        help="run the broker, each worker and the bridge as separate processes "
+        "(default: all in this process, without NATS hops between them)",
+    )
     _add_inbox_prefix(up, environ)
     for cmd in (up, service("broker", "run a broker (queue group on llm.chat)")):
         cmd.add_argument("--config", default=config, help="TOML file (env LLM_EDGE_CONFIG)")
@@ -357,6 +363,7 @@ def _up(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         nats_port=args.nats_port,
         data_dir=Path(data_dir),
         inbox_prefix=args.inbox_prefix,
+        processes=args.processes,
     )
     return run_up(options, env)
 

@@ -1,8 +1,10 @@
-"""``llm-edge up``: the whole stack on one machine, as child processes of one command.
+"""``llm-edge up``: the whole stack on one machine from one command.
 
 nats-server (embedded unless ``NATS_URL`` is given), one broker, one worker per provider the
-configuration routes to, and the bridge. Ctrl-C (or SIGTERM) stops every child; children also
-die with the supervisor if it is killed (Linux ``PR_SET_PDEATHSIG``), so nothing is orphaned.
+configuration routes to, and the bridge: by default all three roles in this process
+(:mod:`llm_edge.together`), or with ``--processes`` as child processes, restarted when they
+exit. Ctrl-C (or SIGTERM) stops everything; children and the embedded server also die with
+this process if it is killed (Linux ``PR_SET_PDEATHSIG``), so nothing is orphaned.
 """
 
 from __future__ import annotations
@@ -22,7 +24,13 @@ import httpx
 
 from broker.config import Config
 from edge_runtime.embedded import EmbeddedNats, die_with_parent
-from edge_runtime.process import DEFAULT_INBOX_PREFIX
+from edge_runtime.process import (
+    DEFAULT_INBOX_PREFIX,
+    ConnectionLost,
+    run_until_stopped,
+    stop_event,
+)
+from llm_edge.together import Together, serve_together
 
 __all__ = ["UpOptions", "run_up"]
 
@@ -41,6 +49,8 @@ class UpOptions:
     nats_port: int
     data_dir: Path
     inbox_prefix: str = DEFAULT_INBOX_PREFIX
+    #: Each role in its own process (default: all roles in this one).
+    processes: bool = False
 
 
 def _spawn(args: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
@@ -122,6 +132,58 @@ def run_up(options: UpOptions, environ: Mapping[str, str]) -> int:
         embedded = EmbeddedNats(options.data_dir / "jetstream", port=options.nats_port)
         nats_url = embedded.start()
         print(f"Embedded nats-server {nats_url} (JetStream in {embedded.data_dir})", flush=True)
+    try:
+        if options.processes:
+            return _run_processes(options, config, nats_url, environ)
+        return _run_together(options, config, nats_url, environ)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+        print("Stopped.", flush=True)
+
+
+def _ready_line(options: UpOptions, config: Config, nats_url: str, port: int) -> str:
+    return (
+        f"Ready. OpenAI-compatible API: http://{options.host}:{port}/v1  |  NATS: {nats_url} "
+        f"(subject llm.chat)  |  workers: {', '.join(config.serving_providers())}"
+    )
+
+
+def _run_together(
+    options: UpOptions, config: Config, nats_url: str, environ: Mapping[str, str]
+) -> int:
+    """Every role in this process; restarted together if the server drops a connection."""
+    where = Together(
+        nats_url=nats_url,
+        redis_url=options.redis_url,
+        host=options.host,
+        port=options.port,
+        inbox_prefix=options.inbox_prefix,
+    )
+    restarts = _Restarts()
+
+    def ready(port: int) -> None:
+        print(_ready_line(options, config, nats_url, port), flush=True)
+
+    async def main() -> None:
+        await serve_together(config, where, environ, stop_event(), ready)
+
+    while True:
+        try:
+            run_until_stopped(main())
+        except ConnectionLost as exc:
+            if not restarts.allow(0):
+                print("llm-edge: connections keep closing; stopping.", file=sys.stderr, flush=True)
+                return 1
+            print(f"llm-edge: {exc}; restarting the services.", file=sys.stderr, flush=True)
+            continue
+        return 0
+
+
+def _run_processes(
+    options: UpOptions, config: Config, nats_url: str, environ: Mapping[str, str]
+) -> int:
+    """Each role in its own child process, restarted when it exits."""
     env = {**environ, "NATS_URL": nats_url}
     connection = ["--nats-url", nats_url, "--inbox-prefix", options.inbox_prefix]
     common = connection + (["--config", options.config_path] if options.config_path else [])
@@ -136,23 +198,16 @@ def run_up(options: UpOptions, environ: Mapping[str, str]) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    code = 0
     try:
-        base = f"http://{options.host}:{options.port}"
-        if not _wait_ready(f"{base}/ready", procs):
+        if not _wait_ready(f"http://{options.host}:{options.port}/ready", procs):
             print("llm-edge: a service failed to start; stopping.", file=sys.stderr, flush=True)
             return 1
-        print(
-            f"Ready. OpenAI-compatible API: {base}/v1  |  NATS: {nats_url} "
-            f"(subject llm.chat)  |  workers: {', '.join(config.serving_providers())}",
-            flush=True,
-        )
+        print(_ready_line(options, config, nats_url, options.port), flush=True)
         while not stop.wait(0.5):
             exited = [i for i, p in enumerate(procs) if p.poll() is not None]
             if any(not restarts.allow(i) for i in exited):
                 print("llm-edge: a service keeps exiting; stopping.", file=sys.stderr, flush=True)
-                code = 1
-                break
+                return 1
             for i in exited:
                 print(
                     f"llm-edge: {roles[i][0]} exited ({procs[i].returncode}); restarting it.",
@@ -162,10 +217,7 @@ def run_up(options: UpOptions, environ: Mapping[str, str]) -> int:
                 procs[i] = _spawn(roles[i], env)
     finally:
         _stop_all(procs)
-        if embedded is not None:
-            embedded.stop()
-    print("Stopped.", flush=True)
-    return code
+    return 0
 
 
 def default_data_dir(environ: Mapping[str, str]) -> Path:
