@@ -8,8 +8,10 @@ from typing import Any
 
 import aiohttp
 import msgspec
+from opentelemetry.trace import SpanKind
 
-from schemas import ChatCompletionChunk
+from edge_runtime.tracing import inject, span
+from schemas import ChatCompletionChunk, headers
 from workers.anthropic_translate import (
     StreamTranslator,
     completion_from_anthropic,
@@ -74,17 +76,27 @@ class AnthropicProvider:
             to_anthropic_request(request.chat, request.upstream_model, stream=stream)
         )
 
+    def _request_headers(self, request: ProviderRequest) -> dict[str, str]:
+        outgoing = dict(self._headers)
+        if request.request_id:  # Anthropic documents no client id header: ours, for its logs
+            outgoing[headers.REQUEST_ID] = request.request_id
+        inject(outgoing)  # the upstream call joins the request's trace
+        return outgoing
+
     async def complete(self, request: ProviderRequest) -> bytes:
         """POST ``/messages``; return an OpenAI ``chat.completion``."""
         timeout = min(request.timeout_s, self._config.timeout_s)
         try:
-            async with self._client.post(
-                self._url,
-                data=self._body(request, stream=False),
-                headers=self._headers,
-                timeout=call_timeout(timeout),
-            ) as response:
-                reply = await read_reply(response)
+            with span(
+                "upstream POST", kind=SpanKind.CLIENT, attributes={"llm.provider": self.name}
+            ):
+                async with self._client.post(
+                    self._url,
+                    data=self._body(request, stream=False),
+                    headers=self._request_headers(request),
+                    timeout=call_timeout(timeout),
+                ) as response:
+                    reply = await read_reply(response)
         except aiohttp.ClientError as exc:
             raise self._error(exc) from exc
         if reply.status >= 400:
@@ -103,7 +115,7 @@ class AnthropicProvider:
             async with self._client.post(
                 self._url,
                 data=self._body(request, stream=True),
-                headers=self._headers,
+                headers=self._request_headers(request),
                 timeout=call_timeout(timeout),
             ) as response:
                 if response.status >= 400:

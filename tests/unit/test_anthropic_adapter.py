@@ -121,7 +121,7 @@ def test_request_translation() -> None:
 
 
 async def test_complete_translates_response_and_sends_headers() -> None:
-    """A Messages response becomes a chat.completion; key and version headers are sent."""
+    """A Messages response becomes a chat.completion; key, version and correlation id are sent."""
     seen: list[Sent] = []
 
     def handler(req: Sent) -> Answer:
@@ -134,6 +134,7 @@ async def test_complete_translates_response_and_sends_headers() -> None:
     assert seen[0].path_qs == "/v1/messages"
     assert seen[0].headers["x-api-key"] == KEY
     assert seen[0].headers["anthropic-version"] == "2023-06-01"
+    assert seen[0].headers["x-request-id"] == "req-7"
     assert seen[0].json()["model"] == "claude-sonnet-4-5"
     message = completion.choices[0].message
     assert message.content == "Let me check."
@@ -162,6 +163,7 @@ async def test_stream_events_become_chunks(size: int) -> None:
     async with provider(handler) as anthropic:
         chunks = [c async for c in anthropic.stream(request(CONVERSATION))]
     assert sent[0].json()["stream"] is True
+    assert sent[0].headers["x-request-id"] == "req-7"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "Héllo 😀"
     args = "".join(
