@@ -13,6 +13,8 @@ error-mapping function. Transport failures are mapped in :mod:`workers.errors`.
 
 from __future__ import annotations
 
+import functools
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -33,8 +35,14 @@ def http_client(max_connections: int = DEFAULT_MAX_CONNECTIONS) -> aiohttp.Clien
     It trusts what the httpx client before it trusted (certifi, or ``SSL_CERT_FILE`` /
     ``SSL_CERT_DIR``) and, like it, honours ``HTTPS_PROXY`` / ``NO_PROXY`` (``trust_env``).
     """
-    connector = aiohttp.TCPConnector(limit=max_connections, ssl=httpx.create_ssl_context())
+    connector = aiohttp.TCPConnector(limit=max_connections, ssl=_trust())
     return aiohttp.ClientSession(connector=connector, timeout=DEFAULT_TIMEOUT, trust_env=True)
+
+
+@functools.cache
+def _trust() -> ssl.SSLContext:
+    """Loaded once per process: reading the CA bundle takes ~20 ms of blocked event loop."""
+    return httpx.create_ssl_context()
 
 
 def call_timeout(seconds: float) -> aiohttp.ClientTimeout:
