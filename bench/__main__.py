@@ -1,8 +1,10 @@
-"""``python -m bench``: cache-tier round trips over NATS and HTTP beside the raw NATS echo.
+"""``python -m bench``: cache-tier round trips over NATS and HTTP beside the raw NATS echo,
+then the miss path to a real HTTP upstream beside that upstream called directly.
 
-Starts its own nats-server and redis-server, the broker, a mock worker (zero latency) and the
-bridge as separate processes, as a deployment runs them, and drives them from this process.
-Every figure is printed beside the raw nats-py echo measured in the same run.
+Starts its own nats-server and redis-server, the broker, a worker (the zero-latency mock, then
+an OpenAI-compatible one in front of nginx) and the bridge as separate processes, as a
+deployment runs them, and drives them from this process. Every figure is printed beside its
+baseline measured in the same run.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import os
 import subprocess
 import sys
@@ -22,6 +25,7 @@ import msgspec
 import nats
 from nats.aio.client import Client
 
+from bench import nginx_upstream, upstream
 from bench.http_load import wrk_available, wrk_measure
 from bench.load import Result, measure
 from edge_runtime.embedded import EmbeddedNats
@@ -34,6 +38,16 @@ request_log = "off"   # measured separately: a log line per request costs its fo
 kind = "mock"
 [models.mock]
 deployments = [{ provider = "mock" }]
+"""
+#: The upstream scenario's stack: one OpenAI-compatible provider in front of nginx.
+UPSTREAM_CONFIG = """
+[broker]
+request_log = "off"
+[providers.up]
+kind = "openai_compatible"
+base_url = "http://127.0.0.1:{port}/v1"
+[models.mock-gpt]
+deployments = [{{ provider = "up", model = "mock-gpt" }}]
 """
 HIT = b'{"model":"mock","messages":[{"role":"user","content":"the same question every time"}]}'
 NO_CACHE = {"Cache-Control": "no-cache, no-store"}
@@ -86,9 +100,11 @@ class Deployment:
 
 
 @contextlib.asynccontextmanager
-async def deployment() -> AsyncIterator[tuple[Deployment, Client]]:
+async def deployment(
+    config_text: str = CONFIG, provider: str = "mock"
+) -> AsyncIterator[tuple[Deployment, Client]]:
     workdir = Path(tempfile.mkdtemp(prefix="llm-edge-bench-"))
-    (workdir / "config.toml").write_text(CONFIG)
+    (workdir / "config.toml").write_text(config_text)
     server = EmbeddedNats(workdir / "js", port=-1)
     redis_server = RedisServer()
     dep = Deployment(server.start(), redis_server.url, free_port(), workdir)
@@ -97,7 +113,7 @@ async def deployment() -> AsyncIterator[tuple[Deployment, Client]]:
     dep.procs = {
         "echo": spawn("bench.echo", dep.nats_url, "bench.echo"),
         "broker": spawn(*dep.broker_args()),
-        "worker": spawn("broker", "worker", "mock", "--nats-url", dep.nats_url, *config),
+        "worker": spawn("broker", "worker", provider, "--nats-url", dep.nats_url, *config),
         "bridge": spawn(
             "broker", "bridge", "--nats-url", dep.nats_url, "--port", str(dep.http_port)
         ),
@@ -175,16 +191,66 @@ async def run(scale: float) -> list[Result]:
     return results
 
 
+def our_pids(dep: Deployment) -> dict[str, int]:
+    """The stack's processes: bridge, broker, worker, and the nats-server we started."""
+    pids = {name: dep.procs[name].pid for name in ("bridge", "broker", "worker")}
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            if Path(f"/proc/{child}/comm").read_text().strip() == "nats-server":
+                pids["nats-server"] = int(child)
+    return pids
+
+
+async def run_upstream(seconds: int, delay_ms: float) -> list[upstream.Row] | None:
+    """Direct to nginx, then through the stack, at each level, whole and streamed."""
+    if (missing := nginx_upstream.missing()) or not wrk_available():
+        reason = missing or "wrk is not installed (apt-get install wrk)"
+        print(f"real-upstream scenario skipped: {reason}", file=sys.stderr)
+        return None
+    port = free_port()
+    with nginx_upstream.nginx_upstream(port, delay_ms / 1000) as nginx:
+        config = UPSTREAM_CONFIG.format(port=port)
+        async with deployment(config, "up") as (dep, _):
+            targets = {
+                "direct": (f"http://127.0.0.1:{port}/v1/chat/completions", nginx_pids(nginx)),
+                "LLM Edge": (
+                    f"http://127.0.0.1:{dep.http_port}/v1/chat/completions",
+                    our_pids(dep),
+                ),
+            }
+            return [
+                upstream.wrk_run(
+                    target, url, stream=stream, connections=conns, seconds=seconds, pids=pids
+                )
+                for (target, (url, pids)), stream, conns in itertools.product(
+                    targets.items(), (False, True), upstream.LEVELS
+                )
+            ]
+
+
+def nginx_pids(master: subprocess.Popen[bytes]) -> dict[str, int]:
+    """nginx's worker process (the master only forks it)."""
+    task = Path(f"/proc/{master.pid}/task/{master.pid}/children")
+    return {"nginx": int(task.read_text().split()[0])}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply request counts")
+    parser.add_argument("--upstream-seconds", type=int, default=3, help="length of each wrk run")
+    parser.add_argument("--upstream-delay-ms", type=float, default=20.0, help="nginx's latency")
+    parser.add_argument("--only-upstream", action="store_true", help="run only that scenario")
     args = parser.parse_args()
-    results = asyncio.run(run(args.scale))
-    baseline = results[0]
-    print("\n| scenario | p50 ms | p99 ms | p50 vs echo ms | req/s (64 in flight) | vs echo |")
-    print("|---|---|---|---|---|---|")
-    for result in results:
-        print(result.row(None if result is baseline else baseline))
+    if not args.only_upstream:
+        results = asyncio.run(run(args.scale))
+        baseline = results[0]
+        print("\n| scenario | p50 ms | p99 ms | p50 vs echo ms | req/s (64 in flight) | vs echo |")
+        print("|---|---|---|---|---|---|")
+        for result in results:
+            print(result.row(None if result is baseline else baseline))
+    rows = asyncio.run(run_upstream(args.upstream_seconds, args.upstream_delay_ms))
+    if rows is not None:
+        upstream.print_rows(rows, args.upstream_delay_ms)
 
 
 if __name__ == "__main__":

@@ -6,10 +6,12 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
+import aiohttp
 import msgspec
+from opentelemetry.trace import SpanKind
 
-from schemas import ChatCompletionChunk
+from edge_runtime.tracing import inject, span
+from schemas import ChatCompletionChunk, headers
 from workers.anthropic_translate import (
     StreamTranslator,
     completion_from_anthropic,
@@ -20,6 +22,7 @@ from workers.config import ProviderConfig
 from workers.errors import ErrorKind, ProviderError, kind_for_status, transport_error
 from workers.openai import parse_retry_after
 from workers.sse import aiter_sse
+from workers.upstream_http import UpstreamReply, call_timeout, read_reply
 
 __all__ = ["ANTHROPIC_VERSION", "AnthropicProvider"]
 
@@ -48,12 +51,12 @@ class AnthropicProvider:
 
     Args:
         config: the provider's settings (``base_url`` defaults to Anthropic's ``/v1``).
-        client: a pooled client.
+        client: a pooled session.
         api_key: sent as ``x-api-key``; never logged.
     """
 
     def __init__(
-        self, config: ProviderConfig, client: httpx.AsyncClient, api_key: str | None
+        self, config: ProviderConfig, client: aiohttp.ClientSession, api_key: str | None
     ) -> None:
         self.name = config.name
         self._config = config
@@ -73,22 +76,33 @@ class AnthropicProvider:
             to_anthropic_request(request.chat, request.upstream_model, stream=stream)
         )
 
+    def _request_headers(self, request: ProviderRequest) -> dict[str, str]:
+        outgoing = dict(self._headers)
+        if request.request_id:  # Anthropic documents no client id header: ours, for its logs
+            outgoing[headers.REQUEST_ID] = request.request_id
+        inject(outgoing)  # the upstream call joins the request's trace
+        return outgoing
+
     async def complete(self, request: ProviderRequest) -> bytes:
         """POST ``/messages``; return an OpenAI ``chat.completion``."""
         timeout = min(request.timeout_s, self._config.timeout_s)
         try:
-            response = await self._client.post(
-                self._url,
-                content=self._body(request, stream=False),
-                headers=self._headers,
-                timeout=timeout,
-            )
-        except httpx.HTTPError as exc:
+            with span(
+                "upstream POST", kind=SpanKind.CLIENT, attributes={"llm.provider": self.name}
+            ):
+                async with self._client.post(
+                    self._url,
+                    data=self._body(request, stream=False),
+                    headers=self._request_headers(request),
+                    timeout=call_timeout(timeout),
+                ) as response:
+                    reply = await read_reply(response)
+        except aiohttp.ClientError as exc:
             raise self._error(exc) from exc
-        if response.status_code >= 400:
-            raise self._error(response)
+        if reply.status >= 400:
+            raise self._error(reply)
         try:
-            completion = completion_from_anthropic(_json.decode(response.content), int(time.time()))
+            completion = completion_from_anthropic(_json.decode(reply.body), int(time.time()))
         except (msgspec.MsgspecError, ValueError, TypeError) as exc:
             raise self._error(exc) from exc
         return _encoder.encode(completion)
@@ -98,17 +112,15 @@ class AnthropicProvider:
         timeout = min(request.timeout_s, self._config.timeout_s)
         translator = StreamTranslator(created=int(time.time()))
         try:
-            async with self._client.stream(
-                "POST",
+            async with self._client.post(
                 self._url,
-                content=self._body(request, stream=True),
-                headers=self._headers,
-                timeout=timeout,
+                data=self._body(request, stream=True),
+                headers=self._request_headers(request),
+                timeout=call_timeout(timeout),
             ) as response:
-                if response.status_code >= 400:
-                    await response.aread()
-                    raise self._error(response)
-                async for event in aiter_sse(response.aiter_bytes()):
+                if response.status >= 400:
+                    raise self._error(await read_reply(response))
+                async for event in aiter_sse(response.content.iter_any()):
                     data = _json.decode(event.data)
                     if data.get("type") == "error":
                         raise self._event_error(data)
@@ -116,7 +128,7 @@ class AnthropicProvider:
                         yield chunk
                     if data.get("type") == "message_stop":
                         return
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise self._error(exc) from exc
         except msgspec.MsgspecError as exc:
             raise self._error(exc) from exc
@@ -130,20 +142,20 @@ class AnthropicProvider:
             self.name, kind, self._scrub(str(error.get("message", error))), upstream_status=status
         )
 
-    def _error(self, failure: httpx.Response | Exception) -> ProviderError:
+    def _error(self, failure: UpstreamReply | Exception) -> ProviderError:
         """Map every upstream failure to a :class:`ProviderError` (the only place that does)."""
         if isinstance(failure, Exception):
             return transport_error(self.name, failure)
         try:
-            error = self._event_error(_json.decode(failure.content), failure.status_code)
+            error = self._event_error(_json.decode(failure.body), failure.status)
         except msgspec.MsgspecError:
             error = ProviderError(
                 self.name,
-                kind_for_status(failure.status_code),
+                kind_for_status(failure.status),
                 self._scrub(failure.text[:300]),
-                upstream_status=failure.status_code,
+                upstream_status=failure.status,
             )
-        if failure.status_code == 529:  # overloaded: retryable whatever the body says
+        if failure.status == 529:  # overloaded: retryable whatever the body says
             error.kind = ErrorKind.UNAVAILABLE
         error.retry_after = parse_retry_after(failure.headers)
         return error

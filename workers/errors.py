@@ -3,13 +3,14 @@
     ProviderError(provider, kind, status, message, retryable, retry_after)
 
 ``kind`` says what went wrong in provider-neutral terms; ``status`` is the status the user sees.
+Transport failures of the upstream client (aiohttp) are mapped here and nowhere else.
 """
 
 from __future__ import annotations
 
 import enum
 
-import httpx
+import aiohttp
 
 __all__ = ["ErrorKind", "ProviderError", "kind_for_status", "transport_error"]
 
@@ -98,9 +99,9 @@ class ProviderError(Exception):
 
 def transport_error(provider: str, failure: Exception) -> ProviderError:
     """A failure without an HTTP error response: timeout, connection, or an unreadable body."""
-    if isinstance(failure, httpx.TimeoutException):
+    if isinstance(failure, aiohttp.ServerTimeoutError):  # connect, pool wait or read
         return ProviderError(provider, ErrorKind.TIMEOUT, "upstream timed out")
-    if isinstance(failure, httpx.HTTPError):
+    if isinstance(failure, aiohttp.ClientError):  # refused, reset, truncated body ...
         return ProviderError(provider, ErrorKind.CONNECTION, f"{type(failure).__name__}: {failure}")
     return ProviderError(
         provider, ErrorKind.INVALID_RESPONSE, f"unreadable upstream response: {failure}"

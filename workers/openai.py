@@ -7,10 +7,10 @@ the key in an ``api-key`` header; the deployment name is the configured upstream
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import httpx
+import aiohttp
 import msgspec
 from opentelemetry.trace import SpanKind
 
@@ -20,6 +20,7 @@ from workers.base import ProviderRequest
 from workers.config import ProviderConfig, ProviderKind
 from workers.errors import ErrorKind, ProviderError, kind_for_status, transport_error
 from workers.sse import aiter_sse
+from workers.upstream_http import UpstreamReply, call_timeout, read_reply
 
 __all__ = ["OpenAIProvider", "parse_retry_after"]
 
@@ -28,8 +29,11 @@ _chunk_decoder = msgspec.json.Decoder(ChatCompletionChunk)
 _error_decoder = msgspec.json.Decoder(dict[str, Any])
 
 
-def parse_retry_after(headers: httpx.Headers) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (delta-seconds form)."""
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (delta-seconds form).
+
+    ``headers`` must look names up case-insensitively, as response headers do.
+    """
     for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
         value = headers.get(name)
         if value is None:
@@ -46,12 +50,12 @@ class OpenAIProvider:
 
     Args:
         config: the provider's settings.
-        client: a pooled client, shared by every call of this worker.
+        client: a pooled session, shared by every call of this worker.
         api_key: the key, read from the worker's environment by the caller; never logged.
     """
 
     def __init__(
-        self, config: ProviderConfig, client: httpx.AsyncClient, api_key: str | None
+        self, config: ProviderConfig, client: aiohttp.ClientSession, api_key: str | None
     ) -> None:
         self.name = config.name
         self._config = config
@@ -99,21 +103,22 @@ class OpenAIProvider:
             with span(
                 "upstream POST", kind=SpanKind.CLIENT, attributes={"llm.provider": self.name}
             ):
-                response = await self._client.post(
+                async with self._client.post(
                     self._url(request.upstream_model),
-                    content=self._payload(request, stream=False),
+                    data=self._payload(request, stream=False),
                     headers=self._request_headers(request),
-                    timeout=timeout,
-                )
-        except httpx.HTTPError as exc:
+                    timeout=call_timeout(timeout),
+                ) as response:
+                    reply = await read_reply(response)
+        except aiohttp.ClientError as exc:
             raise self._error(exc) from exc
-        if response.status_code >= 400:
-            raise self._error(response)
+        if reply.status >= 400:
+            raise self._error(reply)
         try:
-            _completion_decoder.decode(response.content)
+            _completion_decoder.decode(reply.body)
         except msgspec.MsgspecError as exc:
             raise self._error(exc) from exc
-        return response.content
+        return reply.body
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[ChatCompletionChunk]:
         """POST with ``stream: true``; yield each SSE ``data:`` chunk until ``[DONE]``.
@@ -122,21 +127,19 @@ class OpenAIProvider:
         """
         timeout = min(request.timeout_s, self._config.timeout_s)
         try:
-            async with self._client.stream(
-                "POST",
+            async with self._client.post(
                 self._url(request.upstream_model),
-                content=self._payload(request, stream=True),
+                data=self._payload(request, stream=True),
                 headers=self._request_headers(request),
-                timeout=timeout,
+                timeout=call_timeout(timeout),
             ) as response:
-                if response.status_code >= 400:
-                    await response.aread()
-                    raise self._error(response)
-                async for event in aiter_sse(response.aiter_bytes()):
+                if response.status >= 400:
+                    raise self._error(await read_reply(response))
+                async for event in aiter_sse(response.content.iter_any()):
                     if event.data == "[DONE]":
                         return
                     yield self._chunk(event.data)
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise self._error(exc) from exc
 
     def _chunk(self, data: str) -> ChatCompletionChunk:
@@ -152,15 +155,15 @@ class OpenAIProvider:
         except msgspec.MsgspecError as exc:
             raise self._error(exc) from exc
 
-    def _error(self, failure: httpx.Response | Exception) -> ProviderError:
+    def _error(self, failure: UpstreamReply | Exception) -> ProviderError:
         """Map every upstream failure to a :class:`ProviderError` (the only place that does)."""
         if isinstance(failure, Exception):
             return transport_error(self.name, failure)
         return ProviderError(
             self.name,
-            kind_for_status(failure.status_code),
+            kind_for_status(failure.status),
             self._scrub(_upstream_message(failure)),
-            upstream_status=failure.status_code,
+            upstream_status=failure.status,
             retry_after=parse_retry_after(failure.headers),
         )
 
@@ -172,10 +175,10 @@ class OpenAIProvider:
         """The client belongs to the caller; nothing of our own to release."""
 
 
-def _upstream_message(response: httpx.Response) -> str:
+def _upstream_message(response: UpstreamReply) -> str:
     """OpenAI's ``{"error": {"message"}}``, or the start of whatever body came back."""
     try:
-        body = _error_decoder.decode(response.content)
+        body = _error_decoder.decode(response.body)
         error = body.get("error")
         if isinstance(error, dict) and error.get("message"):
             return str(error["message"])
@@ -183,4 +186,4 @@ def _upstream_message(response: httpx.Response) -> str:
             return error
     except msgspec.MsgspecError:
         pass
-    return response.text[:300] or response.reason_phrase
+    return response.text[:300] or response.reason

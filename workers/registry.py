@@ -4,27 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import httpx
+import aiohttp
 
 from workers.anthropic import AnthropicProvider
 from workers.base import Provider
 from workers.config import ProviderConfig, ProviderKind
 from workers.mock import MockProvider
 from workers.openai import OpenAIProvider
+from workers.upstream_http import http_client
 
 __all__ = ["build_provider", "http_client"]
 
-#: Pool sized for hundreds of concurrent upstream calls per worker process.
-DEFAULT_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
-
-
-def http_client(limits: httpx.Limits = DEFAULT_LIMITS) -> httpx.AsyncClient:
-    """A pooled client for one worker process."""
-    return httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60.0, connect=10.0))
-
 
 def build_provider(
-    config: ProviderConfig, environ: Mapping[str, str], client: httpx.AsyncClient
+    config: ProviderConfig, environ: Mapping[str, str], client: aiohttp.ClientSession
 ) -> Provider:
     """Return the adapter for ``config``, reading its key from ``environ``.
 

@@ -7,11 +7,11 @@ import json
 from collections.abc import AsyncIterator
 
 import anthropic
-import httpx
 import openai
 import pytest
 
 from tests.support.anthropic_shapes import TOOL_MESSAGE, stream_events
+from tests.support.scripted_upstream import Answer, Sent, scripted_upstream
 from tests.support.stack import Stack, config_from, start_stack
 from tests.support.upstream import FakeOpenAI, Scripted, openai_completion
 
@@ -29,20 +29,22 @@ WEATHER_TOOL = {
 }
 
 
-def anthropic_upstream(request: httpx.Request) -> httpx.Response:
+def anthropic_upstream(request: Sent) -> Answer:
     """Anthropic's API as documented: a tool-use message, or the same as a stream."""
-    body = json.loads(request.content)
-    if body.get("stream"):
-        return httpx.Response(
-            200,
-            headers={"content-type": "text/event-stream"},
-            content=b"".join(stream_events(["Sunny ", "today"], tool=True)),
-        )
-    return httpx.Response(200, json=TOOL_MESSAGE)
+    if json.loads(request.content).get("stream"):
+        return Answer(200, pieces=[b"".join(stream_events(["Sunny ", "today"], tool=True))])
+    return Answer(200, json=TOOL_MESSAGE)
 
 
 @pytest.fixture
-async def stack(nats_url: str, fake_openai: FakeOpenAI) -> AsyncIterator[Stack]:
+async def claude_url() -> AsyncIterator[str]:
+    """An Anthropic upstream on loopback."""
+    async with scripted_upstream(anthropic_upstream) as base:
+        yield base + "/v1"
+
+
+@pytest.fixture
+async def stack(nats_url: str, fake_openai: FakeOpenAI, claude_url: str) -> AsyncIterator[Stack]:
     config = config_from(f"""
         [cache]
         enabled = false
@@ -56,6 +58,7 @@ async def stack(nats_url: str, fake_openai: FakeOpenAI) -> AsyncIterator[Stack]:
 
         [providers.claude]
         kind = "anthropic"
+        base_url = "{claude_url}"
         api_key_env = "ANTHROPIC_API_KEY"
 
         [models.mock]
@@ -67,14 +70,8 @@ async def stack(nats_url: str, fake_openai: FakeOpenAI) -> AsyncIterator[Stack]:
         [models.claude-sonnet]
         deployments = [{{ provider = "claude", model = "claude-sonnet-4-5" }}]
     """)
-    transport = httpx.MockTransport(anthropic_upstream)
     running = await start_stack(
-        nats_url,
-        config,
-        bridge=True,
-        environ={"ANTHROPIC_API_KEY": "sk-ant-x"},
-        client=httpx.AsyncClient(transport=transport),
-        client_for={"claude"},
+        nats_url, config, bridge=True, environ={"ANTHROPIC_API_KEY": "sk-ant-x"}
     )
     try:
         yield running

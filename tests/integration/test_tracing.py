@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from schemas import decode_chat_request
+from tests.support.anthropic_shapes import MESSAGE
+from tests.support.scripted_upstream import Answer, Sent, scripted_upstream
 from tests.support.stack import config_from, start_stack
 from tests.support.upstream import FakeOpenAI
+from workers import AnthropicProvider, ProviderConfig, ProviderKind, http_client
+from workers.base import ProviderRequest
 
 _EXPORTER = InMemorySpanExporter()
 
@@ -59,3 +65,38 @@ async def test_one_trace_id_across_every_hop(
     (trace_id,) = trace_ids
     upstream_parent = fake_openai.received[-1].headers["traceparent"]
     assert upstream_parent.split("-")[1] == f"{trace_id:032x}"
+
+
+async def test_anthropic_upstream_call_joins_the_trace(spans: InMemorySpanExporter) -> None:
+    """The Anthropic call is a client span of the request's trace; the upstream gets its
+    traceparent and our correlation id."""
+    seen: list[Sent] = []
+
+    def upstream(sent: Sent) -> Answer:
+        seen.append(sent)
+        return Answer(200, json=MESSAGE)
+
+    raw = msgspec.json.encode({"model": "claude", "messages": [{"role": "user", "content": "hi"}]})
+    request = ProviderRequest(
+        body=raw,
+        chat=decode_chat_request(raw),
+        upstream_model="claude-sonnet-4-5",
+        timeout_s=5,
+        request_id="req-trace-1",
+    )
+    spans.clear()
+    async with scripted_upstream(upstream) as base, http_client() as client:
+        config = ProviderConfig(name="claude", kind=ProviderKind.ANTHROPIC, base_url=base + "/v1")
+        with trace.get_tracer("test").start_as_current_span("llm.provider.claude") as parent:
+            await AnthropicProvider(config, client, None).complete(request)
+    trace_id = parent.get_span_context().trace_id
+    (call,) = [s for s in spans.get_finished_spans() if s.name == "upstream POST"]
+    assert call.kind is trace.SpanKind.CLIENT
+    assert call.attributes is not None
+    assert call.attributes["llm.provider"] == "claude"
+    assert call.context.trace_id == trace_id
+    assert seen[0].headers["traceparent"].split("-")[1:3] == [
+        f"{trace_id:032x}",
+        f"{call.context.span_id:016x}",
+    ]
+    assert seen[0].headers["x-request-id"] == "req-trace-1"

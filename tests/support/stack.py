@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 from dataclasses import dataclass, field
 
+import aiohttp
 import httpx
 from nats.aio.client import Client
 
@@ -12,7 +13,7 @@ from broker.config import Config
 from broker.service import BrokerOptions, BrokerService
 from edge_bridge import BridgeOptions, BridgeServer
 from edge_runtime.process import close_quietly, connect
-from workers import WorkerService, build_provider
+from workers import WorkerService, build_provider, http_client
 
 __all__ = ["MOCK_ONLY", "Stack", "config_from", "start_stack"]
 
@@ -44,6 +45,7 @@ class Stack:
     workers: list[tuple[WorkerService, Client]] = field(default_factory=list)
     bridge: BridgeServer | None = None
     http: httpx.AsyncClient | None = None
+    upstream_sessions: list[aiohttp.ClientSession] = field(default_factory=list)
 
     @property
     def base_url(self) -> str:
@@ -60,6 +62,8 @@ class Stack:
         for worker, nc in self.workers:
             await worker.stop(1.0)
             await close_quietly(nc)
+        for session in self.upstream_sessions:
+            await session.close()
         await close_quietly(self.nc)
 
 
@@ -72,14 +76,9 @@ async def start_stack(
     bridge: bool = False,
     brokers: int = 1,
     environ: dict[str, str] | None = None,
-    client: httpx.AsyncClient | None = None,
-    client_for: set[str] | None = None,
 ) -> Stack:
-    """Start brokers, a worker per provider, and optionally the bridge.
-
-    ``client`` (e.g. over ``httpx.MockTransport``) serves the providers in ``client_for``
-    (all when ``None``); the others get a real client.
-    """
+    """Start brokers, a worker per provider (each with its own upstream session, as a worker
+    process has), and optionally the bridge."""
     stack = Stack(nc=await connect(nats_url, "test-client"))
     for _ in range(brokers):
         service = BrokerService(config, BrokerOptions(nats_url=nats_url, redis_url=redis_url))
@@ -87,9 +86,9 @@ async def start_stack(
         stack.brokers.append(service)
     for name in providers if providers is not None else config.serving_providers():
         settings = config.providers[name]
-        use_given = client is not None and (client_for is None or name in client_for)
-        http = client if use_given and client is not None else httpx.AsyncClient()
-        provider = build_provider(settings, environ or {}, http)
+        session = http_client()
+        stack.upstream_sessions.append(session)
+        provider = build_provider(settings, environ or {}, session)
         nc = await connect(nats_url, f"test-worker-{name}")
         worker = WorkerService(nc, provider, max_concurrency=settings.max_concurrency)
         await worker.start()

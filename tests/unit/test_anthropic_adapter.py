@@ -1,17 +1,26 @@
-"""The Anthropic adapter: request translation, responses, streams and errors (MockTransport)."""
+"""The Anthropic adapter: request translation, responses, streams and errors (scripted upstream)."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 
-import httpx
 import msgspec
 import pytest
 
 from schemas import ChatCompletion, decode_chat_request
 from tests.support.anthropic_shapes import MESSAGE, TOOL_MESSAGE, sse, stream_events
-from workers import AnthropicProvider, ErrorKind, ProviderConfig, ProviderError, ProviderKind
+from tests.support.scripted_upstream import Answer, Handler, Sent, scripted_upstream
+from workers import (
+    AnthropicProvider,
+    ErrorKind,
+    ProviderConfig,
+    ProviderError,
+    ProviderKind,
+    http_client,
+)
 from workers.anthropic_translate import DEFAULT_MAX_TOKENS, to_anthropic_request
 from workers.base import ProviderRequest
 
@@ -70,13 +79,19 @@ CONVERSATION = {
 def request(body: dict[str, object]) -> ProviderRequest:
     raw = msgspec.json.encode(body)
     return ProviderRequest(
-        body=raw, chat=decode_chat_request(raw), upstream_model="claude-sonnet-4-5", timeout_s=5
+        body=raw,
+        chat=decode_chat_request(raw),
+        upstream_model="claude-sonnet-4-5",
+        timeout_s=5,
+        request_id="req-7",
     )
 
 
-def provider(handler: object) -> AnthropicProvider:
-    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))  # type: ignore[arg-type]
-    return AnthropicProvider(CONFIG, client, KEY)
+@contextlib.asynccontextmanager
+async def provider(handler: Handler) -> AsyncIterator[AnthropicProvider]:
+    """The adapter, its base URL pointed at a scripted upstream."""
+    async with scripted_upstream(handler) as base, http_client() as client:
+        yield AnthropicProvider(dataclasses.replace(CONFIG, base_url=base + "/v1"), client, KEY)
 
 
 def test_request_translation() -> None:
@@ -106,18 +121,21 @@ def test_request_translation() -> None:
 
 
 async def test_complete_translates_response_and_sends_headers() -> None:
-    """A Messages response becomes a chat.completion; key and version headers are sent."""
-    seen: list[httpx.Request] = []
+    """A Messages response becomes a chat.completion; key, version and correlation id are sent."""
+    seen: list[Sent] = []
 
-    def handler(req: httpx.Request) -> httpx.Response:
+    def handler(req: Sent) -> Answer:
         seen.append(req)
-        return httpx.Response(200, json=TOOL_MESSAGE)
+        return Answer(200, json=TOOL_MESSAGE)
 
-    body = await provider(handler).complete(request(CONVERSATION))
+    async with provider(handler) as anthropic:
+        body = await anthropic.complete(request(CONVERSATION))
     completion = msgspec.json.decode(body, type=ChatCompletion)
+    assert seen[0].path_qs == "/v1/messages"
     assert seen[0].headers["x-api-key"] == KEY
     assert seen[0].headers["anthropic-version"] == "2023-06-01"
-    assert json.loads(seen[0].content)["model"] == "claude-sonnet-4-5"
+    assert seen[0].headers["x-request-id"] == "req-7"
+    assert seen[0].json()["model"] == "claude-sonnet-4-5"
     message = completion.choices[0].message
     assert message.content == "Let me check."
     assert message.tool_calls is not None
@@ -127,25 +145,25 @@ async def test_complete_translates_response_and_sends_headers() -> None:
     assert completion.usage.prompt_tokens == 12
 
 
-async def split_stream(pieces: list[bytes], size: int) -> AsyncIterator[bytes]:
+def split_stream(pieces: list[bytes], size: int) -> list[bytes]:
     data = b"".join(pieces)
-    for i in range(0, len(data), size):
-        yield data[i : i + size]
+    return [data[i : i + size] for i in range(0, len(data), size)]
 
 
 @pytest.mark.parametrize("size", [1, 7, 4096])
 async def test_stream_events_become_chunks(size: int) -> None:
     """Text and tool deltas, stop reason and usage come through, whatever the read size."""
 
-    def handler(req: httpx.Request) -> httpx.Response:
-        assert json.loads(req.content)["stream"] is True
-        return httpx.Response(
-            200,
-            headers={"content-type": "text/event-stream"},
-            content=split_stream(stream_events(["Hé", "llo 😀"], tool=True), size),
-        )
+    sent: list[Sent] = []
 
-    chunks = [c async for c in provider(handler).stream(request(CONVERSATION))]
+    def handler(req: Sent) -> Answer:
+        sent.append(req)
+        return Answer(200, pieces=split_stream(stream_events(["Hé", "llo 😀"], tool=True), size))
+
+    async with provider(handler) as anthropic:
+        chunks = [c async for c in anthropic.stream(request(CONVERSATION))]
+    assert sent[0].json()["stream"] is True
+    assert sent[0].headers["x-request-id"] == "req-7"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "Héllo 😀"
     args = "".join(
@@ -177,15 +195,16 @@ async def test_stream_events_become_chunks(size: int) -> None:
 async def test_error_kinds(status: int, error_type: str, kind: ErrorKind, retryable: bool) -> None:
     """Each documented error type maps to its kind; Retry-After is kept; the key is scrubbed."""
 
-    def handler(req: httpx.Request) -> httpx.Response:
-        return httpx.Response(
+    def handler(req: Sent) -> Answer:
+        return Answer(
             status,
             headers={"retry-after": "2"},
             json={"type": "error", "error": {"type": error_type, "message": f"nope {KEY}"}},
         )
 
-    with pytest.raises(ProviderError) as caught:
-        await provider(handler).complete(request(CONVERSATION))
+    async with provider(handler) as anthropic:
+        with pytest.raises(ProviderError) as caught:
+            await anthropic.complete(request(CONVERSATION))
     assert caught.value.kind is kind
     assert caught.value.retryable is retryable
     assert caught.value.retry_after == 2.0
@@ -202,13 +221,14 @@ async def test_error_event_mid_stream() -> None:
         ),
     ]
 
-    def handler(req: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, content=split_stream(pieces, 50))
+    def handler(req: Sent) -> Answer:
+        return Answer(200, pieces=split_stream(pieces, 50))
 
     got = []
-    with pytest.raises(ProviderError) as caught:  # noqa: PT012  (collect chunks before the error)
-        async for chunk in provider(handler).stream(request(CONVERSATION)):
-            got.append(chunk)
+    async with provider(handler) as anthropic:
+        with pytest.raises(ProviderError) as caught:  # noqa: PT012  (collect chunks first)
+            async for chunk in anthropic.stream(request(CONVERSATION)):
+                got.append(chunk)
     assert got
     assert caught.value.kind is ErrorKind.UNAVAILABLE
     assert MESSAGE["id"] == got[0].id

@@ -1,17 +1,32 @@
-"""The OpenAI adapter against httpx.MockTransport: payload, pass-through and error mapping."""
+"""The OpenAI adapter against a scripted upstream on loopback: payload, pass-through, errors."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 
-import httpx
 import msgspec
 import pytest
 
 from schemas import decode_chat_request
+from tests.support.scripted_upstream import (
+    Answer,
+    Handler,
+    Sent,
+    closed_port_url,
+    scripted_upstream,
+)
 from tests.support.upstream import openai_completion
-from workers import ErrorKind, OpenAIProvider, ProviderConfig, ProviderError, ProviderKind
+from workers import (
+    ErrorKind,
+    OpenAIProvider,
+    ProviderConfig,
+    ProviderError,
+    ProviderKind,
+    http_client,
+)
 from workers.base import ProviderRequest
 
 KEY = "sk-test-SECRET-123"
@@ -37,23 +52,28 @@ def make_request(**extra: object) -> ProviderRequest:
     )
 
 
-def provider(handler: object) -> OpenAIProvider:
-    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))  # type: ignore[arg-type]
-    return OpenAIProvider(CONFIG, client, KEY)
+@contextlib.asynccontextmanager
+async def provider(
+    handler: Handler, config: ProviderConfig = CONFIG
+) -> AsyncIterator[OpenAIProvider]:
+    """The adapter, its base URL pointed at a scripted upstream (the path part kept)."""
+    async with scripted_upstream(handler) as base, http_client() as client:
+        yield OpenAIProvider(dataclasses.replace(config, base_url=base + "/v1"), client, KEY)
 
 
 async def test_sends_upstream_model_key_and_unknown_fields() -> None:
     """The upstream gets the deployment's model, our key, config headers and every extra field."""
-    seen: list[httpx.Request] = []
+    seen: list[Sent] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: Sent) -> Answer:
         seen.append(request)
-        return httpx.Response(200, json=openai_completion("gpt-4o-mini-2024-07-18", "hello"))
+        return Answer(200, json=openai_completion("gpt-4o-mini-2024-07-18", "hello"))
 
-    body = await provider(handler).complete(make_request(reasoning_effort="low", stream=False))
+    async with provider(handler) as openai:
+        body = await openai.complete(make_request(reasoning_effort="low", stream=False))
     assert json.loads(body)["choices"][0]["message"]["content"] == "hello"
-    sent = json.loads(seen[0].content)
-    assert str(seen[0].url) == "https://up.test/v1/chat/completions"
+    sent = seen[0].json()
+    assert seen[0].path_qs == "/v1/chat/completions"
     assert sent["model"] == "gpt-4o-mini"
     assert sent["reasoning_effort"] == "low"
     assert "stream" not in sent
@@ -169,11 +189,12 @@ async def test_error_mapping(
 ) -> None:
     """Each upstream status maps to its error kind, retryability and Retry-After."""
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(status, json=payload, headers=resp_headers)
+    def handler(request: Sent) -> Answer:
+        return Answer(status, json=payload, headers=resp_headers)
 
-    with pytest.raises(ProviderError) as caught:
-        await provider(handler).complete(make_request())
+    async with provider(handler) as openai:
+        with pytest.raises(ProviderError) as caught:
+            await openai.complete(make_request())
     error = caught.value
     assert error.kind is kind
     assert error.retryable is retryable
@@ -185,37 +206,40 @@ async def test_error_mapping(
 async def test_timeout_and_connection_errors_are_retryable() -> None:
     """Transport failures become TIMEOUT / CONNECTION provider errors, both retryable."""
 
-    def timeout(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("read timed out", request=request)
-
-    def refused(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("connection refused", request=request)
-
-    for handler, kind in ((timeout, ErrorKind.TIMEOUT), (refused, ErrorKind.CONNECTION)):
+    slow = dataclasses.replace(CONFIG, timeout_s=0.05)
+    async with provider(lambda _: Answer(json={}, delay_s=1.0), slow) as openai:
         with pytest.raises(ProviderError) as caught:
-            await provider(handler).complete(make_request())
-        assert caught.value.kind is kind
-        assert caught.value.retryable
+            await openai.complete(make_request())
+    assert caught.value.kind is ErrorKind.TIMEOUT
+    assert caught.value.retryable
+
+    refused = dataclasses.replace(CONFIG, base_url=closed_port_url() + "/v1")
+    async with http_client() as client:
+        with pytest.raises(ProviderError) as caught:
+            await OpenAIProvider(refused, client, KEY).complete(make_request())
+    assert caught.value.kind is ErrorKind.CONNECTION
+    assert caught.value.retryable
 
 
 async def test_garbage_response_is_invalid_response() -> None:
     """A 200 that is not a chat.completion is reported, not passed on."""
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, text="<html>proxy error</html>")
+    def handler(request: Sent) -> Answer:
+        return Answer(200, text="<html>proxy error</html>", headers={"content-type": "text/html"})
 
-    with pytest.raises(ProviderError) as caught:
-        await provider(handler).complete(make_request())
+    async with provider(handler) as openai:
+        with pytest.raises(ProviderError) as caught:
+            await openai.complete(make_request())
     assert caught.value.kind is ErrorKind.INVALID_RESPONSE
 
 
 async def test_azure_deployment_url_and_api_key_header() -> None:
     """Azure: the deployment is in the path, api-version in the query, the key in api-key."""
-    seen: list[httpx.Request] = []
+    seen: list[Sent] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: Sent) -> Answer:
         seen.append(request)
-        return httpx.Response(200, json=openai_completion("gpt-4o", "hi"))
+        return Answer(200, json=openai_completion("gpt-4o", "hi"))
 
     azure = ProviderConfig(
         name="azure",
@@ -224,11 +248,11 @@ async def test_azure_deployment_url_and_api_key_header() -> None:
         api_key_env="AZ",
         api_version="2024-10-21",
     )
-    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    await OpenAIProvider(azure, client, KEY).complete(make_request())
-    assert str(seen[0].url) == (
-        "https://contoso.openai.azure.com/openai/deployments/"
-        "gpt-4o-mini/chat/completions?api-version=2024-10-21"
+    async with scripted_upstream(handler) as base, http_client() as client:
+        azure = dataclasses.replace(azure, base_url=base)
+        await OpenAIProvider(azure, client, KEY).complete(make_request())
+    assert seen[0].path_qs == (
+        "/openai/deployments/gpt-4o-mini/chat/completions?api-version=2024-10-21"
     )
     assert seen[0].headers["api-key"] == KEY
     assert "authorization" not in seen[0].headers
@@ -278,15 +302,12 @@ async def test_stream_parses_split_sse_and_asks_for_usage() -> None:
     )
     sent: list[dict[str, object]] = []
 
-    async def pieces() -> AsyncIterator[bytes]:
-        for i in range(0, len(raw), 3):
-            yield raw[i : i + 3]
+    def handler(request: Sent) -> Answer:
+        sent.append(request.json())
+        return Answer(200, pieces=[raw[i : i + 3] for i in range(0, len(raw), 3)])
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        sent.append(json.loads(request.content))
-        return httpx.Response(200, content=pieces())
-
-    chunks = [c async for c in provider(handler).stream(make_request(stream=True))]
+    async with provider(handler) as openai:
+        chunks = [c async for c in openai.stream(make_request(stream=True))]
     assert sent[0]["stream"] is True
     assert sent[0]["stream_options"] == {"include_usage": True}
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Grüße 🌍"
@@ -297,15 +318,16 @@ async def test_stream_parses_split_sse_and_asks_for_usage() -> None:
 async def test_stream_http_error_before_first_chunk() -> None:
     """A 429 on a streaming call raises the same mapped error as a whole call."""
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(
+    def handler(request: Sent) -> Answer:
+        return Answer(
             429,
             headers={"retry-after": "4"},
             json={"error": {"message": "slow down", "type": "requests"}},
         )
 
-    with pytest.raises(ProviderError) as caught:
-        async for _ in provider(handler).stream(make_request(stream=True)):
-            pass
+    async with provider(handler) as openai:
+        with pytest.raises(ProviderError) as caught:
+            async for _ in openai.stream(make_request(stream=True)):
+                pass
     assert caught.value.kind is ErrorKind.RATE_LIMITED
     assert caught.value.retry_after == 4.0
