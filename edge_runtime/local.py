@@ -37,7 +37,7 @@ log = logging.getLogger("llm_edge")
 Callback = Callable[[Msg], Awaitable[None]]
 #: Queue subjects a role in this process may serve directly (requests, not broadcasts).
 SHORTCUT_SUBJECTS = (subjects.CHAT, subjects.MESSAGES)
-SHORTCUT_PREFIXES = (subjects.PROVIDER_PREFIX,)
+SHORTCUT_PREFIXES = (subjects.PROVIDER_PREFIX + ".",)
 
 
 def _shortcut(subject: str, queue: str) -> bool:

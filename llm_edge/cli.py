@@ -400,6 +400,8 @@ def _service_name(args: argparse.Namespace) -> str | None:
         return f"llm-edge-{args.command}"
     if args.command == "worker":
         return f"llm-edge-worker-{args.provider}"
+    if args.command == "up" and not args.processes:
+        return "llm-edge"  # every role runs in this process
     return None
 
 

@@ -31,6 +31,8 @@ from schemas.batch import BatchErrors, BatchRecord, BatchStatus, FileObject, Req
 
 __all__ = ["Lifecycle", "events_subject"]
 
+#: How long stop() waits for the loop and the steps to end (the loop sleeps poll_s at most).
+STOP_WAIT_S = 5.0
 log = logging.getLogger("llm_edge.batch")
 
 #: While interactive requests are arriving, lines are queued in windows of YIELD_WINDOW with
@@ -77,20 +79,26 @@ class Lifecycle:
         self._task: asyncio.Task[None] | None = None
         self._jobs: set[asyncio.Task[None]] = set()
         self._nuid = NUID()
+        self._stopping = False
 
     def start(self) -> None:
         """Start the watch loop."""
+        self._stopping = False
         self._task = asyncio.create_task(self._loop(), name="batch-lifecycle")
 
     async def stop(self) -> None:
-        """Stop watching (claimed steps are taken over by others when their lease ends)."""
-        for task in [self._task, *self._jobs]:
-            if task is not None:
-                task.cancel()
-        for task in [self._task, *self._jobs]:
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        """Stop watching (claimed steps are taken over by others when their lease ends).
+
+        The loop also checks a flag: on Python 3.11 a cancel that arrives together with a
+        NATS reply can be swallowed inside nats-py's ``wait_for``, and a loop that stops only
+        by cancellation would then run on and hold up the broker's shutdown.
+        """
+        self._stopping = True
+        tasks = [t for t in [self._task, *self._jobs] if t is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=STOP_WAIT_S)
 
     async def publish_event(self, record: BatchRecord) -> None:
         """The batch object on ``llm.batch.events.<id>``."""
@@ -111,7 +119,7 @@ class Lifecycle:
             )
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self._flush_progress()
                 for batch_id in await self._store.active():

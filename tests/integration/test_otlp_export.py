@@ -20,8 +20,6 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from tests.support.servers import free_port
 
-ROLES = {"llm-edge-bridge", "llm-edge-broker", "llm-edge-worker-mock"}
-
 
 @dataclass
 class OtlpSink:
@@ -86,10 +84,27 @@ def sink() -> Iterator[OtlpSink]:
         server.server_close()
 
 
-def test_every_role_exports_spans_of_one_trace(sink: OtlpSink, tmp_path: Path) -> None:
-    """With OTEL_EXPORTER_OTLP_ENDPOINT set, `llm-edge up`'s bridge, broker and worker (each
-    `python -m llm_edge <role>`) export their spans of one request to the collector's
-    /v1/traces, each under its own service.name and all in one trace."""
+@pytest.mark.parametrize(
+    ("mode", "services"),
+    [
+        (
+            "--processes",
+            {
+                "POST llm.chat": "llm-edge-bridge",
+                "llm.chat": "llm-edge-broker",
+                "llm.provider.mock": "llm-edge-worker-mock",
+            },
+        ),
+        (None, dict.fromkeys(("POST llm.chat", "llm.chat", "llm.provider.mock"), "llm-edge")),
+    ],
+    ids=["processes", "one-process"],
+)
+def test_every_role_exports_spans_of_one_trace(
+    sink: OtlpSink, tmp_path: Path, mode: str | None, services: dict[str, str]
+) -> None:
+    """With OTEL_EXPORTER_OTLP_ENDPOINT set, `llm-edge up`'s bridge, broker and worker export
+    their spans of one request to the collector's /v1/traces, all in one trace: each role
+    under its own service.name as separate processes, under ``llm-edge`` in one process."""
     port = free_port()
     env = {
         **{
@@ -118,6 +133,7 @@ def test_every_role_exports_spans_of_one_trace(sink: OtlpSink, tmp_path: Path) -
             "-1",
             "--data-dir",
             str(tmp_path),
+            *([mode] if mode else []),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -149,11 +165,9 @@ def test_every_role_exports_spans_of_one_trace(sink: OtlpSink, tmp_path: Path) -
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # the services flush their spans as they stop
         proc.wait(30)
-    assert sink.wait_for_services(ROLES, timeout_s=30), (sink.spans, "".join(lines))
+    assert sink.wait_for_services(set(services.values()), timeout_s=30), (sink.spans, lines)
     assert sink.other_paths == []
     by_name = {name: (service, trace_id) for service, name, trace_id in sink.spans}
-    assert by_name["POST llm.chat"][0] == "llm-edge-bridge"
-    assert by_name["llm.chat"][0] == "llm-edge-broker"
-    assert by_name["llm.provider.mock"][0] == "llm-edge-worker-mock"
+    assert {name: by_name[name][0] for name in services} == services
     trace_ids = {by_name[n][1] for n in ("POST llm.chat", "llm.chat", "llm.provider.mock")}
     assert len(trace_ids) == 1

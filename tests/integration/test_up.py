@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.support.servers import free_port
 
@@ -29,8 +30,10 @@ def processes_mentioning(text: str) -> list[int]:
     return found
 
 
-def test_up_serves_with_mock_and_stops_cleanly(tmp_path: Path) -> None:
-    """With no keys, `up` says the mock serves, answers HTTP, and Ctrl-C leaves no process."""
+@pytest.mark.parametrize("mode", [None, "--processes"], ids=["one-process", "processes"])
+def test_up_serves_with_mock_and_stops_cleanly(tmp_path: Path, mode: str | None) -> None:
+    """With no keys, `up` says the mock serves, answers HTTP, and Ctrl-C leaves no process;
+    by default every role runs in the one process, with --processes each in its own."""
     port = free_port()
     env = {
         k: v
@@ -49,6 +52,7 @@ def test_up_serves_with_mock_and_stops_cleanly(tmp_path: Path) -> None:
             "-1",
             "--data-dir",
             str(tmp_path),
+            *([mode] if mode else []),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -80,7 +84,10 @@ def test_up_serves_with_mock_and_stops_cleanly(tmp_path: Path) -> None:
         )
         assert response.status_code == 200
         assert "hello" in response.json()["choices"][0]["message"]["content"]
-        assert processes_mentioning(str(tmp_path))  # the embedded nats-server is running
+        assert len(processes_mentioning(str(tmp_path))) == 2  # up and its nats-server
+        nats_url = next(w for line in lines for w in line.split() if w.startswith("nats://"))
+        children = processes_mentioning(nats_url)  # broker, worker and bridge processes
+        assert len(children) == (3 if mode else 0), children
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         code = proc.wait(30)
@@ -88,5 +95,4 @@ def test_up_serves_with_mock_and_stops_cleanly(tmp_path: Path) -> None:
     assert "Stopped." in "".join(lines)
     assert processes_mentioning(str(tmp_path)) == []
     assert processes_mentioning(f"--port {port}") == []
-    nats_url = next(w for line in lines for w in line.split() if w.startswith("nats://"))
     assert processes_mentioning(nats_url) == []  # broker and worker children too
