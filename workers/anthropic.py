@@ -56,11 +56,16 @@ class AnthropicProvider:
     """
 
     def __init__(
-        self, config: ProviderConfig, client: aiohttp.ClientSession, api_key: str | None
+        self,
+        config: ProviderConfig,
+        client: aiohttp.ClientSession,
+        api_key: str | None,
+        proxy: str | None = None,
     ) -> None:
         self.name = config.name
         self._config = config
         self._client = client
+        self._proxy = proxy
         self._api_key = api_key
         self._url = f"{config.base_url}/messages"
         self._headers = {
@@ -95,6 +100,7 @@ class AnthropicProvider:
                     data=self._body(request, stream=False),
                     headers=self._request_headers(request),
                     timeout=call_timeout(timeout),
+                    proxy=self._proxy,
                 ) as response:
                     reply = await read_reply(response)
         except aiohttp.ClientError as exc:
@@ -117,6 +123,7 @@ class AnthropicProvider:
                 data=self._body(request, stream=True),
                 headers=self._request_headers(request),
                 timeout=call_timeout(timeout),
+                proxy=self._proxy,
             ) as response:
                 if response.status >= 400:
                     raise self._error(await read_reply(response))

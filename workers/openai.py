@@ -55,11 +55,16 @@ class OpenAIProvider:
     """
 
     def __init__(
-        self, config: ProviderConfig, client: aiohttp.ClientSession, api_key: str | None
+        self,
+        config: ProviderConfig,
+        client: aiohttp.ClientSession,
+        api_key: str | None,
+        proxy: str | None = None,
     ) -> None:
         self.name = config.name
         self._config = config
         self._client = client
+        self._proxy = proxy
         self._api_key = api_key
         self._azure = config.kind is ProviderKind.AZURE
         self._headers = {"content-type": "application/json", **config.headers}
@@ -108,6 +113,7 @@ class OpenAIProvider:
                     data=self._payload(request, stream=False),
                     headers=self._request_headers(request),
                     timeout=call_timeout(timeout),
+                    proxy=self._proxy,
                 ) as response:
                     reply = await read_reply(response)
         except aiohttp.ClientError as exc:
@@ -132,6 +138,7 @@ class OpenAIProvider:
                 data=self._payload(request, stream=True),
                 headers=self._request_headers(request),
                 timeout=call_timeout(timeout),
+                proxy=self._proxy,
             ) as response:
                 if response.status >= 400:
                     raise self._error(await read_reply(response))

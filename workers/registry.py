@@ -11,7 +11,7 @@ from workers.base import Provider
 from workers.config import ProviderConfig, ProviderKind
 from workers.mock import MockProvider
 from workers.openai import OpenAIProvider
-from workers.upstream_http import http_client
+from workers.upstream_http import http_client, proxy_for
 
 __all__ = ["build_provider", "http_client"]
 
@@ -33,6 +33,7 @@ def build_provider(
     api_key = environ.get(config.api_key_env) if config.api_key_env else None
     if config.api_key_env and not api_key:
         raise ValueError(f"provider {config.name}: environment variable {config.api_key_env} unset")
+    proxy = proxy_for(config.base_url, environ)
     if config.kind is ProviderKind.ANTHROPIC:
-        return AnthropicProvider(config, client, api_key)
-    return OpenAIProvider(config, client, api_key)
+        return AnthropicProvider(config, client, api_key, proxy)
+    return OpenAIProvider(config, client, api_key, proxy)
