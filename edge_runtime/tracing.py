@@ -24,11 +24,19 @@ __all__ = ["configure", "enabled", "extract", "inject", "span", "tracer", "trace
 log = logging.getLogger("llm_edge")
 
 tracer = trace.get_tracer("llm_edge")
+_UNKNOWN = object()
 
 
 def enabled() -> bool:
     """Whether a real tracer provider is installed (spans cost ~4 us each otherwise, for
-    nothing, so the request path skips them)."""
+    nothing, so the request path skips them).
+
+    Asked several times per request: while no provider is set, ``get_tracer_provider()``
+    looks up an environment variable each call (3 % of ``llm-edge up``'s CPU at 64
+    connections), so the unset global is checked first.
+    """
+    if getattr(trace, "_TRACER_PROVIDER", _UNKNOWN) is None:
+        return False
     return not isinstance(
         trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider
     )
