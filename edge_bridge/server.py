@@ -82,6 +82,7 @@ class BridgeServer:
             http=EnvelopeHttpToolsProtocol,  # httptools; its own 400s as our envelope
             lifespan="on",
             access_log=False,
+            proxy_headers=False,  # no X-Forwarded-For is read: skip the middleware per request
             log_level="warning",
             timeout_graceful_shutdown=10,
             ssl_certfile=self.options.tls_cert,
