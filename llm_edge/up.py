@@ -116,6 +116,13 @@ def run_up(options: UpOptions, environ: Mapping[str, str]) -> int:
             "them.",
             flush=True,
         )
+    if not config.console.keys and not any(t.admin for t in config.tenants.values()):
+        print(
+            "WARNING: no admin key is configured: the console is open to loopback callers "
+            "only, with full control of the mesh. Add [console] keys or a tenant with "
+            "admin = true to require one.",
+            flush=True,
+        )
     embedded = None
     nats_url = options.nats_url
     if not nats_url:
@@ -143,8 +150,9 @@ def run_up(options: UpOptions, environ: Mapping[str, str]) -> int:
             print("llm-edge: a service failed to start; stopping.", file=sys.stderr, flush=True)
             return 1
         print(
-            f"Ready. OpenAI-compatible API: {base}/v1  |  NATS: {nats_url} "
-            f"(subject llm.chat)  |  workers: {', '.join(config.serving_providers())}",
+            f"Ready. OpenAI-compatible API: {base}/v1  |  console: {base}/console  |  "
+            f"NATS: {nats_url} (subject llm.chat)  |  workers: "
+            f"{', '.join(config.serving_providers())}",
             flush=True,
         )
         while not stop.wait(0.5):
