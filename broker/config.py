@@ -30,6 +30,7 @@ __all__ = [
     "BrokerSettings",
     "Config",
     "ConfigError",
+    "ConsoleSettings",
     "Deployment",
     "ModelConfig",
     "Strategy",
@@ -90,6 +91,24 @@ class BrokerSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ConsoleSettings:
+    """The ``[console]`` table: keys that open the operator console (hashes, like tenants')."""
+
+    keys: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any]) -> ConsoleSettings:
+        """Build from the ``[console]`` table."""
+        check_keys("console", raw, {"keys"})
+        keys = raw.get("keys", [])
+        if not isinstance(keys, list) or any(
+            not isinstance(k, str) or not k.startswith("sha256:") or len(k) != 71 for k in keys
+        ):
+            raise ConfigError("console.keys: store hashes (`llm-edge keys hash KEY`), never keys")
+        return cls(keys=frozenset(keys))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """The whole configuration.
 
@@ -106,6 +125,7 @@ class Config:
         nats_tenant_subjects: trust ``llm.tenant.<tenant>.*`` subjects as the tenant's identity
             (the NATS server's permissions decide who may publish there).
         limits: request shape limits.
+        console: who may open the operator console.
     """
 
     providers: Mapping[str, ProviderConfig]
@@ -119,6 +139,7 @@ class Config:
     auth_required: bool = False
     nats_tenant_subjects: bool = False
     limits: InputLimits = field(default_factory=InputLimits)
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
     _routes: dict[str, ModelConfig] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -168,6 +189,7 @@ class Config:
                     "tenants",
                     "auth",
                     "limits",
+                    "console",
                 },
             )
             auth = _auth_table(raw.get("auth", {}))
@@ -194,6 +216,7 @@ class Config:
                 auth_required=auth["required"],
                 nats_tenant_subjects=auth["nats_tenant_subjects"],
                 limits=InputLimits.from_mapping(raw.get("limits", {})),
+                console=ConsoleSettings.from_mapping(raw.get("console", {})),
             )
         except (tomllib.TOMLDecodeError, ValueError, TypeError) as exc:
             raise ConfigError(f"{source}: {exc}") from exc

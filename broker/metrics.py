@@ -21,6 +21,7 @@ __all__ = [
     "CACHE_L2_ERRORS",
     "CACHE_MISSES",
     "COST",
+    "COST_SAVED",
     "FAILOVERS",
     "IN_FLIGHT",
     "L1_HITS",
@@ -62,6 +63,10 @@ COST = Counter(
     "llm_edge_cost_usd_total",
     "Spend at the deployment price table, USD.",
     ["provider", "model", "tenant"],
+)
+COST_SAVED = Counter(
+    "llm_edge_cost_saved_usd_total",
+    "What cache hits would have cost at the answering deployment's price, USD.",
 )
 OVERHEAD = Histogram(
     "llm_edge_overhead_seconds",

@@ -12,6 +12,7 @@ import time
 from broker import metrics
 from broker.config import BrokerSettings
 from broker.request import Prepared
+from broker.status import BrokerStatus
 from edge_runtime.logs import request_line
 from schemas import Usage, headers
 
@@ -23,11 +24,14 @@ class RequestRecord:
 
     Args:
         settings: ``request_log`` and ``tenant_metrics``.
+        status: the broker's console counters and recent-requests ring, fed with every count
+            and every record (whatever ``request_log`` says).
     """
 
-    def __init__(self, settings: BrokerSettings) -> None:
+    def __init__(self, settings: BrokerSettings, status: BrokerStatus | None = None) -> None:
         self._log = settings.request_log
         self._tenant_metrics = settings.tenant_metrics
+        self._status = status
 
     @property
     def logs_hits(self) -> bool:
@@ -38,6 +42,8 @@ class RequestRecord:
         """Count an answered request in ``llm_edge_requests_total``."""
         tenant = prepared.tenant.name if self._tenant_metrics else ""
         metrics.requests_counter(provider, prepared.model.name, status, tenant).inc()
+        if self._status is not None:
+            self._status.count(provider, status)
 
     def log(
         self,
@@ -50,7 +56,7 @@ class RequestRecord:
         usage: Usage | None = None,
     ) -> None:
         """The request's one log line; ``started`` is its ``time.perf_counter()`` start."""
-        if self._log == "off":
+        if self._log == "off" and self._status is None:
             return
         fields: dict[str, object] = {
             "request_id": prepared.request_id,
@@ -67,7 +73,10 @@ class RequestRecord:
         if usage is not None:
             fields["prompt_tokens"] = usage.prompt_tokens
             fields["completion_tokens"] = usage.completion_tokens
-        request_line(fields, started)
+        if self._status is not None:
+            self._status.record(fields, time.perf_counter() - started)
+        if self._log != "off":
+            request_line(fields, started)
 
     @staticmethod
     def now() -> float:

@@ -23,12 +23,14 @@ from broker.cache.l2_nats import NatsKVL2
 from broker.cache.l2_redis import RedisL2
 from broker.cache.response import L2Kind, ResponseCache
 from broker.config import Config
+from broker.console import ConsoleEndpoints
 from broker.control import register_control
 from broker.endpoints import Endpoints
 from broker.pipeline import ChatPipeline
 from broker.record import RequestRecord
 from broker.redis_conn import request_path_client
 from broker.request import RequestPreparer
+from broker.status import BrokerStatus
 from broker.tenancy.budget import SpendLedger
 from broker.tenancy.limits import RateLimiter
 from broker.tenancy.meter import Meter
@@ -105,6 +107,8 @@ class BrokerService:
         self._keys_task: asyncio.Task[None] | None = None
         self._micro: Service | None = None
         self._redis: redis.Redis | None = None
+        self.status = BrokerStatus()
+        self._console: ConsoleEndpoints | None = None
 
     @property
     def nc(self) -> Client:
@@ -121,7 +125,11 @@ class BrokerService:
         self._redis = redis_client = (
             request_path_client(self.options.redis_url) if self.options.redis_url else None
         )
-        keys = KeyRing(self.config.tenants, required=self.config.auth_required)
+        keys = KeyRing(
+            self.config.tenants,
+            required=self.config.auth_required,
+            console_keys=self.config.console.keys,
+        )
         self.pipeline, router = assemble_pipeline(
             self.nc,
             self.config,
@@ -129,6 +137,7 @@ class BrokerService:
             keys=keys,
             limiter=RateLimiter(redis_client),
             ledger=SpendLedger(redis_client),
+            status=self.status,
         )
         if redis_client is not None:
             with contextlib.suppress(Exception):  # first snapshot now, so keys work at once
@@ -165,8 +174,25 @@ class BrokerService:
                 "in_flight": self.pipeline.in_flight if self.pipeline else 0,
                 "l2": self.l2_name,
                 "batch": self.batch is not None,
+                "requests": self.status.requests,
+                "errors": self.status.errors,
             },
         )
+        micro = self._micro
+        self._console = ConsoleEndpoints(
+            self.nc,
+            self.config,
+            status=self.status,
+            router=router,
+            keys=keys,
+            cache=self.cache,
+            redis_client=redis_client,
+            reload_keys=lambda: _load_keys(redis_client, keys) if redis_client else _nothing(),
+            batch=self.batch,
+            in_flight=lambda: pipeline.in_flight,
+            service_id=lambda: micro.id,
+        )
+        await self._console.start()
         await self._fs.start()  # last: the ping it answers means everything is serving
         await self.nc.flush()
 
@@ -187,6 +213,11 @@ class BrokerService:
         return ResponseCache(settings, guarded)
 
     @property
+    def service_id(self) -> str:
+        """This broker's NATS micro service id (``$SRV`` discovery names it)."""
+        return self._micro.id if self._micro is not None else ""
+
+    @property
     def l2_name(self) -> str:
         """``redis``, ``nats-kv`` or ``off``."""
         return "off" if self._l2 is None else self._l2.name
@@ -196,6 +227,8 @@ class BrokerService:
         for sub in self._subs:  # graceful: pending messages are still served
             await settle(sub.drain(), STOP_STEP_S)  # type: ignore[no-untyped-call]
         self._subs = []
+        if self._console is not None:
+            await self._console.stop()
         if self.batch is not None:
             await self.batch.stop()
         if self._keys_task is not None:
@@ -252,6 +285,10 @@ async def _load_keys(client: redis.Redis, keys: KeyRing) -> None:
     keys.load_snapshot({_text(k): _text(v) for k, v in snapshot.items()})
 
 
+async def _nothing() -> None:
+    return None
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -264,6 +301,7 @@ def assemble_pipeline(
     keys: KeyRing,
     limiter: RateLimiter,
     ledger: SpendLedger,
+    status: BrokerStatus | None = None,
 ) -> tuple[ChatPipeline, Router]:
     """Build the pipeline's collaborators at the edge and inject them (and return the router,
     which the control plane's breaker commands act on)."""
@@ -284,7 +322,7 @@ def assemble_pipeline(
         front=ReadThrough(cache, clock),
         upstream=Upstream(Resilient(config, router, clock), Forwarder(nc, clock)),
         meter=Meter(deployments, limiter, ledger, tenant_metrics=config.broker.tenant_metrics),
-        record=RequestRecord(config.broker),
+        record=RequestRecord(config.broker, status),
         max_in_flight=config.broker.max_in_flight,
         clock=clock,
     )

@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from edge_bridge.asgi import nats_headers as forwarded_headers
 from edge_bridge.asgi import read_body
 from edge_bridge.batches import BatchRoutes
+from edge_bridge.console import ConsoleRoutes
 from edge_client.chat import ChatStreamError, stream_messages
 from edge_runtime.tracing import inject, span
 from schemas import error_body, headers, subjects
@@ -148,6 +149,7 @@ class BridgeApp:
         self._timeout = timeout_s
         self._nuid = NUID()
         self._batches = BatchRoutes(nc)
+        self._console = ConsoleRoutes(nc)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -179,6 +181,8 @@ class BridgeApp:
             await self._health(send)
         elif (method, path) == ("GET", "/ready"):
             await self._ready(send)
+        elif path == "/console" or path.startswith("/console/"):
+            await self._console.handle(scope, receive, send)
         elif api is not None or path in {"/v1/models", "/health", "/ready", "/metrics"}:
             await _error(send, 405, "method_not_allowed", f"{method} is not allowed on {path}")
         else:

@@ -1,9 +1,15 @@
 """Every process registers as a NATS micro service, so ``$SRV.PING``, ``$SRV.INFO`` and
 ``$SRV.STATS`` find it (``nats micro ls`` lists them) and ``llm.status.<role>`` reports its
-live state."""
+live state.
+
+``$SRV.STATS`` carries the same live state in each endpoint's ``data`` (plus the connection's
+message counts), and the metadata names the host and process: one scatter-gather on
+``$SRV.STATS`` sees every process of the mesh, which is what the operator console shows."""
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Callable
 from importlib import metadata
 from typing import Any
@@ -41,12 +47,21 @@ async def register(
     async def on_status(request: Request) -> None:
         await request.respond(_encoder.encode(status()))
 
+    def on_stats(_: object) -> dict[str, Any]:
+        stats = nc.stats
+        return {**status(), "msgs_in": stats["in_msgs"], "msgs_out": stats["out_msgs"]}
+
     service = await add_service(
         nc,
         name=f"llm-edge-{role}",
         version=_version(),
         description=f"LLM Edge Broker {role}",
-        metadata={"subjects": ",".join(subjects)},
+        metadata={
+            "subjects": ",".join(subjects),
+            "host": socket.gethostname(),
+            "pid": str(os.getpid()),
+        },
+        stats_handler=on_stats,
     )
     await service.add_endpoint(name="status", subject=f"llm.status.{role}", handler=on_status)
     return service

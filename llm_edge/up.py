@@ -126,6 +126,13 @@ def run_up(options: UpOptions, environ: Mapping[str, str]) -> int:
             "them.",
             flush=True,
         )
+    if not config.console.keys and not any(t.admin for t in config.tenants.values()):
+        print(
+            "WARNING: no admin key is configured: the console is open to loopback callers "
+            "only, with full control of the mesh. Add [console] keys or a tenant with "
+            "admin = true to require one.",
+            flush=True,
+        )
     embedded = None
     nats_url = options.nats_url
     if not nats_url:
@@ -143,9 +150,10 @@ def run_up(options: UpOptions, environ: Mapping[str, str]) -> int:
 
 
 def _ready_line(options: UpOptions, config: Config, nats_url: str, port: int) -> str:
+    base = f"http://{options.host}:{port}"
     return (
-        f"Ready. OpenAI-compatible API: http://{options.host}:{port}/v1  |  NATS: {nats_url} "
-        f"(subject llm.chat)  |  workers: {', '.join(config.serving_providers())}"
+        f"Ready. OpenAI-compatible API: {base}/v1  |  console: {base}/console  |  "
+        f"NATS: {nats_url} (subject llm.chat)  |  workers: {', '.join(config.serving_providers())}"
     )
 
 

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 __all__ = [
+    "ADMIN_AUTHORIZE",
+    "ADMIN_BATCH_CANCEL",
+    "ADMIN_KEYS",
+    "ADMIN_KEYS_RELOAD",
     "ADMIN_PREFIX",
+    "ADMIN_REQUESTS",
+    "ADMIN_SPEND",
+    "ADMIN_STATUS",
     "BATCH_PREFIX",
     "BREAKER_ADMIN",
     "BROKER_PING",
@@ -53,6 +60,23 @@ BREAKER_ADMIN = "llm.admin.breaker"
 BATCH_PREFIX = "llm.batch"
 #: Admin commands (cache purge, breaker control) live under this prefix.
 ADMIN_PREFIX = "llm.admin"
+#: Every broker answers with its live state: identity, counters, deployments (breaker state,
+#: latency, errors, in flight) and cache counters (no queue group: a scatter-gather).
+ADMIN_STATUS = "llm.admin.status"
+#: Every broker answers with its most recent request log records (never content), filtered by
+#: ``{"tenant", "model", "status", "cache", "limit"}`` (no queue group).
+ADMIN_REQUESTS = "llm.admin.requests"
+#: Whether an ``Authorization`` header carries an admin key (``{"admin", "keys"}``; one broker).
+ADMIN_AUTHORIZE = "llm.admin.authorize"
+#: Tenants and run-time keys: ``{"action": "list|create|revoke", ...}`` (one broker).
+ADMIN_KEYS = "llm.admin.keys"
+#: Every broker re-reads the run-time keys from Redis now, then replies (no queue group): a
+#: created key works, and a revoked one stops working, on every broker that replied.
+ADMIN_KEYS_RELOAD = "llm.admin.keys.reload"
+#: Spend per tenant and model in the current period, against budgets and limits (one broker).
+ADMIN_SPEND = "llm.admin.spend"
+#: Cancel any tenant's batch: ``{"id": batch_id}`` (one broker).
+ADMIN_BATCH_CANCEL = "llm.admin.batch.cancel"
 #: Brokers forward cache misses to ``llm.provider.<provider>``.
 PROVIDER_PREFIX = "llm.provider"
 

@@ -93,14 +93,17 @@ class Meter:
         return Charge(deployment, cost, usage)
 
     def saved(self, hit: CachedReply) -> float | None:
-        """USD a cache hit saved, at the price of the deployment that gave the answer."""
+        """USD a cache hit saved, at the price of the deployment that gave the answer (and
+        counted in ``llm_edge_cost_saved_usd_total``: the pipeline asks once per hit served)."""
         deployment = self._deployments.get(hit.deployment)
         if deployment is None or not deployment.priced:
             return None
         usage = usage_of(hit.body)
         if usage is None:
             return 0.0
-        return deployment.cost(usage.prompt_tokens, usage.completion_tokens)
+        saved = deployment.cost(usage.prompt_tokens, usage.completion_tokens)
+        metrics.COST_SAVED.inc(saved)
+        return saved
 
     async def charge(self, prepared: Prepared, charge: Charge | None) -> None:
         """Count tokens, true up the tenant's tpm, add the cost to its spend."""

@@ -52,6 +52,7 @@ class TenantConfig:
         pii: ``off``, ``redact`` or ``block``.
         pii_restore: with ``redact``, put the caller's values back into its reply.
         budget_usd: spend cap per ``budget_period`` (``day`` or ``month``), or none.
+        admin: the tenant's keys also open the operator console.
     """
 
     name: str
@@ -62,6 +63,7 @@ class TenantConfig:
     pii_restore: bool = False
     budget_usd: float | None = None
     budget_period: str = "month"
+    admin: bool = False
 
     @classmethod
     def from_mapping(cls, name: str, raw: Mapping[str, Any]) -> TenantConfig:
@@ -86,9 +88,11 @@ class TenantConfig:
             pii_restore=raw.get("pii_restore", False),
             budget_usd=float(budget) if budget is not None else None,
             budget_period=str(raw.get("budget_period", "month")),
+            admin=raw.get("admin", False),
         )
-        if not isinstance(tenant.pii_restore, bool):
-            raise ValueError(f"tenants.{name}.pii_restore must be true or false")  # noqa: TRY004
+        for flag in ("pii_restore", "admin"):
+            if not isinstance(getattr(tenant, flag), bool):
+                raise ValueError(f"tenants.{name}.{flag} must be true or false")  # noqa: TRY004
         if tenant.pii_restore and tenant.pii is not PiiMode.REDACT:
             raise ValueError(f'tenants.{name}.pii_restore needs pii = "redact"')
         if tenant.budget_period not in {"day", "month"}:
@@ -112,6 +116,7 @@ class KeyRing:
 
     tenants: Mapping[str, TenantConfig]
     required: bool = False
+    console_keys: frozenset[str] = frozenset()
     _static: dict[str, TenantConfig] = field(default_factory=dict)
     _dynamic: dict[str, TenantConfig] = field(default_factory=dict)
 
@@ -145,6 +150,18 @@ class KeyRing:
             raise Unauthorized("Incorrect or missing API key: send `Authorization: Bearer <key>`.")
         return tenant
 
+    def is_admin(self, authorization: str | None) -> bool:
+        """Whether ``Authorization: Bearer <key>`` opens the operator console: a
+        ``[console] keys`` hash, or a key of a tenant with ``admin = true``."""
+        if not authorization:
+            return False
+        if hash_key(_bearer(authorization)) in self.console_keys:
+            return True
+        if not self.required:
+            return False
+        tenant = self.tenant_for(authorization)
+        return tenant is not None and self.tenants.get(tenant.name, tenant).admin
+
     def tenant_for(self, authorization: str | None) -> TenantConfig | None:
         """The tenant of an ``Authorization: Bearer <key>`` value; ``None`` when it is not a
         known key (and keys are required). Without any keys, everyone is ``default``."""
@@ -152,6 +169,11 @@ class KeyRing:
             return ANONYMOUS
         if not authorization:
             return None
-        key = authorization[7:] if authorization[:7].lower() == "bearer " else authorization
-        key_hash = hash_key(key.strip())
+        key_hash = hash_key(_bearer(authorization))
         return self._static.get(key_hash) or self._dynamic.get(key_hash)
+
+
+def _bearer(authorization: str) -> str:
+    """The key of an ``Authorization`` value (``Bearer`` is optional)."""
+    key = authorization[7:] if authorization[:7].lower() == "bearer " else authorization
+    return key.strip()

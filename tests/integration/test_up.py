@@ -77,6 +77,11 @@ def test_up_serves_with_mock_and_stops_cleanly(tmp_path: Path, mode: str | None)
         output = "".join(lines)
         assert "mock provider serves" in output, output
         assert "Ready." in output, output
+        assert f"console: http://127.0.0.1:{port}/console" in output, output
+        assert "the console is open to loopback callers only" in output, output
+        console = httpx.get(f"http://127.0.0.1:{port}/console/api/state", timeout=10)
+        assert console.status_code == 200  # no keys: open to this loopback caller
+        assert {s["role"] for s in console.json()["services"]} == {"broker", "worker-mock"}
         response = httpx.post(
             f"http://127.0.0.1:{port}/v1/chat/completions",
             json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]},

@@ -1,0 +1,202 @@
+"""What one broker tells the operator console about itself (``llm.admin.status``).
+
+Counters are kept per broker instance and fed by :class:`~broker.record.RequestRecord`, so
+they cost the request path one dict update; the console takes differences between two
+snapshots for rates. Latency percentiles travel as histogram bucket counts, because
+percentiles of different brokers cannot be averaged but their buckets can be added.
+
+The recent requests are a bounded ring of request log records (ids, routing, cache, tokens:
+never content), kept even when ``[broker] request_log`` writes no line.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import REGISTRY
+
+from broker.cache.response import ResponseCache
+from broker.upstream.deployments import Deployment
+from broker.upstream.router import Router
+
+__all__ = ["LATENCY_BUCKETS_S", "RECENT_REQUESTS", "BrokerStatus", "recent_filter"]
+
+#: Upper bounds of the latency histogram the console merges (seconds; the last is +inf).
+LATENCY_BUCKETS_S = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    float("inf"),
+)
+#: Request records each broker keeps for the console (about 250 bytes each: 500 cost 125 kB).
+RECENT_REQUESTS = 500
+#: The most records one ``llm.admin.requests`` reply carries.
+MAX_RECENT_REPLY = 200
+
+
+@dataclass(slots=True)
+class _DeploymentCounts:
+    answered: int = 0
+    errors: int = 0
+    buckets: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS_S))
+
+    def observe(self, status: int, seconds: float) -> None:
+        self.answered += 1
+        if status >= 500:
+            self.errors += 1
+        for i, bound in enumerate(LATENCY_BUCKETS_S):
+            if seconds <= bound:
+                self.buckets[i] += 1
+                return
+
+
+def _sample(name: str, labels: Mapping[str, str] | None = None) -> float:
+    return REGISTRY.get_sample_value(name, dict(labels or {})) or 0.0
+
+
+class BrokerStatus:
+    """Per-broker counters, the recent-requests ring, and the status report.
+
+    Args:
+        clock: wall-clock seconds (records carry it).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self.started = clock()
+        self.requests = 0
+        self.errors = 0
+        self.by_cache: dict[str, int] = {}
+        self._deployments: dict[str, _DeploymentCounts] = {}
+        self._recent: deque[dict[str, object]] = deque(maxlen=RECENT_REQUESTS)
+
+    def now(self) -> float:
+        """Wall-clock seconds."""
+        return self._clock()
+
+    def count(self, provider: str, status: int) -> None:
+        """An answered request (every one, hits included)."""
+        self.requests += 1
+        if status >= 500:
+            self.errors += 1
+        if provider == "cache":
+            self.by_cache["hit"] = self.by_cache.get("hit", 0) + 1
+
+    def record(self, fields: dict[str, object], elapsed_s: float) -> None:
+        """A request log record: into the ring, and into its deployment's counts."""
+        fields = {"time": round(self._clock(), 3), **fields, "ms": round(elapsed_s * 1000, 1)}
+        self._recent.append(fields)
+        deployment = fields.get("deployment")
+        status = fields.get("status")
+        if isinstance(deployment, str) and deployment and isinstance(status, int):
+            counts = self._deployments.get(deployment)
+            if counts is None:
+                counts = self._deployments[deployment] = _DeploymentCounts()
+            counts.observe(status, elapsed_s)
+
+    def recent(self, command: Mapping[str, Any]) -> list[dict[str, object]]:
+        """The newest records first, filtered (see :func:`recent_filter`)."""
+        keep = recent_filter(command)
+        limit = max(1, min(int(command.get("limit", 50)), MAX_RECENT_REPLY))
+        out: list[dict[str, object]] = []
+        for fields in reversed(self._recent):
+            if keep(fields):
+                out.append(fields)
+                if len(out) >= limit:
+                    break
+        return out
+
+    def report(
+        self,
+        *,
+        service_id: str,
+        router: Router,
+        deployments: Mapping[str, Deployment],
+        cache: ResponseCache | None,
+        in_flight: int,
+    ) -> dict[str, Any]:
+        """The ``llm.admin.status`` reply body."""
+        return {
+            "id": service_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": self.started,
+            "in_flight": in_flight,
+            "requests": self.requests,
+            "errors": self.errors,
+            "deployments": {
+                name: self._deployment(router, deployment)
+                for name, deployment in sorted(deployments.items())
+            },
+            "cache": _cache_report(cache),
+        }
+
+    def _deployment(self, router: Router, deployment: Deployment) -> dict[str, Any]:
+        stats = router.stats(deployment)
+        breaker = stats.breaker
+        counts = self._deployments.get(deployment.name) or _DeploymentCounts()
+        return {
+            "provider": deployment.provider,
+            "state": breaker.state.name.lower().replace("_", "-"),
+            "forced": breaker.forced is not None,
+            "retry_after": round(breaker.retry_after(), 3),
+            "in_flight": stats.in_flight,
+            "answered": counts.answered,
+            "errors": counts.errors,
+            "buckets": list(counts.buckets),
+        }
+
+
+def _cache_report(cache: ResponseCache | None) -> dict[str, Any] | None:
+    """This process's cache counters (Prometheus keeps them per process, so the console counts
+    them once per process even when several brokers share one)."""
+    if cache is None:
+        return None
+    hits, misses = "llm_edge_cache_hits_total", "llm_edge_cache_misses_total"
+    return {
+        "l1_hits": _sample(hits, {"tier": "l1"}),
+        "l1_misses": _sample(misses, {"tier": "l1"}),
+        "l2_hits": _sample(hits, {"tier": "l2"}),
+        "l2_misses": _sample(misses, {"tier": "l2"}),
+        "coalesced": _sample("llm_edge_cache_coalesced_total"),
+        "saved_usd": _sample("llm_edge_cost_saved_usd_total"),
+        "l1_entries": len(cache.l1),
+        "l1_bytes": cache.l1.bytes,
+        "l2": cache.l2 is not None,
+    }
+
+
+def recent_filter(command: Mapping[str, Any]) -> Callable[[Mapping[str, object]], bool]:
+    """A predicate for ``{"tenant", "model", "status", "cache"}`` (each optional; ``status``
+    matches a code like ``200`` or a class like ``5xx``; ``cache`` a prefix like ``HIT``)."""
+    tenant, model = command.get("tenant") or None, command.get("model") or None
+    status = str(command.get("status") or "")
+    cache = str(command.get("cache") or "")
+
+    def keep(fields: Mapping[str, object]) -> bool:
+        if tenant is not None and fields.get("tenant") != tenant:
+            return False
+        if model is not None and fields.get("model") != model:
+            return False
+        code = str(fields.get("status", ""))
+        if status and not (code == status or (status.endswith("xx") and code[:1] == status[0])):
+            return False
+        return not cache or str(fields.get("cache", "")).startswith(cache)
+
+    return keep

@@ -1,0 +1,326 @@
+"""``/console``: the operator console's page and its JSON API on the bridge.
+
+Everything shown comes from the mesh over NATS: ``$SRV.STATS`` (every process),
+``llm.admin.status`` and ``llm.admin.requests`` (every broker), ``llm.admin.keys`` and
+``llm.admin.spend`` (one broker), the batch records in JetStream. Commands go back the same
+way (``llm.admin.breaker`` and ``llm.admin.cache.purge`` reach every broker).
+
+The page polls once a second while it is open; a closed page asks nothing. Every API call
+is authorized: with keys configured it needs an admin key (``[console] keys`` or a tenant
+with ``admin = true``: 401 without a key, 403 with another); without keys the console is
+open to loopback callers only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import re
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs
+
+import msgspec
+from nats.aio.client import Client
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+
+from edge_bridge.asgi import nats_headers, read_body
+from edge_bridge.console.gather import gather
+from edge_bridge.console.view import ServiceBook, batch_rows, cache_summary, deployment_rows
+from edge_client.batch_store import BatchStore
+from schemas import error_body, headers, subjects
+
+__all__ = ["ConsoleRoutes"]
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(dict[str, Any])
+#: One poll's answer is reused this long, so several open pages cost the mesh one poll.
+STATE_TTL_S = 0.5
+#: Batches listed at most (newest first).
+MAX_BATCHES = 100
+ASK_TIMEOUT_S = 5.0
+_ASSETS = {
+    "/console": ("console.html", b"text/html; charset=utf-8"),
+    "/console/console.js": ("console.js", b"text/javascript; charset=utf-8"),
+    "/console/console.css": ("console.css", b"text/css; charset=utf-8"),
+}
+_FILE = re.compile(r"^/console/api/files/([A-Za-z0-9_-]+)$")
+_CANCEL = re.compile(r"^/console/api/batches/([A-Za-z0-9_-]+)/cancel$")
+_SECURITY = [
+    (b"cache-control", b"no-store"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+]
+
+
+class ConsoleRoutes:
+    """Serves ``/console`` and ``/console/api/*``.
+
+    Args:
+        nc: the bridge's NATS connection.
+        clock: wall-clock seconds.
+    """
+
+    def __init__(self, nc: Client, clock: Callable[[], float] = time.time) -> None:
+        self._nc = nc
+        self._clock = clock
+        self._book = ServiceBook()
+        self._store: BatchStore | None = None
+        self._state: tuple[float, bytes] | None = None
+        self._lock = asyncio.Lock()
+        self._expect = {"services": 0, "brokers": 0}
+        self._assets = {
+            path: (resources.files(__package__).joinpath("static", name).read_bytes(), kind)
+            for path, (name, kind) in _ASSETS.items()
+        }
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve a ``/console`` path."""
+        method, path = scope["method"], scope["path"].rstrip("/")
+        if path in self._assets:
+            if method != "GET":
+                await _error(send, 405, "method_not_allowed", f"{method} is not allowed")
+                return
+            body, kind = self._assets[path]
+            await _reply(send, 200, body, kind)
+            return
+        if not path.startswith("/console/api/"):
+            await _error(send, 404, "not_found", f"no route for {method} {path}")
+            return
+        auth = nats_headers(scope).get(headers.AUTHORIZATION)
+        if not await self._authorized(scope, auth, send):
+            return
+        await self._api(method, path, scope, receive, send)
+
+    async def _api(
+        self, method: str, path: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        if (method, path) == ("GET", "/console/api/state"):
+            await _reply(send, 200, await self._snapshot())
+        elif (method, path) == ("GET", "/console/api/requests"):
+            query = parse_qs(scope.get("query_string", b"").decode())
+            await self._requests({k: v[0] for k, v in query.items()}, send)
+        elif method == "GET" and (match := _FILE.match(path)):
+            await self._download(match.group(1), send)
+        elif method != "POST":
+            await _error(send, 405, "method_not_allowed", f"{method} is not allowed on {path}")
+        else:
+            body = await read_body(receive, 64 * 1024)
+            try:
+                command = _decoder.decode(body) if body else {}
+            except msgspec.MsgspecError:
+                await _error(send, 400, "invalid_request", "the body must be a JSON object")
+                return
+            await self._command(path, command, send)
+
+    async def _command(self, path: str, command: dict[str, Any], send: Send) -> None:
+        if path == "/console/api/breaker":
+            await self._everyone(subjects.BREAKER_ADMIN, command, send)
+        elif path == "/console/api/purge":
+            await self._everyone(subjects.CACHE_PURGE, command, send)
+        elif path in {"/console/api/keys", "/console/api/keys/revoke"}:
+            action = "create" if path.endswith("/keys") else "revoke"
+            await self._one(
+                subjects.ADMIN_KEYS, {**command, "action": action}, send, after=self._reload_keys
+            )
+        elif match := _CANCEL.match(path):
+            await self._one(subjects.ADMIN_BATCH_CANCEL, {"id": match.group(1)}, send)
+        else:
+            await _error(send, 404, "not_found", f"no route for POST {path}")
+            return
+        self._state = None  # the next poll shows the command's effect
+
+    async def _authorized(self, scope: Scope, auth: str | None, send: Send) -> bool:
+        """Whether the caller may use the console; answers the refusal when not."""
+        try:
+            reply = await self._nc.request(
+                subjects.ADMIN_AUTHORIZE,
+                b"",
+                timeout=ASK_TIMEOUT_S,
+                headers={headers.AUTHORIZATION: auth} if auth else None,
+            )
+            verdict = _decoder.decode(reply.data)
+        except (NoRespondersError, NatsTimeout, msgspec.MsgspecError):
+            await _error(send, 503, "no_broker", "no broker answers: the console needs one")
+            return False
+        if verdict.get("admin") is True:
+            return True
+        if not verdict.get("keys"):
+            if _loopback(scope):
+                return True
+            await _error(
+                send,
+                403,
+                "console_loopback_only",
+                "no keys are configured: the console is open on loopback only",
+            )
+            return False
+        if not auth:
+            await _error(send, 401, "unauthorized", "the console needs an admin key")
+            return False
+        await _error(send, 403, "forbidden", "this key is not an admin key")
+        return False
+
+    async def _snapshot(self) -> bytes:
+        async with self._lock:
+            now = self._clock()
+            if self._state is not None and now - self._state[0] < STATE_TTL_S:
+                return self._state[1]
+            body = _encoder.encode(await self._collect(now))
+            self._state = (now, body)
+            return body
+
+    async def _collect(self, now: float) -> dict[str, Any]:
+        stats, statuses, tenants, spend, batches = await asyncio.gather(
+            gather(self._nc, "$SRV.STATS", expect=self._expect["services"]),
+            gather(self._nc, subjects.ADMIN_STATUS, expect=self._expect["brokers"]),
+            self._ask(subjects.ADMIN_KEYS, {"action": "list"}),
+            self._ask(subjects.ADMIN_SPEND, {}),
+            self._batches(now),
+        )
+        self._expect = {"services": len(stats), "brokers": len(statuses)}
+        stat_bodies = _bodies(stats)
+        status_bodies = _bodies(statuses)
+        return {
+            "time": now,
+            "services": self._book.update(stat_bodies, now),
+            "deployments": deployment_rows(status_bodies),
+            "cache": cache_summary(status_bodies),
+            "batches": batches,
+            "tenants": tenants,
+            "spend": spend,
+        }
+
+    async def _batches(self, now: float) -> list[dict[str, Any]] | None:
+        try:
+            if self._store is None:
+                self._store = await BatchStore.open(self._nc)
+            ids = sorted(await self._store.all_ids(), reverse=True)[:MAX_BATCHES]
+            records = [r for i in ids if (r := await self._store.get(i)) is not None]
+        except Exception:  # no JetStream, or a slow one: the page says batches are unknown
+            return None
+        return batch_rows(records, now)
+
+    async def _ask(self, subject: str, command: dict[str, Any]) -> Any:
+        """One broker's answer, or ``None``."""
+        with contextlib.suppress(NoRespondersError, NatsTimeout, msgspec.MsgspecError):
+            reply = await self._nc.request(subject, _encoder.encode(command), timeout=ASK_TIMEOUT_S)
+            if (reply.headers or {}).get(headers.STATUS, "200") == "200":
+                return _decoder.decode(reply.data)
+        return None
+
+    async def _requests(self, query: dict[str, str], send: Send) -> None:
+        command: dict[str, Any] = {
+            k: query[k] for k in ("tenant", "model", "status", "cache") if query.get(k)
+        }
+        command["limit"] = 100
+        replies = _bodies(
+            await gather(
+                self._nc,
+                subjects.ADMIN_REQUESTS,
+                _encoder.encode(command),
+                expect=self._expect["brokers"],
+            )
+        )
+        rows = [{**r, "broker": b.get("id", "")} for b in replies for r in b.get("requests", [])]
+        rows.sort(key=lambda r: float(r.get("time", 0)), reverse=True)
+        await _reply(send, 200, _encoder.encode({"requests": rows[:100]}))
+
+    async def _everyone(self, subject: str, command: dict[str, Any], send: Send) -> None:
+        """A command every broker applies; 200 when all that answered took it."""
+        replies = await gather(self._nc, subject, _encoder.encode(command))
+        if not replies:
+            await _error(send, 503, "no_broker", "no broker answered")
+            return
+        statuses = [int((r.headers or {}).get(headers.STATUS, "200")) for r in replies]
+        failed = next((r for r, s in zip(replies, statuses, strict=True) if s != 200), None)
+        if failed is not None:
+            await _reply(send, max(statuses), failed.data)
+            return
+        answers = [_decoder.decode(r.data) for r in replies]
+        await _reply(send, 200, _encoder.encode({"brokers": len(replies), "answers": answers}))
+
+    async def _one(
+        self,
+        subject: str,
+        command: dict[str, Any],
+        send: Send,
+        after: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """A command one broker answers; ``after`` runs when it succeeded, before the reply."""
+        try:
+            reply = await self._nc.request(subject, _encoder.encode(command), timeout=ASK_TIMEOUT_S)
+        except (NoRespondersError, NatsTimeout):
+            await _error(send, 503, "no_broker", "no broker answered")
+            return
+        status = int((reply.headers or {}).get(headers.STATUS, "200"))
+        if status == 200 and after is not None:
+            await after()
+        await _reply(send, status, reply.data)
+
+    async def _reload_keys(self) -> None:
+        """Every broker re-reads the run-time keys before the page hears the key changed."""
+        await gather(self._nc, subjects.ADMIN_KEYS_RELOAD, expect=self._expect["brokers"])
+
+    async def _download(self, file_id: str, send: Send) -> None:
+        """A batch's output or error file (any tenant's: the caller is an admin)."""
+        if self._store is None:
+            self._store = await BatchStore.open(self._nc)
+        file = await self._store.get_file(file_id)
+        if file is None:
+            await _error(send, 404, "file_not_found", f"no file {file_id!r}")
+            return
+        with tempfile.TemporaryFile() as spool:
+            await self._store.read_file(file_id, spool)
+            spool.seek(0)
+            data = await asyncio.to_thread(spool.read)
+        disposition = f'attachment; filename="{file_id}.jsonl"'.encode()
+        await _reply(send, 200, data, b"application/jsonl", [(b"content-disposition", disposition)])
+
+
+def _bodies(replies: list[Any]) -> list[dict[str, Any]]:
+    out = []
+    for reply in replies:
+        with contextlib.suppress(msgspec.MsgspecError):
+            out.append(_decoder.decode(reply.data))
+    return out
+
+
+def _loopback(scope: Scope) -> bool:
+    client = scope.get("client")
+    if not client:
+        return False
+    try:
+        return ipaddress.ip_address(client[0]).is_loopback
+    except ValueError:
+        return False
+
+
+async def _reply(
+    send: Send,
+    status: int,
+    body: bytes,
+    kind: bytes = b"application/json",
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    response_headers = [
+        (b"content-type", kind),
+        (b"content-length", str(len(body)).encode()),
+        *_SECURITY,
+        *(extra or []),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": response_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _error(send: Send, status: int, code: str, message: str) -> None:
+    await _reply(send, status, error_body(status, code, message))

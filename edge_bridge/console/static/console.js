@@ -1,0 +1,298 @@
+// The operator console: polls /console/api/state and /console/api/requests once a second
+// while the page is open; every value is written with textContent (never as HTML).
+"use strict";
+
+const POLL_MS = 1000;
+const $ = (id) => document.getElementById(id);
+let key = sessionStorage.getItem("llm-edge-admin-key") || "";
+
+function authHeaders(extra) {
+  const h = Object.assign({}, extra || {});
+  if (key) h.Authorization = "Bearer " + key;
+  return h;
+}
+
+async function api(path, body) {
+  const init = { headers: authHeaders(body ? { "content-type": "application/json" } : {}) };
+  if (body !== undefined) { init.method = "POST"; init.body = JSON.stringify(body); }
+  const response = await fetch(path, init);
+  if (response.status === 401 || response.status === 403) {
+    $("auth").hidden = false;
+    const err = await response.json().catch(() => ({}));
+    $("auth-message").textContent = (err.error && err.error.message) || "not allowed";
+    throw new Error("unauthorized");
+  }
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    throw new Error((data.error && data.error.message) || "HTTP " + response.status);
+  }
+  return data;
+}
+
+function cell(row, text, cls) {
+  const td = document.createElement("td");
+  td.textContent = text === null || text === undefined ? "—" : String(text);
+  if (cls) td.className = cls;
+  row.appendChild(td);
+  return td;
+}
+
+function button(label, name, onClick) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.textContent = label;
+  b.setAttribute("aria-label", label + " " + name);
+  b.addEventListener("click", onClick);
+  return b;
+}
+
+function ms(seconds) { return seconds === null ? null : Math.round(seconds * 1000) + " ms"; }
+function duration(s) {
+  if (s === null || s === undefined) return null;
+  if (s < 90) return s + " s";
+  if (s < 5400) return Math.round(s / 60) + " min";
+  return (s / 3600).toFixed(1) + " h";
+}
+function pct(x) { return x === null || x === undefined ? null : (100 * x).toFixed(1) + " %"; }
+function usd(x) { return x === null || x === undefined ? null : "$" + Number(x).toFixed(4); }
+
+function fill(id, rows, render) {
+  const body = $(id);
+  const fresh = document.createDocumentFragment();
+  for (const r of rows) { const tr = document.createElement("tr"); render(tr, r); fresh.appendChild(tr); }
+  body.replaceChildren(fresh);
+}
+
+function confirmAction(text) {
+  return new Promise((resolve) => {
+    const dialog = $("confirm");
+    $("confirm-text").textContent = text;
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "yes"), { once: true });
+    dialog.showModal();
+    $("confirm-no").focus();
+  });
+}
+
+async function act(promise, done) {
+  try { const result = await promise; $("message").textContent = ""; if (done) done(result); poll(); }
+  catch (e) { if (e.message !== "unauthorized") $("message").textContent = e.message; }
+}
+
+function renderServices(services) {
+  fill("services-body", services, (tr, s) => {
+    tr.dataset.role = s.role; tr.dataset.state = s.state; tr.dataset.id = s.id;
+    cell(tr, s.role); cell(tr, s.state, "state-" + s.state); cell(tr, s.host); cell(tr, s.pid);
+    cell(tr, s.version); cell(tr, duration(s.uptime_s), "num"); cell(tr, s.in_flight, "num");
+    cell(tr, s.rate === null ? null : s.rate + (s.rate_of === "messages" ? " msg" : " req"), "num");
+    cell(tr, s.errors, "num");
+  });
+}
+
+function breaker(action, deployment) {
+  return () => act(api("/console/api/breaker", { action, deployment }), (r) => {
+    $("notice").textContent = action + " " + deployment + " on " + r.brokers + " brokers";
+  });
+}
+
+function renderDeployments(deployments) {
+  fill("deployments-body", deployments, (tr, d) => {
+    tr.dataset.deployment = d.deployment; tr.dataset.state = d.state;
+    cell(tr, d.deployment); cell(tr, d.provider);
+    const counts = Object.entries(d.brokers).map(([s, n]) => n + " " + s).join(", ");
+    cell(tr, d.state + (d.forced ? " (forced)" : "") + " — " + counts, "state-" + d.state);
+    cell(tr, d.state === "open" ? duration(Math.round(d.retry_after)) : null, "num");
+    cell(tr, ms(d.p50_s), "num"); cell(tr, ms(d.p99_s), "num"); cell(tr, pct(d.error_rate), "num");
+    cell(tr, d.in_flight, "num"); cell(tr, d.answered, "num");
+    const actions = cell(tr, "");
+    actions.textContent = "";
+    actions.append(
+      button("Force open", d.deployment, breaker("open", d.deployment)),
+      button("Force close", d.deployment, breaker("close", d.deployment)),
+      button("Reset", d.deployment, breaker("reset", d.deployment)),
+    );
+  });
+}
+
+function renderCache(cache) {
+  const dl = $("cache-stats");
+  const svg = $("cache-chart");
+  if (!cache) { dl.replaceChildren(); svg.replaceChildren(); return; }
+  const items = [
+    ["L1 hit ratio", pct(cache.l1_ratio), "l1-ratio"], ["L1 hits", cache.l1_hits, "l1-hits"],
+    ["L2 hit ratio", cache.l2 ? pct(cache.l2_ratio) : "off", "l2-ratio"],
+    ["L2 hits", cache.l2_hits, "l2-hits"], ["Coalesced", cache.coalesced, "coalesced"],
+    ["L1 entries", cache.l1_entries, "l1-entries"], ["L1 bytes", cache.l1_bytes, "l1-bytes"],
+    ["Saved by hits", usd(cache.saved_usd), "saved"],
+  ];
+  const fragment = document.createDocumentFragment();
+  for (const [label, value, id] of items) {
+    const dt = document.createElement("dt"); dt.textContent = label;
+    const dd = document.createElement("dd"); dd.id = id;
+    dd.textContent = value === null ? "—" : String(value);
+    fragment.append(dt, dd);
+  }
+  dl.replaceChildren(fragment);
+  const ns = "http://www.w3.org/2000/svg";
+  svg.replaceChildren();
+  [["L1", cache.l1_ratio], ["L2", cache.l2_ratio]].forEach(([tier, ratio], i) => {
+    const y = 8 + i * 26;
+    const label = document.createElementNS(ns, "text");
+    label.setAttribute("x", 0); label.setAttribute("y", y + 13); label.textContent = tier;
+    const back = document.createElementNS(ns, "rect");
+    back.setAttribute("x", 28); back.setAttribute("y", y); back.setAttribute("width", 280);
+    back.setAttribute("height", 18); back.setAttribute("fill", "#eaeef2");
+    const bar = document.createElementNS(ns, "rect");
+    bar.setAttribute("x", 28); bar.setAttribute("y", y); bar.setAttribute("height", 18);
+    bar.setAttribute("width", Math.round(280 * (ratio || 0))); bar.setAttribute("fill", "#2da44e");
+    svg.append(label, back, bar);
+  });
+}
+
+function renderSpend(spend) {
+  const rows = (spend && spend.tenants) || [];
+  fill("spend-body", rows, (tr, s) => {
+    cell(tr, s.tenant); cell(tr, s.period); cell(tr, usd(s.spent_usd), "num");
+    cell(tr, s.budget_usd === null ? "none" : usd(s.budget_usd) +
+      " (" + Math.round(100 * s.spent_usd / Math.max(s.budget_usd, 1e-9)) + " %)", "num");
+    cell(tr, Object.entries(s.by_model).map(([m, c]) => m + " " + usd(c)).join(", ") || null);
+    cell(tr, "rpm " + (s.rpm || "∞") + " / tpm " + (s.tpm || "∞"));
+  });
+}
+
+async function download(fileId) {
+  const response = await fetch("/console/api/files/" + encodeURIComponent(fileId),
+    { headers: authHeaders() });
+  if (!response.ok) { $("message").textContent = "download failed: HTTP " + response.status; return; }
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(await response.blob());
+  link.download = fileId + ".jsonl";
+  link.click();
+  URL.revokeObjectURL(link.href);
+}
+
+function renderBatches(batches) {
+  if (batches === null) { fill("batches-body", [], () => {}); return; }
+  fill("batches-body", batches, (tr, b) => {
+    tr.dataset.batch = b.id; tr.dataset.status = b.status;
+    cell(tr, b.id); cell(tr, b.tenant); cell(tr, b.status);
+    const p = cell(tr, "");
+    p.textContent = "";
+    const bar = document.createElement("progress");
+    bar.max = Math.max(b.total, 1); bar.value = b.completed + b.failed;
+    bar.setAttribute("aria-label", "progress of " + b.id);
+    const label = document.createElement("span");
+    label.className = "percent"; label.textContent = " " + b.percent + " %";
+    p.append(bar, label);
+    cell(tr, b.completed + " / " + b.failed + " / " + b.total, "num counts");
+    cell(tr, b.rate === null ? null : b.rate + " /s", "num");
+    cell(tr, duration(b.eta_s), "num");
+    const actions = cell(tr, ""); actions.textContent = "";
+    if (["validating", "in_progress", "finalizing"].includes(b.status)) {
+      const cancel = () => act(api("/console/api/batches/" + b.id + "/cancel", {}), () => {
+        $("notice").textContent = "cancelling " + b.id;
+      });
+      actions.append(button("Cancel", b.id, cancel));
+    }
+    if (b.output_file_id) actions.append(button("Output", b.id, () => download(b.output_file_id)));
+    if (b.error_file_id) actions.append(button("Errors", b.id, () => download(b.error_file_id)));
+  });
+}
+
+function renderTenants(tenants) {
+  const rows = (tenants && tenants.tenants) || [];
+  fill("tenants-body", rows, (tr, t) => {
+    tr.dataset.tenant = t.name;
+    cell(tr, t.name); cell(tr, t.admin ? "yes" : "no"); cell(tr, t.static_keys, "num");
+    cell(tr, (t.rpm || "∞") + " / " + (t.tpm || "∞"));
+    const keys = cell(tr, ""); keys.textContent = t.keys.length ? "" : "none";
+    for (const hash of t.keys) {
+      const span = document.createElement("span");
+      span.className = "key"; span.dataset.hash = hash;
+      span.textContent = hash.slice(0, 19) + "… ";
+      const revoke = button("Revoke", hash.slice(0, 19), async () => {
+        if (await confirmAction("Revoke this key of " + t.name + "? Requests with it fail at once.")) {
+          act(api("/console/api/keys/revoke", { hash }), () => {
+            $("notice").textContent = "revoked a key of " + t.name;
+          });
+        }
+      });
+      revoke.dataset.hash = hash;
+      span.append(revoke);
+      keys.append(span);
+    }
+  });
+}
+
+function renderRequests(requests) {
+  fill("requests-body", requests, (tr, r) => {
+    tr.dataset.status = r.status; tr.dataset.cache = r.cache;
+    cell(tr, new Date(r.time * 1000).toLocaleTimeString()); cell(tr, r.request_id);
+    cell(tr, r.tenant); cell(tr, r.model); cell(tr, r.status); cell(tr, r.cache);
+    cell(tr, r.deployment || null);
+    const tokens = r.prompt_tokens === undefined ? null : r.prompt_tokens + " + " + r.completion_tokens;
+    cell(tr, tokens, "num"); cell(tr, r.ms, "num");
+  });
+}
+
+let polling = false;
+async function poll() {
+  if (polling) return;
+  polling = true;
+  try {
+    const params = new URLSearchParams();
+    for (const name of ["tenant", "model", "status", "cache"]) {
+      const value = $("f-" + name).value.trim();
+      if (value) params.set(name, value);
+    }
+    const [state, recent] = await Promise.all([
+      api("/console/api/state"), api("/console/api/requests?" + params.toString()),
+    ]);
+    $("auth").hidden = true;
+    renderServices(state.services); renderDeployments(state.deployments);
+    renderCache(state.cache); renderSpend(state.spend); renderBatches(state.batches);
+    renderTenants(state.tenants); renderRequests(recent.requests);
+    $("updated").textContent = "updated " + new Date(state.time * 1000).toLocaleTimeString();
+  } catch (e) {
+    if (e.message !== "unauthorized") $("updated").textContent = "not updated: " + e.message;
+  } finally {
+    polling = false;
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("auth").addEventListener("submit", (event) => {
+    event.preventDefault();
+    key = $("admin-key").value.trim();
+    sessionStorage.setItem("llm-edge-admin-key", key);
+    $("auth-message").textContent = "";
+    poll();
+  });
+  $("purge-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const namespace = $("purge-namespace").value.trim();
+    const tenant = $("purge-tenant").value.trim() || "default";
+    if (!namespace) { $("message").textContent = "name a namespace to purge"; return; }
+    if (await confirmAction("Purge namespace " + namespace + " of " + tenant + " from L1 and L2?")) {
+      act(api("/console/api/purge", { namespace, tenant }), (r) => {
+        $("notice").textContent = "purged " + namespace + " of " + tenant + " on " + r.brokers + " brokers";
+      });
+    }
+  });
+  $("purge-all").addEventListener("click", async () => {
+    if (await confirmAction("Purge EVERY cache entry of every tenant?")) {
+      act(api("/console/api/purge", { all: true }), (r) => {
+        $("notice").textContent = "purged everything on " + r.brokers + " brokers";
+      });
+    }
+  });
+  $("key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    act(api("/console/api/keys", { tenant: $("key-tenant").value.trim() }), (r) => {
+      $("new-key").textContent = r.key;
+    });
+  });
+  $("filters").addEventListener("input", () => poll());
+  $("filters").addEventListener("submit", (event) => event.preventDefault());
+  poll();
+  setInterval(() => { if (!document.hidden) poll(); }, POLL_MS);
+});

@@ -1,0 +1,239 @@
+"""The operator console, used as an operator would: real headless Chromium against a real
+stack (two brokers, two workers, the bridge, NATS with JetStream, Redis).
+
+Selenium blocks, and the stack runs on this test's event loop, so every browser step runs in
+a thread (``asyncio.to_thread``) while the loop keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+
+from broker.tenancy.tenants import hash_key
+from tests.support.browser import CHROMEDRIVER, CHROMIUM, chromium
+from tests.support.servers import RedisServer
+from tests.support.stack import Stack, config_from, start_stack
+
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None or CHROMEDRIVER is None,
+    reason="chromium and chromedriver are not installed (apt-get install chromium chromium-driver)",
+)
+
+ADMIN_KEY = "sk-le-console-admin-key-for-tests-0000000000000"
+TEAM_KEY = "sk-le-console-team-key-for-tests-00000000000000"
+CONFIG = f"""
+    [cache]
+    l2 = "redis"
+    [providers.primary]
+    kind = "mock"
+    [providers.backup]
+    kind = "mock"
+    [models.mock]
+    strategy = "failover"
+    deployments = [
+        {{ provider = "primary", priority = 0 }},
+        {{ provider = "backup", priority = 1 }},
+    ]
+    [tenants.ops]
+    keys = ["{hash_key(ADMIN_KEY)}"]
+    admin = true
+    [tenants.team]
+    keys = ["{hash_key(TEAM_KEY)}"]
+"""
+PATIENCE_S = 20.0
+
+
+@pytest.fixture
+async def stack(nats_url: str, redis_server: RedisServer) -> AsyncIterator[Stack]:
+    running = await start_stack(
+        nats_url, config_from(CONFIG), redis_url=redis_server.url, brokers=2, bridge=True
+    )
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+async def chat(
+    stack: Stack, key: str, namespace: str = "console", content: str = "hi"
+) -> httpx.Response:
+    assert stack.http is not None
+    return await stack.http.post(
+        "/chat/completions",
+        json={"model": "mock", "messages": [{"role": "user", "content": content}]},
+        headers={"Authorization": f"Bearer {key}", "X-Cache-Namespace": namespace},
+    )
+
+
+class Page:
+    """The console page in Chromium, one blocking step per method (run them in a thread)."""
+
+    def __init__(self, driver: Any, url: str) -> None:
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        self.driver = driver
+        self.url = url
+        self.wait = WebDriverWait(driver, PATIENCE_S, poll_frequency=0.1)
+
+    def css(self, selector: str) -> list[Any]:
+        from selenium.webdriver.common.by import By
+
+        return list(self.driver.find_elements(By.CSS_SELECTOR, selector))
+
+    def until(self, selector: str, check: Callable[[list[Any]], bool] = bool) -> list[Any]:
+        """The elements matching ``selector`` once ``check`` holds for them."""
+        found: list[Any] = []
+
+        def ready(_: object) -> bool:
+            nonlocal found
+            found = self.css(selector)
+            return check(found)
+
+        self.wait.until(ready, f"waiting for {selector}")
+        return found
+
+    def sign_in(self, key: str) -> None:
+        self.driver.get(self.url)
+        self.until("#auth:not([hidden])")
+        self.css("#admin-key")[0].send_keys(key)
+        self.css("#auth button[type=submit]")[0].click()
+        self.until("#services-body tr")
+
+    def click(self, selector: str) -> None:
+        self.until(selector)[0].click()
+
+    def confirm(self) -> None:
+        self.click("dialog[open] #confirm-yes")
+
+    def type_into(self, selector: str, text: str) -> None:
+        field = self.until(selector)[0]
+        field.clear()
+        field.send_keys(text)
+
+    def notice(self, contains: str) -> str:
+        element = self.until("#notice", lambda e: contains in e[0].text)[0]
+        return str(element.text)
+
+    def screenshot(self, name: str) -> None:
+        folder = os.environ.get("CONSOLE_SCREENSHOTS")
+        if folder:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            self.driver.save_screenshot(str(Path(folder) / name))
+
+
+@needs_chromium
+async def test_operator_runs_the_mesh_from_the_console(stack: Stack) -> None:
+    """Both brokers show; a breaker opened from the page fails requests over; a 200-line
+    batch's bar reaches 100 %; a purge makes the next request miss; a key created on the page
+    works until it is revoked there."""
+    assert stack.bridge is not None
+    url = f"http://127.0.0.1:{stack.bridge.port}/console"
+    with chromium() as driver:
+        page = Page(driver, url)
+        await asyncio.to_thread(page.sign_in, ADMIN_KEY)
+
+        brokers = await asyncio.to_thread(
+            page.until,
+            "#services-body tr[data-role=broker][data-state=up]",
+            lambda rows: len(rows) == 2,
+        )
+        assert {row.get_attribute("data-id") for row in brokers} == {
+            b.service_id for b in stack.brokers
+        }
+        await asyncio.to_thread(
+            page.until, "#services-body tr[data-role^=worker]", lambda rows: len(rows) == 2
+        )
+
+        # breaker: forced open on every broker from the page, requests go to the backup
+        assert (await chat(stack, ADMIN_KEY, content="before")).headers[
+            "llm-deployment"
+        ] == "mock@primary"
+        await asyncio.to_thread(
+            page.click, 'tr[data-deployment="mock@primary"] button[aria-label^="Force open"]'
+        )
+        await asyncio.to_thread(page.notice, "open mock@primary on 2 brokers")
+        await asyncio.to_thread(page.until, 'tr[data-deployment="mock@primary"][data-state=open]')
+        for n in range(4):  # both brokers, whichever answers
+            reply = await chat(stack, ADMIN_KEY, content=f"during {n}")
+            assert reply.status_code == 200
+            assert reply.headers["llm-deployment"] == "mock@backup"
+        await asyncio.to_thread(
+            page.click, 'tr[data-deployment="mock@primary"] button[aria-label^="Reset"]'
+        )
+        await asyncio.to_thread(page.until, 'tr[data-deployment="mock@primary"][data-state=closed]')
+
+        # a 200-line batch, watched to the end
+        lines = [
+            {
+                "custom_id": f"line-{i}",
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": {"model": "mock", "messages": [{"role": "user", "content": f"b{i}"}]},
+            }
+            for i in range(200)
+        ]
+        submitted = await stack.nc.request(
+            "llm.batch.submit",
+            msgspec.json.encode({"endpoint": "/v1/chat/completions", "lines": lines}),
+            timeout=10,
+            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        )
+        batch_id = msgspec.json.decode(submitted.data)["id"]
+        row = f'#batches-body tr[data-batch="{batch_id}"]'
+        await asyncio.to_thread(
+            page.until, f"{row}[data-status=in_progress], {row}[data-status=completed]"
+        )
+        page.screenshot("console.png")
+        await asyncio.to_thread(page.until, f"{row}[data-status=completed]")
+        bar = (await asyncio.to_thread(page.until, f"{row} progress"))[0]
+        assert (bar.get_attribute("value"), bar.get_attribute("max")) == ("200", "200")
+        assert page.css(f"{row} .percent")[0].text == "100 %"
+        assert page.css(f"{row} .counts")[0].text == "200 / 0 / 200"
+
+        # purge a namespace from the page: the next request misses
+        assert (await chat(stack, ADMIN_KEY, namespace="purged")).headers["x-cache"] == "MISS"
+        assert (
+            (await chat(stack, ADMIN_KEY, namespace="purged")).headers["x-cache"].startswith("HIT")
+        )
+        await asyncio.to_thread(page.type_into, "#purge-namespace", "purged")
+        await asyncio.to_thread(page.type_into, "#purge-tenant", "ops")
+        await asyncio.to_thread(page.click, "#purge-button")
+        await asyncio.to_thread(page.confirm)
+        await asyncio.to_thread(page.notice, "purged purged of ops on 2 brokers")
+        assert (await chat(stack, ADMIN_KEY, namespace="purged")).headers["x-cache"] == "MISS"
+
+        # a run-time key, created and revoked on the page
+        await asyncio.to_thread(page.type_into, "#key-tenant", "team")
+        await asyncio.to_thread(page.click, "#create-key")
+        output = await asyncio.to_thread(page.until, "#new-key", lambda e: bool(e[0].text))
+        new_key = output[0].text
+        for n in range(4):  # every broker has it: the page heard of it after they did
+            assert (await chat(stack, new_key, content=f"new {n}")).status_code == 200
+        revoke = f'#tenants-body button[data-hash="{hash_key(new_key)}"]'
+        await asyncio.to_thread(page.click, revoke)
+        await asyncio.to_thread(page.confirm)
+        await asyncio.to_thread(page.notice, "revoked a key of team")
+        for n in range(4):
+            assert (await chat(stack, new_key, content=f"revoked {n}")).status_code == 401
+
+
+async def test_console_needs_an_admin_key(stack: Stack) -> None:
+    """A tenant's ordinary key gets 403 from the console's API, no key 401, an admin key 200."""
+    assert stack.bridge is not None
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.bridge.port}") as http:
+        team = await http.get("/console/api/state", headers={"Authorization": f"Bearer {TEAM_KEY}"})
+        anonymous = await http.get("/console/api/state")
+        admin = await http.get(
+            "/console/api/state", headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+        )
+        page = await http.get("/console")
+    assert (team.status_code, anonymous.status_code, admin.status_code) == (403, 401, 200)
+    assert "LLM Edge console" in page.text

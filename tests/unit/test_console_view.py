@@ -1,0 +1,167 @@
+"""What the console computes from the mesh's answers: rates, gone services, merged breakers,
+latency percentiles, per-process cache counters, batch progress."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from broker.config import Config, ConfigError
+from broker.status import LATENCY_BUCKETS_S as BROKER_BUCKETS
+from broker.status import BrokerStatus
+from broker.tenancy.tenants import KeyRing, TenantConfig, hash_key
+from edge_bridge.console.view import (
+    GONE_AFTER_S,
+    LATENCY_BUCKETS_S,
+    ServiceBook,
+    batch_rows,
+    cache_summary,
+    deployment_rows,
+    percentile,
+)
+from schemas.batch import BatchObject, BatchRecord, BatchStatus, RequestCounts
+
+
+def stats(service_id: str, requests: int, role: str = "broker") -> dict[str, Any]:
+    return {
+        "id": service_id,
+        "name": f"llm-edge-{role}",
+        "version": "1.0",
+        "started": "2030-01-01T00:00:00+00:00",
+        "metadata": {"host": "h1", "pid": "7"},
+        "endpoints": [{"data": {"in_flight": 1, "requests": requests, "errors": 0}}],
+    }
+
+
+def test_rates_come_from_two_polls() -> None:
+    """Requests per second is the counter's difference over the time between polls."""
+    book = ServiceBook()
+    book.update([stats("a", 100)], now=1000.0)
+    (row,) = book.update([stats("a", 150)], now=1002.0)
+    assert (row["rate"], row["state"], row["host"]) == (25.0, "up", "h1")
+
+
+def test_a_silent_service_is_shown_as_gone() -> None:
+    """A service missing from the polls is kept, marked gone, once it is silent long enough."""
+    book = ServiceBook()
+    book.update([stats("a", 1), stats("b", 1)], now=1000.0)
+    rows = book.update([stats("a", 2)], now=1000.0 + GONE_AFTER_S + 0.1)
+    assert {r["id"]: r["state"] for r in rows} == {"a": "up", "b": "gone"}
+
+
+def test_bridge_and_broker_agree_on_latency_buckets() -> None:
+    """The console reads the brokers' histogram with the brokers' bounds."""
+    assert tuple(map(float, LATENCY_BUCKETS_S)) == BROKER_BUCKETS
+
+
+def test_deployments_merge_across_brokers() -> None:
+    """The worst breaker state shows, counts add up, percentiles come from summed buckets."""
+    buckets_a = [0] * len(LATENCY_BUCKETS_S)
+    buckets_b = [0] * len(LATENCY_BUCKETS_S)
+    buckets_a[1] = 98  # <= 10 ms
+    buckets_b[6] = 2  # <= 500 ms
+    dep = {"provider": "p", "retry_after": 0.0, "in_flight": 1, "answered": 0, "errors": 0}
+    rows = deployment_rows(
+        [
+            {
+                "deployments": {
+                    "d": {**dep, "state": "closed", "answered": 98, "buckets": buckets_a}
+                }
+            },
+            {
+                "deployments": {
+                    "d": {
+                        **dep,
+                        "state": "open",
+                        "errors": 2,
+                        "answered": 2,
+                        "buckets": buckets_b,
+                        "retry_after": 4.5,
+                    }
+                }
+            },
+        ]
+    )
+    (row,) = rows
+    assert row["state"] == "open"
+    assert row["brokers"] == {"closed": 1, "open": 1}
+    assert (row["answered"], row["in_flight"], row["error_rate"]) == (100, 2, 0.02)
+    assert (row["p50_s"], row["p99_s"], row["retry_after"]) == (0.01, 0.5, 4.5)
+
+
+def test_percentile_of_nothing_is_unknown() -> None:
+    """No answers yet: no latency to show."""
+    assert percentile([0] * len(LATENCY_BUCKETS_S), 0.5) is None
+
+
+def test_cache_counters_count_once_per_process() -> None:
+    """Two brokers in one process share its counters: the console counts them once."""
+    cache = {
+        "l1_hits": 3,
+        "l1_misses": 1,
+        "l2_hits": 0,
+        "l2_misses": 1,
+        "coalesced": 2,
+        "saved_usd": 0.5,
+        "l1_entries": 4,
+        "l1_bytes": 40,
+        "l2": True,
+    }
+    summary = cache_summary(
+        [{"host": "h", "pid": 1, "cache": cache}, {"host": "h", "pid": 1, "cache": cache}]
+    )
+    assert summary is not None
+    assert (summary["l1_hits"], summary["l1_ratio"], summary["l2_ratio"]) == (3, 0.75, 0.0)
+    assert (summary["saved_usd"], summary["l1_entries"]) == (0.5, 4)
+
+
+def test_batch_progress_rate_and_eta() -> None:
+    """Half done in 10 s: 10 lines/s, 10 s to go."""
+    batch = BatchObject(
+        id="batch_1",
+        endpoint="/v1/chat/completions",
+        input_file_id="f",
+        completion_window="24h",
+        status=BatchStatus.IN_PROGRESS,
+        created_at=0,
+        in_progress_at=1000,
+        request_counts=RequestCounts(total=200, completed=90, failed=10),
+    )
+    (row,) = batch_rows([BatchRecord(batch=batch, tenant="ops")], now=1010.0)
+    assert (row["percent"], row["rate"], row["eta_s"], row["tenant"]) == (50, 10.0, 10, "ops")
+
+
+def test_recent_requests_are_filtered_newest_first() -> None:
+    """Filters by tenant, status class and cache result; the newest record comes first."""
+    status = BrokerStatus(clock=lambda: 1.0)
+    for i, (tenant, code, cache) in enumerate(
+        [("a", 200, "MISS"), ("b", 503, "MISS"), ("a", 502, "BYPASS"), ("a", 200, "HIT-L1")]
+    ):
+        status.record(
+            {"request_id": str(i), "tenant": tenant, "status": code, "cache": cache}, 0.01
+        )
+    assert [r["request_id"] for r in status.recent({"tenant": "a"})] == ["3", "2", "0"]
+    assert [r["request_id"] for r in status.recent({"status": "5xx"})] == ["2", "1"]
+    assert [r["request_id"] for r in status.recent({"cache": "HIT"})] == ["3"]
+
+
+def test_admin_keys_open_the_console() -> None:
+    """A console key or an admin tenant's key is an admin; another tenant's key is not."""
+    ring = KeyRing(
+        {
+            "ops": TenantConfig(name="ops", keys=(hash_key("k-ops"),), admin=True),
+            "team": TenantConfig(name="team", keys=(hash_key("k-team"),)),
+        },
+        console_keys=frozenset({hash_key("k-console")}),
+    )
+    verdicts = [ring.is_admin(f"Bearer {k}") for k in ("k-ops", "k-console", "k-team", "nope")]
+    assert verdicts == [True, True, False, False]
+    assert ring.is_admin(None) is False
+
+
+@pytest.mark.parametrize("table", ['keys = ["plain-key"]', "keys = 3", 'other = "x"'])
+def test_console_table_takes_only_key_hashes(table: str) -> None:
+    """``[console] keys`` holds hashes, never keys; unknown knobs are named."""
+    with pytest.raises(ConfigError, match="console"):
+        Config.from_toml(f"[console]\n{table}\n")
