@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as redis
 from faststream.nats import NatsBroker
+from faststream.nats.security import NatsToken, NatsUserPassword
 from faststream.security import BaseSecurity
 from nats.aio.client import Client
 from nats.aio.subscription import Subscription
@@ -47,6 +48,7 @@ from edge_runtime.process import (
     freeze_startup_heap,
     settle,
 )
+from edge_runtime.servers import ServerList, parse_servers
 from schemas import headers, subjects
 
 __all__ = ["BrokerService"]
@@ -58,7 +60,7 @@ log = logging.getLogger("llm_edge.broker")
 class BrokerOptions:
     """Where the broker connects."""
 
-    nats_url: str
+    nats_url: str  # one server or a comma-separated list (see edge_runtime.servers)
     redis_url: str | None = None
     name: str = "llm-edge-broker"
     tls: ssl.SSLContext | None = None
@@ -79,14 +81,15 @@ class BrokerService:
         self.config = config
         self.options = options
         self._lifeline = lifeline
+        servers = parse_servers(options.nats_url)
         self._fs = NatsBroker(
-            options.nats_url,
+            list(servers.servers),
             name=options.name,
             apply_types=False,
             logger=None,
             max_reconnect_attempts=-1,
             reconnect_time_wait=1,
-            security=BaseSecurity(ssl_context=options.tls) if options.tls else None,
+            security=_security(servers, options.tls),
             closed_cb=lifeline.closed if lifeline is not None else None,
             inbox_prefix=options.inbox_prefix,
         )
@@ -204,6 +207,15 @@ class BrokerService:
             self._lifeline.leaving = True
         await settle(self._fs.stop(), STOP_STEP_S)  # FastStream drains; a dead server fails it
         await close_quietly(connection)
+
+
+def _security(servers: ServerList, tls: ssl.SSLContext | None) -> BaseSecurity | None:
+    """FastStream's form of the list's credentials (they apply to every server of it)."""
+    if servers.user is not None:
+        return NatsUserPassword(servers.user, servers.password or "", ssl_context=tls)
+    if servers.token is not None:
+        return NatsToken(servers.token, ssl_context=tls)
+    return BaseSecurity(ssl_context=tls) if tls else None
 
 
 async def serve_broker(config: Config, options: BrokerOptions, stop: asyncio.Event) -> None:
