@@ -38,6 +38,7 @@ from broker.upstream.calls import Upstream
 from broker.upstream.forward import Forwarder
 from broker.upstream.resilience import Resilient
 from broker.upstream.router import Router
+from edge_client.streams import check_replicas
 from edge_runtime.discovery import register
 from edge_runtime.process import (
     DEFAULT_INBOX_PREFIX,
@@ -111,6 +112,7 @@ class BrokerService:
     async def start(self) -> None:
         """Connect, open the cache tiers, subscribe."""
         await self._fs.connect()
+        check_replicas(self.nc, self.config.nats.replicas)
         self.cache = await self._open_cache()
         self._redis = redis_client = (
             request_path_client(self.options.redis_url) if self.options.redis_url else None
@@ -149,6 +151,7 @@ class BrokerService:
                 self.config.batch,
                 interactive=lambda: loop_time() - endpoints.last_interactive < 1.0,
                 keys=keys,
+                replicas=self.config.nats.replicas,
             )
             await self.batch.start()
         self._micro = await register(
@@ -176,7 +179,9 @@ class BrokerService:
                 raise ValueError("cache.l2 = 'redis' needs REDIS_URL / --redis-url")
             self._l2 = RedisL2.from_url(self.options.redis_url)
         elif kind is L2Kind.NATS:
-            self._l2 = await NatsKVL2.open(self.nc, max_bytes=settings.l2_nats_max_bytes)
+            self._l2 = await NatsKVL2.open(
+                self.nc, max_bytes=settings.l2_nats_max_bytes, replicas=self.config.nats.replicas
+            )
         guarded = None if self._l2 is None else GuardedL2(self._l2, timeout_s=settings.l2_timeout_s)
         return ResponseCache(settings, guarded)
 
