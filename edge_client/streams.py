@@ -20,14 +20,28 @@ import logging
 from dataclasses import replace
 
 from nats.aio.client import Client
+from nats.errors import (
+    ConnectionClosedError,
+    ConnectionReconnectingError,
+    NoRespondersError,
+    OutboundBufferLimitError,
+)
+from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext, api
-from nats.js.errors import BadRequestError, BucketNotFoundError
+from nats.js.errors import (
+    BadRequestError,
+    BucketNotFoundError,
+    NoStreamResponseError,
+    ServiceUnavailableError,
+)
 from nats.js.errors import Error as JsError
 from nats.js.errors import NotFoundError as JsNotFound
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 __all__ = [
+    "JETSTREAM_UNAVAILABLE",
+    "UNAVAILABLE_RETRY_AFTER_S",
     "ReplicasError",
     "check_replicas",
     "cluster_size",
@@ -38,6 +52,22 @@ __all__ = [
 ]
 
 log = logging.getLogger("llm_edge.jetstream")
+
+#: What a JetStream call raises when JetStream cannot answer now, and a later try may work:
+#: no server with JetStream (no responders), an asset without quorum after a server loss
+#: (timeout, or JetStream's own 503), a publish nobody stored, a connection between servers.
+JETSTREAM_UNAVAILABLE: tuple[type[Exception], ...] = (
+    NatsTimeout,
+    NoRespondersError,
+    NoStreamResponseError,
+    ServiceUnavailableError,
+    ConnectionClosedError,
+    ConnectionReconnectingError,
+    OutboundBufferLimitError,
+)
+#: The ``Retry-After`` (seconds) of an answer refused because JetStream is unavailable: a
+#: cluster elects new leaders within a few seconds of losing a server.
+UNAVAILABLE_RETRY_AFTER_S = 2
 
 
 class ReplicasError(ValueError):

@@ -75,6 +75,7 @@ class EmbeddedNats:
         config_file: an optional nats-server config (see ``nats/``).
         extra_args: more nats-server flags (``--tls`` ...).
         env: the server's environment (config files read secrets from it).
+        jetstream: run JetStream (tests turn it off to see services outlive its loss).
     """
 
     def __init__(
@@ -86,8 +87,10 @@ class EmbeddedNats:
         config_file: str | Path | None = None,
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
+        jetstream: bool = True,
     ) -> None:
         self.data_dir = Path(data_dir)
+        self.jetstream = jetstream
         self.extra_args = list(extra_args)
         self.env = dict(env) if env is not None else None
         self.host = host
@@ -114,9 +117,7 @@ class EmbeddedNats:
             self.host,
             "-p",
             str(self.port),
-            "-js",
-            "-sd",
-            str(self.data_dir),
+            *(("-js", "-sd", str(self.data_dir)) if self.jetstream else ()),
         ]
         if self.config_file:
             args += ["-c", str(self.config_file)]
