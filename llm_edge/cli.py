@@ -115,6 +115,14 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "embedded one (env NATS_URL)",
     )
     up.add_argument("--nats-port", type=int, default=4222, help="embedded nats-server port")
+    up.add_argument(
+        "--cluster",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N embedded nats-servers as a cluster (routes, clustered JetStream; free "
+        "ports) and give the services all of them",
+    )
     up.add_argument("--data-dir", default=None, help="JetStream storage (env LLM_EDGE_DATA_DIR)")
     _add_inbox_prefix(up, environ)
     for cmd in (up, service("broker", "run a broker (queue group on llm.chat)")):
@@ -362,6 +370,8 @@ def _up(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from llm_edge.up import UpOptions, default_data_dir, run_up  # noqa: PLC0415
 
     data_dir = default_data_dir(env) if args.data_dir is None else args.data_dir
+    if args.cluster < 1 or (args.cluster > 1 and args.nats_url):
+        raise ValueError("--cluster takes N >= 1, and starts its own servers (not with NATS_URL)")
     options = UpOptions(
         config_path=args.config,
         nats_url=args.nats_url,
@@ -371,6 +381,7 @@ def _up(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         nats_port=args.nats_port,
         data_dir=Path(data_dir),
         inbox_prefix=args.inbox_prefix,
+        cluster=args.cluster,
     )
     return run_up(options, env)
 
