@@ -26,6 +26,7 @@ from workers.config import ProviderConfig, ProviderKind
 __all__ = [
     "DEFAULT_MAX_IN_FLIGHT",
     "DEFAULT_MAX_REQUEST_BYTES",
+    "DEFAULT_REPLICAS",
     "DEFAULT_TIMEOUT_S",
     "BrokerSettings",
     "Config",
@@ -33,6 +34,7 @@ __all__ = [
     "ConsoleSettings",
     "Deployment",
     "ModelConfig",
+    "NatsSettings",
     "Strategy",
 ]
 
@@ -40,6 +42,11 @@ DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_MAX_REQUEST_BYTES = 1_000_000
 DEFAULT_MAX_IN_FLIGHT = 4096
 MOCK_PROVIDER = "mock"
+#: Copies of each JetStream asset (stream, KV bucket, object store): 1 suits one server;
+#: 3 on a 3-server cluster survives the loss of any one server.
+DEFAULT_REPLICAS = 1
+#: JetStream's own bound on a stream's replicas.
+MAX_REPLICAS = 5
 
 
 class ConfigError(ValueError):
@@ -109,6 +116,24 @@ class ConsoleSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class NatsSettings:
+    """The ``[nats]`` table: how the project's JetStream assets are laid out."""
+
+    replicas: int = DEFAULT_REPLICAS
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any]) -> NatsSettings:
+        """Build from the ``[nats]`` table (the cluster's size is checked at start)."""
+        check_keys("nats", raw, {"replicas"})
+        replicas = raw.get("replicas", DEFAULT_REPLICAS)
+        if isinstance(replicas, bool) or not isinstance(replicas, int):
+            raise ConfigError("nats.replicas must be an integer")
+        if not 1 <= replicas <= MAX_REPLICAS:
+            raise ConfigError(f"nats.replicas must be from 1 to {MAX_REPLICAS}")
+        return cls(replicas=replicas)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """The whole configuration.
 
@@ -126,6 +151,7 @@ class Config:
             (the NATS server's permissions decide who may publish there).
         limits: request shape limits.
         console: who may open the operator console.
+        nats: JetStream asset layout (replicas).
     """
 
     providers: Mapping[str, ProviderConfig]
@@ -140,6 +166,7 @@ class Config:
     nats_tenant_subjects: bool = False
     limits: InputLimits = field(default_factory=InputLimits)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
+    nats: NatsSettings = field(default_factory=NatsSettings)
     _routes: dict[str, ModelConfig] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -190,6 +217,7 @@ class Config:
                     "auth",
                     "limits",
                     "console",
+                    "nats",
                 },
             )
             auth = _auth_table(raw.get("auth", {}))
@@ -217,6 +245,7 @@ class Config:
                 nats_tenant_subjects=auth["nats_tenant_subjects"],
                 limits=InputLimits.from_mapping(raw.get("limits", {})),
                 console=ConsoleSettings.from_mapping(raw.get("console", {})),
+                nats=NatsSettings.from_mapping(raw.get("nats", {})),
             )
         except (tomllib.TOMLDecodeError, ValueError, TypeError) as exc:
             raise ConfigError(f"{source}: {exc}") from exc

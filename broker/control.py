@@ -7,6 +7,7 @@ admin reply carries ``Llm-Status`` like the data plane's, and failures are error
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -17,6 +18,7 @@ from broker.config import Config
 from broker.request import DEFAULT_TENANT
 from broker.upstream.breaker import BreakerState
 from broker.upstream.router import Router
+from edge_client.streams import JETSTREAM_UNAVAILABLE, UNAVAILABLE_RETRY_AFTER_S
 from schemas import error_body, headers, subjects
 from schemas.names import NAME_RULE, is_cache_key, is_name
 
@@ -29,6 +31,7 @@ __all__ = [
 ]
 
 _STARTED = int(time.time())
+log = logging.getLogger("llm_edge.broker")
 
 
 def model_list(config: Config) -> dict[str, Any]:
@@ -128,6 +131,14 @@ def _invalid(message: str, param: str | None = None) -> NatsResponse:
     )
 
 
+def _unavailable(message: str) -> NatsResponse:
+    """503 with ``Retry-After``: a store the command needs cannot answer now."""
+    return NatsResponse(
+        error_body(503, "unavailable", message),
+        headers={headers.STATUS: "503", headers.RETRY_AFTER: str(UNAVAILABLE_RETRY_AFTER_S)},
+    )
+
+
 def register_control(
     broker: NatsBroker, config: Config, cache: ResponseCache | None, router: Router
 ) -> None:
@@ -152,4 +163,15 @@ def register_control(
             prefix = purge_prefix(body if isinstance(body, dict) else {})
         except InvalidCommand as exc:
             return _invalid(str(exc), exc.param)
-        return _ok({"purged": await cache.purge(prefix)})
+        try:
+            purged = await cache.purge(prefix)
+        except JETSTREAM_UNAVAILABLE as exc:  # the NATS KV L2 lost its quorum or JetStream
+            log.warning("cache purge: JetStream unavailable (%r); answered 503", exc)
+            return _unavailable("the L2 cache (JetStream) is unavailable; L1 was purged")
+        except Exception:  # Redis down, or a bug: one answer all the same
+            log.exception("cache purge failed")
+            return NatsResponse(
+                error_body(500, "internal_error", "the L2 purge failed; L1 was purged"),
+                headers={headers.STATUS: "500"},
+            )
+        return _ok({"purged": purged})

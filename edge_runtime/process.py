@@ -20,6 +20,8 @@ from typing import Any
 import nats
 from nats.aio.client import Client
 
+from edge_runtime.servers import parse_servers
+
 __all__ = [
     "DEFAULT_INBOX_PREFIX",
     "ConnectionLost",
@@ -123,21 +125,28 @@ async def connect(
     inbox_prefix: str = DEFAULT_INBOX_PREFIX,
     lifeline: Lifeline | None = None,
 ) -> Client:
-    """Connect to NATS, reconnecting forever; in-flight requests survive a server restart.
+    """Connect to NATS, reconnecting forever to any server of the list (or of the cluster,
+    as the servers announce it); in-flight requests survive a server restart.
 
     Args:
-        url: the server (``nats://user:password@host:4222`` with credentials).
+        url: the server, or a comma-separated list of a cluster's servers
+            (``nats://user:password@host:4222`` with credentials; see
+            :func:`edge_runtime.servers.parse_servers`).
         name: the connection's name, shown by the server.
         tls: client TLS context (see :func:`tls_context`).
         inbox_prefix: subject prefix of this connection's reply inboxes.
         lifeline: when given, a connection the server closes for good stops the service.
+
+    Raises:
+        ValueError: ``url`` is not a server list.
     """
+    servers = parse_servers(url)
 
     async def on_error(exc: Exception) -> None:
         log.warning("nats error: %s", exc)
 
     return await nats.connect(
-        url,
+        **servers.options(),
         name=name,
         allow_reconnect=True,
         max_reconnect_attempts=-1,

@@ -20,6 +20,7 @@ import msgspec
 from broker.config import Config, ConfigError
 from edge_runtime.logs import configure as configure_logs
 from edge_runtime.process import DEFAULT_INBOX_PREFIX, ConnectionLost, Lifeline, run_until_stopped
+from edge_runtime.servers import parse_servers
 from llm_edge.batch_cli import add_batch_commands, run_batch_command
 
 if TYPE_CHECKING:
@@ -46,12 +47,23 @@ def _add_account_commands(sub: Any, environ: Mapping[str, str]) -> None:
     key_cmds.add_parser("revoke", help="remove a run-time key").add_argument("hash")
 
 
+def _server_list(text: str) -> str:
+    """argparse ``type`` of ``--nats-url``: refuse what is not a server list (NATS_URL too)."""
+    try:
+        parse_servers(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _add_nats_options(cmd: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
     """How a service or an admin command reaches NATS: URL, TLS, inbox prefix."""
     cmd.add_argument(
         "--nats-url",
+        type=_server_list,
         default=environ.get("NATS_URL") or DEFAULT_NATS_URL,
-        help="NATS server, nats://USER:PASSWORD@HOST:PORT with credentials (env NATS_URL)",
+        help="NATS server, or a cluster's servers separated by commas "
+        "(nats://USER:PASSWORD@HOST:PORT with credentials; env NATS_URL)",
     )
     cmd.add_argument(
         "--nats-ca", default=environ.get("NATS_CA"), help="CA bundle for TLS to NATS (env NATS_CA)"
@@ -97,10 +109,20 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run the whole stack on this machine")
     up.add_argument(
         "--nats-url",
+        type=_server_list,
         default=nats_url,
-        help="use this NATS server instead of the embedded one (env NATS_URL)",
+        help="use this NATS server (or comma-separated cluster servers) instead of the "
+        "embedded one (env NATS_URL)",
     )
     up.add_argument("--nats-port", type=int, default=4222, help="embedded nats-server port")
+    up.add_argument(
+        "--cluster",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N embedded nats-servers as a cluster (routes, clustered JetStream; free "
+        "ports) and give the services all of them",
+    )
     up.add_argument("--data-dir", default=None, help="JetStream storage (env LLM_EDGE_DATA_DIR)")
     up.add_argument(
         "--processes",
@@ -354,6 +376,8 @@ def _up(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from llm_edge.up import UpOptions, default_data_dir, run_up  # noqa: PLC0415
 
     data_dir = default_data_dir(env) if args.data_dir is None else args.data_dir
+    if args.cluster < 1 or (args.cluster > 1 and args.nats_url):
+        raise ValueError("--cluster takes N >= 1, and starts its own servers (not with NATS_URL)")
     options = UpOptions(
         config_path=args.config,
         nats_url=args.nats_url,
@@ -364,6 +388,7 @@ def _up(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         data_dir=Path(data_dir),
         inbox_prefix=args.inbox_prefix,
         processes=args.processes,
+        cluster=args.cluster,
     )
     return run_up(options, env)
 

@@ -1,7 +1,8 @@
 """``llm-edge up``: the whole stack on one machine from one command.
 
-nats-server (embedded unless ``NATS_URL`` is given), one broker, one worker per provider the
-configuration routes to, and the bridge: by default all three roles in this process
+nats-server (embedded unless ``NATS_URL`` is given; ``--cluster N``: N embedded servers with
+routes and clustered JetStream, the services given all of them), one broker, one worker per
+provider the configuration routes to, and the bridge: by default all three roles in this process
 (:mod:`llm_edge.together`), or with ``--processes`` as child processes, restarted when they
 exit. Ctrl-C (or SIGTERM) stops everything; children and the embedded server also die with
 this process if it is killed (Linux ``PR_SET_PDEATHSIG``), so nothing is orphaned.
@@ -23,7 +24,7 @@ from pathlib import Path
 import httpx
 
 from broker.config import Config
-from edge_runtime.embedded import EmbeddedNats, die_with_parent
+from edge_runtime.embedded import EmbeddedCluster, EmbeddedNats, die_with_parent
 from edge_runtime.process import (
     DEFAULT_INBOX_PREFIX,
     ConnectionLost,
@@ -51,6 +52,7 @@ class UpOptions:
     inbox_prefix: str = DEFAULT_INBOX_PREFIX
     #: Each role in its own process (default: all roles in this one).
     processes: bool = False
+    cluster: int = 1  # embedded nats-servers; more than one form a cluster
 
 
 def _spawn(args: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
@@ -133,12 +135,10 @@ def run_up(options: UpOptions, environ: Mapping[str, str]) -> int:
             "admin = true to require one.",
             flush=True,
         )
-    embedded = None
+    embedded: EmbeddedNats | EmbeddedCluster | None = None
     nats_url = options.nats_url
     if not nats_url:
-        embedded = EmbeddedNats(options.data_dir / "jetstream", port=options.nats_port)
-        nats_url = embedded.start()
-        print(f"Embedded nats-server {nats_url} (JetStream in {embedded.data_dir})", flush=True)
+        embedded, nats_url = _start_nats(options, config)
     try:
         if options.processes:
             return _run_processes(options, config, nats_url, environ)
@@ -226,6 +226,30 @@ def _run_processes(
     finally:
         _stop_all(procs)
     return 0
+
+
+def _start_nats(options: UpOptions, config: Config) -> tuple[EmbeddedNats | EmbeddedCluster, str]:
+    """The embedded server, or ``options.cluster`` of them as a cluster; and the URL (list)
+    the services are given."""
+    if options.cluster <= 1:
+        single = EmbeddedNats(options.data_dir / "jetstream", port=options.nats_port)
+        url = single.start()
+        print(f"Embedded nats-server {url} (JetStream in {single.data_dir})", flush=True)
+        return single, url
+    cluster = EmbeddedCluster(options.data_dir / "cluster", options.cluster)
+    url = cluster.start()
+    print(
+        f"Embedded NATS cluster of {options.cluster} servers: {url} "
+        f"(JetStream in {cluster.nodes[0].data_dir.parent}/n1 …)",
+        flush=True,
+    )
+    if config.nats.replicas < options.cluster:
+        print(
+            f"JetStream assets have {config.nats.replicas} replica(s): set [nats] replicas = "
+            f"{min(options.cluster, 3)} in the configuration to survive the loss of a server.",
+            flush=True,
+        )
+    return cluster, url
 
 
 def default_data_dir(environ: Mapping[str, str]) -> Path:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.servers import RedisServer, start_nats
+from tests.support.servers import EmbeddedCluster, RedisServer, start_cluster, start_nats
 from tests.support.upstream import FakeOpenAI, running_fake
 
 #: Seconds before a still-running test gets its asyncio tasks dumped to stderr; pytest-timeout
@@ -60,6 +60,16 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+@pytest.fixture
+def nats_cluster(tmp_path: Path) -> Iterator[EmbeddedCluster]:
+    """A real 3-server NATS cluster with JetStream, of this test's own (tests kill servers)."""
+    cluster = start_cluster(tmp_path / "cluster")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture(scope="session")

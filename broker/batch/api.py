@@ -18,6 +18,7 @@ error envelopes.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -32,6 +33,7 @@ from broker.batch.lifecycle import Lifecycle
 from broker.errors import BrokerError
 from broker.tenancy.tenants import ANONYMOUS, KeyRing, TenantConfig
 from edge_client.batch_store import BatchStore
+from edge_client.streams import JETSTREAM_UNAVAILABLE, UNAVAILABLE_RETRY_AFTER_S
 from edge_runtime.process import InFlight
 from schemas import error_body, headers, subjects
 from schemas.batch import (
@@ -51,6 +53,10 @@ __all__ = ["ENDPOINTS", "ApiError", "BatchApi"]
 ENDPOINTS = frozenset({"/v1/chat/completions"})
 _encoder = msgspec.json.Encoder()
 _json = msgspec.json.Decoder(dict[str, Any])
+log = logging.getLogger("llm_edge.batch")
+
+
+_UNAVAILABLE = "the batch store (JetStream) is unavailable; retry after Retry-After seconds"
 
 
 #: ``limit`` of a batch list: OpenAI's default and bounds.
@@ -139,6 +145,7 @@ class BatchApi:
         if not msg.reply:
             return
         op = msg.subject.rsplit(".", 1)[-1]
+        reply_headers: dict[str, str] = {}
         try:
             tenant = self._tenant(msg.headers or {})
             body = decode_json(_json, msg.data) if msg.data else {}
@@ -150,7 +157,15 @@ class BatchApi:
             status, data = exc.status, error_body(exc.status, exc.code, exc.message, exc.param)
         except (msgspec.MsgspecError, TypeError, ValueError) as exc:
             status, data = 400, error_body(400, "invalid_request", str(exc))
-        await self._nc.publish(msg.reply, data, headers={headers.STATUS: str(status)})
+        except JETSTREAM_UNAVAILABLE as exc:  # a server lost, quorum regained soon
+            log.warning("llm.batch.%s: JetStream unavailable (%r); answered 503", op, exc)
+            status, data = 503, error_body(503, "jetstream_unavailable", _UNAVAILABLE)
+            reply_headers[headers.RETRY_AFTER] = str(UNAVAILABLE_RETRY_AFTER_S)
+        except Exception:  # a bug: still one answer, never the caller's timeout
+            log.exception("llm.batch.%s failed", op)
+            status, data = 500, error_body(500, "internal_error", "the batch request failed")
+        reply_headers[headers.STATUS] = str(status)
+        await self._nc.publish(msg.reply, data, headers=reply_headers)
 
     def _tenant(self, hdrs: dict[str, str]) -> TenantConfig:
         """The caller's tenant, from its key; 401 when keys are required and it has none."""

@@ -25,6 +25,7 @@ class BatchEngine:
         settings: the ``[batch]`` table.
         interactive: whether interactive requests are arriving (the runner then yields).
         keys: the callers' keys (who owns a batch; whom its lines run as).
+        replicas: copies of each JetStream resource (``[nats] replicas``).
     """
 
     def __init__(
@@ -32,10 +33,13 @@ class BatchEngine:
         nc: Client,
         handle: LineHandler,
         settings: BatchSettings,
+        *,
         interactive: Callable[[], bool] = lambda: False,
         keys: KeyRing | None = None,
+        replicas: int = 1,
     ) -> None:
         self._nc = nc
+        self._replicas = replicas
         self._keys = keys
         self._handle = handle
         self._settings = settings
@@ -43,7 +47,7 @@ class BatchEngine:
 
     async def start(self) -> None:
         """Open the resources, then serve, run and watch."""
-        self.store = await BatchStore.open(self._nc)
+        self.store = await BatchStore.open(self._nc, self._replicas)
         self.runner = BatchRunner(
             self._nc,
             self.store,

@@ -16,8 +16,10 @@ import math
 
 from nats.aio.client import Client
 from nats.js import api
-from nats.js.errors import BadRequestError, KeyNotFoundError
+from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
+
+from edge_client.streams import ensure_stream
 
 __all__ = ["DEFAULT_BUCKET", "DEFAULT_L2_NATS_MAX_BYTES", "NatsKVL2"]
 
@@ -46,6 +48,7 @@ class NatsKVL2:
         bucket: str = DEFAULT_BUCKET,
         *,
         max_bytes: int = DEFAULT_L2_NATS_MAX_BYTES,
+        replicas: int = 1,
     ) -> NatsKVL2:
         """Create the bucket, or bound an existing one (file storage, history 1).
 
@@ -53,6 +56,7 @@ class NatsKVL2:
             nc: connected client with JetStream.
             bucket: the KV bucket's name.
             max_bytes: the bucket's byte bound; past it the oldest entries go.
+            replicas: copies in a NATS cluster (an existing bucket's are only raised).
         """
         js = nc.jetstream()
         config = api.StreamConfig(
@@ -67,13 +71,10 @@ class NatsKVL2:
             max_consumers=-1,
             max_msgs=-1,
             max_msgs_per_subject=1,
-            num_replicas=1,
+            num_replicas=replicas,
             storage=api.StorageType.FILE,
         )
-        try:
-            await js.add_stream(config)
-        except BadRequestError:  # the bucket exists with other limits (an older version's)
-            await js.update_stream(config)
+        await ensure_stream(js, config)  # an existing bucket takes these limits (an older one's)
         return cls(nc, await js.key_value(bucket), bucket)
 
     @staticmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from edge_runtime.process import close_quietly, connect
 from tests.support.servers import free_port
 
 
@@ -30,74 +32,118 @@ def processes_mentioning(text: str) -> list[int]:
     return found
 
 
-@pytest.mark.parametrize("mode", [None, "--processes"], ids=["one-process", "processes"])
-def test_up_serves_with_mock_and_stops_cleanly(tmp_path: Path, mode: str | None) -> None:
-    """With no keys, `up` says the mock serves, answers HTTP, and Ctrl-C leaves no process;
-    by default every role runs in the one process, with --processes each in its own."""
-    port = free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in {"OPENAI_API_KEY", "NATS_URL", "REDIS_URL", "LLM_EDGE_CONFIG"}
-    }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llm_edge",
-            "up",
-            "--port",
-            str(port),
-            "--nats-port",
-            "-1",
-            "--data-dir",
-            str(tmp_path),
-            *([mode] if mode else []),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
-    lines: list[str] = []
-    ready = threading.Event()
+class RunningUp:
+    """``llm-edge up`` as a child process, its output collected line by line."""
 
-    def read() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
+    def __init__(self, tmp_path: Path, *args: str) -> None:
+        self.port = free_port()
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in {"OPENAI_API_KEY", "NATS_URL", "REDIS_URL", "LLM_EDGE_CONFIG"}
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "llm_edge", "up", "--port", str(self.port), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self.ready = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
             if line.startswith(("Ready.", "llm-edge:")):
-                ready.set()
-        ready.set()
+                self.ready.set()
+        self.ready.set()
 
-    threading.Thread(target=read, daemon=True).start()
-    try:
-        assert ready.wait(60), "".join(lines)
-        output = "".join(lines)
-        assert "mock provider serves" in output, output
-        assert "Ready." in output, output
-        assert f"console: http://127.0.0.1:{port}/console" in output, output
-        assert "the console is open to loopback callers only" in output, output
-        console = httpx.get(f"http://127.0.0.1:{port}/console/api/state", timeout=10)
-        assert console.status_code == 200  # no keys: open to this loopback caller
-        assert {s["role"] for s in console.json()["services"]} == {"broker", "worker-mock"}
-        response = httpx.post(
-            f"http://127.0.0.1:{port}/v1/chat/completions",
-            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]},
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def chat(self, content: str) -> httpx.Response:
+        return httpx.post(
+            f"http://127.0.0.1:{self.port}/v1/chat/completions",
+            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}]},
             timeout=10,
         )
+
+    def interrupt(self) -> int:
+        """What Ctrl-C in a terminal does; the exit code."""
+        os.killpg(self.proc.pid, signal.SIGINT)
+        return self.proc.wait(30)
+
+
+@pytest.mark.parametrize("mode", [(), ("--processes",)], ids=["one-process", "processes"])
+def test_up_serves_with_mock_and_stops_cleanly(tmp_path: Path, mode: tuple[str, ...]) -> None:
+    """With no keys, `up` says the mock serves, answers HTTP and the console, and Ctrl-C
+    leaves no process; by default every role runs in the one process, with --processes each
+    in its own."""
+    up = RunningUp(tmp_path, "--nats-port", "-1", "--data-dir", str(tmp_path), *mode)
+    try:
+        assert up.ready.wait(60), up.output
+        assert "mock provider serves" in up.output, up.output
+        assert "Ready." in up.output, up.output
+        assert f"console: http://127.0.0.1:{up.port}/console" in up.output, up.output
+        assert "the console is open to loopback callers only" in up.output, up.output
+        console = httpx.get(f"http://127.0.0.1:{up.port}/console/api/state", timeout=10)
+        assert console.status_code == 200  # no keys: open to this loopback caller
+        assert {s["role"] for s in console.json()["services"]} == {"broker", "worker-mock"}
+        response = up.chat("hello")
         assert response.status_code == 200
         assert "hello" in response.json()["choices"][0]["message"]["content"]
         assert len(processes_mentioning(str(tmp_path))) == 2  # up and its nats-server
-        nats_url = next(w for line in lines for w in line.split() if w.startswith("nats://"))
+        nats_url = next(w for line in up.lines for w in line.split() if w.startswith("nats://"))
         children = processes_mentioning(nats_url)  # broker, worker and bridge processes
         assert len(children) == (3 if mode else 0), children
     finally:
-        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-        code = proc.wait(30)
-    assert code == 0, "".join(lines)
-    assert "Stopped." in "".join(lines)
+        code = up.interrupt()
+    assert code == 0, up.output
+    assert "Stopped." in up.output
     assert processes_mentioning(str(tmp_path)) == []
-    assert processes_mentioning(f"--port {port}") == []
+    assert processes_mentioning(f"--port {up.port}") == []
     assert processes_mentioning(nats_url) == []  # broker and worker children too
+
+
+CLUSTER_CONFIG = """
+[nats]
+replicas = 3
+[providers.mock]
+kind = "mock"
+[models."gpt-4o-mini"]
+deployments = [{ provider = "mock" }]
+"""
+
+
+def test_up_cluster_runs_three_servers_and_replicated_jetstream(tmp_path: Path) -> None:
+    """`up --cluster 3` starts three nats-servers with their own stores, gives the services
+    all three, creates the batch store at R3, serves HTTP, and Ctrl-C stops everything."""
+    config = tmp_path / "r3.toml"
+    config.write_text(CLUSTER_CONFIG)
+    up = RunningUp(tmp_path, "--cluster", "3", "--config", str(config), "--data-dir", str(tmp_path))
+    try:
+        assert up.ready.wait(60), up.output
+        assert "Embedded NATS cluster of 3 servers" in up.output, up.output
+        assert up.chat("clustered").status_code == 200
+        servers = next(w for w in up.output.split() if w.count("nats://") == 3)
+        assert len(processes_mentioning(str(tmp_path / "cluster"))) == 3
+        assert sorted(p.name for p in (tmp_path / "cluster").iterdir()) == ["n1", "n2", "n3"]
+        assert asyncio.run(replicas_of(servers, "LLM_EDGE_BATCH_LINES")) == 3
+    finally:
+        code = up.interrupt()
+    assert code == 0, up.output
+    assert processes_mentioning(str(tmp_path / "cluster")) == []
+
+
+async def replicas_of(servers: str, stream: str) -> int:
+    """A stream's replica count, asked of the cluster."""
+    nc = await connect(servers, "up-test")
+    try:
+        return int((await nc.jetstream().stream_info(stream)).config.num_replicas or 1)
+    finally:
+        await close_quietly(nc)

@@ -8,9 +8,9 @@ import subprocess
 import threading
 from pathlib import Path
 
-from edge_runtime.embedded import EmbeddedNats
+from edge_runtime.embedded import EmbeddedCluster, EmbeddedNats
 
-__all__ = ["EmbeddedNats", "RedisServer", "free_port"]
+__all__ = ["EmbeddedCluster", "EmbeddedNats", "RedisServer", "free_port", "start_cluster"]
 
 
 def free_port() -> int:
@@ -87,3 +87,11 @@ def start_nats(data_dir: Path) -> EmbeddedNats:
     server = EmbeddedNats(data_dir, port=-1)
     server.start()
     return server
+
+
+def start_cluster(data_dir: Path, size: int = 3) -> EmbeddedCluster:
+    """``size`` nats-server processes with routes to each other (route, client and monitoring
+    ports picked free beforehand) and clustered JetStream, healthy on every server."""
+    cluster = EmbeddedCluster(data_dir, size)
+    cluster.start()
+    return cluster

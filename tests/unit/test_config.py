@@ -61,6 +61,10 @@ def test_default_config_loads_and_documents_mock() -> None:
         ),
         ("[breaker]\nfailure_rate = 1.5", "failure_rate must be in (0, 1]"),
         ("[resilience]\nmax_attempts = 0", "max_attempts >= 1"),
+        ("[nats]\nreplicas = 0", "nats.replicas must be from 1 to 5"),
+        ("[nats]\nreplicas = 7", "nats.replicas must be from 1 to 5"),
+        ("[nats]\nreplicas = '3'", "nats.replicas must be an integer"),
+        ("[nats]\nreplica = 3", "unknown keys ['replica']"),
     ],
 )
 def test_invalid_config_names_the_fault(toml: str, message: str) -> None:

@@ -1,0 +1,244 @@
+"""A 3-server NATS cluster losing a server (SIGKILL) under load: nothing is lost.
+
+Two brokers and two workers run in this process, each connected to its own server of a real
+cluster (``nats_cluster``) and learning the others from it; the client is on another one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from broker.config import Config
+from broker.service import BrokerOptions, BrokerService
+from edge_client import RetryPolicy, request
+from edge_client.batch_store import LINES_STREAM, BatchStore
+from edge_runtime.process import close_quietly, connect
+from schemas import headers
+from tests.integration.test_batch import lines
+from tests.support.servers import EmbeddedCluster
+from tests.support.stack import config_from
+from workers import WorkerService, build_provider
+
+CHAT_CONFIG = """
+    [cache]
+    enabled = false
+    [batch]
+    enabled = false
+    [providers.mock]
+    kind = "mock"
+    latency_ms = 50
+    [models.mock]
+    deployments = [{ provider = "mock" }]
+"""
+BATCH_CONFIG = """
+    [nats]
+    replicas = 3
+    [cache]
+    enabled = false
+    [batch]
+    ack_wait_s = 2        # a line whose ack was lost with the server comes back after 2 s
+    poll_s = 0.2
+    concurrency = 32
+    [providers.mock]
+    kind = "mock"
+    [models.mock]
+    deployments = [{ provider = "mock" }]
+"""
+#: The client's retry: an attempt whose reply went down with a server is given up quickly.
+RETRY = RetryPolicy(attempts=6, attempt_timeout_s=3.0, backoff_s=0.1, max_backoff_s=1.0)
+
+
+@dataclass
+class Services:
+    """Brokers and workers, each on its own server of the cluster."""
+
+    brokers: list[BrokerService] = field(default_factory=list)
+    workers: list[tuple[WorkerService, Client, httpx.AsyncClient]] = field(default_factory=list)
+
+    async def stop(self) -> None:
+        for broker in self.brokers:
+            await broker.stop(1.0)
+        for worker, nc, http in self.workers:
+            await worker.stop(1.0)
+            await close_quietly(nc)
+            await http.aclose()
+
+
+async def start_services(cluster: EmbeddedCluster, config: Config, homes: list[int]) -> Services:
+    """A broker and a mock worker connected to each server of ``homes``."""
+    services = Services()
+    for home in homes:
+        broker = BrokerService(config, BrokerOptions(nats_url=cluster.urls[home]))
+        services.brokers.append(broker)
+        await broker.start()
+        http = httpx.AsyncClient()
+        nc = await connect(cluster.urls[home], f"worker-n{home + 1}")
+        worker = WorkerService(nc, build_provider(config.providers["mock"], {}, http))
+        services.workers.append((worker, nc, http))
+        await worker.start()
+        await nc.flush()
+    return services
+
+
+@pytest.fixture
+async def client(nats_cluster: EmbeddedCluster) -> AsyncIterator[Client]:
+    """The producer, on the third server (the one no test kills)."""
+    nc = await connect(nats_cluster.urls[2], "producer")
+    yield nc
+    await close_quietly(nc)
+
+
+async def test_a_server_killed_under_load_loses_no_request(
+    nats_cluster: EmbeddedCluster, client: Client
+) -> None:
+    """SIGKILL the server of one broker and one worker while 400 chat requests are in
+    flight, 40 at a time: with the client's retry (same X-Request-Id) every one is answered
+    200, and each reply names the request id its attempts shared."""
+    services = await start_services(nats_cluster, config_from(CHAT_CONFIG), homes=[0, 1])
+    total, done = 400, 0
+    halfway = asyncio.Event()
+    slots = asyncio.Semaphore(40)
+
+    async def one(i: int) -> tuple[str, str]:
+        nonlocal done
+        body = msgspec.json.encode(
+            {"model": "mock", "messages": [{"role": "user", "content": f"request {i}"}]}
+        )
+        async with slots:
+            reply = await request(
+                client, body, request_headers={headers.REQUEST_ID: f"r-{i}"}, retry=RETRY
+            )
+        done += 1
+        if done == total // 4:
+            halfway.set()
+        hdrs = reply.headers or {}
+        return hdrs.get(headers.STATUS, "?"), hdrs.get(headers.REQUEST_ID, "?")
+
+    attempts: Counter[str] = Counter()
+
+    async def spy(msg: Msg) -> None:  # every attempt published, by request id
+        attempts[(msg.headers or {}).get(headers.REQUEST_ID, "?")] += 1
+
+    await client.subscribe("llm.chat", cb=spy)
+    try:
+        started = time.monotonic()
+        running = asyncio.gather(*(one(i) for i in range(total)))
+        async with asyncio.timeout(30):
+            await halfway.wait()
+        nats_cluster.nodes[0].kill()
+        async with asyncio.timeout(45):
+            answers = await running
+        retried = sum(1 for n in attempts.values() if n > 1)
+        print(
+            f"\n{total} requests, a server killed after {total // 4}: "
+            f"{time.monotonic() - started:.1f} s, {retried} retried by the client"
+        )
+        assert Counter(status for status, _ in answers) == {"200": total}
+        assert [rid for _, rid in answers] == [f"r-{i}" for i in range(total)]
+    finally:
+        await services.stop()
+
+
+async def test_a_server_killed_mid_batch_loses_and_duplicates_no_line(
+    nats_cluster: EmbeddedCluster, client: Client
+) -> None:
+    """SIGKILL a server (with a broker and a worker on it) while a 2,000-line R3 batch runs:
+    the batch ends with every custom_id exactly once in its output or error file; the server
+    restarted catches up and JetStream is whole again (every R3 asset current on 3 servers)."""
+    services = await start_services(nats_cluster, config_from(BATCH_CONFIG), homes=[0, 1])
+    count = 2000
+    try:
+        submit = {"lines": lines(count), "endpoint": "/v1/chat/completions"}
+        reply = await request(
+            client, msgspec.json.encode(submit), subject="llm.batch.submit", retry=RETRY
+        )
+        batch_id = msgspec.json.decode(reply.data)["id"]
+        events = await client.subscribe(f"llm.batch.events.{batch_id}")
+        progress = await completed_at_least(events, 300)
+        assert progress < count, "the server must be killed mid-batch"
+        nats_cluster.nodes[0].kill()
+        killed_at = time.monotonic()
+        final = await final_state(client, events, batch_id)
+        assert final["status"] == "completed", final
+        counts = final["request_counts"]
+        print(
+            f"\nbatch of {count}: server killed at {progress} completed; finished "
+            f"{time.monotonic() - killed_at:.1f} s later, {counts}"
+        )
+        assert counts["total"] == count
+        assert counts["completed"] + counts["failed"] == count
+        ids = await custom_ids(client, final)
+        assert set(ids) == {f"req-{i}" for i in range(count)}
+        assert set(ids.values()) == {1}
+        nats_cluster.restart(0)
+        await until_whole(
+            client, [LINES_STREAM, "KV_llm_edge_batches", "KV_llm_edge_batch_results"]
+        )
+    finally:
+        await services.stop()
+
+
+async def completed_at_least(events: Any, wanted: int) -> int:
+    """The completed count of the first progress event at or past ``wanted``."""
+    async with asyncio.timeout(40):
+        while True:
+            event = msgspec.json.decode((await events.next_msg(timeout=40)).data)
+            if event["request_counts"]["completed"] >= wanted:
+                return int(event["request_counts"]["completed"])
+
+
+async def final_state(nc: Client, events: Any, batch_id: str) -> dict[str, Any]:
+    """Follow the batch's events until it is final (its current state asked first, with the
+    client's retry: the brokers answer 503 while the cluster elects new leaders)."""
+    body = msgspec.json.encode({"id": batch_id})
+    current = msgspec.json.decode(
+        (await request(nc, body, subject="llm.batch.get", retry=RETRY)).data
+    )
+    async with asyncio.timeout(50):
+        while current.get("status") not in {"completed", "failed", "expired", "cancelled"}:
+            current = msgspec.json.decode((await events.next_msg(timeout=50)).data)
+    return current  # type: ignore[no-any-return]
+
+
+async def custom_ids(nc: Client, final: dict[str, Any]) -> Counter[str]:
+    """How often each custom_id appears across the output and error files."""
+    store = await BatchStore.open(nc)
+    ids: Counter[str] = Counter()
+    for key in ("output_file_id", "error_file_id"):
+        if not final.get(key):
+            continue
+        with tempfile.TemporaryFile() as out:
+            await store.read_file(final[key], out)  # type: ignore[arg-type]
+            out.seek(0)
+            ids.update(json.loads(line)["custom_id"] for line in out)
+    return ids
+
+
+async def until_whole(nc: Client, streams: list[str]) -> None:
+    """Until every stream has a leader and two current followers (the restarted server has
+    caught up), and a write through JetStream is stored and read back."""
+    js = nc.jetstream()
+    async with asyncio.timeout(30):
+        for stream in streams:
+            while True:  # JetStream announces no such event: ask until it is so
+                cluster = (await js.stream_info(stream)).cluster
+                peers = (cluster.replicas or []) if cluster is not None else []
+                if cluster and cluster.leader and len([p for p in peers if p.current]) == 2:
+                    break
+                await asyncio.sleep(0.1)
+    kv = await js.key_value("llm_edge_batches")
+    await kv.put("probe.after-restart", b"1")
+    assert (await kv.get("probe.after-restart")).value == b"1"
