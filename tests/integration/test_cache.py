@@ -233,11 +233,14 @@ async def test_coalesced_requests_write_their_log_line(
 ) -> None:
     """Every caller's request is in the request log, the coalesced copy marked as such."""
     caplog.set_level(logging.INFO, logger="llm_edge.requests")
-    fake_openai.default = Scripted(delay_s=0.3)
+    fake_openai.default = Scripted(delay_s=1.0)
     ids = [f"{namespace}-{i}" for i in range(2)]
-    await asyncio.gather(
-        *(ask(stack, chat("log me"), namespace, **{headers.REQUEST_ID: rid}) for rid in ids)
+    leader = asyncio.ensure_future(
+        ask(stack, chat("log me"), namespace, **{headers.REQUEST_ID: ids[0]})
     )
+    await until_upstream_called(fake_openai)  # the follower joins while the leader waits
+    await ask(stack, chat("log me"), namespace, **{headers.REQUEST_ID: ids[1]})
+    await leader
     lines = {
         r.fields["request_id"]: r.fields  # type: ignore[attr-defined]
         for r in caplog.records
