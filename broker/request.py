@@ -22,6 +22,7 @@ from broker.errors import (
     HeaderTooLarge,
     InvalidRequest,
     ModelNotFound,
+    PiiBlocked,
     RequestTooLarge,
     from_decode_error,
 )
@@ -240,12 +241,6 @@ def _sampled(request: ChatRequest) -> bool:
     """Whether the answer is a random sample (OpenAI's default temperature is 1)."""
     temperature = 1.0 if request.temperature is None else request.temperature
     return temperature > 0 and request.seed is None
-
-
-class PiiBlocked(InvalidRequest):
-    """The tenant blocks requests containing PII, and this one does."""
-
-    code = "pii_detected"
 
 
 _generic = msgspec.json.Decoder(dict[str, Any])
