@@ -25,6 +25,7 @@ from broker.cache.response import L2Kind, ResponseCache
 from broker.config import Config
 from broker.control import register_control
 from broker.endpoints import Endpoints
+from broker.guard import Guard
 from broker.pipeline import ChatPipeline
 from broker.record import RequestRecord
 from broker.redis_conn import request_path_client
@@ -113,13 +114,15 @@ class BrokerService:
             request_path_client(self.options.redis_url) if self.options.redis_url else None
         )
         keys = KeyRing(self.config.tenants, required=self.config.auth_required)
+        #: One guard for the request path's Redis: a failure seen by either wing skips it for both.
+        self.redis_guard = Guard("redis")
         self.pipeline, router = assemble_pipeline(
             self.nc,
             self.config,
             self.cache,
             keys=keys,
-            limiter=RateLimiter(redis_client),
-            ledger=SpendLedger(redis_client),
+            limiter=RateLimiter(redis_client, guard=self.redis_guard),
+            ledger=SpendLedger(redis_client, guard=self.redis_guard),
         )
         if redis_client is not None:
             with contextlib.suppress(Exception):  # first snapshot now, so keys work at once
