@@ -216,7 +216,8 @@ class ChatPipeline:
             return
         meta.update(reply.headers)
         completion = _completion_decoder.decode(hit.body)
-        for chunk in replay_chunks(completion, include_usage=prepared.include_usage):
+        replay = replay_chunks(completion, include_usage=prepared.include_usage, splits=hit.splits)
+        for chunk in replay:
             await sink.chunk(chunk, meta)
         finish = completion.choices[0].finish_reason if completion.choices else None
         await sink.end(StreamEnd(usage=completion.usage, finish_reason=finish), meta)
@@ -311,7 +312,8 @@ class ChatPipeline:
             usage=assembler.usage,
         )
         if status == 200:
-            reply = Reply(200, _encoder.encode(assembler.completion()), dict(meta))
+            completion = _encoder.encode(assembler.completion())
+            reply = Reply(200, completion, dict(meta), splits=assembler.splits())
             self._front.keep(prepared, reply)
             await self._front.write_back(prepared, reply)
             await self._meter.charge(prepared, self._meter.price(reply))

@@ -49,11 +49,16 @@ MAX_TIMEOUT_S = 3600.0
 
 @dataclass(slots=True)
 class Reply:
-    """A whole reply: HTTP-like status, body, headers (provider, deployment ...)."""
+    """A whole reply: HTTP-like status, body, headers (provider, deployment ...).
+
+    ``splits`` is set for an answer assembled from a stream: its chunk boundaries (see
+    :class:`~broker.cache.response.CachedReply`), kept with its cache entry.
+    """
 
     status: int
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
+    splits: list[list[int]] | None = None
 
 
 @dataclass(slots=True)

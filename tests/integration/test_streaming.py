@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
+import msgspec
 import openai
 import pytest
+from nats.aio.client import Client
 
-from edge_client.chat import ChatStreamError, stream_chat
+from edge_client.chat import ChatStreamError, stream_chat, stream_messages
+from tests.support.servers import RedisServer
 from tests.support.stack import Stack, config_from, start_stack
 from tests.support.upstream import FakeOpenAI, Scripted
 
@@ -202,3 +206,62 @@ async def test_consumer_leaving_a_nats_stream_cancels_upstream(
     left = time.monotonic()
     await asyncio.wait_for(fake_openai.disconnected.wait(), 5)
     assert time.monotonic() - left < 1.0
+
+
+async def streamed(nc: Client, content: str, namespace: str) -> tuple[list[dict[str, Any]], str]:
+    """Every chunk of a stream over NATS (as JSON values) and the stream's X-Cache."""
+    usage = {"include_usage": True}
+    body = msgspec.json.encode(request(content, stream=True, stream_options=usage))
+    chunks: list[dict[str, Any]] = []
+    cache = ""
+    async for msg in stream_messages(nc, body, request_headers={"X-Cache-Namespace": namespace}):
+        hdrs = msg.headers or {}
+        if hdrs.get("Llm-Stream") == "chunk":
+            chunks.append(msgspec.json.decode(msg.data))
+            cache = hdrs.get("X-Cache", "")
+    return chunks, cache
+
+
+async def test_cached_stream_replays_the_original_chunks(
+    nats_url: str, redis_server: RedisServer, namespace: str
+) -> None:
+    """A stream served from L1 or L2 is the original stream chunk for chunk (the mock streams
+    word by word), not its text in one chunk; a whole request still gets the whole answer."""
+    config = config_from("""
+        [cache]
+        l2 = "redis"
+        [batch]
+        enabled = false
+        [providers.mock]
+        kind = "mock"
+        [models.mock]
+        deployments = [{ provider = "mock" }]
+    """)
+    content = "replay me word by word please"
+    first = await start_stack(nats_url, config, redis_url=redis_server.url)
+    try:
+        original, cache = await streamed(first.nc, content, namespace)
+        assert cache == "MISS"
+        assert len(original) > 5
+        from_l1, cache = await streamed(first.nc, content, namespace)
+        assert cache == "HIT-L1"
+        assert from_l1 == original
+        whole = await first.nc.request(
+            "llm.chat",
+            msgspec.json.encode(request(content)),
+            timeout=10,
+            headers={"X-Cache-Namespace": namespace},
+        )
+        assert (whole.headers or {})["X-Cache"] == "HIT-L1"
+        pieces = [c["choices"][0]["delta"].get("content") for c in original if c["choices"]]
+        text = "".join(piece or "" for piece in pieces)
+        assert msgspec.json.decode(whole.data)["choices"][0]["message"]["content"] == text
+    finally:
+        await first.stop()
+    second = await start_stack(nats_url, config, redis_url=redis_server.url)  # an empty L1
+    try:
+        from_l2, cache = await streamed(second.nc, content, namespace)
+        assert cache == "HIT-L2"
+        assert from_l2 == original
+    finally:
+        await second.stop()
