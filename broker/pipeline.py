@@ -199,7 +199,7 @@ class ChatPipeline:
     ) -> None:
         self._record.count(prepared, "cache", 200)
         reply = hit_reply(hit)
-        saved = self._meter.saved(hit)
+        saved = self._meter.saved(prepared, hit)
         if saved is not None:
             reply.headers[headers.COST_SAVED] = f"{saved:.6f}"
         meta = self._meta(prepared, cache_status)
@@ -257,7 +257,7 @@ class ChatPipeline:
         self._record.count(prepared, provider, reply.status)
         if outcome.fresh:
             elapsed = self._clock() - started
-            metrics.REQUEST_DURATION.labels(provider).observe(elapsed)
+            metrics.REQUEST_DURATION.labels(provider, prepared.model.name).observe(elapsed)
             if prepared.upstream_s:
                 metrics.OVERHEAD.observe(max(0.0, elapsed - prepared.upstream_s))
             await self._front.write_back(prepared, reply)
@@ -275,6 +275,7 @@ class ChatPipeline:
         )
 
     async def _stream_miss(self, prepared: Prepared, sink: ReplySink) -> None:
+        started = self._clock()
         hit = await self._front.l2(prepared)
         if hit is not None:
             await self._serve_hit(sink, prepared, hit, "HIT-L2")
@@ -303,6 +304,9 @@ class ChatPipeline:
             self._upstream.broke(deployment)
             await sink.error(error_reply(exc), meta, streaming=True)
         self._record.count(prepared, deployment.provider, status)
+        metrics.REQUEST_DURATION.labels(deployment.provider, prepared.model.name).observe(
+            self._clock() - started
+        )
         self._record.log(
             prepared,
             status=status,

@@ -36,6 +36,7 @@ from edge_runtime.tracing import span
 from schemas import StreamEnd, decode_chat_request, error_body, headers, subjects
 from workers.base import Provider, ProviderRequest
 from workers.errors import ProviderError
+from workers.metrics import upstream_call
 
 __all__ = ["DEFAULT_WORKER_TIMEOUT_S", "WorkerService", "serve_worker", "timeout_from"]
 
@@ -210,8 +211,9 @@ class WorkerService:
 
     async def _whole(self, reply: str, request: ProviderRequest) -> None:
         try:
-            async with asyncio.timeout(request.timeout_s):
-                body = await self._provider.complete(request)
+            with upstream_call(self._provider.name):  # outside the timeout: it sees TimeoutError
+                async with asyncio.timeout(request.timeout_s):
+                    body = await self._provider.complete(request)
         except Exception as exc:
             await self._reply(reply, *failure(exc, self._provider.name, request.timeout_s))
             return
@@ -221,19 +223,20 @@ class WorkerService:
         seq = 0
         end = StreamEnd()
         try:
-            async with asyncio.timeout(request.timeout_s):
-                async for chunk in self._provider.stream(request):
-                    if chunk.usage is not None:
-                        end.usage = chunk.usage
-                    for choice in chunk.choices:
-                        end.finish_reason = choice.finish_reason or end.finish_reason
-                    await self._reply(
-                        reply,
-                        200,
-                        _encoder.encode(chunk),
-                        {headers.STREAM: "chunk", headers.SEQ: str(seq)},
-                    )
-                    seq += 1
+            with upstream_call(self._provider.name):  # outside the timeout: it sees TimeoutError
+                async with asyncio.timeout(request.timeout_s):
+                    async for chunk in self._provider.stream(request):
+                        if chunk.usage is not None:
+                            end.usage = chunk.usage
+                        for choice in chunk.choices:
+                            end.finish_reason = choice.finish_reason or end.finish_reason
+                        await self._reply(
+                            reply,
+                            200,
+                            _encoder.encode(chunk),
+                            {headers.STREAM: "chunk", headers.SEQ: str(seq)},
+                        )
+                        seq += 1
         except Exception as exc:
             status, body, extra = failure(exc, self._provider.name, request.timeout_s)
             extra.update({headers.STREAM: "error", headers.SEQ: str(seq)})

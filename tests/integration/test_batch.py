@@ -14,6 +14,7 @@ import msgspec
 import openai
 import pytest
 from nats.aio.client import Client
+from prometheus_client import REGISTRY
 
 from broker.config import Config
 from edge_client.batch_store import BatchStore
@@ -479,3 +480,25 @@ async def test_runner_yields_to_interactive_traffic(stack: Stack) -> None:
     finally:
         await runner.stop()
         await engine.runner.start()
+
+
+async def test_batch_lines_metric_counts_each_outcome(
+    stack: Stack, fake_openai: FakeOpenAI
+) -> None:
+    """llm_edge_batch_lines_total moves by one per finished line, under its outcome."""
+    fake_openai.default = Scripted(status=400, body={"error": {"message": "refused"}})
+
+    def count(state: str) -> float:
+        return REGISTRY.get_sample_value("llm_edge_batch_lines_total", {"state": state}) or 0.0
+
+    before = {state: count(state) for state in ("completed", "failed")}
+    rows = lines(3) + lines(2, model="flaky", prefix="refused")
+    reply = await stack.nc.request(
+        "llm.batch.submit",
+        msgspec.json.encode({"lines": rows, "endpoint": "/v1/chat/completions"}),
+        timeout=10,
+    )
+    final = await wait_final(stack.nc, msgspec.json.decode(reply.data)["id"])
+    assert final["request_counts"] == {"total": 5, "completed": 3, "failed": 2}
+    assert count("completed") - before["completed"] == 3
+    assert count("failed") - before["failed"] == 2
