@@ -80,7 +80,8 @@ class ChatPipeline:
         self._record = record
         self._clock = clock
         self._inflight = InFlight(max_in_flight)
-        self._running: dict[str, asyncio.Task[None]] = {}
+        #: (the caller's reply subject, request id) -> the request's task
+        self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._nuid = NUID()
 
     @property
@@ -105,9 +106,11 @@ class ChatPipeline:
             return given
         return self.new_id()
 
-    def cancel(self, request_id: str) -> None:
-        """Cancel a request in flight (and, in the worker, its upstream call)."""
-        task = self._running.get(request_id)
+    def cancel(self, request_id: str, reply_to: str | None) -> None:
+        """Cancel a request in flight (and, through the forwarder, its upstream call) when the
+        cancel comes from its caller: ``reply_to`` is the request's own reply subject, which
+        only the caller knows (a cancel naming another subject, or none, is ignored)."""
+        task = self._running.get((reply_to or "", request_id)) if reply_to else None
         if task is not None:
             task.cancel()
 
@@ -130,13 +133,18 @@ class ChatPipeline:
         hdrs: dict[str, str],
         sink: ReplySink,
         tenant: TenantConfig | None = None,
+        *,
+        reply_to: str = "",
     ) -> None:
         """Answer L1 hits and invalid requests inline; spawn a task for the rest.
 
         ``tenant`` is set when the subject named it; otherwise the API key decides.
+        ``reply_to`` is the caller's reply subject (a cancel must name it); batch lines have
+        none and are cancelled with their batch.
         """
         try:
             prepared = self._preparer.prepare(data, hdrs, tenant)
+            prepared.owner = reply_to
         except BrokerError as exc:
             await self.refuse(exc, hdrs, sink)
             return
@@ -224,8 +232,9 @@ class ChatPipeline:
 
     async def _miss(self, prepared: Prepared, sink: ReplySink) -> None:
         task = asyncio.current_task()
-        if task is not None:
-            self._running[prepared.request_id] = task
+        running = (prepared.owner, prepared.request_id)
+        if task is not None and prepared.owner:
+            self._running[running] = task
         metrics.IN_FLIGHT.inc()
         parent = {"traceparent": prepared.trace} if prepared.trace else None
         try:
@@ -241,7 +250,7 @@ class ChatPipeline:
             pass  # the caller cancelled (llm.cancel): nobody is waiting for an answer
         finally:
             metrics.IN_FLIGHT.dec()
-            self._running.pop(prepared.request_id, None)
+            self._running.pop(running, None)
 
     async def _whole_miss(self, prepared: Prepared, sink: ReplySink) -> None:
         started, perf_started = self._clock(), self._record.now()

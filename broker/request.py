@@ -81,6 +81,7 @@ class Prepared:
     token_estimate: int = 0  # counted against the tenant's tpm before the call
     upstream_s: float = 0.0  # time spent waiting for provider workers (all attempts)
     restore: dict[str, str] | None = None  # placeholder -> value, for tenants with pii_restore
+    owner: str = ""  # the caller's reply subject: only a cancel naming it stops the request
 
     @property
     def stream(self) -> bool:

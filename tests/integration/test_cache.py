@@ -210,7 +210,7 @@ async def test_follower_outlives_a_cancelled_leader(
     await until_upstream_called(fake_openai)
     follower = asyncio.ensure_future(ask(stack, chat("cancel me"), namespace))
     await asyncio.sleep(0.05)  # the follower joins the leader in flight
-    await stack.nc.publish("llm.cancel", f"lead-{namespace}".encode())
+    await stack.nc.publish("llm.cancel", f"lead-{namespace}".encode(), reply=inbox)
     status, _, body = await follower
     assert status == 200, body
     assert len(fake_openai.received) == 2  # the follower's own run

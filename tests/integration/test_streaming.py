@@ -265,3 +265,35 @@ async def test_cached_stream_replays_the_original_chunks(
         assert from_l2 == original
     finally:
         await second.stop()
+
+
+async def test_only_the_requester_can_cancel_its_request(
+    stack: Stack, fake_openai: FakeOpenAI, namespace: str
+) -> None:
+    """Another producer that knows a request's id cannot cancel it (with its own inbox as the
+    reply, or none): the stream runs to its end. The requester, naming its own inbox, can."""
+    hdrs = {"X-Cache-Namespace": namespace, "X-Request-Id": f"owned-{namespace}"}
+    fake_openai.script.append(Scripted(chunk_delay_s=0.2))
+    body = msgspec.json.encode(request("mine", model="up", stream=True))
+    other = stack.nc.new_inbox()
+    kinds: list[str] = []
+    async for msg in stream_messages(stack.nc, body, request_headers=hdrs, deadline_s=10):
+        kinds.append((msg.headers or {}).get("Llm-Stream", ""))
+        if len(kinds) == 1:  # the call is upstream now: someone else tries to stop it
+            request_id = hdrs["X-Request-Id"].encode()
+            await stack.nc.publish("llm.cancel", request_id)
+            await stack.nc.publish("llm.cancel", request_id, reply=other)
+    assert kinds[-1] == "end"
+    assert kinds.count("chunk") > 2
+    assert not fake_openai.disconnected.is_set()
+
+    fake_openai.script.append(Scripted(chunk_delay_s=0.3))
+    inbox = stack.nc.new_inbox()
+    replies = await stack.nc.subscribe(inbox)
+    owned = {**hdrs, "X-Request-Id": f"owned-again-{namespace}"}
+    body = msgspec.json.encode(request("mine again", model="up", stream=True))
+    await stack.nc.publish("llm.chat", body, reply=inbox, headers=owned)
+    assert (await replies.next_msg(timeout=10)).headers["Llm-Stream"] == "chunk"  # type: ignore[index]
+    await stack.nc.publish("llm.cancel", owned["X-Request-Id"].encode(), reply=inbox)
+    await asyncio.wait_for(fake_openai.disconnected.wait(), 5)  # the owner's cancel is honoured
+    await replies.unsubscribe()
