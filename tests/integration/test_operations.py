@@ -78,7 +78,8 @@ async def test_metrics_endpoint_counts_real_traffic(nats_url: str) -> None:
         assert delta("llm_edge_requests_total", model="", status="400") == 1
         assert delta("llm_edge_cache_hits_total", tier="l1") == 2
         assert delta("llm_edge_cache_misses_total", tier="l1") >= 1
-        assert delta("llm_edge_request_duration_seconds_count", provider="mock") == 1
+        duration = "llm_edge_request_duration_seconds_count"
+        assert delta(duration, provider="mock", model="metered") == 1
         assert delta("llm_edge_overhead_seconds_count") == 1
 
         idle = sample(before, "llm_edge_in_flight")
