@@ -75,7 +75,8 @@ class Endpoints:
         """``llm.chat``: OpenAI chat-completions; the API key names the tenant."""
         self.last_interactive = self._clock()
         if msg.reply:
-            await self._pipeline.handle(msg.data, msg.headers or {}, NatsSink(self._nc, msg.reply))
+            sink = NatsSink(self._nc, msg.reply)
+            await self._pipeline.handle(msg.data, msg.headers or {}, sink, reply_to=msg.reply)
 
     async def on_tenant_chat(self, msg: Msg) -> None:
         """``llm.tenant.<tenant>.chat``: the subject names the tenant (NATS permissions)."""
@@ -89,7 +90,7 @@ class Endpoints:
         except BrokerError as exc:
             await self._pipeline.refuse(exc, hdrs, sink)
             return
-        await self._pipeline.handle(msg.data, hdrs, sink, tenant)
+        await self._pipeline.handle(msg.data, hdrs, sink, tenant, reply_to=msg.reply)
 
     async def on_messages(self, msg: Msg) -> None:
         """``llm.messages`` (and ``llm.tenant.<tenant>.messages``): the Anthropic Messages API.
@@ -119,7 +120,7 @@ class Endpoints:
             await self._pipeline.refuse(exc, hdrs, AnthropicSink(self._nc, msg.reply, ""))
             return
         sink = AnthropicSink(self._nc, msg.reply, model)
-        await self._pipeline.handle(body, hdrs, sink, tenant)
+        await self._pipeline.handle(body, hdrs, sink, tenant, reply_to=msg.reply)
 
     async def on_models(self, msg: Msg) -> None:
         """``llm.models``: the model list, for callers with a key when keys are required."""
@@ -134,8 +135,9 @@ class Endpoints:
         await self._nc.publish(msg.reply, self._models, headers={headers.STATUS: "200"})
 
     async def on_cancel(self, msg: Msg) -> None:
-        """``llm.cancel``: the body is a request id."""
-        self._pipeline.cancel(msg.data.decode(errors="replace"))
+        """``llm.cancel``: the body is a request id, the cancel's reply subject the request's
+        own (so only its caller can stop it)."""
+        self._pipeline.cancel(msg.data.decode(errors="replace"), msg.reply)
 
     def _subject_tenant(self, subject: str) -> TenantConfig:
         """The configured tenant a tenant-bound subject names, or 401."""

@@ -45,8 +45,8 @@ REQUESTS = Counter(
 )
 REQUEST_DURATION = Histogram(
     "llm_edge_request_duration_seconds",
-    "Broker time from receipt to reply, cache misses only.",
-    ["provider"],
+    "Broker time from receipt to the whole reply or the stream's end, cache misses only.",
+    ["provider", "model"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
 )
 IN_FLIGHT = Gauge("llm_edge_in_flight", "Requests the broker is working on (cache misses).")
@@ -66,7 +66,8 @@ COST = Counter(
 )
 COST_SAVED = Counter(
     "llm_edge_cost_saved_usd_total",
-    "What cache hits would have cost at the answering deployment's price, USD.",
+    "What cache hits would have cost at the price of the deployment that gave the answer, USD.",
+    ["model"],
 )
 OVERHEAD = Histogram(
     "llm_edge_overhead_seconds",

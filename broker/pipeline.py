@@ -80,7 +80,8 @@ class ChatPipeline:
         self._record = record
         self._clock = clock
         self._inflight = InFlight(max_in_flight)
-        self._running: dict[str, asyncio.Task[None]] = {}
+        #: (the caller's reply subject, request id) -> the request's task
+        self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._nuid = NUID()
 
     @property
@@ -105,9 +106,11 @@ class ChatPipeline:
             return given
         return self.new_id()
 
-    def cancel(self, request_id: str) -> None:
-        """Cancel a request in flight (and, in the worker, its upstream call)."""
-        task = self._running.get(request_id)
+    def cancel(self, request_id: str, reply_to: str | None) -> None:
+        """Cancel a request in flight (and, through the forwarder, its upstream call) when the
+        cancel comes from its caller: ``reply_to`` is the request's own reply subject, which
+        only the caller knows (a cancel naming another subject, or none, is ignored)."""
+        task = self._running.get((reply_to or "", request_id)) if reply_to else None
         if task is not None:
             task.cancel()
 
@@ -130,13 +133,18 @@ class ChatPipeline:
         hdrs: dict[str, str],
         sink: ReplySink,
         tenant: TenantConfig | None = None,
+        *,
+        reply_to: str = "",
     ) -> None:
         """Answer L1 hits and invalid requests inline; spawn a task for the rest.
 
         ``tenant`` is set when the subject named it; otherwise the API key decides.
+        ``reply_to`` is the caller's reply subject (a cancel must name it); batch lines have
+        none and are cancelled with their batch.
         """
         try:
             prepared = self._preparer.prepare(data, hdrs, tenant)
+            prepared.owner = reply_to
         except BrokerError as exc:
             await self.refuse(exc, hdrs, sink)
             return
@@ -199,7 +207,7 @@ class ChatPipeline:
     ) -> None:
         self._record.count(prepared, "cache", 200)
         reply = hit_reply(hit)
-        saved = self._meter.saved(hit)
+        saved = self._meter.saved(prepared, hit)
         if saved is not None:
             reply.headers[headers.COST_SAVED] = f"{saved:.6f}"
         meta = self._meta(prepared, cache_status)
@@ -216,15 +224,17 @@ class ChatPipeline:
             return
         meta.update(reply.headers)
         completion = _completion_decoder.decode(hit.body)
-        for chunk in replay_chunks(completion, include_usage=prepared.include_usage):
+        replay = replay_chunks(completion, include_usage=prepared.include_usage, splits=hit.splits)
+        for chunk in replay:
             await sink.chunk(chunk, meta)
         finish = completion.choices[0].finish_reason if completion.choices else None
         await sink.end(StreamEnd(usage=completion.usage, finish_reason=finish), meta)
 
     async def _miss(self, prepared: Prepared, sink: ReplySink) -> None:
         task = asyncio.current_task()
-        if task is not None:
-            self._running[prepared.request_id] = task
+        running = (prepared.owner, prepared.request_id)
+        if task is not None and prepared.owner:
+            self._running[running] = task
         metrics.IN_FLIGHT.inc()
         parent = {"traceparent": prepared.trace} if prepared.trace else None
         try:
@@ -240,7 +250,7 @@ class ChatPipeline:
             pass  # the caller cancelled (llm.cancel): nobody is waiting for an answer
         finally:
             metrics.IN_FLIGHT.dec()
-            self._running.pop(prepared.request_id, None)
+            self._running.pop(running, None)
 
     async def _whole_miss(self, prepared: Prepared, sink: ReplySink) -> None:
         started, perf_started = self._clock(), self._record.now()
@@ -256,7 +266,7 @@ class ChatPipeline:
         self._record.count(prepared, provider, reply.status)
         if outcome.fresh:
             elapsed = self._clock() - started
-            metrics.REQUEST_DURATION.labels(provider).observe(elapsed)
+            metrics.REQUEST_DURATION.labels(provider, prepared.model.name).observe(elapsed)
             if prepared.upstream_s:
                 metrics.OVERHEAD.observe(max(0.0, elapsed - prepared.upstream_s))
             await self._front.write_back(prepared, reply)
@@ -274,6 +284,7 @@ class ChatPipeline:
         )
 
     async def _stream_miss(self, prepared: Prepared, sink: ReplySink) -> None:
+        started = self._clock()
         hit = await self._front.l2(prepared)
         if hit is not None:
             await self._serve_hit(sink, prepared, hit, "HIT-L2")
@@ -302,6 +313,9 @@ class ChatPipeline:
             self._upstream.broke(deployment)
             await sink.error(error_reply(exc), meta, streaming=True)
         self._record.count(prepared, deployment.provider, status)
+        metrics.REQUEST_DURATION.labels(deployment.provider, prepared.model.name).observe(
+            self._clock() - started
+        )
         self._record.log(
             prepared,
             status=status,
@@ -311,7 +325,8 @@ class ChatPipeline:
             usage=assembler.usage,
         )
         if status == 200:
-            reply = Reply(200, _encoder.encode(assembler.completion()), dict(meta))
+            completion = _encoder.encode(assembler.completion())
+            reply = Reply(200, completion, dict(meta), splits=assembler.splits())
             self._front.keep(prepared, reply)
             await self._front.write_back(prepared, reply)
             await self._meter.charge(prepared, self._meter.price(reply))

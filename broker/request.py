@@ -22,6 +22,7 @@ from broker.errors import (
     HeaderTooLarge,
     InvalidRequest,
     ModelNotFound,
+    PiiBlocked,
     RequestTooLarge,
     from_decode_error,
 )
@@ -48,11 +49,16 @@ MAX_TIMEOUT_S = 3600.0
 
 @dataclass(slots=True)
 class Reply:
-    """A whole reply: HTTP-like status, body, headers (provider, deployment ...)."""
+    """A whole reply: HTTP-like status, body, headers (provider, deployment ...).
+
+    ``splits`` is set for an answer assembled from a stream: its chunk boundaries (see
+    :class:`~broker.cache.response.CachedReply`), kept with its cache entry.
+    """
 
     status: int
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
+    splits: list[list[int]] | None = None
 
 
 @dataclass(slots=True)
@@ -75,6 +81,7 @@ class Prepared:
     token_estimate: int = 0  # counted against the tenant's tpm before the call
     upstream_s: float = 0.0  # time spent waiting for provider workers (all attempts)
     restore: dict[str, str] | None = None  # placeholder -> value, for tenants with pii_restore
+    owner: str = ""  # the caller's reply subject: only a cancel naming it stops the request
 
     @property
     def stream(self) -> bool:
@@ -240,12 +247,6 @@ def _sampled(request: ChatRequest) -> bool:
     """Whether the answer is a random sample (OpenAI's default temperature is 1)."""
     temperature = 1.0 if request.temperature is None else request.temperature
     return temperature > 0 and request.seed is None
-
-
-class PiiBlocked(InvalidRequest):
-    """The tenant blocks requests containing PII, and this one does."""
-
-    code = "pii_detected"
 
 
 _generic = msgspec.json.Decoder(dict[str, Any])

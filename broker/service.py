@@ -27,6 +27,7 @@ from broker.config import Config
 from broker.console import ConsoleEndpoints
 from broker.control import register_control
 from broker.endpoints import Endpoints
+from broker.guard import Guard
 from broker.pipeline import ChatPipeline
 from broker.record import RequestRecord
 from broker.redis_conn import request_path_client
@@ -135,13 +136,15 @@ class BrokerService:
             required=self.config.auth_required,
             console_keys=self.config.console.keys,
         )
+        #: One guard for the request path's Redis: a failure seen by either wing skips it for both.
+        self.redis_guard = Guard("redis")
         self.pipeline, router = assemble_pipeline(
             self.nc,
             self.config,
             self.cache,
             keys=keys,
-            limiter=RateLimiter(redis_client),
-            ledger=SpendLedger(redis_client),
+            limiter=RateLimiter(redis_client, guard=self.redis_guard),
+            ledger=SpendLedger(redis_client, guard=self.redis_guard),
             status=self.status,
         )
         if redis_client is not None:

@@ -26,6 +26,7 @@ from edge_bridge.asgi import read_body
 from edge_bridge.batches import BatchRoutes
 from edge_bridge.console import ConsoleRoutes
 from edge_client.chat import ChatStreamError, stream_messages
+from edge_runtime.inbox import Inbox
 from edge_runtime.tracing import inject, span
 from schemas import error_body, headers, subjects
 from schemas.codec import decode_json
@@ -150,6 +151,7 @@ class BridgeApp:
         self._nuid = NUID()
         self._batches = BatchRoutes(nc)
         self._console = ConsoleRoutes(nc)
+        self._inbox = Inbox(nc)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -196,7 +198,7 @@ class BridgeApp:
             await _error(send, 413, "request_too_large", message, anthropic=api.anthropic)
             return
         nats_headers = forwarded_headers(scope)
-        request_id = nats_headers.setdefault(headers.REQUEST_ID, self._nuid.next().decode())
+        nats_headers.setdefault(headers.REQUEST_ID, self._nuid.next().decode())
         relay = self._relay_stream if _wants_stream(body) else self._relay_whole
         watch = _DisconnectWatch(receive)
         try:
@@ -206,20 +208,38 @@ class BridgeApp:
         except asyncio.CancelledError:
             if not watch.client_left:
                 raise
-            # the client left: the relay was stopped; cancel the upstream call too
-            if not self._nc.is_closed:
-                await self._nc.publish(subjects.CANCEL, request_id.encode())
+            # the client left: the relay was stopped and has cancelled the request
         finally:
             watch.close()
 
     async def _relay_whole(
         self, api: _Api, body: bytes, nats_headers: dict[str, str], send: Send
     ) -> None:
+        """One reply, on a reply subject of the bridge's own inbox: cancelling the request
+        (the client left) names that subject, which proves the cancel is the caller's."""
+        reply_to, replies = await self._inbox.open()
         try:
-            answer = await self._nc.request(
-                api.subject, body, timeout=self._timeout, headers=nats_headers
+            await self._nc.publish(api.subject, body, reply=reply_to, headers=nats_headers)
+            async with asyncio.timeout(self._timeout):
+                answer = await replies.get()
+        except TimeoutError:
+            await _error(
+                send,
+                504,
+                "deadline_exceeded",
+                "the broker did not answer in time",
+                anthropic=api.anthropic,
             )
-        except NoRespondersError:
+            return
+        except asyncio.CancelledError:
+            if not self._nc.is_closed:
+                request_id = nats_headers[headers.REQUEST_ID].encode()
+                await self._nc.publish(subjects.CANCEL, request_id, reply=reply_to)
+            raise
+        finally:
+            self._inbox.close(reply_to)
+        reply_headers = answer.headers or {}
+        if reply_headers.get("Status") == "503" and not answer.data:  # NATS no-responders
             await _error(
                 send,
                 503,
@@ -229,16 +249,6 @@ class BridgeApp:
                 anthropic=api.anthropic,
             )
             return
-        except NatsTimeout:
-            await _error(
-                send,
-                504,
-                "deadline_exceeded",
-                "the broker did not answer in time",
-                anthropic=api.anthropic,
-            )
-            return
-        reply_headers = answer.headers or {}
         status = int(reply_headers.get(headers.STATUS, "200"))
         await _respond(send, status, answer.data, _exposed(reply_headers))
 

@@ -4,8 +4,9 @@
                                         "stream": True}):
         print(chunk.choices[0].delta.content or "", end="")
 
-Leaving the loop early publishes the request id on ``llm.cancel``, which stops the upstream
-call within moments.
+Leaving the loop early publishes the request id on ``llm.cancel`` with the request's reply
+inbox as the cancel's reply (brokers honour a cancel only from the request's caller), which
+stops the upstream call within moments.
 """
 
 from __future__ import annotations
@@ -88,8 +89,8 @@ async def stream_messages(
                 return
     finally:
         await sub.unsubscribe()
-        if not finished and not nc.is_closed:
-            await nc.publish(subjects.CANCEL, request_id.encode())
+        if not finished and not nc.is_closed:  # the request's inbox proves it is ours to cancel
+            await nc.publish(subjects.CANCEL, request_id.encode(), reply=inbox)
 
 
 async def stream_chat(

@@ -66,7 +66,11 @@ def asyncapi_document(version: str = "0.1.0") -> dict[str, Any]:
         "ChatCompletionChunk": {"payload": chunk, "headers": _headers_schema(_REPLY_HEADERS)},
         "StreamEnd": {"payload": end, "headers": _headers_schema(_REPLY_HEADERS)},
         "Error": {"payload": error, "headers": _headers_schema(_REPLY_HEADERS)},
-        "CancelRequest": {"payload": {"type": "string", "description": "a request id"}},
+        "CancelRequest": {
+            "payload": {"type": "string", "description": "a request id"},
+            "description": "Honoured only when published with the request's reply subject as "
+            "its reply subject (only the request's caller knows it).",
+        },
     }
     reply_refs = [
         {"$ref": f"#/components/messages/{name}"}

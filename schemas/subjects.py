@@ -51,7 +51,8 @@ BROKER_PING = "llm.broker.ping"
 MODELS = "llm.models"
 #: Cache purge: every broker purges its L1 and the shared L2 (no queue group).
 CACHE_PURGE = "llm.admin.cache.purge"
-#: Cancel a request (body: its request id). Brokers and workers all listen (no queue group).
+#: Cancel a request (body: its request id; the cancel's reply subject must be the request's,
+#: so only its caller can cancel it). Brokers and workers all listen (no queue group).
 CANCEL = "llm.cancel"
 #: Circuit breaker status and overrides: every broker applies them (no queue group).
 BREAKER_ADMIN = "llm.admin.breaker"

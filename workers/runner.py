@@ -3,7 +3,9 @@
 Whole requests get one reply. Streaming requests get a sequence of messages on the reply
 subject: ``Llm-Stream: chunk`` (a ``chat.completion.chunk``), then ``end`` (a
 :class:`schemas.StreamEnd`) or ``error`` (an error envelope); each carries ``Llm-Seq``.
-A request id published on ``llm.cancel`` cancels that request here (closing the upstream call).
+A request id published on ``llm.cancel`` with the call's reply subject as its reply (what the
+broker does when its caller leaves) cancels that call here, closing the upstream call; a
+cancel without it is ignored, so nobody else can stop the call.
 
 A request that carries ``Llm-Keepalive-Ms`` gets an empty ``Llm-Stream: keepalive`` message
 at least that often while it is in flight: the broker takes a silent worker for dead and
@@ -36,6 +38,7 @@ from edge_runtime.tracing import span
 from schemas import StreamEnd, decode_chat_request, error_body, headers, subjects
 from workers.base import Provider, ProviderRequest
 from workers.errors import ProviderError
+from workers.metrics import upstream_call
 
 __all__ = ["DEFAULT_WORKER_TIMEOUT_S", "WorkerService", "serve_worker", "timeout_from"]
 
@@ -100,7 +103,8 @@ class WorkerService:
         self._provider = provider
         self._inflight = InFlight(max_concurrency)
         self._subs: list[Subscription] = []
-        self._running: dict[str, asyncio.Task[None]] = {}
+        #: (reply subject, request id) -> the call's task
+        self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
         self.subject = subjects.provider_subject(provider.name)
         self._micro: Service | None = None
         #: reply subject -> (keepalive interval, when the last message went there)
@@ -151,7 +155,8 @@ class WorkerService:
                         await self._nc.publish(reply, b"", headers=_KEEPALIVE)
 
     async def _on_cancel(self, msg: Msg) -> None:
-        task = self._running.get(msg.data.decode(errors="replace"))
+        """A cancel from the caller: it names the call's reply subject as its reply."""
+        task = self._running.get((msg.reply, msg.data.decode(errors="replace")))
         if task is not None:
             task.cancel()
 
@@ -165,8 +170,9 @@ class WorkerService:
         timeout = timeout_from(hdrs, DEFAULT_WORKER_TIMEOUT_S)
         request_id = hdrs.get(headers.REQUEST_ID, "")
         task = asyncio.current_task()
+        running = (msg.reply, request_id)
         if request_id and task is not None:
-            self._running[request_id] = task
+            self._running[running] = task
         every = _keepalive_s(hdrs)
         if every is not None:
             self._alive[msg.reply] = (every, asyncio.get_running_loop().time())
@@ -191,7 +197,7 @@ class WorkerService:
             finally:
                 self._alive.pop(msg.reply, None)
                 if request_id:
-                    self._running.pop(request_id, None)
+                    self._running.pop(running, None)
 
     async def _reply(
         self, reply: str, status: int, body: bytes, extra: dict[str, str] | None = None
@@ -210,8 +216,9 @@ class WorkerService:
 
     async def _whole(self, reply: str, request: ProviderRequest) -> None:
         try:
-            async with asyncio.timeout(request.timeout_s):
-                body = await self._provider.complete(request)
+            with upstream_call(self._provider.name):  # outside the timeout: it sees TimeoutError
+                async with asyncio.timeout(request.timeout_s):
+                    body = await self._provider.complete(request)
         except Exception as exc:
             await self._reply(reply, *failure(exc, self._provider.name, request.timeout_s))
             return
@@ -221,19 +228,20 @@ class WorkerService:
         seq = 0
         end = StreamEnd()
         try:
-            async with asyncio.timeout(request.timeout_s):
-                async for chunk in self._provider.stream(request):
-                    if chunk.usage is not None:
-                        end.usage = chunk.usage
-                    for choice in chunk.choices:
-                        end.finish_reason = choice.finish_reason or end.finish_reason
-                    await self._reply(
-                        reply,
-                        200,
-                        _encoder.encode(chunk),
-                        {headers.STREAM: "chunk", headers.SEQ: str(seq)},
-                    )
-                    seq += 1
+            with upstream_call(self._provider.name):  # outside the timeout: it sees TimeoutError
+                async with asyncio.timeout(request.timeout_s):
+                    async for chunk in self._provider.stream(request):
+                        if chunk.usage is not None:
+                            end.usage = chunk.usage
+                        for choice in chunk.choices:
+                            end.finish_reason = choice.finish_reason or end.finish_reason
+                        await self._reply(
+                            reply,
+                            200,
+                            _encoder.encode(chunk),
+                            {headers.STREAM: "chunk", headers.SEQ: str(seq)},
+                        )
+                        seq += 1
         except Exception as exc:
             status, body, extra = failure(exc, self._provider.name, request.timeout_s)
             extra.update({headers.STREAM: "error", headers.SEQ: str(seq)})

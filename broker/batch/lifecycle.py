@@ -119,7 +119,10 @@ class Lifecycle:
             )
 
     async def _loop(self) -> None:
-        while not self._stopping:
+        task = asyncio.current_task()
+        # A cancellation some nats-py JetStream calls turn into their own error (or swallow)
+        # must still end the loop, or stop() waits for it forever: the task still says so.
+        while not self._stopping and (task is None or not task.cancelling()):
             try:
                 await self._flush_progress()
                 for batch_id in await self._store.active():
@@ -129,6 +132,7 @@ class Lifecycle:
             except Exception:
                 log.warning("batch lifecycle tick failed", exc_info=True)
             await asyncio.sleep(self._settings.poll_s)
+        raise asyncio.CancelledError
 
     async def _watch(self, batch_id: str) -> None:
         record = await self._store.get(batch_id)

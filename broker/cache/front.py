@@ -166,4 +166,5 @@ class ReadThrough:
             body=reply.body,
             provider=reply.headers.get(headers.PROVIDER, ""),
             deployment=reply.headers.get(headers.DEPLOYMENT, ""),
+            splits=reply.splits,
         )

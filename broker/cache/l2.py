@@ -2,26 +2,25 @@
 
 :class:`GuardedL2` wraps a backend so that L2 can never fail or stall a request: each call has
 a short timeout; after a failure the backend is skipped for ``retry_interval_s`` and then tried
-again by the next call, so L2 comes back by itself when the server does.
+again by the next call, so L2 comes back by itself when the server does (the one
+:class:`~broker.guard.Guard` that rate limits and budgets use too).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Protocol
 
 from broker import metrics
+from broker.guard import DEFAULT_RETRY_INTERVAL_S, Guard, Unavailable
 
 __all__ = ["DEFAULT_L2_TIMEOUT_S", "DEFAULT_L2_TTL_S", "GuardedL2", "L2Backend"]
 
-log = logging.getLogger("llm_edge.cache")
-
 DEFAULT_L2_TTL_S = 3600.0
 DEFAULT_L2_TIMEOUT_S = 0.05
-DEFAULT_L2_RETRY_INTERVAL_S = 1.0
+DEFAULT_L2_RETRY_INTERVAL_S = DEFAULT_RETRY_INTERVAL_S
 
 
 class L2Backend(Protocol):
@@ -50,11 +49,12 @@ class L2Backend(Protocol):
 
 
 class GuardedL2:
-    """Time-bounded, self-healing access to an :class:`L2Backend`.
+    """Time-bounded, self-healing access to an :class:`L2Backend` (through a
+    :class:`~broker.guard.Guard`).
 
     Args:
         backend: the store.
-        timeout_s: bound on every read and write.
+        timeout_s: bound on every read (writes get four times as long).
         retry_interval_s: how long to skip the backend after a failure.
         clock: monotonic seconds.
     """
@@ -68,48 +68,32 @@ class GuardedL2:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.backend = backend
-        self._timeout = timeout_s
-        self._retry_interval = retry_interval_s
-        self._clock = clock
-        self._down_until = 0.0
+        self.guard = Guard(
+            f"L2 {backend.name}",
+            timeout_s=timeout_s,
+            retry_interval_s=retry_interval_s,
+            clock=clock,
+            on_failure=metrics.CACHE_L2_ERRORS.inc,
+        )
 
     @property
     def available(self) -> bool:
         """False while the backend is being skipped after a failure."""
-        return self._clock() >= self._down_until
-
-    def _failed(self, op: str, exc: BaseException) -> None:
-        if self.available:
-            log.warning(
-                "L2 %s %s failed (%s); skipping L2 for %.1fs",
-                self.backend.name,
-                op,
-                type(exc).__name__,
-                self._retry_interval,
-            )
-        self._down_until = self._clock() + self._retry_interval
-        metrics.CACHE_L2_ERRORS.inc()
+        return self.guard.available
 
     async def get(self, key: str) -> bytes | None:
         """The value, or ``None`` on miss, timeout or outage."""
-        if not self.available:
-            return None
         try:
-            async with asyncio.timeout(self._timeout):
-                return await self.backend.get(key)
-        except Exception as exc:
-            self._failed("get", exc)
+            return await self.guard.call(lambda: self.backend.get(key))
+        except Unavailable:
             return None
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
         """Store, or give up quietly on timeout or outage."""
-        if not self.available:
-            return
-        try:
-            async with asyncio.timeout(self._timeout * 4):
-                await self.backend.set(key, value, ttl_s)
-        except Exception as exc:
-            self._failed("set", exc)
+        with contextlib.suppress(Unavailable):
+            await self.guard.call(
+                lambda: self.backend.set(key, value, ttl_s), timeout_s=self.guard.timeout_s * 4
+            )
 
     async def purge(self, prefix: str) -> int:
         """Purge regardless of the outage window (an operator asked); errors propagate."""

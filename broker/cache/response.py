@@ -81,11 +81,18 @@ class CacheSettings:
 
 
 class CachedReply(msgspec.Struct, array_like=True, frozen=True):
-    """A stored successful reply and where it came from."""
+    """A stored successful reply and where it came from.
+
+    ``splits`` is a streamed answer's chunk boundaries: per choice (in index order), the
+    length of each content piece as it was streamed, so a replay streams the same chunks.
+    Entries written before it existed (three fields) decode with ``None`` and replay as one
+    content chunk; brokers that predate it ignore the trailing field.
+    """
 
     body: bytes
     provider: str
     deployment: str
+    splits: list[list[int]] | None = None
 
 
 _reply_encoder = msgspec.msgpack.Encoder()

@@ -1,8 +1,10 @@
 """Streams and whole completions, each made from the other.
 
 :class:`StreamAssembler` turns ``chat.completion.chunk``s into the ``chat.completion`` they add
-up to (what the cache stores); :func:`replay_chunks` turns a stored completion back into chunks,
-so a streaming request can be served from any cache entry.
+up to (what the cache stores) and records where the stream split its content;
+:func:`replay_chunks` turns a stored completion back into chunks, at the recorded boundaries
+when there are some (a replay looks like the original stream), else as one content chunk, so a
+streaming request can be served from any cache entry.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ __all__ = ["StreamAssembler", "replay_chunks"]
 @dataclass(slots=True)
 class _ChoiceState:
     content: list[str] = field(default_factory=list)
+    splits: list[int] = field(default_factory=list)  # each content piece's length, "" included
     refusal: list[str] = field(default_factory=list)
     tools: dict[int, dict[str, Any]] = field(default_factory=dict)
     finish_reason: str | None = None
@@ -55,8 +58,9 @@ class StreamAssembler:
         for choice in chunk.choices:
             state = self._choices.setdefault(choice.index, _ChoiceState())
             delta = choice.delta
-            if delta.content:
+            if delta.content is not None:
                 state.content.append(delta.content)
+                state.splits.append(len(delta.content))
             if delta.refusal:
                 state.refusal.append(delta.refusal)
             for call in delta.tool_calls or ():
@@ -77,9 +81,10 @@ class StreamAssembler:
                 )
                 for _, t in sorted(state.tools.items())
             ]
+            text = "".join(state.content)
             message = ResponseMessage(
                 role="assistant",
-                content="".join(state.content) if state.content or not tool_calls else None,
+                content=text if text or not tool_calls else None,
                 tool_calls=tool_calls or None,
                 refusal="".join(state.refusal) or None,
             )
@@ -92,6 +97,10 @@ class StreamAssembler:
             usage=self.usage,
             system_fingerprint=self.system_fingerprint,
         )
+
+    def splits(self) -> list[list[int]]:
+        """Per choice (in index order), the length of each streamed content piece."""
+        return [self._choices[index].splits for index in sorted(self._choices)]
 
 
 def _merge_tool_delta(tools: dict[int, dict[str, Any]], call: dict[str, Any]) -> None:
@@ -106,8 +115,14 @@ def _merge_tool_delta(tools: dict[int, dict[str, Any]], call: dict[str, Any]) ->
         slot["arguments"] = slot.get("arguments", "") + function["arguments"]
 
 
-def replay_chunks(completion: ChatCompletion, *, include_usage: bool) -> list[ChatCompletionChunk]:
-    """The chunks a stream of ``completion`` would have had: content, then finish, then usage."""
+def replay_chunks(
+    completion: ChatCompletion,
+    *,
+    include_usage: bool,
+    splits: list[list[int]] | None = None,
+) -> list[ChatCompletionChunk]:
+    """The chunks a stream of ``completion`` would have had: content (cut at ``splits``, the
+    original stream's boundaries, when they fit; else in one piece), then finish, then usage."""
 
     def chunk(choices: list[ChunkChoice], usage: Usage | None = None) -> ChatCompletionChunk:
         return ChatCompletionChunk(
@@ -120,26 +135,26 @@ def replay_chunks(completion: ChatCompletion, *, include_usage: bool) -> list[Ch
         )
 
     out = []
-    for choice in completion.choices:
+    for position, choice in enumerate(completion.choices):
         message = choice.message
-        tool_calls = None
-        if message.tool_calls:
-            tool_calls = [
-                {
-                    "index": i,
-                    "id": t.id,
-                    "type": t.type,
-                    "function": {"name": t.function.name, "arguments": t.function.arguments},
-                }
-                for i, t in enumerate(message.tool_calls)
-            ]
-        delta = Delta(
-            role="assistant",
-            content=message.content,
-            tool_calls=tool_calls,
-            refusal=message.refusal,
-        )
-        out.append(chunk([ChunkChoice(index=choice.index, delta=delta)]))
+        tool_calls = _tool_call_deltas(message.tool_calls)
+        lengths = splits[position] if splits is not None and position < len(splits) else None
+        pieces = _cut(message.content, lengths)
+        if pieces is None:  # no boundaries (an entry stored whole, or before they were kept)
+            delta = Delta(
+                role="assistant",
+                content=message.content,
+                tool_calls=tool_calls,
+                refusal=message.refusal,
+            )
+            out.append(chunk([ChunkChoice(index=choice.index, delta=delta)]))
+        else:
+            for n, piece in enumerate(pieces):
+                delta = Delta(role="assistant" if n == 0 else None, content=piece)
+                out.append(chunk([ChunkChoice(index=choice.index, delta=delta)]))
+            if tool_calls or message.refusal:
+                delta = Delta(tool_calls=tool_calls, refusal=message.refusal)
+                out.append(chunk([ChunkChoice(index=choice.index, delta=delta)]))
         out.append(
             chunk(
                 [ChunkChoice(index=choice.index, delta=Delta(), finish_reason=choice.finish_reason)]
@@ -148,3 +163,28 @@ def replay_chunks(completion: ChatCompletion, *, include_usage: bool) -> list[Ch
     if include_usage and completion.usage is not None:
         out.append(chunk([], completion.usage))
     return out
+
+
+def _tool_call_deltas(calls: list[ToolCall] | None) -> list[dict[str, Any]] | None:
+    if not calls:
+        return None
+    return [
+        {
+            "index": i,
+            "id": t.id,
+            "type": t.type,
+            "function": {"name": t.function.name, "arguments": t.function.arguments},
+        }
+        for i, t in enumerate(calls)
+    ]
+
+
+def _cut(content: str | None, lengths: list[int] | None) -> list[str] | None:
+    """``content`` cut into pieces of ``lengths``, or ``None`` when they do not add up to it."""
+    if content is None or not lengths or sum(lengths) != len(content) or min(lengths) < 0:
+        return None
+    pieces, start = [], 0
+    for length in lengths:
+        pieces.append(content[start : start + length])
+        start += length
+    return pieces

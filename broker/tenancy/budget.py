@@ -1,13 +1,14 @@
 """Spend: what each tenant's requests cost, summed per period, and budget caps.
 
 Spend is summed per tenant and period (UTC day or month) in Redis, shared by every broker;
-when Redis is unreachable it is summed in process. A tenant at or over its budget gets 402
-``budget_exceeded`` until the period ends.
+when Redis is unreachable it is summed in process. Redis calls go through a
+:class:`~broker.guard.Guard` (bounded, skipped for a while after a failure). A tenant at or
+over its budget gets 402 ``budget_exceeded`` until the period ends.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from broker.errors import BudgetExceeded
+from broker.guard import Guard, Unavailable
 from schemas import Usage
 
 if TYPE_CHECKING:  # the client is injected; importing redis costs ~80 ms at start
@@ -62,17 +64,18 @@ class SpendLedger:
     Args:
         client: Redis, or ``None`` for in-process sums.
         clock: wall-clock seconds.
+        guard: bounds Redis calls (shared with the rate limiter).
     """
 
     def __init__(
         self,
         client: redis.Redis | None,
         clock: Callable[[], float] = time.time,
-        timeout_s: float = 0.05,
+        guard: Guard | None = None,
     ) -> None:
         self._client = client
         self._clock = clock
-        self._timeout = timeout_s
+        self.guard = guard or Guard("redis")
         self._local: dict[str, float] = {}
 
     def _key(self, tenant: str, period: str) -> tuple[str, float]:
@@ -82,12 +85,12 @@ class SpendLedger:
     async def spent(self, tenant: str, period: str) -> float:
         """USD spent by ``tenant`` in the current period."""
         key, _ = self._key(tenant, period)
-        if self._client is not None:
+        client = self._client
+        if client is not None:
             try:
-                async with asyncio.timeout(self._timeout):
-                    value = await self._client.get(key)
+                value = await self.guard.call(lambda: client.get(key))
                 return float(value or 0.0)
-            except Exception:  # noqa: S110  (Redis down: the local sum stands in)
+            except Unavailable:  # Redis down: the local sum stands in
                 pass
         return self._local.get(key, 0.0)
 
@@ -100,16 +103,13 @@ class SpendLedger:
         if self._client is not None:
             by_model = BY_MODEL_PREFIX + key.removeprefix(SPEND_PREFIX)
             keep = int(left) + 86400  # a day past the period, for `llm-edge usage`
-            try:
-                async with asyncio.timeout(self._timeout):
-                    pipe = self._client.pipeline(transaction=False)
-                    pipe.incrbyfloat(key, cost)
-                    pipe.hincrbyfloat(by_model, model, cost)
-                    pipe.expire(key, keep)
-                    pipe.expire(by_model, keep)
-                    await pipe.execute()
-            except Exception:  # noqa: S110  (best effort: the local sum has it)
-                pass
+            pipe = self._client.pipeline(transaction=False)
+            pipe.incrbyfloat(key, cost)
+            pipe.hincrbyfloat(by_model, model, cost)
+            pipe.expire(key, keep)
+            pipe.expire(by_model, keep)
+            with contextlib.suppress(Unavailable):  # best effort: the local sum has it
+                await self.guard.call(pipe.execute)
 
     async def check(self, tenant: str, budget: float, period: str) -> None:
         """Raise :class:`BudgetExceeded` when the tenant is at or over ``budget``."""

@@ -3,12 +3,12 @@
 Rate limits are counted in Redis with one atomic script per request, so every broker process
 shares one limit. When Redis is unreachable each broker falls back to counting in process
 (the limit then applies per broker: a documented, temporary over-admission rather than an
-outage).
+outage). Redis calls go through a :class:`~broker.guard.Guard`: bounded, and skipped for a
+while after a failure.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from broker.errors import InvalidRequest, RateLimited
+from broker.guard import Guard, Unavailable
 from edge_runtime.tables import typed_values
 from schemas import ChatRequest, headers
 
@@ -90,19 +91,20 @@ class RateLimiter:
     Args:
         client: Redis, or ``None`` to count in process only.
         clock: wall-clock seconds (windows are minutes of the wall clock, shared by hosts).
-        timeout_s: a Redis call slower than this falls back to the in-process count.
+        guard: bounds Redis calls (shared with the spend ledger); a call it refuses or that
+            fails falls back to the in-process count.
     """
 
     def __init__(
         self,
         client: redis.Redis | None,
         clock: Callable[[], float] = time.time,
-        timeout_s: float = 0.05,
+        guard: Guard | None = None,
     ) -> None:
         self._client = client
         self._script = client.register_script(_SCRIPT) if client is not None else None
         self._clock = clock
-        self._timeout = timeout_s
+        self.guard = guard or Guard("redis")
         self._local: dict[tuple[str, int], list[int]] = {}
 
     async def take(self, tenant: str, tokens: int, rpm: int | None, tpm: int | None) -> Usage:
@@ -110,15 +112,15 @@ class RateLimiter:
         now = self._clock()
         minute = int(now // 60)
         reset = 60 - now % 60
-        if self._script is not None:
+        script = self._script
+        if script is not None:
             keys = [f"llm-edge:rl:{tenant}:{minute}:r", f"llm-edge:rl:{tenant}:{minute}:t"]
             try:
-                async with asyncio.timeout(self._timeout):
-                    ok, requests, used = await self._script(
-                        keys=keys, args=[tokens, rpm or 0, tpm or 0]
-                    )
+                ok, requests, used = await self.guard.call(
+                    lambda: script(keys=keys, args=[tokens, rpm or 0, tpm or 0])
+                )
                 return Usage(bool(ok), int(requests), int(used), reset)
-            except Exception:  # noqa: S110  (Redis down: count in process instead)
+            except Unavailable:  # Redis down: count in process instead
                 pass
         counts = self._local.setdefault((tenant, minute), [0, 0])
         for stale in [k for k in self._local if k[1] < minute]:
@@ -134,11 +136,12 @@ class RateLimiter:
         if extra_tokens == 0:
             return
         minute = int(self._clock() // 60)
-        if self._client is not None:
+        client = self._client
+        if client is not None:
+            key = f"llm-edge:rl:{tenant}:{minute}:t"
             try:
-                async with asyncio.timeout(self._timeout):
-                    await self._client.incrby(f"llm-edge:rl:{tenant}:{minute}:t", extra_tokens)
-            except Exception:  # noqa: S110  (best effort: fall back to the local count)
+                await self.guard.call(lambda: client.incrby(key, extra_tokens))
+            except Unavailable:  # best effort: fall back to the local count
                 pass
             else:
                 return

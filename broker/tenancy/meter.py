@@ -92,9 +92,9 @@ class Meter:
             reply.headers[headers.COST] = f"{cost:.6f}"
         return Charge(deployment, cost, usage)
 
-    def saved(self, hit: CachedReply) -> float | None:
-        """USD a cache hit saved, at the price of the deployment that gave the answer (and
-        counted in ``llm_edge_cost_saved_usd_total``: the pipeline asks once per hit served)."""
+    def saved(self, prepared: Prepared, hit: CachedReply) -> float | None:
+        """USD a cache hit saved, at the price of the deployment that gave the answer (counted
+        in ``llm_edge_cost_saved_usd_total``); ``None`` when that deployment is not priced."""
         deployment = self._deployments.get(hit.deployment)
         if deployment is None or not deployment.priced:
             return None
@@ -102,7 +102,7 @@ class Meter:
         if usage is None:
             return 0.0
         saved = deployment.cost(usage.prompt_tokens, usage.completion_tokens)
-        metrics.COST_SAVED.inc(saved)
+        metrics.COST_SAVED.labels(prepared.model.name).inc(saved)
         return saved
 
     async def charge(self, prepared: Prepared, charge: Charge | None) -> None:

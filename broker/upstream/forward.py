@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncGenerator, Callable
 
 import msgspec
@@ -12,7 +13,7 @@ from nats.aio.msg import Msg
 from broker.config import Deployment
 from broker.errors import DeadlineExceeded, NoProvider, UpstreamFailed
 from broker.request import Prepared, Reply
-from broker.upstream.inbox import Inbox
+from edge_runtime.inbox import Inbox
 from edge_runtime.tracing import inject
 from schemas import ChatCompletionChunk, StreamEnd, headers, subjects
 
@@ -89,6 +90,9 @@ class Forwarder:
         reply_to, replies = await self._send(prepared, deployment, deadline)
         try:
             msg = await self._answer(replies, deployment, deadline)
+        except (asyncio.CancelledError, WorkerLost):  # a silent worker may only be slow:
+            await self._cancel(prepared, reply_to)  # stop it before the call is retried
+            raise
         finally:
             self._inbox.close(reply_to)
         answer_headers = msg.headers or {}
@@ -121,6 +125,9 @@ class Forwarder:
                     return
                 extra = {n: hdrs[n] for n in _PASSED_ON if n in hdrs}
                 raise UpstreamFailed(int(hdrs.get(headers.STATUS, "502")), msg.data, extra)
+        except (asyncio.CancelledError, GeneratorExit, WorkerLost):  # caller left, or worker silent
+            await self._cancel(prepared, reply_to)
+            raise
         finally:
             self._inbox.close(reply_to)
 
@@ -141,6 +148,12 @@ class Forwarder:
             self._inbox.close(reply_to)
             raise
         return reply_to, replies
+
+    async def _cancel(self, prepared: Prepared, reply_to: str) -> None:
+        """Tell the worker to stop the call: a cancel is honoured only with the call's reply
+        subject as its reply (see the README, NATS API)."""
+        with contextlib.suppress(Exception):  # reconnecting: the worker's timeout ends it
+            await self._nc.publish(subjects.CANCEL, prepared.request_id.encode(), reply=reply_to)
 
     async def _answer(
         self, replies: asyncio.Queue[Msg], deployment: Deployment, deadline: float

@@ -14,7 +14,10 @@ import msgspec
 import openai
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
+from prometheus_client import REGISTRY
 
+from broker.batch.runner import FETCH_S
 from broker.config import Config
 from edge_client.batch_store import BatchStore
 from schemas.batch import BatchRecord
@@ -423,59 +426,118 @@ async def test_rate_limited_lines_wait_instead_of_failing(stack: Stack) -> None:
     assert dict(runner.progress[batch_id]) == {"completed": 3}
 
 
-async def test_runner_yields_to_interactive_traffic(stack: Stack) -> None:
-    """While interactive requests arrive the runner keeps only yield_concurrency lines in
-    flight; when they stop it goes back to full concurrency."""
-    from broker.batch.runner import BatchRunner
-    from broker.batch.settings import BatchSettings
-    from broker.replies.sinks import ReplySink
-    from broker.request import Reply
-
-    store, _ = await queued_batch(stack, 60)
-    engine = stack.brokers[0].batch
-    assert engine is not None
-    busy = True
-    running = handled = 0
-    peaks = {True: 0, False: 0}
-    release, two_running, over_cap, all_done = (asyncio.Event() for _ in range(4))
-
-    async def handle(
-        data: bytes, hdrs: dict[str, str], sink: ReplySink, tenant: object = None
-    ) -> None:
-        nonlocal running, handled
-        running += 1
-        peaks[busy] = max(peaks[busy], running)
-        if busy and running == 2:
-            two_running.set()
-        if busy and running > 2:
-            over_cap.set()
-        if busy:
-            await release.wait()
-        else:
-            await asyncio.sleep(0.02)  # simulated upstream latency, so lines overlap
-        running -= 1
-        handled += 1
-        await sink.whole(Reply(200, b'{"ok":true}'), {})
-        if handled == 60:
-            all_done.set()
-
-    runner = BatchRunner(
-        stack.nc,
-        store,
-        handle,
-        BatchSettings(concurrency=20, yield_concurrency=2),
-        interactive=lambda: busy,
+async def test_runner_yields_to_interactive_traffic(nats_url: str) -> None:
+    """While interactive llm.chat requests arrive, the broker's batch runner (told by the
+    subject endpoints, as the service wires it) keeps only yield_concurrency lines at the
+    provider; when they stop it goes back to full concurrency."""
+    config = config_from("""
+        [cache]
+        enabled = false
+        [batch]
+        poll_s = 0.1
+        concurrency = 20
+        yield_concurrency = 2
+        [providers.mock]
+        kind = "mock"
+        [providers.held]     # no worker: the test answers the batch lines itself
+        kind = "mock"
+        [models.mock]
+        deployments = [{ provider = "mock" }]
+        [models.held]
+        deployments = [{ provider = "held" }]
+    """)
+    answer = msgspec.json.encode(
+        {
+            "id": "chatcmpl-held",
+            "object": "chat.completion",
+            "created": 1741569952,
+            "model": "held",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "ok"},
+                    "finish_reason": "stop",
+                }
+            ],
+        }
     )
-    await runner.start()
-    try:
-        await asyncio.wait_for(two_running.wait(), 10)
-        with pytest.raises(TimeoutError):  # a third line must not start while yielding
-            await asyncio.wait_for(over_cap.wait(), 0.3)
-        busy = False
-        release.set()
-        await asyncio.wait_for(all_done.wait(), 10)
-        assert peaks[True] == 2
-        assert peaks[False] > 2
-    finally:
-        await runner.stop()
-        await engine.runner.start()
+    async with batch_stack(nats_url, config, providers=["mock"]) as stack:
+        arrived: asyncio.Queue[Msg] = asyncio.Queue()
+        await stack.nc.subscribe("llm.provider.held", cb=arrived.put)
+        stop = asyncio.Event()
+        chat = msgspec.json.encode(
+            {"model": "mock", "messages": [{"role": "user", "content": "hi"}]}
+        )
+
+        async def interactive() -> None:
+            while not stop.is_set():
+                await stack.nc.request("llm.chat", chat, timeout=10)
+
+        # Interactive traffic for longer than one fetch: a fetch the runner began before it
+        # (uncapped, up to FETCH_S long) has ended, so every line is pulled under the cap.
+        loop = asyncio.get_running_loop()
+        begun = loop.time()
+        while loop.time() - begun <= FETCH_S:
+            await stack.nc.request("llm.chat", chat, timeout=10)
+        lane = asyncio.ensure_future(interactive())
+        reply = await stack.nc.request(
+            "llm.batch.submit",
+            msgspec.json.encode(
+                {"lines": lines(30, model="held"), "endpoint": "/v1/chat/completions"}
+            ),
+            timeout=10,
+        )
+        batch_id = msgspec.json.decode(reply.data)["id"]
+        held: list[Msg] = []
+        peak_while_busy = answered = 0
+        try:
+            while answered < 8:  # hold two lines, answer the oldest, see what comes next
+                held.append(await asyncio.wait_for(arrived.get(), 10))
+                while not arrived.empty():
+                    held.append(arrived.get_nowait())
+                peak_while_busy = max(peak_while_busy, len(held))
+                if len(held) >= 2:
+                    await held.pop(0).respond(answer)
+                    answered += 1
+        finally:
+            stop.set()
+            await lane
+        async with asyncio.timeout(15):  # interactive traffic stopped: back to full speed
+            while len(held) <= 2:
+                held.append(await arrived.get())
+        assert peak_while_busy == 2
+
+        async def answer_the_rest() -> None:
+            for msg in held:
+                await msg.respond(answer)
+            while True:
+                await (await arrived.get()).respond(answer)
+
+        responder = asyncio.ensure_future(answer_the_rest())
+        try:
+            final = await wait_final(stack.nc, batch_id)
+        finally:
+            responder.cancel()
+        assert final["request_counts"] == {"total": 30, "completed": 30, "failed": 0}
+
+
+async def test_batch_lines_metric_counts_each_outcome(
+    stack: Stack, fake_openai: FakeOpenAI
+) -> None:
+    """llm_edge_batch_lines_total moves by one per finished line, under its outcome."""
+    fake_openai.default = Scripted(status=400, body={"error": {"message": "refused"}})
+
+    def count(state: str) -> float:
+        return REGISTRY.get_sample_value("llm_edge_batch_lines_total", {"state": state}) or 0.0
+
+    before = {state: count(state) for state in ("completed", "failed")}
+    rows = lines(3) + lines(2, model="flaky", prefix="refused")
+    reply = await stack.nc.request(
+        "llm.batch.submit",
+        msgspec.json.encode({"lines": rows, "endpoint": "/v1/chat/completions"}),
+        timeout=10,
+    )
+    final = await wait_final(stack.nc, msgspec.json.decode(reply.data)["id"])
+    assert final["request_counts"] == {"total": 5, "completed": 3, "failed": 2}
+    assert count("completed") - before["completed"] == 3
+    assert count("failed") - before["failed"] == 2

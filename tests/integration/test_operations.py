@@ -1,18 +1,24 @@
-"""Operations: /metrics moves with real traffic; a rolling restart under load loses nothing."""
+"""Operations: /metrics moves with real traffic; a rolling restart of real processes under
+load loses nothing."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import msgspec
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
 
-from broker.service import BrokerOptions, BrokerService
 from edge_runtime.process import close_quietly, connect
 from tests.support.stack import config_from, start_stack
-from workers import MockProvider, WorkerService
 
 CONFIG = """
     [cache]
@@ -72,7 +78,8 @@ async def test_metrics_endpoint_counts_real_traffic(nats_url: str) -> None:
         assert delta("llm_edge_requests_total", model="", status="400") == 1
         assert delta("llm_edge_cache_hits_total", tier="l1") == 2
         assert delta("llm_edge_cache_misses_total", tier="l1") >= 1
-        assert delta("llm_edge_request_duration_seconds_count", provider="mock") == 1
+        duration = "llm_edge_request_duration_seconds_count"
+        assert delta(duration, provider="mock", model="metered") == 1
         assert delta("llm_edge_overhead_seconds_count") == 1
 
         idle = sample(before, "llm_edge_in_flight")
@@ -124,48 +131,92 @@ async def _traffic(nc: Client, results: list[int], stop: asyncio.Event, lane: in
         results.append(int((reply.headers or {}).get("Llm-Status", "0")))
 
 
-async def test_rolling_restart_loses_no_request(nats_url: str) -> None:
-    """Brokers and workers are replaced one by one under steady traffic: every request is
-    answered 200 (graceful drain: stop taking messages, finish those in flight)."""
-    config = config_from(CONFIG)
-    client = await connect(nats_url, "rolling-client")
+def spawn(*args: str) -> subprocess.Popen[bytes]:
+    """``python -m llm_edge ARGS`` as its own process."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "llm_edge", *args],
+        env={**os.environ, "LLM_EDGE_LOG_LEVEL": "WARNING"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
-    async def broker() -> BrokerService:
-        service = BrokerService(config, BrokerOptions(nats_url=nats_url))
-        await service.start()
-        return service
 
-    async def worker() -> tuple[WorkerService, Client]:
-        nc = await connect(nats_url, "rolling-worker")
-        service = WorkerService(nc, MockProvider(latency_s=0.02))
-        await service.start()
-        return service, nc
-
-    brokers = [await broker(), await broker()]
-    workers = [await worker(), await worker()]
-    results: list[int] = []
-    stop = asyncio.Event()
-    lanes = [asyncio.ensure_future(_traffic(client, results, stop, n)) for n in range(16)]
+async def service_ids(nc: Client, name: str) -> set[str]:
+    """The ids of the micro services called ``name`` that answer one $SRV.PING now."""
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    ids: set[str] = set()
     try:
-        for generation in range(2):
-            del generation
-            old = brokers.pop(0)
-            brokers.append(await broker())  # the replacement is up before the old one goes
-            await old.stop(10)
-            old_worker, old_nc = workers.pop(0)
-            workers.append(await worker())
-            await old_worker.stop(10)
-            await close_quietly(old_nc)
+        await nc.publish(f"$SRV.PING.{name}", b"", reply=inbox)
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=0.2)
+            except NatsTimeout:
+                return ids
+            if msg.data:  # not the server's no-responders notice
+                ids.add(msgspec.json.decode(msg.data)["id"])
+    finally:
+        await sub.unsubscribe()
+
+
+async def started(nc: Client, name: str, known: set[str]) -> str:
+    """Wait until a ``name`` service that is not in ``known`` answers: the new process serves."""
+    async with asyncio.timeout(30):
+        while True:
+            fresh = await service_ids(nc, name) - known
+            if fresh:
+                (new,) = fresh
+                return new
+
+
+async def sigterm(proc: subprocess.Popen[bytes]) -> int:
+    """SIGTERM (a graceful drain) and the exit status."""
+    proc.send_signal(signal.SIGTERM)
+    return await asyncio.to_thread(proc.wait, 30)
+
+
+async def test_rolling_restart_loses_no_request(nats_url: str, tmp_path: Path) -> None:
+    """Broker and worker processes (``python -m llm_edge``) are replaced one by one with
+    SIGTERM under steady traffic: every request is answered 200 and every old process exits
+    cleanly (graceful drain: stop taking messages, finish those in flight)."""
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(textwrap.dedent(CONFIG))
+    common = ["--nats-url", nats_url, "--config", str(config_file)]
+    roles = {"llm-edge-broker": ["broker"], "llm-edge-worker-mock": ["worker", "mock"]}
+    client = await connect(nats_url, "rolling-client")
+    running: dict[str, list[tuple[subprocess.Popen[bytes], str]]] = {name: [] for name in roles}
+    results: list[int] = []
+    exits: list[int] = []
+    stop = asyncio.Event()
+    lanes: list[asyncio.Future[None]] = []
+
+    async def replacement(name: str) -> None:
+        known = {service for _, service in running[name]}
+        proc = spawn(*roles[name], *common)
+        running[name].append((proc, await started(client, name, known)))
+
+    try:
+        for name in roles:
+            for _ in range(2):
+                await replacement(name)
+        lanes = [asyncio.ensure_future(_traffic(client, results, stop, n)) for n in range(16)]
+        for _ in range(2):  # every process of the first generation is replaced
+            for name in roles:
+                await replacement(name)  # the replacement is up before the old one goes
+                old, _ = running[name].pop(0)
+                exits.append(await sigterm(old))
         stop.set()
         await asyncio.gather(*lanes)
     finally:
         stop.set()
-        for service in brokers:
-            await service.stop(5)
-        for service, nc in workers:
-            await service.stop(5)
-            await close_quietly(nc)
+        for lane in lanes:
+            lane.cancel()
+        for procs in running.values():
+            for proc, _ in procs:
+                proc.kill()
+                proc.wait()
         await close_quietly(client)
+    assert exits == [0, 0, 0, 0]
     assert len(results) > 50
     assert set(results) == {200}, {s: results.count(s) for s in set(results)}
 

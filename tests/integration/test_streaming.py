@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
+import msgspec
 import openai
 import pytest
+from nats.aio.client import Client
 
-from edge_client.chat import ChatStreamError, stream_chat
+from edge_client.chat import ChatStreamError, stream_chat, stream_messages
+from tests.support.servers import RedisServer
 from tests.support.stack import Stack, config_from, start_stack
 from tests.support.upstream import FakeOpenAI, Scripted
 
@@ -202,3 +206,94 @@ async def test_consumer_leaving_a_nats_stream_cancels_upstream(
     left = time.monotonic()
     await asyncio.wait_for(fake_openai.disconnected.wait(), 5)
     assert time.monotonic() - left < 1.0
+
+
+async def streamed(nc: Client, content: str, namespace: str) -> tuple[list[dict[str, Any]], str]:
+    """Every chunk of a stream over NATS (as JSON values) and the stream's X-Cache."""
+    usage = {"include_usage": True}
+    body = msgspec.json.encode(request(content, stream=True, stream_options=usage))
+    chunks: list[dict[str, Any]] = []
+    cache = ""
+    async for msg in stream_messages(nc, body, request_headers={"X-Cache-Namespace": namespace}):
+        hdrs = msg.headers or {}
+        if hdrs.get("Llm-Stream") == "chunk":
+            chunks.append(msgspec.json.decode(msg.data))
+            cache = hdrs.get("X-Cache", "")
+    return chunks, cache
+
+
+async def test_cached_stream_replays_the_original_chunks(
+    nats_url: str, redis_server: RedisServer, namespace: str
+) -> None:
+    """A stream served from L1 or L2 is the original stream chunk for chunk (the mock streams
+    word by word), not its text in one chunk; a whole request still gets the whole answer."""
+    config = config_from("""
+        [cache]
+        l2 = "redis"
+        [batch]
+        enabled = false
+        [providers.mock]
+        kind = "mock"
+        [models.mock]
+        deployments = [{ provider = "mock" }]
+    """)
+    content = "replay me word by word please"
+    first = await start_stack(nats_url, config, redis_url=redis_server.url)
+    try:
+        original, cache = await streamed(first.nc, content, namespace)
+        assert cache == "MISS"
+        assert len(original) > 5
+        from_l1, cache = await streamed(first.nc, content, namespace)
+        assert cache == "HIT-L1"
+        assert from_l1 == original
+        whole = await first.nc.request(
+            "llm.chat",
+            msgspec.json.encode(request(content)),
+            timeout=10,
+            headers={"X-Cache-Namespace": namespace},
+        )
+        assert (whole.headers or {})["X-Cache"] == "HIT-L1"
+        pieces = [c["choices"][0]["delta"].get("content") for c in original if c["choices"]]
+        text = "".join(piece or "" for piece in pieces)
+        assert msgspec.json.decode(whole.data)["choices"][0]["message"]["content"] == text
+    finally:
+        await first.stop()
+    second = await start_stack(nats_url, config, redis_url=redis_server.url)  # an empty L1
+    try:
+        from_l2, cache = await streamed(second.nc, content, namespace)
+        assert cache == "HIT-L2"
+        assert from_l2 == original
+    finally:
+        await second.stop()
+
+
+async def test_only_the_requester_can_cancel_its_request(
+    stack: Stack, fake_openai: FakeOpenAI, namespace: str
+) -> None:
+    """Another producer that knows a request's id cannot cancel it (with its own inbox as the
+    reply, or none): the stream runs to its end. The requester, naming its own inbox, can."""
+    hdrs = {"X-Cache-Namespace": namespace, "X-Request-Id": f"owned-{namespace}"}
+    fake_openai.script.append(Scripted(chunk_delay_s=0.2))
+    body = msgspec.json.encode(request("mine", model="up", stream=True))
+    other = stack.nc.new_inbox()
+    kinds: list[str] = []
+    async for msg in stream_messages(stack.nc, body, request_headers=hdrs, deadline_s=10):
+        kinds.append((msg.headers or {}).get("Llm-Stream", ""))
+        if len(kinds) == 1:  # the call is upstream now: someone else tries to stop it
+            request_id = hdrs["X-Request-Id"].encode()
+            await stack.nc.publish("llm.cancel", request_id)
+            await stack.nc.publish("llm.cancel", request_id, reply=other)
+    assert kinds[-1] == "end"
+    assert kinds.count("chunk") > 2
+    assert not fake_openai.disconnected.is_set()
+
+    fake_openai.script.append(Scripted(chunk_delay_s=0.3))
+    inbox = stack.nc.new_inbox()
+    replies = await stack.nc.subscribe(inbox)
+    owned = {**hdrs, "X-Request-Id": f"owned-again-{namespace}"}
+    body = msgspec.json.encode(request("mine again", model="up", stream=True))
+    await stack.nc.publish("llm.chat", body, reply=inbox, headers=owned)
+    assert (await replies.next_msg(timeout=10)).headers["Llm-Stream"] == "chunk"  # type: ignore[index]
+    await stack.nc.publish("llm.cancel", owned["X-Request-Id"].encode(), reply=inbox)
+    await asyncio.wait_for(fake_openai.disconnected.wait(), 5)  # the owner's cancel is honoured
+    await replies.unsubscribe()

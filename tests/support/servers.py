@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -69,6 +70,16 @@ class RedisServer:
         if not ready.wait(timeout) or self._proc.poll() is not None:
             raise RuntimeError("redis-server did not start:\n" + "".join(lines[-10:]))
 
+    def pause(self) -> None:
+        """SIGSTOP: the server hangs (connections stay open, nothing is answered)."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT: the hung server answers again."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
+
     def kill(self) -> None:
         """SIGKILL: an outage."""
         if self._proc is not None and self._proc.poll() is None:
@@ -76,8 +87,9 @@ class RedisServer:
             self._proc.wait()
 
     def stop(self) -> None:
-        """Terminate."""
+        """Terminate (a paused server is resumed first, or it could not exit)."""
         if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGCONT)
             self._proc.terminate()
             self._proc.wait(10)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import msgspec
+
+from broker.cache.response import CachedReply
 from broker.replies.assemble import StreamAssembler, replay_chunks
 from schemas import ChatCompletionChunk, ChunkChoice, Delta, Usage
 
@@ -65,3 +68,22 @@ def test_replay_round_trips() -> None:
         again.feed(c)
     assert again.completion() == original
     assert all(c.usage is None for c in replay_chunks(original, include_usage=False))
+
+
+def test_an_entry_stored_before_boundaries_replays_as_one_chunk() -> None:
+    """A cache entry written without chunk boundaries (three fields) still decodes and replays
+    its content as one chunk; boundaries that do not fit the content are ignored the same way."""
+    old = msgspec.msgpack.encode([b'{"id":"c1"}', "mock", "mock@mock"])
+    entry = msgspec.msgpack.decode(old, type=CachedReply)
+    assert entry.splits is None
+    asm = StreamAssembler()
+    for piece in ["Hi ", "there"]:
+        asm.feed(chunk(Delta(content=piece)))
+    asm.feed(chunk(Delta(), "stop"))
+    completion = asm.completion()
+    assert asm.splits() == [[3, 5]]
+    for splits in (None, [[4, 5]]):
+        replay = replay_chunks(completion, include_usage=False, splits=splits)
+        assert [c.choices[0].delta.content for c in replay] == ["Hi there", None]
+    cut = replay_chunks(completion, include_usage=False, splits=asm.splits())
+    assert [c.choices[0].delta.content for c in cut] == ["Hi ", "there", None]

@@ -56,7 +56,7 @@ def test_dashboards_and_scrape_config() -> None:
     exported = set(
         re.findall(
             r'"(llm_edge_[a-z0-9_]+)"',
-            "".join(p.read_text() for p in (ROOT / "broker").glob("metrics.py")),
+            "".join((ROOT / role / "metrics.py").read_text() for role in ("broker", "workers")),
         )
     )
     boards = sorted((ROOT / "dashboards").glob("*.json"))
@@ -174,3 +174,14 @@ def test_nats_panel_reads_metrics_prometheus_scrapes() -> None:
     assert jobs["nats"]["static_configs"][0]["targets"] == ["nats-exporter:7777"]
     json_endpoints = {"/varz", "/connz", "/routez", "/subsz", "/jsz", "/healthz"}
     assert not {job.get("metrics_path") for job in jobs.values()} & json_endpoints
+
+
+def test_cost_panel_shows_what_the_cache_saved() -> None:
+    """The cost dashboard charts llm_edge_cost_saved_usd_total by model beside the spend."""
+    board = json.loads((ROOT / "dashboards" / "cost-analytics.json").read_text())
+    (panel,) = [p for p in board["panels"] if "llm_edge_cost_saved_usd_total" in str(p["targets"])]
+    assert panel["targets"][0]["expr"] == (
+        "sum by (model) (rate(llm_edge_cost_saved_usd_total[1h])) * 3600"
+    )
+    assert panel["fieldConfig"]["defaults"]["unit"] == "currencyUSD"
+    assert len({p["id"] for p in board["panels"]}) == len(board["panels"])

@@ -43,9 +43,6 @@ def test_wings_raise_the_trees_classes() -> None:
     assert resilience.AllDeploymentsOpen is errors.AllDeploymentsOpen
 
 
-@pytest.mark.xfail(
-    strict=True, reason="broker/request.py still defines its own PiiBlocked; import it instead"
-)
 def test_blocked_pii_raises_the_trees_class() -> None:
     """A tenant with pii = "block" gets broker.errors.PiiBlocked for a request with an email."""
     config = Config.from_toml(

@@ -1,4 +1,5 @@
-"""One wildcard inbox for every call this broker forwards.
+"""One wildcard inbox for every call a process makes (the broker forwarding to workers, the
+bridge relaying whole requests).
 
 A forwarded call may be answered by several messages (keepalives while the worker waits for
 the upstream, stream chunks, then the end or the answer), so ``nc.request`` (one reply) does
@@ -24,7 +25,7 @@ class Inbox:
     """Reply subjects with a queue each, on one subscription.
 
     Args:
-        nc: the connection calls are forwarded on.
+        nc: the connection calls are made on.
     """
 
     def __init__(self, nc: Client) -> None:
