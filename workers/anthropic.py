@@ -19,10 +19,16 @@ from workers.anthropic_translate import (
 )
 from workers.base import ProviderRequest
 from workers.config import ProviderConfig
-from workers.errors import ErrorKind, ProviderError, kind_for_status, transport_error
+from workers.errors import (
+    ErrorKind,
+    ProviderError,
+    UnexpectedBody,
+    kind_for_status,
+    transport_error,
+)
 from workers.openai import parse_retry_after
 from workers.sse import aiter_sse
-from workers.upstream_http import UpstreamReply, call_timeout, read_reply
+from workers.upstream_http import UpstreamReply, call_timeout, expect_event_stream, read_reply
 
 __all__ = ["ANTHROPIC_VERSION", "AnthropicProvider"]
 
@@ -114,7 +120,12 @@ class AnthropicProvider:
         return _encoder.encode(completion)
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[ChatCompletionChunk]:
-        """POST with ``stream: true``; translate each event into OpenAI chunks."""
+        """POST with ``stream: true``; translate each event into OpenAI chunks.
+
+        Raises:
+            ProviderError: ``invalid_response`` for a body that is not an event stream, or one
+                that closes without ``message_stop`` (its answer may be cut short).
+        """
         timeout = min(request.timeout_s, self._config.timeout_s)
         translator = StreamTranslator(created=int(time.time()))
         try:
@@ -127,6 +138,7 @@ class AnthropicProvider:
             ) as response:
                 if response.status >= 400:
                     raise self._error(await read_reply(response))
+                await expect_event_stream(response)
                 async for event in aiter_sse(response.content.iter_any()):
                     data = _json.decode(event.data)
                     if data.get("type") == "error":
@@ -135,10 +147,12 @@ class AnthropicProvider:
                         yield chunk
                     if data.get("type") == "message_stop":
                         return
-        except aiohttp.ClientError as exc:
+        except (aiohttp.ClientError, UnexpectedBody) as exc:
             raise self._error(exc) from exc
         except msgspec.MsgspecError as exc:
             raise self._error(exc) from exc
+        # closed cleanly but cut short: the answer so far may be partial
+        raise self._error(UnexpectedBody("the event stream ended without `message_stop`"))
 
     def _event_error(self, data: dict[str, Any], status: int | None = None) -> ProviderError:
         error = data.get("error") or {}
@@ -152,7 +166,8 @@ class AnthropicProvider:
     def _error(self, failure: UpstreamReply | Exception) -> ProviderError:
         """Map every upstream failure to a :class:`ProviderError` (the only place that does)."""
         if isinstance(failure, Exception):
-            return transport_error(self.name, failure)
+            error = transport_error(self.name, failure)
+            return ProviderError(self.name, error.kind, self._scrub(error.message))
         try:
             error = self._event_error(_json.decode(failure.body), failure.status)
         except msgspec.MsgspecError:

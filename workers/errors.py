@@ -3,7 +3,8 @@
     ProviderError(provider, kind, status, message, retryable, retry_after)
 
 ``kind`` says what went wrong in provider-neutral terms; ``status`` is the status the user sees.
-Transport failures of the upstream client (aiohttp) are mapped here and nowhere else.
+Transport failures of the upstream client (aiohttp) are mapped here and nowhere else, and so
+is an answer that is not the one asked for (:class:`UnexpectedBody`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,13 @@ import enum
 
 import aiohttp
 
-__all__ = ["ErrorKind", "ProviderError", "kind_for_status", "transport_error"]
+__all__ = [
+    "ErrorKind",
+    "ProviderError",
+    "UnexpectedBody",
+    "kind_for_status",
+    "transport_error",
+]
 
 
 class ErrorKind(enum.StrEnum):
@@ -37,8 +44,16 @@ class ErrorKind(enum.StrEnum):
         return _USER_STATUS.get(self, 502)
 
 
+#: An invalid response (a 200 that is not a completion, a stream that is not an event stream or
+#: ends without its terminator) is the deployment's fault, like a 5xx: another may answer.
 _RETRYABLE = frozenset(
-    {ErrorKind.RATE_LIMITED, ErrorKind.UNAVAILABLE, ErrorKind.TIMEOUT, ErrorKind.CONNECTION}
+    {
+        ErrorKind.RATE_LIMITED,
+        ErrorKind.UNAVAILABLE,
+        ErrorKind.TIMEOUT,
+        ErrorKind.CONNECTION,
+        ErrorKind.INVALID_RESPONSE,
+    }
 )
 _USER_STATUS = {ErrorKind.BAD_REQUEST: 400, ErrorKind.RATE_LIMITED: 429, ErrorKind.TIMEOUT: 504}
 
@@ -97,12 +112,19 @@ class ProviderError(Exception):
         return self.kind.user_status
 
 
+class UnexpectedBody(Exception):
+    """A 200 that is not the answer asked for: an HTML page or JSON where an event stream was
+    expected, or a stream that closed without its terminator (a partial answer)."""
+
+
 def transport_error(provider: str, failure: Exception) -> ProviderError:
     """A failure without an HTTP error response: timeout, connection, or an unreadable body."""
     if isinstance(failure, aiohttp.ServerTimeoutError):  # connect, pool wait or read
         return ProviderError(provider, ErrorKind.TIMEOUT, "upstream timed out")
     if isinstance(failure, aiohttp.ClientError):  # refused, reset, truncated body ...
         return ProviderError(provider, ErrorKind.CONNECTION, f"{type(failure).__name__}: {failure}")
+    if isinstance(failure, UnexpectedBody):
+        return ProviderError(provider, ErrorKind.INVALID_RESPONSE, str(failure))
     return ProviderError(
         provider, ErrorKind.INVALID_RESPONSE, f"unreadable upstream response: {failure}"
     )

@@ -18,9 +18,15 @@ from edge_runtime.tracing import inject, span
 from schemas import ChatCompletion, ChatCompletionChunk
 from workers.base import ProviderRequest
 from workers.config import ProviderConfig, ProviderKind
-from workers.errors import ErrorKind, ProviderError, kind_for_status, transport_error
+from workers.errors import (
+    ErrorKind,
+    ProviderError,
+    UnexpectedBody,
+    kind_for_status,
+    transport_error,
+)
 from workers.sse import aiter_sse
-from workers.upstream_http import UpstreamReply, call_timeout, read_reply
+from workers.upstream_http import UpstreamReply, call_timeout, expect_event_stream, read_reply
 
 __all__ = ["OpenAIProvider", "parse_retry_after"]
 
@@ -130,6 +136,10 @@ class OpenAIProvider:
         """POST with ``stream: true``; yield each SSE ``data:`` chunk until ``[DONE]``.
 
         Leaving the iteration early (a cancelled request) closes the upstream connection.
+
+        Raises:
+            ProviderError: ``invalid_response`` for a body that is not an event stream, or one
+                that closes without ``data: [DONE]`` (its answer may be cut short).
         """
         timeout = min(request.timeout_s, self._config.timeout_s)
         try:
@@ -142,12 +152,15 @@ class OpenAIProvider:
             ) as response:
                 if response.status >= 400:
                     raise self._error(await read_reply(response))
+                await expect_event_stream(response)
                 async for event in aiter_sse(response.content.iter_any()):
                     if event.data == "[DONE]":
                         return
                     yield self._chunk(event.data)
-        except aiohttp.ClientError as exc:
+        except (aiohttp.ClientError, UnexpectedBody) as exc:
             raise self._error(exc) from exc
+        # closed cleanly but cut short: the answer so far may be partial
+        raise self._error(UnexpectedBody("the event stream ended without `data: [DONE]`"))
 
     def _chunk(self, data: str) -> ChatCompletionChunk:
         try:
@@ -165,7 +178,10 @@ class OpenAIProvider:
     def _error(self, failure: UpstreamReply | Exception) -> ProviderError:
         """Map every upstream failure to a :class:`ProviderError` (the only place that does)."""
         if isinstance(failure, Exception):
-            return transport_error(self.name, failure)
+            error = transport_error(self.name, failure)
+            return ProviderError(
+                self.name, error.kind, self._scrub(error.message), retry_after=error.retry_after
+            )
         return ProviderError(
             self.name,
             kind_for_status(failure.status),

@@ -23,10 +23,13 @@ from dataclasses import dataclass
 import aiohttp
 import httpx
 
+from workers.errors import UnexpectedBody
+
 __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
     "UpstreamReply",
     "call_timeout",
+    "expect_event_stream",
     "http_client",
     "proxy_for",
     "read_reply",
@@ -107,3 +110,25 @@ async def read_reply(response: aiohttp.ClientResponse) -> UpstreamReply:
     """Read ``response`` to its end."""
     body = await response.read()
     return UpstreamReply(response.status, response.reason or "", response.headers, body)
+
+
+#: How much of a body that is not an event stream is kept for the error message.
+UNEXPECTED_BODY_SHOWN = 300
+
+
+async def expect_event_stream(response: aiohttp.ClientResponse) -> None:
+    """Refuse a streamed answer that is not ``text/event-stream``.
+
+    An HTML error page or a JSON body read as SSE holds no ``data:`` line: it would pass for
+    an empty stream that succeeded.
+
+    Raises:
+        UnexpectedBody: naming the content type and the start of the body.
+    """
+    if response.content_type == "text/event-stream":
+        return
+    start = await response.content.read(UNEXPECTED_BODY_SHOWN)
+    raise UnexpectedBody(
+        f"expected an event stream, got {response.content_type}: "
+        f"{start.decode('utf-8', errors='replace')}"
+    )
