@@ -310,7 +310,6 @@ class ChatPipeline:
                 )
         except BrokerError as exc:
             status = exc.status
-            self._upstream.broke(deployment)
             await sink.error(error_reply(exc), meta, streaming=True)
         self._record.count(prepared, deployment.provider, status)
         metrics.REQUEST_DURATION.labels(deployment.provider, prepared.model.name).observe(

@@ -2,11 +2,13 @@
 
 The pipeline asks for a whole answer (always a :class:`~broker.request.Reply`, failures as
 error replies) or an opened stream (its first event has arrived, so failures before it were
-retried and failed over); the reply names who answered and how many attempts it took.
+retried and failed over); the reply names who answered and how many attempts it took. An
+opened stream tells the deployment's breaker how it ended when it ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncGenerator
 from typing import Protocol
 
@@ -16,6 +18,7 @@ from broker.upstream.deployments import Deployment
 from broker.upstream.forward import StreamEvent
 from broker.upstream.resilience import Resilient, attempt_headers
 from edge_runtime.tracing import span
+from schemas import StreamEnd
 
 __all__ = ["Forward", "OpenedStream", "Upstream"]
 
@@ -64,8 +67,8 @@ class Upstream:
         return reply
 
     async def open_stream(self, prepared: Prepared) -> OpenedStream:
-        """A stream whose first event has arrived, the headers naming who answered, and the
-        deployment (for :meth:`broke`).
+        """A stream whose first event has arrived, the rest of its events, the headers naming
+        who answered, and the deployment.
 
         Raises:
             BrokerError: every attempt failed before a first event.
@@ -73,18 +76,40 @@ class Upstream:
 
         async def attempt(
             deployment: Deployment, deadline: float
-        ) -> tuple[StreamEvent, AsyncGenerator[StreamEvent, None]]:
+        ) -> tuple[StreamEvent, AsyncGenerator[StreamEvent, None], float]:
+            started = self.resilient.now()
             events = self._forward.stream(prepared, deployment, deadline)
             try:
                 first = await anext(events)
             except BaseException:
                 await events.aclose()
                 raise
-            return first, events
+            return first, events, self.resilient.now() - started
 
-        (first, events), deployment, attempts = await self.resilient.run(prepared, attempt)
-        return first, events, attempt_headers(deployment, attempts), deployment
+        (first, events, first_s), deployment, attempts = await self.resilient.run(
+            prepared, attempt, judge_later=True
+        )
+        if isinstance(first, StreamEnd):  # nothing more to come: it ended well
+            self.resilient.judge(deployment, None, first_s)
+            rest = events
+        else:
+            rest = self._judged(events, deployment, first_s)
+        return first, rest, attempt_headers(deployment, attempts), deployment
 
-    def broke(self, deployment: Deployment) -> None:
-        """A stream broke after it had started (its breaker counts a failure)."""
-        self.resilient.broke(deployment)
+    async def _judged(
+        self, events: AsyncGenerator[StreamEvent, None], deployment: Deployment, first_s: float
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """``events``, telling the deployment's breaker how the stream ended: its end record
+        is a success, an error after chunks a failure, a caller that left no verdict."""
+        judged = False
+        async with contextlib.aclosing(events):
+            try:
+                async for event in events:
+                    if isinstance(event, StreamEnd):
+                        judged = True
+                        self.resilient.judge(deployment, None, first_s)
+                    yield event
+            except BaseException as exc:
+                if not judged:
+                    self.resilient.judge(deployment, exc, first_s)
+                raise

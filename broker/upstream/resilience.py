@@ -6,6 +6,10 @@ the next candidate at once; coming back to a deployment already tried waits for 
 exponential, jittered backoff or the upstream's ``Retry-After`` (when it fits the deadline).
 Attempts stop at ``max_attempts``, at the deadline, or when the retry budget is spent. When
 no candidate is available at all the answer is an immediate 503 with ``Retry-After``.
+
+A stream's attempt succeeds when its first event arrives, but the deployment's breaker hears
+the verdict only when the stream ends (:meth:`Resilient.judge`): a stream that starts and then
+breaks is a failure, and a half-open probe must not close the breaker on its first chunk.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from broker.errors import (
     UpstreamFailed,
 )
 from broker.request import Prepared
+from broker.upstream.breaker import CircuitBreaker
 from broker.upstream.deployments import Deployment, ModelConfig
 from broker.upstream.forward import WorkerLost
 from broker.upstream.retry import RetryBudget
@@ -127,9 +132,19 @@ class Resilient:
         )
 
     async def run(
-        self, prepared: Prepared, attempt: Callable[[Deployment, float], Awaitable[T]]
+        self,
+        prepared: Prepared,
+        attempt: Callable[[Deployment, float], Awaitable[T]],
+        *,
+        judge_later: bool = False,
     ) -> tuple[T, Deployment, int]:
         """Call ``attempt(deployment, deadline)`` until one succeeds.
+
+        Args:
+            prepared: the request.
+            attempt: one call to one deployment.
+            judge_later: the success of the attempt is not the call's verdict (a stream that
+                has only begun): the caller reports it with :meth:`judge`.
 
         Returns:
             The result, the deployment that gave it, and the number of attempts.
@@ -145,7 +160,7 @@ class Resilient:
         # retry machinery costs more than the rest of the miss path (measured: 22 -> 6 us).
         deployment = self._next_allowed(walk, prepared)
         try:
-            return await self._attempt(attempt, deployment, prepared), deployment, 1
+            return await self._attempt(attempt, deployment, prepared, judge_later), deployment, 1
         except BrokerError as exc:
             first_failure = exc
         retrying = AsyncRetrying(
@@ -162,13 +177,25 @@ class Resilient:
                     first = False
                     raise first_failure
                 deployment = self._next_allowed(walk, prepared)
-                result = await self._attempt(attempt, deployment, prepared)
+                result = await self._attempt(attempt, deployment, prepared, judge_later)
                 return result, deployment, try_.retry_state.attempt_number
         raise AssertionError("unreachable: tenacity re-raises the last failure")
 
-    def broke(self, deployment: Deployment) -> None:
-        """A stream that had started broke: the deployment's fault, for its breaker."""
-        self.router.stats(deployment).breaker.record(False)
+    def now(self) -> float:
+        """The clock attempts are timed on."""
+        return self._clock()
+
+    def judge(
+        self, deployment: Deployment, failure: BaseException | None, first_event_s: float
+    ) -> None:
+        """The verdict on a stream that had begun, for its deployment's breaker.
+
+        Args:
+            deployment: who served it.
+            failure: why it ended early (``None``: it ended well).
+            first_event_s: how long its first event took (what makes a stream slow).
+        """
+        _judge(self.router.stats(deployment).breaker, failure, first_event_s)
 
     def _next_allowed(self, walk: _Walk, prepared: Prepared) -> Deployment:
         for _ in range(len(walk.candidates)):
@@ -186,6 +213,7 @@ class Resilient:
         attempt: Callable[[Deployment, float], Awaitable[T]],
         deployment: Deployment,
         prepared: Prepared,
+        judge_later: bool,
     ) -> T:
         stats = self.router.stats(deployment)
         deadline = prepared.deadline
@@ -197,23 +225,15 @@ class Resilient:
             stats.count(started, prepared.estimate()[0])
         try:
             result = await attempt(deployment, deadline)
-        except BrokerError as exc:
-            _, fault, _ = _failed(exc)
-            if isinstance(exc, WorkerLost):
-                stats.breaker.abandon()  # no word from the upstream either way
-            elif fault:
-                stats.breaker.record(False)
-            else:
-                stats.breaker.record(True, self._clock() - started)
-            raise
-        except BaseException:
-            stats.breaker.abandon()  # cancelled by the caller: no verdict on the upstream
+        except BaseException as exc:
+            _judge(stats.breaker, exc, self._clock() - started)
             raise
         finally:
             stats.in_flight -= 1
             prepared.upstream_s += self._clock() - started
         elapsed = self._clock() - started
-        stats.breaker.record(True, elapsed)
+        if not judge_later:
+            stats.breaker.record(True, elapsed)
         stats.observe_latency(elapsed)
         return result
 
@@ -244,6 +264,18 @@ class Resilient:
             return False
         metrics.RETRIES.inc()
         return True
+
+
+def _judge(breaker: CircuitBreaker, failure: BaseException | None, elapsed: float) -> None:
+    """Tell a breaker how a call ended."""
+    if failure is None:
+        breaker.record(True, elapsed)
+    elif not isinstance(failure, BrokerError) or isinstance(failure, WorkerLost):
+        breaker.abandon()  # cancelled by the caller, or the worker died: no word on the upstream
+    elif _failed(failure)[1]:
+        breaker.record(False)
+    else:
+        breaker.record(True, elapsed)  # the request's own fault (a 4xx)
 
 
 def attempt_headers(deployment: Deployment, attempts: int) -> dict[str, str]:

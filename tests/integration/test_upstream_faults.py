@@ -8,6 +8,7 @@ chunks were already sent, and the primary's breaker must count the failures.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -203,3 +204,28 @@ async def test_a_whole_answer_that_is_not_a_completion_fails_over(
     assert {(r.headers or {}).get(headers.DEPLOYMENT) for r in replies} == {"fallback"}
     assert len(upstream.sent) == 2
     assert await breaker_state(stack, "primary") == "open"
+
+
+async def test_a_half_open_probe_cut_short_reopens_the_breaker(
+    nats_url: str, broken: tuple[Broken, str], fake_openai: FakeOpenAI
+) -> None:
+    """A half-open probe whose stream breaks after chunks opens the breaker again."""
+    upstream, broken_url = broken
+    upstream.answer = "openai-cut"
+    stack = await running(nats_url, broken_url, fake_openai, open_s=1)
+    try:
+        for _ in range(2):  # two broken streams open the primary's breaker
+            with pytest.raises(ChatStreamError):
+                await streamed(stack, "m")
+        assert await breaker_state(stack, "primary") == "open"
+        async with asyncio.timeout(10):  # its open time elapses: the next call is a probe
+            while await breaker_state(stack, "primary") != "half_open":  # noqa: ASYNC110  (the breaker has no event)
+                await asyncio.sleep(0.05)
+        with pytest.raises(ChatStreamError):
+            await streamed(stack, "m")
+        assert len(upstream.sent) == 3
+        assert await breaker_state(stack, "primary") == "open"
+        assert text(await streamed(stack, "m")) == "upstream streams to m"
+        assert len(upstream.sent) == 3  # the broken primary got no more calls
+    finally:
+        await stack.stop()
