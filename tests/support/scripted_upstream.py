@@ -39,7 +39,8 @@ class Sent:
 
 @dataclass
 class Answer:
-    """What the upstream answers: ``json`` or ``text`` whole, or ``pieces`` streamed."""
+    """What the upstream answers: ``json`` or ``text`` whole, or ``pieces`` streamed; or,
+    with ``reset``, the connection dropped without an answer."""
 
     status: int = 200
     json: Any = None
@@ -47,6 +48,7 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
     pieces: list[bytes] | None = None
     delay_s: float = 0.0
+    reset: bool = False
 
 
 Handler = Callable[[Sent], Answer]
@@ -55,6 +57,9 @@ Handler = Callable[[Sent], Answer]
 async def _respond(request: web.BaseRequest, answer: Answer) -> web.StreamResponse:
     if answer.delay_s:
         await asyncio.sleep(answer.delay_s)
+    if answer.reset and request.transport is not None:
+        request.transport.abort()
+        return web.Response()
     if answer.pieces is not None:
         response = web.StreamResponse(status=answer.status, headers=answer.headers)
         response.content_type = "text/event-stream"
