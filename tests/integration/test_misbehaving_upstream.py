@@ -64,9 +64,6 @@ async def stack(
         [resilience]
         max_attempts = 3
         backoff_initial_s = 0
-        # The retry budget counts failovers too: with the default 0.2, the first burst of 20
-        # calls to a failing primary spends it before the breaker opens (6 of 300 failed).
-        budget_ratio = 1.0
 
         [breaker]
         failure_threshold = 3

@@ -237,7 +237,8 @@ async def test_all_open_is_a_fast_503_with_retry_after() -> None:
 
 
 async def test_retry_budget_caps_upstream_calls_in_an_outage() -> None:
-    """During an outage retries stop once the budget (3 per window here) is spent."""
+    """During an outage each request tries every deployment once (failing over is free), and
+    coming back to one already tried stops once the budget (3 per window here) is spent."""
     h = Harness()
     total = 0
     for _ in range(10):
@@ -253,4 +254,4 @@ async def test_retry_budget_caps_upstream_calls_in_an_outage() -> None:
         total += len(h.calls)
         for breaker in h.router.breakers().values():
             breaker.force(BreakerState.CLOSED)  # keep breakers out of it: budget only
-    assert total == 10 + 3  # one first attempt per request plus the 3 budgeted retries
+    assert total == 10 * 3 + 3  # each deployment once per request, plus 3 budgeted returns
