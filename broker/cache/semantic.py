@@ -189,6 +189,8 @@ class SemanticCache:
         self._clock = clock
         self._watch: asyncio.Task[None] | None = None
         self._memo: dict[str, Vector] = {}  # the lookup's vector, reused by the write
+        #: Notified when the bucket's updates change the index (readers wait on it).
+        self.changed = asyncio.Condition()
 
     @classmethod
     async def open(
@@ -211,9 +213,11 @@ class SemanticCache:
                 continue  # the initial values are all in
             if entry.operation in ("DEL", "PURGE") or not entry.value:
                 self.index.remove(entry.key)
-                continue
-            with contextlib.suppress(msgspec.MsgspecError):
-                self.index.put(entry.key, _decode(entry.value))
+            else:
+                with contextlib.suppress(msgspec.MsgspecError):
+                    self.index.put(entry.key, _decode(entry.value))
+            async with self.changed:
+                self.changed.notify_all()
 
     def _candidate(self, prepared: Prepared) -> tuple[str, str] | None:
         settings = self.settings
