@@ -32,6 +32,8 @@ __all__ = [
     "REQUESTS",
     "REQUEST_DURATION",
     "RETRIES",
+    "SEMANTIC_HITS",
+    "SEMANTIC_MISSES",
     "TIME_TO_FIRST_CHUNK",
     "TOKENS",
     "BreakerStateSource",
@@ -138,6 +140,8 @@ L1_HITS = CACHE_HITS.labels("l1")
 L1_MISSES = CACHE_MISSES.labels("l1")
 L2_HITS = CACHE_HITS.labels("l2")
 L2_MISSES = CACHE_MISSES.labels("l2")
+SEMANTIC_HITS = CACHE_HITS.labels("semantic")
+SEMANTIC_MISSES = CACHE_MISSES.labels("semantic")
 
 
 @functools.lru_cache(maxsize=4096)

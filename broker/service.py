@@ -23,6 +23,7 @@ from broker.cache.l2 import GuardedL2, L2Backend
 from broker.cache.l2_nats import NatsKVL2
 from broker.cache.l2_redis import RedisL2
 from broker.cache.response import L2Kind, ResponseCache
+from broker.cache.semantic import SemanticCache
 from broker.config import Config
 from broker.console import ConsoleEndpoints
 from broker.control import register_control
@@ -106,6 +107,7 @@ class BrokerService:
         )
         self._subs: list[Subscription] = []
         self._l2: L2Backend | None = None
+        self._semantic: SemanticCache | None = None
         self.cache: ResponseCache | None = None
         self.pipeline: ChatPipeline | None = None
         self.batch: BatchEngine | None = None
@@ -221,7 +223,14 @@ class BrokerService:
                 self.nc, max_bytes=settings.l2_nats_max_bytes, replicas=self.config.nats.replicas
             )
         guarded = None if self._l2 is None else GuardedL2(self._l2, timeout_s=settings.l2_timeout_s)
-        return ResponseCache(settings, guarded)
+        if settings.semantic.enabled:
+            from broker.cache.embed import load_minilm  # noqa: PLC0415 - NumPy only when on
+
+            embedder = await asyncio.to_thread(load_minilm)
+            self._semantic = await SemanticCache.open(
+                self.nc, settings.semantic, embedder, settings.l2_ttl_s
+            )
+        return ResponseCache(settings, guarded, semantic=self._semantic)
 
     @property
     def service_id(self) -> str:
@@ -250,6 +259,8 @@ class BrokerService:
             await self.pipeline.drain(drain_timeout)
         if self._l2 is not None:
             await settle(self._l2.aclose(), STOP_STEP_S)
+        if self._semantic is not None:
+            await settle(self._semantic.aclose(), STOP_STEP_S)
         if self._redis is not None:
             await settle(self._redis.aclose(), STOP_STEP_S)
         connection = self.nc

@@ -33,6 +33,7 @@ __all__ = [
     "REQUEST_ID",
     "RETRYABLE",
     "RETRY_AFTER",
+    "SEMANTIC_SIMILARITY",
     "SEQ",
     "STATUS",
     "STREAM",
@@ -103,6 +104,8 @@ EVENT = "Llm-Event"
 #: What an answer cost at the deployment's prices (USD), and what a cache hit saved.
 COST = "Llm-Cost-Usd"
 COST_SAVED = "Llm-Cost-Saved-Usd"
+#: On a ``HIT-SEMANTIC`` reply: the cosine similarity to the earlier question it answered.
+SEMANTIC_SIMILARITY = "Llm-Semantic-Similarity"
 
 #: Bytes kept free under the server's max_payload for headers added on the way.
 HEADER_ROOM = 4096

@@ -32,7 +32,7 @@ class Outcome:
     """Where a whole answer came from.
 
     Attributes:
-        cache: the ``X-Cache`` value (``MISS``, ``BYPASS``, ``HIT-L2``).
+        cache: the ``X-Cache`` value (``MISS``, ``BYPASS``, ``HIT-L2``, ``HIT-SEMANTIC``).
         fresh: this request called the upstream itself (not a hit, not a coalesced copy):
             it is the one to charge, time and write back.
     """
@@ -137,9 +137,32 @@ class ReadThrough:
             hit = await self._cache.get_l2(key)
         if hit is not None:
             return Outcome(hit_reply(hit), "HIT-L2", fresh=False)
+        similar = await self._semantic(prepared)
+        if similar is not None:
+            return similar
         reply = await fetch()
         self.keep(prepared, reply)  # into L1 before an identical request can miss again
         return Outcome(reply, "MISS", fresh=True)
+
+    async def _semantic(self, prepared: Prepared) -> Outcome | None:
+        """An earlier answer to a reworded question (L3), read by its exact key."""
+        assert self._cache is not None
+        semantic = self._cache.semantic
+        if semantic is None:
+            return None
+        with span("cache.semantic"):
+            match = await semantic.lookup(prepared)
+            if match is None:
+                metrics.SEMANTIC_MISSES.inc()
+                return None
+            hit = self._cache.get_l1(match.answer) or await self._cache.get_l2(match.answer)
+        if hit is None:  # the answer expired or was purged: its question serves nobody
+            metrics.SEMANTIC_MISSES.inc()
+            return None
+        metrics.SEMANTIC_HITS.inc()
+        reply = hit_reply(hit)
+        reply.headers[headers.SEMANTIC_SIMILARITY] = f"{match.similarity:.4f}"
+        return Outcome(reply, "HIT-SEMANTIC", fresh=False)
 
     def keep(self, prepared: Prepared, reply: Reply) -> CachedReply | None:
         """Write an answer to L1 if it may be kept; returns the entry for :meth:`write_back`."""
@@ -153,6 +176,10 @@ class ReadThrough:
         entry = self._entry(prepared, reply)
         if entry is not None and self._cache is not None and prepared.key is not None:
             await self._cache.store_l2(prepared.key, entry, prepared.directives.max_age)
+            if self._cache.semantic is not None:
+                ttl = self._cache.settings.l2_ttl_s
+                max_age = prepared.directives.max_age
+                await self._cache.semantic.remember(prepared, ttl if max_age is None else max_age)
 
     def _entry(self, prepared: Prepared, reply: Reply) -> CachedReply | None:
         if (

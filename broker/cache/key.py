@@ -15,7 +15,7 @@ import msgspec
 
 from schemas import ChatRequest
 
-__all__ = ["cache_key"]
+__all__ = ["cache_key", "context_key"]
 
 _encoder = msgspec.json.Encoder(order="sorted")
 
@@ -43,3 +43,23 @@ def cache_key(
         digest.update(b"\x00")
         digest.update(_encoder.encode(extras))
     return f"{namespace}:{digest.hexdigest()}"
+
+
+def context_key(
+    request: ChatRequest,
+    extras: dict[str, Any],
+    model: str,
+    namespace: str,
+) -> tuple[str, str] | None:
+    """The semantic tier's context: the cache key with the last user turn's text removed,
+    and that text; ``None`` when the last message is not a user's plain text.
+
+    Two requests with the same context differ only in the wording of the last user turn
+    (same namespace, model, system prompt, earlier turns, tools and parameters).
+    """
+    last = request.messages[-1]
+    if last.role != "user" or not isinstance(last.content, str) or not last.content.strip():
+        return None
+    blank = msgspec.structs.replace(last, content="")
+    without = msgspec.structs.replace(request, messages=[*request.messages[:-1], blank])
+    return cache_key(without, extras, model, namespace), last.content

@@ -9,7 +9,7 @@ import enum
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -18,6 +18,7 @@ from broker import metrics
 from broker.cache.l1 import DEFAULT_L1_MAX_BYTES, DEFAULT_L1_MAX_ENTRIES, DEFAULT_L1_TTL_S, L1Cache
 from broker.cache.l2 import DEFAULT_L2_TIMEOUT_S, DEFAULT_L2_TTL_S, GuardedL2
 from broker.cache.l2_nats import DEFAULT_L2_NATS_MAX_BYTES
+from broker.cache.semantic import SemanticCache, SemanticSettings
 from edge_runtime.tables import check_keys, field_names
 
 __all__ = [
@@ -61,6 +62,7 @@ class CacheSettings:
     l2_nats_max_bytes: int = DEFAULT_L2_NATS_MAX_BYTES
     nondeterministic: NondeterministicPolicy = NondeterministicPolicy.CACHE
     shared_across_tenants: bool = False
+    semantic: SemanticSettings = field(default_factory=SemanticSettings)
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> CacheSettings:
@@ -69,6 +71,8 @@ class CacheSettings:
         values = dict(raw)
         if "l2" in values:
             values["l2"] = L2Kind(values["l2"])
+        if "semantic" in values:
+            values["semantic"] = SemanticSettings.from_mapping(values["semantic"])
         if "nondeterministic" in values:
             values["nondeterministic"] = NondeterministicPolicy(values["nondeterministic"])
         settings = cls(**values)
@@ -126,7 +130,7 @@ def parse_cache_control(value: str | None) -> CacheDirectives:
 
 
 class ResponseCache:
-    """L1 + optional L2.
+    """L1 + optional L2 + optional semantic L3.
 
     Args:
         settings: sizes and TTLs.
@@ -139,8 +143,10 @@ class ResponseCache:
         settings: CacheSettings,
         l2: GuardedL2 | None = None,
         clock: Callable[[], float] = time.monotonic,
+        semantic: SemanticCache | None = None,
     ) -> None:
         self.settings = settings
+        self.semantic = semantic
         self.l1: L1Cache[CachedReply] = L1Cache(
             settings.l1_max_entries, settings.l1_max_bytes, clock
         )
@@ -190,4 +196,6 @@ class ResponseCache:
         removed = {"l1": self.l1.purge(prefix)}
         if self.l2 is not None:
             removed["l2"] = await self.l2.purge(prefix)
+        if self.semantic is not None:
+            removed["semantic"] = await self.semantic.purge(prefix)
         return removed

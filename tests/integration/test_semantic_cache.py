@@ -1,0 +1,79 @@
+"""The semantic tier end to end: two brokers, real nats-server and redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from broker.cache.semantic import SemanticCache
+from schemas import headers
+from tests.integration.test_cache import chat, config
+from tests.support.servers import RedisServer
+from tests.support.stack import Stack, config_from, start_stack
+from tests.support.upstream import FakeOpenAI
+
+SEMANTIC = """
+        [cache.semantic]
+        enabled = true
+"""
+
+
+@pytest.fixture
+async def two(
+    nats_url: str, redis_server: RedisServer, fake_openai: FakeOpenAI
+) -> AsyncIterator[Stack]:
+    cfg = config_from(config(fake_openai.base_url, extra=SEMANTIC))
+    running = await start_stack(nats_url, cfg, redis_url=redis_server.url, brokers=2)
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+def _semantic(stack: Stack, at: int) -> SemanticCache:
+    cache = stack.brokers[at].cache
+    assert cache is not None
+    assert cache.semantic is not None
+    return cache.semantic
+
+
+async def _seen_by_all(stack: Stack, prefix: str) -> None:
+    """Wait (bounded) until every broker's index holds an entry under ``prefix``."""
+    for i in range(2):
+        semantic = _semantic(stack, i)
+        async with semantic.changed:
+            await asyncio.wait_for(
+                semantic.changed.wait_for(lambda s=semantic: s.index.ids(prefix)), 10
+            )
+
+
+async def _ask(stack: Stack, text: str, namespace: str) -> tuple[str, str]:
+    msg = await stack.nc.request(
+        "llm.chat", chat(text), timeout=20, headers={headers.CACHE_NAMESPACE: namespace}
+    )
+    assert msg.headers is not None
+    return msg.headers[headers.CACHE], msg.headers.get(headers.SEMANTIC_SIMILARITY, "")
+
+
+async def test_paraphrase_hits_in_the_other_broker(
+    two: Stack, fake_openai: FakeOpenAI, namespace: str
+) -> None:
+    """A reworded question is served from an answer either broker stored; a hard negative
+    and another namespace miss; a purge removes the entry everywhere."""
+    assert (await _ask(two, "What is the capital of France?", namespace))[0] == "MISS"
+    await _seen_by_all(two, f"default:{namespace}:")
+    for _ in range(2):  # the queue group may pick either broker: both must hit
+        cache, similarity = await _ask(two, "Which city is the capital of France?", namespace)
+        assert cache == "HIT-SEMANTIC"
+        assert float(similarity) >= 0.9
+    assert (await _ask(two, "What is the capital of Germany?", namespace))[0] == "MISS"
+    assert (await _ask(two, "Which city is the capital of France?", namespace + "x"))[0] == "MISS"
+    upstream_calls = len(fake_openai.received)
+    for i in range(2):
+        cache = two.brokers[i].cache
+        assert cache is not None
+        await cache.purge(f"default:{namespace}:")
+    assert (await _ask(two, "Which city is France's capital?", namespace))[0] == "MISS"
+    assert len(fake_openai.received) == upstream_calls + 1

@@ -1,0 +1,73 @@
+"""The semantic tier's decision on a labelled set of paraphrases and hard negatives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from broker.cache.anchors import agree
+from broker.cache.semantic import DEFAULT_THRESHOLD
+
+PAIRS = Path(__file__).parent.parent / "data" / "semantic_pairs.tsv"
+
+
+def _pairs() -> list[tuple[str, str, str]]:
+    rows = []
+    for line in PAIRS.read_text().splitlines():
+        if line and not line.startswith("#"):
+            kind, first, second = line.split("\t")
+            rows.append((kind, first, second))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def embedder():  # type: ignore[no-untyped-def]
+    from broker.cache.embed import load_minilm
+
+    return load_minilm()
+
+
+def test_labelled_pairs_meet_precision_and_recall(embedder) -> None:  # type: ignore[no-untyped-def]
+    """At the default threshold, paraphrases match (recall >= 0.70) and hard negatives don't
+    (precision >= 0.99) on the >= 300 labelled pairs."""
+    rows = _pairs()
+    assert len(rows) >= 300
+    hits = {True: 0, False: 0}
+    misses_by_kind: dict[str, int] = {}
+    for kind, first, second in rows:
+        similarity = float(embedder.embed(first) @ embedder.embed(second))
+        served = similarity >= DEFAULT_THRESHOLD and agree(first, second)
+        hits[kind == "para"] += served
+        if kind != "para" and served:
+            misses_by_kind[kind] = misses_by_kind.get(kind, 0) + 1
+    positives = sum(kind == "para" for kind, _, _ in rows)
+    precision = hits[True] / max(hits[True] + hits[False], 1)
+    recall = hits[True] / positives
+    print(
+        f"\nsemantic pairs: {len(rows)} ({positives} paraphrases) threshold {DEFAULT_THRESHOLD}:"
+        f" precision {precision:.3f} recall {recall:.3f} false hits by kind {misses_by_kind}"
+    )
+    assert precision >= 0.99
+    assert recall >= 0.70
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("What is the capital of France?", "What is the capital of Germany?"),
+        ("Convert 5 km to miles", "Convert 50 km to miles"),
+        ("Convert 5 km to miles", "Convert 5 miles to km"),
+        ("Is coffee bad for you?", "Is coffee not bad for you?"),
+        ("What does `git rebase` do?", "What does `git merge` do?"),
+    ],
+)
+def test_guard_refuses_a_changed_anchor(first: str, second: str) -> None:
+    """A changed name, number, unit order, negation or code token is never a candidate."""
+    assert not agree(first, second)
+
+
+def test_guard_accepts_a_reworded_question() -> None:
+    """Rewording around the same anchors is a candidate."""
+    assert agree("What is the capital of France?", "Which city is France's capital?")
+    assert agree("Convert 5 km to miles", "Convert five kilometres to miles")
