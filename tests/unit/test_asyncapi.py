@@ -64,7 +64,7 @@ def test_document_passes_the_official_asyncapi_parser() -> None:
         "run `npm ci` in clients/typescript (scripts/dev test does)"
     )
     done = subprocess.run(
-        ["node", "scripts/validate-asyncapi.mjs", str(DOC)],
+        ["node", str(TS_DIR / "scripts" / "validate-asyncapi.mjs"), str(DOC)],
         cwd=TS_DIR,
         capture_output=True,
         text=True,
