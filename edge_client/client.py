@@ -226,7 +226,7 @@ class EdgeClient:
             await asyncio.sleep(wait)
 
     async def _stream(self, subject: str, body: bytes, call: dict[str, Any]) -> AsyncIterator[Msg]:
-        """Every message of a stream; a failure raises (a missing broker is retried)."""
+        """Every message of a stream; a failure raises (streams are not retried)."""
         hdrs = self.headers(**call)
         timeout_s = int(hdrs[headers.TIMEOUT_MS]) / 1000
         messages = stream_messages(
