@@ -2,7 +2,8 @@
 
 For each request: prepare it (:class:`~broker.request.RequestPreparer`), admit it
 (tenancy's :class:`~broker.tenancy.meter.Meter`), answer from the cache or from the upstream
-(the cache's :class:`~broker.cache.front.ReadThrough` around
+(a repeated request id through :class:`~broker.repeats.Repeats`, then the cache's
+:class:`~broker.cache.front.ReadThrough` around
 :class:`~broker.upstream.calls.Upstream`), reply through a
 :class:`~broker.replies.sinks.ReplySink`, then charge, count and log
 (:class:`~broker.record.RequestRecord`).
@@ -28,6 +29,7 @@ from broker.cache.front import ReadThrough
 from broker.cache.response import CachedReply
 from broker.errors import BrokerError
 from broker.record import RequestRecord
+from broker.repeats import Repeats
 from broker.replies.assemble import StreamAssembler, replay_chunks
 from broker.replies.sinks import ReplySink
 from broker.request import Prepared, Reply, RequestPreparer, error_reply, hit_reply
@@ -60,6 +62,8 @@ class ChatPipeline:
         record: request counter and log line.
         max_in_flight: requests worked on at once (beyond it, callbacks wait).
         clock: the event loop's monotonic clock.
+        repeats: answers a repeated request id from its first attempt (default: kept with
+            :mod:`broker.repeats`' bounds).
     """
 
     def __init__(
@@ -72,8 +76,10 @@ class ChatPipeline:
         record: RequestRecord,
         max_in_flight: int,
         clock: Callable[[], float],
+        repeats: Repeats | None = None,
     ) -> None:
         self._preparer = preparer
+        self._repeats = repeats if repeats is not None else Repeats(clock)
         self._front = front
         self._upstream = upstream
         self._meter = meter
@@ -254,7 +260,10 @@ class ChatPipeline:
 
     async def _whole_miss(self, prepared: Prepared, sink: ReplySink) -> None:
         started, perf_started = self._clock(), self._record.now()
-        outcome = await self._front.resolve(prepared, lambda: self._upstream.whole(prepared))
+        outcome = await self._repeats.once(
+            prepared,
+            lambda: self._front.resolve(prepared, lambda: self._upstream.whole(prepared)),
+        )
         reply = outcome.reply
         charge = self._meter.price(reply) if outcome.fresh else None
         # A budgeted tenant's spend is recorded before the reply, so its next request sees it.

@@ -11,7 +11,8 @@ import msgspec
 
 from schemas import headers, subjects
 from schemas.anthropic import AnthropicRequest
-from schemas.chat import ChatCompletion, ChatCompletionChunk, ChatRequest, StreamEnd
+from schemas.batch import BatchObject, BatchSubmit
+from schemas.chat import ChatCompletion, ChatCompletionChunk, ChatRequest, ModelList, StreamEnd
 from schemas.errors import ErrorEnvelope
 
 __all__ = ["asyncapi_document"]
@@ -34,6 +35,13 @@ _REPLY_HEADERS = {
     headers.RETRY_AFTER: "seconds, on 429/503",
     headers.STREAM: "chunk | end | error (streams)",
     headers.SEQ: "position in a stream",
+    headers.EVENT: "the Anthropic stream event name (llm.messages streams)",
+    headers.COALESCED: "1: shared with an identical request in flight",
+    headers.REPLAYED: "1: the answer of an earlier attempt with this request id",
+    headers.RETRYABLE: "1: another attempt may succeed",
+    headers.COST: "what the answer cost (USD)",
+    headers.COST_SAVED: "what a cache hit saved (USD)",
+    **dict.fromkeys(headers.RATELIMIT, "OpenAI rate-limit header (tenant 429s)"),
 }
 
 
@@ -44,89 +52,206 @@ def _headers_schema(described: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def asyncapi_document(version: str = "0.1.0") -> dict[str, Any]:
+#: Payloads described by a JSON schema written here (admin commands are small JSON objects).
+_OBJECT = {"type": "object"}
+_ADMIN = {
+    subjects.ADMIN_STATUS: "every broker's live state (scatter-gather: no queue group)",
+    subjects.ADMIN_REQUESTS: "recent request log records, filtered by tenant, model, status",
+    subjects.ADMIN_AUTHORIZE: "whether an Authorization header carries an admin key",
+    subjects.ADMIN_KEYS: "tenants and run-time keys: {action: list|create|revoke, ...}",
+    subjects.ADMIN_KEYS_RELOAD: "every broker re-reads the run-time keys, then replies",
+    subjects.ADMIN_SPEND: "spend per tenant and model against budgets and limits",
+    subjects.ADMIN_BATCH_CANCEL: "cancel any tenant's batch: {id}",
+    subjects.CACHE_PURGE: "every broker purges its L1 and the shared L2",
+    subjects.BREAKER_ADMIN: "circuit breaker status and overrides (every broker)",
+    subjects.BROKER_PING: "liveness probe: any broker answers",
+}
+_BATCH_OPS = {
+    "create": ("BatchCreate", "BatchObject"),
+    "submit": ("BatchSubmit", "BatchObject"),
+    "get": ("BatchId", "BatchObject"),
+    "cancel": ("BatchId", "BatchObject"),
+    "list": ("BatchListQuery", "Json"),
+    "whoami": ("Empty", "Json"),
+}
+
+
+def _ref(kind: str, name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+def _channels() -> dict[str, dict[str, Any]]:
+    """Every subject, with the messages it carries (request first)."""
+    tenant = {"tenant": {"description": "a configured tenant name"}}
+    channels: dict[str, dict[str, Any]] = {
+        "chat": {
+            "address": subjects.CHAT,
+            "messages": {"request": _ref("messages", "ChatRequest")},
+        },
+        "tenantChat": {
+            "address": subjects.tenant_subject("{tenant}"),
+            "description": "The same request, bound to a tenant by the NATS server's "
+            "permissions (brokers honour it with auth.nats_tenant_subjects = true).",
+            "parameters": tenant,
+            "messages": {"request": _ref("messages", "ChatRequest")},
+        },
+        "messages": {
+            "address": subjects.MESSAGES,
+            "description": "The Anthropic Messages API: replies are Anthropic `message` "
+            "objects, or one message per Anthropic stream event (`Llm-Event`), or "
+            "Anthropic errors.",
+            "messages": {"request": _ref("messages", "MessagesRequest")},
+        },
+        "tenantMessages": {
+            "address": subjects.tenant_subject("{tenant}", "messages"),
+            "parameters": tenant,
+            "messages": {"request": _ref("messages", "MessagesRequest")},
+        },
+        "reply": {
+            "address": None,
+            "description": "The caller's reply subject: one whole reply, or a stream of "
+            "messages numbered by Llm-Seq and kinded by Llm-Stream.",
+            "messages": {
+                n: _ref("messages", m)
+                for n, m in (
+                    ("completion", "ChatCompletion"),
+                    ("chunk", "ChatCompletionChunk"),
+                    ("end", "StreamEnd"),
+                    ("error", "Error"),
+                    ("json", "JsonReply"),
+                )
+            },
+        },
+        "cancel": {
+            "address": subjects.CANCEL,
+            "messages": {"cancel": _ref("messages", "CancelRequest")},
+        },
+        "models": {
+            "address": subjects.MODELS,
+            "messages": {"request": _ref("messages", "Empty")},
+        },
+        "batchEvents": {
+            "address": f"{subjects.BATCH_PREFIX}.events.{{batch_id}}",
+            "description": "The batch object, published at every change of a batch.",
+            "parameters": {"batch_id": {"description": "the batch's id"}},
+            "messages": {"event": _ref("messages", "BatchObject")},
+        },
+        "provider": {
+            "address": f"{subjects.PROVIDER_PREFIX}.{{provider}}",
+            "description": "Internal: brokers forward cache misses to a provider's workers.",
+            "parameters": {"provider": {"description": "a configured provider name"}},
+            "messages": {"request": _ref("messages", "ChatRequest")},
+        },
+    }
+    for op, (request, _) in _BATCH_OPS.items():
+        channels[f"batch_{op}"] = {
+            "address": f"{subjects.BATCH_PREFIX}.{op}",
+            "messages": {"request": _ref("messages", request)},
+        }
+    for subject, description in _ADMIN.items():
+        channels[subject.replace(".", "_")] = {
+            "address": subject,
+            "description": description,
+            "messages": {"request": _ref("messages", "Json")},
+        }
+    return channels
+
+
+def _operations(channels: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Brokers receive every request subject and answer on the reply subject; batch events
+    are sent by brokers."""
+    operations: dict[str, Any] = {}
+    for name in channels:
+        if name == "reply":
+            continue
+        action = "send" if name == "batchEvents" else "receive"
+        operation: dict[str, Any] = {"action": action, "channel": _ref_channel(name)}
+        if name not in {"cancel", "batchEvents"}:
+            operation["reply"] = {"channel": _ref_channel("reply")}
+        operations[name] = operation
+    return operations
+
+
+def _ref_channel(name: str) -> dict[str, str]:
+    return {"$ref": f"#/channels/{name}"}
+
+
+def asyncapi_document(version: str = "0.2.0") -> dict[str, Any]:
     """The document as a JSON-ready dict."""
-    (request, completion, chunk, end, error, anthropic), components = (
-        msgspec.json.schema_components(
-            [
-                ChatRequest,
-                ChatCompletion,
-                ChatCompletionChunk,
-                StreamEnd,
-                ErrorEnvelope,
-                AnthropicRequest,
-            ],
-            ref_template="#/components/schemas/{name}",
-        )
+    structs = [
+        ChatRequest,
+        ChatCompletion,
+        ChatCompletionChunk,
+        StreamEnd,
+        ErrorEnvelope,
+        AnthropicRequest,
+        ModelList,
+        BatchObject,
+        BatchSubmit,
+    ]
+    payloads, components = msgspec.json.schema_components(
+        structs, ref_template="#/components/schemas/{name}"
     )
-    messages = {
-        "MessagesRequest": {"payload": anthropic, "headers": _headers_schema(_REQUEST_HEADERS)},
-        "ChatRequest": {"payload": request, "headers": _headers_schema(_REQUEST_HEADERS)},
-        "ChatCompletion": {"payload": completion, "headers": _headers_schema(_REPLY_HEADERS)},
-        "ChatCompletionChunk": {"payload": chunk, "headers": _headers_schema(_REPLY_HEADERS)},
-        "StreamEnd": {"payload": end, "headers": _headers_schema(_REPLY_HEADERS)},
-        "Error": {"payload": error, "headers": _headers_schema(_REPLY_HEADERS)},
+    request_headers = _headers_schema(_REQUEST_HEADERS)
+    reply_headers = _headers_schema(_REPLY_HEADERS)
+    by_name = dict(zip([s.__name__ for s in structs], payloads, strict=True))
+    messages: dict[str, Any] = {
+        "ChatRequest": {"payload": by_name["ChatRequest"], "headers": request_headers},
+        "MessagesRequest": {"payload": by_name["AnthropicRequest"], "headers": request_headers},
+        "ChatCompletion": {"payload": by_name["ChatCompletion"], "headers": reply_headers},
+        "ChatCompletionChunk": {
+            "payload": by_name["ChatCompletionChunk"],
+            "headers": reply_headers,
+        },
+        "StreamEnd": {"payload": by_name["StreamEnd"], "headers": reply_headers},
+        "Error": {"payload": by_name["ErrorEnvelope"], "headers": reply_headers},
+        "ModelList": {"payload": by_name["ModelList"], "headers": reply_headers},
+        "BatchObject": {"payload": by_name["BatchObject"], "headers": reply_headers},
+        "BatchSubmit": {"payload": by_name["BatchSubmit"], "headers": request_headers},
+        "BatchCreate": {
+            "payload": {
+                "type": "object",
+                "required": ["input_file_id", "endpoint"],
+                "properties": {
+                    "input_file_id": {"type": "string"},
+                    "endpoint": {"type": "string"},
+                    "completion_window": {"type": "string"},
+                    "metadata": {"type": "object"},
+                },
+            },
+            "headers": request_headers,
+        },
+        "BatchId": {
+            "payload": {"type": "object", "properties": {"id": {"type": "string"}}},
+            "headers": request_headers,
+        },
+        "BatchListQuery": {
+            "payload": {
+                "type": "object",
+                "properties": {"limit": {"type": "integer"}, "after": {"type": "string"}},
+            },
+            "headers": request_headers,
+        },
+        "Empty": {"payload": {"type": "string", "maxLength": 0}, "headers": request_headers},
+        "Json": {"payload": _OBJECT, "headers": request_headers},
+        "JsonReply": {"payload": _OBJECT, "headers": reply_headers},
         "CancelRequest": {
             "payload": {"type": "string", "description": "a request id"},
             "description": "Honoured only when published with the request's reply subject as "
             "its reply subject (only the request's caller knows it).",
         },
     }
-    reply_refs = [
-        {"$ref": f"#/components/messages/{name}"}
-        for name in ("ChatCompletion", "ChatCompletionChunk", "StreamEnd", "Error")
-    ]
+    channels = _channels()
     return {
         "asyncapi": "3.0.0",
         "info": {
             "title": "LLM Edge Broker NATS API",
             "version": version,
-            "description": "OpenAI chat completions over NATS request/reply; streams are "
-            "sequences of messages on the reply subject.",
+            "description": "OpenAI chat completions, the Anthropic Messages API, batches and "
+            "admin commands over NATS request/reply; streams are sequences of messages on "
+            "the reply subject.",
         },
-        "channels": {
-            "chat": {
-                "address": subjects.CHAT,
-                "messages": {"request": {"$ref": "#/components/messages/ChatRequest"}},
-            },
-            "tenantChat": {
-                "address": subjects.tenant_subject("{tenant}"),
-                "description": "The same request, bound to a tenant by the NATS server's "
-                "permissions (brokers honour it with auth.nats_tenant_subjects = true).",
-                "parameters": {"tenant": {"description": "a configured tenant name"}},
-                "messages": {"request": {"$ref": "#/components/messages/ChatRequest"}},
-            },
-            "reply": {
-                "address": None,
-                "messages": dict(
-                    zip(("completion", "chunk", "end", "error"), reply_refs, strict=True)
-                ),
-            },
-            "messages": {
-                "address": subjects.MESSAGES,
-                "description": "The Anthropic Messages API: replies are Anthropic `message` "
-                "objects, or one message per Anthropic stream event (`Llm-Event`), or "
-                "Anthropic errors.",
-                "messages": {"request": {"$ref": "#/components/messages/MessagesRequest"}},
-            },
-            "cancel": {
-                "address": subjects.CANCEL,
-                "messages": {"cancel": {"$ref": "#/components/messages/CancelRequest"}},
-            },
-        },
-        "operations": {
-            "chat": {
-                "action": "receive",
-                "channel": {"$ref": "#/channels/chat"},
-                "reply": {"channel": {"$ref": "#/channels/reply"}},
-            },
-            "tenantChat": {
-                "action": "receive",
-                "channel": {"$ref": "#/channels/tenantChat"},
-                "reply": {"channel": {"$ref": "#/channels/reply"}},
-            },
-            "messages": {"action": "receive", "channel": {"$ref": "#/channels/messages"}},
-            "cancel": {"action": "receive", "channel": {"$ref": "#/channels/cancel"}},
-        },
+        "channels": channels,
+        "operations": _operations(channels),
         "components": {"schemas": components, "messages": messages},
     }

@@ -15,7 +15,10 @@ __all__ = [
     "BatchErrors",
     "BatchObject",
     "BatchRecord",
+    "BatchResponse",
+    "BatchResultLine",
     "BatchStatus",
+    "BatchSubmit",
     "FileObject",
     "InputLine",
     "RequestCounts",
@@ -141,6 +144,40 @@ class InputLine(msgspec.Struct):
     method: str
     url: str
     body: dict[str, Any]
+
+
+class BatchResponse(msgspec.Struct):
+    """The answer to one batch line: the status and body the line's request got."""
+
+    status_code: int
+    request_id: str
+    body: dict[str, Any]
+
+
+class BatchLineError(msgspec.Struct):
+    """Why a batch line got no answer at all (an engine failure, an expired batch)."""
+
+    code: str
+    message: str
+
+
+class BatchResultLine(msgspec.Struct):
+    """One line of a batch's output or error file."""
+
+    id: str
+    custom_id: str
+    response: BatchResponse | None = None
+    error: BatchLineError | None = None
+
+
+class BatchSubmit(msgspec.Struct, omit_defaults=True):
+    """``llm.batch.submit``: create a batch from inline lines (or an uploaded file's id)."""
+
+    endpoint: str
+    completion_window: str
+    lines: list[InputLine] | None = None
+    input_file_id: str | None = None
+    metadata: dict[str, str] | None = None
 
 
 _WINDOW = re.compile(r"^(\d+)(h|d)$")

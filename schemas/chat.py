@@ -22,6 +22,8 @@ __all__ = [
     "Delta",
     "FunctionCall",
     "Message",
+    "Model",
+    "ModelList",
     "ResponseMessage",
     "StreamEnd",
     "StreamOptions",
@@ -195,3 +197,19 @@ class StreamEnd(msgspec.Struct):
 
     usage: Usage | None = None
     finish_reason: str | None = None
+
+
+class Model(msgspec.Struct):
+    """One entry of the model list (``llm.models``), as OpenAI's ``GET /v1/models``."""
+
+    id: str
+    created: int
+    owned_by: str
+    object: str = "model"
+
+
+class ModelList(msgspec.Struct):
+    """The reply of ``llm.models``."""
+
+    data: list[Model]
+    object: str = "list"

@@ -30,6 +30,7 @@ __all__ = [
     "RATELIMIT_REMAINING_TOKENS",
     "RATELIMIT_RESET_REQUESTS",
     "RATELIMIT_RESET_TOKENS",
+    "REPLAYED",
     "REQUEST_ID",
     "RETRYABLE",
     "RETRY_AFTER",
@@ -60,6 +61,8 @@ CACHE = "X-Cache"
 CACHE_KEY = "X-Cache-Key"
 #: ``1`` on a reply shared with an identical request that was already in flight.
 COALESCED = "Llm-Coalesced"
+#: ``1`` on the answer to a repeated request id: the first attempt's answer, sent again.
+REPLAYED = "Llm-Replayed"
 #: W3C trace context.
 TRACEPARENT = "traceparent"
 #: HTTP-like status of a reply (``200``, ``404`` ...); error replies also carry an envelope.

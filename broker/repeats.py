@@ -1,0 +1,154 @@
+"""Repeated request ids: a retry is answered from its first attempt, never sent upstream twice.
+
+A producer that lost a reply (a NATS server died, its attempt timed out) sends the same
+request again under the same ``X-Request-Id``. :class:`Repeats` remembers, per broker
+process, the whole answers of recent requests by (tenant, request id, body digest):
+
+- the first attempt still running: the retry waits for it and gets its answer;
+- the first attempt finished: the retry gets the remembered answer (``Llm-Replayed: 1``);
+- the first attempt failed retryably (5xx, 429) or its caller cancelled it: the retry runs.
+
+A different body under the same id is a different request (it runs). Memory is bounded by
+:data:`DEFAULT_MAX_BYTES` of remembered bodies and time by :data:`DEFAULT_TTL_S`, oldest
+dropped first. Streams are not remembered (a retried stream runs again; the cache answers it
+when the first one was cacheable).
+
+Across broker processes: brokers share ``llm.chat`` in a queue group, so a retry may land on
+another broker, which does not know the first attempt. It is then deduplicated only through
+the shared L2 cache: when the request is cacheable (not ``no-store``, and a deterministic
+request or a policy that caches sampled ones) and the first attempt's answer was already
+written back to L2 when the retry reads it. Otherwise the upstream is called again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+
+from broker.cache.front import Outcome
+from broker.request import Prepared, Reply
+from schemas import headers
+
+__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_TTL_S", "Repeats"]
+
+#: How long an answer is remembered: longer than a producer's retries last (the client's
+#: default policy gives up after 4 tries of at most 30 s each).
+DEFAULT_TTL_S = 300.0
+#: The most answer bytes remembered at once (a chat answer is 1-10 KB: thousands fit).
+DEFAULT_MAX_BYTES = 32 * 1024 * 1024
+
+Key = tuple[str, str, bytes]
+
+
+def _reusable(reply: Reply) -> bool:
+    """An answer a retry may share: not a failure that another attempt could fix."""
+    return reply.status < 500 and reply.status != 429
+
+
+class Repeats:
+    """The recent whole answers of this broker, by request id.
+
+    Args:
+        clock: the clock of ``Prepared.deadline`` (a joining retry waits until its own).
+        ttl_s: how long an answer is remembered.
+        max_bytes: the most answer bytes remembered.
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        *,
+        ttl_s: float = DEFAULT_TTL_S,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
+        self._clock, self._ttl_s, self._max_bytes = clock, ttl_s, max_bytes
+        self._done: OrderedDict[Key, tuple[float, Outcome]] = OrderedDict()
+        self._bytes = 0
+        self._running: dict[Key, asyncio.Future[Outcome]] = {}
+
+    def __len__(self) -> int:
+        return len(self._done)
+
+    async def once(self, prepared: Prepared, run: Callable[[], Awaitable[Outcome]]) -> Outcome:
+        """The request's answer: remembered, joined, or ``run`` (and then remembered)."""
+        key = (prepared.tenant.name, prepared.request_id, hashlib.blake2b(prepared.data).digest())
+        self._expire()
+        done = self._done.get(key)
+        if done is not None:
+            return _replayed(done[1])
+        running = self._running.get(key)
+        if running is not None:
+            joined = await self._join(prepared, running)
+            if joined is not None:
+                return joined
+        return await self._lead(key, run)
+
+    async def _join(self, prepared: Prepared, first: asyncio.Future[Outcome]) -> Outcome | None:
+        """The first attempt's answer, or ``None`` when this one must run itself."""
+        try:
+            async with asyncio.timeout(max(prepared.deadline - self._clock(), 0.0)):
+                outcome = await asyncio.shield(first)
+        except TimeoutError:
+            return None  # the caller's own deadline decides what to answer
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if first.cancelled() and task is not None and not task.cancelling():
+                return None
+            raise
+        except Exception:
+            return None
+        return _replayed(outcome) if _reusable(outcome.reply) else None
+
+    async def _lead(self, key: Key, run: Callable[[], Awaitable[Outcome]]) -> Outcome:
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        leading = key not in self._running
+        if leading:
+            self._running[key] = future
+        try:
+            outcome = await run()
+        except BaseException as exc:
+            if leading:
+                del self._running[key]
+                if isinstance(exc, asyncio.CancelledError):
+                    future.cancel()
+                else:
+                    future.set_exception(exc)
+                    future.exception()  # retrieved: joiners run rather than re-raise it
+            raise
+        if leading:
+            del self._running[key]
+            future.set_result(outcome)
+        if _reusable(outcome.reply):
+            self._remember(key, outcome)
+        return outcome
+
+    def _remember(self, key: Key, outcome: Outcome) -> None:
+        size = len(outcome.reply.body)
+        if size > self._max_bytes:
+            return
+        old = self._done.pop(key, None)
+        if old is not None:
+            self._bytes -= len(old[1].reply.body)
+        self._done[key] = (self._clock() + self._ttl_s, outcome)
+        self._bytes += size
+        while self._bytes > self._max_bytes:
+            _, (_, dropped) = self._done.popitem(last=False)
+            self._bytes -= len(dropped.reply.body)
+
+    def _expire(self) -> None:
+        now = self._clock()
+        while self._done:
+            key, (expires, outcome) = next(iter(self._done.items()))
+            if expires > now:
+                return
+            del self._done[key]
+            self._bytes -= len(outcome.reply.body)
+
+
+def _replayed(outcome: Outcome) -> Outcome:
+    """The first attempt's answer for a repeat: marked, and not to be charged again."""
+    reply = outcome.reply
+    copy = Reply(reply.status, reply.body, {**reply.headers, headers.REPLAYED: "1"})
+    return Outcome(copy, outcome.cache, fresh=False)

@@ -1,0 +1,269 @@
+"""A typed client for the broker's NATS API.
+
+    async with await EdgeClient.connect("nats://127.0.0.1:4222") as client:
+        reply = await client.chat({"model": "gpt-4o-mini", "messages": [...]})
+        print(reply.choices[0].message.content)
+
+Every call has a deadline (``deadline_s``): it is sent as ``Llm-Timeout-Ms`` and bounds the
+call's retries. A call that finds no broker (NATS no-responders), loses its reply, or is
+answered 503 is retried within its deadline after a backoff (a ``Retry-After`` is honoured),
+and every try carries the same ``X-Request-Id``: the broker answers a repeated id from the
+first try's result, or joins the first try while it is still running, instead of calling the
+upstream twice. Failures raise the exceptions of :mod:`edge_client.errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import msgspec
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+from nats.nuid import NUID
+
+from edge_client.batches import Batches
+from edge_client.chat import ChatStreamError, stream_messages
+from edge_client.errors import APIError, DeadlineError, StreamError, UnavailableError, from_reply
+from edge_client.request import DEFAULT_RETRY, RetryPolicy
+from schemas import ChatCompletion, ChatCompletionChunk, ChatRequest, headers, subjects
+from schemas.chat import Model, ModelList
+
+__all__ = ["DEFAULT_DEADLINE_S", "EdgeClient", "MessageEvent"]
+
+#: A call's time budget when neither the call nor the client names one.
+DEFAULT_DEADLINE_S = 120.0
+
+_completion = msgspec.json.Decoder(ChatCompletion)
+_chunk = msgspec.json.Decoder(ChatCompletionChunk)
+_models = msgspec.json.Decoder(ModelList)
+_any = msgspec.json.Decoder(dict[str, Any])
+_encoder = msgspec.json.Encoder()
+_nuid = NUID()
+
+Body = ChatRequest | Mapping[str, Any] | bytes
+
+
+@dataclass(frozen=True, slots=True)
+class MessageEvent:
+    """One event of an Anthropic Messages stream: its SSE name and its JSON body."""
+
+    event: str
+    data: dict[str, Any]
+
+
+class EdgeClient:
+    """Chat, Messages, models and batches over a NATS connection.
+
+    Args:
+        nc: a connected client (the caller's; :meth:`close` leaves it open).
+        api_key: the tenant's key, sent as ``Authorization: Bearer <key>``.
+        tenant: publish on the tenant's own subjects (``llm.tenant.<tenant>.chat``) instead;
+            the NATS server's permissions then say who the caller is.
+        namespace: the cache namespace of every call (a call may name its own).
+        deadline_s: every call's time budget unless the call names one.
+        retry: how calls are retried within their deadline.
+    """
+
+    def __init__(
+        self,
+        nc: Client,
+        *,
+        api_key: str | None = None,
+        tenant: str | None = None,
+        namespace: str | None = None,
+        deadline_s: float = DEFAULT_DEADLINE_S,
+        retry: RetryPolicy = DEFAULT_RETRY,
+    ) -> None:
+        self.nc = nc
+        self._api_key, self._tenant, self._namespace = api_key, tenant, namespace
+        self._deadline_s, self._retry = deadline_s, retry
+        self._owned = False
+        self.batches = Batches(self)
+
+    @classmethod
+    async def connect(cls, servers: str | list[str], **options: Any) -> EdgeClient:
+        """Open a NATS connection of the client's own (closed by :meth:`close`)."""
+        client = cls(await nats.connect(servers, name="edge-client"), **options)
+        client._owned = True
+        return client
+
+    async def close(self) -> None:
+        """Close the connection if the client opened it."""
+        if self._owned and not self.nc.is_closed:
+            await self.nc.drain()
+
+    async def __aenter__(self) -> EdgeClient:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # -- chat ----------------------------------------------------------------------------
+
+    async def chat(self, request: Body, **call: Any) -> ChatCompletion:
+        """A whole chat completion.
+
+        Args:
+            request: a :class:`~schemas.ChatRequest`, its dict, or its JSON.
+            **call: per-call options: ``deadline_s``, ``cache_control`` (``no-cache``,
+                ``no-store``, ``max-age=N``), ``namespace``, ``request_id``, ``traceparent``.
+
+        Raises:
+            edge_client.errors.APIError: the broker refused or failed the request.
+        """
+        reply = await self.call(self._subject("chat"), _body(request, stream=False), **call)
+        return _completion.decode(reply.data)
+
+    async def stream(self, request: Body, **call: Any) -> AsyncIterator[ChatCompletionChunk]:
+        """A streamed chat completion as typed chunks; leaving early cancels it upstream.
+
+        Raises:
+            edge_client.errors.APIError: before or during the stream.
+            edge_client.errors.StreamError: a message was lost or out of order.
+        """
+        expected = 0
+        async for msg in self._stream(self._subject("chat"), _body(request, stream=True), call):
+            hdrs = msg.headers or {}
+            if int(hdrs.get(headers.SEQ, expected)) != expected:
+                raise StreamError(f"stream message {expected} missing")
+            expected += 1
+            if hdrs.get(headers.STREAM) == "chunk":
+                yield _chunk.decode(msg.data)
+
+    async def messages(self, request: Mapping[str, Any] | bytes, **call: Any) -> dict[str, Any]:
+        """An Anthropic Messages API ``message`` (``llm.messages``)."""
+        body = request if isinstance(request, bytes) else _encoder.encode(dict(request))
+        reply = await self.call(self._subject("messages"), body, **call)
+        return _any.decode(reply.data)
+
+    async def stream_messages(
+        self, request: Mapping[str, Any], **call: Any
+    ) -> AsyncIterator[MessageEvent]:
+        """An Anthropic Messages stream: one :class:`MessageEvent` per Anthropic event."""
+        body = _encoder.encode({**request, "stream": True})
+        async for msg in self._stream(self._subject("messages"), body, call):
+            hdrs = msg.headers or {}
+            if hdrs.get(headers.STREAM) == "chunk" and msg.data:
+                yield MessageEvent(hdrs.get(headers.EVENT, ""), _any.decode(msg.data))
+
+    async def models(self, **call: Any) -> list[Model]:
+        """The models the brokers serve (names and aliases)."""
+        return _models.decode((await self.call(subjects.MODELS, b"", **call)).data).data
+
+    # -- the transport -------------------------------------------------------------------
+
+    def headers(
+        self,
+        *,
+        deadline_s: float | None = None,
+        cache_control: str | None = None,
+        namespace: str | None = None,
+        request_id: str | None = None,
+        traceparent: str | None = None,
+    ) -> dict[str, str]:
+        """A call's request headers (``Llm-Timeout-Ms`` is set again at every try)."""
+        hdrs = {headers.REQUEST_ID: request_id or _nuid.next().decode()}
+        timeout = deadline_s if deadline_s is not None else self._deadline_s
+        hdrs[headers.TIMEOUT_MS] = str(int(timeout * 1000))
+        optional = {
+            headers.AUTHORIZATION: f"Bearer {self._api_key}" if self._api_key else None,
+            headers.CACHE_CONTROL: cache_control,
+            headers.CACHE_NAMESPACE: namespace or self._namespace,
+            headers.TRACEPARENT: traceparent,
+        }
+        hdrs.update({k: v for k, v in optional.items() if v})
+        return hdrs
+
+    async def call(self, subject: str, body: bytes, **call: Any) -> Msg:
+        """Request/reply with retries within the deadline; a failed reply raises.
+
+        Returns:
+            The successful reply (``Llm-Status`` under 400).
+        """
+        hdrs = self.headers(**call)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + int(hdrs[headers.TIMEOUT_MS]) / 1000
+        request_id = hdrs[headers.REQUEST_ID]
+        attempt = 0
+        while True:
+            attempt += 1
+            remaining = deadline - loop.time()
+            hdrs[headers.TIMEOUT_MS] = str(max(int(remaining * 1000), 1))
+            timeout = min(self._retry.attempt_timeout_s, remaining)
+            failure: APIError
+            try:
+                reply = await self.nc.request(subject, body, timeout=timeout, headers=hdrs)
+            except NoRespondersError:
+                failure = UnavailableError(
+                    503, f"nobody serves {subject}", code="no_broker", request_id=request_id
+                )
+            except NatsTimeout:
+                failure = DeadlineError(
+                    504, "no reply in time", code="deadline_exceeded", request_id=request_id
+                )
+            else:
+                reply_headers = dict(reply.headers or {})
+                status = int(reply_headers.get(headers.STATUS, "200"))
+                if status < 400:
+                    return reply
+                failure = from_reply(status, reply.data, reply_headers)
+                if status != 503:
+                    raise failure
+            retry_after = None if failure.retry_after is None else str(failure.retry_after)
+            wait = self._retry.wait_s(attempt, retry_after)
+            if attempt >= self._retry.attempts or loop.time() + wait >= deadline:
+                raise failure
+            await asyncio.sleep(wait)
+
+    async def _stream(self, subject: str, body: bytes, call: dict[str, Any]) -> AsyncIterator[Msg]:
+        """Every message of a stream; a failure raises (streams are not retried)."""
+        hdrs = self.headers(**call)
+        timeout_s = int(hdrs[headers.TIMEOUT_MS]) / 1000
+        messages = stream_messages(
+            self.nc, body, subject=subject, request_headers=hdrs, deadline_s=timeout_s
+        )
+        async with contextlib.aclosing(messages):
+            try:
+                async for msg in messages:
+                    kind = (msg.headers or {}).get(headers.STREAM)
+                    if kind not in {"chunk", "end"}:
+                        status = int((msg.headers or {}).get(headers.STATUS, "500"))
+                        raise from_reply(status, msg.data, dict(msg.headers or {}))
+                    yield msg
+            except ChatStreamError as exc:
+                raise from_reply(exc.status, exc.body, hdrs) from exc
+            except TimeoutError as exc:
+                raise DeadlineError(
+                    504,
+                    "the stream did not finish in time",
+                    code="deadline_exceeded",
+                    request_id=hdrs[headers.REQUEST_ID],
+                ) from exc
+
+    def _subject(self, api: str) -> str:
+        if self._tenant:
+            return subjects.tenant_subject(self._tenant, api)
+        return subjects.CHAT if api == "chat" else subjects.MESSAGES
+
+
+def _body(request: Body, *, stream: bool) -> bytes:
+    """The request's JSON with ``stream`` set as the method requires."""
+    if isinstance(request, bytes):
+        request = _any.decode(request)
+    if isinstance(request, ChatRequest):
+        request = msgspec.to_builtins(request)
+    assert isinstance(request, Mapping)
+    fields = {**request, "stream": stream}
+    if not stream:
+        fields.pop("stream_options", None)
+    return _encoder.encode(fields)

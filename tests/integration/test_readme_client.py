@@ -1,0 +1,50 @@
+"""The README's Python client example runs as written against a real stack."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+from pathlib import Path
+
+from tests.integration.test_batch import batch_stack
+from tests.support.stack import config_from
+
+README = Path(__file__).parents[2] / "README.md"
+
+
+def example() -> str:
+    """The first Python block of the README's "Python client" section."""
+    section = README.read_text().split("### Python client", 1)[1]
+    found = re.search(r"```python\n(.*?)```", section, re.S)
+    assert found is not None
+    return found.group(1)
+
+
+async def test_readme_client_example_runs(nats_url: str) -> None:
+    """The example chats, streams, catches a NotFoundError and runs a batch to completion."""
+    config = config_from("""
+        [batch]
+        poll_s = 0.1
+        [cache]
+        l2 = "off"
+        [providers.mock]
+        kind = "mock"
+        [models.gpt-4o-mini]
+        deployments = [{ provider = "mock" }]
+    """)
+    code = example().replace("nats://127.0.0.1:4222", nats_url)
+    async with batch_stack(nats_url, config):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            code,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=40)
+    assert proc.returncode == 0, err.decode()
+    lines = out.decode().splitlines()
+    assert "404 model_not_found" in lines
+    assert lines[-1] == "a 200"
+    assert "completed" in lines
