@@ -260,18 +260,16 @@ class Resilient:
             if retry_after is not None and retry_after > self._settings.retry_after_max_s:
                 return False
             walk.wait_s = max(backoff, retry_after or 0.0)
-        if walk.wait_s >= remaining:
-            return False
         # Moving on to a deployment this request has not tried adds no load to the failing
         # one, so it is free; coming back to one already tried spends the retry budget. (When
         # failover spent it too, 20 concurrent calls hitting a failing primary before its
         # breaker opened used it up, and callers got the primary's 502 beside a healthy
         # fallback: 6 of 300 in a fault run.)
         first_visit = walk.position < len(walk.candidates)
-        if not first_visit and not self._budget.try_retry():
-            return False
-        metrics.RETRIES.inc()
-        return True
+        allowed = walk.wait_s < remaining and (first_visit or self._budget.try_retry())
+        if allowed:
+            metrics.RETRIES.inc()
+        return allowed
 
 
 def _judge(breaker: CircuitBreaker, failure: BaseException | None, elapsed: float) -> None:
