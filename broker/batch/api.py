@@ -149,7 +149,7 @@ class BatchApi:
         try:
             tenant = self._tenant(msg.headers or {})
             body = decode_json(_json, msg.data) if msg.data else {}
-            if headers.PRIORITY in (msg.headers or {}):
+            if op in {"create", "submit"} and headers.PRIORITY in (msg.headers or {}):
                 body["priority"] = tenant.priority((msg.headers or {})[headers.PRIORITY])
             status, result = 200, await self._routes[op](body, tenant.name)
             data = _encoder.encode(result)
