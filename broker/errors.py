@@ -11,6 +11,7 @@
      ├── RateLimited         429  (tenant over its rpm/tpm; ``x-ratelimit-*`` headers)
      ├── NoProvider          503  (no worker subscribed: NATS no-responders)
      │    └── AllDeploymentsOpen  503  (every deployment and fallback open or over its limits)
+     ├── Overloaded          503  (the broker is full and the tenant holds its fair share)
      ├── DeadlineExceeded    504
      └── UpstreamFailed      the worker's status and envelope (a failure mid-stream)
 
@@ -35,6 +36,7 @@ __all__ = [
     "InvalidRequest",
     "ModelNotFound",
     "NoProvider",
+    "Overloaded",
     "PiiBlocked",
     "RateLimited",
     "RequestTooLarge",
@@ -153,6 +155,13 @@ class AllDeploymentsOpen(NoProvider):
     """Every deployment of the model and its fallbacks is open (or over its limits)."""
 
     code = "all_deployments_unavailable"
+
+
+class Overloaded(BrokerError):
+    """The broker is at ``max_in_flight`` and the tenant holds its fair share of it."""
+
+    status = 503
+    code = "overloaded"
 
 
 class DeadlineExceeded(BrokerError):

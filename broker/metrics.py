@@ -15,6 +15,9 @@ from prometheus_client.registry import Collector
 
 __all__ = [
     "BATCH_LINES",
+    "BATCH_QUEUE_DEPTH",
+    "BATCH_TENANT_LINES",
+    "BATCH_WAIT",
     "BREAKER_STATE",
     "CACHE_COALESCED",
     "CACHE_HITS",
@@ -34,6 +37,7 @@ __all__ = [
     "RETRIES",
     "SEMANTIC_HITS",
     "SEMANTIC_MISSES",
+    "SHED",
     "TIME_TO_FIRST_CHUNK",
     "TOKENS",
     "BreakerStateSource",
@@ -88,6 +92,28 @@ TIME_TO_FIRST_CHUNK = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 BATCH_LINES = Counter("llm_edge_batch_lines_total", "Batch lines finished, by outcome.", ["state"])
+# Per tenant: tenants are configured names (run-time key tenants are counted as "other").
+BATCH_QUEUE_DEPTH = Gauge(
+    "llm_edge_batch_queue_depth",
+    "Batch lines queued or running, by tenant (as seen by this broker).",
+    ["tenant"],
+)
+BATCH_TENANT_LINES = Counter(
+    "llm_edge_batch_tenant_lines_total",
+    "Batch line runs this broker ended, by tenant (rate() is lines per second).",
+    ["tenant"],
+)
+BATCH_WAIT = Histogram(
+    "llm_edge_batch_wait_seconds",
+    "Time from a line being queued to its first run, by tenant.",
+    ["tenant"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400),
+)
+SHED = Counter(
+    "llm_edge_shed_total",
+    "Interactive requests refused (503) because a saturated broker held the tenant's share.",
+    ["tenant"],
+)
 RETRIES = Counter("llm_edge_retries_total", "Attempts after the first, across deployments.")
 FAILOVERS = Counter(
     "llm_edge_failovers_total", "Attempts sent to another deployment than the last."

@@ -35,6 +35,7 @@ from broker.replies.sinks import ReplySink
 from broker.request import Prepared, Reply, RequestPreparer, error_reply, hit_reply
 from broker.tenancy.meter import Meter
 from broker.tenancy.pii_restore import RestoringSink
+from broker.tenancy.shares import InteractiveShares
 from broker.tenancy.tenants import TenantConfig
 from broker.upstream.calls import Upstream
 from broker.upstream.forward import StreamEvent
@@ -60,10 +61,12 @@ class ChatPipeline:
         upstream: provider calls with retries and failover.
         meter: admission, pricing, charging.
         record: request counter and log line.
-        max_in_flight: requests worked on at once (beyond it, callbacks wait).
+        max_in_flight: requests worked on at once (beyond it, callbacks wait, and a tenant
+            over its fair share of them is refused: :mod:`broker.tenancy.shares`).
         clock: the event loop's monotonic clock.
         repeats: answers a repeated request id from its first attempt (default: kept with
             :mod:`broker.repeats`' bounds).
+        label: a tenant's metric label.
     """
 
     def __init__(
@@ -77,6 +80,7 @@ class ChatPipeline:
         max_in_flight: int,
         clock: Callable[[], float],
         repeats: Repeats | None = None,
+        label: Callable[[TenantConfig], str] = lambda tenant: tenant.name,
     ) -> None:
         self._preparer = preparer
         self._repeats = repeats if repeats is not None else Repeats(clock)
@@ -86,6 +90,7 @@ class ChatPipeline:
         self._record = record
         self._clock = clock
         self._inflight = InFlight(max_in_flight)
+        self._shares = InteractiveShares(max_in_flight, lambda: len(self._inflight), label)
         #: (the caller's reply subject, request id) -> the request's task
         self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._nuid = NUID()
@@ -160,14 +165,34 @@ class ChatPipeline:
             return
         if prepared.restore:  # the caller gets its redacted values back; the cache does not
             sink = RestoringSink(sink, prepared.restore)
-        if self._meter.limits(prepared.tenant):  # waits on Redis
-            await self._inflight.spawn(self._guarded(prepared, sink, self._admitted))
-            return
-        hit = self._front.l1(prepared)
+        limited = self._meter.limits(prepared.tenant)  # waits on Redis
+        hit = None if limited else self._front.l1(prepared)
         if hit is not None:
             await self._guarded(prepared, sink, lambda p, s: self._serve_hit(s, p, hit, "HIT-L1"))
             return
-        await self._inflight.spawn(self._miss(prepared, sink))
+        work = (
+            self._guarded(prepared, sink, self._admitted) if limited else self._miss(prepared, sink)
+        )
+        if not reply_to:  # batch lines: the batch runner shares its own slots out
+            await self._inflight.spawn(work)
+            return
+        try:
+            self._shares.take(prepared.tenant)
+        except BrokerError as exc:
+            work.close()
+            self._record.count(prepared, "", exc.status)
+            await sink.error(
+                error_reply(exc), self._meta(prepared, "BYPASS"), streaming=prepared.stream
+            )
+            return
+        await self._inflight.spawn(self._given_back(prepared, work))
+
+    async def _given_back(self, prepared: Prepared, work: Awaitable[None]) -> None:
+        """Run an interactive request's work, then give its tenant's slot back."""
+        try:
+            await work
+        finally:
+            self._shares.give_back(prepared.tenant)
 
     async def _guarded(
         self,

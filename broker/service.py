@@ -37,7 +37,7 @@ from broker.status import BrokerStatus
 from broker.tenancy.budget import SpendLedger
 from broker.tenancy.limits import RateLimiter
 from broker.tenancy.meter import Meter
-from broker.tenancy.tenants import REDIS_KEYS, KeyRing
+from broker.tenancy.tenants import ANONYMOUS, REDIS_KEYS, KeyRing
 from broker.upstream.calls import Upstream
 from broker.upstream.forward import Forwarder
 from broker.upstream.resilience import Resilient
@@ -356,5 +356,6 @@ def assemble_pipeline(
         record=RequestRecord(config.broker, status),
         max_in_flight=config.broker.max_in_flight,
         clock=clock,
+        label=lambda t: t.name if t.name in config.tenants or t is ANONYMOUS else "other",
     )
     return pipeline, router

@@ -80,8 +80,9 @@ class BatchRoutes:
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> bool:
         """Serve the request if it is ours; ``False`` otherwise."""
         method, path = scope["method"], scope["path"].rstrip("/")
-        key = nats_headers(scope).get(headers.AUTHORIZATION)
-        auth = {headers.AUTHORIZATION: key} if key else {}
+        forwarded = nats_headers(scope)
+        passed = (headers.AUTHORIZATION, headers.PRIORITY)
+        auth = {name: forwarded[name] for name in passed if name in forwarded}
         file_match = _FILE.match(path)
         if path == "/v1/files" or file_match is not None:
             owner = await self._whoami(send, auth)

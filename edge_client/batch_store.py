@@ -5,7 +5,13 @@
 | ``llm_edge_files``              | object store | uploaded input files, output/error files  |
 | ``llm_edge_batches``            | KV           | ``batch.<id>``: the record; ``active.<id>`` |
 | ``llm_edge_batch_results``      | KV           | ``<batch>.<hash(custom_id)>``: one result  |
-| ``LLM_EDGE_BATCH_LINES``        | work queue   | ``llm.batch.line.<batch>``: one msg a line |
+| ``LLM_EDGE_BATCH_LINES``        | work queue   | ``llm.batch.line.<tenant>.<prio>.<batch>`` |
+
+One message a line. Each tenant's lines of each priority have a subject of their own, so a
+runner can pull them from a consumer of their own (see broker.batch.runner) and one tenant's
+flood never sits in front of another's lines. Lines queued by an older broker under
+``llm.batch.line.<batch>`` are moved to their batch's subject by
+:meth:`BatchStore.move_legacy_lines`.
 
 A line leaves the work queue only when acknowledged, and it is acknowledged only after its
 result is stored under a key derived from its ``custom_id``: a crash anywhere means a
@@ -15,6 +21,7 @@ redelivery, never a loss, and a redelivered line overwrites its own result, neve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -31,7 +38,15 @@ from edge_client.streams import ensure_key_value, ensure_object_store, ensure_st
 from schemas import subjects
 from schemas.batch import BatchRecord, FileObject, StoredFile
 
-__all__ = ["LINES_STREAM", "LINE_SUBJECT", "BatchStore", "Conflict"]
+__all__ = [
+    "LEGACY_CONSUMER",
+    "LINES_STREAM",
+    "LINE_SUBJECT",
+    "BatchStore",
+    "Conflict",
+    "line_subject",
+    "queue_of",
+]
 
 FILES_BUCKET = "llm_edge_files"
 BATCHES_BUCKET = "llm_edge_batches"
@@ -41,6 +56,24 @@ LINE_SUBJECT = "llm.batch.line"
 #: Results are kept this long after they are written (the output file outlives them).
 RESULTS_TTL_S = 7 * 24 * 3600
 PUBLISH_WINDOW = 256
+#: The one durable consumer of the old layout (``llm.batch.line.<batch>``), kept only to move
+#: lines still queued under it; its filter is narrowed to that layout, so it never overlaps a
+#: tenant's consumer (a work queue refuses overlapping consumers).
+LEGACY_CONSUMER = "llm-edge-batch-runner"
+
+
+def line_subject(tenant: str, priority: str, batch_id: str) -> str:
+    """The work-queue subject of a batch's lines."""
+    return f"{LINE_SUBJECT}.{tenant}.{priority}.{batch_id}"
+
+
+def queue_of(subject: str) -> tuple[str, str, str] | None:
+    """``(tenant, priority, batch)`` of a line subject; ``None`` for the old layout."""
+    parts = subject.split(".")
+    if len(parts) != 6:
+        return None
+    return parts[3], parts[4], parts[5]
+
 
 _record_decoder = msgspec.json.Decoder(BatchRecord)
 _file_decoder = msgspec.json.Decoder(StoredFile)
@@ -221,6 +254,9 @@ class BatchStore:
         batch_id: str,
         lines: Iterable[tuple[str, bytes]],
         pace: Callable[[], Awaitable[int]] | None = None,
+        *,
+        tenant: str = subjects.DEFAULT_TENANT,
+        priority: str = "normal",
     ) -> int:
         """Queue ``(custom_id, line)`` pairs; duplicates (a resumed validation) are dropped.
 
@@ -231,7 +267,7 @@ class BatchStore:
         Returns:
             How many lines were published.
         """
-        subject = f"{LINE_SUBJECT}.{batch_id}"
+        subject = line_subject(tenant, priority, batch_id)
         acks: list[asyncio.Future[api.PubAck]] = []
         count = 0
         window = PUBLISH_WINDOW
@@ -250,14 +286,71 @@ class BatchStore:
         return count
 
     async def remaining(self, batch_id: str) -> int:
-        """Lines of a batch not yet acknowledged."""
-        subject = f"{LINE_SUBJECT}.{batch_id}"
-        info = await self._js.stream_info(LINES_STREAM, subjects_filter=subject)
-        return int((info.state.subjects or {}).get(subject, 0))
+        """Lines of a batch not yet acknowledged (in either layout)."""
+        total = 0
+        for subject in (f"{LINE_SUBJECT}.*.*.{batch_id}", f"{LINE_SUBJECT}.{batch_id}"):
+            info = await self._js.stream_info(LINES_STREAM, subjects_filter=subject)
+            total += sum((info.state.subjects or {}).values())
+        return total
+
+    async def queued(self) -> dict[str, int]:
+        """Lines not yet acknowledged, by subject (the work queue's subject index)."""
+        info = await self._js.stream_info(LINES_STREAM, subjects_filter=f"{LINE_SUBJECT}.>")
+        return dict(info.state.subjects or {})
 
     async def purge_lines(self, batch_id: str) -> None:
         """Drop every queued line of a batch (cancel)."""
-        await self._js.purge_stream(LINES_STREAM, subject=f"{LINE_SUBJECT}.{batch_id}")
+        for subject in (f"{LINE_SUBJECT}.*.*.{batch_id}", f"{LINE_SUBJECT}.{batch_id}"):
+            await self._js.purge_stream(LINES_STREAM, subject=subject)
+
+    async def move_legacy_lines(self) -> int:
+        """Move lines queued in the old layout to their batch's tenant and priority subject.
+
+        A line is republished (with its original ``Nats-Msg-Id``) before the old copy is
+        acknowledged: a crash in between leaves both, and the line then runs twice, storing
+        the same result key twice: still exactly one result per ``custom_id``.
+
+        Returns:
+            How many lines were moved.
+        """
+        config = api.ConsumerConfig(
+            durable_name=LEGACY_CONSUMER,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=30,
+            max_deliver=-1,
+            filter_subject=f"{LINE_SUBJECT}.*",
+        )
+        with contextlib.suppress(JsNotFound):  # the old consumer filtered on every subject
+            info = await self._js.consumer_info(LINES_STREAM, LEGACY_CONSUMER)
+            if info.config.filter_subject != config.filter_subject:
+                await self._js.delete_consumer(LINES_STREAM, LEGACY_CONSUMER)
+        if not await self.queued_legacy():
+            return 0
+        await self._js.add_consumer(LINES_STREAM, config)
+        sub = await self._js.pull_subscribe_bind(durable=LEGACY_CONSUMER, stream=LINES_STREAM)
+        moved = 0
+        try:
+            while True:
+                try:
+                    msgs = await sub.fetch(256, timeout=0.5)
+                except TimeoutError:
+                    return moved
+                for msg in msgs:
+                    batch_id = msg.subject.rsplit(".", 1)[-1]
+                    record = await self.get(batch_id)
+                    if record is not None:
+                        subject = line_subject(record.tenant, record.priority, batch_id)
+                        await self._js.publish(subject, msg.data, headers=msg.headers)
+                    await msg.ack()
+                    moved += 1
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def queued_legacy(self) -> int:
+        """Lines still queued in the old layout."""
+        info = await self._js.stream_info(LINES_STREAM, subjects_filter=f"{LINE_SUBJECT}.*")
+        return sum((info.state.subjects or {}).values())
 
     # -- results -------------------------------------------------------------------------
 

@@ -106,12 +106,14 @@ class BatchRecord(msgspec.Struct):
             (renewed while the step runs, released when it fails).
         lease_owner: the claim holding the lease (a token per claim).
         tenant: whose batch it is.
+        priority: ``high``, ``normal`` or ``low`` (``Llm-Priority``, capped by the tenant).
     """
 
     batch: BatchObject
     lease_until: float = 0.0
     tenant: str = "default"
     lease_owner: str = ""
+    priority: str = "normal"
 
 
 class FileObject(msgspec.Struct):

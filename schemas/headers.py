@@ -22,6 +22,8 @@ __all__ = [
     "HEADER_ROOM",
     "KEEPALIVE_MS",
     "MAX_VALUE_BYTES",
+    "PRIORITIES",
+    "PRIORITY",
     "PROVIDER",
     "RATELIMIT",
     "RATELIMIT_LIMIT_REQUESTS",
@@ -69,6 +71,11 @@ TRACEPARENT = "traceparent"
 STATUS = "Llm-Status"
 #: Seconds, on 429/503 replies.
 RETRY_AFTER = "Retry-After"
+#: ``high``, ``normal`` (the default) or ``low`` on a batch request: a tenant's batches run
+#: in that order, capped by its ``max_priority``.
+PRIORITY = "Llm-Priority"
+#: The values of :data:`PRIORITY`, first served first.
+PRIORITIES = ("high", "normal", "low")
 #: OpenAI's rate-limit headers on a tenant's 429: its limits per minute, what is left of them,
 #: and when the window resets (``12s``).
 RATELIMIT_LIMIT_REQUESTS = "x-ratelimit-limit-requests"

@@ -149,6 +149,8 @@ class BatchApi:
         try:
             tenant = self._tenant(msg.headers or {})
             body = decode_json(_json, msg.data) if msg.data else {}
+            if op in {"create", "submit"} and headers.PRIORITY in (msg.headers or {}):
+                body["priority"] = tenant.priority((msg.headers or {})[headers.PRIORITY])
             status, result = 200, await self._routes[op](body, tenant.name)
             data = _encoder.encode(result)
         except BrokerError as exc:  # 401 from the key check
@@ -172,6 +174,9 @@ class BatchApi:
         if self._keys is None:
             return ANONYMOUS
         return self._keys.authenticate(hdrs.get(headers.AUTHORIZATION))
+
+    def _tenant_named(self, name: str) -> TenantConfig:
+        return ANONYMOUS if self._keys is None else self._keys.named(name)
 
     async def whoami(self, body: dict[str, Any], tenant: str) -> dict[str, str]:
         """The caller's tenant (the bridge asks before it touches files)."""
@@ -207,7 +212,8 @@ class BatchApi:
             expires_at=now + seconds,
             metadata={str(k): str(v) for k, v in metadata.items()} if metadata else None,
         )
-        await self._store.create(BatchRecord(batch=batch, tenant=tenant))
+        priority = self._tenant_named(tenant).priority(body.get("priority"))
+        await self._store.create(BatchRecord(batch=batch, tenant=tenant, priority=priority))
         self._lifecycle.spawn(self._lifecycle.validate(batch.id))
         return batch
 

@@ -276,7 +276,13 @@ class Lifecycle:
                     return missing
             outcome = await validate_file(path, batch.endpoint)
             if not outcome.errors:
-                await self._store.publish_lines(batch.id, iter_lines(path), self._give_way)
+                await self._store.publish_lines(
+                    batch.id,
+                    iter_lines(path),
+                    self._give_way,
+                    tenant=record.tenant,
+                    priority=record.priority,
+                )
         return outcome
 
     async def _give_way(self) -> int:

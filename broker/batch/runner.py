@@ -1,14 +1,17 @@
 """Runs queued batch lines through the broker pipeline (cache, routing, breakers, retries).
 
-Every broker process pulls from one durable work-queue consumer, so lines spread over all
-brokers. A line is acknowledged only after its result is stored; retryable failures are
-redelivered with backoff, and a line that keeps failing is dead-lettered to the error file
-with its last error. A rate-limited line (429: the tenant's limit or the provider's) is not a
-failure: it waits for ``Retry-After`` and runs again, for as long as the completion window
-lasts. Nor is a line whose provider is unavailable (503: no worker, every deployment open;
-504: out of time): it waits with backoff and runs again while the window lasts, so a worker
-outage slows a batch down instead of filling its error file. Only errors that retrying
-cannot fix (4xx) and failures that keep recurring (``max_deliver``) are dead-lettered.
+Every tenant's lines of each priority have their own work-queue subject and durable consumer;
+every broker pulls from all of them, giving each tenant its weighted share of line slots
+(:mod:`broker.batch.fairshare`), so lines spread over all brokers and one tenant's flood never
+delays another's batch by more than its share. A line is acknowledged only after its result is
+stored; retryable failures are redelivered with backoff, and a line that keeps failing is dead-
+lettered to the error file with its last error. A rate-limited line (429: the tenant's limit or
+the provider's) is not a failure: it waits for ``Retry-After`` and runs again, for as long as
+the completion window lasts. Nor is a line whose provider is unavailable (503: no worker, every
+deployment open; 504: out of time): it waits with backoff and runs again while the window
+lasts, so a worker outage slows a batch down instead of filling its error file. Only errors
+that retrying cannot fix (4xx) and failures that keep recurring (``max_deliver``) are
+dead-lettered.
 """
 
 from __future__ import annotations
@@ -24,17 +27,19 @@ import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
-from nats.js import api
+from nats.js import JetStreamContext, api
 
 from broker import metrics
+from broker.batch.fairshare import Queue, SlotShares
 from broker.batch.settings import BatchSettings
 from broker.replies.sinks import ReplySink
 from broker.request import Reply
 from broker.tenancy.tenants import KeyRing, TenantConfig
-from edge_client.batch_store import LINE_SUBJECT, LINES_STREAM, BatchStore, result_key
+from edge_client.batch_store import LINES_STREAM, BatchStore, line_subject, result_key
 from edge_runtime.process import InFlight
 from schemas import ChatCompletionChunk, StreamEnd, headers
 from schemas.batch import BatchRecord, BatchStatus, InputLine
+from schemas.subjects import DEFAULT_TENANT
 
 __all__ = [
     "CONSUMER",
@@ -50,9 +55,15 @@ log = logging.getLogger("llm_edge.batch")
 #: ``ChatPipeline.handle``: body, headers, where the answer goes, the tenant it runs as.
 LineHandler = Callable[[bytes, dict[str, str], ReplySink, TenantConfig | None], Awaitable[None]]
 
-CONSUMER = "llm-edge-batch-runner"
+#: Prefix of the durable consumers, one per tenant and priority: ``<prefix>-<tenant>-<prio>``.
+CONSUMER = "llm-edge-batch"
 #: Longest wait of one pull (also how long a graceful stop may take to stop pulling).
 FETCH_S = 0.25
+#: How long a pull waits on a queue the subject index said had lines (the rest may be in
+#: flight on other brokers): short, so an empty queue never holds up another tenant's.
+EMPTY_FETCH_S = 0.05
+#: How often the queued lines per tenant are read (and how soon a new batch is seen).
+REFRESH_S = 0.2
 #: Longest wait before a rate-limited or unavailable line is tried again.
 MAX_RATE_LIMIT_WAIT_S = 60.0
 #: Statuses that say "not now" rather than "this line is wrong": no worker or no open
@@ -180,22 +191,20 @@ class BatchRunner:
         self.progress: dict[str, Counter[str]] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._shares = SlotShares(settings.concurrency, self._weight)
+        self._subs: dict[Queue, JetStreamContext.PullSubscription] = {}
+        self._depth: dict[str, int] = {}
+        self._refreshed = 0.0
 
     async def start(self) -> None:
-        """Bind the durable consumer and start pulling."""
-        config = api.ConsumerConfig(
-            durable_name=CONSUMER,
-            ack_policy=api.AckPolicy.EXPLICIT,
-            ack_wait=self._settings.ack_wait_s,
-            # Unlimited on the server: a line whose deliveries were used up by crashes would
-            # otherwise sit in the queue forever. The runner dead-letters at max_deliver.
-            max_deliver=-1,
-            max_ack_pending=max(1000, self._settings.concurrency * 8),
-            filter_subject=f"{LINE_SUBJECT}.>",
-        )
-        js = self._nc.jetstream()
-        await js.add_consumer(LINES_STREAM, config)  # creates, or updates changed settings
-        self._sub = await js.pull_subscribe_bind(durable=CONSUMER, stream=LINES_STREAM)
+        """Move lines of the old layout, then start pulling from every tenant's queues."""
+        try:
+            moved = await self._store.move_legacy_lines()
+        except Exception:  # the lines stay queued; the next start moves them
+            log.warning("batch lines of the old layout were not moved", exc_info=True)
+        else:
+            if moved:
+                log.info("moved %d queued batch lines to their tenant's queue", moved)
         self._stopping = False
         self._task = asyncio.create_task(self._pull(), name="batch-runner")
 
@@ -214,30 +223,94 @@ class BatchRunner:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
         await self._inflight.drain(grace_s)
-        with contextlib.suppress(Exception):  # a subscription left behind stalls nc.drain()
-            await self._sub.unsubscribe()
+        for sub in self._subs.values():  # a subscription left behind stalls nc.drain()
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    def _weight(self, tenant: str) -> float:
+        return self._keys.named(tenant).weight if self._keys is not None else 1.0
+
+    def _label(self, tenant: str) -> str:
+        """A metric label: configured tenant names only (run-time key tenants are ``other``)."""
+        if self._keys is None or tenant in self._keys.tenants or tenant == DEFAULT_TENANT:
+            return tenant
+        return "other"
+
+    async def _consumer(self, queue: Queue) -> JetStreamContext.PullSubscription:
+        """The durable consumer of one tenant's lines of one priority (made on first use)."""
+        sub = self._subs.get(queue)
+        if sub is not None:
+            return sub
+        tenant, priority = queue
+        name = f"{CONSUMER}-{tenant}-{priority}"
+        config = api.ConsumerConfig(
+            durable_name=name,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=self._settings.ack_wait_s,
+            # Unlimited on the server: a line whose deliveries were used up by crashes would
+            # otherwise sit in the queue forever. The runner dead-letters at max_deliver.
+            max_deliver=-1,
+            max_ack_pending=max(1000, self._settings.concurrency * 8),
+            filter_subject=line_subject(tenant, priority, "*"),
+        )
+        js = self._nc.jetstream()
+        await js.add_consumer(LINES_STREAM, config)  # creates, or updates changed settings
+        sub = await js.pull_subscribe_bind(durable=name, stream=LINES_STREAM)
+        self._subs[queue] = sub
+        return sub
+
+    async def _refresh(self) -> None:
+        """Read how many lines each tenant has queued (and publish it as a metric)."""
+        depth = self._shares.refresh(await self._store.queued())
+        for tenant in set(self._depth) - set(depth):
+            metrics.BATCH_QUEUE_DEPTH.labels(self._label(tenant)).set(0)
+        for tenant, lines in depth.items():
+            metrics.BATCH_QUEUE_DEPTH.labels(self._label(tenant)).set(lines)
+        self._depth = depth
+        self._refreshed = time.monotonic()
+
+    def _want(self) -> int:
+        """Line slots to fill now (few while interactive requests arrive)."""
+        want = min(64, self._inflight.free)
+        if self._interactive():  # interactive traffic first: run only a few lines
+            want = min(want, self._settings.yield_concurrency - len(self._inflight))
+        return want
 
     async def _pull(self) -> None:
         while not self._stopping:
-            want = min(64, self._inflight.free)
-            if self._interactive():  # interactive traffic first: run only a few lines
-                want = min(want, self._settings.yield_concurrency - len(self._inflight))
-                if want <= 0:
-                    await asyncio.sleep(YIELD_POLL_S)
-                    continue
+            want = self._want()
             if want <= 0:
-                await self._inflight.slot_free()
+                if self._inflight.free <= 0:
+                    await self._inflight.slot_free()
+                else:
+                    await asyncio.sleep(YIELD_POLL_S)
                 continue
             try:
-                msgs = await self._sub.fetch(want, timeout=FETCH_S)
-            except (TimeoutError, NatsTimeout):
-                continue
+                await self._pull_once(want)
             except Exception:
                 log.warning("batch fetch failed; retrying", exc_info=True)
                 await asyncio.sleep(1)
-                continue
-            for msg in msgs:
-                await self._inflight.spawn(self._process(msg))
+
+    async def _pull_once(self, want: int) -> None:
+        """Fetch lines for the tenant furthest below its share and start them."""
+        if time.monotonic() - self._refreshed >= REFRESH_S:
+            await self._refresh()
+        pick = self._shares.next(want)
+        if pick is None:  # nothing queued that is not already running
+            await asyncio.sleep(REFRESH_S)
+            await self._refresh()
+            return
+        queue, count = pick
+        sub = await self._consumer(queue)
+        try:
+            msgs = await sub.fetch(count, timeout=EMPTY_FETCH_S)
+        except (TimeoutError, NatsTimeout):
+            self._shares.drained(queue)
+            return
+        tenant = queue[0]
+        for msg in msgs:
+            self._shares.started(tenant)
+            await self._inflight.spawn(self._process(msg, tenant))
 
     async def _record(self, batch_id: str) -> BatchRecord | None:
         """The batch record, cached for a second (cancel is seen within that)."""
@@ -249,8 +322,19 @@ class BatchRunner:
         self._records[batch_id] = (now, record)
         return record
 
-    async def _process(self, msg: Msg) -> None:
+    async def _process(self, msg: Msg, tenant: str) -> None:
         batch_id = msg.subject.rsplit(".", 1)[-1]
+        label = self._label(tenant)
+        if msg.metadata.num_delivered == 1 and msg.metadata.timestamp is not None:
+            waited = self._clock() - msg.metadata.timestamp.timestamp()
+            metrics.BATCH_WAIT.labels(label).observe(max(0.0, waited))
+        try:
+            await self._process_line(msg, batch_id)
+        finally:
+            self._shares.finished(tenant)
+            metrics.BATCH_TENANT_LINES.labels(label).inc()
+
+    async def _process_line(self, msg: Msg, batch_id: str) -> None:
         try:
             record = await self._record(batch_id)
             if record is None or record.batch.status in _STOPPED:

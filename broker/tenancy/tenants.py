@@ -17,7 +17,7 @@ from typing import Any
 from broker.errors import Unauthorized
 from broker.tenancy.pii import PiiMode
 from edge_runtime.tables import check_keys, field_names
-from schemas import subjects
+from schemas import headers, subjects
 
 __all__ = [
     "ANONYMOUS",
@@ -53,6 +53,10 @@ class TenantConfig:
         pii_restore: with ``redact``, put the caller's values back into its reply.
         budget_usd: spend cap per ``budget_period`` (``day`` or ``month``), or none.
         admin: the tenant's keys also open the operator console.
+        weight: the tenant's share of batch line slots and, when a broker is saturated, of
+            its interactive ``max_in_flight``, relative to the other tenants with work.
+        max_priority: the highest ``Llm-Priority`` its batches may ask for (``high``,
+            ``normal``, ``low``); a higher one is lowered to it.
     """
 
     name: str
@@ -64,6 +68,20 @@ class TenantConfig:
     budget_usd: float | None = None
     budget_period: str = "month"
     admin: bool = False
+    weight: float = 1.0
+    max_priority: str = "normal"
+
+    def priority(self, asked: str | None) -> str:
+        """The priority a batch of this tenant runs at: ``asked``, capped by ``max_priority``.
+
+        Raises:
+            ValueError: ``asked`` is not ``high``, ``normal`` or ``low``.
+        """
+        asked = (asked or "normal").strip().lower()
+        if asked not in headers.PRIORITIES:
+            raise ValueError("priority must be high, normal or low")
+        order = headers.PRIORITIES
+        return order[max(order.index(asked), order.index(self.max_priority))]
 
     @classmethod
     def from_mapping(cls, name: str, raw: Mapping[str, Any]) -> TenantConfig:
@@ -89,12 +107,20 @@ class TenantConfig:
             budget_usd=float(budget) if budget is not None else None,
             budget_period=str(raw.get("budget_period", "month")),
             admin=raw.get("admin", False),
+            weight=raw.get("weight", 1.0),
+            max_priority=str(raw.get("max_priority", "normal")),
         )
         for flag in ("pii_restore", "admin"):
             if not isinstance(getattr(tenant, flag), bool):
                 raise ValueError(f"tenants.{name}.{flag} must be true or false")  # noqa: TRY004
         if tenant.pii_restore and tenant.pii is not PiiMode.REDACT:
             raise ValueError(f'tenants.{name}.pii_restore needs pii = "redact"')
+        if isinstance(tenant.weight, bool) or not isinstance(tenant.weight, int | float):
+            raise ValueError(f"tenants.{name}.weight must be a number")  # noqa: TRY004
+        if not 0 < tenant.weight <= 1000:
+            raise ValueError(f"tenants.{name}.weight must be > 0 and <= 1000")
+        if tenant.max_priority not in headers.PRIORITIES:
+            raise ValueError(f"tenants.{name}.max_priority must be high, normal or low")
         if tenant.budget_period not in {"day", "month"}:
             raise ValueError(f"tenants.{name}.budget_period must be day or month")
         if tenant.budget_usd is not None and tenant.budget_usd < 0:

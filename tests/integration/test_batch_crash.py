@@ -150,7 +150,7 @@ kind = "mock"
 [models.mock]
 deployments = [{ provider = "mock" }]
 """
-NAK_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MSG_NAKED.LLM_EDGE_BATCH_LINES.llm-edge-batch-runner"
+NAK_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MSG_NAKED.LLM_EDGE_BATCH_LINES.*"
 
 
 async def test_worker_outage_delays_lines_instead_of_failing_them(
