@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-import numpy as np
 from nats.aio.client import Client
 from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KeyValue
@@ -152,6 +151,8 @@ class SemanticIndex:
         bucket = self._buckets.get(context)
         if bucket is None:
             return None
+        import numpy as np  # noqa: PLC0415  (loaded only when the tier is on: ~25 MiB)
+
         if bucket.matrix is None:
             bucket.matrix = np.stack([np.frombuffer(e.vector, np.float32) for e in bucket.entries])
         scores = bucket.matrix @ vector
