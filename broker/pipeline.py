@@ -298,6 +298,17 @@ class ChatPipeline:
         await sink.whole(reply, self._meta(prepared, outcome.cache))
         provider = reply.headers.get(headers.PROVIDER, "") if outcome.fresh else "cache"
         self._record.count(prepared, provider, reply.status)
+        if not outcome.cache.startswith("HIT") or self._record.logs_hits:
+            # logged as the caller got it (a coalesced copy like a miss: its caller waited
+            # like one), before the write-back: the line measures what the caller waited
+            self._record.log(
+                prepared,
+                status=reply.status,
+                cache=outcome.cache,
+                reply_headers=reply.headers,
+                started=perf_started,
+                usage=charge.usage if charge is not None else None,
+            )
         if outcome.fresh:
             elapsed = self._clock() - started
             metrics.REQUEST_DURATION.labels(provider, prepared.model.name).observe(elapsed)
@@ -306,16 +317,6 @@ class ChatPipeline:
             await self._front.write_back(prepared, reply)
             if not budgeted:
                 await self._meter.charge(prepared, charge)
-        elif outcome.cache.startswith("HIT") and not self._record.logs_hits:
-            return  # a coalesced copy is logged like a miss: its caller waited like one
-        self._record.log(
-            prepared,
-            status=reply.status,
-            cache=outcome.cache,
-            reply_headers=reply.headers,
-            started=perf_started,
-            usage=charge.usage if charge is not None else None,
-        )
 
     async def _stream_miss(self, prepared: Prepared, sink: ReplySink) -> None:
         started = self._clock()

@@ -241,13 +241,18 @@ async def test_coalesced_requests_write_their_log_line(
     await until_upstream_called(fake_openai)  # the follower joins while the leader waits
     await ask(stack, chat("log me"), namespace, **{headers.REQUEST_ID: ids[1]})
     await leader
-    lines = {
-        r.fields["request_id"]: r.fields  # type: ignore[attr-defined]
-        for r in caplog.records
-        if getattr(r, "fields", {}).get("request_id") in ids
-    }
-    assert set(lines) == set(ids)
-    assert sorted(bool(f.get("coalesced")) for f in lines.values()) == [False, True]
+
+    def lines() -> dict[str, dict[str, object]]:
+        return {
+            r.fields["request_id"]: r.fields  # type: ignore[attr-defined]
+            for r in caplog.records
+            if getattr(r, "fields", {}).get("request_id") in ids
+        }
+
+    async with asyncio.timeout(5):  # each line is written as its reply goes out
+        while set(lines()) != set(ids):  # noqa: ASYNC110  (log records have no event)
+            await asyncio.sleep(0.01)
+    assert sorted(bool(f.get("coalesced")) for f in lines().values()) == [False, True]
 
 
 async def test_redis_outage_and_recovery(
