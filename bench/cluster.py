@@ -7,7 +7,9 @@ in one run: on a single nats-server with ``[nats] replicas = 1``, then on a 3-se
 - interactive misses with the NATS KV L2 (a unique prompt per request: an L2 read that misses,
   the worker's answer, the L2 write): sequential p50/p99, then 64 in flight for a fixed time
   (req/s, p50/p99), with the CPU each process spent per request;
-- a batch of ``--lines`` lines (lines/s from ``llm.batch.create`` to ``completed``).
+- a batch of ``--lines`` lines (lines/s from ``llm.batch.create`` to ``completed``);
+- on the single server only, the miss path without the cache (``no-cache, no-store``), with
+  the CPU per process: what one broker and one worker cost per request.
 
 Every figure is printed beside its R3/R1 ratio. 127.0.0.1 only; each measurement is a fixed
 duration (``--seconds``) or count (``--lines``).
