@@ -234,10 +234,17 @@ class ChatPipeline:
         return meta
 
     async def _serve_hit(
-        self, sink: ReplySink, prepared: Prepared, hit: CachedReply, cache_status: str
+        self,
+        sink: ReplySink,
+        prepared: Prepared,
+        hit: CachedReply,
+        cache_status: str,
+        extra: dict[str, str] | None = None,
     ) -> None:
         self._record.count(prepared, "cache", 200)
         reply = hit_reply(hit)
+        if extra:
+            reply.headers.update(extra)
         saved = self._meter.saved(prepared, hit)
         if saved is not None:
             reply.headers[headers.COST_SAVED] = f"{saved:.6f}"
@@ -320,9 +327,9 @@ class ChatPipeline:
 
     async def _stream_miss(self, prepared: Prepared, sink: ReplySink) -> None:
         started = self._clock()
-        hit = await self._front.l2(prepared)
-        if hit is not None:
-            await self._serve_hit(sink, prepared, hit, "HIT-L2")
+        stored = await self._front.stored(prepared)
+        if stored is not None:
+            await self._serve_hit(sink, prepared, stored.entry, stored.cache, stored.headers)
             return
         perf_started = self._record.now()
         meta = self._meta(prepared, "MISS" if prepared.key is not None else "BYPASS")

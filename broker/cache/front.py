@@ -20,11 +20,20 @@ from broker.request import Prepared, Reply, error_reply, hit_reply
 from edge_runtime.tracing import span
 from schemas import headers
 
-__all__ = ["Outcome", "ReadThrough"]
+__all__ = ["Outcome", "ReadThrough", "Stored"]
 
 Fetch = Callable[[], Awaitable[Reply]]
 #: How many leaders in a row a request follows before it runs on its own.
 FOLLOW_ROUNDS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A stored answer a stream is served from, its ``X-Cache`` value and extra headers."""
+
+    entry: CachedReply
+    cache: str
+    headers: dict[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +154,31 @@ class ReadThrough:
         return Outcome(reply, "MISS", fresh=True)
 
     async def _semantic(self, prepared: Prepared) -> Outcome | None:
-        """An earlier answer to a reworded question (L3), read by its exact key."""
+        """An earlier answer to a reworded question (L3), as a whole reply."""
+        similar = await self._similar(prepared)
+        if similar is None:
+            return None
+        hit, similarity = similar
+        reply = hit_reply(hit)
+        reply.headers[headers.SEMANTIC_SIMILARITY] = similarity
+        return Outcome(reply, "HIT-SEMANTIC", fresh=False)
+
+    async def stored(self, prepared: Prepared) -> Stored | None:
+        """What a stream may be served from before one is opened: its L2 entry, else an
+        earlier answer to a reworded question (L3)."""
+        hit = await self.l2(prepared)
+        if hit is not None:
+            return Stored(hit, "HIT-L2", {})
+        if self._cache is None or prepared.key is None or prepared.directives.no_cache:
+            return None
+        similar = await self._similar(prepared)
+        if similar is None:
+            return None
+        return Stored(similar[0], "HIT-SEMANTIC", {headers.SEMANTIC_SIMILARITY: similar[1]})
+
+    async def _similar(self, prepared: Prepared) -> tuple[CachedReply, str] | None:
+        """The answer of the most similar earlier question (read by its exact key, so an
+        expired or purged answer serves nobody) and the similarity, or ``None``."""
         assert self._cache is not None
         semantic = self._cache.semantic
         if semantic is None:
@@ -156,13 +189,11 @@ class ReadThrough:
                 metrics.SEMANTIC_MISSES.inc()
                 return None
             hit = self._cache.get_l1(match.answer) or await self._cache.get_l2(match.answer)
-        if hit is None:  # the answer expired or was purged: its question serves nobody
+        if hit is None:
             metrics.SEMANTIC_MISSES.inc()
             return None
         metrics.SEMANTIC_HITS.inc()
-        reply = hit_reply(hit)
-        reply.headers[headers.SEMANTIC_SIMILARITY] = f"{match.similarity:.4f}"
-        return Outcome(reply, "HIT-SEMANTIC", fresh=False)
+        return hit, f"{match.similarity:.4f}"
 
     def keep(self, prepared: Prepared, reply: Reply) -> CachedReply | None:
         """Write an answer to L1 if it may be kept; returns the entry for :meth:`write_back`."""

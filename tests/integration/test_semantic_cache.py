@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from broker.cache.semantic import SemanticCache
+from edge_client.chat import stream_messages
 from schemas import headers
 from tests.integration.test_cache import chat, config
 from tests.support.servers import RedisServer
@@ -76,4 +77,28 @@ async def test_paraphrase_hits_in_the_other_broker(
         assert cache is not None
         await cache.purge(f"default:{namespace}:")
     assert (await _ask(two, "Which city is France's capital?", namespace))[0] == "MISS"
+    assert len(fake_openai.received) == upstream_calls + 1
+
+
+async def test_streamed_paraphrase_is_served_from_the_semantic_tier(
+    two: Stack, fake_openai: FakeOpenAI, namespace: str
+) -> None:
+    """A streamed reworded question replays an earlier answer (HIT-SEMANTIC) without an
+    upstream call, and its hard negative opens a stream upstream."""
+    assert (await _ask(two, "How many legs does a spider have?", namespace))[0] == "MISS"
+    await _seen_by_all(two, f"default:{namespace}:")
+    upstream_calls = len(fake_openai.received)
+    hdrs = {headers.CACHE_NAMESPACE: namespace}
+    messages = stream_messages(
+        two.nc, chat("How many legs do spiders have?", stream=True), request_headers=hdrs
+    )
+    seen = [msg.headers or {} async for msg in messages]
+    assert seen[-1][headers.STREAM] == "end"
+    assert {h[headers.CACHE] for h in seen} == {"HIT-SEMANTIC"}
+    assert float(seen[0][headers.SEMANTIC_SIMILARITY]) >= 0.9
+    assert len(fake_openai.received) == upstream_calls
+    negative = stream_messages(
+        two.nc, chat("How many legs does a beetle have?", stream=True), request_headers=hdrs
+    )
+    assert {(m.headers or {})[headers.CACHE] async for m in negative} == {"MISS"}
     assert len(fake_openai.received) == upstream_calls + 1
