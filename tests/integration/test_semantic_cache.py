@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from broker.cache.semantic import SemanticCache
+from broker.tenancy.tenants import hash_key
 from edge_client.chat import stream_messages
 from schemas import headers
 from tests.integration.test_cache import chat, config
@@ -102,3 +103,43 @@ async def test_streamed_paraphrase_is_served_from_the_semantic_tier(
     )
     assert {(m.headers or {})[headers.CACHE] async for m in negative} == {"MISS"}
     assert len(fake_openai.received) == upstream_calls + 1
+
+
+KEY_A, KEY_B = "sk-edge-semantic-tenant-a", "sk-edge-semantic-tenant-b"
+
+
+async def test_one_tenants_answers_never_serve_another(
+    nats_url: str, redis_server: RedisServer, fake_openai: FakeOpenAI, namespace: str
+) -> None:
+    """A reworded question hits only the tenant that asked first; another tenant goes
+    upstream."""
+    tenants = f"""
+        [tenants.a]
+        keys = ["{hash_key(KEY_A)}"]
+        [tenants.b]
+        keys = ["{hash_key(KEY_B)}"]
+    """
+    cfg = config_from(config(fake_openai.base_url, extra=SEMANTIC) + tenants)
+    stack = await start_stack(nats_url, cfg, redis_url=redis_server.url)
+    try:
+
+        async def ask(text: str, key: str) -> str:
+            hdrs = {headers.CACHE_NAMESPACE: namespace, headers.AUTHORIZATION: f"Bearer {key}"}
+            msg = await stack.nc.request("llm.chat", chat(text), timeout=20, headers=hdrs)
+            assert msg.headers is not None
+            assert msg.headers[headers.STATUS] == "200", msg.data
+            return msg.headers[headers.CACHE]
+
+        assert await ask("What is the boiling point of water at sea level?", KEY_A) == "MISS"
+        semantic = _semantic(stack, 0)
+        async with semantic.changed:
+            await asyncio.wait_for(
+                semantic.changed.wait_for(lambda: semantic.index.ids(f"a:{namespace}:")), 10
+            )
+        reworded = "At sea level, what is the boiling point of water?"
+        assert await ask(reworded, KEY_B) == "MISS"
+        assert await ask("What's the boiling point of water at sea level?", KEY_A) == (
+            "HIT-SEMANTIC"
+        )
+    finally:
+        await stack.stop()
