@@ -109,6 +109,9 @@ class WorkerService:
         self._micro: Service | None = None
         #: reply subject -> (keepalive interval, when the last message went there)
         self._alive: dict[str, tuple[float, float]] = {}
+        #: Calls answered and, of those, failed (the console's requests/s and errors).
+        self.answered = 0
+        self.errors = 0
         self._ticker: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -127,7 +130,12 @@ class WorkerService:
             self._nc,
             f"worker-{self._provider.name}",
             [self.subject],
-            lambda: {"in_flight": len(self._inflight), "provider": self._provider.name},
+            lambda: {
+                "in_flight": len(self._inflight),
+                "provider": self._provider.name,
+                "requests": self.answered,
+                "errors": self.errors,
+            },
         )
 
     async def stop(self, drain_timeout: float = 10.0) -> None:
@@ -220,9 +228,15 @@ class WorkerService:
                 async with asyncio.timeout(request.timeout_s):
                     body = await self._provider.complete(request)
         except Exception as exc:
+            self._count(failed=True)
             await self._reply(reply, *failure(exc, self._provider.name, request.timeout_s))
             return
+        self._count(failed=False)
         await self._reply(reply, 200, body)
+
+    def _count(self, *, failed: bool) -> None:
+        self.answered += 1
+        self.errors += failed
 
     async def _stream(self, reply: str, request: ProviderRequest) -> None:
         seq = 0
@@ -243,10 +257,12 @@ class WorkerService:
                         )
                         seq += 1
         except Exception as exc:
+            self._count(failed=True)
             status, body, extra = failure(exc, self._provider.name, request.timeout_s)
             extra.update({headers.STREAM: "error", headers.SEQ: str(seq)})
             await self._reply(reply, status, body, extra)
             return
+        self._count(failed=False)
         await self._reply(
             reply, 200, _encoder.encode(end), {headers.STREAM: "end", headers.SEQ: str(seq)}
         )

@@ -8,6 +8,7 @@ a thread (``asyncio.to_thread``) while the loop keeps serving.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -237,3 +238,25 @@ async def test_console_needs_an_admin_key(stack: Stack) -> None:
         page = await http.get("/console")
     assert (team.status_code, anonymous.status_code, admin.status_code) == (403, 401, 200)
     assert "LLM Edge console" in page.text
+
+
+async def test_console_counts_each_workers_calls(stack: Stack) -> None:
+    """Worker rows show the calls each worker answered, so an operator sees which serves."""
+    assert stack.bridge is not None
+    for i in range(3):
+        body = {"model": "mock", "messages": [{"role": "user", "content": f"count me {i}"}]}
+        msg = await stack.nc.request(
+            "llm.chat",
+            json.dumps(body).encode(),
+            timeout=10,
+            headers={"Authorization": f"Bearer {TEAM_KEY}", "Cache-Control": "no-cache"},
+        )
+        assert (msg.headers or {})["Llm-Status"] == "200"
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.bridge.port}") as http:
+        state = await http.get(
+            "/console/api/state", headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+        )
+    workers = {s["role"]: s for s in state.json()["services"] if s["role"].startswith("worker")}
+    assert workers["worker-primary"]["requests"] == 3
+    assert workers["worker-primary"]["errors"] == 0
+    assert workers["worker-backup"]["requests"] == 0
