@@ -35,6 +35,7 @@ from broker.cache.response import ResponseCache
 from broker.config import Config
 from broker.status import BrokerStatus
 from broker.tenancy.budget import BY_MODEL_PREFIX, SPEND_PREFIX, period_key
+from broker.tenancy.limits import window_keys
 from broker.tenancy.tenants import REDIS_KEYS, KeyRing, hash_key, new_key
 from broker.upstream.router import Router
 from schemas import error_body, headers, subjects
@@ -242,6 +243,7 @@ class ConsoleEndpoints:
             suffix = f"{tenant['name']}:{label}"
             total = await self._redis.get(SPEND_PREFIX + suffix)
             by_model = await self._redis.hgetall(BY_MODEL_PREFIX + suffix)
+            used = await self._redis.mget(window_keys(tenant["name"], int(now // 60)))
             out.append(
                 {
                     "tenant": tenant["name"],
@@ -252,6 +254,9 @@ class ConsoleEndpoints:
                     "by_model": {_text(k): float(v) for k, v in by_model.items()},
                     "rpm": tenant["rpm"],
                     "tpm": tenant["tpm"],
+                    # this minute's counts, shared by every broker (tenants with limits)
+                    "rpm_used": int(used[0] or 0),
+                    "tpm_used": int(used[1] or 0),
                 }
             )
         return {"tenants": out, "shared": True}

@@ -23,7 +23,7 @@ from schemas import ChatRequest, headers
 if TYPE_CHECKING:  # the client is injected; importing redis costs ~80 ms at start
     import redis.asyncio as redis
 
-__all__ = ["InputLimits", "RateLimiter", "Usage"]
+__all__ = ["InputLimits", "RateLimiter", "Usage", "window_keys"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -114,7 +114,7 @@ class RateLimiter:
         reset = 60 - now % 60
         script = self._script
         if script is not None:
-            keys = [f"llm-edge:rl:{tenant}:{minute}:r", f"llm-edge:rl:{tenant}:{minute}:t"]
+            keys = list(window_keys(tenant, minute))
             try:
                 ok, requests, used = await self.guard.call(
                     lambda: script(keys=keys, args=[tokens, rpm or 0, tpm or 0])
@@ -138,7 +138,7 @@ class RateLimiter:
         minute = int(self._clock() // 60)
         client = self._client
         if client is not None:
-            key = f"llm-edge:rl:{tenant}:{minute}:t"
+            key = window_keys(tenant, minute)[1]
             try:
                 await self.guard.call(lambda: client.incrby(key, extra_tokens))
             except Unavailable:  # best effort: fall back to the local count
@@ -148,6 +148,11 @@ class RateLimiter:
         counts = self._local.get((tenant, minute))
         if counts is not None:
             counts[1] += extra_tokens
+
+
+def window_keys(tenant: str, minute: int) -> tuple[str, str]:
+    """The Redis keys of a tenant's requests and tokens in one minute (wall clock // 60)."""
+    return f"llm-edge:rl:{tenant}:{minute}:r", f"llm-edge:rl:{tenant}:{minute}:t"
 
 
 def rate_limited(usage: Usage, rpm: int | None, tpm: int | None) -> RateLimited:

@@ -48,6 +48,8 @@ CONFIG = f"""
     admin = true
     [tenants.team]
     keys = ["{hash_key(TEAM_KEY)}"]
+    rpm = 1000
+    tpm = 1000000
 """
 PATIENCE_S = 20.0
 
@@ -241,22 +243,40 @@ async def test_console_needs_an_admin_key(stack: Stack) -> None:
 
 
 async def test_console_counts_each_workers_calls(stack: Stack) -> None:
-    """Worker rows show the calls each worker answered, so an operator sees which serves."""
+    """Worker rows show the calls each worker answered, and the spend panel a limited
+    tenant's requests and tokens this minute against its rpm and tpm."""
     assert stack.bridge is not None
-    for i in range(3):
-        body = {"model": "mock", "messages": [{"role": "user", "content": f"count me {i}"}]}
-        msg = await stack.nc.request(
-            "llm.chat",
-            json.dumps(body).encode(),
-            timeout=10,
-            headers={"Authorization": f"Bearer {TEAM_KEY}", "Cache-Control": "no-cache"},
-        )
-        assert (msg.headers or {})["Llm-Status"] == "200"
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.bridge.port}") as http:
-        state = await http.get(
-            "/console/api/state", headers={"Authorization": f"Bearer {ADMIN_KEY}"}
-        )
-    workers = {s["role"]: s for s in state.json()["services"] if s["role"].startswith("worker")}
-    assert workers["worker-primary"]["requests"] == 3
-    assert workers["worker-primary"]["errors"] == 0
-    assert workers["worker-backup"]["requests"] == 0
+
+        async def seen() -> tuple[dict[str, int], dict[str, int]]:
+            state = (await http.get("/console/api/state", headers=admin)).json()
+            calls = {"worker-primary": 0, "worker-backup": 0}
+            for service in state["services"]:
+                if service["role"] in calls:
+                    calls[service["role"]] += service["requests"] or 0
+            team = next(s for s in state["spend"]["tenants"] if s["tenant"] == "team")
+            return calls, team
+
+        calls_before, team_before = await seen()
+        for i in range(3):
+            body = {"model": "mock", "messages": [{"role": "user", "content": f"count me {i}"}]}
+            msg = await stack.nc.request(
+                "llm.chat",
+                json.dumps(body).encode(),
+                timeout=10,
+                headers={"Authorization": f"Bearer {TEAM_KEY}", "Cache-Control": "no-cache"},
+            )
+            assert (msg.headers or {})["Llm-Status"] == "200"
+        async with asyncio.timeout(10):  # the console polls the mesh once a second
+            while (calls_after := (await seen())[0])["worker-primary"] < (  # noqa: ASYNC110
+                calls_before["worker-primary"] + 3
+            ):
+                await asyncio.sleep(0.2)
+        team_after = (await seen())[1]
+    assert calls_after["worker-primary"] - calls_before["worker-primary"] == 3
+    assert calls_after["worker-backup"] == calls_before["worker-backup"]
+    if team_after["rpm_used"] >= team_before["rpm_used"]:  # (a new minute starts again)
+        assert team_after["rpm_used"] - team_before["rpm_used"] == 3  # across both brokers
+        assert team_after["tpm_used"] > team_before["tpm_used"]
+    assert team_after["rpm"] == 1000

@@ -155,7 +155,8 @@ function renderSpend(spend) {
     cell(tr, s.budget_usd === null ? "none" : usd(s.budget_usd) +
       " (" + Math.round(100 * s.spent_usd / Math.max(s.budget_usd, 1e-9)) + " %)", "num");
     cell(tr, Object.entries(s.by_model).map(([m, c]) => m + " " + usd(c)).join(", ") || null);
-    cell(tr, "rpm " + (s.rpm || "∞") + " / tpm " + (s.tpm || "∞"));
+    cell(tr, "rpm " + s.rpm_used + " of " + (s.rpm || "∞") +
+      " · tpm " + s.tpm_used + " of " + (s.tpm || "∞"));
   });
 }
 
