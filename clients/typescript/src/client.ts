@@ -1,0 +1,330 @@
+// A typed client for the broker's NATS API: chat, streams, cancel and batches.
+//
+//   const client = await EdgeClient.connect("nats://127.0.0.1:4222");
+//   const reply = await client.chat({ model: "gpt-4o-mini", messages: [...] });
+//
+// Every call has a deadline (`deadlineMs`, sent as `Llm-Timeout-Ms`). A whole call that finds no
+// broker (NATS no-responders) or is answered 503 is tried again within its deadline under the
+// same `X-Request-Id` (the broker answers a repeated id from the first try). Failures throw the
+// errors of ./errors.ts.
+import {
+  connect,
+  createInbox,
+  headers as natsHeaders,
+  type ConnectionOptions,
+  type Msg,
+  type MsgHdrs,
+  type NatsConnection,
+  type Subscription,
+} from "nats";
+
+import { Batches } from "./batches.js";
+import { DeadlineError, StreamError, UnavailableError, fromReply } from "./errors.js";
+import type { ChatCompletion, ChatCompletionChunk, ChatRequest, ModelList, StreamEnd } from "./types.js";
+
+/** A call's time budget when neither the call nor the client names one. */
+export const DEFAULT_DEADLINE_MS = 120_000;
+/** The subject cancels are published on. */
+export const CANCEL_SUBJECT = "llm.cancel";
+
+export interface ClientOptions {
+  /** The tenant's key, sent as `Authorization: Bearer <key>`. */
+  apiKey?: string;
+  /** Publish on the tenant's own subjects (`llm.tenant.<tenant>.chat`) instead. */
+  tenant?: string;
+  /** The cache namespace of every call (a call may name its own). */
+  namespace?: string;
+  /** Every call's time budget unless the call names one. */
+  deadlineMs?: number;
+  /** Tries of a whole call (no responders, 503) within its deadline. */
+  attempts?: number;
+  /** Prefix of reply inboxes: the one this NATS user may subscribe to. */
+  inboxPrefix?: string;
+}
+
+export interface CallOptions {
+  deadlineMs?: number;
+  /** `no-cache`, `no-store` or `max-age=N`. */
+  cacheControl?: string;
+  namespace?: string;
+  requestId?: string;
+  traceparent?: string;
+  /** Aborting cancels the call upstream (a cancel on `llm.cancel`) and rejects it. */
+  signal?: AbortSignal;
+}
+
+/** A chat request: the generated `ChatRequest` (the client sets `stream`). */
+export type ChatBody = Omit<ChatRequest, "stream"> & { stream?: boolean };
+
+let sequence = 0;
+function newRequestId(): string {
+  sequence += 1;
+  return `ts-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}-${sequence}`;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+function decode<T>(data: Uint8Array): T {
+  return JSON.parse(decoder.decode(data)) as T;
+}
+
+/** A received message's status: `Llm-Status`, 200 when absent. */
+function status(msg: Msg): number {
+  return Number(msg.headers?.get("Llm-Status") || "200");
+}
+
+/** NATS no-responders: an empty message with the 503 status line. */
+function noResponders(msg: Msg): boolean {
+  return msg.headers?.code === 503 && msg.data.length === 0;
+}
+
+/**
+ * The messages a request's reply inbox receives, until `done` says the last one came, the
+ * deadline passes (DeadlineError) or the signal aborts. Whoever stops it early publishes the
+ * cancel: `exchange.cancel()`.
+ */
+class Exchange {
+  readonly inbox: string;
+  readonly requestId: string;
+  private readonly sub: Subscription;
+  private finished = false;
+  private stopped: Error | null = null;
+  private readonly timer: NodeJS.Timeout;
+  private readonly onAbort: () => void;
+
+  constructor(
+    private readonly client: EdgeClient,
+    subject: string,
+    body: Uint8Array,
+    hdrs: MsgHdrs,
+    deadlineMs: number,
+    private readonly signal?: AbortSignal,
+  ) {
+    this.requestId = hdrs.get("X-Request-Id");
+    this.inbox = createInbox(client.inboxPrefix);
+    this.sub = client.nc.subscribe(this.inbox);
+    this.timer = setTimeout(
+      () =>
+        this.stop(
+          new DeadlineError(504, `no reply within ${deadlineMs} ms`, {
+            code: "deadline_exceeded",
+            requestId: this.requestId,
+          }),
+        ),
+      deadlineMs,
+    );
+    this.onAbort = () =>
+      this.stop(signal?.reason instanceof Error ? signal.reason : new Error("aborted"));
+    signal?.addEventListener("abort", this.onAbort, { once: true });
+    if (signal?.aborted) this.onAbort();
+    else client.nc.publish(subject, body, { reply: this.inbox, headers: hdrs });
+  }
+
+  /** Stop listening with `reason` (thrown by `messages()`); the request is cancelled. */
+  stop(reason: Error): void {
+    if (this.stopped || this.finished) return;
+    this.stopped = reason;
+    this.cancel();
+  }
+
+  /** Publish the cancel (with the request's inbox as its reply) unless the reply is complete. */
+  cancel(): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.close();
+    if (!this.client.nc.isClosed()) this.client.cancel(this.requestId, this.inbox);
+  }
+
+  private close(): void {
+    clearTimeout(this.timer);
+    this.signal?.removeEventListener("abort", this.onAbort);
+    this.sub.unsubscribe();
+  }
+
+  /** Every message; `last(msg)` says whether it ends the reply. */
+  async *messages(last: (msg: Msg) => boolean): AsyncGenerator<Msg> {
+    try {
+      for await (const msg of this.sub) {
+        if (last(msg)) {
+          this.finished = true;
+          this.close();
+        }
+        yield msg;
+        if (this.stopped) throw this.stopped;
+        if (this.finished) return;
+      }
+      if (this.stopped) throw this.stopped;
+    } finally {
+      this.cancel(); // a consumer leaving early cancels the request upstream
+    }
+  }
+}
+
+/** A streamed chat completion: iterate its chunks; `cancel()` stops it upstream. */
+export class ChatStream implements AsyncIterable<ChatCompletionChunk> {
+  /** The `Llm-Stream: end` totals, once the stream finished. */
+  end: StreamEnd | null = null;
+  private consumed = false;
+
+  constructor(private readonly exchange: Exchange) {}
+
+  /** The request's `X-Request-Id`. */
+  get requestId(): string {
+    return this.exchange.requestId;
+  }
+
+  /** The request's reply inbox (a cancel must name it as its reply subject). */
+  get inbox(): string {
+    return this.exchange.inbox;
+  }
+
+  /** Stop the stream: the upstream call is cancelled, the iteration ends. */
+  cancel(): void {
+    this.exchange.cancel();
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<ChatCompletionChunk> {
+    if (this.consumed) throw new StreamError("a stream is iterated once");
+    this.consumed = true;
+    let expected = 0;
+    const last = (msg: Msg) => noResponders(msg) || msg.headers?.get("Llm-Stream") !== "chunk";
+    for await (const msg of this.exchange.messages(last)) {
+      if (noResponders(msg)) {
+        throw new UnavailableError(503, "no broker is running", {
+          code: "no_broker",
+          requestId: this.requestId,
+        });
+      }
+      const kind = msg.headers?.get("Llm-Stream") ?? "";
+      if (kind !== "chunk" && kind !== "end") {
+        // an error during the stream, or the request refused before it began
+        throw fromReply(kind ? Number(msg.headers?.get("Llm-Status") || "500") : status(msg), msg.data, msg.headers);
+      }
+      const seq = msg.headers?.get("Llm-Seq");
+      if (seq && Number(seq) !== expected) throw new StreamError(`stream message ${expected} missing`);
+      expected += 1;
+      if (kind === "end") {
+        this.end = msg.data.length ? decode<StreamEnd>(msg.data) : {};
+        return;
+      }
+      yield decode<ChatCompletionChunk>(msg.data);
+    }
+  }
+}
+
+/** Chat, streams, cancel, models and batches over a NATS connection. */
+export class EdgeClient {
+  readonly batches: Batches;
+  readonly inboxPrefix: string;
+  private owned = false;
+
+  constructor(
+    readonly nc: NatsConnection,
+    private readonly options: ClientOptions = {},
+  ) {
+    this.inboxPrefix = options.inboxPrefix ?? "_INBOX";
+    this.batches = new Batches(this);
+  }
+
+  /** Open a NATS connection of the client's own (closed by `close()`). */
+  static async connect(
+    servers: string | string[],
+    options: ClientOptions = {},
+    connection: Partial<ConnectionOptions> = {},
+  ): Promise<EdgeClient> {
+    const nc = await connect({ servers, name: "edge-client-ts", ...connection });
+    const client = new EdgeClient(nc, options);
+    client.owned = true;
+    return client;
+  }
+
+  /** Drain and close the connection if the client opened it. */
+  async close(): Promise<void> {
+    if (this.owned && !this.nc.isClosed()) await this.nc.drain();
+  }
+
+  /** A whole chat completion (`llm.chat`). */
+  async chat(request: ChatBody, call: CallOptions = {}): Promise<ChatCompletion> {
+    const body = { ...request, stream: false };
+    delete (body as { stream_options?: unknown }).stream_options;
+    return decode<ChatCompletion>((await this.call(this.subject("chat"), json(body), call)).data);
+  }
+
+  /** A streamed chat completion: its typed chunks; leaving the loop early cancels it upstream. */
+  stream(request: ChatBody, call: CallOptions = {}): ChatStream {
+    const hdrs = this.headers(call);
+    const deadline = call.deadlineMs ?? this.deadlineMs;
+    const body = json({ ...request, stream: true });
+    return new ChatStream(new Exchange(this, this.subject("chat"), body, hdrs, deadline, call.signal));
+  }
+
+  /**
+   * Cancel a request: its id on `llm.cancel`, with the request's reply subject as the cancel's
+   * reply (brokers honour a cancel only from the request's own inbox).
+   */
+  cancel(requestId: string, replySubject: string): void {
+    this.nc.publish(CANCEL_SUBJECT, encoder.encode(requestId), { reply: replySubject });
+  }
+
+  /** The models the brokers serve. */
+  async models(call: CallOptions = {}): Promise<ModelList> {
+    return decode<ModelList>((await this.call("llm.models", new Uint8Array(), call)).data);
+  }
+
+  /** A call's request headers. */
+  headers(call: CallOptions = {}): MsgHdrs {
+    const hdrs = natsHeaders();
+    hdrs.set("X-Request-Id", call.requestId ?? newRequestId());
+    hdrs.set("Llm-Timeout-Ms", String(Math.round(call.deadlineMs ?? this.deadlineMs)));
+    const optional: Record<string, string | undefined> = {
+      Authorization: this.options.apiKey ? `Bearer ${this.options.apiKey}` : undefined,
+      "Cache-Control": call.cacheControl,
+      "X-Cache-Namespace": call.namespace ?? this.options.namespace,
+      traceparent: call.traceparent,
+    };
+    for (const [name, value] of Object.entries(optional)) if (value) hdrs.set(name, value);
+    return hdrs;
+  }
+
+  /**
+   * Request/reply with tries within the deadline (no responders, 503); a failed reply throws.
+   * Aborting `call.signal` cancels the request upstream. Returns the successful reply.
+   */
+  async call(subject: string, body: Uint8Array, call: CallOptions = {}): Promise<Msg> {
+    const hdrs = this.headers(call);
+    const requestId = hdrs.get("X-Request-Id");
+    const deadline = Date.now() + (call.deadlineMs ?? this.deadlineMs);
+    const attempts = this.options.attempts ?? 3;
+    for (let attempt = 1; ; attempt += 1) {
+      const remaining = deadline - Date.now();
+      hdrs.set("Llm-Timeout-Ms", String(Math.max(remaining, 1)));
+      const exchange = new Exchange(this, subject, body, hdrs, remaining, call.signal);
+      let reply: Msg | undefined;
+      for await (const msg of exchange.messages(() => true)) reply = msg;
+      if (reply === undefined) throw new DeadlineError(504, "no reply", { requestId });
+      const failed = noResponders(reply)
+        ? new UnavailableError(503, `nobody serves ${subject}`, { code: "no_broker", requestId })
+        : status(reply) >= 400
+          ? fromReply(status(reply), reply.data, reply.headers)
+          : null;
+      if (failed === null) return reply;
+      const waitMs = Math.max((failed.retryAfter ?? 0) * 1000, 100 * 2 ** (attempt - 1));
+      if (failed.status !== 503 || attempt >= attempts || Date.now() + waitMs >= deadline) throw failed;
+      await new Promise((resolve) => setTimeout(resolve, waitMs));
+    }
+  }
+
+  private get deadlineMs(): number {
+    return this.options.deadlineMs ?? DEFAULT_DEADLINE_MS;
+  }
+
+  private subject(api: "chat" | "messages"): string {
+    return this.options.tenant ? `llm.tenant.${this.options.tenant}.${api}` : `llm.${api}`;
+  }
+}
+
+/** JSON bytes of a value. */
+export function json(value: unknown): Uint8Array {
+  return encoder.encode(JSON.stringify(value));
+}

@@ -1,0 +1,4 @@
+export * from "./batches.js";
+export * from "./client.js";
+export * from "./errors.js";
+export type * from "./types.js";
