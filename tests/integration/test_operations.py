@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -18,6 +19,7 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 
 from edge_runtime.process import close_quietly, connect
+from tests.support.servers import start_nats
 from tests.support.stack import config_from, start_stack
 
 CONFIG = """
@@ -175,10 +177,22 @@ async def sigterm(proc: subprocess.Popen[bytes]) -> int:
     return await asyncio.to_thread(proc.wait, 30)
 
 
-async def test_rolling_restart_loses_no_request(nats_url: str, tmp_path: Path) -> None:
+@pytest.fixture
+def own_nats_url(tmp_path: Path) -> Iterator[str]:
+    """A nats-server of this test's own: no service another test left behind on the
+    session's server can join the queue groups whose members this test replaces."""
+    server = start_nats(tmp_path / "jetstream")
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+async def test_rolling_restart_loses_no_request(own_nats_url: str, tmp_path: Path) -> None:
     """Broker and worker processes (``python -m llm_edge``) are replaced one by one with
     SIGTERM under steady traffic: every request is answered 200 and every old process exits
     cleanly (graceful drain: stop taking messages, finish those in flight)."""
+    nats_url = own_nats_url
     config_file = tmp_path / "config.toml"
     config_file.write_text(textwrap.dedent(CONFIG))
     common = ["--nats-url", nats_url, "--config", str(config_file)]
