@@ -242,3 +242,49 @@ async def until_whole(nc: Client, streams: list[str]) -> None:
     kv = await js.key_value("llm_edge_batches")
     await kv.put("probe.after-restart", b"1")
     assert (await kv.get("probe.after-restart")).value == b"1"
+
+
+L2_CONFIG = """
+    [nats]
+    replicas = 3
+    [cache]
+    l2 = "nats"
+    l1_ttl_s = 0.01       # every hit after the first moments must come from the shared tier
+    [batch]
+    enabled = false
+    [providers.mock]
+    kind = "mock"
+    [models.mock]
+    deployments = [{ provider = "mock" }]
+"""
+
+
+async def test_l2_keeps_serving_hits_while_a_server_is_down(
+    nats_cluster: EmbeddedCluster, client: Client
+) -> None:
+    """An answer stored in the R3 NATS KV L2 is still a hit after a server of the cluster is
+    SIGKILLed: the surviving replicas serve it, no upstream call is made."""
+    services = await start_services(nats_cluster, config_from(L2_CONFIG), homes=[0, 1])
+    body = msgspec.json.encode(
+        {"model": "mock", "messages": [{"role": "user", "content": "kept in three places"}]}
+    )
+
+    async def ask() -> str:
+        reply = await request(client, body, retry=RETRY)
+        hdrs = reply.headers or {}
+        assert hdrs.get(headers.STATUS) == "200", reply.data
+        return hdrs[headers.CACHE]
+
+    try:
+        assert await ask() == "MISS"
+        async with asyncio.timeout(10):  # the write-back lands after the first reply
+            while await ask() != "HIT-L2":  # noqa: ASYNC110  (no event for a KV write)
+                await asyncio.sleep(0.05)
+        nats_cluster.nodes[0].kill()
+        hits = []
+        for _ in range(5):
+            await asyncio.sleep(0.03)  # past the 10 ms L1 TTL: the answer must come from L2
+            hits.append(await ask())
+        assert hits == ["HIT-L2"] * 5
+    finally:
+        await services.stop()
