@@ -14,10 +14,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import nats
 from nats.aio.client import Client
+from nats.aio.subscription import Subscription
 
 from bench.__main__ import spawn, wait_ready
 from edge_client.batch_store import BatchStore
@@ -60,7 +62,24 @@ async def interactive(nc: Client, seconds: float) -> list[float]:
 
 
 def p(samples: list[float], q: float) -> float:
+    """The ``q`` quantile of sorted ``samples``."""
     return samples[min(len(samples) - 1, int(len(samples) * q))]
+
+
+async def await_batch(
+    events: Subscription, batch_id: str, *, timeout_s: float
+) -> tuple[dict[str, Any], float | None]:
+    """Follow ``llm.batch.events.*`` until the batch ends: its last event, and when it went
+    in progress (``time.perf_counter()``, or ``None`` if that event was not seen)."""
+    status, in_progress_at = "validating", None
+    while status not in {"completed", "failed", "expired", "cancelled"}:
+        event: dict[str, Any] = json.loads((await events.next_msg(timeout=timeout_s)).data)
+        if event["id"] != batch_id:
+            continue
+        status = event["status"]
+        if status == "in_progress" and in_progress_at is None:
+            in_progress_at = time.perf_counter()
+    return event, in_progress_at
 
 
 async def run(lines: int, concurrency: int) -> None:
@@ -112,17 +131,10 @@ async def run(lines: int, concurrency: int) -> None:
         )
         batch_id = json.loads(reply.data)["id"]
         busy_task = asyncio.ensure_future(interactive(nc, 15))
-        status, in_progress_at = "validating", None
-        while status not in {"completed", "failed", "expired", "cancelled"}:
-            event = json.loads((await events.next_msg(timeout=600)).data)
-            if event["id"] != batch_id:
-                continue
-            status = event["status"]
-            if status == "in_progress" and in_progress_at is None:
-                in_progress_at = time.perf_counter()
+        final, in_progress_at = await await_batch(events, batch_id, timeout_s=600)
+        status = final["status"]
         finished = time.perf_counter()
         busy = await busy_task
-        final = event
         peak_rss = rss_mb(broker.pid)
     finally:
         await nc.close()

@@ -36,6 +36,7 @@ import nats
 from nats.aio.client import Client
 
 from bench.__main__ import wait_ready
+from bench.batch import await_batch, p
 from edge_client.batch_store import BatchStore
 from edge_runtime.embedded import EmbeddedCluster, EmbeddedNats
 from schemas.batch import FileObject
@@ -76,10 +77,6 @@ def nats_server_pids() -> list[int]:
             if Path(f"/proc/{child}/comm").read_text().strip() == "nats-server":
                 pids.append(int(child))
     return pids
-
-
-def pct(samples: list[float], q: float) -> float:
-    return samples[min(len(samples) - 1, int(len(samples) * q))]
 
 
 @dataclass
@@ -196,10 +193,10 @@ async def interactive(
     loaded.sort()
     return Interactive(
         seq_p50=statistics.median(seq),
-        seq_p99=pct(seq, 0.99),
+        seq_p99=p(seq, 0.99),
         rps=len(loaded) / wall,
         p50=statistics.median(loaded),
-        p99=pct(loaded, 0.99),
+        p99=p(loaded, 0.99),
         cpu_ms={name: cpu / len(loaded) * 1000 for name, cpu in used.items()},
         cpu_share={name: cpu / wall for name, cpu in used.items()},
     )
@@ -238,14 +235,8 @@ async def batch(nc: Client, lines: int, workdir: Path) -> Batch:
         timeout=30,
     )
     batch_id = json.loads(reply.data)["id"]
-    status, in_progress_at = "validating", started
-    while status not in {"completed", "failed", "expired", "cancelled"}:
-        event = json.loads((await events.next_msg(timeout=300)).data)
-        if event["id"] != batch_id:
-            continue
-        status = event["status"]
-        if status == "in_progress" and in_progress_at is started:
-            in_progress_at = time.perf_counter()
+    event, in_progress = await await_batch(events, batch_id, timeout_s=300)
+    status, in_progress_at = event["status"], in_progress or started
     finished = time.perf_counter()
     await events.unsubscribe()
     done = event["request_counts"]["completed"]
