@@ -170,6 +170,7 @@ def candidates(
         return call, close
 
     found = {
+        "workers.h1 (ours)": (lambda: _ours(chat), "httptools"),
         "httpx (httpcore)": (httpx_default, "httpx"),
         "httpx + AiohttpTransport": (httpx_aiohttp, "httpx_aiohttp"),
         "aiohttp": (aiohttp_direct, "aiohttp"),
@@ -180,6 +181,23 @@ def candidates(
         for name, (factory, module) in found.items()
         if importlib.util.find_spec(module) is not None
     }
+
+
+async def _ours(chat: str) -> tuple[Call, Close]:
+    from workers.h1 import UpstreamClient
+
+    client = UpstreamClient(1000)
+
+    async def call(body: bytes) -> int:
+        async with client.post(chat, data=body, headers=HEADERS, timeout=60.0) as resp:
+            if b'"stream":true' in body:
+                async for _ in resp.iter_chunks():
+                    pass
+            else:
+                await resp.read()
+            return resp.status
+
+    return call, client.close
 
 
 def _httpx_call(client: object, url: str) -> Call:

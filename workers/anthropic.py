@@ -6,7 +6,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import msgspec
 from opentelemetry.trace import SpanKind
 
@@ -26,9 +25,10 @@ from workers.errors import (
     kind_for_status,
     transport_error,
 )
+from workers.h1 import TransportError, UpstreamClient
 from workers.openai import parse_retry_after
 from workers.sse import aiter_sse
-from workers.upstream_http import UpstreamReply, call_timeout, expect_event_stream, read_reply
+from workers.upstream_http import UpstreamReply, expect_event_stream, read_reply
 
 __all__ = ["ANTHROPIC_VERSION", "AnthropicProvider"]
 
@@ -64,7 +64,7 @@ class AnthropicProvider:
     def __init__(
         self,
         config: ProviderConfig,
-        client: aiohttp.ClientSession,
+        client: UpstreamClient,
         api_key: str | None,
         proxy: str | None = None,
     ) -> None:
@@ -105,11 +105,11 @@ class AnthropicProvider:
                     self._url,
                     data=self._body(request, stream=False),
                     headers=self._request_headers(request),
-                    timeout=call_timeout(timeout),
+                    timeout=timeout,
                     proxy=self._proxy,
                 ) as response:
                     reply = await read_reply(response)
-        except aiohttp.ClientError as exc:
+        except TransportError as exc:
             raise self._error(exc) from exc
         if reply.status >= 400:
             raise self._error(reply)
@@ -133,13 +133,13 @@ class AnthropicProvider:
                 self._url,
                 data=self._body(request, stream=True),
                 headers=self._request_headers(request),
-                timeout=call_timeout(timeout),
+                timeout=timeout,
                 proxy=self._proxy,
             ) as response:
                 if response.status >= 400:
                     raise self._error(await read_reply(response))
                 await expect_event_stream(response)
-                async for event in aiter_sse(response.content.iter_any()):
+                async for event in aiter_sse(response.iter_chunks()):
                     data = _json.decode(event.data)
                     if data.get("type") == "error":
                         raise self._event_error(data)
@@ -147,7 +147,7 @@ class AnthropicProvider:
                         yield chunk
                     if data.get("type") == "message_stop":
                         return
-        except (aiohttp.ClientError, UnexpectedBody) as exc:
+        except (TransportError, UnexpectedBody) as exc:
             raise self._error(exc) from exc
         except msgspec.MsgspecError as exc:
             raise self._error(exc) from exc

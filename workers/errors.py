@@ -3,15 +3,15 @@
     ProviderError(provider, kind, status, message, retryable, retry_after)
 
 ``kind`` says what went wrong in provider-neutral terms; ``status`` is the status the user sees.
-Transport failures of the upstream client (aiohttp) are mapped here and nowhere else, and so
-is an answer that is not the one asked for (:class:`UnexpectedBody`).
+Transport failures of the upstream client (:mod:`workers.h1`) are mapped here and nowhere
+else, and so is an answer that is not the one asked for (:class:`UnexpectedBody`).
 """
 
 from __future__ import annotations
 
 import enum
 
-import aiohttp
+from workers.h1.errors import TransportError, TransportTimeout
 
 __all__ = [
     "ErrorKind",
@@ -119,9 +119,9 @@ class UnexpectedBody(Exception):
 
 def transport_error(provider: str, failure: Exception) -> ProviderError:
     """A failure without an HTTP error response: timeout, connection, or an unreadable body."""
-    if isinstance(failure, aiohttp.ServerTimeoutError):  # connect, pool wait or read
+    if isinstance(failure, TransportTimeout):  # connect, pool wait or read
         return ProviderError(provider, ErrorKind.TIMEOUT, "upstream timed out")
-    if isinstance(failure, aiohttp.ClientError):  # refused, reset, truncated body ...
+    if isinstance(failure, TransportError):  # refused, reset, truncated body ...
         return ProviderError(provider, ErrorKind.CONNECTION, f"{type(failure).__name__}: {failure}")
     if isinstance(failure, UnexpectedBody):
         return ProviderError(provider, ErrorKind.INVALID_RESPONSE, str(failure))

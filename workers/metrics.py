@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Iterator
 
@@ -46,12 +47,17 @@ def error_kind(exc: BaseException) -> str:
     return "internal"
 
 
+@functools.cache
+def _children(provider: str) -> tuple[Gauge, Histogram]:
+    return UPSTREAM_IN_FLIGHT.labels(provider), UPSTREAM_SECONDS.labels(provider)
+
+
 @contextlib.contextmanager
 def upstream_call(provider: str) -> Iterator[None]:
     """Measure one upstream call: in flight while it runs, its duration when it ends, its
     error kind when it fails (a call cancelled by ``llm.cancel`` is neither timed nor an
     error: its caller left)."""
-    in_flight = UPSTREAM_IN_FLIGHT.labels(provider)
+    in_flight, seconds = _children(provider)
     in_flight.inc()
     started = time.perf_counter()
     try:
@@ -60,9 +66,9 @@ def upstream_call(provider: str) -> Iterator[None]:
         raise
     except Exception as exc:
         UPSTREAM_ERRORS.labels(provider, error_kind(exc)).inc()
-        UPSTREAM_SECONDS.labels(provider).observe(time.perf_counter() - started)
+        seconds.observe(time.perf_counter() - started)
         raise
     else:
-        UPSTREAM_SECONDS.labels(provider).observe(time.perf_counter() - started)
+        seconds.observe(time.perf_counter() - started)
     finally:
         in_flight.dec()

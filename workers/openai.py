@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import aiohttp
 import msgspec
 from opentelemetry.trace import SpanKind
 
@@ -25,8 +24,9 @@ from workers.errors import (
     kind_for_status,
     transport_error,
 )
+from workers.h1 import TransportError, UpstreamClient
 from workers.sse import aiter_sse
-from workers.upstream_http import UpstreamReply, call_timeout, expect_event_stream, read_reply
+from workers.upstream_http import UpstreamReply, expect_event_stream, read_reply
 
 __all__ = ["OpenAIProvider", "parse_retry_after"]
 
@@ -63,7 +63,7 @@ class OpenAIProvider:
     def __init__(
         self,
         config: ProviderConfig,
-        client: aiohttp.ClientSession,
+        client: UpstreamClient,
         api_key: str | None,
         proxy: str | None = None,
     ) -> None:
@@ -118,11 +118,11 @@ class OpenAIProvider:
                     self._url(request.upstream_model),
                     data=self._payload(request, stream=False),
                     headers=self._request_headers(request),
-                    timeout=call_timeout(timeout),
+                    timeout=timeout,
                     proxy=self._proxy,
                 ) as response:
                     reply = await read_reply(response)
-        except aiohttp.ClientError as exc:
+        except TransportError as exc:
             raise self._error(exc) from exc
         if reply.status >= 400:
             raise self._error(reply)
@@ -147,17 +147,17 @@ class OpenAIProvider:
                 self._url(request.upstream_model),
                 data=self._payload(request, stream=True),
                 headers=self._request_headers(request),
-                timeout=call_timeout(timeout),
+                timeout=timeout,
                 proxy=self._proxy,
             ) as response:
                 if response.status >= 400:
                     raise self._error(await read_reply(response))
                 await expect_event_stream(response)
-                async for event in aiter_sse(response.content.iter_any()):
+                async for event in aiter_sse(response.iter_chunks()):
                     if event.data == "[DONE]":
                         return
                     yield self._chunk(event.data)
-        except (aiohttp.ClientError, UnexpectedBody) as exc:
+        except (TransportError, UnexpectedBody) as exc:
             raise self._error(exc) from exc
         # closed cleanly but cut short: the answer so far may be partial
         raise self._error(UnexpectedBody("the event stream ended without `data: [DONE]`"))

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import aiohttp
-
 from workers.anthropic import AnthropicProvider
 from workers.base import Provider
 from workers.config import ProviderConfig, ProviderKind
+from workers.h1 import UpstreamClient
 from workers.mock import MockProvider
 from workers.openai import OpenAIProvider
 from workers.upstream_http import http_client, proxy_for
@@ -17,7 +16,7 @@ __all__ = ["build_provider", "http_client"]
 
 
 def build_provider(
-    config: ProviderConfig, environ: Mapping[str, str], client: aiohttp.ClientSession
+    config: ProviderConfig, environ: Mapping[str, str], client: UpstreamClient
 ) -> Provider:
     """Return the adapter for ``config``, reading its key from ``environ``.
 

@@ -1,14 +1,17 @@
-"""The upstream HTTP client: one pooled aiohttp session per worker process.
+"""The upstream HTTP client: one pooled :class:`~workers.h1.UpstreamClient` per worker process.
 
-Why aiohttp and not httpx: under concurrency httpx spends its time in httpcore's pool
-bookkeeping and anyio (encode/httpx#3215). Against the nginx mock (20 ms, ``python -m
-bench.clients``), one process, 64 calls in flight: httpx 118 calls/s at 7.9 ms CPU per call,
-httpx over ``httpx-aiohttp``'s transport 2,169 at 0.34 ms, aiohttp 2,510 at 0.15 ms.
+Why our own HTTP/1.1 client (:mod:`workers.h1`, protocols parsed by httptools) and not a
+general one: the upstream call is most of a worker's CPU per miss. Against the nginx mock
+(20 ms, ``python -m bench.clients``), one process, CPU per call at 64 / 1000 calls in flight:
+httpx 7.9 ms (httpcore's pool bookkeeping and anyio, encode/httpx#3215), httpx over
+``httpx-aiohttp``'s transport 0.34 ms, aiohttp 0.14 / 0.18 ms (2,367 / 3,834 calls/s),
+``workers.h1`` 0.044 / 0.044 ms (2,855 / 11,693 calls/s); streams 0.15 ms with aiohttp,
+0.06 ms with ``workers.h1``.
 
-Adapters use the session directly (``session.post(...)`` as a context manager, so leaving it
-early, e.g. a cancelled request, closes the upstream connection), bound each call with
-:func:`call_timeout`, and turn an error response into an :class:`UpstreamReply` for their one
-error-mapping function. Transport failures are mapped in :mod:`workers.errors`.
+Adapters use the client directly (``client.post(...)`` as a context manager, so leaving it
+early, e.g. a cancelled request, closes the upstream connection), bound each wait of a call
+with the call's timeout, and turn an error response into an :class:`UpstreamReply` for their
+one error-mapping function. Transport failures are mapped in :mod:`workers.errors`.
 """
 
 from __future__ import annotations
@@ -20,44 +23,37 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import aiohttp
 import httpx
 
 from workers.errors import UnexpectedBody
+from workers.h1 import DEFAULT_MAX_CONNECTIONS, Response, UpstreamClient
 
 __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
     "UpstreamReply",
-    "call_timeout",
     "expect_event_stream",
     "http_client",
     "proxy_for",
     "read_reply",
 ]
 
-#: Pool sized for hundreds of concurrent upstream calls per worker process.
-DEFAULT_MAX_CONNECTIONS = 1000
-#: Bounds for a call that does not set its own (every adapter call does).
-DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10.0, sock_read=60.0)
 
-
-def http_client(max_connections: int = DEFAULT_MAX_CONNECTIONS) -> aiohttp.ClientSession:
-    """A pooled session for one worker process; create it inside the running loop.
+def http_client(max_connections: int = DEFAULT_MAX_CONNECTIONS) -> UpstreamClient:
+    """A pooled client for one worker process; create it inside the running loop.
 
     It trusts what the httpx client before it trusted (certifi, or ``SSL_CERT_FILE`` /
     ``SSL_CERT_DIR``). Proxies are not looked up here: each adapter resolves its own once
     (:func:`proxy_for`).
     """
-    connector = aiohttp.TCPConnector(limit=max_connections, ssl=_trust())
-    return aiohttp.ClientSession(connector=connector, timeout=DEFAULT_TIMEOUT)
+    return UpstreamClient(max_connections, ssl_context=_trust())
 
 
 def proxy_for(url: str, environ: Mapping[str, str]) -> str | None:
     """The proxy for calls to ``url``: ``HTTPS_PROXY`` / ``HTTP_PROXY`` (by scheme) or
     ``ALL_PROXY``, unless ``NO_PROXY`` exempts its host; any case, as curl reads them.
 
-    Resolved once per adapter: aiohttp's ``trust_env`` looks them up, and reads ``~/.netrc``,
-    on every request in a worker thread: measured at a third of ``llm-edge up``'s CPU per miss.
+    Resolved once per adapter, not per call (looking them up on every request, as aiohttp's
+    ``trust_env`` did, was measured at a third of ``llm-edge up``'s CPU per miss).
     """
     env = {k.lower(): v for k, v in environ.items() if k.lower().endswith("_proxy") and v}
     parts = urllib.parse.urlsplit(url)
@@ -74,14 +70,9 @@ def proxy_for(url: str, environ: Mapping[str, str]) -> str | None:
 @functools.cache
 def _trust() -> ssl.SSLContext:
     """Loaded once per process: reading the CA bundle takes ~20 ms of blocked event loop."""
-    return httpx.create_ssl_context()
-
-
-def call_timeout(seconds: float) -> aiohttp.ClientTimeout:
-    """Per-call bounds: waiting for a connection, connecting, and each read, as httpx's
-    ``timeout=seconds`` did. No total: a stream may run longer while bytes keep coming (the
-    worker bounds the whole call by the request's deadline)."""
-    return aiohttp.ClientTimeout(total=None, connect=seconds, sock_read=seconds)
+    context = httpx.create_ssl_context()
+    context.set_alpn_protocols(["http/1.1"])
+    return context
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,17 +97,17 @@ class UpstreamReply:
         return self.body.decode("utf-8", errors="replace")
 
 
-async def read_reply(response: aiohttp.ClientResponse) -> UpstreamReply:
+async def read_reply(response: Response) -> UpstreamReply:
     """Read ``response`` to its end."""
     body = await response.read()
-    return UpstreamReply(response.status, response.reason or "", response.headers, body)
+    return UpstreamReply(response.status, response.reason, response.headers, body)
 
 
 #: How much of a body that is not an event stream is kept for the error message.
 UNEXPECTED_BODY_SHOWN = 300
 
 
-async def expect_event_stream(response: aiohttp.ClientResponse) -> None:
+async def expect_event_stream(response: Response) -> None:
     """Refuse a streamed answer that is not ``text/event-stream``.
 
     An HTML error page or a JSON body read as SSE holds no ``data:`` line: it would pass for
@@ -127,7 +118,7 @@ async def expect_event_stream(response: aiohttp.ClientResponse) -> None:
     """
     if response.content_type == "text/event-stream":
         return
-    start = await response.content.read(UNEXPECTED_BODY_SHOWN)
+    start = await response.read_some(UNEXPECTED_BODY_SHOWN)
     raise UnexpectedBody(
         f"expected an event stream, got {response.content_type}: "
         f"{start.decode('utf-8', errors='replace')}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import textwrap
 from dataclasses import dataclass, field
 
-import aiohttp
 import httpx
 from nats.aio.client import Client
 
@@ -14,6 +13,7 @@ from broker.service import BrokerOptions, BrokerService
 from edge_bridge import BridgeOptions, BridgeServer
 from edge_runtime.process import close_quietly, connect
 from workers import WorkerService, build_provider, http_client
+from workers.h1 import UpstreamClient
 
 __all__ = ["MOCK_ONLY", "Stack", "config_from", "start_stack"]
 
@@ -45,7 +45,7 @@ class Stack:
     workers: list[tuple[WorkerService, Client]] = field(default_factory=list)
     bridge: BridgeServer | None = None
     http: httpx.AsyncClient | None = None
-    upstream_sessions: list[aiohttp.ClientSession] = field(default_factory=list)
+    upstream_sessions: list[UpstreamClient] = field(default_factory=list)
 
     @property
     def base_url(self) -> str:
