@@ -31,6 +31,10 @@ class L2Backend(Protocol):
 
     name: str
 
+    def known_absent(self, key: str) -> bool:
+        """Whether the store certainly does not hold ``key`` (known without asking it)."""
+        ...
+
     async def get(self, key: str) -> bytes | None:
         """The value, or ``None`` when absent or expired."""
         ...
@@ -83,6 +87,8 @@ class GuardedL2:
 
     async def get(self, key: str) -> bytes | None:
         """The value, or ``None`` on miss, timeout or outage."""
+        if self.backend.known_absent(key):
+            return None
         try:
             return await self.guard.call(lambda: self.backend.get(key))
         except Unavailable:

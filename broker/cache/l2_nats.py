@@ -8,6 +8,15 @@ The bucket is bounded in bytes as well as by the entries' TTL: with the TTL alon
 nats-server's RSS grew 26 % in an 8-minute soak of distinct requests. At the bound the
 oldest entries are dropped (``DiscardPolicy.OLD``, unlike a plain KV bucket's ``NEW``): a
 full cache keeps learning instead of refusing every write.
+
+Reads are JetStream direct gets of the key's last message (``allow_direct``: any replica
+answers, raw bytes, no JSON or base64 on either side); while a cluster re-forms after a server
+loss and no replica answers, the stream leader is asked through the JetStream API. Writes are
+plain publishes to the bucket's subject that do not wait for JetStream's acknowledgement: the
+write-back happens after the caller has its answer, and a lost write only costs a later miss.
+Measured per miss at 64 connections, the read and the acknowledged write cost 10 % of
+``llm-edge up``'s CPU. A key the bucket certainly does not hold is not read at all
+(:mod:`broker.cache.presence`).
 """
 
 from __future__ import annotations
@@ -15,10 +24,11 @@ from __future__ import annotations
 import math
 
 from nats.aio.client import Client
+from nats.errors import NoRespondersError
 from nats.js import api
-from nats.js.errors import KeyNotFoundError
-from nats.js.kv import KeyValue
+from nats.js.errors import APIError, NotFoundError
 
+from broker.cache.presence import Presence
 from edge_client.streams import ensure_stream
 
 __all__ = ["DEFAULT_BUCKET", "DEFAULT_L2_NATS_MAX_BYTES", "NatsKVL2"]
@@ -35,11 +45,14 @@ class NatsKVL2:
 
     name = "nats-kv"
 
-    def __init__(self, nc: Client, kv: KeyValue, bucket: str) -> None:
+    def __init__(self, nc: Client, bucket: str) -> None:
+        self._nc = nc
         self._js = nc.jetstream()
-        self._kv = kv
         self._bucket = bucket
         self._stream = f"KV_{bucket}"
+        self._get_prefix = f"$JS.API.DIRECT.GET.{self._stream}.$KV.{bucket}."
+        self._set_prefix = f"$KV.{bucket}."
+        self.presence = Presence(self._js, self._stream, self._set_prefix)
 
     @classmethod
     async def open(
@@ -62,6 +75,7 @@ class NatsKVL2:
         config = api.StreamConfig(
             name=f"KV_{bucket}",
             subjects=[f"$KV.{bucket}.>"],
+            allow_direct=True,
             allow_rollup_hdrs=True,
             allow_msg_ttl=True,
             deny_delete=True,
@@ -75,24 +89,53 @@ class NatsKVL2:
             storage=api.StorageType.FILE,
         )
         await ensure_stream(js, config)  # an existing bucket takes these limits (an older one's)
-        return cls(nc, await js.key_value(bucket), bucket)
+        l2 = cls(nc, bucket)
+        await l2.presence.start()
+        return l2
 
     @staticmethod
     def _subject_key(key: str) -> str:
         return key.replace(":", ".")
 
+    def known_absent(self, key: str) -> bool:
+        """Whether the bucket certainly does not hold ``key`` (no read needed)."""
+        return self.presence.absent(self._subject_key(key))
+
     async def get(self, key: str) -> bytes | None:
-        """Direct/last-message get of the key."""
+        """The key's value: a direct get of its subject's last message.
+
+        Raises:
+            APIError: JetStream answered with an error other than "not found".
+        """
+        subject_key = self._subject_key(key)
         try:
-            entry = await self._kv.get(self._subject_key(key))
-        except KeyNotFoundError:
+            msg = await self._nc.request(self._get_prefix + subject_key, b"", timeout=5)
+        except NoRespondersError:  # a cluster re-forming after a server loss: ask the leader
+            return await self._get_from_leader(subject_key)
+        status = (msg.headers or {}).get("Status")
+        if status == "404":
             return None
-        return entry.value
+        if status is not None:
+            raise APIError.from_msg(msg)
+        if (msg.headers or {}).get("KV-Operation") in {"DEL", "PURGE"}:
+            return None
+        return msg.data
+
+    async def _get_from_leader(self, subject_key: str) -> bytes | None:
+        try:
+            found = await self._js.get_last_msg(self._stream, self._set_prefix + subject_key)
+        except NotFoundError:
+            return None
+        if (found.headers or {}).get("KV-Operation") in {"DEL", "PURGE"}:
+            return None
+        return found.data
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
-        """Publish the value with a ``Nats-TTL`` header."""
-        subject = f"$KV.{self._bucket}.{self._subject_key(key)}"
-        await self._js.publish(subject, value, msg_ttl=max(1, math.ceil(ttl_s)))
+        """Publish the value with a ``Nats-TTL`` header (no acknowledgement awaited)."""
+        ttl = str(max(1, math.ceil(ttl_s)))
+        subject_key = self._subject_key(key)
+        self.presence.add(subject_key)  # before the write: a later read must not skip it
+        await self._nc.publish(self._set_prefix + subject_key, value, headers={"Nats-TTL": ttl})
 
     async def purge(self, prefix: str) -> int:
         """Purge the bucket's stream, filtered to the prefix's subjects."""
@@ -102,4 +145,5 @@ class NatsKVL2:
         return -1
 
     async def aclose(self) -> None:
-        """The connection belongs to the service."""
+        """Stop the presence filter's consumer (the connection belongs to the service)."""
+        await self.presence.stop()

@@ -31,6 +31,10 @@ class RedisL2:
         """Connect lazily to ``url`` with short socket timeouts (L2 must never stall)."""
         return cls(request_path_client(url, max_connections=256))
 
+    def known_absent(self, key: str) -> bool:
+        """Redis is always asked."""
+        return False
+
     async def get(self, key: str) -> bytes | None:
         """GET."""
         value = await self._client.get(KEY_PREFIX + key)

@@ -353,7 +353,12 @@ async def test_full_nats_kv_l2_keeps_the_newest_entries(nats_url: str, namespace
         value = b"x" * 1024
         for i in range(200):
             await l2.set(f"default:{namespace}:{i:064x}", value, ttl_s=60)
-        assert await l2.get(f"default:{namespace}:{199:064x}") == value
+        newest = f"default:{namespace}:{199:064x}"
+        for _ in range(500):  # writes are not acknowledged: stored a moment later
+            if await l2.get(newest) == value:
+                break
+            await asyncio.sleep(0.01)
+        assert await l2.get(newest) == value
         assert await l2.get(f"default:{namespace}:{0:064x}") is None
     finally:
         with contextlib.suppress(Exception):
