@@ -171,6 +171,13 @@ SEMANTIC_MISSES = CACHE_MISSES.labels("semantic")
 
 
 @functools.lru_cache(maxsize=4096)
+@functools.cache
 def requests_counter(provider: str, model: str, status: int, tenant: str = "") -> Counter:
-    """The bound ``llm_edge_requests_total`` child (the label values are few)."""
+    """The bound ``llm_edge_requests_total`` child (the label values are few: kept)."""
     return REQUESTS.labels(provider, model, str(status), tenant)
+
+
+@functools.cache
+def duration_histogram(provider: str, model: str) -> Histogram:
+    """The bound ``REQUEST_DURATION`` child (kept, like :func:`requests_counter`)."""
+    return REQUEST_DURATION.labels(provider, model)

@@ -318,7 +318,7 @@ class ChatPipeline:
             )
         if outcome.fresh:
             elapsed = self._clock() - started
-            metrics.REQUEST_DURATION.labels(provider, prepared.model.name).observe(elapsed)
+            metrics.duration_histogram(provider, prepared.model.name).observe(elapsed)
             if prepared.upstream_s:
                 metrics.OVERHEAD.observe(max(0.0, elapsed - prepared.upstream_s))
             await self._front.write_back(prepared, reply)
@@ -354,7 +354,7 @@ class ChatPipeline:
             status = exc.status
             await sink.error(error_reply(exc), meta, streaming=True)
         self._record.count(prepared, deployment.provider, status)
-        metrics.REQUEST_DURATION.labels(deployment.provider, prepared.model.name).observe(
+        metrics.duration_histogram(deployment.provider, prepared.model.name).observe(
             self._clock() - started
         )
         self._record.log(

@@ -87,8 +87,9 @@ def _exposed(reply_headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
     return [(n.lower().encode(), reply_headers[n].encode()) for n in _EXPOSE if n in reply_headers]
 
 
-#: Requests answered faster than this (cache hits) never pay for a disconnect watcher.
-WATCH_AFTER_S = 0.05
+#: Requests answered faster than this never pay for a disconnect watcher (a client that
+#: leaves earlier is noticed when the watcher starts: its request is cancelled this late).
+WATCH_AFTER_S = 0.5
 
 
 class _DisconnectWatch:
@@ -220,8 +221,7 @@ class BridgeApp:
         reply_to, replies = await self._inbox.open()
         try:
             await self._nc.publish(api.subject, body, reply=reply_to, headers=nats_headers)
-            async with asyncio.timeout(self._timeout):
-                answer = await replies.get()
+            answer = await replies.get(self._timeout)
         except TimeoutError:
             await _error(
                 send,

@@ -1,14 +1,26 @@
-"""Logging: console or JSON lines; one line per request at its end (never prompts or keys)."""
+"""Logging: console or JSON lines; one line per request at its end (never prompts or keys).
+
+Lines at INFO and below are written in batches (:class:`BatchedStreamHandler`): a request
+line per miss, each written and flushed on its own, was one ``write`` system call per
+request. Warnings and errors are written at once, after what is pending.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import sys
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TextIO
 
-__all__ = ["JsonFormatter", "configure", "request_line"]
+__all__ = ["FLUSH_S", "BatchedStreamHandler", "JsonFormatter", "configure", "request_line"]
+
+#: The longest an INFO line waits to be written (with the others of its batch).
+FLUSH_S = 0.1
+#: A batch this long is written without waiting.
+MAX_PENDING = 512
 
 access = logging.getLogger("llm_edge.requests")
 
@@ -31,13 +43,82 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, separators=(",", ":"))
 
 
+class ConsoleFormatter(logging.Formatter):
+    """``asctime level logger message``, the date formatted once per second."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+        self._second = -1
+        self._stamp = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        second = int(record.created)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second))
+        return f"{self._stamp},{int(record.msecs):03d}"
+
+
+class BatchedStreamHandler(logging.StreamHandler[TextIO]):
+    """A stream handler that writes INFO and below together, at most :data:`FLUSH_S` late.
+
+    Outside a running event loop (or from another thread) every line is written at once.
+    """
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__(stream if stream is not None else sys.stderr)
+        self._pending: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Queue an INFO line; write a warning or error (and what is queued) now."""
+        if record.levelno > logging.INFO:
+            self.flush()
+            super().emit(record)
+            return
+        try:
+            self._pending.append(self.format(record))
+        except Exception:
+            self.handleError(record)
+            return
+        if len(self._pending) >= MAX_PENDING:
+            self.flush()
+        elif len(self._pending) == 1:
+            try:
+                asyncio.get_running_loop().call_later(FLUSH_S, self.flush)
+            except RuntimeError:  # no loop in this thread: nobody would flush later
+                self.flush()
+
+    def flush(self) -> None:
+        """Write what is queued, then flush the stream."""
+        with self.lock or _NO_LOCK:
+            if self._pending:
+                text = "\n".join(self._pending) + "\n"
+                self._pending = []
+                try:
+                    self.stream.write(text)
+                except Exception:  # a closed or broken stream: as logging does, carry on
+                    return
+            super().flush()
+
+
+class _NoLock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_NO_LOCK = _NoLock()
+
+
 def configure(env: Mapping[str, str]) -> None:
     """``LLM_EDGE_LOG_LEVEL`` (INFO) and ``LLM_EDGE_LOG_FORMAT`` (``console`` or ``json``)."""
-    handler = logging.StreamHandler()
+    handler = BatchedStreamHandler()
     if env.get("LLM_EDGE_LOG_FORMAT", "console") == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        handler.setFormatter(ConsoleFormatter())
     logging.basicConfig(level=env.get("LLM_EDGE_LOG_LEVEL", "INFO"), handlers=[handler], force=True)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is noise
 

@@ -13,7 +13,7 @@ from nats.aio.msg import Msg
 from broker.config import Deployment
 from broker.errors import DeadlineExceeded, NoProvider, UpstreamFailed
 from broker.request import Prepared, Reply
-from edge_runtime.inbox import Inbox
+from edge_runtime.inbox import Inbox, Mailbox
 from edge_runtime.tracing import inject
 from schemas import ChatCompletionChunk, StreamEnd, headers, subjects
 
@@ -133,8 +133,9 @@ class Forwarder:
 
     async def _send(
         self, prepared: Prepared, deployment: Deployment, deadline: float
-    ) -> tuple[str, asyncio.Queue[Msg]]:
-        """Publish the call to the provider's workers; its reply subject (to close) and queue."""
+    ) -> tuple[str, Mailbox]:
+        """Publish the call to the provider's workers; its reply subject (to close) and
+        mailbox."""
         forward_headers = self._headers(prepared, deployment, deadline)
         reply_to, replies = await self._inbox.open()
         try:
@@ -155,9 +156,7 @@ class Forwarder:
         with contextlib.suppress(Exception):  # reconnecting: the worker's timeout ends it
             await self._nc.publish(subjects.CANCEL, prepared.request_id.encode(), reply=reply_to)
 
-    async def _answer(
-        self, replies: asyncio.Queue[Msg], deployment: Deployment, deadline: float
-    ) -> Msg:
+    async def _answer(self, replies: Mailbox, deployment: Deployment, deadline: float) -> Msg:
         """The worker's next message that is not a keepalive.
 
         Raises:
@@ -168,8 +167,7 @@ class Forwarder:
         while True:
             remaining = deadline - self._clock()
             try:
-                async with asyncio.timeout(max(min(remaining, self._idle_s), 0.001)):
-                    msg = await replies.get()
+                msg = await replies.get(max(min(remaining, self._idle_s), 0.001))
             except TimeoutError:
                 if remaining <= self._idle_s:
                     raise _too_slow(deployment, remaining) from None
