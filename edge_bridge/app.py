@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.nuid import NUID
@@ -25,7 +26,7 @@ from edge_bridge.asgi import nats_headers as forwarded_headers
 from edge_bridge.asgi import read_body
 from edge_bridge.batches import BatchRoutes
 from edge_bridge.console import ConsoleRoutes
-from edge_client.chat import ChatStreamError, stream_messages
+from edge_client.chat import ChatStreamError
 from edge_runtime.inbox import Inbox
 from edge_runtime.tracing import inject, span
 from schemas import error_body, headers, subjects
@@ -257,13 +258,7 @@ class BridgeApp:
     ) -> None:
         """Server-sent events as the API's own servers send them."""
         started = False
-        messages = stream_messages(
-            self._nc,
-            body,
-            subject=api.subject,
-            request_headers=nats_headers,
-            deadline_s=self._timeout,
-        )
+        messages = self._stream_replies(api, body, nats_headers)
         try:
             async with contextlib.aclosing(messages):
                 async for msg in messages:
@@ -307,6 +302,38 @@ class BridgeApp:
                     "the broker did not answer in time",
                     anthropic=api.anthropic,
                 )
+
+    async def _stream_replies(
+        self, api: _Api, body: bytes, nats_headers: dict[str, str]
+    ) -> AsyncGenerator[Msg, None]:
+        """Publish a streaming request with a reply subject of the bridge's inbox, and yield
+        each reply message, the last one included (``Llm-Stream: end`` or ``error``, or a
+        whole error reply sent before the stream began). One wildcard subscription serves
+        every stream: no SUB and UNSUB per request.
+
+        Raises:
+            TimeoutError: the stream did not finish within the bridge's timeout.
+            ChatStreamError: nobody serves the API's subject.
+        """
+        reply_to, replies = await self._inbox.open()
+        finished = False
+        deadline = asyncio.get_running_loop().time() + self._timeout
+        try:
+            await self._nc.publish(api.subject, body, reply=reply_to, headers=nats_headers)
+            while not finished:
+                left = deadline - asyncio.get_running_loop().time()
+                msg = await replies.get(max(left, 0.001))
+                reply_headers = msg.headers or {}
+                if reply_headers.get("Status") == "503" and not msg.data:  # no responders
+                    finished = True
+                    raise ChatStreamError(503, error_body(503, "no_broker", "no broker is running"))
+                finished = reply_headers.get(headers.STREAM) != "chunk"
+                yield msg
+        finally:
+            self._inbox.close(reply_to)
+            if not finished and not self._nc.is_closed:  # the inbox proves the cancel is ours
+                request_id = nats_headers[headers.REQUEST_ID].encode()
+                await self._nc.publish(subjects.CANCEL, request_id, reply=reply_to)
 
     async def _models(self, scope: Scope, send: Send) -> None:
         auth = forwarded_headers(scope).get(headers.AUTHORIZATION)

@@ -28,6 +28,17 @@ access = logging.getLogger("llm_edge.requests")
 class JsonFormatter(logging.Formatter):
     """``{"ts", "level", "logger", "msg", ...fields}`` per line."""
 
+    def request(self, summary: str, fields: dict[str, Any], created: float) -> str:
+        """A request line as :meth:`format` would write its record."""
+        line: dict[str, Any] = {
+            "ts": round(created, 3),
+            "level": "info",
+            "logger": access.name,
+            "msg": summary,
+        }
+        line.update(fields)
+        return json.dumps(line, separators=(",", ":"))
+
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
             "ts": round(record.created, 3),
@@ -58,6 +69,15 @@ class ConsoleFormatter(logging.Formatter):
             self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second))
         return f"{self._stamp},{int(record.msecs):03d}"
 
+    def request(self, summary: str, fields: dict[str, Any], created: float) -> str:
+        """A request line as :meth:`format` would write its record."""
+        second = int(created)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second))
+        millis = int((created - second) * 1000)
+        return f"{self._stamp},{millis:03d} INFO {access.name} {summary}"
+
 
 class BatchedStreamHandler(logging.StreamHandler[TextIO]):
     """A stream handler that writes INFO and below together, at most :data:`FLUSH_S` late.
@@ -69,17 +89,9 @@ class BatchedStreamHandler(logging.StreamHandler[TextIO]):
         super().__init__(stream if stream is not None else sys.stderr)
         self._pending: list[str] = []
 
-    def emit(self, record: logging.LogRecord) -> None:
-        """Queue an INFO line; write a warning or error (and what is queued) now."""
-        if record.levelno > logging.INFO:
-            self.flush()
-            super().emit(record)
-            return
-        try:
-            self._pending.append(self.format(record))
-        except Exception:
-            self.handleError(record)
-            return
+    def queue(self, line: str) -> None:
+        """Queue a line formatted already (written with the next batch)."""
+        self._pending.append(line)
         if len(self._pending) >= MAX_PENDING:
             self.flush()
         elif len(self._pending) == 1:
@@ -87,6 +99,19 @@ class BatchedStreamHandler(logging.StreamHandler[TextIO]):
                 asyncio.get_running_loop().call_later(FLUSH_S, self.flush)
             except RuntimeError:  # no loop in this thread: nobody would flush later
                 self.flush()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Queue an INFO line; write a warning or error (and what is queued) now."""
+        if record.levelno > logging.INFO:
+            self.flush()
+            super().emit(record)
+            return
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        self.queue(line)
 
     def flush(self) -> None:
         """Write what is queued, then flush the stream."""
@@ -123,10 +148,33 @@ def configure(env: Mapping[str, str]) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is noise
 
 
+def _direct() -> BatchedStreamHandler | None:
+    """The handler request lines may be queued on directly: the one :func:`configure`
+    installed, while nothing else (a filter, another handler) would see the record."""
+    root = logging.getLogger()
+    if len(root.handlers) != 1 or access.handlers or access.filters or root.filters:
+        return None
+    handler = root.handlers[0]
+    if not isinstance(handler, BatchedStreamHandler) or handler.filters:
+        return None
+    if handler.level > logging.INFO or not access.propagate:
+        return None
+    return handler
+
+
 def request_line(fields: dict[str, Any], started: float) -> None:
-    """The one log line of a finished request (``fields`` must hold no prompt, PII or key)."""
+    """The one log line of a finished request (``fields`` must hold no prompt, PII or key).
+
+    Under :func:`configure`'s handler the line is formatted and queued here: a log record,
+    its handler lookups and locks were most of the line's cost.
+    """
     if not access.isEnabledFor(logging.INFO):
         return
     fields["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
     summary = " ".join(f"{k}={v}" for k, v in fields.items())
+    handler = _direct()
+    formatter = handler.formatter if handler is not None else None
+    if handler is not None and isinstance(formatter, ConsoleFormatter | JsonFormatter):
+        handler.queue(formatter.request(summary, fields, time.time()))
+        return
     access.info(summary, extra={"fields": fields})

@@ -49,15 +49,24 @@ class _FrequencySketch:
         return h & m, (h >> 16) & m, (h >> 32) & m, ((h >> 48) ^ (h * 31)) & m
 
     def increment(self, key: str) -> None:
-        for row, i in zip(self._rows, self._indexes(key), strict=True):
-            if row[i] < 15:
-                row[i] += 1
+        a, b, c, d = self._indexes(key)
+        r0, r1, r2, r3 = self._rows
+        if r0[a] < 15:
+            r0[a] += 1
+        if r1[b] < 15:
+            r1[b] += 1
+        if r2[c] < 15:
+            r2[c] += 1
+        if r3[d] < 15:
+            r3[d] += 1
         self._additions += 1
         if self._additions >= self._sample:
             self._age()
 
     def frequency(self, key: str) -> int:
-        return min(row[i] for row, i in zip(self._rows, self._indexes(key), strict=True))
+        a, b, c, d = self._indexes(key)
+        r0, r1, r2, r3 = self._rows
+        return min(r0[a], r1[b], r2[c], r3[d])
 
     def _age(self) -> None:
         """Halve every counter so old popularity fades."""
