@@ -112,6 +112,7 @@ class Forwarder:
             UpstreamFailed: the worker reported an error (before or after chunks).
         """
         reply_to, replies = await self._send(prepared, deployment, deadline)
+        ended = False  # the worker sent its last message: nothing left to cancel
         try:
             while True:
                 msg = await self._answer(replies, deployment, deadline)
@@ -120,13 +121,15 @@ class Forwarder:
                 if kind == "chunk":
                     yield _chunk_decoder.decode(msg.data)
                     continue
+                ended = True
                 if kind == "end":
-                    yield _end_decoder.decode(msg.data)
+                    yield _end_decoder.decode(msg.data)  # (the caller may close us right here)
                     return
                 extra = {n: hdrs[n] for n in _PASSED_ON if n in hdrs}
                 raise UpstreamFailed(int(hdrs.get(headers.STATUS, "502")), msg.data, extra)
         except (asyncio.CancelledError, GeneratorExit, WorkerLost):  # caller left, or worker silent
-            await self._cancel(prepared, reply_to)
+            if not ended:
+                await self._cancel(prepared, reply_to)
             raise
         finally:
             self._inbox.close(reply_to)
