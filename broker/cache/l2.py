@@ -30,6 +30,8 @@ class L2Backend(Protocol):
     """
 
     name: str
+    #: Whether ``set`` only queues the write (it cannot stall: no timeout is needed).
+    queued_writes: bool
 
     def known_absent(self, key: str) -> bool:
         """Whether the store certainly does not hold ``key`` (known without asking it)."""
@@ -96,6 +98,9 @@ class GuardedL2:
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
         """Store, or give up quietly on timeout or outage."""
+        if self.backend.queued_writes:
+            await self.backend.set(key, value, ttl_s)
+            return
         with contextlib.suppress(Unavailable):
             await self.guard.call(
                 lambda: self.backend.set(key, value, ttl_s), timeout_s=self.guard.timeout_s * 4

@@ -51,6 +51,7 @@ class NatsKVL2:
     """JetStream KV-backed L2. Build with :meth:`open`."""
 
     name = "nats-kv"
+    queued_writes = True
 
     def __init__(self, nc: Client, bucket: str) -> None:
         self._nc = nc

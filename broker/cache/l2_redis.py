@@ -22,6 +22,7 @@ class RedisL2:
     """
 
     name = "redis"
+    queued_writes = False
 
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
