@@ -297,3 +297,29 @@ async def test_only_the_requester_can_cancel_its_request(
     await stack.nc.publish("llm.cancel", owned["X-Request-Id"].encode(), reply=inbox)
     await asyncio.wait_for(fake_openai.disconnected.wait(), 5)  # the owner's cancel is honoured
     await replies.unsubscribe()
+
+
+async def test_a_stream_that_ends_well_cancels_nothing(stack: Stack, namespace: str) -> None:
+    """Over HTTP and over NATS, a stream read to its end publishes no ``llm.cancel``: the
+    bridge and the broker know the last message came (a cancel per stream would reach every
+    worker for nothing)."""
+    cancels: list[str] = []
+
+    async def seen(msg: Any) -> None:
+        cancels.append(msg.data.decode())
+
+    await stack.nc.subscribe("llm.cancel", cb=seen)
+    await stack.nc.flush()
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.post(
+            f"{stack.base_url}/chat/completions",
+            json=request("to the end", stream=True),
+            headers={"X-Cache-Namespace": namespace},
+        )
+    assert response.status_code == 200
+    assert response.text.rstrip().endswith("data: [DONE]")
+    chunks, _ = await streamed(stack.nc, "to the end over nats", namespace)
+    assert chunks
+    await asyncio.sleep(0.3)  # a cancel would be on its way by now
+    await stack.nc.flush()
+    assert cancels == []
