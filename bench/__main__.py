@@ -14,10 +14,11 @@ import asyncio
 import contextlib
 import itertools
 import os
+import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -211,21 +212,59 @@ async def run_upstream(seconds: int, delay_ms: float) -> list[upstream.Row] | No
     with nginx_upstream.nginx_upstream(port, delay_ms / 1000) as nginx:
         config = UPSTREAM_CONFIG.format(port=port)
         async with deployment(config, "up") as (dep, _):
-            targets = {
-                "direct": (f"http://127.0.0.1:{port}/v1/chat/completions", nginx_pids(nginx)),
-                "LLM Edge": (
-                    f"http://127.0.0.1:{dep.http_port}/v1/chat/completions",
-                    our_pids(dep),
-                ),
-            }
-            return [
-                upstream.wrk_run(
-                    target, url, stream=stream, connections=conns, seconds=seconds, pids=pids
-                )
-                for (target, (url, pids)), stream, conns in itertools.product(
-                    targets.items(), (False, True), upstream.LEVELS
-                )
-            ]
+            with up_process(config) as together:
+                targets = {
+                    "direct": (f"http://127.0.0.1:{port}/v1/chat/completions", nginx_pids(nginx)),
+                    "llm-edge up": together,
+                    "4 processes": (
+                        f"http://127.0.0.1:{dep.http_port}/v1/chat/completions",
+                        our_pids(dep),
+                    ),
+                }
+                return [
+                    upstream.wrk_run(
+                        target, url, stream=stream, connections=conns, seconds=seconds, pids=pids
+                    )
+                    for (target, (url, pids)), stream, conns in itertools.product(
+                        targets.items(), (False, True), upstream.LEVELS
+                    )
+                ]
+
+
+@contextlib.contextmanager
+def up_process(config: str) -> Iterator[tuple[str, dict[str, int]]]:
+    """``llm-edge up`` (every role in one process, its own embedded nats-server) on free
+    ports: its chat URL and its processes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "up.toml"
+        path.write_text(config)
+        port, nats_port = free_port(), free_port()
+        args = ["up", "--config", str(path), "--data-dir", f"{tmp}/data", "--host", "127.0.0.1"]
+        args += ["--port", str(port), "--nats-port", str(nats_port)]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llm_edge", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:  # "Ready. ..." once every role serves
+                if line.startswith("Ready."):
+                    break
+            else:
+                raise RuntimeError("llm-edge up exited before it was ready")
+            pids = {"llm-edge up": proc.pid}
+            for task in Path(f"/proc/{proc.pid}/task").iterdir():
+                for child in (task / "children").read_text().split():
+                    pids["nats-server"] = int(child)
+            yield f"http://127.0.0.1:{port}/v1/chat/completions", pids
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 def nginx_pids(master: subprocess.Popen[bytes]) -> dict[str, int]:

@@ -1,4 +1,5 @@
-"""The miss path against a real HTTP upstream: bridge -> broker -> worker -> nginx (20 ms).
+"""The miss path against a real HTTP upstream: bridge -> broker -> worker -> nginx (20 ms),
+in ``llm-edge up`` (one process) and as four processes.
 
 Each row is one fixed-length wrk run (unique prompts, so every request is a cache miss) at
 1, 64 and 1000 connections, whole and streamed, first straight to the upstream (the
@@ -148,7 +149,8 @@ def print_rows(rows: list[Row], delay_ms: float) -> None:
             f"| {row.cpu_total_ms:.3f} | {per_process} |"
         )
     print(
-        "\nCPU ms/req: our processes together (bridge, broker, worker, nats-server; their split "
-        "in the last columns); on the direct rows, the upstream's own (nginx). At 1 connection "
-        "it includes what the processes spend while idle."
+        "\nCPU ms/req: our processes together (`llm-edge up` and its nats-server, or the bridge, "
+        "broker, worker and nats-server processes; their split in the last columns); on the "
+        "direct rows, the upstream's own (nginx). At 1 connection it includes what the "
+        "processes spend while idle."
     )
