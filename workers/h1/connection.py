@@ -216,8 +216,8 @@ class Connection(asyncio.Protocol):
         if self.tunnel is not None:
             self._tunnel_data(data)
             return
-        if self._response is None:  # bytes nobody asked for: the connection is unusable
-            self.abort()
+        if self._response is None or self._response.complete:  # bytes nobody asked for
+            self.abort()  # the connection is unusable (never reused)
             return
         self._deadline = self._loop.time() + self._read_timeout
         try:
@@ -260,7 +260,8 @@ class Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         response = self._response
-        if response is None:
+        if response is None or response.complete:  # a second answer to one request
+            self.abort()
             return
         status = self._parser.get_status_code()
         if 100 <= status < 200:  # an interim answer (100 Continue): the real one follows
