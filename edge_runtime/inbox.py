@@ -35,8 +35,9 @@ class Inbox:
         self._nuid = NUID()
         self._subscribed: asyncio.Task[Subscription] | None = None
 
-    async def open(self) -> tuple[str, asyncio.Queue[Msg]]:
-        """A fresh reply subject and the queue its messages arrive in (call :meth:`close`)."""
+    async def open(self, queue: asyncio.Queue[Msg] | None = None) -> tuple[str, asyncio.Queue[Msg]]:
+        """A fresh reply subject and the queue its messages arrive in (call :meth:`close`):
+        ``queue`` when given (several subjects may feed one queue), else a new one."""
         if self._subscribed is None:  # first call: subscribe once; concurrent ones share it
             self._subscribed = asyncio.ensure_future(
                 self._nc.subscribe(
@@ -47,7 +48,8 @@ class Inbox:
         if not subscribed.done():
             await asyncio.shield(subscribed)
         token = self._nuid.next().decode()
-        queue: asyncio.Queue[Msg] = asyncio.Queue()
+        if queue is None:
+            queue = asyncio.Queue()
         self._queues[token] = queue
         return f"{self._prefix}.{token}", queue
 
