@@ -101,8 +101,9 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
             "--metrics-port",
             type=int,
             default=int(environ.get("LLM_EDGE_METRICS_PORT", "0")),
-            help="serve Prometheus /metrics on this port (0: off; the bridge "
-            "always serves /metrics on its HTTP port)",
+            help="serve Prometheus /metrics and the health probes /healthz and /readyz on "
+            "this port (0: off; the bridge serves /metrics, /health and /ready on its HTTP "
+            "port)",
         )
         return cmd
 
@@ -199,6 +200,7 @@ def _nats_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
 
 async def _broker(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     from broker.service import BrokerOptions, serve_broker  # noqa: PLC0415
+    from edge_runtime.health import HEALTH  # noqa: PLC0415
     from edge_runtime.process import stop_event  # noqa: PLC0415  (each command imports what it runs)
 
     options = BrokerOptions(
@@ -207,10 +209,11 @@ async def _broker(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
         tls=_nats_tls(args),
         inbox_prefix=args.inbox_prefix,
     )
-    await serve_broker(_load(args, environ), options, stop_event())
+    await serve_broker(_load(args, environ), options, stop_event(), HEALTH)
 
 
 async def _worker(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    from edge_runtime.health import HEALTH  # noqa: PLC0415
     from edge_runtime.process import close_quietly, stop_event  # noqa: PLC0415
     from workers import build_provider, http_client, serve_worker  # noqa: PLC0415
 
@@ -224,7 +227,9 @@ async def _worker(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
         provider = build_provider(settings, environ, client)
         nc = await _connect(args, f"llm-edge-worker-{args.provider}", lifeline)
         try:
-            await serve_worker(nc, provider, stop, max_concurrency=settings.max_concurrency)
+            await serve_worker(
+                nc, provider, stop, max_concurrency=settings.max_concurrency, health=HEALTH
+            )
         finally:
             lifeline.leaving = True
             await close_quietly(nc)
@@ -437,9 +442,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     configure_logs(env)
 
     if getattr(args, "metrics_port", 0):
-        from prometheus_client import start_http_server  # noqa: PLC0415
+        from edge_runtime.metrics_port import serve_metrics_port  # noqa: PLC0415
 
-        start_http_server(args.metrics_port, addr=env.get("LLM_EDGE_METRICS_HOST", "127.0.0.1"))
+        serve_metrics_port(args.metrics_port, env.get("LLM_EDGE_METRICS_HOST", "127.0.0.1"))
     service = _service_name(args)
     if service is not None:  # `up` passes the environment on: its children trace themselves
         from edge_runtime.tracing import configure as configure_tracing  # noqa: PLC0415
