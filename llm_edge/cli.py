@@ -150,6 +150,20 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         default=environ.get("LLM_EDGE_TLS_KEY"),
         help="and this key (env LLM_EDGE_TLS_KEY)",
     )
+    bridge.add_argument(
+        "--attempts",
+        type=int,
+        default=int(environ.get("LLM_EDGE_BRIDGE_ATTEMPTS", "4")),
+        help="tries of a chat or messages request lost to a NATS failover, within its "
+        "deadline (1: no retry; env LLM_EDGE_BRIDGE_ATTEMPTS)",
+    )
+    bridge.add_argument(
+        "--attempt-timeout",
+        type=float,
+        default=float(environ.get("LLM_EDGE_BRIDGE_ATTEMPT_TIMEOUT_S", "30")),
+        help="seconds an attempt waits for its answer (or a stream for its first message) "
+        "before it is sent again (env LLM_EDGE_BRIDGE_ATTEMPT_TIMEOUT_S)",
+    )
     for cmd in (up, bridge):
         cmd.add_argument("--host", default=environ.get("LLM_EDGE_HOST", "127.0.0.1"))
         cmd.add_argument("--port", type=int, default=int(environ.get("LLM_EDGE_PORT", "8080")))
@@ -238,8 +252,11 @@ async def _worker(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
 
 async def _bridge(args: argparse.Namespace) -> None:
     from edge_bridge import BridgeOptions, serve_bridge  # noqa: PLC0415
+    from edge_client.request import RetryPolicy  # noqa: PLC0415
     from edge_runtime.process import stop_event  # noqa: PLC0415
 
+    if args.attempts < 1 or args.attempt_timeout <= 0:
+        raise ValueError("--attempts takes N >= 1 and --attempt-timeout a positive number")
     options = BridgeOptions(
         nats_url=args.nats_url,
         host=args.host,
@@ -248,6 +265,7 @@ async def _bridge(args: argparse.Namespace) -> None:
         tls_key=args.tls_key,
         nats_tls=_nats_tls(args),
         nats_inbox_prefix=args.inbox_prefix,
+        retry=RetryPolicy(attempts=args.attempts, attempt_timeout_s=args.attempt_timeout),
     )
     await serve_bridge(options, stop_event())
 
