@@ -24,7 +24,6 @@ The last attempt waits for the deadline.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncGenerator, Mapping
 
 import msgspec
@@ -90,6 +89,15 @@ def _retry_after(msg: Msg) -> str | None:
     return None if code in BACK_OFF_CODES else hdrs.get(headers.RETRY_AFTER, "")
 
 
+def _budget_s(caller_ms: str | None) -> float | None:
+    """The caller's ``Llm-Timeout-Ms`` in seconds, when it is a positive number."""
+    try:
+        ms = int(caller_ms or "")
+    except ValueError:
+        return None
+    return ms / 1000 if ms > 0 else None
+
+
 class _Attempts:
     """One request's attempts: their reply subjects all feed one queue."""
 
@@ -97,21 +105,18 @@ class _Attempts:
         self._relay, self._subject, self._body, self._hdrs = relay, subject, body, hdrs
         self._loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue[Msg] = asyncio.Queue()
-        self._wake = Msg(relay.nc)  # on no subject: never a reply
         self.open: list[str] = []  # reply subjects that may still be answered
         self._opened: list[str] = []  # every one (closed in the inbox at the end)
         self.tries = 0
         self._epoch = 0
-        caller_ms = hdrs.get(headers.TIMEOUT_MS)
-        self._forward_budget = caller_ms is not None
-        budget = relay.timeout_s
-        with contextlib.suppress(ValueError, TypeError):
-            budget = min(budget, int(caller_ms) / 1000) if caller_ms else budget
+        caller_s = _budget_s(hdrs.get(headers.TIMEOUT_MS))
+        self._forward_budget = caller_s is not None  # else the broker judges the header
+        budget = relay.timeout_s if caller_s is None else min(relay.timeout_s, caller_s)
         self.deadline = self._loop.time() + budget
 
     def __enter__(self) -> _Attempts:
         if self._relay.reconnects is not None:
-            self._relay.reconnects.watch(self.queue, self._wake)
+            self._relay.reconnects.watch(self.queue, self._relay.wake)
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -158,7 +163,7 @@ class _Attempts:
                 if until >= self.deadline:
                     raise
                 return None
-            if msg is self._wake:
+            if msg is self._relay.wake:
                 if self._relay.nc.stats["reconnects"] > self._epoch and not last:
                     return None
                 continue
@@ -233,6 +238,7 @@ class Relay:
     ) -> None:
         self.nc, self.inbox, self.timeout_s = nc, inbox, timeout_s
         self.policy, self.reconnects = policy, reconnects
+        self.wake = Msg(nc)  # what a reconnect puts in the queues; on no subject, no reply
 
     async def whole(self, subject: str, body: bytes, hdrs: Mapping[str, str]) -> Msg:
         """The request's one answer (or NATS no-responders, when nobody ever served it).

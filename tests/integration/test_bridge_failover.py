@@ -10,11 +10,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
-import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -22,7 +21,7 @@ from edge_bridge import BridgeOptions, BridgeServer
 from edge_client import RetryPolicy
 from edge_runtime.process import close_quietly, connect
 from schemas import headers
-from tests.integration.test_cluster_failover import CHAT_CONFIG, start_services
+from tests.integration.test_cluster_failover import CHAT_CONFIG, Services, start_services
 from tests.support.servers import EmbeddedCluster
 from tests.support.stack import config_from
 
@@ -41,11 +40,15 @@ class Load:
     after_kill_s: float  # from the SIGKILL to the last answer
 
 
-@pytest.fixture
-async def spy(nats_cluster: EmbeddedCluster) -> AsyncIterator[tuple[Client, Counter[str]]]:
-    """Counts the attempts published on ``llm.chat`` by request id, from server 2 (which no
-    test here kills)."""
-    nc = await connect(nats_cluster.urls[1], "spy")
+def home_of(cluster: EmbeddedCluster, nc: Client) -> int:
+    """The index of the server ``nc`` is connected to (nats-py picks one of its list)."""
+    port = nc.connected_url.port if nc.connected_url is not None else None
+    return next(i for i, url in enumerate(cluster.urls) if url.endswith(f":{port}"))
+
+
+async def spy_on(url: str) -> tuple[Client, Counter[str]]:
+    """Counts the attempts published on ``llm.chat`` by request id."""
+    nc = await connect(url, "spy")
     attempts: Counter[str] = Counter()
 
     async def count(msg: Msg) -> None:
@@ -53,8 +56,36 @@ async def spy(nats_cluster: EmbeddedCluster) -> AsyncIterator[tuple[Client, Coun
 
     await nc.subscribe("llm.chat", cb=count)
     await nc.flush()
-    yield nc, attempts
-    await close_quietly(nc)
+    return nc, attempts
+
+
+@dataclass
+class Layout:
+    """The bridge on one server, a broker and a worker on each of the two others."""
+
+    bridge: BridgeServer
+    home: int  # the bridge's server
+    others: list[int]  # the brokers' servers
+    services: Services
+    spy: Client
+    attempts: Counter[str]
+
+    async def stop(self) -> None:
+        await self.bridge.stop()
+        await self.services.stop()
+        await close_quietly(self.spy)
+
+
+async def lay_out(cluster: EmbeddedCluster, retry: RetryPolicy, spy_on_index: int) -> Layout:
+    """The bridge first, given every server (it connects to one of them); then the brokers
+    and workers on the two servers it did not pick; the spy on ``others[spy_on_index]``."""
+    bridge = BridgeServer(BridgeOptions(nats_url=",".join(cluster.urls), port=0, retry=retry))
+    await bridge.start()
+    home = home_of(cluster, bridge.nc)
+    others = [i for i in range(len(cluster.urls)) if i != home]
+    services = await start_services(cluster, config_from(CHAT_CONFIG), homes=others)
+    spy, attempts = await spy_on(cluster.urls[others[spy_on_index]])
+    return Layout(bridge, home, others, services, spy, attempts)
 
 
 async def http_load(bridge: BridgeServer, kill: Callable[[], None], attempts: Counter[str]) -> Load:
@@ -109,42 +140,35 @@ def check(load: Load, label: str) -> None:
 
 
 async def test_bridge_loses_no_request_when_a_broker_server_dies(
-    nats_cluster: EmbeddedCluster, spy: tuple[Client, Counter[str]]
+    nats_cluster: EmbeddedCluster,
 ) -> None:
-    """Bridge on server 3, brokers and workers on servers 1 and 2; SIGKILL server 1 while
-    400 HTTP requests run, 40 at a time: every one is answered 200 (an attempt that went
-    down with the server is sent again after the attempt timeout, same request id)."""
-    services = await start_services(nats_cluster, config_from(CHAT_CONFIG), homes=[0, 1])
-    urls = nats_cluster.urls
+    """Bridge on one server, a broker and a worker on each of the two others; SIGKILL the
+    server of one broker while 400 HTTP requests run, 40 at a time: every one is answered
+    200 (an attempt that went down with the server is sent again after the attempt
+    timeout, under the same request id)."""
     retry = RetryPolicy(attempts=6, attempt_timeout_s=3.0, backoff_s=0.1, max_backoff_s=1.0)
-    bridge = BridgeServer(BridgeOptions(nats_url=f"{urls[2]},{urls[1]}", port=0, retry=retry))
-    await bridge.start()
+    layout = await lay_out(nats_cluster, retry, spy_on_index=1)
     try:
-        load = await http_load(bridge, nats_cluster.nodes[0].kill, spy[1])
+        victim = nats_cluster.nodes[layout.others[0]]
+        load = await http_load(layout.bridge, victim.kill, layout.attempts)
         check(load, "a broker's server killed")
     finally:
-        await bridge.stop()
-        await services.stop()
+        await layout.stop()
 
 
 async def test_bridge_loses_no_request_when_its_own_server_dies(
-    nats_cluster: EmbeddedCluster, spy: tuple[Client, Counter[str]]
+    nats_cluster: EmbeddedCluster,
 ) -> None:
-    """SIGKILL the bridge's own server under HTTP load: the bridge reconnects to a server of
-    its list and at once sends again the attempts whose replies may have been lost. The
-    attempt timeout is long (30 s), so answering everything well before it proves the
-    reconnect, not the timeout, brought the retries."""
-    services = await start_services(nats_cluster, config_from(CHAT_CONFIG), homes=[0, 1])
-    urls = nats_cluster.urls
+    """SIGKILL the bridge's own server under HTTP load: the bridge reconnects to another
+    server of its list and at once sends again the attempts whose replies may have been
+    lost. The attempt timeout is long (30 s): answering everything well before it means no
+    reply lost in the switch waited for the timeout."""
     retry = RetryPolicy(attempts=4, attempt_timeout_s=30.0, backoff_s=0.1, max_backoff_s=1.0)
-    bridge = BridgeServer(
-        BridgeOptions(nats_url=f"{urls[2]},{urls[0]},{urls[1]}", port=0, retry=retry)
-    )
-    await bridge.start()
+    layout = await lay_out(nats_cluster, retry, spy_on_index=0)
     try:
-        load = await http_load(bridge, nats_cluster.nodes[2].kill, spy[1])
+        load = await http_load(layout.bridge, nats_cluster.nodes[layout.home].kill, layout.attempts)
         check(load, "the bridge's server killed")
+        assert home_of(nats_cluster, layout.bridge.nc) != layout.home
         assert load.after_kill_s < 15
     finally:
-        await bridge.stop()
-        await services.stop()
+        await layout.stop()

@@ -16,13 +16,16 @@ import httpx
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
 
 from edge_bridge import BridgeOptions, BridgeServer
 from edge_client import RetryPolicy
 from edge_runtime.process import close_quietly, connect
 from schemas import headers
+from tests.integration.test_bridge_failover import home_of
 from tests.support.servers import EmbeddedCluster, EmbeddedNats, start_nats
 
+PROBE = "Test-Probe"
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 QUICK = RetryPolicy(attempts=4, attempt_timeout_s=0.5, backoff_s=0.05, max_backoff_s=0.2)
 
@@ -47,6 +50,9 @@ class StandIn:
 
     async def on_chat(self, msg: Msg) -> None:
         hdrs = msg.headers or {}
+        if PROBE in hdrs:  # the test asking whether llm.chat reaches this stand-in yet
+            await self.nc.publish(msg.reply, b"")
+            return
         self.attempts.append(
             Attempt(hdrs.get(headers.REQUEST_ID, ""), msg.reply, hdrs.get(headers.TIMEOUT_MS))
         )
@@ -90,6 +96,23 @@ async def broker(own_nats: EmbeddedNats) -> AsyncIterator[StandIn]:
     running = await stand_in(own_nats.url)
     yield running
     await close_quietly(running.nc)
+
+
+async def routed(url: str) -> None:
+    """Until ``llm.chat`` published on the server at ``url`` reaches the stand-in (its
+    subscription, made on another server of the cluster, has spread to that one)."""
+    nc = await connect(url, "router")
+    try:
+        async with asyncio.timeout(10):
+            while True:
+                try:
+                    await nc.request("llm.chat", b"", timeout=1, headers={PROBE: "1"})
+                except NoRespondersError:
+                    await asyncio.sleep(0.05)
+                else:
+                    return
+    finally:
+        await close_quietly(nc)
 
 
 async def bridge_on(url: str, retry: RetryPolicy = QUICK) -> BridgeServer:
@@ -276,23 +299,25 @@ async def test_a_reply_lost_to_the_bridges_reconnect_is_sent_again_at_once(
     server): the bridge reconnects to another server of its list and sends the request
     again at once, under the same id, long before the 30 s attempt timeout."""
     urls = nats_cluster.urls
-    broker = await stand_in(urls[0])
+    slow = RetryPolicy(attempts=4, attempt_timeout_s=30.0, backoff_s=0.05, max_backoff_s=0.2)
+    bridge = await bridge_on(",".join(urls), slow)
+    home = home_of(nats_cluster, bridge.nc)  # the server of the list the bridge picked
+    broker = await stand_in(urls[(home + 1) % len(urls)])
 
     async def answer(n: int, msg: Msg) -> None:
         if n == 2:  # the first attempt's answer is taken as lost with the server
             await broker.reply(msg, 200, ok("after the reconnect"))
 
     broker.answer = answer
-    slow = RetryPolicy(attempts=4, attempt_timeout_s=30.0, backoff_s=0.05, max_backoff_s=0.2)
-    bridge = await bridge_on(f"{urls[2]},{urls[0]}", slow)
     try:
+        await routed(urls[home])
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{bridge.port}/v1", timeout=30
         ) as http:
             pending = asyncio.ensure_future(http.post("/chat/completions", json=BODY))
             async with asyncio.timeout(10):
                 await broker.seen.wait()
-            nats_cluster.nodes[2].kill()
+            nats_cluster.nodes[home].kill()
             async with asyncio.timeout(10):
                 response = await pending
         assert response.status_code == 200
@@ -300,5 +325,5 @@ async def test_a_reply_lost_to_the_bridges_reconnect_is_sent_again_at_once(
         first, second = broker.attempts
         assert first.request_id == second.request_id == response.headers["x-request-id"]
     finally:
-        await bridge.stop()
         await close_quietly(broker.nc)
+        await bridge.stop()
