@@ -44,6 +44,7 @@ from broker.upstream.resilience import Resilient
 from broker.upstream.router import Router
 from edge_client.streams import check_replicas
 from edge_runtime.discovery import register
+from edge_runtime.health import Health
 from edge_runtime.local import LocalRoutes, local_view
 from edge_runtime.process import (
     DEFAULT_INBOX_PREFIX,
@@ -238,6 +239,11 @@ class BrokerService:
         return self._micro.id if self._micro is not None else ""
 
     @property
+    def subscriptions(self) -> tuple[Subscription, ...]:
+        """The request subscriptions (``llm.chat``, ``llm.messages``, ``llm.cancel``)."""
+        return tuple(self._subs)
+
+    @property
     def l2_name(self) -> str:
         """``redis``, ``nats-kv`` or ``off``."""
         return "off" if self._l2 is None else self._l2.name
@@ -279,8 +285,10 @@ def _security(servers: ServerList, tls: ssl.SSLContext | None) -> BaseSecurity |
     return BaseSecurity(ssl_context=tls) if tls else None
 
 
-async def serve_broker(config: Config, options: BrokerOptions, stop: asyncio.Event) -> None:
-    """Run a broker until ``stop`` is set.
+async def serve_broker(
+    config: Config, options: BrokerOptions, stop: asyncio.Event, health: Health | None = None
+) -> None:
+    """Run a broker until ``stop`` is set (``health``: what its probes answer).
 
     Raises:
         ConnectionLost: the server closed the connection for good (the broker stopped).
@@ -288,11 +296,15 @@ async def serve_broker(config: Config, options: BrokerOptions, stop: asyncio.Eve
     lifeline = Lifeline(stop)
     service = BrokerService(config, options, lifeline)
     await service.start()
+    if health is not None:
+        health.watch("broker", service.nc, lambda: service.subscriptions)
     freeze_startup_heap()
     log.info("broker ready: %d models, L2=%s", len(config.models), service.l2_name)
     try:
         await stop.wait()
     finally:
+        if health is not None:
+            await health.stop()
         await service.stop()
     lifeline.check()
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.nuid import NUID
@@ -26,7 +25,9 @@ from edge_bridge.asgi import nats_headers as forwarded_headers
 from edge_bridge.asgi import read_body
 from edge_bridge.batches import BatchRoutes
 from edge_bridge.console import ConsoleRoutes
+from edge_bridge.retry import Reconnects, Relay, no_responders
 from edge_client.chat import ChatStreamError
+from edge_client.request import DEFAULT_RETRY, RetryPolicy
 from edge_runtime.inbox import Inbox
 from edge_runtime.tracing import inject, span
 from schemas import error_body, headers, subjects
@@ -145,15 +146,26 @@ class BridgeApp:
     Args:
         nc: connected NATS client.
         timeout_s: upper bound on one HTTP request (the broker applies model deadlines).
+        retry: how chat and messages requests are sent again when an attempt was lost
+            (see :mod:`edge_bridge.retry`).
+        reconnects: the connection's reconnect signal (a reply lost to a reconnect is then
+            retried at once).
     """
 
-    def __init__(self, nc: Client, *, timeout_s: float = DEFAULT_HTTP_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        *,
+        timeout_s: float = DEFAULT_HTTP_TIMEOUT_S,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        reconnects: Reconnects | None = None,
+    ) -> None:
         self._nc = nc
         self._timeout = timeout_s
         self._nuid = NUID()
         self._batches = BatchRoutes(nc)
         self._console = ConsoleRoutes(nc)
-        self._inbox = Inbox(nc)
+        self._relay = Relay(nc, Inbox(nc), timeout_s=timeout_s, policy=retry, reconnects=reconnects)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -217,12 +229,11 @@ class BridgeApp:
     async def _relay_whole(
         self, api: _Api, body: bytes, nats_headers: dict[str, str], send: Send
     ) -> None:
-        """One reply, on a reply subject of the bridge's own inbox: cancelling the request
-        (the client left) names that subject, which proves the cancel is the caller's."""
-        reply_to, replies = await self._inbox.open()
+        """One reply; attempts lost to a NATS failover are sent again (:mod:`edge_bridge.retry`).
+        Each attempt has a reply subject of the bridge's own inbox: cancelling the request
+        (the client left) names those subjects, which proves the cancel is the caller's."""
         try:
-            await self._nc.publish(api.subject, body, reply=reply_to, headers=nats_headers)
-            answer = await replies.get(self._timeout)
+            answer = await self._relay.whole(api.subject, body, nats_headers)
         except TimeoutError:
             await _error(
                 send,
@@ -232,15 +243,8 @@ class BridgeApp:
                 anthropic=api.anthropic,
             )
             return
-        except asyncio.CancelledError:
-            if not self._nc.is_closed:
-                request_id = nats_headers[headers.REQUEST_ID].encode()
-                await self._nc.publish(subjects.CANCEL, request_id, reply=reply_to)
-            raise
-        finally:
-            self._inbox.close(reply_to)
         reply_headers = answer.headers or {}
-        if reply_headers.get("Status") == "503" and not answer.data:  # NATS no-responders
+        if no_responders(answer):
             await _error(
                 send,
                 503,
@@ -256,9 +260,10 @@ class BridgeApp:
     async def _relay_stream(
         self, api: _Api, body: bytes, nats_headers: dict[str, str], send: Send
     ) -> None:
-        """Server-sent events as the API's own servers send them."""
+        """Server-sent events as the API's own servers send them; retried (like whole
+        replies) until the first message, never once a byte was sent to the caller."""
         started = False
-        messages = self._stream_replies(api, body, nats_headers)
+        messages = self._relay.stream(api.subject, body, nats_headers)
         try:
             async with contextlib.aclosing(messages):
                 async for msg in messages:
@@ -302,38 +307,6 @@ class BridgeApp:
                     "the broker did not answer in time",
                     anthropic=api.anthropic,
                 )
-
-    async def _stream_replies(
-        self, api: _Api, body: bytes, nats_headers: dict[str, str]
-    ) -> AsyncGenerator[Msg, None]:
-        """Publish a streaming request with a reply subject of the bridge's inbox, and yield
-        each reply message, the last one included (``Llm-Stream: end`` or ``error``, or a
-        whole error reply sent before the stream began). One wildcard subscription serves
-        every stream: no SUB and UNSUB per request.
-
-        Raises:
-            TimeoutError: the stream did not finish within the bridge's timeout.
-            ChatStreamError: nobody serves the API's subject.
-        """
-        reply_to, replies = await self._inbox.open()
-        finished = False
-        deadline = asyncio.get_running_loop().time() + self._timeout
-        try:
-            await self._nc.publish(api.subject, body, reply=reply_to, headers=nats_headers)
-            while not finished:
-                left = deadline - asyncio.get_running_loop().time()
-                msg = await replies.get(max(left, 0.001))
-                reply_headers = msg.headers or {}
-                if reply_headers.get("Status") == "503" and not msg.data:  # no responders
-                    finished = True
-                    raise ChatStreamError(503, error_body(503, "no_broker", "no broker is running"))
-                finished = reply_headers.get(headers.STREAM) != "chunk"
-                yield msg
-        finally:
-            self._inbox.close(reply_to)
-            if not finished and not self._nc.is_closed:  # the inbox proves the cancel is ours
-                request_id = nats_headers[headers.REQUEST_ID].encode()
-                await self._nc.publish(subjects.CANCEL, request_id, reply=reply_to)
 
     async def _models(self, scope: Scope, send: Send) -> None:
         auth = forwarded_headers(scope).get(headers.AUTHORIZATION)

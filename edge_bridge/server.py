@@ -16,6 +16,8 @@ import uvicorn
 
 from edge_bridge.app import DEFAULT_HTTP_TIMEOUT_S, BridgeApp
 from edge_bridge.protocol import EnvelopeHttpToolsProtocol
+from edge_bridge.retry import Reconnects
+from edge_client.request import DEFAULT_RETRY, RetryPolicy
 from edge_runtime.local import LocalRoutes, local_view
 from edge_runtime.process import (
     DEFAULT_INBOX_PREFIX,
@@ -45,6 +47,9 @@ class BridgeOptions:
     tls_key: str | None = None
     nats_tls: ssl.SSLContext | None = None
     nats_inbox_prefix: str = DEFAULT_INBOX_PREFIX  # the bridge user may read only its own
+    #: How a chat or messages request lost to a NATS failover is sent again (its deadline,
+    #: ``timeout_s`` or the caller's ``Llm-Timeout-Ms``, bounds every attempt).
+    retry: RetryPolicy = DEFAULT_RETRY
 
 
 class BridgeServer:
@@ -67,16 +72,24 @@ class BridgeServer:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Connect to NATS and start serving."""
+        """Connect to NATS (any server of the list, and the others on a failover) and start
+        serving."""
+        reconnects = Reconnects()
         connection = await connect(
             self.options.nats_url,
             "llm-edge-bridge",
             self.options.nats_tls,
             inbox_prefix=self.options.nats_inbox_prefix,
             lifeline=self._lifeline,
+            reconnected=reconnects.reconnected,
         )
         self.nc = local_view(connection, self._routes)
-        app = BridgeApp(self.nc, timeout_s=self.options.timeout_s)
+        app = BridgeApp(
+            self.nc,
+            timeout_s=self.options.timeout_s,
+            retry=self.options.retry,
+            reconnects=reconnects,
+        )
         config = uvicorn.Config(
             app,
             http=EnvelopeHttpToolsProtocol,  # httptools; its own 400s as our envelope

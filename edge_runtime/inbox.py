@@ -78,8 +78,9 @@ class Inbox:
         self._nuid = NUID()
         self._subscribed: asyncio.Task[Subscription] | None = None
 
-    async def open(self) -> tuple[str, Mailbox]:
-        """A fresh reply subject and the mailbox its messages arrive in (call :meth:`close`)."""
+    async def open(self, box: Mailbox | None = None) -> tuple[str, Mailbox]:
+        """A fresh reply subject and the mailbox its messages arrive in (call :meth:`close`):
+        ``box`` when given (several subjects may feed one mailbox), else a new one."""
         if self._subscribed is None:  # first call: subscribe once; concurrent ones share it
             self._subscribed = asyncio.ensure_future(
                 self._nc.subscribe(
@@ -90,7 +91,9 @@ class Inbox:
         if not subscribed.done():
             await asyncio.shield(subscribed)
         token = self._nuid.next().decode()
-        box = self._boxes[token] = Mailbox()
+        if box is None:
+            box = Mailbox()
+        self._boxes[token] = box
         return f"{self._prefix}.{token}", box
 
     def close(self, subject: str) -> None:

@@ -14,7 +14,7 @@ import gc
 import logging
 import signal
 import ssl
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import nats
@@ -124,6 +124,7 @@ async def connect(
     *,
     inbox_prefix: str = DEFAULT_INBOX_PREFIX,
     lifeline: Lifeline | None = None,
+    reconnected: Callable[[], Awaitable[None]] | None = None,
 ) -> Client:
     """Connect to NATS, reconnecting forever to any server of the list (or of the cluster,
     as the servers announce it); in-flight requests survive a server restart.
@@ -136,6 +137,7 @@ async def connect(
         tls: client TLS context (see :func:`tls_context`).
         inbox_prefix: subject prefix of this connection's reply inboxes.
         lifeline: when given, a connection the server closes for good stops the service.
+        reconnected: called after each reconnect, once the subscriptions are back.
 
     Raises:
         ValueError: ``url`` is not a server list.
@@ -154,6 +156,7 @@ async def connect(
         connect_timeout=5,
         error_cb=on_error,
         closed_cb=lifeline.closed if lifeline is not None else None,
+        reconnected_cb=reconnected,
         tls=tls,
         inbox_prefix=inbox_prefix,
     )

@@ -101,8 +101,9 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
             "--metrics-port",
             type=int,
             default=int(environ.get("LLM_EDGE_METRICS_PORT", "0")),
-            help="serve Prometheus /metrics on this port (0: off; the bridge "
-            "always serves /metrics on its HTTP port)",
+            help="serve Prometheus /metrics and the health probes /healthz and /readyz on "
+            "this port (0: off; the bridge serves /metrics, /health and /ready on its HTTP "
+            "port)",
         )
         return cmd
 
@@ -148,6 +149,20 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "--tls-key",
         default=environ.get("LLM_EDGE_TLS_KEY"),
         help="and this key (env LLM_EDGE_TLS_KEY)",
+    )
+    bridge.add_argument(
+        "--attempts",
+        type=int,
+        default=int(environ.get("LLM_EDGE_BRIDGE_ATTEMPTS", "4")),
+        help="tries of a chat or messages request lost to a NATS failover, within its "
+        "deadline (1: no retry; env LLM_EDGE_BRIDGE_ATTEMPTS)",
+    )
+    bridge.add_argument(
+        "--attempt-timeout",
+        type=float,
+        default=float(environ.get("LLM_EDGE_BRIDGE_ATTEMPT_TIMEOUT_S", "30")),
+        help="seconds an attempt waits for its answer (or a stream for its first message) "
+        "before it is sent again (env LLM_EDGE_BRIDGE_ATTEMPT_TIMEOUT_S)",
     )
     for cmd in (up, bridge):
         cmd.add_argument("--host", default=environ.get("LLM_EDGE_HOST", "127.0.0.1"))
@@ -199,6 +214,7 @@ def _nats_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
 
 async def _broker(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     from broker.service import BrokerOptions, serve_broker  # noqa: PLC0415
+    from edge_runtime.health import HEALTH  # noqa: PLC0415
     from edge_runtime.process import stop_event  # noqa: PLC0415  (each command imports what it runs)
 
     options = BrokerOptions(
@@ -207,10 +223,11 @@ async def _broker(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
         tls=_nats_tls(args),
         inbox_prefix=args.inbox_prefix,
     )
-    await serve_broker(_load(args, environ), options, stop_event())
+    await serve_broker(_load(args, environ), options, stop_event(), HEALTH)
 
 
 async def _worker(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    from edge_runtime.health import HEALTH  # noqa: PLC0415
     from edge_runtime.process import close_quietly, stop_event  # noqa: PLC0415
     from workers import build_provider, http_client, serve_worker  # noqa: PLC0415
 
@@ -224,7 +241,9 @@ async def _worker(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
         provider = build_provider(settings, environ, client)
         nc = await _connect(args, f"llm-edge-worker-{args.provider}", lifeline)
         try:
-            await serve_worker(nc, provider, stop, max_concurrency=settings.max_concurrency)
+            await serve_worker(
+                nc, provider, stop, max_concurrency=settings.max_concurrency, health=HEALTH
+            )
         finally:
             lifeline.leaving = True
             await close_quietly(nc)
@@ -233,8 +252,11 @@ async def _worker(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
 
 async def _bridge(args: argparse.Namespace) -> None:
     from edge_bridge import BridgeOptions, serve_bridge  # noqa: PLC0415
+    from edge_client.request import RetryPolicy  # noqa: PLC0415
     from edge_runtime.process import stop_event  # noqa: PLC0415
 
+    if args.attempts < 1 or args.attempt_timeout <= 0:
+        raise ValueError("--attempts takes N >= 1 and --attempt-timeout a positive number")
     options = BridgeOptions(
         nats_url=args.nats_url,
         host=args.host,
@@ -243,6 +265,7 @@ async def _bridge(args: argparse.Namespace) -> None:
         tls_key=args.tls_key,
         nats_tls=_nats_tls(args),
         nats_inbox_prefix=args.inbox_prefix,
+        retry=RetryPolicy(attempts=args.attempts, attempt_timeout_s=args.attempt_timeout),
     )
     await serve_bridge(options, stop_event())
 
@@ -437,9 +460,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     configure_logs(env)
 
     if getattr(args, "metrics_port", 0):
-        from prometheus_client import start_http_server  # noqa: PLC0415
+        from edge_runtime.metrics_port import serve_metrics_port  # noqa: PLC0415
 
-        start_http_server(args.metrics_port, addr=env.get("LLM_EDGE_METRICS_HOST", "127.0.0.1"))
+        serve_metrics_port(args.metrics_port, env.get("LLM_EDGE_METRICS_HOST", "127.0.0.1"))
     service = _service_name(args)
     if service is not None:  # `up` passes the environment on: its children trace themselves
         from edge_runtime.tracing import configure as configure_tracing  # noqa: PLC0415

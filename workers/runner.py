@@ -26,6 +26,7 @@ from nats.micro.service import Service
 from opentelemetry.trace import SpanKind
 
 from edge_runtime.discovery import register
+from edge_runtime.health import Health
 from edge_runtime.process import (
     PENDING_MSGS_LIMIT,
     STOP_STEP_S,
@@ -113,6 +114,11 @@ class WorkerService:
         self.answered = 0
         self.errors = 0
         self._ticker: asyncio.Task[None] | None = None
+
+    @property
+    def subscriptions(self) -> tuple[Subscription, ...]:
+        """The provider's queue subscription and ``llm.cancel``."""
+        return tuple(self._subs)
 
     async def start(self) -> None:
         """Subscribe in the workers' queue group, and to cancellations."""
@@ -269,14 +275,24 @@ class WorkerService:
 
 
 async def serve_worker(
-    nc: Client, provider: Provider, stop: asyncio.Event, *, max_concurrency: int = 1024
+    nc: Client,
+    provider: Provider,
+    stop: asyncio.Event,
+    *,
+    max_concurrency: int = 1024,
+    health: Health | None = None,
 ) -> None:
-    """Serve ``provider`` until ``stop`` is set, then drain."""
+    """Serve ``provider`` until ``stop`` is set, then drain (``health``: what the worker's
+    probes answer)."""
     service = WorkerService(nc, provider, max_concurrency=max_concurrency)
     await service.start()
+    if health is not None:
+        health.watch(f"worker-{provider.name}", nc, lambda: service.subscriptions)
     freeze_startup_heap()
     log.info("worker ready: %s on %s", provider.name, service.subject)
     try:
         await stop.wait()
     finally:
+        if health is not None:
+            await health.stop()
         await service.stop()

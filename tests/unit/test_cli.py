@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from edge_client.request import DEFAULT_RETRY
 from llm_edge.cli import _parser
 
 
@@ -36,3 +37,19 @@ def test_every_command_takes_the_inbox_prefix(argv: list[str]) -> None:
     at = 1 if argv[0] == "batch" else len(argv)
     flagged = _parser({}).parse_args([*argv[:at], "--inbox-prefix", "_INBOX.me", *argv[at:]])
     assert flagged.inbox_prefix == "_INBOX.me"
+
+
+def test_the_bridge_retry_is_set_by_flag_or_environment() -> None:
+    """``bridge`` sends a lost request again up to --attempts times, each waiting
+    --attempt-timeout seconds (LLM_EDGE_BRIDGE_ATTEMPTS / _ATTEMPT_TIMEOUT_S); the producer
+    client's policy by default."""
+    default = _parser({}).parse_args(["bridge"])
+    assert (default.attempts, default.attempt_timeout) == (
+        DEFAULT_RETRY.attempts,
+        DEFAULT_RETRY.attempt_timeout_s,
+    )
+    env = {"LLM_EDGE_BRIDGE_ATTEMPTS": "1", "LLM_EDGE_BRIDGE_ATTEMPT_TIMEOUT_S": "90"}
+    assert _parser(env).parse_args(["bridge"]).attempts == 1
+    assert _parser(env).parse_args(["bridge"]).attempt_timeout == 90.0
+    flagged = _parser(env).parse_args(["bridge", "--attempts", "6", "--attempt-timeout", "5"])
+    assert (flagged.attempts, flagged.attempt_timeout) == (6, 5.0)

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from broker.config import Config
+from edge_runtime.metrics_port import LIVE_PATH, READY_PATH
 from edge_runtime.servers import parse_servers
 
 ROOT = Path(__file__).parents[2]
@@ -111,3 +112,27 @@ def test_the_configuration_is_ours_and_replicates_across_the_nats_cluster() -> N
     assert nats["config"]["jetstream"]["enabled"] is True
     redis = yaml.safe_load((K8S / "values" / "redis.yaml").read_text())
     assert redis["auth"]["existingSecret"] == "llm-edge-redis"
+
+
+def test_brokers_and_workers_are_probed_on_their_health_answers() -> None:
+    """Broker and worker pods are probed over HTTP on the metrics port they serve: ready on
+    /readyz (NATS connected, subscriptions on the server), live and started on /healthz (the
+    event loop turns), paths the metrics port serves; that port listens on the pod's address."""
+    config = of_kind("ConfigMap")["llm-edge-config"]["data"]
+    assert config["LLM_EDGE_METRICS_HOST"] == "0.0.0.0"  # the kubelet probes the pod IP
+    for name, deployment in of_kind("Deployment").items():
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        if container["args"][0] not in {"broker", "worker"}:
+            continue
+        args = container["args"]
+        port = int(args[args.index("--metrics-port") + 1])
+        assert {"name": "metrics", "containerPort": port} in container["ports"], name
+        paths = {
+            probe: (container[probe]["httpGet"]["path"], container[probe]["httpGet"]["port"])
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe")
+        }
+        assert paths == {
+            "startupProbe": (LIVE_PATH, "metrics"),
+            "readinessProbe": (READY_PATH, "metrics"),
+            "livenessProbe": (LIVE_PATH, "metrics"),
+        }, name
