@@ -32,6 +32,7 @@ from broker.guard import Guard
 from broker.pipeline import ChatPipeline
 from broker.record import RequestRecord
 from broker.redis_conn import request_path_client
+from broker.repeats import create_once_bucket
 from broker.request import RequestPreparer
 from broker.status import BrokerStatus
 from broker.tenancy.budget import SpendLedger
@@ -129,6 +130,7 @@ class BrokerService:
         """Connect, open the cache tiers, subscribe."""
         await self._fs.connect()
         check_replicas(self.nc, self.config.nats.replicas)
+        await create_once_bucket(self.nc, self.config.nats.replicas)
         self.cache = await self._open_cache()
         self._redis = redis_client = (
             request_path_client(self.options.redis_url) if self.options.redis_url else None

@@ -191,6 +191,8 @@ class EdgeClient:
             The successful reply (``Llm-Status`` under 400).
         """
         hdrs = self.headers(**call)
+        if self._retry.attempts > 1:  # every attempt is answered from one upstream call
+            hdrs[headers.IDEMPOTENT] = "1"
         loop = asyncio.get_running_loop()
         deadline = loop.time() + int(hdrs[headers.TIMEOUT_MS]) / 1000
         request_id = hdrs[headers.REQUEST_ID]

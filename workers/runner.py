@@ -39,6 +39,7 @@ from schemas import StreamEnd, decode_chat_request, error_body, headers, subject
 from workers.base import Provider, ProviderRequest
 from workers.errors import ProviderError
 from workers.metrics import upstream_call
+from workers.once import Answer, OnceClaims
 
 __all__ = ["DEFAULT_WORKER_TIMEOUT_S", "WorkerService", "serve_worker", "timeout_from"]
 
@@ -113,6 +114,7 @@ class WorkerService:
         self.answered = 0
         self.errors = 0
         self._ticker: asyncio.Task[None] | None = None
+        self._once = OnceClaims(nc, provider.name)
 
     async def start(self) -> None:
         """Subscribe in the workers' queue group, and to cancellations."""
@@ -197,7 +199,7 @@ class WorkerService:
                 if chat.stream:
                     await self._stream(msg.reply, request)
                 else:
-                    await self._whole(msg.reply, request)
+                    await self._whole(msg.reply, request, hdrs.get(headers.ONCE_KEY))
             except msgspec.MsgspecError as exc:
                 await self._reply(msg.reply, *failure(exc, self._provider.name, timeout))
             except asyncio.CancelledError:
@@ -222,17 +224,24 @@ class WorkerService:
                 reply_headers[headers.STREAM] = "error"
         await self._nc.publish(reply, body, headers=reply_headers)
 
-    async def _whole(self, reply: str, request: ProviderRequest) -> None:
+    async def _whole(self, reply: str, request: ProviderRequest, once: str | None) -> None:
+        """One reply: the upstream's answer, or (``Llm-Once-Key``) the first attempt's."""
+        if once:
+            answer = await self._once.run(once, request.timeout_s, lambda: self._complete(request))
+        else:
+            answer = await self._complete(request)
+        await self._reply(reply, *answer)
+
+    async def _complete(self, request: ProviderRequest) -> Answer:
         try:
             with upstream_call(self._provider.name):  # outside the timeout: it sees TimeoutError
                 async with asyncio.timeout(request.timeout_s):
                     body = await self._provider.complete(request)
         except Exception as exc:
             self._count(failed=True)
-            await self._reply(reply, *failure(exc, self._provider.name, request.timeout_s))
-            return
+            return failure(exc, self._provider.name, request.timeout_s)
         self._count(failed=False)
-        await self._reply(reply, 200, body)
+        return 200, body, {}
 
     def _count(self, *, failed: bool) -> None:
         self.answered += 1
