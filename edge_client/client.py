@@ -7,9 +7,11 @@
 Every call has a deadline (``deadline_s``): it is sent as ``Llm-Timeout-Ms`` and bounds the
 call's retries. A call that finds no broker (NATS no-responders), loses its reply, or is
 answered 503 is retried within its deadline after a backoff (a ``Retry-After`` is honoured),
-and every try carries the same ``X-Request-Id``: the broker answers a repeated id from the
-first try's result, or joins the first try while it is still running, instead of calling the
-upstream twice. Failures raise the exceptions of :mod:`edge_client.errors`.
+and every try carries the same ``X-Request-Id``. Whole calls are marked ``Llm-Idempotent: 1``:
+every try is answered from one upstream call, on whichever broker it lands (the broker's
+:mod:`~broker.repeats`, the workers' claims). A stream is retried so only before its first
+message; closing it early cancels it upstream (:class:`~edge_client.stream_handle.Stream`).
+Failures raise the exceptions of :mod:`edge_client.errors`.
 """
 
 from __future__ import annotations

@@ -9,17 +9,19 @@ bucket :data:`BUCKET` before it calls the upstream (a KV create: one claim wins)
   later attempt could fix (5xx, 429) or a cancelled call deletes the claim instead;
 - the key holds an answer: that answer is the reply (``Llm-Replayed: 1``), no upstream call;
 - the key holds another call's claim: this call waits (polling the key) for its answer, until
-  its own deadline; a claim that was deleted, or whose lease passed (its worker died), is
-  taken over (compare-and-set) and this call runs.
+  its own deadline; a claim that was deleted, or whose lease passed (its worker died and
+  stopped renewing it), is taken over (compare-and-set) and this call runs.
 
 So a retry that lands on another broker, and a broker's own failover to another worker after
 a reply was lost, are answered by the first call. Bounds: each KV call has a timeout
-(:data:`KV_TIMEOUT_S`), a claim's lease is its call's time budget plus :data:`LEASE_MARGIN_S`,
-entries expire after :data:`TTL_S`. Without the bucket (the brokers create it; a server
-without JetStream has none) calls run unclaimed. When JetStream does not answer a claim (its
-servers are electing leaders), the call is refused 503 with ``Retry-After`` instead of run
-unclaimed: the upstream was not called, and the producer's retry comes back later. Streams
-are not claimed (a stream is not retried once a chunk was delivered).
+(:data:`KV_TIMEOUT_S`); a claim's lease is :data:`LEASE_S`, renewed every :data:`RENEW_S`
+while its call runs; entries expire after :data:`TTL_S`. Without the bucket (the brokers
+create it; a server without JetStream has none) calls run unclaimed. When JetStream does not
+answer a claim (its servers are electing leaders) the claim is tried again for up to
+:data:`CLAIM_WAIT_S`; a JetStream out for longer does not stop the service: the call runs
+unclaimed (logged). Streams are not claimed (a stream is not retried once a chunk was
+delivered). The cost on the reply's path is one KV create per call; the answer is stored
+after the reply is sent.
 """
 
 from __future__ import annotations
@@ -49,12 +51,18 @@ BUCKET = "llm_edge_once"
 TTL_S = 300.0
 #: The longest one KV call may take.
 KV_TIMEOUT_S = 2.0
-#: A claim outlives its call's time budget by this much before another call takes it over.
-LEASE_MARGIN_S = 2.0
+#: How long a claim holds without being renewed: a call whose worker died is taken over by a
+#: waiting attempt this long after its last renewal (longer than a JetStream election).
+LEASE_S = 20.0
+#: How often a running call renews its claim.
+RENEW_S = 5.0
 #: How often a waiting call reads the key.
 POLL_S = 0.05
-#: How long storing an answer is tried (JetStream may be electing a leader).
-STORE_S = 5.0
+#: How long a claim is tried while JetStream does not answer, at most half the call's budget
+#: (a stream whose leader was lost elects another within about 10 s).
+CLAIM_WAIT_S = 15.0
+#: How long storing an answer is tried (JetStream may be electing a leader meanwhile).
+STORE_S = 30.0
 #: How long a worker waits before looking for a bucket it did not find.
 REBIND_S = 10.0
 
@@ -88,10 +96,23 @@ def _retryable(status: int) -> bool:
     return status >= 500 or status == 429
 
 
-def _unavailable(provider: str) -> Answer:
-    message = "the idempotency store is electing a leader; retry shortly"
-    extra = {headers.RETRY_AFTER: "1", headers.RETRYABLE: "1", headers.PROVIDER: provider}
-    return 503, error_body(503, "idempotency_unavailable", message), extra
+def _claim() -> bytes:
+    """A claim whose lease runs :data:`LEASE_S` from now."""
+    return _encode(_Entry(lease=time.time() + LEASE_S))
+
+
+async def _renew(kv: KeyValue, key: str, revision: int) -> None:
+    """Push the claim's lease on every :data:`RENEW_S` while the call runs (until cancelled,
+    or until another call took the claim over)."""
+    while True:
+        await asyncio.sleep(RENEW_S)
+        try:
+            async with asyncio.timeout(KV_TIMEOUT_S):
+                revision = await kv.update(key, _claim(), last=revision)
+        except KeyWrongLastSequenceError:
+            return
+        except (TimeoutError, NatsError):
+            pass  # a leader is being elected: the lease outlasts an election
 
 
 def _late(provider: str) -> Answer:
@@ -106,48 +127,94 @@ class OnceClaims:
         self._nc, self._provider = nc, provider
         self._kv: KeyValue | None = None
         self._looked_at = -REBIND_S
+        self._binding = asyncio.Lock()
 
-    async def run(self, key: str, budget_s: float, call: Callable[[], Awaitable[Answer]]) -> Answer:
-        """``call``'s answer, or the answer of the attempt that claimed ``key`` first."""
-        kv = await self._bucket()
+    async def run(
+        self,
+        key: str,
+        budget_s: float,
+        call: Callable[[], Awaitable[Answer]],
+        send: Callable[[Answer], Awaitable[None]],
+    ) -> None:
+        """Send ``call``'s answer, or the answer of the attempt that claimed ``key`` first.
+
+        The answer is sent before it is stored: a reply waits for one KV round trip (the
+        claim), not two.
+        """
+        kv = await self.bind()
         if kv is None:
-            return await call()
+            await send(await call())
+            return
         deadline = time.monotonic() + budget_s
-        claim = _encode(_Entry(lease=time.time() + budget_s + LEASE_MARGIN_S))
         try:
-            async with asyncio.timeout(KV_TIMEOUT_S):
-                await kv.create(key, claim)
+            revision = await self._claim(kv, key, min(CLAIM_WAIT_S, budget_s / 2))
         except KeyWrongLastSequenceError:
-            waited = await self._wait(kv, key, claim, deadline)
-            if waited is not None:
-                return waited
-        except (TimeoutError, NatsError):
-            return _unavailable(self._provider)
-        return await self._lead(kv, key, call)
+            waited = await self._wait(kv, key, deadline)
+            if not isinstance(waited, int):
+                await send(waited)
+                return
+            revision = waited
+        if revision is None:  # JetStream is out for longer than an election: serve, unclaimed
+            log.warning("claim of %s not answered by JetStream: the call runs unclaimed", key)
+            await send(await call())
+            return
+        await self._lead(kv, key, revision, call, send)
 
-    async def _lead(self, kv: KeyValue, key: str, call: Callable[[], Awaitable[Answer]]) -> Answer:
-        try:
-            answer = await call()
-        except BaseException:
-            await asyncio.shield(self._release(kv, key))
-            raise
-        status, body, extra = answer
-        if _retryable(status):
-            await self._release(kv, key)
-        else:
-            await self._store(kv, key, _Entry(status=status, body=body, headers=extra))
-        return answer
+    @staticmethod
+    async def _claim(kv: KeyValue, key: str, within_s: float) -> int | None:
+        """The claim's revision; ``None`` when JetStream did not answer within ``within_s``
+        (tried again meanwhile: its servers may be electing leaders).
 
-    async def _wait(self, kv: KeyValue, key: str, claim: bytes, deadline: float) -> Answer | None:
-        """The claiming call's answer (a 504 when the deadline passes first); ``None`` once
-        this call holds the claim (it runs)."""
+        Raises:
+            KeyWrongLastSequenceError: another attempt holds the key.
+        """
+        until = time.monotonic() + within_s
         while True:
             try:
                 async with asyncio.timeout(KV_TIMEOUT_S):
+                    return await kv.create(key, _claim())
+            except KeyWrongLastSequenceError:
+                raise
+            except (TimeoutError, NatsError):
+                if time.monotonic() + POLL_S * 4 >= until:
+                    return None
+                await asyncio.sleep(POLL_S * 4)
+
+    async def _lead(
+        self,
+        kv: KeyValue,
+        key: str,
+        revision: int,
+        call: Callable[[], Awaitable[Answer]],
+        send: Callable[[Answer], Awaitable[None]],
+    ) -> None:
+        renewing = asyncio.create_task(_renew(kv, key, revision))
+        try:
+            answer = await call()
+        except BaseException:
+            renewing.cancel()
+            await asyncio.shield(self._release(kv, key))
+            raise
+        renewing.cancel()
+        status, body, extra = answer
+        try:
+            await send(answer)
+        finally:
+            if _retryable(status):
+                await self._release(kv, key)
+            else:
+                await self._store(kv, key, _Entry(status=status, body=body, headers=extra))
+
+    async def _wait(self, kv: KeyValue, key: str, deadline: float) -> Answer | int:
+        """The claiming call's answer (a 504 when the deadline passes first), or the revision
+        of the claim this call took over (it runs)."""
+        while True:
+            taken: int | None = None
+            try:
+                async with asyncio.timeout(min(KV_TIMEOUT_S, max(deadline - time.monotonic(), 0))):
                     found = await kv.get(key)
             except KeyNotFoundError:  # released (deleted) or expired: claim it again
-                if await self._take(kv, key, claim, None):
-                    return None
+                taken = await self._take(kv, key, None)
             except (TimeoutError, NatsError):
                 pass  # a leader is being elected: read again
             else:
@@ -155,24 +222,24 @@ class OnceClaims:
                 if entry.status:
                     extra = {**entry.headers, headers.REPLAYED: "1"}
                     return entry.status, entry.body, extra
-                if entry.lease < time.time() and await self._take(kv, key, claim, found.revision):
-                    return None
+                if entry.lease < time.time():  # its worker stopped renewing it
+                    taken = await self._take(kv, key, found.revision)
+            if taken is not None:
+                return taken
             if time.monotonic() + POLL_S >= deadline:
                 return _late(self._provider)
             await asyncio.sleep(POLL_S)
 
     @staticmethod
-    async def _take(kv: KeyValue, key: str, claim: bytes, revision: int | None) -> bool:
-        """Whether this call now holds the claim (another may have taken it first)."""
+    async def _take(kv: KeyValue, key: str, revision: int | None) -> int | None:
+        """The claim's new revision, if this call now holds it (another may be first)."""
         try:
             async with asyncio.timeout(KV_TIMEOUT_S):
                 if revision is None:
-                    await kv.create(key, claim)
-                else:
-                    await kv.update(key, claim, last=revision)
+                    return await kv.create(key, _claim())
+                return await kv.update(key, _claim(), last=revision)
         except (KeyWrongLastSequenceError, TimeoutError, NatsError):
-            return False
-        return True
+            return None
 
     @staticmethod
     async def _release(kv: KeyValue, key: str) -> None:
@@ -199,14 +266,15 @@ class OnceClaims:
                         return
         log.warning("the answer of %s was not stored for retries", key)
 
-    async def _bucket(self) -> KeyValue | None:
+    async def bind(self) -> KeyValue | None:
+        """The bucket: looked up once at a time, again at most every :data:`REBIND_S` while
+        it is missing (calls meanwhile wait for the lookup under way, or run unclaimed)."""
         if self._kv is not None:
             return self._kv
-        now = time.monotonic()
-        if now - self._looked_at < REBIND_S:
-            return None
-        self._looked_at = now
-        with contextlib.suppress(TimeoutError, NatsError):
-            async with asyncio.timeout(KV_TIMEOUT_S):
-                self._kv = await self._nc.jetstream().key_value(BUCKET)
+        async with self._binding:
+            if self._kv is None and time.monotonic() - self._looked_at >= REBIND_S:
+                self._looked_at = time.monotonic()
+                with contextlib.suppress(TimeoutError, NatsError):
+                    async with asyncio.timeout(KV_TIMEOUT_S):
+                        self._kv = await self._nc.jetstream().key_value(BUCKET)
         return self._kv

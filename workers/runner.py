@@ -128,6 +128,7 @@ class WorkerService:
             await self._nc.subscribe(subjects.CANCEL, cb=self._on_cancel),
         ]
         self._ticker = asyncio.create_task(self._keepalives(), name="keepalives")
+        await self._once.bind()  # before the first call: none of them runs unclaimed
         self._micro = await register(
             self._nc,
             f"worker-{self._provider.name}",
@@ -226,11 +227,14 @@ class WorkerService:
 
     async def _whole(self, reply: str, request: ProviderRequest, once: str | None) -> None:
         """One reply: the upstream's answer, or (``Llm-Once-Key``) the first attempt's."""
-        if once:
-            answer = await self._once.run(once, request.timeout_s, lambda: self._complete(request))
-        else:
-            answer = await self._complete(request)
-        await self._reply(reply, *answer)
+        if not once:
+            await self._reply(reply, *await self._complete(request))
+            return
+
+        async def send(answer: Answer) -> None:
+            await self._reply(reply, *answer)
+
+        await self._once.run(once, request.timeout_s, lambda: self._complete(request), send)
 
     async def _complete(self, request: ProviderRequest) -> Answer:
         try:

@@ -26,6 +26,18 @@ async def nc(nats_url: str) -> AsyncIterator[Client]:
     await close_quietly(client)
 
 
+async def run(claims: OnceClaims, key: str, budget_s: float, upstream: Upstream) -> Answer:
+    """What ``claims.run`` sends."""
+    sent: list[Answer] = []
+
+    async def send(answer: Answer) -> None:
+        sent.append(answer)
+
+    await claims.run(key, budget_s, upstream, send)
+    assert len(sent) == 1
+    return sent[0]
+
+
 class Upstream:
     """Counts its calls; each takes ``delay_s`` and answers ``status``."""
 
@@ -43,11 +55,11 @@ async def test_attempts_on_two_workers_share_one_call(nc: Client) -> None:
     worker waits for that answer, and one arriving later is answered from the bucket."""
     key, upstream = uuid.uuid4().hex, Upstream()
     first, second = OnceClaims(nc, "up"), OnceClaims(nc, "up")
-    running = asyncio.create_task(first.run(key, 10, upstream))
+    running = asyncio.create_task(run(first, key, 10, upstream))
     await asyncio.sleep(0.05)
-    joined = await second.run(key, 10, upstream)
+    joined = await run(second, key, 10, upstream)
     led = await running
-    later = await OnceClaims(nc, "up").run(key, 10, upstream)
+    later = await run(OnceClaims(nc, "up"), key, 10, upstream)
     assert upstream.calls == 1
     assert led == (200, b"answer 1", {"X-Mark": "1"})
     assert joined == later == (200, b"answer 1", {"X-Mark": "1", headers.REPLAYED: "1"})
@@ -57,9 +69,9 @@ async def test_a_retryable_failure_lets_the_next_attempt_run(nc: Client) -> None
     """A 503 answer is not kept: the next attempt calls the upstream itself."""
     key, failing = uuid.uuid4().hex, Upstream(status=503, delay_s=0)
     claims = OnceClaims(nc, "up")
-    assert (await claims.run(key, 5, failing))[0] == 503
+    assert (await run(claims, key, 5, failing))[0] == 503
     working = Upstream(delay_s=0)
-    assert (await claims.run(key, 5, working))[0] == 200
+    assert (await run(claims, key, 5, working))[0] == 200
     assert (failing.calls, working.calls) == (1, 1)
 
 
@@ -67,13 +79,13 @@ async def test_a_cancelled_call_releases_its_claim(nc: Client) -> None:
     """A call cancelled mid-way (its caller left) lets the next attempt run."""
     key = uuid.uuid4().hex
     claims = OnceClaims(nc, "up")
-    slow = asyncio.create_task(claims.run(key, 10, Upstream(delay_s=5)))
+    slow = asyncio.create_task(run(claims, key, 10, Upstream(delay_s=5)))
     await asyncio.sleep(0.1)
     slow.cancel()
     with pytest.raises(asyncio.CancelledError):
         await slow
     retry = Upstream(delay_s=0)
-    assert (await claims.run(key, 5, retry))[0] == 200
+    assert (await run(claims, key, 5, retry))[0] == 200
     assert retry.calls == 1
 
 
@@ -83,18 +95,33 @@ async def test_a_claim_whose_lease_passed_is_taken_over(nc: Client) -> None:
     kv = await nc.jetstream().key_value(once.BUCKET)
     await kv.create(key, msgspec.msgpack.encode({"lease": time.time() - 1}))
     retry = Upstream(delay_s=0)
-    assert (await OnceClaims(nc, "up").run(key, 5, retry))[0] == 200
+    assert (await run(OnceClaims(nc, "up"), key, 5, retry))[0] == 200
     assert retry.calls == 1
+
+
+async def test_a_long_call_keeps_its_claim_by_renewing_it(
+    nc: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call that outlasts several leases renews its claim: an attempt waiting meanwhile is
+    answered from it instead of taking the claim over."""
+    monkeypatch.setattr(once, "LEASE_S", 0.5)
+    monkeypatch.setattr(once, "RENEW_S", 0.15)
+    key, upstream = uuid.uuid4().hex, Upstream(delay_s=1.6)
+    running = asyncio.create_task(run(OnceClaims(nc, "up"), key, 10, upstream))
+    await asyncio.sleep(0.05)
+    joined = await run(OnceClaims(nc, "up"), key, 10, upstream)
+    assert (await running)[1] == joined[1] == b"answer 1"
+    assert upstream.calls == 1
 
 
 async def test_a_wait_ends_at_the_attempt_s_own_deadline(nc: Client) -> None:
     """An attempt waiting on a claim still running past its own deadline answers 504 without
     calling the upstream."""
     key, upstream = uuid.uuid4().hex, Upstream(delay_s=3)
-    running = asyncio.create_task(OnceClaims(nc, "up").run(key, 10, upstream))
+    running = asyncio.create_task(run(OnceClaims(nc, "up"), key, 10, upstream))
     await asyncio.sleep(0.05)
     started = time.monotonic()
-    status, _, _ = await OnceClaims(nc, "up").run(key, 0.5, upstream)
+    status, _, _ = await run(OnceClaims(nc, "up"), key, 0.5, upstream)
     assert status == 504
     assert time.monotonic() - started < 1.5
     assert (await running)[0] == 200
