@@ -18,10 +18,11 @@ a reply was lost, are answered by the first call. Bounds: each KV call has a tim
 while its call runs; entries expire after :data:`TTL_S`. Without the bucket (the brokers
 create it; a server without JetStream has none) calls run unclaimed. When JetStream does not
 answer a claim (its servers are electing leaders) the claim is tried again for up to
-:data:`CLAIM_WAIT_S`; a JetStream out for longer does not stop the service: the call runs
-unclaimed (logged). Streams are not claimed (a stream is not retried once a chunk was
-delivered). The cost on the reply's path is one KV create per call; the answer is stored
-after the reply is sent.
+:data:`CLAIM_WAIT_S` (:data:`SINGLE_CLAIM_WAIT_S` for a bucket of one copy, which no
+election brings back); a JetStream out for longer does not stop the service: calls run
+unclaimed for :data:`SKIP_S` (logged), then claims are tried again. Streams are not claimed
+(a stream is not retried once a chunk was delivered). The cost on the reply's path is one KV
+create per call; the answer is stored after the reply is sent.
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ POLL_S = 0.05
 #: How long a claim is tried while JetStream does not answer, at most half the call's budget
 #: (a stream whose leader was lost elects another within about 10 s).
 CLAIM_WAIT_S = 15.0
+#: The same for a bucket of one copy: its server is down, waiting brings no election.
+SINGLE_CLAIM_WAIT_S = 1.0
+#: After a claim JetStream never answered, calls run unclaimed this long without trying.
+SKIP_S = 5.0
 #: How long storing an answer is tried (JetStream may be electing a leader meanwhile).
 STORE_S = 30.0
 #: How long a worker waits before looking for a bucket it did not find.
@@ -128,6 +133,9 @@ class OnceClaims:
         self._kv: KeyValue | None = None
         self._looked_at = -REBIND_S
         self._binding = asyncio.Lock()
+        self._claim_wait_s = SINGLE_CLAIM_WAIT_S
+        #: Until then claims are not tried: the last one JetStream never answered.
+        self._skip_until = 0.0
 
     async def run(
         self,
@@ -142,12 +150,12 @@ class OnceClaims:
         claim), not two.
         """
         kv = await self.bind()
-        if kv is None:
+        if kv is None or time.monotonic() < self._skip_until:
             await send(await call())
             return
         deadline = time.monotonic() + budget_s
         try:
-            revision = await self._claim(kv, key, min(CLAIM_WAIT_S, budget_s / 2))
+            revision = await self._claim(kv, key, min(self._claim_wait_s, budget_s / 2))
         except KeyWrongLastSequenceError:
             waited = await self._wait(kv, key, deadline)
             if not isinstance(waited, int):
@@ -155,7 +163,12 @@ class OnceClaims:
                 return
             revision = waited
         if revision is None:  # JetStream is out for longer than an election: serve, unclaimed
-            log.warning("claim of %s not answered by JetStream: the call runs unclaimed", key)
+            if time.monotonic() >= self._skip_until:
+                log.warning(
+                    "JetStream did not answer a claim in %s; calls run unclaimed for %g s",
+                    *(BUCKET, SKIP_S),
+                )
+            self._skip_until = time.monotonic() + SKIP_S
             await send(await call())
             return
         await self._lead(kv, key, revision, call, send)
@@ -276,5 +289,10 @@ class OnceClaims:
                 self._looked_at = time.monotonic()
                 with contextlib.suppress(TimeoutError, NatsError):
                     async with asyncio.timeout(KV_TIMEOUT_S):
-                        self._kv = await self._nc.jetstream().key_value(BUCKET)
+                        kv = await self._nc.jetstream().key_value(BUCKET)
+                        config = (await kv.status()).stream_info.config
+                        # one copy: no election brings it back, its server must come back
+                        replicated = (config.num_replicas or 1) > 1
+                        self._claim_wait_s = CLAIM_WAIT_S if replicated else SINGLE_CLAIM_WAIT_S
+                        self._kv = kv
         return self._kv
