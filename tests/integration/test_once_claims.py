@@ -123,6 +123,6 @@ async def test_a_wait_ends_at_the_attempt_s_own_deadline(nc: Client) -> None:
     started = time.monotonic()
     status, _, _ = await run(OnceClaims(nc, "up"), key, 0.5, upstream)
     assert status == 504
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 2.5  # not held until the first call's answer (3 s)
     assert (await running)[0] == 200
     assert upstream.calls == 1

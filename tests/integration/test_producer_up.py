@@ -98,11 +98,10 @@ async def test_closing_a_stream_ends_it_and_its_upstream_call(client: EdgeClient
         assert first.object == "chat.completion.chunk"
         assert await in_flight(client, "worker-slow") == 1
         leaving = time.monotonic()
-    assert time.monotonic() - leaving < 0.5
-    async with asyncio.timeout(10):
+    assert time.monotonic() - leaving < 2  # closing sends a cancel, it waits for nothing
+    async with asyncio.timeout(10):  # the next word would come in 10 minutes
         while await busy(client):  # noqa: ASYNC110  (the services announce no such event)
             await asyncio.sleep(0.05)
-    assert time.monotonic() - leaving < 5
 
 
 async def test_a_batch_runs_to_completion(client: EdgeClient) -> None:
