@@ -132,7 +132,7 @@ class OnceClaims:
         self._nc, self._provider = nc, provider
         self._kv: KeyValue | None = None
         self._looked_at = -REBIND_S
-        self._binding = asyncio.Lock()
+        self._looking: asyncio.Task[None] | None = None
         self._claim_wait_s = SINGLE_CLAIM_WAIT_S
         #: Until then claims are not tried: the last one JetStream never answered.
         self._skip_until = 0.0
@@ -149,7 +149,7 @@ class OnceClaims:
         The answer is sent before it is stored: a reply waits for one KV round trip (the
         claim), not two.
         """
-        kv = await self.bind()
+        kv = self._bucket()
         if kv is None or time.monotonic() < self._skip_until:
             await send(await call())
             return
@@ -280,19 +280,29 @@ class OnceClaims:
         log.warning("the answer of %s was not stored for retries", key)
 
     async def bind(self) -> KeyValue | None:
-        """The bucket: looked up once at a time, again at most every :data:`REBIND_S` while
-        it is missing (calls meanwhile wait for the lookup under way, or run unclaimed)."""
-        if self._kv is not None:
-            return self._kv
-        async with self._binding:
-            if self._kv is None and time.monotonic() - self._looked_at >= REBIND_S:
-                self._looked_at = time.monotonic()
-                with contextlib.suppress(TimeoutError, NatsError):
-                    async with asyncio.timeout(KV_TIMEOUT_S):
-                        kv = await self._nc.jetstream().key_value(BUCKET)
-                        config = (await kv.status()).stream_info.config
-                        # one copy: no election brings it back, its server must come back
-                        replicated = (config.num_replicas or 1) > 1
-                        self._claim_wait_s = CLAIM_WAIT_S if replicated else SINGLE_CLAIM_WAIT_S
-                        self._kv = kv
+        """Look the bucket up now (a worker does before its first call)."""
+        await self._lookup()
         return self._kv
+
+    def _bucket(self) -> KeyValue | None:
+        """The bucket for a call. While it is missing (not created yet, or a NATS user without
+        the permission), it is looked up again in the background at most every
+        :data:`REBIND_S`; no call waits for that."""
+        stale = time.monotonic() - self._looked_at >= REBIND_S
+        if self._kv is None and self._looking is None and stale:
+            self._looking = asyncio.create_task(self._lookup())
+        return self._kv
+
+    async def _lookup(self) -> None:
+        self._looked_at = time.monotonic()
+        try:
+            with contextlib.suppress(TimeoutError, NatsError):
+                async with asyncio.timeout(KV_TIMEOUT_S):
+                    kv = await self._nc.jetstream().key_value(BUCKET)
+                    config = (await kv.status()).stream_info.config
+                    # one copy: no election brings it back, its server must come back
+                    replicated = (config.num_replicas or 1) > 1
+                    self._claim_wait_s = CLAIM_WAIT_S if replicated else SINGLE_CLAIM_WAIT_S
+                    self._kv = kv
+        finally:
+            self._looking = None

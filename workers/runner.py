@@ -118,6 +118,7 @@ class WorkerService:
 
     async def start(self) -> None:
         """Subscribe in the workers' queue group, and to cancellations."""
+        await self._once.bind()  # before the first call, so none waits for the lookup
         self._subs = [
             await self._nc.subscribe(
                 self.subject,
@@ -128,7 +129,6 @@ class WorkerService:
             await self._nc.subscribe(subjects.CANCEL, cb=self._on_cancel),
         ]
         self._ticker = asyncio.create_task(self._keepalives(), name="keepalives")
-        await self._once.bind()  # before the first call: none of them runs unclaimed
         self._micro = await register(
             self._nc,
             f"worker-{self._provider.name}",
