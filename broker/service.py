@@ -130,7 +130,6 @@ class BrokerService:
         """Connect, open the cache tiers, subscribe."""
         await self._fs.connect()
         check_replicas(self.nc, self.config.nats.replicas)
-        await create_once_bucket(self.nc, self.config.nats.replicas)
         self.cache = await self._open_cache()
         self._redis = redis_client = (
             request_path_client(self.options.redis_url) if self.options.redis_url else None
@@ -179,6 +178,8 @@ class BrokerService:
                 replicas=self.config.nats.replicas,
             )
             await self.batch.start()
+        # after the cache's and the batch's assets: they keep the places they had before it
+        await create_once_bucket(self.nc, self.config.nats.replicas)
         self._micro = await register(
             self.nc,
             "broker",
