@@ -14,24 +14,35 @@ dropped first. Streams are not remembered (a retried stream runs again; the cach
 when the first one was cacheable).
 
 Across broker processes: brokers share ``llm.chat`` in a queue group, so a retry may land on
-another broker, which does not know the first attempt. It is then deduplicated only through
-the shared L2 cache: when the request is cacheable (not ``no-store``, and a deterministic
-request or a policy that caches sampled ones) and the first attempt's answer was already
-written back to L2 when the retry reads it. Otherwise the upstream is called again.
+another broker, which does not know the first attempt. A whole request marked
+``Llm-Idempotent: 1`` (the producer client marks its requests so) is deduplicated there by
+the workers: the broker forwards its claim key and the first worker call to claim it in the
+NATS KV bucket :func:`create_once_bucket` creates answers every attempt
+(:mod:`workers.once`). An unmarked request is deduplicated across brokers only through the
+shared L2 cache, when it is cacheable and the first answer was written back in time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
+from nats.aio.client import Client
+from nats.errors import Error as NatsError
+from nats.js import api
+
 from broker.cache.front import Outcome
 from broker.request import Prepared, Reply
+from edge_client.streams import ensure_key_value
 from schemas import headers
+from workers import once
 
-__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_TTL_S", "Repeats"]
+__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_TTL_S", "Repeats", "create_once_bucket"]
+
+log = logging.getLogger("llm_edge.broker")
 
 #: How long an answer is remembered: longer than a producer's retries last (the client's
 #: default policy gives up after 4 tries of at most 30 s each).
@@ -40,6 +51,17 @@ DEFAULT_TTL_S = 300.0
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024
 
 Key = tuple[str, str, bytes]
+
+
+async def create_once_bucket(nc: Client, replicas: int) -> None:
+    """Create the workers' claim bucket (or raise its replicas); without JetStream, or when
+    JetStream does not answer in time, idempotent requests go undeduplicated across brokers."""
+    config = api.KeyValueConfig(bucket=once.BUCKET, history=1, ttl=once.TTL_S, replicas=replicas)
+    try:
+        async with asyncio.timeout(once.KV_TIMEOUT_S * 5):
+            await ensure_key_value(nc.jetstream(), config)
+    except (TimeoutError, NatsError) as exc:
+        log.warning("no %s bucket (%s): retries are deduplicated per broker only", once.BUCKET, exc)
 
 
 def _reusable(reply: Reply) -> bool:

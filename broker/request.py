@@ -82,6 +82,7 @@ class Prepared:
     upstream_s: float = 0.0  # time spent waiting for provider workers (all attempts)
     restore: dict[str, str] | None = None  # placeholder -> value, for tenants with pii_restore
     owner: str = ""  # the caller's reply subject: only a cancel naming it stops the request
+    idempotent: bool = False  # its caller retries it under this request id (workers.once)
 
     @property
     def stream(self) -> bool:
@@ -197,6 +198,7 @@ class RequestPreparer:
             trace=hdrs.get(headers.TRACEPARENT),
             tenant=tenant,
             restore=restore,
+            idempotent=headers.REQUEST_ID in hdrs and hdrs.get(headers.IDEMPOTENT) == "1",
         )
 
     def _key(

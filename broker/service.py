@@ -32,6 +32,7 @@ from broker.guard import Guard
 from broker.pipeline import ChatPipeline
 from broker.record import RequestRecord
 from broker.redis_conn import request_path_client
+from broker.repeats import create_once_bucket
 from broker.request import RequestPreparer
 from broker.status import BrokerStatus
 from broker.tenancy.budget import SpendLedger
@@ -178,6 +179,8 @@ class BrokerService:
                 replicas=self.config.nats.replicas,
             )
             await self.batch.start()
+        # after the cache's and the batch's assets: they keep the places they had before it
+        await create_once_bucket(self.nc, self.config.nats.replicas)
         self._micro = await register(
             self.nc,
             "broker",

@@ -25,6 +25,7 @@ from edge_client.errors import (
     UnavailableError,
 )
 from edge_client.request import DEFAULT_RETRY, RetryPolicy, request
+from edge_client.stream_handle import Stream
 
 __all__ = [
     "DEFAULT_RETRY",
@@ -44,6 +45,7 @@ __all__ = [
     "PermissionDeniedError",
     "RateLimitError",
     "RetryPolicy",
+    "Stream",
     "StreamError",
     "UnavailableError",
     "request",

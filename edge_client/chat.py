@@ -53,12 +53,14 @@ async def stream_messages(
     subject: str = subjects.CHAT,
     request_headers: Mapping[str, str] | None = None,
     deadline_s: float = 600.0,
+    first_s: float | None = None,
 ) -> AsyncGenerator[Msg, None]:
     """Publish a streaming request and yield every reply message, the last one included
     (``Llm-Stream: end`` or ``error``, or a whole error reply sent before the stream began).
 
     Raises:
-        TimeoutError: the stream did not finish within ``deadline_s`` seconds.
+        TimeoutError: the stream did not finish within ``deadline_s`` seconds, or its first
+            message did not come within ``first_s``.
         ChatStreamError: nobody serves ``subject`` (status 503).
     """
     hdrs = dict(request_headers or {})
@@ -67,13 +69,15 @@ async def stream_messages(
     sub = await nc.subscribe(inbox)
     finished = False
     deadline = time.monotonic() + deadline_s
+    wait_until = deadline if first_s is None else min(deadline, time.monotonic() + first_s)
     try:
         await nc.publish(subject, body, reply=inbox, headers=hdrs)
         while True:
             try:
-                msg = await sub.next_msg(timeout=max(deadline - time.monotonic(), 0.001))
+                msg = await sub.next_msg(timeout=max(wait_until - time.monotonic(), 0.001))
             except NatsTimeout:
                 raise TimeoutError(f"no reply within {deadline_s}s") from None
+            wait_until = deadline
             reply_headers = msg.headers or {}
             if reply_headers.get("Status") == "503" and not msg.data:
                 finished = True

@@ -7,16 +7,18 @@
 Every call has a deadline (``deadline_s``): it is sent as ``Llm-Timeout-Ms`` and bounds the
 call's retries. A call that finds no broker (NATS no-responders), loses its reply, or is
 answered 503 is retried within its deadline after a backoff (a ``Retry-After`` is honoured),
-and every try carries the same ``X-Request-Id``: the broker answers a repeated id from the
-first try's result, or joins the first try while it is still running, instead of calling the
-upstream twice. Failures raise the exceptions of :mod:`edge_client.errors`.
+and every try carries the same ``X-Request-Id``. Whole calls are marked ``Llm-Idempotent: 1``:
+every try is answered from one upstream call, on whichever broker it lands (the broker's
+:mod:`~broker.repeats`, the workers' claims). A stream is retried so only before its first
+message; closing it early cancels it upstream (:class:`~edge_client.stream_handle.Stream`).
+Failures raise the exceptions of :mod:`edge_client.errors`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -33,6 +35,7 @@ from edge_client.batches import Batches
 from edge_client.chat import ChatStreamError, stream_messages
 from edge_client.errors import APIError, DeadlineError, StreamError, UnavailableError, from_reply
 from edge_client.request import DEFAULT_RETRY, RetryPolicy
+from edge_client.stream_handle import Stream
 from schemas import ChatCompletion, ChatCompletionChunk, ChatRequest, headers, subjects
 from schemas.chat import Model, ModelList
 
@@ -124,21 +127,34 @@ class EdgeClient:
         reply = await self.call(self._subject("chat"), _body(request, stream=False), **call)
         return _completion.decode(reply.data)
 
-    async def stream(self, request: Body, **call: Any) -> AsyncIterator[ChatCompletionChunk]:
-        """A streamed chat completion as typed chunks; leaving early cancels it upstream.
+    def stream(self, request: Body, **call: Any) -> Stream[ChatCompletionChunk]:
+        """A streamed chat completion as typed chunks.
+
+        A stream that fails before its first chunk (no broker, a lost reply, a 503) is
+        retried within the deadline under the same request id, as :meth:`call` is; once a
+        chunk was delivered it is never retried. Closing it early (leaving its ``async with``
+        block, :meth:`~edge_client.stream_handle.Stream.aclose`) cancels it upstream.
 
         Raises:
             edge_client.errors.APIError: before or during the stream.
             edge_client.errors.StreamError: a message was lost or out of order.
         """
+        hdrs = self.headers(**call)
+        body = _body(request, stream=True)
+        chunks = self._chunks(self._stream(self._subject("chat"), body, hdrs))
+        return Stream(chunks, hdrs[headers.REQUEST_ID])
+
+    @staticmethod
+    async def _chunks(messages: AsyncGenerator[Msg, None]) -> AsyncGenerator[ChatCompletionChunk]:
         expected = 0
-        async for msg in self._stream(self._subject("chat"), _body(request, stream=True), call):
-            hdrs = msg.headers or {}
-            if int(hdrs.get(headers.SEQ, expected)) != expected:
-                raise StreamError(f"stream message {expected} missing")
-            expected += 1
-            if hdrs.get(headers.STREAM) == "chunk":
-                yield _chunk.decode(msg.data)
+        async with contextlib.aclosing(messages):
+            async for msg in messages:
+                hdrs = msg.headers or {}
+                if int(hdrs.get(headers.SEQ, expected)) != expected:
+                    raise StreamError(f"stream message {expected} missing")
+                expected += 1
+                if hdrs.get(headers.STREAM) == "chunk":
+                    yield _chunk.decode(msg.data)
 
     async def messages(self, request: Mapping[str, Any] | bytes, **call: Any) -> dict[str, Any]:
         """An Anthropic Messages API ``message`` (``llm.messages``)."""
@@ -146,15 +162,21 @@ class EdgeClient:
         reply = await self.call(self._subject("messages"), body, **call)
         return _any.decode(reply.data)
 
-    async def stream_messages(
-        self, request: Mapping[str, Any], **call: Any
-    ) -> AsyncIterator[MessageEvent]:
-        """An Anthropic Messages stream: one :class:`MessageEvent` per Anthropic event."""
+    def stream_messages(self, request: Mapping[str, Any], **call: Any) -> Stream[MessageEvent]:
+        """An Anthropic Messages stream: one :class:`MessageEvent` per Anthropic event
+        (retried and cancelled as :meth:`stream` is)."""
+        hdrs = self.headers(**call)
         body = _encoder.encode({**request, "stream": True})
-        async for msg in self._stream(self._subject("messages"), body, call):
-            hdrs = msg.headers or {}
-            if hdrs.get(headers.STREAM) == "chunk" and msg.data:
-                yield MessageEvent(hdrs.get(headers.EVENT, ""), _any.decode(msg.data))
+        events = self._events(self._stream(self._subject("messages"), body, hdrs))
+        return Stream(events, hdrs[headers.REQUEST_ID])
+
+    @staticmethod
+    async def _events(messages: AsyncGenerator[Msg, None]) -> AsyncGenerator[MessageEvent]:
+        async with contextlib.aclosing(messages):
+            async for msg in messages:
+                hdrs = msg.headers or {}
+                if hdrs.get(headers.STREAM) == "chunk" and msg.data:
+                    yield MessageEvent(hdrs.get(headers.EVENT, ""), _any.decode(msg.data))
 
     async def models(self, **call: Any) -> list[Model]:
         """The models the brokers serve (names and aliases)."""
@@ -191,6 +213,8 @@ class EdgeClient:
             The successful reply (``Llm-Status`` under 400).
         """
         hdrs = self.headers(**call)
+        if self._retry.attempts > 1:  # every attempt is answered from one upstream call
+            hdrs[headers.IDEMPOTENT] = "1"
         loop = asyncio.get_running_loop()
         deadline = loop.time() + int(hdrs[headers.TIMEOUT_MS]) / 1000
         request_id = hdrs[headers.REQUEST_ID]
@@ -225,30 +249,61 @@ class EdgeClient:
                 raise failure
             await asyncio.sleep(wait)
 
-    async def _stream(self, subject: str, body: bytes, call: dict[str, Any]) -> AsyncIterator[Msg]:
-        """Every message of a stream; a failure raises (streams are not retried)."""
-        hdrs = self.headers(**call)
-        timeout_s = int(hdrs[headers.TIMEOUT_MS]) / 1000
-        messages = stream_messages(
-            self.nc, body, subject=subject, request_headers=hdrs, deadline_s=timeout_s
-        )
-        async with contextlib.aclosing(messages):
-            try:
-                async for msg in messages:
-                    kind = (msg.headers or {}).get(headers.STREAM)
-                    if kind not in {"chunk", "end"}:
-                        status = int((msg.headers or {}).get(headers.STATUS, "500"))
-                        raise from_reply(status, msg.data, dict(msg.headers or {}))
-                    yield msg
-            except ChatStreamError as exc:
-                raise from_reply(exc.status, exc.body, hdrs) from exc
-            except TimeoutError as exc:
-                raise DeadlineError(
-                    504,
-                    "the stream did not finish in time",
-                    code="deadline_exceeded",
-                    request_id=hdrs[headers.REQUEST_ID],
-                ) from exc
+    async def _stream(
+        self, subject: str, body: bytes, hdrs: dict[str, str]
+    ) -> AsyncGenerator[Msg, None]:
+        """Every message of a stream; a failure raises. Attempts that fail before the first
+        message of the stream are retried within the deadline."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + int(hdrs[headers.TIMEOUT_MS]) / 1000
+        request_id = hdrs[headers.REQUEST_ID]
+        attempt = 0
+        while True:
+            attempt += 1
+            remaining = deadline - loop.time()
+            hdrs[headers.TIMEOUT_MS] = str(max(int(remaining * 1000), 1))
+            messages = stream_messages(
+                self.nc,
+                body,
+                subject=subject,
+                request_headers=hdrs,
+                deadline_s=remaining,
+                first_s=self._retry.attempt_timeout_s,
+            )
+            started = False
+            failure: APIError
+            async with contextlib.aclosing(messages):
+                try:
+                    async for msg in messages:
+                        kind = (msg.headers or {}).get(headers.STREAM)
+                        if kind not in {"chunk", "end"}:
+                            status = int((msg.headers or {}).get(headers.STATUS, "500"))
+                            failure = from_reply(status, msg.data, dict(msg.headers or {}))
+                            if started or status != 503:
+                                raise failure
+                            break
+                        started = True
+                        yield msg
+                    else:
+                        return
+                except ChatStreamError as exc:  # nobody serves the subject
+                    failure = from_reply(exc.status, exc.body, hdrs)
+                except TimeoutError as exc:
+                    if started:
+                        raise DeadlineError(
+                            504,
+                            "the stream did not finish in time",
+                            code="deadline_exceeded",
+                            request_id=request_id,
+                        ) from exc
+                    failure = DeadlineError(
+                        504, "no reply in time", code="deadline_exceeded", request_id=request_id
+                    )
+            retry_after = None if failure.retry_after is None else str(failure.retry_after)
+            wait = self._retry.wait_s(attempt, retry_after)
+            if attempt >= self._retry.attempts or loop.time() + wait >= deadline:
+                raise failure
+            await asyncio.sleep(wait)
 
     def _subject(self, api: str) -> str:
         if self._tenant:

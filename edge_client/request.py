@@ -10,10 +10,10 @@ a leader (503). Those are retried here with backoff. Every attempt carries the s
 ``X-Request-Id``, so logs, traces and a cancel (``llm.cancel``) name one request, however
 many attempts it took; the id is returned in the reply's headers as the broker sent it.
 
-A retried chat request may run twice upstream when the first attempt's reply was lost after
-the work was done: the cache (and coalescing of identical in-flight requests) usually
-answers the second, but a producer that cannot accept a second upstream call must not
-retry (``RetryPolicy(attempts=1)``).
+A retried whole chat request is marked ``Llm-Idempotent: 1``: its attempts are answered from
+one upstream call, whichever broker each reaches (the first attempt's answer, or its call
+still running). A producer that cannot accept a second upstream call even when the claim
+store is unavailable must not retry (``RetryPolicy(attempts=1)``).
 """
 
 from __future__ import annotations
@@ -93,6 +93,8 @@ async def request(
     """
     hdrs = dict(request_headers or {})
     hdrs.setdefault(headers.REQUEST_ID, _nuid.next().decode())
+    if retry.attempts > 1:
+        hdrs.setdefault(headers.IDEMPOTENT, "1")
     for attempt in range(1, retry.attempts + 1):
         last = attempt == retry.attempts
         try:

@@ -24,6 +24,7 @@ _REQUEST_HEADERS = {
     headers.CACHE_CONTROL: "no-cache | no-store | max-age=N",
     headers.CACHE_NAMESPACE: "cache namespace",
     headers.TRACEPARENT: "W3C trace context",
+    headers.IDEMPOTENT: "1: attempts under this request id share one upstream call",
 }
 _REPLY_HEADERS = {
     headers.STATUS: "HTTP-like status",

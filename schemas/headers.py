@@ -20,8 +20,10 @@ __all__ = [
     "DEPLOYMENT",
     "EVENT",
     "HEADER_ROOM",
+    "IDEMPOTENT",
     "KEEPALIVE_MS",
     "MAX_VALUE_BYTES",
+    "ONCE_KEY",
     "PRIORITIES",
     "PRIORITY",
     "PROVIDER",
@@ -65,6 +67,12 @@ CACHE_KEY = "X-Cache-Key"
 COALESCED = "Llm-Coalesced"
 #: ``1`` on the answer to a repeated request id: the first attempt's answer, sent again.
 REPLAYED = "Llm-Replayed"
+#: ``1`` on a whole request whose caller may send it again under the same request id (the
+#: producer client's retry): every attempt is answered from one upstream call, across brokers.
+IDEMPOTENT = "Llm-Idempotent"
+#: Broker to worker, on an idempotent request: the claim key its attempts share
+#: (:mod:`workers.once`).
+ONCE_KEY = "Llm-Once-Key"
 #: W3C trace context.
 TRACEPARENT = "traceparent"
 #: HTTP-like status of a reply (``200``, ``404`` ...); error replies also carry an envelope.

@@ -40,6 +40,7 @@ from schemas import StreamEnd, decode_chat_request, error_body, headers, subject
 from workers.base import Provider, ProviderRequest
 from workers.errors import ProviderError
 from workers.metrics import upstream_call
+from workers.once import Answer, OnceClaims
 
 __all__ = ["DEFAULT_WORKER_TIMEOUT_S", "WorkerService", "serve_worker", "timeout_from"]
 
@@ -114,6 +115,7 @@ class WorkerService:
         self.answered = 0
         self.errors = 0
         self._ticker: asyncio.Task[None] | None = None
+        self._once = OnceClaims(nc, provider.name)
 
     @property
     def subscriptions(self) -> tuple[Subscription, ...]:
@@ -122,6 +124,7 @@ class WorkerService:
 
     async def start(self) -> None:
         """Subscribe in the workers' queue group, and to cancellations."""
+        await self._once.bind()  # before the first call, so none waits for the lookup
         self._subs = [
             await self._nc.subscribe(
                 self.subject,
@@ -203,7 +206,7 @@ class WorkerService:
                 if chat.stream:
                     await self._stream(msg.reply, request)
                 else:
-                    await self._whole(msg.reply, request)
+                    await self._whole(msg.reply, request, hdrs.get(headers.ONCE_KEY))
             except msgspec.MsgspecError as exc:
                 await self._reply(msg.reply, *failure(exc, self._provider.name, timeout))
             except asyncio.CancelledError:
@@ -228,17 +231,27 @@ class WorkerService:
                 reply_headers[headers.STREAM] = "error"
         await self._nc.publish(reply, body, headers=reply_headers)
 
-    async def _whole(self, reply: str, request: ProviderRequest) -> None:
+    async def _whole(self, reply: str, request: ProviderRequest, once: str | None) -> None:
+        """One reply: the upstream's answer, or (``Llm-Once-Key``) the first attempt's."""
+        if not once:
+            await self._reply(reply, *await self._complete(request))
+            return
+
+        async def send(answer: Answer) -> None:
+            await self._reply(reply, *answer)
+
+        await self._once.run(once, request.timeout_s, lambda: self._complete(request), send)
+
+    async def _complete(self, request: ProviderRequest) -> Answer:
         try:
             with upstream_call(self._provider.name):  # outside the timeout: it sees TimeoutError
                 async with asyncio.timeout(request.timeout_s):
                     body = await self._provider.complete(request)
         except Exception as exc:
             self._count(failed=True)
-            await self._reply(reply, *failure(exc, self._provider.name, request.timeout_s))
-            return
+            return failure(exc, self._provider.name, request.timeout_s)
         self._count(failed=False)
-        await self._reply(reply, 200, body)
+        return 200, body, {}
 
     def _count(self, *, failed: bool) -> None:
         self.answered += 1

@@ -16,6 +16,7 @@ from broker.request import Prepared, Reply
 from edge_runtime.inbox import Inbox, Mailbox
 from edge_runtime.tracing import inject
 from schemas import ChatCompletionChunk, StreamEnd, headers, subjects
+from workers.once import once_key
 
 __all__ = ["KEEPALIVE", "WORKER_IDLE_S", "Forwarder", "StreamEvent", "WorkerLost"]
 
@@ -72,6 +73,10 @@ class Forwarder:
             headers.REQUEST_ID: prepared.request_id,
             headers.KEEPALIVE_MS: self._keepalive_ms,
         }
+        if prepared.idempotent and not prepared.stream:  # one upstream call for its attempts
+            forward_headers[headers.ONCE_KEY] = once_key(
+                prepared.tenant.name, prepared.request_id, prepared.data
+            )
         inject(forward_headers)  # this broker's span is the worker's parent
         if headers.TRACEPARENT not in forward_headers and prepared.trace:
             forward_headers[headers.TRACEPARENT] = prepared.trace

@@ -14,13 +14,16 @@ import nats
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js.errors import NoKeysError
+from nats.js.kv import KeyValue
 
 from broker.service import BrokerOptions, BrokerService
 from edge_bridge import BridgeOptions, BridgeServer
+from edge_client import EdgeClient
 from edge_runtime.embedded import EmbeddedNats
 from tests.support.cli import run_cli
 from tests.support.stack import MOCK_ONLY, config_from
-from workers import MockProvider, WorkerService
+from workers import MockProvider, WorkerService, once
 
 AUTH_CONF = Path(__file__).parents[2] / "nats" / "auth.conf"
 TENANT_SUBJECTS = """
@@ -105,7 +108,9 @@ async def services(secured_url: str) -> AsyncIterator[None]:
     )
     await broker.start()
     password = PASSWORDS["LLM_EDGE_WORKER_MOCK_PASSWORD"]
-    worker_nc = await nats.connect(f"nats://worker-mock:{password}@{secured_url}")
+    worker_nc = await nats.connect(
+        f"nats://worker-mock:{password}@{secured_url}", inbox_prefix="_INBOX.worker-mock"
+    )
     worker = WorkerService(worker_nc, MockProvider())
     await worker.start()
     try:
@@ -266,3 +271,35 @@ async def test_cli_admin_commands_under_permissions(secured_url: str) -> None:
         await violations.refused(alice, "llm.admin.breaker")
     finally:
         await alice.close()
+
+
+@pytest.mark.usefixtures("services")
+async def test_a_worker_claims_idempotent_calls_with_its_own_permissions(secured_url: str) -> None:
+    """Alice's retrying client marks her chat idempotent: the mock worker, under its own NATS
+    user, claims it in the llm_edge_once bucket and stores the answer there."""
+    violations = Violations()
+    alice = await as_user(secured_url, "alice", violations, inbox_prefix="_INBOX.alice")
+    broker = await as_user(secured_url, "broker", Violations())
+    try:
+        kv = await broker.jetstream().key_value(once.BUCKET)
+        before = len(await _keys(kv))
+        client = EdgeClient(alice)
+        reply = await client.chat(
+            {"model": "mock", "messages": [{"role": "user", "content": "claimed"}]},
+            request_id="perm-once-1",
+            cache_control="no-store",
+        )
+        assert reply.choices[0].message.content
+        async with asyncio.timeout(5):  # the answer is stored after the reply
+            while len(await _keys(kv)) == before:  # noqa: ASYNC110  (no event for a KV write)
+                await asyncio.sleep(0.05)
+    finally:
+        await alice.close()
+        await broker.close()
+
+
+async def _keys(kv: KeyValue) -> list[str]:
+    try:
+        return await kv.keys()
+    except NoKeysError:
+        return []

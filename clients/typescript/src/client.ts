@@ -5,8 +5,8 @@
 //
 // Every call has a deadline (`deadlineMs`, sent as `Llm-Timeout-Ms`). A whole call that finds no
 // broker (NATS no-responders) or is answered 503 is tried again within its deadline under the
-// same `X-Request-Id` (the broker answers a repeated id from the first try). Failures throw the
-// errors of ./errors.ts.
+// same `X-Request-Id`, marked `Llm-Idempotent: 1`: every try is answered from one upstream call,
+// whichever broker it reaches. Failures throw the errors of ./errors.ts.
 import {
   connect,
   createInbox,
@@ -20,7 +20,15 @@ import {
 
 import { Batches } from "./batches.js";
 import { DeadlineError, StreamError, UnavailableError, fromReply } from "./errors.js";
-import type { ChatCompletion, ChatCompletionChunk, ChatRequest, ModelList, StreamEnd } from "./types.js";
+import type {
+  AnthropicRequest,
+  ChatCompletion,
+  ChatCompletionChunk,
+  ChatRequest,
+  ContentBlock,
+  ModelList,
+  StreamEnd,
+} from "./types.js";
 
 /** A call's time budget when neither the call nor the client names one. */
 export const DEFAULT_DEADLINE_MS = 120_000;
@@ -55,6 +63,21 @@ export interface CallOptions {
 
 /** A chat request: the generated `ChatRequest` (the client sets `stream`). */
 export type ChatBody = Omit<ChatRequest, "stream"> & { stream?: boolean };
+
+/** An Anthropic Messages request: the generated `AnthropicRequest` (whole: no `stream`). */
+export type MessagesBody = Omit<AnthropicRequest, "stream">;
+
+/** An Anthropic `message`, as the Messages API answers it. */
+export interface AnthropicMessage {
+  id: string;
+  type: "message";
+  role: "assistant";
+  model: string;
+  content: ContentBlock[];
+  stop_reason: string | null;
+  stop_sequence?: string | null;
+  usage: { input_tokens: number; output_tokens: number; [field: string]: unknown };
+}
 
 let sequence = 0;
 function newRequestId(): string {
@@ -251,6 +274,13 @@ export class EdgeClient {
     return decode<ChatCompletion>((await this.call(this.subject("chat"), json(body), call)).data);
   }
 
+  /** A whole Anthropic Messages answer (`llm.messages`), retried as `chat()` is. */
+  async messages(request: MessagesBody, call: CallOptions = {}): Promise<AnthropicMessage> {
+    const body: AnthropicRequest = { ...request };
+    delete body.stream;
+    return decode<AnthropicMessage>((await this.call(this.subject("messages"), json(body), call)).data);
+  }
+
   /** A streamed chat completion: its typed chunks; leaving the loop early cancels it upstream. */
   stream(request: ChatBody, call: CallOptions = {}): ChatStream {
     const hdrs = this.headers(call);
@@ -296,6 +326,7 @@ export class EdgeClient {
     const requestId = hdrs.get("X-Request-Id");
     const deadline = Date.now() + (call.deadlineMs ?? this.deadlineMs);
     const attempts = this.options.attempts ?? 3;
+    if (attempts > 1) hdrs.set("Llm-Idempotent", "1"); // the tries share one upstream call
     for (let attempt = 1; ; attempt += 1) {
       const remaining = deadline - Date.now();
       hdrs.set("Llm-Timeout-Ms", String(Math.max(remaining, 1)));

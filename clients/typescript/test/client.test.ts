@@ -1,5 +1,5 @@
-// The client against a real stack (llm-edge up, mock providers): chat, stream, errors, cancel,
-// a small batch. No assertion is timed; every wait is bounded.
+// The client against a real stack (llm-edge up, mock providers): chat, Anthropic messages, stream,
+// errors, cancel, a small batch. No assertion is timed; every wait is bounded.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 
@@ -74,6 +74,14 @@ describe("against a real stack", () => {
     assert.equal(reply.model, "gpt-4o-mini");
     assert.match(reply.choices[0].message.content ?? "", /^Mock reply \[[0-9a-f]{8}\]: Hello there$/);
     assert.ok((reply.usage?.total_tokens ?? 0) > 0);
+  });
+
+  test("messages answers in the Anthropic shape", async () => {
+    const message = await client.messages({ model: "gpt-4o-mini", max_tokens: 64, messages: [{ role: "user", content: "Hello there" }] });
+    assert.equal(message.type, "message");
+    assert.equal(message.role, "assistant");
+    assert.match(message.content[0]?.text ?? "", /: Hello there$/);
+    assert.ok(message.usage.output_tokens > 0);
   });
 
   test("stream yields the chunks in order, then the end's totals", async () => {
