@@ -19,6 +19,7 @@ from nats.js import api
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
+from broker.cache.l2 import L2Size
 from edge_client.streams import ensure_stream
 
 __all__ = ["DEFAULT_BUCKET", "DEFAULT_L2_NATS_MAX_BYTES", "NatsKVL2"]
@@ -100,6 +101,11 @@ class NatsKVL2:
         subject = subject + ">" if prefix.endswith(":") or not prefix else subject
         await self._js.purge_stream(self._stream, subject=subject)
         return -1
+
+    async def size(self) -> L2Size:
+        """The bucket's stream state: one message per live key, and its bytes."""
+        state = (await self._js.stream_info(self._stream)).state
+        return L2Size(self.name, state.messages, state.bytes, "cache")
 
     async def aclose(self) -> None:
         """The connection belongs to the service."""
