@@ -16,10 +16,11 @@ each twice, A then B: A with no console open, B with a console poller running, a
 process that asks ``/console/api/state`` and ``/console/api/requests`` once a second, as the
 page does while it is open. It prints req/s, p50 and p99 per arm (the median over the rounds,
 and every round), the stack's CPU per request (its whole process tree, read from ``/proc``),
-and the ratio B/A. Rounds alternate A and B so that drift in what else the machine runs
-lands on both arms. Before the rounds it reads the idle stack's CPU per second without and
-with a console open: what one poll a second costs, unblurred by the load. Linux only
-(``/proc``); needs ``wrk``.
+and the ratio B/A (``--control``: B's poller asks ``/health`` and ``/ready`` instead, which
+sizes what a poller process costs without the console's work). Rounds alternate A and B so
+that drift in what else the machine runs lands on both arms. Before the rounds it reads the
+idle stack's CPU per second without and with a console open: what one poll a second costs,
+unblurred by the load. Linux only (``/proc``); needs ``wrk``.
 """
 
 from __future__ import annotations
@@ -88,6 +89,10 @@ function done(summary, latency, requests)
 end
 """
 POLL_INTERVAL_S = 1.0
+#: What an open console page asks once a second.
+CONSOLE_PATHS = ("/console/api/state", "/console/api/requests")
+#: What the control poller asks instead (``--control``).
+CONTROL_PATHS = ("/health", "/ready")
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,9 +180,9 @@ def _measure(load: _Load, stack_pid: int, scenario: str, arm: str, tag: str) -> 
     )
 
 
-def _start_poller(base: str) -> subprocess.Popen[str]:
+def _start_poller(base: str, paths: tuple[str, ...]) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "bench.console_cost", "--poll", base],
+        [sys.executable, "-m", "bench.console_cost", "--poll", base, "--poll-paths", *paths],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -190,7 +195,7 @@ def _stop_poller(poller: subprocess.Popen[str]) -> dict[str, Any]:
     return dict(json.loads(lines[-1].removeprefix("POLLS "))) if lines else {}
 
 
-async def _poll(base: str) -> None:
+async def _poll(base: str, paths: list[str]) -> None:
     """What an open console page does: both data endpoints at once, once a second."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -202,9 +207,7 @@ async def _poll(base: str) -> None:
         while not stop.is_set():
             started = loop.time()
             replies = await asyncio.gather(
-                http.get("/console/api/state"),
-                http.get("/console/api/requests"),
-                return_exceptions=True,
+                *(http.get(path) for path in paths), return_exceptions=True
             )
             took.append(loop.time() - started)
             failures += sum(
@@ -263,12 +266,14 @@ def _table(runs: list[Run], rounds: int) -> str:
     return "\n".join(lines)
 
 
-def _idle_cost(stack_pid: int, base: str, seconds: float) -> tuple[float, float]:
+def _idle_cost(
+    stack_pid: int, base: str, seconds: float, paths: tuple[str, ...]
+) -> tuple[float, float]:
     """CPU ms per second of the idle stack without, then with, a console open."""
     before = _tree_cpu_s(stack_pid)
     time.sleep(seconds)
     closed = 1000 * (_tree_cpu_s(stack_pid) - before) / seconds
-    poller = _start_poller(base)
+    poller = _start_poller(base, paths)
     time.sleep(1.5)
     before = _tree_cpu_s(stack_pid)
     time.sleep(seconds)
@@ -311,6 +316,7 @@ def _report(
     print(
         f"{args.connections} connections, {args.seconds} s per run, "
         f"upstream {args.upstream}, {os.cpu_count()} cores"
+        + (" (control: the open arm's poller asks /health and /ready)" if args.control else "")
     )
     print()
     print(_table(runs, args.rounds))
@@ -346,11 +352,12 @@ def _bench(args: argparse.Namespace) -> None:
         load = _Load(base, workdir / "load.lua", args.connections, args.seconds)
         _wrk(load, mode="unique", tag="warm", connections=8, seconds=3)  # upstream pool warm
         _wrk(load, mode="same", tag="warm", connections=1, seconds=1)  # the hit prompt cached
-        idle = [_idle_cost(stack.pid, base, args.idle_seconds) for _ in range(2)]
+        paths = CONTROL_PATHS if args.control else CONSOLE_PATHS
+        idle = [_idle_cost(stack.pid, base, args.idle_seconds, paths) for _ in range(2)]
         for n in range(args.rounds):
             for scenario in ("miss", "hit"):
                 for arm in ("none", "open"):
-                    poller = _start_poller(base) if arm == "open" else None
+                    poller = _start_poller(base, paths) if arm == "open" else None
                     if poller is not None:
                         time.sleep(1.5)  # the page is open and polling
                     tag = f"r{n}{scenario}{arm}{time.time_ns()}"
@@ -380,10 +387,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--idle-seconds", type=float, default=10.0, help="idle CPU sample length (10)"
     )
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="the poller asks /health and /ready instead of the console: what a poller costs "
+        "without the console's work",
+    )
     parser.add_argument("--poll", metavar="BASE", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--poll-paths", nargs="*", default=list(CONSOLE_PATHS), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.poll:
-        asyncio.run(_poll(args.poll))
+        asyncio.run(_poll(args.poll, args.poll_paths))
     elif not args.upstream:
         parser.error("--upstream is required")
     else:
