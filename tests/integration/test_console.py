@@ -256,14 +256,19 @@ async def test_operator_runs_the_mesh_from_the_console(stack: Stack) -> None:
         value = await asyncio.to_thread(page.attributes, f"{row} progress", "value")
         top = await asyncio.to_thread(page.attributes, f"{row} progress", "max")
         assert (value, top) == (["200"], ["200"])
-        shown = await asyncio.to_thread(page.texts, f"{row} .percent, {row} .counts")
-        assert shown == ["100 %", "200 / 0 / 200"]
+        progress = await asyncio.to_thread(page.texts, f"{row} .percent, {row} .counts")
+        assert progress == ["100 %", "200 / 0 / 200"]
 
         # purge a namespace from the page: the next request misses
         assert (await chat(stack, ADMIN_KEY, namespace="purged")).headers["x-cache"] == "MISS"
-        assert (
-            (await chat(stack, ADMIN_KEY, namespace="purged")).headers["x-cache"].startswith("HIT")
-        )
+        # cached (a loaded machine may time an L2 write out: the other broker then misses
+        # once more and stores it again)
+        for _ in range(10):
+            cached = (await chat(stack, ADMIN_KEY, namespace="purged")).headers["x-cache"]
+            if cached.startswith("HIT"):
+                break
+            await asyncio.sleep(0.2)
+        assert cached.startswith("HIT"), cached
         await asyncio.to_thread(page.type_into, "#purge-namespace", "purged")
         await asyncio.to_thread(page.type_into, "#purge-tenant", "ops")
         await asyncio.to_thread(page.click, "#purge-button")

@@ -5,7 +5,7 @@ deployment's latency over the last minute merged across two brokers."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ def mock_config(cache: str, provider: str = "") -> str:
 
 
 @pytest.fixture
-def private_nats(tmp_path: Path) -> AsyncIterator[str]:
+def private_nats(tmp_path: Path) -> Iterator[str]:
     """A nats-server of this test's own: the KV bucket holds only what the test stores."""
     server = start_nats(tmp_path)
     try:
@@ -46,7 +46,7 @@ def private_nats(tmp_path: Path) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-def private_redis() -> AsyncIterator[RedisServer]:
+def private_redis() -> Iterator[RedisServer]:
     """A redis-server of this test's own: the database holds only what the test stores."""
     server = RedisServer()
     server.start()
