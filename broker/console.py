@@ -10,6 +10,7 @@ tenants and keys, spend, and cancelling any tenant's batch.
 | ``llm.admin.keys.reload``  | every broker    | ``{"reloaded": true}`` once keys are re-read  |
 | ``llm.admin.spend``        | one broker      | spend per tenant and model this period        |
 | ``llm.admin.batch.cancel`` | one broker      | the cancelled batch                           |
+| ``llm.admin.cache.size``   | one broker      | the shared L2's entries and bytes, or nulls   |
 
 These carry a few messages a second while a console is open and none otherwise. NATS
 permissions decide who may publish them (see ``nats/auth.conf``); the bridge lets only an
@@ -118,6 +119,7 @@ class ConsoleEndpoints:
             subjects.ADMIN_KEYS: self.keys,
             subjects.ADMIN_SPEND: self.spend,
             subjects.ADMIN_BATCH_CANCEL: self.cancel_batch,
+            subjects.ADMIN_CACHE_SIZE: self.cache_size,
         }
         for table, queue in ((everyone, ""), (one, subjects.BROKER_QUEUE)):
             for subject, handler in table.items():
@@ -164,6 +166,20 @@ class ConsoleEndpoints:
             cache=self._cache,
             in_flight=self._in_flight(),
         )
+
+    async def cache_size(self, body: dict[str, Any], hdrs: dict[str, str]) -> dict[str, Any]:
+        """The shared L2's entries and bytes (``null`` when there is none, or it is down)."""
+        l2 = self._cache.l2 if self._cache is not None else None
+        size = await l2.size() if l2 is not None else None
+        if size is None:
+            backend = l2.backend.name if l2 is not None else None
+            return {"backend": backend, "entries": None, "bytes": None, "scope": None}
+        return {
+            "backend": size.backend,
+            "entries": size.entries,
+            "bytes": size.bytes,
+            "scope": size.scope,
+        }
 
     async def requests(self, body: dict[str, Any], hdrs: dict[str, str]) -> dict[str, Any]:
         """This broker's recent request records, newest first."""

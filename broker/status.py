@@ -2,8 +2,10 @@
 
 Counters are kept per broker instance and fed by :class:`~broker.record.RequestRecord`, so
 they cost the request path one dict update; the console takes differences between two
-snapshots for rates. Latency percentiles travel as histogram bucket counts, because
-percentiles of different brokers cannot be averaged but their buckets can be added.
+snapshots for rates. Each deployment's answers of the last minute are kept in a
+:class:`~broker.latency_window.LatencyWindow`: latency percentiles travel as that window's
+histogram bucket counts, because percentiles of different brokers cannot be averaged but
+their buckets can be added.
 
 The recent requests are a bounded ring of request log records (ids, routing, cache, tokens:
 never content), kept even when ``[broker] request_log`` writes no line.
@@ -16,58 +18,35 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import REGISTRY
+from prometheus_client import Counter
 
+from broker import metrics
 from broker.cache.response import ResponseCache
+from broker.latency_window import WINDOW_S, LatencyWindow
 from broker.upstream.deployments import Deployment
 from broker.upstream.router import Router
 
-__all__ = ["LATENCY_BUCKETS_S", "RECENT_REQUESTS", "BrokerStatus", "recent_filter"]
+__all__ = ["RECENT_REQUESTS", "BrokerStatus", "recent_filter"]
 
-#: Upper bounds of the latency histogram the console merges (seconds; the last is +inf).
-LATENCY_BUCKETS_S = (
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-    float("inf"),
-)
 #: Request records each broker keeps for the console (about 250 bytes each: 500 cost 125 kB).
 RECENT_REQUESTS = 500
 #: The most records one ``llm.admin.requests`` reply carries.
 MAX_RECENT_REPLY = 200
 
 
-@dataclass(slots=True)
-class _DeploymentCounts:
-    answered: int = 0
-    errors: int = 0
-    buckets: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS_S))
-
-    def observe(self, status: int, seconds: float) -> None:
-        self.answered += 1
-        if status >= 500:
-            self.errors += 1
-        for i, bound in enumerate(LATENCY_BUCKETS_S):
-            if seconds <= bound:
-                self.buckets[i] += 1
-                return
-
-
-def _sample(name: str, labels: Mapping[str, str] | None = None) -> float:
-    return REGISTRY.get_sample_value(name, dict(labels or {})) or 0.0
+def _total(counter: Counter, **labels: str) -> float:
+    """The counter summed over its label sets that have ``labels``: one metric collected,
+    where ``REGISTRY.get_sample_value`` collects every metric of the process each call."""
+    total = 0.0
+    for family in counter.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_total") and all(
+                sample.labels.get(k) == v for k, v in labels.items()
+            ):
+                total += sample.value
+    return total
 
 
 class BrokerStatus:
@@ -83,7 +62,7 @@ class BrokerStatus:
         self.requests = 0
         self.errors = 0
         self.by_cache: dict[str, int] = {}
-        self._deployments: dict[str, _DeploymentCounts] = {}
+        self._windows: dict[str, LatencyWindow] = {}
         self._recent: deque[dict[str, object]] = deque(maxlen=RECENT_REQUESTS)
 
     def now(self) -> float:
@@ -100,15 +79,16 @@ class BrokerStatus:
 
     def record(self, fields: dict[str, object], elapsed_s: float) -> None:
         """A request log record: into the ring, and into its deployment's counts."""
-        fields = {"time": round(self._clock(), 3), **fields, "ms": round(elapsed_s * 1000, 1)}
+        now = self._clock()
+        fields = {"time": round(now, 3), **fields, "ms": round(elapsed_s * 1000, 1)}
         self._recent.append(fields)
         deployment = fields.get("deployment")
         status = fields.get("status")
         if isinstance(deployment, str) and deployment and isinstance(status, int):
-            counts = self._deployments.get(deployment)
-            if counts is None:
-                counts = self._deployments[deployment] = _DeploymentCounts()
-            counts.observe(status, elapsed_s)
+            window = self._windows.get(deployment)
+            if window is None:
+                window = self._windows[deployment] = LatencyWindow()
+            window.observe(int(now), elapsed_s, status >= 500)
 
     def recent(self, command: Mapping[str, Any]) -> list[dict[str, object]]:
         """The newest records first, filtered (see :func:`recent_filter`)."""
@@ -150,16 +130,23 @@ class BrokerStatus:
     def _deployment(self, router: Router, deployment: Deployment) -> dict[str, Any]:
         stats = router.stats(deployment)
         breaker = stats.breaker
-        counts = self._deployments.get(deployment.name) or _DeploymentCounts()
+        now = self._clock()
+        window = self._windows.get(deployment.name) or LatencyWindow(1)
+        totals = window.totals(int(now))
+        # the window is younger than a minute while the broker is
+        span = min(float(WINDOW_S), max(1.0, now - self.started))
         return {
             "provider": deployment.provider,
             "state": breaker.state.name.lower().replace("_", "-"),
             "forced": breaker.forced is not None,
             "retry_after": round(breaker.retry_after(), 3),
             "in_flight": stats.in_flight,
-            "answered": counts.answered,
-            "errors": counts.errors,
-            "buckets": list(counts.buckets),
+            "window_s": round(span, 3),
+            "answered": totals.answered,
+            "errors": totals.errors,
+            "rate": round(totals.answered / span, 3),
+            "mean_in_flight": round(totals.busy_s / span, 3),
+            "buckets": totals.buckets,
         }
 
 
@@ -168,14 +155,14 @@ def _cache_report(cache: ResponseCache | None) -> dict[str, Any] | None:
     them once per process even when several brokers share one)."""
     if cache is None:
         return None
-    hits, misses = "llm_edge_cache_hits_total", "llm_edge_cache_misses_total"
+    hits, misses = metrics.CACHE_HITS, metrics.CACHE_MISSES
     return {
-        "l1_hits": _sample(hits, {"tier": "l1"}),
-        "l1_misses": _sample(misses, {"tier": "l1"}),
-        "l2_hits": _sample(hits, {"tier": "l2"}),
-        "l2_misses": _sample(misses, {"tier": "l2"}),
-        "coalesced": _sample("llm_edge_cache_coalesced_total"),
-        "saved_usd": _sample("llm_edge_cost_saved_usd_total"),
+        "l1_hits": _total(hits, tier="l1"),
+        "l1_misses": _total(misses, tier="l1"),
+        "l2_hits": _total(hits, tier="l2"),
+        "l2_misses": _total(misses, tier="l2"),
+        "coalesced": _total(metrics.CACHE_COALESCED),
+        "saved_usd": _total(metrics.COST_SAVED),  # every model's
         "l1_entries": len(cache.l1),
         "l1_bytes": cache.l1.bytes,
         "l2": cache.l2 is not None,

@@ -1,7 +1,9 @@
 """Runs the bridge on uvicorn (httptools parser; uvloop when the process runs on it).
 
 Requests uvicorn cannot parse are refused with our JSON envelope too (see
-:mod:`edge_bridge.protocol`).
+:mod:`edge_bridge.protocol`). The bridge is a NATS micro service like the other roles
+(``llm-edge-bridge``): discovery and the operator console list it with the HTTP requests it
+answered and has in flight, which uvicorn counts anyway (nothing is added per request).
 """
 
 from __future__ import annotations
@@ -13,18 +15,22 @@ import ssl
 from dataclasses import dataclass
 
 import uvicorn
+from nats.micro.service import Service
 
 from edge_bridge.app import DEFAULT_HTTP_TIMEOUT_S, BridgeApp
 from edge_bridge.protocol import EnvelopeHttpToolsProtocol
 from edge_bridge.retry import Reconnects
 from edge_client.request import DEFAULT_RETRY, RetryPolicy
+from edge_runtime.discovery import register
 from edge_runtime.local import LocalRoutes, local_view
 from edge_runtime.process import (
     DEFAULT_INBOX_PREFIX,
+    STOP_STEP_S,
     Lifeline,
     close_quietly,
     connect,
     freeze_startup_heap,
+    settle,
 )
 
 __all__ = ["BridgeOptions", "BridgeServer", "serve_bridge"]
@@ -70,6 +76,7 @@ class BridgeServer:
         self.port: int = self._sock.getsockname()[1]
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
+        self._micro: Service | None = None
 
     async def start(self) -> None:
         """Connect to NATS (any server of the list, and the others on a failover) and start
@@ -109,9 +116,23 @@ class BridgeServer:
             if self._task.done():
                 await self._task
             await asyncio.sleep(0.01)
+        state = self._server.server_state
+        self._micro = await register(
+            self.nc,
+            "bridge",
+            [],
+            lambda: {"in_flight": len(state.tasks), "requests": state.total_requests},
+        )
+
+    @property
+    def service_id(self) -> str:
+        """The bridge's NATS micro service id (``$SRV`` discovery names it)."""
+        return self._micro.id if self._micro is not None else ""
 
     async def stop(self) -> None:
         """Finish open requests, then close the listener and the NATS connection."""
+        if self._micro is not None:
+            await settle(self._micro.stop(), STOP_STEP_S)
         if self._server is not None and self._task is not None:
             self._server.should_exit = True
             await self._task

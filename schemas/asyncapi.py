@@ -63,6 +63,7 @@ _ADMIN = {
     subjects.ADMIN_KEYS_RELOAD: "every broker re-reads the run-time keys, then replies",
     subjects.ADMIN_SPEND: "spend per tenant and model against budgets and limits",
     subjects.ADMIN_BATCH_CANCEL: "cancel any tenant's batch: {id}",
+    subjects.ADMIN_CACHE_SIZE: "the shared L2's entries and bytes (one broker)",
     subjects.CACHE_PURGE: "every broker purges its L1 and the shared L2",
     subjects.BREAKER_ADMIN: "circuit breaker status and overrides (every broker)",
     subjects.BROKER_PING: "liveness probe: any broker answers",

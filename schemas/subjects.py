@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "ADMIN_AUTHORIZE",
     "ADMIN_BATCH_CANCEL",
+    "ADMIN_CACHE_SIZE",
     "ADMIN_KEYS",
     "ADMIN_KEYS_RELOAD",
     "ADMIN_PREFIX",
@@ -78,6 +79,8 @@ ADMIN_KEYS_RELOAD = "llm.admin.keys.reload"
 ADMIN_SPEND = "llm.admin.spend"
 #: Cancel any tenant's batch: ``{"id": batch_id}`` (one broker).
 ADMIN_BATCH_CANCEL = "llm.admin.batch.cancel"
+#: The shared L2's entries and bytes, measured when asked (one broker: they share it).
+ADMIN_CACHE_SIZE = "llm.admin.cache.size"
 #: Brokers forward cache misses to ``llm.provider.<provider>``.
 PROVIDER_PREFIX = "llm.provider"
 

@@ -8,19 +8,34 @@ again by the next call, so L2 comes back by itself when the server does (the one
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from broker import metrics
 from broker.guard import DEFAULT_RETRY_INTERVAL_S, Guard, Unavailable
 
-__all__ = ["DEFAULT_L2_TIMEOUT_S", "DEFAULT_L2_TTL_S", "GuardedL2", "L2Backend"]
+__all__ = ["DEFAULT_L2_TIMEOUT_S", "DEFAULT_L2_TTL_S", "GuardedL2", "L2Backend", "L2Size"]
 
 DEFAULT_L2_TTL_S = 3600.0
 DEFAULT_L2_TIMEOUT_S = 0.05
 DEFAULT_L2_RETRY_INTERVAL_S = DEFAULT_RETRY_INTERVAL_S
+#: Bound on the console's size query (outside the guard: a slow answer skips no request).
+SIZE_TIMEOUT_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class L2Size:
+    """The shared cache's size: ``scope`` says what was counted (``cache``: its entries
+    only; ``database``: the whole Redis database the cache lives in, other keys included)."""
+
+    backend: str
+    entries: int
+    bytes: int
+    scope: str
 
 
 class L2Backend(Protocol):
@@ -47,6 +62,11 @@ class L2Backend(Protocol):
 
     async def purge(self, prefix: str) -> int:
         """Remove the keys starting with ``prefix`` (all when empty); return how many, or -1."""
+        ...
+
+    async def size(self) -> L2Size:
+        """How many entries the store holds and how many bytes they take (one cheap call to
+        the server: the console asks, never a request)."""
         ...
 
     async def aclose(self) -> None:
@@ -109,3 +129,10 @@ class GuardedL2:
     async def purge(self, prefix: str) -> int:
         """Purge regardless of the outage window (an operator asked); errors propagate."""
         return await self.backend.purge(prefix)
+
+    async def size(self) -> L2Size | None:
+        """The backend's size, or ``None`` when it does not answer within a second."""
+        try:
+            return await asyncio.wait_for(self.backend.size(), SIZE_TIMEOUT_S)
+        except Exception:  # down or slow: the console shows the size as unknown
+            return None

@@ -31,6 +31,7 @@ from nats.errors import NoRespondersError
 from nats.js import api
 from nats.js.errors import APIError, NotFoundError
 
+from broker.cache.l2 import L2Size
 from broker.cache.presence import Presence
 from edge_client.streams import ensure_stream
 
@@ -168,6 +169,11 @@ class NatsKVL2:
         subject = subject + ">" if prefix.endswith(":") or not prefix else subject
         await self._js.purge_stream(self._stream, subject=subject)
         return -1
+
+    async def size(self) -> L2Size:
+        """The bucket's stream state: one message per live key, and its bytes."""
+        state = (await self._js.stream_info(self._stream)).state
+        return L2Size(self.name, state.messages, state.bytes, "cache")
 
     async def aclose(self) -> None:
         """Send the pending write-backs and stop the presence filter's consumer (the

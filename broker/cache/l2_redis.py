@@ -6,6 +6,7 @@ import math
 
 import redis.asyncio as redis
 
+from broker.cache.l2 import L2Size
 from broker.redis_conn import request_path_client
 
 __all__ = ["RedisL2"]
@@ -57,6 +58,13 @@ class RedisL2:
         if batch:
             removed += await self._client.unlink(*batch)
         return removed
+
+    async def size(self) -> L2Size:
+        """``DBSIZE`` and ``INFO memory``'s ``used_memory``: both O(1) on the server, both of
+        the whole database (counting only the cache's keys would mean a SCAN of them all)."""
+        entries = await self._client.dbsize()
+        memory = await self._client.info("memory")
+        return L2Size(self.name, int(entries), int(memory.get("used_memory", 0)), "database")
 
     async def aclose(self) -> None:
         """Close the pool."""

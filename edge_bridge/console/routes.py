@@ -1,9 +1,10 @@
 """``/console``: the operator console's page and its JSON API on the bridge.
 
 Everything shown comes from the mesh over NATS: ``$SRV.STATS`` (every process),
-``llm.admin.status`` and ``llm.admin.requests`` (every broker), ``llm.admin.keys`` and
-``llm.admin.spend`` (one broker), the batch records in JetStream. Commands go back the same
-way (``llm.admin.breaker`` and ``llm.admin.cache.purge`` reach every broker).
+``llm.admin.status`` and ``llm.admin.requests`` (every broker), ``llm.admin.keys``,
+``llm.admin.spend`` and ``llm.admin.cache.size`` (one broker), the batch records in JetStream.
+Commands go back the same way (``llm.admin.breaker`` and ``llm.admin.cache.purge`` reach every
+broker).
 
 The page polls once a second while it is open; a closed page asks nothing. Every API call
 is authorized: with keys configured it needs an admin key (``[console] keys`` or a tenant
@@ -180,12 +181,13 @@ class ConsoleRoutes:
             return body
 
     async def _collect(self, now: float) -> dict[str, Any]:
-        stats, statuses, tenants, spend, batches = await asyncio.gather(
+        stats, statuses, tenants, spend, batches, l2_size = await asyncio.gather(
             gather(self._nc, "$SRV.STATS", expect=self._expect["services"]),
             gather(self._nc, subjects.ADMIN_STATUS, expect=self._expect["brokers"]),
             self._ask(subjects.ADMIN_KEYS, {"action": "list"}),
             self._ask(subjects.ADMIN_SPEND, {}),
             self._batches(now),
+            self._ask(subjects.ADMIN_CACHE_SIZE, {}),
         )
         self._expect = {"services": len(stats), "brokers": len(statuses)}
         stat_bodies = _bodies(stats)
@@ -194,7 +196,7 @@ class ConsoleRoutes:
             "time": now,
             "services": self._book.update(stat_bodies, now),
             "deployments": deployment_rows(status_bodies),
-            "cache": cache_summary(status_bodies),
+            "cache": cache_summary(status_bodies, l2_size),
             "batches": batches,
             "tenants": tenants,
             "spend": spend,

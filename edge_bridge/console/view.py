@@ -7,31 +7,27 @@ for :data:`GONE_AFTER_S` is shown as gone, and forgotten after :data:`FORGET_AFT
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from schemas.batch import BatchRecord
+from schemas.latency import LATENCY_BUCKETS_S, percentile
 
 __all__ = [
     "FORGET_AFTER_S",
     "GONE_AFTER_S",
-    "LATENCY_BUCKETS_S",
     "ServiceBook",
     "batch_rows",
     "cache_summary",
     "deployment_rows",
-    "percentile",
 ]
 
 #: A service not heard from for this long is shown as gone (two missed polls and more).
 GONE_AFTER_S = 3.0
 #: ... and dropped from the page after this long.
 FORGET_AFTER_S = 300.0
-#: The brokers' latency histogram bounds (``broker/status.py`` sends counts per bucket).
-LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, math.inf)
 _SEVERITY = {"closed": 0, "half-open": 1, "open": 2}
 
 
@@ -58,7 +54,8 @@ class ServiceBook:
     _seen: dict[str, _Seen] = field(default_factory=dict)
 
     def update(self, stats: Iterable[Mapping[str, Any]], now: float) -> list[dict[str, Any]]:
-        """Fold one poll's ``$SRV.STATS`` replies in; return the rows, brokers first."""
+        """Fold one poll's ``$SRV.STATS`` replies in; return the rows by role (bridges,
+        brokers, workers), gone ones last."""
         for reply in stats:
             service_id = str(reply.get("id", ""))
             if not service_id:
@@ -111,22 +108,9 @@ class ServiceBook:
         self._seen[service_id] = _Seen(row, now, (now, counted, messages))
 
 
-def percentile(buckets: list[int], q: float) -> float | None:
-    """The bucket bound under which a fraction ``q`` of the observations fall (seconds)."""
-    total = sum(buckets)
-    if total == 0:
-        return None
-    rank = q * total
-    running = 0
-    for bound, count in zip(LATENCY_BUCKETS_S, buckets, strict=False):
-        running += count
-        if running >= rank:
-            return bound if math.isfinite(bound) else LATENCY_BUCKETS_S[-2]
-    return LATENCY_BUCKETS_S[-2]
-
-
 def deployment_rows(statuses: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Per deployment, across brokers: the worst breaker state, latency, errors, in flight."""
+    """Per deployment, across brokers: the worst breaker state, and over each broker's last
+    minute the latency (from the summed histograms), error rate, rate and mean load."""
     merged: dict[str, dict[str, Any]] = {}
     for status in statuses:
         for name, dep in (status.get("deployments") or {}).items():
@@ -139,16 +123,22 @@ def deployment_rows(statuses: Iterable[Mapping[str, Any]]) -> list[dict[str, Any
                     "forced": False,
                     "retry_after": 0.0,
                     "in_flight": 0,
+                    "window_s": 0.0,
                     "answered": 0,
                     "errors": 0,
+                    "rate": 0.0,
+                    "mean_in_flight": 0.0,
                     "buckets": [0] * len(LATENCY_BUCKETS_S),
                 },
             )
             row["states"].append(str(dep.get("state", "closed")))
             row["forced"] = row["forced"] or bool(dep.get("forced"))
             row["retry_after"] = max(row["retry_after"], float(dep.get("retry_after", 0.0)))
+            row["window_s"] = max(row["window_s"], float(dep.get("window_s", 0.0)))
             for key in ("in_flight", "answered", "errors"):
                 row[key] += int(dep.get(key, 0))
+            for key in ("rate", "mean_in_flight"):  # brokers' loads add up
+                row[key] += float(dep.get(key, 0.0))
             for i, count in enumerate(dep.get("buckets") or []):
                 if i < len(row["buckets"]):
                     row["buckets"][i] += int(count)
@@ -158,16 +148,25 @@ def deployment_rows(statuses: Iterable[Mapping[str, Any]]) -> list[dict[str, Any
         buckets = row.pop("buckets")
         row["state"] = max(states, key=lambda s: _SEVERITY.get(s, 0))
         row["brokers"] = {s: states.count(s) for s in sorted(set(states))}
-        row["p50_s"] = percentile(buckets, 0.5)
-        row["p99_s"] = percentile(buckets, 0.99)
+        row["p50_s"] = _rounded(percentile(buckets, 0.5))
+        row["p99_s"] = _rounded(percentile(buckets, 0.99))
         row["error_rate"] = row["errors"] / row["answered"] if row["answered"] else 0.0
+        row["rate"] = round(row["rate"], 3)
+        row["mean_in_flight"] = round(row["mean_in_flight"], 3)
         rows.append(row)
     return sorted(rows, key=lambda r: r["deployment"])
 
 
-def cache_summary(statuses: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 5)
+
+
+def cache_summary(
+    statuses: Iterable[Mapping[str, Any]], l2: Mapping[str, Any] | None = None
+) -> dict[str, Any] | None:
     """Cache counters summed over processes (each process once: brokers that share a process
-    share its counters) with each tier's hit ratio."""
+    share its counters) with each tier's hit ratio, and the shared L2's size as one broker
+    measured it (``llm.admin.cache.stats``: every broker would give the same numbers)."""
     per_process: dict[tuple[str, str], Mapping[str, Any]] = {}
     for status in statuses:
         cache = status.get("cache")
@@ -184,6 +183,11 @@ def cache_summary(statuses: Iterable[Mapping[str, Any]]) -> dict[str, Any] | Non
     for tier in ("l1", "l2"):
         asked = total[f"{tier}_hits"] + total[f"{tier}_misses"]
         out[f"{tier}_ratio"] = total[f"{tier}_hits"] / asked if asked else None
+    size = l2 or {}
+    out["l2_backend"] = size.get("backend")
+    out["l2_entries"] = size.get("entries")
+    out["l2_bytes"] = size.get("bytes")
+    out["l2_scope"] = size.get("scope")
     return out
 
 

@@ -209,7 +209,8 @@ async def test_producer_cannot_read_another_producers_replies(secured_url: str) 
 @pytest.mark.usefixtures("services")
 async def test_bridge_answers_with_its_own_inbox_prefix(secured_url: str) -> None:
     """The bridge, connected as user bridge with inbox prefix _INBOX.bridge, is ready and
-    answers a chat completion over HTTP (replies reach the only inbox it may read)."""
+    answers a chat completion over HTTP (replies reach the only inbox it may read); the admin
+    user's discovery finds it, and its status endpoint answers the admin."""
     bridge = BridgeServer(
         BridgeOptions(
             nats_url=user_url(secured_url, "bridge"), port=0, nats_inbox_prefix="_INBOX.bridge"
@@ -224,6 +225,16 @@ async def test_bridge_answers_with_its_own_inbox_prefix(secured_url: str) -> Non
             assert reply.status_code == 200, reply.text
             assert reply.json()["object"] == "chat.completion"
             assert (await http.get("/v1/models")).json()["data"]
+        violations = Violations()
+        admin = await as_user(secured_url, "admin", violations, inbox_prefix="_INBOX.admin")
+        try:
+            info = await admin.request("$SRV.INFO.llm-edge-bridge", b"", timeout=5)
+            assert msgspec.json.decode(info.data)["id"] == bridge.service_id
+            status = await admin.request("llm.status.bridge", b"", timeout=5)
+            assert msgspec.json.decode(status.data)["requests"] >= 3
+            assert violations.seen == []
+        finally:
+            await admin.close()
     finally:
         await bridge.stop()
 

@@ -93,7 +93,8 @@ def test_up_serves_with_mock_and_stops_cleanly(tmp_path: Path, mode: tuple[str, 
         assert "the console is open to loopback callers only" in up.output, up.output
         console = httpx.get(f"http://127.0.0.1:{up.port}/console/api/state", timeout=10)
         assert console.status_code == 200  # no keys: open to this loopback caller
-        assert {s["role"] for s in console.json()["services"]} == {"broker", "worker-mock"}
+        roles = {s["role"] for s in console.json()["services"]}
+        assert roles == {"bridge", "broker", "worker-mock"}
         response = up.chat("hello")
         assert response.status_code == 200
         assert "hello" in response.json()["choices"][0]["message"]["content"]

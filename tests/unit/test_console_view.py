@@ -8,19 +8,17 @@ from typing import Any
 import pytest
 
 from broker.config import Config, ConfigError
-from broker.status import LATENCY_BUCKETS_S as BROKER_BUCKETS
 from broker.status import BrokerStatus
 from broker.tenancy.tenants import KeyRing, TenantConfig, hash_key
 from edge_bridge.console.view import (
     GONE_AFTER_S,
-    LATENCY_BUCKETS_S,
     ServiceBook,
     batch_rows,
     cache_summary,
     deployment_rows,
-    percentile,
 )
 from schemas.batch import BatchObject, BatchRecord, BatchStatus, RequestCounts
+from schemas.latency import LATENCY_BUCKETS_S, percentile
 
 
 def stats(service_id: str, requests: int, role: str = "broker") -> dict[str, Any]:
@@ -50,23 +48,28 @@ def test_a_silent_service_is_shown_as_gone() -> None:
     assert {r["id"]: r["state"] for r in rows} == {"a": "up", "b": "gone"}
 
 
-def test_bridge_and_broker_agree_on_latency_buckets() -> None:
-    """The console reads the brokers' histogram with the brokers' bounds."""
-    assert tuple(map(float, LATENCY_BUCKETS_S)) == BROKER_BUCKETS
-
-
 def test_deployments_merge_across_brokers() -> None:
-    """The worst breaker state shows, counts add up, percentiles come from summed buckets."""
+    """The worst breaker state shows, counts and loads add up, percentiles come from the
+    summed buckets (not from each broker's percentiles)."""
+    ten_ms, half_s = LATENCY_BUCKETS_S.index(0.01), LATENCY_BUCKETS_S.index(0.5)
     buckets_a = [0] * len(LATENCY_BUCKETS_S)
     buckets_b = [0] * len(LATENCY_BUCKETS_S)
-    buckets_a[1] = 98  # <= 10 ms
-    buckets_b[6] = 2  # <= 500 ms
-    dep = {"provider": "p", "retry_after": 0.0, "in_flight": 1, "answered": 0, "errors": 0}
+    buckets_a[ten_ms] = 98  # (8 ms, 10 ms]
+    buckets_b[half_s] = 2  # (400 ms, 500 ms]
+    dep = {"provider": "p", "retry_after": 0.0, "in_flight": 1, "window_s": 60.0}
     rows = deployment_rows(
         [
             {
                 "deployments": {
-                    "d": {**dep, "state": "closed", "answered": 98, "buckets": buckets_a}
+                    "d": {
+                        **dep,
+                        "state": "closed",
+                        "answered": 98,
+                        "errors": 0,
+                        "rate": 1.5,
+                        "mean_in_flight": 0.25,
+                        "buckets": buckets_a,
+                    }
                 }
             },
             {
@@ -76,6 +79,8 @@ def test_deployments_merge_across_brokers() -> None:
                         "state": "open",
                         "errors": 2,
                         "answered": 2,
+                        "rate": 0.5,
+                        "mean_in_flight": 0.5,
                         "buckets": buckets_b,
                         "retry_after": 4.5,
                     }
@@ -87,7 +92,9 @@ def test_deployments_merge_across_brokers() -> None:
     assert row["state"] == "open"
     assert row["brokers"] == {"closed": 1, "open": 1}
     assert (row["answered"], row["in_flight"], row["error_rate"]) == (100, 2, 0.02)
-    assert (row["p50_s"], row["p99_s"], row["retry_after"]) == (0.01, 0.5, 4.5)
+    assert (row["rate"], row["mean_in_flight"], row["retry_after"]) == (2.0, 0.75, 4.5)
+    assert 0.008 < row["p50_s"] <= 0.01  # broker a's bucket: 98 of the 100 answers
+    assert 0.4 < row["p99_s"] <= 0.5  # the 99th answer is one of broker b's
 
 
 def test_percentile_of_nothing_is_unknown() -> None:

@@ -46,7 +46,17 @@ function button(label, name, onClick) {
   return b;
 }
 
-function ms(seconds) { return seconds === null ? null : Math.round(seconds * 1000) + " ms"; }
+function ms(seconds) {
+  if (seconds === null || seconds === undefined) return null;
+  return (seconds < 0.1 ? (seconds * 1000).toFixed(1) : Math.round(seconds * 1000)) + " ms";
+}
+function bytes(n) {
+  if (n === null || n === undefined) return null;
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return (i ? n.toFixed(1) : String(n)) + " " + units[i];
+}
 function duration(s) {
   if (s === null || s === undefined) return null;
   if (s < 90) return s + " s";
@@ -101,8 +111,10 @@ function renderDeployments(deployments) {
     const counts = Object.entries(d.brokers).map(([s, n]) => n + " " + s).join(", ");
     cell(tr, d.state + (d.forced ? " (forced)" : "") + " — " + counts, "state-" + d.state);
     cell(tr, d.state === "open" ? duration(Math.round(d.retry_after)) : null, "num");
-    cell(tr, ms(d.p50_s), "num"); cell(tr, ms(d.p99_s), "num"); cell(tr, pct(d.error_rate), "num");
-    cell(tr, d.in_flight, "num"); cell(tr, d.answered, "num");
+    cell(tr, ms(d.p50_s), "num p50"); cell(tr, ms(d.p99_s), "num p99");
+    cell(tr, d.answered ? pct(d.error_rate) + " of " + d.answered : null, "num errors");
+    cell(tr, d.rate.toFixed(1), "num rate");
+    cell(tr, d.in_flight + " (" + d.mean_in_flight.toFixed(1) + ")", "num in-flight");
     const actions = cell(tr, "");
     actions.textContent = "";
     actions.append(
@@ -121,14 +133,19 @@ function renderCache(cache) {
     ["L1 hit ratio", pct(cache.l1_ratio), "l1-ratio"], ["L1 hits", cache.l1_hits, "l1-hits"],
     ["L2 hit ratio", cache.l2 ? pct(cache.l2_ratio) : "off", "l2-ratio"],
     ["L2 hits", cache.l2_hits, "l2-hits"], ["Coalesced", cache.coalesced, "coalesced"],
-    ["L1 entries", cache.l1_entries, "l1-entries"], ["L1 bytes", cache.l1_bytes, "l1-bytes"],
+    ["L1 entries", cache.l1_entries, "l1-entries"], ["L1 bytes", bytes(cache.l1_bytes), "l1-bytes"],
+    ["L2 entries", cache.l2 ? cache.l2_entries : "off", "l2-entries"],
+    ["L2 bytes", cache.l2 ? bytes(cache.l2_bytes) : "off", "l2-bytes"],
     ["Saved by hits", usd(cache.saved_usd), "saved"],
   ];
+  if (cache.l2_scope === "database") {
+    items.push(["L2 counted", "the whole Redis database", "l2-scope"]);
+  }
   const fragment = document.createDocumentFragment();
   for (const [label, value, id] of items) {
     const dt = document.createElement("dt"); dt.textContent = label;
     const dd = document.createElement("dd"); dd.id = id;
-    dd.textContent = value === null ? "—" : String(value);
+    dd.textContent = value === null || value === undefined ? "—" : String(value);
     fragment.append(dt, dd);
   }
   dl.replaceChildren(fragment);
