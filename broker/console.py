@@ -22,10 +22,9 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-import redis.asyncio as redis
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -41,6 +40,9 @@ from broker.tenancy.tenants import REDIS_KEYS, KeyRing, hash_key, new_key
 from broker.upstream.router import Router
 from schemas import error_body, headers, subjects
 from schemas.names import NAME_RULE, is_name
+
+if TYPE_CHECKING:
+    import redis.asyncio as redis
 
 __all__ = ["ConsoleEndpoints", "ConsoleError"]
 

@@ -9,9 +9,9 @@ process, the whole answers of recent requests by (tenant, request id, body diges
 - the first attempt failed retryably (5xx, 429) or its caller cancelled it: the retry runs.
 
 A different body under the same id is a different request (it runs). Memory is bounded by
-:data:`DEFAULT_MAX_BYTES` of remembered bodies and time by :data:`DEFAULT_TTL_S`, oldest
-dropped first. Streams are not remembered (a retried stream runs again; the cache answers it
-when the first one was cacheable).
+:data:`DEFAULT_MAX_BYTES` (bodies and their bookkeeping) and time by
+:data:`DEFAULT_TTL_S`, oldest dropped first. Streams are not remembered (a retried stream runs
+again; the cache answers it when the first one was cacheable).
 
 Across broker processes: brokers share ``llm.chat`` in a queue group, so a retry may land on
 another broker, which does not know the first attempt. A whole request marked
@@ -47,8 +47,16 @@ log = logging.getLogger("llm_edge.broker")
 #: How long an answer is remembered: longer than a producer's retries last (the client's
 #: default policy gives up after 4 tries of at most 30 s each).
 DEFAULT_TTL_S = 300.0
-#: The most answer bytes remembered at once (a chat answer is 1-10 KB: thousands fit).
-DEFAULT_MAX_BYTES = 32 * 1024 * 1024
+#: The most memory remembered answers take (a chat answer is 0.3-10 KB: thousands fit; at
+#: 2,000 misses a second, the last few seconds of them, at 100 a second the last minute).
+#: A retry later than that is answered once across brokers by the workers' claims when the
+#: producer marks it idempotent (:mod:`workers.once`).
+DEFAULT_MAX_BYTES = 8 * 1024 * 1024
+#: What one remembered answer costs beside its body (key, reply and its headers, the outcome,
+#: the ordered dict's node): about 950 bytes, measured with tracemalloc in ``llm-edge up``
+#: under load. Counted, so the bound holds for memory and not for bodies alone (32 MiB of
+#: bodies alone took about 90 MiB).
+ENTRY_OVERHEAD = 1024
 
 Key = tuple[str, str, bytes]
 
@@ -147,17 +155,17 @@ class Repeats:
         return outcome
 
     def _remember(self, key: Key, outcome: Outcome) -> None:
-        size = len(outcome.reply.body)
+        size = _cost(outcome)
         if size > self._max_bytes:
             return
         old = self._done.pop(key, None)
         if old is not None:
-            self._bytes -= len(old[1].reply.body)
+            self._bytes -= _cost(old[1])
         self._done[key] = (self._clock() + self._ttl_s, outcome)
         self._bytes += size
         while self._bytes > self._max_bytes:
             _, (_, dropped) = self._done.popitem(last=False)
-            self._bytes -= len(dropped.reply.body)
+            self._bytes -= _cost(dropped)
 
     def _expire(self) -> None:
         now = self._clock()
@@ -166,7 +174,11 @@ class Repeats:
             if expires > now:
                 return
             del self._done[key]
-            self._bytes -= len(outcome.reply.body)
+            self._bytes -= _cost(outcome)
+
+
+def _cost(outcome: Outcome) -> int:
+    return len(outcome.reply.body) + ENTRY_OVERHEAD
 
 
 def _replayed(outcome: Outcome) -> Outcome:

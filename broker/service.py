@@ -7,8 +7,8 @@ import contextlib
 import logging
 import ssl
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import redis.asyncio as redis
 from faststream.nats import NatsBroker
 from faststream.nats.security import NatsToken, NatsUserPassword
 from faststream.security import BaseSecurity
@@ -21,7 +21,6 @@ from broker.batch.engine import BatchEngine
 from broker.cache.front import ReadThrough
 from broker.cache.l2 import GuardedL2, L2Backend
 from broker.cache.l2_nats import NatsKVL2
-from broker.cache.l2_redis import RedisL2
 from broker.cache.response import L2Kind, ResponseCache
 from broker.cache.semantic import SemanticCache
 from broker.config import Config
@@ -31,7 +30,6 @@ from broker.endpoints import Endpoints
 from broker.guard import Guard
 from broker.pipeline import ChatPipeline
 from broker.record import RequestRecord
-from broker.redis_conn import request_path_client
 from broker.repeats import create_once_bucket
 from broker.request import RequestPreparer
 from broker.status import BrokerStatus
@@ -58,6 +56,9 @@ from edge_runtime.process import (
 )
 from edge_runtime.servers import ServerList, parse_servers
 from schemas import headers, subjects
+
+if TYPE_CHECKING:
+    import redis.asyncio as redis
 
 __all__ = ["BrokerService"]
 
@@ -132,9 +133,11 @@ class BrokerService:
         await self._fs.connect()
         check_replicas(self.nc, self.config.nats.replicas)
         self.cache = await self._open_cache()
-        self._redis = redis_client = (
-            request_path_client(self.options.redis_url) if self.options.redis_url else None
-        )
+        self._redis = redis_client = None
+        if self.options.redis_url:  # redis-py loads only when Redis is used (8 MiB otherwise)
+            from broker.redis_conn import request_path_client  # noqa: PLC0415
+
+            self._redis = redis_client = request_path_client(self.options.redis_url)
         keys = KeyRing(
             self.config.tenants,
             required=self.config.auth_required,
@@ -221,6 +224,8 @@ class BrokerService:
         if kind is L2Kind.REDIS:
             if not self.options.redis_url:
                 raise ValueError("cache.l2 = 'redis' needs REDIS_URL / --redis-url")
+            from broker.cache.l2_redis import RedisL2  # noqa: PLC0415  (only with Redis)
+
             self._l2 = RedisL2.from_url(self.options.redis_url)
         elif kind is L2Kind.NATS:
             self._l2 = await NatsKVL2.open(

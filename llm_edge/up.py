@@ -232,7 +232,9 @@ def _start_nats(options: UpOptions, config: Config) -> tuple[EmbeddedNats | Embe
     """The embedded server, or ``options.cluster`` of them as a cluster; and the URL (list)
     the services are given."""
     if options.cluster <= 1:
-        single = EmbeddedNats(options.data_dir / "jetstream", port=options.nats_port)
+        single = EmbeddedNats(
+            options.data_dir / "jetstream", port=options.nats_port, env=_server_environ()
+        )
         url = single.start()
         print(f"Embedded nats-server {url} (JetStream in {single.data_dir})", flush=True)
         return single, url
@@ -250,6 +252,17 @@ def _start_nats(options: UpOptions, config: Config) -> tuple[EmbeddedNats | Embe
             flush=True,
         )
     return cluster, url
+
+
+#: The embedded server's Go garbage collector target (the user's ``GOGC`` wins). Measured
+#: over 15 s of misses at about 2,000 a second: at Go's default of 100 nats-server went from
+#: 17 to 74 MiB resident; at 50 to 60-65 MiB (0.039 ms of its CPU per miss); at 25 to 55 MiB
+#: (0.056 ms). Much of what stays is the bucket's per-key index, which no collector frees.
+EMBEDDED_GOGC = "25"
+
+
+def _server_environ() -> dict[str, str]:
+    return {**os.environ, "GOGC": os.environ.get("GOGC", EMBEDDED_GOGC)}
 
 
 def default_data_dir(environ: Mapping[str, str]) -> Path:
