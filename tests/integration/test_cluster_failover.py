@@ -20,6 +20,7 @@ import msgspec
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
 
 from broker.cache.l2 import DEFAULT_L2_RETRY_INTERVAL_S
 from broker.config import Config
@@ -221,11 +222,25 @@ async def custom_ids(nc: Client, final: dict[str, Any]) -> Counter[str]:
     for key in ("output_file_id", "error_file_id"):
         if not final.get(key):
             continue
-        with tempfile.TemporaryFile() as out:
-            await store.read_file(final[key], out)  # type: ignore[arg-type]
-            out.seek(0)
-            ids.update(json.loads(line)["custom_id"] for line in out)
+        ids.update(json.loads(line)["custom_id"] for line in await read_file(store, final[key]))
     return ids
+
+
+async def read_file(store: BatchStore, file_id: str) -> list[bytes]:
+    """A file's lines. Reading creates a consumer, a JetStream API call that times out while
+    the cluster, a server just killed, is still electing its leaders: tried again, bounded."""
+    for attempt in range(6):
+        with tempfile.TemporaryFile() as out:
+            try:
+                await store.read_file(file_id, out)  # type: ignore[arg-type]
+            except NatsTimeout:
+                if attempt == 5:
+                    raise
+                await asyncio.sleep(1)
+                continue
+            out.seek(0)
+            return out.readlines()
+    raise AssertionError("unreachable")
 
 
 async def until_whole(nc: Client, streams: list[str]) -> None:
