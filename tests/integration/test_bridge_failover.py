@@ -21,7 +21,8 @@ from edge_bridge import BridgeOptions, BridgeServer
 from edge_client import RetryPolicy
 from edge_runtime.process import close_quietly, connect
 from schemas import headers
-from tests.integration.test_cluster_failover import CHAT_CONFIG, Services, start_services
+from tests.integration.test_cluster_failover import CHAT_CONFIG
+from tests.support.cluster import Services, start_services
 from tests.support.servers import EmbeddedCluster
 from tests.support.stack import config_from
 

@@ -13,22 +13,19 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
-import aiohttp
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from broker.config import Config
-from broker.service import BrokerOptions, BrokerService
 from edge_client import APIError, EdgeClient, RetryPolicy
 from edge_runtime.process import close_quietly, connect
 from schemas import headers
+from tests.support.cluster import start_services
 from tests.support.servers import EmbeddedCluster
 from tests.support.stack import config_from
 from tests.support.upstream import FakeOpenAI, Scripted
-from workers import WorkerService, build_provider
 
 #: The client's retry: an attempt is given up after 0.5 s, before the upstream answers, so
 #: every request is sent at least twice and its attempts may reach both brokers.
@@ -49,42 +46,6 @@ def cluster_config(upstream: FakeOpenAI) -> Config:
         [models.gpt]
         deployments = [{{ provider = "up", model = "gpt-4o-mini" }}]
     """)
-
-
-@dataclass
-class Services:
-    """Brokers and workers, each on its own server of the cluster."""
-
-    brokers: list[BrokerService] = field(default_factory=list)
-    workers: list[tuple[WorkerService, Client, aiohttp.ClientSession]] = field(default_factory=list)
-
-    async def stop(self) -> None:
-        for broker in self.brokers:
-            await broker.stop(1.0)
-        for worker, nc, http in self.workers:
-            await worker.stop(1.0)
-            await close_quietly(nc)
-            await http.close()
-
-
-async def start_services(cluster: EmbeddedCluster, config: Config, homes: list[int]) -> Services:
-    """A broker and an OpenAI-compatible worker connected to each server of ``homes``."""
-    services = Services()
-    try:
-        for home in homes:
-            broker = BrokerService(config, BrokerOptions(nats_url=cluster.urls[home]))
-            services.brokers.append(broker)
-            await broker.start()
-            http = aiohttp.ClientSession()
-            nc = await connect(cluster.urls[home], f"worker-n{home + 1}")
-            worker = WorkerService(nc, build_provider(config.providers["up"], {}, http))
-            services.workers.append((worker, nc, http))
-            await worker.start()
-            await nc.flush()
-    except BaseException:
-        await services.stop()
-        raise
-    return services
 
 
 @pytest.fixture
@@ -113,7 +74,9 @@ async def test_a_node_killed_under_load_answers_each_request_once_with_one_upstr
     in flight, 60 at a time, each tried again by the client before the upstream answers:
     every request is answered 200 exactly once, and the upstream saw exactly one call per
     request id, however many attempts the client made and whichever broker they reached."""
-    services = await start_services(nats_cluster, cluster_config(upstream), homes=[0, 1])
+    services = await start_services(
+        nats_cluster, cluster_config(upstream), homes=[0, 1], provider="up"
+    )
     client = EdgeClient(producer, retry=RETRY, deadline_s=40)
     total, done = 300, 0
     quarter = asyncio.Event()

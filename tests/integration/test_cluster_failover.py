@@ -12,10 +12,8 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import msgspec
 import pytest
 from nats.aio.client import Client
@@ -23,16 +21,14 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 
 from broker.cache.l2 import DEFAULT_L2_RETRY_INTERVAL_S
-from broker.config import Config
-from broker.service import BrokerOptions, BrokerService
 from edge_client import RetryPolicy, request
 from edge_client.batch_store import LINES_STREAM, BatchStore
 from edge_runtime.process import close_quietly, connect
 from schemas import headers
 from tests.integration.test_batch import lines
+from tests.support.cluster import start_services
 from tests.support.servers import EmbeddedCluster
 from tests.support.stack import config_from
-from workers import WorkerService, build_provider
 
 CHAT_CONFIG = """
     [cache]
@@ -61,38 +57,6 @@ BATCH_CONFIG = """
 """
 #: The client's retry: an attempt whose reply went down with a server is given up quickly.
 RETRY = RetryPolicy(attempts=6, attempt_timeout_s=3.0, backoff_s=0.1, max_backoff_s=1.0)
-
-
-@dataclass
-class Services:
-    """Brokers and workers, each on its own server of the cluster."""
-
-    brokers: list[BrokerService] = field(default_factory=list)
-    workers: list[tuple[WorkerService, Client, httpx.AsyncClient]] = field(default_factory=list)
-
-    async def stop(self) -> None:
-        for broker in self.brokers:
-            await broker.stop(1.0)
-        for worker, nc, http in self.workers:
-            await worker.stop(1.0)
-            await close_quietly(nc)
-            await http.aclose()
-
-
-async def start_services(cluster: EmbeddedCluster, config: Config, homes: list[int]) -> Services:
-    """A broker and a mock worker connected to each server of ``homes``."""
-    services = Services()
-    for home in homes:
-        broker = BrokerService(config, BrokerOptions(nats_url=cluster.urls[home]))
-        services.brokers.append(broker)
-        await broker.start()
-        http = httpx.AsyncClient()
-        nc = await connect(cluster.urls[home], f"worker-n{home + 1}")
-        worker = WorkerService(nc, build_provider(config.providers["mock"], {}, http))
-        services.workers.append((worker, nc, http))
-        await worker.start()
-        await nc.flush()
-    return services
 
 
 @pytest.fixture

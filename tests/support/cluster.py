@@ -1,0 +1,54 @@
+"""Brokers and workers started on chosen servers of a test's NATS cluster."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from nats.aio.client import Client
+
+from broker.config import Config
+from broker.service import BrokerOptions, BrokerService
+from edge_runtime.embedded import EmbeddedCluster
+from edge_runtime.process import close_quietly, connect
+from workers import WorkerService, build_provider, http_client
+from workers.h1 import UpstreamClient
+
+__all__ = ["Services", "start_services"]
+
+
+@dataclass
+class Services:
+    """Brokers and workers, each on its own server of the cluster."""
+
+    brokers: list[BrokerService] = field(default_factory=list)
+    workers: list[tuple[WorkerService, Client, UpstreamClient]] = field(default_factory=list)
+
+    async def stop(self) -> None:
+        for broker in self.brokers:
+            await broker.stop(1.0)
+        for worker, nc, http in self.workers:
+            await worker.stop(1.0)
+            await close_quietly(nc)
+            await http.close()
+
+
+async def start_services(
+    cluster: EmbeddedCluster, config: Config, homes: list[int], *, provider: str = "mock"
+) -> Services:
+    """A broker and a worker of ``provider`` connected to each server of ``homes``."""
+    services = Services()
+    try:
+        for home in homes:
+            broker = BrokerService(config, BrokerOptions(nats_url=cluster.urls[home]))
+            services.brokers.append(broker)
+            await broker.start()
+            http = http_client()
+            nc = await connect(cluster.urls[home], f"worker-n{home + 1}")
+            worker = WorkerService(nc, build_provider(config.providers[provider], {}, http))
+            services.workers.append((worker, nc, http))
+            await worker.start()
+            await nc.flush()
+    except BaseException:
+        await services.stop()
+        raise
+    return services
