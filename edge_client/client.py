@@ -215,14 +215,10 @@ class EdgeClient:
         hdrs = self.headers(**call)
         if self._retry.attempts > 1:  # every attempt is answered from one upstream call
             hdrs[headers.IDEMPOTENT] = "1"
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + int(hdrs[headers.TIMEOUT_MS]) / 1000
-        request_id = hdrs[headers.REQUEST_ID]
-        attempt = 0
+        attempts = _Attempts(self._retry, hdrs)
+        request_id = attempts.request_id
         while True:
-            attempt += 1
-            remaining = deadline - loop.time()
-            hdrs[headers.TIMEOUT_MS] = str(max(int(remaining * 1000), 1))
+            remaining = attempts.next()
             timeout = min(self._retry.attempt_timeout_s, remaining)
             failure: APIError
             try:
@@ -243,25 +239,17 @@ class EdgeClient:
                 failure = from_reply(status, reply.data, reply_headers)
                 if status != 503:
                     raise failure
-            retry_after = None if failure.retry_after is None else str(failure.retry_after)
-            wait = self._retry.wait_s(attempt, retry_after)
-            if attempt >= self._retry.attempts or loop.time() + wait >= deadline:
-                raise failure
-            await asyncio.sleep(wait)
+            await attempts.back_off(failure)
 
     async def _stream(
         self, subject: str, body: bytes, hdrs: dict[str, str]
     ) -> AsyncGenerator[Msg, None]:
         """Every message of a stream; a failure raises. Attempts that fail before the first
         message of the stream are retried within the deadline."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + int(hdrs[headers.TIMEOUT_MS]) / 1000
-        request_id = hdrs[headers.REQUEST_ID]
-        attempt = 0
+        attempts = _Attempts(self._retry, hdrs)
+        request_id = attempts.request_id
         while True:
-            attempt += 1
-            remaining = deadline - loop.time()
-            hdrs[headers.TIMEOUT_MS] = str(max(int(remaining * 1000), 1))
+            remaining = attempts.next()
             messages = stream_messages(
                 self.nc,
                 body,
@@ -299,11 +287,7 @@ class EdgeClient:
                     failure = DeadlineError(
                         504, "no reply in time", code="deadline_exceeded", request_id=request_id
                     )
-            retry_after = None if failure.retry_after is None else str(failure.retry_after)
-            wait = self._retry.wait_s(attempt, retry_after)
-            if attempt >= self._retry.attempts or loop.time() + wait >= deadline:
-                raise failure
-            await asyncio.sleep(wait)
+            await attempts.back_off(failure)
 
     def _subject(self, api: str) -> str:
         if self._tenant:
@@ -322,3 +306,32 @@ def _body(request: Body, *, stream: bool) -> bytes:
     if not stream:
         fields.pop("stream_options", None)
     return _encoder.encode(fields)
+
+
+class _Attempts:
+    """The attempts of one call within its deadline: each is sent with what is left of the
+    budget in ``Llm-Timeout-Ms``; a failure is tried again after the policy's wait while
+    attempts and time remain."""
+
+    def __init__(self, policy: RetryPolicy, hdrs: dict[str, str]) -> None:
+        self._policy = policy
+        self._hdrs = hdrs
+        self._loop = asyncio.get_running_loop()
+        self._deadline = self._loop.time() + int(hdrs[headers.TIMEOUT_MS]) / 1000
+        self.request_id = hdrs[headers.REQUEST_ID]
+        self._count = 0
+
+    def next(self) -> float:
+        """Start an attempt: the seconds left, also written to its header."""
+        self._count += 1
+        remaining = self._deadline - self._loop.time()
+        self._hdrs[headers.TIMEOUT_MS] = str(max(int(remaining * 1000), 1))
+        return remaining
+
+    async def back_off(self, failure: APIError) -> None:
+        """Wait before the next attempt, or raise ``failure`` when none may follow."""
+        retry_after = None if failure.retry_after is None else str(failure.retry_after)
+        wait = self._policy.wait_s(self._count, retry_after)
+        if self._count >= self._policy.attempts or self._loop.time() + wait >= self._deadline:
+            raise failure
+        await asyncio.sleep(wait)
