@@ -28,30 +28,38 @@ access = logging.getLogger("llm_edge.requests")
 class JsonFormatter(logging.Formatter):
     """``{"ts", "level", "logger", "msg", ...fields}`` per line."""
 
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "fields", None)
+        exc = self.formatException(record.exc_info) if record.exc_info else None
+        return _json_line(
+            record.created,
+            record.levelname.lower(),
+            record.name,
+            record.getMessage(),
+            fields if isinstance(fields, dict) else None,
+            exc=exc,
+        )
+
     def request(self, summary: str, fields: dict[str, Any], created: float) -> str:
         """A request line as :meth:`format` would write its record."""
-        line: dict[str, Any] = {
-            "ts": round(created, 3),
-            "level": "info",
-            "logger": access.name,
-            "msg": summary,
-        }
-        line.update(fields)
-        return json.dumps(line, separators=(",", ":"))
+        return _json_line(created, "info", access.name, summary, fields)
 
-    def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "ts": round(record.created, 3),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        fields = getattr(record, "fields", None)
-        if isinstance(fields, dict):
-            line.update(fields)
-        if record.exc_info:
-            line["exc"] = self.formatException(record.exc_info)
-        return json.dumps(line, separators=(",", ":"))
+
+def _json_line(
+    created: float,
+    level: str,
+    logger: str,
+    msg: str,
+    fields: dict[str, Any] | None,
+    *,
+    exc: str | None = None,
+) -> str:
+    line: dict[str, Any] = {"ts": round(created, 3), "level": level, "logger": logger, "msg": msg}
+    if fields:
+        line.update(fields)
+    if exc:
+        line["exc"] = exc
+    return json.dumps(line, separators=(",", ":"))
 
 
 class ConsoleFormatter(logging.Formatter):
@@ -63,20 +71,18 @@ class ConsoleFormatter(logging.Formatter):
         self._stamp = ""
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
-        second = int(record.created)
-        if second != self._second:
-            self._second = second
-            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second))
-        return f"{self._stamp},{int(record.msecs):03d}"
+        return self._when(record.created)
 
     def request(self, summary: str, fields: dict[str, Any], created: float) -> str:
         """A request line as :meth:`format` would write its record."""
+        return f"{self._when(created)} INFO {access.name} {summary}"
+
+    def _when(self, created: float) -> str:
         second = int(created)
         if second != self._second:
             self._second = second
             self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second))
-        millis = int((created - second) * 1000)
-        return f"{self._stamp},{millis:03d} INFO {access.name} {summary}"
+        return f"{self._stamp},{int((created - second) * 1000):03d}"
 
 
 class BatchedStreamHandler(logging.StreamHandler[TextIO]):

@@ -128,18 +128,14 @@ class NatsKVL2:
             return None
         if status is not None:
             raise APIError.from_msg(msg)
-        if (msg.headers or {}).get("KV-Operation") in {"DEL", "PURGE"}:
-            return None
-        return msg.data
+        return _value(msg.headers, msg.data)
 
     async def _get_from_leader(self, subject_key: str) -> bytes | None:
         try:
             found = await self._js.get_last_msg(self._stream, self._set_prefix + subject_key)
         except NotFoundError:
             return None
-        if (found.headers or {}).get("KV-Operation") in {"DEL", "PURGE"}:
-            return None
-        return found.data
+        return _value(found.headers, found.data)
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
         """Publish the value with a ``Nats-TTL`` header (no acknowledgement awaited)."""
@@ -183,3 +179,10 @@ class NatsKVL2:
         if self._flushing:
             await asyncio.wait(self._flushing, timeout=1.0)
         await self.presence.stop()
+
+
+def _value(hdrs: dict[str, str] | None, data: bytes | None) -> bytes | None:
+    """A key's value, ``None`` for a delete or purge marker."""
+    if (hdrs or {}).get("KV-Operation") in {"DEL", "PURGE"}:
+        return None
+    return data

@@ -87,14 +87,11 @@ class Presence:
         return False
 
     def add(self, key: str) -> None:
-        """Note that ``key`` (a subject key) is, or is about to be, in the bucket."""
+        """Note that ``key`` (a subject key) is, or is about to be, in the bucket (its write
+        is counted when the consumer delivers it, like every broker's)."""
         bits, h = self._bits, hash(key)
         for position in (h & _MASK, (h >> 24) & _MASK, (h >> 40) & _MASK):
             bits[position >> 3] |= 1 << (position & 7)
-        self._added += 1
-        if self._added > REBUILD_AFTER and self._ready:
-            self._ready = False
-            self._starting = asyncio.ensure_future(self._rebuild())
 
     async def start(self) -> None:
         """Subscribe: the last message of every key, then every write (headers only)."""
@@ -143,5 +140,10 @@ class Presence:
 
     async def _seen(self, msg: Msg) -> None:
         self.add(msg.subject[len(self._prefix) :])
-        if not self._ready and msg.metadata.num_pending == 0:
-            self._ready = True  # caught up: what is not in the filter is not in the bucket
+        self._added += 1  # each write of the bucket once, whichever broker made it
+        if not self._ready:
+            if msg.metadata.num_pending == 0:
+                self._ready = True  # caught up: what is not in the filter is not in the bucket
+        elif self._added > REBUILD_AFTER:
+            self._ready = False
+            self._starting = asyncio.ensure_future(self._rebuild())
