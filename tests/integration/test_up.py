@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from edge_runtime.process import close_quietly, connect
+from llm_edge.up import EMBEDDED_GOGC
 from tests.support.servers import free_port
 
 
@@ -83,7 +84,7 @@ class RunningUp:
 def test_up_serves_with_mock_and_stops_cleanly(tmp_path: Path, mode: tuple[str, ...]) -> None:
     """With no keys, `up` says the mock serves, answers HTTP and the console, and Ctrl-C
     leaves no process; by default every role runs in the one process, with --processes each
-    in its own."""
+    in its own; the embedded nats-server runs with the collector target `up` gives it."""
     up = RunningUp(tmp_path, "--nats-port", "-1", "--data-dir", str(tmp_path), *mode)
     try:
         assert up.ready.wait(60), up.output
@@ -99,6 +100,14 @@ def test_up_serves_with_mock_and_stops_cleanly(tmp_path: Path, mode: tuple[str, 
         assert response.status_code == 200
         assert "hello" in response.json()["choices"][0]["message"]["content"]
         assert len(processes_mentioning(str(tmp_path))) == 2  # up and its nats-server
+        server = next(
+            pid
+            for pid in processes_mentioning(str(tmp_path))
+            if b"nats-server" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        )
+        environ = Path(f"/proc/{server}/environ").read_bytes().split(b"\0")
+        gogc = os.environ.get("GOGC", EMBEDDED_GOGC)
+        assert f"GOGC={gogc}".encode() in environ  # its collector bounds its memory
         nats_url = next(w for line in up.lines for w in line.split() if w.startswith("nats://"))
         children = processes_mentioning(nats_url)  # broker, worker and bridge processes
         assert len(children) == (3 if mode else 0), children
