@@ -10,9 +10,13 @@ negations, code) wins, and its answer is read by its exact key from L1, then L2:
 that expired or was purged serves nobody, so L3 entries expire with their answers.
 
 Entries live in a NATS KV bucket (``llm_edge_semantic``) that every broker watches into an
-in-process index, so brokers see each other's entries. Embedding runs on a thread: ONNX
-Runtime's one call per embedding and the Rust tokenizer release the GIL, so the event loop
-keeps serving.
+in-process index, so brokers see each other's entries. Embedding runs on one thread of its
+own: ONNX Runtime's one call per embedding and the Rust tokenizer release the GIL, so the
+event loop keeps serving on the other core. One thread, not asyncio's pool of up to six:
+several embeddings at once on two cores starve the loop (its 1 ms timers woke 17-23 ms late at
+p99 with 32 lookups waiting, 1.1 ms with one thread), and one thread caps the tier at one core;
+a process pool or an embedding service on NATS keep the loop as free but add 0.4-0.9 ms to
+every lookup (``bench/semantic_placement.py``, figures in the README).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -190,6 +195,7 @@ class SemanticCache:
         self._kv = kv
         self._clock = clock
         self._watch: asyncio.Task[None] | None = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm-edge-embed")
         self._memo: dict[str, Vector] = {}  # the lookup's vector, reused by the write
         #: Notified when the bucket's updates change the index (readers wait on it).
         self.changed = asyncio.Condition()
@@ -237,7 +243,8 @@ class SemanticCache:
     async def _vector(self, text: str) -> Vector:
         vector = self._memo.pop(text, None)
         if vector is None:
-            vector = await asyncio.to_thread(self._embedder.embed, text)
+            loop = asyncio.get_running_loop()
+            vector = await loop.run_in_executor(self._thread, self._embedder.embed, text)
         return vector
 
     async def lookup(self, prepared: Prepared) -> Match | None:
@@ -276,8 +283,9 @@ class SemanticCache:
         return len(ids)
 
     async def aclose(self) -> None:
-        """Stop watching the bucket."""
+        """Stop watching the bucket and let the embedding thread end."""
         if self._watch is not None:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
+        self._thread.shutdown(wait=False, cancel_futures=True)
