@@ -74,9 +74,12 @@ async def in_process(rounds: int) -> list[str]:
     """Embedding and lookup, NumPy reference and ONNX Runtime interleaved."""
     weights, tokenizer = model_files()
     runtimes: dict[str, Embedder] = {
-        "NumPy float32 (before)": load_minilm(runtime="numpy"),
-        "ONNX Runtime float32": OnnxMiniLM(weights, tokenizer, quantized=False),
-        "ONNX Runtime int8 (after)": load_minilm(runtime="onnx"),
+        "NumPy float32": load_minilm(runtime="numpy"),
+        "ONNX Runtime float32": OnnxMiniLM(weights, tokenizer, projections="float32"),
+        "ONNX Runtime int8 blocks (before)": OnnxMiniLM(
+            weights, tokenizer, projections="int8-blocks"
+        ),
+        "ONNX Runtime int8 smoothed (after)": load_minilm(runtime="onnx"),
     }
     pairs = paraphrases()
     stored = [first for first, _ in pairs][:ENTRIES]
@@ -164,6 +167,9 @@ def main(rounds: int = 3) -> None:
     print("|---|---|---|---|")
     for line in asyncio.run(over_nats(rounds)):
         print(line)
+    from bench import semantic_placement
+
+    semantic_placement.main()
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import importlib.util
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -31,6 +31,8 @@ import numpy.typing as npt
 __all__ = ["MAX_TOKENS", "Embedder", "MiniLM", "load_minilm", "model_files"]
 
 Vector = npt.NDArray[np.float32]
+#: Shown a projection's name and its input (tokens x width) by :meth:`MiniLM.trace`.
+Observer = Callable[[str, Vector], None]
 #: Longer texts are cut here: the guard compares the whole text, the vector its start.
 MAX_TOKENS = 128
 log = logging.getLogger("llm_edge.broker")
@@ -137,18 +139,25 @@ class MiniLM:
 
     def embed(self, text: str) -> Vector:
         """The unit-length sentence embedding of ``text`` (its first 128 tokens)."""
+        return self.trace(text)
+
+    def trace(self, text: str, observe: Observer | None = None) -> Vector:
+        """:meth:`embed`, showing ``observe`` each projection's input by the projection's name
+        (``encoder.layer.N.attention.self.qkv``, ``...attention.output.dense``,
+        ``...intermediate.dense``, ``...output.dense``): the int8 runtime's calibration."""
         ids = np.asarray(self._tokenizer.encode(text).ids, dtype=np.int64)
         x = self._word[ids] + self._pos[: len(ids)] + self._type0
         x = _layer_norm(x, *self._emb_ln)
-        for layer in self._layers:
-            x = self._block(x, layer)
+        for i, layer in enumerate(self._layers):
+            x = self._block(x, layer, _seen(observe, f"encoder.layer.{i}."))
         pooled = x.mean(0)
         out: Vector = (pooled / max(float(np.linalg.norm(pooled)), 1e-12)).astype(np.float32)
         return out
 
-    def _block(self, x: Vector, lw: dict[str, Vector]) -> Vector:
+    def _block(self, x: Vector, lw: dict[str, Vector], seen: Observer) -> Vector:
         n, d = x.shape
         hd = d // self.heads
+        seen("attention.self.qkv", x)
         qkv = x @ lw["qkv_w"] + lw["qkv_b"]
         q, k, v = (
             qkv[:, i * d : (i + 1) * d].reshape(n, self.heads, hd).transpose(1, 0, 2)
@@ -158,9 +167,18 @@ class MiniLM:
         scores = np.exp(scores - scores.max(-1, keepdims=True))
         scores /= scores.sum(-1, keepdims=True)
         ctx = (scores @ v).transpose(1, 0, 2).reshape(n, d)
+        seen("attention.output.dense", ctx)
         x = _layer_norm(x + ctx @ lw["out_w"] + lw["out_b"], lw["ln1_g"], lw["ln1_b"])
+        seen("intermediate.dense", x)
         up = _gelu(x @ lw["up_w"] + lw["up_b"])
+        seen("output.dense", up)
         return _layer_norm(x + up @ lw["down_w"] + lw["down_b"], lw["ln2_g"], lw["ln2_b"])
+
+
+def _seen(observe: Observer | None, prefix: str) -> Observer:
+    if observe is None:
+        return lambda _name, _x: None
+    return lambda name, x: observe(prefix + name, x)
 
 
 def model_files(model_dir: Path | None = None) -> tuple[dict[str, npt.NDArray[Any]], Any]:

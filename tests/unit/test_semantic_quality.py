@@ -37,20 +37,37 @@ def reference():  # type: ignore[no-untyped-def]
 
 
 def test_broker_embeddings_match_the_float32_reference(embedder, reference) -> None:  # type: ignore[no-untyped-def]
-    """The broker's embedder (ONNX Runtime, int8 projections) gives the NumPy float32
-    reference's vectors: cosine >= 0.999 on every wording of the labelled set."""
+    """The broker's embedder (ONNX Runtime, smoothed int8 projections) stays close to the
+    NumPy float32 reference: cosine >= 0.985 on every wording of the labelled set and on a
+    text cut at 128 tokens, and the same serve-or-not decision on >= 99% of the pairs, with
+    no false hit the reference does not make."""
     from broker.cache.minilm_onnx import OnnxMiniLM
 
     assert isinstance(embedder, OnnxMiniLM)
-    texts = sorted({text for _, first, second in _pairs() for text in (first, second)})
+    rows = _pairs()
+    texts = sorted({text for _, first, second in rows for text in (first, second)})
     texts.append("a long question " * 100)  # cut at 128 tokens by both
-    worst = min(float(embedder.embed(t) @ reference.embed(t)) for t in texts)
-    vector = embedder.embed(texts[0])
-    print(f"\nONNX vs NumPy reference: {len(texts)} texts, lowest cosine {worst:.5f}")
+    ours = {t: embedder.embed(t) for t in texts}
+    theirs = {t: reference.embed(t) for t in texts}
+    worst = min(float(ours[t] @ theirs[t]) for t in texts)
+    differing, false_hits = 0, 0
+    for kind, first, second in rows:
+        guarded = agree(first, second)
+        served = guarded and float(ours[first] @ ours[second]) >= DEFAULT_THRESHOLD
+        expected = guarded and float(theirs[first] @ theirs[second]) >= DEFAULT_THRESHOLD
+        differing += served != expected
+        false_hits += served and not expected and kind != "para"
+    print(
+        f"\nONNX int8 vs NumPy float32: {len(texts)} texts, lowest cosine {worst:.5f};"
+        f" {differing} of {len(rows)} decisions differ"
+    )
+    vector = ours[texts[0]]
     assert vector.dtype == np.float32
     assert vector.shape == (384,)
     assert abs(float(np.linalg.norm(vector)) - 1.0) < 1e-5
-    assert worst >= 0.999
+    assert worst >= 0.985
+    assert differing <= len(rows) // 100
+    assert false_hits == 0
 
 
 def test_labelled_pairs_meet_precision_and_recall(embedder) -> None:  # type: ignore[no-untyped-def]
