@@ -58,6 +58,7 @@ _EXPOSE = (
     headers.COALESCED,
     headers.COST,
     headers.COST_SAVED,
+    headers.SEMANTIC_SIMILARITY,
     *headers.RATELIMIT,
 )
 _JSON = (b"content-type", b"application/json")

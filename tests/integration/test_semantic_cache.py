@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import openai
 import pytest
 
 from broker.cache.semantic import SemanticCache
@@ -103,6 +104,47 @@ async def test_streamed_paraphrase_is_served_from_the_semantic_tier(
     )
     assert {(m.headers or {})[headers.CACHE] async for m in negative} == {"MISS"}
     assert len(fake_openai.received) == upstream_calls + 1
+
+
+async def test_paraphrase_over_http_with_the_openai_sdk(
+    nats_url: str, redis_server: RedisServer, fake_openai: FakeOpenAI, namespace: str
+) -> None:
+    """Through the HTTP bridge and two brokers, with the official SDK unchanged: a reworded
+    question gets the earlier answer with ``X-Cache: HIT-SEMANTIC`` and its similarity, and
+    no upstream call; a changed number and ``Cache-Control: no-cache`` go upstream."""
+    cfg = config_from(config(fake_openai.base_url, extra=SEMANTIC))
+    stack = await start_stack(nats_url, cfg, redis_url=redis_server.url, brokers=2, bridge=True)
+    client = openai.AsyncOpenAI(base_url=stack.base_url, api_key="unused", max_retries=0)
+    space = {headers.CACHE_NAMESPACE: namespace}
+    try:
+
+        async def ask(text: str, **extra: str) -> tuple[str, str, str]:
+            raw = await client.chat.completions.with_raw_response.create(
+                model="m",
+                messages=[{"role": "user", "content": text}],
+                extra_headers={**space, **extra},
+            )
+            answer = raw.parse().choices[0].message.content or ""
+            hit = raw.headers.get(headers.CACHE, "")
+            return hit, raw.headers.get(headers.SEMANTIC_SIMILARITY, ""), answer
+
+        first = await ask("Convert 5 km to miles")
+        assert first[0] == "MISS"
+        await _seen_by_all(stack, f"default:{namespace}:")
+        upstream_calls = len(fake_openai.received)
+        for _ in range(2):  # either broker may take it
+            hit, similarity, answer = await ask("Convert five kilometres to miles")
+            assert (hit, answer) == ("HIT-SEMANTIC", first[2])
+            assert 0.9 <= float(similarity) <= 1.0
+        assert len(fake_openai.received) == upstream_calls
+        assert (await ask("Convert 50 km to miles"))[0] == "MISS"
+        assert (await ask("Convert five kilometres to miles", **{"Cache-Control": "no-cache"}))[
+            0
+        ] == "MISS"
+        assert len(fake_openai.received) == upstream_calls + 2
+    finally:
+        await client.close()
+        await stack.stop()
 
 
 KEY_A, KEY_B = "sk-edge-semantic-tenant-a", "sk-edge-semantic-tenant-b"
