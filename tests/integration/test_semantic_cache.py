@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import msgspec
 import openai
 import pytest
 
@@ -74,11 +75,40 @@ async def test_paraphrase_hits_in_the_other_broker(
     assert (await _ask(two, "What is the capital of Germany?", namespace))[0] == "MISS"
     assert (await _ask(two, "Which city is the capital of France?", namespace + "x"))[0] == "MISS"
     upstream_calls = len(fake_openai.received)
-    for i in range(2):
-        cache = two.brokers[i].cache
-        assert cache is not None
-        await cache.purge(f"default:{namespace}:")
+    purge = await two.nc.request(
+        "llm.admin.cache.purge", msgspec.json.encode({"namespace": namespace}), timeout=5
+    )
+    # France's and Germany's questions; the other namespace's entry stays
+    assert msgspec.json.decode(purge.data)["purged"]["semantic"] == 2
+    ours = f"default:{namespace}:"
+    for i in range(2):  # every broker takes the purge; each index forgets the entries
+        semantic = _semantic(two, i)
+        async with semantic.changed:
+            await asyncio.wait_for(
+                semantic.changed.wait_for(lambda s=semantic: not s.index.ids(ours)), 10
+            )
+        assert semantic.index.ids(f"default:{namespace}x:")
     assert (await _ask(two, "Which city is France's capital?", namespace))[0] == "MISS"
+    assert len(fake_openai.received) == upstream_calls + 1
+
+
+async def test_semantic_entries_expire_with_their_answers(
+    two: Stack, fake_openai: FakeOpenAI, namespace: str
+) -> None:
+    """An answer kept for one second (``Cache-Control: max-age=1``) serves reworded questions
+    for that second only; after it they go upstream."""
+    hdrs = {headers.CACHE_NAMESPACE: namespace, "Cache-Control": "max-age=1"}
+    first = await two.nc.request(
+        "llm.chat", chat("How many days are in a leap year?"), timeout=20, headers=hdrs
+    )
+    assert (first.headers or {})[headers.CACHE] == "MISS"
+    await _seen_by_all(two, f"default:{namespace}:")
+    assert (await _ask(two, "How many days does a leap year have?", namespace))[0] == (
+        "HIT-SEMANTIC"
+    )
+    await asyncio.sleep(1.2)
+    upstream_calls = len(fake_openai.received)
+    assert (await _ask(two, "In a leap year, how many days are there?", namespace))[0] == "MISS"
     assert len(fake_openai.received) == upstream_calls + 1
 
 
