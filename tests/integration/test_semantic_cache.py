@@ -136,15 +136,17 @@ async def test_streamed_paraphrase_is_served_from_the_semantic_tier(
     assert len(fake_openai.received) == upstream_calls + 1
 
 
-async def test_paraphrase_over_http_with_the_openai_sdk(
+async def test_paraphrase_over_http_is_served_by_the_other_broker(
     nats_url: str, redis_server: RedisServer, fake_openai: FakeOpenAI, namespace: str
 ) -> None:
-    """Through the HTTP bridge and two brokers, with the official SDK unchanged: a reworded
-    question gets the earlier answer with ``X-Cache: HIT-SEMANTIC`` and its similarity, and
-    no upstream call; a changed number and ``Cache-Control: no-cache`` go upstream."""
+    """Through the HTTP bridge, with the official SDK unchanged: broker A answers a question;
+    with A gone, broker B serves its rewording from A's entry (``X-Cache: HIT-SEMANTIC``, the
+    similarity, A's answer, no upstream call), over HTTP and over NATS; a changed number and
+    ``Cache-Control: no-cache`` go upstream."""
     cfg = config_from(config(fake_openai.base_url, extra=SEMANTIC))
-    stack = await start_stack(nats_url, cfg, redis_url=redis_server.url, brokers=2, bridge=True)
-    client = openai.AsyncOpenAI(base_url=stack.base_url, api_key="unused", max_retries=0)
+    first_stack = await start_stack(nats_url, cfg, redis_url=redis_server.url, bridge=True)
+    other: Stack | None = None
+    client = openai.AsyncOpenAI(base_url=first_stack.base_url, api_key="unused", max_retries=0)
     space = {headers.CACHE_NAMESPACE: namespace}
     try:
 
@@ -158,23 +160,29 @@ async def test_paraphrase_over_http_with_the_openai_sdk(
             hit = raw.headers.get(headers.CACHE, "")
             return hit, raw.headers.get(headers.SEMANTIC_SIMILARITY, ""), answer
 
-        first = await ask("Convert 5 km to miles")
+        first = await ask("Convert 5 km to miles")  # broker A, the only one
         assert first[0] == "MISS"
-        await _seen_by_all(stack, f"default:{namespace}:")
+        other = await start_stack(nats_url, cfg, redis_url=redis_server.url, providers=[])
+        both = Stack(nc=other.nc, brokers=[*first_stack.brokers, *other.brokers])
+        await _seen_by_all(both, f"default:{namespace}:")
+        await first_stack.brokers.pop().stop(1.0)  # from here on only B answers
         upstream_calls = len(fake_openai.received)
-        for _ in range(2):  # either broker may take it
-            hit, similarity, answer = await ask("Convert five kilometres to miles")
-            assert (hit, answer) == ("HIT-SEMANTIC", first[2])
-            assert 0.9 <= float(similarity) <= 1.0
+        hit, similarity, answer = await ask("Convert five kilometres to miles")
+        assert (hit, answer) == ("HIT-SEMANTIC", first[2])
+        assert 0.9 <= float(similarity) <= 1.0
+        assert (await _ask(other, "Convert five kilometers into miles", namespace))[0] == (
+            "HIT-SEMANTIC"
+        )
         assert len(fake_openai.received) == upstream_calls
         assert (await ask("Convert 50 km to miles"))[0] == "MISS"
-        assert (await ask("Convert five kilometres to miles", **{"Cache-Control": "no-cache"}))[
-            0
-        ] == "MISS"
+        no_cache = await ask("Convert five kilometres to miles", **{"Cache-Control": "no-cache"})
+        assert no_cache[0] == "MISS"
         assert len(fake_openai.received) == upstream_calls + 2
     finally:
         await client.close()
-        await stack.stop()
+        await first_stack.stop()
+        if other is not None:
+            await other.stop()
 
 
 KEY_A, KEY_B = "sk-edge-semantic-tenant-a", "sk-edge-semantic-tenant-b"
