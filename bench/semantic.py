@@ -14,15 +14,18 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+import tracemalloc
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 from nats.aio.msg import Msg
 
 from bench.__main__ import HIT, body, deployment, expect
 from broker.cache.embed import Embedder, load_minilm, model_files
 from broker.cache.minilm_onnx import OnnxMiniLM
-from broker.cache.semantic import DEFAULT_THRESHOLD, Entry, SemanticIndex
+from broker.cache.semantic import DEFAULT_THRESHOLD
+from broker.cache.semantic_index import Entry, SemanticIndex
 from schemas import headers
 
 PAIRS = Path(__file__).parent.parent / "tests" / "data" / "semantic_pairs.tsv"
@@ -118,6 +121,55 @@ async def in_process(rounds: int) -> list[str]:
     return lines
 
 
+def _entries(contexts: int, per_context: int) -> Iterator[tuple[str, Entry]]:
+    """Entries shaped like the broker's: keys with 64-hex digests, a question's text."""
+    rng = np.random.default_rng(0)
+    for c in range(contexts):
+        context = f"default:default:{c:064x}"
+        vectors = rng.standard_normal((per_context, 384)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        for i, vector in enumerate(vectors):
+            answer = f"default:default:{c * per_context + i:064x}"
+            text = f"How do I configure the retention of backup number {i} on my server?"
+            entry = Entry(context, answer, text, vector.tobytes(), time.time() + 3600)
+            yield f"{context}.{i}".replace(":", "."), entry
+
+
+def index_scale() -> list[str]:
+    """Memory per 100k entries, and a search's time as one context grows."""
+    lines = []
+    tracemalloc.start()  # NumPy reports its buffers to it too
+    index = SemanticIndex()
+    for entry_id, entry in _entries(1000, 100):
+        index.put(entry_id, entry)
+    held = tracemalloc.get_traced_memory()[0] / 2**20
+    tracemalloc.stop()
+    lines.append(f"| 100k entries in 1,000 contexts of 100: memory held | {held:.0f} MiB | |")
+    del index
+    for size in (100, 1_000, 10_000, 100_000):
+        index = SemanticIndex()
+        for entry_id, entry in _entries(1, size):
+            index.put(entry_id, entry)
+        asked = np.random.default_rng(1).standard_normal(384).astype(np.float32)
+        asked /= np.linalg.norm(asked)
+        ranks, writes = [], []
+        for i in range(30):
+            started = time.perf_counter()
+            index.rank("default:default:" + "0" * 64, asked)
+            ranks.append(time.perf_counter() - started)
+            extra = Entry("default:default:" + "0" * 64, "a", "t", asked.tobytes(), 0.0)
+            started = time.perf_counter()
+            index.put(f"extra{i}", extra)  # another broker's write arriving
+            writes.append(time.perf_counter() - started)
+        rank50, rank99 = percentiles(ranks)
+        write50, _ = percentiles(writes)
+        lines.append(
+            f"| one context of {size:,}: rank p50 / p99, write p50 | {rank50:.3f} / {rank99:.3f} ms"
+            f" | {write50 * 1000:.1f} us |"
+        )
+    return lines
+
+
 async def over_nats(rounds: int) -> list[str]:
     """Echo, exact-key L1 hit and semantic hit on one broker stack."""
     samples: dict[str, list[float]] = {"echo": [], "exact": [], "semantic": []}
@@ -162,6 +214,10 @@ def main(rounds: int = 3) -> None:
     print("\n| semantic tier | p50 ms | p99 ms | samples |")
     print("|---|---|---|---|")
     for line in asyncio.run(in_process(rounds)):
+        print(line)
+    print("\n| semantic index | measured | |")
+    print("|---|---|---|")
+    for line in index_scale():
         print(line)
     print("\n| over NATS, tier on | p50 ms | p99 ms | samples |")
     print("|---|---|---|---|")

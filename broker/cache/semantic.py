@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -35,8 +35,8 @@ from nats.aio.client import Client
 from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KeyValue
 
-from broker.cache.anchors import agree
 from broker.cache.key import context_key
+from broker.cache.semantic_index import Entry, Match, SemanticIndex
 from edge_runtime.tables import check_keys, field_names
 from schemas import request_extras
 
@@ -58,8 +58,6 @@ log = logging.getLogger("llm_edge.broker")
 #: (303 pairs) precision 0.991 and recall 0.828 at 0.90; 0.85 lets 3 hard negatives through.
 DEFAULT_THRESHOLD = 0.90
 DEFAULT_SEMANTIC_BUCKET = "llm_edge_semantic"
-#: Candidates checked by the guard, most similar first, before the lookup gives up.
-_GUARDED = 4
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,90 +84,8 @@ class SemanticSettings:
         return settings
 
 
-class Entry(msgspec.Struct, array_like=True, frozen=True):
-    """One remembered question: its context, exact answer key, text, vector, expiry."""
-
-    context: str
-    answer: str
-    text: str
-    vector: bytes
-    expires: float
-
-
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(Entry).decode
-
-
-@dataclass(frozen=True, slots=True)
-class Match:
-    """The earlier question that serves a request."""
-
-    answer: str
-    similarity: float
-
-
-@dataclass(slots=True)
-class _Bucket:
-    ids: list[str] = field(default_factory=list)
-    entries: list[Entry] = field(default_factory=list)
-    matrix: Vector | None = None  # rows of ``entries``' vectors, rebuilt on change
-
-
-class SemanticIndex:
-    """In-process vectors by context; brute-force cosine within one context's bucket."""
-
-    def __init__(self) -> None:
-        self._buckets: dict[str, _Bucket] = {}
-        self._where: dict[str, str] = {}  # entry id -> context
-
-    def __len__(self) -> int:
-        return len(self._where)
-
-    def put(self, entry_id: str, entry: Entry) -> None:
-        """Add or replace an entry."""
-        self.remove(entry_id)
-        bucket = self._buckets.setdefault(entry.context, _Bucket())
-        bucket.ids.append(entry_id)
-        bucket.entries.append(entry)
-        bucket.matrix = None
-        self._where[entry_id] = entry.context
-
-    def remove(self, entry_id: str) -> None:
-        """Drop an entry (absent is fine)."""
-        context = self._where.pop(entry_id, None)
-        if context is None:
-            return
-        bucket = self._buckets[context]
-        at = bucket.ids.index(entry_id)
-        del bucket.ids[at], bucket.entries[at]
-        bucket.matrix = None
-        if not bucket.ids:
-            del self._buckets[context]
-
-    def ids(self, prefix: str) -> list[str]:
-        """The ids of entries whose context starts with ``prefix``."""
-        return [i for i, context in self._where.items() if context.startswith(prefix)]
-
-    def search(
-        self, context: str, vector: Vector, text: str, threshold: float, now: float
-    ) -> Match | None:
-        """The most similar live entry of ``context`` over ``threshold`` whose anchors agree."""
-        bucket = self._buckets.get(context)
-        if bucket is None:
-            return None
-        import numpy as np  # noqa: PLC0415  (loaded only when the tier is on: ~25 MiB)
-
-        if bucket.matrix is None:
-            bucket.matrix = np.stack([np.frombuffer(e.vector, np.float32) for e in bucket.entries])
-        scores = bucket.matrix @ vector
-        for at in np.argsort(-scores)[:_GUARDED]:
-            score = float(scores[at])
-            if score < threshold:
-                break
-            entry = bucket.entries[int(at)]
-            if entry.expires > now and agree(text, entry.text):
-                return Match(entry.answer, score)
-        return None
 
 
 class SemanticCache:
@@ -253,11 +169,19 @@ class SemanticCache:
         if candidate is None:
             return None
         context, text = candidate
-        vector = await self._vector(text)
+        loop = asyncio.get_running_loop()
+        # embedding and ranking both grow with their input: one trip to the thread for both
+        vector, rows = await loop.run_in_executor(self._thread, self._embed_and_rank, context, text)
         if len(self._memo) > 1024:  # lookups whose answers were never written
             self._memo.clear()
         self._memo[text] = vector
-        return self.index.search(context, vector, text, self.settings.threshold, self._clock())
+        return self.index.choose(
+            context, rows, vector, text, threshold=self.settings.threshold, now=self._clock()
+        )
+
+    def _embed_and_rank(self, context: str, text: str) -> tuple[Vector, list[int]]:
+        vector = self._embedder.embed(text)
+        return vector, self.index.rank(context, vector)
 
     async def remember(self, prepared: Prepared, ttl_s: float) -> None:
         """Record a fresh answer's question (its answer is in L1/L2 under ``prepared.key``)."""

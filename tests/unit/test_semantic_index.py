@@ -1,0 +1,100 @@
+"""The semantic tier's in-process index: growth, removal, stale ranks, bad entries."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+
+from broker.cache.semantic_index import DIM, Entry, SemanticIndex
+
+TEXT = "How do I reset my password?"
+FAR_FUTURE = 4e9
+
+
+def _unit(rng: np.random.Generator) -> np.ndarray:
+    v = rng.standard_normal(DIM).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def _entry(context: str, answer: str, vector: np.ndarray, text: str = TEXT) -> Entry:
+    return Entry(context, answer, text, vector.astype(np.float32).tobytes(), FAR_FUTURE)
+
+
+def test_every_entry_is_found_after_growth_and_random_removals() -> None:
+    """Thousands of entries in one context, then half removed in random order: each remaining
+    entry's own vector finds its own answer, each removed one finds nothing."""
+    rng = np.random.default_rng(7)
+    index = SemanticIndex()
+    vectors = {f"e{i}": _unit(rng) for i in range(3000)}
+    for entry_id, vector in vectors.items():
+        assert index.put(entry_id, _entry("ctx", "answer-" + entry_id, vector))
+    gone = set(random.Random(7).sample(sorted(vectors), 1500))
+    for entry_id in gone:
+        index.remove(entry_id)
+    assert len(index) == 1500
+    for entry_id, vector in vectors.items():
+        match = index.search("ctx", vector, TEXT, 0.99, 0.0)
+        if entry_id in gone:
+            assert match is None
+        else:
+            assert match is not None
+            assert match.answer == "answer-" + entry_id
+            assert match.similarity > 0.999
+
+
+def test_a_replaced_entry_moves_to_its_new_context() -> None:
+    rng = np.random.default_rng(1)
+    index = SemanticIndex()
+    vector = _unit(rng)
+    index.put("e", _entry("old", "first", vector))
+    index.put("e", _entry("new", "second", vector))
+    assert index.search("old", vector, TEXT, 0.9, 0.0) is None
+    match = index.search("new", vector, TEXT, 0.9, 0.0)
+    assert match is not None
+    assert match.answer == "second"
+    assert len(index) == 1
+
+
+def test_an_entry_whose_vector_is_not_384_floats_is_not_indexed() -> None:
+    """A bad value in the shared bucket (another version, a corrupt write) is skipped, and the
+    context's good entries are still searched."""
+    rng = np.random.default_rng(2)
+    index = SemanticIndex()
+    good = _unit(rng)
+    assert index.put("good", _entry("ctx", "kept", good))
+    assert not index.put("short", Entry("ctx", "bad", TEXT, b"\x00" * 12, FAR_FUTURE))
+    assert len(index) == 1
+    match = index.search("ctx", good, TEXT, 0.9, 0.0)
+    assert match is not None
+    assert match.answer == "kept"
+
+
+def test_a_stale_rank_never_serves_a_moved_entry() -> None:
+    """Rows ranked on the embedding thread may move before the loop chooses (a removal moves
+    the last entry into the freed row): the choice rescores each row's current vector, so the
+    entry that moved in is not served for a vector it does not match."""
+    rng = np.random.default_rng(3)
+    index = SemanticIndex()
+    asked = _unit(rng)
+    index.put("match", _entry("ctx", "right", asked))
+    for i in range(20):
+        index.put(f"other{i}", _entry("ctx", f"wrong{i}", _unit(rng)))
+    rows = index.rank("ctx", asked)
+    index.remove("match")  # the last entry now sits in the ranked best row
+    assert index.choose("ctx", rows, asked, TEXT, threshold=0.9, now=0.0) is None
+
+
+def test_expired_entries_and_disagreeing_anchors_are_passed_over() -> None:
+    """The most similar entry serves only while live and when its anchors agree; the next
+    most similar one is tried."""
+    rng = np.random.default_rng(4)
+    index = SemanticIndex()
+    asked = _unit(rng)
+    near = asked + 0.05 * _unit(rng)
+    index.put("expired", Entry("ctx", "old", TEXT, asked.tobytes(), 10.0))
+    index.put("other-number", _entry("ctx", "five", asked, "Convert 5 km to miles"))
+    index.put("live", _entry("ctx", "fresh", near / np.linalg.norm(near)))
+    match = index.search("ctx", asked, TEXT, 0.9, 20.0)
+    assert match is not None
+    assert match.answer == "fresh"
