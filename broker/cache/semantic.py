@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 from nats.aio.client import Client
+from nats.js.client import JetStreamContext
 from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KeyValue
 
@@ -104,11 +105,13 @@ class SemanticCache:
         embedder: Embedder,
         kv: KeyValue | None = None,
         clock: Callable[[], float] = time.time,
+        js: JetStreamContext | None = None,
     ) -> None:
         self.settings = settings
         self.index = SemanticIndex()
         self._embedder = embedder
         self._kv = kv
+        self._js = js
         self._clock = clock
         self._watch: asyncio.Task[None] | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm-edge-embed")
@@ -126,7 +129,7 @@ class SemanticCache:
             kv = await js.key_value(settings.bucket)
         except BucketNotFoundError:
             kv = await js.create_key_value(bucket=settings.bucket, history=1, ttl=ttl_s)
-        cache = cls(settings, embedder, kv)
+        cache = cls(settings, embedder, kv, js=js)
         watcher = await kv.watchall()
         cache._watch = asyncio.create_task(cache._follow(watcher), name="semantic-watch")
         return cache
@@ -197,13 +200,24 @@ class SemanticCache:
             await self._kv.put(entry_id, _encode(entry))
 
     async def purge(self, prefix: str) -> int:
-        """Remove the entries whose context starts with ``prefix`` here and in the bucket
-        (other brokers see the purge markers); ``""`` removes all."""
+        """Remove the entries whose context starts with ``prefix`` (``""``: all) from this
+        index and from the bucket; returns how many this index held.
+
+        The bucket is purged in one request, its stream filtered to the prefix's subjects
+        (an entry's key is its context with ``:`` as ``.``), not one purge per entry: 100k
+        entries would take that many round trips. Every broker receives the purge command
+        and empties its own index, as for L1."""
         ids = self.index.ids(prefix)
         for entry_id in ids:
             self.index.remove(entry_id)
-            if self._kv is not None:
-                await self._kv.purge(entry_id)
+        if self._js is not None:
+            tokens = prefix.replace(":", ".")
+            subject = f"$KV.{self.settings.bucket}.{tokens}"
+            if not prefix or prefix.endswith(":"):
+                subject += ">"
+            else:  # a prefix that ends mid-token: the entries under it, if any
+                subject += ".>"
+            await self._js.purge_stream(f"KV_{self.settings.bucket}", subject=subject)
         return len(ids)
 
     async def aclose(self) -> None:

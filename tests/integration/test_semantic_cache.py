@@ -9,7 +9,7 @@ import msgspec
 import openai
 import pytest
 
-from broker.cache.semantic import SemanticCache
+from broker.cache.semantic import DEFAULT_SEMANTIC_BUCKET, SemanticCache
 from broker.tenancy.tenants import hash_key
 from edge_client.chat import stream_messages
 from schemas import headers
@@ -88,6 +88,11 @@ async def test_paraphrase_hits_in_the_other_broker(
                 semantic.changed.wait_for(lambda s=semantic: not s.index.ids(ours)), 10
             )
         assert semantic.index.ids(f"default:{namespace}x:")
+    # and the shared bucket no longer holds them, for brokers that start later
+    bucket = await two.nc.jetstream().key_value(DEFAULT_SEMANTIC_BUCKET)
+    keys = await bucket.keys()
+    assert not [k for k in keys if k.startswith(f"default.{namespace}.")]
+    assert [k for k in keys if k.startswith(f"default.{namespace}x.")]
     assert (await _ask(two, "Which city is France's capital?", namespace))[0] == "MISS"
     assert len(fake_openai.received) == upstream_calls + 1
 
