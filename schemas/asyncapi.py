@@ -28,7 +28,8 @@ _REQUEST_HEADERS = {
 }
 _REPLY_HEADERS = {
     headers.STATUS: "HTTP-like status",
-    headers.CACHE: "HIT-L1 | HIT-L2 | MISS | BYPASS",
+    headers.CACHE: "HIT-L1 | HIT-L2 | HIT-SEMANTIC | MISS | BYPASS",
+    headers.SEMANTIC_SIMILARITY: "cosine of the earlier question that answered (HIT-SEMANTIC)",
     headers.CACHE_KEY: "the cache entry",
     headers.PROVIDER: "provider that answered",
     headers.DEPLOYMENT: "deployment that answered",

@@ -59,7 +59,7 @@ AUTHORIZATION = "Authorization"
 CACHE_CONTROL = "Cache-Control"
 #: Optional cache namespace chosen by the caller.
 CACHE_NAMESPACE = "X-Cache-Namespace"
-#: ``HIT-L1 | HIT-L2 | MISS | BYPASS`` on every reply.
+#: ``HIT-L1 | HIT-L2 | HIT-SEMANTIC | MISS | BYPASS`` on every reply.
 CACHE = "X-Cache"
 #: The entry a reply was stored under or served from (for targeted purges).
 CACHE_KEY = "X-Cache-Key"
