@@ -97,6 +97,7 @@ class SemanticCache:
         embedder: text to unit vector (run on a thread).
         kv: the shared bucket, or ``None`` for this process alone (tests in memory).
         clock: wall-clock seconds (entries' expiry is shared between hosts).
+        js: the JetStream context of ``kv``, to purge the bucket in one request.
     """
 
     def __init__(
