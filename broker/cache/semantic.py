@@ -32,9 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 from nats.aio.client import Client
-from nats.js.client import JetStreamContext
 from nats.js.errors import BucketNotFoundError
-from nats.js.kv import KeyValue
 
 from broker.cache.key import context_key
 from broker.cache.semantic_index import Entry, Match, SemanticIndex
@@ -95,24 +93,22 @@ class SemanticCache:
     Args:
         settings: the ``[cache.semantic]`` table.
         embedder: text to unit vector (run on a thread).
-        kv: the shared bucket, or ``None`` for this process alone (tests in memory).
+        nc: the connection to the shared bucket's server, or ``None`` for this process alone.
         clock: wall-clock seconds (entries' expiry is shared between hosts).
-        js: the JetStream context of ``kv``, to purge the bucket in one request.
     """
 
     def __init__(
         self,
         settings: SemanticSettings,
         embedder: Embedder,
-        kv: KeyValue | None = None,
+        nc: Client | None = None,
         clock: Callable[[], float] = time.time,
-        js: JetStreamContext | None = None,
     ) -> None:
         self.settings = settings
         self.index = SemanticIndex()
         self._embedder = embedder
-        self._kv = kv
-        self._js = js
+        self._nc = nc
+        self._js = nc.jetstream() if nc is not None else None
         self._clock = clock
         self._watch: asyncio.Task[None] | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm-edge-embed")
@@ -130,7 +126,7 @@ class SemanticCache:
             kv = await js.key_value(settings.bucket)
         except BucketNotFoundError:
             kv = await js.create_key_value(bucket=settings.bucket, history=1, ttl=ttl_s)
-        cache = cls(settings, embedder, kv, js=js)
+        cache = cls(settings, embedder, nc)
         watcher = await kv.watchall()
         cache._watch = asyncio.create_task(cache._follow(watcher), name="semantic-watch")
         return cache
@@ -175,7 +171,13 @@ class SemanticCache:
         context, text = candidate
         loop = asyncio.get_running_loop()
         # embedding and ranking both grow with their input: one trip to the thread for both
-        vector, rows = await loop.run_in_executor(self._thread, self._embed_and_rank, context, text)
+        try:
+            vector, rows = await loop.run_in_executor(
+                self._thread, self._embed_and_rank, context, text
+            )
+        except Exception:  # a bug or a broken model: the tier costs a miss, never an error
+            log.exception("semantic lookup failed: served as a miss")
+            return None
         if len(self._memo) > 1024:  # lookups whose answers were never written
             self._memo.clear()
         self._memo[text] = vector
@@ -193,12 +195,23 @@ class SemanticCache:
         if candidate is None or prepared.key is None or ttl_s <= 0:
             return
         context, text = candidate
-        vector = await self._vector(text)
+        try:
+            vector = await self._vector(text)
+        except Exception:  # as in lookup: the answer is kept in L1/L2 all the same
+            log.exception("semantic entry not made: embedding failed")
+            return
         entry = Entry(context, prepared.key, text, vector.tobytes(), self._clock() + ttl_s)
         entry_id = f"{context}.{prepared.key.rsplit(':', 1)[1]}".replace(":", ".")
         self.index.put(entry_id, entry)
-        if self._kv is not None:
-            await self._kv.put(entry_id, _encode(entry))
+        if self._nc is None:
+            return
+        # published, not put: no wait for JetStream's acknowledgement (the write is after
+        # the reply, and an entry that is not stored only costs other brokers a hit), so an
+        # unavailable JetStream never holds the request's remaining steps
+        try:
+            await self._nc.publish(f"$KV.{self.settings.bucket}.{entry_id}", _encode(entry))
+        except Exception as exc:  # a closed or draining connection: the entry stays local
+            log.debug("semantic entry not shared: %r", exc)
 
     async def purge(self, prefix: str) -> int:
         """Remove the entries whose context starts with ``prefix`` (``""``: all) from this

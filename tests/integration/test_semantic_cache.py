@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import NoReturn
 
 import msgspec
 import openai
@@ -188,6 +189,28 @@ async def test_paraphrase_over_http_is_served_by_the_other_broker(
         await first_stack.stop()
         if other is not None:
             await other.stop()
+
+
+class _BrokenModel:
+    dim = 384
+
+    def embed(self, text: str) -> NoReturn:
+        raise RuntimeError("the model failed")
+
+
+async def test_a_failing_embedder_costs_a_miss_never_an_error(
+    two: Stack, fake_openai: FakeOpenAI, namespace: str
+) -> None:
+    """When the semantic tier cannot embed, requests are answered as misses (200, upstream)
+    and their answers are still cached exactly: the tier is never a reason to fail."""
+    for i in range(2):
+        _semantic(two, i)._embedder = _BrokenModel()
+    upstream_calls = len(fake_openai.received)
+    assert await _ask(two, "What is the tallest mountain on Earth?", namespace) == ("MISS", "")
+    assert await _ask(two, "Which mountain is the tallest on Earth?", namespace) == ("MISS", "")
+    assert len(fake_openai.received) == upstream_calls + 2
+    hit, _ = await _ask(two, "What is the tallest mountain on Earth?", namespace)
+    assert hit in {"HIT-L1", "HIT-L2"}
 
 
 KEY_A, KEY_B = "sk-edge-semantic-tenant-a", "sk-edge-semantic-tenant-b"
