@@ -35,7 +35,14 @@ from broker.cache.l2 import L2Size
 from broker.cache.presence import Presence
 from edge_client.streams import ensure_stream
 
-__all__ = ["DEFAULT_BUCKET", "DEFAULT_L2_NATS_MAX_BYTES", "WRITE_BATCH_S", "NatsKVL2"]
+__all__ = [
+    "DEFAULT_BUCKET",
+    "DEFAULT_L2_NATS_MAX_BYTES",
+    "WRITE_BATCH_S",
+    "NatsKVL2",
+    "kv_key",
+    "purge_subject",
+]
 
 log = logging.getLogger("llm_edge.broker")
 
@@ -46,6 +53,18 @@ DEFAULT_L2_NATS_MAX_BYTES = 256 * 1024 * 1024
 WRITE_BATCH_S = 0.005
 #: JetStream's duplicate window for the bucket (nats-py's default for KV buckets).
 _DUPLICATE_WINDOW_S = 120.0
+
+
+def kv_key(key: str) -> str:
+    """A cache key as a KV key: its ``:``-separated parts become subject tokens."""
+    return key.replace(":", ".")
+
+
+def purge_subject(bucket: str, prefix: str) -> str:
+    """The bucket's subjects under a cache-key ``prefix``: all for ``""``, a namespace's for
+    a prefix ending in ``:``, else the one key's."""
+    subject = f"$KV.{bucket}.{kv_key(prefix)}"
+    return subject + ">" if prefix.endswith(":") or not prefix else subject
 
 
 class NatsKVL2:
@@ -104,13 +123,9 @@ class NatsKVL2:
         await l2.presence.start()
         return l2
 
-    @staticmethod
-    def _subject_key(key: str) -> str:
-        return key.replace(":", ".")
-
     def known_absent(self, key: str) -> bool:
         """Whether the bucket certainly does not hold ``key`` (no read needed)."""
-        return self.presence.absent(self._subject_key(key))
+        return self.presence.absent(kv_key(key))
 
     async def get(self, key: str) -> bytes | None:
         """The key's value: a direct get of its subject's last message.
@@ -118,7 +133,7 @@ class NatsKVL2:
         Raises:
             APIError: JetStream answered with an error other than "not found".
         """
-        subject_key = self._subject_key(key)
+        subject_key = kv_key(key)
         try:
             msg = await self._nc.request(self._get_prefix + subject_key, b"", timeout=5)
         except NoRespondersError:  # a cluster re-forming after a server loss: ask the leader
@@ -140,7 +155,7 @@ class NatsKVL2:
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
         """Publish the value with a ``Nats-TTL`` header (no acknowledgement awaited)."""
         ttl = str(max(1, math.ceil(ttl_s)))
-        subject_key = self._subject_key(key)
+        subject_key = kv_key(key)
         self.presence.add(subject_key)  # before the write: a later read must not skip it
         self._batch.append((self._set_prefix + subject_key, value, {"Nats-TTL": ttl}))
         if len(self._batch) == 1:
@@ -161,9 +176,7 @@ class NatsKVL2:
 
     async def purge(self, prefix: str) -> int:
         """Purge the bucket's stream, filtered to the prefix's subjects."""
-        subject = f"$KV.{self._bucket}.{self._subject_key(prefix)}"
-        subject = subject + ">" if prefix.endswith(":") or not prefix else subject
-        await self._js.purge_stream(self._stream, subject=subject)
+        await self._js.purge_stream(self._stream, subject=purge_subject(self._bucket, prefix))
         return -1
 
     async def size(self) -> L2Size:

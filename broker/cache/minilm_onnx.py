@@ -78,12 +78,18 @@ class _Graph:
         bias: npt.NDArray[Any],
         name: str,
         *,
-        smoothed: npt.NDArray[Any] | None = None,
+        prescaled: bool = False,
     ) -> str:
-        """``x @ weight.T + bias`` for an ``(out, in)`` weight. ``smoothed``: ``x`` arrives
-        already divided by these per-channel factors (folded upstream, int8 only)."""
+        """``x @ weight.T + bias`` for an ``(out, in)`` weight. ``prescaled``: ``x`` arrives
+        already divided by the projection's :meth:`smoothing` factors (folded upstream)."""
         if self.projections == "int8":
-            return self._int8(x, weight.T, bias, name, smoothed)
+            w = weight.T
+            factors = self.smoothing(name, w)
+            if factors is not None:
+                if not prescaled:
+                    x = self.op("Mul", x, self.const(name + ".smooth", 1 / factors))
+                w = w * factors[:, None]  # x @ w == (x / s) @ (s * w)
+            return self._int8(x, w, bias, name)
         if self.projections == "int8-blocks":
             product = self._blocks(x, weight, name)
         else:
@@ -102,22 +108,8 @@ class _Graph:
         ).astype(np.float32)
         return factors
 
-    def _int8(
-        self,
-        x: str,
-        w: npt.NDArray[Any],
-        bias: npt.NDArray[Any],
-        name: str,
-        smoothed: npt.NDArray[Any] | None,
-    ) -> str:
-        # w is (in, out); smoothing divides input channel j by s[j], multiplies weight row j
-        s = smoothed
-        if s is None:
-            s = self.smoothing(name, w)
-            if s is not None:
-                x = self.op("Mul", x, self.const(name + ".smooth", (1 / s).astype(np.float32)))
-        if s is not None:
-            w = w * s[:, None]
+    def _int8(self, x: str, w: npt.NDArray[Any], bias: npt.NDArray[Any], name: str) -> str:
+        """``DynamicQuantizeMatMul`` of ``x`` by the ``(in, out)`` weight ``w``."""
         scale = np.abs(w).max(0) / 127.0
         scale[scale == 0] = 1.0
         q = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
@@ -226,7 +218,9 @@ def build_graph(
         # the output projection's smoothing is folded into the value projection: no Mul
         s = g.smoothing(out, w[out + ".weight"].T)
         context = _attention(g, x, w, p + "attention.self.", 1.0 if s is None else 1 / s)
-        attended = g.linear(context, w[out + ".weight"], w[out + ".bias"], out, smoothed=s)
+        attended = g.linear(
+            context, w[out + ".weight"], w[out + ".bias"], out, prescaled=s is not None
+        )
         x = g.norm(g.op("Add", x, attended), w, p + "attention.output.LayerNorm")
         up = g.op("Gelu", g.dense(x, w, p + "intermediate.dense"))
         x = g.norm(g.op("Add", x, g.dense(up, w, p + "output.dense")), w, p + "output.LayerNorm")

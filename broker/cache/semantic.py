@@ -35,6 +35,7 @@ from nats.aio.client import Client
 from nats.js.errors import BucketNotFoundError
 
 from broker.cache.key import context_key
+from broker.cache.l2_nats import kv_key, purge_subject
 from broker.cache.semantic_index import Entry, Match, SemanticIndex
 from edge_runtime.tables import check_keys, field_names
 from schemas import request_extras
@@ -201,7 +202,7 @@ class SemanticCache:
             log.exception("semantic entry not made: embedding failed")
             return
         entry = Entry(context, prepared.key, text, vector.tobytes(), self._clock() + ttl_s)
-        entry_id = f"{context}.{prepared.key.rsplit(':', 1)[1]}".replace(":", ".")
+        entry_id = kv_key(f"{context}:{prepared.key.rsplit(':', 1)[1]}")
         self.index.put(entry_id, entry)
         if self._nc is None:
             return
@@ -218,20 +219,15 @@ class SemanticCache:
         index and from the bucket; returns how many this index held.
 
         The bucket is purged in one request, its stream filtered to the prefix's subjects
-        (an entry's key is its context with ``:`` as ``.``), not one purge per entry: 100k
+        (an entry's key is its context's, :func:`kv_key`), not one purge per entry: 100k
         entries would take that many round trips. Every broker receives the purge command
         and empties its own index, as for L1."""
         ids = self.index.ids(prefix)
         for entry_id in ids:
             self.index.remove(entry_id)
         if self._js is not None:
-            tokens = prefix.replace(":", ".")
-            subject = f"$KV.{self.settings.bucket}.{tokens}"
-            if not prefix or prefix.endswith(":"):
-                subject += ">"
-            else:  # a prefix that ends mid-token: the entries under it, if any
-                subject += ".>"
-            await self._js.purge_stream(f"KV_{self.settings.bucket}", subject=subject)
+            bucket = self.settings.bucket
+            await self._js.purge_stream(f"KV_{bucket}", subject=purge_subject(bucket, prefix))
         return len(ids)
 
     async def aclose(self) -> None:
