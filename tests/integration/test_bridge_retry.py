@@ -133,26 +133,35 @@ def ok(text: str) -> bytes:
     return b'{"id":"c","object":"chat.completion","choices":[],"text":"' + text.encode() + b'"}'
 
 
-async def test_no_broker_at_first_is_retried_until_one_answers(
-    own_nats: EmbeddedNats, http: httpx.AsyncClient
-) -> None:
+#: Backoffs (full jitter) that add up to seconds, far more than a stand-in takes to subscribe:
+#: with :data:`QUICK`'s four attempts they may add up to a few milliseconds.
+PATIENT = RetryPolicy(attempts=30, attempt_timeout_s=0.5, backoff_s=0.05, max_backoff_s=0.2)
+
+
+async def test_no_broker_at_first_is_retried_until_one_answers(own_nats: EmbeddedNats) -> None:
     """NATS no-responders is sent again after a backoff: a broker that subscribes meanwhile
     answers, under the request id the bridge made before the first attempt."""
-    pending = asyncio.ensure_future(http.post("/chat/completions", json=BODY))
-    await asyncio.sleep(0.1)  # the first attempts find nobody
-    late = await stand_in(own_nats.url)
-
-    async def answer(n: int, msg: Msg) -> None:
-        await late.reply(msg, 200, ok("late broker"))
-
-    late.answer = answer
+    bridge = await bridge_on(own_nats.url, PATIENT)
+    late: StandIn | None = None
     try:
-        response = await pending
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{bridge.port}/v1") as http:
+            pending = asyncio.ensure_future(http.post("/chat/completions", json=BODY))
+            await asyncio.sleep(0.1)  # the first attempts find nobody
+            late = await stand_in(own_nats.url)
+            broker = late
+
+            async def answer(n: int, msg: Msg) -> None:
+                await broker.reply(msg, 200, ok("late broker"))
+
+            late.answer = answer
+            response = await pending
         assert response.status_code == 200
         assert response.json()["text"] == "late broker"
         assert [a.request_id for a in late.attempts] == [response.headers["x-request-id"]]
     finally:
-        await close_quietly(late.nc)
+        if late is not None:
+            await close_quietly(late.nc)
+        await bridge.stop()
 
 
 async def test_a_503_is_sent_again_under_the_same_request_id(
