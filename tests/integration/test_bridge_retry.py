@@ -122,8 +122,14 @@ async def bridge_on(url: str, retry: RetryPolicy = QUICK) -> BridgeServer:
 
 
 @pytest.fixture
-async def http(own_nats: EmbeddedNats) -> AsyncIterator[httpx.AsyncClient]:
-    bridge = await bridge_on(own_nats.url)
+def retry() -> RetryPolicy:
+    """The bridge's retry policy (a test may name another with ``parametrize``)."""
+    return QUICK
+
+
+@pytest.fixture
+async def http(own_nats: EmbeddedNats, retry: RetryPolicy) -> AsyncIterator[httpx.AsyncClient]:
+    bridge = await bridge_on(own_nats.url, retry)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{bridge.port}/v1", timeout=30) as c:
         yield c
     await bridge.stop()
@@ -138,30 +144,27 @@ def ok(text: str) -> bytes:
 PATIENT = RetryPolicy(attempts=30, attempt_timeout_s=0.5, backoff_s=0.05, max_backoff_s=0.2)
 
 
-async def test_no_broker_at_first_is_retried_until_one_answers(own_nats: EmbeddedNats) -> None:
+@pytest.mark.parametrize("retry", [PATIENT])
+async def test_no_broker_at_first_is_retried_until_one_answers(
+    own_nats: EmbeddedNats, http: httpx.AsyncClient
+) -> None:
     """NATS no-responders is sent again after a backoff: a broker that subscribes meanwhile
     answers, under the request id the bridge made before the first attempt."""
-    bridge = await bridge_on(own_nats.url, PATIENT)
-    late: StandIn | None = None
+    pending = asyncio.ensure_future(http.post("/chat/completions", json=BODY))
+    await asyncio.sleep(0.1)  # the first attempts find nobody
+    late = await stand_in(own_nats.url)
+
+    async def answer(n: int, msg: Msg) -> None:
+        await late.reply(msg, 200, ok("late broker"))
+
+    late.answer = answer
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{bridge.port}/v1") as http:
-            pending = asyncio.ensure_future(http.post("/chat/completions", json=BODY))
-            await asyncio.sleep(0.1)  # the first attempts find nobody
-            late = await stand_in(own_nats.url)
-            broker = late
-
-            async def answer(n: int, msg: Msg) -> None:
-                await broker.reply(msg, 200, ok("late broker"))
-
-            late.answer = answer
-            response = await pending
+        response = await pending
         assert response.status_code == 200
         assert response.json()["text"] == "late broker"
         assert [a.request_id for a in late.attempts] == [response.headers["x-request-id"]]
     finally:
-        if late is not None:
-            await close_quietly(late.nc)
-        await bridge.stop()
+        await close_quietly(late.nc)
 
 
 async def test_a_503_is_sent_again_under_the_same_request_id(

@@ -18,11 +18,11 @@ import msgspec
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import NoRespondersError
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeout
 
 from broker.cache.l2 import DEFAULT_L2_RETRY_INTERVAL_S, DEFAULT_L2_TIMEOUT_S
-from broker.cache.l2_nats import DEFAULT_BUCKET
+from broker.cache.l2_nats import DEFAULT_BUCKET, NatsKVL2
 from edge_client import RetryPolicy, request
 from edge_client.batch_store import LINES_STREAM, BatchStore
 from edge_runtime.process import close_quietly, connect
@@ -118,26 +118,6 @@ async def test_a_server_killed_under_load_loses_no_request(
         assert [rid for _, rid in answers] == [f"r-{i}" for i in range(total)]
     finally:
         await services.stop()
-
-
-async def until_readable(nc: Client, stream: str, subjects: str) -> None:
-    """Until three direct gets in a row of the stream's last message under ``subjects`` are
-    answered within the L2 guard's read timeout (what a broker's read must do to be a hit)."""
-    request = msgspec.json.encode({"last_by_subj": subjects})
-    answered = 0
-    async with asyncio.timeout(15):
-        while answered < 3:  # JetStream announces no such event: ask until it is so
-            try:
-                reply = await nc.request(
-                    f"$JS.API.DIRECT.GET.{stream}", request, timeout=DEFAULT_L2_TIMEOUT_S
-                )
-            except (NatsTimeout, NoRespondersError):
-                answered = 0
-                await asyncio.sleep(0.05)
-                continue
-            found = reply.headers is None or "Status" not in reply.headers
-            answered = answered + 1 if found else 0
-            await asyncio.sleep(0.05)
 
 
 async def test_a_server_killed_mid_batch_loses_and_duplicates_no_line(
@@ -246,6 +226,21 @@ async def until_whole(nc: Client, streams: list[str]) -> None:
     assert (await kv.get("probe.after-restart")).value == b"1"
 
 
+async def until_readable(l2: NatsKVL2, key: str) -> None:
+    """Until three reads in a row of ``key`` return its answer within the L2 guard's read
+    timeout, as a broker's read must to be a hit."""
+    answered = 0
+    async with asyncio.timeout(15):
+        while answered < 3:  # JetStream announces no such event: ask until it is so
+            try:
+                async with asyncio.timeout(DEFAULT_L2_TIMEOUT_S):
+                    found = await l2.get(key) is not None
+            except (TimeoutError, NatsError):
+                found = False
+            answered = answered + 1 if found else 0
+            await asyncio.sleep(0.05)
+
+
 L2_CONFIG = """
     [nats]
     replicas = 3
@@ -271,14 +266,18 @@ async def test_l2_keeps_serving_hits_while_a_server_is_down(
         {"model": "mock", "messages": [{"role": "user", "content": "kept in three places"}]}
     )
 
-    async def ask() -> str:
+    async def answered() -> dict[str, str]:
         reply = await request(client, body, retry=RETRY)
         hdrs = reply.headers or {}
         assert hdrs.get(headers.STATUS) == "200", reply.data
-        return hdrs[headers.CACHE]
+        return hdrs
+
+    async def ask() -> str:
+        return (await answered())[headers.CACHE]
 
     try:
-        assert await ask() == "MISS"
+        first = await answered()
+        assert first[headers.CACHE] == "MISS"
         async with asyncio.timeout(10):  # the write-back lands after the first reply
             while await ask() != "HIT-L2":  # noqa: ASYNC110  (no event for a KV write)
                 await asyncio.sleep(0.05)
@@ -287,7 +286,7 @@ async def test_l2_keeps_serving_hits_while_a_server_is_down(
         # these machines); a broker whose read fails meanwhile skips L2 for the guard's retry
         # interval. Once the bucket answers reads again and every such interval has run out,
         # the failover is over: from then on the surviving replicas serve every read.
-        await until_readable(client, f"KV_{DEFAULT_BUCKET}", f"$KV.{DEFAULT_BUCKET}.>")
+        await until_readable(NatsKVL2(client, DEFAULT_BUCKET), first[headers.CACHE_KEY])
         await asyncio.sleep(DEFAULT_L2_RETRY_INTERVAL_S + 0.2)
         hits = []
         for _ in range(5):
