@@ -21,7 +21,7 @@ Why: one short question spends most of its time in the 24 projections, each a th
   input quantized per block: closer to float32, 2-3x slower here (the earlier default).
 - ``"float32"``: plain ``MatMul``.
 
-Figures (time, and agreement with the float32 reference) in the README.
+Figures (time, and agreement with the float32 reference) in docs/semantic-cache.md.
 
 The session runs on the calling thread only (no intra-op pool, no spinning): the broker calls
 it from a worker thread and its event loop keeps the other core.

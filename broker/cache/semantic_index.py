@@ -13,8 +13,8 @@ partial sort for the few best rows (:meth:`SemanticIndex.rank`, run on the embed
 at 100k entries in one context it takes ~6 ms), then a rescoring of those rows and the anchor
 guard, most similar first (:meth:`SemanticIndex.choose`, on the event loop). Exact, not
 approximate: an HNSW graph (usearch) searched 100k entries in 0.5 ms, but cost every broker
-0.5 ms of CPU per write anywhere and ~50 s to index 100k entries at start (README). The
-vectors live only in the matrix: the entries kept beside them drop their wire copy.
+0.5 ms of CPU per write anywhere and ~50 s to index 100k entries at start (docs/semantic-cache.md).
+The vectors live only in the matrix: the entries kept beside them drop their wire copy.
 
 NumPy is imported by the methods that need it: a broker without the tier never loads it.
 """

@@ -53,7 +53,7 @@ class ReplySink(Protocol):
 
 
 class NatsSink:
-    """Publishes to a NATS reply subject in the ``llm.chat`` protocol (see the README)."""
+    """Publishes to a NATS reply subject in the ``llm.chat`` protocol (see docs/nats-api.md)."""
 
     def __init__(self, nc: Client, reply_to: str) -> None:
         self._nc = nc

@@ -1,4 +1,4 @@
-"""The README's Python client example runs as written against a real stack."""
+"""The Python client example of docs/clients.md runs as written against a real stack."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from pathlib import Path
 from tests.integration.test_batch import batch_stack
 from tests.support.stack import config_from
 
-README = Path(__file__).parents[2] / "README.md"
+CLIENTS = Path(__file__).parents[2] / "docs" / "clients.md"
 
 
 def example() -> str:
-    """The first Python block of the README's "Python client" section."""
-    section = README.read_text().split("### Python client", 1)[1]
+    """The first Python block of the "Python client" section of docs/clients.md."""
+    section = CLIENTS.read_text().split("### Python client", 1)[1]
     found = re.search(r"```python\n(.*?)```", section, re.S)
     assert found is not None
     return found.group(1)

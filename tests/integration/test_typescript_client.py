@@ -2,8 +2,8 @@
 
 ``npm test`` checks that its generated types are current with docs/asyncapi.json, compiles it
 and runs node's test runner, which starts ``python -m llm_edge up`` with this interpreter on
-free ports (chat, Anthropic messages, stream, errors, cancel, a small batch, the README's
-example).
+free ports (chat, Anthropic messages, stream, errors, cancel, a small batch, the example of
+docs/clients.md).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """deploy/k8s/values: the values files for the official NATS and Redis charts parse, use only
-value paths the charts have, and set what the README and the manifests rely on.
+value paths the charts have, and set what docs/operations.md and the manifests rely on.
 
 The charts cannot be fetched here, so what each file may set is written down below from the
 charts' own ``values.yaml`` (NATS chart 1.x, Bitnami Redis): a key of another chart version
@@ -20,7 +20,8 @@ from edge_runtime.servers import parse_servers
 
 ROOT = Path(__file__).parents[2]
 K8S = ROOT / "deploy" / "k8s"
-README = (ROOT / "README.md").read_text()
+#: the page that installs the charts (Operations: Deployment)
+OPERATIONS = (ROOT / "docs" / "operations.md").read_text()
 
 #: Value paths of the NATS chart 1.x that values/nats.yaml may set (``merge`` takes any
 #: nats-server setting, ``topologySpreadConstraints`` any topology key).
@@ -89,7 +90,7 @@ def test_every_value_is_one_the_chart_has() -> None:
 
 
 def test_nats_is_a_three_server_cluster_with_jetstream_on_files() -> None:
-    """What the README promises: three servers with routes, JetStream on file storage with a
+    """What docs/operations.md promises: three servers with routes, JetStream on file storage with a
     volume each (nothing in memory only), one server per node, at most one down at a time."""
     config = values("nats")["config"]
     assert config["cluster"] == {"enabled": True, "replicas": 3}
@@ -102,19 +103,19 @@ def test_nats_is_a_three_server_cluster_with_jetstream_on_files() -> None:
     spread = values("nats")["podTemplate"]["topologySpreadConstraints"]
     assert spread["kubernetes.io/hostname"]["whenUnsatisfiable"] == "DoNotSchedule"
     assert values("nats")["podDisruptionBudget"]["enabled"] is True
-    assert "three servers with JetStream on volumes, one per node" in " ".join(README.split())
+    assert "three servers with JetStream on volumes, one per node" in " ".join(OPERATIONS.split())
 
 
 def test_the_services_use_every_server_and_replicate_on_all_three() -> None:
     """The ConfigMap's NATS_URL names each server of the chart's StatefulSet (release
-    ``nats`` as the README installs it), and ``[nats] replicas`` equals the cluster size:
+    ``nats`` as docs/operations.md installs it), and ``[nats] replicas`` equals the cluster size:
     every JetStream asset of the project has a copy on each server."""
     size = values("nats")["config"]["cluster"]["replicas"]
     data = config_map()
     servers = parse_servers(data["NATS_URL"]).servers
     assert servers == tuple(f"nats://nats-{i}.nats-headless:4222" for i in range(size))
     assert Config.from_toml(data["config.toml"], "config.toml").nats.replicas == size
-    assert "helm install nats nats/nats" in README
+    assert "helm install nats nats/nats" in OPERATIONS
 
 
 def test_the_max_payload_is_one_mib() -> None:
@@ -139,13 +140,13 @@ def test_redis_is_one_primary_with_the_secret_the_services_read() -> None:
         redis["auth"]["existingSecretPasswordKey"],
     )
     assert "@redis-master:6379/" in env["REDIS_URL"]["value"]
-    assert "helm install redis oci://registry-1.docker.io/bitnamicharts/redis" in README
-    assert f"create secret generic {ref['name']} --from-literal={ref['key']}=" in README
+    assert "helm install redis oci://registry-1.docker.io/bitnamicharts/redis" in OPERATIONS
+    assert f"create secret generic {ref['name']} --from-literal={ref['key']}=" in OPERATIONS
 
 
-def test_the_readme_installs_each_chart_with_its_values_file() -> None:
-    """Each ``helm install`` of the README passes a values file of deploy/k8s/values."""
-    installs = re.findall(r"helm install (\w+) .*?-f (deploy/k8s/values/\S+)", README, re.S)
+def test_the_docs_install_each_chart_with_its_values_file() -> None:
+    """Each ``helm install`` of docs/operations.md passes a values file of deploy/k8s/values."""
+    installs = re.findall(r"helm install (\w+) .*?-f (deploy/k8s/values/\S+)", OPERATIONS, re.S)
     assert dict(installs) == {
         "nats": "deploy/k8s/values/nats.yaml",
         "redis": "deploy/k8s/values/redis.yaml",

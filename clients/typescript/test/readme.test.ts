@@ -1,4 +1,4 @@
-// The README's TypeScript example type-checks against the package and runs as written against a
+// The TypeScript example of docs/clients.md type-checks against the package and runs as written against a
 // real stack (the server address replaced by the stack's).
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
@@ -13,12 +13,12 @@ import { startStack, type Stack } from "./stack.js";
 
 const run = promisify(execFile);
 
-/** The first ```ts block of the README's "TypeScript client" section. */
+/** The first ```ts block of the "TypeScript client" section of docs/clients.md. */
 function example(): string {
-  const readme = readFileSync(resolve("../../README.md"), "utf8");
-  const section = readme.split("### TypeScript client")[1] ?? "";
+  const page = readFileSync(resolve("../../docs/clients.md"), "utf8");
+  const section = page.split("### TypeScript client")[1] ?? "";
   const found = /```ts\n([\s\S]*?)```/.exec(section);
-  assert.ok(found, "the README has a TypeScript client example");
+  assert.ok(found, "docs/clients.md has a TypeScript client example");
   return found[1];
 }
 
@@ -30,7 +30,7 @@ after(async () => {
   await stack?.stop();
 });
 
-test("the README's TypeScript example type-checks and runs", async () => {
+test("the TypeScript example of docs/clients.md type-checks and runs", async () => {
   const dir = resolve("dist/readme");
   mkdirSync(dir, { recursive: true });
   const source = join(dir, "example.mts");
