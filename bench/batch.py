@@ -22,7 +22,7 @@ from nats.aio.client import Client
 from nats.aio.subscription import Subscription
 
 from bench.__main__ import spawn, wait_ready
-from edge_client.batch_store import BatchStore
+from edge_runtime.batch_store import BatchStore
 from edge_runtime.embedded import EmbeddedNats
 from schemas.batch import FileObject
 

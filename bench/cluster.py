@@ -37,7 +37,7 @@ from nats.aio.client import Client
 
 from bench.__main__ import wait_ready
 from bench.batch import await_batch, p
-from edge_client.batch_store import BatchStore
+from edge_runtime.batch_store import BatchStore
 from edge_runtime.embedded import EmbeddedCluster, EmbeddedNats
 from schemas.batch import FileObject
 

@@ -22,10 +22,11 @@ import numpy as np
 from nats.aio.msg import Msg
 
 from bench.__main__ import HIT, body, deployment, expect
-from broker.cache.embed import Embedder, load_minilm, model_files
+from broker.cache.embed import Embedder
+from broker.cache.embedder import load_minilm, model_files
 from broker.cache.minilm_onnx import OnnxMiniLM
-from broker.cache.semantic import DEFAULT_THRESHOLD
 from broker.cache.semantic_index import Entry, SemanticIndex
+from broker.cache.settings import DEFAULT_THRESHOLD
 from schemas import headers
 
 PAIRS = Path(__file__).parent.parent / "tests" / "data" / "semantic_pairs.tsv"

@@ -35,7 +35,8 @@ from nats.aio.msg import Msg
 
 from bench.__main__ import spawn, wait_ready
 from bench.semantic import paraphrases, percentiles
-from broker.cache.embed import Embedder, load_minilm
+from broker.cache.embed import Embedder
+from broker.cache.embedder import load_minilm
 from edge_runtime.embedded import EmbeddedNats
 
 SUBJECT = "bench.embed"

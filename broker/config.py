@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from broker.batch.settings import BatchSettings
-from broker.cache.response import CacheSettings
+from broker.cache.settings import CacheSettings
 from broker.tenancy.limits import InputLimits
 from broker.tenancy.tenants import TenantConfig
 from broker.upstream.breaker import BreakerConfig

@@ -18,7 +18,7 @@ from broker.config import Config
 from broker.request import DEFAULT_TENANT
 from broker.upstream.breaker import BreakerState
 from broker.upstream.router import Router
-from edge_client.streams import JETSTREAM_UNAVAILABLE, UNAVAILABLE_RETRY_AFTER_S
+from edge_runtime.jetstream import JETSTREAM_UNAVAILABLE, UNAVAILABLE_RETRY_AFTER_S
 from schemas import error_body, headers, subjects
 from schemas.names import NAME_RULE, is_cache_key, is_name
 

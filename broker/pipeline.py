@@ -1,6 +1,6 @@
 """The request path: it conducts, the wings decide.
 
-For each request: prepare it (:class:`~broker.request.RequestPreparer`), admit it
+For each request: prepare it (:class:`~broker.prepare.RequestPreparer`), admit it
 (tenancy's :class:`~broker.tenancy.meter.Meter`), answer from the cache or from the upstream
 (a repeated request id through :class:`~broker.repeats.Repeats`, then the cache's
 :class:`~broker.cache.front.ReadThrough` around
@@ -26,13 +26,14 @@ from opentelemetry.trace import SpanKind
 
 from broker import metrics
 from broker.cache.front import ReadThrough
-from broker.cache.response import CachedReply
+from broker.cache.response import CachedReply, hit_reply
 from broker.errors import BrokerError
+from broker.prepare import RequestPreparer
 from broker.record import RequestRecord
 from broker.repeats import Repeats
 from broker.replies.assemble import StreamAssembler, replay_chunks
 from broker.replies.sinks import ReplySink
-from broker.request import Prepared, Reply, RequestPreparer, error_reply, hit_reply
+from broker.request import Prepared, Reply, error_reply
 from broker.tenancy.meter import Meter
 from broker.tenancy.pii_restore import RestoringSink
 from broker.tenancy.shares import InteractiveShares
@@ -298,6 +299,8 @@ class ChatPipeline:
         )
         reply = outcome.reply
         charge = self._meter.price(reply) if outcome.fresh else None
+        if charge is not None:
+            reply.headers.update(charge.reply_headers())
         # A budgeted tenant's spend is recorded before the reply, so its next request sees it.
         budgeted = prepared.tenant.budget_usd is not None
         if budgeted:
@@ -319,8 +322,8 @@ class ChatPipeline:
         if outcome.fresh:
             elapsed = self._clock() - started
             metrics.duration_histogram(provider, prepared.model.name).observe(elapsed)
-            if prepared.upstream_s:
-                metrics.OVERHEAD.observe(max(0.0, elapsed - prepared.upstream_s))
+            if reply.upstream_s:
+                metrics.OVERHEAD.observe(max(0.0, elapsed - reply.upstream_s))
             await self._front.write_back(prepared, reply)
             if not budgeted:
                 await self._meter.charge(prepared, charge)

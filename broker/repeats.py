@@ -18,7 +18,7 @@ another broker, which does not know the first attempt. A whole request marked
 ``Llm-Idempotent: 1`` (the producer client marks its requests so) is deduplicated there by
 the workers: the broker forwards its claim key and the first worker call to claim it in the
 NATS KV bucket :func:`create_once_bucket` creates answers every attempt
-(:mod:`workers.once`). An unmarked request is deduplicated across brokers only through the
+(``workers/once.py``). An unmarked request is deduplicated across brokers only through the
 shared L2 cache, when it is cacheable and the first answer was written back in time.
 """
 
@@ -36,11 +36,11 @@ from nats.js import api
 
 from broker.cache.front import Outcome
 from broker.request import Prepared, Reply
-from edge_client.streams import ensure_key_value
+from edge_runtime.jetstream import ensure_key_value
 from schemas import headers
-from workers import once
+from schemas.jetstream import ONCE_BUCKET, ONCE_TTL_S
 
-__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_TTL_S", "Repeats", "create_once_bucket"]
+__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_TTL_S", "Repeats", "create_once_bucket", "once_key"]
 
 log = logging.getLogger("llm_edge.broker")
 
@@ -50,7 +50,7 @@ DEFAULT_TTL_S = 300.0
 #: The most memory remembered answers take (a chat answer is 0.3-10 KB: thousands fit; at
 #: 2,000 misses a second, the last few seconds of them, at 100 a second the last minute).
 #: A retry later than that is answered once across brokers by the workers' claims when the
-#: producer marks it idempotent (:mod:`workers.once`).
+#: producer marks it idempotent (``workers/once.py``).
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024
 #: What one remembered answer costs beside its body (key, reply and its headers, the outcome,
 #: the ordered dict's node): about 950 bytes, measured with tracemalloc in ``llm-edge up``
@@ -58,18 +58,34 @@ DEFAULT_MAX_BYTES = 8 * 1024 * 1024
 #: bodies alone took about 90 MiB).
 ENTRY_OVERHEAD = 1024
 
+#: The longest creating the claims bucket may take (JetStream may be electing a leader).
+CREATE_TIMEOUT_S = 10.0
+
 Key = tuple[str, str, bytes]
+
+
+def once_key(tenant: str, request_id: str, body: bytes) -> str:
+    """The claim key of a request: the same for every attempt of it, and only for those.
+
+    The broker forwards it (``Llm-Once-Key``) with an idempotent call; workers claim it in
+    :data:`~schemas.jetstream.ONCE_BUCKET` before calling the upstream.
+    """
+    digest = hashlib.blake2b(digest_size=20)
+    for part in (tenant.encode(), request_id.encode(), body):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
 
 
 async def create_once_bucket(nc: Client, replicas: int) -> None:
     """Create the workers' claim bucket (or raise its replicas); without JetStream, or when
     JetStream does not answer in time, idempotent requests go undeduplicated across brokers."""
-    config = api.KeyValueConfig(bucket=once.BUCKET, history=1, ttl=once.TTL_S, replicas=replicas)
+    config = api.KeyValueConfig(bucket=ONCE_BUCKET, history=1, ttl=ONCE_TTL_S, replicas=replicas)
     try:
-        async with asyncio.timeout(once.KV_TIMEOUT_S * 5):
+        async with asyncio.timeout(CREATE_TIMEOUT_S):
             await ensure_key_value(nc.jetstream(), config)
     except (TimeoutError, NatsError) as exc:
-        log.warning("no %s bucket (%s): retries are deduplicated per broker only", once.BUCKET, exc)
+        log.warning("no %s bucket (%s): retries are deduplicated per broker only", ONCE_BUCKET, exc)
 
 
 def _reusable(reply: Reply) -> bool:

@@ -21,17 +21,18 @@ from broker.batch.engine import BatchEngine
 from broker.cache.front import ReadThrough
 from broker.cache.l2 import GuardedL2, L2Backend
 from broker.cache.l2_nats import NatsKVL2
-from broker.cache.response import L2Kind, ResponseCache
+from broker.cache.response import ResponseCache
 from broker.cache.semantic import SemanticCache
+from broker.cache.settings import L2Kind
 from broker.config import Config
 from broker.console import ConsoleEndpoints
 from broker.control import register_control
 from broker.endpoints import Endpoints
 from broker.guard import Guard
 from broker.pipeline import ChatPipeline
+from broker.prepare import RequestPreparer
 from broker.record import RequestRecord
 from broker.repeats import create_once_bucket
-from broker.request import RequestPreparer
 from broker.status import BrokerStatus
 from broker.tenancy.budget import SpendLedger
 from broker.tenancy.limits import RateLimiter
@@ -41,9 +42,10 @@ from broker.upstream.calls import Upstream
 from broker.upstream.forward import Forwarder
 from broker.upstream.resilience import Resilient
 from broker.upstream.router import Router
-from edge_client.streams import check_replicas
 from edge_runtime.discovery import register
 from edge_runtime.health import Health
+from edge_runtime.jetstream import check_replicas
+from edge_runtime.lifecycle import serve
 from edge_runtime.local import LocalRoutes, local_view
 from edge_runtime.process import (
     DEFAULT_INBOX_PREFIX,
@@ -51,7 +53,6 @@ from edge_runtime.process import (
     STOP_STEP_S,
     Lifeline,
     close_quietly,
-    freeze_startup_heap,
     settle,
 )
 from edge_runtime.servers import ServerList, parse_servers
@@ -233,7 +234,7 @@ class BrokerService:
             )
         guarded = None if self._l2 is None else GuardedL2(self._l2, timeout_s=settings.l2_timeout_s)
         if settings.semantic.enabled:
-            from broker.cache.embed import load_minilm  # noqa: PLC0415 - NumPy only when on
+            from broker.cache.embedder import load_minilm  # noqa: PLC0415 - NumPy only when on
 
             embedder = await asyncio.to_thread(load_minilm)
             self._semantic = await SemanticCache.open(
@@ -303,18 +304,15 @@ async def serve_broker(
     """
     lifeline = Lifeline(stop)
     service = BrokerService(config, options, lifeline)
-    await service.start()
-    if health is not None:
-        health.watch("broker", service.nc, lambda: service.subscriptions)
-    freeze_startup_heap()
-    log.info("broker ready: %d models, L2=%s", len(config.models), service.l2_name)
-    try:
-        await stop.wait()
-    finally:
-        if health is not None:
-            await health.stop()
-        await service.stop()
-    lifeline.check()
+    await serve(
+        service,
+        stop,
+        ready=lambda: f"broker ready: {len(config.models)} models, L2={service.l2_name}",
+        log=log,
+        lifeline=lifeline,
+        health=health,
+        probe=lambda: ("broker", service.nc, lambda: service.subscriptions),
+    )
 
 
 #: How often run-time API keys are re-read from Redis (revocation takes effect within this).

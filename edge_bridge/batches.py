@@ -26,7 +26,7 @@ from nats.nuid import NUID
 
 from edge_bridge.asgi import nats_headers, read_body
 from edge_bridge.multipart import UploadTooLarge, parse_upload
-from edge_client.batch_store import BatchStore
+from edge_runtime.batch_store import BatchStore
 from schemas import error_body, headers, subjects
 from schemas.batch import MAX_FILE_BYTES, FileObject
 

@@ -22,6 +22,7 @@ from edge_bridge.protocol import EnvelopeHttpToolsProtocol
 from edge_bridge.retry import Reconnects
 from edge_client.request import DEFAULT_RETRY, RetryPolicy
 from edge_runtime.discovery import register
+from edge_runtime.lifecycle import serve
 from edge_runtime.local import LocalRoutes, local_view
 from edge_runtime.process import (
     DEFAULT_INBOX_PREFIX,
@@ -29,7 +30,6 @@ from edge_runtime.process import (
     Lifeline,
     close_quietly,
     connect,
-    freeze_startup_heap,
     settle,
 )
 
@@ -149,11 +149,10 @@ async def serve_bridge(options: BridgeOptions, stop: asyncio.Event) -> None:
     """
     lifeline = Lifeline(stop)
     server = BridgeServer(options, lifeline)
-    await server.start()
-    freeze_startup_heap()
-    log.info("bridge listening on http://%s:%d/v1", options.host, server.port)
-    try:
-        await stop.wait()
-    finally:
-        await server.stop()
-    lifeline.check()
+    await serve(
+        server,
+        stop,
+        ready=lambda: f"bridge listening on http://{options.host}:{server.port}/v1",
+        log=log,
+        lifeline=lifeline,
+    )

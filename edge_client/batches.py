@@ -15,20 +15,19 @@ from __future__ import annotations
 import asyncio
 import io
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import msgspec
+from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 
-from edge_client.batch_store import FILES_BUCKET
 from edge_client.errors import DeadlineError
 from schemas import subjects
 from schemas.batch import FINAL_STATUSES, BatchObject, BatchResultLine, BatchSubmit, InputLine
+from schemas.jetstream import FILES_BUCKET, events_subject
 
-if TYPE_CHECKING:
-    from edge_client.client import EdgeClient
-
-__all__ = ["EVENT_GAP_S", "Batches", "events_subject"]
+__all__ = ["EVENT_GAP_S", "Batches"]
 
 #: The endpoint batch lines target (the only one brokers run).
 CHAT_ENDPOINT = "/v1/chat/completions"
@@ -40,15 +39,19 @@ _line = msgspec.json.Decoder(BatchResultLine)
 _input = msgspec.convert
 
 
-def events_subject(batch_id: str) -> str:
-    """Where a batch's progress events are published."""
-    return f"{subjects.BATCH_PREFIX}.events.{batch_id}"
+class Caller(Protocol):
+    """What batches need of their client (:class:`~edge_client.client.EdgeClient`)."""
+
+    @property
+    def nc(self) -> Client: ...
+
+    async def call(self, subject: str, body: bytes, **call: Any) -> Msg: ...
 
 
 class Batches:
     """The Batch API (``llm.batch.*``) of one client."""
 
-    def __init__(self, client: EdgeClient) -> None:
+    def __init__(self, client: Caller) -> None:
         self._client = client
 
     async def _op(self, op: str, body: Mapping[str, Any] | msgspec.Struct, **call: Any) -> bytes:

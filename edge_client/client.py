@@ -16,7 +16,6 @@ Failures raise the exceptions of :mod:`edge_client.errors`.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from nats.nuid import NUID
 from edge_client.batches import Batches
 from edge_client.chat import ChatStreamError, stream_messages
 from edge_client.errors import APIError, DeadlineError, StreamError, UnavailableError, from_reply
-from edge_client.request import DEFAULT_RETRY, RetryPolicy
+from edge_client.request import DEFAULT_RETRY, Attempts, RetryPolicy
 from edge_client.stream_handle import Stream
 from schemas import ChatCompletion, ChatCompletionChunk, ChatRequest, headers, subjects
 from schemas.chat import Model, ModelList
@@ -215,7 +214,7 @@ class EdgeClient:
         hdrs = self.headers(**call)
         if self._retry.attempts > 1:  # every attempt is answered from one upstream call
             hdrs[headers.IDEMPOTENT] = "1"
-        attempts = _Attempts(self._retry, hdrs)
+        attempts = Attempts(self._retry, hdrs, budget_s=int(hdrs[headers.TIMEOUT_MS]) / 1000)
         request_id = attempts.request_id
         while True:
             remaining = attempts.next()
@@ -239,14 +238,14 @@ class EdgeClient:
                 failure = from_reply(status, reply.data, reply_headers)
                 if status != 503:
                     raise failure
-            await attempts.back_off(failure)
+            await _back_off(attempts, failure)
 
     async def _stream(
         self, subject: str, body: bytes, hdrs: dict[str, str]
     ) -> AsyncGenerator[Msg, None]:
         """Every message of a stream; a failure raises. Attempts that fail before the first
         message of the stream are retried within the deadline."""
-        attempts = _Attempts(self._retry, hdrs)
+        attempts = Attempts(self._retry, hdrs, budget_s=int(hdrs[headers.TIMEOUT_MS]) / 1000)
         request_id = attempts.request_id
         while True:
             remaining = attempts.next()
@@ -287,7 +286,7 @@ class EdgeClient:
                     failure = DeadlineError(
                         504, "no reply in time", code="deadline_exceeded", request_id=request_id
                     )
-            await attempts.back_off(failure)
+            await _back_off(attempts, failure)
 
     def _subject(self, api: str) -> str:
         if self._tenant:
@@ -308,30 +307,8 @@ def _body(request: Body, *, stream: bool) -> bytes:
     return _encoder.encode(fields)
 
 
-class _Attempts:
-    """The attempts of one call within its deadline: each is sent with what is left of the
-    budget in ``Llm-Timeout-Ms``; a failure is tried again after the policy's wait while
-    attempts and time remain."""
-
-    def __init__(self, policy: RetryPolicy, hdrs: dict[str, str]) -> None:
-        self._policy = policy
-        self._hdrs = hdrs
-        self._loop = asyncio.get_running_loop()
-        self._deadline = self._loop.time() + int(hdrs[headers.TIMEOUT_MS]) / 1000
-        self.request_id = hdrs[headers.REQUEST_ID]
-        self._count = 0
-
-    def next(self) -> float:
-        """Start an attempt: the seconds left, also written to its header."""
-        self._count += 1
-        remaining = self._deadline - self._loop.time()
-        self._hdrs[headers.TIMEOUT_MS] = str(max(int(remaining * 1000), 1))
-        return remaining
-
-    async def back_off(self, failure: APIError) -> None:
-        """Wait before the next attempt, or raise ``failure`` when none may follow."""
-        retry_after = None if failure.retry_after is None else str(failure.retry_after)
-        wait = self._policy.wait_s(self._count, retry_after)
-        if self._count >= self._policy.attempts or self._loop.time() + wait >= self._deadline:
-            raise failure
-        await asyncio.sleep(wait)
+async def _back_off(attempts: Attempts, failure: APIError) -> None:
+    """Wait before the next attempt, or raise ``failure`` when none may follow."""
+    retry_after = None if failure.retry_after is None else str(failure.retry_after)
+    if not await attempts.back_off(retry_after):
+        raise failure

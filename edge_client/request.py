@@ -32,7 +32,7 @@ from nats.nuid import NUID
 
 from schemas import headers, subjects
 
-__all__ = ["DEFAULT_RETRY", "RetryPolicy", "request"]
+__all__ = ["DEFAULT_RETRY", "Attempts", "RetryPolicy", "request"]
 
 _nuid = NUID()
 #: Statuses that say "this request was not served; the same request later may be".
@@ -70,6 +70,45 @@ class RetryPolicy:
 DEFAULT_RETRY = RetryPolicy()
 
 
+class Attempts:
+    """The one account of a call's attempts, for whole calls and streams alike: how long each
+    may wait, and whether (after the policy's wait) another may follow.
+
+    With ``budget_s`` the call has a deadline: each attempt is sent with what is left of it
+    in ``Llm-Timeout-Ms``, and no attempt starts after it. Without, each attempt waits
+    ``attempt_timeout_s`` and the policy's count alone bounds them.
+    """
+
+    def __init__(
+        self, policy: RetryPolicy, hdrs: dict[str, str], *, budget_s: float | None = None
+    ) -> None:
+        self._policy = policy
+        self._hdrs = hdrs
+        self._loop = asyncio.get_running_loop()
+        self._deadline = None if budget_s is None else self._loop.time() + budget_s
+        self.request_id = hdrs[headers.REQUEST_ID]
+        self.count = 0
+
+    def next(self) -> float:
+        """Start an attempt: the seconds it may wait (with a deadline: what is left of it)."""
+        self.count += 1
+        if self._deadline is None:
+            return self._policy.attempt_timeout_s
+        remaining = self._deadline - self._loop.time()
+        self._hdrs[headers.TIMEOUT_MS] = str(max(int(remaining * 1000), 1))
+        return remaining
+
+    async def back_off(self, retry_after: str | None) -> bool:
+        """Wait before the next attempt and return ``True``; ``False`` (at once) when none may
+        follow: the policy's attempts are spent, or the wait would reach the deadline."""
+        wait = self._policy.wait_s(self.count, retry_after)
+        spent = self.count >= self._policy.attempts
+        if spent or (self._deadline is not None and self._loop.time() + wait >= self._deadline):
+            return False
+        await asyncio.sleep(wait)
+        return True
+
+
 async def request(
     nc: Client,
     body: bytes,
@@ -95,17 +134,17 @@ async def request(
     hdrs.setdefault(headers.REQUEST_ID, _nuid.next().decode())
     if retry.attempts > 1:
         hdrs.setdefault(headers.IDEMPOTENT, "1")
-    for attempt in range(1, retry.attempts + 1):
-        last = attempt == retry.attempts
+    attempts = Attempts(retry, hdrs)
+    while True:
+        timeout = attempts.next()
         try:
-            reply = await nc.request(subject, body, timeout=retry.attempt_timeout_s, headers=hdrs)
+            reply = await nc.request(subject, body, timeout=timeout, headers=hdrs)
         except (NatsTimeout, NoRespondersError):
-            if last:
+            if not await attempts.back_off(None):
                 raise
-            await asyncio.sleep(retry.wait_s(attempt, None))
             continue
         reply_headers = reply.headers or {}
-        if last or reply_headers.get(headers.STATUS) not in RETRY_STATUSES:
+        if reply_headers.get(headers.STATUS) not in RETRY_STATUSES:
             return reply
-        await asyncio.sleep(retry.wait_s(attempt, reply_headers.get(headers.RETRY_AFTER)))
-    raise AssertionError("unreachable: the last attempt returns or raises")
+        if not await attempts.back_off(reply_headers.get(headers.RETRY_AFTER)):
+            return reply

@@ -13,10 +13,10 @@ import msgspec
 from nats.aio.client import Client
 from nats.nuid import NUID
 
-from broker.batch.lifecycle import events_subject
-from edge_client.batch_store import BatchStore
+from edge_runtime.batch_store import BatchStore
 from schemas import headers, subjects
 from schemas.batch import FINAL_STATUSES, FileObject
+from schemas.jetstream import events_subject
 
 __all__ = ["add_batch_commands", "run_batch_command"]
 

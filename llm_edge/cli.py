@@ -1,7 +1,8 @@
 """The ``llm-edge`` command: ``up``, ``broker``, ``worker``, ``bridge``, ``batch``, ``cache``,
 ``breaker``.
 
-The environment is read here and nowhere else.
+The environment is read here and nowhere else. Each command imports what it runs when it
+runs: importing this module (or starting a bridge) loads no broker, worker or cache code.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from broker.config import Config, ConfigError
 from edge_runtime.logs import configure as configure_logs
 from edge_runtime.process import DEFAULT_INBOX_PREFIX, ConnectionLost, Lifeline, run_until_stopped
 from edge_runtime.servers import parse_servers
@@ -25,6 +25,8 @@ from llm_edge.batch_cli import add_batch_commands, run_batch_command
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
+
+    from broker.config import Config
 
 __all__ = ["main"]
 
@@ -200,6 +202,8 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
 
 
 def _load(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
+    from broker.config import Config  # noqa: PLC0415
+
     config = Config.load(args.config)
     if getattr(args, "mock_fallback", False):
         config, _ = config.with_mock_fallback(environ)
@@ -227,6 +231,7 @@ async def _broker(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
 
 
 async def _worker(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    from broker.config import ConfigError  # noqa: PLC0415
     from edge_runtime.health import HEALTH  # noqa: PLC0415
     from edge_runtime.process import close_quietly, stop_event  # noqa: PLC0415
     from workers import build_provider, http_client, serve_worker  # noqa: PLC0415
@@ -478,7 +483,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     try:
         return _dispatch(args, env)
-    except (ConfigError, ValueError) as exc:
+    except ValueError as exc:  # a ConfigError among them
         print(f"llm-edge: {exc}", file=sys.stderr)
         return 2
     except ConnectionLost as exc:  # a supervisor (up, systemd, Kubernetes) starts a fresh one

@@ -1,15 +1,25 @@
-"""Provider workers: one adapter per upstream API, served on ``llm.provider.<name>``."""
+"""Provider workers: one adapter per upstream API, served on ``llm.provider.<name>``.
+
+Thin on purpose: a name below is imported from its module when first used, so a process that
+reads only the provider settings (:mod:`workers.config`) loads no adapter, HTTP client or
+runner.
+"""
 
 from __future__ import annotations
 
-from workers.anthropic import AnthropicProvider
-from workers.base import Provider, ProviderRequest
-from workers.config import ProviderConfig, ProviderKind
-from workers.errors import ErrorKind, ProviderError, kind_for_status
-from workers.mock import MockProvider, mock_reply_text
-from workers.openai import OpenAIProvider, parse_retry_after
-from workers.registry import build_provider, http_client
-from workers.runner import WorkerService, serve_worker
+from typing import TYPE_CHECKING
+
+from edge_runtime.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from workers.anthropic import AnthropicProvider
+    from workers.base import Provider, ProviderRequest
+    from workers.config import ProviderConfig, ProviderKind
+    from workers.errors import ErrorKind, ProviderError, kind_for_status
+    from workers.mock import MockProvider, mock_reply_text
+    from workers.openai import OpenAIProvider, parse_retry_after
+    from workers.registry import build_provider, http_client
+    from workers.runner import WorkerService, serve_worker
 
 __all__ = [
     "AnthropicProvider",
@@ -29,3 +39,25 @@ __all__ = [
     "parse_retry_after",
     "serve_worker",
 ]
+
+_HOMES = {
+    "AnthropicProvider": "anthropic",
+    "ErrorKind": "errors",
+    "MockProvider": "mock",
+    "OpenAIProvider": "openai",
+    "Provider": "base",
+    "ProviderConfig": "config",
+    "ProviderError": "errors",
+    "ProviderKind": "config",
+    "ProviderRequest": "base",
+    "WorkerService": "runner",
+    "build_provider": "registry",
+    "http_client": "registry",
+    "kind_for_status": "errors",
+    "mock_reply_text": "mock",
+    "parse_retry_after": "openai",
+    "serve_worker": "runner",
+}
+
+
+__getattr__ = lazy_exports(__name__, _HOMES)

@@ -3,7 +3,8 @@
 A producer whose client retries (``edge_client``) marks its whole requests
 ``Llm-Idempotent: 1``; the broker then forwards each call with ``Llm-Once-Key``, a digest of
 (tenant, request id, body). A worker handed such a call claims the key in the NATS KV
-bucket :data:`BUCKET` before it calls the upstream (a KV create: one claim wins):
+bucket :data:`~schemas.jetstream.ONCE_BUCKET` before it calls the upstream (a KV create: one
+claim wins):
 
 - the claim is won: the upstream is called and the answer stored under the key; a failure a
   later attempt could fix (5xx, 429) or a cancelled call deletes the claim instead;
@@ -15,10 +16,10 @@ bucket :data:`BUCKET` before it calls the upstream (a KV create: one claim wins)
 So a retry that lands on another broker, and a broker's own failover to another worker after
 a reply was lost, are answered by the first call. Bounds: each KV call has a timeout
 (:data:`KV_TIMEOUT_S`); a claim's lease is :data:`LEASE_S`, renewed every :data:`RENEW_S`
-while its call runs; entries expire after :data:`TTL_S`. Without the bucket (the brokers
-create it; a server without JetStream has none) calls run unclaimed. When JetStream does not
-answer a claim (its servers are electing leaders) the claim is tried again for up to
-:data:`CLAIM_WAIT_S` (:data:`SINGLE_CLAIM_WAIT_S` for a bucket of one copy, which no
+while its call runs; entries expire after :data:`~schemas.jetstream.ONCE_TTL_S`. Without the
+bucket (the brokers create it; a server without JetStream has none) calls run unclaimed.
+When JetStream does not answer a claim (its servers are electing leaders) the claim is tried
+again for up to :data:`CLAIM_WAIT_S` (:data:`SINGLE_CLAIM_WAIT_S` for a bucket of one copy, which no
 election brings back); a JetStream out for longer does not stop the service: calls run
 unclaimed for :data:`SKIP_S` (logged), then claims are tried again. Streams are not claimed
 (a stream is not retried once a chunk was delivered). The cost on the reply's path is one KV
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -41,15 +41,12 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from schemas import error_body, headers
+from schemas.jetstream import ONCE_BUCKET
 
-__all__ = ["BUCKET", "TTL_S", "Answer", "OnceClaims", "once_key"]
+__all__ = ["Answer", "OnceClaims"]
 
 log = logging.getLogger("llm_edge.worker")
 
-#: The KV bucket of claims and answers.
-BUCKET = "llm_edge_once"
-#: How long an answer is kept for a retry: longer than a producer's retries last.
-TTL_S = 300.0
 #: The longest one KV call may take.
 KV_TIMEOUT_S = 2.0
 #: How long a claim holds without being renewed: a call whose worker died is taken over by a
@@ -88,15 +85,6 @@ _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(_Entry).decode
 
 
-def once_key(tenant: str, request_id: str, body: bytes) -> str:
-    """The claim key of a request: the same for every attempt of it, and only for those."""
-    digest = hashlib.blake2b(digest_size=20)
-    for part in (tenant.encode(), request_id.encode(), body):
-        digest.update(len(part).to_bytes(8, "big"))
-        digest.update(part)
-    return digest.hexdigest()
-
-
 def _retryable(status: int) -> bool:
     return status >= 500 or status == 429
 
@@ -126,7 +114,7 @@ def _late(provider: str) -> Answer:
 
 
 class OnceClaims:
-    """A worker's claims in :data:`BUCKET`."""
+    """A worker's claims in :data:`~schemas.jetstream.ONCE_BUCKET`."""
 
     def __init__(self, nc: Client, provider: str) -> None:
         self._nc, self._provider = nc, provider
@@ -166,7 +154,7 @@ class OnceClaims:
             if time.monotonic() >= self._skip_until:
                 log.warning(
                     "JetStream did not answer a claim in %s; calls run unclaimed for %g s",
-                    *(BUCKET, SKIP_S),
+                    *(ONCE_BUCKET, SKIP_S),
                 )
             self._skip_until = time.monotonic() + SKIP_S
             await send(await call())
@@ -298,7 +286,7 @@ class OnceClaims:
         try:
             with contextlib.suppress(TimeoutError, NatsError):
                 async with asyncio.timeout(KV_TIMEOUT_S):
-                    kv = await self._nc.jetstream().key_value(BUCKET)
+                    kv = await self._nc.jetstream().key_value(ONCE_BUCKET)
                     config = (await kv.status()).stream_info.config
                     # one copy: no election brings it back, its server must come back
                     replicated = (config.num_replicas or 1) > 1

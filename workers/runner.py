@@ -27,12 +27,12 @@ from opentelemetry.trace import SpanKind
 
 from edge_runtime.discovery import register
 from edge_runtime.health import Health
+from edge_runtime.lifecycle import serve
 from edge_runtime.process import (
     PENDING_MSGS_LIMIT,
     STOP_STEP_S,
     InFlight,
     fits,
-    freeze_startup_heap,
     settle,
 )
 from edge_runtime.tracing import span
@@ -298,14 +298,11 @@ async def serve_worker(
     """Serve ``provider`` until ``stop`` is set, then drain (``health``: what the worker's
     probes answer)."""
     service = WorkerService(nc, provider, max_concurrency=max_concurrency)
-    await service.start()
-    if health is not None:
-        health.watch(f"worker-{provider.name}", nc, lambda: service.subscriptions)
-    freeze_startup_heap()
-    log.info("worker ready: %s on %s", provider.name, service.subject)
-    try:
-        await stop.wait()
-    finally:
-        if health is not None:
-            await health.stop()
-        await service.stop()
+    await serve(
+        service,
+        stop,
+        ready=lambda: f"worker ready: {provider.name} on {service.subject}",
+        log=log,
+        health=health,
+        probe=lambda: (f"worker-{provider.name}", nc, lambda: service.subscriptions),
+    )

@@ -32,8 +32,8 @@ from nats.nuid import NUID
 from broker.batch.lifecycle import Lifecycle
 from broker.errors import BrokerError
 from broker.tenancy.tenants import ANONYMOUS, KeyRing, TenantConfig
-from edge_client.batch_store import BatchStore
-from edge_client.streams import JETSTREAM_UNAVAILABLE, UNAVAILABLE_RETRY_AFTER_S
+from edge_runtime.batch_store import BatchStore
+from edge_runtime.jetstream import JETSTREAM_UNAVAILABLE, UNAVAILABLE_RETRY_AFTER_S
 from edge_runtime.process import InFlight
 from schemas import error_body, headers, subjects
 from schemas.batch import (

@@ -11,7 +11,7 @@ from broker.batch.lifecycle import Lifecycle
 from broker.batch.runner import BatchRunner, LineHandler
 from broker.batch.settings import BatchSettings
 from broker.tenancy.tenants import KeyRing
-from edge_client.batch_store import BatchStore
+from edge_runtime.batch_store import BatchStore
 
 __all__ = ["BatchEngine"]
 

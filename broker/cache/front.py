@@ -14,9 +14,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from broker import metrics
-from broker.cache.response import CachedReply, ResponseCache
+from broker.cache.response import CachedReply, ResponseCache, hit_reply
 from broker.errors import DeadlineExceeded
-from broker.request import Prepared, Reply, error_reply, hit_reply
+from broker.request import Prepared, Reply, error_reply
 from edge_runtime.tracing import span
 from schemas import headers
 

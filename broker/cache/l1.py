@@ -15,11 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-__all__ = ["DEFAULT_L1_MAX_BYTES", "DEFAULT_L1_MAX_ENTRIES", "DEFAULT_L1_TTL_S", "L1Cache"]
+from broker.cache.settings import DEFAULT_L1_MAX_BYTES, DEFAULT_L1_MAX_ENTRIES
 
-DEFAULT_L1_MAX_ENTRIES = 1000
-DEFAULT_L1_MAX_BYTES = 64 * 1024 * 1024
-DEFAULT_L1_TTL_S = 300.0
+__all__ = ["L1Cache"]
 
 V = TypeVar("V")
 

@@ -16,12 +16,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from broker import metrics
+from broker.cache.settings import DEFAULT_L2_TIMEOUT_S
 from broker.guard import DEFAULT_RETRY_INTERVAL_S, Guard, Unavailable
 
-__all__ = ["DEFAULT_L2_TIMEOUT_S", "DEFAULT_L2_TTL_S", "GuardedL2", "L2Backend", "L2Size"]
+__all__ = ["DEFAULT_L2_RETRY_INTERVAL_S", "GuardedL2", "L2Backend", "L2Size"]
 
-DEFAULT_L2_TTL_S = 3600.0
-DEFAULT_L2_TIMEOUT_S = 0.05
 DEFAULT_L2_RETRY_INTERVAL_S = DEFAULT_RETRY_INTERVAL_S
 #: Bound on the console's size query (outside the guard: a slow answer skips no request).
 SIZE_TIMEOUT_S = 1.0

@@ -33,38 +33,18 @@ from nats.js.errors import APIError, NotFoundError
 
 from broker.cache.l2 import L2Size
 from broker.cache.presence import Presence
-from edge_client.streams import ensure_stream
+from broker.cache.settings import DEFAULT_L2_NATS_MAX_BYTES
+from edge_runtime.jetstream import ensure_stream
+from schemas.jetstream import CACHE_BUCKET, kv_key, kv_purge_subject
 
-__all__ = [
-    "DEFAULT_BUCKET",
-    "DEFAULT_L2_NATS_MAX_BYTES",
-    "WRITE_BATCH_S",
-    "NatsKVL2",
-    "kv_key",
-    "purge_subject",
-]
+__all__ = ["WRITE_BATCH_S", "NatsKVL2"]
 
 log = logging.getLogger("llm_edge.broker")
 
-DEFAULT_BUCKET = "llm_edge_cache"
-#: Bytes the bucket may hold before its oldest entries are dropped.
-DEFAULT_L2_NATS_MAX_BYTES = 256 * 1024 * 1024
 #: The longest a write-back waits to leave with the others of its batch.
 WRITE_BATCH_S = 0.005
 #: JetStream's duplicate window for the bucket (nats-py's default for KV buckets).
 _DUPLICATE_WINDOW_S = 120.0
-
-
-def kv_key(key: str) -> str:
-    """A cache key as a KV key: its ``:``-separated parts become subject tokens."""
-    return key.replace(":", ".")
-
-
-def purge_subject(bucket: str, prefix: str) -> str:
-    """The bucket's subjects under a cache-key ``prefix``: all for ``""``, a namespace's for
-    a prefix ending in ``:``, else the one key's."""
-    subject = f"$KV.{bucket}.{kv_key(prefix)}"
-    return subject + ">" if prefix.endswith(":") or not prefix else subject
 
 
 class NatsKVL2:
@@ -88,7 +68,7 @@ class NatsKVL2:
     async def open(
         cls,
         nc: Client,
-        bucket: str = DEFAULT_BUCKET,
+        bucket: str = CACHE_BUCKET,
         *,
         max_bytes: int = DEFAULT_L2_NATS_MAX_BYTES,
         replicas: int = 1,
@@ -176,7 +156,7 @@ class NatsKVL2:
 
     async def purge(self, prefix: str) -> int:
         """Purge the bucket's stream, filtered to the prefix's subjects."""
-        await self._js.purge_stream(self._stream, subject=purge_subject(self._bucket, prefix))
+        await self._js.purge_stream(self._stream, subject=kv_purge_subject(self._bucket, prefix))
         return -1
 
     async def size(self) -> L2Size:

@@ -1,87 +1,24 @@
-"""The response cache: L1 in process, L2 shared, plus the per-request cache directives.
+"""The response cache: L1 in process, L2 shared, the semantic tier behind them.
 
 Only successful replies are stored. Writes happen after the reply has been sent.
 """
 
 from __future__ import annotations
 
-import enum
-import re
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
 
 import msgspec
 
 from broker import metrics
-from broker.cache.l1 import DEFAULT_L1_MAX_BYTES, DEFAULT_L1_MAX_ENTRIES, DEFAULT_L1_TTL_S, L1Cache
-from broker.cache.l2 import DEFAULT_L2_TIMEOUT_S, DEFAULT_L2_TTL_S, GuardedL2
-from broker.cache.l2_nats import DEFAULT_L2_NATS_MAX_BYTES
-from broker.cache.semantic import SemanticCache, SemanticSettings
-from edge_runtime.tables import check_keys, field_names
+from broker.cache.l1 import L1Cache
+from broker.cache.l2 import GuardedL2
+from broker.cache.semantic import SemanticCache
+from broker.cache.settings import CacheSettings
+from broker.request import Reply
+from schemas import headers
 
-__all__ = [
-    "CacheDirectives",
-    "CacheSettings",
-    "CachedReply",
-    "L2Kind",
-    "NondeterministicPolicy",
-    "ResponseCache",
-    "parse_cache_control",
-]
-
-
-class L2Kind(enum.StrEnum):
-    """Which shared cache to use."""
-
-    AUTO = "auto"  # Redis when REDIS_URL is set, else the NATS KV bucket
-    REDIS = "redis"
-    NATS = "nats"
-    OFF = "off"
-
-
-class NondeterministicPolicy(enum.StrEnum):
-    """What to do with requests whose answer is sampled (temperature > 0 or unset)."""
-
-    CACHE = "cache"  # a cached answer is one valid sample; callers opt out with no-cache
-    BYPASS = "bypass"  # never cache them unless they set temperature 0 or a seed
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CacheSettings:
-    """The ``[cache]`` table."""
-
-    enabled: bool = True
-    l1_max_entries: int = DEFAULT_L1_MAX_ENTRIES
-    l1_max_bytes: int = DEFAULT_L1_MAX_BYTES
-    l1_ttl_s: float = DEFAULT_L1_TTL_S
-    l2: L2Kind = L2Kind.AUTO
-    l2_ttl_s: float = DEFAULT_L2_TTL_S
-    l2_timeout_s: float = DEFAULT_L2_TIMEOUT_S
-    l2_nats_max_bytes: int = DEFAULT_L2_NATS_MAX_BYTES
-    nondeterministic: NondeterministicPolicy = NondeterministicPolicy.CACHE
-    shared_across_tenants: bool = False
-    semantic: SemanticSettings = field(default_factory=SemanticSettings)
-
-    @classmethod
-    def from_mapping(cls, raw: Mapping[str, Any]) -> CacheSettings:
-        """Build from the ``[cache]`` table; raises ``ValueError`` naming the bad key."""
-        check_keys("cache", raw, field_names(cls))
-        values = dict(raw)
-        if "l2" in values:
-            values["l2"] = L2Kind(values["l2"])
-        if "semantic" in values:
-            values["semantic"] = SemanticSettings.from_mapping(values["semantic"])
-        if "nondeterministic" in values:
-            values["nondeterministic"] = NondeterministicPolicy(values["nondeterministic"])
-        settings = cls(**values)
-        if (
-            min(settings.l1_max_entries, settings.l1_max_bytes, settings.l2_nats_max_bytes) < 1
-            or min(settings.l1_ttl_s, settings.l2_ttl_s, settings.l2_timeout_s) <= 0
-        ):
-            raise ValueError("cache: sizes and durations must be positive")
-        return settings
+__all__ = ["CachedReply", "ResponseCache", "hit_reply"]
 
 
 class CachedReply(msgspec.Struct, array_like=True, frozen=True):
@@ -99,34 +36,15 @@ class CachedReply(msgspec.Struct, array_like=True, frozen=True):
     splits: list[list[int]] | None = None
 
 
+def hit_reply(hit: CachedReply) -> Reply:
+    """The reply for a cache hit."""
+    return Reply(
+        200, hit.body, {headers.PROVIDER: hit.provider, headers.DEPLOYMENT: hit.deployment}
+    )
+
+
 _reply_encoder = msgspec.msgpack.Encoder()
 _reply_decoder = msgspec.msgpack.Decoder(CachedReply)
-
-
-@dataclass(frozen=True, slots=True)
-class CacheDirectives:
-    """Per-request cache control (``Cache-Control`` header, NATS or HTTP)."""
-
-    no_cache: bool = False  # skip the read, still write
-    no_store: bool = False  # do not write
-    max_age: float | None = None  # TTL for the entry this request writes
-
-
-NO_DIRECTIVES = CacheDirectives()
-_MAX_AGE = re.compile(r"max-age\s*=\s*(\d+)")
-
-
-def parse_cache_control(value: str | None) -> CacheDirectives:
-    """Parse ``no-cache``, ``no-store`` and ``max-age=N`` (other directives are ignored)."""
-    if not value:
-        return NO_DIRECTIVES
-    lowered = value.lower()
-    match = _MAX_AGE.search(lowered)
-    return CacheDirectives(
-        no_cache="no-cache" in lowered,
-        no_store="no-store" in lowered,
-        max_age=float(match.group(1)) if match else None,
-    )
 
 
 class ResponseCache:

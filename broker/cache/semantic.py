@@ -16,7 +16,7 @@ event loop keeps serving on the other core. One thread, not asyncio's pool of up
 several embeddings at once on two cores starve the loop (its 1 ms timers woke 17-23 ms late at
 p99 with 32 lookups waiting, 1.1 ms with one thread), and one thread caps the tier at one core;
 a process pool or an embedding service on NATS keep the loop as free but add 0.4-0.9 ms to
-every lookup (``bench/semantic_placement.py``, figures in the README).
+every lookup (``bench/semantic_placement.py``, figures in docs/semantic-cache.md).
 """
 
 from __future__ import annotations
@@ -25,9 +25,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -35,55 +34,22 @@ from nats.aio.client import Client
 from nats.js.errors import BucketNotFoundError
 
 from broker.cache.key import context_key
-from broker.cache.l2_nats import kv_key, purge_subject
 from broker.cache.semantic_index import Entry, Match, SemanticIndex
-from edge_runtime.tables import check_keys, field_names
 from schemas import request_extras
+from schemas.jetstream import kv_key, kv_purge_subject
 
 if TYPE_CHECKING:
     from broker.cache.embed import Embedder, Vector
+    from broker.cache.settings import SemanticSettings
     from broker.request import Prepared
 
 __all__ = [
-    "DEFAULT_SEMANTIC_BUCKET",
-    "DEFAULT_THRESHOLD",
     "Match",
     "SemanticCache",
     "SemanticIndex",
-    "SemanticSettings",
 ]
 
 log = logging.getLogger("llm_edge.broker")
-#: Cosine at or over which a guarded candidate is served: on tests/data/semantic_pairs.tsv
-#: (303 pairs) precision 0.991 and recall 0.828 at 0.90; 0.85 lets 3 hard negatives through.
-DEFAULT_THRESHOLD = 0.90
-DEFAULT_SEMANTIC_BUCKET = "llm_edge_semantic"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SemanticSettings:
-    """The ``[cache.semantic]`` table: ``models`` and ``tenants`` empty mean all."""
-
-    enabled: bool = False
-    threshold: float = DEFAULT_THRESHOLD
-    models: tuple[str, ...] = ()
-    tenants: tuple[str, ...] = ()
-    bucket: str = DEFAULT_SEMANTIC_BUCKET
-
-    @classmethod
-    def from_mapping(cls, raw: Mapping[str, Any]) -> SemanticSettings:
-        """Build from the table; raises ``ValueError`` naming the bad key."""
-        check_keys("cache.semantic", raw, field_names(cls))
-        values = dict(raw)
-        for name in ("models", "tenants"):
-            if name in values:
-                values[name] = tuple(values[name])
-        settings = cls(**values)
-        if not 0.0 < settings.threshold <= 1.0:
-            raise ValueError("cache.semantic.threshold must be in (0, 1]")
-        return settings
-
-
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(Entry).decode
 
@@ -227,7 +193,7 @@ class SemanticCache:
             self.index.remove(entry_id)
         if self._js is not None:
             bucket = self.settings.bucket
-            await self._js.purge_stream(f"KV_{bucket}", subject=purge_subject(bucket, prefix))
+            await self._js.purge_stream(f"KV_{bucket}", subject=kv_purge_subject(bucket, prefix))
         return len(ids)
 
     async def aclose(self) -> None:

@@ -31,6 +31,10 @@ class Charge:
     cost: float
     usage: Usage | None
 
+    def reply_headers(self) -> dict[str, str]:
+        """The reply headers naming the cost (none for a deployment without prices)."""
+        return {headers.COST: f"{self.cost:.6f}"} if self.deployment.priced else {}
+
 
 class Meter:
     """Admission, pricing and charging for every tenant.
@@ -70,15 +74,14 @@ class Meter:
         tenant = prepared.tenant
         if tenant.budget_usd is not None:
             await self.ledger.check(tenant.name, tenant.budget_usd, tenant.budget_period)
-        prepared.token_estimate = sum(prepared.estimate())
         usage = await self.limiter.take(
-            tenant.name, prepared.token_estimate, tenant.rpm, tenant.tpm
+            tenant.name, sum(prepared.estimate()), tenant.rpm, tenant.tpm
         )
         if not usage.allowed:
             raise rate_limited(usage, tenant.rpm, tenant.tpm)
 
     def price(self, reply: Reply) -> Charge | None:
-        """The charge for an upstream answer (``None`` for errors); names its cost in a header."""
+        """The charge for an upstream answer (``None`` for errors)."""
         if reply.status != 200:
             return None
         deployment = self._deployments.get(reply.headers.get(headers.DEPLOYMENT, ""))
@@ -88,8 +91,6 @@ class Meter:
         cost = (
             0.0 if usage is None else deployment.cost(usage.prompt_tokens, usage.completion_tokens)
         )
-        if deployment.priced:
-            reply.headers[headers.COST] = f"{cost:.6f}"
         return Charge(deployment, cost, usage)
 
     def saved(self, prepared: Prepared, hit: CachedReply) -> float | None:
@@ -116,8 +117,9 @@ class Meter:
         if usage is not None:
             metrics.TOKENS.labels(provider, model, "prompt", label).inc(usage.prompt_tokens)
             metrics.TOKENS.labels(provider, model, "completion", label).inc(usage.completion_tokens)
-            if tenant.tpm:  # the estimate was counted up front
-                await self.limiter.settle(tenant.name, usage.total_tokens - prepared.token_estimate)
+            if tenant.tpm:  # the estimate was counted up front (by admit)
+                estimate = sum(prepared.estimate())
+                await self.limiter.settle(tenant.name, usage.total_tokens - estimate)
         if charge.cost > 0:
             metrics.COST.labels(provider, model, label).inc(charge.cost)
         await self.ledger.add(tenant.name, tenant.budget_period, charge.cost, model)

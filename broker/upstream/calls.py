@@ -60,10 +60,12 @@ class Upstream:
 
         try:
             with span("route"):
-                reply, deployment, attempts = await self.resilient.run(prepared, attempt)
+                run = await self.resilient.run(prepared, attempt)
         except BrokerError as exc:
             return error_reply(exc)
-        reply.headers.update(attempt_headers(deployment, attempts))
+        reply = run.result
+        reply.headers.update(attempt_headers(run.deployment, run.attempts))
+        reply.upstream_s = run.upstream_s
         return reply
 
     async def open_stream(self, prepared: Prepared) -> OpenedStream:
@@ -86,9 +88,8 @@ class Upstream:
                 raise
             return first, events, self.resilient.now() - started
 
-        (first, events, first_s), deployment, attempts = await self.resilient.run(
-            prepared, attempt, judge_later=True
-        )
+        run = await self.resilient.run(prepared, attempt, judge_later=True)
+        (first, events, first_s), deployment, attempts = run.result, run.deployment, run.attempts
         if isinstance(first, StreamEnd):  # nothing more to come: it ended well
             self.resilient.judge(deployment, None, first_s)
             rest = events

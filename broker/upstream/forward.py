@@ -12,11 +12,11 @@ from nats.aio.msg import Msg
 
 from broker.config import Deployment
 from broker.errors import DeadlineExceeded, NoProvider, UpstreamFailed
+from broker.repeats import once_key
 from broker.request import Prepared, Reply
 from edge_runtime.inbox import Inbox, Mailbox
 from edge_runtime.tracing import inject
 from schemas import ChatCompletionChunk, StreamEnd, headers, subjects
-from workers.once import once_key
 
 __all__ = ["KEEPALIVE", "WORKER_IDLE_S", "Forwarder", "StreamEvent", "WorkerLost"]
 
@@ -160,7 +160,7 @@ class Forwarder:
 
     async def _cancel(self, prepared: Prepared, reply_to: str) -> None:
         """Tell the worker to stop the call: a cancel is honoured only with the call's reply
-        subject as its reply (see the README, NATS API)."""
+        subject as its reply (see docs/nats-api.md, Who may cancel)."""
         with contextlib.suppress(Exception):  # reconnecting: the worker's timeout ends it
             await self._nc.publish(subjects.CANCEL, prepared.request_id.encode(), reply=reply_to)
 

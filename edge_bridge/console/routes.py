@@ -33,7 +33,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from edge_bridge.asgi import nats_headers, read_body
 from edge_bridge.console.gather import gather
 from edge_bridge.console.view import ServiceBook, batch_rows, cache_summary, deployment_rows
-from edge_client.batch_store import BatchStore
+from edge_runtime.batch_store import BatchStore
 from schemas import error_body, headers, subjects
 
 __all__ = ["ConsoleRoutes"]

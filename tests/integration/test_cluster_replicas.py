@@ -6,22 +6,22 @@ import logging
 
 import pytest
 
-from broker.cache.l2_nats import DEFAULT_BUCKET
 from broker.service import BrokerOptions, BrokerService
-from edge_client.batch_store import (
+from edge_runtime.batch_store import BatchStore
+from edge_runtime.jetstream import ReplicasError
+from edge_runtime.process import close_quietly, connect
+from schemas.jetstream import (
     BATCHES_BUCKET,
+    CACHE_BUCKET,
     FILES_BUCKET,
     LINES_STREAM,
     RESULTS_BUCKET,
-    BatchStore,
 )
-from edge_client.streams import ReplicasError
-from edge_runtime.process import close_quietly, connect
 from tests.support.servers import EmbeddedCluster
 from tests.support.stack import config_from
 
 ASSETS = [
-    f"KV_{DEFAULT_BUCKET}",
+    f"KV_{CACHE_BUCKET}",
     f"OBJ_{FILES_BUCKET}",
     f"KV_{BATCHES_BUCKET}",
     f"KV_{RESULTS_BUCKET}",

@@ -14,6 +14,7 @@ from nats.aio.client import Client
 from broker.repeats import create_once_bucket
 from edge_runtime.process import close_quietly, connect
 from schemas import headers
+from schemas.jetstream import ONCE_BUCKET
 from workers import once
 from workers.once import Answer, OnceClaims
 
@@ -99,7 +100,7 @@ async def test_a_cancelled_call_releases_its_claim(nc: Client) -> None:
 async def test_a_claim_whose_lease_passed_is_taken_over(nc: Client) -> None:
     """A claim left by a worker that died (its lease passed) does not block a retry."""
     key = uuid.uuid4().hex
-    kv = await nc.jetstream().key_value(once.BUCKET)
+    kv = await nc.jetstream().key_value(ONCE_BUCKET)
     await kv.create(key, msgspec.msgpack.encode({"lease": time.time() - 1}))
     retry = Upstream(delay_s=0)
     assert (await run(await bound(nc), key, 5, retry))[0] == 200

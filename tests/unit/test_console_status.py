@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from broker import metrics
-from broker.cache.response import CacheSettings, L2Kind, ResponseCache
+from broker.cache.response import ResponseCache
+from broker.cache.settings import CacheSettings, L2Kind
 from broker.config import Config
 from broker.status import BrokerStatus
 from broker.upstream.router import Router

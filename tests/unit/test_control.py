@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from faststream.nats import NatsBroker, TestNatsBroker
 
-from broker.cache.response import CachedReply, CacheSettings, ResponseCache
+from broker.cache.response import CachedReply, ResponseCache
+from broker.cache.settings import CacheSettings
 from broker.config import Config
 from broker.control import register_control
 from broker.upstream.router import Router

@@ -9,7 +9,7 @@ import pytest
 
 from broker import errors
 from broker.config import Config
-from broker.request import RequestPreparer
+from broker.prepare import RequestPreparer
 from broker.tenancy import budget
 from broker.tenancy.limits import Usage, rate_limited
 from broker.tenancy.tenants import hash_key

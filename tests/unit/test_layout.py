@@ -7,8 +7,12 @@
 | ``edge_client`` | ``schemas``                                       |
 | ``workers``    | ``schemas``, ``edge_runtime``                      |
 | ``edge_bridge`` | ``schemas``, ``edge_runtime``, ``edge_client``    |
-| ``broker``     | everything but the other roles and the front door  |
+| ``broker``     | ``schemas``, ``edge_runtime``, ``edge_client``     |
 | ``llm_edge``   | everything (it is the front door)                  |
+
+One named exception (:data:`EXCEPTIONS`): ``broker.config`` reads the configuration file's
+``[providers]`` table with the workers' own settings class, so both roles read one file the
+same way.
 
 Inside the broker, a wing (cache, upstream, tenancy, replies, batch) never imports the
 pipeline, the subject endpoints or the service: they call the wings, not the other way round.
@@ -17,6 +21,7 @@ pipeline, the subject endpoints or the service: they call the wings, not the oth
 from __future__ import annotations
 
 import ast
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -31,13 +36,13 @@ ALLOWED = {
     "edge_client": {"schemas"},
     "workers": {"schemas", "edge_runtime"},
     "edge_bridge": {"schemas", "edge_runtime", "edge_client"},
-    "broker": {"schemas", "edge_runtime", "edge_client", "workers"},
+    "broker": {"schemas", "edge_runtime", "edge_client"},
     "llm_edge": OURS,
 }
 WINGS = ("cache", "upstream", "tenancy", "replies", "batch")
 CONDUCTORS = {"broker.pipeline", "broker.endpoints", "broker.service"}
-#: ``python -m broker`` keeps working for one release by handing over to the front door.
-SHIMS = {Path("broker/__main__.py")}
+#: (importing file, imported module): the only imports across roles.
+EXCEPTIONS = {(Path("broker/config.py"), "workers.config")}
 
 
 def imported_modules(path: Path) -> list[str]:
@@ -63,9 +68,10 @@ def test_rooms_import_only_what_they_may(package: str) -> None:
     offences = [
         f"{path.relative_to(ROOT)} imports {name}"
         for path in files_of(package)
-        if path.relative_to(ROOT) not in SHIMS
         for name in imported_modules(path)
-        if name.split(".")[0] in OURS and name.split(".")[0] not in allowed
+        if name.split(".")[0] in OURS
+        and name.split(".")[0] not in allowed
+        and not any(path.relative_to(ROOT) == f and name.startswith(m) for f, m in EXCEPTIONS)
     ]
     assert offences == []
 
@@ -103,3 +109,57 @@ def test_light_roles_do_not_load_the_broker_stack(module: str) -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert out.stdout.strip() == "[]"
+
+
+def _loaded_after(statement: str) -> set[str]:
+    """Every module a fresh interpreter holds after running ``statement``."""
+    probe = f"import sys; {statement}; print(' '.join(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    return set(out.stdout.split())
+
+
+#: What no process but a broker loads: its metrics, the worker runner, the semantic tier.
+BROKER_ONLY = ("broker.metrics", "workers.runner", "broker.cache.semantic", "broker.cache.embed")
+
+
+def test_the_command_loads_no_role_until_a_command_runs() -> None:
+    """``import llm_edge.cli`` loads no broker or worker module and no Prometheus client."""
+    loaded = _loaded_after("import llm_edge.cli")
+    assert (
+        sorted(m for m in loaded if m.split(".")[0] in {"broker", "workers", "edge_bridge"}) == []
+    )
+    assert "prometheus_client" not in loaded
+
+
+def test_reading_the_config_file_loads_no_broker_machinery() -> None:
+    """A worker reads the shared configuration file without the broker's metrics, the worker
+    runner or the semantic tier (``broker.config`` imports settings, never a wing's code)."""
+    loaded = _loaded_after("import broker.config")
+    assert [m for m in BROKER_ONLY if m in loaded] == []
+    assert "prometheus_client" not in loaded
+
+
+def test_thin_packages_export_what_they_list() -> None:
+    """A lazily exporting ``__init__`` resolves every name of its ``__all__``, and only those."""
+    import edge_bridge
+    import workers
+
+    for package in (workers, edge_bridge):
+        assert sorted(package._HOMES) == sorted(package.__all__)
+        for name in package.__all__:
+            assert getattr(package, name) is not None
+        with pytest.raises(AttributeError):
+            _ = package.NoSuchName
+
+
+def test_no_import_cycles() -> None:
+    """No two modules of ours import each other, directly or round a loop (type-only imports
+    count: a loop of types is a loop of concepts)."""
+    spec = importlib.util.spec_from_file_location("import_graph", ROOT / "scripts/import_graph.py")
+    assert spec is not None
+    assert spec.loader is not None
+    graph = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(graph)
+    assert graph.cycles(graph.graph()) == []

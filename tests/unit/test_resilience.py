@@ -8,13 +8,13 @@ import textwrap
 
 import pytest
 
-from broker.cache.response import CacheDirectives
+from broker.cache.directives import CacheDirectives
 from broker.config import Config
 from broker.errors import BrokerError, NoProvider, UpstreamFailed
 from broker.request import Prepared, Reply
 from broker.upstream.breaker import BreakerState
 from broker.upstream.deployments import Deployment
-from broker.upstream.resilience import AllDeploymentsOpen, Resilient
+from broker.upstream.resilience import AllDeploymentsOpen, Resilient, Run
 from broker.upstream.router import Router
 from schemas import ChatRequest, Message, headers
 
@@ -87,7 +87,7 @@ class Harness:
 
     async def run(
         self, outcomes: dict[str, list[BrokerError | None]], budget_s: float = 60
-    ) -> tuple[Reply, Deployment, int]:
+    ) -> Run[Reply]:
         async def attempt(deployment: Deployment, deadline: float) -> Reply:
             self.calls.append(deployment.name)
             script = outcomes.get(deployment.name) or [None]
@@ -109,7 +109,8 @@ def upstream(status: int, retry_after: str | None = None) -> UpstreamFailed:
 async def test_failover_follows_priority_then_fallback_model() -> None:
     """Retryable failures move to the next deployment at once, then to the fallback model."""
     h = Harness()
-    _, used, attempts = await h.run({"first": [upstream(500)], "second": [upstream(503)]})
+    run = await h.run({"first": [upstream(500)], "second": [upstream(503)]})
+    used, attempts = run.deployment, run.attempts
     assert h.calls == ["first", "second", "spare"]
     assert (used.name, attempts) == ("spare", 3)
     assert h.sleeps == [0.0, 0.0]  # failing over to another deployment does not wait
@@ -139,8 +140,8 @@ async def test_retry_after_is_honoured_on_the_same_deployment() -> None:
             raise failure
         return Reply(200, b"ok")
 
-    _, _, attempts = await h.resilient.run(prepared, attempt)
-    assert attempts == 2
+    run = await h.resilient.run(prepared, attempt)
+    assert run.attempts == 2
     assert h.sleeps == [3.0]
 
 

@@ -1,11 +1,6 @@
 """The batch engine's JetStream resources (all created on first use, idempotently).
 
-| resource                        | kind         | holds                                      |
-|---------------------------------|--------------|--------------------------------------------|
-| ``llm_edge_files``              | object store | uploaded input files, output/error files  |
-| ``llm_edge_batches``            | KV           | ``batch.<id>``: the record; ``active.<id>`` |
-| ``llm_edge_batch_results``      | KV           | ``<batch>.<hash(custom_id)>``: one result  |
-| ``LLM_EDGE_BATCH_LINES``        | work queue   | ``llm.batch.line.<tenant>.<prio>.<batch>`` |
+Its streams, buckets and subjects are named in :mod:`schemas.jetstream`.
 
 One message a line. Each tenant's lines of each priority have a subject of their own, so a
 runner can pull them from a consumer of their own (see broker.batch.runner) and one tenant's
@@ -34,46 +29,25 @@ from nats.js.errors import NotFoundError as JsNotFound
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from edge_client.streams import ensure_key_value, ensure_object_store, ensure_stream
+from edge_runtime.jetstream import ensure_key_value, ensure_object_store, ensure_stream
 from schemas import subjects
 from schemas.batch import BatchRecord, FileObject, StoredFile
+from schemas.jetstream import (
+    BATCHES_BUCKET,
+    FILES_BUCKET,
+    LEGACY_CONSUMER,
+    LINE_SUBJECT,
+    LINES_STREAM,
+    RESULTS_BUCKET,
+    line_subject,
+    result_key,
+)
 
-__all__ = [
-    "LEGACY_CONSUMER",
-    "LINES_STREAM",
-    "LINE_SUBJECT",
-    "BatchStore",
-    "Conflict",
-    "line_subject",
-    "queue_of",
-]
+__all__ = ["PUBLISH_WINDOW", "RESULTS_TTL_S", "BatchStore", "Conflict"]
 
-FILES_BUCKET = "llm_edge_files"
-BATCHES_BUCKET = "llm_edge_batches"
-RESULTS_BUCKET = "llm_edge_batch_results"
-LINES_STREAM = "LLM_EDGE_BATCH_LINES"
-LINE_SUBJECT = "llm.batch.line"
 #: Results are kept this long after they are written (the output file outlives them).
 RESULTS_TTL_S = 7 * 24 * 3600
 PUBLISH_WINDOW = 256
-#: The one durable consumer of the old layout (``llm.batch.line.<batch>``), kept only to move
-#: lines still queued under it; its filter is narrowed to that layout, so it never overlaps a
-#: tenant's consumer (a work queue refuses overlapping consumers).
-LEGACY_CONSUMER = "llm-edge-batch-runner"
-
-
-def line_subject(tenant: str, priority: str, batch_id: str) -> str:
-    """The work-queue subject of a batch's lines."""
-    return f"{LINE_SUBJECT}.{tenant}.{priority}.{batch_id}"
-
-
-def queue_of(subject: str) -> tuple[str, str, str] | None:
-    """``(tenant, priority, batch)`` of a line subject; ``None`` for the old layout."""
-    parts = subject.split(".")
-    if len(parts) != 6:
-        return None
-    return parts[3], parts[4], parts[5]
-
 
 _record_decoder = msgspec.json.Decoder(BatchRecord)
 _file_decoder = msgspec.json.Decoder(StoredFile)
@@ -82,11 +56,6 @@ _encoder = msgspec.json.Encoder()
 
 class Conflict(Exception):
     """A compare-and-set update lost the race too many times."""
-
-
-def result_key(batch_id: str, custom_id: str) -> str:
-    """The results-bucket key of one line: stable for a ``custom_id``, safe for any text."""
-    return f"{batch_id}.{hashlib.sha256(custom_id.encode()).hexdigest()[:40]}"
 
 
 class BatchStore:
@@ -106,7 +75,7 @@ class BatchStore:
         Args:
             nc: connected client with JetStream.
             replicas: copies of each resource in a NATS cluster; an existing resource with
-                fewer is raised to this, one with more keeps them (see edge_client.streams).
+                fewer is raised to this, one with more keeps them (see edge_runtime.jetstream).
         """
         js = nc.jetstream()
         files = await ensure_object_store(js, FILES_BUCKET, replicas)
