@@ -39,7 +39,8 @@ __all__ = [
 ]
 
 DEFAULT_TIMEOUT_S = 60.0
-DEFAULT_MAX_REQUEST_BYTES = 1_000_000
+#: Anthropic's request limit; coding agents' contexts and images in base64 reach megabytes.
+DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
 DEFAULT_MAX_IN_FLIGHT = 4096
 MOCK_PROVIDER = "mock"
 #: Copies of each JetStream asset (stream, KV bucket, object store): 1 suits one server;

@@ -64,14 +64,15 @@ CREATE_TIMEOUT_S = 10.0
 Key = tuple[str, str, bytes]
 
 
-def once_key(tenant: str, request_id: str, body: bytes) -> str:
-    """The claim key of a request: the same for every attempt of it, and only for those.
+def once_key(tenant: str, request_id: str, body_digest: bytes) -> str:
+    """The claim key of a request: the same for every attempt of it, and only for those
+    (``body_digest``: :meth:`Prepared.digest <broker.request.Prepared.digest>`).
 
     The broker forwards it (``Llm-Once-Key``) with an idempotent call; workers claim it in
     :data:`~schemas.jetstream.ONCE_BUCKET` before calling the upstream.
     """
     digest = hashlib.blake2b(digest_size=20)
-    for part in (tenant.encode(), request_id.encode(), body):
+    for part in (tenant.encode(), request_id.encode(), body_digest):
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
     return digest.hexdigest()
@@ -119,7 +120,7 @@ class Repeats:
 
     async def once(self, prepared: Prepared, run: Callable[[], Awaitable[Outcome]]) -> Outcome:
         """The request's answer: remembered, joined, or ``run`` (and then remembered)."""
-        key = (prepared.tenant.name, prepared.request_id, hashlib.blake2b(prepared.data).digest())
+        key = (prepared.tenant.name, prepared.request_id, prepared.digest())
         self._expire()
         done = self._done.get(key)
         if done is not None:

@@ -49,6 +49,7 @@ from edge_runtime.lifecycle import serve
 from edge_runtime.local import LocalRoutes, local_view
 from edge_runtime.process import (
     DEFAULT_INBOX_PREFIX,
+    PENDING_BYTES_LIMIT,
     PENDING_MSGS_LIMIT,
     STOP_STEP_S,
     Lifeline,
@@ -168,7 +169,11 @@ class BrokerService:
         endpoints = Endpoints(self.nc, pipeline, keys, self.config, loop_time)
         self._subs = [
             await self.nc.subscribe(
-                subject, queue=subjects.BROKER_QUEUE, cb=cb, pending_msgs_limit=PENDING_MSGS_LIMIT
+                subject,
+                queue=subjects.BROKER_QUEUE,
+                cb=cb,
+                pending_msgs_limit=PENDING_MSGS_LIMIT,
+                pending_bytes_limit=PENDING_BYTES_LIMIT,
             )
             for subject, cb in endpoints.queue_subjects().items()
         ]

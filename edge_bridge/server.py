@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import uvicorn
 from nats.micro.service import Service
 
-from edge_bridge.app import DEFAULT_HTTP_TIMEOUT_S, BridgeApp
+from edge_bridge.app import DEFAULT_HTTP_TIMEOUT_S, DEFAULT_MAX_REQUEST_BYTES, BridgeApp
 from edge_bridge.protocol import EnvelopeHttpToolsProtocol
 from edge_bridge.retry import Reconnects
 from edge_client.request import DEFAULT_RETRY, RetryPolicy
@@ -56,6 +56,9 @@ class BridgeOptions:
     #: How a chat or messages request lost to a NATS failover is sent again (its deadline,
     #: ``timeout_s`` or the caller's ``Llm-Timeout-Ms``, bounds every attempt).
     retry: RetryPolicy = DEFAULT_RETRY
+    #: The largest request body read (413 above it, naming the limit); the NATS server's
+    #: max_payload caps it too.
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
 
 
 class BridgeServer:
@@ -96,6 +99,7 @@ class BridgeServer:
             timeout_s=self.options.timeout_s,
             retry=self.options.retry,
             reconnects=reconnects,
+            max_request_bytes=self.options.max_request_bytes,
         )
         config = uvicorn.Config(
             app,

@@ -32,7 +32,14 @@ from nats.nuid import NUID
 
 from edge_client.batches import Batches
 from edge_client.chat import ChatStreamError, stream_messages
-from edge_client.errors import APIError, DeadlineError, StreamError, UnavailableError, from_reply
+from edge_client.errors import (
+    APIError,
+    BadRequestError,
+    DeadlineError,
+    StreamError,
+    UnavailableError,
+    from_reply,
+)
 from edge_client.request import DEFAULT_RETRY, Attempts, RetryPolicy
 from edge_client.stream_handle import Stream
 from schemas import ChatCompletion, ChatCompletionChunk, ChatRequest, headers, subjects
@@ -212,6 +219,7 @@ class EdgeClient:
             The successful reply (``Llm-Status`` under 400).
         """
         hdrs = self.headers(**call)
+        self._check_size(body, hdrs)
         if self._retry.attempts > 1:  # every attempt is answered from one upstream call
             hdrs[headers.IDEMPOTENT] = "1"
         attempts = Attempts(self._retry, hdrs, budget_s=int(hdrs[headers.TIMEOUT_MS]) / 1000)
@@ -245,6 +253,7 @@ class EdgeClient:
     ) -> AsyncGenerator[Msg, None]:
         """Every message of a stream; a failure raises. Attempts that fail before the first
         message of the stream are retried within the deadline."""
+        self._check_size(body, hdrs)
         attempts = Attempts(self._retry, hdrs, budget_s=int(hdrs[headers.TIMEOUT_MS]) / 1000)
         request_id = attempts.request_id
         while True:
@@ -287,6 +296,24 @@ class EdgeClient:
                         504, "no reply in time", code="deadline_exceeded", request_id=request_id
                     )
             await _back_off(attempts, failure)
+
+    def _check_size(self, body: bytes, hdrs: dict[str, str]) -> None:
+        """Refuse, before publishing, a request the server would not take (a publish over
+        its ``max_payload`` is an error of the connection, not an answer).
+
+        Raises:
+            BadRequestError: 413 ``request_too_large``, naming the server's limit.
+        """
+        limit = self.nc.max_payload - headers.HEADER_ROOM
+        if len(body) > limit:
+            raise BadRequestError(
+                413,
+                f"request body is {len(body)} bytes; the NATS server takes {limit} "
+                f"(its max_payload, {self.nc.max_payload}, less {headers.HEADER_ROOM} for "
+                "headers)",
+                code="request_too_large",
+                request_id=hdrs.get(headers.REQUEST_ID),
+            )
 
     def _subject(self, api: str) -> str:
         if self._tenant:

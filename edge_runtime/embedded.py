@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import os
 import re
 import shutil
 import signal
@@ -23,6 +24,8 @@ from pathlib import Path
 import httpx
 
 __all__ = [
+    "MAX_PAYLOAD",
+    "MAX_PENDING",
     "EmbeddedCluster",
     "EmbeddedNats",
     "NatsServerNotFound",
@@ -32,6 +35,16 @@ __all__ = [
 ]
 
 log = logging.getLogger("llm_edge.nats")
+
+#: The largest message our servers take: NATS's own ceiling (64 MiB). Requests of up to
+#: ``broker.max_request_bytes`` (32 MiB by default, Anthropic's request limit) and answers of
+#: any size a provider sends travel inline, one message a hop: measured against the object
+#: store as a claim check, inline costs one copy per hop where the store costs a put and a
+#: get of every chunk (figures in docs/performance.md).
+MAX_PAYLOAD = 64 * 1024 * 1024
+#: What a server buffers for one slow client before it closes the connection: several
+#: maximal messages (the default, 64 MiB, is one).
+MAX_PENDING = 256 * 1024 * 1024
 
 _LISTEN = re.compile(r"Listening for client connections on (\S+):(\d+)")
 _READY = "Server is ready"
@@ -76,6 +89,9 @@ class EmbeddedNats:
         extra_args: more nats-server flags (``--tls`` ...).
         env: the server's environment (config files read secrets from it).
         jetstream: run JetStream (tests turn it off to see services outlive its loss).
+        max_payload: the largest message (``None``: the server's default or the config
+            file's); set with :data:`MAX_PENDING` in a generated config file that includes
+            ``config_file``.
     """
 
     def __init__(
@@ -88,8 +104,10 @@ class EmbeddedNats:
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         jetstream: bool = True,
+        max_payload: int | None = MAX_PAYLOAD,
     ) -> None:
         self.data_dir = Path(data_dir)
+        self.max_payload = max_payload
         self.jetstream = jetstream
         self.extra_args = list(extra_args)
         self.env = dict(env) if env is not None else None
@@ -119,8 +137,9 @@ class EmbeddedNats:
             str(self.port),
             *(("-js", "-sd", str(self.data_dir)) if self.jetstream else ()),
         ]
-        if self.config_file:
-            args += ["-c", str(self.config_file)]
+        config = self._limits_file() if self.max_payload is not None else self.config_file
+        if config:
+            args += ["-c", str(config)]
         args += self.extra_args
         # A session of its own: Ctrl-C in the terminal must not stop the server before the
         # services that drain through it; the owner stops it last.
@@ -141,6 +160,17 @@ class EmbeddedNats:
             tail = "\n".join(self.log_lines[-10:])
             raise RuntimeError(f"nats-server did not become ready:\n{tail}")
         return self.url
+
+    def _limits_file(self) -> Path:
+        """A config file with the message limits, including :attr:`config_file` (by a path
+        relative to it: nats-server reads includes relative to the including file)."""
+        lines = [f"max_payload: {self.max_payload}", f"max_pending: {MAX_PENDING}"]
+        if self.config_file:
+            relative = os.path.relpath(Path(self.config_file).resolve(), self.data_dir.resolve())
+            lines.append(f'include "{relative}"')
+        path = self.data_dir / "limits.conf"
+        path.write_text("\n".join(lines) + "\n")
+        return path
 
     @property
     def running(self) -> bool:

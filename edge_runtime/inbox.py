@@ -19,7 +19,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.nuid import NUID
 
-from edge_runtime.process import PENDING_MSGS_LIMIT
+from edge_runtime.process import PENDING_BYTES_LIMIT, PENDING_MSGS_LIMIT
 
 __all__ = ["Inbox", "Mailbox"]
 
@@ -84,7 +84,10 @@ class Inbox:
         if self._subscribed is None:  # first call: subscribe once; concurrent ones share it
             self._subscribed = asyncio.ensure_future(
                 self._nc.subscribe(
-                    f"{self._prefix}.*", cb=self._route, pending_msgs_limit=PENDING_MSGS_LIMIT
+                    f"{self._prefix}.*",
+                    cb=self._route,
+                    pending_msgs_limit=PENDING_MSGS_LIMIT,
+                    pending_bytes_limit=PENDING_BYTES_LIMIT,
                 )
             )
         subscribed = self._subscribed

@@ -24,6 +24,8 @@ from edge_runtime.servers import parse_servers
 
 __all__ = [
     "DEFAULT_INBOX_PREFIX",
+    "PENDING_BYTES_LIMIT",
+    "PENDING_MSGS_LIMIT",
     "ConnectionLost",
     "InFlight",
     "Lifeline",
@@ -46,6 +48,9 @@ log = logging.getLogger("llm_edge")
 DEFAULT_INBOX_PREFIX = "_INBOX"
 #: Messages a subscription may buffer before nats-py reports a slow consumer.
 PENDING_MSGS_LIMIT = 512 * 1024
+#: Bytes the same (nats-py's default, 64 MiB, is one maximal request: eight 8 MiB prompts
+#: arriving together would be dropped as a slow consumer's).
+PENDING_BYTES_LIMIT = 1024 * 1024 * 1024
 #: How long shutdown waits for cancelled tasks to unwind.
 CANCEL_GRACE_S = 2.0
 #: Bound on each shutdown step (drain a subscription, close a pool, stop a service).

@@ -166,6 +166,13 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         help="seconds an attempt waits for its answer (or a stream for its first message) "
         "before it is sent again (env LLM_EDGE_BRIDGE_ATTEMPT_TIMEOUT_S)",
     )
+    bridge.add_argument(
+        "--max-request-bytes",
+        type=int,
+        default=int(environ.get("LLM_EDGE_MAX_REQUEST_BYTES", str(32 * 1024 * 1024))),
+        help="the largest chat or messages body read (413 above it; set it to the brokers' "
+        "broker.max_request_bytes; env LLM_EDGE_MAX_REQUEST_BYTES)",
+    )
     for cmd in (up, bridge):
         cmd.add_argument("--host", default=environ.get("LLM_EDGE_HOST", "127.0.0.1"))
         cmd.add_argument("--port", type=int, default=int(environ.get("LLM_EDGE_PORT", "8080")))
@@ -260,8 +267,11 @@ async def _bridge(args: argparse.Namespace) -> None:
     from edge_client.request import RetryPolicy  # noqa: PLC0415
     from edge_runtime.process import stop_event  # noqa: PLC0415
 
-    if args.attempts < 1 or args.attempt_timeout <= 0:
-        raise ValueError("--attempts takes N >= 1 and --attempt-timeout a positive number")
+    if args.attempts < 1 or args.attempt_timeout <= 0 or args.max_request_bytes < 1024:
+        raise ValueError(
+            "--attempts takes N >= 1, --attempt-timeout a positive number, "
+            "--max-request-bytes at least 1024"
+        )
     options = BridgeOptions(
         nats_url=args.nats_url,
         host=args.host,
@@ -271,6 +281,7 @@ async def _bridge(args: argparse.Namespace) -> None:
         nats_tls=_nats_tls(args),
         nats_inbox_prefix=args.inbox_prefix,
         retry=RetryPolicy(attempts=args.attempts, attempt_timeout_s=args.attempt_timeout),
+        max_request_bytes=args.max_request_bytes,
     )
     await serve_bridge(options, stop_event())
 

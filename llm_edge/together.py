@@ -72,6 +72,7 @@ async def serve_together(
             host=where.host,
             port=where.port,
             nats_inbox_prefix=where.inbox_prefix,
+            max_request_bytes=config.broker.max_request_bytes,
         ),
         lifeline,
         routes,

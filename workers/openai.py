@@ -51,6 +51,12 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     return None
 
 
+_raw_fields = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_encode = msgspec.json.Encoder().encode
+_TRUE = msgspec.Raw(b"true")
+_INCLUDE_USAGE = msgspec.Raw(b'{"include_usage":true}')
+
+
 class OpenAIProvider:
     """Chat completions against an OpenAI-shaped API.
 
@@ -89,16 +95,21 @@ class OpenAIProvider:
         return f"{self._config.base_url}/chat/completions"
 
     def _payload(self, request: ProviderRequest, *, stream: bool) -> bytes:
-        """The caller's body with the upstream model, unknown fields kept."""
-        body: dict[str, Any] = msgspec.json.decode(request.body)
-        body["model"] = request.upstream_model
+        """The caller's body with the upstream model, unknown fields kept.
+
+        Only the top level is decoded: every field stays the caller's raw JSON and is copied
+        as it is (a 4 MiB prompt decoded into Python objects and encoded again took 11 % of
+        the miss path's CPU).
+        """
+        body = _raw_fields.decode(request.body)
+        body["model"] = msgspec.Raw(_encode(request.upstream_model))
         if stream:
-            body["stream"] = True
-            body["stream_options"] = {"include_usage": True}  # we count tokens either way
+            body["stream"] = _TRUE
+            body["stream_options"] = _INCLUDE_USAGE  # we count tokens either way
         else:
             body.pop("stream", None)
             body.pop("stream_options", None)
-        return msgspec.json.encode(body)
+        return _encode(body)
 
     def _request_headers(self, request: ProviderRequest) -> dict[str, str]:
         outgoing = dict(self._headers)

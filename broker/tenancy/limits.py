@@ -28,25 +28,32 @@ __all__ = ["InputLimits", "RateLimiter", "Usage", "window_keys"]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InputLimits:
-    """The ``[limits]`` table: shape limits checked on every request."""
+    """The ``[limits]`` table: shape limits checked on every request.
+
+    ``max_message_chars`` is 0 (no bound) by default: one message may take the whole request
+    size (``broker.max_request_bytes``), as the providers allow (a 1M-token context, a coding
+    agent's whole repository in one message).
+    """
 
     max_messages: int = 1024
-    max_message_chars: int = 400_000
+    max_message_chars: int = 0
     max_tools: int = 128
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> InputLimits:
         """Parse and validate; raises ``ValueError`` naming the key."""
         limits = cls(**typed_values(cls, "limits", raw))
-        if min(limits.max_messages, limits.max_message_chars, limits.max_tools) < 1:
-            raise ValueError("limits: every limit must be >= 1")
+        if min(limits.max_messages, limits.max_tools) < 1 or limits.max_message_chars < 0:
+            raise ValueError(
+                "limits: max_messages and max_tools must be >= 1, max_message_chars >= 0"
+            )
         return limits
 
     def check(self, request: ChatRequest) -> None:
         """Raise :class:`InvalidRequest` naming the field over its limit."""
         if len(request.messages) > self.max_messages:
             raise InvalidRequest(f"at most {self.max_messages} messages", param="messages")
-        for i, message in enumerate(request.messages):
+        for i, message in enumerate(request.messages if self.max_message_chars else ()):
             content = message.content
             size = (
                 len(content)

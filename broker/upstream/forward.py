@@ -75,7 +75,7 @@ class Forwarder:
         }
         if prepared.idempotent and not prepared.stream:  # one upstream call for its attempts
             forward_headers[headers.ONCE_KEY] = once_key(
-                prepared.tenant.name, prepared.request_id, prepared.data
+                prepared.tenant.name, prepared.request_id, prepared.digest()
             )
         inject(forward_headers)  # this broker's span is the worker's parent
         if headers.TRACEPARENT not in forward_headers and prepared.trace:

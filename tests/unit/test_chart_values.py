@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from broker.config import Config
+from edge_runtime.embedded import MAX_PAYLOAD, MAX_PENDING
 from edge_runtime.servers import parse_servers
 
 ROOT = Path(__file__).parents[2]
@@ -118,9 +119,12 @@ def test_the_services_use_every_server_and_replicate_on_all_three() -> None:
     assert "helm install nats nats/nats" in OPERATIONS
 
 
-def test_the_max_payload_is_one_mib() -> None:
-    """The servers' max_payload (what the bridge and the brokers measure bodies against)."""
-    assert values("nats")["config"]["merge"]["max_payload"] == 1024 * 1024
+def test_the_max_payload_carries_the_largest_request() -> None:
+    """The servers' max_payload is the embedded server's (64 MiB: a 32 MiB request and any
+    answer travel inline) and what they buffer for a slow client holds several of those."""
+    merge = values("nats")["config"]["merge"]
+    assert merge["max_payload"] == MAX_PAYLOAD
+    assert merge["max_pending"] == MAX_PENDING
 
 
 def test_redis_is_one_primary_with_the_secret_the_services_read() -> None:
