@@ -38,7 +38,9 @@ __all__ = [
     "Strategy",
 ]
 
-DEFAULT_TIMEOUT_S = 60.0
+#: A request's time budget when neither its caller nor its model names one: the official
+#: SDKs' own (openai waits 600 s), so a reasoning model thinking for minutes is not cut off.
+DEFAULT_TIMEOUT_S = 600.0
 #: Anthropic's request limit; coding agents' contexts and images in base64 reach megabytes.
 DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
 DEFAULT_MAX_IN_FLIGHT = 4096

@@ -32,6 +32,7 @@ from broker.prepare import RequestPreparer
 from broker.record import RequestRecord
 from broker.repeats import Repeats
 from broker.replies.assemble import StreamAssembler, replay_chunks
+from broker.replies.heartbeat import Heartbeats, keepalive_s
 from broker.replies.sinks import ReplySink
 from broker.request import Prepared, Reply, error_reply
 from broker.tenancy.meter import Meter
@@ -67,6 +68,7 @@ class ChatPipeline:
         clock: the event loop's monotonic clock.
         repeats: answers a repeated request id from its first attempt (default: kept with
             :mod:`broker.repeats`' bounds).
+        heartbeats: keepalives to callers that ask for them while they wait (none without).
         label: a tenant's metric label.
     """
 
@@ -81,8 +83,10 @@ class ChatPipeline:
         max_in_flight: int,
         clock: Callable[[], float],
         repeats: Repeats | None = None,
+        heartbeats: Heartbeats | None = None,
         label: Callable[[TenantConfig], str] = lambda tenant: tenant.name,
     ) -> None:
+        self._heartbeats = heartbeats
         self._preparer = preparer
         self._repeats = repeats if repeats is not None else Repeats(clock)
         self._front = front
@@ -125,6 +129,8 @@ class ChatPipeline:
         task = self._running.get((reply_to or "", request_id)) if reply_to else None
         if task is not None:
             task.cancel()
+            if self._heartbeats is not None and reply_to:
+                self._heartbeats.forget(reply_to)
 
     async def drain(self, grace_s: float) -> None:
         """Wait for requests in flight (bounded)."""
@@ -171,6 +177,9 @@ class ChatPipeline:
         if hit is not None:
             await self._guarded(prepared, sink, lambda p, s: self._serve_hit(s, p, hit, "HIT-L1"))
             return
+        every = keepalive_s(hdrs) if reply_to and self._heartbeats is not None else None
+        if every is not None and self._heartbeats is not None:  # slow is not lost (see there)
+            sink = self._heartbeats.watch(sink, reply_to, every, prepared.request_id)
         work = (
             self._guarded(prepared, sink, self._admitted) if limited else self._miss(prepared, sink)
         )
@@ -186,14 +195,17 @@ class ChatPipeline:
                 error_reply(exc), self._meta(prepared, "BYPASS"), streaming=prepared.stream
             )
             return
-        await self._inflight.spawn(self._given_back(prepared, work))
+        await self._inflight.spawn(self._given_back(prepared, work, reply_to))
 
-    async def _given_back(self, prepared: Prepared, work: Awaitable[None]) -> None:
-        """Run an interactive request's work, then give its tenant's slot back."""
+    async def _given_back(self, prepared: Prepared, work: Awaitable[None], reply_to: str) -> None:
+        """Run an interactive request's work, then give its tenant's slot back (and stop its
+        keepalives, whether or not an answer went out)."""
         try:
             await work
         finally:
             self._shares.give_back(prepared.tenant)
+            if self._heartbeats is not None:
+                self._heartbeats.forget(reply_to)
 
     async def _guarded(
         self,

@@ -33,6 +33,7 @@ from broker.pipeline import ChatPipeline
 from broker.prepare import RequestPreparer
 from broker.record import RequestRecord
 from broker.repeats import create_once_bucket
+from broker.replies.heartbeat import Heartbeats
 from broker.status import BrokerStatus
 from broker.tenancy.budget import SpendLedger
 from broker.tenancy.limits import RateLimiter
@@ -119,6 +120,7 @@ class BrokerService:
         self._keys_task: asyncio.Task[None] | None = None
         self._micro: Service | None = None
         self._redis: redis.Redis | None = None
+        self._heartbeats: Heartbeats | None = None
         self.status = BrokerStatus()
         self._console: ConsoleEndpoints | None = None
 
@@ -147,6 +149,8 @@ class BrokerService:
         )
         #: One guard for the request path's Redis: a failure seen by either wing skips it for both.
         self.redis_guard = Guard("redis")
+        self._heartbeats = Heartbeats(self.nc, asyncio.get_running_loop().time)
+        self._heartbeats.start()
         self.pipeline, router = assemble_pipeline(
             self.nc,
             self.config,
@@ -155,6 +159,7 @@ class BrokerService:
             limiter=RateLimiter(redis_client, guard=self.redis_guard),
             ledger=SpendLedger(redis_client, guard=self.redis_guard),
             status=self.status,
+            heartbeats=self._heartbeats,
         )
         if redis_client is not None:
             with contextlib.suppress(Exception):  # first snapshot now, so keys work at once
@@ -277,6 +282,8 @@ class BrokerService:
             await settle(self._micro.stop(), STOP_STEP_S)
         if self.pipeline is not None:
             await self.pipeline.drain(drain_timeout)
+        if self._heartbeats is not None:
+            await self._heartbeats.stop()
         if self._l2 is not None:
             await settle(self._l2.aclose(), STOP_STEP_S)
         if self._semantic is not None:
@@ -356,6 +363,7 @@ def assemble_pipeline(
     limiter: RateLimiter,
     ledger: SpendLedger,
     status: BrokerStatus | None = None,
+    heartbeats: Heartbeats | None = None,
 ) -> tuple[ChatPipeline, Router]:
     """Build the pipeline's collaborators at the edge and inject them (and return the router,
     which the control plane's breaker commands act on)."""
@@ -379,6 +387,7 @@ def assemble_pipeline(
         record=RequestRecord(config.broker, status),
         max_in_flight=config.broker.max_in_flight,
         clock=clock,
+        heartbeats=heartbeats,
         label=lambda t: t.name if t.name in config.tenants or t is ANONYMOUS else "other",
     )
     return pipeline, router

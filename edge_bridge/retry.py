@@ -9,9 +9,15 @@ client's :class:`~edge_client.request.RetryPolicy`:
 - NATS no-responders: after a backoff;
 - a 503 from the broker (a store electing its leader): after its ``Retry-After``, unless the
   broker decided it after trying every deployment (:data:`BACK_OFF_CODES`);
-- no answer within ``attempt_timeout_s``;
+- no message at all within ``attempt_timeout_s``: neither the answer nor a keepalive. Every
+  attempt asks its broker for keepalives (``Llm-Keepalive-Ms``), which it sends while the
+  answer has not begun, so a call that is merely slow (minutes to a reasoning model's first
+  token) is never sent again; only one whose broker or reply was lost falls silent;
 - the bridge's connection came back from a drop while the attempt waited: at once (the
   reply may have been published while the bridge was away).
+
+Attempts are marked ``Llm-Idempotent: 1``: a whole request sent again is answered from the
+first attempt's upstream call (the workers' claims), whichever broker it reaches.
 
 Every attempt has its own reply subject and every one is listened to until the request is
 answered: a slow first attempt that answers after a retry was sent is taken, not thrown
@@ -30,7 +36,7 @@ import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from edge_client.chat import ChatStreamError
+from edge_client.chat import KEEPALIVE_MS, ChatStreamError
 from edge_client.request import DEFAULT_RETRY, RetryPolicy
 from edge_runtime.inbox import Inbox, Mailbox
 from schemas import ErrorEnvelope, headers, subjects
@@ -109,6 +115,9 @@ class _Attempts:
         self._opened: list[str] = []  # every one (closed in the inbox at the end)
         self.tries = 0
         self._epoch = 0
+        hdrs.setdefault(headers.KEEPALIVE_MS, str(KEEPALIVE_MS))
+        if relay.policy.attempts > 1:  # every attempt is answered from one upstream call
+            hdrs.setdefault(headers.IDEMPOTENT, "1")
         caller_s = _budget_s(hdrs.get(headers.TIMEOUT_MS))
         self._forward_budget = caller_s is not None  # else the broker judges the header
         budget = relay.timeout_s if caller_s is None else min(relay.timeout_s, caller_s)
@@ -143,18 +152,21 @@ class _Attempts:
 
     async def answer(self, current: str) -> Msg | None:
         """The next message for one of the open attempts, or ``None`` when ``current`` must
-        be sent again: its time is up, or a reconnect may have lost its reply.
+        be sent again: it fell silent (no answer, no keepalive) for ``attempt_timeout_s``, or
+        a reconnect may have lost its reply.
 
         Raises:
             TimeoutError: the request's deadline passed.
         """
         policy = self._relay.policy
         last = self.tries >= policy.attempts
-        until = (
-            self.deadline
-            if last
-            else min(self.deadline, self._loop.time() + policy.attempt_timeout_s)
-        )
+
+        def silence_until() -> float:
+            if last:
+                return self.deadline
+            return min(self.deadline, self._loop.time() + policy.attempt_timeout_s)
+
+        until = silence_until()
         while True:
             try:
                 msg = await self.queue.get(max(until - self._loop.time(), 0.0))
@@ -168,6 +180,9 @@ class _Attempts:
                 continue
             if msg.subject not in self.open:
                 continue  # an attempt given up on (it answered 503 before)
+            if (msg.headers or {}).get(headers.STREAM) == "keepalive":
+                until = silence_until()  # a broker is working on it: slow, not lost
+                continue
             if msg.subject != current and _retry_after(msg) is not None:
                 self.open.remove(msg.subject)  # an earlier attempt's late refusal
                 continue

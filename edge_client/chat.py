@@ -7,6 +7,12 @@
 Leaving the loop early publishes the request id on ``llm.cancel`` with the request's reply
 inbox as the cancel's reply (brokers honour a cancel only from the request's caller), which
 stops the upstream call within moments.
+
+Slow is not lost: every request asks its broker for keepalives (``Llm-Keepalive-Ms``), which
+the broker sends while the answer has not begun; they are not yielded. ``first_s`` bounds
+the *silence* before the first message (no answer and no keepalive), so a reasoning model
+that thinks for minutes is waited for, and only an attempt whose broker or reply was lost
+runs out of it.
 """
 
 from __future__ import annotations
@@ -24,9 +30,12 @@ from nats.nuid import NUID
 
 from schemas import ChatCompletionChunk, ErrorEnvelope, headers, subjects
 
-__all__ = ["ChatStreamError", "stream_chat", "stream_messages"]
+__all__ = ["KEEPALIVE_MS", "ChatStreamError", "stream_chat", "stream_messages"]
 
 _nuid = NUID()
+#: How often brokers are asked for a keepalive while an answer has not begun; a caller's
+#: silence bound (``first_s``) should be several of these.
+KEEPALIVE_MS = 5000
 _chunk_decoder = msgspec.json.Decoder(ChatCompletionChunk)
 _error_decoder = msgspec.json.Decoder(ErrorEnvelope)
 
@@ -54,31 +63,51 @@ async def stream_messages(
     request_headers: Mapping[str, str] | None = None,
     deadline_s: float = 600.0,
     first_s: float | None = None,
+    cancel_when_lost: bool = True,
 ) -> AsyncGenerator[Msg, None]:
-    """Publish a streaming request and yield every reply message, the last one included
-    (``Llm-Stream: end`` or ``error``, or a whole error reply sent before the stream began).
+    """Publish a request and yield every reply message, the last one included
+    (``Llm-Stream: end`` or ``error``, a whole reply, or a whole error reply sent before a
+    stream began); keepalives are not yielded.
+
+    Args:
+        first_s: the longest silence (no message, keepalives included) before the first
+            message; ``None``: the deadline alone.
+        cancel_when_lost: cancel the request (``llm.cancel``) when it ran out of time too;
+            a caller that sends it again under the same id (answered from this attempt's
+            call) leaves it running.
 
     Raises:
-        TimeoutError: the stream did not finish within ``deadline_s`` seconds, or its first
-            message did not come within ``first_s``.
+        TimeoutError: the stream did not finish within ``deadline_s`` seconds, or no message
+            came for ``first_s`` before the first.
         ChatStreamError: nobody serves ``subject`` (status 503).
     """
     hdrs = dict(request_headers or {})
     request_id = hdrs.setdefault(headers.REQUEST_ID, _nuid.next().decode())
+    hdrs.setdefault(headers.KEEPALIVE_MS, str(KEEPALIVE_MS))
     inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox)
     finished = False
+    lost = False
     deadline = time.monotonic() + deadline_s
-    wait_until = deadline if first_s is None else min(deadline, time.monotonic() + first_s)
+
+    def silence_until() -> float:
+        return deadline if first_s is None else min(deadline, time.monotonic() + first_s)
+
+    wait_until = silence_until()
     try:
         await nc.publish(subject, body, reply=inbox, headers=hdrs)
         while True:
             try:
                 msg = await sub.next_msg(timeout=max(wait_until - time.monotonic(), 0.001))
             except NatsTimeout:
+                lost = True
                 raise TimeoutError(f"no reply within {deadline_s}s") from None
-            wait_until = deadline
             reply_headers = msg.headers or {}
+            if reply_headers.get(headers.STREAM) == "keepalive":
+                if wait_until < deadline:  # the answer has not begun: silence starts again
+                    wait_until = silence_until()
+                continue
+            wait_until = deadline
             if reply_headers.get("Status") == "503" and not msg.data:
                 finished = True
                 raise ChatStreamError(
@@ -93,7 +122,8 @@ async def stream_messages(
                 return
     finally:
         await sub.unsubscribe()
-        if not finished and not nc.is_closed:  # the request's inbox proves it is ours to cancel
+        # the request's inbox proves it is ours to cancel
+        if not finished and not nc.is_closed and (cancel_when_lost or not lost):
             await nc.publish(subjects.CANCEL, request_id.encode(), reply=inbox)
 
 

@@ -26,8 +26,6 @@ import msgspec
 import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeout
 from nats.nuid import NUID
 
 from edge_client.batches import Batches
@@ -48,7 +46,9 @@ from schemas.chat import Model, ModelList
 __all__ = ["DEFAULT_DEADLINE_S", "EdgeClient", "MessageEvent"]
 
 #: A call's time budget when neither the call nor the client names one.
-DEFAULT_DEADLINE_S = 120.0
+#: A call's time budget unless it names one: the openai SDK's (minutes to a reasoning
+#: model's first token are normal; keepalives tell such a call from a lost one).
+DEFAULT_DEADLINE_S = 600.0
 
 _completion = msgspec.json.Decoder(ChatCompletion)
 _chunk = msgspec.json.Decoder(ChatCompletionChunk)
@@ -215,6 +215,12 @@ class EdgeClient:
     async def call(self, subject: str, body: bytes, **call: Any) -> Msg:
         """Request/reply with retries within the deadline; a failed reply raises.
 
+        An attempt is sent again only when it is lost: nobody serves the subject, a 503, or
+        no message at all (neither the answer nor a keepalive of the broker working on it)
+        for ``attempt_timeout_s``. A slow answer (minutes to a reasoning model's first
+        token) is waited for, and a lost attempt is left running: the retry, under the same
+        request id, is answered from its upstream call.
+
         Returns:
             The successful reply (``Llm-Status`` under 400).
         """
@@ -226,15 +232,24 @@ class EdgeClient:
         request_id = attempts.request_id
         while True:
             remaining = attempts.next()
-            timeout = min(self._retry.attempt_timeout_s, remaining)
             failure: APIError
+            messages = stream_messages(
+                self.nc,
+                body,
+                subject=subject,
+                request_headers=hdrs,
+                deadline_s=remaining,
+                first_s=self._retry.attempt_timeout_s,
+                cancel_when_lost=False,
+            )
             try:
-                reply = await self.nc.request(subject, body, timeout=timeout, headers=hdrs)
-            except NoRespondersError:
+                async with contextlib.aclosing(messages):
+                    reply = await anext(messages)
+            except ChatStreamError:  # NATS no-responders
                 failure = UnavailableError(
                     503, f"nobody serves {subject}", code="no_broker", request_id=request_id
                 )
-            except NatsTimeout:
+            except TimeoutError:
                 failure = DeadlineError(
                     504, "no reply in time", code="deadline_exceeded", request_id=request_id
                 )

@@ -163,8 +163,9 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "--attempt-timeout",
         type=float,
         default=float(environ.get("LLM_EDGE_BRIDGE_ATTEMPT_TIMEOUT_S", "30")),
-        help="seconds an attempt waits for its answer (or a stream for its first message) "
-        "before it is sent again (env LLM_EDGE_BRIDGE_ATTEMPT_TIMEOUT_S)",
+        help="seconds an attempt may stay silent (no answer, no keepalive of the broker working "
+        "on it) before it is taken for lost and sent again (env "
+        "LLM_EDGE_BRIDGE_ATTEMPT_TIMEOUT_S)",
     )
     bridge.add_argument(
         "--max-request-bytes",

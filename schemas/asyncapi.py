@@ -25,6 +25,10 @@ _REQUEST_HEADERS = {
     headers.CACHE_NAMESPACE: "cache namespace",
     headers.TRACEPARENT: "W3C trace context",
     headers.IDEMPOTENT: "1: attempts under this request id share one upstream call",
+    headers.KEEPALIVE_MS: (
+        "ask for an empty Llm-Stream: keepalive message on the reply subject at this interval "
+        "(ms) until the answer begins: silence then means lost, not slow"
+    ),
 }
 _REPLY_HEADERS = {
     headers.STATUS: "HTTP-like status",
@@ -35,7 +39,7 @@ _REPLY_HEADERS = {
     headers.DEPLOYMENT: "deployment that answered",
     headers.ATTEMPTS: "attempts it took",
     headers.RETRY_AFTER: "seconds, on 429/503",
-    headers.STREAM: "chunk | end | error (streams)",
+    headers.STREAM: "chunk | end | error (streams); keepalive (empty, before the answer)",
     headers.SEQ: "position in a stream",
     headers.EVENT: "the Anthropic stream event name (llm.messages streams)",
     headers.COALESCED: "1: shared with an identical request in flight",

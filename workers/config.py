@@ -11,7 +11,9 @@ from edge_runtime.tables import check_keys, field_names
 
 __all__ = ["DEFAULT_TIMEOUT_S", "ProviderConfig", "ProviderKind"]
 
-DEFAULT_TIMEOUT_S = 60.0
+#: The longest an upstream call may take when the request's own budget is longer: the
+#: official SDKs' (600 s; minutes to a reasoning model's first token are normal).
+DEFAULT_TIMEOUT_S = 600.0
 DEFAULT_MAX_CONCURRENCY = 1024
 
 
