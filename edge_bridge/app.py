@@ -283,14 +283,29 @@ class BridgeApp:
         self, api: _Api, body: bytes, nats_headers: dict[str, str], send: Send
     ) -> None:
         """Server-sent events as the API's own servers send them; retried (like whole
-        replies) until the first message, never once a byte was sent to the caller."""
+        replies) until the first message, never once a byte was sent to the caller.
+
+        A stream reaches the caller whole, in order, and ends with its last event (``[DONE]``
+        or Anthropic's ``message_stop``), or it ends with an error event: a message missing
+        or out of order (``Llm-Seq``) or the deadline passing after the stream began is
+        never a 200 that silently lacks its content.
+        """
         started = False
+        expected = 0
         messages = self._relay.stream(api.subject, body, nats_headers)
         try:
             async with contextlib.aclosing(messages):
                 async for msg in messages:
                     hdrs = msg.headers or {}
                     kind = hdrs.get(headers.STREAM)
+                    if kind in {"chunk", "end"}:
+                        if hdrs.get(headers.SEQ, str(expected)) != str(expected):
+                            message = f"stream message {expected} was lost or out of order"
+                            await _stream_failed(
+                                send, api, started, 502, code="stream_gap", message=message
+                            )
+                            return  # leaving the relay cancels the request upstream
+                        expected += 1
                     if not started and kind in {"chunk", "end"}:
                         await send(
                             {
@@ -319,16 +334,8 @@ class BridgeApp:
                 anthropic=api.anthropic,
             )
         except TimeoutError:
-            if started:
-                await send({"type": "http.response.body", "body": b""})
-            else:
-                await _error(
-                    send,
-                    504,
-                    "deadline_exceeded",
-                    "the broker did not answer in time",
-                    anthropic=api.anthropic,
-                )
+            message = "the broker did not answer in time"
+            await _stream_failed(send, api, started, 504, code="deadline_exceeded", message=message)
 
     async def _models(self, scope: Scope, send: Send) -> None:
         auth = forwarded_headers(scope).get(headers.AUTHORIZATION)
@@ -368,6 +375,21 @@ async def _sse(send: Send, data: bytes, hdrs: dict[str, str], *, more: bool) -> 
     event = hdrs.get(headers.EVENT)
     prefix = b"event: " + event.encode() + b"\ndata: " if event else b"data: "
     await send({"type": "http.response.body", "more_body": more, "body": prefix + data + b"\n\n"})
+
+
+async def _stream_failed(
+    send: Send, api: _Api, started: bool, status: int, *, code: str, message: str
+) -> None:
+    """End a stream that failed: one error event when it had begun (its 200 is sent), else
+    an error response."""
+    if not started:
+        await _error(send, status, code, message, anthropic=api.anthropic)
+        return
+    if api.anthropic:
+        event = b"event: error\ndata: " + anthropic_error(status, message)
+    else:
+        event = b"data: " + error_body(status, code, message)
+    await send({"type": "http.response.body", "body": event + b"\n\n"})
 
 
 async def _respond(

@@ -16,7 +16,7 @@ from broker.repeats import once_key
 from broker.request import Prepared, Reply
 from edge_runtime.inbox import Inbox, Mailbox
 from edge_runtime.tracing import inject
-from schemas import ChatCompletionChunk, StreamEnd, headers, subjects
+from schemas import ChatCompletionChunk, StreamEnd, error_body, headers, subjects
 
 __all__ = ["KEEPALIVE", "WORKER_IDLE_S", "Forwarder", "StreamEvent", "WorkerLost"]
 
@@ -114,15 +114,24 @@ class Forwarder:
 
         Raises:
             NoProvider, WorkerLost, DeadlineExceeded: as for :meth:`whole`.
-            UpstreamFailed: the worker reported an error (before or after chunks).
+            UpstreamFailed: the worker reported an error (before or after chunks), or a
+                message was lost or came out of order (``Llm-Seq``): such a stream is
+                never completed, so never cached.
         """
         reply_to, replies = await self._send(prepared, deployment, deadline)
         ended = False  # the worker sent its last message: nothing left to cancel
+        expected = 0
         try:
             while True:
                 msg = await self._answer(replies, deployment, deadline)
                 hdrs = msg.headers or {}
                 kind = hdrs.get(headers.STREAM)
+                if kind in {"chunk", "end"}:
+                    if hdrs.get(headers.SEQ, str(expected)) != str(expected):
+                        message = f"stream message {expected} from the worker was lost"
+                        await self._cancel(prepared, reply_to)  # a broken stream: stop paying
+                        raise UpstreamFailed(502, error_body(502, "stream_gap", message), {})
+                    expected += 1
                 if kind == "chunk":
                     yield _chunk_decoder.decode(msg.data)
                     continue
