@@ -3,10 +3,17 @@
 //   const client = await EdgeClient.connect("nats://127.0.0.1:4222");
 //   const reply = await client.chat({ model: "gpt-4o-mini", messages: [...] });
 //
-// Every call has a deadline (`deadlineMs`, sent as `Llm-Timeout-Ms`). A whole call that finds no
-// broker (NATS no-responders) or is answered 503 is tried again within its deadline under the
-// same `X-Request-Id`, marked `Llm-Idempotent: 1`: every try is answered from one upstream call,
-// whichever broker it reaches. Failures throw the errors of ./errors.ts.
+// Every call has a deadline (`deadlineMs`, sent as `Llm-Timeout-Ms`; 600 s unless named, the
+// openai SDK's). A whole call that finds no broker (NATS no-responders) or is answered 503 is
+// tried again within its deadline under the same `X-Request-Id`, marked `Llm-Idempotent: 1`:
+// every try is answered from one upstream call, whichever broker it reaches.
+//
+// Slow is not lost: chat and messages calls and streams ask their broker for keepalives
+// (`Llm-Keepalive-Ms`), empty `Llm-Stream: keepalive` messages it sends while the answer has
+// not begun. They are never taken for the answer; each restarts the attempt's silence timer.
+// An attempt is taken for lost only after `attemptTimeoutMs` (30 s) of silence (no answer, no
+// keepalive), so a reasoning model thinking for minutes is waited for up to the deadline and
+// never sent again. Failures throw the errors of ./errors.ts.
 import {
   connect,
   createInbox,
@@ -19,7 +26,14 @@ import {
 } from "nats";
 
 import { Batches } from "./batches.js";
-import { DeadlineError, StreamError, UnavailableError, fromReply } from "./errors.js";
+import {
+  BadRequestError,
+  DeadlineError,
+  StreamError,
+  UnavailableError,
+  fromReply,
+  type APIError,
+} from "./errors.js";
 import type {
   AnthropicRequest,
   ChatCompletion,
@@ -30,8 +44,18 @@ import type {
   StreamEnd,
 } from "./types.js";
 
-/** A call's time budget when neither the call nor the client names one. */
-export const DEFAULT_DEADLINE_MS = 120_000;
+/** A call's time budget when neither the call nor the client names one: the openai SDK's
+ * (minutes to a reasoning model's first token are normal; keepalives tell slow from lost). */
+export const DEFAULT_DEADLINE_MS = 600_000;
+/** The longest silence (no answer, no keepalive) before an attempt is taken for lost. */
+export const DEFAULT_ATTEMPT_TIMEOUT_MS = 30_000;
+/** How often brokers are asked for a keepalive while an answer has not begun (at most: a
+ * shorter `attemptTimeoutMs` asks for a quarter of it). */
+export const KEEPALIVE_MS = 5_000;
+/** The shortest keepalive interval brokers send at. */
+export const MIN_KEEPALIVE_MS = 250;
+/** The bytes of a server's `max_payload` left for a request's headers. */
+export const HEADER_ROOM = 4096;
 /** The subject cancels are published on. */
 export const CANCEL_SUBJECT = "llm.cancel";
 
@@ -42,8 +66,17 @@ export interface ClientOptions {
   tenant?: string;
   /** The cache namespace of every call (a call may name its own). */
   namespace?: string;
-  /** Every call's time budget unless the call names one. */
+  /** Every call's time budget unless the call names one (600 s). */
   deadlineMs?: number;
+  /**
+   * The longest silence before an attempt's answer begins (no answer and no keepalive; 30 s)
+   * after which it is taken for lost and fails with a DeadlineError. Keepalives restart it,
+   * so a slow answer is waited for up to the deadline.
+   */
+  attemptTimeoutMs?: number;
+  /** The keepalive interval chat and messages calls ask for (5 s, or a quarter of a shorter
+   * `attemptTimeoutMs`, at least 250 ms). */
+  keepaliveMs?: number;
   /** Tries of a whole call (no responders, 503) within its deadline. */
   attempts?: number;
   /** Prefix of reply inboxes: the one this NATS user may subscribe to. */
@@ -102,18 +135,41 @@ function noResponders(msg: Msg): boolean {
   return msg.headers?.code === 503 && msg.data.length === 0;
 }
 
+/** A reply message that is a broker's keepalive (empty, no `Llm-Seq`): never the answer. */
+function keepalive(msg: Msg): boolean {
+  return msg.headers?.get("Llm-Stream") === "keepalive";
+}
+
+interface ExchangeOptions {
+  /** The whole exchange's time budget. */
+  deadlineMs: number;
+  /** The longest silence before the answer's first message; a keepalive restarts it. */
+  silenceMs: number;
+  /**
+   * Cancel the request upstream when it ran out of time (streams). A whole call leaves it
+   * running: a try again under its request id is answered from its upstream call.
+   */
+  cancelWhenLost: boolean;
+  signal?: AbortSignal;
+}
+
 /**
- * The messages a request's reply inbox receives, until `done` says the last one came, the
- * deadline passes (DeadlineError) or the signal aborts. Whoever stops it early publishes the
- * cancel: `exchange.cancel()`.
+ * The messages a request's reply inbox receives, keepalives left out, until `last` says the
+ * last one came, the deadline passes or the attempt stays silent too long (DeadlineError), or
+ * the signal aborts. Whoever stops it early publishes the cancel: `exchange.cancel()`. A body
+ * the server would not take is refused before anything is published (413).
  */
 class Exchange {
   readonly inbox: string;
   readonly requestId: string;
-  private readonly sub: Subscription;
+  private readonly sub: Subscription | null = null;
+  /** Nothing is left to cancel: the reply is complete, cancelled or given up on. */
   private finished = false;
   private stopped: Error | null = null;
-  private readonly timer: NodeJS.Timeout;
+  /** The answer's first message came: silence no longer counts, only the deadline. */
+  private begun = false;
+  private deadlineTimer: NodeJS.Timeout | undefined;
+  private silenceTimer: NodeJS.Timeout | undefined;
   private readonly onAbort: () => void;
 
   constructor(
@@ -121,34 +177,66 @@ class Exchange {
     subject: string,
     body: Uint8Array,
     hdrs: MsgHdrs,
-    deadlineMs: number,
-    private readonly signal?: AbortSignal,
+    private readonly options: ExchangeOptions,
   ) {
+    const { signal } = options;
     this.requestId = hdrs.get("X-Request-Id");
     this.inbox = createInbox(client.inboxPrefix);
+    this.onAbort = () =>
+      this.stop(signal?.reason instanceof Error ? signal.reason : new Error("aborted"), true);
+    const refused = client.refusal(body, this.requestId);
+    if (refused) {
+      this.stopped = refused;
+      this.finished = true; // never sent: nothing to cancel
+      return;
+    }
     this.sub = client.nc.subscribe(this.inbox);
-    this.timer = setTimeout(
+    this.deadlineTimer = setTimeout(
       () =>
         this.stop(
-          new DeadlineError(504, `no reply within ${deadlineMs} ms`, {
+          new DeadlineError(504, `no reply within ${options.deadlineMs} ms`, {
             code: "deadline_exceeded",
             requestId: this.requestId,
           }),
+          options.cancelWhenLost,
         ),
-      deadlineMs,
+      options.deadlineMs,
     );
-    this.onAbort = () =>
-      this.stop(signal?.reason instanceof Error ? signal.reason : new Error("aborted"));
     signal?.addEventListener("abort", this.onAbort, { once: true });
     if (signal?.aborted) this.onAbort();
-    else client.nc.publish(subject, body, { reply: this.inbox, headers: hdrs });
+    else {
+      this.listen();
+      client.nc.publish(subject, body, { reply: this.inbox, headers: hdrs });
+    }
   }
 
-  /** Stop listening with `reason` (thrown by `messages()`); the request is cancelled. */
-  stop(reason: Error): void {
+  /** (Re)start the silence timer: the answer has not begun. */
+  private listen(): void {
+    clearTimeout(this.silenceTimer);
+    if (this.options.silenceMs >= this.options.deadlineMs) return; // the deadline says it
+    this.silenceTimer = setTimeout(
+      () =>
+        this.stop(
+          new DeadlineError(
+            504,
+            `no answer and no keepalive for ${this.options.silenceMs} ms: the request or its reply was lost`,
+            { code: "deadline_exceeded", requestId: this.requestId },
+          ),
+          this.options.cancelWhenLost,
+        ),
+      this.options.silenceMs,
+    );
+  }
+
+  /** Stop listening with `reason` (thrown by `messages()`); `cancel`: cancel the request. */
+  stop(reason: Error, cancel: boolean): void {
     if (this.stopped || this.finished) return;
     this.stopped = reason;
-    this.cancel();
+    if (cancel) this.cancel();
+    else {
+      this.finished = true;
+      this.close();
+    }
   }
 
   /** Publish the cancel (with the request's inbox as its reply) unless the reply is complete. */
@@ -160,15 +248,24 @@ class Exchange {
   }
 
   private close(): void {
-    clearTimeout(this.timer);
-    this.signal?.removeEventListener("abort", this.onAbort);
-    this.sub.unsubscribe();
+    clearTimeout(this.deadlineTimer);
+    clearTimeout(this.silenceTimer);
+    this.options.signal?.removeEventListener("abort", this.onAbort);
+    this.sub?.unsubscribe();
   }
 
-  /** Every message; `last(msg)` says whether it ends the reply. */
+  /** Every message but keepalives; `last(msg)` says whether it ends the reply. */
   async *messages(last: (msg: Msg) => boolean): AsyncGenerator<Msg> {
     try {
-      for await (const msg of this.sub) {
+      for await (const msg of this.sub ?? []) {
+        if (keepalive(msg)) {
+          if (!this.begun && !this.finished) this.listen(); // slow, not lost
+          continue;
+        }
+        if (!this.begun) {
+          this.begun = true;
+          clearTimeout(this.silenceTimer);
+        }
         if (last(msg)) {
           this.finished = true;
           this.close();
@@ -182,6 +279,21 @@ class Exchange {
       this.cancel(); // a consumer leaving early cancels the request upstream
     }
   }
+}
+
+/**
+ * Check a stream message's `Llm-Seq` against the position it should have (0, 1, 2 …): a gap
+ * or a reorder throws StreamError. A message without one (keepalives carry none) passes.
+ */
+export function checkSeq(seq: string | undefined | null, expected: number): void {
+  if (seq === undefined || seq === null || seq === "") return;
+  const got = Number(seq);
+  if (got === expected) return;
+  throw new StreamError(
+    Number.isInteger(got) && got < expected
+      ? `stream message ${got} came again or out of order (expected ${expected})`
+      : `stream message ${expected} missing (got ${seq})`,
+  );
 }
 
 /** A streamed chat completion: iterate its chunks; `cancel()` stops it upstream. */
@@ -224,8 +336,7 @@ export class ChatStream implements AsyncIterable<ChatCompletionChunk> {
         // an error during the stream, or the request refused before it began
         throw fromReply(kind ? Number(msg.headers?.get("Llm-Status") || "500") : status(msg), msg.data, msg.headers);
       }
-      const seq = msg.headers?.get("Llm-Seq");
-      if (seq && Number(seq) !== expected) throw new StreamError(`stream message ${expected} missing`);
+      checkSeq(msg.headers?.get("Llm-Seq"), expected);
       expected += 1;
       if (kind === "end") {
         this.end = msg.data.length ? decode<StreamEnd>(msg.data) : {};
@@ -271,22 +382,33 @@ export class EdgeClient {
   async chat(request: ChatBody, call: CallOptions = {}): Promise<ChatCompletion> {
     const body = { ...request, stream: false };
     delete (body as { stream_options?: unknown }).stream_options;
-    return decode<ChatCompletion>((await this.call(this.subject("chat"), json(body), call)).data);
+    return decode<ChatCompletion>((await this.whole(this.subject("chat"), json(body), call, true)).data);
   }
 
   /** A whole Anthropic Messages answer (`llm.messages`), retried as `chat()` is. */
   async messages(request: MessagesBody, call: CallOptions = {}): Promise<AnthropicMessage> {
     const body: AnthropicRequest = { ...request };
     delete body.stream;
-    return decode<AnthropicMessage>((await this.call(this.subject("messages"), json(body), call)).data);
+    const reply = await this.whole(this.subject("messages"), json(body), call, true);
+    return decode<AnthropicMessage>(reply.data);
   }
 
-  /** A streamed chat completion: its typed chunks; leaving the loop early cancels it upstream. */
+  /**
+   * A streamed chat completion: its typed chunks; leaving the loop early cancels it upstream.
+   * A stream silent for `attemptTimeoutMs` before its first chunk (no keepalive either) is
+   * cancelled and throws DeadlineError; a missing or reordered message throws StreamError.
+   */
   stream(request: ChatBody, call: CallOptions = {}): ChatStream {
     const hdrs = this.headers(call);
-    const deadline = call.deadlineMs ?? this.deadlineMs;
+    hdrs.set("Llm-Keepalive-Ms", String(this.keepaliveMs));
     const body = json({ ...request, stream: true });
-    return new ChatStream(new Exchange(this, this.subject("chat"), body, hdrs, deadline, call.signal));
+    const options: ExchangeOptions = {
+      deadlineMs: call.deadlineMs ?? this.deadlineMs,
+      silenceMs: this.attemptTimeoutMs,
+      cancelWhenLost: true,
+      signal: call.signal,
+    };
+    return new ChatStream(new Exchange(this, this.subject("chat"), body, hdrs, options));
   }
 
   /**
@@ -319,10 +441,39 @@ export class EdgeClient {
 
   /**
    * Request/reply with tries within the deadline (no responders, 503); a failed reply throws.
-   * Aborting `call.signal` cancels the request upstream. Returns the successful reply.
+   * An attempt silent for `attemptTimeoutMs` (no reply) throws DeadlineError. Aborting
+   * `call.signal` cancels the request upstream. Returns the successful reply.
    */
   async call(subject: string, body: Uint8Array, call: CallOptions = {}): Promise<Msg> {
+    return this.whole(subject, body, call, false);
+  }
+
+  /**
+   * The refusal of a body the connected server would not take (its `max_payload` less
+   * HEADER_ROOM for the headers): a 413 `request_too_large` naming the limit, raised before
+   * anything is published; `null` when it fits.
+   */
+  refusal(body: Uint8Array, requestId: string): APIError | null {
+    const maxPayload = this.nc.info?.max_payload;
+    if (maxPayload === undefined) return null;
+    const limit = maxPayload - HEADER_ROOM;
+    if (body.length <= limit) return null;
+    return new BadRequestError(
+      413,
+      `request body is ${body.length} bytes; the NATS server takes ${limit} ` +
+        `(its max_payload, ${maxPayload}, less ${HEADER_ROOM} for headers)`,
+      { code: "request_too_large", requestId },
+    );
+  }
+
+  /**
+   * A whole call (`call()`); `keepalive`: ask the broker for keepalives (chat, messages), so
+   * that only silence, not a slow answer, ends an attempt. An attempt that ran out of time is
+   * not cancelled: a try again under its request id is answered from its upstream call.
+   */
+  private async whole(subject: string, body: Uint8Array, call: CallOptions, keepalive: boolean): Promise<Msg> {
     const hdrs = this.headers(call);
+    if (keepalive) hdrs.set("Llm-Keepalive-Ms", String(this.keepaliveMs));
     const requestId = hdrs.get("X-Request-Id");
     const deadline = Date.now() + (call.deadlineMs ?? this.deadlineMs);
     const attempts = this.options.attempts ?? 3;
@@ -330,7 +481,12 @@ export class EdgeClient {
     for (let attempt = 1; ; attempt += 1) {
       const remaining = deadline - Date.now();
       hdrs.set("Llm-Timeout-Ms", String(Math.max(remaining, 1)));
-      const exchange = new Exchange(this, subject, body, hdrs, remaining, call.signal);
+      const exchange = new Exchange(this, subject, body, hdrs, {
+        deadlineMs: remaining,
+        silenceMs: this.attemptTimeoutMs,
+        cancelWhenLost: false,
+        signal: call.signal,
+      });
       let reply: Msg | undefined;
       for await (const msg of exchange.messages(() => true)) reply = msg;
       if (reply === undefined) throw new DeadlineError(504, "no reply", { requestId });
@@ -348,6 +504,16 @@ export class EdgeClient {
 
   private get deadlineMs(): number {
     return this.options.deadlineMs ?? DEFAULT_DEADLINE_MS;
+  }
+
+  private get attemptTimeoutMs(): number {
+    return this.options.attemptTimeoutMs ?? DEFAULT_ATTEMPT_TIMEOUT_MS;
+  }
+
+  /** The keepalive interval asked for: several fit in the attempt's silence bound. */
+  private get keepaliveMs(): number {
+    const asked = this.options.keepaliveMs ?? Math.min(KEEPALIVE_MS, this.attemptTimeoutMs / 4);
+    return Math.max(MIN_KEEPALIVE_MS, Math.round(asked));
   }
 
   private subject(api: "chat" | "messages"): string {

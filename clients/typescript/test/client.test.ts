@@ -1,7 +1,11 @@
 // The client against a real stack (llm-edge up, mock providers): chat, Anthropic messages, stream,
-// errors, cancel, a small batch. No assertion is timed; every wait is bounded.
+// errors, cancel, a slow answer, a small batch; and against a bare NATS server of 1 MiB messages
+// with a stand-in broker: keepalives, silence, sizes, stream order. No assertion is timed;
+// every wait is bounded.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
+
+import { connect, headers as natsHeaders, type Msg, type NatsConnection } from "nats";
 
 import {
   APIError,
@@ -12,12 +16,14 @@ import {
   InternalServerError,
   NotFoundError,
   RateLimitError,
+  StreamError,
   UnavailableError,
+  checkSeq,
   fromReply,
   type BatchObject,
   type ChatBody,
 } from "../src/index.js";
-import { startStack, type Stack } from "./stack.js";
+import { THINKING_MS, startNatsServer, startStack, type NatsServer, type Stack } from "./stack.js";
 
 const hello: ChatBody = { model: "gpt-4o-mini", messages: [{ role: "user", content: "Hello there" }] };
 
@@ -52,6 +58,21 @@ describe("errors, keyed by Llm-Status and the envelope's code", () => {
     assert.ok(raw instanceof InternalServerError);
     assert.equal(raw.detail, "not json");
     assert.equal(raw.code, null);
+  });
+});
+
+describe("Llm-Seq: 0, 1, 2 … or a StreamError", () => {
+  test("the expected position passes, and so does a message without one", () => {
+    checkSeq("0", 0);
+    checkSeq("7", 7);
+    checkSeq(undefined, 3);
+    checkSeq("", 3);
+  });
+
+  test("a gap, a repeat, a reorder or a number that is none throws", () => {
+    assert.throws(() => checkSeq("2", 1), (error: unknown) => error instanceof StreamError && /1 missing/.test(error.message));
+    assert.throws(() => checkSeq("0", 1), /out of order/);
+    assert.throws(() => checkSeq("x", 0), StreamError);
   });
 });
 
@@ -147,6 +168,35 @@ describe("against a real stack", () => {
     await waitFor(async () => (await inFlight(client)) === 0, "the aborted call to end");
   });
 
+  test("slow is not lost: an answer slower than the attempt timeout arrives, one upstream call each", async () => {
+    // thinking-model is silent for THINKING_MS before its first byte; the attempt timeout is a
+    // third of that: only the broker's keepalives tell this call from a lost one
+    const patient = new EdgeClient(client.nc, { attemptTimeoutMs: THINKING_MS / 3 });
+    const before = await upstreamCalls(stack, "thinker");
+    const think = (text: string): ChatBody => ({ model: "thinking-model", messages: [{ role: "user", content: text }] });
+    const started = Date.now();
+    const [whole, streamed] = await Promise.all([
+      patient.chat(think("whole, slowly")),
+      (async () => {
+        let text = "";
+        for await (const chunk of patient.stream(think("streamed, slowly"))) text += chunk.choices[0]?.delta.content ?? "";
+        return text;
+      })(),
+    ]);
+    assert.ok(Date.now() - started >= THINKING_MS, "the upstream was as slow as configured");
+    assert.match(whole.choices[0].message.content ?? "", /: whole, slowly$/);
+    assert.match(streamed, /: streamed, slowly$/);
+    await waitFor(async () => (await upstreamCalls(stack, "thinker")) >= before + 2, "both upstream calls to be counted");
+    assert.equal(await upstreamCalls(stack, "thinker"), before + 2);
+  });
+
+  test("a 2 MiB request fits the stack's server (64 MiB messages)", async () => {
+    const big = "x".repeat(2 * 1024 * 1024);
+    assert.ok((client.nc.info?.max_payload ?? 0) > big.length + 4096);
+    const reply = await client.chat({ ...hello, messages: [{ role: "user", content: big }] }, { cacheControl: "no-store" });
+    assert.match(reply.choices[0].message.content ?? "", /^Mock reply \[[0-9a-f]{8}\]: x+$/);
+  });
+
   test("a small batch runs to completion, with events", async () => {
     const lines = ["a", "b", "c"].map((id) => ({
       custom_id: id,
@@ -168,6 +218,181 @@ describe("against a real stack", () => {
     assert.equal((await client.batches.get(batch.id)).status, "completed");
   });
 });
+
+/** The stand-in broker's script: what it does with a request, by the request's first message. */
+type Script = "think" | "think-stream" | "silent" | "gap" | "reorder";
+
+/**
+ * A bare NATS server of 1 MiB messages, and a stand-in broker on it that answers `llm.chat` as
+ * each request's script says (protocol cases a real broker never sends: a gap in a stream, a
+ * broker that fell silent), recording every request and cancel it receives.
+ */
+describe("against a bare NATS server with a stand-in broker", () => {
+  const MAX_PAYLOAD = 1024 * 1024;
+  /** The attempt timeout of these tests: the stand-in thinks for three of it. */
+  const SILENCE_MS = 600;
+  let server: NatsServer;
+  let broker: NatsConnection;
+  let client: EdgeClient;
+  const requests: Msg[] = [];
+  const cancels: string[] = [];
+  const timers = new Set<NodeJS.Timeout>();
+
+  const ask = (script: Script): ChatBody => ({ model: "m", messages: [{ role: "user", content: script }] });
+  const idOf = (msg: Msg) => msg.headers?.get("X-Request-Id") ?? "";
+  const requestsOf = (requestId: string) => requests.filter((msg) => idOf(msg) === requestId);
+
+  function reply(request: Msg, values: Record<string, string>, body: unknown = null): void {
+    const hdrs = natsHeaders();
+    hdrs.set("X-Request-Id", idOf(request));
+    for (const [name, value] of Object.entries(values)) hdrs.set(name, value);
+    const data = body === null ? new Uint8Array() : new TextEncoder().encode(JSON.stringify(body));
+    broker.publish(request.reply ?? "", data, { headers: hdrs });
+  }
+
+  const chunk = (content: string) => ({
+    id: "c", object: "chat.completion.chunk", created: 0, model: "m",
+    choices: [{ index: 0, delta: { content }, finish_reason: null }],
+  });
+  const completion = (content: string) => ({
+    id: "c", object: "chat.completion", created: 0, model: "m",
+    choices: [{ index: 0, message: { role: "assistant", content }, finish_reason: "stop" }],
+  });
+
+  /** Keepalives every SILENCE_MS / 4 for three attempt timeouts, then `answer()`. */
+  function think(request: Msg, answer: () => void): void {
+    const ticking = setInterval(() => reply(request, { "Llm-Stream": "keepalive" }), SILENCE_MS / 4);
+    const done = setTimeout(() => {
+      clearInterval(ticking);
+      timers.delete(done);
+      answer();
+    }, SILENCE_MS * 3);
+    timers.add(done).add(ticking);
+  }
+
+  function serve(request: Msg): void {
+    requests.push(request);
+    const body = JSON.parse(new TextDecoder().decode(request.data)) as ChatBody;
+    const script = body.messages[0].content as Script;
+    if (script === "think") think(request, () => reply(request, {}, completion("thought it over")));
+    if (script === "think-stream") {
+      think(request, () => {
+        reply(request, { "Llm-Stream": "chunk", "Llm-Seq": "0" }, chunk("thought "));
+        reply(request, { "Llm-Stream": "keepalive" }); // late, after the answer began: ignored too
+        reply(request, { "Llm-Stream": "chunk", "Llm-Seq": "1" }, chunk("it over"));
+        reply(request, { "Llm-Stream": "end", "Llm-Seq": "2" }, { finish_reason: "stop" });
+      });
+    }
+    if (script === "gap") {
+      reply(request, { "Llm-Stream": "chunk", "Llm-Seq": "0" }, chunk("one "));
+      reply(request, { "Llm-Stream": "chunk", "Llm-Seq": "2" }, chunk("three"));
+      reply(request, { "Llm-Stream": "end", "Llm-Seq": "3" }, { finish_reason: "stop" });
+    }
+    if (script === "reorder") {
+      reply(request, { "Llm-Stream": "chunk", "Llm-Seq": "1" }, chunk("two "));
+      reply(request, { "Llm-Stream": "chunk", "Llm-Seq": "0" }, chunk("one "));
+      reply(request, { "Llm-Stream": "end", "Llm-Seq": "2" }, { finish_reason: "stop" });
+    }
+    // "silent": a broker that died with the request
+  }
+
+  before(async () => {
+    server = await startNatsServer(MAX_PAYLOAD);
+    broker = await connect({ servers: server.url, name: "stand-in-broker" });
+    broker.subscribe("llm.chat", { callback: (error, msg) => error || serve(msg) });
+    broker.subscribe("llm.cancel", { callback: (error, msg) => error || cancels.push(new TextDecoder().decode(msg.data)) });
+    await broker.flush();
+    client = await EdgeClient.connect(server.url, { attemptTimeoutMs: SILENCE_MS, deadlineMs: 20_000 });
+  });
+
+  after(async () => {
+    for (const timer of timers) clearTimeout(timer);
+    await client?.close();
+    await broker?.close();
+    await server?.stop();
+  });
+
+  test("a body over the server's max_payload is refused 413 before anything is published", async () => {
+    const content = "x".repeat(2 * 1024 * 1024);
+    const big: ChatBody = { model: "m", messages: [{ role: "user", content }] };
+    assert.equal(client.nc.info?.max_payload, MAX_PAYLOAD);
+    const refused = (error: unknown) => {
+      assert.ok(error instanceof BadRequestError);
+      assert.equal(error.status, 413);
+      assert.equal(error.code, "request_too_large");
+      assert.match(error.detail, new RegExp(`takes ${MAX_PAYLOAD - 4096} \\(its max_payload, ${MAX_PAYLOAD}`));
+      assert.ok(error.requestId);
+      return true;
+    };
+    await assert.rejects(client.chat(big), refused);
+    await assert.rejects(client.messages({ model: "m", max_tokens: 16, messages: [{ role: "user", content }] }), refused);
+    await assert.rejects(async () => {
+      for await (const _ of client.stream(big)) assert.fail("no chunk expected");
+    }, refused);
+    await assert.rejects(client.call("llm.chat", new Uint8Array(MAX_PAYLOAD)), refused);
+    await client.nc.flush();
+    await broker.flush();
+    assert.equal(requests.length, 0, "nothing was published");
+    assert.deepEqual(cancels, []);
+  });
+
+  test("keepalives are not the answer: they restart the silence timer of a whole call", async () => {
+    const reply = await client.chat(ask("think"), { requestId: "ts-think" });
+    assert.equal(reply.choices[0].message.content, "thought it over");
+    const sent = requestsOf("ts-think");
+    assert.equal(sent.length, 1, "a slow call is not sent again");
+    assert.equal(sent[0].headers?.get("Llm-Keepalive-Ms"), "250"); // a quarter of 600 ms, at least 250
+    assert.ok(!cancels.includes("ts-think"));
+  });
+
+  test("keepalives are not yielded by a stream, before or after its first chunk", async () => {
+    const stream = client.stream(ask("think-stream"), { requestId: "ts-think-stream" });
+    const texts: string[] = [];
+    for await (const chunk of stream) texts.push(chunk.choices[0]?.delta.content ?? "");
+    assert.deepEqual(texts, ["thought ", "it over"]);
+    assert.equal(stream.end?.finish_reason, "stop");
+    assert.equal(requestsOf("ts-think-stream").length, 1);
+    assert.ok(requestsOf("ts-think-stream")[0].headers?.get("Llm-Keepalive-Ms"));
+  });
+
+  test("silence is lost: no answer and no keepalive for attemptTimeoutMs is a DeadlineError", async () => {
+    const lost = (error: unknown) => {
+      assert.ok(error instanceof DeadlineError);
+      assert.equal(error.status, 504);
+      assert.match(error.detail, /no answer and no keepalive for 600 ms/);
+      return true;
+    };
+    const started = Date.now();
+    await assert.rejects(client.chat(ask("silent"), { requestId: "ts-silent" }), lost);
+    await assert.rejects(async () => {
+      for await (const _ of client.stream(ask("silent"), { requestId: "ts-silent-stream" })) assert.fail("no chunk");
+    }, lost);
+    assert.ok(Date.now() - started < 10_000, "well before the 20 s deadline");
+    assert.equal(requestsOf("ts-silent").length, 1);
+    // the lost stream is cancelled; the lost whole call is left to a try under its id
+    await waitFor(async () => cancels.includes("ts-silent-stream"), "the lost stream's cancel");
+    assert.ok(!cancels.includes("ts-silent"));
+  });
+
+  test("a gap or a reorder in a stream throws StreamError and cancels it", async () => {
+    const seen: string[] = [];
+    await assert.rejects(async () => {
+      for await (const chunk of client.stream(ask("gap"), { requestId: "ts-gap" })) seen.push(chunk.choices[0]?.delta.content ?? "");
+    }, (error: unknown) => error instanceof StreamError && /stream message 1 missing/.test(error.message));
+    assert.deepEqual(seen, ["one "]);
+    await assert.rejects(async () => {
+      for await (const _ of client.stream(ask("reorder"), { requestId: "ts-reorder" })) assert.fail("no chunk before 0");
+    }, StreamError);
+    await waitFor(async () => cancels.includes("ts-gap") && cancels.includes("ts-reorder"), "the broken streams' cancels");
+  });
+});
+
+/** The upstream calls a provider's workers made (their `/metrics`). */
+async function upstreamCalls(stack: Stack, provider: string): Promise<number> {
+  const text = await (await fetch(`${stack.httpUrl}/metrics`)).text();
+  const line = new RegExp(`^llm_edge_worker_upstream_seconds_count\\{provider="${provider}"\\} (\\S+)$`, "m").exec(text);
+  return line ? Number(line[1]) : 0;
+}
 
 /** The broker's requests in flight (llm.admin.status); the tests run one at a time. */
 async function inFlight(client: EdgeClient): Promise<number> {
