@@ -24,6 +24,13 @@ from workers.h1.errors import TransportError, TransportTimeout
 __all__ = ["Connection", "Headers", "Response"]
 
 #: Body bytes read ahead of a slow consumer before the socket stops being read.
+#:
+#: Only a consumer of pieces (:meth:`Response.iter_chunks`, an event stream relayed message by
+#: message) is waited for: its buffer is what the bound keeps small, and TCP pushes back on an
+#: upstream that produces faster than we publish. :meth:`Response.read` holds the whole body
+#: by definition, so it lifts the bound: the bytes have nowhere to go but its buffer, and a
+#: pause there waited for a reader that never came (a 6 MiB answer stalled at 1 MiB until
+#: the caller's deadline, the read timer being re-armed while paused).
 READ_AHEAD = 1 << 20
 _DECODABLE = {"gzip", "deflate", "x-gzip"}
 
@@ -53,6 +60,7 @@ class Response:
         "_error",
         "_size",
         "_waiter",
+        "_whole",
         "headers",
         "reason",
         "status",
@@ -65,6 +73,7 @@ class Response:
         self.headers = Headers()
         self._chunks: collections.deque[bytes] = collections.deque()
         self._size = 0
+        self._whole = False  # read() holds the whole body: no read-ahead bound
         self._complete = False
         self._error: TransportError | None = None
         self._waiter: asyncio.Future[None] | None = None
@@ -81,6 +90,11 @@ class Response:
         """Whether the whole body has arrived."""
         return self._complete
 
+    @property
+    def buffered(self) -> int:
+        """Body bytes read from the socket that the consumer has not taken yet."""
+        return self._size
+
     async def wait_headers(self) -> None:
         """Wait for the status line and the headers."""
         while not self.status:
@@ -90,6 +104,8 @@ class Response:
         """The whole body (waits for its end)."""
         if self._error is not None:
             raise self._error
+        self._whole = True  # every byte ends in the returned body: waiting would only stall
+        self._conn.resume()
         while not self._complete:
             await self._progress()
         body = b"".join(self._chunks) if len(self._chunks) != 1 else self._chunks[0]
@@ -175,7 +191,7 @@ class Response:
     def _body(self, chunk: bytes) -> None:
         self._chunks.append(chunk)
         self._size += len(chunk)
-        if self._size > READ_AHEAD:
+        if self._size > READ_AHEAD and not self._whole:
             self._conn.pause()
         self._wake()
 
