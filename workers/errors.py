@@ -16,6 +16,7 @@ from workers.h1.errors import TransportError, TransportTimeout
 __all__ = [
     "ErrorKind",
     "ProviderError",
+    "ReplyTooLarge",
     "UnexpectedBody",
     "kind_for_status",
     "transport_error",
@@ -110,6 +111,22 @@ class ProviderError(Exception):
     def status(self) -> int:
         """The HTTP-like status for the caller."""
         return self.kind.user_status
+
+
+class ReplyTooLarge(Exception):
+    """An answer, or one message of a stream, over the NATS server's ``max_payload`` (the
+    server would close the connection that published it). Not the upstream's failure, and no
+    other attempt would make it smaller: answered with a final 502 ``reply_too_large``.
+
+    Attributes:
+        size: the message's payload size in bytes.
+    """
+
+    code = "reply_too_large"
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        super().__init__(f"the provider's answer ({size} bytes) is over the NATS max_payload")
 
 
 class UnexpectedBody(Exception):

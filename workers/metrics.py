@@ -3,7 +3,7 @@
 Measured in the runner around ``Provider.complete`` / ``Provider.stream`` (not in the
 adapters), so every provider kind is measured the same way. Labels are low-cardinality only:
 the provider's configured name and the error kind (:class:`~workers.errors.ErrorKind`,
-``timeout`` or ``internal``).
+``timeout``, ``reply_too_large`` or ``internal``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from workers.errors import ProviderError
+from workers.errors import ProviderError, ReplyTooLarge
 
 __all__ = ["UPSTREAM_ERRORS", "UPSTREAM_IN_FLIGHT", "UPSTREAM_SECONDS", "upstream_call"]
 
@@ -44,6 +44,8 @@ def error_kind(exc: BaseException) -> str:
         return exc.kind.value
     if isinstance(exc, TimeoutError):
         return "timeout"
+    if isinstance(exc, ReplyTooLarge):  # a stream's piece too large to publish
+        return ReplyTooLarge.code
     return "internal"
 
 
