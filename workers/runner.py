@@ -7,6 +7,11 @@ A request id published on ``llm.cancel`` with the call's reply subject as its re
 broker does when its caller leaves) cancels that call here, closing the upstream call; a
 cancel without it is ignored, so nobody else can stop the call.
 
+A chunk whose text is large (a whole answer in one upstream event) goes as several
+consecutive chunks (:mod:`workers.split`). A message over the server's ``max_payload`` is
+never published (the server would close our connection): a whole answer is replaced by a 502
+``reply_too_large``, and a stream stops there and ends with that ``error``.
+
 A request that carries ``Llm-Keepalive-Ms`` gets an empty ``Llm-Stream: keepalive`` message
 at least that often while it is in flight: the broker takes a silent worker for dead and
 fails the call over at once instead of waiting for the deadline.
@@ -29,6 +34,7 @@ from edge_runtime.discovery import register
 from edge_runtime.health import Health
 from edge_runtime.lifecycle import serve
 from edge_runtime.process import (
+    PENDING_BYTES_LIMIT,
     PENDING_MSGS_LIMIT,
     STOP_STEP_S,
     InFlight,
@@ -38,9 +44,10 @@ from edge_runtime.process import (
 from edge_runtime.tracing import span
 from schemas import StreamEnd, decode_chat_request, error_body, headers, subjects
 from workers.base import Provider, ProviderRequest
-from workers.errors import ProviderError
+from workers.errors import ProviderError, ReplyTooLarge
 from workers.metrics import upstream_call
 from workers.once import Answer, OnceClaims
+from workers.split import split_chunk
 
 __all__ = ["DEFAULT_WORKER_TIMEOUT_S", "WorkerService", "serve_worker", "timeout_from"]
 
@@ -82,6 +89,8 @@ def failure(exc: BaseException, provider: str, timeout: float) -> tuple[int, byt
         if exc.retry_after is not None:
             extra[headers.RETRY_AFTER] = f"{exc.retry_after:g}"
         return exc.status, error_body(exc.status, exc.kind.value, exc.message), extra
+    if isinstance(exc, ReplyTooLarge):  # the same answer would be as large anywhere: final
+        return 502, error_body(502, exc.code, str(exc)), {}
     if isinstance(exc, TimeoutError):
         message = f"{provider} did not answer within {timeout:.1f}s"
         return 504, error_body(504, "deadline_exceeded", message), {headers.RETRYABLE: "1"}
@@ -131,6 +140,7 @@ class WorkerService:
                 queue=subjects.WORKER_QUEUE,
                 cb=self._on_msg,
                 pending_msgs_limit=PENDING_MSGS_LIMIT,
+                pending_bytes_limit=PENDING_BYTES_LIMIT,
             ),
             await self._nc.subscribe(subjects.CANCEL, cb=self._on_cancel),
         ]
@@ -223,8 +233,10 @@ class WorkerService:
         if extra:
             reply_headers.update(extra)
         if not fits(self._nc, body, reply_headers):  # the server would close our connection
-            message = f"the provider's answer ({len(body)} bytes) is over the NATS max_payload"
-            body = error_body(502, "reply_too_large", message)
+            too_large = ReplyTooLarge(len(body))
+            if reply_headers.get(headers.STREAM) == "chunk":
+                raise too_large  # the stream stops and ends with its error message
+            body = error_body(502, too_large.code, str(too_large))
             kept = {k: v for k, v in reply_headers.items() if k != headers.STREAM}
             reply_headers = {**kept, headers.STATUS: "502"}
             if extra and headers.STREAM in extra:
@@ -268,13 +280,14 @@ class WorkerService:
                             end.usage = chunk.usage
                         for choice in chunk.choices:
                             end.finish_reason = choice.finish_reason or end.finish_reason
-                        await self._reply(
-                            reply,
-                            200,
-                            _encoder.encode(chunk),
-                            {headers.STREAM: "chunk", headers.SEQ: str(seq)},
-                        )
-                        seq += 1
+                        for piece in split_chunk(chunk):  # one huge event: several messages
+                            await self._reply(
+                                reply,
+                                200,
+                                _encoder.encode(piece),
+                                {headers.STREAM: "chunk", headers.SEQ: str(seq)},
+                            )
+                            seq += 1
         except Exception as exc:
             self._count(failed=True)
             status, body, extra = failure(exc, self._provider.name, request.timeout_s)
