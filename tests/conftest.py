@@ -9,11 +9,21 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.support.servers import EmbeddedCluster, RedisServer, start_cluster, start_nats
+from tests.support.servers import (
+    EmbeddedCluster,
+    EmbeddedNats,
+    RedisServer,
+    start_cluster,
+    start_nats,
+)
 from tests.support.upstream import FakeOpenAI, running_fake
+
+if TYPE_CHECKING:  # the services are imported by the tests that start them, not by every test
+    from tests.support.stack import StackFactory
 
 #: Seconds before a still-running test gets its asyncio tasks dumped to stderr; pytest-timeout
 #: (``timeout`` in pyproject.toml) fails the test a little later.
@@ -47,9 +57,14 @@ def pytest_runtest_protocol(item: pytest.Item) -> Iterator[object]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks derived from what a test uses. The other cost markers (``process``, ``browser``,
+    ``node``, ``model``) are set in the test modules themselves; ``scripts/dev test-fast``
+    leaves all of them out."""
     for item in items:
         if "/integration/" in str(item.path):
             item.add_marker(pytest.mark.integration)
+        if "nats_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.cluster)
 
 
 @pytest.fixture(scope="session")
@@ -72,9 +87,33 @@ def nats_cluster(tmp_path: Path) -> Iterator[EmbeddedCluster]:
         cluster.stop()
 
 
+@pytest.fixture
+def own_nats(tmp_path: Path) -> Iterator[EmbeddedNats]:
+    """A nats-server with JetStream of this test's own: no service another test left behind on
+    the session's server shares its subjects, and its streams and buckets hold only what the
+    test stores."""
+    server = start_nats(tmp_path / "own-nats")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """A real redis-server on a free port, for the session."""
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server of this test's own: one the test may pause, kill and restart, whose
+    database holds only what the test stores."""
     server = RedisServer()
     server.start()
     try:
@@ -88,6 +127,20 @@ async def fake_openai() -> AsyncIterator[FakeOpenAI]:
     """A fake OpenAI upstream on a free port."""
     async with running_fake() as server:
         yield server
+
+
+@pytest.fixture
+async def make_stack() -> AsyncIterator[StackFactory]:
+    """Starts in-process stacks: ``await make_stack(nats_url, config, bridge=True, ...)`` takes
+    :func:`~tests.support.stack.start_stack`'s arguments. Every stack it started is stopped at
+    teardown, the last first (a test may stop one earlier itself: it is not stopped twice)."""
+    from tests.support.stack import StackFactory
+
+    factory = StackFactory()
+    try:
+        yield factory
+    finally:
+        await factory.stop_all()
 
 
 @pytest.fixture

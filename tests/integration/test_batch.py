@@ -3,33 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import msgspec
 import openai
 import pytest
-from nats.aio.client import Client
 from nats.aio.msg import Msg
 from prometheus_client import REGISTRY
 
 from broker.batch.runner import FETCH_S
-from broker.config import Config
-from edge_client.batch_store import BatchStore
+from edge_runtime.batch_store import BatchStore
 from schemas.batch import BatchRecord
+from tests.support.batch import batch_stack, jsonl, lines, wait_final, wait_for, wait_status
 from tests.support.cli import run_cli
-from tests.support.stack import Stack, config_from, start_stack
+from tests.support.stack import Stack, StackFactory, config_from
 from tests.support.upstream import FakeOpenAI, Scripted
-
-FINAL = {"completed", "failed", "expired", "cancelled"}
 
 
 @pytest.fixture
-async def stack(nats_url: str, fake_openai: FakeOpenAI) -> AsyncIterator[Stack]:
+async def stack(nats_url: str, fake_openai: FakeOpenAI, make_stack: StackFactory) -> Stack:
     config = config_from(f"""
         [cache]
         enabled = false
@@ -55,87 +50,7 @@ async def stack(nats_url: str, fake_openai: FakeOpenAI) -> AsyncIterator[Stack]:
         [models.flaky]
         deployments = [{{ provider = "up" }}]
     """)
-    async with batch_stack(nats_url, config) as running:
-        yield running
-
-
-@contextlib.asynccontextmanager
-async def batch_stack(
-    nats_url: str, config: Config, providers: list[str] | None = None
-) -> AsyncIterator[Stack]:
-    """A stack with the bridge and an empty batch line queue (workers for ``providers``, by
-    default every provider a model routes to)."""
-    running = await start_stack(nats_url, config, providers=providers, bridge=True)
-    await purge_batch_queue(running.nc)
-    try:
-        yield running
-    finally:
-        await running.stop()
-
-
-async def purge_batch_queue(nc: Client) -> None:
-    """Lines left queued by another test's batches are not this test's business."""
-    store = await BatchStore.open(nc)
-    del store
-    await nc.jetstream().purge_stream("LLM_EDGE_BATCH_LINES")
-
-
-def lines(n: int, model: str = "mock", prefix: str = "req") -> list[dict[str, Any]]:
-    return [
-        {
-            "custom_id": f"{prefix}-{i}",
-            "method": "POST",
-            "url": "/v1/chat/completions",
-            "body": {"model": model, "messages": [{"role": "user", "content": f"line {i}"}]},
-        }
-        for i in range(n)
-    ]
-
-
-def jsonl(rows: list[dict[str, Any]]) -> bytes:
-    return b"".join(json.dumps(r).encode() + b"\n" for r in rows)
-
-
-async def wait_status(
-    nc: Client,
-    batch_id: str,
-    wanted: set[str],
-    patience_s: float = 60,
-    hdrs: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    """Follow llm.batch.events.<id> until the batch reaches one of ``wanted`` (subscribe
-    first, then read the current state, so no event is missed)."""
-    sub = await nc.subscribe(f"llm.batch.events.{batch_id}")
-    try:
-        body = msgspec.json.encode({"id": batch_id})
-        current = msgspec.json.decode(
-            (await nc.request("llm.batch.get", body, timeout=5, headers=hdrs)).data
-        )
-        while current["status"] not in wanted:
-            current = msgspec.json.decode((await sub.next_msg(timeout=patience_s)).data)
-        return current  # type: ignore[no-any-return]
-    finally:
-        await sub.unsubscribe()
-
-
-async def wait_for(
-    nc: Client, batch_id: str, condition: Callable[[dict[str, Any]], bool], patience_s: float = 30
-) -> dict[str, Any]:
-    """Follow llm.batch.events.<id> until the batch object satisfies ``condition``."""
-    sub = await nc.subscribe(f"llm.batch.events.{batch_id}")
-    try:
-        body = msgspec.json.encode({"id": batch_id})
-        current = msgspec.json.decode((await nc.request("llm.batch.get", body, timeout=5)).data)
-        while not condition(current):
-            current = msgspec.json.decode((await sub.next_msg(timeout=patience_s)).data)
-        return current  # type: ignore[no-any-return]
-    finally:
-        await sub.unsubscribe()
-
-
-async def wait_final(nc: Client, batch_id: str) -> dict[str, Any]:
-    """Wait for a final status."""
-    return await wait_status(nc, batch_id, FINAL)
+    return await batch_stack(make_stack, nats_url, config)
 
 
 async def test_openai_sdk_batch_round_trip(stack: Stack) -> None:
@@ -289,7 +204,7 @@ async def test_cancel_stops_new_lines(stack: Stack, fake_openai: FakeOpenAI) -> 
         await sdk.batches.cancel(batch_id)  # already final
 
 
-async def test_expired_batch_keeps_done_lines(nats_url: str) -> None:
+async def test_expired_batch_keeps_done_lines(nats_url: str, make_stack: StackFactory) -> None:
     """A batch whose window passes while it is partly done ends expired: the lines already
     done keep their results in the output file, the rest are expired in the error file."""
     config = config_from("""
@@ -299,6 +214,9 @@ async def test_expired_batch_keeps_done_lines(nats_url: str) -> None:
         poll_s = 0.1
         max_deliver = 100000   # the unrunnable lines keep coming back until the window ends
         backoff_s = [0.05]
+        [breaker]   # no worker trips the ghost's breaker: its Retry-After is their wait
+        open_s = 0.2
+        open_max_s = 0.4
         [providers.mock]
         kind = "mock"
         [providers.ghost]   # no worker serves it: its lines cannot finish (retryable 503)
@@ -308,40 +226,40 @@ async def test_expired_batch_keeps_done_lines(nats_url: str) -> None:
         [models.orphan]
         deployments = [{ provider = "ghost" }]
     """)
-    async with batch_stack(nats_url, config, providers=["mock"]) as stack:
-        sdk = openai.AsyncOpenAI(base_url=stack.base_url, api_key="x", max_retries=0)
-        rows = lines(3, prefix="done") + lines(2, model="orphan", prefix="stuck")
-        reply = await stack.nc.request(
-            "llm.batch.submit",
-            msgspec.json.encode({"lines": rows, "endpoint": "/v1/chat/completions"}),
-            timeout=10,
-        )
-        batch_id = msgspec.json.decode(reply.data)["id"]
-        partly = await wait_for(stack.nc, batch_id, lambda b: b["request_counts"]["completed"] == 3)
-        assert partly["status"] == "in_progress"
+    stack = await batch_stack(make_stack, nats_url, config, providers=["mock"])
+    sdk = openai.AsyncOpenAI(base_url=stack.base_url, api_key="x", max_retries=0)
+    rows = lines(3, prefix="done") + lines(2, model="orphan", prefix="stuck")
+    reply = await stack.nc.request(
+        "llm.batch.submit",
+        msgspec.json.encode({"lines": rows, "endpoint": "/v1/chat/completions"}),
+        timeout=10,
+    )
+    batch_id = msgspec.json.decode(reply.data)["id"]
+    partly = await wait_for(stack.nc, batch_id, lambda b: b["request_counts"]["completed"] == 3)
+    assert partly["status"] == "in_progress"
 
-        def past(record: BatchRecord) -> BatchRecord:  # time passing, without waiting for it
-            record.batch.expires_at = record.batch.created_at - 1
-            return record
+    def past(record: BatchRecord) -> BatchRecord:  # time passing, without waiting for it
+        record.batch.expires_at = record.batch.created_at - 1
+        return record
 
-        await (await BatchStore.open(stack.nc)).update(batch_id, past)
-        final = await wait_final(stack.nc, batch_id)
-        assert final["status"] == "expired"
-        assert final["request_counts"] == {"total": 5, "completed": 3, "failed": 2}
-        output = (await sdk.files.content(final["output_file_id"])).text.splitlines()
-        done = {json.loads(line)["custom_id"]: json.loads(line) for line in output}
-        assert set(done) == {"done-0", "done-1", "done-2"}
-        assert all(d["response"]["status_code"] == 200 for d in done.values())
-        errors = [
-            json.loads(e)
-            for e in (await sdk.files.content(final["error_file_id"])).text.splitlines()
-        ]
-        assert {e["custom_id"]: e["error"]["code"] for e in errors} == {
-            "stuck-0": "batch_expired",
-            "stuck-1": "batch_expired",
-        }
+    await (await BatchStore.open(stack.nc)).update(batch_id, past)
+    final = await wait_final(stack.nc, batch_id)
+    assert final["status"] == "expired"
+    assert final["request_counts"] == {"total": 5, "completed": 3, "failed": 2}
+    output = (await sdk.files.content(final["output_file_id"])).text.splitlines()
+    done = {json.loads(line)["custom_id"]: json.loads(line) for line in output}
+    assert set(done) == {"done-0", "done-1", "done-2"}
+    assert all(d["response"]["status_code"] == 200 for d in done.values())
+    errors = [
+        json.loads(e) for e in (await sdk.files.content(final["error_file_id"])).text.splitlines()
+    ]
+    assert {e["custom_id"]: e["error"]["code"] for e in errors} == {
+        "stuck-0": "batch_expired",
+        "stuck-1": "batch_expired",
+    }
 
 
+@pytest.mark.process
 async def test_cli_submit_wait_and_results(stack: Stack, nats_url: str, tmp_path: Any) -> None:
     """`llm-edge batch submit --wait` shows progress and ends completed; `results -o` writes
     one line per request."""
@@ -426,7 +344,9 @@ async def test_rate_limited_lines_wait_instead_of_failing(stack: Stack) -> None:
     assert dict(runner.progress[batch_id]) == {"completed": 3}
 
 
-async def test_runner_yields_to_interactive_traffic(nats_url: str) -> None:
+async def test_runner_yields_to_interactive_traffic(
+    nats_url: str, make_stack: StackFactory
+) -> None:
     """While interactive llm.chat requests arrive, the broker's batch runner (told by the
     subject endpoints, as the service wires it) keeps only yield_concurrency lines at the
     provider; when they stop it goes back to full concurrency."""
@@ -461,64 +381,60 @@ async def test_runner_yields_to_interactive_traffic(nats_url: str) -> None:
             ],
         }
     )
-    async with batch_stack(nats_url, config, providers=["mock"]) as stack:
-        arrived: asyncio.Queue[Msg] = asyncio.Queue()
-        await stack.nc.subscribe("llm.provider.held", cb=arrived.put)
-        stop = asyncio.Event()
-        chat = msgspec.json.encode(
-            {"model": "mock", "messages": [{"role": "user", "content": "hi"}]}
-        )
+    stack = await batch_stack(make_stack, nats_url, config, providers=["mock"])
+    arrived: asyncio.Queue[Msg] = asyncio.Queue()
+    await stack.nc.subscribe("llm.provider.held", cb=arrived.put)
+    stop = asyncio.Event()
+    chat = msgspec.json.encode({"model": "mock", "messages": [{"role": "user", "content": "hi"}]})
 
-        async def interactive() -> None:
-            while not stop.is_set():
-                await stack.nc.request("llm.chat", chat, timeout=10)
-
-        # Interactive traffic for longer than one fetch: a fetch the runner began before it
-        # (uncapped, up to FETCH_S long) has ended, so every line is pulled under the cap.
-        loop = asyncio.get_running_loop()
-        begun = loop.time()
-        while loop.time() - begun <= FETCH_S:
+    async def interactive() -> None:
+        while not stop.is_set():
             await stack.nc.request("llm.chat", chat, timeout=10)
-        lane = asyncio.ensure_future(interactive())
-        reply = await stack.nc.request(
-            "llm.batch.submit",
-            msgspec.json.encode(
-                {"lines": lines(30, model="held"), "endpoint": "/v1/chat/completions"}
-            ),
-            timeout=10,
-        )
-        batch_id = msgspec.json.decode(reply.data)["id"]
-        held: list[Msg] = []
-        peak_while_busy = answered = 0
-        try:
-            while answered < 8:  # hold two lines, answer the oldest, see what comes next
-                held.append(await asyncio.wait_for(arrived.get(), 10))
-                while not arrived.empty():
-                    held.append(arrived.get_nowait())
-                peak_while_busy = max(peak_while_busy, len(held))
-                if len(held) >= 2:
-                    await held.pop(0).respond(answer)
-                    answered += 1
-        finally:
-            stop.set()
-            await lane
-        async with asyncio.timeout(15):  # interactive traffic stopped: back to full speed
-            while len(held) <= 2:
-                held.append(await arrived.get())
-        assert peak_while_busy == 2
 
-        async def answer_the_rest() -> None:
-            for msg in held:
-                await msg.respond(answer)
-            while True:
-                await (await arrived.get()).respond(answer)
+    # Interactive traffic for longer than one fetch: a fetch the runner began before it
+    # (uncapped, up to FETCH_S long) has ended, so every line is pulled under the cap.
+    loop = asyncio.get_running_loop()
+    begun = loop.time()
+    while loop.time() - begun <= FETCH_S:
+        await stack.nc.request("llm.chat", chat, timeout=10)
+    lane = asyncio.ensure_future(interactive())
+    reply = await stack.nc.request(
+        "llm.batch.submit",
+        msgspec.json.encode({"lines": lines(30, model="held"), "endpoint": "/v1/chat/completions"}),
+        timeout=10,
+    )
+    batch_id = msgspec.json.decode(reply.data)["id"]
+    held: list[Msg] = []
+    peak_while_busy = answered = 0
+    try:
+        while answered < 8:  # hold two lines, answer the oldest, see what comes next
+            held.append(await asyncio.wait_for(arrived.get(), 10))
+            while not arrived.empty():
+                held.append(arrived.get_nowait())
+            peak_while_busy = max(peak_while_busy, len(held))
+            if len(held) >= 2:
+                await held.pop(0).respond(answer)
+                answered += 1
+    finally:
+        stop.set()
+        await lane
+    async with asyncio.timeout(15):  # interactive traffic stopped: back to full speed
+        while len(held) <= 2:
+            held.append(await arrived.get())
+    assert peak_while_busy == 2
 
-        responder = asyncio.ensure_future(answer_the_rest())
-        try:
-            final = await wait_final(stack.nc, batch_id)
-        finally:
-            responder.cancel()
-        assert final["request_counts"] == {"total": 30, "completed": 30, "failed": 0}
+    async def answer_the_rest() -> None:
+        for msg in held:
+            await msg.respond(answer)
+        while True:
+            await (await arrived.get()).respond(answer)
+
+    responder = asyncio.ensure_future(answer_the_rest())
+    try:
+        final = await wait_final(stack.nc, batch_id)
+    finally:
+        responder.cancel()
+    assert final["request_counts"] == {"total": 30, "completed": 30, "failed": 0}
 
 
 async def test_batch_lines_metric_counts_each_outcome(

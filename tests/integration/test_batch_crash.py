@@ -21,10 +21,12 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.kv import KeyValue
 
-from edge_client.batch_store import BatchStore
+from edge_runtime.batch_store import BatchStore
 from edge_runtime.process import close_quietly, connect
 from schemas.batch import BatchRecord, FileObject
-from tests.integration.test_batch import lines, wait_final, wait_status
+from tests.support.batch import lines, wait_final, wait_status
+
+pytestmark = pytest.mark.process
 
 LINES = 3000
 CONFIG = """

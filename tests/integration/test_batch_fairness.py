@@ -12,15 +12,15 @@ import msgspec
 import pytest
 
 from broker.tenancy.tenants import hash_key
-from tests.integration.test_batch import FINAL, lines, purge_batch_queue, wait_status
-from tests.support.stack import Stack, config_from, start_stack
+from tests.support.batch import FINAL, lines, purge_batch_queue, wait_status
+from tests.support.stack import Stack, StackFactory, config_from
 
 KEY_BIG, KEY_SMALL = (f"sk-le-test-{n}-{uuid.uuid4().hex}" for n in ("big", "small"))
 BIG_LINES, SMALL_LINES = 3000, 100
 
 
 @pytest.fixture
-async def stack(nats_url: str) -> AsyncIterator[Stack]:
+async def stack(nats_url: str, make_stack: StackFactory) -> AsyncIterator[Stack]:
     config = config_from(f"""
         [cache]
         enabled = false
@@ -39,13 +39,10 @@ async def stack(nats_url: str) -> AsyncIterator[Stack]:
         [models.mock]
         deployments = [{{ provider = "mock" }}]
     """)
-    running = await start_stack(nats_url, config, brokers=2)
+    running = await make_stack(nats_url, config, brokers=2)
     await purge_batch_queue(running.nc)
-    try:
-        yield running
-    finally:
-        await purge_batch_queue(running.nc)
-        await running.stop()
+    yield running
+    await purge_batch_queue(running.nc)
 
 
 def auth(key: str) -> dict[str, str]:

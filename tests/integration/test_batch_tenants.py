@@ -6,20 +6,19 @@ from __future__ import annotations
 import io
 import json
 import uuid
-from collections.abc import AsyncIterator
 
 import openai
 import pytest
 
 from broker.tenancy.tenants import hash_key
-from tests.integration.test_batch import FINAL, batch_stack, jsonl, lines, wait_status
-from tests.support.stack import Stack, config_from
+from tests.support.batch import FINAL, batch_stack, jsonl, lines, wait_status
+from tests.support.stack import Stack, StackFactory, config_from
 
 KEY_ACME, KEY_GLOBEX = (f"sk-le-test-{n}-{uuid.uuid4().hex}" for n in ("acme", "globex"))
 
 
 @pytest.fixture
-async def stack(nats_url: str) -> AsyncIterator[Stack]:
+async def stack(nats_url: str, make_stack: StackFactory) -> Stack:
     config = config_from(f"""
         [cache]
         enabled = false
@@ -35,8 +34,7 @@ async def stack(nats_url: str) -> AsyncIterator[Stack]:
         [models.mock]
         deployments = [{{ provider = "mock" }}]
     """)
-    async with batch_stack(nats_url, config) as running:
-        yield running
+    return await batch_stack(make_stack, nats_url, config)
 
 
 def sdk(stack: Stack, key: str) -> openai.AsyncOpenAI:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 
 import openai
 import pytest
 
 from broker.config import Config
-from tests.support.stack import Stack, config_from, start_stack
+from edge_bridge.app import DEFAULT_MAX_REQUEST_BYTES
+from tests.support.stack import Stack, StackFactory, config_from
 
 CONFIG = """
     [cache]
@@ -31,12 +31,8 @@ CONFIG = """
 
 
 @pytest.fixture
-async def stack(nats_url: str) -> AsyncIterator[Stack]:
-    running = await start_stack(nats_url, config_from(CONFIG), providers=["mock"], bridge=True)
-    try:
-        yield running
-    finally:
-        await running.stop()
+async def stack(nats_url: str, make_stack: StackFactory) -> Stack:
+    return await make_stack(nats_url, config_from(CONFIG), providers=["mock"], bridge=True)
 
 
 @pytest.fixture
@@ -74,9 +70,11 @@ async def test_openai_sdk_lists_models(sdk: openai.AsyncOpenAI) -> None:
 
 
 async def test_oversize_body_is_413_before_nats(stack: Stack) -> None:
-    """A body over the NATS payload limit is refused by the bridge; the connection survives."""
+    """A body over the bridge's request limit (32 MiB, under the NATS max_payload) is refused
+    before anything is published; the connection survives."""
     assert stack.http is not None
-    huge = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"' + b"x" * 2_000_000
+    content = b"x" * DEFAULT_MAX_REQUEST_BYTES
+    huge = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"' + content
     response = await stack.http.post("/chat/completions", content=huge + b'"}]}')
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "request_too_large"
@@ -105,20 +103,17 @@ async def test_health_ready_and_http_errors(stack: Stack) -> None:
     assert orphan.headers["retry-after"] == "1"
 
 
-async def test_ready_is_503_without_broker(nats_url: str) -> None:
+async def test_ready_is_503_without_broker(nats_url: str, make_stack: StackFactory) -> None:
     """/ready reports 503 while no broker answers."""
-    running = await start_stack(nats_url, config_from(CONFIG), providers=[], bridge=True, brokers=0)
-    try:
-        assert running.http is not None
-        ready = await running.http.get(running.base_url.removesuffix("/v1") + "/ready")
-        assert ready.status_code == 503
-        chat = await running.http.post(
-            "/chat/completions", json={"model": "x", "messages": [{"role": "user", "content": "x"}]}
-        )
-        assert chat.status_code == 503
-        assert chat.json()["error"]["code"] == "no_broker"
-    finally:
-        await running.stop()
+    running = await make_stack(nats_url, config_from(CONFIG), providers=[], bridge=True, brokers=0)
+    assert running.http is not None
+    ready = await running.http.get(running.base_url.removesuffix("/v1") + "/ready")
+    assert ready.status_code == 503
+    chat = await running.http.post(
+        "/chat/completions", json={"model": "x", "messages": [{"role": "user", "content": "x"}]}
+    )
+    assert chat.status_code == 503
+    assert chat.json()["error"]["code"] == "no_broker"
 
 
 COMMON_MODELS = [
@@ -139,34 +134,33 @@ COMMON_MODELS = [
 ]
 
 
-async def test_default_config_answers_common_model_names(nats_url: str) -> None:
+async def test_default_config_answers_common_model_names(
+    nats_url: str, make_stack: StackFactory
+) -> None:
     """With the built-in config and no provider key, the quick-start request (model gpt-4)
     and the other common OpenAI and Anthropic model names are answered by the mock."""
     config, mocked = Config.load().with_mock_fallback({})
     assert set(COMMON_MODELS) - {"claude-3-5-haiku-20241022", "claude-sonnet-4-20250514"} <= set(
         mocked
     )
-    stack = await start_stack(nats_url, config, bridge=True)
-    try:
-        assert stack.http is not None
-        listed = {m["id"] for m in (await stack.http.get("/models")).json()["data"]}
-        assert set(COMMON_MODELS) <= listed
-        for model in COMMON_MODELS:
-            body = {"model": model, "messages": [{"role": "user", "content": "Hello"}]}
-            reply = await stack.http.post("/chat/completions", json=body)
-            assert reply.status_code == 200, (model, reply.text)
-            assert reply.headers["llm-provider"] == "mock"
-            assert reply.json()["choices"][0]["message"]["content"]
-        anthropic_body = {
-            "model": "claude-sonnet-4-20250514",
-            "max_tokens": 16,
-            "messages": [{"role": "user", "content": "Hello"}],
-        }
-        message = await stack.http.post("/messages", json=anthropic_body)
-        assert message.status_code == 200, message.text
-        assert message.json()["type"] == "message"
-    finally:
-        await stack.stop()
+    stack = await make_stack(nats_url, config, bridge=True)
+    assert stack.http is not None
+    listed = {m["id"] for m in (await stack.http.get("/models")).json()["data"]}
+    assert set(COMMON_MODELS) <= listed
+    for model in COMMON_MODELS:
+        body = {"model": model, "messages": [{"role": "user", "content": "Hello"}]}
+        reply = await stack.http.post("/chat/completions", json=body)
+        assert reply.status_code == 200, (model, reply.text)
+        assert reply.headers["llm-provider"] == "mock"
+        assert reply.json()["choices"][0]["message"]["content"]
+    anthropic_body = {
+        "model": "claude-sonnet-4-20250514",
+        "max_tokens": 16,
+        "messages": [{"role": "user", "content": "Hello"}],
+    }
+    message = await stack.http.post("/messages", json=anthropic_body)
+    assert message.status_code == 200, message.text
+    assert message.json()["type"] == "message"
 
 
 @pytest.mark.parametrize(

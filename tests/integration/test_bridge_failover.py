@@ -21,8 +21,7 @@ from edge_bridge import BridgeOptions, BridgeServer
 from edge_client import RetryPolicy
 from edge_runtime.process import close_quietly, connect
 from schemas import headers
-from tests.integration.test_cluster_failover import CHAT_CONFIG
-from tests.support.cluster import Services, start_services
+from tests.support.cluster import CHAT_CONFIG, Services, home_of, start_services
 from tests.support.servers import EmbeddedCluster
 from tests.support.stack import config_from
 
@@ -39,12 +38,6 @@ class Load:
     ids: list[str]  # the X-Request-Id of each response
     attempts: Counter[str]  # attempts published, by request id
     after_kill_s: float  # from the SIGKILL to the last answer
-
-
-def home_of(cluster: EmbeddedCluster, nc: Client) -> int:
-    """The index of the server ``nc`` is connected to (nats-py picks one of its list)."""
-    port = nc.connected_url.port if nc.connected_url is not None else None
-    return next(i for i, url in enumerate(cluster.urls) if url.endswith(f":{port}"))
 
 
 async def spy_on(url: str) -> tuple[Client, Counter[str]]:

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import pytest
@@ -22,8 +21,8 @@ from edge_bridge import BridgeOptions, BridgeServer
 from edge_client import RetryPolicy
 from edge_runtime.process import close_quietly, connect
 from schemas import headers
-from tests.integration.test_bridge_failover import home_of
-from tests.support.servers import EmbeddedCluster, EmbeddedNats, start_nats
+from tests.support.cluster import home_of
+from tests.support.servers import EmbeddedCluster, EmbeddedNats
 
 PROBE = "Test-Probe"
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
@@ -70,16 +69,6 @@ class StandIn:
         request_id = (msg.headers or {}).get(headers.REQUEST_ID, "")
         hdrs = {headers.STATUS: str(status), headers.REQUEST_ID: request_id, **extra}
         await self.nc.publish(msg.reply, body, headers=hdrs)
-
-
-@pytest.fixture
-def own_nats(tmp_path: Path) -> Iterator[EmbeddedNats]:
-    """A nats-server of this test's own: no other test's broker shares ``llm.chat``."""
-    server = start_nats(tmp_path / "nats")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def stand_in(url: str) -> StandIn:
@@ -301,6 +290,54 @@ async def test_a_begun_stream_is_never_sent_again(broker: StandIn, http: httpx.A
     assert response.status_code == 200
     assert '"begun"' in response.text
     assert "[DONE]" not in response.text
+    assert response.text.endswith('"code":"deadline_exceeded","param":null}}\n\n')
+    assert len(broker.attempts) == 1
+
+
+async def test_a_stream_with_a_lost_message_ends_with_an_error_event(
+    broker: StandIn, http: httpx.AsyncClient
+) -> None:
+    """A stream whose message 1 never came (Llm-Seq 0, then 2) is not passed on as a whole
+    answer: the caller gets what came in order, then an error event and no [DONE], and the
+    request is cancelled."""
+
+    async def answer(n: int, msg: Msg) -> None:
+        await chunk(broker, msg, 0, "zero")
+        await chunk(broker, msg, 2, "two")
+        await end(broker, msg, 3)
+
+    broker.answer = answer
+    response = await http.post("/chat/completions", json={**BODY, "stream": True})
+    assert response.status_code == 200
+    assert '"zero"' in response.text
+    assert '"two"' not in response.text
+    assert "[DONE]" not in response.text
+    assert '"code":"stream_gap"' in response.text
+    await broker.nc.flush()
+    async with asyncio.timeout(5):
+        while not broker.cancels:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    assert len(broker.attempts) == 1
+
+
+async def test_keepalives_keep_a_slow_attempt_from_being_sent_again(
+    broker: StandIn, http: httpx.AsyncClient
+) -> None:
+    """A broker that keeps saying "working on it" for three attempt timeouts is waited for:
+    the keepalives are not the answer, the request goes out once, and its answer arrives."""
+    attempt_s = QUICK.attempt_timeout_s
+
+    async def answer(n: int, msg: Msg) -> None:
+        assert (msg.headers or {}).get(headers.KEEPALIVE_MS) == "5000"
+        for _ in range(int(3 * attempt_s / 0.1)):
+            await broker.nc.publish(msg.reply, b"", headers={headers.STREAM: "keepalive"})
+            await asyncio.sleep(0.1)
+        await broker.reply(msg, 200, b'{"slow": "but here"}')
+
+    broker.answer = answer
+    response = await http.post("/chat/completions", json=BODY)
+    assert response.status_code == 200
+    assert response.json() == {"slow": "but here"}
     assert len(broker.attempts) == 1
 
 

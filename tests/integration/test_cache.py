@@ -17,32 +17,17 @@ from nats.js import api
 from prometheus_client import REGISTRY
 from redis.asyncio.client import PubSub
 
-from broker.cache.l2_nats import DEFAULT_BUCKET, NatsKVL2
+from broker.cache.l2_nats import NatsKVL2
 from broker.cache.l2_redis import KEY_PREFIX
 from broker.tenancy.tenants import hash_key
 from edge_runtime.process import close_quietly, connect
 from schemas import headers
+from schemas.jetstream import CACHE_BUCKET
+from tests.support.cache import chat, config
 from tests.support.cli import run_cli
 from tests.support.servers import RedisServer
-from tests.support.stack import Stack, config_from, start_stack
+from tests.support.stack import Stack, StackFactory, config_from
 from tests.support.upstream import FakeOpenAI, Scripted
-
-
-def config(upstream: str, l2: str = "redis", extra: str = "") -> str:
-    return f"""
-        [cache]
-        l2 = "{l2}"
-        l2_timeout_s = 0.2
-        {extra}
-
-        [providers.up]
-        kind = "openai_compatible"
-        base_url = "{upstream}"
-
-        [models.m]
-        aliases = ["m-alias"]
-        deployments = [{{ provider = "up", model = "upstream-m" }}]
-    """
 
 
 @contextlib.asynccontextmanager
@@ -69,12 +54,6 @@ def l1_hits() -> float:
     return REGISTRY.get_sample_value("llm_edge_cache_hits_total", {"tier": "l1"}) or 0.0
 
 
-def chat(content: str, model: str = "m", **extra: object) -> bytes:
-    return msgspec.json.encode(
-        {"model": model, "messages": [{"role": "user", "content": content}], **extra}
-    )
-
-
 async def ask(stack: Stack, body: bytes, namespace: str, **hdrs: str) -> tuple[int, str, bytes]:
     msg = await stack.nc.request(
         "llm.chat", body, timeout=10, headers={headers.CACHE_NAMESPACE: namespace, **hdrs}
@@ -85,15 +64,11 @@ async def ask(stack: Stack, body: bytes, namespace: str, **hdrs: str) -> tuple[i
 
 @pytest.fixture
 async def stack(
-    nats_url: str, redis_server: RedisServer, fake_openai: FakeOpenAI
-) -> AsyncIterator[Stack]:
-    running = await start_stack(
+    nats_url: str, redis_server: RedisServer, fake_openai: FakeOpenAI, make_stack: StackFactory
+) -> Stack:
+    return await make_stack(
         nats_url, config_from(config(fake_openai.base_url)), redis_url=redis_server.url
     )
-    try:
-        yield running
-    finally:
-        await running.stop()
 
 
 async def test_l1_hit_serves_without_upstream_call(
@@ -113,22 +88,21 @@ async def test_l1_hit_serves_without_upstream_call(
 
 
 async def test_l2_hit_in_another_broker_process(
-    nats_url: str, redis_server: RedisServer, fake_openai: FakeOpenAI, namespace: str
+    nats_url: str,
+    redis_server: RedisServer,
+    fake_openai: FakeOpenAI,
+    namespace: str,
+    make_stack: StackFactory,
 ) -> None:
     """An answer cached by one broker is an L2 hit for a broker that never saw it."""
     cfg = config_from(config(fake_openai.base_url))
-    first = await start_stack(nats_url, cfg, redis_url=redis_server.url)
-    try:
-        assert (await ask(first, chat("shared"), namespace))[1] == "MISS"
-    finally:
-        await first.stop()
-    second = await start_stack(nats_url, cfg, redis_url=redis_server.url)
-    try:
-        assert (await ask(second, chat("shared"), namespace))[1] == "HIT-L2"
-        assert (await ask(second, chat("shared"), namespace))[1] == "HIT-L1"  # L2 filled L1
-        assert len(fake_openai.received) == 1
-    finally:
-        await second.stop()
+    first = await make_stack(nats_url, cfg, redis_url=redis_server.url)
+    assert (await ask(first, chat("shared"), namespace))[1] == "MISS"
+    await first.stop()
+    second = await make_stack(nats_url, cfg, redis_url=redis_server.url)
+    assert (await ask(second, chat("shared"), namespace))[1] == "HIT-L2"
+    assert (await ask(second, chat("shared"), namespace))[1] == "HIT-L1"  # L2 filled L1
+    assert len(fake_openai.received) == 1
 
 
 async def test_namespaces_are_isolated(stack: Stack, namespace: str) -> None:
@@ -220,11 +194,13 @@ async def test_follower_keeps_its_own_deadline(
     stack: Stack, fake_openai: FakeOpenAI, namespace: str
 ) -> None:
     """A follower with a short budget gets its 504 at its deadline, not the leader's answer."""
-    fake_openai.default = Scripted(delay_s=2.0)
+    answered = asyncio.Event()  # the leader's upstream answers once the follower has its 504
+    fake_openai.default = Scripted(delay_s=5.0, release=answered)
     leader = asyncio.ensure_future(ask(stack, chat("slow"), namespace))
     await until_upstream_called(fake_openai)
     status, _, body = await ask(stack, chat("slow"), namespace, **{headers.TIMEOUT_MS: "200"})
     assert status == 504, body
+    answered.set()
     assert (await leader)[0] == 200
 
 
@@ -256,92 +232,83 @@ async def test_coalesced_requests_write_their_log_line(
 
 
 async def test_redis_outage_and_recovery(
-    nats_url: str, fake_openai: FakeOpenAI, namespace: str
+    nats_url: str,
+    fake_openai: FakeOpenAI,
+    namespace: str,
+    own_redis: RedisServer,
+    make_stack: StackFactory,
 ) -> None:
     """Killing Redis under traffic fails no request; L2 comes back by itself after a restart."""
-    server = RedisServer()
-    server.start()
+    server = own_redis
     cfg = config_from(config(fake_openai.base_url))
-    stack = await start_stack(nats_url, cfg, redis_url=server.url)
+    stack = await make_stack(nats_url, cfg, redis_url=server.url)
+    assert (await ask(stack, chat("before"), namespace))[0] == 200
+    statuses: list[int] = []
+
+    async def traffic(lane: int) -> None:
+        for i in range(40):
+            statuses.append((await ask(stack, chat(f"during {lane} {i}"), namespace))[0])
+
+    lanes = [asyncio.ensure_future(traffic(lane)) for lane in range(8)]
+    while len(statuses) < 20:  # Redis dies with requests in flight
+        done, _ = await asyncio.wait(lanes, timeout=0.01)
+        for lane in done:  # a lane that failed early fails the test (no endless wait)
+            lane.result()
+    server.kill()
+    await asyncio.gather(*lanes)
+    assert statuses == [200] * 320
+    assert REGISTRY.get_sample_value("llm_edge_cache_l2_errors_total") >= 1
+    server.start()  # same port
+    client = redis.Redis.from_url(server.url)
     try:
-        assert (await ask(stack, chat("before"), namespace))[0] == 200
-        statuses: list[int] = []
-
-        async def traffic(lane: int) -> None:
-            for i in range(40):
-                statuses.append((await ask(stack, chat(f"during {lane} {i}"), namespace))[0])
-
-        lanes = [asyncio.ensure_future(traffic(lane)) for lane in range(8)]
-        while len(statuses) < 20:  # Redis dies with requests in flight
-            done, _ = await asyncio.wait(lanes, timeout=0.01)
-            for lane in done:  # a lane that failed early fails the test (no endless wait)
-                lane.result()
-        server.kill()
-        await asyncio.gather(*lanes)
-        assert statuses == [200] * 320
-        assert REGISTRY.get_sample_value("llm_edge_cache_l2_errors_total") >= 1
-        server.start()  # same port
-        client = redis.Redis.from_url(server.url)
-        try:
-            async with keyspace_events(client, "set") as sets:
-                waiter = asyncio.ensure_future(wait_for_key(sets, namespace))
-                try:
-                    deadline = time.monotonic() + 10
-                    i = 0
-                    while not waiter.done() and time.monotonic() < deadline:
-                        i += 1
-                        assert (await ask(stack, chat(f"after {i}"), namespace))[0] == 200
-                        await asyncio.wait([waiter], timeout=0.05)
-                    assert waiter.done(), "L2 did not come back after Redis restarted"
-                finally:
-                    waiter.cancel()  # never leave a reader on a connection being closed
-        finally:
-            await client.aclose()
+        async with keyspace_events(client, "set") as sets:
+            waiter = asyncio.ensure_future(wait_for_key(sets, namespace))
+            try:
+                deadline = time.monotonic() + 10
+                i = 0
+                while not waiter.done() and time.monotonic() < deadline:
+                    i += 1
+                    assert (await ask(stack, chat(f"after {i}"), namespace))[0] == 200
+                    await asyncio.wait([waiter], timeout=0.05)
+                assert waiter.done(), "L2 did not come back after Redis restarted"
+            finally:
+                waiter.cancel()  # never leave a reader on a connection being closed
     finally:
-        await stack.stop()
-        server.stop()
+        await client.aclose()
 
 
 async def test_nats_kv_l2_when_no_redis(
-    nats_url: str, fake_openai: FakeOpenAI, namespace: str
+    nats_url: str, fake_openai: FakeOpenAI, namespace: str, make_stack: StackFactory
 ) -> None:
     """Without Redis, L2 is a JetStream KV bucket shared by brokers; the admin purge of a
     namespace empties it and the broker's L1 alike (nothing purged by hand)."""
     cfg = config_from(config(fake_openai.base_url, l2="nats"))
-    first = await start_stack(nats_url, cfg)
-    try:
-        assert first.brokers[0].l2_name == "nats-kv"
-        assert (await ask(first, chat("kv"), namespace))[1] == "MISS"
-    finally:
-        await first.stop()
-    second = await start_stack(nats_url, cfg)
-    try:
-        assert (await ask(second, chat("kv"), namespace))[1] == "HIT-L2"
-        purge = await second.nc.request(
-            "llm.admin.cache.purge", msgspec.json.encode({"namespace": namespace}), timeout=5
-        )
-        assert msgspec.json.decode(purge.data)["purged"]["l1"] == 1  # the L2 hit's L1 copy
-        assert (await ask(second, chat("kv"), namespace))[1] == "MISS"  # L1 and L2 purged
-    finally:
-        await second.stop()
+    first = await make_stack(nats_url, cfg)
+    assert first.brokers[0].l2_name == "nats-kv"
+    assert (await ask(first, chat("kv"), namespace))[1] == "MISS"
+    await first.stop()
+    second = await make_stack(nats_url, cfg)
+    assert (await ask(second, chat("kv"), namespace))[1] == "HIT-L2"
+    purge = await second.nc.request(
+        "llm.admin.cache.purge", msgspec.json.encode({"namespace": namespace}), timeout=5
+    )
+    assert msgspec.json.decode(purge.data)["purged"]["l1"] == 1  # the L2 hit's L1 copy
+    assert (await ask(second, chat("kv"), namespace))[1] == "MISS"  # L1 and L2 purged
 
 
 async def test_nats_kv_l2_bucket_is_bounded_in_bytes(
-    nats_url: str, fake_openai: FakeOpenAI, namespace: str
+    nats_url: str, fake_openai: FakeOpenAI, namespace: str, make_stack: StackFactory
 ) -> None:
     """cache.l2_nats_max_bytes bounds the KV bucket a broker creates (or finds unbounded),
     and a full bucket drops its oldest entries rather than refusing writes."""
     bound = 1024 * 1024
     cfg = config_from(config(fake_openai.base_url, l2="nats", extra=f"l2_nats_max_bytes = {bound}"))
-    running = await start_stack(nats_url, cfg)
-    try:
-        js = running.nc.jetstream()
-        stream = (await js.stream_info(f"KV_{DEFAULT_BUCKET}")).config
-        assert stream.max_bytes == bound
-        assert stream.discard == api.DiscardPolicy.OLD
-        assert (await ask(running, chat("bounded"), namespace))[1] == "MISS"
-    finally:
-        await running.stop()
+    running = await make_stack(nats_url, cfg)
+    js = running.nc.jetstream()
+    stream = (await js.stream_info(f"KV_{CACHE_BUCKET}")).config
+    assert stream.max_bytes == bound
+    assert stream.discard == api.DiscardPolicy.OLD
+    assert (await ask(running, chat("bounded"), namespace))[1] == "MISS"
 
 
 async def test_full_nats_kv_l2_keeps_the_newest_entries(nats_url: str, namespace: str) -> None:
@@ -367,49 +334,52 @@ async def test_full_nats_kv_l2_keeps_the_newest_entries(nats_url: str, namespace
 
 
 async def test_bypass_policy_for_sampled_requests(
-    nats_url: str, fake_openai: FakeOpenAI, namespace: str
+    nats_url: str, fake_openai: FakeOpenAI, namespace: str, make_stack: StackFactory
 ) -> None:
     """With nondeterministic = "bypass", sampled requests are never cached; temperature 0 is."""
     cfg = config_from(config(fake_openai.base_url, l2="off", extra='nondeterministic = "bypass"'))
-    stack = await start_stack(nats_url, cfg)
-    try:
-        assert (await ask(stack, chat("s"), namespace))[1] == "BYPASS"
-        assert (await ask(stack, chat("s"), namespace))[1] == "BYPASS"
-        assert (await ask(stack, chat("s", temperature=0), namespace))[1] == "MISS"
-        assert (await ask(stack, chat("s", temperature=0), namespace))[1] == "HIT-L1"
-    finally:
-        await stack.stop()
+    stack = await make_stack(nats_url, cfg)
+    assert (await ask(stack, chat("s"), namespace))[1] == "BYPASS"
+    assert (await ask(stack, chat("s"), namespace))[1] == "BYPASS"
+    assert (await ask(stack, chat("s", temperature=0), namespace))[1] == "MISS"
+    assert (await ask(stack, chat("s", temperature=0), namespace))[1] == "HIT-L1"
 
 
 async def test_http_bridge_carries_cache_headers(
-    nats_url: str, redis_server: RedisServer, fake_openai: FakeOpenAI, namespace: str
+    nats_url: str,
+    redis_server: RedisServer,
+    fake_openai: FakeOpenAI,
+    namespace: str,
+    make_stack: StackFactory,
 ) -> None:
     """Over HTTP, Cache-Control and the namespace header work and X-Cache is returned."""
     cfg = config_from(config(fake_openai.base_url))
-    stack = await start_stack(nats_url, cfg, redis_url=redis_server.url, bridge=True)
-    try:
-        assert stack.http is not None
-        body = {"model": "m", "messages": [{"role": "user", "content": "http"}]}
-        hdrs = {"X-Cache-Namespace": namespace}
-        first = await stack.http.post("/chat/completions", json=body, headers=hdrs)
-        second = await stack.http.post("/chat/completions", json=body, headers=hdrs)
-        third = await stack.http.post(
-            "/chat/completions", json=body, headers={**hdrs, "Cache-Control": "no-cache"}
-        )
-        assert [r.headers["x-cache"] for r in (first, second, third)] == ["MISS", "HIT-L1", "MISS"]
-        assert second.json() == first.json()
-    finally:
-        await stack.stop()
+    stack = await make_stack(nats_url, cfg, redis_url=redis_server.url, bridge=True)
+    assert stack.http is not None
+    body = {"model": "m", "messages": [{"role": "user", "content": "http"}]}
+    hdrs = {"X-Cache-Namespace": namespace}
+    first = await stack.http.post("/chat/completions", json=body, headers=hdrs)
+    second = await stack.http.post("/chat/completions", json=body, headers=hdrs)
+    third = await stack.http.post(
+        "/chat/completions", json=body, headers={**hdrs, "Cache-Control": "no-cache"}
+    )
+    assert [r.headers["x-cache"] for r in (first, second, third)] == ["MISS", "HIT-L1", "MISS"]
+    assert second.json() == first.json()
 
 
+@pytest.mark.process
 async def test_cli_purges_a_tenants_namespace(
-    nats_url: str, redis_server: RedisServer, fake_openai: FakeOpenAI, namespace: str
+    nats_url: str,
+    redis_server: RedisServer,
+    fake_openai: FakeOpenAI,
+    namespace: str,
+    make_stack: StackFactory,
 ) -> None:
     """``llm-edge cache purge --namespace NS --tenant T`` empties T's namespace (L1 and L2);
     without ``--tenant`` it purges the default tenant's and leaves T's entries alone."""
     extra = f'[tenants.acme]\nkeys = ["{hash_key("k-acme")}"]'
     cfg = config_from(config(fake_openai.base_url) + textwrap.indent(extra, " " * 8))
-    stack = await start_stack(nats_url, cfg, redis_url=redis_server.url)
+    stack = await make_stack(nats_url, cfg, redis_url=redis_server.url)
     acme = {headers.AUTHORIZATION: "Bearer k-acme"}
 
     async def purge(*args: str) -> dict[str, int]:
@@ -431,4 +401,3 @@ async def test_cli_purges_a_tenants_namespace(
         assert len(fake_openai.received) == 2
     finally:
         await client.aclose()
-        await stack.stop()

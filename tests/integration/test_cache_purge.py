@@ -4,7 +4,6 @@ L1 and L2 always purge the same entries."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -12,9 +11,9 @@ import pytest
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from broker.cache.l2_nats import DEFAULT_BUCKET
 from schemas import headers
-from tests.support.stack import Stack, config_from, start_stack
+from schemas.jetstream import CACHE_BUCKET
+from tests.support.stack import Stack, StackFactory, config_from
 
 CONFIG = """
     [cache]
@@ -29,12 +28,8 @@ CONFIG = """
 
 
 @pytest.fixture
-async def stack(nats_url: str) -> AsyncIterator[Stack]:
-    running = await start_stack(nats_url, config_from(CONFIG))
-    try:
-        yield running
-    finally:
-        await running.stop()
+async def stack(nats_url: str, make_stack: StackFactory) -> Stack:
+    return await make_stack(nats_url, config_from(CONFIG))
 
 
 async def ask(stack: Stack, namespace: str) -> tuple[str, str]:
@@ -91,7 +86,7 @@ async def test_purge_refuses_names_the_request_path_refuses(
 ) -> None:
     """A purge naming a wildcard or otherwise invalid name is a 400 envelope with Llm-Status,
     and neither tier loses an entry."""
-    kv = await stack.nc.jetstream().key_value(DEFAULT_BUCKET)
+    kv = await stack.nc.jetstream().key_value(CACHE_BUCKET)
     cached = {}
     for ns in (f"{namespace}a", f"{namespace}b"):
         assert (await ask(stack, ns))[0] == "MISS"
@@ -110,7 +105,7 @@ async def test_namespace_purge_empties_both_tiers_and_nothing_else(
     stack: Stack, namespace: str
 ) -> None:
     """Purging one namespace removes its L1 and L2 entries; the other namespace keeps both."""
-    kv = await stack.nc.jetstream().key_value(DEFAULT_BUCKET)
+    kv = await stack.nc.jetstream().key_value(CACHE_BUCKET)
     gone, kept = f"{namespace}a", f"{namespace}b"
     keys = {}
     for ns in (gone, kept):

@@ -53,6 +53,7 @@ class Broker:
         self.tenant = f"t{uuid.uuid4().hex[:10]}"
         self.seen: list[str] = []
         self.cancels: list[tuple[str, str | None]] = []
+        self.cancelled = asyncio.Event()
 
     async def start(self) -> None:
         await self.nc.subscribe(subjects.tenant_subject(self.tenant, "chat"), cb=self._on)
@@ -65,6 +66,7 @@ class Broker:
 
     async def _on_cancel(self, msg: Msg) -> None:
         self.cancels.append((msg.data.decode(), msg.reply))
+        self.cancelled.set()
 
 
 @pytest.fixture
@@ -151,7 +153,10 @@ async def test_leaving_a_stream_cancels_it_from_its_own_inbox(nc: Client) -> Non
     async def handle(attempt: int, msg: Msg) -> None:
         assert msg.reply
         inboxes.append(msg.reply)
-        await answer(nc, msg.reply, ["slow "] * 50, delay_s=0.1)
+        first = {headers.STREAM: "chunk", headers.SEQ: "0", headers.STATUS: "200"}
+        await nc.publish(msg.reply, chunk("slow "), headers=first)
+        async with asyncio.timeout(10):  # the rest would come only after the cancel
+            await broker.cancelled.wait()
 
     broker = Broker(nc, handle)
     await broker.start()
@@ -162,8 +167,7 @@ async def test_leaving_a_stream_cancels_it_from_its_own_inbox(nc: Client) -> Non
             break
     await nc.flush()
     async with asyncio.timeout(2):
-        while not broker.cancels:  # noqa: ASYNC110  (the cancel is a message to wait for)
-            await asyncio.sleep(0.01)
+        await broker.cancelled.wait()
     assert [c for c in broker.cancels if c[0] == "s-cancel"] == [("s-cancel", inboxes[0])]
 
 

@@ -21,28 +21,19 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeout
 
-from broker.cache.l2 import DEFAULT_L2_RETRY_INTERVAL_S, DEFAULT_L2_TIMEOUT_S
-from broker.cache.l2_nats import DEFAULT_BUCKET, NatsKVL2
+from broker.cache.l2 import DEFAULT_L2_RETRY_INTERVAL_S
+from broker.cache.l2_nats import NatsKVL2
+from broker.cache.settings import DEFAULT_L2_TIMEOUT_S
 from edge_client import RetryPolicy, request
-from edge_client.batch_store import LINES_STREAM, BatchStore
+from edge_runtime.batch_store import BatchStore
 from edge_runtime.process import close_quietly, connect
 from schemas import headers
-from tests.integration.test_batch import lines
-from tests.support.cluster import start_services
+from schemas.jetstream import CACHE_BUCKET, LINES_STREAM
+from tests.support.batch import lines
+from tests.support.cluster import CHAT_CONFIG, start_services
 from tests.support.servers import EmbeddedCluster
 from tests.support.stack import config_from
 
-CHAT_CONFIG = """
-    [cache]
-    enabled = false
-    [batch]
-    enabled = false
-    [providers.mock]
-    kind = "mock"
-    latency_ms = 50
-    [models.mock]
-    deployments = [{ provider = "mock" }]
-"""
 BATCH_CONFIG = """
     [nats]
     replicas = 3
@@ -286,7 +277,7 @@ async def test_l2_keeps_serving_hits_while_a_server_is_down(
         # these machines); a broker whose read fails meanwhile skips L2 for the guard's retry
         # interval. Once the bucket answers reads again and every such interval has run out,
         # the failover is over: from then on the surviving replicas serve every read.
-        await until_readable(NatsKVL2(client, DEFAULT_BUCKET), first[headers.CACHE_KEY])
+        await until_readable(NatsKVL2(client, CACHE_BUCKET), first[headers.CACHE_KEY])
         await asyncio.sleep(DEFAULT_L2_RETRY_INTERVAL_S + 0.2)
         hits = []
         for _ in range(5):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import pytest
 from broker.tenancy.tenants import hash_key
 from tests.support.browser import CHROMEDRIVER, CHROMIUM, chromium
 from tests.support.servers import RedisServer
-from tests.support.stack import Stack, config_from, start_stack
+from tests.support.stack import Stack, StackFactory, config_from
 
 needs_chromium = pytest.mark.skipif(
     CHROMIUM is None or CHROMEDRIVER is None,
@@ -55,14 +55,10 @@ PATIENCE_S = 20.0
 
 
 @pytest.fixture
-async def stack(nats_url: str, redis_server: RedisServer) -> AsyncIterator[Stack]:
-    running = await start_stack(
+async def stack(nats_url: str, redis_server: RedisServer, make_stack: StackFactory) -> Stack:
+    return await make_stack(
         nats_url, config_from(CONFIG), redis_url=redis_server.url, brokers=2, bridge=True
     )
-    try:
-        yield running
-    finally:
-        await running.stop()
 
 
 async def chat(
@@ -175,6 +171,7 @@ class Page:
 
 
 @needs_chromium
+@pytest.mark.browser
 async def test_operator_runs_the_mesh_from_the_console(stack: Stack) -> None:
     """Both brokers show; a breaker opened from the page fails requests over; a 200-line
     batch's bar reaches 100 %; a purge makes the next request miss; a key created on the page

@@ -5,17 +5,15 @@ deployment's latency over the last minute merged across two brokers."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import msgspec
-import pytest
 from nats.aio.msg import Msg
 
-from tests.support.servers import RedisServer, start_nats
-from tests.support.stack import Stack, config_from, start_stack
+from tests.support.servers import EmbeddedNats, RedisServer
+from tests.support.stack import Stack, StackFactory, config_from
 
 PATIENCE_S = 10.0
 
@@ -33,27 +31,6 @@ def mock_config(cache: str, provider: str = "") -> str:
         [models.mock]
         deployments = [{{ provider = "mock" }}]
     """
-
-
-@pytest.fixture
-def private_nats(tmp_path: Path) -> Iterator[str]:
-    """A nats-server of this test's own: the KV bucket holds only what the test stores."""
-    server = start_nats(tmp_path)
-    try:
-        yield server.url
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def private_redis() -> Iterator[RedisServer]:
-    """A redis-server of this test's own: the database holds only what the test stores."""
-    server = RedisServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def chat(stack: Stack, content: str, *, cache: bool = True) -> httpx.Response:
@@ -90,94 +67,89 @@ def l2_size(state: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(cache.get(k) for k in ("l2_backend", "l2_entries", "l2_bytes", "l2_scope"))
 
 
-async def test_cache_panel_counts_the_nats_kv_bucket(private_nats: str) -> None:
+async def test_cache_panel_counts_the_nats_kv_bucket(
+    own_nats: EmbeddedNats, make_stack: StackFactory
+) -> None:
     """Three distinct misses are three entries of the bucket, with their bytes; a purge from
     the console empties it."""
     config = config_from(mock_config('l2 = "nats"'))
-    stack = await start_stack(private_nats, config, bridge=True)
-    try:
-        empty = await state_when(stack, lambda s: l2_size(s)[1] == 0)
-        assert l2_size(empty) == ("nats-kv", 0, 0, "cache")
-        for n in range(3):
-            assert (await chat(stack, f"kv {n}")).headers["x-cache"] == "MISS"
-        full = await state_when(stack, lambda s: l2_size(s)[1] == 3)
-        backend, entries, size, scope = l2_size(full)
-        assert (backend, entries, scope) == ("nats-kv", 3, "cache")
-        assert size > 3 * 100  # three stored replies, each a chat completion
-        assert stack.http is not None
-        purged = await stack.http.post(
-            f"http://127.0.0.1:{stack.http.base_url.port}/console/api/purge", json={"all": True}
-        )
-        assert purged.status_code == 200, purged.text
-        after = await state_when(stack, lambda s: l2_size(s)[1] == 0)
-        assert l2_size(after)[1:3] == (0, 0)
-    finally:
-        await stack.stop()
+    stack = await make_stack(own_nats.url, config, bridge=True)
+    empty = await state_when(stack, lambda s: l2_size(s)[1] == 0)
+    assert l2_size(empty) == ("nats-kv", 0, 0, "cache")
+    for n in range(3):
+        assert (await chat(stack, f"kv {n}")).headers["x-cache"] == "MISS"
+    full = await state_when(stack, lambda s: l2_size(s)[1] == 3)
+    backend, entries, size, scope = l2_size(full)
+    assert (backend, entries, scope) == ("nats-kv", 3, "cache")
+    assert size > 3 * 100  # three stored replies, each a chat completion
+    assert stack.http is not None
+    purged = await stack.http.post(
+        f"http://127.0.0.1:{stack.http.base_url.port}/console/api/purge", json={"all": True}
+    )
+    assert purged.status_code == 200, purged.text
+    after = await state_when(stack, lambda s: l2_size(s)[1] == 0)
+    assert l2_size(after)[1:3] == (0, 0)
 
 
 async def test_cache_panel_sizes_the_redis_database(
-    nats_url: str, private_redis: RedisServer
+    nats_url: str, own_redis: RedisServer, make_stack: StackFactory
 ) -> None:
     """With Redis as L2 the console shows the database's keys and memory, and says so."""
     config = config_from(mock_config('l2 = "redis"'))
-    stack = await start_stack(nats_url, config, redis_url=private_redis.url, bridge=True)
-    try:
-        before = await state_when(stack, lambda s: l2_size(s)[1] is not None)
-        assert l2_size(before)[0::3] == ("redis", "database")
-        for n in range(3):
-            assert (await chat(stack, f"redis {n}")).headers["x-cache"] == "MISS"
-        start = l2_size(before)[1]
-        after = await state_when(stack, lambda s: l2_size(s)[1] == start + 3)
-        backend, entries, size, scope = l2_size(after)
-        assert (backend, entries, scope) == ("redis", start + 3, "database")
-        assert size > 100_000  # used_memory: a Redis server's own heap is most of it
-    finally:
-        await stack.stop()
+    stack = await make_stack(nats_url, config, redis_url=own_redis.url, bridge=True)
+    before = await state_when(stack, lambda s: l2_size(s)[1] is not None)
+    assert l2_size(before)[0::3] == ("redis", "database")
+    for n in range(3):
+        assert (await chat(stack, f"redis {n}")).headers["x-cache"] == "MISS"
+    start = l2_size(before)[1]
+    after = await state_when(stack, lambda s: l2_size(s)[1] == start + 3)
+    backend, entries, size, scope = l2_size(after)
+    assert (backend, entries, scope) == ("redis", start + 3, "database")
+    assert size > 100_000  # used_memory: a Redis server's own heap is most of it
 
 
-async def test_the_bridge_is_listed_beside_brokers_and_workers(nats_url: str) -> None:
+async def test_the_bridge_is_listed_beside_brokers_and_workers(
+    nats_url: str, make_stack: StackFactory
+) -> None:
     """The bridge answers $SRV.PING and llm.status.bridge, and the console lists it with the
     HTTP requests it answered."""
     config = config_from(mock_config('l2 = "off"'))
-    stack = await start_stack(nats_url, config, bridge=True)
-    try:
-        inbox = stack.nc.new_inbox()
-        names: set[str] = set()
-        everyone = asyncio.Event()
+    stack = await make_stack(nats_url, config, bridge=True)
+    inbox = stack.nc.new_inbox()
+    names: set[str] = set()
+    everyone = asyncio.Event()
 
-        async def on_pong(msg: Msg) -> None:
-            names.add(msgspec.json.decode(msg.data)["name"])
-            if {"llm-edge-bridge", "llm-edge-broker", "llm-edge-worker-mock"} <= names:
-                everyone.set()
+    async def on_pong(msg: Msg) -> None:
+        names.add(msgspec.json.decode(msg.data)["name"])
+        if {"llm-edge-bridge", "llm-edge-broker", "llm-edge-worker-mock"} <= names:
+            everyone.set()
 
-        sub = await stack.nc.subscribe(inbox, cb=on_pong)
-        await stack.nc.publish("$SRV.PING", b"", reply=inbox)
-        async with asyncio.timeout(PATIENCE_S):
-            await everyone.wait()
-        await sub.unsubscribe()
-        status = msgspec.json.decode((await stack.nc.request("llm.status.bridge", timeout=5)).data)
-        assert set(status) == {"in_flight", "requests"}
+    sub = await stack.nc.subscribe(inbox, cb=on_pong)
+    await stack.nc.publish("$SRV.PING", b"", reply=inbox)
+    async with asyncio.timeout(PATIENCE_S):
+        await everyone.wait()
+    await sub.unsubscribe()
+    status = msgspec.json.decode((await stack.nc.request("llm.status.bridge", timeout=5)).data)
+    assert set(status) == {"in_flight", "requests"}
 
-        for n in range(5):
-            await chat(stack, f"counted {n}")
+    for n in range(5):
+        await chat(stack, f"counted {n}")
 
-        def bridge_rows(state: dict[str, Any]) -> list[dict[str, Any]]:
-            return [s for s in state["services"] if s["role"] == "bridge"]
+    def bridge_rows(state: dict[str, Any]) -> list[dict[str, Any]]:
+        return [s for s in state["services"] if s["role"] == "bridge"]
 
-        own_id = await bridge_id(stack)
+    own_id = await bridge_id(stack)
 
-        def counted(state: dict[str, Any]) -> bool:
-            rows = [r for r in bridge_rows(state) if r["id"] == own_id]
-            return bool(rows) and rows[0]["requests"] >= status["requests"] + 5
+    def counted(state: dict[str, Any]) -> bool:
+        rows = [r for r in bridge_rows(state) if r["id"] == own_id]
+        return bool(rows) and rows[0]["requests"] >= status["requests"] + 5
 
-        state = await state_when(stack, counted)
-        (row,) = [r for r in bridge_rows(state) if r["id"] == own_id]
-        assert row["state"] == "up"
-        assert row["requests"] >= status["requests"] + 5  # and the console's own polls
-        assert row["in_flight"] >= 1  # the console's request being answered
-        assert row["rate_of"] == "requests"
-    finally:
-        await stack.stop()
+    state = await state_when(stack, counted)
+    (row,) = [r for r in bridge_rows(state) if r["id"] == own_id]
+    assert row["state"] == "up"
+    assert row["requests"] >= status["requests"] + 5  # and the console's own polls
+    assert row["in_flight"] >= 1  # the console's request being answered
+    assert row["rate_of"] == "requests"
 
 
 async def bridge_id(stack: Stack) -> str:
@@ -186,34 +158,33 @@ async def bridge_id(stack: Stack) -> str:
     return stack.bridge.service_id
 
 
-async def test_deployment_latency_is_the_last_minute_of_both_brokers(nats_url: str) -> None:
+async def test_deployment_latency_is_the_last_minute_of_both_brokers(
+    nats_url: str, make_stack: StackFactory
+) -> None:
     """Answers given by two brokers add up in one row; p50 and p99 come from their merged
     histograms and fit the upstream's 30 ms; the rate and the mean in flight are there."""
     config = config_from(mock_config("enabled = false", "latency_ms = 30"))
-    stack = await start_stack(nats_url, config, brokers=2, bridge=True)
-    try:
-        await asyncio.gather(*(chat(stack, f"timed {n}", cache=False) for n in range(40)))
+    stack = await make_stack(nats_url, config, brokers=2, bridge=True)
+    await asyncio.gather(*(chat(stack, f"timed {n}", cache=False) for n in range(40)))
 
-        def row_of(state: dict[str, Any]) -> dict[str, Any]:
-            return next(d for d in state["deployments"] if d["deployment"] == "mock@mock")
+    def row_of(state: dict[str, Any]) -> dict[str, Any]:
+        return next(d for d in state["deployments"] if d["deployment"] == "mock@mock")
 
-        state = await state_when(stack, lambda s: row_of(s)["answered"] >= 40)
-        row = row_of(state)
-        assert row["answered"] == 40
-        assert row["brokers"] == {"closed": 2}
-        assert 0.03 <= row["p50_s"] <= row["p99_s"] < 1.0
-        assert row["error_rate"] == 0.0
-        assert row["rate"] > 0
-        assert row["mean_in_flight"] > 0
-        assert 0 < row["window_s"] <= 60
-        inbox = stack.nc.new_inbox()
-        sub = await stack.nc.subscribe(inbox, max_msgs=2)
-        await stack.nc.publish("llm.admin.status", b"", reply=inbox)
-        per_broker = []
-        for _ in range(2):
-            reply = msgspec.json.decode((await sub.next_msg(timeout=5)).data)
-            per_broker.append(reply["deployments"]["mock@mock"]["answered"])
-        assert min(per_broker) > 0  # both brokers answered some of the 40
-        assert sum(per_broker) == 40
-    finally:
-        await stack.stop()
+    state = await state_when(stack, lambda s: row_of(s)["answered"] >= 40)
+    row = row_of(state)
+    assert row["answered"] == 40
+    assert row["brokers"] == {"closed": 2}
+    assert 0.03 <= row["p50_s"] <= row["p99_s"] < 1.0
+    assert row["error_rate"] == 0.0
+    assert row["rate"] > 0
+    assert row["mean_in_flight"] > 0
+    assert 0 < row["window_s"] <= 60
+    inbox = stack.nc.new_inbox()
+    sub = await stack.nc.subscribe(inbox, max_msgs=2)
+    await stack.nc.publish("llm.admin.status", b"", reply=inbox)
+    per_broker = []
+    for _ in range(2):
+        reply = msgspec.json.decode((await sub.next_msg(timeout=5)).data)
+        per_broker.append(reply["deployments"]["mock@mock"]["answered"])
+    assert min(per_broker) > 0  # both brokers answered some of the 40
+    assert sum(per_broker) == 40

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -15,19 +14,15 @@ from edge_client import (
     UnavailableError,
 )
 from schemas.batch import BatchObject, BatchStatus
-from tests.integration.test_batch import batch_stack
-from tests.support.stack import MOCK_ONLY, Stack, config_from, start_stack
+from tests.support.batch import batch_stack
+from tests.support.stack import MOCK_ONLY, Stack, StackFactory, config_from
 
 HELLO = {"model": "mock", "messages": [{"role": "user", "content": "Hello"}]}
 
 
 @pytest.fixture
-async def stack(nats_url: str) -> AsyncIterator[Stack]:
-    running = await start_stack(nats_url, config_from(MOCK_ONLY))
-    try:
-        yield running
-    finally:
-        await running.stop()
+async def stack(nats_url: str, make_stack: StackFactory) -> Stack:
+    return await make_stack(nats_url, config_from(MOCK_ONLY))
 
 
 async def test_chat_returns_a_typed_completion(stack: Stack, namespace: str) -> None:
@@ -86,7 +81,7 @@ async def test_messages_speak_the_anthropic_shape(stack: Stack, namespace: str) 
     assert events[-1] == "message_stop"
 
 
-async def test_batch_submit_wait_results(nats_url: str) -> None:
+async def test_batch_submit_wait_results(nats_url: str, make_stack: StackFactory) -> None:
     """submit() uploads lines and creates a batch; wait() reports progress until it
     completes; results() returns one typed answer per line."""
     config = config_from("""
@@ -99,17 +94,17 @@ async def test_batch_submit_wait_results(nats_url: str) -> None:
         [models.mock]
         deployments = [{ provider = "mock" }]
     """)
-    async with batch_stack(nats_url, config) as running:
-        client = EdgeClient(running.nc)
-        lines = [
-            {"custom_id": f"l{i}", "method": "POST", "url": "/v1/chat/completions", "body": HELLO}
-            for i in range(3)
-        ]
-        batch = await client.batches.submit(lines)
-        seen: list[BatchObject] = []
-        done = await client.batches.wait(batch.id, timeout_s=30, on_progress=seen.append)
-        assert done.status == BatchStatus.COMPLETED
-        assert seen[-1].status == BatchStatus.COMPLETED
-        results = await client.batches.results(done)
-        assert sorted(r.custom_id for r in results) == ["l0", "l1", "l2"]
-        assert all(r.response is not None and r.response.status_code == 200 for r in results)
+    running = await batch_stack(make_stack, nats_url, config)
+    client = EdgeClient(running.nc)
+    lines = [
+        {"custom_id": f"l{i}", "method": "POST", "url": "/v1/chat/completions", "body": HELLO}
+        for i in range(3)
+    ]
+    batch = await client.batches.submit(lines)
+    seen: list[BatchObject] = []
+    done = await client.batches.wait(batch.id, timeout_s=30, on_progress=seen.append)
+    assert done.status == BatchStatus.COMPLETED
+    assert seen[-1].status == BatchStatus.COMPLETED
+    results = await client.batches.results(done)
+    assert sorted(r.custom_id for r in results) == ["l0", "l1", "l2"]
+    assert all(r.response is not None and r.response.status_code == 200 for r in results)

@@ -6,20 +6,18 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 
 import pytest
 
 from broker.tenancy.tenants import hash_key
-from tests.integration.test_request_path import chat
-from tests.support.stack import Stack, config_from, start_stack
+from tests.support.stack import Stack, StackFactory, chat, config_from
 
 KEY_NOISY, KEY_QUIET = (f"sk-le-test-{n}-{uuid.uuid4().hex}" for n in ("noisy", "quiet"))
 MAX_IN_FLIGHT = 8
 
 
 @pytest.fixture
-async def stack(nats_url: str) -> AsyncIterator[Stack]:
+async def stack(nats_url: str, make_stack: StackFactory) -> Stack:
     config = config_from(f"""
         [broker]
         max_in_flight = {MAX_IN_FLIGHT}
@@ -38,11 +36,7 @@ async def stack(nats_url: str) -> AsyncIterator[Stack]:
         [models.mock]
         deployments = [{{ provider = "mock" }}]
     """)
-    running = await start_stack(nats_url, config)
-    try:
-        yield running
-    finally:
-        await running.stop()
+    return await make_stack(nats_url, config)
 
 
 async def ask(stack: Stack, key: str, text: str) -> tuple[int, dict[str, str]]:

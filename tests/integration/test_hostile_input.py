@@ -4,7 +4,6 @@ answered with a 400 envelope naming the field, and nothing is forwarded or store
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -14,7 +13,7 @@ from prometheus_client import REGISTRY
 
 from broker.tenancy.tenants import hash_key
 from schemas import headers
-from tests.support.stack import Stack, config_from, start_stack
+from tests.support.stack import Stack, StackFactory, config_from
 
 KEY = f"sk-le-test-{uuid.uuid4().hex}"
 AUTH = {headers.AUTHORIZATION: f"Bearer {KEY}"}
@@ -24,7 +23,7 @@ DEEP_OBJECT = b'{"a":' * 100_000 + b"1" + b"}" * 100_000
 
 
 @pytest.fixture
-async def stack(nats_url: str) -> AsyncIterator[Stack]:
+async def stack(nats_url: str, make_stack: StackFactory) -> Stack:
     config = config_from(f"""
         [cache]
         l2 = "off"
@@ -35,11 +34,7 @@ async def stack(nats_url: str) -> AsyncIterator[Stack]:
         [models.mock]
         deployments = [{{ provider = "mock" }}]
     """)
-    running = await start_stack(nats_url, config, bridge=True)
-    try:
-        yield running
-    finally:
-        await running.stop()
+    return await make_stack(nats_url, config, bridge=True)
 
 
 def chat(**extra: Any) -> bytes:

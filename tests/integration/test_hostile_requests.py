@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 
 import httpx
 import msgspec
@@ -16,17 +15,13 @@ from nats.aio.client import Client
 from broker.service import BrokerOptions, BrokerService
 from edge_runtime.process import ConnectionLost, Lifeline, connect
 from schemas import headers, subjects
-from tests.support.stack import MOCK_ONLY, Stack, config_from, start_stack
+from tests.support.stack import MOCK_ONLY, Stack, StackFactory, config_from
 
 
 @pytest.fixture
-async def stack(nats_url: str) -> AsyncIterator[Stack]:
+async def stack(nats_url: str, make_stack: StackFactory) -> Stack:
     """A broker, a mock worker and the bridge on the session's nats-server."""
-    running = await start_stack(nats_url, config_from(MOCK_ONLY), bridge=True)
-    try:
-        yield running
-    finally:
-        await running.stop()
+    return await make_stack(nats_url, config_from(MOCK_ONLY), bridge=True)
 
 
 def chat_body(size: int = 0) -> bytes:

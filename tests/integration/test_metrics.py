@@ -4,7 +4,6 @@ process, so their registry is read directly)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -14,12 +13,12 @@ from prometheus_client import REGISTRY
 
 from edge_client.chat import stream_chat
 from schemas import headers
-from tests.support.stack import Stack, config_from, start_stack
+from tests.support.stack import Stack, StackFactory, config_from
 from tests.support.upstream import FakeOpenAI, Scripted
 
 
 @pytest.fixture
-async def stack(nats_url: str, fake_openai: FakeOpenAI) -> AsyncIterator[Stack]:
+async def stack(nats_url: str, fake_openai: FakeOpenAI, make_stack: StackFactory) -> Stack:
     config = config_from(f"""
         [cache]
         l2 = "off"
@@ -50,11 +49,7 @@ async def stack(nats_url: str, fake_openai: FakeOpenAI) -> AsyncIterator[Stack]:
         [models.up]
         deployments = [{{ provider = "up", model = "gpt-4o-mini" }}]
     """)
-    running = await start_stack(nats_url, config, providers=["mock", "up"])
-    try:
-        yield running
-    finally:
-        await running.stop()
+    return await make_stack(nats_url, config, providers=["mock", "up"])
 
 
 def value(name: str, **labels: str) -> float:

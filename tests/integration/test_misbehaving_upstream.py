@@ -19,7 +19,7 @@ import pytest
 from edge_client.chat import ChatStreamError, stream_chat
 from schemas import headers
 from tests.support.scripted_upstream import Answer, Sent, scripted_upstream
-from tests.support.stack import Stack, config_from, start_stack
+from tests.support.stack import Stack, StackFactory, config_from
 from tests.support.upstream import FakeOpenAI
 
 REQUESTS = 300
@@ -55,8 +55,8 @@ async def faulty() -> AsyncIterator[tuple[Faulty, str]]:
 
 @pytest.fixture
 async def stack(
-    nats_url: str, faulty: tuple[Faulty, str], fake_openai: FakeOpenAI
-) -> AsyncIterator[Stack]:
+    nats_url: str, faulty: tuple[Faulty, str], fake_openai: FakeOpenAI, make_stack: StackFactory
+) -> Stack:
     config = config_from(f"""
         [cache]
         enabled = false
@@ -86,11 +86,7 @@ async def stack(
           {{ name = "fallback", provider = "healthy", priority = 1 }},
         ]
     """)
-    running = await start_stack(nats_url, config)
-    try:
-        yield running
-    finally:
-        await running.stop()
+    return await make_stack(nats_url, config)
 
 
 async def one(stack: Stack, index: int) -> str:

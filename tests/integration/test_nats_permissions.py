@@ -21,9 +21,10 @@ from broker.service import BrokerOptions, BrokerService
 from edge_bridge import BridgeOptions, BridgeServer
 from edge_client import EdgeClient
 from edge_runtime.embedded import EmbeddedNats
+from schemas.jetstream import ONCE_BUCKET
 from tests.support.cli import run_cli
 from tests.support.stack import MOCK_ONLY, config_from
-from workers import MockProvider, WorkerService, once
+from workers import MockProvider, WorkerService
 
 AUTH_CONF = Path(__file__).parents[2] / "nats" / "auth.conf"
 TENANT_SUBJECTS = """
@@ -73,10 +74,14 @@ class Violations:
         self._changed.set()
 
     async def refused(self, client: Client, subject: str) -> None:
-        """A request to ``subject`` goes unanswered and the server reports the violation."""
-        with pytest.raises(nats.errors.TimeoutError):
-            await client.request(subject, CHAT, timeout=1)
-        await self.wait_for(subject)
+        """A request to ``subject`` goes unanswered: the server reports the violation, and by
+        then no answer (not even a no-responders one) has come; the publish reached no one."""
+        request = asyncio.ensure_future(client.request(subject, CHAT, timeout=10))
+        try:
+            await self.wait_for(subject)
+            assert not request.done(), request
+        finally:
+            request.cancel()
 
     async def wait_for(self, subject: str) -> None:
         """Until a violation naming ``subject`` has been reported (5 s at most)."""
@@ -268,6 +273,7 @@ async def test_discovery_finds_brokers_and_workers(secured_url: str) -> None:
 
 
 @pytest.mark.usefixtures("services")
+@pytest.mark.process
 async def test_cli_admin_commands_under_permissions(secured_url: str) -> None:
     """``llm-edge breaker status`` and ``cache purge`` work as user admin with
     NATS_INBOX_PREFIX=_INBOX.admin; a producer may not publish admin commands."""
@@ -292,7 +298,7 @@ async def test_a_worker_claims_idempotent_calls_with_its_own_permissions(secured
     alice = await as_user(secured_url, "alice", violations, inbox_prefix="_INBOX.alice")
     broker = await as_user(secured_url, "broker", Violations())
     try:
-        kv = await broker.jetstream().key_value(once.BUCKET)
+        kv = await broker.jetstream().key_value(ONCE_BUCKET)
         before = len(await _keys(kv))
         client = EdgeClient(alice)
         reply = await client.chat(

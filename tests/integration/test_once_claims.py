@@ -47,14 +47,23 @@ async def run(claims: OnceClaims, key: str, budget_s: float, upstream: Upstream)
 
 
 class Upstream:
-    """Counts its calls; each takes ``delay_s`` and answers ``status``."""
+    """Counts its calls; each takes ``delay_s`` (or, given ``release``, until it is set) and
+    answers ``status``. ``called`` is set once a call has begun (its claim is taken)."""
 
-    def __init__(self, status: int = 200, delay_s: float = 0.2) -> None:
-        self.calls, self.status, self.delay_s = 0, status, delay_s
+    def __init__(
+        self, status: int = 200, delay_s: float = 0.2, release: asyncio.Event | None = None
+    ) -> None:
+        self.calls, self.status, self.delay_s, self.release = 0, status, delay_s, release
+        self.called = asyncio.Event()
 
     async def __call__(self) -> Answer:
         self.calls += 1
-        await asyncio.sleep(self.delay_s)
+        self.called.set()
+        if self.release is not None:
+            async with asyncio.timeout(10):
+                await self.release.wait()
+        else:
+            await asyncio.sleep(self.delay_s)
         return self.status, f"answer {self.calls}".encode(), {"X-Mark": str(self.calls)}
 
 
@@ -125,12 +134,15 @@ async def test_a_long_call_keeps_its_claim_by_renewing_it(
 async def test_a_wait_ends_at_the_attempt_s_own_deadline(nc: Client) -> None:
     """An attempt waiting on a claim still running past its own deadline answers 504 without
     calling the upstream."""
-    key, upstream = uuid.uuid4().hex, Upstream(delay_s=3)
+    key, upstream = uuid.uuid4().hex, Upstream(release=asyncio.Event())
     running = asyncio.create_task(run(await bound(nc), key, 10, upstream))
-    await asyncio.sleep(0.05)
+    async with asyncio.timeout(5):
+        await upstream.called.wait()
     started = time.monotonic()
     status, _, _ = await run(await bound(nc), key, 0.5, upstream)
     assert status == 504
-    assert time.monotonic() - started < 2.5  # not held until the first call's answer (3 s)
+    assert time.monotonic() - started < 2.5  # not held until the first call's answer (below)
+    assert upstream.release is not None
+    upstream.release.set()
     assert (await running)[0] == 200
     assert upstream.calls == 1

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import msgspec
 import pytest
 
 from schemas import headers
-from tests.support.stack import Stack, config_from, start_stack
+from tests.support.stack import Stack, StackFactory, config_from
 from tests.support.upstream import FakeOpenAI, Scripted
 
 KEY = "sk-planted-key-0123456789"
 
 
 @pytest.fixture
-async def stack(nats_url: str, fake_openai: FakeOpenAI) -> AsyncIterator[Stack]:
+async def stack(nats_url: str, fake_openai: FakeOpenAI, make_stack: StackFactory) -> Stack:
     config = config_from(f"""
         [cache]
         enabled = false
@@ -32,11 +30,7 @@ async def stack(nats_url: str, fake_openai: FakeOpenAI) -> AsyncIterator[Stack]:
         [models.llama]
         deployments = [{{ provider = "vllm", model = "meta-llama/Llama-3.1-8B-Instruct" }}]
     """)
-    running = await start_stack(nats_url, config, environ={"VLLM_KEY": KEY})
-    try:
-        yield running
-    finally:
-        await running.stop()
+    return await make_stack(nats_url, config, environ={"VLLM_KEY": KEY})
 
 
 def chat(content: str) -> bytes:

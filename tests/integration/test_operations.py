@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -19,8 +18,8 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 
 from edge_runtime.process import close_quietly, connect
-from tests.support.servers import start_nats
-from tests.support.stack import config_from, start_stack
+from tests.support.servers import EmbeddedNats
+from tests.support.stack import StackFactory, config_from
 
 CONFIG = """
     [cache]
@@ -49,54 +48,53 @@ def sample(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-async def test_metrics_endpoint_counts_real_traffic(nats_url: str) -> None:
+async def test_metrics_endpoint_counts_real_traffic(
+    nats_url: str, make_stack: StackFactory
+) -> None:
     """After requests through the bridge, /metrics shows them: requests by provider and status
     (hits under provider "cache"), cache hits and misses by tier, request duration, and the
     in-flight gauge one higher while a request waits for its provider, back after."""
-    stack = await start_stack(nats_url, config_from(CONFIG), providers=["mock"], bridge=True)
-    try:
+    stack = await make_stack(nats_url, config_from(CONFIG), providers=["mock"], bridge=True)
+    assert stack.http is not None
+    root = stack.base_url.removesuffix("/v1")
+
+    async def metrics() -> str:
         assert stack.http is not None
-        root = stack.base_url.removesuffix("/v1")
+        return (await stack.http.get(f"{root}/metrics")).text
 
-        async def metrics() -> str:
-            assert stack.http is not None
-            return (await stack.http.get(f"{root}/metrics")).text
+    before = await metrics()
+    body = {"model": "metered", "messages": [{"role": "user", "content": "count me"}]}
+    for _ in range(3):
+        assert (await stack.http.post("/chat/completions", json=body)).status_code == 200
+    await stack.http.post("/chat/completions", json={"model": "metered"})  # a 400
+    response = await stack.http.get(f"{root}/metrics")
+    assert response.headers["content-type"].startswith("text/plain")
+    after = response.text
 
-        before = await metrics()
-        body = {"model": "metered", "messages": [{"role": "user", "content": "count me"}]}
-        for _ in range(3):
-            assert (await stack.http.post("/chat/completions", json=body)).status_code == 200
-        await stack.http.post("/chat/completions", json={"model": "metered"})  # a 400
-        response = await stack.http.get(f"{root}/metrics")
-        assert response.headers["content-type"].startswith("text/plain")
-        after = response.text
+    def delta(name: str, **labels: str) -> float:
+        return sample(after, name, **labels) - sample(before, name, **labels)
 
-        def delta(name: str, **labels: str) -> float:
-            return sample(after, name, **labels) - sample(before, name, **labels)
+    requests = "llm_edge_requests_total"
+    assert delta(requests, provider="mock", model="metered", status="200") == 1
+    assert delta(requests, provider="cache", model="metered", status="200") == 2
+    assert delta("llm_edge_requests_total", model="", status="400") == 1
+    assert delta("llm_edge_cache_hits_total", tier="l1") == 2
+    assert delta("llm_edge_cache_misses_total", tier="l1") >= 1
+    duration = "llm_edge_request_duration_seconds_count"
+    assert delta(duration, provider="mock", model="metered") == 1
+    assert delta("llm_edge_overhead_seconds_count") == 1
 
-        requests = "llm_edge_requests_total"
-        assert delta(requests, provider="mock", model="metered", status="200") == 1
-        assert delta(requests, provider="cache", model="metered", status="200") == 2
-        assert delta("llm_edge_requests_total", model="", status="400") == 1
-        assert delta("llm_edge_cache_hits_total", tier="l1") == 2
-        assert delta("llm_edge_cache_misses_total", tier="l1") >= 1
-        duration = "llm_edge_request_duration_seconds_count"
-        assert delta(duration, provider="mock", model="metered") == 1
-        assert delta("llm_edge_overhead_seconds_count") == 1
-
-        idle = sample(before, "llm_edge_in_flight")
-        assert sample(after, "llm_edge_in_flight") == idle  # every request above has ended
-        arrived: asyncio.Queue[Msg] = asyncio.Queue()
-        await stack.nc.subscribe("llm.provider.held", cb=arrived.put)
-        held = {"model": "held", "messages": [{"role": "user", "content": "wait"}]}
-        answer = asyncio.create_task(stack.http.post("/chat/completions", json=held))
-        forwarded = await asyncio.wait_for(arrived.get(), 10)  # the broker is waiting on it
-        assert sample(await metrics(), "llm_edge_in_flight") == idle + 1
-        await forwarded.respond(msgspec.json.encode(completion("held")))
-        assert (await asyncio.wait_for(answer, 10)).status_code == 200
-        assert sample(await metrics(), "llm_edge_in_flight") == idle
-    finally:
-        await stack.stop()
+    idle = sample(before, "llm_edge_in_flight")
+    assert sample(after, "llm_edge_in_flight") == idle  # every request above has ended
+    arrived: asyncio.Queue[Msg] = asyncio.Queue()
+    await stack.nc.subscribe("llm.provider.held", cb=arrived.put)
+    held = {"model": "held", "messages": [{"role": "user", "content": "wait"}]}
+    answer = asyncio.create_task(stack.http.post("/chat/completions", json=held))
+    forwarded = await asyncio.wait_for(arrived.get(), 10)  # the broker is waiting on it
+    assert sample(await metrics(), "llm_edge_in_flight") == idle + 1
+    await forwarded.respond(msgspec.json.encode(completion("held")))
+    assert (await asyncio.wait_for(answer, 10)).status_code == 200
+    assert sample(await metrics(), "llm_edge_in_flight") == idle
 
 
 def completion(model: str) -> dict[str, object]:
@@ -177,22 +175,12 @@ async def sigterm(proc: subprocess.Popen[bytes]) -> int:
     return await asyncio.to_thread(proc.wait, 30)
 
 
-@pytest.fixture
-def own_nats_url(tmp_path: Path) -> Iterator[str]:
-    """A nats-server of this test's own: no service another test left behind on the
-    session's server can join the queue groups whose members this test replaces."""
-    server = start_nats(tmp_path / "jetstream")
-    try:
-        yield server.url
-    finally:
-        server.stop()
-
-
-async def test_rolling_restart_loses_no_request(own_nats_url: str, tmp_path: Path) -> None:
+@pytest.mark.process
+async def test_rolling_restart_loses_no_request(own_nats: EmbeddedNats, tmp_path: Path) -> None:
     """Broker and worker processes (``python -m llm_edge``) are replaced one by one with
     SIGTERM under steady traffic: every request is answered 200 and every old process exits
     cleanly (graceful drain: stop taking messages, finish those in flight)."""
-    nats_url = own_nats_url
+    nats_url = own_nats.url  # no service another test left behind joins the queue groups
     config_file = tmp_path / "config.toml"
     config_file.write_text(textwrap.dedent(CONFIG))
     common = ["--nats-url", nats_url, "--config", str(config_file)]
@@ -235,31 +223,28 @@ async def test_rolling_restart_loses_no_request(own_nats_url: str, tmp_path: Pat
     assert set(results) == {200}, {s: results.count(s) for s in set(results)}
 
 
-async def test_srv_ping_finds_every_service(nats_url: str) -> None:
+async def test_srv_ping_finds_every_service(nats_url: str, make_stack: StackFactory) -> None:
     """$SRV.PING is answered by the broker and each provider worker; their status endpoints
     report live numbers."""
-    stack = await start_stack(nats_url, config_from(CONFIG))
-    try:
-        inbox = stack.nc.new_inbox()
-        sub = await stack.nc.subscribe(inbox)
-        await stack.nc.publish("$SRV.PING", b"", reply=inbox)
-        names: set[str] = set()
-        async with asyncio.timeout(5):
-            while not {"llm-edge-broker", "llm-edge-worker-mock"} <= names:
-                names.add(msgspec.json.decode((await sub.next_msg(timeout=5)).data)["name"])
-        await sub.unsubscribe()
-        info = await stack.nc.request("$SRV.INFO.llm-edge-broker", b"", timeout=5)
-        assert "llm.chat" in msgspec.json.decode(info.data)["metadata"]["subjects"]
-        status = await stack.nc.request("llm.status.broker", b"", timeout=5)
-        assert msgspec.json.decode(status.data)["in_flight"] == 0
-        worker = await stack.nc.request("llm.status.worker-mock", b"", timeout=5)
-        assert msgspec.json.decode(worker.data)["provider"] == "mock"
-    finally:
-        await stack.stop()
+    stack = await make_stack(nats_url, config_from(CONFIG))
+    inbox = stack.nc.new_inbox()
+    sub = await stack.nc.subscribe(inbox)
+    await stack.nc.publish("$SRV.PING", b"", reply=inbox)
+    names: set[str] = set()
+    async with asyncio.timeout(5):
+        while not {"llm-edge-broker", "llm-edge-worker-mock"} <= names:
+            names.add(msgspec.json.decode((await sub.next_msg(timeout=5)).data)["name"])
+    await sub.unsubscribe()
+    info = await stack.nc.request("$SRV.INFO.llm-edge-broker", b"", timeout=5)
+    assert "llm.chat" in msgspec.json.decode(info.data)["metadata"]["subjects"]
+    status = await stack.nc.request("llm.status.broker", b"", timeout=5)
+    assert msgspec.json.decode(status.data)["in_flight"] == 0
+    worker = await stack.nc.request("llm.status.worker-mock", b"", timeout=5)
+    assert msgspec.json.decode(worker.data)["provider"] == "mock"
 
 
 async def test_one_json_log_line_per_request_without_content(
-    nats_url: str, caplog: pytest.LogCaptureFixture
+    nats_url: str, caplog: pytest.LogCaptureFixture, make_stack: StackFactory
 ) -> None:
     """A miss logs one line with request id, model, deployment, cache status and tokens; the
     prompt never appears."""
@@ -268,19 +253,17 @@ async def test_one_json_log_line_per_request_without_content(
     from edge_runtime.logs import JsonFormatter
 
     caplog.set_level(logging.INFO, logger="llm_edge.requests")
-    stack = await start_stack(nats_url, config_from(CONFIG))
-    try:
-        secret_prompt = "my very private question 42"
-        body = msgspec.json.encode(
-            {"model": "metered", "messages": [{"role": "user", "content": secret_prompt}]}
-        )
-        reply = await stack.nc.request(
-            "llm.chat", body, timeout=10, headers={"X-Request-Id": "req-log-1"}
-        )
-        assert (reply.headers or {})["Llm-Status"] == "200"
-        await stack.nc.flush()
-    finally:
-        await stack.stop()
+    stack = await make_stack(nats_url, config_from(CONFIG))
+    secret_prompt = "my very private question 42"
+    body = msgspec.json.encode(
+        {"model": "metered", "messages": [{"role": "user", "content": secret_prompt}]}
+    )
+    reply = await stack.nc.request(
+        "llm.chat", body, timeout=10, headers={"X-Request-Id": "req-log-1"}
+    )
+    assert (reply.headers or {})["Llm-Status"] == "200"
+    await stack.nc.flush()
+    await stack.stop()
     records = [
         r
         for r in caplog.records
@@ -296,7 +279,7 @@ async def test_one_json_log_line_per_request_without_content(
     assert secret_prompt not in caplog.text
 
 
-async def test_cost_header_and_cost_saved_on_hits(nats_url: str) -> None:
+async def test_cost_header_and_cost_saved_on_hits(nats_url: str, make_stack: StackFactory) -> None:
     """A priced answer names its cost; the same answer from cache names the cost it saved."""
     config = config_from(
         CONFIG
@@ -305,15 +288,13 @@ async def test_cost_header_and_cost_saved_on_hits(nats_url: str) -> None:
     deployments = [{ provider = "mock", input_price = 2.5, output_price = 10.0 }]
     """
     )
-    stack = await start_stack(nats_url, config)
-    try:
-        body = msgspec.json.encode(
-            {"model": "priced", "messages": [{"role": "user", "content": "what does this cost?"}]}
-        )
-        miss = await stack.nc.request("llm.chat", body, timeout=10)
-        hit = await stack.nc.request("llm.chat", body, timeout=10)
-    finally:
-        await stack.stop()
+    stack = await make_stack(nats_url, config)
+    body = msgspec.json.encode(
+        {"model": "priced", "messages": [{"role": "user", "content": "what does this cost?"}]}
+    )
+    miss = await stack.nc.request("llm.chat", body, timeout=10)
+    hit = await stack.nc.request("llm.chat", body, timeout=10)
+    await stack.stop()
     assert miss.headers is not None
     assert hit.headers is not None
     cost = float(miss.headers["Llm-Cost-Usd"])

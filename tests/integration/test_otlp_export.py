@@ -20,6 +20,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from tests.support.servers import free_port
 
+pytestmark = pytest.mark.process
+
 
 @dataclass
 class OtlpSink:

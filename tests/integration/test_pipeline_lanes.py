@@ -22,8 +22,9 @@ from broker.cache.response import ResponseCache
 from broker.config import Config
 from broker.errors import UpstreamFailed
 from broker.pipeline import ChatPipeline
+from broker.prepare import RequestPreparer
 from broker.record import RequestRecord
-from broker.request import Prepared, Reply, RequestPreparer
+from broker.request import Prepared, Reply
 from broker.tenancy.budget import SpendLedger
 from broker.tenancy.limits import RateLimiter
 from broker.tenancy.meter import Meter
@@ -33,7 +34,7 @@ from broker.upstream.forward import StreamEvent
 from broker.upstream.resilience import Resilient
 from broker.upstream.router import Router
 from schemas import ChatCompletionChunk, StreamEnd, headers, subjects
-from tests.support.stack import Stack, config_from, start_stack
+from tests.support.stack import StackFactory, config_from
 from workers import MockProvider, ProviderRequest
 
 CONFIG = """
@@ -131,7 +132,9 @@ def memory_pipeline(config: Config, forward: MemoryForward) -> ChatPipeline:
 
 
 @pytest.fixture(params=["memory", "nats"])
-async def ask(request: pytest.FixtureRequest, nats_url: str) -> AsyncIterator[Ask]:
+async def ask(
+    request: pytest.FixtureRequest, nats_url: str, make_stack: StackFactory
+) -> AsyncIterator[Ask]:
     """``ask(body, headers)`` -> (status, headers, body), in the lane the test is run in."""
     config = config_from(CONFIG)
     if request.param == "memory":
@@ -145,17 +148,14 @@ async def ask(request: pytest.FixtureRequest, nats_url: str) -> AsyncIterator[As
 
         yield in_memory
         return
-    stack: Stack = await start_stack(nats_url, config)
+    stack = await make_stack(nats_url, config)
 
     async def over_nats(body: dict[str, object], hdrs: dict[str, str]) -> Answer:
         msg = await stack.nc.request(subjects.CHAT, json.dumps(body).encode(), 10, headers=hdrs)
         answer = msg.headers or {}
         return int(answer[headers.STATUS]), answer, msg.data
 
-    try:
-        yield over_nats
-    finally:
-        await stack.stop()
+    yield over_nats
 
 
 def chat(text: str, model: str = "mock") -> dict[str, object]:

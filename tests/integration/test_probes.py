@@ -83,6 +83,7 @@ async def until(http: httpx.AsyncClient, path: str, status: int, within_s: float
 
 
 @pytest.mark.parametrize("role", sorted(ROLES))
+@pytest.mark.process
 async def test_ready_follows_the_nats_connection_and_live_the_event_loop(
     role: str, nats_server: EmbeddedNats, tmp_path: Path
 ) -> None:

@@ -14,8 +14,10 @@ import pytest
 
 from edge_client import EdgeClient
 from schemas.batch import BatchObject, BatchStatus
-from tests.integration.test_up import RunningUp
 from tests.support.servers import free_port
+from tests.support.up import RunningUp
+
+pytestmark = pytest.mark.process
 
 #: ``gpt-4o-mini`` answers at once; ``slow-model`` streams a word every 10 minutes, so only a
 #: cancel ends its call within a test.

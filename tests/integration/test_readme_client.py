@@ -7,8 +7,12 @@ import re
 import sys
 from pathlib import Path
 
-from tests.integration.test_batch import batch_stack
-from tests.support.stack import config_from
+import pytest
+
+from tests.support.batch import batch_stack
+from tests.support.stack import StackFactory, config_from
+
+pytestmark = pytest.mark.process
 
 CLIENTS = Path(__file__).parents[2] / "docs" / "clients.md"
 
@@ -21,7 +25,7 @@ def example() -> str:
     return found.group(1)
 
 
-async def test_readme_client_example_runs(nats_url: str) -> None:
+async def test_readme_client_example_runs(nats_url: str, make_stack: StackFactory) -> None:
     """The example chats, streams, catches a NotFoundError and runs a batch to completion."""
     config = config_from("""
         [batch]
@@ -34,15 +38,16 @@ async def test_readme_client_example_runs(nats_url: str) -> None:
         deployments = [{ provider = "mock" }]
     """)
     code = example().replace("nats://127.0.0.1:4222", nats_url)
-    async with batch_stack(nats_url, config):
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            code,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(proc.communicate(), timeout=40)
+    stack = await batch_stack(make_stack, nats_url, config)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        code,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=40)
+    await stack.stop()
     assert proc.returncode == 0, err.decode()
     lines = out.decode().splitlines()
     assert "404 model_not_found" in lines

@@ -8,17 +8,18 @@ import msgspec
 
 from broker.tenancy.tenants import hash_key
 from tests.support.servers import RedisServer
-from tests.support.stack import config_from, start_stack
+from tests.support.stack import StackFactory, config_from
 
 KEY = f"sk-le-test-hung-{uuid.uuid4().hex}"
 
 
-async def test_hung_redis_is_skipped_by_limits_and_budget(nats_url: str) -> None:
+async def test_hung_redis_is_skipped_by_limits_and_budget(
+    nats_url: str, own_redis: RedisServer, make_stack: StackFactory
+) -> None:
     """While Redis hangs, a tenant with a budget and an rpm limit is still answered; the first
     Redis call that times out opens the skip window for the limiter and the ledger alike, so
     the requests after it make no Redis attempt at all (before: two timed-out calls each)."""
-    server = RedisServer()
-    server.start()
+    server = own_redis
     config = config_from(f"""
         [cache]
         l2 = "off"
@@ -33,7 +34,7 @@ async def test_hung_redis_is_skipped_by_limits_and_budget(nats_url: str) -> None
         rpm = 100
         budget_usd = 100
     """)
-    stack = await start_stack(nats_url, config, redis_url=server.url)
+    stack = await make_stack(nats_url, config, redis_url=server.url)
     try:
         guard = stack.brokers[0].redis_guard
 
@@ -56,6 +57,4 @@ async def test_hung_redis_is_skipped_by_limits_and_budget(nats_url: str) -> None
         assert guard.attempts - before == 1  # the first call timed out; the rest were skipped
         assert not guard.available
     finally:
-        server.resume()
-        await stack.stop()
-        server.stop()
+        server.resume()  # before the broker stops: it closes its Redis connections

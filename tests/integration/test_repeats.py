@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 
 from edge_client import EdgeClient, RetryPolicy
 from schemas import headers, subjects
-from tests.support.stack import Stack, config_from, start_stack
+from tests.support.stack import Stack, StackFactory, config_from
 from tests.support.upstream import FakeOpenAI, Scripted
 
 
 @pytest.fixture
-async def stack(nats_url: str, fake_openai: FakeOpenAI) -> AsyncIterator[Stack]:
+async def stack(nats_url: str, fake_openai: FakeOpenAI, make_stack: StackFactory) -> Stack:
     config = config_from(f"""
         [cache]
         enabled = false
@@ -27,11 +26,7 @@ async def stack(nats_url: str, fake_openai: FakeOpenAI) -> AsyncIterator[Stack]:
         [models.m]
         deployments = [{{ provider = "up" }}]
     """)
-    running = await start_stack(nats_url, config)
-    try:
-        yield running
-    finally:
-        await running.stop()
+    return await make_stack(nats_url, config)
 
 
 def body(text: str) -> bytes:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import msgspec
 import pytest
 from nats.aio.client import Client
 
 from schemas import ChatCompletion, ErrorEnvelope, headers
-from tests.support.stack import Stack, config_from, start_stack
+from tests.support.stack import Stack, StackFactory, chat, config_from
 
 CONFIG = """
     [broker]
@@ -42,18 +41,9 @@ CONFIG = """
 """
 
 
-def chat(content: str, model: str = "mock", **extra: object) -> bytes:
-    body = {"model": model, "messages": [{"role": "user", "content": content}], **extra}
-    return msgspec.json.encode(body)
-
-
 @pytest.fixture
-async def stack(nats_url: str) -> AsyncIterator[Stack]:
-    running = await start_stack(nats_url, config_from(CONFIG), providers=["mock", "slow"])
-    try:
-        yield running
-    finally:
-        await running.stop()
+async def stack(nats_url: str, make_stack: StackFactory) -> Stack:
+    return await make_stack(nats_url, config_from(CONFIG), providers=["mock", "slow"])
 
 
 async def request(nc: Client, body: bytes, **hdrs: str) -> tuple[int, bytes, dict[str, str]]:

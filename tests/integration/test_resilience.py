@@ -13,7 +13,7 @@ from edge_client.chat import stream_chat
 from schemas import headers
 from tests.support.cli import run_cli
 from tests.support.servers import free_port
-from tests.support.stack import Stack, config_from, start_stack
+from tests.support.stack import Stack, StackFactory, config_from
 from tests.support.upstream import FakeOpenAI, Scripted, running_fake
 
 
@@ -25,8 +25,8 @@ async def second_upstream() -> AsyncIterator[FakeOpenAI]:
 
 @pytest.fixture
 async def stack(
-    nats_url: str, fake_openai: FakeOpenAI, second_upstream: FakeOpenAI
-) -> AsyncIterator[Stack]:
+    nats_url: str, fake_openai: FakeOpenAI, second_upstream: FakeOpenAI, make_stack: StackFactory
+) -> Stack:
     config = config_from(f"""
         [cache]
         enabled = false
@@ -72,11 +72,7 @@ async def stack(
         [models.only-b]
         deployments = [{{ name = "only-b", provider = "b" }}]
     """)
-    running = await start_stack(nats_url, config, bridge=True)
-    try:
-        yield running
-    finally:
-        await running.stop()
+    return await make_stack(nats_url, config, bridge=True)
 
 
 def breaker_gauge(deployment: str) -> list[float]:
@@ -178,6 +174,7 @@ async def test_stream_fails_over_before_the_first_chunk(
     assert len(second_upstream.received) == 1
 
 
+@pytest.mark.process
 async def test_breaker_cli(stack: Stack, nats_url: str) -> None:
     """`llm-edge breaker open NAME` pins a breaker open on every broker; `status` shows it."""
 

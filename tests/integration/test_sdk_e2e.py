@@ -12,7 +12,7 @@ import pytest
 
 from tests.support.anthropic_shapes import TOOL_MESSAGE, stream_events
 from tests.support.scripted_upstream import Answer, Sent, scripted_upstream
-from tests.support.stack import Stack, config_from, start_stack
+from tests.support.stack import Stack, StackFactory, config_from
 from tests.support.upstream import FakeOpenAI, Scripted, openai_completion
 
 WEATHER_TOOL = {
@@ -44,7 +44,9 @@ async def claude_url() -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def stack(nats_url: str, fake_openai: FakeOpenAI, claude_url: str) -> AsyncIterator[Stack]:
+async def stack(
+    nats_url: str, fake_openai: FakeOpenAI, claude_url: str, make_stack: StackFactory
+) -> Stack:
     config = config_from(f"""
         [cache]
         enabled = false
@@ -70,13 +72,9 @@ async def stack(nats_url: str, fake_openai: FakeOpenAI, claude_url: str) -> Asyn
         [models.claude-sonnet]
         deployments = [{{ provider = "claude", model = "claude-sonnet-4-5" }}]
     """)
-    running = await start_stack(
+    return await make_stack(
         nats_url, config, bridge=True, environ={"ANTHROPIC_API_KEY": "sk-ant-x"}
     )
-    try:
-        yield running
-    finally:
-        await running.stop()
 
 
 def tool_call_completion() -> dict[str, object]:

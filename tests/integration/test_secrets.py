@@ -4,20 +4,19 @@ HTTP bodies or logs, even when the upstream echoes it back in an error."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 
 import msgspec
 import pytest
 from nats.aio.msg import Msg
 
-from tests.support.stack import Stack, config_from, start_stack
+from tests.support.stack import Stack, StackFactory, config_from
 from tests.support.upstream import FakeOpenAI, Scripted
 
 PLANTED = "sk-planted-SECRET-0123456789abcdefghij"
 
 
 @pytest.fixture
-async def stack(nats_url: str, fake_openai: FakeOpenAI) -> AsyncIterator[Stack]:
+async def stack(nats_url: str, fake_openai: FakeOpenAI, make_stack: StackFactory) -> Stack:
     config = config_from(f"""
         [cache]
         l2 = "off"
@@ -30,11 +29,7 @@ async def stack(nats_url: str, fake_openai: FakeOpenAI) -> AsyncIterator[Stack]:
         [models.m]
         deployments = [{{ provider = "up" }}]
     """)
-    running = await start_stack(nats_url, config, bridge=True, environ={"UP_KEY": PLANTED})
-    try:
-        yield running
-    finally:
-        await running.stop()
+    return await make_stack(nats_url, config, bridge=True, environ={"UP_KEY": PLANTED})
 
 
 async def test_planted_key_appears_nowhere(

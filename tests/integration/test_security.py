@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import anthropic
 import msgspec
@@ -17,13 +16,13 @@ from edge_client.chat import stream_chat
 from schemas import headers
 from tests.support.cli import run_cli
 from tests.support.servers import RedisServer
-from tests.support.stack import Stack, config_from, start_stack
+from tests.support.stack import Stack, StackFactory, config_from
 
 KEY_A, KEY_B, KEY_C, KEY_D, KEY_E, KEY_F = (f"sk-le-test-{n}-{uuid.uuid4().hex}" for n in "abcdef")
 
 
 @pytest.fixture
-async def stack(nats_url: str, redis_server: RedisServer) -> AsyncIterator[Stack]:
+async def stack(nats_url: str, redis_server: RedisServer, make_stack: StackFactory) -> Stack:
     limited = f"limited{uuid.uuid4().hex[:8]}"  # fresh Redis counters for this run
     config = config_from(f"""
         [cache]
@@ -69,13 +68,7 @@ async def stack(nats_url: str, redis_server: RedisServer) -> AsyncIterator[Stack
         [models.priced]
         deployments = [{{ provider = "mock", input_price = 100, output_price = 400 }}]
     """)
-    running = await start_stack(
-        nats_url, config, bridge=True, brokers=2, redis_url=redis_server.url
-    )
-    try:
-        yield running
-    finally:
-        await running.stop()
+    return await make_stack(nats_url, config, bridge=True, brokers=2, redis_url=redis_server.url)
 
 
 def chat(content: str, messages: int = 1) -> bytes:
@@ -278,6 +271,7 @@ async def test_http_garbage_routes(stack: Stack) -> None:
     assert isinstance(response.json()["error"]["message"], str)
 
 
+@pytest.mark.process
 async def test_budget_caps_spend(stack: Stack, redis_server: RedisServer) -> None:
     """Spend is priced from the deployment table; once the budget is spent: 402. The cost is
     counted in llm_edge_cost_usd_total under the tenant's name and in `llm-edge usage`."""

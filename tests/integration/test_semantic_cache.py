@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import NoReturn
 
 import msgspec
 import openai
 import pytest
 
-from broker.cache.semantic import DEFAULT_SEMANTIC_BUCKET, SemanticCache
+from broker.cache.semantic import SemanticCache
 from broker.tenancy.tenants import hash_key
 from edge_client.chat import stream_messages
 from schemas import headers
-from tests.integration.test_cache import chat, config
+from schemas.jetstream import SEMANTIC_BUCKET
+from tests.support.cache import chat, config
 from tests.support.servers import RedisServer
-from tests.support.stack import Stack, config_from, start_stack
+from tests.support.stack import Stack, StackFactory, config_from
 from tests.support.upstream import FakeOpenAI
+
+pytestmark = pytest.mark.model
 
 SEMANTIC = """
         [cache.semantic]
@@ -27,14 +29,10 @@ SEMANTIC = """
 
 @pytest.fixture
 async def two(
-    nats_url: str, redis_server: RedisServer, fake_openai: FakeOpenAI
-) -> AsyncIterator[Stack]:
+    nats_url: str, redis_server: RedisServer, fake_openai: FakeOpenAI, make_stack: StackFactory
+) -> Stack:
     cfg = config_from(config(fake_openai.base_url, extra=SEMANTIC))
-    running = await start_stack(nats_url, cfg, redis_url=redis_server.url, brokers=2)
-    try:
-        yield running
-    finally:
-        await running.stop()
+    return await make_stack(nats_url, cfg, redis_url=redis_server.url, brokers=2)
 
 
 def _semantic(stack: Stack, at: int) -> SemanticCache:
@@ -90,7 +88,7 @@ async def test_paraphrase_hits_in_the_other_broker(
             )
         assert semantic.index.ids(f"default:{namespace}x:")
     # and the shared bucket no longer holds them, for brokers that start later
-    bucket = await two.nc.jetstream().key_value(DEFAULT_SEMANTIC_BUCKET)
+    bucket = await two.nc.jetstream().key_value(SEMANTIC_BUCKET)
     keys = await bucket.keys()
     assert not [k for k in keys if k.startswith(f"default.{namespace}.")]
     assert [k for k in keys if k.startswith(f"default.{namespace}x.")]
@@ -143,15 +141,18 @@ async def test_streamed_paraphrase_is_served_from_the_semantic_tier(
 
 
 async def test_paraphrase_over_http_is_served_by_the_other_broker(
-    nats_url: str, redis_server: RedisServer, fake_openai: FakeOpenAI, namespace: str
+    nats_url: str,
+    redis_server: RedisServer,
+    fake_openai: FakeOpenAI,
+    namespace: str,
+    make_stack: StackFactory,
 ) -> None:
     """Through the HTTP bridge, with the official SDK unchanged: broker A answers a question;
     with A gone, broker B serves its rewording from A's entry (``X-Cache: HIT-SEMANTIC``, the
     similarity, A's answer, no upstream call), over HTTP and over NATS; a changed number and
     ``Cache-Control: no-cache`` go upstream."""
     cfg = config_from(config(fake_openai.base_url, extra=SEMANTIC))
-    first_stack = await start_stack(nats_url, cfg, redis_url=redis_server.url, bridge=True)
-    other: Stack | None = None
+    first_stack = await make_stack(nats_url, cfg, redis_url=redis_server.url, bridge=True)
     client = openai.AsyncOpenAI(base_url=first_stack.base_url, api_key="unused", max_retries=0)
     space = {headers.CACHE_NAMESPACE: namespace}
     try:
@@ -168,7 +169,7 @@ async def test_paraphrase_over_http_is_served_by_the_other_broker(
 
         first = await ask("Convert 5 km to miles")  # broker A, the only one
         assert first[0] == "MISS"
-        other = await start_stack(nats_url, cfg, redis_url=redis_server.url, providers=[])
+        other = await make_stack(nats_url, cfg, redis_url=redis_server.url, providers=[])
         both = Stack(nc=other.nc, brokers=[*first_stack.brokers, *other.brokers])
         await _seen_by_all(both, f"default:{namespace}:")
         await first_stack.brokers.pop().stop(1.0)  # from here on only B answers
@@ -186,9 +187,6 @@ async def test_paraphrase_over_http_is_served_by_the_other_broker(
         assert len(fake_openai.received) == upstream_calls + 2
     finally:
         await client.close()
-        await first_stack.stop()
-        if other is not None:
-            await other.stop()
 
 
 class _BrokenModel:
@@ -217,7 +215,11 @@ KEY_A, KEY_B = "sk-edge-semantic-tenant-a", "sk-edge-semantic-tenant-b"
 
 
 async def test_one_tenants_answers_never_serve_another(
-    nats_url: str, redis_server: RedisServer, fake_openai: FakeOpenAI, namespace: str
+    nats_url: str,
+    redis_server: RedisServer,
+    fake_openai: FakeOpenAI,
+    namespace: str,
+    make_stack: StackFactory,
 ) -> None:
     """A reworded question hits only the tenant that asked first; another tenant goes
     upstream."""
@@ -228,26 +230,21 @@ async def test_one_tenants_answers_never_serve_another(
         keys = ["{hash_key(KEY_B)}"]
     """
     cfg = config_from(config(fake_openai.base_url, extra=SEMANTIC) + tenants)
-    stack = await start_stack(nats_url, cfg, redis_url=redis_server.url)
-    try:
+    stack = await make_stack(nats_url, cfg, redis_url=redis_server.url)
 
-        async def ask(text: str, key: str) -> str:
-            hdrs = {headers.CACHE_NAMESPACE: namespace, headers.AUTHORIZATION: f"Bearer {key}"}
-            msg = await stack.nc.request("llm.chat", chat(text), timeout=20, headers=hdrs)
-            assert msg.headers is not None
-            assert msg.headers[headers.STATUS] == "200", msg.data
-            return msg.headers[headers.CACHE]
+    async def ask(text: str, key: str) -> str:
+        hdrs = {headers.CACHE_NAMESPACE: namespace, headers.AUTHORIZATION: f"Bearer {key}"}
+        msg = await stack.nc.request("llm.chat", chat(text), timeout=20, headers=hdrs)
+        assert msg.headers is not None
+        assert msg.headers[headers.STATUS] == "200", msg.data
+        return msg.headers[headers.CACHE]
 
-        assert await ask("What is the boiling point of water at sea level?", KEY_A) == "MISS"
-        semantic = _semantic(stack, 0)
-        async with semantic.changed:
-            await asyncio.wait_for(
-                semantic.changed.wait_for(lambda: semantic.index.ids(f"a:{namespace}:")), 10
-            )
-        reworded = "At sea level, what is the boiling point of water?"
-        assert await ask(reworded, KEY_B) == "MISS"
-        assert await ask("What's the boiling point of water at sea level?", KEY_A) == (
-            "HIT-SEMANTIC"
+    assert await ask("What is the boiling point of water at sea level?", KEY_A) == "MISS"
+    semantic = _semantic(stack, 0)
+    async with semantic.changed:
+        await asyncio.wait_for(
+            semantic.changed.wait_for(lambda: semantic.index.ids(f"a:{namespace}:")), 10
         )
-    finally:
-        await stack.stop()
+    reworded = "At sea level, what is the boiling point of water?"
+    assert await ask(reworded, KEY_B) == "MISS"
+    assert await ask("What's the boiling point of water at sea level?", KEY_A) == ("HIT-SEMANTIC")

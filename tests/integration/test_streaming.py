@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -15,12 +14,12 @@ from nats.aio.client import Client
 
 from edge_client.chat import ChatStreamError, stream_chat, stream_messages
 from tests.support.servers import RedisServer
-from tests.support.stack import Stack, config_from, start_stack
+from tests.support.stack import Stack, StackFactory, config_from
 from tests.support.upstream import FakeOpenAI, Scripted
 
 
 @pytest.fixture
-async def stack(nats_url: str, fake_openai: FakeOpenAI) -> AsyncIterator[Stack]:
+async def stack(nats_url: str, fake_openai: FakeOpenAI, make_stack: StackFactory) -> Stack:
     config = config_from(f"""
         [cache]
         l2 = "off"
@@ -42,11 +41,7 @@ async def stack(nats_url: str, fake_openai: FakeOpenAI) -> AsyncIterator[Stack]:
         [models.up]
         deployments = [{{ provider = "up", model = "gpt-4o-mini" }}]
     """)
-    running = await start_stack(nats_url, config, bridge=True)
-    try:
-        yield running
-    finally:
-        await running.stop()
+    return await make_stack(nats_url, config, bridge=True)
 
 
 def request(content: str, model: str = "mock", **extra: object) -> dict[str, object]:
@@ -223,7 +218,7 @@ async def streamed(nc: Client, content: str, namespace: str) -> tuple[list[dict[
 
 
 async def test_cached_stream_replays_the_original_chunks(
-    nats_url: str, redis_server: RedisServer, namespace: str
+    nats_url: str, redis_server: RedisServer, namespace: str, make_stack: StackFactory
 ) -> None:
     """A stream served from L1 or L2 is the original stream chunk for chunk (the mock streams
     word by word), not its text in one chunk; a whole request still gets the whole answer."""
@@ -238,33 +233,28 @@ async def test_cached_stream_replays_the_original_chunks(
         deployments = [{ provider = "mock" }]
     """)
     content = "replay me word by word please"
-    first = await start_stack(nats_url, config, redis_url=redis_server.url)
-    try:
-        original, cache = await streamed(first.nc, content, namespace)
-        assert cache == "MISS"
-        assert len(original) > 5
-        from_l1, cache = await streamed(first.nc, content, namespace)
-        assert cache == "HIT-L1"
-        assert from_l1 == original
-        whole = await first.nc.request(
-            "llm.chat",
-            msgspec.json.encode(request(content)),
-            timeout=10,
-            headers={"X-Cache-Namespace": namespace},
-        )
-        assert (whole.headers or {})["X-Cache"] == "HIT-L1"
-        pieces = [c["choices"][0]["delta"].get("content") for c in original if c["choices"]]
-        text = "".join(piece or "" for piece in pieces)
-        assert msgspec.json.decode(whole.data)["choices"][0]["message"]["content"] == text
-    finally:
-        await first.stop()
-    second = await start_stack(nats_url, config, redis_url=redis_server.url)  # an empty L1
-    try:
-        from_l2, cache = await streamed(second.nc, content, namespace)
-        assert cache == "HIT-L2"
-        assert from_l2 == original
-    finally:
-        await second.stop()
+    first = await make_stack(nats_url, config, redis_url=redis_server.url)
+    original, cache = await streamed(first.nc, content, namespace)
+    assert cache == "MISS"
+    assert len(original) > 5
+    from_l1, cache = await streamed(first.nc, content, namespace)
+    assert cache == "HIT-L1"
+    assert from_l1 == original
+    whole = await first.nc.request(
+        "llm.chat",
+        msgspec.json.encode(request(content)),
+        timeout=10,
+        headers={"X-Cache-Namespace": namespace},
+    )
+    assert (whole.headers or {})["X-Cache"] == "HIT-L1"
+    pieces = [c["choices"][0]["delta"].get("content") for c in original if c["choices"]]
+    text = "".join(piece or "" for piece in pieces)
+    assert msgspec.json.decode(whole.data)["choices"][0]["message"]["content"] == text
+    await first.stop()
+    second = await make_stack(nats_url, config, redis_url=redis_server.url)  # an empty L1
+    from_l2, cache = await streamed(second.nc, content, namespace)
+    assert cache == "HIT-L2"
+    assert from_l2 == original
 
 
 async def test_only_the_requester_can_cancel_its_request(

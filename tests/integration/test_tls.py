@@ -169,6 +169,7 @@ async def test_stack_over_tls(certs: Path, tls_nats: str) -> None:
         )
 
 
+@pytest.mark.process
 async def test_mutual_tls_accepts_client_certificates_and_refuses_none(
     certs: Path, mtls_nats: str
 ) -> None:

@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from schemas import decode_chat_request
 from tests.support.anthropic_shapes import MESSAGE
 from tests.support.scripted_upstream import Answer, Sent, scripted_upstream
-from tests.support.stack import config_from, start_stack
+from tests.support.stack import StackFactory, config_from
 from tests.support.upstream import FakeOpenAI
 from workers import AnthropicProvider, ProviderConfig, ProviderKind, http_client
 from workers.base import ProviderRequest
@@ -30,7 +30,7 @@ def spans() -> InMemorySpanExporter:
 
 
 async def test_one_trace_id_across_every_hop(
-    nats_url: str, fake_openai: FakeOpenAI, spans: InMemorySpanExporter
+    nats_url: str, fake_openai: FakeOpenAI, spans: InMemorySpanExporter, make_stack: StackFactory
 ) -> None:
     """Every span of one HTTP request shares its trace id; the upstream sees it too."""
     config = config_from(f"""
@@ -42,17 +42,15 @@ async def test_one_trace_id_across_every_hop(
         [models.traced]
         deployments = [{{ provider = "up" }}]
     """)
-    stack = await start_stack(nats_url, config, bridge=True)
+    stack = await make_stack(nats_url, config, bridge=True)
     spans.clear()
-    try:
-        assert stack.http is not None
-        response = await stack.http.post(
-            "/chat/completions",
-            json={"model": "traced", "messages": [{"role": "user", "content": "trace me"}]},
-        )
-        assert response.status_code == 200
-    finally:
-        await stack.stop()
+    assert stack.http is not None
+    response = await stack.http.post(
+        "/chat/completions",
+        json={"model": "traced", "messages": [{"role": "user", "content": "trace me"}]},
+    )
+    assert response.status_code == 200
+    await stack.stop()
     finished = spans.get_finished_spans()
     names = {s.name for s in finished}
     assert {"POST llm.chat", "llm.chat", "route", "llm.provider.up", "upstream POST"} <= names

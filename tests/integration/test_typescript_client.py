@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = [pytest.mark.node, pytest.mark.process]
+
 TS_DIR = Path(__file__).parents[2] / "clients" / "typescript"
 
 

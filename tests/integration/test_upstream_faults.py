@@ -20,7 +20,7 @@ from edge_client.chat import ChatStreamError, stream_chat
 from schemas import ChatCompletionChunk, headers
 from tests.support.anthropic_shapes import stream_events
 from tests.support.scripted_upstream import Answer, Sent, scripted_upstream
-from tests.support.stack import Stack, config_from, start_stack
+from tests.support.stack import Stack, StackFactory, config_from
 from tests.support.upstream import FakeOpenAI, openai_completion
 
 HTML = "<html><body><h1>502 Bad Gateway</h1></body></html>"
@@ -67,7 +67,9 @@ async def broken() -> AsyncIterator[tuple[Broken, str]]:
         yield upstream, base_url
 
 
-async def running(nats_url: str, broken_url: str, healthy: FakeOpenAI, *, open_s: float) -> Stack:
+async def running(
+    make_stack: StackFactory, nats_url: str, broken_url: str, healthy: FakeOpenAI, *, open_s: float
+) -> Stack:
     config = config_from(f"""
         [cache]
         enabled = false
@@ -113,18 +115,14 @@ async def running(nats_url: str, broken_url: str, healthy: FakeOpenAI, *, open_s
         [models.claude-alone]
         deployments = [{{ name = "claude-alone", provider = "broken-claude" }}]
     """)
-    return await start_stack(nats_url, config)
+    return await make_stack(nats_url, config)
 
 
 @pytest.fixture
 async def stack(
-    nats_url: str, broken: tuple[Broken, str], fake_openai: FakeOpenAI
-) -> AsyncIterator[Stack]:
-    started = await running(nats_url, broken[1], fake_openai, open_s=60)
-    try:
-        yield started
-    finally:
-        await started.stop()
+    nats_url: str, broken: tuple[Broken, str], fake_openai: FakeOpenAI, make_stack: StackFactory
+) -> Stack:
+    return await running(make_stack, nats_url, broken[1], fake_openai, open_s=60)
 
 
 def chat(model: str, *, stream: bool = False) -> dict[str, object]:
@@ -207,25 +205,22 @@ async def test_a_whole_answer_that_is_not_a_completion_fails_over(
 
 
 async def test_a_half_open_probe_cut_short_reopens_the_breaker(
-    nats_url: str, broken: tuple[Broken, str], fake_openai: FakeOpenAI
+    nats_url: str, broken: tuple[Broken, str], fake_openai: FakeOpenAI, make_stack: StackFactory
 ) -> None:
     """A half-open probe whose stream breaks after chunks opens the breaker again."""
     upstream, broken_url = broken
     upstream.answer = "openai-cut"
-    stack = await running(nats_url, broken_url, fake_openai, open_s=1)
-    try:
-        for _ in range(2):  # two broken streams open the primary's breaker
-            with pytest.raises(ChatStreamError):
-                await streamed(stack, "m")
-        assert await breaker_state(stack, "primary") == "open"
-        async with asyncio.timeout(10):  # its open time elapses: the next call is a probe
-            while await breaker_state(stack, "primary") != "half_open":  # noqa: ASYNC110  (the breaker has no event)
-                await asyncio.sleep(0.05)
+    stack = await running(make_stack, nats_url, broken_url, fake_openai, open_s=1)
+    for _ in range(2):  # two broken streams open the primary's breaker
         with pytest.raises(ChatStreamError):
             await streamed(stack, "m")
-        assert len(upstream.sent) == 3
-        assert await breaker_state(stack, "primary") == "open"
-        assert text(await streamed(stack, "m")) == "upstream streams to m"
-        assert len(upstream.sent) == 3  # the broken primary got no more calls
-    finally:
-        await stack.stop()
+    assert await breaker_state(stack, "primary") == "open"
+    async with asyncio.timeout(10):  # its open time elapses: the next call is a probe
+        while await breaker_state(stack, "primary") != "half_open":  # noqa: ASYNC110  (the breaker has no event)
+            await asyncio.sleep(0.05)
+    with pytest.raises(ChatStreamError):
+        await streamed(stack, "m")
+    assert len(upstream.sent) == 3
+    assert await breaker_state(stack, "primary") == "open"
+    assert text(await streamed(stack, "m")) == "upstream streams to m"
+    assert len(upstream.sent) == 3  # the broken primary got no more calls

@@ -9,13 +9,15 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 from nats.aio.client import Client
 
 from schemas import headers, subjects
-from tests.support.stack import Stack, config_from, start_stack
+from tests.support.stack import Stack, StackFactory, config_from
+
+pytestmark = pytest.mark.process
 
 CONFIG = """
 [cache]
@@ -42,13 +44,9 @@ def config_file() -> Iterator[str]:
 
 
 @pytest.fixture
-async def stack(nats_url: str) -> AsyncIterator[Stack]:
+async def stack(nats_url: str, make_stack: StackFactory) -> Stack:
     """A broker in this process; the workers are separate processes (see the test)."""
-    running = await start_stack(nats_url, config_from(CONFIG), providers=[])
-    try:
-        yield running
-    finally:
-        await running.stop()
+    return await make_stack(nats_url, config_from(CONFIG), providers=[])
 
 
 def worker(nats_url: str, config_file: str) -> subprocess.Popen[bytes]:

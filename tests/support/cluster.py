@@ -13,7 +13,20 @@ from edge_runtime.process import close_quietly, connect
 from workers import WorkerService, build_provider, http_client
 from workers.h1 import UpstreamClient
 
-__all__ = ["Services", "start_services"]
+__all__ = ["CHAT_CONFIG", "Services", "home_of", "start_services"]
+
+#: Chat only, from a mock that takes 50 ms (requests are in flight when a server dies).
+CHAT_CONFIG = """
+    [cache]
+    enabled = false
+    [batch]
+    enabled = false
+    [providers.mock]
+    kind = "mock"
+    latency_ms = 50
+    [models.mock]
+    deployments = [{ provider = "mock" }]
+"""
 
 
 @dataclass
@@ -52,3 +65,9 @@ async def start_services(
         await services.stop()
         raise
     return services
+
+
+def home_of(cluster: EmbeddedCluster, nc: Client) -> int:
+    """The index of the server ``nc`` is connected to (nats-py picks one of its list)."""
+    port = nc.connected_url.port if nc.connected_url is not None else None
+    return next(i for i, url in enumerate(cluster.urls) if url.endswith(f":{port}"))

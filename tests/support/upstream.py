@@ -62,6 +62,9 @@ class Scripted:
     For streaming requests: ``raw_sse`` sends exactly those byte pieces; otherwise the answer
     is streamed word by word with ``chunk_delay_s`` between chunks, and ``fail_after`` chunks
     an error event is sent instead of the rest.
+
+    ``release``: the answer waits until this event is set (at most ``delay_s``), for a test
+    that holds a call upstream while it checks something, then lets it go.
     """
 
     status: int = 200
@@ -71,6 +74,7 @@ class Scripted:
     chunk_delay_s: float = 0.0
     raw_sse: list[bytes] | None = None
     fail_after: int | None = None
+    release: asyncio.Event | None = None
 
 
 @dataclass
@@ -127,8 +131,12 @@ class FakeOpenAI:
         answer = self.script.popleft() if self.script else self.default
         if answer.delay_s:  # a slow upstream that notices when the caller hangs up
             watcher = asyncio.ensure_future(self._watch(receive))
-            await asyncio.wait([watcher], timeout=answer.delay_s)
-            watcher.cancel()
+            waits = [watcher]
+            if answer.release is not None:
+                waits.append(asyncio.ensure_future(answer.release.wait()))
+            await asyncio.wait(waits, timeout=answer.delay_s, return_when=asyncio.FIRST_COMPLETED)
+            for wait in waits:
+                wait.cancel()
             if watcher.done() and not watcher.cancelled():  # this caller hung up
                 return
         if body.get("stream") and answer.status == 200 and answer.body is None:

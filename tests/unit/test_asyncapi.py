@@ -58,6 +58,7 @@ TS_DIR = Path(__file__).parents[2] / "clients" / "typescript"
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+@pytest.mark.node
 def test_document_passes_the_official_asyncapi_parser() -> None:
     """@asyncapi/parser (npm) finds no error in docs/asyncapi.json."""
     assert (TS_DIR / "node_modules" / "@asyncapi" / "parser").is_dir(), (

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from broker.cache.anchors import agree
-from broker.cache.semantic import DEFAULT_THRESHOLD
+from broker.cache.settings import DEFAULT_THRESHOLD
+
+pytestmark = pytest.mark.model
 
 PAIRS = Path(__file__).parent.parent / "data" / "semantic_pairs.tsv"
 
@@ -24,14 +26,14 @@ def _pairs() -> list[tuple[str, str, str]]:
 
 @pytest.fixture(scope="module")
 def embedder():  # type: ignore[no-untyped-def]
-    from broker.cache.embed import load_minilm
+    from broker.cache.embedder import load_minilm
 
     return load_minilm()
 
 
 @pytest.fixture(scope="module")
 def reference():  # type: ignore[no-untyped-def]
-    from broker.cache.embed import load_minilm
+    from broker.cache.embedder import load_minilm
 
     return load_minilm(runtime="numpy")
 

@@ -1,0 +1,103 @@
+"""Batch helpers shared by the batch tests: a stack with an empty line queue, input lines,
+and waits that follow a batch's events."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client
+
+from broker.config import Config
+from edge_runtime.batch_store import BatchStore
+from tests.support.stack import Stack, StackFactory
+
+__all__ = [
+    "FINAL",
+    "batch_stack",
+    "jsonl",
+    "lines",
+    "purge_batch_queue",
+    "wait_final",
+    "wait_for",
+    "wait_status",
+]
+
+FINAL = {"completed", "failed", "expired", "cancelled"}
+
+
+async def batch_stack(
+    make_stack: StackFactory, nats_url: str, config: Config, providers: list[str] | None = None
+) -> Stack:
+    """A stack with the bridge and an empty batch line queue (workers for ``providers``, by
+    default every provider a model routes to); ``make_stack`` stops it."""
+    running = await make_stack(nats_url, config, providers=providers, bridge=True)
+    await purge_batch_queue(running.nc)
+    return running
+
+
+async def purge_batch_queue(nc: Client) -> None:
+    """Lines left queued by another test's batches are not this test's business."""
+    store = await BatchStore.open(nc)
+    del store
+    await nc.jetstream().purge_stream("LLM_EDGE_BATCH_LINES")
+
+
+def lines(n: int, model: str = "mock", prefix: str = "req") -> list[dict[str, Any]]:
+    return [
+        {
+            "custom_id": f"{prefix}-{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": model, "messages": [{"role": "user", "content": f"line {i}"}]},
+        }
+        for i in range(n)
+    ]
+
+
+def jsonl(rows: list[dict[str, Any]]) -> bytes:
+    return b"".join(json.dumps(r).encode() + b"\n" for r in rows)
+
+
+async def wait_status(
+    nc: Client,
+    batch_id: str,
+    wanted: set[str],
+    patience_s: float = 60,
+    hdrs: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Follow llm.batch.events.<id> until the batch reaches one of ``wanted`` (subscribe
+    first, then read the current state, so no event is missed)."""
+    sub = await nc.subscribe(f"llm.batch.events.{batch_id}")
+    try:
+        body = msgspec.json.encode({"id": batch_id})
+        current = msgspec.json.decode(
+            (await nc.request("llm.batch.get", body, timeout=5, headers=hdrs)).data
+        )
+        while current["status"] not in wanted:
+            current = msgspec.json.decode((await sub.next_msg(timeout=patience_s)).data)
+        return current  # type: ignore[no-any-return]
+    finally:
+        await sub.unsubscribe()
+
+
+async def wait_for(
+    nc: Client, batch_id: str, condition: Callable[[dict[str, Any]], bool], patience_s: float = 30
+) -> dict[str, Any]:
+    """Follow llm.batch.events.<id> until the batch object satisfies ``condition``."""
+    sub = await nc.subscribe(f"llm.batch.events.{batch_id}")
+    try:
+        body = msgspec.json.encode({"id": batch_id})
+        current = msgspec.json.decode((await nc.request("llm.batch.get", body, timeout=5)).data)
+        while not condition(current):
+            current = msgspec.json.decode((await sub.next_msg(timeout=patience_s)).data)
+        return current  # type: ignore[no-any-return]
+    finally:
+        await sub.unsubscribe()
+
+
+async def wait_final(nc: Client, batch_id: str) -> dict[str, Any]:
+    """Wait for a final status."""
+    return await wait_status(nc, batch_id, FINAL)
