@@ -18,6 +18,7 @@ _FORWARD = {
         headers.AUTHORIZATION,
         headers.CACHE_CONTROL,
         headers.CACHE_NAMESPACE,
+        headers.IDEMPOTENT,
         headers.PRIORITY,
         headers.REQUEST_ID,
         headers.TIMEOUT_MS,

@@ -30,12 +30,22 @@ from nats.nuid import NUID
 
 from schemas import ChatCompletionChunk, ErrorEnvelope, headers, subjects
 
-__all__ = ["KEEPALIVE_MS", "ChatStreamError", "stream_chat", "stream_messages"]
+__all__ = ["KEEPALIVE_MS", "ChatStreamError", "keepalive_ms", "stream_chat", "stream_messages"]
 
 _nuid = NUID()
 #: How often brokers are asked for a keepalive while an answer has not begun; a caller's
 #: silence bound (``first_s``) should be several of these.
 KEEPALIVE_MS = 5000
+
+
+def keepalive_ms(silence_s: float) -> int:
+    """The keepalive interval for a caller that takes ``silence_s`` of silence for lost: a
+    quarter of it, at most :data:`KEEPALIVE_MS`, at least 250 ms (so a live call always
+    sends several keepalives before its caller would give up on it, and its worker claims
+    it before any retry could come)."""
+    return max(250, min(KEEPALIVE_MS, int(silence_s * 1000 / 4)))
+
+
 _chunk_decoder = msgspec.json.Decoder(ChatCompletionChunk)
 _error_decoder = msgspec.json.Decoder(ErrorEnvelope)
 

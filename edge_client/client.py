@@ -29,7 +29,7 @@ from nats.aio.msg import Msg
 from nats.nuid import NUID
 
 from edge_client.batches import Batches
-from edge_client.chat import ChatStreamError, stream_messages
+from edge_client.chat import ChatStreamError, keepalive_ms, stream_messages
 from edge_client.errors import (
     APIError,
     BadRequestError,
@@ -230,6 +230,7 @@ class EdgeClient:
             hdrs[headers.IDEMPOTENT] = "1"
         attempts = Attempts(self._retry, hdrs, budget_s=int(hdrs[headers.TIMEOUT_MS]) / 1000)
         request_id = attempts.request_id
+        hdrs[headers.KEEPALIVE_MS] = str(keepalive_ms(self._retry.attempt_timeout_s))
         while True:
             remaining = attempts.next()
             failure: APIError
@@ -271,6 +272,7 @@ class EdgeClient:
         self._check_size(body, hdrs)
         attempts = Attempts(self._retry, hdrs, budget_s=int(hdrs[headers.TIMEOUT_MS]) / 1000)
         request_id = attempts.request_id
+        hdrs[headers.KEEPALIVE_MS] = str(keepalive_ms(self._retry.attempt_timeout_s))
         while True:
             remaining = attempts.next()
             messages = stream_messages(

@@ -1,4 +1,4 @@
-"""A server of a 3-server NATS cluster dies under load: through the Python client's retry,
+"""A server of a 3-server NATS cluster dies under load: through the producer's retries,
 every request gets one answer and the upstream hears each request id once.
 
 Two brokers and two OpenAI-compatible workers run in this process, each pair on its own
@@ -14,12 +14,14 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 
+import msgspec
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
 
 from broker.config import Config
-from edge_client import APIError, EdgeClient, RetryPolicy
+from edge_client import RetryPolicy, request
 from edge_runtime.process import close_quietly, connect
 from schemas import headers
 from tests.support.cluster import start_services
@@ -27,7 +29,7 @@ from tests.support.servers import EmbeddedCluster
 from tests.support.stack import config_from
 from tests.support.upstream import FakeOpenAI, Scripted
 
-#: The client's retry: an attempt is given up after 0.5 s, before the upstream answers, so
+#: The producer's retry: an attempt is given up after 0.5 s, before the upstream answers, so
 #: every request is sent at least twice and its attempts may reach both brokers.
 RETRY = RetryPolicy(attempts=60, attempt_timeout_s=0.5, backoff_s=0.05, max_backoff_s=1.0)
 #: How long the fake upstream takes per call: longer than an attempt waits.
@@ -71,13 +73,15 @@ async def test_a_node_killed_under_load_answers_each_request_once_with_one_upstr
     nats_cluster: EmbeddedCluster, producer: Client, upstream: FakeOpenAI
 ) -> None:
     """SIGKILL the server of one broker and one worker while 300 no-store chat requests are
-    in flight, 60 at a time, each tried again by the client before the upstream answers:
+    in flight, 60 at a time, each tried again by its producer before the upstream answers:
     every request is answered 200 exactly once, and the upstream saw exactly one call per
-    request id, however many attempts the client made and whichever broker they reached."""
+    request id, however many attempts the producer made and whichever broker they reached.
+
+    The producer is ``edge_client.request``, which asks for no keepalives and so resends an
+    attempt after 0.5 s of waiting (EdgeClient would wait for a slow answer instead)."""
     services = await start_services(
         nats_cluster, cluster_config(upstream), homes=[0, 1], provider="up"
     )
-    client = EdgeClient(producer, retry=RETRY, deadline_s=40)
     total, done = 300, 0
     quarter = asyncio.Event()
     slots = asyncio.Semaphore(60)
@@ -87,14 +91,26 @@ async def test_a_node_killed_under_load_answers_each_request_once_with_one_upstr
     async def one(i: int) -> None:
         nonlocal done
         body = {"model": "gpt", "messages": [{"role": "user", "content": f"request {i}"}]}
+        hdrs = {
+            headers.REQUEST_ID: f"r-{i}",
+            headers.CACHE_CONTROL: "no-store",
+            headers.TIMEOUT_MS: "40000",
+        }
         async with slots:
             try:
-                reply = await client.chat(body, request_id=f"r-{i}", cache_control="no-store")
-            except APIError as exc:
-                failures.append(f"r-{i}: {exc}")
+                msg = await request(
+                    producer, msgspec.json.encode(body), request_headers=hdrs, retry=RETRY
+                )
+            except (TimeoutError, NoRespondersError) as exc:
+                failures.append(f"r-{i}: {exc!r}")
                 return
+        status = (msg.headers or {}).get(headers.STATUS)
+        if status != "200":
+            failures.append(f"r-{i}: {status} {msg.data[:200]!r}")
+            return
         answers[f"r-{i}"] += 1
-        assert reply.choices[0].message.content == "upstream says hi to gpt-4o-mini"
+        reply = msgspec.json.decode(msg.data)
+        assert reply["choices"][0]["message"]["content"] == "upstream says hi to gpt-4o-mini"
         done += 1
         if done == total // 4:
             quarter.set()
@@ -117,7 +133,7 @@ async def test_a_node_killed_under_load_answers_each_request_once_with_one_upstr
         retried = sum(1 for n in attempts.values() if n > 1)
         print(
             f"\n{total} requests, a server killed after {total // 4}: "
-            f"{time.monotonic() - started:.1f} s, {retried} retried by the client, "
+            f"{time.monotonic() - started:.1f} s, {retried} retried by the producer, "
             f"{len(upstream.received)} upstream calls"
         )
         assert failures == []
