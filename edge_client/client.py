@@ -228,21 +228,11 @@ class EdgeClient:
         self._check_size(body, hdrs)
         if self._retry.attempts > 1:  # every attempt is answered from one upstream call
             hdrs[headers.IDEMPOTENT] = "1"
-        attempts = Attempts(self._retry, hdrs, budget_s=int(hdrs[headers.TIMEOUT_MS]) / 1000)
+        attempts = self._attempts(hdrs)
         request_id = attempts.request_id
-        hdrs[headers.KEEPALIVE_MS] = str(keepalive_ms(self._retry.attempt_timeout_s))
         while True:
-            remaining = attempts.next()
             failure: APIError
-            messages = stream_messages(
-                self.nc,
-                body,
-                subject=subject,
-                request_headers=hdrs,
-                deadline_s=remaining,
-                first_s=self._retry.attempt_timeout_s,
-                cancel_when_lost=False,
-            )
+            messages = self._send(subject, body, hdrs, attempts.next(), cancel_when_lost=False)
             try:
                 async with contextlib.aclosing(messages):
                     reply = await anext(messages)
@@ -270,19 +260,10 @@ class EdgeClient:
         """Every message of a stream; a failure raises. Attempts that fail before the first
         message of the stream are retried within the deadline."""
         self._check_size(body, hdrs)
-        attempts = Attempts(self._retry, hdrs, budget_s=int(hdrs[headers.TIMEOUT_MS]) / 1000)
+        attempts = self._attempts(hdrs)
         request_id = attempts.request_id
-        hdrs[headers.KEEPALIVE_MS] = str(keepalive_ms(self._retry.attempt_timeout_s))
         while True:
-            remaining = attempts.next()
-            messages = stream_messages(
-                self.nc,
-                body,
-                subject=subject,
-                request_headers=hdrs,
-                deadline_s=remaining,
-                first_s=self._retry.attempt_timeout_s,
-            )
+            messages = self._send(subject, body, hdrs, attempts.next(), cancel_when_lost=True)
             started = False
             failure: APIError
             async with contextlib.aclosing(messages):
@@ -313,6 +294,32 @@ class EdgeClient:
                         504, "no reply in time", code="deadline_exceeded", request_id=request_id
                     )
             await _back_off(attempts, failure)
+
+    def _attempts(self, hdrs: dict[str, str]) -> Attempts:
+        """The account of a call's attempts; each asks for keepalives a quarter as often as
+        the policy's silence bound."""
+        hdrs[headers.KEEPALIVE_MS] = str(keepalive_ms(self._retry.attempt_timeout_s))
+        return Attempts(self._retry, hdrs, budget_s=int(hdrs[headers.TIMEOUT_MS]) / 1000)
+
+    def _send(
+        self,
+        subject: str,
+        body: bytes,
+        hdrs: dict[str, str],
+        remaining_s: float,
+        *,
+        cancel_when_lost: bool,
+    ) -> AsyncGenerator[Msg, None]:
+        """One attempt: its messages, keepalives left out (see :func:`stream_messages`)."""
+        return stream_messages(
+            self.nc,
+            body,
+            subject=subject,
+            request_headers=hdrs,
+            deadline_s=remaining_s,
+            first_s=self._retry.attempt_timeout_s,
+            cancel_when_lost=cancel_when_lost,
+        )
 
     def _check_size(self, body: bytes, hdrs: dict[str, str]) -> None:
         """Refuse, before publishing, a request the server would not take (a publish over
