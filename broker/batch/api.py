@@ -34,7 +34,7 @@ from broker.errors import BrokerError
 from broker.tenancy.tenants import ANONYMOUS, KeyRing, TenantConfig
 from edge_runtime.batch_store import BatchStore
 from edge_runtime.jetstream import JETSTREAM_UNAVAILABLE, UNAVAILABLE_RETRY_AFTER_S
-from edge_runtime.process import InFlight
+from edge_runtime.process import STOP_STEP_S, InFlight, settle
 from schemas import error_body, headers, subjects
 from schemas.batch import (
     FINAL_STATUSES,
@@ -133,9 +133,10 @@ class BatchApi:
             )
 
     async def stop(self) -> None:
-        """Unsubscribe and finish requests in flight."""
+        """Unsubscribe and finish requests in flight (on a connection the server closed too:
+        stopping must never raise)."""
         for sub in self._subs:
-            await sub.unsubscribe()
+            await settle(sub.unsubscribe(), STOP_STEP_S)
         await self._inflight.drain(5)
 
     async def _on_msg(self, msg: Msg) -> None:
