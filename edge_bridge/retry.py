@@ -256,28 +256,11 @@ class Relay:
         self.policy, self.reconnects = policy, reconnects
         self.wake = Msg(nc)  # what a reconnect puts in the queues; on no subject, no reply
 
-    async def whole(self, subject: str, body: bytes, hdrs: Mapping[str, str]) -> Msg:
-        """The request's one answer (or NATS no-responders, when nobody ever served it).
-
-        ``hdrs`` must carry the ``X-Request-Id`` every attempt shares.
-
-        Raises:
-            TimeoutError: no answer within the deadline.
-        """
-        with _Attempts(self, subject, body, dict(hdrs)) as attempts:
-            try:
-                answer = await attempts.first()
-            except BaseException:  # the caller left, or the deadline passed: stop them all
-                await attempts.cancel()
-                raise
-            await attempts.cancel(keep=answer.subject)
-            return answer
-
     async def stream(
         self, subject: str, body: bytes, hdrs: Mapping[str, str]
     ) -> AsyncGenerator[Msg, None]:
-        """Every message of a streamed answer, the last one included (``Llm-Stream: end`` or
-        ``error``, or a whole error sent before the stream began); attempts are retried only
+        """Every message of the answer, the last one included: a whole answer (one message),
+        or a stream's messages to ``Llm-Stream: end`` or ``error``; attempts are retried only
         until the first message.
 
         Raises:
