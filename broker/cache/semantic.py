@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("llm_edge.broker")
+#: Purges remembered for the watch (see ``SemanticCache._purged``).
+MAX_PURGES_KEPT = 64
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(Entry).decode
 
@@ -82,6 +85,10 @@ class SemanticCache:
         self._memo: dict[str, Vector] = {}  # the lookup's vector, reused by the write
         #: Notified when the bucket's updates change the index (readers wait on it).
         self.changed = asyncio.Condition()
+        #: Recent purges: (KV key prefix, the bucket's last revision when purged). A watch
+        #: event of an entry written before a purge can arrive after it (watches lag under
+        #: load); it must not bring the purged entry back into the index.
+        self._purged: deque[tuple[str, int]] = deque(maxlen=MAX_PURGES_KEPT)
 
     @classmethod
     async def open(
@@ -104,6 +111,8 @@ class SemanticCache:
                 continue  # the initial values are all in
             if entry.operation in ("DEL", "PURGE") or not entry.value:
                 self.index.remove(entry.key)
+            elif self._purged_before(entry.key, entry.revision):
+                continue  # written before a purge, delivered after it: it stays purged
             else:
                 with contextlib.suppress(msgspec.MsgspecError):
                     self.index.put(entry.key, _decode(entry.value))
@@ -193,8 +202,16 @@ class SemanticCache:
             self.index.remove(entry_id)
         if self._js is not None:
             bucket = self.settings.bucket
+            info = await self._js.stream_info(f"KV_{bucket}")
+            self._purged.append((kv_key(prefix), info.state.last_seq))
             await self._js.purge_stream(f"KV_{bucket}", subject=kv_purge_subject(bucket, prefix))
         return len(ids)
+
+    def _purged_before(self, key: str, revision: int | None) -> bool:
+        """Whether a purge since this entry was written covers it."""
+        return revision is not None and any(
+            key.startswith(prefix) and revision <= last for prefix, last in self._purged
+        )
 
     async def aclose(self) -> None:
         """Stop watching the bucket and let the embedding thread end."""

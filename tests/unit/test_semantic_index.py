@@ -98,3 +98,30 @@ def test_expired_entries_and_disagreeing_anchors_are_passed_over() -> None:
     match = index.search("ctx", asked, TEXT, 0.9, 20.0)
     assert match is not None
     assert match.answer == "fresh"
+
+
+async def test_a_watch_event_older_than_a_purge_does_not_bring_the_entry_back() -> None:
+    """An entry written before a purge but delivered by the watch after it stays purged; one
+    written after the purge (a higher revision), or outside its prefix, is indexed."""
+    from types import SimpleNamespace
+
+    import msgspec
+
+    from broker.cache.semantic import SemanticCache
+    from broker.cache.settings import SemanticSettings
+
+    cache = SemanticCache(SemanticSettings(enabled=True), embedder=None)  # type: ignore[arg-type]
+    cache._purged.append(("default.ns.", 10))  # what purge("default:ns:") records
+    vector = _unit(np.random.default_rng(7))
+
+    def event(key: str, context: str, revision: int) -> SimpleNamespace:
+        value = msgspec.msgpack.encode(_entry(context, f"{context}:answer", vector))
+        return SimpleNamespace(key=key, value=value, revision=revision, operation=None)
+
+    async def watcher():  # type: ignore[no-untyped-def]
+        yield event("default.ns.aaa.1", "default:ns:aaa", 9)  # before the purge: dropped
+        yield event("default.ns.bbb.2", "default:ns:bbb", 11)  # after it: kept
+        yield event("default.other.ccc.3", "default:other:ccc", 5)  # another namespace: kept
+
+    await cache._follow(watcher())
+    assert sorted(cache.index.ids("default:")) == ["default.ns.bbb.2", "default.other.ccc.3"]
