@@ -136,6 +136,8 @@ class BridgeApp:
             retried at once).
         max_request_bytes: the largest chat or messages body read (413 above it); the NATS
             server's ``max_payload`` caps it too.
+        console_hosts: host names (beside loopback ones) the console answers to without
+            keys, such as the name of an SSH tunnel's end.
     """
 
     def __init__(
@@ -146,13 +148,14 @@ class BridgeApp:
         retry: RetryPolicy = DEFAULT_RETRY,
         reconnects: Reconnects | None = None,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        console_hosts: frozenset[str] = frozenset(),
     ) -> None:
         self._nc = nc
         self._max_body = max_request_bytes
         self._timeout = timeout_s
         self._nuid = NUID()
         self._batches = BatchRoutes(nc)
-        self._console = ConsoleRoutes(nc)
+        self._console = ConsoleRoutes(nc, public_hosts=console_hosts)
         self._relay = Relay(nc, Inbox(nc), timeout_s=timeout_s, policy=retry, reconnects=reconnects)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -59,6 +59,8 @@ class BridgeOptions:
     #: The largest request body read (413 above it, naming the limit); the NATS server's
     #: max_payload caps it too.
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    #: Host names beside loopback ones that the keyless console answers to.
+    console_hosts: frozenset[str] = frozenset()
 
 
 class BridgeServer:
@@ -100,6 +102,7 @@ class BridgeServer:
             retry=self.options.retry,
             reconnects=reconnects,
             max_request_bytes=self.options.max_request_bytes,
+            console_hosts=self.options.console_hosts,
         )
         config = uvicorn.Config(
             app,

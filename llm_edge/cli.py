@@ -174,6 +174,13 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         help="the largest chat or messages body read (413 above it; set it to the brokers' "
         "broker.max_request_bytes; env LLM_EDGE_MAX_REQUEST_BYTES)",
     )
+    bridge.add_argument(
+        "--console-host",
+        action="append",
+        default=[h for h in environ.get("LLM_EDGE_CONSOLE_HOSTS", "").split(",") if h],
+        help="a host name the console answers to without keys, beside loopback ones "
+        "(repeatable; env LLM_EDGE_CONSOLE_HOSTS, comma-separated)",
+    )
     for cmd in (up, bridge):
         cmd.add_argument("--host", default=environ.get("LLM_EDGE_HOST", "127.0.0.1"))
         cmd.add_argument("--port", type=int, default=int(environ.get("LLM_EDGE_PORT", "8080")))
@@ -283,6 +290,7 @@ async def _bridge(args: argparse.Namespace) -> None:
         nats_inbox_prefix=args.inbox_prefix,
         retry=RetryPolicy(attempts=args.attempts, attempt_timeout_s=args.attempt_timeout),
         max_request_bytes=args.max_request_bytes,
+        console_hosts=frozenset(args.console_host),
     )
     await serve_bridge(options, stop_event())
 

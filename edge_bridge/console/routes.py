@@ -10,6 +10,14 @@ The page polls once a second while it is open; a closed page asks nothing. Every
 is authorized: with keys configured it needs an admin key (``[console] keys`` or a tenant
 with ``admin = true``: 401 without a key, 403 with another); without keys the console is
 open to loopback callers only.
+
+No web page can drive it (:func:`_cross_site`): a browser the operator uses for other sites
+may be on the same machine, and loopback trust is exactly what such a page would borrow.
+Every API call naming another ``Origin`` is refused; every command (POST) must be JSON and
+carry ``X-Llm-Console: 1``, which neither a form nor a cross-site ``fetch`` can send without
+a CORS preflight that the bridge never grants. Without keys, the ``Host`` must also be a
+loopback name or address, or one the operator configured (``--console-host``): a page that
+re-binds its own domain to 127.0.0.1 (DNS rebinding) sends its own domain as ``Host``.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 from nats.aio.client import Client
@@ -71,8 +79,15 @@ class ConsoleRoutes:
         clock: wall-clock seconds.
     """
 
-    def __init__(self, nc: Client, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        clock: Callable[[], float] = time.time,
+        *,
+        public_hosts: frozenset[str] = frozenset(),
+    ) -> None:
         self._nc = nc
+        self._public_hosts = frozenset(h.lower() for h in public_hosts)
         self._clock = clock
         self._book = ServiceBook()
         self._store: BatchStore | None = None
@@ -96,6 +111,10 @@ class ConsoleRoutes:
             return
         if not path.startswith("/console/api/"):
             await _error(send, 404, "not_found", f"no route for {method} {path}")
+            return
+        refusal = _cross_site(method, _request_headers(scope))
+        if refusal is not None:
+            await _error(send, refusal[0], refusal[1], refusal[2])
             return
         auth = nats_headers(scope).get(headers.AUTHORIZATION)
         if not await self._authorized(scope, auth, send):
@@ -156,20 +175,32 @@ class ConsoleRoutes:
         if verdict.get("admin") is True:
             return True
         if not verdict.get("keys"):
-            if _loopback(scope):
-                return True
-            await _error(
-                send,
-                403,
-                "console_loopback_only",
-                "no keys are configured: the console is open on loopback only",
-            )
-            return False
+            return await self._open_to(scope, send)
         if not auth:
             await _error(send, 401, "unauthorized", "the console needs an admin key")
             return False
         await _error(send, 403, "forbidden", "this key is not an admin key")
         return False
+
+    async def _open_to(self, scope: Scope, send: Send) -> bool:
+        """Without keys: a loopback peer that names a loopback (or configured) ``Host``."""
+        if not _loopback(scope):
+            message = "no keys are configured: the console is open on loopback only"
+            await _error(send, 403, "console_loopback_only", message)
+            return False
+        if not self._host_allowed(_request_headers(scope).get("host", "")):
+            message = (
+                "no keys are configured: the console answers only to a loopback Host or a "
+                "--console-host name"
+            )
+            await _error(send, 403, "console_host_refused", message)
+            return False
+        return True
+
+    def _host_allowed(self, host: str) -> bool:
+        """A loopback ``Host``, or a name the operator configured for the console."""
+        name = (urlsplit(f"//{host}").hostname or "").lower()
+        return _loopback_host(host) or name in self._public_hosts
 
     async def _snapshot(self) -> bytes:
         async with self._lock:
@@ -295,6 +326,47 @@ def _bodies(replies: list[Any]) -> list[dict[str, Any]]:
         with contextlib.suppress(msgspec.MsgspecError):
             out.append(_decoder.decode(reply.data))
     return out
+
+
+#: The header every console command carries (a form cannot send it; a cross-site fetch
+#: cannot either without a CORS preflight, which is never granted).
+CONSOLE_HEADER = "x-llm-console"
+
+
+def _request_headers(scope: Scope) -> dict[str, str]:
+    """The request's headers, lower-case names (the last of a repeated one)."""
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+def _cross_site(method: str, hdrs: dict[str, str]) -> tuple[int, str, str] | None:
+    """Why a console API call looks like another site's (status, code, message), or ``None``.
+
+    An ``Origin`` (browsers send it on every cross-origin request and on same-origin
+    POSTs) must name the ``Host`` the request was sent to; a command must be JSON with the
+    console's own header.
+    """
+    origin = hdrs.get("origin")
+    if origin is not None and urlsplit(origin).netloc.lower() != hdrs.get("host", "").lower():
+        return 403, "cross_origin", f"requests from {origin} may not use the console"
+    if method == "POST":
+        kind = hdrs.get("content-type", "").split(";", 1)[0].strip().lower()
+        if kind != "application/json":
+            return 415, "unsupported_media_type", "console commands are application/json"
+        if hdrs.get(CONSOLE_HEADER) != "1":
+            return 403, "console_header_missing", "console commands carry X-Llm-Console: 1"
+    return None
+
+
+def _loopback_host(host: str) -> bool:
+    """Whether a ``Host`` header names this machine: ``localhost`` (or a name under it), or
+    a loopback address, with any port."""
+    name = urlsplit(f"//{host}").hostname or ""
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _loopback(scope: Scope) -> bool:

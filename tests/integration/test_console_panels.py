@@ -84,7 +84,9 @@ async def test_cache_panel_counts_the_nats_kv_bucket(
     assert size > 3 * 100  # three stored replies, each a chat completion
     assert stack.http is not None
     purged = await stack.http.post(
-        f"http://127.0.0.1:{stack.http.base_url.port}/console/api/purge", json={"all": True}
+        f"http://127.0.0.1:{stack.http.base_url.port}/console/api/purge",
+        json={"all": True},
+        headers={"X-Llm-Console": "1"},  # as the console page sends it
     )
     assert purged.status_code == 200, purged.text
     after = await state_when(stack, lambda s: l2_size(s)[1] == 0)

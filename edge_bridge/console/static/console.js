@@ -7,7 +7,8 @@ const $ = (id) => document.getElementById(id);
 let key = sessionStorage.getItem("llm-edge-admin-key") || "";
 
 function authHeaders(extra) {
-  const h = Object.assign({}, extra || {});
+  // the console's own header: no form and no other site's page can send it
+  const h = Object.assign({ "X-Llm-Console": "1" }, extra || {});
   if (key) h.Authorization = "Bearer " + key;
   return h;
 }
