@@ -195,17 +195,21 @@ class ChatPipeline:
                 error_reply(exc), self._meta(prepared, "BYPASS"), streaming=prepared.stream
             )
             return
-        await self._inflight.spawn(self._given_back(prepared, work, reply_to))
-
-    async def _given_back(self, prepared: Prepared, work: Awaitable[None], reply_to: str) -> None:
-        """Run an interactive request's work, then give its tenant's slot back (and stop its
-        keepalives, whether or not an answer went out)."""
         try:
-            await work
-        finally:
-            self._shares.give_back(prepared.tenant)
-            if self._heartbeats is not None:
-                self._heartbeats.forget(reply_to)
+            task = await self._inflight.spawn(work)
+        except BaseException:  # cancelled while it waited for a slot: the work never runs
+            work.close()
+            self._given_back(prepared.tenant, reply_to)
+            raise
+        # a callback, not a finally: it runs even for a task cancelled before its first step
+        task.add_done_callback(lambda _: self._given_back(prepared.tenant, reply_to))
+
+    def _given_back(self, tenant: TenantConfig, reply_to: str) -> None:
+        """An interactive request is over: give its tenant's slot back and stop its
+        keepalives, whether or not an answer went out."""
+        self._shares.give_back(tenant)
+        if self._heartbeats is not None:
+            self._heartbeats.forget(reply_to)
 
     async def _guarded(
         self,

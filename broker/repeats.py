@@ -130,7 +130,8 @@ class Repeats:
             joined = await self._join(prepared, running)
             if joined is not None:
                 return joined
-        return await self._lead(key, run)
+        # no-store: attempts in flight share the call, but no answer is kept for later ones
+        return await self._lead(key, run, remember=not prepared.directives.no_store)
 
     async def _join(self, prepared: Prepared, first: asyncio.Future[Outcome]) -> Outcome | None:
         """The first attempt's answer, or ``None`` when this one must run itself."""
@@ -148,7 +149,9 @@ class Repeats:
             return None
         return _replayed(outcome) if _reusable(outcome.reply) else None
 
-    async def _lead(self, key: Key, run: Callable[[], Awaitable[Outcome]]) -> Outcome:
+    async def _lead(
+        self, key: Key, run: Callable[[], Awaitable[Outcome]], *, remember: bool
+    ) -> Outcome:
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         leading = key not in self._running
         if leading:
@@ -167,7 +170,7 @@ class Repeats:
         if leading:
             del self._running[key]
             future.set_result(outcome)
-        if _reusable(outcome.reply):
+        if _reusable(outcome.reply) and remember:
             self._remember(key, outcome)
         return outcome
 

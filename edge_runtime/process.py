@@ -217,12 +217,13 @@ class InFlight:
         await self._slots.acquire()
         self._slots.release()
 
-    async def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Start ``coro`` as a task once a slot is free."""
+    async def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Start ``coro`` as a task once a slot is free; the task."""
         await self._slots.acquire()
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._done)
+        return task
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)

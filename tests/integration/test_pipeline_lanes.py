@@ -28,6 +28,7 @@ from broker.request import Prepared, Reply
 from broker.tenancy.budget import SpendLedger
 from broker.tenancy.limits import RateLimiter
 from broker.tenancy.meter import Meter
+from broker.tenancy.tenants import hash_key
 from broker.upstream.calls import Upstream
 from broker.upstream.deployments import Deployment
 from broker.upstream.forward import StreamEvent
@@ -108,7 +109,9 @@ class RecordingSink:
         self.done.set()
 
 
-def memory_pipeline(config: Config, forward: MemoryForward) -> ChatPipeline:
+def memory_pipeline(
+    config: Config, forward: MemoryForward, max_in_flight: int = 100
+) -> ChatPipeline:
     """The pipeline from its wings, with nothing but memory behind it."""
     clock = asyncio.get_running_loop().time
     ids = iter(range(1, 1_000_000))
@@ -126,7 +129,7 @@ def memory_pipeline(config: Config, forward: MemoryForward) -> ChatPipeline:
         upstream=Upstream(resilient, forward),
         meter=Meter(deployments, RateLimiter(None), SpendLedger(None)),
         record=RequestRecord(config.broker),
-        max_in_flight=100,
+        max_in_flight=max_in_flight,
         clock=clock,
     )
 
@@ -252,3 +255,56 @@ async def test_a_bug_anywhere_still_answers_once(broken: str) -> None:
     await asyncio.wait_for(sink.done.wait(), 10)
     assert sink.status == 500
     assert msgspec.json.decode(sink.body)["error"]["code"] == "internal_error"
+
+
+class HeldForward(MemoryForward):
+    """The mock provider, held until the test lets the calls go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.entered = asyncio.Event()
+
+    async def whole(self, prepared: Prepared, deployment: Deployment, deadline: float) -> Reply:
+        self.entered.set()
+        await self.release.wait()
+        return await super().whole(prepared, deployment, deadline)
+
+
+async def test_a_request_cancelled_while_it_waits_for_a_slot_gives_its_share_back() -> None:
+    """With every slot taken by tenant a, a request of tenant b waits for one; cancelled there
+    (its callback stopped), b's share of the in-flight slots is given back, and once a's
+    request ends nobody holds any."""
+    forward = HeldForward()
+    config = config_from(
+        CONFIG
+        + f"""
+        [tenants.a]
+        keys = ["{hash_key("sk-le-tenant-a-0000000000000000000000")}"]
+        [tenants.b]
+        keys = ["{hash_key("sk-le-tenant-b-0000000000000000000000")}"]
+        """
+    )
+    pipeline = memory_pipeline(config, forward, max_in_flight=1)
+    body = json.dumps({"model": "mock", "messages": [{"role": "user", "content": "x"}]}).encode()
+    first = RecordingSink()
+    as_a = {headers.AUTHORIZATION: "Bearer sk-le-tenant-a-0000000000000000000000"}
+    as_b = {headers.AUTHORIZATION: "Bearer sk-le-tenant-b-0000000000000000000000"}
+    await pipeline.handle(body, as_a, first, reply_to="first")
+    async with asyncio.timeout(5):
+        await forward.entered.wait()
+    # tenant b is within its share (half the slots): it waits for the one slot
+    waiting = asyncio.ensure_future(pipeline.handle(body, as_b, RecordingSink(), reply_to="second"))
+    async with asyncio.timeout(5):
+        while sum(pipeline._shares.running.values()) < 2:  # noqa: ASYNC110
+            await asyncio.sleep(0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert sum(pipeline._shares.running.values()) == 1  # the running request's alone
+    forward.release.set()
+    async with asyncio.timeout(5):
+        await first.done.wait()
+        while sum(pipeline._shares.running.values()):  # noqa: ASYNC110
+            await asyncio.sleep(0)
+    assert first.status == 200

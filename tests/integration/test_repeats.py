@@ -68,3 +68,20 @@ async def test_a_client_retry_after_a_lost_reply_joins_the_first_attempt(
     reply = await client.chat({"model": "m", "messages": [{"role": "user", "content": "x"}]})
     assert reply.choices[0].message.content == "upstream says hi to m"
     assert len(fake_openai.received) == 1
+
+
+async def test_no_store_answers_are_not_kept_for_a_later_attempt(
+    stack: Stack, fake_openai: FakeOpenAI
+) -> None:
+    """Cache-Control: no-store asks that no answer be kept: two concurrent attempts still
+    share one call, but an attempt after they finished runs again instead of a replay."""
+    fake_openai.default = Scripted(delay_s=0.3)
+    hdrs = {headers.REQUEST_ID: "repeat-no-store", headers.CACHE_CONTROL: "no-store"}
+    first, second = await asyncio.gather(
+        *(stack.nc.request(subjects.CHAT, body("private"), timeout=10, headers=hdrs) for _ in "ab")
+    )
+    assert first.data == second.data
+    assert len(fake_openai.received) == 1
+    later = await stack.nc.request(subjects.CHAT, body("private"), timeout=10, headers=hdrs)
+    assert (later.headers or {}).get(headers.REPLAYED) is None
+    assert len(fake_openai.received) == 2
