@@ -189,7 +189,8 @@ class ConsoleEndpoints:
 
     async def authorize(self, body: dict[str, Any], hdrs: dict[str, str]) -> dict[str, Any]:
         """``admin``: the caller's key opens the console; ``keys``: any key is configured."""
-        keys_configured = self._keys.required or bool(self._keys.console_keys)
+        keys = self._keys
+        keys_configured = keys.required or keys.unknown or bool(keys.console_keys)
         return {
             "admin": self._keys.is_admin(hdrs.get(headers.AUTHORIZATION)),
             "keys": keys_configured,

@@ -129,7 +129,7 @@ class Endpoints:
         hdrs = msg.headers or {}
         try:
             self._keys.authenticate(hdrs.get(headers.AUTHORIZATION))
-        except Unauthorized as exc:
+        except BrokerError as exc:  # 401, or 503 while the keys cannot be read
             await self._pipeline.refuse(exc, hdrs, NatsSink(self._nc, msg.reply))
             return
         await self._nc.publish(msg.reply, self._models, headers={headers.STATUS: "200"})

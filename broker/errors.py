@@ -12,6 +12,7 @@
      ├── NoProvider          503  (no worker subscribed: NATS no-responders)
      │    └── AllDeploymentsOpen  503  (every deployment and fallback open or over its limits)
      ├── Overloaded          503  (the broker is full and the tenant holds its fair share)
+     ├── KeysUnavailable     503  (the run-time keys could not be read: closed, not open)
      ├── DeadlineExceeded    504
      └── UpstreamFailed      the worker's status and envelope (a failure mid-stream)
 
@@ -34,6 +35,7 @@ __all__ = [
     "DeadlineExceeded",
     "HeaderTooLarge",
     "InvalidRequest",
+    "KeysUnavailable",
     "ModelNotFound",
     "NoProvider",
     "Overloaded",
@@ -162,6 +164,14 @@ class Overloaded(BrokerError):
 
     status = 503
     code = "overloaded"
+
+
+class KeysUnavailable(BrokerError):
+    """The broker keeps keys in Redis and could not read them yet: it refuses requests rather
+    than serve them without a key (fail closed)."""
+
+    status = 503
+    code = "keys_unavailable"
 
 
 class DeadlineExceeded(BrokerError):

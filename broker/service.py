@@ -162,6 +162,7 @@ class BrokerService:
             heartbeats=self._heartbeats,
         )
         if redis_client is not None:
+            keys.unknown = True  # until Redis answers: refused, never served open
             with contextlib.suppress(Exception):  # first snapshot now, so keys work at once
                 async with asyncio.timeout(1):
                     await _load_keys(redis_client, keys)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from broker.errors import Unauthorized
+from broker.errors import KeysUnavailable, Unauthorized
 from broker.tenancy.pii import PiiMode
 from edge_runtime.tables import check_keys, field_names
 from schemas import headers, subjects
@@ -132,6 +132,8 @@ class TenantConfig:
         return tenant
 
 
+#: Seconds a caller refused for unreadable keys waits (the keys are read again every 5 s).
+KEYS_RETRY_AFTER_S = 5.0
 #: The tenant of requests when no keys are configured (the broker runs open).
 ANONYMOUS = TenantConfig(name=subjects.DEFAULT_TENANT)
 
@@ -143,6 +145,10 @@ class KeyRing:
     tenants: Mapping[str, TenantConfig]
     required: bool = False
     console_keys: frozenset[str] = frozenset()
+    #: The run-time keys are kept in Redis and have not been read yet: whether keys are
+    #: required is unknown, so a key the configuration does not know is refused with 503
+    #: (fail closed), never served as an open broker would.
+    unknown: bool = False
     _static: dict[str, TenantConfig] = field(default_factory=dict)
     _dynamic: dict[str, TenantConfig] = field(default_factory=dict)
 
@@ -158,6 +164,7 @@ class KeyRing:
             h: self.tenants.get(t) or TenantConfig(name=t) for h, t in snapshot.items()
         }
         self.required = self.required or bool(self._dynamic)
+        self.unknown = False
 
     def named(self, name: str) -> TenantConfig:
         """The tenant called ``name`` (a tenant known only from run-time keys has defaults)."""
@@ -169,9 +176,16 @@ class KeyRing:
         """The tenant of an ``Authorization`` value.
 
         Raises:
+            KeysUnavailable: the run-time keys were never read, and the configuration does
+                not know this key (503 with ``Retry-After``).
             Unauthorized: keys are required and this is not one of them.
         """
         tenant = self.tenant_for(authorization)
+        if self.unknown and (tenant is None or not self.required):
+            raise KeysUnavailable(
+                "the API keys could not be read from Redis yet; retry shortly",
+                retry_after=KEYS_RETRY_AFTER_S,
+            )
         if tenant is None:
             raise Unauthorized("Incorrect or missing API key: send `Authorization: Bearer <key>`.")
         return tenant
