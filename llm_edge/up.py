@@ -31,6 +31,7 @@ from edge_runtime.process import (
     run_until_stopped,
     stop_event,
 )
+from edge_runtime.servers import parse_servers
 from llm_edge.together import Together, serve_together
 
 __all__ = ["UpOptions", "run_up"]
@@ -150,10 +151,14 @@ def run_up(options: UpOptions, environ: Mapping[str, str]) -> int:
 
 
 def _ready_line(options: UpOptions, config: Config, nats_url: str, port: int) -> str:
+    """What ``up`` prints once it serves: where everything is, never a NATS credential (a
+    ``NATS_URL`` of ``nats://user:password@host`` is shown as ``nats://host``: terminals and
+    their scrollback are logged)."""
     base = f"http://{options.host}:{port}"
+    servers = ",".join(parse_servers(nats_url).servers)
     return (
         f"Ready. OpenAI-compatible API: {base}/v1  |  console: {base}/console  |  "
-        f"NATS: {nats_url} (subject llm.chat)  |  workers: {', '.join(config.serving_providers())}"
+        f"NATS: {servers} (subject llm.chat)  |  workers: {', '.join(config.serving_providers())}"
     )
 
 
