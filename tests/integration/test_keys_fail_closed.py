@@ -10,7 +10,7 @@ import msgspec
 from broker.tenancy.tenants import hash_key
 from schemas import headers, subjects
 from tests.support.servers import RedisServer, free_port
-from tests.support.stack import Stack, StackFactory, config_from
+from tests.support.stack import MOCK_ONLY, Stack, StackFactory, config_from
 
 CONFIG_KEY = "sk-le-config-tenant-key-000000000000000000"
 CHAT = msgspec.json.encode({"model": "mock", "messages": [{"role": "user", "content": "hi"}]})
@@ -31,18 +31,13 @@ async def test_a_broker_that_cannot_read_its_keys_refuses_until_it_can(
     not know, is 503 keys_unavailable (Retry-After), while a configured key is served; once
     Redis answers (holding no run-time keys), the keyless request is served too."""
     port = free_port()
-    config = config_from(f"""
-        [cache]
-        l2 = "off"
-        [batch]
-        enabled = false
-        [providers.mock]
-        kind = "mock"
-        [models.mock]
-        deployments = [{{ provider = "mock" }}]
+    config = config_from(
+        MOCK_ONLY
+        + f"""
         [tenants.configured]
         keys = ["{hash_key(CONFIG_KEY)}"]
-    """)
+        """
+    )
     stack = await make_stack(nats_url, config, redis_url=f"redis://127.0.0.1:{port}/0")
     status, reply_headers = await ask(stack)
     assert status == "503 keys_unavailable"
@@ -69,16 +64,7 @@ async def test_a_keyless_broker_without_redis_keys_opens_once_it_has_read_them(
     """No keys in the configuration, Redis down: refused (not open); Redis up with no
     run-time keys: open, as configured."""
     port = free_port()
-    config = config_from("""
-        [cache]
-        l2 = "off"
-        [batch]
-        enabled = false
-        [providers.mock]
-        kind = "mock"
-        [models.mock]
-        deployments = [{ provider = "mock" }]
-    """)
+    config = config_from(MOCK_ONLY)
     stack = await make_stack(nats_url, config, redis_url=f"redis://127.0.0.1:{port}/0")
     assert (await ask(stack))[0] == "503 keys_unavailable"
     redis = RedisServer(port=port)
