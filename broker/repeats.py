@@ -10,11 +10,12 @@ process, the whole answers of recent requests by (tenant, request id, body diges
 
 A different body under the same id is a different request (it runs). Memory is bounded by
 :data:`DEFAULT_MAX_BYTES` (bodies and their bookkeeping) and time by
-:data:`DEFAULT_TTL_S`, oldest dropped first. Streams are not remembered (a retried stream runs
-again; the cache answers it when the first one was cacheable).
+:data:`DEFAULT_TTL_S`, oldest dropped first. Streams are not remembered here: an idempotent
+one is shared by its attempts at the workers (``workers/fanout.py``), another runs again (the
+cache answers it when the first one was cacheable).
 
 Across broker processes: brokers share ``llm.chat`` in a queue group, so a retry may land on
-another broker, which does not know the first attempt. A whole request marked
+another broker, which does not know the first attempt. A request marked
 ``Llm-Idempotent: 1`` (the producer client marks its requests so) is deduplicated there by
 the workers: the broker forwards its claim key and the first worker call to claim it in the
 NATS KV bucket :func:`create_once_bucket` creates answers every attempt

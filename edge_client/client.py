@@ -260,10 +260,13 @@ class EdgeClient:
         """Every message of a stream; a failure raises. Attempts that fail before the first
         message of the stream are retried within the deadline."""
         self._check_size(body, hdrs)
+        if self._retry.attempts > 1:  # every attempt is answered from one upstream call
+            hdrs[headers.IDEMPOTENT] = "1"
         attempts = self._attempts(hdrs)
         request_id = attempts.request_id
+        shared = hdrs.get(headers.IDEMPOTENT) == "1"  # a lost attempt is left for the retry
         while True:
-            messages = self._send(subject, body, hdrs, attempts.next(), cancel_when_lost=True)
+            messages = self._send(subject, body, hdrs, attempts.next(), cancel_when_lost=not shared)
             started = False
             failure: APIError
             async with contextlib.aclosing(messages):

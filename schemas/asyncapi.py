@@ -149,6 +149,17 @@ def _channels() -> dict[str, dict[str, Any]]:
             "parameters": {"provider": {"description": "a configured provider name"}},
             "messages": {"request": _ref("messages", "ChatRequest")},
         },
+        "streamJoin": {
+            "address": f"{subjects.ONCE_JOIN_PREFIX}.{{provider}}.{{unique}}",
+            "description": "Internal: a worker streaming the first attempt of an idempotent "
+            "request takes later attempts in (body: the joining attempt's reply subject; "
+            "answer: joined or full). The subject is named in the request's claim.",
+            "parameters": {
+                "provider": {"description": "the claiming worker's provider"},
+                "unique": {"description": "a unique token of the claiming call"},
+            },
+            "messages": {"request": _ref("messages", "StreamJoin")},
+        },
     }
     for op, (request, _) in _BATCH_OPS.items():
         channels[f"batch_{op}"] = {
@@ -242,6 +253,10 @@ def asyncapi_document(version: str = "0.2.0") -> dict[str, Any]:
         "Empty": {"payload": {"type": "string", "maxLength": 0}, "headers": request_headers},
         "Json": {"payload": _OBJECT, "headers": request_headers},
         "JsonReply": {"payload": _OBJECT, "headers": reply_headers},
+        "StreamJoin": {
+            "payload": {"type": "string", "description": "the joining attempt's reply subject"},
+            "headers": request_headers,
+        },
         "CancelRequest": {
             "payload": {"type": "string", "description": "a request id"},
             "description": "Honoured only when published with the request's reply subject as "

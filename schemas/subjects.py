@@ -22,6 +22,7 @@ __all__ = [
     "DEFAULT_TENANT",
     "MESSAGES",
     "MODELS",
+    "ONCE_JOIN_PREFIX",
     "PROVIDER_PREFIX",
     "TENANT_CHAT",
     "TENANT_MESSAGES",
@@ -83,6 +84,10 @@ ADMIN_BATCH_CANCEL = "llm.admin.batch.cancel"
 ADMIN_CACHE_SIZE = "llm.admin.cache.size"
 #: Brokers forward cache misses to ``llm.provider.<provider>``.
 PROVIDER_PREFIX = "llm.provider"
+#: A worker running the first attempt of an idempotent stream takes joins of later attempts on
+#: ``llm.once.<provider>.<unique>`` (request/reply, body: the joining attempt's reply
+#: subject); the subject is named in the request's claim (``workers/once.py``).
+ONCE_JOIN_PREFIX = "llm.once"
 
 #: Queue groups: each message goes to one member of the group.
 BROKER_QUEUE = "llm-edge-brokers"

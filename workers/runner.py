@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 
 import msgspec
 from nats.aio.client import Client
@@ -45,8 +47,9 @@ from edge_runtime.tracing import span
 from schemas import StreamEnd, decode_chat_request, error_body, headers, subjects
 from workers.base import Provider, ProviderRequest
 from workers.errors import ProviderError, ReplyTooLarge
+from workers.fanout import Fanout
 from workers.metrics import upstream_call
-from workers.once import Answer, OnceClaims
+from workers.once import FULL, JOINED, MAX_STREAM_LOG_BYTES, Answer, OnceClaims, StreamCall
 from workers.split import split_chunk
 
 __all__ = ["DEFAULT_WORKER_TIMEOUT_S", "WorkerService", "serve_worker", "timeout_from"]
@@ -60,6 +63,8 @@ _encoder = msgspec.json.Encoder()
 #: How often the keepalive ticker looks at the calls in flight.
 KEEPALIVE_TICK_S = 0.25
 _KEEPALIVE = {headers.STREAM: "keepalive"}
+#: Sends one message of a call's reply: (status, body, extra headers).
+_Send = Callable[[int, bytes, dict[str, str]], Awaitable[None]]
 
 
 def _keepalive_s(hdrs: dict[str, str]) -> float | None:
@@ -114,8 +119,8 @@ class WorkerService:
         self._provider = provider
         self._inflight = InFlight(max_concurrency)
         self._subs: list[Subscription] = []
-        #: (reply subject, request id) -> the call's task
-        self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
+        #: (reply subject, request id) -> what a cancel of it does
+        self._running: dict[tuple[str, str], Callable[[], object]] = {}
         self.subject = subjects.provider_subject(provider.name)
         self._micro: Service | None = None
         #: reply subject -> (keepalive interval, when the last message went there)
@@ -183,12 +188,29 @@ class WorkerService:
 
     async def _on_cancel(self, msg: Msg) -> None:
         """A cancel from the caller: it names the call's reply subject as its reply."""
-        task = self._running.get((msg.reply, msg.data.decode(errors="replace")))
-        if task is not None:
-            task.cancel()
+        cancel = self._running.get((msg.reply, msg.data.decode(errors="replace")))
+        if cancel is not None:
+            cancel()
 
     async def _on_msg(self, msg: Msg) -> None:
         await self._inflight.spawn(self._handle(msg))
+
+    def _track(
+        self, reply: str, request_id: str, every: float | None, cancel: Callable[[], object]
+    ) -> None:
+        """Answer cancels of (``reply``, ``request_id``) with ``cancel``, and keep ``reply``
+        alive every ``every`` seconds."""
+        if request_id:
+            self._running[(reply, request_id)] = cancel
+        if every is not None:
+            self._alive[reply] = (every, asyncio.get_running_loop().time())
+
+    def _untrack(self, reply: str, request_id: str, cancel: Callable[[], object]) -> None:
+        """Stop tracking ``reply``, unless another call (a stream it joined) tracks it now."""
+        if request_id and self._running.get((reply, request_id)) is not cancel:
+            return
+        self._running.pop((reply, request_id), None)
+        self._alive.pop(reply, None)
 
     async def _handle(self, msg: Msg) -> None:
         if not msg.reply:
@@ -197,12 +219,8 @@ class WorkerService:
         timeout = timeout_from(hdrs, DEFAULT_WORKER_TIMEOUT_S)
         request_id = hdrs.get(headers.REQUEST_ID, "")
         task = asyncio.current_task()
-        running = (msg.reply, request_id)
-        if request_id and task is not None:
-            self._running[running] = task
-        every = _keepalive_s(hdrs)
-        if every is not None:
-            self._alive[msg.reply] = (every, asyncio.get_running_loop().time())
+        cancel: Callable[[], object] = task.cancel if task is not None else lambda: None
+        self._track(msg.reply, request_id, _keepalive_s(hdrs), cancel)
         with span(f"llm.provider.{self._provider.name}", parent=hdrs, kind=SpanKind.CONSUMER):
             try:
                 chat = decode_chat_request(msg.data)
@@ -214,7 +232,7 @@ class WorkerService:
                     request_id=request_id,
                 )
                 if chat.stream:
-                    await self._stream(msg.reply, request)
+                    await self._stream(msg.reply, request, hdrs)
                 else:
                     await self._whole(msg.reply, request, hdrs.get(headers.ONCE_KEY))
             except msgspec.MsgspecError as exc:
@@ -222,9 +240,7 @@ class WorkerService:
             except asyncio.CancelledError:
                 pass  # cancelled by llm.cancel: the caller is gone, nobody to answer
             finally:
-                self._alive.pop(msg.reply, None)
-                if request_id:
-                    self._running.pop(running, None)
+                self._untrack(msg.reply, request_id, cancel)
 
     async def _reply(
         self, reply: str, status: int, body: bytes, extra: dict[str, str] | None = None
@@ -269,7 +285,55 @@ class WorkerService:
         self.answered += 1
         self.errors += failed
 
-    async def _stream(self, reply: str, request: ProviderRequest) -> None:
+    async def _stream(self, reply: str, request: ProviderRequest, hdrs: dict[str, str]) -> None:
+        """Stream the call to ``reply``; with ``Llm-Once-Key``, share one upstream call with
+        the request's other attempts (:meth:`OnceClaims.stream`)."""
+        once = hdrs.get(headers.ONCE_KEY)
+        if not once:
+            await self._streamed(request, functools.partial(self._reply, reply))
+            return
+        task = asyncio.current_task()
+        fanout = Fanout(self._reply, reply, max_log_bytes=self._max_stream_log())
+        request_id = request.request_id
+        #: reply subject -> what cancels it: the call's own and those of the attempts that
+        #: joined it here (a cancel of one attempt of many stops only its messages)
+        mine: dict[str, Callable[[], object]] = {}
+
+        def follow(joiner: str, every: float | None) -> None:
+            def cancel() -> None:
+                self._alive.pop(joiner, None)
+                if not fanout.leave(joiner) and task is not None:
+                    task.cancel()  # nobody listens any more: stop paying for it
+
+            mine[joiner] = cancel
+            self._track(joiner, request_id, every, cancel)
+
+        follow(reply, _keepalive_s(hdrs))
+
+        async def on_join(msg: Msg) -> None:
+            joiner = msg.data.decode(errors="replace")
+            joined = joiner in fanout.replies or await fanout.join(joiner)
+            if joined and joiner not in mine:
+                follow(joiner, _keepalive_s(msg.headers or {}))
+            with contextlib.suppress(Exception):
+                await msg.respond(JOINED if joined else FULL)
+
+        join_headers = {k: hdrs[k] for k in (headers.KEEPALIVE_MS,) if k in hdrs}
+        try:
+            run = functools.partial(self._streamed, request, fanout.send)
+            await self._once.stream(
+                once, request.timeout_s, StreamCall(fanout, run, on_join, join_headers)
+            )
+        finally:  # joined elsewhere in this process, its reply is that call's to track now
+            for followed, cancel in mine.items():
+                self._untrack(followed, request_id, cancel)
+
+    def _max_stream_log(self) -> int:
+        """The most a shared stream keeps of its messages for attempts that join it late."""
+        return min(MAX_STREAM_LOG_BYTES, self._nc.max_payload - 64 * 1024)
+
+    async def _streamed(self, request: ProviderRequest, send: _Send) -> int:
+        """Stream one upstream call through ``send``; the status of its last message."""
         seq = 0
         end = StreamEnd()
         try:
@@ -281,8 +345,7 @@ class WorkerService:
                         for choice in chunk.choices:
                             end.finish_reason = choice.finish_reason or end.finish_reason
                         for piece in split_chunk(chunk):  # one huge event: several messages
-                            await self._reply(
-                                reply,
+                            await send(
                                 200,
                                 _encoder.encode(piece),
                                 {headers.STREAM: "chunk", headers.SEQ: str(seq)},
@@ -292,12 +355,11 @@ class WorkerService:
             self._count(failed=True)
             status, body, extra = failure(exc, self._provider.name, request.timeout_s)
             extra.update({headers.STREAM: "error", headers.SEQ: str(seq)})
-            await self._reply(reply, status, body, extra)
-            return
+            await send(status, body, extra)
+            return status
         self._count(failed=False)
-        await self._reply(
-            reply, 200, _encoder.encode(end), {headers.STREAM: "end", headers.SEQ: str(seq)}
-        )
+        await send(200, _encoder.encode(end), {headers.STREAM: "end", headers.SEQ: str(seq)})
+        return 200
 
 
 async def serve_worker(

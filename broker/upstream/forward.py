@@ -73,7 +73,7 @@ class Forwarder:
             headers.REQUEST_ID: prepared.request_id,
             headers.KEEPALIVE_MS: self._keepalive_ms,
         }
-        if prepared.idempotent and not prepared.stream:  # one upstream call for its attempts
+        if prepared.idempotent:  # one upstream call for its attempts, whole or streamed
             forward_headers[headers.ONCE_KEY] = once_key(
                 prepared.tenant.name, prepared.request_id, prepared.digest()
             )

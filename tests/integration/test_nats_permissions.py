@@ -310,6 +310,21 @@ async def test_a_worker_claims_idempotent_calls_with_its_own_permissions(secured
         async with asyncio.timeout(5):  # the answer is stored after the reply
             while len(await _keys(kv)) == before:  # noqa: ASYNC110  (no event for a KV write)
                 await asyncio.sleep(0.05)
+        streamed = {"model": "mock", "messages": [{"role": "user", "content": "claimed too"}]}
+        texts = []
+        for _ in range(2):  # the second attempt is answered from the first one's stored stream
+            async with client.stream(
+                streamed, request_id="perm-once-2", cache_control="no-store"
+            ) as chunks:
+                texts.append("".join([c.choices[0].delta.content or "" async for c in chunks]))
+            async with asyncio.timeout(5):
+                while len(await _keys(kv)) < before + 2:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+        assert texts[0]
+        assert texts[1] == texts[0]
+        stored = [msgspec.msgpack.decode((await kv.get(k)).value or b"") for k in await _keys(kv)]
+        assert any(entry.get("messages") for entry in stored)  # the stream, kept for retries
+        assert violations.seen == []
     finally:
         await alice.close()
         await broker.close()

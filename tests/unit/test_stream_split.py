@@ -169,7 +169,7 @@ async def stream_through_worker(text: str, max_payload: int) -> tuple[list[Publi
     service = WorkerService(cast("Client", nc), cast("Provider", provider))
     body = msgspec.json.encode({"model": "m", "messages": [{"role": "user", "content": "x"}]})
     request = ProviderRequest(body, decode_chat_request(body), "m", 30.0)
-    await service._stream("_INBOX.test", request)
+    await service._stream("_INBOX.test", request, {})
     return nc.published, provider.yielded
 
 
