@@ -69,7 +69,7 @@ def purge_prefix(command: dict[str, Any]) -> str:
     if "key" in command:
         if not is_cache_key(command["key"]):
             raise InvalidCommand(
-                "key must be a whole X-Cache-Key: <tenant>:<namespace>:<sha256 hex>", "key"
+                "key must be a whole X-Cache-Key: <tenant>:<namespace>:<digest hex>", "key"
             )
         return str(command["key"])
     if "namespace" in command:

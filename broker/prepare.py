@@ -25,7 +25,13 @@ from broker.errors import (
 from broker.request import Prepared
 from broker.tenancy.pii import PiiMode, Redactor, detect
 from broker.tenancy.tenants import KeyRing, TenantConfig
-from schemas import ChatRequest, decode_chat_request, headers, request_extras
+from schemas import (
+    ChatRequest,
+    decode_chat_request,
+    decode_closed_chat_request,
+    headers,
+    request_extras,
+)
 from schemas.codec import decode_json
 from schemas.names import NAME_RULE, is_name
 
@@ -83,11 +89,12 @@ class RequestPreparer:
                 f"request body is {len(data)} bytes; the limit is {self.max_body}"
             )
         try:
-            request = decode_chat_request(data)
+            request, closed = decode_closed_chat_request(data)
             self._config.limits.check(request)
             restore = None
             if tenant.pii is not PiiMode.OFF:
                 data, request, redacted = _screen_pii(data, tenant.pii)
+                closed = False  # (its extras are read from the screened body)
                 if redacted and tenant.pii_restore:
                     restore = {placeholder: value for value, placeholder in redacted.items()}
         except msgspec.MsgspecError as exc:
@@ -105,7 +112,9 @@ class RequestPreparer:
             model=model,
             request_id=hdrs.get(headers.REQUEST_ID) or self._new_id(),
             deadline=self._clock() + timeout,
-            key=self._key(data, request, model, hdrs, directives=directives, tenant=tenant),
+            key=self._key(
+                data, request, model, hdrs, directives=directives, tenant=tenant, closed=closed
+            ),
             directives=directives,
             trace=hdrs.get(headers.TRACEPARENT),
             tenant=tenant,
@@ -122,7 +131,10 @@ class RequestPreparer:
         *,
         directives: CacheDirectives,
         tenant: TenantConfig,
+        closed: bool = False,
     ) -> str | None:
+        """The cache key (``None``: not cached); ``closed``: the body has no field the
+        contract does not name, so no extras to read."""
         settings = self._cache
         if settings is None or (directives.no_cache and directives.no_store):
             return None
@@ -136,7 +148,7 @@ class RequestPreparer:
             )
         owner = "shared" if settings.shared_across_tenants else tenant.name
         try:
-            extras = request_extras(data)
+            extras = {} if closed else request_extras(data)
         except msgspec.MsgspecError as exc:
             raise from_decode_error(exc) from None
         return cache_key(request, extras, model.name, f"{owner}:{namespace}")

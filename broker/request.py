@@ -7,8 +7,9 @@ an error on its way out.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
+
+from blake3 import blake3
 
 from broker.cache.directives import CacheDirectives
 from broker.errors import BrokerError
@@ -62,7 +63,7 @@ class Prepared:
 
     def digest(self) -> bytes:
         """What tells this request's body from another's, for the repeat and once keys: the
-        cache key's SHA-256 when it has one (it covers every field that can change the
+        cache key's digest when it has one (it covers every field that can change the
         answer), else the body's, computed once (a 4 MiB body hashed twice more cost 17 %
         of the miss path)."""
         if self._digest is None:
@@ -70,7 +71,7 @@ class Prepared:
             self._digest = (
                 bytes.fromhex(key.rpartition(":")[2])
                 if key is not None
-                else hashlib.sha256(self.data).digest()
+                else blake3(self.data).digest()
             )
         return self._digest
 

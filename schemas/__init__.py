@@ -20,7 +20,12 @@ from schemas.chat import (
     ToolFunction,
     Usage,
 )
-from schemas.codec import KNOWN_REQUEST_FIELDS, decode_chat_request, request_extras
+from schemas.codec import (
+    KNOWN_REQUEST_FIELDS,
+    decode_chat_request,
+    decode_closed_chat_request,
+    request_extras,
+)
 from schemas.errors import ErrorDetail, ErrorEnvelope, error_body, status_type
 
 __all__ = [
@@ -43,6 +48,7 @@ __all__ = [
     "ToolFunction",
     "Usage",
     "decode_chat_request",
+    "decode_closed_chat_request",
     "error_body",
     "headers",
     "request_extras",

@@ -1,7 +1,7 @@
 """Names callers choose that become parts of cache keys and NATS subjects.
 
 A cache namespace (the ``X-Cache-Namespace`` header) and a tenant name end up as tokens of
-``<tenant>:<namespace>:<sha256 hex>`` keys, which L2 turns into NATS subjects (``.``
+``<tenant>:<namespace>:<digest hex>`` keys, which L2 turns into NATS subjects (``.``
 separated, ``*`` and ``>`` wildcards) or Redis glob patterns (``*``, ``?``, ``[``). One rule
 keeps every such character out, so the request path and the purge command agree on what a
 name is and every cache tier selects the same entries for a purge.
@@ -25,7 +25,7 @@ def is_name(value: object) -> bool:
 
 
 def is_cache_key(value: object) -> bool:
-    """Whether ``value`` is a whole cache key, ``<tenant>:<namespace>:<sha256 hex>``."""
+    """Whether ``value`` is a whole cache key, ``<tenant>:<namespace>:<digest hex>``."""
     if not isinstance(value, str):
         return False
     parts = value.split(":")

@@ -44,7 +44,7 @@ from edge_runtime.process import (
     settle,
 )
 from edge_runtime.tracing import span
-from schemas import StreamEnd, decode_chat_request, error_body, headers, subjects
+from schemas import StreamEnd, error_body, headers, subjects
 from workers.base import Provider, ProviderRequest
 from workers.errors import ProviderError, ReplyTooLarge
 from workers.fanout import Fanout
@@ -223,15 +223,13 @@ class WorkerService:
         self._track(msg.reply, request_id, _keepalive_s(hdrs), cancel)
         with span(f"llm.provider.{self._provider.name}", parent=hdrs, kind=SpanKind.CONSUMER):
             try:
-                chat = decode_chat_request(msg.data)
                 request = ProviderRequest(
                     body=msg.data,
-                    chat=chat,
-                    upstream_model=hdrs.get(headers.UPSTREAM_MODEL) or chat.model,
+                    upstream_model=hdrs.get(headers.UPSTREAM_MODEL, ""),
                     timeout_s=timeout,
                     request_id=request_id,
                 )
-                if chat.stream:
+                if request.stream:
                     await self._stream(msg.reply, request, hdrs)
                 else:
                     await self._whole(msg.reply, request, hdrs.get(headers.ONCE_KEY))

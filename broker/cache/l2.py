@@ -40,7 +40,7 @@ class L2Size:
 class L2Backend(Protocol):
     """A shared key-value store with per-entry TTL.
 
-    Keys look like ``<tenant>:<namespace>:<sha256 hex>``.
+    Keys look like ``<tenant>:<namespace>:<digest hex>``.
     """
 
     name: str

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import msgspec
 import pytest
 
-from broker.cache.key import cache_key
+from broker.cache.key import LONG_TEXT, _text_digest, cache_key
 from schemas import decode_chat_request, request_extras
 
 BASE: dict[str, Any] = {
@@ -83,3 +84,32 @@ def test_namespaces_and_models_never_share() -> None:
     assert key(BASE, namespace="tenant-a:default") != key(BASE, namespace="tenant-b:default")
     assert key(BASE, model="m1") != key(BASE, model="m2")
     assert key(BASE, namespace="t:ns").startswith("t:ns:")
+
+
+LONG = "word " * 1000  # over LONG_TEXT characters: keyed by its digest
+
+
+def _with_user(content: object) -> str:
+    return key({"model": "m", "messages": [{"role": "user", "content": content}]})
+
+
+def test_long_texts_key_by_their_content() -> None:
+    """A long prompt keys the same whatever its JSON spelling, and any change to it (one
+    character, in a text or in a content part) changes the key."""
+    spelled = json.dumps({"model": "m", "messages": [{"role": "user", "content": LONG}]})
+    escaped = spelled.replace("word", "\\u0077ord")
+    assert key(spelled.encode()) == key(escaped.encode()) == _with_user(LONG)
+    assert _with_user(LONG) != _with_user(LONG[:-1] + "!")
+    image = [{"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 8000}}]
+    other = [{"type": "image_url", "image_url": {"url": "data:image/png;base64," + "B" * 8000}}]
+    assert _with_user(image) != _with_user(other)
+    assert _with_user(image) == _with_user(json.loads(json.dumps(image)))
+
+
+def test_a_literal_digest_never_keys_like_the_long_text_it_names() -> None:
+    """The digest that stands in for a long text, sent as a short text, is another key."""
+    assert len(_text_digest(LONG)) < LONG_TEXT
+    assert _with_user(_text_digest(LONG)) != _with_user(LONG)
+    two = [{"type": "text", "text": LONG}, {"type": "text", "text": _text_digest(LONG)}]
+    swapped = [{"type": "text", "text": _text_digest(LONG)}, {"type": "text", "text": LONG}]
+    assert _with_user(two) != _with_user(swapped)

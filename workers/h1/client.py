@@ -87,7 +87,8 @@ def _route(method: str, url: str, proxy: str | None) -> _Route:
     return _Route((origin, proxy), via.hostname, via.port or 80, parts.hostname, tunnel, head)
 
 
-def _request(route: _Route, data: bytes, headers: Mapping[str, str]) -> bytes:
+def _request_head(route: _Route, data: bytes, headers: Mapping[str, str]) -> bytes:
+    """The request line and headers for a body of ``data`` (sent after it, not copied in)."""
     parts = [route.head, f"Content-Length: {len(data)}\r\n"]
     agent = False
     for name, value in headers.items():
@@ -101,7 +102,7 @@ def _request(route: _Route, data: bytes, headers: Mapping[str, str]) -> bytes:
     if not agent:
         parts.append(f"User-Agent: {USER_AGENT}\r\n")
     parts.append("\r\n")
-    return "".join(parts).encode() + data
+    return "".join(parts).encode()
 
 
 class UpstreamClient:
@@ -323,10 +324,10 @@ class Call:
         self._response: Response | None = None
 
     async def __aenter__(self) -> Response:
-        request = _request(self._route, self._data, self._headers)
+        head = _request_head(self._route, self._data, self._headers)
         conn = await self._client.acquire(self._route, self._timeout)
         try:
-            response = conn.send(request, self._timeout)
+            response = conn.send(head, self._data, self._timeout)
             await response.wait_headers()
         except BaseException:
             conn.done_with()

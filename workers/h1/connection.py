@@ -32,6 +32,8 @@ __all__ = ["Connection", "Headers", "Response"]
 #: pause there waited for a reader that never came (a 6 MiB answer stalled at 1 MiB until
 #: the caller's deadline, the read timer being re-armed while paused).
 READ_AHEAD = 1 << 20
+#: A request body up to this size is sent in one buffer with its head (one small copy).
+SMALL_BODY = 64 * 1024
 _DECODABLE = {"gzip", "deflate", "x-gzip"}
 
 
@@ -306,8 +308,11 @@ class Connection(asyncio.Protocol):
 
     # used by the client
 
-    def send(self, request: bytes, read_timeout: float) -> Response:
-        """Write a whole request; its answer will arrive in the returned :class:`Response`."""
+    def send(self, head: bytes, body: bytes, read_timeout: float) -> Response:
+        """Write a whole request; its answer will arrive in the returned :class:`Response`.
+
+        A large body goes to the socket as it is, after its head (never copied into one
+        buffer with it: a 4 MiB prompt copied cost 5 % of the miss path's CPU)."""
         assert self.transport is not None
         response = self._response = Response(self)
         self._raw, self._reason = [], b""
@@ -316,7 +321,10 @@ class Connection(asyncio.Protocol):
         self._read_timeout = read_timeout
         self._deadline = self._loop.time() + read_timeout
         self._timer = self._loop.call_at(self._deadline, self._check_deadline)
-        self.transport.write(request)
+        if len(body) <= SMALL_BODY:
+            self.transport.write(head + body)
+        else:
+            self.transport.writelines((head, body))
         return response
 
     def done_with(self) -> None:
