@@ -37,10 +37,23 @@ import numpy.typing as npt
 
 from broker.cache.embed import MAX_TOKENS, Vector
 
-__all__ = ["BLOCK", "SMOOTHING", "OnnxMiniLM", "Projections", "build_graph", "input_embeddings"]
+__all__ = [
+    "BLOCK",
+    "SMOOTHING",
+    "WEIGHT_LIMIT",
+    "OnnxMiniLM",
+    "Projections",
+    "build_graph",
+    "input_embeddings",
+]
 
 #: Quantization block along a projection's input (rows of the weight's transpose), int8-blocks.
 BLOCK = 32
+#: The largest int8 weight magnitude (7 bits, as ONNX Runtime's ``reduce_range``): CPUs without
+#: VNNI multiply uint8 inputs by int8 weights with ``vpmaddubsw``, which adds two products
+#: into a saturating int16; at 7 bits no pair can saturate (2 x 255 x 63 = 32,130 < 32,767),
+#: so the integer GEMM is exact, and the same, on AVX2, AVX-512 and VNNI machines alike.
+WEIGHT_LIMIT = 63
 #: SmoothQuant's migration strength: the share of a channel's range moved into the weights.
 SMOOTHING = 0.8
 _HEADS = 12
@@ -110,9 +123,9 @@ class _Graph:
 
     def _int8(self, x: str, w: npt.NDArray[Any], bias: npt.NDArray[Any], name: str) -> str:
         """``DynamicQuantizeMatMul`` of ``x`` by the ``(in, out)`` weight ``w``."""
-        scale = np.abs(w).max(0) / 127.0
+        scale = np.abs(w).max(0) / WEIGHT_LIMIT
         scale[scale == 0] = 1.0
-        q = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
+        q = np.clip(np.rint(w / scale), -WEIGHT_LIMIT, WEIGHT_LIMIT).astype(np.int8)
         return self.op(
             "DynamicQuantizeMatMul",
             x,
