@@ -249,7 +249,11 @@ class BrokerService:
 
             embedder = await asyncio.to_thread(load_minilm)
             self._semantic = await SemanticCache.open(
-                self.nc, settings.semantic, embedder, settings.l2_ttl_s
+                self.nc,
+                settings.semantic,
+                embedder,
+                settings.l2_ttl_s,
+                replicas=self.config.nats.replicas,
             )
         return ResponseCache(settings, guarded, semantic=self._semantic)
 

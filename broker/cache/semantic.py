@@ -32,10 +32,11 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 from nats.aio.client import Client
-from nats.js.errors import BucketNotFoundError
+from nats.js import api
 
 from broker.cache.key import context_key
 from broker.cache.semantic_index import Entry, Match, SemanticIndex
+from edge_runtime.jetstream import ensure_key_value
 from schemas import request_extras
 from schemas.jetstream import kv_key, kv_purge_subject
 
@@ -51,6 +52,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("llm_edge.broker")
+#: How often expired entries are swept out of the index.
+SWEEP_S = 1.0
 #: Purges remembered for the watch (see ``SemanticCache._purged``).
 MAX_PURGES_KEPT = 64
 _encode = msgspec.msgpack.Encoder().encode
@@ -75,12 +78,13 @@ class SemanticCache:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
-        self.index = SemanticIndex()
+        self.index = SemanticIndex(settings.max_entries)
         self._embedder = embedder
         self._nc = nc
         self._js = nc.jetstream() if nc is not None else None
         self._clock = clock
         self._watch: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm-edge-embed")
         self._memo: dict[str, Vector] = {}  # the lookup's vector, reused by the write
         #: Notified when the bucket's updates change the index (readers wait on it).
@@ -92,18 +96,51 @@ class SemanticCache:
 
     @classmethod
     async def open(
-        cls, nc: Client, settings: SemanticSettings, embedder: Embedder, ttl_s: float
+        cls,
+        nc: Client,
+        settings: SemanticSettings,
+        embedder: Embedder,
+        ttl_s: float,
+        *,
+        replicas: int = 1,
     ) -> SemanticCache:
-        """Create (or open) the bucket and start watching it into the index."""
+        """Create (or open, raising its replicas) the bucket, bounded by
+        ``settings.max_bytes``, and start watching it into the index and sweeping the
+        index's expired entries."""
+        config = api.KeyValueConfig(
+            bucket=settings.bucket,
+            history=1,
+            ttl=ttl_s,
+            max_bytes=settings.max_bytes,
+            replicas=replicas,
+        )
         js = nc.jetstream()
-        try:
-            kv = await js.key_value(settings.bucket)
-        except BucketNotFoundError:
-            kv = await js.create_key_value(bucket=settings.bucket, history=1, ttl=ttl_s)
+        kv = await ensure_key_value(js, config)
+        stream = (await js.stream_info(f"KV_{settings.bucket}")).config
+        # the bound configured now applies; when full, the oldest entries go (a bucket that
+        # refused new ones would keep fresh questions from the other brokers)
+        if stream.max_bytes != settings.max_bytes or stream.discard != api.DiscardPolicy.OLD:
+            stream.max_bytes = settings.max_bytes
+            stream.discard = api.DiscardPolicy.OLD
+            await js.update_stream(stream)
         cache = cls(settings, embedder, nc)
         watcher = await kv.watchall()
         cache._watch = asyncio.create_task(cache._follow(watcher), name="semantic-watch")
+        cache.start_sweeping()
         return cache
+
+    def start_sweeping(self) -> None:
+        """Remove expired entries from the index every :data:`SWEEP_S` (an entry the bucket
+        drops by its age sends no watch event)."""
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep(), name="semantic-sweep")
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_S)
+            if self.index.sweep(self._clock()):
+                async with self.changed:
+                    self.changed.notify_all()
 
     async def _follow(self, watcher: Any) -> None:
         async for entry in watcher:
@@ -215,8 +252,9 @@ class SemanticCache:
 
     async def aclose(self) -> None:
         """Stop watching the bucket and let the embedding thread end."""
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+        for task in (self._watch, self._sweeper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self._thread.shutdown(wait=False, cancel_futures=True)

@@ -14,6 +14,9 @@ from typing import Any
 from edge_runtime.tables import check_keys, field_names
 from schemas.jetstream import SEMANTIC_BUCKET
 
+#: The entries one broker's semantic index holds by default (about 230 MiB).
+DEFAULT_MAX_ENTRIES = 100_000
+
 __all__ = [
     "DEFAULT_L1_MAX_BYTES",
     "DEFAULT_L1_MAX_ENTRIES",
@@ -51,6 +54,12 @@ class SemanticSettings:
     models: tuple[str, ...] = ()
     tenants: tuple[str, ...] = ()
     bucket: str = SEMANTIC_BUCKET
+    #: The most entries each broker's index holds (about 2.3 KB each); past it, the entries
+    #: closest to expiry leave first.
+    max_entries: int = DEFAULT_MAX_ENTRIES
+    #: The shared bucket's bound in bytes (an entry is about 2 KB there); when it is full, its
+    #: oldest entries are dropped (brokers' indexes drop them by expiry or ``max_entries``).
+    max_bytes: int = 256 * 1024 * 1024
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> SemanticSettings:
@@ -63,6 +72,10 @@ class SemanticSettings:
         settings = cls(**values)
         if not 0.0 < settings.threshold <= 1.0:
             raise ValueError("cache.semantic.threshold must be in (0, 1]")
+        for name in ("max_entries", "max_bytes"):
+            value = getattr(settings, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"cache.semantic.{name} must be a positive integer")
         return settings
 
 

