@@ -56,7 +56,7 @@ class ClusterAuth:
 
     def node_conf(self, *, name: str, host: str, route_port: int, size: int) -> str:
         """One server's configuration: the cluster with authenticated routes, and the users."""
-        routes = ", ".join(f"$LLM_EDGE_ROUTE_N{i + 1}" for i in range(size))
+        routes = ", ".join(f"$LLM_EDGE_ROUTE_URL_N{i + 1}" for i in range(size))
         cluster = (
             "cluster {\n"
             f'  name: "{name}"\n'
@@ -73,7 +73,7 @@ class ClusterAuth:
         env = {password_variable(user): pw for user, pw in self.passwords.items()}
         env[_ROUTE_PASSWORD] = self.route_password
         for i, port in enumerate(route_ports):
-            env[f"LLM_EDGE_ROUTE_N{i + 1}"] = (
+            env[f"LLM_EDGE_ROUTE_URL_N{i + 1}"] = (
                 f"nats://{ROUTE_USER}:{self.route_password}@{host}:{port}"
             )
         return env

@@ -96,7 +96,7 @@ def _kubernetes(into: Path) -> ShippedConfig:
         (into / name).write_text(text)
     (into / "nats.conf").write_text(_chart_format(values["config"]["merge"]))
     env: dict[str, str] = {}
-    for name, value in values["container"]["env"].items():
+    for name, value in sorted(values["container"]["env"].items()):  # the chart's order
         if isinstance(value, dict):
             env[name] = PASSWORDS[value["valueFrom"]["secretKeyRef"]["key"]]
         else:  # kubelet expands $(VAR) from what is defined before
@@ -108,7 +108,7 @@ def _cluster(into: Path) -> ShippedConfig:
     """One node of nats/cluster.conf; its routes lead nowhere (no other node runs)."""
     env = _password_env() | {"NODE_NAME": "n1", "LLM_EDGE_ROUTE_PASSWORD": PASSWORDS["route"]}
     for i in (1, 2, 3):
-        env[f"LLM_EDGE_ROUTE_N{i}"] = f"nats-route://route:{PASSWORDS['route']}@127.0.0.1:1"
+        env[f"LLM_EDGE_ROUTE_URL_N{i}"] = f"nats-route://route:{PASSWORDS['route']}@127.0.0.1:1"
     return ShippedConfig(_for_test(ROOT / "nats" / "cluster.conf", into), env)
 
 

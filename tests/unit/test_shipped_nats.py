@@ -66,9 +66,8 @@ def test_the_cluster_config_authenticates_its_routes() -> None:
     cluster = re.search(r"(?s)\ncluster \{(.*?)\n\}", CONFIGS["nats/cluster.conf"])
     assert cluster is not None
     assert "authorization { user: route, password: $LLM_EDGE_ROUTE_PASSWORD }" in cluster[1]
-    assert re.search(
-        r"routes: \[\$LLM_EDGE_ROUTE_N1, \$LLM_EDGE_ROUTE_N2, \$LLM_EDGE_ROUTE_N3\]", cluster[1]
-    )
+    routes = ", ".join(f"$LLM_EDGE_ROUTE_URL_N{i}" for i in (1, 2, 3))
+    assert f"routes: [{routes}]" in cluster[1]
 
 
 def test_compose_publishes_no_nats_port_and_reads_passwords_from_the_environment() -> None:
@@ -154,9 +153,12 @@ def test_the_chart_runs_closed_and_unpublished() -> None:
         "user": "route",
         "password": "<< $LLM_EDGE_ROUTE_PASSWORD >>",
     }
+    order = sorted(env)  # the chart writes env in name order; kubelet expands earlier names only
     for i, route in enumerate(cluster["routes"]):
-        expanded = env[route.removeprefix("<< $").removesuffix(" >>")]
-        assert expanded == f"nats://route:$(LLM_EDGE_ROUTE_PASSWORD)@nats-{i}.nats-headless:6222"
+        name = route.removeprefix("<< $").removesuffix(" >>")
+        expected = f"nats://route:$(LLM_EDGE_ROUTE_PASSWORD)@nats-{i}.nats-headless:6222"
+        assert env[name] == expected
+        assert order.index("LLM_EDGE_ROUTE_PASSWORD") < order.index(name)
     assert len(cluster["routes"]) == NATS_VALUES["config"]["cluster"]["replicas"]
     assert "service" not in NATS_VALUES  # the chart's default: ClusterIP, inside the cluster
     assert NATS_VALUES["natsBox"]["enabled"] is False
