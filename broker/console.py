@@ -14,7 +14,9 @@ tenants and keys, spend, and cancelling any tenant's batch.
 
 These carry a few messages a second while a console is open and none otherwise. NATS
 permissions decide who may publish them (see ``nats/auth.conf``); the bridge lets only an
-admin key (or, with no keys configured, a loopback caller) through.
+admin key (or, with no keys configured, a loopback caller) through, and forwards it: with
+admin keys configured every subject but ``llm.admin.authorize`` wants one
+(:func:`broker.admin.require_admin`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from broker.admin import AdminRefused, require_admin
 from broker.batch.api import ApiError
 from broker.batch.engine import BatchEngine
 from broker.cache.response import ResponseCache
@@ -125,8 +128,11 @@ class ConsoleEndpoints:
         }
         for table, queue in ((everyone, ""), (one, subjects.BROKER_QUEUE)):
             for subject, handler in table.items():
+                admin_only = subject != subjects.ADMIN_AUTHORIZE
                 self._subs.append(
-                    await self._nc.subscribe(subject, queue=queue, cb=self._serving(handler))
+                    await self._nc.subscribe(
+                        subject, queue=queue, cb=self._serving(handler, admin_only=admin_only)
+                    )
                 )
 
     async def stop(self) -> None:
@@ -137,14 +143,22 @@ class ConsoleEndpoints:
         self._subs = []
 
     def _serving(
-        self, handler: Callable[[dict[str, Any], dict[str, str]], Awaitable[Any]]
+        self,
+        handler: Callable[[dict[str, Any], dict[str, str]], Awaitable[Any]],
+        *,
+        admin_only: bool,
     ) -> Callable[[Msg], Awaitable[None]]:
         async def serve(msg: Msg) -> None:
             if not msg.reply:
                 return
+            hdrs = msg.headers or {}
             try:
+                if admin_only:
+                    require_admin(self._keys, hdrs.get(headers.AUTHORIZATION))
                 body = _decoder.decode(msg.data) if msg.data.strip() else {}
-                status, data = 200, _encoder.encode(await handler(body, msg.headers or {}))
+                status, data = 200, _encoder.encode(await handler(body, hdrs))
+            except AdminRefused as exc:
+                status, data = exc.status, error_body(exc.status, exc.code, exc.message)
             except ConsoleError as exc:
                 status, data = exc.status, error_body(exc.status, exc.code, str(exc))
             except ApiError as exc:

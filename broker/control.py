@@ -13,9 +13,11 @@ from typing import Any
 
 from faststream.nats import NatsBroker, NatsResponse
 
+from broker.admin import AdminRefused, require_admin
 from broker.cache.response import ResponseCache
 from broker.config import Config
 from broker.request import DEFAULT_TENANT
+from broker.tenancy.tenants import KeyRing
 from broker.upstream.breaker import BreakerState
 from broker.upstream.router import Router
 from edge_runtime.jetstream import JETSTREAM_UNAVAILABLE, UNAVAILABLE_RETRY_AFTER_S
@@ -139,13 +141,36 @@ def _unavailable(message: str) -> NatsResponse:
     )
 
 
+def _refused(exc: AdminRefused) -> NatsResponse:
+    return NatsResponse(
+        error_body(exc.status, exc.code, exc.message), headers={headers.STATUS: str(exc.status)}
+    )
+
+
 def register_control(
-    broker: NatsBroker, config: Config, cache: ResponseCache | None, router: Router
+    broker: NatsBroker,
+    config: Config,
+    cache: ResponseCache | None,
+    router: Router,
+    keys: KeyRing,
 ) -> None:
-    """Add the control subscribers to a FastStream broker (``apply_types=False``)."""
+    """Add the control subscribers to a FastStream broker (``apply_types=False``).
+
+    Breaker overrides and purges are admin commands: with admin keys configured each wants
+    one (:func:`broker.admin.require_admin`).
+    """
+
+    def check_admin() -> None:
+        message = broker.context.get_local("message")  # the one being handled
+        hdrs = (message.headers if message is not None else None) or {}
+        require_admin(keys, hdrs.get(headers.AUTHORIZATION))
 
     @broker.subscriber(subjects.BREAKER_ADMIN)
     async def breakers(body: Any) -> NatsResponse:
+        try:
+            check_admin()
+        except AdminRefused as exc:
+            return _refused(exc)
         try:
             return _ok(breaker_command(router, config, body if isinstance(body, dict) else {}))
         except InvalidCommand as exc:
@@ -157,6 +182,10 @@ def register_control(
 
     @broker.subscriber(subjects.CACHE_PURGE)
     async def purge(body: Any) -> NatsResponse:
+        try:
+            check_admin()
+        except AdminRefused as exc:
+            return _refused(exc)
         if cache is None:
             return _invalid("the cache is disabled")
         try:

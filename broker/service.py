@@ -169,7 +169,7 @@ class BrokerService:
             self._keys_task = asyncio.create_task(
                 _refresh_keys(redis_client, keys), name="key-refresh"
             )
-        register_control(self._fs, self.config, self.cache, router)
+        register_control(self._fs, self.config, self.cache, router, keys)
         pipeline = self.pipeline
         loop_time = asyncio.get_running_loop().time
         endpoints = Endpoints(self.nc, pipeline, keys, self.config, loop_time)

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import httpx
 
+from edge_runtime.cluster_auth import ClusterAuth
+
 __all__ = [
     "MAX_PAYLOAD",
     "MAX_PENDING",
@@ -240,6 +242,9 @@ class EmbeddedCluster:
         size: how many servers (3 tolerates the loss of one for R3 assets).
         host: listen address of every server.
         name: the cluster's name (servers are ``<name>-n1`` …).
+        auth: closes the cluster: only its users connect, and routes authenticate (``None``:
+            open, as the tests' clusters are).
+        env: the servers' environment (``auth`` adds its passwords to it).
     """
 
     def __init__(
@@ -249,26 +254,42 @@ class EmbeddedCluster:
         *,
         host: str = "127.0.0.1",
         name: str = "llm-edge",
+        auth: ClusterAuth | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         if size < 1:
             raise ValueError("a cluster has at least one server")
         ports = free_ports(3 * size, host)
         client, route, monitor = ports[:size], ports[size : 2 * size], ports[2 * size :]
-        routes = ",".join(f"nats://{host}:{port}" for port in route)
         self.monitor_urls = [f"http://{host}:{port}" for port in monitor]
-        self.nodes = [
-            EmbeddedNats(
-                Path(data_dir) / f"n{i + 1}",
-                host=host,
-                port=client[i],
-                extra_args=[
-                    *("--name", f"{name}-n{i + 1}", "--cluster_name", name),
-                    *("--cluster", f"nats://{host}:{route[i]}", "--routes", routes),
-                    *("-m", str(monitor[i])),
-                ],
+        server_env = dict(os.environ if env is None else env)
+        if auth is not None:
+            server_env |= auth.environ(host, route)
+        self.nodes = []
+        for i in range(size):
+            node_dir = Path(data_dir) / f"n{i + 1}"
+            args = ["--name", f"{name}-n{i + 1}", "-m", str(monitor[i])]
+            config_file = None
+            if auth is None:
+                routes = ",".join(f"nats://{host}:{port}" for port in route)
+                args += ["--cluster_name", name, "--cluster", f"nats://{host}:{route[i]}"]
+                args += ["--routes", routes]
+            else:  # routes with credentials go in a file: flags would show them to `ps`
+                node_dir.mkdir(parents=True, exist_ok=True)
+                config_file = node_dir / "cluster.conf"
+                config_file.write_text(
+                    auth.node_conf(name=name, host=host, route_port=route[i], size=size)
+                )
+            self.nodes.append(
+                EmbeddedNats(
+                    node_dir,
+                    host=host,
+                    port=client[i],
+                    config_file=config_file,
+                    extra_args=args,
+                    env=server_env,
+                )
             )
-            for i in range(size)
-        ]
         self.urls = [f"nats://{host}:{port}" for port in client]
 
     @property

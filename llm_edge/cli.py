@@ -206,6 +206,7 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "--tenant",
         help="with --namespace: the tenant whose namespace it is (default: default)",
     )
+    _add_admin_key(purge, environ)
     batch = add_batch_commands(sub, environ.get("LLM_EDGE_API_KEY"))
     _add_nats_options(batch, environ)
     _add_account_commands(sub, environ)
@@ -213,7 +214,18 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     breaker.add_argument("action", choices=["status", "open", "close", "reset"])
     breaker.add_argument("deployment", nargs="?", help="deployment name (not for status)")
     _add_nats_options(breaker, environ)
+    _add_admin_key(breaker, environ)
     return parser
+
+
+def _add_admin_key(cmd: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
+    cmd.add_argument(
+        "--admin-key",
+        default=environ.get("LLM_EDGE_ADMIN_KEY"),
+        help="an admin key ([console] keys, or a key of a tenant with admin = true), sent as "
+        "Authorization: brokers with admin keys configured refuse admin commands without one "
+        "(env LLM_EDGE_ADMIN_KEY)",
+    )
 
 
 def _load(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
@@ -338,15 +350,31 @@ async def _connect(args: argparse.Namespace, name: str, lifeline: Lifeline | Non
     )
 
 
-async def _admin(args: argparse.Namespace, subject: str, command: dict[str, object]) -> None:
-    from edge_runtime.process import close_quietly  # noqa: PLC0415
+class CommandRefused(Exception):
+    """The brokers refused an admin command (its error envelope was printed)."""
 
+
+async def _admin(args: argparse.Namespace, subject: str, command: dict[str, object]) -> None:
+    """Send one admin command (with the admin key, if given) and print the answer.
+
+    Raises:
+        CommandRefused: the answer is an error (401 without an admin key, 403 with another).
+    """
+    from edge_runtime.process import close_quietly  # noqa: PLC0415
+    from schemas import headers  # noqa: PLC0415
+
+    auth = {headers.AUTHORIZATION: f"Bearer {args.admin_key}"} if args.admin_key else None
     nc = await _connect(args, "llm-edge-cli")
     try:
-        reply = await nc.request(subject, msgspec.json.encode(command), timeout=10)
-        print(json.dumps(json.loads(reply.data), indent=2))
+        reply = await nc.request(subject, msgspec.json.encode(command), timeout=10, headers=auth)
     finally:
         await close_quietly(nc)
+    answer = json.loads(reply.data)
+    print(json.dumps(answer, indent=2))
+    status = (reply.headers or {}).get(headers.STATUS, "200")
+    if status != "200":
+        error = answer.get("error", {}) if isinstance(answer, dict) else {}
+        raise CommandRefused(f"{subject}: {status} {error.get('code')}: {error.get('message')}")
 
 
 def _keys(args: argparse.Namespace) -> int:
@@ -509,6 +537,9 @@ def _run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     except ConnectionLost as exc:  # a supervisor (up, systemd, Kubernetes) starts a fresh one
         print(f"llm-edge: {exc}; exiting to be restarted", file=sys.stderr)
         return EXIT_CONNECTION_LOST
+    except CommandRefused as exc:
+        print(f"llm-edge: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 
 from broker.config import Config
+from edge_runtime.cluster_auth import ClusterAuth
 from edge_runtime.embedded import EmbeddedCluster, EmbeddedNats, die_with_parent
 from edge_runtime.process import (
     DEFAULT_INBOX_PREFIX,
@@ -32,6 +33,7 @@ from edge_runtime.process import (
     stop_event,
 )
 from edge_runtime.servers import parse_servers
+from llm_edge.cluster_users import CLUSTER_USERS, SERVICES_USER, write_user_files
 from llm_edge.together import Together, serve_together
 
 __all__ = ["UpOptions", "run_up"]
@@ -197,8 +199,8 @@ def _run_processes(
     options: UpOptions, config: Config, nats_url: str, environ: Mapping[str, str]
 ) -> int:
     """Each role in its own child process, restarted when it exits."""
-    env = {**environ, "NATS_URL": nats_url}
-    connection = ["--nats-url", nats_url, "--inbox-prefix", options.inbox_prefix]
+    env = {**environ, "NATS_URL": nats_url}  # not --nats-url: `ps` would show credentials
+    connection = ["--inbox-prefix", options.inbox_prefix]
     common = connection + (["--config", options.config_path] if options.config_path else [])
     broker_args = ["broker", *common, "--mock-fallback"]
     if options.redis_url:
@@ -243,11 +245,20 @@ def _start_nats(options: UpOptions, config: Config) -> tuple[EmbeddedNats | Embe
         url = single.start()
         print(f"Embedded nats-server {url} (JetStream in {single.data_dir})", flush=True)
         return single, url
-    cluster = EmbeddedCluster(options.data_dir / "cluster", options.cluster)
-    url = cluster.start()
+    auth = ClusterAuth(CLUSTER_USERS)
+    cluster = EmbeddedCluster(
+        options.data_dir / "cluster", options.cluster, auth=auth, env=_server_environ()
+    )
+    servers = cluster.start()
     print(
-        f"Embedded NATS cluster of {options.cluster} servers: {url} "
+        f"Embedded NATS cluster of {options.cluster} servers: {servers} "
         f"(JetStream in {cluster.nodes[0].data_dir.parent}/n1 …)",
+        flush=True,
+    )
+    print(
+        _closed_cluster_note(
+            write_user_files(auth, cluster.urls, cluster.nodes[0].data_dir.parent)
+        ),
         flush=True,
     )
     if config.nats.replicas < options.cluster:
@@ -256,7 +267,17 @@ def _start_nats(options: UpOptions, config: Config) -> tuple[EmbeddedNats | Embe
             f"{min(options.cluster, 3)} in the configuration to survive the loss of a server.",
             flush=True,
         )
-    return cluster, url
+    return cluster, auth.url(SERVICES_USER, cluster.urls)
+
+
+def _closed_cluster_note(files: Sequence[Path]) -> str:
+    """How to connect to the closed cluster (the files' paths, never a password)."""
+    names = ", ".join(str(f) for f in files)
+    return (
+        "NATS is closed: anonymous connections are refused. Connect as admin or producer "
+        f"with the URL and inbox prefix in {names} (`set -a; . FILE; set +a`; new passwords "
+        "at each start)."
+    )
 
 
 #: The embedded server's Go garbage collector target (the user's ``GOGC`` wins). Measured

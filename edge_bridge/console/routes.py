@@ -9,7 +9,8 @@ broker).
 The page polls once a second while it is open; a closed page asks nothing. Every API call
 is authorized: with keys configured it needs an admin key (``[console] keys`` or a tenant
 with ``admin = true``: 401 without a key, 403 with another); without keys the console is
-open to loopback callers only.
+open to loopback callers only. The caller's key goes with every admin request it leads to:
+brokers with admin keys check it again (a bridge's NATS identity alone is not an admin).
 
 No web page can drive it (:func:`_cross_site`): a browser the operator uses for other sites
 may be on the same machine, and loopback trust is exactly what such a page would borrow.
@@ -119,16 +120,24 @@ class ConsoleRoutes:
         auth = nats_headers(scope).get(headers.AUTHORIZATION)
         if not await self._authorized(scope, auth, send):
             return
-        await self._api(method, path, scope, receive, send)
+        admin = {headers.AUTHORIZATION: auth} if auth else None
+        await self._api(method, path, scope, receive, send, admin=admin)
 
     async def _api(
-        self, method: str, path: str, scope: Scope, receive: Receive, send: Send
+        self,
+        method: str,
+        path: str,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        *,
+        admin: dict[str, str] | None,
     ) -> None:
         if (method, path) == ("GET", "/console/api/state"):
-            await _reply(send, 200, await self._snapshot())
+            await _reply(send, 200, await self._snapshot(admin))
         elif (method, path) == ("GET", "/console/api/requests"):
             query = parse_qs(scope.get("query_string", b"").decode())
-            await self._requests({k: v[0] for k, v in query.items()}, send)
+            await self._requests({k: v[0] for k, v in query.items()}, send, admin)
         elif method == "GET" and (match := _FILE.match(path)):
             await self._download(match.group(1), send)
         elif method != "POST":
@@ -140,20 +149,26 @@ class ConsoleRoutes:
             except msgspec.MsgspecError:
                 await _error(send, 400, "invalid_request", "the body must be a JSON object")
                 return
-            await self._command(path, command, send)
+            await self._command(path, command, send, admin)
 
-    async def _command(self, path: str, command: dict[str, Any], send: Send) -> None:
+    async def _command(
+        self, path: str, command: dict[str, Any], send: Send, admin: dict[str, str] | None
+    ) -> None:
         if path == "/console/api/breaker":
-            await self._everyone(subjects.BREAKER_ADMIN, command, send)
+            await self._everyone(subjects.BREAKER_ADMIN, command, send, admin)
         elif path == "/console/api/purge":
-            await self._everyone(subjects.CACHE_PURGE, command, send)
+            await self._everyone(subjects.CACHE_PURGE, command, send, admin)
         elif path in {"/console/api/keys", "/console/api/keys/revoke"}:
             action = "create" if path.endswith("/keys") else "revoke"
             await self._one(
-                subjects.ADMIN_KEYS, {**command, "action": action}, send, after=self._reload_keys
+                subjects.ADMIN_KEYS,
+                {**command, "action": action},
+                send,
+                admin,
+                after=lambda: self._reload_keys(admin),
             )
         elif match := _CANCEL.match(path):
-            await self._one(subjects.ADMIN_BATCH_CANCEL, {"id": match.group(1)}, send)
+            await self._one(subjects.ADMIN_BATCH_CANCEL, {"id": match.group(1)}, send, admin)
         else:
             await _error(send, 404, "not_found", f"no route for POST {path}")
             return
@@ -202,23 +217,25 @@ class ConsoleRoutes:
         name = (urlsplit(f"//{host}").hostname or "").lower()
         return _loopback_host(host) or name in self._public_hosts
 
-    async def _snapshot(self) -> bytes:
+    async def _snapshot(self, admin: dict[str, str] | None) -> bytes:
+        """The page's state (shared by the callers of one poll: each was authorized)."""
         async with self._lock:
             now = self._clock()
             if self._state is not None and now - self._state[0] < STATE_TTL_S:
                 return self._state[1]
-            body = _encoder.encode(await self._collect(now))
+            body = _encoder.encode(await self._collect(now, admin))
             self._state = (now, body)
             return body
 
-    async def _collect(self, now: float) -> dict[str, Any]:
+    async def _collect(self, now: float, admin: dict[str, str] | None) -> dict[str, Any]:
+        brokers = self._expect["brokers"]
         stats, statuses, tenants, spend, batches, l2_size = await asyncio.gather(
             gather(self._nc, "$SRV.STATS", expect=self._expect["services"]),
-            gather(self._nc, subjects.ADMIN_STATUS, expect=self._expect["brokers"]),
-            self._ask(subjects.ADMIN_KEYS, {"action": "list"}),
-            self._ask(subjects.ADMIN_SPEND, {}),
+            gather(self._nc, subjects.ADMIN_STATUS, headers=admin, expect=brokers),
+            self._ask(subjects.ADMIN_KEYS, {"action": "list"}, admin),
+            self._ask(subjects.ADMIN_SPEND, {}, admin),
             self._batches(now),
-            self._ask(subjects.ADMIN_CACHE_SIZE, {}),
+            self._ask(subjects.ADMIN_CACHE_SIZE, {}, admin),
         )
         self._expect = {"services": len(stats), "brokers": len(statuses)}
         stat_bodies = _bodies(stats)
@@ -243,15 +260,21 @@ class ConsoleRoutes:
             return None
         return batch_rows(records, now)
 
-    async def _ask(self, subject: str, command: dict[str, Any]) -> Any:
+    async def _ask(
+        self, subject: str, command: dict[str, Any], admin: dict[str, str] | None
+    ) -> Any:
         """One broker's answer, or ``None``."""
         with contextlib.suppress(NoRespondersError, NatsTimeout, msgspec.MsgspecError):
-            reply = await self._nc.request(subject, _encoder.encode(command), timeout=ASK_TIMEOUT_S)
+            reply = await self._nc.request(
+                subject, _encoder.encode(command), timeout=ASK_TIMEOUT_S, headers=admin
+            )
             if (reply.headers or {}).get(headers.STATUS, "200") == "200":
                 return _decoder.decode(reply.data)
         return None
 
-    async def _requests(self, query: dict[str, str], send: Send) -> None:
+    async def _requests(
+        self, query: dict[str, str], send: Send, admin: dict[str, str] | None
+    ) -> None:
         command: dict[str, Any] = {
             k: query[k] for k in ("tenant", "model", "status", "cache") if query.get(k)
         }
@@ -261,6 +284,7 @@ class ConsoleRoutes:
                 self._nc,
                 subjects.ADMIN_REQUESTS,
                 _encoder.encode(command),
+                headers=admin,
                 expect=self._expect["brokers"],
             )
         )
@@ -268,9 +292,11 @@ class ConsoleRoutes:
         rows.sort(key=lambda r: float(r.get("time", 0)), reverse=True)
         await _reply(send, 200, _encoder.encode({"requests": rows[:100]}))
 
-    async def _everyone(self, subject: str, command: dict[str, Any], send: Send) -> None:
+    async def _everyone(
+        self, subject: str, command: dict[str, Any], send: Send, admin: dict[str, str] | None
+    ) -> None:
         """A command every broker applies; 200 when all that answered took it."""
-        replies = await gather(self._nc, subject, _encoder.encode(command))
+        replies = await gather(self._nc, subject, _encoder.encode(command), headers=admin)
         if not replies:
             await _error(send, 503, "no_broker", "no broker answered")
             return
@@ -287,11 +313,14 @@ class ConsoleRoutes:
         subject: str,
         command: dict[str, Any],
         send: Send,
+        admin: dict[str, str] | None,
         after: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """A command one broker answers; ``after`` runs when it succeeded, before the reply."""
         try:
-            reply = await self._nc.request(subject, _encoder.encode(command), timeout=ASK_TIMEOUT_S)
+            reply = await self._nc.request(
+                subject, _encoder.encode(command), timeout=ASK_TIMEOUT_S, headers=admin
+            )
         except (NoRespondersError, NatsTimeout):
             await _error(send, 503, "no_broker", "no broker answered")
             return
@@ -300,9 +329,11 @@ class ConsoleRoutes:
             await after()
         await _reply(send, status, reply.data)
 
-    async def _reload_keys(self) -> None:
+    async def _reload_keys(self, admin: dict[str, str] | None) -> None:
         """Every broker re-reads the run-time keys before the page hears the key changed."""
-        await gather(self._nc, subjects.ADMIN_KEYS_RELOAD, expect=self._expect["brokers"])
+        await gather(
+            self._nc, subjects.ADMIN_KEYS_RELOAD, headers=admin, expect=self._expect["brokers"]
+        )
 
     async def _download(self, file_id: str, send: Send) -> None:
         """A batch's output or error file (any tenant's: the caller is an admin)."""

@@ -24,6 +24,7 @@ from edge_runtime.embedded import EmbeddedNats
 from schemas.jetstream import ONCE_BUCKET
 from tests.support.cli import run_cli
 from tests.support.stack import MOCK_ONLY, config_from
+from tests.support.violations import CHAT, Violations
 from workers import MockProvider, WorkerService
 
 AUTH_CONF = Path(__file__).parents[2] / "nats" / "auth.conf"
@@ -62,35 +63,6 @@ def secured_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.stop()
 
 
-class Violations:
-    """Permission errors the server reports (asynchronously) to one connection."""
-
-    def __init__(self) -> None:
-        self.seen: list[str] = []
-        self._changed = asyncio.Event()
-
-    async def on_error(self, exc: Exception) -> None:
-        self.seen.append(str(exc))
-        self._changed.set()
-
-    async def refused(self, client: Client, subject: str) -> None:
-        """A request to ``subject`` goes unanswered: the server reports the violation, and by
-        then no answer (not even a no-responders one) has come; the publish reached no one."""
-        request = asyncio.ensure_future(client.request(subject, CHAT, timeout=10))
-        try:
-            await self.wait_for(subject)
-            assert not request.done(), request
-        finally:
-            request.cancel()
-
-    async def wait_for(self, subject: str) -> None:
-        """Until a violation naming ``subject`` has been reported (5 s at most)."""
-        async with asyncio.timeout(5):
-            while not any(subject.lower() in v.lower() for v in self.seen):  # nats-py lowercases
-                self._changed.clear()
-                await self._changed.wait()
-
-
 def user_url(url: str, user: str) -> str:
     """``nats://user:password@host:port`` for ``user`` (password from PASSWORDS)."""
     password = PASSWORDS[f"LLM_EDGE_{user.upper().replace('-', '_')}_PASSWORD"]
@@ -124,9 +96,6 @@ async def services(secured_url: str) -> AsyncIterator[None]:
         await worker.stop(1)
         await worker_nc.close()
         await broker.stop(1)
-
-
-CHAT = msgspec.json.encode({"model": "mock", "messages": [{"role": "user", "content": "hi"}]})
 
 
 @pytest.mark.usefixtures("services")

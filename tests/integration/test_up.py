@@ -11,7 +11,7 @@ import pytest
 
 from edge_runtime.process import close_quietly, connect
 from llm_edge.up import EMBEDDED_GOGC
-from tests.support.up import RunningUp
+from tests.support.up import RunningUp, env_file
 
 pytestmark = pytest.mark.process
 
@@ -91,19 +91,21 @@ def test_up_cluster_runs_three_servers_and_replicated_jetstream(tmp_path: Path) 
         assert up.ready.wait(60), up.output
         assert "Embedded NATS cluster of 3 servers" in up.output, up.output
         assert up.chat("clustered").status_code == 200
-        servers = next(w for w in up.output.split() if w.count("nats://") == 3)
         assert len(processes_mentioning(str(tmp_path / "cluster"))) == 3
-        assert sorted(p.name for p in (tmp_path / "cluster").iterdir()) == ["n1", "n2", "n3"]
-        assert asyncio.run(replicas_of(servers, "LLM_EDGE_BATCH_LINES")) == 3
+        stores = sorted(p.name for p in (tmp_path / "cluster").iterdir() if p.is_dir())
+        assert stores == ["n1", "n2", "n3"]
+        admin = env_file(tmp_path / "cluster" / "admin.env")  # the cluster is closed
+        assert admin["NATS_URL"].count("nats://") == 3
+        assert asyncio.run(replicas_of(admin, "LLM_EDGE_BATCH_LINES")) == 3
     finally:
         code = up.interrupt()
     assert code == 0, up.output
     assert processes_mentioning(str(tmp_path / "cluster")) == []
 
 
-async def replicas_of(servers: str, stream: str) -> int:
-    """A stream's replica count, asked of the cluster."""
-    nc = await connect(servers, "up-test")
+async def replicas_of(user: dict[str, str], stream: str) -> int:
+    """A stream's replica count, asked of the cluster as the user of an ``up`` env file."""
+    nc = await connect(user["NATS_URL"], "up-test", inbox_prefix=user["NATS_INBOX_PREFIX"])
     try:
         return int((await nc.jetstream().stream_info(stream)).config.num_replicas or 1)
     finally:

@@ -13,7 +13,7 @@ import httpx
 
 from tests.support.servers import free_port
 
-__all__ = ["RunningUp"]
+__all__ = ["RunningUp", "env_file"]
 
 
 class RunningUp:
@@ -61,3 +61,9 @@ class RunningUp:
         """What Ctrl-C in a terminal does; the exit code."""
         os.killpg(self.proc.pid, signal.SIGINT)
         return self.proc.wait(30)
+
+
+def env_file(path: Path) -> dict[str, str]:
+    """The ``NAME=value`` lines of a file ``up`` wrote for a shell to source."""
+    lines = path.read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))

@@ -34,7 +34,11 @@ NATS_PATHS = {
     "config.jetstream.fileStore.pvc.enabled",
     "config.jetstream.fileStore.pvc.size",
     "config.jetstream.memoryStore.enabled",
+    "config.cluster.merge.*",
     "config.merge.*",
+    "configMap.merge.*",
+    "container.env.*",
+    "natsBox.enabled",
     "podTemplate.topologySpreadConstraints.*",
     "podDisruptionBudget.enabled",
 }
@@ -94,7 +98,7 @@ def test_nats_is_a_three_server_cluster_with_jetstream_on_files() -> None:
     """What docs/operations.md promises: three servers with routes, JetStream on file storage with a
     volume each (nothing in memory only), one server per node, at most one down at a time."""
     config = values("nats")["config"]
-    assert config["cluster"] == {"enabled": True, "replicas": 3}
+    assert (config["cluster"]["enabled"], config["cluster"]["replicas"]) == (True, 3)
     jetstream = config["jetstream"]
     assert jetstream["enabled"] is True
     assert jetstream["fileStore"]["enabled"] is True
@@ -108,12 +112,12 @@ def test_nats_is_a_three_server_cluster_with_jetstream_on_files() -> None:
 
 
 def test_the_services_use_every_server_and_replicate_on_all_three() -> None:
-    """The ConfigMap's NATS_URL names each server of the chart's StatefulSet (release
+    """The ConfigMap's NATS_SERVERS names each server of the chart's StatefulSet (release
     ``nats`` as docs/operations.md installs it), and ``[nats] replicas`` equals the cluster size:
     every JetStream asset of the project has a copy on each server."""
     size = values("nats")["config"]["cluster"]["replicas"]
     data = config_map()
-    servers = parse_servers(data["NATS_URL"]).servers
+    servers = parse_servers(data["NATS_SERVERS"]).servers
     assert servers == tuple(f"nats://nats-{i}.nats-headless:4222" for i in range(size))
     assert Config.from_toml(data["config.toml"], "config.toml").nats.replicas == size
     assert "helm install nats nats/nats" in OPERATIONS

@@ -8,6 +8,7 @@ from broker.cache.response import CachedReply, ResponseCache
 from broker.cache.settings import CacheSettings
 from broker.config import Config
 from broker.control import register_control
+from broker.tenancy.tenants import KeyRing, hash_key
 from broker.upstream.router import Router
 from schemas import subjects
 
@@ -20,7 +21,7 @@ async def test_ping_and_purge_in_memory() -> None:
     cache.l1.put("default:ns1:aa", entry, 2, 60)
     cache.l1.put("default:ns2:bb", entry, 2, 60)
     fs = NatsBroker(apply_types=False, logger=None)
-    register_control(fs, config, cache, Router(config.breaker))
+    register_control(fs, config, cache, Router(config.breaker), KeyRing(config.tenants))
     async with TestNatsBroker(fs) as test_broker:
         ping = await test_broker.request(b"", subjects.BROKER_PING)
         assert (await ping.decode())["status"] == "ok"  # type: ignore[index]
@@ -32,3 +33,38 @@ async def test_ping_and_purge_in_memory() -> None:
         assert bad["error"]["code"] == "invalid_request"  # type: ignore[index]
     assert cache.l1.get("default:ns1:aa") is None
     assert cache.l1.get("default:ns2:bb") == entry
+
+
+async def test_breaker_and_purge_want_an_admin_key_once_one_is_configured() -> None:
+    """With a console key configured, a purge or breaker override without a key is a 401
+    envelope, with a tenant's ordinary key a 403, and with the admin key it runs."""
+    admin_key, team_key = "sk-le-control-admin-0000000000", "sk-le-control-team-00000000000"
+    config = Config.from_toml(
+        f'[console]\nkeys = ["{hash_key(admin_key)}"]\n'
+        f'[tenants.team]\nkeys = ["{hash_key(team_key)}"]\n',
+        "control.toml",
+    )
+    cache = ResponseCache(CacheSettings(l2="off"))  # type: ignore[arg-type]
+    entry = CachedReply(body=b"{}", provider="mock", deployment="d")
+    cache.l1.put("default:ns1:aa", entry, 2, 60)
+    keys = KeyRing(config.tenants, console_keys=config.console.keys)
+    fs = NatsBroker(apply_types=False, logger=None)
+    register_control(fs, config, cache, Router(config.breaker), keys)
+    async with TestNatsBroker(fs) as test_broker:
+        for subject, command in (
+            (subjects.CACHE_PURGE, {"all": True}),
+            (subjects.BREAKER_ADMIN, {"action": "status"}),
+        ):
+            for auth, status, code in (
+                (None, "401", "unauthorized"),
+                (team_key, "403", "forbidden"),
+            ):
+                hdrs = {"Authorization": f"Bearer {auth}"} if auth else None
+                reply = await test_broker.request(command, subject, headers=hdrs)
+                assert reply.headers["Llm-Status"] == status
+                assert (await reply.decode())["error"]["code"] == code  # type: ignore[index]
+        assert cache.l1.get("default:ns1:aa") == entry  # nothing was purged
+        admin = {"Authorization": f"Bearer {admin_key}"}
+        purged = await test_broker.request({"all": True}, subjects.CACHE_PURGE, headers=admin)
+        assert purged.headers["Llm-Status"] == "200"
+    assert cache.l1.get("default:ns1:aa") is None

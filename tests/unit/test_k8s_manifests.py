@@ -95,7 +95,7 @@ def test_every_deployment_is_probed_bounded_and_drained() -> None:
 
 def test_the_configuration_is_ours_and_replicates_across_the_nats_cluster() -> None:
     """The ConfigMap's TOML loads as our configuration with R3 JetStream assets, every
-    worker serves one of its providers, NATS_URL lists the chart's three servers, and the
+    worker serves one of its providers, NATS_SERVERS lists the chart's three servers, and the
     NATS values ask for a 3-server cluster with JetStream."""
     data = of_kind("ConfigMap")["llm-edge-config"]["data"]
     config = Config.from_toml(data["config.toml"], "config.toml")
@@ -106,9 +106,12 @@ def test_the_configuration_is_ours_and_replicates_across_the_nats_cluster() -> N
         if d["spec"]["template"]["spec"]["containers"][0]["args"][0] == "worker"
     ]
     assert {args[1] for args in workers} <= set(config.providers)
-    assert len(parse_servers(data["NATS_URL"]).servers) == 3
+    assert len(parse_servers(data["NATS_SERVERS"]).servers) == 3
     nats = yaml.safe_load((K8S / "values" / "nats.yaml").read_text())
-    assert nats["config"]["cluster"] == {"enabled": True, "replicas": 3}
+    assert (nats["config"]["cluster"]["enabled"], nats["config"]["cluster"]["replicas"]) == (
+        True,
+        3,
+    )
     assert nats["config"]["jetstream"]["enabled"] is True
     redis = yaml.safe_load((K8S / "values" / "redis.yaml").read_text())
     assert redis["auth"]["existingSecret"] == "llm-edge-redis"
