@@ -49,9 +49,9 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=None)
     args = parser.parse_args()
 
-    from broker.cache.anchors import agree  # noqa: PLC0415
-    from broker.cache.embedder import load_minilm  # noqa: PLC0415
-    from broker.cache.settings import DEFAULT_THRESHOLD  # noqa: PLC0415
+    from broker.cache.anchors import agree
+    from broker.cache.embedder import load_minilm
+    from broker.cache.settings import DEFAULT_THRESHOLD
 
     threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
     embedder = load_minilm()
