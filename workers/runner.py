@@ -15,6 +15,9 @@ never published (the server would close our connection): a whole answer is repla
 A request that carries ``Llm-Keepalive-Ms`` gets an empty ``Llm-Stream: keepalive`` message
 at least that often while it is in flight: the broker takes a silent worker for dead and
 fails the call over at once instead of waiting for the deadline.
+
+The upstream's rate-limit headers (``x-ratelimit-*``) go back on the call's last message (a
+whole reply, a stream's ``end`` or ``error``): brokers share the provider's limits by them.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from workers.fanout import Fanout
 from workers.metrics import upstream_call
 from workers.once import FULL, JOINED, MAX_STREAM_LOG_BYTES, Answer, OnceClaims, StreamCall
 from workers.split import split_chunk
+from workers.upstream_http import noted_limits
 
 __all__ = ["DEFAULT_WORKER_TIMEOUT_S", "WorkerService", "serve_worker", "timeout_from"]
 
@@ -269,15 +273,17 @@ class WorkerService:
         await self._once.run(once, request.timeout_s, lambda: self._complete(request), send)
 
     async def _complete(self, request: ProviderRequest) -> Answer:
-        try:
-            with upstream_call(self._provider.name):  # outside the timeout: it sees TimeoutError
-                async with asyncio.timeout(request.timeout_s):
-                    body = await self._provider.complete(request)
-        except Exception as exc:
-            self._count(failed=True)
-            return failure(exc, self._provider.name, request.timeout_s)
+        with noted_limits() as limits:
+            try:
+                with upstream_call(self._provider.name):  # outside the timeout: sees TimeoutError
+                    async with asyncio.timeout(request.timeout_s):
+                        body = await self._provider.complete(request)
+            except Exception as exc:
+                self._count(failed=True)
+                status, envelope, extra = failure(exc, self._provider.name, request.timeout_s)
+                return status, envelope, {**limits, **extra}
         self._count(failed=False)
-        return 200, body, {}
+        return 200, body, limits
 
     def _count(self, *, failed: bool) -> None:
         self.answered += 1
@@ -332,6 +338,10 @@ class WorkerService:
 
     async def _streamed(self, request: ProviderRequest, send: _Send) -> int:
         """Stream one upstream call through ``send``; the status of its last message."""
+        with noted_limits() as limits:
+            return await self._relayed(request, send, limits)
+
+    async def _relayed(self, request: ProviderRequest, send: _Send, limits: dict[str, str]) -> int:
         seq = 0
         end = StreamEnd()
         try:
@@ -352,11 +362,12 @@ class WorkerService:
         except Exception as exc:
             self._count(failed=True)
             status, body, extra = failure(exc, self._provider.name, request.timeout_s)
-            extra.update({headers.STREAM: "error", headers.SEQ: str(seq)})
+            extra = {**limits, **extra, headers.STREAM: "error", headers.SEQ: str(seq)}
             await send(status, body, extra)
             return status
         self._count(failed=False)
-        await send(200, _encoder.encode(end), {headers.STREAM: "end", headers.SEQ: str(seq)})
+        last = {**limits, headers.STREAM: "end", headers.SEQ: str(seq)}
+        await send(200, _encoder.encode(end), last)
         return 200
 
 

@@ -20,22 +20,56 @@ import functools
 import ssl
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import httpx
 
+from schemas import headers
 from workers.errors import UnexpectedBody
 from workers.h1 import DEFAULT_MAX_CONNECTIONS, Response, UpstreamClient
 
 __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
+    "LIMIT_HEADERS",
     "UpstreamReply",
     "expect_event_stream",
     "http_client",
+    "noted_limits",
     "proxy_for",
     "read_reply",
 ]
+
+#: The upstream's rate-limit headers a worker passes back to the broker (it shares the
+#: provider's limits among brokers and pauses a deployment that has nothing left).
+LIMIT_HEADERS = headers.RATELIMIT
+_LIMITS: ContextVar[dict[str, str] | None] = ContextVar("upstream_limits", default=None)
+
+
+@contextmanager
+def noted_limits() -> Iterator[dict[str, str]]:
+    """Collect the rate-limit headers of the upstream answers read inside (one call's: the
+    runner reads them into its reply). A context variable, so adapters need no new return
+    value: every answer read through :func:`read_reply` or :func:`expect_event_stream` is
+    noted."""
+    noted: dict[str, str] = {}
+    token = _LIMITS.set(noted)
+    try:
+        yield noted
+    finally:
+        _LIMITS.reset(token)
+
+
+def _note(response: Response) -> None:
+    noted = _LIMITS.get()
+    if noted is None:
+        return
+    for name in LIMIT_HEADERS:
+        value = response.headers.get(name)
+        if value is not None:
+            noted[name] = value
 
 
 def http_client(max_connections: int = DEFAULT_MAX_CONNECTIONS) -> UpstreamClient:
@@ -98,7 +132,8 @@ class UpstreamReply:
 
 
 async def read_reply(response: Response) -> UpstreamReply:
-    """Read ``response`` to its end."""
+    """Read ``response`` to its end (its rate-limit headers noted)."""
+    _note(response)
     body = await response.read()
     return UpstreamReply(response.status, response.reason, response.headers, body)
 
@@ -116,6 +151,7 @@ async def expect_event_stream(response: Response) -> None:
     Raises:
         UnexpectedBody: naming the content type and the start of the body.
     """
+    _note(response)
     if response.content_type == "text/event-stream":
         return
     start = await response.read_some(UNEXPECTED_BODY_SHOWN)
