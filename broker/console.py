@@ -32,6 +32,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from broker.admin import AdminRefused, require_admin
+from broker.admission.admit import Admission
 from broker.batch.api import ApiError
 from broker.batch.engine import BatchEngine
 from broker.cache.response import ResponseCache
@@ -81,6 +82,7 @@ class ConsoleEndpoints:
         batch: the batch engine, if this broker runs one.
         in_flight: requests being worked on.
         service_id: this broker's micro service id (the console joins on it).
+        admission: who waits for capacity, and this broker's shares of limits.
     """
 
     def __init__(
@@ -97,7 +99,9 @@ class ConsoleEndpoints:
         batch: BatchEngine | None,
         in_flight: Callable[[], int],
         service_id: Callable[[], str],
+        admission: Admission | None = None,
     ) -> None:
+        self._admission = admission
         self._nc = nc
         self._config = config
         self._status = status
@@ -181,6 +185,7 @@ class ConsoleEndpoints:
             deployments=self._deployments,
             cache=self._cache,
             in_flight=self._in_flight(),
+            admission=self._admission,
         )
 
     async def cache_size(self, body: dict[str, Any], hdrs: dict[str, str]) -> dict[str, Any]:

@@ -11,7 +11,9 @@
      ├── RateLimited         429  (tenant over its rpm/tpm; ``x-ratelimit-*`` headers)
      ├── NoProvider          503  (no worker subscribed: NATS no-responders)
      │    └── AllDeploymentsOpen  503  (every deployment and fallback open or over its limits)
-     ├── Overloaded          503  (the broker is full and the tenant holds its fair share)
+     ├── Overloaded          503  (the broker's queue is full)
+     │    └── AtCapacity     503  (no capacity frees in time for the request: its wait would
+     │                             pass its deadline or ``admission.max_wait_s``)
      ├── KeysUnavailable     503  (the run-time keys could not be read: closed, not open)
      ├── DeadlineExceeded    504
      └── UpstreamFailed      the worker's status and envelope (a failure mid-stream)
@@ -30,6 +32,7 @@ from schemas.codec import TOO_DEEP
 
 __all__ = [
     "AllDeploymentsOpen",
+    "AtCapacity",
     "BrokerError",
     "BudgetExceeded",
     "DeadlineExceeded",
@@ -160,10 +163,17 @@ class AllDeploymentsOpen(NoProvider):
 
 
 class Overloaded(BrokerError):
-    """The broker is at ``max_in_flight`` and the tenant holds its fair share of it."""
+    """The broker cannot take the request: as many wait in it as ``admission.max_queued``."""
 
     status = 503
     code = "overloaded"
+
+
+class AtCapacity(Overloaded):
+    """The capacity the request needs (a deployment's, the broker's) does not free before the
+    request would have to stop waiting; ``Retry-After`` is when it is expected to."""
+
+    code = "at_capacity"
 
 
 class KeysUnavailable(BrokerError):

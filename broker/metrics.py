@@ -32,15 +32,18 @@ __all__ = [
     "L2_HITS",
     "L2_MISSES",
     "OVERHEAD",
+    "QUEUE_DEPTH",
+    "QUEUE_REFUSED",
+    "QUEUE_WAIT",
     "REQUESTS",
     "REQUEST_DURATION",
     "RETRIES",
     "SEMANTIC_HITS",
     "SEMANTIC_MISSES",
-    "SHED",
     "TIME_TO_FIRST_CHUNK",
     "TOKENS",
     "BreakerStateSource",
+    "QueueSource",
     "requests_counter",
 ]
 
@@ -109,10 +112,18 @@ BATCH_WAIT = Histogram(
     ["tenant"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400),
 )
-SHED = Counter(
-    "llm_edge_shed_total",
-    "Interactive requests refused (503) because a saturated broker held the tenant's share.",
-    ["tenant"],
+QUEUE_WAIT = Histogram(
+    "llm_edge_queue_wait_seconds",
+    "Time requests waited for capacity (their tenant's, the broker's, a deployment's), by "
+    "tenant and priority class.",
+    ["tenant", "class"],
+    buckets=(0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+QUEUE_REFUSED = Counter(
+    "llm_edge_queue_refused_total",
+    "Requests refused because the capacity they needed would not free in time (where: "
+    "tenant, broker, deployment).",
+    ["tenant", "class", "where"],
 )
 RETRIES = Counter("llm_edge_retries_total", "Attempts after the first, across deployments.")
 FAILOVERS = Counter(
@@ -160,6 +171,61 @@ class _BreakerCollector(Collector):
 
 BREAKER_STATE = _BreakerCollector()
 REGISTRY.register(BREAKER_STATE)
+
+
+class QueueSource(Protocol):
+    """Anything that can list the requests waiting at its gates."""
+
+    def queue_depths(self) -> Iterable[tuple[str, str, str, int]]:
+        """``(gate, tenant, class, waiting)`` rows."""
+        ...
+
+    def shares(self) -> Iterable[tuple[str, str, int, int]]:
+        """``(deployment, pool, this broker's share, the mesh's limit)`` rows."""
+        ...
+
+
+class _QueueCollector(Collector):
+    """``llm_edge_queue_depth`` and the deployments' shares, read at scrape time (the request
+    path only counts in its gates)."""
+
+    def __init__(self) -> None:
+        self.sources: weakref.WeakSet[QueueSource] = weakref.WeakSet()
+
+    def collect(self) -> Iterator[Metric]:
+        depth = GaugeMetricFamily(
+            "llm_edge_queue_depth",
+            "Requests waiting for capacity now, by gate (a deployment, or broker), tenant and "
+            "priority class (this process).",
+            labels=["gate", "tenant", "class"],
+        )
+        summed: dict[tuple[str, str, str], int] = {}
+        for source in list(self.sources):
+            for gate, tenant, klass, count in source.queue_depths():
+                summed[gate, tenant, klass] = summed.get((gate, tenant, klass), 0) + count
+        for labels, count in summed.items():
+            depth.add_metric(list(labels), count)
+        yield depth
+        share = GaugeMetricFamily(
+            "llm_edge_deployment_share",
+            "This broker's share of a deployment's limit (pool: calls, requests, tokens).",
+            labels=["deployment", "pool"],
+        )
+        limit = GaugeMetricFamily(
+            "llm_edge_deployment_limit",
+            "A deployment's limit across the mesh, per pool (requests: permits per window).",
+            labels=["deployment", "pool"],
+        )
+        for source in list(self.sources):
+            for deployment, pool, held, whole in source.shares():
+                share.add_metric([deployment, pool], held)
+                limit.add_metric([deployment, pool], whole)
+        yield share
+        yield limit
+
+
+QUEUE_DEPTH = _QueueCollector()
+REGISTRY.register(QUEUE_DEPTH)
 
 # Children bound once: ``labels()`` costs about a microsecond per call on the hot path.
 L1_HITS = CACHE_HITS.labels("l1")

@@ -1,7 +1,9 @@
 """The request path: it conducts, the wings decide.
 
-For each request: prepare it (:class:`~broker.prepare.RequestPreparer`), admit it
-(tenancy's :class:`~broker.tenancy.meter.Meter`), answer from the cache or from the upstream
+For each request: prepare it (:class:`~broker.prepare.RequestPreparer`), admit it (its
+tenant's limits through tenancy's :class:`~broker.tenancy.meter.Meter`, then a broker slot:
+:class:`~broker.admission.admit.Admission`, where it waits when they are full), answer from
+the cache or from the upstream
 (a repeated request id through :class:`~broker.repeats.Repeats`, then the cache's
 :class:`~broker.cache.front.ReadThrough` around
 :class:`~broker.upstream.calls.Upstream`), reply through a
@@ -25,6 +27,8 @@ from nats.nuid import NUID
 from opentelemetry.trace import SpanKind
 
 from broker import metrics
+from broker.admission.admit import Admission
+from broker.admission.classes import Priority
 from broker.cache.front import ReadThrough
 from broker.cache.response import CachedReply, hit_reply
 from broker.errors import BrokerError
@@ -37,7 +41,6 @@ from broker.replies.sinks import ReplySink
 from broker.request import Prepared, Reply, error_reply
 from broker.tenancy.meter import Meter
 from broker.tenancy.pii_restore import RestoringSink
-from broker.tenancy.shares import InteractiveShares
 from broker.tenancy.tenants import TenantConfig
 from broker.upstream.calls import Upstream
 from broker.upstream.forward import StreamEvent
@@ -63,13 +66,12 @@ class ChatPipeline:
         upstream: provider calls with retries and failover.
         meter: admission, pricing, charging.
         record: request counter and log line.
-        max_in_flight: requests worked on at once (beyond it, callbacks wait, and a tenant
-            over its fair share of them is refused: :mod:`broker.tenancy.shares`).
+        admission: the broker's slots (``[broker] max_in_flight``) and how requests wait
+            for them; beyond its slots and ``admission.max_queued`` waiting, callbacks wait.
         clock: the event loop's monotonic clock.
         repeats: answers a repeated request id from its first attempt (default: kept with
             :mod:`broker.repeats`' bounds).
         heartbeats: keepalives to callers that ask for them while they wait (none without).
-        label: a tenant's metric label.
     """
 
     def __init__(
@@ -80,11 +82,10 @@ class ChatPipeline:
         upstream: Upstream,
         meter: Meter,
         record: RequestRecord,
-        max_in_flight: int,
+        admission: Admission,
         clock: Callable[[], float],
         repeats: Repeats | None = None,
         heartbeats: Heartbeats | None = None,
-        label: Callable[[TenantConfig], str] = lambda tenant: tenant.name,
     ) -> None:
         self._heartbeats = heartbeats
         self._preparer = preparer
@@ -94,8 +95,10 @@ class ChatPipeline:
         self._meter = meter
         self._record = record
         self._clock = clock
-        self._inflight = InFlight(max_in_flight)
-        self._shares = InteractiveShares(max_in_flight, lambda: len(self._inflight), label)
+        self._admission = admission
+        slots = admission.broker.pools[0]
+        assert slots is not None
+        self._inflight = InFlight(slots.size + admission.settings.max_queued)
         #: (the caller's reply subject, request id) -> the request's task
         self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._nuid = NUID()
@@ -180,34 +183,23 @@ class ChatPipeline:
         every = keepalive_s(hdrs) if reply_to and self._heartbeats is not None else None
         if every is not None and self._heartbeats is not None:  # slow is not lost (see there)
             sink = self._heartbeats.watch(sink, reply_to, every, prepared.request_id)
-        work = (
-            self._guarded(prepared, sink, self._admitted) if limited else self._miss(prepared, sink)
-        )
-        if not reply_to:  # batch lines: the batch runner shares its own slots out
-            await self._inflight.spawn(work)
+        if not reply_to:  # batch lines: they take what interactive traffic leaves
+            prepared.priority = Priority.BATCH
+            await self._inflight.spawn(self._admit(prepared, sink, limited))
             return
-        try:
-            self._shares.take(prepared.tenant)
-        except BrokerError as exc:
-            work.close()
-            self._record.count(prepared, "", exc.status)
-            await sink.error(
-                error_reply(exc), self._meta(prepared, "BYPASS"), streaming=prepared.stream
-            )
-            return
+        work = self._admit(prepared, sink, limited)
         try:
             task = await self._inflight.spawn(work)
-        except BaseException:  # cancelled while it waited for a slot: the work never runs
+        except BaseException:  # cancelled while it waited for a task: the work never runs
             work.close()
-            self._given_back(prepared.tenant, reply_to)
+            self._given_back(reply_to)
             raise
         # a callback, not a finally: it runs even for a task cancelled before its first step
-        task.add_done_callback(lambda _: self._given_back(prepared.tenant, reply_to))
+        task.add_done_callback(lambda _: self._given_back(reply_to))
 
-    def _given_back(self, tenant: TenantConfig, reply_to: str) -> None:
-        """An interactive request is over: give its tenant's slot back and stop its
-        keepalives, whether or not an answer went out."""
-        self._shares.give_back(tenant)
+    def _given_back(self, reply_to: str) -> None:
+        """An interactive request is over: stop its keepalives, whether or not an answer went
+        out."""
         if self._heartbeats is not None:
             self._heartbeats.forget(reply_to)
 
@@ -228,21 +220,38 @@ class ChatPipeline:
                 meta = self._meta(prepared, "MISS")
                 await sink.error(error_reply(_INTERNAL), meta, streaming=prepared.stream)
 
-    async def _admitted(self, prepared: Prepared, sink: ReplySink) -> None:
-        """Admit a limited tenant's request, then answer it."""
+    async def _admit(self, prepared: Prepared, sink: ReplySink, limited: bool) -> None:
+        """Wait for capacity (a limited tenant's, then a broker slot), then answer. A cancel
+        reaches the request while it waits too."""
+        task = asyncio.current_task()
+        running = (prepared.owner, prepared.request_id)
+        if task is not None and prepared.owner:
+            self._running[running] = task
         try:
-            await self._meter.admit(prepared)
+            await self._guarded(prepared, sink, lambda p, s: self._admitted(p, s, limited=limited))
+        except asyncio.CancelledError:
+            pass  # the caller cancelled (llm.cancel): nobody is waiting for an answer
+        finally:
+            self._running.pop(running, None)
+
+    async def _admitted(self, prepared: Prepared, sink: ReplySink, *, limited: bool) -> None:
+        try:
+            if limited:
+                await self._admission.tenant(prepared, lambda: self._meter.admit(prepared))
+            permit = await self._admission.enter(prepared)
         except BrokerError as exc:
             self._record.count(prepared, "", exc.status)
-            await sink.error(
-                error_reply(exc), self._meta(prepared, "BYPASS"), streaming=prepared.stream
-            )
+            meta = _queued(self._meta(prepared, "BYPASS"), prepared)
+            await sink.error(error_reply(exc), meta, streaming=prepared.stream)
             return
-        hit = self._front.l1(prepared)
-        if hit is not None:
-            await self._serve_hit(sink, prepared, hit, "HIT-L1")
-            return
-        await self._miss(prepared, sink)
+        try:
+            hit = self._front.l1(prepared) if limited else None
+            if hit is not None:
+                await self._serve_hit(sink, prepared, hit, "HIT-L1")
+                return
+            await self._miss(prepared, sink)
+        finally:
+            permit.release()
 
     def _meta(self, prepared: Prepared, cache_status: str) -> dict[str, str]:
         meta = {headers.REQUEST_ID: prepared.request_id, headers.CACHE: cache_status}
@@ -286,10 +295,6 @@ class ChatPipeline:
         await sink.end(StreamEnd(usage=completion.usage, finish_reason=finish), meta)
 
     async def _miss(self, prepared: Prepared, sink: ReplySink) -> None:
-        task = asyncio.current_task()
-        running = (prepared.owner, prepared.request_id)
-        if task is not None and prepared.owner:
-            self._running[running] = task
         metrics.IN_FLIGHT.inc()
         parent = {"traceparent": prepared.trace} if prepared.trace else None
         try:
@@ -301,11 +306,8 @@ class ChatPipeline:
             ):
                 work = self._stream_miss if prepared.stream else self._whole_miss
                 await self._guarded(prepared, sink, work)
-        except asyncio.CancelledError:
-            pass  # the caller cancelled (llm.cancel): nobody is waiting for an answer
         finally:
             metrics.IN_FLIGHT.dec()
-            self._running.pop(running, None)
 
     async def _whole_miss(self, prepared: Prepared, sink: ReplySink) -> None:
         started, perf_started = self._clock(), self._record.now()
@@ -321,7 +323,7 @@ class ChatPipeline:
         budgeted = prepared.tenant.budget_usd is not None
         if budgeted:
             await self._meter.charge(prepared, charge)
-        await sink.whole(reply, self._meta(prepared, outcome.cache))
+        await sink.whole(reply, _queued(self._meta(prepared, outcome.cache), prepared))
         provider = reply.headers.get(headers.PROVIDER, "") if outcome.fresh else "cache"
         self._record.count(prepared, provider, reply.status)
         if not outcome.cache.startswith("HIT") or self._record.logs_hits:
@@ -356,9 +358,10 @@ class ChatPipeline:
             first, events, answered_by, deployment = await self._upstream.open_stream(prepared)
         except BrokerError as exc:
             self._record.count(prepared, "", exc.status)
-            await sink.error(error_reply(exc), meta, streaming=True)
+            await sink.error(error_reply(exc), _queued(meta, prepared), streaming=True)
             return
         meta.update(answered_by)
+        _queued(meta, prepared)
         metrics.TIME_TO_FIRST_CHUNK.labels(deployment.provider).observe(
             self._record.now() - perf_started
         )
@@ -390,6 +393,12 @@ class ChatPipeline:
             self._front.keep(prepared, reply)
             await self._front.write_back(prepared, reply)
             await self._meter.charge(prepared, self._meter.price(reply))
+
+
+def _queued(meta: dict[str, str], prepared: Prepared) -> dict[str, str]:
+    """``meta`` with how long the request waited for capacity (``Llm-Queue-Ms``)."""
+    meta[headers.QUEUE_MS] = str(round(prepared.queued_s * 1000))
+    return meta
 
 
 async def _relay(

@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 
+from broker.admission.classes import request_priority
 from broker.cache.directives import CacheDirectives, parse_cache_control
 from broker.cache.key import cache_key
 from broker.cache.settings import CacheSettings, NondeterministicPolicy
@@ -105,6 +106,7 @@ class RequestPreparer:
                 f"The model `{request.model}` does not exist or is not configured.", param="model"
             )
         directives = parse_cache_control(hdrs.get(headers.CACHE_CONTROL))
+        priority = request_priority(hdrs.get(headers.PRIORITY), tenant)
         timeout = _timeout_s(hdrs, model.timeout_s or self._config.broker.default_timeout_s)
         return Prepared(
             data=data,
@@ -120,6 +122,7 @@ class RequestPreparer:
             tenant=tenant,
             restore=restore,
             idempotent=headers.REQUEST_ID in hdrs and hdrs.get(headers.IDEMPOTENT) == "1",
+            priority=priority,
         )
 
     def _key(

@@ -59,6 +59,8 @@ class Prepared:
     restore: dict[str, str] | None = None  # placeholder -> value, for tenants with pii_restore
     owner: str = ""  # the caller's reply subject: only a cancel naming it stops the request
     idempotent: bool = False  # its caller retries it under this request id (workers.once)
+    priority: int = 1  # its class while it waits for capacity (broker.admission.classes)
+    queued_s: float = 0.0  # how long it waited for capacity so far (Llm-Queue-Ms)
     _digest: bytes | None = field(default=None, repr=False)
 
     def digest(self) -> bytes:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -14,9 +15,14 @@ from faststream.nats.security import NatsToken, NatsUserPassword
 from faststream.security import BaseSecurity
 from nats.aio.client import Client
 from nats.aio.subscription import Subscription
+from nats.errors import Error as NatsError
 from nats.micro.service import Service
 from nats.nuid import NUID
 
+from broker.admission.admit import Admission
+from broker.admission.allocator import Allocator
+from broker.admission.probes import Prober
+from broker.admission.stats import MeshStats
 from broker.batch.engine import BatchEngine
 from broker.cache.front import ReadThrough
 from broker.cache.l2 import GuardedL2, L2Backend
@@ -123,6 +129,11 @@ class BrokerService:
         self._heartbeats: Heartbeats | None = None
         self.status = BrokerStatus()
         self._console: ConsoleEndpoints | None = None
+        self.router: Router | None = None
+        self.admission: Admission | None = None
+        self.allocator: Allocator | None = None
+        self.mesh: MeshStats | None = None
+        self.prober: Prober | None = None
 
     @property
     def nc(self) -> Client:
@@ -151,7 +162,7 @@ class BrokerService:
         self.redis_guard = Guard("redis")
         self._heartbeats = Heartbeats(self.nc, asyncio.get_running_loop().time)
         self._heartbeats.start()
-        self.pipeline, router = assemble_pipeline(
+        assembly = assemble_pipeline(
             self.nc,
             self.config,
             self.cache,
@@ -161,6 +172,9 @@ class BrokerService:
             status=self.status,
             heartbeats=self._heartbeats,
         )
+        self.pipeline, self.router = assembly.pipeline, assembly.router
+        router = assembly.router
+        await self._start_admission(assembly)
         if redis_client is not None:
             keys.unknown = True  # until Redis answers: refused, never served open
             with contextlib.suppress(Exception):  # first snapshot now, so keys work at once
@@ -221,10 +235,67 @@ class BrokerService:
             batch=self.batch,
             in_flight=lambda: pipeline.in_flight,
             service_id=lambda: micro.id,
+            admission=self.admission,
         )
         await self._console.start()
         await self._fs.start()  # last: the ping it answers means everything is serving
         await self.nc.flush()
+
+    async def _start_admission(self, assembly: Assembly) -> None:
+        """Share deployments' limits and statistics with the other brokers, and probe idle
+        deployments. The limits' bucket is opened only when some deployment has limits (or
+        a provider names some later)."""
+        loop = asyncio.get_running_loop()
+        settings = self.config.admission
+        broker_id = assembly.new_id()
+        self.admission = admission = assembly.admission
+        self.allocator = Allocator(
+            self.nc,
+            admission,
+            broker_id=broker_id,
+            settings=settings,
+            replicas=self.config.nats.replicas,
+            clock=loop.time,
+            brokers=lambda: 1 + (self.mesh.peers() if self.mesh is not None else 0),
+        )
+        admission.on_demand = self.allocator.nudge
+        if admission.limits:
+            try:
+                await self.allocator.start()
+            except (NatsError, TimeoutError) as exc:
+                log.warning("deployment limits split evenly by broker (no JetStream: %s)", exc)
+                self.allocator.split_evenly()
+        deployments = {d.name: d for m in self.config.models.values() for d in m.deployments}
+        self.mesh = MeshStats(
+            self.nc,
+            assembly.router,
+            admission,
+            deployments,
+            broker_id=broker_id,
+            settings=settings,
+            clock=loop.time,
+        )
+        await self.mesh.start()
+        mesh = self.mesh
+        self.prober = Prober(
+            assembly.forwarder,
+            assembly.router,
+            admission,
+            deployments.values(),
+            settings,
+            busy_elsewhere=lambda name: any(n for _, n, _ in mesh.latencies(name)),
+            new_id=assembly.new_id,
+            clock=loop.time,
+        )
+        self.prober.start()
+
+    async def _stop_admission(self) -> None:
+        if self.prober is not None:
+            await self.prober.stop()
+        if self.mesh is not None:
+            await self.mesh.stop()
+        if self.allocator is not None:
+            await settle(self.allocator.stop(), STOP_STEP_S)
 
     async def _open_cache(self) -> ResponseCache | None:
         settings = self.config.cache
@@ -287,6 +358,7 @@ class BrokerService:
             await settle(self._micro.stop(), STOP_STEP_S)
         if self.pipeline is not None:
             await self.pipeline.drain(drain_timeout)
+        await self._stop_admission()
         if self._heartbeats is not None:
             await self._heartbeats.stop()
         if self._l2 is not None:
@@ -359,6 +431,18 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+@dataclass(frozen=True, slots=True)
+class Assembly:
+    """The pipeline and the collaborators the service also drives: the router (breaker
+    commands, the console), admission (shared limits, statistics), the forwarder (probes)."""
+
+    pipeline: ChatPipeline
+    router: Router
+    admission: Admission
+    forwarder: Forwarder
+    new_id: Callable[[], str]
+
+
 def assemble_pipeline(
     nc: Client,
     config: Config,
@@ -369,9 +453,8 @@ def assemble_pipeline(
     ledger: SpendLedger,
     status: BrokerStatus | None = None,
     heartbeats: Heartbeats | None = None,
-) -> tuple[ChatPipeline, Router]:
-    """Build the pipeline's collaborators at the edge and inject them (and return the router,
-    which the control plane's breaker commands act on)."""
+) -> Assembly:
+    """Build the pipeline's collaborators at the edge and inject them."""
     clock = asyncio.get_running_loop().time
     nuid = NUID()
     router = Router(config.breaker, clock=clock)
@@ -384,15 +467,24 @@ def assemble_pipeline(
         keys=keys,
     )
     deployments = {d.name: d for m in config.models.values() for d in m.deployments}
+    admission = Admission(
+        config.admission,
+        deployments.values(),
+        max_in_flight=config.broker.max_in_flight,
+        clock=clock,
+        label=lambda t: t.name if t.name in config.tenants or t is ANONYMOUS else "other",
+        shared=True,
+    )
+    forwarder = Forwarder(nc, clock, on_reply=admission.learn)
+    resilient = Resilient(config, router, clock, admission=admission)
     pipeline = ChatPipeline(
         preparer=preparer,
         front=ReadThrough(cache, clock),
-        upstream=Upstream(Resilient(config, router, clock), Forwarder(nc, clock)),
+        upstream=Upstream(resilient, forwarder),
         meter=Meter(deployments, limiter, ledger, tenant_metrics=config.broker.tenant_metrics),
         record=RequestRecord(config.broker, status),
-        max_in_flight=config.broker.max_in_flight,
+        admission=admission,
         clock=clock,
         heartbeats=heartbeats,
-        label=lambda t: t.name if t.name in config.tenants or t is ANONYMOUS else "other",
     )
-    return pipeline, router
+    return Assembly(pipeline, router, admission, forwarder, lambda: nuid.next().decode())

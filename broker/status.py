@@ -23,6 +23,7 @@ from typing import Any
 from prometheus_client import Counter
 
 from broker import metrics
+from broker.admission.admit import Admission
 from broker.cache.response import ResponseCache
 from broker.latency_window import WINDOW_S, LatencyWindow
 from broker.upstream.deployments import Deployment
@@ -110,9 +111,11 @@ class BrokerStatus:
         deployments: Mapping[str, Deployment],
         cache: ResponseCache | None,
         in_flight: int,
+        admission: Admission | None = None,
     ) -> dict[str, Any]:
         """The ``llm.admin.status`` reply body."""
         return {
+            "admission": admission.report() if admission is not None else None,
             "id": service_id,
             "host": socket.gethostname(),
             "pid": os.getpid(),

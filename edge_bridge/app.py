@@ -59,6 +59,7 @@ _EXPOSE = (
     headers.COST,
     headers.COST_SAVED,
     headers.SEMANTIC_SIMILARITY,
+    headers.QUEUE_MS,
     *headers.RATELIMIT,
 )
 _JSON = (b"content-type", b"application/json")

@@ -58,10 +58,12 @@ class Permissions:
 
 
 #: Brokers: consume the request subjects, call provider workers, answer anyone; JetStream
-#: for the batch engine, the NATS KV L2 and the object store.
+#: for the batch engine, the NATS KV L2, the object store and the shares of deployments'
+#: limits; tell each other their deployments' statistics (``llm.admission.>``).
 BROKER = Permissions(
     publish=(
         "llm.provider.>",
+        "llm.admission.>",
         "llm.batch.events.>",
         "_INBOX.>",
         "$JS.API.>",
@@ -83,6 +85,7 @@ BROKER = Permissions(
         "_INBOX.>",
         "$SRV.>",
         "llm.status.broker",
+        "llm.admission.>",
     ),
 )
 

@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 
 from schemas import headers, subjects
+from schemas.admission import MeshReport
 from schemas.anthropic import AnthropicRequest
 from schemas.batch import BatchObject, BatchSubmit
 from schemas.chat import ChatCompletion, ChatCompletionChunk, ChatRequest, ModelList, StreamEnd
@@ -25,6 +26,10 @@ _REQUEST_HEADERS = {
     headers.CACHE_NAMESPACE: "cache namespace",
     headers.TRACEPARENT: "W3C trace context",
     headers.IDEMPOTENT: "1: attempts under this request id share one upstream call",
+    headers.PRIORITY: (
+        "interactive | default | background (chat: the class it waits in when capacity is "
+        "short, capped by the tenant's max_priority); high | normal | low (batches)"
+    ),
     headers.KEEPALIVE_MS: (
         "ask for an empty Llm-Stream: keepalive message on the reply subject at this interval "
         "(ms) until the answer begins: silence then means lost, not slow"
@@ -47,6 +52,7 @@ _REPLY_HEADERS = {
     headers.RETRYABLE: "1: another attempt may succeed",
     headers.COST: "what the answer cost (USD)",
     headers.COST_SAVED: "what a cache hit saved (USD)",
+    headers.QUEUE_MS: "milliseconds the request waited for capacity before its answer began",
     **dict.fromkeys(headers.RATELIMIT, "OpenAI rate-limit header (tenant 429s)"),
 }
 
@@ -160,6 +166,13 @@ def _channels() -> dict[str, dict[str, Any]]:
             },
             "messages": {"request": _ref("messages", "StreamJoin")},
         },
+        "admissionStats": {
+            "address": subjects.ADMISSION_STATS,
+            "description": "Internal: every broker publishes its deployments' statistics "
+            "once a second and every broker listens (latency, load, errors, pauses and "
+            "limits the providers named).",
+            "messages": {"report": _ref("messages", "MeshReport")},
+        },
     }
     for op, (request, _) in _BATCH_OPS.items():
         channels[f"batch_{op}"] = {
@@ -182,9 +195,9 @@ def _operations(channels: dict[str, dict[str, Any]]) -> dict[str, Any]:
     for name in channels:
         if name == "reply":
             continue
-        action = "send" if name == "batchEvents" else "receive"
+        action = "send" if name in {"batchEvents", "admissionStats"} else "receive"
         operation: dict[str, Any] = {"action": action, "channel": _ref_channel(name)}
-        if name not in {"cancel", "batchEvents"}:
+        if name not in {"cancel", "batchEvents", "admissionStats"}:
             operation["reply"] = {"channel": _ref_channel("reply")}
         operations[name] = operation
     return operations
@@ -206,6 +219,7 @@ def asyncapi_document(version: str = "0.2.0") -> dict[str, Any]:
         ModelList,
         BatchObject,
         BatchSubmit,
+        MeshReport,
     ]
     payloads, components = msgspec.json.schema_components(
         structs, ref_template="#/components/schemas/{name}"
@@ -226,6 +240,7 @@ def asyncapi_document(version: str = "0.2.0") -> dict[str, Any]:
         "ModelList": {"payload": by_name["ModelList"], "headers": reply_headers},
         "BatchObject": {"payload": by_name["BatchObject"], "headers": reply_headers},
         "BatchSubmit": {"payload": by_name["BatchSubmit"], "headers": request_headers},
+        "MeshReport": {"payload": by_name["MeshReport"]},
         "BatchCreate": {
             "payload": {
                 "type": "object",

@@ -6,6 +6,7 @@ consumers, and the subjects and keys built inside them. No I/O here.
 | :data:`CACHE_BUCKET`        | KV           | L2 answers by cache key (the NATS L2)            |
 | :data:`SEMANTIC_BUCKET`     | KV           | the semantic tier's questions by context         |
 | :data:`ONCE_BUCKET`         | KV           | one upstream call per idempotent request         |
+| :data:`ADMISSION_BUCKET`    | KV           | each limited deployment's shares, by broker      |
 | :data:`FILES_BUCKET`        | object store | batch input files, output and error files        |
 | :data:`BATCHES_BUCKET`      | KV           | ``batch.<id>``: a batch's record; ``active.<id>``|
 | :data:`RESULTS_BUCKET`      | KV           | ``<batch>.<hash(custom_id)>``: one line's result |
@@ -19,6 +20,7 @@ import hashlib
 from schemas import subjects
 
 __all__ = [
+    "ADMISSION_BUCKET",
     "BATCHES_BUCKET",
     "BATCH_CONSUMER",
     "CACHE_BUCKET",
@@ -30,6 +32,7 @@ __all__ = [
     "ONCE_TTL_S",
     "RESULTS_BUCKET",
     "SEMANTIC_BUCKET",
+    "admission_key",
     "batch_consumer",
     "events_subject",
     "kv_key",
@@ -48,6 +51,8 @@ ONCE_BUCKET = "llm_edge_once"
 #: How long an idempotent call's answer is kept for a retry: longer than a producer's
 #: retries last.
 ONCE_TTL_S = 300.0
+#: Each limited deployment's capacity shared out among brokers (``alloc.<deployment>``).
+ADMISSION_BUCKET = "llm_edge_admission"
 #: Batch input, output and error files.
 FILES_BUCKET = "llm_edge_files"
 #: Batch records (``batch.<id>``) and the set of active batches (``active.<id>``).
@@ -91,6 +96,15 @@ def events_subject(batch_id: str) -> str:
 def result_key(batch_id: str, custom_id: str) -> str:
     """The results-bucket key of one line: stable for a ``custom_id``, safe for any text."""
     return f"{batch_id}.{hashlib.sha256(custom_id.encode()).hexdigest()[:40]}"
+
+
+def admission_key(deployment: str) -> str:
+    """The :data:`ADMISSION_BUCKET` key of a deployment's shares: ``alloc.<name>.<digest>``,
+    its name with what a KV key may not hold replaced, and a digest of the whole name so two
+    names never share a key."""
+    safe = "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "_" for c in deployment)
+    digest = hashlib.blake2s(deployment.encode(), digest_size=4).hexdigest()
+    return f"alloc.{safe[:64]}.{digest}"
 
 
 def kv_key(key: str) -> str:

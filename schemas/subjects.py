@@ -12,6 +12,7 @@ __all__ = [
     "ADMIN_REQUESTS",
     "ADMIN_SPEND",
     "ADMIN_STATUS",
+    "ADMISSION_STATS",
     "BATCH_PREFIX",
     "BREAKER_ADMIN",
     "BROKER_PING",
@@ -82,6 +83,10 @@ ADMIN_SPEND = "llm.admin.spend"
 ADMIN_BATCH_CANCEL = "llm.admin.batch.cancel"
 #: The shared L2's entries and bytes, measured when asked (one broker: they share it).
 ADMIN_CACHE_SIZE = "llm.admin.cache.size"
+#: Every broker publishes its deployments' statistics here once a second and every broker
+#: listens (no queue group): latency, errors, load and learned rate limits, so routing and
+#: admission see the whole mesh's traffic, not one broker's.
+ADMISSION_STATS = "llm.admission.stats"
 #: Brokers forward cache misses to ``llm.provider.<provider>``.
 PROVIDER_PREFIX = "llm.provider"
 #: A worker running the first attempt of an idempotent stream takes joins of later attempts on

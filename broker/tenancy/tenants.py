@@ -53,10 +53,15 @@ class TenantConfig:
         pii_restore: with ``redact``, put the caller's values back into its reply.
         budget_usd: spend cap per ``budget_period`` (``day`` or ``month``), or none.
         admin: the tenant's keys also open the operator console.
-        weight: the tenant's share of batch line slots and, when a broker is saturated, of
-            its interactive ``max_in_flight``, relative to the other tenants with work.
-        max_priority: the highest ``Llm-Priority`` its batches may ask for (``high``,
-            ``normal``, ``low``); a higher one is lowered to it.
+        weight: the tenant's share, relative to the other tenants waiting in the same class,
+            of batch line slots and of capacity its requests wait for (a deployment's, a
+            broker's ``max_in_flight``).
+        max_priority: the highest ``Llm-Priority`` its requests and batches may ask for
+            (``high``, ``normal``, ``low``; for requests also ``interactive``, ``default``,
+            ``background``, the same ranks); a higher one is lowered to it. Kept in the batch
+            words.
+        default_priority: the class of its requests that name none (capped by
+            ``max_priority``).
     """
 
     name: str
@@ -70,6 +75,7 @@ class TenantConfig:
     admin: bool = False
     weight: float = 1.0
     max_priority: str = "normal"
+    default_priority: str = "normal"
 
     def priority(self, asked: str | None) -> str:
         """The priority a batch of this tenant runs at: ``asked``, capped by ``max_priority``.
@@ -108,7 +114,8 @@ class TenantConfig:
             budget_period=str(raw.get("budget_period", "month")),
             admin=raw.get("admin", False),
             weight=raw.get("weight", 1.0),
-            max_priority=str(raw.get("max_priority", "normal")),
+            max_priority=_priority_word(name, "max_priority", raw),
+            default_priority=_priority_word(name, "default_priority", raw),
         )
         for flag in ("pii_restore", "admin"):
             if not isinstance(getattr(tenant, flag), bool):
@@ -119,8 +126,6 @@ class TenantConfig:
             raise ValueError(f"tenants.{name}.weight must be a number")  # noqa: TRY004
         if not 0 < tenant.weight <= 1000:
             raise ValueError(f"tenants.{name}.weight must be > 0 and <= 1000")
-        if tenant.max_priority not in headers.PRIORITIES:
-            raise ValueError(f"tenants.{name}.max_priority must be high, normal or low")
         if tenant.budget_period not in {"day", "month"}:
             raise ValueError(f"tenants.{name}.budget_period must be day or month")
         if tenant.budget_usd is not None and tenant.budget_usd < 0:
@@ -130,6 +135,22 @@ class TenantConfig:
         ):
             raise ValueError(f"tenants.{name}: rpm and tpm must be positive integers")
         return tenant
+
+
+def _priority_word(tenant: str, key: str, raw: Mapping[str, Any]) -> str:
+    """The priority word of ``raw[key]`` in the batch words (``interactive`` is ``high`` ...).
+
+    Raises:
+        ValueError: it is not a priority word.
+    """
+    value = raw.get(key, "normal")
+    rank = headers.priority_rank(value) if isinstance(value, str) else None
+    if rank is None:
+        raise ValueError(
+            f"tenants.{tenant}.{key} must be high, normal or low (or interactive, default, "
+            "background)"
+        )
+    return headers.PRIORITIES[rank]
 
 
 #: Seconds a caller refused for unreadable keys waits (the keys are read again every 5 s).

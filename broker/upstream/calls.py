@@ -3,7 +3,8 @@
 The pipeline asks for a whole answer (always a :class:`~broker.request.Reply`, failures as
 error replies) or an opened stream (its first event has arrived, so failures before it were
 retried and failed over); the reply names who answered and how many attempts it took. An
-opened stream tells the deployment's breaker how it ended when it ends.
+opened stream tells the deployment's breaker how it ended when it ends, and gives its
+deployment's permit back then.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import contextlib
 from collections.abc import AsyncGenerator
 from typing import Protocol
 
+from broker.admission.gate import Permit
 from broker.errors import BrokerError
 from broker.request import Prepared, Reply, error_reply
+from broker.tenancy.budget import usage_of
 from broker.upstream.deployments import Deployment
 from broker.upstream.forward import StreamEvent
 from broker.upstream.resilience import Resilient, attempt_headers
@@ -66,6 +69,10 @@ class Upstream:
         reply = run.result
         reply.headers.update(attempt_headers(run.deployment, run.attempts))
         reply.upstream_s = run.upstream_s
+        if run.permit.counts_tokens:  # a token limit: count what the call really used
+            usage = usage_of(reply.body)
+            if usage is not None:
+                run.permit.settle_tokens(usage.total_tokens)
         return reply
 
     async def open_stream(self, prepared: Prepared) -> OpenedStream:
@@ -92,25 +99,36 @@ class Upstream:
         (first, events, first_s), deployment, attempts = run.result, run.deployment, run.attempts
         if isinstance(first, StreamEnd):  # nothing more to come: it ended well
             self.resilient.judge(deployment, None, first_s)
+            run.permit.release()
             rest = events
         else:
-            rest = self._judged(events, deployment, first_s)
+            rest = self._judged(events, deployment, first_s, run.permit)
         return first, rest, attempt_headers(deployment, attempts), deployment
 
     async def _judged(
-        self, events: AsyncGenerator[StreamEvent, None], deployment: Deployment, first_s: float
+        self,
+        events: AsyncGenerator[StreamEvent, None],
+        deployment: Deployment,
+        first_s: float,
+        permit: Permit,
     ) -> AsyncGenerator[StreamEvent, None]:
         """``events``, telling the deployment's breaker how the stream ended: its end record
-        is a success, an error after chunks a failure, a caller that left no verdict."""
+        is a success, an error after chunks a failure, a caller that left no verdict; its
+        permit goes back whichever way it ends."""
         judged = False
-        async with contextlib.aclosing(events):
-            try:
-                async for event in events:
-                    if isinstance(event, StreamEnd):
-                        judged = True
-                        self.resilient.judge(deployment, None, first_s)
-                    yield event
-            except BaseException as exc:
-                if not judged:
-                    self.resilient.judge(deployment, exc, first_s)
-                raise
+        try:
+            async with contextlib.aclosing(events):
+                try:
+                    async for event in events:
+                        if isinstance(event, StreamEnd):
+                            judged = True
+                            self.resilient.judge(deployment, None, first_s)
+                            if event.usage is not None:
+                                permit.settle_tokens(event.usage.total_tokens)
+                        yield event
+                except BaseException as exc:
+                    if not judged:
+                        self.resilient.judge(deployment, exc, first_s)
+                    raise
+        finally:
+            permit.release()

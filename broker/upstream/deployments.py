@@ -29,8 +29,12 @@ class Deployment:
 
     Attributes:
         input_price, output_price: USD per 1M prompt / completion tokens.
-        rpm, tpm: optional per-broker-process limits; a full deployment is skipped.
+        rpm, tpm, concurrency: the provider's limits (requests and tokens per minute, calls
+            in flight), held by the whole mesh of brokers together; a request waits for a
+            full deployment (:mod:`broker.admission`).
         timeout_s: per-attempt upstream budget (the request's deadline still bounds it).
+        probe_s: how often to probe the deployment while it is idle (``None``: the
+            ``[admission] probe_s`` of unpriced deployments; 0: never).
     """
 
     name: str
@@ -42,7 +46,9 @@ class Deployment:
     output_price: float = 0.0
     rpm: int | None = None
     tpm: int | None = None
+    concurrency: int | None = None
     timeout_s: float | None = None
+    probe_s: float | None = None
 
     @property
     def priced(self) -> bool:
@@ -79,7 +85,9 @@ _DEPLOYMENT_KEYS = {
     "output_price",
     "rpm",
     "tpm",
+    "concurrency",
     "timeout_s",
+    "probe_s",
 }
 _MODEL_KEYS = {"deployments", "aliases", "timeout_s", "strategy", "fallbacks"}
 
@@ -104,16 +112,19 @@ def _deployment(model: str, index: int, raw: Mapping[str, Any]) -> Deployment:
             output_price=float(raw.get("output_price", 0.0)),
             rpm=_optional(raw, "rpm", int),
             tpm=_optional(raw, "tpm", int),
+            concurrency=_optional(raw, "concurrency", int),
             timeout_s=_optional(raw, "timeout_s", float),
+            probe_s=_optional(raw, "probe_s", float),
         )
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{where}: {exc}") from None
     if deployment.weight <= 0 or min(deployment.input_price, deployment.output_price) < 0:
         raise ValueError(f"{where}: weight must be > 0 and prices >= 0")
-    if any(
-        v is not None and v <= 0 for v in (deployment.rpm, deployment.tpm, deployment.timeout_s)
-    ):
-        raise ValueError(f"{where}: rpm, tpm and timeout_s must be > 0")
+    limits = (deployment.rpm, deployment.tpm, deployment.concurrency, deployment.timeout_s)
+    if any(v is not None and v <= 0 for v in limits):
+        raise ValueError(f"{where}: rpm, tpm, concurrency and timeout_s must be > 0")
+    if deployment.probe_s is not None and deployment.probe_s < 0:
+        raise ValueError(f"{where}: probe_s must be >= 0")
     return deployment
 
 

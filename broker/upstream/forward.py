@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping
 
 import msgspec
 from nats.aio.client import Client
@@ -18,7 +18,7 @@ from edge_runtime.inbox import Inbox, Mailbox
 from edge_runtime.tracing import inject
 from schemas import ChatCompletionChunk, StreamEnd, error_body, headers, subjects
 
-__all__ = ["KEEPALIVE", "WORKER_IDLE_S", "Forwarder", "StreamEvent", "WorkerLost"]
+__all__ = ["KEEPALIVE", "WORKER_IDLE_S", "Forwarder", "ReplyHook", "StreamEvent", "WorkerLost"]
 
 #: A worker silent this long (no answer, no keepalive) is taken for dead: the call fails over.
 #: Workers are asked for a keepalive KEEPALIVES_PER_IDLE times as often, so a live but busy
@@ -35,6 +35,9 @@ class WorkerLost(NoProvider):
 
 
 StreamEvent = ChatCompletionChunk | StreamEnd
+#: Hears every final reply header set from a worker (the provider's rate-limit headers):
+#: ``(deployment, headers, status)``.
+ReplyHook = Callable[[Deployment, Mapping[str, str], int], None]
 
 _chunk_decoder = msgspec.json.Decoder(ChatCompletionChunk)
 _end_decoder = msgspec.json.Decoder(StreamEnd)
@@ -50,11 +53,19 @@ class Forwarder:
         clock: the clock ``Prepared.deadline`` is measured on.
         idle_s: how long a worker may stay silent (no answer, no keepalive) before the call
             counts as lost and is retried elsewhere.
+        on_reply: hears the headers of each call's last message (what the provider said of
+            its limits).
     """
 
     def __init__(
-        self, nc: Client, clock: Callable[[], float], *, idle_s: float = WORKER_IDLE_S
+        self,
+        nc: Client,
+        clock: Callable[[], float],
+        *,
+        idle_s: float = WORKER_IDLE_S,
+        on_reply: ReplyHook | None = None,
     ) -> None:
+        self.on_reply = on_reply
         self._nc = nc
         self._clock = clock
         self._idle_s = idle_s
@@ -102,6 +113,8 @@ class Forwarder:
             self._inbox.close(reply_to)
         answer_headers = msg.headers or {}
         status = int(answer_headers.get(headers.STATUS, "200"))
+        if self.on_reply is not None:
+            self.on_reply(deployment, answer_headers, status)
         if status != 200:
             extra = {n: answer_headers[n] for n in _PASSED_ON if n in answer_headers}
             raise UpstreamFailed(status, msg.data, extra)
@@ -136,11 +149,14 @@ class Forwarder:
                     yield _chunk_decoder.decode(msg.data)
                     continue
                 ended = True
+                status = int(hdrs.get(headers.STATUS, "200" if kind == "end" else "502"))
+                if self.on_reply is not None:
+                    self.on_reply(deployment, hdrs, status)
                 if kind == "end":
                     yield _end_decoder.decode(msg.data)  # (the caller may close us right here)
                     return
                 extra = {n: hdrs[n] for n in _PASSED_ON if n in hdrs}
-                raise UpstreamFailed(int(hdrs.get(headers.STATUS, "502")), msg.data, extra)
+                raise UpstreamFailed(status, msg.data, extra)
         except (asyncio.CancelledError, GeneratorExit, WorkerLost):  # caller left, or worker silent
             if not ended:
                 await self._cancel(prepared, reply_to)

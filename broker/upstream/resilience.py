@@ -10,6 +10,11 @@ no candidate is available at all the answer is an immediate 503 with ``Retry-Aft
 A stream's attempt succeeds when its first event arrives, but the deployment's breaker hears
 the verdict only when the stream ends (:meth:`Resilient.judge`): a stream that starts and then
 breaks is a failure, and a half-open probe must not close the breaker on its first chunk.
+
+Each attempt holds a permit of its deployment's limits (:mod:`broker.admission`): the walk
+takes the first candidate with capacity free; when every available candidate is full, the
+request waits for the first of them to free, up to its wait bound, and is refused with
+``Retry-After`` when none frees in time. A stream's permit is held until the stream ends.
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ from typing import Generic, TypeVar
 from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt
 
 from broker import metrics
+from broker.admission.admit import NO_LIMIT, Admission
+from broker.admission.gate import Permit
+from broker.admission.queue import Ticket
 from broker.config import Config
 from broker.errors import (
     AllDeploymentsOpen,
@@ -32,11 +40,10 @@ from broker.errors import (
     UpstreamFailed,
 )
 from broker.request import Prepared
-from broker.upstream.breaker import CircuitBreaker
 from broker.upstream.deployments import Deployment, ModelConfig
 from broker.upstream.forward import WorkerLost
 from broker.upstream.retry import RetryBudget
-from broker.upstream.router import Router
+from broker.upstream.router import DeploymentStats, Router
 from schemas import headers
 
 __all__ = ["AllDeploymentsOpen", "Resilient", "Run", "attempt_headers"]
@@ -64,12 +71,14 @@ class _Walk:
 @dataclass(frozen=True, slots=True)
 class Run(Generic[T]):
     """A call that succeeded: its result, the deployment that gave it, how many attempts it
-    took and how long they spent with provider workers (backoffs not counted)."""
+    took and how long they spent with provider workers (backoffs not counted), and the
+    deployment's permit (released already, unless the caller judges the call later)."""
 
     result: T
     deployment: Deployment
     attempts: int
     upstream_s: float
+    permit: Permit = NO_LIMIT
 
 
 def _failed(exc: BaseException) -> tuple[bool, bool, float | None]:
@@ -97,6 +106,7 @@ class Resilient:
         clock: the clock of ``Prepared.deadline``.
         sleep: how to wait between attempts (tests pass a no-op).
         rng: backoff jitter.
+        admission: the deployments' capacity (``None``: unlimited).
     """
 
     def __init__(
@@ -107,7 +117,9 @@ class Resilient:
         *,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
+        admission: Admission | None = None,
     ) -> None:
+        self._admission = admission
         self._config = config
         self._settings = config.resilience
         self.router = router
@@ -170,10 +182,12 @@ class Resilient:
         self._budget.request()
         # The first attempt runs without tenacity: most requests need no retry, and the
         # retry machinery costs more than the rest of the miss path (measured: 22 -> 6 us).
-        deployment = self._next_allowed(walk, prepared)
+        deployment, permit = await self._next_allowed(walk, prepared)
         try:
-            result = await self._attempt(attempt, deployment, prepared, walk, judge_later)
-            return Run(result, deployment, 1, walk.upstream_s)
+            result = await self._attempt(
+                attempt, deployment, prepared, walk, judge_later=judge_later, permit=permit
+            )
+            return Run(result, deployment, 1, walk.upstream_s, permit)
         except BrokerError as exc:
             first_failure = exc
         retrying = AsyncRetrying(
@@ -189,9 +203,12 @@ class Resilient:
                 if first:  # replay the first failure so tenacity decides on it
                     first = False
                     raise first_failure
-                deployment = self._next_allowed(walk, prepared)
-                result = await self._attempt(attempt, deployment, prepared, walk, judge_later)
-                return Run(result, deployment, try_.retry_state.attempt_number, walk.upstream_s)
+                deployment, permit = await self._next_allowed(walk, prepared)
+                result = await self._attempt(
+                    attempt, deployment, prepared, walk, judge_later=judge_later, permit=permit
+                )
+                attempts = try_.retry_state.attempt_number
+                return Run(result, deployment, attempts, walk.upstream_s, permit)
         raise AssertionError("unreachable: tenacity re-raises the last failure")
 
     def now(self) -> float:
@@ -208,18 +225,70 @@ class Resilient:
             failure: why it ended early (``None``: it ended well).
             first_event_s: how long its first event took (what makes a stream slow).
         """
-        _judge(self.router.stats(deployment).breaker, failure, first_event_s)
+        _judge(self.router.stats(deployment), failure, first_event_s)
 
-    def _next_allowed(self, walk: _Walk, prepared: Prepared) -> Deployment:
+    async def _next_allowed(self, walk: _Walk, prepared: Prepared) -> tuple[Deployment, Permit]:
+        """The next candidate whose breaker lets a call through and that has capacity, with
+        its permit; when every such candidate is full, the first to free (waiting for it).
+
+        Raises:
+            AllDeploymentsOpen: no candidate's breaker lets a call through.
+            AtCapacity, Overloaded: the candidates stay full past the request's wait bound.
+        """
+        admission = self._admission
+        ticket: Ticket | None = None
+        full: list[Deployment] = []
         for _ in range(len(walk.candidates)):
             deployment = walk.peek()
             walk.position += 1
-            if self.router.stats(deployment).breaker.allow():
-                if walk.last is not None and deployment.name != walk.last.name:
-                    metrics.FAILOVERS.inc()
-                walk.last = deployment
-                return deployment
+            breaker = self.router.stats(deployment).breaker
+            if not breaker.available():
+                continue
+            permit = NO_LIMIT
+            if admission is not None and admission.gate(deployment) is not None:
+                ticket = ticket or admission.ticket(prepared)
+                taken = admission.deployment(deployment, ticket)
+                if taken is None:
+                    full.append(deployment)
+                    continue
+                permit = taken
+            if breaker.allow():
+                return self._moved(walk, deployment), permit
+            permit.release()
+        if full and admission is not None and ticket is not None:
+            return await self._wait_for(admission, full, ticket, prepared, walk)
         raise self._all_open(prepared)
+
+    async def _wait_for(
+        self,
+        admission: Admission,
+        full: list[Deployment],
+        ticket: Ticket,
+        prepared: Prepared,
+        walk: _Walk,
+    ) -> tuple[Deployment, Permit]:
+        """Wait for the first of the ``full`` deployments to grant ``ticket``."""
+        gates = {}
+        for deployment in full:
+            gate = admission.gate(deployment)
+            if gate is not None:
+                gates[gate] = deployment
+        latencies = [self.router.stats(d).ewma_s or 0.0 for d in full]
+        grant = await admission.wait_any(
+            list(gates), ticket, prepared, "deployment", min(latencies, default=0.0)
+        )
+        deployment = gates[grant.gate]
+        if not self.router.stats(deployment).breaker.allow():  # it opened meanwhile
+            grant.permit.release()
+            raise self._all_open(prepared)
+        return self._moved(walk, deployment), grant.permit
+
+    @staticmethod
+    def _moved(walk: _Walk, deployment: Deployment) -> Deployment:
+        if walk.last is not None and deployment.name != walk.last.name:
+            metrics.FAILOVERS.inc()
+        walk.last = deployment
+        return deployment
 
     async def _attempt(
         self,
@@ -227,7 +296,9 @@ class Resilient:
         deployment: Deployment,
         prepared: Prepared,
         walk: _Walk,
+        *,
         judge_later: bool,
+        permit: Permit,
     ) -> T:
         stats = self.router.stats(deployment)
         deadline = prepared.deadline
@@ -235,20 +306,22 @@ class Resilient:
             deadline = min(deadline, self._clock() + deployment.timeout_s)
         stats.in_flight += 1
         started = self._clock()
-        if deployment.rpm is not None or deployment.tpm is not None:
-            stats.count(started, prepared.estimate()[0])
         try:
             result = await attempt(deployment, deadline)
         except BaseException as exc:
-            _judge(stats.breaker, exc, self._clock() - started)
+            permit.release()
+            _judge(stats, exc, self._clock() - started)
             raise
         finally:
             stats.in_flight -= 1
             walk.upstream_s += self._clock() - started
+            stats.last_call = self._clock()
         elapsed = self._clock() - started
         if not judge_later:
+            permit.release()
             stats.breaker.record(True, elapsed)
-        stats.observe_latency(elapsed)
+            stats.answered += 1
+        stats.observe_latency(elapsed, self._clock())
         return result
 
     def _should_retry(self, state: RetryCallState, walk: _Walk, prepared: Prepared) -> bool:
@@ -286,16 +359,20 @@ class Resilient:
         return allowed
 
 
-def _judge(breaker: CircuitBreaker, failure: BaseException | None, elapsed: float) -> None:
-    """Tell a breaker how a call ended."""
+def _judge(stats: DeploymentStats, failure: BaseException | None, elapsed: float) -> None:
+    """Tell a deployment's breaker (and its counts) how a call ended."""
+    breaker = stats.breaker
     if failure is None:
         breaker.record(True, elapsed)
     elif not isinstance(failure, BrokerError) or isinstance(failure, WorkerLost):
         breaker.abandon()  # cancelled by the caller, or the worker died: no word on the upstream
+        return
     elif _failed(failure)[1]:
         breaker.record(False)
+        stats.errors += 1
     else:
         breaker.record(True, elapsed)  # the request's own fault (a 4xx)
+    stats.answered += 1
 
 
 def attempt_headers(deployment: Deployment, attempts: int) -> dict[str, str]:

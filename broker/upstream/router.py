@@ -1,8 +1,9 @@
 """Routing: which deployment of a model to try first, and in what order to fail over.
 
 Every strategy returns an ordering of the model's deployments; deployments whose breaker is
-open (or whose per-process rpm/tpm limit is reached) are left out. The caller walks the
-ordering, then the fallback models' orderings.
+open are left out, and those whose breaker is open on another broker of the mesh go last. The
+caller walks the ordering (taking the first with capacity: :mod:`broker.admission`), then the
+fallback models' orderings.
 
 | strategy        | first choice                                                        |
 |-----------------|---------------------------------------------------------------------|
@@ -12,7 +13,11 @@ ordering, then the fallback models' orderings.
 | least_latency   | the lowest EWMA latency; with probability ``explore`` a random one,  |
 |                 | so a deployment that recovered is noticed                            |
 | cost            | the cheapest for the request's estimated tokens                      |
-| least_busy      | the fewest requests in flight (from this broker)                     |
+| least_busy      | the fewest requests in flight                                        |
+
+Latency and load are the mesh's when the brokers share statistics
+(:mod:`broker.admission.stats`): each broker's moving average weighs by the calls it ended
+lately, so a deployment that became slow under another broker's traffic is avoided here too.
 """
 
 from __future__ import annotations
@@ -20,51 +25,65 @@ from __future__ import annotations
 import itertools
 import random
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Protocol
 
 from broker import metrics
 from broker.upstream.breaker import BreakerConfig, CircuitBreaker
 from broker.upstream.deployments import Deployment, ModelConfig, Strategy
 
-__all__ = ["DeploymentStats", "Router", "Strategy"]
+__all__ = ["DeploymentStats", "PeerView", "Router", "Strategy"]
 
 DEFAULT_EXPLORE = 0.05
 EWMA_ALPHA = 0.2
 
 
+class PeerView(Protocol):
+    """What the other brokers of the mesh report of a deployment."""
+
+    def latencies(self, deployment: str) -> list[tuple[float, int, float]]:
+        """``(moving average, calls ended lately, seconds since it last moved)`` per peer
+        that measured it."""
+        ...
+
+    def in_flight(self, deployment: str) -> int:
+        """Calls in flight on the peers."""
+        ...
+
+    def failing(self, deployment: str) -> bool:
+        """Whether some peer's breaker is open for it."""
+        ...
+
+
 @dataclass(slots=True)
 class DeploymentStats:
-    """What this broker has seen of one deployment."""
+    """What this broker has seen of one deployment.
+
+    Attributes:
+        answered, errors: calls ended, and those that failed by the deployment's fault.
+        recent: calls ended in the last statistics interval (what the EWMA weighs).
+        last_call: when a call last ended (monotonic; ``-inf``: never).
+        measured_at: when the moving average last moved (monotonic).
+    """
 
     breaker: CircuitBreaker
     ewma_s: float | None = None
     in_flight: int = 0
-    _minute: deque[tuple[float, int]] = field(default_factory=deque)
+    answered: int = 0
+    errors: int = 0
+    recent: int = 0
+    last_call: float = float("-inf")
+    measured_at: float = float("-inf")
 
-    def observe_latency(self, seconds: float) -> None:
-        """Fold a successful call's latency into the EWMA."""
+    def observe_latency(self, seconds: float, now: float = float("-inf")) -> None:
+        """Fold a successful call's latency (ended at ``now``) into the EWMA."""
+        self.measured_at = now
         self.ewma_s = (
             seconds
             if self.ewma_s is None
             else (EWMA_ALPHA * seconds + (1 - EWMA_ALPHA) * self.ewma_s)
         )
-
-    def count(self, now: float, tokens: int) -> None:
-        """Remember a request (and its estimated tokens) for rpm/tpm limits."""
-        self._minute.append((now, tokens))
-
-    def under_limits(self, deployment: Deployment, now: float, tokens: int) -> bool:
-        """Whether one more request fits the deployment's rpm and tpm over the last minute."""
-        while self._minute and self._minute[0][0] <= now - 60:
-            self._minute.popleft()
-        if deployment.rpm is not None and len(self._minute) >= deployment.rpm:
-            return False
-        if deployment.tpm is not None:
-            used = sum(t for _, t in self._minute)
-            return used + tokens <= deployment.tpm
-        return True
 
 
 class Router:
@@ -92,6 +111,8 @@ class Router:
         self._stats: dict[str, DeploymentStats] = {}
         self._providers: dict[str, str] = {}
         self._turns: dict[str, itertools.count[int]] = {}
+        #: the mesh's view (set when brokers share statistics)
+        self.peers: PeerView | None = None
         metrics.BREAKER_STATE.sources.add(self)
 
     def stats(self, deployment: Deployment) -> DeploymentStats:
@@ -121,15 +142,21 @@ class Router:
             model: the model.
             tokens: estimated (prompt, completion) tokens, for cost and tpm.
         """
-        now = self._clock()
-        usable = [
-            d
-            for d in model.deployments
-            if self.stats(d).breaker.available() and self.stats(d).under_limits(d, now, sum(tokens))
-        ]
+        usable = [d for d in model.deployments if self.stats(d).breaker.available()]
         if len(usable) <= 1:
             return usable
+        peers = self.peers
+        if peers is not None:  # open on another broker: tried last (its breaker is its own)
+            failing = [d for d in usable if peers.failing(d.name)]
+            if failing and len(failing) < len(usable):
+                healthy = [d for d in usable if d not in failing]
+                return self._ranked(model, healthy, tokens) + self._ranked(model, failing, tokens)
         return self._rank(model, usable, tokens)
+
+    def _ranked(
+        self, model: ModelConfig, usable: list[Deployment], tokens: tuple[int, int]
+    ) -> list[Deployment]:
+        return usable if len(usable) <= 1 else self._rank(model, usable, tokens)
 
     def _rank(
         self, model: ModelConfig, usable: list[Deployment], tokens: tuple[int, int]
@@ -148,14 +175,36 @@ class Router:
             case Strategy.COST:
                 return sorted(usable, key=lambda d: d.cost(*tokens))
             case _:
-                return sorted(usable, key=lambda d: self.stats(d).in_flight)
+                return sorted(usable, key=self.load)
 
     def _fastest(self, usable: list[Deployment]) -> list[Deployment]:
         """By EWMA latency; sometimes a random order, so a recovered deployment is noticed."""
         if self._rng.random() < self._explore:
             return self._rng.sample(usable, len(usable))
         # never measured sorts first: trying it is how it gets measured
-        return sorted(usable, key=lambda d: self.stats(d).ewma_s or 0.0)
+        return sorted(usable, key=self.latency)
+
+    def latency(self, deployment: Deployment) -> float:
+        """The deployment's latency as the mesh sees it: the brokers' moving averages
+        weighed by the calls each ended lately; without recent calls, the average that moved
+        last (a peer's, when this broker's own is older); 0 when nobody measured it."""
+        own = self.stats(deployment)
+        samples = []
+        if own.ewma_s is not None:
+            samples.append((own.ewma_s, own.recent, self._clock() - own.measured_at))
+        if self.peers is not None:
+            samples += self.peers.latencies(deployment.name)
+        if not samples:
+            return 0.0
+        weight = sum(n for _, n, _ in samples)
+        if weight:
+            return sum(latency * n for latency, n, _ in samples) / weight
+        return min(samples, key=lambda sample: sample[2])[0]
+
+    def load(self, deployment: Deployment) -> int:
+        """Calls in flight to the deployment, from every broker."""
+        own = self.stats(deployment).in_flight
+        return own + (self.peers.in_flight(deployment.name) if self.peers is not None else 0)
 
     def _weighted(self, usable: list[Deployment]) -> list[Deployment]:
         """Weighted random order without replacement (Efraimidis-Spirakis keys)."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import msgspec
 import pytest
 
+from broker.admission.admit import Admission
 from broker.cache.front import ReadThrough
 from broker.cache.response import ResponseCache
 from broker.config import Config
@@ -122,14 +123,18 @@ def memory_pipeline(
     async def no_wait(_: float) -> None:
         return None
 
-    resilient = Resilient(config, Router(config.breaker, clock=clock), clock, sleep=no_wait)
+    admission = Admission(
+        config.admission, deployments.values(), max_in_flight=max_in_flight, clock=clock
+    )
+    router = Router(config.breaker, clock=clock)
+    resilient = Resilient(config, router, clock, sleep=no_wait, admission=admission)
     return ChatPipeline(
         preparer=preparer,
         front=ReadThrough(cache, clock),
         upstream=Upstream(resilient, forward),
         meter=Meter(deployments, RateLimiter(None), SpendLedger(None)),
         record=RequestRecord(config.broker),
-        max_in_flight=max_in_flight,
+        admission=admission,
         clock=clock,
     )
 
@@ -271,10 +276,10 @@ class HeldForward(MemoryForward):
         return await super().whole(prepared, deployment, deadline)
 
 
-async def test_a_request_cancelled_while_it_waits_for_a_slot_gives_its_share_back() -> None:
-    """With every slot taken by tenant a, a request of tenant b waits for one; cancelled there
-    (its callback stopped), b's share of the in-flight slots is given back, and once a's
-    request ends nobody holds any."""
+async def test_a_request_cancelled_while_it_waits_for_a_slot_gives_its_place_back() -> None:
+    """With the broker's one slot taken by tenant a, a request of tenant b waits in the
+    broker's queue; its caller's cancel ends the wait (nobody is answered, nothing is left
+    queued), and once a's request ends the slot is free."""
     forward = HeldForward()
     config = config_from(
         CONFIG
@@ -286,25 +291,34 @@ async def test_a_request_cancelled_while_it_waits_for_a_slot_gives_its_share_bac
         """
     )
     pipeline = memory_pipeline(config, forward, max_in_flight=1)
+    admission = pipeline._admission
     body = json.dumps({"model": "mock", "messages": [{"role": "user", "content": "x"}]}).encode()
-    first = RecordingSink()
+    first, second = RecordingSink(), RecordingSink()
     as_a = {headers.AUTHORIZATION: "Bearer sk-le-tenant-a-0000000000000000000000"}
-    as_b = {headers.AUTHORIZATION: "Bearer sk-le-tenant-b-0000000000000000000000"}
+    as_b = {
+        headers.AUTHORIZATION: "Bearer sk-le-tenant-b-0000000000000000000000",
+        headers.REQUEST_ID: "waiting-b",
+    }
     await pipeline.handle(body, as_a, first, reply_to="first")
     async with asyncio.timeout(5):
         await forward.entered.wait()
-    # tenant b is within its share (half the slots): it waits for the one slot
-    waiting = asyncio.ensure_future(pipeline.handle(body, as_b, RecordingSink(), reply_to="second"))
+    await pipeline.handle(body, as_b, second, reply_to="second")
     async with asyncio.timeout(5):
-        while sum(pipeline._shares.running.values()) < 2:  # noqa: ASYNC110
+        while admission.waiting < 1:  # noqa: ASYNC110
             await asyncio.sleep(0)
-    waiting.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await waiting
-    assert sum(pipeline._shares.running.values()) == 1  # the running request's alone
+    assert admission.queue_depths() == [("broker", "b", "default", 1)]
+    pipeline.cancel("waiting-b", "second")
+    async with asyncio.timeout(5):
+        while admission.waiting:  # noqa: ASYNC110
+            await asyncio.sleep(0)
+    assert admission.queue_depths() == []
     forward.release.set()
     async with asyncio.timeout(5):
         await first.done.wait()
-        while sum(pipeline._shares.running.values()):  # noqa: ASYNC110
+        while pipeline.in_flight:  # noqa: ASYNC110
             await asyncio.sleep(0)
     assert first.status == 200
+    assert not second.done.is_set()  # the cancelled request is never answered
+    slots = admission.broker.pools[0]
+    assert slots is not None
+    assert slots.in_use == 0

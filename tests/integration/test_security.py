@@ -54,6 +54,9 @@ async def stack(nats_url: str, redis_server: RedisServer, make_stack: StackFacto
         keys = ["{hash_key(KEY_D)}"]
         rpm = 3
 
+        [admission]
+        max_wait_s = 0  # over its rpm, a request is refused at once instead of waiting
+
         [tenants.spender{limited[7:]}]
         keys = ["{hash_key(KEY_E)}"]
         budget_usd = 0.001

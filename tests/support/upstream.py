@@ -1,6 +1,9 @@
 """A fake OpenAI upstream: a real HTTP server on loopback speaking OpenAI's documented shapes.
 
-Tests script its answers (status, body, headers, delay) and read what it received.
+Tests script its answers (status, body, headers, delay) and read what it received. With
+:class:`ProviderLimits` it enforces a provider's own limits (calls in flight, requests per
+minute) as OpenAI does: a request over them is answered 429 with ``retry-after`` and the
+``x-ratelimit-*`` headers, and counted in ``too_many``.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -16,7 +20,7 @@ from typing import Any
 
 import uvicorn
 
-__all__ = ["FakeOpenAI", "Scripted", "openai_completion", "running_fake"]
+__all__ = ["FakeOpenAI", "ProviderLimits", "Scripted", "openai_completion", "running_fake"]
 
 
 def openai_completion(model: str, content: str) -> dict[str, Any]:
@@ -77,6 +81,22 @@ class Scripted:
     release: asyncio.Event | None = None
 
 
+@dataclass(frozen=True)
+class ProviderLimits:
+    """Limits the fake enforces (``None``: none).
+
+    Attributes:
+        concurrency: calls in flight at once.
+        rpm: requests in any 60 seconds (a sliding window).
+        advertise: send ``x-ratelimit-limit-requests`` / ``-remaining-requests`` /
+            ``-reset-requests`` on every answer, as OpenAI does.
+    """
+
+    concurrency: int | None = None
+    rpm: int | None = None
+    advertise: bool = False
+
+
 @dataclass
 class Received:
     """A request the fake received."""
@@ -89,12 +109,22 @@ class Received:
 class FakeOpenAI:
     """The server. ``await start()``; base URL in :attr:`base_url`."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, limits: ProviderLimits | None = None) -> None:
+        self.limits = limits or ProviderLimits()
+        #: calls in flight now and at most; requests answered 429 for being over a limit
+        self.active = 0
+        self.peak = 0
+        self.too_many = 0
+        self._window: deque[float] = deque()
         self.script: deque[Scripted] = deque()
         self.default = Scripted()
         self.received: list[Received] = []
         self.disconnected = asyncio.Event()
-        self._sock = socket.socket()
+        # IPPROTO_TCP named, so asyncio sets TCP_NODELAY on the accepted sockets as it does
+        # for its own: without it, an answer's head and body (two writes) wait for a delayed
+        # ACK now and then, 40 ms added to a call at random
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock.bind(("127.0.0.1", port))
         self.base_url = f"http://127.0.0.1:{self._sock.getsockname()[1]}/v1"
         self._server = uvicorn.Server(
@@ -127,7 +157,52 @@ class FakeOpenAI:
                 break
         body = json.loads(b"".join(chunks) or b"{}")
         hdrs = {k.decode(): v.decode() for k, v in scope["headers"]}
+        over = self._over_limits()
+        if over is not None:
+            self.too_many += 1
+            await _answer(
+                send,
+                429,
+                {"error": {"message": over, "type": "requests"}},
+                {
+                    "retry-after": "1",
+                    **self._advertised(),
+                },
+            )
+            return
         self.received.append(Received(scope["path"], hdrs, body))
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        try:
+            await self._answer(body, receive, send)
+        finally:
+            self.active -= 1
+
+    def _over_limits(self) -> str | None:
+        """Why a request arriving now is over the limits (``None``: it is not); a request
+        within them is counted."""
+        limits, now = self.limits, time.monotonic()
+        while self._window and self._window[0] <= now - 60:
+            self._window.popleft()
+        if limits.concurrency is not None and self.active >= limits.concurrency:
+            return f"too many requests in flight (limit {limits.concurrency})"
+        if limits.rpm is not None and len(self._window) >= limits.rpm:
+            return f"rate limit reached for requests (limit {limits.rpm} per min)"
+        self._window.append(now)
+        return None
+
+    def _advertised(self) -> dict[str, str]:
+        limits = self.limits
+        if not limits.advertise or limits.rpm is None:
+            return {}
+        reset = 60 - (time.monotonic() - self._window[0]) if self._window else 0.0
+        return {
+            "x-ratelimit-limit-requests": str(limits.rpm),
+            "x-ratelimit-remaining-requests": str(max(0, limits.rpm - len(self._window))),
+            "x-ratelimit-reset-requests": f"{max(0.0, reset):.3f}s",
+        }
+
+    async def _answer(self, body: dict[str, Any], receive: Any, send: Any) -> None:
         answer = self.script.popleft() if self.script else self.default
         if answer.delay_s:  # a slow upstream that notices when the caller hangs up
             watcher = asyncio.ensure_future(self._watch(receive))
@@ -149,11 +224,7 @@ class FakeOpenAI:
                 body.get("model", "?"), f"upstream says hi to {body.get('model')}"
             )
         )
-        data = json.dumps(payload).encode()
-        out = [(b"content-type", b"application/json")]
-        out += [(k.encode(), v.encode()) for k, v in answer.headers.items()]
-        await send({"type": "http.response.start", "status": answer.status, "headers": out})
-        await send({"type": "http.response.body", "body": data})
+        await _answer(send, answer.status, payload, {**self._advertised(), **answer.headers})
 
     async def _stream(
         self, body: dict[str, Any], answer: Scripted, receive: Any, send: Any
@@ -228,10 +299,18 @@ class FakeOpenAI:
         return pieces
 
 
+async def _answer(send: Any, status: int, payload: dict[str, Any], hdrs: dict[str, str]) -> None:
+    """A whole JSON answer."""
+    out = [(b"content-type", b"application/json")]
+    out += [(k.encode(), v.encode()) for k, v in hdrs.items()]
+    await send({"type": "http.response.start", "status": status, "headers": out})
+    await send({"type": "http.response.body", "body": json.dumps(payload).encode()})
+
+
 @contextlib.asynccontextmanager
-async def running_fake() -> AsyncIterator[FakeOpenAI]:
+async def running_fake(limits: ProviderLimits | None = None) -> AsyncIterator[FakeOpenAI]:
     """A fake upstream, started and always stopped."""
-    server = FakeOpenAI()
+    server = FakeOpenAI(limits=limits)
     await server.start()
     try:
         yield server

@@ -52,7 +52,7 @@ def test_default_config_loads_and_documents_mock() -> None:
         (
             "[providers.p]\nkind = 'mock'\n[models.a]\n"
             "deployments = [{ provider = 'p', rpm = -5 }]",
-            "rpm, tpm and timeout_s must be > 0",
+            "rpm, tpm, concurrency and timeout_s must be > 0",
         ),
         (
             "[providers.p]\nkind = 'mock'\n[models.a]\n"

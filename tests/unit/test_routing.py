@@ -88,16 +88,3 @@ def test_every_strategy_skips_open_deployments() -> None:
         r.stats(B).breaker.force(BreakerState.OPEN)
         names = {d.name for _ in range(50) for d in r.order(model(strategy, A, B, C))}
         assert names == {"a", "c"}, strategy
-
-
-def test_rpm_limit_skips_a_full_deployment() -> None:
-    """A deployment at its per-process rpm is skipped until the minute moves on."""
-    now = [0.0]
-    limited = Deployment(name="l", provider="p", model="x", rpm=2)
-    r = Router(BreakerConfig(), clock=lambda: now[0])
-    m = model(Strategy.FAILOVER, limited, A)
-    for _ in range(2):
-        r.stats(limited).count(now[0], 10)
-    assert [d.name for d in r.order(m)] == ["a"]
-    now[0] = 61
-    assert r.order(m)[0].name == "l"

@@ -33,10 +33,12 @@ export interface PayloadSchemas {
   ChunkChoice: ChunkChoice;
   ContentBlock: ContentBlock;
   Delta: Delta;
+  DeploymentReport: DeploymentReport;
   ErrorDetail: ErrorDetail;
   ErrorEnvelope: ErrorEnvelope;
   FunctionCall: FunctionCall;
   InputLine: InputLine;
+  MeshReport: MeshReport;
   Message: Message;
   MessageParam: MessageParam;
   Metadata: Metadata;
@@ -445,6 +447,36 @@ export interface ToolFunction {
   strict?: boolean | null;
 }
 /**
+ * One broker's view of one deployment.
+ *
+ * Attributes:
+ *     name: the deployment.
+ *     latency_s: the broker's moving average of its successful calls' latency.
+ *     age_s: seconds since that average last moved.
+ *     answered: calls it ended since its last report (how much its average weighs).
+ *     errors: of those, failures that were the deployment's fault.
+ *     in_flight: its calls in flight now.
+ *     open: its breaker is open.
+ *     paused_s: the provider asked for nothing more for this long from now (a 429, or no
+ *         requests or tokens left until a reset).
+ *     rpm, tpm: limits the provider named in its headers.
+ *
+ * This interface was referenced by `PayloadSchemas`'s JSON-Schema
+ * via the `definition` "DeploymentReport".
+ */
+export interface DeploymentReport {
+  age_s?: number;
+  answered?: number;
+  errors?: number;
+  in_flight?: number;
+  latency_s?: number | null;
+  name: string;
+  open?: boolean;
+  paused_s?: number;
+  rpm?: number | null;
+  tpm?: number | null;
+}
+/**
  * OpenAI's error object.
  *
  * This interface was referenced by `PayloadSchemas`'s JSON-Schema
@@ -464,6 +496,16 @@ export interface ErrorDetail {
  */
 export interface ErrorEnvelope {
   error: ErrorDetail;
+}
+/**
+ * One broker's report: who sends it, and its deployments.
+ *
+ * This interface was referenced by `PayloadSchemas`'s JSON-Schema
+ * via the `definition` "MeshReport".
+ */
+export interface MeshReport {
+  broker: string;
+  deployments?: DeploymentReport[];
 }
 /**
  * One entry of the model list (``llm.models``), as OpenAI's ``GET /v1/models``.

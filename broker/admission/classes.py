@@ -1,0 +1,51 @@
+"""Priority classes: which requests go first when capacity is short.
+
+``Llm-Priority: interactive | default | background`` on a request (or ``high | normal |
+low``, the batch words of the same ranks) picks its class; without it, its tenant's
+``priority``. Either is capped by the tenant's ``max_priority``: a tenant cannot ask past
+what the operator gave it. Batch lines wait in a class of their own, below background: they
+take the capacity interactive traffic leaves.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from broker.errors import InvalidRequest
+from broker.tenancy.tenants import TenantConfig
+from schemas import headers
+
+__all__ = ["Priority", "request_priority"]
+
+
+class Priority(enum.IntEnum):
+    """Classes in the order they are served (aging aside)."""
+
+    INTERACTIVE = 0
+    DEFAULT = 1
+    BACKGROUND = 2
+    BATCH = 3
+
+    @property
+    def label(self) -> str:
+        """The metric label and header word."""
+        return self.name.lower()
+
+
+def request_priority(asked: str | None, tenant: TenantConfig) -> Priority:
+    """The class of a request of ``tenant`` that sent ``Llm-Priority: asked``.
+
+    Raises:
+        InvalidRequest: ``asked`` is not a priority word.
+    """
+    if asked is None:
+        rank = headers.priority_rank(tenant.default_priority)
+    else:
+        rank = headers.priority_rank(asked)
+        if rank is None:
+            raise InvalidRequest(
+                f"{headers.PRIORITY} must be one of {', '.join(headers.PRIORITY_CLASSES)}",
+                param=headers.PRIORITY,
+            )
+    cap = headers.priority_rank(tenant.max_priority)
+    return Priority(max(rank or 0, cap or 0))

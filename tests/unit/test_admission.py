@@ -1,0 +1,267 @@
+"""Admission's parts on a hand-moved clock: pools, the fair queue, gates, the mesh's split,
+what providers' headers say, and the class a request waits in."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from broker.admission.admit import Admission
+from broker.admission.allocator import water_fill
+from broker.admission.classes import Priority, request_priority
+from broker.admission.gate import Gate, Grant
+from broker.admission.learn import Learned, parse_reset, read_limits
+from broker.admission.limits import Limits, request_window
+from broker.admission.pool import Pool
+from broker.admission.queue import FairQueue, Ticket
+from broker.admission.settings import AdmissionSettings
+from broker.cache.directives import CacheDirectives
+from broker.errors import InvalidRequest, RateLimited
+from broker.request import Prepared
+from broker.tenancy.tenants import TenantConfig
+from broker.upstream.deployments import Deployment, ModelConfig
+from schemas import decode_chat_request
+
+
+class Clock:
+    """Seconds that move only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def ticket(tenant: str, klass: int = 1, weight: float = 1.0, since: float = 0.0) -> Ticket:
+    made = Ticket(tenant, weight, klass, (1, 1, 10), since=since, label=tenant)
+    made.future = asyncio.get_running_loop().create_future()
+    return made
+
+
+def drain(queue: FairQueue, now: float, count: int) -> list[str]:
+    """Take ``count`` tickets in the queue's order; their tenants."""
+    order = []
+    for _ in range(count):
+        best = queue.best(now)
+        assert best is not None
+        queue.pop(best)
+        assert best.future is not None
+        best.future.set_result(None)
+        best.close()
+        order.append(best.tenant)
+    return order
+
+
+def test_a_windowed_pool_frees_its_permits_as_they_age() -> None:
+    """A request permit stays taken for its hold, then frees by itself."""
+    pool = Pool(2, hold_s=1.0)
+    pool.take(1, 1, now=0.0)
+    pool.take(1, 1, now=0.5)
+    assert pool.free(0.9) == 0
+    assert pool.free(1.0) == 1
+    assert pool.free(1.5) == 2
+
+
+def test_a_calls_pool_frees_a_permit_when_its_call_ends() -> None:
+    """A calls-in-flight permit frees when given back, once."""
+    pool = Pool(1)
+    held = pool.take(1, 0, now=0.0)
+    assert pool.free(100.0) == 0
+    pool.give_back(held)
+    pool.give_back(held)
+    assert pool.free(100.0) == 1
+
+
+def test_a_token_permit_is_settled_to_what_the_call_used() -> None:
+    """An estimate of 500 tokens that used 120 leaves 380 free within the window."""
+    pool = Pool(1000, hold_s=60.0)
+    held = pool.take(500, 2, now=0.0)
+    pool.settle(held, 120, now=1.0)
+    assert pool.free(1.0) == 880
+    assert pool.by_class[2] == 120
+
+
+def test_the_rpm_window_keeps_any_minute_under_the_limit() -> None:
+    """600 rpm: 10 permits held 1.1 s (a tenth to spare); 30 rpm: 4 permits held 8.8 s."""
+    assert request_window(600) == (10, pytest.approx(1.1))
+    assert request_window(30) == (4, pytest.approx(8.8))
+    assert request_window(2) == (2, pytest.approx(66.0))
+    assert Limits(calls=8, rpm=600, tpm=1000).sizes() == (8, 10, 1000)
+
+
+async def test_weights_share_a_class_three_to_one() -> None:
+    """Tenants of weights 3 and 1 with requests waiting are served 3:1."""
+    queue = FairQueue(aging_s=30.0)
+    for i in range(40):
+        queue.push(ticket("heavy", weight=3.0, since=i))
+        queue.push(ticket("light", weight=1.0, since=i))
+    order = drain(queue, 100.0, 40)
+    assert order.count("heavy") == 30
+    assert order.count("light") == 10
+
+
+async def test_a_tenant_alone_takes_everything_and_earns_no_credit_while_idle() -> None:
+    """A lone tenant is served at once; one that had nothing queued rejoins at the current
+    pass, so it does not then take a run of turns."""
+    queue = FairQueue(aging_s=30.0)
+    for i in range(10):
+        queue.push(ticket("busy", since=i))
+    assert drain(queue, 20.0, 10) == ["busy"] * 10
+    for i in range(4):
+        queue.push(ticket("busy", since=20 + i))
+        queue.push(ticket("idle", since=20 + i))
+    assert drain(queue, 30.0, 4).count("idle") == 2
+
+
+async def test_higher_classes_go_first_and_aging_lets_a_lower_one_through() -> None:
+    """Interactive before background; a background request that waited two aging periods
+    longer than the interactive ones goes before them."""
+    queue = FairQueue(aging_s=10.0)
+    queue.push(ticket("bg", klass=Priority.BACKGROUND, since=0.0))
+    queue.push(ticket("int", klass=Priority.INTERACTIVE, since=1.0))
+    assert drain(queue, 5.0, 1) == ["int"]
+    queue.push(ticket("int", klass=Priority.INTERACTIVE, since=20.5))
+    assert drain(queue, 21.0, 2) == ["bg", "int"]
+
+
+async def test_a_full_gate_grants_waiting_tickets_in_order_as_calls_end() -> None:
+    """With one call permit taken, a waiting ticket gets it when the call ends."""
+    clock = Clock()
+    gate = Gate("d", (Pool(1), None, None), aging_s=30, reserve_window_s=10, clock=clock)
+    first = gate.try_take(ticket("a"))
+    assert first is not None
+    waiting = ticket("b")
+    assert gate.try_take(waiting) is None
+    gate.enqueue(waiting)
+    assert waiting.future is not None
+    assert not waiting.future.done()
+    first.release()
+    grant = waiting.future.result()
+    assert isinstance(grant, Grant)
+    assert grant.gate is gate
+
+
+async def test_a_busy_interactive_class_keeps_headroom_from_background() -> None:
+    """Once interactive traffic used a pool lately, background leaves it one permit more than
+    its peak: an interactive request finds a permit at once while background is held back;
+    without interactive traffic, background may use every permit."""
+    clock = Clock()
+    gate = Gate("d", (Pool(4), None, None), aging_s=30, reserve_window_s=10, clock=clock)
+    quiet = [gate.try_take(ticket("bg", klass=Priority.BACKGROUND)) for _ in range(4)]
+    assert all(quiet)
+    for permit in quiet:
+        assert permit is not None
+        permit.release()
+    interactive = gate.try_take(ticket("b", klass=Priority.INTERACTIVE))
+    assert interactive is not None
+    interactive.release()
+    background = [gate.try_take(ticket("a", klass=Priority.BACKGROUND)) for _ in range(4)]
+    assert [p is not None for p in background] == [True, True, False, False]
+    assert gate.try_take(ticket("b", klass=Priority.INTERACTIVE)) is not None
+    clock.now = 21.0  # two windows without interactive traffic: no headroom kept
+    assert gate.try_take(ticket("a", klass=Priority.BACKGROUND)) is not None
+
+
+async def test_a_paused_gate_grants_nothing_until_the_pause_ends() -> None:
+    """A deployment paused (the provider's 429) takes no call until the pause ends."""
+    loop = asyncio.get_running_loop()
+    gate = Gate("d", (None, None, None), aging_s=30, reserve_window_s=10, clock=loop.time)
+    gate.pause(loop.time() + 0.05)
+    waiting = ticket("a")
+    assert gate.try_take(waiting) is None
+    gate.enqueue(waiting)
+    assert waiting.future is not None
+    grant = await asyncio.wait_for(waiting.future, 5)
+    assert grant.gate is gate
+
+
+def test_water_fill_gives_small_wants_in_full_and_splits_the_rest() -> None:
+    """Max-min fair: a broker that wants 2 of 10 gets them; two busy ones split the rest; an
+    odd permit changes hands from one turn to another."""
+    assert water_fill(10, {"a": 2, "b": 100, "c": 100}) == {"a": 2, "b": 4, "c": 4}
+    assert sorted(water_fill(3, {"a": 5, "b": 5}).values()) == [1, 2]
+    assert water_fill(8, {"a": 0, "b": 3}) == {"a": 0, "b": 3}
+    assert sum(water_fill(7, {"x": 9, "y": 1, "z": 9}).values()) == 7
+    holders = {
+        next(b for b, n in water_fill(1, {"a": 1, "b": 1}, t).items() if n) for t in range(8)
+    }
+    assert holders == {"a", "b"}
+
+
+def test_reset_values_in_openai_form() -> None:
+    """``6m0s``, ``1.5s``, ``20ms`` and bare seconds are read; nonsense is not."""
+    assert parse_reset("6m0s") == 360.0
+    assert parse_reset("1.5s") == 1.5
+    assert parse_reset("20ms") == pytest.approx(0.02)
+    assert parse_reset("1h2m3s") == 3723.0
+    assert parse_reset("7") == 7.0
+    assert parse_reset("soon") is None
+
+
+def test_provider_headers_name_limits_and_pauses() -> None:
+    """Limits are read; nothing left pauses until the reset; a 429 pauses for its
+    Retry-After, and not at all without one."""
+    assert read_limits({"x-ratelimit-limit-requests": "500"}, 200) == Learned(rpm=500)
+    nothing_left = {
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "2s",
+    }
+    assert read_limits(nothing_left, 200) == Learned(pause_s=2.0)
+    assert read_limits({"Retry-After": "3"}, 429) == Learned(pause_s=3.0)
+    assert read_limits({}, 429) is None  # no wait named: the backoff and breaker handle it
+    assert read_limits({"content-type": "application/json"}, 200) is None
+
+
+def test_the_class_of_a_request_is_capped_by_its_tenant() -> None:
+    """A header picks the class, either vocabulary; the tenant's default applies without
+    one; max_priority caps both; a word outside both lists is refused."""
+    plain = TenantConfig(name="t")
+    trusted = TenantConfig(name="u", max_priority="high", default_priority="low")
+    assert request_priority("interactive", plain) is Priority.DEFAULT
+    assert request_priority("interactive", trusted) is Priority.INTERACTIVE
+    assert request_priority("high", trusted) is Priority.INTERACTIVE
+    assert request_priority(None, trusted) is Priority.BACKGROUND
+    assert request_priority(None, plain) is Priority.DEFAULT
+    with pytest.raises(InvalidRequest):
+        request_priority("urgent", plain)
+
+
+def prepared_request(tenant: TenantConfig, deadline: float) -> Prepared:
+    body = b'{"model": "m", "messages": [{"role": "user", "content": "x"}]}'
+    model = ModelConfig(name="m", deployments=(Deployment(name="d", provider="p", model="m"),))
+    return Prepared(
+        data=body,
+        request=decode_chat_request(body),
+        model=model,
+        request_id="r",
+        deadline=deadline,
+        key=None,
+        directives=CacheDirectives(),
+        tenant=tenant,
+    )
+
+
+async def test_a_tenant_over_its_limit_waits_for_its_window_when_it_resets_in_time() -> None:
+    """Refused by its tenant's rpm with a reset 0.05 s away, a request waits and is admitted
+    (the wait counted as queue time); with a reset past its wait bound it is refused at
+    once with the tenant's 429."""
+    loop = asyncio.get_running_loop()
+    settings = AdmissionSettings(max_wait_s=5)
+    admission = Admission(settings, [], max_in_flight=10, clock=loop.time)
+    tenant = TenantConfig(name="t", rpm=1)
+    refusals = [0.05]
+
+    async def admit() -> None:
+        if refusals:
+            raise RateLimited("over", retry_after=refusals.pop(), headers={})
+
+    soon = prepared_request(tenant, loop.time() + 60)
+    await admission.tenant(soon, admit)
+    assert soon.queued_s >= 0.05
+    refusals.append(30.0)
+    late = prepared_request(tenant, loop.time() + 60)
+    with pytest.raises(RateLimited):
+        await admission.tenant(late, admit)
+    assert late.queued_s == 0
