@@ -41,6 +41,7 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from edge_bridge.asgi import nats_headers, read_body
 from edge_bridge.console.gather import gather
+from edge_bridge.console.queues import admission_view
 from edge_bridge.console.view import ServiceBook, batch_rows, cache_summary, deployment_rows
 from edge_runtime.batch_store import BatchStore
 from schemas import error_body, headers, subjects
@@ -244,6 +245,7 @@ class ConsoleRoutes:
             "time": now,
             "services": self._book.update(stat_bodies, now),
             "deployments": deployment_rows(status_bodies),
+            "admission": admission_view(status_bodies),
             "cache": cache_summary(status_bodies, l2_size),
             "batches": batches,
             "tenants": tenants,

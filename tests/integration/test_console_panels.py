@@ -190,3 +190,64 @@ async def test_deployment_latency_is_the_last_minute_of_both_brokers(
         per_broker.append(reply["deployments"]["mock@mock"]["answered"])
     assert min(per_broker) > 0  # both brokers answered some of the 40
     assert sum(per_broker) == 40
+
+
+async def test_admission_panel_shows_who_waits_and_the_shares_of_a_limit(
+    nats_url: str, make_stack: StackFactory
+) -> None:
+    """While requests wait for a one-call deployment, the console's admission panel counts
+    them by tenant and class and where they wait, and shows the deployment's limit held by
+    the broker calling it; once answered, the waits of the last minute."""
+    config = config_from("""
+        [cache]
+        enabled = false
+        [batch]
+        enabled = false
+        [providers.mock]
+        kind = "mock"
+        latency_ms = 300
+        [models.mock]
+        deployments = [{ provider = "mock", concurrency = 1 }]
+    """)
+    stack = await make_stack(nats_url, config, bridge=True, brokers=2)
+    assert stack.http is not None
+    body = {"model": "mock", "messages": [{"role": "user", "content": "wait"}]}
+    asking = [
+        asyncio.create_task(
+            stack.http.post(
+                "/chat/completions",
+                json={**body, "user": str(i)},
+                headers={"Llm-Priority": "background"},
+            )
+        )
+        for i in range(4)
+    ]
+
+    def waiting(state: dict[str, Any]) -> int:
+        rows = state["admission"]["queues"]
+        return sum(r["waiting"] for r in rows if r["class"] == "background")
+
+    def held(state: dict[str, Any]) -> int:
+        return sum(r["held"] or 0 for r in state["admission"]["shares"])
+
+    busy = await state_when(stack, lambda s: waiting(s) >= 2 and held(s) == 1)
+    replies = await asyncio.gather(*asking)
+    assert [r.status_code for r in replies] == [200] * 4
+    row = next(r for r in busy["admission"]["queues"] if r["class"] == "background")
+    assert row["tenant"] == "default"
+    assert set(row["where"]) == {"mock@mock"}
+    assert busy["admission"]["shares"] == [
+        {
+            "deployment": "mock@mock",
+            "pool": "calls",
+            "limit": 1,
+            "held": 1,
+            "brokers": 1,
+            "paused_s": 0.0,
+        }
+    ]
+    after = await state_when(
+        stack, lambda s: sum(r["waited"] for r in s["admission"]["queues"]) >= 3
+    )
+    waited = next(r for r in after["admission"]["queues"] if r["class"] == "background")
+    assert waited["p99_s"] >= 0.2

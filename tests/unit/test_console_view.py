@@ -10,6 +10,7 @@ import pytest
 from broker.config import Config, ConfigError
 from broker.status import BrokerStatus
 from broker.tenancy.tenants import KeyRing, TenantConfig, hash_key
+from edge_bridge.console.queues import admission_view
 from edge_bridge.console.view import (
     GONE_AFTER_S,
     ServiceBook,
@@ -172,3 +173,51 @@ def test_console_table_takes_only_key_hashes(table: str) -> None:
     """``[console] keys`` holds hashes, never keys; unknown knobs are named."""
     with pytest.raises(ConfigError, match="console"):
         Config.from_toml(f"[console]\n{table}\n")
+
+
+def test_admission_view_adds_up_every_brokers_queues_and_shares() -> None:
+    """Waiting requests and wait histograms add up across brokers (percentiles read off the
+    summed buckets); shares of a limit add up to what the brokers hold; pauses show."""
+    waits = [0] * len(LATENCY_BUCKETS_S)
+    waits[LATENCY_BUCKETS_S.index(0.1)] = 4  # four waits of up to 100 ms
+    one = {
+        "admission": {
+            "waiting": [{"gate": "d", "tenant": "a", "class": "background", "count": 3}],
+            "waits": [
+                {
+                    "tenant": "a",
+                    "class": "background",
+                    "waited": 4,
+                    "buckets": waits,
+                    "refused": {"deployment": 1},
+                },
+            ],
+            "shares": [{"deployment": "d", "pool": "calls", "held": 3, "limit": 8}],
+            "paused": {"d": 2.5},
+        }
+    }
+    two = {
+        "admission": {
+            "waiting": [
+                {"gate": "broker", "tenant": "a", "class": "background", "count": 1},
+                {"gate": "d", "tenant": "b", "class": "interactive", "count": 1},
+            ],
+            "waits": [],
+            "shares": [{"deployment": "d", "pool": "calls", "held": 5, "limit": 8}],
+            "paused": {},
+        }
+    }
+    view = admission_view([one, two, {"admission": None}])
+    assert view["brokers"] == 2
+    assert [(r["class"], r["tenant"], r["waiting"]) for r in view["queues"]] == [
+        ("interactive", "b", 1),
+        ("background", "a", 4),
+    ]
+    background = view["queues"][1]
+    assert background["where"] == {"d": 3, "broker": 1}
+    assert background["waited"] == 4
+    assert background["refused"] == 1
+    assert 0.09 < background["p99_s"] <= 0.1
+    assert view["shares"] == [
+        {"deployment": "d", "pool": "calls", "limit": 8, "held": 8, "brokers": 2, "paused_s": 2.5}
+    ]

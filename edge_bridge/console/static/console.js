@@ -126,6 +126,25 @@ function renderDeployments(deployments) {
   });
 }
 
+function renderAdmission(admission) {
+  const queues = admission ? admission.queues : [];
+  fill("queues-body", queues, (tr, q) => {
+    tr.dataset.tenant = q.tenant; tr.dataset.class = q.class;
+    cell(tr, q.class); cell(tr, q.tenant); cell(tr, q.waiting, "num waiting");
+    cell(tr, Object.entries(q.where).map(([g, n]) => g + ": " + n).join(", ") || null);
+    cell(tr, q.waited, "num waited");
+    cell(tr, ms(q.p50_s), "num p50"); cell(tr, ms(q.p99_s), "num p99");
+    cell(tr, q.refused, "num refused");
+  });
+  const shares = admission ? admission.shares : [];
+  fill("shares-body", shares, (tr, s) => {
+    tr.dataset.deployment = s.deployment; tr.dataset.pool = s.pool;
+    cell(tr, s.deployment); cell(tr, s.pool || null); cell(tr, s.limit, "num limit");
+    cell(tr, s.held, "num held"); cell(tr, s.brokers, "num");
+    cell(tr, s.paused_s > 0 ? duration(Math.ceil(s.paused_s)) : null, "num paused");
+  });
+}
+
 function renderCache(cache) {
   const dl = $("cache-stats");
   const svg = $("cache-chart");
@@ -268,7 +287,7 @@ async function poll() {
     ]);
     $("auth").hidden = true;
     renderServices(state.services); renderDeployments(state.deployments);
-    renderCache(state.cache); renderSpend(state.spend); renderBatches(state.batches);
+    renderAdmission(state.admission); renderCache(state.cache); renderSpend(state.spend); renderBatches(state.batches);
     renderTenants(state.tenants); renderRequests(recent.requests);
     $("updated").textContent = "updated " + new Date(state.time * 1000).toLocaleTimeString();
   } catch (e) {
