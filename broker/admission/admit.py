@@ -99,7 +99,13 @@ class Admission:
         self._label = label
         self._rng = rng or random.Random()
         self.shared = shared
-        self.broker = self._new_gate("broker", (Pool(max_in_flight), None, None))
+        self.broker = Gate(
+            "broker",
+            (Pool(max_in_flight), None, None),
+            aging_s=settings.aging_s,
+            reserve_window_s=settings.reserve_window_s,
+            clock=clock,
+        )
         self.limits: dict[str, Limits] = {}
         self.gates: dict[str, Gate] = {}
         self.pauses: dict[str, float] = {}
@@ -132,12 +138,10 @@ class Admission:
         gate = self.gates.get(name)
         if gate is None:
             gate = self.gates[name] = self._new_gate(name, limits.pools(sizes))
-        else:  # a limit learned later: a pool of its own, nothing of it in use yet
+        else:  # a limit learned later
             for index, pool in enumerate(limits.pools(sizes)):
-                if gate.pools[index] is None and pool is not None:
-                    gate.pools = tuple(  # type: ignore[assignment]
-                        pool if i == index else p for i, p in enumerate(gate.pools)
-                    )
+                if pool is not None:
+                    gate.add_pool(index, pool)
         self.limits[name] = limits
         return gate
 

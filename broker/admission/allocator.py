@@ -30,11 +30,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from nats.aio.client import Client
@@ -44,6 +43,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from broker.admission.gate import Gate
 from broker.admission.settings import AdmissionSettings
+from broker.admission.split import water_fill
 from edge_runtime.jetstream import ensure_key_value
 from schemas.admission import Allocation, Share
 from schemas.jetstream import ADMISSION_BUCKET, admission_key
@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
     from broker.admission.admit import Admission
 
-__all__ = ["Allocator", "water_fill"]
+__all__ = ["Allocator"]
 
 log = logging.getLogger("llm_edge.broker")
 
@@ -69,31 +69,10 @@ STALE_PART = 0.8
 TURN_S = 1.0
 
 
-def water_fill(limit: int, wants: dict[str, int], turn: int = 0) -> dict[str, int]:
-    """A max-min fair split of ``limit`` permits by ``wants``: each gets what it wants up to
-    an equal share, what some leave is split among the others. The last odd permits (fewer
-    than the brokers that want one) go in an order that changes with ``turn`` (a second of
-    the wall clock): every broker computes the same split, and over time each has its turn
-    (with one permit and two busy brokers, neither holds it for good)."""
-    given = dict.fromkeys(wants, 0)
-    left = limit
-    hungry = sorted(b for b, w in wants.items() if w > 0)
-    while left > 0 and hungry:
-        each = left // len(hungry)
-        if each == 0:
-            for name in sorted(hungry, key=lambda b: _turn_order(b, turn))[:left]:
-                given[name] += 1
-            break
-        for name in hungry:
-            step = min(each, wants[name] - given[name])
-            given[name] += step
-            left -= step
-        hungry = [b for b in hungry if given[b] < wants[b]]
-    return given
-
-
-def _turn_order(name: str, turn: int) -> bytes:
-    return hashlib.blake2s(f"{name}:{turn}".encode(), digest_size=8).digest()
+async def settle_watch(watcher: Any) -> None:
+    """Stop a KV watch (bounded)."""
+    async with asyncio.timeout(KV_TIMEOUT_S):
+        await watcher.stop()
 
 
 class Allocator:
@@ -138,6 +117,7 @@ class Allocator:
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._watcher: Any = None
         self.writes = 0
         self.write_s = 0.0
 
@@ -147,6 +127,7 @@ class Allocator:
         async with asyncio.timeout(KV_TIMEOUT_S * 3):
             self._kv = await ensure_key_value(self._nc.jetstream(), config)
             watcher = await self._kv.watch("alloc.>")
+        self._watcher = watcher
         self._tasks = [
             asyncio.create_task(self._follow(watcher), name="admission-watch"),
             asyncio.create_task(self._loop(), name="admission-allocator"),
@@ -164,6 +145,9 @@ class Allocator:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
+        if self._watcher is not None:
+            with contextlib.suppress(Exception):  # (a closed connection has no consumer left)
+                await settle_watch(self._watcher)
         for name in list(self._admission.limits):
             with contextlib.suppress(NatsError, TimeoutError, KeyError):
                 await self._rebalance(name, leaving=True)
@@ -191,13 +175,14 @@ class Allocator:
 
     def split_evenly(self) -> None:
         """Without the bucket: each broker takes its part of every limit (as many parts as
-        brokers report statistics), which keeps the mesh under the limit as long as they
-        all see the same number of brokers."""
+        brokers report statistics, rounded down), which keeps the mesh under the limit as
+        long as they all see the same number of brokers (a limit smaller than the number
+        of brokers then serves nobody: it needs the bucket)."""
         parts = max(1, self._brokers())
         for name, limits in self._admission.limits.items():
             gate = self._admission.gates[name]
             for index, whole in enumerate(limits.sizes()):
-                gate.resize(index, whole // parts if whole >= parts else (1 if whole else 0))
+                gate.resize(index, whole // parts)
 
     async def _loop(self) -> None:
         renew_s = self._settings.lease_s / 3

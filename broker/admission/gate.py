@@ -192,6 +192,13 @@ class Gate:
             self.paused_until = until
             self._wake_at(until)
 
+    def add_pool(self, index: int, pool: Pool) -> None:
+        """A limit learned later: a pool of its own (nothing of it in use yet)."""
+        pools = list(self.pools)
+        if pools[index] is None:
+            pools[index] = pool
+            self.pools = (pools[0], pools[1], pools[2])
+
     def resize(self, index: int, size: int) -> None:
         """This broker's share of pool ``index`` changed."""
         pool = self.pools[index]

@@ -9,7 +9,8 @@ nothing on the request path waits for one.
 
 What peers report feeds this broker's :class:`~broker.upstream.router.Router` (it is its
 :class:`~broker.upstream.router.PeerView`): ``least_latency`` and ``least_busy`` rank by the
-mesh's numbers, and a deployment whose breaker is open on a peer goes last. Pauses and
+mesh's numbers, and a deployment whose breaker is open on a peer (or most of whose calls there
+failed in its last report) goes last. Pauses and
 learned limits reach this broker's gates, so a 429 seen by one broker holds every broker
 back until the provider's reset. Reports older than ``stats_stale_s`` are ignored.
 """
@@ -39,6 +40,9 @@ __all__ = ["MeshStats"]
 
 log = logging.getLogger("llm_edge.broker")
 
+#: Failures in one peer's report (with half its calls or more failing) that rank a
+#: deployment last before its breaker opens there.
+FAILING_MIN_ERRORS = 3
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(MeshReport)
 
@@ -183,8 +187,12 @@ class MeshStats:
         return sum(row.in_flight for _, row in self._fresh(deployment))
 
     def failing(self, deployment: str) -> bool:
-        """Whether some peer's breaker is open for it."""
-        return any(row.open for _, row in self._fresh(deployment))
+        """Whether some peer's breaker is open for it, or most of a peer's last calls to it
+        failed (at least :data:`FAILING_MIN_ERRORS`)."""
+        return any(
+            row.open or (row.errors >= FAILING_MIN_ERRORS and 2 * row.errors >= row.answered)
+            for _, row in self._fresh(deployment)
+        )
 
     def peers(self) -> int:
         """Peers heard from lately."""

@@ -111,6 +111,8 @@ def p99(samples: list[tuple[float, int]]) -> float:
     return statistics.quantiles(latencies, n=100, method="inclusive")[98]
 
 
+@pytest.mark.slow  # 20 s of paced traffic on purpose (two phases of 10 s)
+@pytest.mark.timeout(120)
 async def test_interactive_tenant_keeps_its_latency_while_background_flood_waits(
     nats_url: str, make_stack: StackFactory, limited_fake: FakeOpenAI
 ) -> None:

@@ -8,7 +8,6 @@ import asyncio
 import pytest
 
 from broker.admission.admit import Admission
-from broker.admission.allocator import water_fill
 from broker.admission.classes import Priority, request_priority
 from broker.admission.gate import Gate, Grant
 from broker.admission.learn import Learned, parse_reset, read_limits
@@ -16,6 +15,7 @@ from broker.admission.limits import Limits, request_window
 from broker.admission.pool import Pool
 from broker.admission.queue import FairQueue, Ticket
 from broker.admission.settings import AdmissionSettings
+from broker.admission.split import water_fill
 from broker.cache.directives import CacheDirectives
 from broker.errors import InvalidRequest, RateLimited
 from broker.request import Prepared

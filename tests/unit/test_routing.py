@@ -88,3 +88,51 @@ def test_every_strategy_skips_open_deployments() -> None:
         r.stats(B).breaker.force(BreakerState.OPEN)
         names = {d.name for _ in range(50) for d in r.order(model(strategy, A, B, C))}
         assert names == {"a", "c"}, strategy
+
+
+class Peers:
+    """What other brokers reported, written by the test."""
+
+    def __init__(self) -> None:
+        self.latency: dict[str, list[tuple[float, int, float]]] = {}
+        self.busy: dict[str, int] = {}
+        self.down: set[str] = set()
+
+    def latencies(self, deployment: str) -> list[tuple[float, int, float]]:
+        return self.latency.get(deployment, [])
+
+    def in_flight(self, deployment: str) -> int:
+        return self.busy.get(deployment, 0)
+
+    def failing(self, deployment: str) -> bool:
+        return deployment in self.down
+
+
+def test_the_mesh_latency_outweighs_a_stale_own_measurement() -> None:
+    """This broker measured a fast (long ago, no recent calls); a peer that called it lately
+    found it slow: least_latency ranks it after b."""
+    now = [100.0]
+    r = Router(BreakerConfig(), clock=lambda: now[0], rng=random.Random(1), explore=0.0)
+    r.stats(A).observe_latency(0.01, now=10.0)
+    r.stats(B).observe_latency(0.05, now=99.0)
+    m = model(Strategy.LEAST_LATENCY, A, B)
+    assert r.order(m)[0].name == "a"
+    peers = Peers()
+    peers.latency["a"] = [(0.5, 12, 1.0)]
+    r.peers = peers
+    assert r.order(m)[0].name == "b"
+
+
+def test_a_deployment_failing_on_a_peer_goes_last_and_load_counts_every_broker() -> None:
+    """Failover keeps its order unless a peer reports the primary failing; least_busy counts
+    the peers' calls in flight too."""
+    r = router()
+    peers = Peers()
+    r.peers = peers
+    failover = model(Strategy.FAILOVER, A, B, C)
+    assert [d.name for d in r.order(failover)] == ["b", "a", "c"]
+    peers.down.add("b")
+    assert [d.name for d in r.order(failover)] == ["a", "c", "b"]
+    peers.down.clear()
+    peers.busy.update({"a": 5, "b": 1, "c": 9})
+    assert [d.name for d in r.order(model(Strategy.LEAST_BUSY, A, B, C))] == ["b", "a", "c"]
