@@ -13,6 +13,7 @@ from schemas import headers, subjects
 from schemas.anthropic import AnthropicRequest
 from schemas.batch import BatchObject, BatchSubmit
 from schemas.chat import ChatCompletion, ChatCompletionChunk, ChatRequest, ModelList, StreamEnd
+from schemas.embeddings import EmbeddingList, EmbeddingsRequest
 from schemas.errors import ErrorEnvelope
 
 __all__ = ["asyncapi_document"]
@@ -35,6 +36,7 @@ _REPLY_HEADERS = {
     headers.CACHE: "HIT-L1 | HIT-L2 | HIT-SEMANTIC | MISS | BYPASS",
     headers.SEMANTIC_SIMILARITY: "cosine of the earlier question that answered (HIT-SEMANTIC)",
     headers.CACHE_KEY: "the cache entry",
+    headers.CACHED_INPUTS: "embeddings: how many inputs were answered from the cache",
     headers.PROVIDER: "provider that answered",
     headers.DEPLOYMENT: "deployment that answered",
     headers.ATTEMPTS: "attempts it took",
@@ -114,6 +116,17 @@ def _channels() -> dict[str, dict[str, Any]]:
             "parameters": tenant,
             "messages": {"request": _ref("messages", "MessagesRequest")},
         },
+        "embeddings": {
+            "address": subjects.EMBEDDINGS,
+            "description": "OpenAI embeddings: one vector per input, each input cached on its "
+            "own (only inputs the cache lacks go upstream).",
+            "messages": {"request": _ref("messages", "EmbeddingsRequest")},
+        },
+        "tenantEmbeddings": {
+            "address": subjects.tenant_subject("{tenant}", "embeddings"),
+            "parameters": tenant,
+            "messages": {"request": _ref("messages", "EmbeddingsRequest")},
+        },
         "reply": {
             "address": None,
             "description": "The caller's reply subject: one whole reply, or a stream of "
@@ -126,6 +139,7 @@ def _channels() -> dict[str, dict[str, Any]]:
                     ("end", "StreamEnd"),
                     ("error", "Error"),
                     ("json", "JsonReply"),
+                    ("embeddings", "EmbeddingList"),
                 )
             },
         },
@@ -148,6 +162,13 @@ def _channels() -> dict[str, dict[str, Any]]:
             "description": "Internal: brokers forward cache misses to a provider's workers.",
             "parameters": {"provider": {"description": "a configured provider name"}},
             "messages": {"request": _ref("messages", "ChatRequest")},
+        },
+        "providerEmbeddings": {
+            "address": f"{subjects.PROVIDER_PREFIX}.{{provider}}.embeddings",
+            "description": "Internal: brokers send the inputs the cache lacks to a provider's "
+            "workers (those whose adapter computes embeddings).",
+            "parameters": {"provider": {"description": "a configured provider name"}},
+            "messages": {"request": _ref("messages", "EmbeddingsRequest")},
         },
         "streamJoin": {
             "address": f"{subjects.ONCE_JOIN_PREFIX}.{{provider}}.{{unique}}",
@@ -206,6 +227,8 @@ def asyncapi_document(version: str = "0.2.0") -> dict[str, Any]:
         ModelList,
         BatchObject,
         BatchSubmit,
+        EmbeddingsRequest,
+        EmbeddingList,
     ]
     payloads, components = msgspec.json.schema_components(
         structs, ref_template="#/components/schemas/{name}"
@@ -223,6 +246,8 @@ def asyncapi_document(version: str = "0.2.0") -> dict[str, Any]:
         },
         "StreamEnd": {"payload": by_name["StreamEnd"], "headers": reply_headers},
         "Error": {"payload": by_name["ErrorEnvelope"], "headers": reply_headers},
+        "EmbeddingsRequest": {"payload": by_name["EmbeddingsRequest"], "headers": request_headers},
+        "EmbeddingList": {"payload": by_name["EmbeddingList"], "headers": reply_headers},
         "ModelList": {"payload": by_name["ModelList"], "headers": reply_headers},
         "BatchObject": {"payload": by_name["BatchObject"], "headers": reply_headers},
         "BatchSubmit": {"payload": by_name["BatchSubmit"], "headers": request_headers},
@@ -269,9 +294,9 @@ def asyncapi_document(version: str = "0.2.0") -> dict[str, Any]:
         "info": {
             "title": "LLM Edge Broker NATS API",
             "version": version,
-            "description": "OpenAI chat completions, the Anthropic Messages API, batches and "
-            "admin commands over NATS request/reply; streams are sequences of messages on "
-            "the reply subject.",
+            "description": "OpenAI chat completions and embeddings, the Anthropic Messages API, "
+            "batches and admin commands over NATS request/reply; streams are sequences of "
+            "messages on the reply subject.",
         },
         "channels": channels,
         "operations": _operations(channels),

@@ -11,6 +11,7 @@ __all__ = [
     "ATTEMPTS",
     "AUTHORIZATION",
     "CACHE",
+    "CACHED_INPUTS",
     "CACHE_CONTROL",
     "CACHE_KEY",
     "CACHE_NAMESPACE",
@@ -61,6 +62,9 @@ CACHE_CONTROL = "Cache-Control"
 CACHE_NAMESPACE = "X-Cache-Namespace"
 #: ``HIT-L1 | HIT-L2 | HIT-SEMANTIC | MISS | BYPASS`` on every reply.
 CACHE = "X-Cache"
+#: On an embeddings reply: how many of its inputs were answered from the cache (the others
+#: went upstream).
+CACHED_INPUTS = "Llm-Cached-Inputs"
 #: The entry a reply was stored under or served from (for targeted purges).
 CACHE_KEY = "X-Cache-Key"
 #: ``1`` on a reply shared with an identical request that was already in flight.

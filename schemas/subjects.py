@@ -20,14 +20,17 @@ __all__ = [
     "CANCEL",
     "CHAT",
     "DEFAULT_TENANT",
+    "EMBEDDINGS",
     "MESSAGES",
     "MODELS",
     "ONCE_JOIN_PREFIX",
     "PROVIDER_PREFIX",
     "TENANT_CHAT",
+    "TENANT_EMBEDDINGS",
     "TENANT_MESSAGES",
     "TENANT_PREFIX",
     "WORKER_QUEUE",
+    "provider_embeddings_subject",
     "provider_subject",
     "tenant_of",
     "tenant_subject",
@@ -40,13 +43,16 @@ DEFAULT_TENANT = "default"
 CHAT = "llm.chat"
 #: The Anthropic Messages API over NATS (request/reply, same pipeline as ``llm.chat``).
 MESSAGES = "llm.messages"
-#: Tenant-bound entry points: ``llm.tenant.<tenant>.chat`` and ``llm.tenant.<tenant>.messages``.
+#: OpenAI embeddings requests (request/reply; never streamed).
+EMBEDDINGS = "llm.embeddings"
+#: Tenant-bound entry points: ``llm.tenant.<tenant>.chat``, ``.messages`` and ``.embeddings``.
 #: The NATS server's permissions decide who may publish under a tenant's prefix, so the subject
 #: itself names the tenant (no API key needed); brokers honour it only when
 #: ``auth.nats_tenant_subjects`` is on.
 TENANT_PREFIX = "llm.tenant"
 TENANT_CHAT = f"{TENANT_PREFIX}.*.chat"
 TENANT_MESSAGES = f"{TENANT_PREFIX}.*.messages"
+TENANT_EMBEDDINGS = f"{TENANT_PREFIX}.*.embeddings"
 #: Brokers answer liveness probes here (the bridge's ``/ready`` asks it).
 BROKER_PING = "llm.broker.ping"
 #: The models brokers serve (OpenAI ``/v1/models`` list).
@@ -95,7 +101,8 @@ WORKER_QUEUE = "llm-edge-workers"
 
 
 def tenant_subject(tenant: str, api: str = "chat") -> str:
-    """``llm.tenant.<tenant>.chat`` (or ``.messages``): where a tenant-bound producer publishes."""
+    """``llm.tenant.<tenant>.chat`` (or ``.messages``, ``.embeddings``): where a tenant-bound
+    producer publishes."""
     return f"{TENANT_PREFIX}.{tenant}.{api}"
 
 
@@ -115,3 +122,16 @@ def provider_subject(provider: str) -> str:
         ``llm.provider.<provider>``.
     """
     return f"{PROVIDER_PREFIX}.{provider}"
+
+
+def provider_embeddings_subject(provider: str) -> str:
+    """Return the subject a provider's workers take embeddings calls on (only workers whose
+    adapter computes embeddings subscribe to it).
+
+    Args:
+        provider: the provider name from the configuration.
+
+    Returns:
+        ``llm.provider.<provider>.embeddings``.
+    """
+    return f"{PROVIDER_PREFIX}.{provider}.embeddings"

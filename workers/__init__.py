@@ -13,7 +13,7 @@ from edge_runtime.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from workers.anthropic import AnthropicProvider
-    from workers.base import Provider, ProviderRequest
+    from workers.base import Embedder, Provider, ProviderRequest
     from workers.config import ProviderConfig, ProviderKind
     from workers.errors import ErrorKind, ProviderError, kind_for_status
     from workers.mock import MockProvider, mock_reply_text
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AnthropicProvider",
+    "Embedder",
     "ErrorKind",
     "MockProvider",
     "OpenAIProvider",
@@ -42,6 +43,7 @@ __all__ = [
 
 _HOMES = {
     "AnthropicProvider": "anthropic",
+    "Embedder": "base",
     "ErrorKind": "errors",
     "MockProvider": "mock",
     "OpenAIProvider": "openai",

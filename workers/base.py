@@ -1,16 +1,17 @@
-"""The ``Provider`` protocol every adapter implements, and the call it receives."""
+"""The ``Provider`` protocol every adapter implements, the ``Embedder`` protocol of those that
+also compute embeddings, and the call they receive."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import msgspec
 
 from schemas import ChatCompletionChunk, ChatRequest, decode_chat_request
 from schemas.codec import decode_json
 
-__all__ = ["Provider", "ProviderRequest"]
+__all__ = ["Embedder", "Provider", "ProviderRequest"]
 
 
 _fields_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
@@ -121,4 +122,20 @@ class Provider(Protocol):
 
     async def aclose(self) -> None:
         """Release pooled connections."""
+        ...
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """An upstream that computes embeddings (OpenAI's ``POST /embeddings``); its workers also
+    take calls on ``llm.provider.<name>.embeddings``.
+
+    Implementations raise :class:`workers.errors.ProviderError` for every failure, as
+    :class:`Provider` does.
+    """
+
+    async def embed(self, request: ProviderRequest) -> bytes:
+        """Embed the request's inputs; return the upstream's embeddings list as JSON bytes,
+        one vector per input in input order (OpenAI's ``{"object": "list", "data", "model",
+        "usage"}``)."""
         ...

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge_runtime.tables import check_keys, field_names
+from schemas.embeddings import MAX_DIMENSIONS
 
-__all__ = ["DEFAULT_TIMEOUT_S", "ProviderConfig", "ProviderKind"]
+__all__ = ["DEFAULT_EMBEDDING_DIMENSIONS", "DEFAULT_TIMEOUT_S", "ProviderConfig", "ProviderKind"]
 
 #: The longest an upstream call may take when the request's own budget is longer: the
 #: official SDKs' (600 s; minutes to a reasoning model's first token are normal).
@@ -31,6 +32,8 @@ _DEFAULT_BASE_URLS = {
     ProviderKind.OPENAI: "https://api.openai.com/v1",
     ProviderKind.ANTHROPIC: "https://api.anthropic.com/v1",
 }
+#: The mock's vector dimensions when a request names none (``text-embedding-3-small``'s).
+DEFAULT_EMBEDDING_DIMENSIONS = 1536
 #: A GA Azure OpenAI data-plane API version; override per provider with ``api_version``.
 DEFAULT_AZURE_API_VERSION = "2024-10-21"
 
@@ -50,6 +53,7 @@ class ProviderConfig:
         latency_ms: mock only: simulated latency.
         chunk_delay_ms: mock only: simulated delay between streamed chunks.
         api_version: Azure OpenAI only: the ``api-version`` query parameter.
+        embedding_dimensions: mock only: a vector's dimensions when the request names none.
     """
 
     name: str
@@ -62,6 +66,7 @@ class ProviderConfig:
     latency_ms: float = 0.0
     chunk_delay_ms: float = 0.0
     api_version: str = DEFAULT_AZURE_API_VERSION
+    embedding_dimensions: int = DEFAULT_EMBEDDING_DIMENSIONS
 
     @classmethod
     def from_mapping(cls, name: str, raw: Mapping[str, Any]) -> ProviderConfig:
@@ -88,10 +93,15 @@ class ProviderConfig:
             latency_ms=float(raw.get("latency_ms", 0.0)),
             chunk_delay_ms=float(raw.get("chunk_delay_ms", 0.0)),
             api_version=str(raw.get("api_version", DEFAULT_AZURE_API_VERSION)),
+            embedding_dimensions=int(raw.get("embedding_dimensions", DEFAULT_EMBEDDING_DIMENSIONS)),
         )
         if config.timeout_s <= 0 or config.max_concurrency < 1 or config.latency_ms < 0:
             raise ValueError(
                 f"providers.{name}: timeout_s, max_concurrency, latency_ms out of range"
+            )
+        if not 1 <= config.embedding_dimensions <= MAX_DIMENSIONS:
+            raise ValueError(
+                f"providers.{name}: embedding_dimensions must be from 1 to {MAX_DIMENSIONS}"
             )
         return config
 

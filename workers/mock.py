@@ -1,4 +1,5 @@
-"""The mock provider: deterministic replies derived from the prompt, with simulated latency.
+"""The mock provider: deterministic replies derived from the prompt, with simulated latency,
+and deterministic unit vectors for embeddings (:mod:`workers.mock_vectors`).
 
 It serves whenever no provider key is configured, and in tests and benchmarks.
 """
@@ -23,7 +24,10 @@ from schemas import (
     ResponseMessage,
     Usage,
 )
+from schemas.embeddings import decode_embeddings_request
 from workers.base import ProviderRequest
+from workers.config import DEFAULT_EMBEDDING_DIMENSIONS
+from workers.mock_vectors import embedding_answer
 
 __all__ = ["MockProvider", "mock_reply_text"]
 
@@ -68,14 +72,21 @@ class MockProvider:
         name: provider name.
         latency_s: simulated upstream latency per call (before the first chunk when streaming).
         chunk_delay_s: simulated delay between streamed chunks.
+        embedding_dimensions: a vector's dimensions when the request names none.
     """
 
     def __init__(
-        self, name: str = "mock", *, latency_s: float = 0.0, chunk_delay_s: float = 0.0
+        self,
+        name: str = "mock",
+        *,
+        latency_s: float = 0.0,
+        chunk_delay_s: float = 0.0,
+        embedding_dimensions: int = DEFAULT_EMBEDDING_DIMENSIONS,
     ) -> None:
         self.name = name
         self.latency_s = latency_s
         self.chunk_delay_s = chunk_delay_s
+        self.embedding_dimensions = embedding_dimensions
 
     async def complete(self, request: ProviderRequest) -> bytes:
         """Answer after the simulated latency."""
@@ -129,6 +140,23 @@ class MockProvider:
         completion_tokens = _count_tokens(text)
         usage = Usage(prompt_tokens, completion_tokens, prompt_tokens + completion_tokens)
         yield ChatCompletionChunk(ident, created, request.upstream_model, [], usage=usage)
+
+    async def embed(self, request: ProviderRequest) -> bytes:
+        """One unit vector per input after the simulated latency: the same input always gets
+        the same vector (see :mod:`workers.mock_vectors`).
+
+        Raises:
+            msgspec.ValidationError: the body is not a valid embeddings request.
+        """
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        body, inputs, _ = decode_embeddings_request(request.body)
+        return embedding_answer(
+            inputs,
+            request.upstream_model,
+            dimensions=body.dimensions or self.embedding_dimensions,
+            encoding_format=body.format,
+        )
 
     async def aclose(self) -> None:
         """Nothing to release."""

@@ -28,6 +28,7 @@ def build_provider(
             config.name,
             latency_s=config.latency_ms / 1000,
             chunk_delay_s=config.chunk_delay_ms / 1000,
+            embedding_dimensions=config.embedding_dimensions,
         )
     api_key = environ.get(config.api_key_env) if config.api_key_env else None
     if config.api_key_env and not api_key:

@@ -1,11 +1,12 @@
-"""Serves one provider on NATS: consumes ``llm.provider.<name>`` in the workers' queue group.
+"""Serves one provider on NATS: consumes ``llm.provider.<name>`` in the workers' queue group
+(and ``llm.provider.<name>.embeddings`` when its adapter computes embeddings).
 
-Whole requests get one reply. Streaming requests get a sequence of messages on the reply
-subject: ``Llm-Stream: chunk`` (a ``chat.completion.chunk``), then ``end`` (a
-:class:`schemas.StreamEnd`) or ``error`` (an error envelope); each carries ``Llm-Seq``.
-A request id published on ``llm.cancel`` with the call's reply subject as its reply (what the
-broker does when its caller leaves) cancels that call here, closing the upstream call; a
-cancel without it is ignored, so nobody else can stop the call.
+Whole requests get one reply, and so does every embeddings call. Streaming requests get a
+sequence of messages on the reply subject: ``Llm-Stream: chunk`` (a ``chat.completion.chunk``),
+then ``end`` (a :class:`schemas.StreamEnd`) or ``error`` (an error envelope); each carries
+``Llm-Seq``. A request id published on ``llm.cancel`` with the call's reply subject as its
+reply (what the broker does when its caller leaves) cancels that call here, closing the
+upstream call; a cancel without it is ignored, so nobody else can stop the call.
 
 A chunk whose text is large (a whole answer in one upstream event) goes as several
 consecutive chunks (:mod:`workers.split`). A message over the server's ``max_payload`` is
@@ -45,7 +46,7 @@ from edge_runtime.process import (
 )
 from edge_runtime.tracing import span
 from schemas import StreamEnd, error_body, headers, subjects
-from workers.base import Provider, ProviderRequest
+from workers.base import Embedder, Provider, ProviderRequest
 from workers.errors import ProviderError, ReplyTooLarge
 from workers.fanout import Fanout
 from workers.metrics import upstream_call
@@ -65,6 +66,8 @@ KEEPALIVE_TICK_S = 0.25
 _KEEPALIVE = {headers.STREAM: "keepalive"}
 #: Sends one message of a call's reply: (status, body, extra headers).
 _Send = Callable[[int, bytes, dict[str, str]], Awaitable[None]]
+#: One whole upstream call of an adapter (``complete`` or ``embed``).
+_Call = Callable[[ProviderRequest], Awaitable[bytes]]
 
 
 def _keepalive_s(hdrs: dict[str, str]) -> float | None:
@@ -122,6 +125,12 @@ class WorkerService:
         #: (reply subject, request id) -> what a cancel of it does
         self._running: dict[tuple[str, str], Callable[[], object]] = {}
         self.subject = subjects.provider_subject(provider.name)
+        #: Where embeddings calls arrive, when the adapter computes embeddings.
+        self.embeddings_subject: str | None = None
+        self._embed: _Call | None = None
+        if isinstance(provider, Embedder):
+            self.embeddings_subject = subjects.provider_embeddings_subject(provider.name)
+            self._embed = provider.embed
         self._micro: Service | None = None
         #: reply subject -> (keepalive interval, when the last message went there)
         self._alive: dict[str, tuple[float, float]] = {}
@@ -133,27 +142,33 @@ class WorkerService:
 
     @property
     def subscriptions(self) -> tuple[Subscription, ...]:
-        """The provider's queue subscription and ``llm.cancel``."""
+        """The provider's queue subscriptions and ``llm.cancel``."""
         return tuple(self._subs)
 
     async def start(self) -> None:
         """Subscribe in the workers' queue group, and to cancellations."""
         await self._once.bind()  # before the first call, so none waits for the lookup
+        served = {self.subject: self._on_msg}
+        if self.embeddings_subject is not None:
+            served[self.embeddings_subject] = self._on_embeddings
         self._subs = [
-            await self._nc.subscribe(
-                self.subject,
-                queue=subjects.WORKER_QUEUE,
-                cb=self._on_msg,
-                pending_msgs_limit=PENDING_MSGS_LIMIT,
-                pending_bytes_limit=PENDING_BYTES_LIMIT,
-            ),
+            *[
+                await self._nc.subscribe(
+                    subject,
+                    queue=subjects.WORKER_QUEUE,
+                    cb=cb,
+                    pending_msgs_limit=PENDING_MSGS_LIMIT,
+                    pending_bytes_limit=PENDING_BYTES_LIMIT,
+                )
+                for subject, cb in served.items()
+            ],
             await self._nc.subscribe(subjects.CANCEL, cb=self._on_cancel),
         ]
         self._ticker = asyncio.create_task(self._keepalives(), name="keepalives")
         self._micro = await register(
             self._nc,
             f"worker-{self._provider.name}",
-            [self.subject],
+            list(served),
             lambda: {
                 "in_flight": len(self._inflight),
                 "provider": self._provider.name,
@@ -195,6 +210,9 @@ class WorkerService:
     async def _on_msg(self, msg: Msg) -> None:
         await self._inflight.spawn(self._handle(msg))
 
+    async def _on_embeddings(self, msg: Msg) -> None:
+        await self._inflight.spawn(self._handle(msg, self._embed))
+
     def _track(
         self, reply: str, request_id: str, every: float | None, cancel: Callable[[], object]
     ) -> None:
@@ -212,7 +230,9 @@ class WorkerService:
         self._running.pop((reply, request_id), None)
         self._alive.pop(reply, None)
 
-    async def _handle(self, msg: Msg) -> None:
+    async def _handle(self, msg: Msg, embed: _Call | None = None) -> None:
+        """Answer one call: a chat completion (whole or streamed), or with ``embed`` an
+        embeddings call (always whole)."""
         if not msg.reply:
             return
         hdrs = msg.headers or {}
@@ -229,7 +249,9 @@ class WorkerService:
                     timeout_s=timeout,
                     request_id=request_id,
                 )
-                if request.stream:
+                if embed is not None:
+                    await self._whole(msg.reply, request, hdrs.get(headers.ONCE_KEY), embed)
+                elif request.stream:
                     await self._stream(msg.reply, request, hdrs)
                 else:
                     await self._whole(msg.reply, request, hdrs.get(headers.ONCE_KEY))
@@ -257,22 +279,30 @@ class WorkerService:
                 reply_headers[headers.STREAM] = "error"
         await self._nc.publish(reply, body, headers=reply_headers)
 
-    async def _whole(self, reply: str, request: ProviderRequest, once: str | None) -> None:
-        """One reply: the upstream's answer, or (``Llm-Once-Key``) the first attempt's."""
+    async def _whole(
+        self,
+        reply: str,
+        request: ProviderRequest,
+        once: str | None,
+        call: _Call | None = None,
+    ) -> None:
+        """One reply: the upstream's answer (``call``, by default the adapter's
+        ``complete``), or (``Llm-Once-Key``) the first attempt's."""
+        run = call or self._provider.complete
         if not once:
-            await self._reply(reply, *await self._complete(request))
+            await self._reply(reply, *await self._complete(request, run))
             return
 
         async def send(answer: Answer) -> None:
             await self._reply(reply, *answer)
 
-        await self._once.run(once, request.timeout_s, lambda: self._complete(request), send)
+        await self._once.run(once, request.timeout_s, lambda: self._complete(request, run), send)
 
-    async def _complete(self, request: ProviderRequest) -> Answer:
+    async def _complete(self, request: ProviderRequest, call: _Call) -> Answer:
         try:
             with upstream_call(self._provider.name):  # outside the timeout: it sees TimeoutError
                 async with asyncio.timeout(request.timeout_s):
-                    body = await self._provider.complete(request)
+                    body = await call(request)
         except Exception as exc:
             self._count(failed=True)
             return failure(exc, self._provider.name, request.timeout_s)

@@ -1,6 +1,8 @@
 """A fake OpenAI upstream: a real HTTP server on loopback speaking OpenAI's documented shapes.
 
 Tests script its answers (status, body, headers, delay) and read what it received.
+``POST /v1/embeddings`` answers one deterministic unit vector per input (the mock provider's,
+:func:`workers.mock_vectors.mock_vector`), floats or base64 as asked.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from typing import Any
 
 import uvicorn
 
-__all__ = ["FakeOpenAI", "Scripted", "openai_completion", "running_fake"]
+from workers.mock_vectors import embedding_answer
+
+__all__ = ["FakeOpenAI", "Scripted", "openai_completion", "openai_embeddings", "running_fake"]
 
 
 def openai_completion(model: str, content: str) -> dict[str, Any]:
@@ -53,6 +57,18 @@ def openai_completion(model: str, content: str) -> dict[str, Any]:
         },
         "service_tier": "default",
     }
+
+
+def openai_embeddings(body: dict[str, Any]) -> bytes:
+    """OpenAI's embeddings list for an embeddings request body: a vector per input."""
+    raw = body.get("input", "")
+    inputs = [raw] if isinstance(raw, str) or (raw and isinstance(raw[0], int)) else raw
+    return embedding_answer(
+        inputs,
+        f"{body.get('model')}-upstream",
+        dimensions=body.get("dimensions") or 1536,
+        encoding_format=body.get("encoding_format") or "float",
+    )
 
 
 @dataclass
@@ -142,14 +158,15 @@ class FakeOpenAI:
         if body.get("stream") and answer.status == 200 and answer.body is None:
             await self._stream(body, answer, receive, send)
             return
-        payload = (
-            answer.body
-            if answer.body is not None
-            else openai_completion(
+        if answer.body is not None:
+            data = json.dumps(answer.body).encode()
+        elif scope["path"].endswith("/embeddings"):
+            data = openai_embeddings(body)
+        else:
+            completion = openai_completion(
                 body.get("model", "?"), f"upstream says hi to {body.get('model')}"
             )
-        )
-        data = json.dumps(payload).encode()
+            data = json.dumps(completion).encode()
         out = [(b"content-type", b"application/json")]
         out += [(k.encode(), v.encode()) for k, v in answer.headers.items()]
         await send({"type": "http.response.start", "status": answer.status, "headers": out})

@@ -33,6 +33,10 @@ export interface PayloadSchemas {
   ChunkChoice: ChunkChoice;
   ContentBlock: ContentBlock;
   Delta: Delta;
+  Embedding: Embedding;
+  EmbeddingList: EmbeddingList;
+  EmbeddingUsage: EmbeddingUsage;
+  EmbeddingsRequest: EmbeddingsRequest;
   ErrorDetail: ErrorDetail;
   ErrorEnvelope: ErrorEnvelope;
   FunctionCall: FunctionCall;
@@ -443,6 +447,56 @@ export interface ToolFunction {
   name: string;
   parameters?: {} | null;
   strict?: boolean | null;
+}
+/**
+ * One vector: floats, or (``encoding_format: base64``) its little-endian float32 bytes
+ * in base64.
+ *
+ * This interface was referenced by `PayloadSchemas`'s JSON-Schema
+ * via the `definition` "Embedding".
+ */
+export interface Embedding {
+  embedding: number[] | string;
+  index: number;
+  object?: "embedding";
+}
+/**
+ * The answer of ``llm.embeddings``: one embedding per input, in input order.
+ *
+ * This interface was referenced by `PayloadSchemas`'s JSON-Schema
+ * via the `definition` "EmbeddingList".
+ */
+export interface EmbeddingList {
+  data: Embedding[];
+  model: string;
+  object?: "list";
+  usage: EmbeddingUsage;
+}
+/**
+ * Tokens of the inputs (embeddings have no completion).
+ *
+ * This interface was referenced by `PayloadSchemas`'s JSON-Schema
+ * via the `definition` "EmbeddingUsage".
+ */
+export interface EmbeddingUsage {
+  prompt_tokens?: number;
+  total_tokens?: number;
+}
+/**
+ * ``POST /v1/embeddings`` body, the payload of ``llm.embeddings``.
+ *
+ * This interface was referenced by `PayloadSchemas`'s JSON-Schema
+ * via the `definition` "EmbeddingsRequest".
+ */
+export interface EmbeddingsRequest {
+  dimensions?: number | null;
+  encoding_format?: ("base64" | "float") | null;
+  /**
+   * a non-empty text, or 1 to 2048 of: texts (all non-empty), token ids (one token array), or token arrays (all non-empty); never a mix
+   */
+  input: string | (string | number | number[])[];
+  model: string;
+  user?: string | null;
 }
 /**
  * OpenAI's error object.
