@@ -5,6 +5,7 @@
 | ``llm.chat``                              | :meth:`on_chat`       | OpenAI shapes       |
 | ``llm.tenant.<tenant>.chat``              | :meth:`on_tenant_chat` | OpenAI shapes      |
 | ``llm.messages``, ``llm.tenant.*.messages`` | :meth:`on_messages` | Anthropic shapes    |
+| ``llm.embeddings``, ``llm.tenant.*.embeddings`` | :meth:`on_embeddings` | OpenAI embeddings |
 | ``llm.models``                            | :meth:`on_models`     | the model list      |
 | ``llm.cancel``                            | :meth:`on_cancel`     | (cancels a request) |
 """
@@ -20,6 +21,7 @@ from nats.aio.msg import Msg
 from broker.anthropic import to_openai_request
 from broker.config import Config
 from broker.control import model_list
+from broker.embeddings.pipeline import EmbeddingsPipeline
 from broker.errors import BrokerError, RequestTooLarge, Unauthorized, from_decode_error
 from broker.pipeline import ChatPipeline
 from broker.replies.sinks import AnthropicSink, NatsSink
@@ -41,6 +43,7 @@ class Endpoints:
         keys: API keys (``llm.models`` needs one when keys are required).
         config: models and the tenant-subject switch.
         clock: the event loop's clock (when the last interactive request came).
+        embeddings: answers embeddings requests.
     """
 
     def __init__(
@@ -50,9 +53,12 @@ class Endpoints:
         keys: KeyRing,
         config: Config,
         clock: Callable[[], float],
+        *,
+        embeddings: EmbeddingsPipeline,
     ) -> None:
         self._nc = nc
         self._pipeline = pipeline
+        self._embeddings = embeddings
         self._keys = keys
         self._tenant_subjects = config.nats_tenant_subjects
         self._tenants = config.tenants
@@ -68,6 +74,8 @@ class Endpoints:
             subjects.MESSAGES: self.on_messages,
             subjects.TENANT_CHAT: self.on_tenant_chat,
             subjects.TENANT_MESSAGES: self.on_messages,
+            subjects.EMBEDDINGS: self.on_embeddings,
+            subjects.TENANT_EMBEDDINGS: self.on_embeddings,
             subjects.MODELS: self.on_models,
         }
 
@@ -122,6 +130,22 @@ class Endpoints:
         sink = AnthropicSink(self._nc, msg.reply, model)
         await self._pipeline.handle(body, hdrs, sink, tenant, reply_to=msg.reply)
 
+    async def on_embeddings(self, msg: Msg) -> None:
+        """``llm.embeddings`` (and ``llm.tenant.<tenant>.embeddings``): OpenAI embeddings."""
+        self.last_interactive = self._clock()
+        if not msg.reply:
+            return
+        hdrs = msg.headers or {}
+        sink = NatsSink(self._nc, msg.reply)
+        tenant = None
+        if msg.subject != subjects.EMBEDDINGS:
+            try:
+                tenant = self._subject_tenant(msg.subject)
+            except BrokerError as exc:
+                await self._embeddings.refuse(exc, hdrs, sink)
+                return
+        await self._embeddings.handle(msg.data, hdrs, sink, tenant, reply_to=msg.reply)
+
     async def on_models(self, msg: Msg) -> None:
         """``llm.models``: the model list, for callers with a key when keys are required."""
         if not msg.reply:
@@ -137,7 +161,9 @@ class Endpoints:
     async def on_cancel(self, msg: Msg) -> None:
         """``llm.cancel``: the body is a request id, the cancel's reply subject the request's
         own (so only its caller can stop it)."""
-        self._pipeline.cancel(msg.data.decode(errors="replace"), msg.reply)
+        request_id = msg.data.decode(errors="replace")
+        self._pipeline.cancel(request_id, msg.reply)
+        self._embeddings.cancel(request_id, msg.reply)
 
     def _subject_tenant(self, subject: str) -> TenantConfig:
         """The configured tenant a tenant-bound subject names, or 401."""

@@ -35,7 +35,7 @@ from schemas import (
 from schemas.codec import decode_json
 from schemas.names import NAME_RULE, is_name
 
-__all__ = ["MAX_TIMEOUT_S", "RequestPreparer"]
+__all__ = ["MAX_TIMEOUT_S", "RequestPreparer", "request_timeout_s"]
 
 #: Upper bound on a caller-chosen time budget.
 MAX_TIMEOUT_S = 3600.0
@@ -105,7 +105,7 @@ class RequestPreparer:
                 f"The model `{request.model}` does not exist or is not configured.", param="model"
             )
         directives = parse_cache_control(hdrs.get(headers.CACHE_CONTROL))
-        timeout = _timeout_s(hdrs, model.timeout_s or self._config.broker.default_timeout_s)
+        timeout = request_timeout_s(hdrs, model.timeout_s or self._config.broker.default_timeout_s)
         return Prepared(
             data=data,
             request=request,
@@ -154,7 +154,13 @@ class RequestPreparer:
         return cache_key(request, extras, model.name, f"{owner}:{namespace}")
 
 
-def _timeout_s(hdrs: dict[str, str], default: float) -> float:
+def request_timeout_s(hdrs: dict[str, str], default: float) -> float:
+    """The request's time budget in seconds: ``Llm-Timeout-Ms`` (at most
+    :data:`MAX_TIMEOUT_S`), else ``default``.
+
+    Raises:
+        InvalidRequest: the header is not a positive number.
+    """
     raw = hdrs.get(headers.TIMEOUT_MS)
     if raw is None:
         return default

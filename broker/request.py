@@ -2,12 +2,15 @@
 
 :class:`Prepared` is made once per request by :class:`~broker.prepare.RequestPreparer`
 (decoded, validated, its model and cache key known); :class:`Reply` is a whole answer or
-an error on its way out.
+an error on its way out. :class:`Call` is what the wings that do not care which API a request
+came in on (routing, forwarding, metering, recording) read of one: a chat request's
+:class:`Prepared` and an embeddings call (:mod:`broker.embeddings.call`) alike.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from blake3 import blake3
 
@@ -17,7 +20,7 @@ from broker.tenancy.tenants import ANONYMOUS, TenantConfig
 from broker.upstream.deployments import ModelConfig
 from schemas import ChatRequest, subjects
 
-__all__ = ["DEFAULT_TENANT", "Prepared", "Reply", "error_reply"]
+__all__ = ["DEFAULT_TENANT", "Call", "Prepared", "Reply", "error_reply"]
 
 DEFAULT_TENANT = subjects.DEFAULT_TENANT
 
@@ -37,6 +40,63 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     splits: list[list[int]] | None = None
     upstream_s: float = 0.0
+
+
+class Call(Protocol):
+    """A request as routing, forwarding, metering and recording read it, whatever its API."""
+
+    @property
+    def data(self) -> bytes:
+        """The body a provider worker receives."""
+        ...
+
+    @property
+    def model(self) -> ModelConfig:
+        """The configured model it resolved to."""
+        ...
+
+    @property
+    def request_id(self) -> str:
+        """Its correlation id."""
+        ...
+
+    @property
+    def deadline(self) -> float:
+        """When its time budget runs out (the event loop's clock)."""
+        ...
+
+    @property
+    def directives(self) -> CacheDirectives:
+        """Its ``Cache-Control``."""
+        ...
+
+    @property
+    def trace(self) -> str | None:
+        """Its W3C trace context."""
+        ...
+
+    @property
+    def tenant(self) -> TenantConfig:
+        """Who sent it."""
+        ...
+
+    @property
+    def idempotent(self) -> bool:
+        """Whether its attempts share one upstream call (``workers.once``)."""
+        ...
+
+    @property
+    def stream(self) -> bool:
+        """Whether its caller asked for a stream."""
+        ...
+
+    def digest(self) -> bytes:
+        """What tells its body from another's (the repeat and once keys)."""
+        ...
+
+    def estimate(self, completion_default: int = 0) -> tuple[int, int]:
+        """(prompt, completion) tokens guessed before any call."""
+        ...
 
 
 @dataclass(slots=True)

@@ -27,6 +27,8 @@ from broker.cache.settings import L2Kind
 from broker.config import Config
 from broker.console import ConsoleEndpoints
 from broker.control import register_control
+from broker.embeddings.pipeline import EmbeddingsPipeline
+from broker.embeddings.prepare import EmbeddingPreparer
 from broker.endpoints import Endpoints
 from broker.guard import Guard
 from broker.pipeline import ChatPipeline
@@ -38,7 +40,7 @@ from broker.status import BrokerStatus
 from broker.tenancy.budget import SpendLedger
 from broker.tenancy.limits import RateLimiter
 from broker.tenancy.meter import Meter
-from broker.tenancy.tenants import ANONYMOUS, REDIS_KEYS, KeyRing
+from broker.tenancy.tenants import ANONYMOUS, REDIS_KEYS, KeyRing, TenantConfig
 from broker.upstream.calls import Upstream
 from broker.upstream.forward import Forwarder
 from broker.upstream.resilience import Resilient
@@ -116,6 +118,7 @@ class BrokerService:
         self._semantic: SemanticCache | None = None
         self.cache: ResponseCache | None = None
         self.pipeline: ChatPipeline | None = None
+        self.embeddings: EmbeddingsPipeline | None = None
         self.batch: BatchEngine | None = None
         self._keys_task: asyncio.Task[None] | None = None
         self._micro: Service | None = None
@@ -151,7 +154,7 @@ class BrokerService:
         self.redis_guard = Guard("redis")
         self._heartbeats = Heartbeats(self.nc, asyncio.get_running_loop().time)
         self._heartbeats.start()
-        self.pipeline, router = assemble_pipeline(
+        self.pipeline, self.embeddings, router = assemble_pipeline(
             self.nc,
             self.config,
             self.cache,
@@ -170,9 +173,15 @@ class BrokerService:
                 _refresh_keys(redis_client, keys), name="key-refresh"
             )
         register_control(self._fs, self.config, self.cache, router, keys)
-        pipeline = self.pipeline
+        pipeline, embeddings = self.pipeline, self.embeddings
+
+        def in_flight() -> int:
+            return pipeline.in_flight + embeddings.in_flight
+
         loop_time = asyncio.get_running_loop().time
-        endpoints = Endpoints(self.nc, pipeline, keys, self.config, loop_time)
+        endpoints = Endpoints(
+            self.nc, pipeline, keys, self.config, loop_time, embeddings=embeddings
+        )
         self._subs = [
             await self.nc.subscribe(
                 subject,
@@ -192,6 +201,7 @@ class BrokerService:
                 interactive=lambda: loop_time() - endpoints.last_interactive < 1.0,
                 keys=keys,
                 replicas=self.config.nats.replicas,
+                endpoints={"/v1/embeddings": embeddings.handle},
             )
             await self.batch.start()
         # after the cache's and the batch's assets: they keep the places they had before it
@@ -199,9 +209,9 @@ class BrokerService:
         self._micro = await register(
             self.nc,
             "broker",
-            [subjects.CHAT, subjects.MESSAGES],
+            [subjects.CHAT, subjects.MESSAGES, subjects.EMBEDDINGS],
             lambda: {
-                "in_flight": self.pipeline.in_flight if self.pipeline else 0,
+                "in_flight": in_flight(),
                 "l2": self.l2_name,
                 "batch": self.batch is not None,
                 "requests": self.status.requests,
@@ -219,7 +229,7 @@ class BrokerService:
             redis_client=redis_client,
             reload_keys=lambda: _load_keys(redis_client, keys) if redis_client else _nothing(),
             batch=self.batch,
-            in_flight=lambda: pipeline.in_flight,
+            in_flight=in_flight,
             service_id=lambda: micro.id,
         )
         await self._console.start()
@@ -257,6 +267,11 @@ class BrokerService:
             )
         return ResponseCache(settings, guarded, semantic=self._semantic)
 
+    async def _drain_requests(self, grace_s: float) -> None:
+        """Wait for the chat and embeddings requests in flight (bounded, together)."""
+        pipelines = [p for p in (self.pipeline, self.embeddings) if p is not None]
+        await asyncio.gather(*(p.drain(grace_s) for p in pipelines))
+
     @property
     def service_id(self) -> str:
         """This broker's NATS micro service id (``$SRV`` discovery names it)."""
@@ -264,7 +279,8 @@ class BrokerService:
 
     @property
     def subscriptions(self) -> tuple[Subscription, ...]:
-        """The request subscriptions (``llm.chat``, ``llm.messages``, ``llm.cancel``)."""
+        """The request subscriptions (``llm.chat``, ``llm.messages``, ``llm.embeddings``,
+        ``llm.cancel`` ...)."""
         return tuple(self._subs)
 
     @property
@@ -285,8 +301,7 @@ class BrokerService:
             self._keys_task.cancel()
         if self._micro is not None:
             await settle(self._micro.stop(), STOP_STEP_S)
-        if self.pipeline is not None:
-            await self.pipeline.drain(drain_timeout)
+        await self._drain_requests(drain_timeout)
         if self._heartbeats is not None:
             await self._heartbeats.stop()
         if self._l2 is not None:
@@ -369,30 +384,49 @@ def assemble_pipeline(
     ledger: SpendLedger,
     status: BrokerStatus | None = None,
     heartbeats: Heartbeats | None = None,
-) -> tuple[ChatPipeline, Router]:
-    """Build the pipeline's collaborators at the edge and inject them (and return the router,
-    which the control plane's breaker commands act on)."""
+) -> tuple[ChatPipeline, EmbeddingsPipeline, Router]:
+    """Build the pipelines' collaborators at the edge and inject them (and return the router,
+    which the control plane's breaker commands act on). Chat and embeddings share the keys,
+    the meter, the request record, the breakers and the retry budget."""
     clock = asyncio.get_running_loop().time
     nuid = NUID()
     router = Router(config.breaker, clock=clock)
-    preparer = RequestPreparer(
-        config,
-        cache.settings if cache is not None else None,
-        min(config.broker.max_request_bytes, nc.max_payload - headers.HEADER_ROOM),
-        clock,
-        lambda: nuid.next().decode(),
-        keys=keys,
-    )
+    settings = cache.settings if cache is not None else None
+    max_body = min(config.broker.max_request_bytes, nc.max_payload - headers.HEADER_ROOM)
+
+    def new_id() -> str:
+        return nuid.next().decode()
+
+    preparer = RequestPreparer(config, settings, max_body, clock, new_id, keys=keys)
     deployments = {d.name: d for m in config.models.values() for d in m.deployments}
+    resilient = Resilient(config, router, clock)
+    forwarder = Forwarder(nc, clock)
+    meter = Meter(deployments, limiter, ledger, tenant_metrics=config.broker.tenant_metrics)
+    record = RequestRecord(config.broker, status)
+
+    def label(tenant: TenantConfig) -> str:
+        return tenant.name if tenant.name in config.tenants or tenant is ANONYMOUS else "other"
+
     pipeline = ChatPipeline(
         preparer=preparer,
         front=ReadThrough(cache, clock),
-        upstream=Upstream(Resilient(config, router, clock), Forwarder(nc, clock)),
-        meter=Meter(deployments, limiter, ledger, tenant_metrics=config.broker.tenant_metrics),
-        record=RequestRecord(config.broker, status),
+        upstream=Upstream(resilient, forwarder),
+        meter=meter,
+        record=record,
         max_in_flight=config.broker.max_in_flight,
         clock=clock,
         heartbeats=heartbeats,
-        label=lambda t: t.name if t.name in config.tenants or t is ANONYMOUS else "other",
+        label=label,
     )
-    return pipeline, router
+    embeddings = EmbeddingsPipeline(
+        preparer=EmbeddingPreparer(config, settings, max_body, clock, new_id, keys=keys),
+        vectors=cache.vectors if cache is not None else None,
+        upstream=Upstream(resilient, forwarder.to(subjects.provider_embeddings_subject)),
+        meter=meter,
+        record=record,
+        max_in_flight=config.broker.max_in_flight,
+        clock=clock,
+        heartbeats=heartbeats,
+        label=label,
+    )
+    return pipeline, embeddings, router

@@ -29,7 +29,8 @@ from schemas.jetstream import FILES_BUCKET, events_subject
 
 __all__ = ["EVENT_GAP_S", "Batches"]
 
-#: The endpoint batch lines target (the only one brokers run).
+#: The endpoint batch lines target unless told otherwise (brokers also run
+#: ``/v1/embeddings``).
 CHAT_ENDPOINT = "/v1/chat/completions"
 #: How long ``wait`` listens for an event before it reads the batch again.
 EVENT_GAP_S = 5.0
@@ -66,16 +67,19 @@ class Batches:
         *,
         completion_window: str = "24h",
         metadata: dict[str, str] | None = None,
+        endpoint: str = CHAT_ENDPOINT,
         **call: Any,
     ) -> BatchObject:
         """Upload request lines as the batch's input file and create the batch.
 
         Args:
             lines: ``{"custom_id", "method": "POST", "url": "/v1/chat/completions", "body"}``.
+            endpoint: the url every line names: ``/v1/chat/completions`` or
+                ``/v1/embeddings``.
         """
         inputs = [ln if isinstance(ln, InputLine) else _input(ln, InputLine) for ln in lines]
         body = BatchSubmit(
-            endpoint=CHAT_ENDPOINT,
+            endpoint=endpoint,
             completion_window=completion_window,
             lines=inputs,
             metadata=metadata,

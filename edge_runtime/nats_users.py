@@ -73,8 +73,10 @@ BROKER = Permissions(
     subscribe=(
         "llm.chat",
         "llm.messages",
+        "llm.embeddings",
         "llm.tenant.*.chat",
         "llm.tenant.*.messages",
+        "llm.tenant.*.embeddings",
         "llm.models",
         "llm.broker.ping",
         "llm.cancel",
@@ -92,6 +94,7 @@ BRIDGE = Permissions(
     publish=(
         "llm.chat",
         "llm.messages",
+        "llm.embeddings",
         "llm.models",
         "llm.broker.ping",
         "llm.cancel",
@@ -124,7 +127,8 @@ _ONCE_BUCKET = "KV_llm_edge_once"
 
 
 def worker(provider: str) -> Permissions:
-    """A provider's workers: consume their own subject, answer the broker, and claim
+    """A provider's workers: consume their own subjects (chat, and embeddings for the
+    providers that compute them), answer the broker, and claim
     idempotent calls in the ``llm_edge_once`` bucket (inbox ``_INBOX.worker-<provider>``)."""
     return Permissions(
         publish=(
@@ -137,6 +141,7 @@ def worker(provider: str) -> Permissions:
         ),
         subscribe=(
             f"llm.provider.{provider}",
+            f"llm.provider.{provider}.embeddings",
             "llm.cancel",
             "$SRV.>",
             f"llm.status.worker-{provider}",
@@ -152,6 +157,7 @@ def producer(user: str) -> Permissions:
         publish=(
             "llm.chat",
             "llm.messages",
+            "llm.embeddings",
             "llm.cancel",
             "llm.batch.submit",
             "llm.batch.get",

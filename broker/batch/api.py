@@ -50,7 +50,7 @@ from schemas.codec import decode_json
 __all__ = ["ENDPOINTS", "ApiError", "BatchApi"]
 
 #: Endpoints a batch may target.
-ENDPOINTS = frozenset({"/v1/chat/completions"})
+ENDPOINTS = frozenset({"/v1/chat/completions", "/v1/embeddings"})
 _encoder = msgspec.json.Encoder()
 _json = msgspec.json.Decoder(dict[str, Any])
 log = logging.getLogger("llm_edge.batch")

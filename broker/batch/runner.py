@@ -21,7 +21,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import msgspec
 from nats.aio.client import Client
@@ -160,10 +160,12 @@ class BatchRunner:
     Args:
         nc: NATS connection.
         store: the batch resources.
-        handle: ``ChatPipeline.handle``.
+        handle: ``ChatPipeline.handle``: answers chat lines.
         settings: concurrency, redelivery.
         keys: resolves a batch's tenant name (lines run as that tenant).
         clock: wall-clock seconds (completion windows are wall-clock).
+        endpoints: the handlers of lines to other endpoints, by ``url``
+            (``/v1/embeddings``: ``EmbeddingsPipeline.handle``).
     """
 
     def __init__(
@@ -176,11 +178,13 @@ class BatchRunner:
         *,
         keys: KeyRing | None = None,
         interactive: Callable[[], bool] = lambda: False,
+        endpoints: Mapping[str, LineHandler] | None = None,
     ) -> None:
         self._nc = nc
         self._keys = keys
         self._store = store
         self._handle = handle
+        self._endpoints = dict(endpoints or {})
         self._settings = settings
         self._clock = clock
         self._interactive = interactive
@@ -383,7 +387,8 @@ class BatchRunner:
         body.pop("stream", None)
         sink = CollectSink()
         tenant = self._keys.named(record.tenant) if self._keys is not None else None
-        await self._handle(_encoder.encode(body), {headers.REQUEST_ID: request_id}, sink, tenant)
+        handle = self._endpoints.get(line.url, self._handle)
+        await handle(_encoder.encode(body), {headers.REQUEST_ID: request_id}, sink, tenant)
         reply = await sink.reply
         if reply.status == 200:
             await self._finish(

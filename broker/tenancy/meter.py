@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from broker import metrics
 from broker.cache.response import CachedReply
-from broker.request import Prepared, Reply
+from broker.request import Call, Reply
 from broker.tenancy.budget import SpendLedger, usage_of
 from broker.tenancy.limits import RateLimiter, rate_limited
 from broker.tenancy.tenants import TenantConfig
@@ -64,7 +64,7 @@ class Meter:
         """Whether admitting the tenant's requests waits on the shared counters."""
         return bool(tenant.rpm or tenant.tpm or tenant.budget_usd is not None)
 
-    async def admit(self, prepared: Prepared) -> None:
+    async def admit(self, prepared: Call) -> None:
         """Check the budget, then count the request against the tenant's limits.
 
         Raises:
@@ -93,7 +93,7 @@ class Meter:
         )
         return Charge(deployment, cost, usage)
 
-    def saved(self, prepared: Prepared, hit: CachedReply) -> float | None:
+    def saved(self, prepared: Call, hit: CachedReply) -> float | None:
         """USD a cache hit saved, at the price of the deployment that gave the answer (counted
         in ``llm_edge_cost_saved_usd_total``); ``None`` when that deployment is not priced."""
         deployment = self._deployments.get(hit.deployment)
@@ -106,7 +106,22 @@ class Meter:
         metrics.COST_SAVED.labels(prepared.model.name).inc(saved)
         return saved
 
-    async def charge(self, prepared: Prepared, charge: Charge | None) -> None:
+    def saved_tokens(self, prepared: Call, tokens: Mapping[str, int]) -> float | None:
+        """USD the cached inputs of an embeddings answer saved: their tokens (by the
+        deployment that computed them) at that deployment's input price (counted in
+        ``llm_edge_cost_saved_usd_total``); ``None`` when none of those deployments is priced."""
+        priced = [
+            (deployment, count)
+            for name, count in tokens.items()
+            if (deployment := self._deployments.get(name)) is not None and deployment.priced
+        ]
+        if not priced:
+            return None
+        saved = sum(deployment.cost(count, 0) for deployment, count in priced)
+        metrics.COST_SAVED.labels(prepared.model.name).inc(saved)
+        return saved
+
+    async def charge(self, prepared: Call, charge: Charge | None) -> None:
         """Count tokens, true up the tenant's tpm, add the cost to its spend."""
         if charge is None:
             return

@@ -13,7 +13,7 @@ from nats.aio.msg import Msg
 from broker.config import Deployment
 from broker.errors import DeadlineExceeded, NoProvider, UpstreamFailed
 from broker.repeats import once_key
-from broker.request import Prepared, Reply
+from broker.request import Call, Prepared, Reply
 from edge_runtime.inbox import Inbox, Mailbox
 from edge_runtime.tracing import inject
 from schemas import ChatCompletionChunk, StreamEnd, error_body, headers, subjects
@@ -50,20 +50,34 @@ class Forwarder:
         clock: the clock ``Prepared.deadline`` is measured on.
         idle_s: how long a worker may stay silent (no answer, no keepalive) before the call
             counts as lost and is retried elsewhere.
+        subject: the subject of a provider's workers (``llm.provider.<name>``: chat).
+        inbox: where answers arrive (shared by the forwarders of one connection).
     """
 
     def __init__(
-        self, nc: Client, clock: Callable[[], float], *, idle_s: float = WORKER_IDLE_S
+        self,
+        nc: Client,
+        clock: Callable[[], float],
+        *,
+        idle_s: float = WORKER_IDLE_S,
+        subject: Callable[[str], str] = subjects.provider_subject,
+        inbox: Inbox | None = None,
     ) -> None:
         self._nc = nc
         self._clock = clock
         self._idle_s = idle_s
-        self._inbox = Inbox(nc)
+        self._subject = subject
+        self._inbox = inbox or Inbox(nc)
         self._keepalive_ms = str(int(idle_s / KEEPALIVES_PER_IDLE * 1000))
 
-    def _headers(
-        self, prepared: Prepared, deployment: Deployment, deadline: float
-    ) -> dict[str, str]:
+    def to(self, subject: Callable[[str], str]) -> Forwarder:
+        """A forwarder of the same connection and inbox whose calls go to ``subject(provider)``
+        (another API's worker subject, such as ``llm.provider.<name>.embeddings``)."""
+        return Forwarder(
+            self._nc, self._clock, idle_s=self._idle_s, subject=subject, inbox=self._inbox
+        )
+
+    def _headers(self, prepared: Call, deployment: Deployment, deadline: float) -> dict[str, str]:
         remaining = deadline - self._clock()
         if remaining <= 0:
             raise DeadlineExceeded("the request's deadline passed before it reached a provider")
@@ -82,7 +96,7 @@ class Forwarder:
             forward_headers[headers.TRACEPARENT] = prepared.trace
         return forward_headers
 
-    async def whole(self, prepared: Prepared, deployment: Deployment, deadline: float) -> Reply:
+    async def whole(self, prepared: Call, deployment: Deployment, deadline: float) -> Reply:
         """One call to the provider's workers; a 200 reply (who answered is named by
         :class:`~broker.upstream.calls.Upstream`, which knows the attempts too).
 
@@ -149,7 +163,7 @@ class Forwarder:
             self._inbox.close(reply_to)
 
     async def _send(
-        self, prepared: Prepared, deployment: Deployment, deadline: float
+        self, prepared: Call, deployment: Deployment, deadline: float
     ) -> tuple[str, Mailbox]:
         """Publish the call to the provider's workers; its reply subject (to close) and
         mailbox."""
@@ -157,7 +171,7 @@ class Forwarder:
         reply_to, replies = await self._inbox.open()
         try:
             await self._nc.publish(
-                subjects.provider_subject(deployment.provider),
+                self._subject(deployment.provider),
                 prepared.data,
                 reply=reply_to,
                 headers=forward_headers,
@@ -167,7 +181,7 @@ class Forwarder:
             raise
         return reply_to, replies
 
-    async def _cancel(self, prepared: Prepared, reply_to: str) -> None:
+    async def _cancel(self, prepared: Call, reply_to: str) -> None:
         """Tell the worker to stop the call: a cancel is honoured only with the call's reply
         subject as its reply (see docs/nats-api.md, Who may cancel)."""
         with contextlib.suppress(Exception):  # reconnecting: the worker's timeout ends it

@@ -31,7 +31,7 @@ from broker.errors import (
     NoProvider,
     UpstreamFailed,
 )
-from broker.request import Prepared
+from broker.request import Call
 from broker.upstream.breaker import CircuitBreaker
 from broker.upstream.deployments import Deployment, ModelConfig
 from broker.upstream.forward import WorkerLost
@@ -94,7 +94,7 @@ class Resilient:
     Args:
         config: models (fallbacks), resilience settings.
         router: orderings, breakers, statistics.
-        clock: the clock of ``Prepared.deadline``.
+        clock: the clock of ``Call.deadline``.
         sleep: how to wait between attempts (tests pass a no-op).
         rng: backoff jitter.
     """
@@ -116,7 +116,7 @@ class Resilient:
         self._rng = rng or random.Random()
         self._budget = RetryBudget(config.resilience, clock)
 
-    def candidates(self, prepared: Prepared) -> list[Deployment]:
+    def candidates(self, prepared: Call) -> list[Deployment]:
         """The model's ranked deployments, then each fallback model's."""
         tokens = prepared.estimate(ROUTING_COMPLETION_GUESS)
         models: list[ModelConfig] = [prepared.model]
@@ -134,7 +134,7 @@ class Resilient:
                     ordered.append(deployment)
         return ordered
 
-    def _all_open(self, prepared: Prepared) -> AllDeploymentsOpen:
+    def _all_open(self, prepared: Call) -> AllDeploymentsOpen:
         models = [prepared.model, *(self._config.models[n] for n in prepared.model.fallbacks)]
         wait = min(self.router.retry_after(m) for m in models)
         return AllDeploymentsOpen(
@@ -145,7 +145,7 @@ class Resilient:
 
     async def run(
         self,
-        prepared: Prepared,
+        prepared: Call,
         attempt: Callable[[Deployment, float], Awaitable[T]],
         *,
         judge_later: bool = False,
@@ -210,7 +210,7 @@ class Resilient:
         """
         _judge(self.router.stats(deployment).breaker, failure, first_event_s)
 
-    def _next_allowed(self, walk: _Walk, prepared: Prepared) -> Deployment:
+    def _next_allowed(self, walk: _Walk, prepared: Call) -> Deployment:
         for _ in range(len(walk.candidates)):
             deployment = walk.peek()
             walk.position += 1
@@ -225,7 +225,7 @@ class Resilient:
         self,
         attempt: Callable[[Deployment, float], Awaitable[T]],
         deployment: Deployment,
-        prepared: Prepared,
+        prepared: Call,
         walk: _Walk,
         judge_later: bool,
     ) -> T:
@@ -251,7 +251,7 @@ class Resilient:
         stats.observe_latency(elapsed)
         return result
 
-    def _should_retry(self, state: RetryCallState, walk: _Walk, prepared: Prepared) -> bool:
+    def _should_retry(self, state: RetryCallState, walk: _Walk, prepared: Call) -> bool:
         outcome = state.outcome
         exc = outcome.exception() if outcome is not None else None
         if exc is None or isinstance(exc, AllDeploymentsOpen):

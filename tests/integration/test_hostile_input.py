@@ -49,6 +49,10 @@ def messages(**extra: Any) -> bytes:
     )
 
 
+def embeddings(**fields: Any) -> bytes:
+    return msgspec.json.encode({"model": "mock", "input": "hi"} | fields)
+
+
 def with_raw_field(body: bytes, name: str, raw: bytes) -> bytes:
     """The body with one more top-level field holding ``raw`` JSON, as written."""
     return body[:-1] + b',"' + name.encode() + b'":' + raw + b"}"
@@ -107,6 +111,79 @@ async def test_chat_values_out_of_range_are_400s_naming_the_field(
 
 
 @pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (embeddings(input=""), "input"),
+        (embeddings(input=[]), "input"),
+        (embeddings(input=["ok", ""]), "input[1]"),
+        (embeddings(input=["x"] * 2049), "input"),
+        (embeddings(input=["text", 5]), "input[1]"),
+        (embeddings(input=[1, "text"]), "input[1]"),
+        (embeddings(input=[[1, 2], []]), "input[1]"),
+        (embeddings(input=[1, -2]), "input[1]"),
+        (embeddings(input=[[1, 2**40]]), "input[0][1]"),
+        (with_raw_field(b'{"model":"mock"}', "input", b"[" + b"9" * 5000 + b"]"), "input[0]"),
+        (embeddings(input=[1.5]), "input[0]"),
+        (embeddings(input=[True]), "input[0]"),
+        (embeddings(input=5), "input"),
+        (embeddings(input={"text": "hi"}), "input"),
+        (embeddings(input=None), "input"),
+        (msgspec.json.encode({"model": "mock"}), "input"),
+        (msgspec.json.encode({"input": "hi"}), "model"),
+        (embeddings(model=""), "model"),
+        (embeddings(model=["mock"]), "model"),
+        (embeddings(dimensions=0), "dimensions"),
+        (embeddings(dimensions=10**9), "dimensions"),
+        (embeddings(dimensions="64"), "dimensions"),
+        (embeddings(encoding_format="hex"), "encoding_format"),
+        (embeddings(user=7), "user"),
+        (with_raw_field(embeddings(), "input_type", b"1e400"), "input_type"),
+    ],
+    ids=[
+        "empty-text",
+        "empty-list",
+        "empty-text-in-list",
+        "2049-inputs",
+        "text-then-number",
+        "token-then-text",
+        "empty-token-array",
+        "negative-token",
+        "huge-token",
+        "5000-digit-token",
+        "float-token",
+        "bool-token",
+        "number",
+        "object",
+        "null",
+        "no-input",
+        "no-model",
+        "empty-model",
+        "model-list",
+        "zero-dimensions",
+        "huge-dimensions",
+        "string-dimensions",
+        "hex-format",
+        "user-int",
+        "1e400",
+    ],
+)
+async def test_embeddings_input_errors_are_400s_naming_the_field(
+    stack: Stack, body: bytes, param: str
+) -> None:
+    """Malformed embeddings requests on llm.embeddings and POST /v1/embeddings are OpenAI 400s
+    naming the field; a valid one is still answered afterwards."""
+    reply = await ask(stack, "llm.embeddings", body)
+    assert status(reply) == 400
+    assert openai_error(reply.data)["param"] == param
+    assert stack.http is not None
+    response = await stack.http.post("/embeddings", content=body, headers=AUTH)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["type"], error["param"]) == ("invalid_request_error", param)
+    assert status(await ask(stack, "llm.embeddings", embeddings(input=["still", "fine"]))) == 200
+
+
+@pytest.mark.parametrize(
     ("body", "field"),
     [
         (messages(max_tokens=10**30), "max_tokens"),
@@ -153,10 +230,13 @@ async def test_messages_api_errors_name_the_field(stack: Stack, body: bytes, fie
 
 
 async def test_deeply_nested_json_is_a_400_on_every_entry_point(stack: Stack) -> None:
-    """JSON nested 100,000 deep is a 400 saying so over NATS (chat, messages) and HTTP."""
+    """JSON nested 100,000 deep is a 400 saying so over NATS (chat, messages, embeddings) and
+    HTTP."""
     for subject, body in (
         ("llm.chat", with_raw_field(chat(), "x", DEEP)),
         ("llm.chat", with_raw_field(chat(), "x", DEEP_OBJECT)),
+        ("llm.embeddings", with_raw_field(embeddings(), "x", DEEP)),
+        ("llm.embeddings", with_raw_field(embeddings(), "x", DEEP_OBJECT)),
         ("llm.messages", with_raw_field(messages(), "x", DEEP)),
         ("llm.messages", with_raw_field(messages(), "metadata", DEEP_OBJECT)),
     ):
@@ -167,6 +247,7 @@ async def test_deeply_nested_json_is_a_400_on_every_entry_point(stack: Stack) ->
     for path, body in (
         ("/chat/completions", with_raw_field(chat(stream=True), "x", DEEP)),
         ("/messages", with_raw_field(messages(stream=True), "x", DEEP)),
+        ("/embeddings", with_raw_field(embeddings(), "x", DEEP)),
     ):
         response = await stack.http.post(path, content=body, headers=AUTH)
         assert response.status_code == 400, path
