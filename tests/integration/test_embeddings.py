@@ -7,10 +7,12 @@ from __future__ import annotations
 import array
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import math
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -19,9 +21,11 @@ import openai
 import pytest
 from prometheus_client import REGISTRY
 
+from broker.cache.vectors import vector_keys
 from broker.config import Config
 from broker.tenancy.tenants import hash_key
 from schemas import headers
+from schemas.jetstream import CACHE_BUCKET
 from tests.support.batch import batch_stack, jsonl, wait_final
 from tests.support.stack import Stack, StackFactory, config_from
 from tests.support.upstream import FakeOpenAI, Scripted
@@ -129,6 +133,39 @@ def inputs_counted(source: str) -> float:
     return REGISTRY.get_sample_value("llm_edge_embedding_inputs_total", labels) or 0.0
 
 
+def keys_of(texts: list[str], namespace: str, tenant: str = "acme") -> list[str]:
+    """The cache keys of ``texts`` asked of model ``text`` as floats."""
+    return vector_keys(
+        texts,
+        model="text",
+        dimensions=None,
+        encoding_format="float",
+        extras={},
+        namespace=f"{tenant}:{namespace}",
+    )
+
+
+@contextlib.asynccontextmanager
+async def written_back(stack: Stack, keys: list[str]) -> AsyncIterator[None]:
+    """Around requests whose new vectors are ``keys``: waits (bounded) after them until the
+    L2 bucket holds every one (the write-back follows the reply)."""
+    kv = await stack.nc.jetstream().key_value(CACHE_BUCKET)
+    wanted = {key.replace(":", ".") for key in keys}
+    prefix = next(iter(wanted)).rsplit(".", 1)[0]
+    watcher = await kv.watch(f"{prefix}.*")
+    try:
+        yield
+        stored: set[str] = set()
+        async with asyncio.timeout(10):
+            async for entry in watcher:
+                if entry is not None and entry.value:
+                    stored.add(entry.key)
+                    if wanted <= stored:
+                        return
+    finally:
+        await watcher.stop()
+
+
 async def test_sdk_single_and_batched_inputs(
     stack: Stack, fake_openai: FakeOpenAI, namespace: str
 ) -> None:
@@ -179,13 +216,15 @@ async def test_cache_answers_per_input(
     new = [f"new text {i}" for i in range(10)]
     asked = [*seen[:45], *new[:5], *seen[45:], *new[5:]]
     ns = {"X-Cache-Namespace": namespace}
-    first = await post(stack, {"model": "text", "input": seen}, **ns)
+    async with written_back(stack, keys_of(seen, namespace)):
+        first = await post(stack, {"model": "text", "input": seen}, **ns)
     assert first.status_code == 200
     assert first.headers["x-cache"] == "MISS"
     assert first.headers["llm-cached-inputs"] == "0"
     upstream_before, l1_before = inputs_counted("upstream"), inputs_counted("l1")
 
-    mixed = await post(stack, {"model": "text", "input": asked}, **ns)
+    async with written_back(stack, keys_of(new, namespace)):
+        mixed = await post(stack, {"model": "text", "input": asked}, **ns)
     assert mixed.status_code == 200
     assert embeddings_calls(fake_openai)[-1] == new
     assert (mixed.headers["x-cache"], mixed.headers["llm-cached-inputs"]) == ("MISS", "90")
@@ -448,8 +487,10 @@ async def test_a_namespace_purge_removes_its_vectors(
     """llm.admin.cache.purge of a namespace removes its vectors from L1 and L2: the next
     request for them calls the upstream again."""
     ns = {"X-Cache-Namespace": namespace}
-    body = {"model": "text", "input": ["to be purged", "and this"]}
-    assert (await post(stack, body, **ns)).headers["x-cache"] == "MISS"
+    texts = ["to be purged", "and this"]
+    body = {"model": "text", "input": texts}
+    async with written_back(stack, keys_of(texts, namespace)):
+        assert (await post(stack, body, **ns)).headers["x-cache"] == "MISS"
     assert (await post(stack, body, **ns)).headers["x-cache"] == "HIT-L1"
     purge = {"namespace": namespace, "tenant": "acme"}
     answer = await stack.nc.request("llm.admin.cache.purge", msgspec.json.encode(purge), timeout=10)
