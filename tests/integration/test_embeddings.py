@@ -27,6 +27,7 @@ from broker.tenancy.tenants import hash_key
 from schemas import headers
 from schemas.jetstream import CACHE_BUCKET
 from tests.support.batch import batch_stack, jsonl, wait_final
+from tests.support.servers import RedisServer
 from tests.support.stack import Stack, StackFactory, config_from
 from tests.support.upstream import FakeOpenAI, Scripted
 from workers.mock_vectors import mock_vector, tokens_of
@@ -535,3 +536,35 @@ async def test_idempotent_attempts_on_two_brokers_share_one_upstream_call(
     assert [a.status for a in answers] == [200, 200]
     assert answers[0].body == answers[1].body
     assert embeddings_calls(fake_openai) == [["once", "only"]]
+
+
+async def test_vectors_are_shared_through_redis(
+    nats_url: str, fake_openai: FakeOpenAI, redis_server: RedisServer, make_stack: StackFactory
+) -> None:
+    """With Redis as L2, vectors are written with one pipeline and read with one MGET: a
+    broker that has lost them from L1 is answered from Redis, the upstream not called."""
+    config = config_from(f"""
+        [cache]
+        l2 = "redis"
+        [batch]
+        enabled = false
+        [providers.up]
+        kind = "openai_compatible"
+        base_url = "{fake_openai.base_url}"
+        [models.text]
+        deployments = [{{ provider = "up" }}]
+    """)
+    stack = await make_stack(nats_url, config, redis_url=redis_server.url)
+    broker = stack.brokers[0]
+    assert broker.cache is not None
+    assert broker.embeddings is not None
+    body = msgspec.json.encode({"model": "text", "input": [f"redis {uuid.uuid4()}", "two"]})
+    ns = {headers.CACHE_NAMESPACE: f"r{uuid.uuid4().hex[:8]}"}
+    first = await stack.nc.request("llm.embeddings", body, timeout=10, headers=ns)
+    assert (first.headers or {})[headers.CACHE] == "MISS"
+    await broker.embeddings.drain(5)  # the write-back to Redis runs after the reply
+    broker.cache.vectors.l1.purge("")
+    again = await stack.nc.request("llm.embeddings", body, timeout=10, headers=ns)
+    assert (again.headers or {})[headers.CACHE] == "HIT-L2"
+    assert again.data == first.data
+    assert len(embeddings_calls(fake_openai)) == 1
