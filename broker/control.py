@@ -3,16 +3,20 @@
 These subjects carry a handful of messages a minute, so FastStream's per-message cost does
 not matter here; the data plane (``llm.chat``) uses the same connection directly. Every
 admin reply carries ``Llm-Status`` like the data plane's, and failures are error envelopes.
+Breaker overrides and purges are recorded in the audit trail (:mod:`broker.audit`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from faststream.nats import NatsBroker, NatsResponse
 
+from broker.audit.actions import describe, failure_detail
+from broker.audit.trail import AdminAudit
 from broker.cache.response import ResponseCache
 from broker.config import Config
 from broker.request import DEFAULT_TENANT
@@ -131,23 +135,61 @@ def _invalid(message: str, param: str | None = None) -> NatsResponse:
     )
 
 
-def _unavailable(message: str) -> NatsResponse:
-    """503 with ``Retry-After``: a store the command needs cannot answer now."""
+def _unavailable(message: str, what: str = "") -> NatsResponse:
+    """503 with ``Retry-After``: a store the command needs cannot answer now (``what``: which,
+    in the error code)."""
+    code = f"{what}_unavailable" if what else "unavailable"
     return NatsResponse(
-        error_body(503, "unavailable", message),
+        error_body(503, code, message),
         headers={headers.STATUS: "503", headers.RETRY_AFTER: str(UNAVAILABLE_RETRY_AFTER_S)},
     )
 
 
+#: Run an admin command (subject, body, the command itself), recording it.
+Command = Callable[[], Awaitable[NatsResponse]]
+Audited = Callable[[str, dict[str, Any], Command], Awaitable[NatsResponse]]
+
+
+def _audited(broker: NatsBroker, audit: AdminAudit | None) -> Audited:
+    """Run an admin command and record it (when the audit trail records it): refused with 503
+    while the trail cannot take records (fail closed), recorded with its outcome otherwise."""
+
+    async def run(subject: str, command: dict[str, Any], act: Command) -> NatsResponse:
+        described = describe(subject, command) if audit is not None else None
+        if described is None or audit is None:
+            return await act()
+        if not audit.admits():
+            return _unavailable("the audit trail cannot be written now: retry later", "audit")
+        response = await act()
+        message = broker.context.get_local("message")  # FastStream's message being handled
+        status = int((response.headers or {}).get(headers.STATUS, "200"))
+        detail = "" if status == 200 else failure_detail(response.body)
+        action, params = described
+        hdrs = getattr(message, "headers", None) or {}
+        audit.record(action, hdrs, status=status, params=params, detail=detail)
+        return response
+
+    return run
+
+
 def register_control(
-    broker: NatsBroker, config: Config, cache: ResponseCache | None, router: Router
+    broker: NatsBroker,
+    config: Config,
+    cache: ResponseCache | None,
+    router: Router,
+    audit: AdminAudit | None = None,
 ) -> None:
     """Add the control subscribers to a FastStream broker (``apply_types=False``)."""
+    audited = _audited(broker, audit)
 
     @broker.subscriber(subjects.BREAKER_ADMIN)
     async def breakers(body: Any) -> NatsResponse:
+        command = body if isinstance(body, dict) else {}
+        return await audited(subjects.BREAKER_ADMIN, command, lambda: _breakers(command))
+
+    async def _breakers(command: dict[str, Any]) -> NatsResponse:
         try:
-            return _ok(breaker_command(router, config, body if isinstance(body, dict) else {}))
+            return _ok(breaker_command(router, config, command))
         except InvalidCommand as exc:
             return _invalid(str(exc), exc.param)
 
@@ -157,10 +199,14 @@ def register_control(
 
     @broker.subscriber(subjects.CACHE_PURGE)
     async def purge(body: Any) -> NatsResponse:
+        command = body if isinstance(body, dict) else {}
+        return await audited(subjects.CACHE_PURGE, command, lambda: _purge(command))
+
+    async def _purge(command: dict[str, Any]) -> NatsResponse:
         if cache is None:
             return _invalid("the cache is disabled")
         try:
-            prefix = purge_prefix(body if isinstance(body, dict) else {})
+            prefix = purge_prefix(command)
         except InvalidCommand as exc:
             return _invalid(str(exc), exc.param)
         try:
