@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from broker.audit.settings import AuditSettings
 from broker.batch.settings import BatchSettings
 from broker.cache.settings import CacheSettings
 from broker.tenancy.limits import InputLimits
@@ -155,6 +156,7 @@ class Config:
         limits: request shape limits.
         console: who may open the operator console.
         nats: JetStream asset layout (replicas).
+        audit: the audit trail (on, and how long it is kept).
     """
 
     providers: Mapping[str, ProviderConfig]
@@ -170,6 +172,7 @@ class Config:
     limits: InputLimits = field(default_factory=InputLimits)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
     nats: NatsSettings = field(default_factory=NatsSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
     _routes: dict[str, ModelConfig] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -221,6 +224,7 @@ class Config:
                     "limits",
                     "console",
                     "nats",
+                    "audit",
                 },
             )
             auth = _auth_table(raw.get("auth", {}))
@@ -249,6 +253,7 @@ class Config:
                 limits=InputLimits.from_mapping(raw.get("limits", {})),
                 console=ConsoleSettings.from_mapping(raw.get("console", {})),
                 nats=NatsSettings.from_mapping(raw.get("nats", {})),
+                audit=AuditSettings.from_mapping(raw.get("audit", {})),
             )
         except (tomllib.TOMLDecodeError, ValueError, TypeError) as exc:
             raise ConfigError(f"{source}: {exc}") from exc

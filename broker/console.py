@@ -11,12 +11,14 @@ tenants and keys, spend, and cancelling any tenant's batch.
 | ``llm.admin.spend``        | one broker      | spend per tenant and model this period        |
 | ``llm.admin.batch.cancel`` | one broker      | the cancelled batch                           |
 | ``llm.admin.cache.size``   | one broker      | the shared L2's entries and bytes, or nulls   |
+| ``llm.admin.audit.report`` | one broker      | (no reply) a console request the bridge refused |
 
 These carry a few messages a second while a console is open and none otherwise. NATS
 permissions decide who may publish them (see ``nats/auth.conf``); the bridge lets only an
 admin key (or, with no keys configured, a loopback caller) through, and forwards it: with
 admin keys configured every subject but ``llm.admin.authorize`` wants one
-(:func:`broker.admin.require_admin`).
+(:func:`broker.admin.require_admin`). Key changes, reloads and batch cancels are recorded in
+the audit trail (:mod:`broker.audit`) with their outcome, refused ones too.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from broker.admin import AdminRefused, require_admin
+from broker.audit.actions import describe, failure_detail
+from broker.audit.trail import AdminAudit
 from broker.batch.api import ApiError
 from broker.batch.engine import BatchEngine
 from broker.cache.response import ResponseCache
@@ -81,6 +85,7 @@ class ConsoleEndpoints:
         batch: the batch engine, if this broker runs one.
         in_flight: requests being worked on.
         service_id: this broker's micro service id (the console joins on it).
+        audit: where admin actions are recorded (``None``: nowhere).
     """
 
     def __init__(
@@ -97,6 +102,7 @@ class ConsoleEndpoints:
         batch: BatchEngine | None,
         in_flight: Callable[[], int],
         service_id: Callable[[], str],
+        audit: AdminAudit | None = None,
     ) -> None:
         self._nc = nc
         self._config = config
@@ -109,6 +115,7 @@ class ConsoleEndpoints:
         self._batch = batch
         self._in_flight = in_flight
         self._service_id = service_id
+        self._audit = audit
         self._deployments = {d.name: d for m in config.models.values() for d in m.deployments}
         self._subs: list[Subscription] = []
 
@@ -134,6 +141,13 @@ class ConsoleEndpoints:
                         subject, queue=queue, cb=self._serving(handler, admin_only=admin_only)
                     )
                 )
+        if self._audit is not None:
+            report = self._audit.on_report
+            self._subs.append(
+                await self._nc.subscribe(
+                    subjects.ADMIN_AUDIT_REPORT, queue=subjects.BROKER_QUEUE, cb=report
+                )
+            )
 
     async def stop(self) -> None:
         """Unsubscribe."""
@@ -152,11 +166,18 @@ class ConsoleEndpoints:
             if not msg.reply:
                 return
             hdrs = msg.headers or {}
+            body: dict[str, Any] = {}
+            result: Any = None
             try:
                 if admin_only:
                     require_admin(self._keys, hdrs.get(headers.AUTHORIZATION))
                 body = _decoder.decode(msg.data) if msg.data.strip() else {}
-                status, data = 200, _encoder.encode(await handler(body, hdrs))
+                if not self._admits(msg.subject, body):  # not recorded: the trail is full
+                    refusal = "the audit trail cannot be written now: retry later"
+                    await self._answer(msg, 503, error_body(503, "audit_unavailable", refusal))
+                    return
+                result = await handler(body, hdrs)
+                status, data = 200, _encoder.encode(result)
             except AdminRefused as exc:
                 status, data = exc.status, error_body(exc.status, exc.code, exc.message)
             except ConsoleError as exc:
@@ -168,10 +189,36 @@ class ConsoleEndpoints:
             except Exception:  # Redis down, a bug: the console shows the error
                 log.exception("console command on %s failed", msg.subject)
                 status, data = 503, error_body(503, "unavailable", "the command failed")
-            with contextlib.suppress(Exception):
-                await self._nc.publish(msg.reply, data, headers={headers.STATUS: str(status)})
+            self._record(msg.subject, body, result=result, hdrs=hdrs, status=status, reply=data)
+            await self._answer(msg, status, data)
 
         return serve
+
+    async def _answer(self, msg: Msg, status: int, data: bytes) -> None:
+        with contextlib.suppress(Exception):
+            await self._nc.publish(msg.reply, data, headers={headers.STATUS: str(status)})
+
+    def _admits(self, subject: str, body: dict[str, Any]) -> bool:
+        """Whether a command may run: one the audit trail records needs room in it."""
+        return self._audit is None or describe(subject, body) is None or self._audit.admits()
+
+    def _record(
+        self,
+        subject: str,
+        body: dict[str, Any],
+        *,
+        result: Any,
+        hdrs: dict[str, str],
+        status: int,
+        reply: bytes,
+    ) -> None:
+        """Record an admin command answered (its outcome from the reply's status)."""
+        described = describe(subject, body, result) if self._audit is not None else None
+        if described is None or self._audit is None:
+            return
+        action, params = described
+        detail = "" if status == 200 else failure_detail(reply)
+        self._audit.record(action, hdrs, status=status, params=params, detail=detail)
 
     async def status(self, body: dict[str, Any], hdrs: dict[str, str]) -> dict[str, Any]:
         """This broker's live state."""

@@ -58,7 +58,8 @@ class Permissions:
 
 
 #: Brokers: consume the request subjects, call provider workers, answer anyone; JetStream
-#: for the batch engine, the NATS KV L2 and the object store.
+#: for the batch engine, the NATS KV L2 and the object store; the audit trail of admin actions
+#: (``llm.audit.record``, into its stream).
 BROKER = Permissions(
     publish=(
         "llm.provider.>",
@@ -69,6 +70,7 @@ BROKER = Permissions(
         "$O.>",
         "llm.batch.line.>",
         "$JS.ACK.>",
+        "llm.audit.>",
     ),
     subscribe=(
         "llm.chat",

@@ -1,5 +1,5 @@
 """The ``llm-edge`` command: ``up``, ``broker``, ``worker``, ``bridge``, ``batch``, ``cache``,
-``breaker``.
+``breaker``, ``audit``.
 
 The environment is read here and nowhere else. Each command imports what it runs when it
 runs: importing this module (or starting a bridge) loads no broker, worker or cache code.
@@ -21,6 +21,7 @@ import msgspec
 from edge_runtime.logs import configure as configure_logs
 from edge_runtime.process import DEFAULT_INBOX_PREFIX, ConnectionLost, Lifeline, run_until_stopped
 from edge_runtime.servers import parse_servers
+from llm_edge.audit_cli import add_audit_command, run_audit_command
 from llm_edge.batch_cli import add_batch_commands, run_batch_command
 
 if TYPE_CHECKING:
@@ -215,6 +216,7 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     breaker.add_argument("deployment", nargs="?", help="deployment name (not for status)")
     _add_nats_options(breaker, environ)
     _add_admin_key(breaker, environ)
+    _add_nats_options(add_audit_command(sub), environ)
     return parser
 
 
@@ -360,13 +362,16 @@ async def _admin(args: argparse.Namespace, subject: str, command: dict[str, obje
     Raises:
         CommandRefused: the answer is an error (401 without an admin key, 403 with another).
     """
+    from edge_runtime.audit import admin_headers  # noqa: PLC0415
     from edge_runtime.process import close_quietly  # noqa: PLC0415
     from schemas import headers  # noqa: PLC0415
 
-    auth = {headers.AUTHORIZATION: f"Bearer {args.admin_key}"} if args.admin_key else None
     nc = await _connect(args, "llm-edge-cli")
     try:
-        reply = await nc.request(subject, msgspec.json.encode(command), timeout=10, headers=auth)
+        hdrs = admin_headers(nc, via="cli", peer=_who())  # for the audit trail
+        if args.admin_key:
+            hdrs[headers.AUTHORIZATION] = f"Bearer {args.admin_key}"
+        reply = await nc.request(subject, msgspec.json.encode(command), timeout=10, headers=hdrs)
     finally:
         await close_quietly(nc)
     answer = json.loads(reply.data)
@@ -375,6 +380,18 @@ async def _admin(args: argparse.Namespace, subject: str, command: dict[str, obje
     if status != "200":
         error = answer.get("error", {}) if isinstance(answer, dict) else {}
         raise CommandRefused(f"{subject}: {status} {error.get('code')}: {error.get('message')}")
+
+
+def _who() -> str:
+    """``user@host`` of this process (the audit trail's record of a CLI command's origin)."""
+    import getpass  # noqa: PLC0415
+    import socket  # noqa: PLC0415
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # a container's uid with no passwd entry
+        user = f"uid{os.getuid()}"
+    return f"{user}@{socket.gethostname()}"
 
 
 def _keys(args: argparse.Namespace) -> int:
@@ -426,6 +443,26 @@ def _usage(args: argparse.Namespace) -> int:
             print(f"{tenant:<20} {period:<10} {model:<24} {spent:>14,.6f}")
         print(f"{tenant:<20} {period:<10} {'(all models)':<24} {sum(by_model.values()):>14,.6f}")
     return 0
+
+
+def _run_audit(args: argparse.Namespace) -> int:
+    from edge_runtime.process import close_quietly  # noqa: PLC0415
+
+    code = 1
+
+    async def run() -> None:
+        nonlocal code
+        nc = await _connect(args, "llm-edge-cli")
+        try:
+            code = await run_audit_command(nc, args)
+        finally:
+            await close_quietly(nc)
+
+    try:
+        run_until_stopped(run())
+    except KeyboardInterrupt:  # the way out of --follow
+        return 0
+    return code
 
 
 def _run_batch(args: argparse.Namespace) -> int:
@@ -484,6 +521,7 @@ def _dispatch(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     commands: dict[str, Callable[[], int]] = {
         "up": lambda: _up(args, env),
         "batch": lambda: _run_batch(args),
+        "audit": lambda: _run_audit(args),
         "keys": lambda: _keys(args),
         "usage": lambda: _usage(args),
     }

@@ -72,7 +72,11 @@ _ADMIN = {
     subjects.CACHE_PURGE: "every broker purges its L1 and the shared L2",
     subjects.BREAKER_ADMIN: "circuit breaker status and overrides (every broker)",
     subjects.BROKER_PING: "liveness probe: any broker answers",
+    subjects.ADMIN_AUDIT_REPORT: "the bridge reports a console request it refused, for the "
+    "audit trail (one broker; no reply)",
 }
+#: Channels whose messages get no reply.
+_NO_REPLY = {"cancel", "batchEvents", subjects.ADMIN_AUDIT_REPORT.replace(".", "_")}
 _BATCH_OPS = {
     "create": ("BatchCreate", "BatchObject"),
     "submit": ("BatchSubmit", "BatchObject"),
@@ -184,7 +188,7 @@ def _operations(channels: dict[str, dict[str, Any]]) -> dict[str, Any]:
             continue
         action = "send" if name == "batchEvents" else "receive"
         operation: dict[str, Any] = {"action": action, "channel": _ref_channel(name)}
-        if name not in {"cancel", "batchEvents"}:
+        if name not in _NO_REPLY:
             operation["reply"] = {"channel": _ref_channel("reply")}
         operations[name] = operation
     return operations

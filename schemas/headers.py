@@ -8,6 +8,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 __all__ = [
+    "ADMIN_CLIENT",
+    "ADMIN_PEER",
+    "ADMIN_VIA",
     "ATTEMPTS",
     "AUTHORIZATION",
     "CACHE",
@@ -124,6 +127,13 @@ COST = "Llm-Cost-Usd"
 COST_SAVED = "Llm-Cost-Saved-Usd"
 #: On a ``HIT-SEMANTIC`` reply: the cosine similarity to the earlier question it answered.
 SEMANTIC_SIMILARITY = "Llm-Semantic-Similarity"
+
+#: On admin commands, for the audit trail, as the sender reports them: what sent the command
+#: (``console`` or ``cli``), the caller's address (the console's HTTP peer, the CLI's
+#: ``user@host``) and the sender's NATS connection (name, client id, server).
+ADMIN_VIA = "Llm-Admin-Via"
+ADMIN_PEER = "Llm-Admin-Peer"
+ADMIN_CLIENT = "Llm-Admin-Client"
 
 #: Bytes kept free under the server's max_payload for headers added on the way.
 HEADER_ROOM = 4096

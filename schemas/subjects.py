@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "ADMIN_AUDIT_REPORT",
     "ADMIN_AUTHORIZE",
     "ADMIN_BATCH_CANCEL",
     "ADMIN_CACHE_SIZE",
@@ -82,6 +83,10 @@ ADMIN_SPEND = "llm.admin.spend"
 ADMIN_BATCH_CANCEL = "llm.admin.batch.cancel"
 #: The shared L2's entries and bytes, measured when asked (one broker: they share it).
 ADMIN_CACHE_SIZE = "llm.admin.cache.size"
+#: The bridge reports a console request it refused (no reply expected; one broker records it
+#: in the audit trail): ``{"reason", "status", "method", "path"}``, with the caller's
+#: ``Authorization`` and ``Llm-Admin-*`` headers.
+ADMIN_AUDIT_REPORT = "llm.admin.audit.report"
 #: Brokers forward cache misses to ``llm.provider.<provider>``.
 PROVIDER_PREFIX = "llm.provider"
 #: A worker running the first attempt of an idempotent stream takes joins of later attempts on

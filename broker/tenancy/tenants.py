@@ -26,6 +26,7 @@ __all__ = [
     "TenantConfig",
     "hash_key",
     "new_key",
+    "presented_hash",
 ]
 
 KEY_PREFIX = "sk-le-"
@@ -211,6 +212,11 @@ class KeyRing:
             return None
         key_hash = hash_key(_bearer(authorization))
         return self._static.get(key_hash) or self._dynamic.get(key_hash)
+
+
+def presented_hash(authorization: str) -> str:
+    """``sha256:<hex>`` of the key an ``Authorization`` value presents."""
+    return hash_key(_bearer(authorization))
 
 
 def _bearer(authorization: str) -> str:

@@ -1,4 +1,5 @@
-// The operator console: polls /console/api/state and /console/api/requests once a second
+// The operator console: polls /console/api/state, /console/api/requests and
+// /console/api/audit once a second
 // while the page is open; every value is written with textContent (never as HTML).
 "use strict";
 
@@ -253,6 +254,42 @@ function renderRequests(requests) {
   });
 }
 
+function renderAudit(audit) {
+  const status = $("audit-chain");
+  const chain = audit && audit.chain;
+  if (!audit || !audit.available || !chain) {
+    status.dataset.intact = "unknown";
+    status.className = "";
+    status.textContent = "no audit trail (audit off, or JetStream unavailable)";
+  } else if (chain.intact && !chain.complete) {
+    status.dataset.intact = "checking";
+    status.className = "";
+    status.textContent = "checking the chain: seq " + chain.checked_seq + " of " + chain.last_seq;
+  } else if (chain.intact) {
+    status.dataset.intact = "yes";
+    status.className = "state-closed";
+    status.textContent = "chain intact: " + chain.records + " records, seq " +
+      chain.first_seq + " to " + chain.last_seq;
+  } else {
+    status.dataset.intact = "no";
+    status.className = "state-open";
+    status.textContent = "chain BROKEN at " + chain.break;
+  }
+  fill("audit-body", (audit && audit.records) || [], (tr, r) => {
+    tr.dataset.seq = r.seq; tr.dataset.action = r.action || ""; tr.dataset.outcome = r.outcome || "";
+    cell(tr, r.seq, "num");
+    cell(tr, r.time ? new Date(r.time).toLocaleString() : null);
+    cell(tr, r.action); cell(tr, r.outcome);
+    const actor = r.actor || {};
+    const key = actor.key ? " " + actor.key.replace("sha256:", "").slice(0, 12) : "";
+    cell(tr, (actor.tenant || actor.role || "") + key, "actor");
+    const origin = r.origin || {};
+    cell(tr, [origin.via, origin.peer].filter(Boolean).join(" "));
+    const params = r.params && Object.keys(r.params).length ? JSON.stringify(r.params) : "";
+    cell(tr, params + (r.detail ? " (" + r.detail + ")" : ""));
+  });
+}
+
 let polling = false;
 async function poll() {
   if (polling) return;
@@ -263,13 +300,14 @@ async function poll() {
       const value = $("f-" + name).value.trim();
       if (value) params.set(name, value);
     }
-    const [state, recent] = await Promise.all([
+    const [state, recent, audit] = await Promise.all([
       api("/console/api/state"), api("/console/api/requests?" + params.toString()),
+      api("/console/api/audit"),
     ]);
     $("auth").hidden = true;
     renderServices(state.services); renderDeployments(state.deployments);
     renderCache(state.cache); renderSpend(state.spend); renderBatches(state.batches);
-    renderTenants(state.tenants); renderRequests(recent.requests);
+    renderTenants(state.tenants); renderRequests(recent.requests); renderAudit(audit);
     $("updated").textContent = "updated " + new Date(state.time * 1000).toLocaleTimeString();
   } catch (e) {
     if (e.message !== "unauthorized") $("updated").textContent = "not updated: " + e.message;
