@@ -38,7 +38,7 @@ from broker.request import Prepared, Reply, error_reply
 from broker.tenancy.meter import Meter
 from broker.tenancy.pii_restore import RestoringSink
 from broker.tenancy.shares import InteractiveShares
-from broker.tenancy.tenants import TenantConfig
+from broker.tenancy.tenants import Caller, KeysNeeded, TenantConfig
 from broker.upstream.calls import Upstream
 from broker.upstream.forward import StreamEvent
 from edge_runtime.process import InFlight
@@ -150,18 +150,24 @@ class ChatPipeline:
         data: bytes,
         hdrs: dict[str, str],
         sink: ReplySink,
-        tenant: TenantConfig | None = None,
+        caller: Caller | None = None,
         *,
         reply_to: str = "",
     ) -> None:
         """Answer L1 hits and invalid requests inline; spawn a task for the rest.
 
-        ``tenant`` is set when the subject named it; otherwise the API key decides.
+        ``caller`` is set when the subject named the tenant (or the batch runs as it);
+        otherwise the ``Authorization`` header decides.
         ``reply_to`` is the caller's reply subject (a cancel must name it); batch lines have
         none and are cancelled with their batch.
         """
         try:
-            prepared = self._preparer.prepare(data, hdrs, tenant)
+            try:
+                prepared = self._preparer.prepare(data, hdrs, caller)
+            except KeysNeeded:  # a JWT signed by a key not held yet: fetch it (bounded), once
+                keys = self._preparer.keys
+                caller = await keys.identify_fetching(hdrs.get(headers.AUTHORIZATION))
+                prepared = self._preparer.prepare(data, hdrs, caller)
             prepared.owner = reply_to
         except BrokerError as exc:
             await self.refuse(exc, hdrs, sink)
@@ -172,7 +178,7 @@ class ChatPipeline:
             return
         if prepared.restore:  # the caller gets its redacted values back; the cache does not
             sink = RestoringSink(sink, prepared.restore)
-        limited = self._meter.limits(prepared.tenant)  # waits on Redis
+        limited = self._meter.limits(prepared)  # waits on Redis
         hit = None if limited else self._front.l1(prepared)
         if hit is not None:
             await self._guarded(prepared, sink, lambda p, s: self._serve_hit(s, p, hit, "HIT-L1"))
@@ -318,7 +324,7 @@ class ChatPipeline:
         if charge is not None:
             reply.headers.update(charge.reply_headers())
         # A budgeted tenant's spend is recorded before the reply, so its next request sees it.
-        budgeted = prepared.tenant.budget_usd is not None
+        budgeted = self._meter.budgeted(prepared)
         if budgeted:
             await self._meter.charge(prepared, charge)
         await sink.whole(reply, self._meta(prepared, outcome.cache))
