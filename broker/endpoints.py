@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 import msgspec
@@ -22,7 +23,7 @@ from broker.config import Config
 from broker.control import model_list
 from broker.errors import BrokerError, RequestTooLarge, Unauthorized, from_decode_error
 from broker.pipeline import ChatPipeline
-from broker.replies.sinks import AnthropicSink, NatsSink
+from broker.replies.sinks import AnthropicSink, NatsSink, ReplySink
 from broker.tenancy.tenants import Caller, KeyRing, KeysNeeded
 from schemas import headers, subjects
 
@@ -61,6 +62,8 @@ class Endpoints:
         self._clock = clock
         #: When the last interactive request arrived (the batch runner yields to them).
         self.last_interactive = 0.0
+        #: messages waiting for a JWT issuer's keys (held so they are not collected)
+        self._identifying: set[asyncio.Task[None]] = set()
 
     def queue_subjects(self) -> dict[str, Callback]:
         """The request subjects the brokers' queue group shares, with their callbacks."""
@@ -93,11 +96,12 @@ class Endpoints:
             return
         await self._pipeline.handle(msg.data, hdrs, sink, caller, reply_to=msg.reply)
 
-    async def on_messages(self, msg: Msg) -> None:
+    async def on_messages(self, msg: Msg, caller: Caller | None = None) -> None:
         """``llm.messages`` (and ``llm.tenant.<tenant>.messages``): the Anthropic Messages API.
 
-        As on ``llm.chat``: the caller is authenticated first, then the body is checked; a
-        refusal goes through the pipeline's refusal path (counted, ``X-Cache: BYPASS``).
+        As on ``llm.chat``: the caller is authenticated first (``caller``: already, after a
+        key fetch), then the body is checked; a refusal goes through the pipeline's refusal
+        path (counted, ``X-Cache: BYPASS``).
         """
         self.last_interactive = self._clock()
         if not msg.reply:
@@ -105,9 +109,9 @@ class Endpoints:
         hdrs = msg.headers or {}
         max_body = self._pipeline.max_body
         try:
-            if msg.subject == subjects.MESSAGES:
-                caller = await self._identify(hdrs)
-            else:
+            if caller is None and msg.subject == subjects.MESSAGES:
+                caller = self._keys.identify(hdrs.get(headers.AUTHORIZATION))
+            elif caller is None:
                 caller = self._subject_caller(msg.subject)
             if len(msg.data) > max_body:
                 raise RequestTooLarge(
@@ -117,20 +121,27 @@ class Endpoints:
                 body, model = to_openai_request(msg.data)
             except msgspec.MsgspecError as exc:
                 raise from_decode_error(exc) from None
+        except KeysNeeded:
+            self._after_keys(msg, self.on_messages, AnthropicSink(self._nc, msg.reply, ""))
+            return
         except BrokerError as exc:
             await self._pipeline.refuse(exc, hdrs, AnthropicSink(self._nc, msg.reply, ""))
             return
         sink = AnthropicSink(self._nc, msg.reply, model)
         await self._pipeline.handle(body, hdrs, sink, caller, reply_to=msg.reply)
 
-    async def on_models(self, msg: Msg) -> None:
+    async def on_models(self, msg: Msg, caller: Caller | None = None) -> None:
         """``llm.models``: the model list, for callers with a key when keys are required
         (a caller with a model list sees only the models it may use)."""
         if not msg.reply:
             return
         hdrs = msg.headers or {}
         try:
-            caller = await self._identify(hdrs)
+            if caller is None:
+                caller = self._keys.identify(hdrs.get(headers.AUTHORIZATION))
+        except KeysNeeded:
+            self._after_keys(msg, self.on_models, NatsSink(self._nc, msg.reply))
+            return
         except BrokerError as exc:  # 401, or 503 while the keys cannot be read
             await self._pipeline.refuse(exc, hdrs, NatsSink(self._nc, msg.reply))
             return
@@ -146,13 +157,24 @@ class Endpoints:
         own (so only its caller can stop it)."""
         self._pipeline.cancel(msg.data.decode(errors="replace"), msg.reply)
 
-    async def _identify(self, hdrs: dict[str, str]) -> Caller:
-        """The caller of a request's ``Authorization``, fetching a JWT issuer's keys only
-        when a token needs them."""
-        try:
-            return self._keys.identify(hdrs.get(headers.AUTHORIZATION))
-        except KeysNeeded:
-            return await self._keys.identify_fetching(hdrs.get(headers.AUTHORIZATION))
+    def _after_keys(
+        self, msg: Msg, handler: Callable[[Msg, Caller], Awaitable[None]], sink: ReplySink
+    ) -> None:
+        """Fetch the JWT issuer's keys a token needs in a task of its own (the callback never
+        waits on the network), then serve the message as its caller."""
+
+        async def identified() -> None:
+            hdrs = msg.headers or {}
+            try:
+                caller = await self._keys.identify_fetching(hdrs.get(headers.AUTHORIZATION))
+            except BrokerError as exc:
+                await self._pipeline.refuse(exc, hdrs, sink)
+                return
+            await handler(msg, caller)
+
+        task = asyncio.ensure_future(identified())
+        self._identifying.add(task)
+        task.add_done_callback(self._identifying.discard)
 
     def _may_use(self, caller: Caller, name: str) -> bool:
         model = self._config.resolve(name)

@@ -98,6 +98,8 @@ class ChatPipeline:
         self._shares = InteractiveShares(max_in_flight, lambda: len(self._inflight), label)
         #: (the caller's reply subject, request id) -> the request's task
         self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
+        #: requests waiting for a JWT issuer's keys (held so they are not collected)
+        self._identifying: set[asyncio.Task[None]] = set()
         self._nuid = NUID()
 
     @property
@@ -162,13 +164,11 @@ class ChatPipeline:
         none and are cancelled with their batch.
         """
         try:
-            try:
-                prepared = self._preparer.prepare(data, hdrs, caller)
-            except KeysNeeded:  # a JWT signed by a key not held yet: fetch it (bounded), once
-                keys = self._preparer.keys
-                caller = await keys.identify_fetching(hdrs.get(headers.AUTHORIZATION))
-                prepared = self._preparer.prepare(data, hdrs, caller)
+            prepared = self._preparer.prepare(data, hdrs, caller)
             prepared.owner = reply_to
+        except KeysNeeded:  # a JWT signed by a key not held yet: fetched off the callback
+            self._after_keys(data, hdrs, sink, reply_to)
+            return
         except BrokerError as exc:
             await self.refuse(exc, hdrs, sink)
             return
@@ -209,6 +209,31 @@ class ChatPipeline:
             raise
         # a callback, not a finally: it runs even for a task cancelled before its first step
         task.add_done_callback(lambda _: self._given_back(prepared.tenant, reply_to))
+
+    def _after_keys(
+        self, data: bytes, hdrs: dict[str, str], sink: ReplySink, reply_to: str
+    ) -> None:
+        """Fetch the JWT issuer's keys a token needs (bounded by ``jwks_timeout_s``) in a task
+        of its own, then handle the request as its caller: the subscription's callback never
+        waits on the network, so other requests keep flowing meanwhile."""
+
+        async def identified() -> None:
+            try:
+                caller = await self._preparer.keys.identify_fetching(
+                    hdrs.get(headers.AUTHORIZATION)
+                )
+            except BrokerError as exc:
+                await self.refuse(exc, hdrs, sink)
+                return
+            except Exception:  # a bug still answers
+                log.exception("a request's token could not be checked")
+                await self.refuse(_INTERNAL, hdrs, sink)
+                return
+            await self.handle(data, hdrs, sink, caller, reply_to=reply_to)
+
+        task = asyncio.ensure_future(identified())
+        self._identifying.add(task)
+        task.add_done_callback(self._identifying.discard)
 
     def _given_back(self, tenant: TenantConfig, reply_to: str) -> None:
         """An interactive request is over: give its tenant's slot back and stop its

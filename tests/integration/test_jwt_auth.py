@@ -4,6 +4,7 @@ test runs (and rotates), its key pairs generated here."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -269,3 +270,21 @@ async def test_a_plain_api_key_never_touches_the_jwt_path(stack: Stack, issuer: 
     for value, status in wrong.items():
         assert outcome(await ask(stack, value)) == (status, "invalid_api_key")
     assert issuer.fetches == fetched
+
+
+async def test_a_slow_key_fetch_holds_up_no_other_request(stack: Stack, issuer: Issuer) -> None:
+    """While a token's new key is being fetched from a slow issuer, other requests (API keys,
+    tokens of known keys) are answered; the token is served once the JWKS arrives."""
+    issuer.new_key("k3")
+    issuer.publish("k1", "e1", "k3")
+    issuer.asked.clear()
+    issuer.hold = asyncio.Event()
+    waiting = asyncio.ensure_future(ask(stack, issuer.token("k3")))
+    try:
+        await asyncio.wait_for(issuer.asked.wait(), 10)
+        assert outcome(await ask(stack, API_KEY)) == (200, "")
+        assert outcome(await ask(stack, issuer.token("e1"))) == (200, "")
+        assert not waiting.done()
+    finally:
+        issuer.hold.set()
+    assert outcome(await asyncio.wait_for(waiting, 10)) == (200, "")

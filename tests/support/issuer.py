@@ -3,6 +3,7 @@ served over a real HTTP server on loopback, so a test can rotate keys mid-run.""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -46,6 +47,9 @@ class Issuer:
         self._runner: web.AppRunner | None = None
         #: JWKS requests answered so far.
         self.fetches = 0
+        #: Set when a JWKS request arrives; while ``hold`` is set, requests wait for it to clear.
+        self.asked = asyncio.Event()
+        self.hold: asyncio.Event | None = None
 
     def new_key(self, kid: str, kind: str = "RSA") -> str:
         """Generate a key pair (``RSA`` 2048 or ``EC`` P-256) named ``kid``, unpublished."""
@@ -111,6 +115,9 @@ class Issuer:
         """Serve the JWKS on loopback."""
 
         async def jwks(request: web.Request) -> web.Response:
+            self.asked.set()
+            if self.hold is not None:
+                await self.hold.wait()
             self.fetches += 1
             return web.json_response(self.jwks())
 
