@@ -119,14 +119,21 @@ async def test_a_key_outside_its_model_list_is_a_403_naming_the_model(stack: Sta
 
 
 async def test_a_keys_rate_limit_nests_under_its_tenants(stack: Stack) -> None:
-    """rpm 2 on the key, 3 on the tenant, across two brokers: the key's third request is a
-    429 naming the key's limit; the tenant's other key gets the one request left, then the
-    tenant's 429. A refused request is counted in neither."""
-    narrow = [await ask(stack, NARROW) for _ in range(3)]
-    assert [outcome(r) for r in narrow] == [(200, ""), (200, ""), (429, "rate_limit_exceeded")]
-    refused = narrow[2]
-    assert "this key's limits" in msgspec.json.decode(refused.data)["error"]["message"]
-    assert (refused.headers or {})["x-ratelimit-limit-requests"] == "2"
+    """rpm 2 on the key, 3 on the tenant, across two brokers and both entry points: the key's
+    third request (over HTTP) is a 429 naming the key's limit; the tenant's other key gets the
+    one request left, then the tenant's 429. A refused request is counted in neither."""
+    narrow = [await ask(stack, NARROW) for _ in range(2)]
+    assert [outcome(r) for r in narrow] == [(200, ""), (200, "")]
+    assert stack.http is not None  # the third, over HTTP: the same counters
+    refused = await stack.http.post(
+        "/chat/completions",
+        content=chat("third", model="mock-fast"),
+        headers={"Authorization": f"Bearer {NARROW}"},
+    )
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+    assert "this key's limits" in refused.json()["error"]["message"]
+    assert refused.headers["x-ratelimit-limit-requests"] == "2"
     plain = [await ask(stack, PLAIN) for _ in range(2)]
     assert [outcome(r) for r in plain] == [(200, ""), (429, "rate_limit_exceeded")]
     assert (plain[1].headers or {})["x-ratelimit-limit-requests"] == "3"
