@@ -13,7 +13,6 @@ alias is another name for the same deployments, so allowing one allows the other
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -57,10 +56,16 @@ class Limits(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class ModelPatterns:
-    """An allow-list of model name patterns; empty allows every model."""
+    """An allow-list of model name patterns; empty allows every model.
+
+    Matching is a scan, not a regular expression: the name comes from the caller and has no
+    length bound but the body's, and a pattern like ``*a*a*b`` as a regex backtracks
+    polynomially on a long name. Names without ``*`` are a set lookup.
+    """
 
     patterns: tuple[str, ...] = ()
-    _regex: re.Pattern[str] | None = field(default=None, repr=False, compare=False)
+    _exact: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+    _globs: tuple[tuple[str, ...], ...] = field(default=(), repr=False, compare=False)
 
     @classmethod
     def parse(cls, where: str, raw: object) -> ModelPatterns:
@@ -83,20 +88,43 @@ class ModelPatterns:
 
     @classmethod
     def of(cls, patterns: Iterable[str]) -> ModelPatterns:
-        """Compile ``patterns`` into one expression (a request pays one match)."""
+        """The list of ``patterns`` (duplicates dropped)."""
         kept = tuple(dict.fromkeys(patterns))
         if not kept:
             return EVERY_MODEL  # the one empty list: ``is EVERY_MODEL`` is the hot path's test
-        alternatives = "|".join(".*".join(map(re.escape, p.split("*"))) for p in kept)
-        return cls(kept, re.compile(f"(?:{alternatives})"))
+        exact = frozenset(p for p in kept if "*" not in p)
+        globs = tuple(tuple(p.split("*")) for p in kept if "*" in p)
+        return cls(kept, exact, globs)
 
     def allows(self, names: Iterable[str]) -> bool:
         """Whether any of ``names`` matches a pattern (always, for an empty list)."""
-        regex = self._regex
-        return regex is None or any(regex.fullmatch(name) for name in names)
+        if not self.patterns:
+            return True
+        return any(
+            name in self._exact or any(_glob(parts, name) for parts in self._globs)
+            for name in names
+        )
 
     def __bool__(self) -> bool:
         return bool(self.patterns)
+
+
+def _glob(parts: tuple[str, ...], name: str) -> bool:
+    """Whether ``name`` matches a pattern split at its ``*``s (at least two parts): the first
+    part a prefix, the last a suffix, the others found in order in between (leftmost is
+    always right for ``*``-only patterns), in time linear in the name per part."""
+    first, *middle, last = parts
+    if len(name) < len(first) + len(last) or not name.startswith(first):
+        return False
+    if not name.endswith(last):
+        return False
+    at, end = len(first), len(name) - len(last)
+    for part in middle:
+        found = name.find(part, at, end)
+        if found < 0:
+            return False
+        at = found + len(part)
+    return True
 
 
 #: The empty list: every model.

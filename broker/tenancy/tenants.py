@@ -301,10 +301,6 @@ class KeyRing:
             return ANONYMOUS
         return self.tenants.get(name) or TenantConfig(name=name)
 
-    def run_time(self) -> dict[str, Caller]:
-        """The run-time keys now held, by hash."""
-        return dict(self._dynamic)
-
     def identify(self, authorization: str | None) -> Caller:
         """The caller of an ``Authorization`` value, without waiting.
 

@@ -24,6 +24,10 @@ from schemas import headers
         (["gpt-4.1"], "gpt-4x1", False),  # a dot is a dot, not any character
         (["a+b"], "aab", False),
         (["*"], "anything", True),
+        (["*mini*"], "gpt-4o-mini-2024", True),
+        (["a*b*c"], "abbc", True),
+        (["a*b*c"], "acb", False),
+        (["ab*ba"], "aba", False),  # prefix and suffix may not overlap
         ([], "anything", True),
     ],
 )
@@ -32,6 +36,13 @@ def test_model_patterns_match_whole_names_with_star_only(
 ) -> None:
     """``*`` is the only wildcard; every other character matches itself, the whole name."""
     assert ModelPatterns.parse("models", patterns).allows([name]) is allowed
+
+
+def test_a_hostile_pattern_and_name_match_in_linear_time() -> None:
+    """A many-star pattern against a 1 MB model name (the caller chooses the name) is a
+    scan, not a backtracking regex: it answers at once."""
+    patterns = ModelPatterns.of(["a*a*a*a*a*a*a*a*b"])
+    assert patterns.allows(["a" * 1_000_000]) is False
 
 
 @pytest.mark.parametrize(
