@@ -6,7 +6,7 @@ tenants and keys, spend, and cancelling any tenant's batch.
 | ``llm.admin.status``       | every broker    | :meth:`BrokerStatus.report`                   |
 | ``llm.admin.requests``     | every broker    | ``{"id", "requests": [...]}``                 |
 | ``llm.admin.authorize``    | one broker      | ``{"admin": bool, "keys": bool}``             |
-| ``llm.admin.keys``         | one broker      | list / create / revoke run-time keys          |
+| ``llm.admin.keys``         | one broker      | list / create / update / revoke run-time keys |
 | ``llm.admin.keys.reload``  | every broker    | ``{"reloaded": true}`` once keys are re-read  |
 | ``llm.admin.spend``        | one broker      | spend per tenant and model this period        |
 | ``llm.admin.batch.cancel`` | one broker      | the cancelled batch                           |
@@ -42,6 +42,13 @@ from broker.cache.response import ResponseCache
 from broker.config import Config
 from broker.status import BrokerStatus
 from broker.tenancy.budget import BY_MODEL_PREFIX, SPEND_PREFIX, period_key
+from broker.tenancy.grants import (
+    GRANT_FIELDS,
+    Grant,
+    grant_id,
+    parse_run_time_value,
+    run_time_value,
+)
 from broker.tenancy.limits import window_keys
 from broker.tenancy.tenants import REDIS_KEYS, KeyRing, hash_key, new_key
 from broker.upstream.router import Router
@@ -253,12 +260,14 @@ class ConsoleEndpoints:
         keys = self._keys
         keys_configured = keys.required or keys.unknown or bool(keys.console_keys)
         return {
-            "admin": self._keys.is_admin(hdrs.get(headers.AUTHORIZATION)),
+            "admin": await self._keys.admin(hdrs.get(headers.AUTHORIZATION)),
             "keys": keys_configured,
         }
 
     async def keys(self, body: dict[str, Any], hdrs: dict[str, str]) -> dict[str, Any]:
-        """``list`` tenants and run-time keys, ``create`` a key (shown once), ``revoke`` one."""
+        """``list`` tenants and keys, ``create`` a run-time key (shown once; with its own model
+        list and limits when given), ``update`` a run-time key's model list and limits,
+        ``revoke`` one."""
         action = body.get("action", "list")
         if action == "list":
             return await self._tenants()
@@ -269,16 +278,38 @@ class ConsoleEndpoints:
                 raise ConsoleError(400, "invalid_request", f"tenant must be {NAME_RULE}")
             key = new_key()
             key_hash = hash_key(key)
-            await client.hset(REDIS_KEYS, key_hash, tenant)
+            grant = self._grant(tenant, key_hash, body)
+            await client.hset(REDIS_KEYS, key_hash, run_time_value(tenant, grant))
             await self._reload_keys()
-            return {"tenant": tenant, "key": key, "hash": key_hash}
+            return {"tenant": tenant, "key": key, "hash": key_hash, **grant}
+        if action == "update":
+            key_hash = str(body.get("hash", ""))
+            stored = await client.hget(REDIS_KEYS, key_hash)
+            if stored is None:
+                raise ConsoleError(404, "key_not_found", "no run-time key with that hash")
+            tenant, _ = parse_run_time_value(key_hash, _text(stored))
+            grant = self._grant(tenant, key_hash, body)
+            await client.hset(REDIS_KEYS, key_hash, run_time_value(tenant, grant))
+            await self._reload_keys()
+            return {"tenant": tenant, "hash": key_hash, **grant}
         if action == "revoke":
             key_hash = str(body.get("hash", ""))
             if not await client.hdel(REDIS_KEYS, key_hash):
                 raise ConsoleError(404, "key_not_found", "no run-time key with that hash")
             await self._reload_keys()
             return {"revoked": key_hash}
-        raise ConsoleError(400, "invalid_request", "action must be list, create or revoke")
+        raise ConsoleError(400, "invalid_request", "action must be list, create, update or revoke")
+
+    def _grant(self, tenant: str, key_hash: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The grant fields of a create or update command, checked against the tenant's
+        limits (a key's only narrow them); ``null`` or an empty list leaves a field unset."""
+        fields = {k: body[k] for k in GRANT_FIELDS if body.get(k) not in (None, [], "")}
+        try:
+            grant = Grant.from_mapping("key", grant_id(key_hash), fields)
+            grant.within("key", self._keys.named(tenant))
+        except ValueError as exc:
+            raise ConsoleError(400, "invalid_request", str(exc)) from None
+        return grant.describe()
 
     async def reload(self, body: dict[str, Any], hdrs: dict[str, str]) -> dict[str, Any]:
         """Re-read the run-time keys now (not at the next refresh), then say so."""
@@ -292,11 +323,20 @@ class ConsoleEndpoints:
         return {_text(k): _text(v) for k, v in stored.items()}
 
     async def _tenants(self) -> dict[str, Any]:
-        run_time = await self._run_time_keys()
-        names = {*self._config.tenants, *run_time.values()} or {subjects.DEFAULT_TENANT}
+        run_time = {}
+        for key_hash, value in (await self._run_time_keys()).items():
+            try:
+                run_time[key_hash] = parse_run_time_value(key_hash, value)
+            except ValueError:  # left out by the brokers too: listed so it can be revoked
+                run_time[key_hash] = ("?", None)
+        names = {*self._config.tenants, *(t for t, _ in run_time.values())}
         tenants = []
-        for name in sorted(names):
+        for name in sorted(names or {subjects.DEFAULT_TENANT}):
             tenant = self._keys.named(name)
+            grants = dict(tenant.key_grants)
+            keys = [_key_row(h, "config", grants.get(h)) for h in tenant.keys] + [
+                _key_row(h, "run-time", g) for h, (t, g) in sorted(run_time.items()) if t == name
+            ]
             tenants.append(
                 {
                     "name": name,
@@ -306,7 +346,8 @@ class ConsoleEndpoints:
                     "tpm": tenant.tpm,
                     "budget_usd": tenant.budget_usd,
                     "budget_period": tenant.budget_period,
-                    "keys": sorted(h for h, t in run_time.items() if t == name),
+                    "models": list(tenant.models.patterns),
+                    "keys": keys,
                 }
             )
         return {"tenants": tenants, "run_time_keys": self._redis is not None}
@@ -355,6 +396,12 @@ class ConsoleEndpoints:
         if self._redis is None:
             raise ConsoleError(400, "invalid_request", f"{what} need Redis (--redis-url)")
         return self._redis
+
+
+def _key_row(key_hash: str, source: str, grant: Grant | None) -> dict[str, Any]:
+    """A key as the console lists it: its hash (never the key), where it is kept, and its
+    own model list and limits."""
+    return {"hash": key_hash, "source": source, **(grant.describe() if grant else {})}
 
 
 def _text(value: bytes | str) -> str:

@@ -69,6 +69,9 @@ from schemas import headers, subjects
 if TYPE_CHECKING:
     import redis.asyncio as redis
 
+    from broker.tenancy.jwks import KeySource
+    from broker.tenancy.jwt import JwtVerifier
+
 __all__ = ["BrokerService"]
 
 log = logging.getLogger("llm_edge.broker")
@@ -124,6 +127,8 @@ class BrokerService:
         self.pipeline: ChatPipeline | None = None
         self.batch: BatchEngine | None = None
         self._keys_task: asyncio.Task[None] | None = None
+        self._jwks: KeySource | None = None
+        self._jwks_task: asyncio.Task[None] | None = None
         self._micro: Service | None = None
         self._redis: redis.Redis | None = None
         self._heartbeats: Heartbeats | None = None
@@ -153,6 +158,7 @@ class BrokerService:
             self.config.tenants,
             required=self.config.auth_required,
             console_keys=self.config.console.keys,
+            jwt=await self._open_jwt(),
         )
         #: One guard for the request path's Redis: a failure seen by either wing skips it for both.
         self.redis_guard = Guard("redis")
@@ -265,6 +271,38 @@ class BrokerService:
         audit.started(config_summary(self.config))
         return audit
 
+    async def _open_jwt(self) -> JwtVerifier | None:
+        """The JWT verifier of ``[auth.jwt]``: its keys loaded now (bounded; a failure leaves
+        JWT callers refused with 503 until a refresh succeeds) and refreshed in the background."""
+        settings = self.config.jwt
+        if settings is None:
+            return None
+        from broker.tenancy.jwks import JwksError, KeySource  # noqa: PLC0415  (joserfc: ~100 ms)
+        from broker.tenancy.jwt import JwtVerifier  # noqa: PLC0415
+
+        source = KeySource(
+            url=settings.jwks_url,
+            file=settings.jwks_path,
+            timeout_s=settings.jwks_timeout_s,
+            min_refresh_s=settings.jwks_min_refresh_s,
+            clock=asyncio.get_running_loop().time,
+        )
+        self._jwks = source
+        try:
+            await source.load()
+        except JwksError as exc:
+            log.warning("JWT issuer keys not loaded (%s): JWT callers get 503 until they are", exc)
+        self._jwks_task = asyncio.create_task(
+            source.run(settings.jwks_refresh_s), name="jwks-refresh"
+        )
+        return JwtVerifier(settings, source, self.config.tenants)
+
+    async def _close_jwt(self) -> None:
+        if self._jwks_task is not None:
+            self._jwks_task.cancel()
+        if self._jwks is not None:
+            await settle(self._jwks.aclose(), STOP_STEP_S)
+
     async def _open_cache(self) -> ResponseCache | None:
         settings = self.config.cache
         if not settings.enabled:
@@ -329,6 +367,7 @@ class BrokerService:
             await self.batch.stop()
         if self._keys_task is not None:
             self._keys_task.cancel()
+        await self._close_jwt()
         if self._micro is not None:
             await settle(self._micro.stop(), STOP_STEP_S)
         if self.pipeline is not None:

@@ -41,6 +41,16 @@ def _add_account_commands(sub: Any, environ: Mapping[str, str]) -> None:
     key_cmds = keys.add_subparsers(dest="keys_command", required=True)
     create = key_cmds.add_parser("create", help="new key for a tenant (stored in Redis if set)")
     create.add_argument("--tenant", required=True)
+    create.add_argument(
+        "--model",
+        dest="models",
+        action="append",
+        help="a model the key may use (repeatable; * is a wildcard: 'gpt-4o*'); default: all",
+    )
+    create.add_argument("--rpm", type=int, help="the key's own requests per minute")
+    create.add_argument("--tpm", type=int, help="the key's own tokens per minute")
+    create.add_argument("--budget-usd", type=float, help="the key's own spend cap")
+    create.add_argument("--budget-period", choices=["day", "month"], help="(the tenant's)")
     hasher = key_cmds.add_parser("hash", help="the hash of a key, for [tenants] in the config")
     hasher.add_argument("key")
     key_cmds.add_parser("list", help="run-time keys in Redis")
@@ -395,16 +405,31 @@ def _who() -> str:
 
 
 def _keys(args: argparse.Namespace) -> int:
+    from broker.tenancy.grants import Grant, grant_id, run_time_value  # noqa: PLC0415
     from broker.tenancy.tenants import REDIS_KEYS, hash_key, new_key  # noqa: PLC0415
 
     if args.keys_command == "hash":
         print(hash_key(args.key))
         return 0
     key = new_key()
+    grant: dict[str, object] = {}
     if args.keys_command == "create":
+        given = {f: getattr(args, f) for f in ("models", "rpm", "tpm", "budget_usd")}
+        given["budget_period"] = args.budget_period
+        try:
+            fields = {k: v for k, v in given.items() if v is not None}
+            grant = Grant.from_mapping("key", grant_id(hash_key(key)), fields).describe()
+        except ValueError as exc:
+            print(f"llm-edge: {exc}", file=sys.stderr)
+            return 2
         print(f"key:    {key}\nhash:   {hash_key(key)}\ntenant: {args.tenant}")
+        if grant:
+            print(f"grant:  {json.dumps(grant)}")
         if not args.redis_url:
-            print("No REDIS_URL: add the hash to [tenants.<name>] keys in the config.")
+            print(
+                "No REDIS_URL: add the hash to [tenants.<name>] keys in the config"
+                + (" (as a table with its grant: { hash = ..., models = [...] })" if grant else ".")
+            )
             return 0
     if not args.redis_url:
         print("llm-edge: run-time keys need REDIS_URL / --redis-url", file=sys.stderr)
@@ -413,7 +438,7 @@ def _keys(args: argparse.Namespace) -> int:
 
     client = redis.Redis.from_url(args.redis_url, decode_responses=True)
     if args.keys_command == "create":
-        client.hset(REDIS_KEYS, hash_key(key), args.tenant)
+        client.hset(REDIS_KEYS, hash_key(key), run_time_value(args.tenant, grant))
         print("stored in Redis: brokers accept it within 5 s")
     elif args.keys_command == "list":
         stored: dict[str, str] = client.hgetall(REDIS_KEYS)  # type: ignore[assignment]

@@ -135,15 +135,17 @@ ADMIN_VIA = "Llm-Admin-Via"
 ADMIN_PEER = "Llm-Admin-Peer"
 ADMIN_CLIENT = "Llm-Admin-Client"
 
-#: Bytes kept free under the server's max_payload for headers added on the way.
-HEADER_ROOM = 4096
+#: Bytes kept free under the server's max_payload for headers added on the way: every bound
+#: of :data:`MAX_VALUE_BYTES` (about 9.2 KiB, most of it a JWT's room) with the names and
+#: the headers the services add.
+HEADER_ROOM = 16384
 
 #: The longest value accepted for each request header we read or pass on (bytes). A request
 #: over one is refused (431) before anything is published: what the broker and the bridge
 #: forward then always fits in :data:`HEADER_ROOM`, so no request can push a publish over the
 #: server's ``max_payload`` (which makes nats-server close the publisher's connection).
 MAX_VALUE_BYTES = {
-    AUTHORIZATION: 1024,
+    AUTHORIZATION: 8192,  # an identity provider's JWT with its claims runs to a few KiB
     CACHE_CONTROL: 256,
     CACHE_NAMESPACE: 128,
     IDEMPOTENT: 8,

@@ -31,7 +31,7 @@ from nats.nuid import NUID
 
 from broker.batch.lifecycle import Lifecycle
 from broker.errors import BrokerError
-from broker.tenancy.tenants import ANONYMOUS, KeyRing, TenantConfig
+from broker.tenancy.tenants import ANONYMOUS, Caller, KeyRing, TenantConfig
 from edge_runtime.batch_store import BatchStore
 from edge_runtime.jetstream import JETSTREAM_UNAVAILABLE, UNAVAILABLE_RETRY_AFTER_S
 from edge_runtime.process import STOP_STEP_S, InFlight, settle
@@ -85,6 +85,17 @@ class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str, param: str | None = None):
         super().__init__(message)
         self.status, self.code, self.message, self.param = status, code, message, param
+
+
+def _may_create(caller: Caller) -> None:
+    """Refuse a batch from a key with its own model list or limits: the batch's lines run
+    as its tenant, so the key's narrower governance would not hold for them."""
+    if caller.grant is not None:
+        raise ApiError(
+            403,
+            "key_not_allowed",
+            "a key with its own model list or limits cannot create batches; use a key without them",
+        )
 
 
 class BatchApi:
@@ -148,7 +159,10 @@ class BatchApi:
         op = msg.subject.rsplit(".", 1)[-1]
         reply_headers: dict[str, str] = {}
         try:
-            tenant = self._tenant(msg.headers or {})
+            caller = await self._caller(msg.headers or {})
+            tenant = caller.tenant
+            if op in {"create", "submit"}:
+                _may_create(caller)
             body = decode_json(_json, msg.data) if msg.data else {}
             if op in {"create", "submit"} and headers.PRIORITY in (msg.headers or {}):
                 body["priority"] = tenant.priority((msg.headers or {})[headers.PRIORITY])
@@ -170,11 +184,11 @@ class BatchApi:
         reply_headers[headers.STATUS] = str(status)
         await self._nc.publish(msg.reply, data, headers=reply_headers)
 
-    def _tenant(self, hdrs: dict[str, str]) -> TenantConfig:
-        """The caller's tenant, from its key; 401 when keys are required and it has none."""
+    async def _caller(self, hdrs: dict[str, str]) -> Caller:
+        """The caller, from its key or token; 401 when keys are required and it has none."""
         if self._keys is None:
-            return ANONYMOUS
-        return self._keys.authenticate(hdrs.get(headers.AUTHORIZATION))
+            return Caller(ANONYMOUS)
+        return await self._keys.identify_fetching(hdrs.get(headers.AUTHORIZATION))
 
     def _tenant_named(self, name: str) -> TenantConfig:
         return ANONYMOUS if self._keys is None else self._keys.named(name)

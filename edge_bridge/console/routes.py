@@ -69,6 +69,11 @@ _ASSETS = {
     "/console/console.js": ("console.js", b"text/javascript; charset=utf-8"),
     "/console/console.css": ("console.css", b"text/css; charset=utf-8"),
 }
+_KEY_ACTIONS = {
+    "/console/api/keys": "create",
+    "/console/api/keys/update": "update",
+    "/console/api/keys/revoke": "revoke",
+}
 _FILE = re.compile(r"^/console/api/files/([A-Za-z0-9_-]+)$")
 _CANCEL = re.compile(r"^/console/api/batches/([A-Za-z0-9_-]+)/cancel$")
 _SECURITY = [
@@ -172,8 +177,8 @@ class ConsoleRoutes:
             await self._everyone(subjects.BREAKER_ADMIN, command, caller, send)
         elif path == "/console/api/purge":
             await self._everyone(subjects.CACHE_PURGE, command, caller, send)
-        elif path in {"/console/api/keys", "/console/api/keys/revoke"}:
-            action = "create" if path.endswith("/keys") else "revoke"
+        elif path in _KEY_ACTIONS:
+            action = _KEY_ACTIONS[path]
             await self._one(
                 subjects.ADMIN_KEYS,
                 {**command, "action": action},
