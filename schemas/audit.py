@@ -33,6 +33,7 @@ __all__ = [
     "KEYS_RELOAD",
     "KEY_CREATE",
     "KEY_REVOKE",
+    "KEY_UPDATE",
     "Actor",
     "AuditRecord",
     "Origin",
@@ -42,8 +43,10 @@ __all__ = [
     "outcome_of",
 ]
 
-#: A run-time key was created (params: tenant, hash) or revoked (params: hash).
+#: A run-time key was created (params: tenant, hash and its grant), its grant changed
+#: (params: hash and the new grant: models, limits, budget) or revoked (params: hash).
 KEY_CREATE = "key.create"
+KEY_UPDATE = "key.update"
 KEY_REVOKE = "key.revoke"
 #: A broker was asked to re-read the run-time keys now.
 KEYS_RELOAD = "keys.reload"
@@ -68,6 +71,7 @@ AUDIT_DROPPED = "audit.dropped"
 #: Every action, for the CLI's ``--action`` choices.
 ACTIONS = (
     KEY_CREATE,
+    KEY_UPDATE,
     KEY_REVOKE,
     KEYS_RELOAD,
     BREAKER_OPEN,

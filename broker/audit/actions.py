@@ -51,13 +51,19 @@ def _purge(command: dict[str, Any], result: Any) -> tuple[str, dict[str, Any]]:
     return audit.CACHE_PURGE, _texts(command, "namespace", "tenant", "key")
 
 
+#: What a key's grant may set (recorded with its create and update).
+_GRANT_FIELDS = ("models", "rpm", "tpm", "budget_usd", "budget_period")
+
+
 def _keys(command: dict[str, Any], result: Any) -> tuple[str, dict[str, Any]] | None:
     action = command.get("action", "list")
     if action == "create":
-        params = _texts(command, "tenant")
+        params = _texts(command, "tenant", *_GRANT_FIELDS)
         if isinstance(result, dict) and isinstance(result.get("hash"), str):
             params["hash"] = result["hash"]  # never result["key"]
         return audit.KEY_CREATE, params
+    if action == "update":
+        return audit.KEY_UPDATE, _texts(command, "hash", *_GRANT_FIELDS)
     if action == "revoke":
         return audit.KEY_REVOKE, _texts(command, "hash")
     return None

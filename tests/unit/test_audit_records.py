@@ -70,6 +70,11 @@ def test_a_created_key_is_recorded_by_its_hash_never_itself() -> None:
             {"action": "revoke", "hash": "sha256:ab"},
             (audit.KEY_REVOKE, {"hash": "sha256:ab"}),
         ),
+        (
+            subjects.ADMIN_KEYS,
+            {"action": "update", "hash": "sha256:ab", "models": ["gpt-4o*"], "rpm": 10},
+            (audit.KEY_UPDATE, {"hash": "sha256:ab", "models": "['gpt-4o*']", "rpm": "10"}),
+        ),
         (subjects.ADMIN_KEYS, {"action": "list"}, None),
         (subjects.BREAKER_ADMIN, {"action": "status"}, None),
         (subjects.BREAKER_ADMIN, {"action": "explode", "deployment": "d"}, None),
