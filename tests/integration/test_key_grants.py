@@ -66,9 +66,15 @@ def outcome(msg: Msg) -> tuple[int, str]:
     return int((msg.headers or {})[headers.STATUS]), body.get("error", {}).get("code", "")
 
 
+AS_ADMIN = {headers.AUTHORIZATION: f"Bearer {ADMIN}"}
+
+
 async def admin_keys(stack: Stack, command: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    """One ``llm.admin.keys`` command, as the console and operators send it."""
-    reply = await stack.nc.request(subjects.ADMIN_KEYS, msgspec.json.encode(command), timeout=10)
+    """One ``llm.admin.keys`` command, as the console and operators send it (with an admin
+    key: brokers with admin keys configured want one on every admin command)."""
+    reply = await stack.nc.request(
+        subjects.ADMIN_KEYS, msgspec.json.encode(command), timeout=10, headers=AS_ADMIN
+    )
     body: dict[str, Any] = msgspec.json.decode(reply.data)
     return int((reply.headers or {})[headers.STATUS]), body
 
@@ -80,7 +86,7 @@ async def reload_everywhere(stack: Stack) -> None:
     answered: asyncio.Queue[Msg] = asyncio.Queue()
     sub = await stack.nc.subscribe(inbox, cb=answered.put)
     try:
-        await stack.nc.publish(subjects.ADMIN_KEYS_RELOAD, b"", reply=inbox)
+        await stack.nc.publish(subjects.ADMIN_KEYS_RELOAD, b"", reply=inbox, headers=AS_ADMIN)
         async with asyncio.timeout(10):
             for _ in stack.brokers:
                 assert ((await answered.get()).headers or {})[headers.STATUS] == "200"
