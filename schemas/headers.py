@@ -19,6 +19,9 @@ __all__ = [
     "COST_SAVED",
     "DEPLOYMENT",
     "EVENT",
+    "FILE_DIGEST",
+    "FILE_OFFSET",
+    "FILE_SIZE",
     "HEADER_ROOM",
     "IDEMPOTENT",
     "KEEPALIVE_MS",
@@ -124,6 +127,12 @@ COST = "Llm-Cost-Usd"
 COST_SAVED = "Llm-Cost-Saved-Usd"
 #: On a ``HIT-SEMANTIC`` reply: the cosine similarity to the earlier question it answered.
 SEMANTIC_SIMILARITY = "Llm-Semantic-Similarity"
+
+#: ``llm.batch.file.content`` replies: the whole file's size in bytes, where this piece begins,
+#: and the whole file's digest (``SHA-256=<base64url>``), which a reader checks at the end.
+FILE_SIZE = "Llm-File-Size"
+FILE_OFFSET = "Llm-File-Offset"
+FILE_DIGEST = "Llm-File-Digest"
 
 #: Bytes kept free under the server's max_payload for headers added on the way.
 HEADER_ROOM = 4096
