@@ -11,7 +11,7 @@ import msgspec
 
 from schemas import headers, subjects
 from schemas.anthropic import AnthropicRequest
-from schemas.batch import BatchObject, BatchSubmit
+from schemas.batch import BatchObject, BatchSubmit, FileObject, FileRequest
 from schemas.chat import ChatCompletion, ChatCompletionChunk, ChatRequest, ModelList, StreamEnd
 from schemas.errors import ErrorEnvelope
 
@@ -47,6 +47,9 @@ _REPLY_HEADERS = {
     headers.RETRYABLE: "1: another attempt may succeed",
     headers.COST: "what the answer cost (USD)",
     headers.COST_SAVED: "what a cache hit saved (USD)",
+    headers.FILE_SIZE: "llm.batch.file.content: the whole file's size in bytes",
+    headers.FILE_OFFSET: "llm.batch.file.content: where this piece begins in the file",
+    headers.FILE_DIGEST: "llm.batch.file.content: the whole file's digest, SHA-256=<base64url>",
     **dict.fromkeys(headers.RATELIMIT, "OpenAI rate-limit header (tenant 429s)"),
 }
 
@@ -84,6 +87,8 @@ _BATCH_OPS = {
     "cancel": ("BatchId", "BatchObject"),
     "list": ("BatchListQuery", "Json"),
     "whoami": ("Empty", "Json"),
+    "file.get": ("FileRequest", "FileObject"),
+    "file.content": ("FileRequest", "FilePiece"),
 }
 
 
@@ -130,6 +135,7 @@ def _channels() -> dict[str, dict[str, Any]]:
                     ("end", "StreamEnd"),
                     ("error", "Error"),
                     ("json", "JsonReply"),
+                    ("filePiece", "FilePiece"),
                 )
             },
         },
@@ -142,9 +148,14 @@ def _channels() -> dict[str, dict[str, Any]]:
             "messages": {"request": _ref("messages", "Empty")},
         },
         "batchEvents": {
-            "address": f"{subjects.BATCH_PREFIX}.events.{{batch_id}}",
-            "description": "The batch object, published at every change of a batch.",
-            "parameters": {"batch_id": {"description": "the batch's id"}},
+            "address": subjects.batch_events("{tenant}", "{batch_id}"),
+            "description": "The batch object, published at every change of a batch, under "
+            "the tenant that owns it: NATS permissions give each tenant's producers "
+            "llm.batch.events.<tenant>.> and no other tenant's events.",
+            "parameters": {
+                "tenant": {"description": "the tenant that owns the batch"},
+                "batch_id": {"description": "the batch's id"},
+            },
             "messages": {"event": _ref("messages", "BatchObject")},
         },
         "provider": {
@@ -166,7 +177,7 @@ def _channels() -> dict[str, dict[str, Any]]:
         },
     }
     for op, (request, _) in _BATCH_OPS.items():
-        channels[f"batch_{op}"] = {
+        channels[f"batch_{op.replace('.', '_')}"] = {
             "address": f"{subjects.BATCH_PREFIX}.{op}",
             "messages": {"request": _ref("messages", request)},
         }
@@ -210,6 +221,8 @@ def asyncapi_document(version: str = "0.2.0") -> dict[str, Any]:
         ModelList,
         BatchObject,
         BatchSubmit,
+        FileObject,
+        FileRequest,
     ]
     payloads, components = msgspec.json.schema_components(
         structs, ref_template="#/components/schemas/{name}"
@@ -230,6 +243,20 @@ def asyncapi_document(version: str = "0.2.0") -> dict[str, Any]:
         "ModelList": {"payload": by_name["ModelList"], "headers": reply_headers},
         "BatchObject": {"payload": by_name["BatchObject"], "headers": reply_headers},
         "BatchSubmit": {"payload": by_name["BatchSubmit"], "headers": request_headers},
+        "FileRequest": {"payload": by_name["FileRequest"], "headers": request_headers},
+        "FileObject": {"payload": by_name["FileObject"], "headers": reply_headers},
+        "FilePiece": {
+            "payload": {
+                "type": "string",
+                "format": "binary",
+                "description": "the file's bytes from Llm-File-Offset on, as they are (empty "
+                "at the end of the file)",
+            },
+            "headers": reply_headers,
+            "description": "A piece of a file (llm.batch.file.content): ask again from "
+            "Llm-File-Offset plus its length until Llm-File-Size bytes are read, then check "
+            "Llm-File-Digest.",
+        },
         "BatchCreate": {
             "payload": {
                 "type": "object",

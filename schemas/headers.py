@@ -22,6 +22,9 @@ __all__ = [
     "COST_SAVED",
     "DEPLOYMENT",
     "EVENT",
+    "FILE_DIGEST",
+    "FILE_OFFSET",
+    "FILE_SIZE",
     "HEADER_ROOM",
     "IDEMPOTENT",
     "KEEPALIVE_MS",
@@ -134,6 +137,12 @@ SEMANTIC_SIMILARITY = "Llm-Semantic-Similarity"
 ADMIN_VIA = "Llm-Admin-Via"
 ADMIN_PEER = "Llm-Admin-Peer"
 ADMIN_CLIENT = "Llm-Admin-Client"
+
+#: ``llm.batch.file.content`` replies: the whole file's size in bytes, where this piece begins,
+#: and the whole file's digest (``SHA-256=<base64url>``), which a reader checks at the end.
+FILE_SIZE = "Llm-File-Size"
+FILE_OFFSET = "Llm-File-Offset"
+FILE_DIGEST = "Llm-File-Digest"
 
 #: Bytes kept free under the server's max_payload for headers added on the way: every bound
 #: of :data:`MAX_VALUE_BYTES` (about 9.2 KiB, most of it a JWT's room) with the names and

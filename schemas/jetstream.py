@@ -34,7 +34,6 @@ __all__ = [
     "RESULTS_BUCKET",
     "SEMANTIC_BUCKET",
     "batch_consumer",
-    "events_subject",
     "kv_key",
     "kv_purge_subject",
     "line_subject",
@@ -88,11 +87,6 @@ def queue_of(subject: str) -> tuple[str, str, str] | None:
 def batch_consumer(tenant: str, priority: str) -> str:
     """The durable consumer of one tenant's lines of one priority."""
     return f"{BATCH_CONSUMER}-{tenant}-{priority}"
-
-
-def events_subject(batch_id: str) -> str:
-    """Where a batch's progress events are published: ``llm.batch.events.<batch_id>``."""
-    return f"{subjects.BATCH_PREFIX}.events.{batch_id}"
 
 
 def result_key(batch_id: str, custom_id: str) -> str:

@@ -13,6 +13,9 @@ __all__ = [
     "ADMIN_REQUESTS",
     "ADMIN_SPEND",
     "ADMIN_STATUS",
+    "BATCH_EVENTS",
+    "BATCH_FILE_CONTENT",
+    "BATCH_FILE_GET",
     "BATCH_PREFIX",
     "BREAKER_ADMIN",
     "BROKER_PING",
@@ -29,6 +32,7 @@ __all__ = [
     "TENANT_MESSAGES",
     "TENANT_PREFIX",
     "WORKER_QUEUE",
+    "batch_events",
     "provider_subject",
     "tenant_of",
     "tenant_subject",
@@ -60,8 +64,17 @@ CANCEL = "llm.cancel"
 #: Circuit breaker status and overrides: every broker applies them (no queue group).
 BREAKER_ADMIN = "llm.admin.breaker"
 #: The Batch API over NATS: ``llm.batch.create|submit|get|list|cancel`` (request/reply),
-#: progress on ``llm.batch.events.<batch_id>``.
+#: progress on ``llm.batch.events.<tenant>.<batch_id>``.
 BATCH_PREFIX = "llm.batch"
+#: A batch's progress: the batch object on ``llm.batch.events.<tenant>.<batch_id>`` at every
+#: change. The tenant token lets the NATS server's permissions give each tenant's producers
+#: its own events only (``llm.batch.events.acme.>``).
+BATCH_EVENTS = f"{BATCH_PREFIX}.events"
+#: A file's object (``{id}``), for the tenant that owns it (request/reply).
+BATCH_FILE_GET = f"{BATCH_PREFIX}.file.get"
+#: A piece of a file's bytes, ``{id, offset, length}``: a caller reads a file of any size
+#: piece by piece, each piece one reply under the server's ``max_payload`` (request/reply).
+BATCH_FILE_CONTENT = f"{BATCH_PREFIX}.file.content"
 #: Admin commands (cache purge, breaker control) live under this prefix.
 ADMIN_PREFIX = "llm.admin"
 #: Every broker answers with its live state: identity, counters, deployments (breaker state,
@@ -97,6 +110,12 @@ ONCE_JOIN_PREFIX = "llm.once"
 #: Queue groups: each message goes to one member of the group.
 BROKER_QUEUE = "llm-edge-brokers"
 WORKER_QUEUE = "llm-edge-workers"
+
+
+def batch_events(tenant: str, batch_id: str) -> str:
+    """Where a batch's progress events go: ``llm.batch.events.<tenant>.<batch_id>`` (``*`` for
+    either makes a subscription's wildcard)."""
+    return f"{BATCH_EVENTS}.{tenant}.{batch_id}"
 
 
 def tenant_subject(tenant: str, api: str = "chat") -> str:
