@@ -15,7 +15,6 @@ A message split over many reads is joined once, when its last byte arrives.
 from __future__ import annotations
 
 import struct
-import uuid
 import zlib
 from dataclasses import dataclass
 
@@ -64,8 +63,8 @@ def _headers(data: bytes) -> dict[str, HeaderValue]:
             length = (data[pos] << 8) | data[pos + 1]
             value = data[pos + 2 : pos + 2 + length]
             pos += 2 + length
-        elif kind == 9:  # uuid
-            value = str(uuid.UUID(bytes=data[pos : pos + 16]))
+        elif kind == 9:  # uuid: its 16 bytes, as botocore gives it
+            value = data[pos : pos + 16]
             pos += 16
         elif kind in _FIXED:
             (value,) = struct.unpack_from(_FIXED[kind], data, pos)
