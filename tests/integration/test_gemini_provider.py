@@ -82,6 +82,11 @@ def stack_config(google: FakeGoogle, key_file: Path, *, attempts: int = 1) -> st
           {{ provider = "vertex", model = "gemini-2.5-flash", {PRICES} }},
         ]
 
+        [models.claude-on-vertex]
+        deployments = [
+          {{ provider = "vertex", model = "claude-sonnet-4@20250514", {PRICES} }},
+        ]
+
         [models.failing-over]
         strategy = "failover"
         deployments = [
@@ -461,3 +466,48 @@ async def test_a_refused_service_account_is_an_authentication_error(
     assert error["code"] == "authentication"
     assert "account gone" in error["message"]
     assert not google.calls
+
+
+async def test_claude_on_vertex_whole_and_streamed(stack: Stack, google: FakeGoogle) -> None:
+    """A Claude model on the Vertex AI provider is called through Anthropic's publisher
+    (rawPredict / streamRawPredict) with the Messages API's body, the service account's
+    token and Vertex AI's anthropic_version; the answers are translated back."""
+    client = sdk(stack)
+    whole = await client.chat.completions.create(
+        model="claude-on-vertex",
+        messages=[
+            {"role": "system", "content": "Be terse."},
+            {"role": "user", "content": "Hi"},
+        ],
+        max_tokens=50,
+    )
+    assert whole.choices[0].message.content == "Hello from Gemini"
+    assert whole.usage is not None
+    assert whole.usage.prompt_tokens == 12
+    sent = google.calls[-1]
+    assert sent.path == (
+        "/v1/projects/proj-1/locations/europe-west4/publishers/anthropic/models/"
+        "claude-sonnet-4@20250514:rawPredict"
+    )
+    assert sent.headers["Authorization"] == "Bearer ya29.token-1"
+    assert sent.body == {
+        "anthropic_version": "vertex-2023-10-16",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
+        "max_tokens": 50,
+        "system": "Be terse.",
+    }
+    google.script.append(GeminiAnswer(text="Claude streams here"))
+    stream = await client.chat.completions.create(
+        model="claude-on-vertex",
+        messages=[{"role": "user", "content": "Hi"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = [chunk async for chunk in stream]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Claude streams here"
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == 15
+    assert google.calls[-1].path.endswith(":streamRawPredict")
+    assert google.calls[-1].body["stream"] is True
+    assert not google.refused

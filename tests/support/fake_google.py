@@ -1,7 +1,9 @@
 """A fake Google upstream on loopback: Gemini's ``generateContent`` and
 ``streamGenerateContent?alt=sse`` as Google AI Studio (``/v1beta/models/...``, key in
 ``x-goog-api-key``) and Vertex AI (``/v1/projects/P/locations/R/publishers/google/models/...``,
-an OAuth bearer token) serve them, and an OAuth token endpoint (``/token``) for the
+an OAuth bearer token) serve them, Claude on Vertex AI (``.../publishers/anthropic/models/
+M:rawPredict`` and ``:streamRawPredict``, the Messages API's body and events), and an OAuth
+token endpoint (``/token``) for the
 service-account JWT-bearer grant.
 
 It checks what it receives as Google would: the key or an unexpired token it issued, a JWT
@@ -28,6 +30,8 @@ from aiohttp import web
 from aiohttp.test_utils import RawTestServer
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from tests.support.anthropic_shapes import MESSAGE, stream_events
 
 __all__ = ["FakeGoogle", "GeminiAnswer", "google_error", "running_google", "service_account"]
 
@@ -189,6 +193,12 @@ class FakeGoogle:
 
     @staticmethod
     def _check_body(body: dict[str, Any]) -> str:
+        if "anthropic_version" in body:  # Claude on Vertex AI: the Messages API's body
+            if body["anthropic_version"] != "vertex-2023-10-16" or "model" in body:
+                return f"not a Vertex AI Messages body: {sorted(body)}"
+            if not body.get("messages") or not body.get("max_tokens"):
+                return "messages and max_tokens are required"
+            return ""
         contents = body.get("contents")
         if not contents:
             return "contents is empty"
@@ -197,7 +207,7 @@ class FakeGoogle:
                 return f"a turn Gemini refuses: {turn}"
         return ""
 
-    async def _generate(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _generate(self, request: web.BaseRequest) -> web.StreamResponse:  # noqa: PLR0911
         problem = self._authorized(request)
         if problem:
             self.refused.append(problem)
@@ -217,6 +227,8 @@ class FakeGoogle:
         if answer.error is not None:
             return web.json_response(answer.error, status=answer.status, headers=answer.headers)
         model = request.path.rsplit("/", 1)[1].split(":")[0]
+        if "/publishers/anthropic/" in request.path:
+            return await self._claude(request, answer, model)
         if request.path.endswith(":streamGenerateContent"):
             if request.query.get("alt") != "sse":
                 return web.json_response(google_error(400, "INVALID_ARGUMENT", "alt"), status=400)
@@ -257,6 +269,28 @@ class FakeGoogle:
             piece = word if i == 0 else f" {word}"
             event = self._response(answer, model, piece, final=last)
             await response.write(f"data: {json.dumps(event)}\r\n\r\n".encode())
+        await response.write_eof()
+        return response
+
+    @staticmethod
+    async def _claude(
+        request: web.BaseRequest, answer: GeminiAnswer, model: str
+    ) -> web.StreamResponse:
+        """Claude's answer, as the Messages API gives it (a stream of its events)."""
+        if request.path.endswith(":rawPredict"):
+            message = {
+                **MESSAGE,
+                "model": model,
+                "content": [{"type": "text", "text": answer.text}],
+            }
+            return web.json_response(message)
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        words = answer.text.split(" ")
+        pieces = [w if i == 0 else f" {w}" for i, w in enumerate(words)]
+        events = stream_events(pieces)
+        for event in events[:-2] if answer.cut else events:
+            await response.write(event)
         await response.write_eof()
         return response
 
