@@ -7,8 +7,10 @@ is unfinished and hands back whole messages, refusing a bad checksum or length.
 
 Why not botocore's ``EventStreamBuffer``: 10 to 16 µs a message against 5 to 9 µs here (same
 machine, same 1,000 ``contentBlockDelta`` frames in 1,400-byte reads); a long answer is
-hundreds of messages, so the parser is most of a stream's cost per message and a whole
-upstream call of this worker costs about 50 µs. Both parse the same frames in the tests.
+hundreds of messages. A ConverseStream of 23 messages through the adapter (one process, a
+loopback upstream, 64 in flight) costs 0.22 to 0.24 ms of CPU with this decoder and 0.75 to
+0.84 ms with botocore's (the OpenAI adapter's 20-chunk SSE stream: 0.16 ms). Both parse the
+same frames in the tests.
 A message split over many reads is joined once, when its last byte arrives.
 """
 

@@ -1,10 +1,13 @@
 """AWS Signature Version 4 for one POST (the ``Authorization`` header Bedrock checks).
 
-Why not botocore's ``SigV4Auth``: it costs 80 µs a call (an ``AWSRequest`` built, its
+Why not botocore's ``SigV4Auth``: it costs 80 µs a call alone (an ``AWSRequest`` built, its
 headers normalised, its URL split again), more than the rest of a worker's upstream call
-(about 50 µs); this one signs the same request in about 12 µs, from a route worked out once
-and a signing key kept for the day. Its output is checked against botocore's for the same
-inputs in the tests, and the fake Bedrock verifies signatures with botocore.
+(about 50 µs); this one signs the same request in about 20 µs, from a URL worked out once and
+a signing key kept for the day. A whole Converse call through the adapter, one process
+against a loopback upstream at 64 in flight, costs 0.09 to 0.13 ms of CPU with this signer
+and 0.27 to 0.32 ms with botocore's (the OpenAI adapter in the same run: 0.08 to 0.10 ms).
+Its output is checked against botocore's for the same inputs in the tests, and the fake
+Bedrock verifies signatures with botocore.
 
 Only what Bedrock's runtime API needs: POST, no query string, a JSON or event-stream body.
 """
