@@ -225,8 +225,9 @@ def to_gemini_request(request: ChatRequest) -> JSON:
             declaration: JSON = {"name": tool.function.name}
             if tool.function.description:
                 declaration["description"] = tool.function.description
-            if tool.function.parameters:
-                declaration["parametersJsonSchema"] = tool.function.parameters
+            parameters = tool.function.parameters
+            if parameters and parameters.get("properties"):  # Gemini refuses an empty object
+                declaration["parametersJsonSchema"] = parameters
             declarations.append(declaration)
         body["tools"] = [{"functionDeclarations": declarations}]
         tool_config = _tool_config(request.tool_choice)

@@ -84,6 +84,9 @@ def test_gemini_tool_choices_results_and_remote_images() -> None:
     for choice, mode in (("none", "NONE"), ("auto", "AUTO"), ("required", "ANY")):
         body = to_gemini_request(decode_chat_request(chat(tools=[TOOL], tool_choice=choice)))
         assert body["toolConfig"] == {"functionCallingConfig": {"mode": mode}}
+    empty = {"type": "function", "function": {"name": "now", "parameters": {"type": "object"}}}
+    body = to_gemini_request(decode_chat_request(chat(tools=[empty])))
+    assert body["tools"] == [{"functionDeclarations": [{"name": "now"}]}]  # no empty schema
     messages = [
         {
             "role": "user",
