@@ -73,8 +73,10 @@ BROKER = Permissions(
     subscribe=(
         "llm.chat",
         "llm.messages",
+        "llm.messages.count_tokens",
         "llm.tenant.*.chat",
         "llm.tenant.*.messages",
+        "llm.tenant.*.messages.count_tokens",
         "llm.models",
         "llm.broker.ping",
         "llm.cancel",
@@ -92,6 +94,7 @@ BRIDGE = Permissions(
     publish=(
         "llm.chat",
         "llm.messages",
+        "llm.messages.count_tokens",
         "llm.models",
         "llm.broker.ping",
         "llm.cancel",
@@ -152,6 +155,7 @@ def producer(user: str) -> Permissions:
         publish=(
             "llm.chat",
             "llm.messages",
+            "llm.messages.count_tokens",
             "llm.cancel",
             "llm.batch.submit",
             "llm.batch.get",
