@@ -5,6 +5,7 @@
 | ``llm.chat``                              | :meth:`on_chat`       | OpenAI shapes       |
 | ``llm.tenant.<tenant>.chat``              | :meth:`on_tenant_chat` | OpenAI shapes      |
 | ``llm.messages``, ``llm.tenant.*.messages`` | :meth:`on_messages` | Anthropic shapes    |
+| ``llm.messages.count_tokens`` (and tenant) | :meth:`on_count_tokens` | Anthropic shapes |
 | ``llm.models``                            | :meth:`on_models`     | the model list      |
 | ``llm.cancel``                            | :meth:`on_cancel`     | (cancels a request) |
 """
@@ -18,14 +19,14 @@ import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from broker.anthropic import to_openai_request
 from broker.config import Config
 from broker.control import model_list
-from broker.errors import BrokerError, RequestTooLarge, Unauthorized, from_decode_error
+from broker.errors import BrokerError, Unauthorized
 from broker.pipeline import ChatPipeline
 from broker.replies.sinks import AnthropicSink, NatsSink, ReplySink
 from broker.tenancy.tenants import Caller, KeyRing, KeysNeeded
 from schemas import headers, subjects
+from schemas.api import Api
 
 __all__ = ["Endpoints"]
 
@@ -72,6 +73,8 @@ class Endpoints:
             subjects.MESSAGES: self.on_messages,
             subjects.TENANT_CHAT: self.on_tenant_chat,
             subjects.TENANT_MESSAGES: self.on_messages,
+            subjects.COUNT_TOKENS: self.on_count_tokens,
+            subjects.TENANT_COUNT_TOKENS: self.on_count_tokens,
             subjects.MODELS: self.on_models,
         }
 
@@ -96,39 +99,35 @@ class Endpoints:
             return
         await self._pipeline.handle(msg.data, hdrs, sink, caller, reply_to=msg.reply)
 
-    async def on_messages(self, msg: Msg, caller: Caller | None = None) -> None:
+    async def on_messages(self, msg: Msg) -> None:
         """``llm.messages`` (and ``llm.tenant.<tenant>.messages``): the Anthropic Messages API.
 
-        As on ``llm.chat``: the caller is authenticated first (``caller``: already, after a
-        key fetch), then the body is checked; a refusal goes through the pipeline's refusal
-        path (counted, ``X-Cache: BYPASS``).
+        The body goes through the pipeline as its caller wrote it: a worker of an Anthropic
+        deployment sends it upstream unchanged, another translates it (``workers.messages``).
         """
+        await self._anthropic(msg, Api.MESSAGES)
+
+    async def on_count_tokens(self, msg: Msg) -> None:
+        """``llm.messages.count_tokens`` (and its tenant subject): Anthropic's token count,
+        counted by an Anthropic deployment or estimated by the worker of another."""
+        await self._anthropic(msg, Api.COUNT_TOKENS)
+
+    async def _anthropic(self, msg: Msg, api: Api) -> None:
+        """As on ``llm.chat``: the caller is authenticated first, then the body is checked; a
+        refusal goes through the pipeline's refusal path (counted, ``X-Cache: BYPASS``)."""
         self.last_interactive = self._clock()
         if not msg.reply:
             return
         hdrs = msg.headers or {}
-        max_body = self._pipeline.max_body
-        try:
-            if caller is None and msg.subject == subjects.MESSAGES:
-                caller = self._keys.identify(hdrs.get(headers.AUTHORIZATION))
-            elif caller is None:
-                caller = self._subject_caller(msg.subject)
-            if len(msg.data) > max_body:
-                raise RequestTooLarge(
-                    f"request body is {len(msg.data)} bytes; the limit is {max_body}"
-                )
+        sink = AnthropicSink(self._nc, msg.reply)
+        caller = None
+        if subjects.tenant_of(msg.subject):
             try:
-                body, model = to_openai_request(msg.data)
-            except msgspec.MsgspecError as exc:
-                raise from_decode_error(exc) from None
-        except KeysNeeded:
-            self._after_keys(msg, self.on_messages, AnthropicSink(self._nc, msg.reply, ""))
-            return
-        except BrokerError as exc:
-            await self._pipeline.refuse(exc, hdrs, AnthropicSink(self._nc, msg.reply, ""))
-            return
-        sink = AnthropicSink(self._nc, msg.reply, model)
-        await self._pipeline.handle(body, hdrs, sink, caller, reply_to=msg.reply)
+                caller = self._subject_caller(msg.subject)
+            except BrokerError as exc:
+                await self._pipeline.refuse(exc, hdrs, sink)
+                return
+        await self._pipeline.handle(msg.data, hdrs, sink, caller, reply_to=msg.reply, api=api)
 
     async def on_models(self, msg: Msg, caller: Caller | None = None) -> None:
         """``llm.models``: the model list, for callers with a key when keys are required

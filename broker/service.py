@@ -216,7 +216,7 @@ class BrokerService:
         self._micro = await register(
             self.nc,
             "broker",
-            [subjects.CHAT, subjects.MESSAGES],
+            [subjects.CHAT, subjects.MESSAGES, subjects.COUNT_TOKENS],
             lambda: {
                 "in_flight": self.pipeline.in_flight if self.pipeline else 0,
                 "l2": self.l2_name,

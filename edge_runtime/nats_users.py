@@ -77,8 +77,10 @@ BROKER = Permissions(
     subscribe=(
         "llm.chat",
         "llm.messages",
+        "llm.messages.count_tokens",
         "llm.tenant.*.chat",
         "llm.tenant.*.messages",
+        "llm.tenant.*.messages.count_tokens",
         "llm.models",
         "llm.broker.ping",
         "llm.cancel",
@@ -96,6 +98,7 @@ BRIDGE = Permissions(
     publish=(
         "llm.chat",
         "llm.messages",
+        "llm.messages.count_tokens",
         "llm.models",
         "llm.broker.ping",
         "llm.cancel",
@@ -161,6 +164,7 @@ def producer(user: str, tenant: str | None = None) -> Permissions:
         publish=(
             "llm.chat",
             "llm.messages",
+            "llm.messages.count_tokens",
             "llm.cancel",
             "llm.batch.submit",
             "llm.batch.get",

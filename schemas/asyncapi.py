@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 
 from schemas import headers, subjects
-from schemas.anthropic import AnthropicRequest
+from schemas.anthropic import MessagesRequest
 from schemas.batch import BatchObject, BatchSubmit, FileObject, FileRequest
 from schemas.chat import ChatCompletion, ChatCompletionChunk, ChatRequest, ModelList, StreamEnd
 from schemas.errors import ErrorEnvelope
@@ -29,6 +29,8 @@ _REQUEST_HEADERS = {
         "ask for an empty Llm-Stream: keepalive message on the reply subject at this interval "
         "(ms) until the answer begins: silence then means lost, not slow"
     ),
+    headers.ANTHROPIC_VERSION: "Anthropic API version, passed to the upstream",
+    headers.ANTHROPIC_BETA: "Anthropic beta features, passed to the upstream (and keyed)",
 }
 _REPLY_HEADERS = {
     headers.STATUS: "HTTP-like status",
@@ -50,6 +52,7 @@ _REPLY_HEADERS = {
     headers.FILE_SIZE: "llm.batch.file.content: the whole file's size in bytes",
     headers.FILE_OFFSET: "llm.batch.file.content: where this piece begins in the file",
     headers.FILE_DIGEST: "llm.batch.file.content: the whole file's digest, SHA-256=<base64url>",
+    headers.TOKEN_COUNT: "upstream | estimate (llm.messages.count_tokens replies)",
     **dict.fromkeys(headers.RATELIMIT, "OpenAI rate-limit header (tenant 429s)"),
 }
 
@@ -123,6 +126,17 @@ def _channels() -> dict[str, dict[str, Any]]:
             "parameters": tenant,
             "messages": {"request": _ref("messages", "MessagesRequest")},
         },
+        "countTokens": {
+            "address": subjects.COUNT_TOKENS,
+            "description": 'Anthropic\'s token count (`{"input_tokens": n}`): counted by an '
+            "Anthropic deployment, estimated for others (`Llm-Token-Count` says which).",
+            "messages": {"request": _ref("messages", "MessagesRequest")},
+        },
+        "tenantCountTokens": {
+            "address": subjects.tenant_subject("{tenant}", "messages.count_tokens"),
+            "parameters": tenant,
+            "messages": {"request": _ref("messages", "MessagesRequest")},
+        },
         "reply": {
             "address": None,
             "description": "The caller's reply subject: one whole reply, or a stream of "
@@ -160,7 +174,8 @@ def _channels() -> dict[str, dict[str, Any]]:
         },
         "provider": {
             "address": f"{subjects.PROVIDER_PREFIX}.{{provider}}",
-            "description": "Internal: brokers forward cache misses to a provider's workers.",
+            "description": "Internal: brokers forward cache misses to a provider's workers, in "
+            "the API their caller spoke (Llm-Api: messages or count_tokens; absent: chat).",
             "parameters": {"provider": {"description": "a configured provider name"}},
             "messages": {"request": _ref("messages", "ChatRequest")},
         },
@@ -217,7 +232,7 @@ def asyncapi_document(version: str = "0.2.0") -> dict[str, Any]:
         ChatCompletionChunk,
         StreamEnd,
         ErrorEnvelope,
-        AnthropicRequest,
+        MessagesRequest,
         ModelList,
         BatchObject,
         BatchSubmit,
@@ -232,7 +247,7 @@ def asyncapi_document(version: str = "0.2.0") -> dict[str, Any]:
     by_name = dict(zip([s.__name__ for s in structs], payloads, strict=True))
     messages: dict[str, Any] = {
         "ChatRequest": {"payload": by_name["ChatRequest"], "headers": request_headers},
-        "MessagesRequest": {"payload": by_name["AnthropicRequest"], "headers": request_headers},
+        "MessagesRequest": {"payload": by_name["MessagesRequest"], "headers": request_headers},
         "ChatCompletion": {"payload": by_name["ChatCompletion"], "headers": reply_headers},
         "ChatCompletionChunk": {
             "payload": by_name["ChatCompletionChunk"],

@@ -84,7 +84,8 @@ ANTHROPIC_ERROR_TYPES = {
 }
 
 
-def anthropic_error(status: int, message: str) -> bytes:
-    """``{"type": "error", "error": {"type", "message"}}``."""
-    kind = ANTHROPIC_ERROR_TYPES.get(status, "api_error")
+def anthropic_error(status: int, message: str, kind: str | None = None) -> bytes:
+    """``{"type": "error", "error": {"type", "message"}}``; ``kind`` is the error ``type``
+    when the upstream named one (``overloaded_error``), else it follows from ``status``."""
+    kind = kind or ANTHROPIC_ERROR_TYPES.get(status, "api_error")
     return _encoder.encode({"type": "error", "error": {"type": kind, "message": message}})

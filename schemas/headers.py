@@ -11,6 +11,9 @@ __all__ = [
     "ADMIN_CLIENT",
     "ADMIN_PEER",
     "ADMIN_VIA",
+    "ANTHROPIC_BETA",
+    "ANTHROPIC_VERSION",
+    "API",
     "ATTEMPTS",
     "AUTHORIZATION",
     "CACHE",
@@ -49,7 +52,9 @@ __all__ = [
     "STATUS",
     "STREAM",
     "TIMEOUT_MS",
+    "TOKEN_COUNT",
     "TRACEPARENT",
+    "UPSTREAM_HEADERS",
     "UPSTREAM_MODEL",
     "oversized",
 ]
@@ -115,6 +120,19 @@ DEPLOYMENT = "Llm-Deployment"
 ATTEMPTS = "Llm-Attempts"
 #: Broker to worker: the model name to send upstream.
 UPSTREAM_MODEL = "Llm-Upstream-Model"
+#: Broker to worker: the API the body speaks (:class:`schemas.api.Api`); absent for chat.
+API = "Llm-Api"
+#: Anthropic's own request headers: the API version and the beta features the caller asks
+#: for. They travel from the caller to the upstream unchanged (and are part of the cache key:
+#: a beta can change the answer).
+ANTHROPIC_VERSION = "anthropic-version"
+ANTHROPIC_BETA = "anthropic-beta"
+#: The caller's headers that are passed on to the upstream, in this order.
+UPSTREAM_HEADERS = (ANTHROPIC_VERSION, ANTHROPIC_BETA)
+#: On a token count (``llm.messages.count_tokens``): ``upstream`` when the provider counted
+#: the tokens itself, ``estimate`` when the worker estimated them (a provider without a
+#: counting endpoint).
+TOKEN_COUNT = "Llm-Token-Count"  # noqa: S105  (a header name, not a secret)
 
 #: Broker to worker: send an ``Llm-Stream: keepalive`` message to the reply subject at least
 #: this often (milliseconds) while the call is in flight; a silent worker is taken for dead.
@@ -154,6 +172,8 @@ HEADER_ROOM = 16384
 #: forward then always fits in :data:`HEADER_ROOM`, so no request can push a publish over the
 #: server's ``max_payload`` (which makes nats-server close the publisher's connection).
 MAX_VALUE_BYTES = {
+    ANTHROPIC_BETA: 1024,
+    ANTHROPIC_VERSION: 64,
     AUTHORIZATION: 8192,  # an identity provider's JWT with its claims runs to a few KiB
     CACHE_CONTROL: 256,
     CACHE_NAMESPACE: 128,

@@ -23,12 +23,14 @@ __all__ = [
     "CACHE_PURGE",
     "CANCEL",
     "CHAT",
+    "COUNT_TOKENS",
     "DEFAULT_TENANT",
     "MESSAGES",
     "MODELS",
     "ONCE_JOIN_PREFIX",
     "PROVIDER_PREFIX",
     "TENANT_CHAT",
+    "TENANT_COUNT_TOKENS",
     "TENANT_MESSAGES",
     "TENANT_PREFIX",
     "WORKER_QUEUE",
@@ -45,6 +47,8 @@ DEFAULT_TENANT = "default"
 CHAT = "llm.chat"
 #: The Anthropic Messages API over NATS (request/reply, same pipeline as ``llm.chat``).
 MESSAGES = "llm.messages"
+#: Anthropic's token counting (``POST /v1/messages/count_tokens``) over NATS (request/reply).
+COUNT_TOKENS = "llm.messages.count_tokens"
 #: Tenant-bound entry points: ``llm.tenant.<tenant>.chat`` and ``llm.tenant.<tenant>.messages``.
 #: The NATS server's permissions decide who may publish under a tenant's prefix, so the subject
 #: itself names the tenant (no API key needed); brokers honour it only when
@@ -52,6 +56,7 @@ MESSAGES = "llm.messages"
 TENANT_PREFIX = "llm.tenant"
 TENANT_CHAT = f"{TENANT_PREFIX}.*.chat"
 TENANT_MESSAGES = f"{TENANT_PREFIX}.*.messages"
+TENANT_COUNT_TOKENS = f"{TENANT_PREFIX}.*.messages.count_tokens"
 #: Brokers answer liveness probes here (the bridge's ``/ready`` asks it).
 BROKER_PING = "llm.broker.ping"
 #: The models brokers serve (OpenAI ``/v1/models`` list).
@@ -119,14 +124,15 @@ def batch_events(tenant: str, batch_id: str) -> str:
 
 
 def tenant_subject(tenant: str, api: str = "chat") -> str:
-    """``llm.tenant.<tenant>.chat`` (or ``.messages``): where a tenant-bound producer publishes."""
+    """``llm.tenant.<tenant>.chat`` (or ``.messages``, ``.messages.count_tokens``): where a
+    tenant-bound producer publishes."""
     return f"{TENANT_PREFIX}.{tenant}.{api}"
 
 
 def tenant_of(subject: str) -> str:
     """The tenant token of a tenant-bound subject (``""`` for any other subject)."""
     parts = subject.split(".")
-    return parts[2] if len(parts) == 4 and subject.startswith(TENANT_PREFIX + ".") else ""
+    return parts[2] if len(parts) >= 4 and subject.startswith(TENANT_PREFIX + ".") else ""
 
 
 def provider_subject(provider: str) -> str:

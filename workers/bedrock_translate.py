@@ -26,6 +26,7 @@ from schemas import (
     ToolCall,
     Usage,
 )
+from schemas.chat import Tool
 
 __all__ = [
     "STOP_REASONS",
@@ -125,19 +126,21 @@ def _message(message: Message) -> tuple[str, list[JSON]]:
     return "assistant", blocks
 
 
-def _tool_config(request: ChatRequest) -> JSON:
-    tools = [
-        {
-            "toolSpec": {
-                "name": t.function.name,
-                "description": t.function.description or t.function.name,
-                "inputSchema": {
-                    "json": t.function.parameters or {"type": "object", "properties": {}}
-                },
-            }
+def _tool_spec(tool: Tool) -> JSON:
+    function = tool.function
+    if function is None:
+        raise ValueError(f"Bedrock takes function tools only, not `{tool.type}` tools")
+    return {
+        "toolSpec": {
+            "name": function.name,
+            "description": function.description or function.name,
+            "inputSchema": {"json": function.parameters or {"type": "object", "properties": {}}},
         }
-        for t in request.tools or ()
-    ]
+    }
+
+
+def _tool_config(request: ChatRequest) -> JSON:
+    tools = [_tool_spec(t) for t in request.tools or ()]
     config: JSON = {"tools": tools}
     choice = request.tool_choice
     if choice == "required":

@@ -190,7 +190,7 @@ class GeminiProvider:
     def _body(self, request: ProviderRequest) -> bytes:
         try:
             return _encoder.encode(to_gemini_request(request.chat))
-        except msgspec.MsgspecError as exc:
+        except (msgspec.MsgspecError, ValueError) as exc:
             raise ProviderError(self.name, ErrorKind.BAD_REQUEST, str(exc)) from exc
 
     async def complete(self, request: ProviderRequest) -> bytes:

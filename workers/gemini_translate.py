@@ -222,10 +222,13 @@ def to_gemini_request(request: ChatRequest) -> JSON:
     if request.tools:
         declarations = []
         for tool in request.tools:
-            declaration: JSON = {"name": tool.function.name}
-            if tool.function.description:
-                declaration["description"] = tool.function.description
-            parameters = tool.function.parameters
+            function = tool.function
+            if function is None:
+                raise ValueError(f"Gemini takes function tools only, not `{tool.type}` tools")
+            declaration: JSON = {"name": function.name}
+            if function.description:
+                declaration["description"] = function.description
+            parameters = function.parameters
             if parameters and parameters.get("properties"):  # Gemini refuses an empty object
                 declaration["parametersJsonSchema"] = parameters
             declarations.append(declaration)

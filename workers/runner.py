@@ -1,8 +1,13 @@
 """Serves one provider on NATS: consumes ``llm.provider.<name>`` in the workers' queue group.
 
+A request speaks the API its caller spoke (``Llm-Api``): chat completions (the provider's own
+calls), or the Anthropic Messages API and its token counts (natively, or translated by
+:mod:`workers.messages`); its answer, and its errors, are in that API's shapes.
+
 Whole requests get one reply. Streaming requests get a sequence of messages on the reply
-subject: ``Llm-Stream: chunk`` (a ``chat.completion.chunk``), then ``end`` (a
-:class:`schemas.StreamEnd`) or ``error`` (an error envelope); each carries ``Llm-Seq``.
+subject: ``Llm-Stream: chunk`` (a ``chat.completion.chunk`` as the upstream sent it, or an
+Anthropic event named by ``Llm-Event``), then ``end`` (a :class:`schemas.StreamEnd`) or
+``error`` (an error envelope); each carries ``Llm-Seq``.
 A request id published on ``llm.cancel`` with the call's reply subject as its reply (what the
 broker does when its caller leaves) cancels that call here, closing the upstream call; a
 cancel without it is ignored, so nobody else can stop the call.
@@ -45,12 +50,13 @@ from edge_runtime.process import (
 )
 from edge_runtime.tracing import span
 from schemas import StreamEnd, error_body, headers, subjects
+from schemas.api import Api
 from workers.base import Provider, ProviderRequest
-from workers.errors import ProviderError, ReplyTooLarge
+from workers.calls import ApiCalls, failure
+from workers.errors import ReplyTooLarge
 from workers.fanout import Fanout
 from workers.metrics import upstream_call
 from workers.once import FULL, JOINED, MAX_STREAM_LOG_BYTES, Answer, OnceClaims, StreamCall
-from workers.split import split_chunk
 
 __all__ = ["DEFAULT_WORKER_TIMEOUT_S", "WorkerService", "serve_worker", "timeout_from"]
 
@@ -87,24 +93,6 @@ def timeout_from(hdrs: dict[str, str] | None, default: float) -> float:
     return default
 
 
-def failure(exc: BaseException, provider: str, timeout: float) -> tuple[int, bytes, dict[str, str]]:
-    """Status, envelope and headers for a failed call (the worker's one error mapping)."""
-    if isinstance(exc, ProviderError):
-        extra = {headers.RETRYABLE: "1"} if exc.retryable else {}
-        if exc.retry_after is not None:
-            extra[headers.RETRY_AFTER] = f"{exc.retry_after:g}"
-        return exc.status, error_body(exc.status, exc.kind.value, exc.message), extra
-    if isinstance(exc, ReplyTooLarge):  # the same answer would be as large anywhere: final
-        return 502, error_body(502, exc.code, str(exc)), {}
-    if isinstance(exc, TimeoutError):
-        message = f"{provider} did not answer within {timeout:.1f}s"
-        return 504, error_body(504, "deadline_exceeded", message), {headers.RETRYABLE: "1"}
-    if isinstance(exc, msgspec.MsgspecError):
-        return 400, error_body(400, "invalid_request", str(exc)), {}
-    log.error("provider %s failed unexpectedly", provider, exc_info=exc)
-    return 500, error_body(500, "internal_error", "provider worker failed"), {}
-
-
 class WorkerService:
     """Runs a provider's calls concurrently, one task per request.
 
@@ -130,6 +118,7 @@ class WorkerService:
         self.errors = 0
         self._ticker: asyncio.Task[None] | None = None
         self._once = OnceClaims(nc, provider.name)
+        self._calls = ApiCalls(provider)
 
     @property
     def subscriptions(self) -> tuple[Subscription, ...]:
@@ -222,19 +211,25 @@ class WorkerService:
         cancel: Callable[[], object] = task.cancel if task is not None else lambda: None
         self._track(msg.reply, request_id, _keepalive_s(hdrs), cancel)
         with span(f"llm.provider.{self._provider.name}", parent=hdrs, kind=SpanKind.CONSUMER):
+            api = _api(hdrs)
             try:
+                if api is None:
+                    raise _unknown_api(hdrs)
                 request = ProviderRequest(
                     body=msg.data,
                     upstream_model=hdrs.get(headers.UPSTREAM_MODEL, ""),
                     timeout_s=timeout,
                     request_id=request_id,
+                    api=api,
+                    upstream_headers={n: hdrs[n] for n in headers.UPSTREAM_HEADERS if n in hdrs},
                 )
                 if request.stream:
                     await self._stream(msg.reply, request, hdrs)
                 else:
                     await self._whole(msg.reply, request, hdrs.get(headers.ONCE_KEY))
             except msgspec.MsgspecError as exc:
-                await self._reply(msg.reply, *failure(exc, self._provider.name, timeout))
+                answer = failure(exc, self._provider.name, timeout, api or Api.CHAT)
+                await self._reply(msg.reply, *answer)
             except asyncio.CancelledError:
                 pass  # cancelled by llm.cancel: the caller is gone, nobody to answer
             finally:
@@ -272,12 +267,12 @@ class WorkerService:
         try:
             with upstream_call(self._provider.name):  # outside the timeout: it sees TimeoutError
                 async with asyncio.timeout(request.timeout_s):
-                    body = await self._provider.complete(request)
+                    body, extra = await self._calls.whole(request)
         except Exception as exc:
             self._count(failed=True)
-            return failure(exc, self._provider.name, request.timeout_s)
+            return failure(exc, self._provider.name, request.timeout_s, request.api)
         self._count(failed=False)
-        return 200, body, {}
+        return 200, body, extra
 
     def _count(self, *, failed: bool) -> None:
         self.answered += 1
@@ -337,27 +332,31 @@ class WorkerService:
         try:
             with upstream_call(self._provider.name):  # outside the timeout: it sees TimeoutError
                 async with asyncio.timeout(request.timeout_s):
-                    async for chunk in self._provider.stream(request):
-                        if chunk.usage is not None:
-                            end.usage = chunk.usage
-                        for choice in chunk.choices:
-                            end.finish_reason = choice.finish_reason or end.finish_reason
-                        for piece in split_chunk(chunk):  # one huge event: several messages
-                            await send(
-                                200,
-                                _encoder.encode(piece),
-                                {headers.STREAM: "chunk", headers.SEQ: str(seq)},
-                            )
-                            seq += 1
+                    async for body, extra in self._calls.pieces(request, end):
+                        extra.update({headers.STREAM: "chunk", headers.SEQ: str(seq)})
+                        await send(200, body, extra)
+                        seq += 1
         except Exception as exc:
             self._count(failed=True)
-            status, body, extra = failure(exc, self._provider.name, request.timeout_s)
+            status, body, extra = failure(exc, self._provider.name, request.timeout_s, request.api)
             extra.update({headers.STREAM: "error", headers.SEQ: str(seq)})
             await send(status, body, extra)
             return status
         self._count(failed=False)
         await send(200, _encoder.encode(end), {headers.STREAM: "end", headers.SEQ: str(seq)})
         return 200
+
+
+def _api(hdrs: dict[str, str]) -> Api | None:
+    """The API a request speaks (``None``: one this worker does not know)."""
+    try:
+        return Api(hdrs.get(headers.API, Api.CHAT))
+    except ValueError:
+        return None
+
+
+def _unknown_api(hdrs: dict[str, str]) -> msgspec.ValidationError:
+    return msgspec.ValidationError(f"unknown {headers.API}: {hdrs.get(headers.API)!r}")
 
 
 async def serve_worker(

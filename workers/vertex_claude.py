@@ -19,12 +19,9 @@ from opentelemetry.trace import SpanKind
 
 from edge_runtime.tracing import inject, span
 from schemas import ChatCompletionChunk
-from workers.anthropic_translate import (
-    StreamTranslator,
-    completion_from_anthropic,
-    to_anthropic_request,
-)
+from workers.anthropic_translate import StreamTranslator, completion_from_anthropic
 from workers.base import ProviderRequest
+from workers.chat_to_messages import to_anthropic_request
 from workers.config import ProviderConfig
 from workers.errors import (
     ErrorKind,

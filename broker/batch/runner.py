@@ -33,11 +33,11 @@ from broker import metrics
 from broker.batch.fairshare import Queue, SlotShares
 from broker.batch.settings import BatchSettings
 from broker.replies.sinks import ReplySink
-from broker.request import Reply
+from broker.request import Piece, Reply
 from broker.tenancy.tenants import Caller, KeyRing
 from edge_runtime.batch_store import BatchStore
 from edge_runtime.process import InFlight
-from schemas import ChatCompletionChunk, StreamEnd, headers
+from schemas import StreamEnd, headers
 from schemas.batch import BatchRecord, BatchStatus, InputLine
 from schemas.jetstream import LINES_STREAM, batch_consumer, line_subject, result_key
 from schemas.subjects import DEFAULT_TENANT
@@ -113,7 +113,7 @@ class CollectSink:
         if not self.reply.done():
             self.reply.set_result(reply)
 
-    async def chunk(self, chunk: ChatCompletionChunk, meta: dict[str, str]) -> None:
+    async def chunk(self, piece: Piece, meta: dict[str, str]) -> None:
         """Batch lines are never streamed."""
 
     async def end(self, end: StreamEnd, meta: dict[str, str]) -> None:

@@ -26,19 +26,44 @@ if TYPE_CHECKING:  # the client is injected; importing redis costs ~80 ms at sta
 __all__ = ["BudgetExceeded", "SpendLedger", "period_key", "usage_of"]
 
 
+class _AnyUsage(msgspec.Struct):
+    """A ``usage`` of either API: OpenAI's counts, or Anthropic's."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+
+
 class _UsageOnly(msgspec.Struct):
-    usage: Usage | None = None
+    usage: _AnyUsage | None = None
 
 
 _usage_decoder = msgspec.json.Decoder(_UsageOnly)
 
 
 def usage_of(body: bytes) -> Usage | None:
-    """The ``usage`` of a ``chat.completion`` body (decoding nothing else)."""
+    """The ``usage`` of a ``chat.completion`` or an Anthropic ``message`` body (decoding
+    nothing else); an Anthropic message's input tokens count its cache reads and writes."""
     try:
-        return _usage_decoder.decode(body).usage
+        raw = _usage_decoder.decode(body).usage
     except msgspec.MsgspecError:
         return None
+    if raw is None:
+        return None
+    if raw.input_tokens is None and raw.output_tokens is None:
+        prompt, completion = raw.prompt_tokens, raw.completion_tokens
+    else:
+        prompt = (
+            (raw.input_tokens or 0)
+            + (raw.cache_read_input_tokens or 0)
+            + (raw.cache_creation_input_tokens or 0)
+        )
+        completion = raw.output_tokens or 0
+    total = prompt + completion
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
 
 
 #: ``llm-edge:spend:<tenant>:<period>``: the tenant's total (budgets read it).

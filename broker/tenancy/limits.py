@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 from broker.errors import InvalidRequest, RateLimited
 from broker.guard import Guard, Unavailable
 from edge_runtime.tables import typed_values
-from schemas import ChatRequest, headers
+from schemas import ChatRequest, Message, headers
+from schemas.anthropic import MessageParam, MessagesRequest
 
 if TYPE_CHECKING:  # the client is injected; importing redis costs ~80 ms at start
     import redis.asyncio as redis
@@ -54,11 +55,13 @@ class InputLimits:
             )
         return limits
 
-    def check(self, request: ChatRequest) -> None:
-        """Raise :class:`InvalidRequest` naming the field over its limit."""
+    def check(self, request: ChatRequest | MessagesRequest) -> None:
+        """Raise :class:`InvalidRequest` naming the field over its limit (a message's
+        characters are those of its texts, in either API)."""
         if len(request.messages) > self.max_messages:
             raise InvalidRequest(f"at most {self.max_messages} messages", param="messages")
-        for i, message in enumerate(request.messages if self.max_message_chars else ()):
+        turns: Sequence[Message | MessageParam] = request.messages
+        for i, message in enumerate(turns if self.max_message_chars else ()):
             content = message.content
             size = (
                 len(content)

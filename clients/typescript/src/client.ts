@@ -35,11 +35,10 @@ import {
   type APIError,
 } from "./errors.js";
 import type {
-  AnthropicRequest,
   ChatCompletion,
   ChatCompletionChunk,
   ChatRequest,
-  ContentBlock,
+  MessagesRequest,
   ModelList,
   StreamEnd,
 } from "./types.js";
@@ -97,8 +96,15 @@ export interface CallOptions {
 /** A chat request: the generated `ChatRequest` (the client sets `stream`). */
 export type ChatBody = Omit<ChatRequest, "stream"> & { stream?: boolean };
 
-/** An Anthropic Messages request: the generated `AnthropicRequest` (whole: no `stream`). */
-export type MessagesBody = Omit<AnthropicRequest, "stream">;
+/** An Anthropic Messages request: the generated `MessagesRequest` (whole: no `stream`). */
+export type MessagesBody = Omit<MessagesRequest, "stream">;
+
+/** One content block of an Anthropic `message` (`text`, `tool_use`, `thinking` ...). */
+export interface ContentBlock {
+  type: string;
+  text?: string;
+  [field: string]: unknown;
+}
 
 /** An Anthropic `message`, as the Messages API answers it. */
 export interface AnthropicMessage {
@@ -387,7 +393,7 @@ export class EdgeClient {
 
   /** A whole Anthropic Messages answer (`llm.messages`), retried as `chat()` is. */
   async messages(request: MessagesBody, call: CallOptions = {}): Promise<AnthropicMessage> {
-    const body: AnthropicRequest = { ...request };
+    const body: MessagesRequest = { ...request };
     delete body.stream;
     const reply = await this.whole(this.subject("messages"), json(body), call, true);
     return decode<AnthropicMessage>(reply.data);
