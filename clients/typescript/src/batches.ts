@@ -10,6 +10,7 @@ import type { Msg } from "nats";
 
 import type { CallOptions, EdgeClient } from "./client.js";
 import { json } from "./client.js";
+import { SUBJECTS } from "./contract.js";
 import { DeadlineError } from "./errors.js";
 import type { BatchObject, BatchStatus, BatchSubmit, InputLine } from "./types.js";
 
@@ -29,7 +30,7 @@ export const FILES_BUCKET = "llm_edge_files";
 
 /** Where a batch's progress events are published. */
 export function eventsSubject(batchId: string): string {
-  return `llm.batch.events.${batchId}`;
+  return SUBJECTS.BATCH_EVENTS.replace("{batch_id}", batchId);
 }
 
 /** One line of a batch's output or error file. */
@@ -54,8 +55,8 @@ function batchOf(msg: Msg): BatchObject {
 export class Batches {
   constructor(private readonly client: EdgeClient) {}
 
-  private async op(op: string, body: unknown, call: CallOptions = {}): Promise<BatchObject> {
-    return batchOf(await this.client.call(`llm.batch.${op}`, json(body), call));
+  private async op(subject: string, body: unknown, call: CallOptions = {}): Promise<BatchObject> {
+    return batchOf(await this.client.call(subject, json(body), call));
   }
 
   /** Create a batch from inline request lines (`llm.batch.submit`). */
@@ -67,17 +68,17 @@ export class Batches {
       lines,
       ...(metadata ? { metadata } : {}),
     };
-    return this.op("submit", body, call);
+    return this.op(SUBJECTS.BATCH_SUBMIT, body, call);
   }
 
   /** The batch as it is now. */
   get(batchId: string, call: CallOptions = {}): Promise<BatchObject> {
-    return this.op("get", { id: batchId }, call);
+    return this.op(SUBJECTS.BATCH_GET, { id: batchId }, call);
   }
 
   /** Stop the batch: queued lines are dropped, it ends `cancelled`. */
   cancel(batchId: string, call: CallOptions = {}): Promise<BatchObject> {
-    return this.op("cancel", { id: batchId }, call);
+    return this.op(SUBJECTS.BATCH_CANCEL, { id: batchId }, call);
   }
 
   /**
