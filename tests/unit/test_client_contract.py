@@ -93,3 +93,11 @@ def test_no_client_spells_a_header_or_a_subject_outside_its_contract_file(path: 
     spelled = sorted(name for name in _names() if re.search(rf"[\"']{re.escape(name)}[\"']", text))
     assert spelled == [], f"{path.name} spells {spelled}: use the contract's constants"
 
+
+def test_the_go_example_of_the_docs_is_the_one_the_tests_run() -> None:
+    """The ```go block of docs/clients.md is clients/go/example/main.go (which
+    tests/integration/test_go_client.py runs against a real stack)."""
+    page = (ROOT / "docs" / "clients.md").read_text()
+    block = re.search(r"### Go client.*?```go\n(.*?)```", page, re.DOTALL)
+    assert block is not None
+    assert block.group(1) == (GO_DIR / "example" / "main.go").read_text()
