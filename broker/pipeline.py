@@ -38,7 +38,7 @@ from broker.request import Prepared, Reply, error_reply
 from broker.tenancy.meter import Meter
 from broker.tenancy.pii_restore import RestoringSink
 from broker.tenancy.shares import InteractiveShares
-from broker.tenancy.tenants import TenantConfig
+from broker.tenancy.tenants import Caller, KeysNeeded, TenantConfig
 from broker.upstream.calls import Upstream
 from broker.upstream.forward import StreamEvent
 from edge_runtime.process import InFlight
@@ -98,6 +98,8 @@ class ChatPipeline:
         self._shares = InteractiveShares(max_in_flight, lambda: len(self._inflight), label)
         #: (the caller's reply subject, request id) -> the request's task
         self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
+        #: requests waiting for a JWT issuer's keys (held so they are not collected)
+        self._identifying: set[asyncio.Task[None]] = set()
         self._nuid = NUID()
 
     @property
@@ -150,19 +152,23 @@ class ChatPipeline:
         data: bytes,
         hdrs: dict[str, str],
         sink: ReplySink,
-        tenant: TenantConfig | None = None,
+        caller: Caller | None = None,
         *,
         reply_to: str = "",
     ) -> None:
         """Answer L1 hits and invalid requests inline; spawn a task for the rest.
 
-        ``tenant`` is set when the subject named it; otherwise the API key decides.
+        ``caller`` is set when the subject named the tenant (or the batch runs as it);
+        otherwise the ``Authorization`` header decides.
         ``reply_to`` is the caller's reply subject (a cancel must name it); batch lines have
         none and are cancelled with their batch.
         """
         try:
-            prepared = self._preparer.prepare(data, hdrs, tenant)
+            prepared = self._preparer.prepare(data, hdrs, caller)
             prepared.owner = reply_to
+        except KeysNeeded:  # a JWT signed by a key not held yet: fetched off the callback
+            self._after_keys(data, hdrs, sink, reply_to)
+            return
         except BrokerError as exc:
             await self.refuse(exc, hdrs, sink)
             return
@@ -172,7 +178,7 @@ class ChatPipeline:
             return
         if prepared.restore:  # the caller gets its redacted values back; the cache does not
             sink = RestoringSink(sink, prepared.restore)
-        limited = self._meter.limits(prepared.tenant)  # waits on Redis
+        limited = self._meter.limits(prepared)  # waits on Redis
         hit = None if limited else self._front.l1(prepared)
         if hit is not None:
             await self._guarded(prepared, sink, lambda p, s: self._serve_hit(s, p, hit, "HIT-L1"))
@@ -203,6 +209,31 @@ class ChatPipeline:
             raise
         # a callback, not a finally: it runs even for a task cancelled before its first step
         task.add_done_callback(lambda _: self._given_back(prepared.tenant, reply_to))
+
+    def _after_keys(
+        self, data: bytes, hdrs: dict[str, str], sink: ReplySink, reply_to: str
+    ) -> None:
+        """Fetch the JWT issuer's keys a token needs (bounded by ``jwks_timeout_s``) in a task
+        of its own, then handle the request as its caller: the subscription's callback never
+        waits on the network, so other requests keep flowing meanwhile."""
+
+        async def identified() -> None:
+            try:
+                caller = await self._preparer.keys.identify_fetching(
+                    hdrs.get(headers.AUTHORIZATION)
+                )
+            except BrokerError as exc:
+                await self.refuse(exc, hdrs, sink)
+                return
+            except Exception:  # a bug still answers
+                log.exception("a request's token could not be checked")
+                await self.refuse(_INTERNAL, hdrs, sink)
+                return
+            await self.handle(data, hdrs, sink, caller, reply_to=reply_to)
+
+        task = asyncio.ensure_future(identified())
+        self._identifying.add(task)
+        task.add_done_callback(self._identifying.discard)
 
     def _given_back(self, tenant: TenantConfig, reply_to: str) -> None:
         """An interactive request is over: give its tenant's slot back and stop its
@@ -318,7 +349,7 @@ class ChatPipeline:
         if charge is not None:
             reply.headers.update(charge.reply_headers())
         # A budgeted tenant's spend is recorded before the reply, so its next request sees it.
-        budgeted = prepared.tenant.budget_usd is not None
+        budgeted = self._meter.budgeted(prepared)
         if budgeted:
             await self._meter.charge(prepared, charge)
         await sink.whole(reply, self._meta(prepared, outcome.cache))

@@ -23,8 +23,9 @@ from broker.errors import (
     from_decode_error,
 )
 from broker.request import Prepared
+from broker.tenancy.grants import EVERY_MODEL
 from broker.tenancy.pii import PiiMode, Redactor, detect
-from broker.tenancy.tenants import KeyRing, TenantConfig
+from broker.tenancy.tenants import Caller, KeyRing, TenantConfig
 from schemas import (
     ChatRequest,
     decode_chat_request,
@@ -69,21 +70,24 @@ class RequestPreparer:
         self._clock = clock
         self._new_id = new_id
 
-    def prepare(
-        self, data: bytes, hdrs: dict[str, str], tenant: TenantConfig | None = None
-    ) -> Prepared:
+    def prepare(self, data: bytes, hdrs: dict[str, str], caller: Caller | None = None) -> Prepared:
         """Everything the pipeline needs to know about a request, or a :class:`BrokerError`.
 
-        ``tenant`` is given when the NATS subject already named it (a tenant-bound subject);
-        otherwise the API key decides.
+        ``caller`` is given when it is already known (a tenant-bound subject, a batch line,
+        a token verified after a key refresh); otherwise the ``Authorization`` header decides.
+
+        Raises:
+            KeysNeeded: a JWT whose issuer key is not held yet (the pipeline fetches it and
+                asks again).
         """
         too_long = headers.oversized(hdrs)
         if too_long is not None:
             raise HeaderTooLarge(
                 f"{too_long} is over {headers.MAX_VALUE_BYTES[too_long]} bytes", param=too_long
             )
-        if tenant is None:
-            tenant = self.keys.authenticate(hdrs.get(headers.AUTHORIZATION))
+        if caller is None:
+            caller = self.keys.identify(hdrs.get(headers.AUTHORIZATION))
+        tenant = caller.tenant
         if len(data) > self.max_body:
             raise RequestTooLarge(
                 f"request body is {len(data)} bytes; the limit is {self.max_body}"
@@ -100,6 +104,9 @@ class RequestPreparer:
         except msgspec.MsgspecError as exc:
             raise from_decode_error(exc) from None
         model = self._config.resolve(request.model)
+        if caller.grant is not None or tenant.models is not EVERY_MODEL:
+            names = (model.name, *model.aliases) if model is not None else (request.model,)
+            caller.check_model(request.model, names)
         if model is None:
             raise ModelNotFound(
                 f"The model `{request.model}` does not exist or is not configured.", param="model"
@@ -118,6 +125,7 @@ class RequestPreparer:
             directives=directives,
             trace=hdrs.get(headers.TRACEPARENT),
             tenant=tenant,
+            grant=caller.grant,
             restore=restore,
             idempotent=headers.REQUEST_ID in hdrs and hdrs.get(headers.IDEMPOTENT) == "1",
         )

@@ -13,6 +13,7 @@ from blake3 import blake3
 
 from broker.cache.directives import CacheDirectives
 from broker.errors import BrokerError
+from broker.tenancy.grants import Grant
 from broker.tenancy.tenants import ANONYMOUS, TenantConfig
 from broker.upstream.deployments import ModelConfig
 from schemas import ChatRequest, subjects
@@ -56,6 +57,7 @@ class Prepared:
     directives: CacheDirectives
     trace: str | None = None
     tenant: TenantConfig = ANONYMOUS
+    grant: Grant | None = None  # the key's own model list and limits, under the tenant's
     restore: dict[str, str] | None = None  # placeholder -> value, for tenants with pii_restore
     owner: str = ""  # the caller's reply subject: only a cancel naming it stops the request
     idempotent: bool = False  # its caller retries it under this request id (workers.once)

@@ -58,7 +58,9 @@ class Permissions:
 
 
 #: Brokers: consume the request subjects, call provider workers, answer anyone; JetStream
-#: for the batch engine, the NATS KV L2 and the object store.
+#: for the batch engine, the NATS KV L2 and the object store (whose files it reads with ordered
+#: consumers: they answer JetStream's flow control, ``$JS.FC``); the audit trail of admin actions
+#: (``llm.audit.record``, into its stream).
 BROKER = Permissions(
     publish=(
         "llm.provider.>",
@@ -69,6 +71,8 @@ BROKER = Permissions(
         "$O.>",
         "llm.batch.line.>",
         "$JS.ACK.>",
+        "$JS.FC.>",
+        "llm.audit.>",
     ),
     subscribe=(
         "llm.chat",
@@ -146,8 +150,13 @@ def worker(provider: str) -> Permissions:
     )
 
 
-def producer(user: str) -> Permissions:
-    """A producer: send requests and batches, read only its own replies (``_INBOX.<user>``)."""
+def producer(user: str, tenant: str | None = None) -> Permissions:
+    """A producer: send requests and batches, read its batch files through the brokers
+    (``llm.batch.file.*``, which answer only the file's tenant; no JetStream permission), read
+    only its own replies (``_INBOX.<user>``) and its ``tenant``'s batch events
+    (``llm.batch.events.<tenant>.>``; ``None``: every tenant's, for a producer whose keys span
+    tenants)."""
+    events = f"llm.batch.events.{tenant}.>" if tenant else "llm.batch.events.>"
     return Permissions(
         publish=(
             "llm.chat",
@@ -158,8 +167,10 @@ def producer(user: str) -> Permissions:
             "llm.batch.list",
             "llm.batch.cancel",
             "llm.batch.whoami",
+            "llm.batch.file.get",
+            "llm.batch.file.content",
         ),
-        subscribe=(f"_INBOX.{user}.>", "llm.batch.events.>"),
+        subscribe=(f"_INBOX.{user}.>", events),
     )
 
 

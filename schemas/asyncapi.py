@@ -11,7 +11,7 @@ import msgspec
 
 from schemas import headers, subjects
 from schemas.anthropic import AnthropicRequest
-from schemas.batch import BatchObject, BatchSubmit
+from schemas.batch import BatchObject, BatchSubmit, FileObject, FileRequest
 from schemas.chat import ChatCompletion, ChatCompletionChunk, ChatRequest, ModelList, StreamEnd
 from schemas.errors import (
     CLIENT_CODES,
@@ -54,6 +54,9 @@ _REPLY_HEADERS = {
     headers.RETRYABLE: "1: another attempt may succeed",
     headers.COST: "what the answer cost (USD)",
     headers.COST_SAVED: "what a cache hit saved (USD)",
+    headers.FILE_SIZE: "llm.batch.file.content: the whole file's size in bytes",
+    headers.FILE_OFFSET: "llm.batch.file.content: where this piece begins in the file",
+    headers.FILE_DIGEST: "llm.batch.file.content: the whole file's digest, SHA-256=<base64url>",
     **dict.fromkeys(headers.RATELIMIT, "OpenAI rate-limit header (tenant 429s)"),
 }
 
@@ -107,7 +110,11 @@ _ADMIN = {
     subjects.CACHE_PURGE: "every broker purges its L1 and the shared L2",
     subjects.BREAKER_ADMIN: "circuit breaker status and overrides (every broker)",
     subjects.BROKER_PING: "liveness probe: any broker answers",
+    subjects.ADMIN_AUDIT_REPORT: "the bridge reports a console request it refused, for the "
+    "audit trail (one broker; no reply)",
 }
+#: Channels whose messages get no reply.
+_NO_REPLY = {"cancel", "batchEvents", subjects.ADMIN_AUDIT_REPORT.replace(".", "_")}
 _BATCH_OPS = {
     "create": ("BatchCreate", "BatchObject"),
     "submit": ("BatchSubmit", "BatchObject"),
@@ -115,6 +122,8 @@ _BATCH_OPS = {
     "cancel": ("BatchId", "BatchObject"),
     "list": ("BatchListQuery", "Json"),
     "whoami": ("Empty", "Json"),
+    "file.get": ("FileRequest", "FileObject"),
+    "file.content": ("FileRequest", "FilePiece"),
 }
 
 
@@ -161,6 +170,7 @@ def _channels() -> dict[str, dict[str, Any]]:
                     ("end", "StreamEnd"),
                     ("error", "Error"),
                     ("json", "JsonReply"),
+                    ("filePiece", "FilePiece"),
                 )
             },
         },
@@ -173,9 +183,14 @@ def _channels() -> dict[str, dict[str, Any]]:
             "messages": {"request": _ref("messages", "Empty")},
         },
         "batchEvents": {
-            "address": f"{subjects.BATCH_PREFIX}.events.{{batch_id}}",
-            "description": "The batch object, published at every change of a batch.",
-            "parameters": {"batch_id": {"description": "the batch's id"}},
+            "address": subjects.batch_events("{tenant}", "{batch_id}"),
+            "description": "The batch object, published at every change of a batch, under "
+            "the tenant that owns it: NATS permissions give each tenant's producers "
+            "llm.batch.events.<tenant>.> and no other tenant's events.",
+            "parameters": {
+                "tenant": {"description": "the tenant that owns the batch"},
+                "batch_id": {"description": "the batch's id"},
+            },
             "messages": {"event": _ref("messages", "BatchObject")},
         },
         "provider": {
@@ -197,7 +212,7 @@ def _channels() -> dict[str, dict[str, Any]]:
         },
     }
     for op, (request, _) in _BATCH_OPS.items():
-        channels[f"batch_{op}"] = {
+        channels[f"batch_{op.replace('.', '_')}"] = {
             "address": f"{subjects.BATCH_PREFIX}.{op}",
             "messages": {"request": _ref("messages", request)},
         }
@@ -219,7 +234,7 @@ def _operations(channels: dict[str, dict[str, Any]]) -> dict[str, Any]:
             continue
         action = "send" if name == "batchEvents" else "receive"
         operation: dict[str, Any] = {"action": action, "channel": _ref_channel(name)}
-        if name not in {"cancel", "batchEvents"}:
+        if name not in _NO_REPLY:
             operation["reply"] = {"channel": _ref_channel("reply")}
         operations[name] = operation
     return operations
@@ -241,6 +256,8 @@ def asyncapi_document(version: str = "0.2.0") -> dict[str, Any]:
         ModelList,
         BatchObject,
         BatchSubmit,
+        FileObject,
+        FileRequest,
     ]
     payloads, components = msgspec.json.schema_components(
         structs, ref_template="#/components/schemas/{name}"
@@ -261,6 +278,20 @@ def asyncapi_document(version: str = "0.2.0") -> dict[str, Any]:
         "ModelList": {"payload": by_name["ModelList"], "headers": reply_headers},
         "BatchObject": {"payload": by_name["BatchObject"], "headers": reply_headers},
         "BatchSubmit": {"payload": by_name["BatchSubmit"], "headers": request_headers},
+        "FileRequest": {"payload": by_name["FileRequest"], "headers": request_headers},
+        "FileObject": {"payload": by_name["FileObject"], "headers": reply_headers},
+        "FilePiece": {
+            "payload": {
+                "type": "string",
+                "format": "binary",
+                "description": "the file's bytes from Llm-File-Offset on, as they are (empty "
+                "at the end of the file)",
+            },
+            "headers": reply_headers,
+            "description": "A piece of a file (llm.batch.file.content): ask again from "
+            "Llm-File-Offset plus its length until Llm-File-Size bytes are read, then check "
+            "Llm-File-Digest.",
+        },
         "BatchCreate": {
             "payload": {
                 "type": "object",

@@ -28,6 +28,8 @@ CLIENT_CHANNELS = (
     "batch_list",
     "batch_cancel",
     "batch_whoami",
+    "batch_file_get",
+    "batch_file_content",
 )
 
 _GO_INITIALISMS = {"Id": "ID", "Api": "API", "Url": "URL"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "ADMIN_AUDIT_REPORT",
     "ADMIN_AUTHORIZE",
     "ADMIN_BATCH_CANCEL",
     "ADMIN_CACHE_SIZE",
@@ -12,6 +13,9 @@ __all__ = [
     "ADMIN_REQUESTS",
     "ADMIN_SPEND",
     "ADMIN_STATUS",
+    "BATCH_EVENTS",
+    "BATCH_FILE_CONTENT",
+    "BATCH_FILE_GET",
     "BATCH_PREFIX",
     "BREAKER_ADMIN",
     "BROKER_PING",
@@ -28,6 +32,7 @@ __all__ = [
     "TENANT_MESSAGES",
     "TENANT_PREFIX",
     "WORKER_QUEUE",
+    "batch_events",
     "provider_subject",
     "tenant_of",
     "tenant_subject",
@@ -59,8 +64,17 @@ CANCEL = "llm.cancel"
 #: Circuit breaker status and overrides: every broker applies them (no queue group).
 BREAKER_ADMIN = "llm.admin.breaker"
 #: The Batch API over NATS: ``llm.batch.create|submit|get|list|cancel`` (request/reply),
-#: progress on ``llm.batch.events.<batch_id>``.
+#: progress on ``llm.batch.events.<tenant>.<batch_id>``.
 BATCH_PREFIX = "llm.batch"
+#: A batch's progress: the batch object on ``llm.batch.events.<tenant>.<batch_id>`` at every
+#: change. The tenant token lets the NATS server's permissions give each tenant's producers
+#: its own events only (``llm.batch.events.acme.>``).
+BATCH_EVENTS = f"{BATCH_PREFIX}.events"
+#: A file's object (``{id}``), for the tenant that owns it (request/reply).
+BATCH_FILE_GET = f"{BATCH_PREFIX}.file.get"
+#: A piece of a file's bytes, ``{id, offset, length}``: a caller reads a file of any size
+#: piece by piece, each piece one reply under the server's ``max_payload`` (request/reply).
+BATCH_FILE_CONTENT = f"{BATCH_PREFIX}.file.content"
 #: Admin commands (cache purge, breaker control) live under this prefix.
 ADMIN_PREFIX = "llm.admin"
 #: Every broker answers with its live state: identity, counters, deployments (breaker state,
@@ -82,6 +96,10 @@ ADMIN_SPEND = "llm.admin.spend"
 ADMIN_BATCH_CANCEL = "llm.admin.batch.cancel"
 #: The shared L2's entries and bytes, measured when asked (one broker: they share it).
 ADMIN_CACHE_SIZE = "llm.admin.cache.size"
+#: The bridge reports a console request it refused (no reply expected; one broker records it
+#: in the audit trail): ``{"reason", "status", "method", "path"}``, with the caller's
+#: ``Authorization`` and ``Llm-Admin-*`` headers.
+ADMIN_AUDIT_REPORT = "llm.admin.audit.report"
 #: Brokers forward cache misses to ``llm.provider.<provider>``.
 PROVIDER_PREFIX = "llm.provider"
 #: A worker running the first attempt of an idempotent stream takes joins of later attempts on
@@ -92,6 +110,12 @@ ONCE_JOIN_PREFIX = "llm.once"
 #: Queue groups: each message goes to one member of the group.
 BROKER_QUEUE = "llm-edge-brokers"
 WORKER_QUEUE = "llm-edge-workers"
+
+
+def batch_events(tenant: str, batch_id: str) -> str:
+    """Where a batch's progress events go: ``llm.batch.events.<tenant>.<batch_id>`` (``*`` for
+    either makes a subscription's wildcard)."""
+    return f"{BATCH_EVENTS}.{tenant}.{batch_id}"
 
 
 def tenant_subject(tenant: str, api: str = "chat") -> str:

@@ -34,7 +34,7 @@ from broker.batch.fairshare import Queue, SlotShares
 from broker.batch.settings import BatchSettings
 from broker.replies.sinks import ReplySink
 from broker.request import Reply
-from broker.tenancy.tenants import KeyRing, TenantConfig
+from broker.tenancy.tenants import Caller, KeyRing
 from edge_runtime.batch_store import BatchStore
 from edge_runtime.process import InFlight
 from schemas import ChatCompletionChunk, StreamEnd, headers
@@ -53,7 +53,7 @@ __all__ = [
 log = logging.getLogger("llm_edge.batch")
 
 #: ``ChatPipeline.handle``: body, headers, where the answer goes, the tenant it runs as.
-LineHandler = Callable[[bytes, dict[str, str], ReplySink, TenantConfig | None], Awaitable[None]]
+LineHandler = Callable[[bytes, dict[str, str], ReplySink, Caller | None], Awaitable[None]]
 
 #: Longest wait of one pull (also how long a graceful stop may take to stop pulling).
 FETCH_S = 0.25
@@ -383,7 +383,8 @@ class BatchRunner:
         body.pop("stream", None)
         sink = CollectSink()
         tenant = self._keys.named(record.tenant) if self._keys is not None else None
-        await self._handle(_encoder.encode(body), {headers.REQUEST_ID: request_id}, sink, tenant)
+        caller = Caller(tenant) if tenant is not None else None
+        await self._handle(_encoder.encode(body), {headers.REQUEST_ID: request_id}, sink, caller)
         reply = await sink.reply
         if reply.status == 200:
             await self._finish(

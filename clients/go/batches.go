@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -88,9 +89,30 @@ type BatchList struct {
 	LastID  string  `json:"last_id"`
 }
 
-// Batches is the Batch API (llm.batch.*) of a client. A batch's results are in its output and
-// error files; the NATS API has no request for a file's content yet.
-type Batches struct{ c *Client }
+// Batches is the Batch API (llm.batch.*) of a client, and the batch files
+// (llm.batch.file.*).
+type Batches struct {
+	c      *Client
+	mu     sync.Mutex
+	tenant string
+}
+
+// Tenant returns the tenant the brokers take this client for (llm.batch.whoami, asked once):
+// a batch's events are published under it.
+func (b *Batches) Tenant(ctx context.Context, opts ...CallOption) (string, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.tenant == "" {
+		var who struct {
+			Tenant string `json:"tenant"`
+		}
+		if err := b.op(ctx, SubjectBatchWhoami, struct{}{}, &who, opts); err != nil {
+			return "", err
+		}
+		b.tenant = who.Tenant
+	}
+	return b.tenant, nil
+}
 
 func (b *Batches) op(ctx context.Context, subject string, body any, out any, opts []CallOption) error {
 	data, err := json.Marshal(body)
@@ -145,11 +167,16 @@ func (b *Batches) List(ctx context.Context, limit int, after string, opts ...Cal
 }
 
 // Wait returns the batch once it is final, calling onProgress (if not nil) with every state
-// seen. It subscribes to llm.batch.events.<id> before it reads the batch, so no change falls
-// between the two, and reads it again whenever EventGap passes without an event.
+// seen. It subscribes to llm.batch.events.<tenant>.<id> before it reads the batch, so no
+// change falls between the two, and reads it again whenever EventGap passes without an event.
 func (b *Batches) Wait(ctx context.Context, id string, onProgress func(*Batch)) (*Batch, error) {
+	tenant, err := b.Tenant(ctx)
+	if err != nil {
+		return nil, err
+	}
+	subject := strings.NewReplacer("{tenant}", tenant, "{batch_id}", id).Replace(SubjectBatchEvents)
 	events := make(chan *nats.Msg, 64)
-	sub, err := b.c.nc.ChanSubscribe(strings.Replace(SubjectBatchEvents, "{batch_id}", id, 1), events)
+	sub, err := b.c.nc.ChanSubscribe(subject, events)
 	if err != nil {
 		return nil, err
 	}

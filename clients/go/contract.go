@@ -44,6 +44,15 @@ const HeaderDeployment = "Llm-Deployment"
 // HeaderEvent is the Llm-Event header (reply): the Anthropic stream event name (llm.messages streams).
 const HeaderEvent = "Llm-Event"
 
+// HeaderFileDigest is the Llm-File-Digest header (reply): llm.batch.file.content: the whole file's digest, SHA-256=<base64url>.
+const HeaderFileDigest = "Llm-File-Digest"
+
+// HeaderFileOffset is the Llm-File-Offset header (reply): llm.batch.file.content: where this piece begins in the file.
+const HeaderFileOffset = "Llm-File-Offset"
+
+// HeaderFileSize is the Llm-File-Size header (reply): llm.batch.file.content: the whole file's size in bytes.
+const HeaderFileSize = "Llm-File-Size"
+
 // HeaderProvider is the Llm-Provider header (reply): provider that answered.
 const HeaderProvider = "Llm-Provider"
 
@@ -110,8 +119,8 @@ const SubjectCancel = "llm.cancel"
 // SubjectModels is the subject llm.models.
 const SubjectModels = "llm.models"
 
-// SubjectBatchEvents is the subject llm.batch.events.{batch_id}.
-const SubjectBatchEvents = "llm.batch.events.{batch_id}"
+// SubjectBatchEvents is the subject llm.batch.events.{tenant}.{batch_id}.
+const SubjectBatchEvents = "llm.batch.events.{tenant}.{batch_id}"
 
 // SubjectBatchCreate is the subject llm.batch.create.
 const SubjectBatchCreate = "llm.batch.create"
@@ -131,9 +140,15 @@ const SubjectBatchCancel = "llm.batch.cancel"
 // SubjectBatchWhoami is the subject llm.batch.whoami.
 const SubjectBatchWhoami = "llm.batch.whoami"
 
+// SubjectBatchFileGet is the subject llm.batch.file.get.
+const SubjectBatchFileGet = "llm.batch.file.get"
+
+// SubjectBatchFileContent is the subject llm.batch.file.content.
+const SubjectBatchFileContent = "llm.batch.file.content"
+
 // HeaderRoom is the bytes of a server's max_payload left for a request's headers: a
 // body over the rest is refused (413) before it is published.
-const HeaderRoom = 4096
+const HeaderRoom = 16384
 
 // ErrAPI is the APIError class: a failure the broker answered (or the client inferred).
 const ErrAPI ErrorKind = "APIError"

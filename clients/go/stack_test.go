@@ -274,7 +274,7 @@ func TestAStreamWhoseBrokerIsLostBeforeItsFirstChunkIsJoinedByItsRetry(t *testin
 	}
 }
 
-func TestBatchesRunAndAreListedAndAFinishedOneCannotBeCancelled(t *testing.T) {
+func TestBatchesRunAndAreReadAndListedAndAFinishedOneCannotBeCancelled(t *testing.T) {
 	c := stack(t, edge.Options{})
 	ctx := within(t, 60*time.Second)
 	var lines []edge.BatchLine
@@ -296,6 +296,22 @@ func TestBatchesRunAndAreListedAndAFinishedOneCannotBeCancelled(t *testing.T) {
 	}
 	if done.Status != "completed" || done.RequestCounts.Completed != 3 || done.OutputFileID == "" || seen[len(seen)-1] != "completed" {
 		t.Errorf("%+v, seen %v", done, seen)
+	}
+	results, err := c.Batches.Results(ctx, done)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answered := map[string]int{}
+	for _, result := range results {
+		if result.Response != nil {
+			answered[result.CustomID] = result.Response.StatusCode
+		}
+	}
+	if len(results) != 3 || answered["a"] != 200 || answered["b"] != 200 || answered["c"] != 200 {
+		t.Errorf("results %v", answered)
+	}
+	if _, err := c.Batches.File(ctx, "file_none"); !errors.Is(err, edge.ErrNotFound) {
+		t.Errorf("an unknown file: %v", err)
 	}
 	got, err := c.Batches.Get(ctx, batch.ID)
 	if err != nil || got.Status != "completed" {

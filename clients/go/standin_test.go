@@ -5,10 +5,14 @@ package edge_test
 // gap in a stream, a broker that fell silent once). No assertion is timed; every wait is bounded.
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"testing"
@@ -371,5 +375,61 @@ func TestTheContextsDeadlineIsSentAndEndsTheCall(t *testing.T) {
 	}
 	if ms, err := timeoutMs(sent[0]); err != nil || ms > 300 || ms < 1 {
 		t.Errorf("Llm-Timeout-Ms %d: the context's deadline", ms)
+	}
+}
+
+// serveFile answers llm.batch.file.content with content, five bytes a piece, under digest.
+func serveFile(t *testing.T, s *standIn, content, digest string) {
+	t.Helper()
+	sub, err := s.nc.Subscribe(edge.SubjectBatchFileContent, func(request *nats.Msg) {
+		var asked struct {
+			Offset int `json:"offset"`
+		}
+		_ = json.Unmarshal(request.Data, &asked)
+		end := asked.Offset + 5
+		if end > len(content) {
+			end = len(content)
+		}
+		msg := &nats.Msg{Subject: request.Reply, Header: nats.Header{}, Data: []byte(content[asked.Offset:end])}
+		msg.Header.Set(edge.HeaderFileSize, fmt.Sprint(len(content)))
+		msg.Header.Set(edge.HeaderFileOffset, fmt.Sprint(asked.Offset))
+		msg.Header.Set(edge.HeaderFileDigest, digest)
+		_ = s.nc.PublishMsg(msg)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := s.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAFileIsReadPieceByPieceAndCheckedAgainstItsDigest(t *testing.T) {
+	s, _ := startStandIn(t)
+	c := client(t, serverURL(t, "EDGE_BARE_NATS_URL"), edge.Options{Retry: &fastRetry})
+	content := `{"custom_id": "a"}` + "\n" + `{"custom_id": "b"}` + "\n"
+	sum := sha256.Sum256([]byte(content))
+	serveFile(t, s, content, "SHA-256="+base64.URLEncoding.EncodeToString(sum[:]))
+	var read bytes.Buffer
+	size, err := c.Batches.ReadFile(context.Background(), "file_1", &read)
+	if err != nil || size != int64(len(content)) || read.String() != content {
+		t.Fatalf("%d bytes, %v: %q", size, err, read.String())
+	}
+	results, err := c.Batches.Results(context.Background(), &edge.Batch{OutputFileID: "file_1"})
+	if err != nil || len(results) != 2 || results[1].CustomID != "b" {
+		t.Fatalf("%+v %v", results, err)
+	}
+}
+
+func TestAFileWhoseBytesDoNotMatchItsDigestIsAStreamError(t *testing.T) {
+	s, _ := startStandIn(t)
+	c := client(t, serverURL(t, "EDGE_BARE_NATS_URL"), edge.Options{Retry: &fastRetry})
+	other := sha256.Sum256([]byte("something else"))
+	serveFile(t, s, "hello world\n", "SHA-256="+base64.URLEncoding.EncodeToString(other[:]))
+	_, err := c.Batches.ReadFile(context.Background(), "file_2", io.Discard)
+	var broken *edge.StreamError
+	if !errors.As(err, &broken) || !strings.Contains(broken.Message, "do not match its digest") {
+		t.Fatalf("%v", err)
 	}
 }

@@ -69,7 +69,7 @@ async def run_to_end(stack: Stack, key: str, n: int, prefix: str) -> tuple[float
 async def seconds_for(stack: Stack, batch_id: str, count: int) -> float:
     """Seconds until ``count`` more lines of a batch have completed (its progress events)."""
     started = time.monotonic()
-    sub = await stack.nc.subscribe(f"llm.batch.events.{batch_id}")
+    sub = await stack.nc.subscribe(f"llm.batch.events.*.{batch_id}")
     try:
         body = msgspec.json.encode({"id": batch_id})
         reply = await stack.nc.request("llm.batch.get", body, timeout=5, headers=auth(KEY_BIG))

@@ -33,6 +33,7 @@ def test_document_describes_the_chat_subject() -> None:
         "end",
         "error",
         "json",
+        "filePiece",
     }
 
 

@@ -57,5 +57,15 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	fmt.Println(done.Status, done.RequestCounts.Completed, "of", done.RequestCounts.Total)
+	results, err := client.Batches.Results(ctx, done) // its output and error files' lines
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, result := range results {
+		if result.Response != nil {
+			fmt.Println(result.CustomID, result.Response.StatusCode)
+		} else {
+			fmt.Println(result.CustomID, result.Error.Message)
+		}
+	}
 }

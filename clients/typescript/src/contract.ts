@@ -30,6 +30,12 @@ export const HEADERS = {
   DEPLOYMENT: "Llm-Deployment",
   /** reply: the Anthropic stream event name (llm.messages streams) */
   EVENT: "Llm-Event",
+  /** reply: llm.batch.file.content: the whole file's digest, SHA-256=<base64url> */
+  FILE_DIGEST: "Llm-File-Digest",
+  /** reply: llm.batch.file.content: where this piece begins in the file */
+  FILE_OFFSET: "Llm-File-Offset",
+  /** reply: llm.batch.file.content: the whole file's size in bytes */
+  FILE_SIZE: "Llm-File-Size",
   /** reply: provider that answered */
   PROVIDER: "Llm-Provider",
   /** reply: 1: the answer of an earlier attempt with this request id */
@@ -72,18 +78,20 @@ export const SUBJECTS = {
   TENANT_MESSAGES: "llm.tenant.{tenant}.messages",
   CANCEL: "llm.cancel",
   MODELS: "llm.models",
-  BATCH_EVENTS: "llm.batch.events.{batch_id}",
+  BATCH_EVENTS: "llm.batch.events.{tenant}.{batch_id}",
   BATCH_CREATE: "llm.batch.create",
   BATCH_SUBMIT: "llm.batch.submit",
   BATCH_GET: "llm.batch.get",
   BATCH_LIST: "llm.batch.list",
   BATCH_CANCEL: "llm.batch.cancel",
   BATCH_WHOAMI: "llm.batch.whoami",
+  BATCH_FILE_GET: "llm.batch.file.get",
+  BATCH_FILE_CONTENT: "llm.batch.file.content",
 } as const;
 
 /** Bytes of a server's max_payload left for a request's headers: a body over the rest
  * is refused (413) before it is published. */
-export const HEADER_ROOM = 4096;
+export const HEADER_ROOM = 16384;
 
 /** The error tree: each class's parent and meaning. */
 export const ERROR_CLASSES = {

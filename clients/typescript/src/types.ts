@@ -35,6 +35,8 @@ export interface PayloadSchemas {
   Delta: Delta;
   ErrorDetail: ErrorDetail;
   ErrorEnvelope: ErrorEnvelope;
+  FileObject: FileObject;
+  FileRequest: FileRequest;
   FunctionCall: FunctionCall;
   InputLine: InputLine;
   Message: Message;
@@ -464,6 +466,35 @@ export interface ErrorDetail {
  */
 export interface ErrorEnvelope {
   error: ErrorDetail;
+}
+/**
+ * The file object of ``/v1/files``.
+ *
+ * This interface was referenced by `PayloadSchemas`'s JSON-Schema
+ * via the `definition` "FileObject".
+ */
+export interface FileObject {
+  bytes: number;
+  created_at: number;
+  filename: string;
+  id: string;
+  object?: string;
+  purpose: string;
+  status?: string;
+  status_details?: string | null;
+}
+/**
+ * ``llm.batch.file.get`` (``id``) and ``llm.batch.file.content`` (``id`` and the piece:
+ * ``length`` bytes from ``offset``; the broker sends less when the piece would not fit the
+ * server's ``max_payload``, and none at the end of the file).
+ *
+ * This interface was referenced by `PayloadSchemas`'s JSON-Schema
+ * via the `definition` "FileRequest".
+ */
+export interface FileRequest {
+  id: string;
+  length?: number | null;
+  offset?: number;
 }
 /**
  * One entry of the model list (``llm.models``), as OpenAI's ``GET /v1/models``.

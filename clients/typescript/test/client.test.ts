@@ -1,8 +1,9 @@
 // The client against a real stack (llm-edge up, mock providers): chat, Anthropic messages, stream,
-// errors, cancel, a slow answer, a small batch; and against a bare NATS server of 1 MiB messages
-// with a stand-in broker: keepalives, silence, sizes, stream order. No assertion is timed;
-// every wait is bounded.
+// errors, cancel, a slow answer, batches (results and files read through the broker); and against
+// a bare NATS server of 1 MiB messages with a stand-in broker: keepalives, silence, sizes, stream
+// order, files read piece by piece. No assertion is timed; every wait is bounded.
 import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 
 import { connect, headers as natsHeaders, type Msg, type NatsConnection } from "nats";
@@ -13,6 +14,7 @@ import {
   DeadlineError,
   EdgeClient,
   EdgeError,
+  HEADER_ROOM,
   InternalServerError,
   NotFoundError,
   RateLimitError,
@@ -22,6 +24,7 @@ import {
   fromReply,
   type BatchObject,
   type ChatBody,
+  type FileRequest,
 } from "../src/index.js";
 import { THINKING_MS, startNatsServer, startStack, type NatsServer, type Stack } from "./stack.js";
 
@@ -192,7 +195,7 @@ describe("against a real stack", () => {
 
   test("an 8 MiB request fits the stack's server (64 MiB messages)", async () => {
     const big = "x".repeat(8 * 1024 * 1024);
-    assert.ok((client.nc.info?.max_payload ?? 0) > big.length + 4096);
+    assert.ok((client.nc.info?.max_payload ?? 0) > big.length + HEADER_ROOM);
     const reply = await client.chat({ ...hello, messages: [{ role: "user", content: big }] }, { cacheControl: "no-store" });
     assert.match(reply.choices[0].message.content ?? "", /^Mock reply \[[0-9a-f]{8}\]: x+$/);
   });
@@ -216,6 +219,39 @@ describe("against a real stack", () => {
       ["a", 200], ["b", 200], ["c", 200],
     ]);
     assert.equal((await client.batches.get(batch.id)).status, "completed");
+  });
+
+  test("a batch of 3 MiB lines: its events on the tenant's subject, its results and its 9 MiB input file through the broker", async () => {
+    const events: BatchObject[] = [];
+    const sub = client.nc.subscribe("llm.batch.events.default.>", {
+      callback: (error, msg) => error || events.push(JSON.parse(new TextDecoder().decode(msg.data)) as BatchObject),
+    });
+    const lines = ["x", "y", "z"].map((id) => ({
+      custom_id: id,
+      method: "POST",
+      url: "/v1/chat/completions",
+      body: { ...hello, messages: [{ role: "user" as const, content: `${id} ${"p".repeat(3 * 1024 * 1024)}` }] },
+    }));
+    try {
+      const batch = await client.batches.submit(lines);
+      const done = await client.batches.wait(batch.id, { timeoutMs: 30_000 });
+      assert.equal(done.status, "completed");
+      const results = await client.batches.results(done);
+      assert.deepEqual(results.map((r) => [r.custom_id, r.response?.status_code]).sort(), [
+        ["x", 200], ["y", 200], ["z", 200],
+      ]);
+      const input = await client.batches.content(done.input_file_id);
+      assert.equal(input.length, (await client.batches.file(done.input_file_id)).bytes);
+      assert.ok(input.length > 9 * 1024 * 1024, "more than two pieces");
+      const parsed = new TextDecoder().decode(input).split("\n").filter(Boolean).map((line) => JSON.parse(line) as unknown);
+      assert.deepEqual(parsed, lines);
+      await client.nc.flush();
+      assert.ok(events.some((b) => b.id === batch.id && b.status === "completed"), "the final event on llm.batch.events.default.<id>");
+      await assert.rejects(client.batches.file("file-no-such-file"), NotFoundError);
+      await assert.rejects(client.batches.content("file-no-such-file"), NotFoundError);
+    } finally {
+      sub.unsubscribe();
+    }
   });
 });
 
@@ -314,10 +350,35 @@ describe("against a bare NATS server with a stand-in broker", () => {
     // "silent": a broker that died with the request
   }
 
+  /** Files the stand-in serves by offset: one of 3 MiB (three times max_payload) with its
+   * digest, and one whose digest is another file's. */
+  const bigFile = new Uint8Array(randomBytes(3 * MAX_PAYLOAD + 777));
+  const files: Record<string, { data: Uint8Array; digest: string }> = {
+    "file-big": { data: bigFile, digest: digestOf(bigFile) },
+    "file-bad": { data: bigFile.slice(0, 5000), digest: digestOf(bigFile) },
+  };
+
+  function servePiece(request: Msg): void {
+    const { id, offset = 0, length } = JSON.parse(new TextDecoder().decode(request.data)) as FileRequest;
+    const file = files[id];
+    if (!file) {
+      reply(request, { "Llm-Status": "404" }, { error: { message: "no file", type: "not_found_error", code: "file_not_found", param: "id" } });
+      return;
+    }
+    const end = Math.min(offset + Math.min(length ?? MAX_PAYLOAD, MAX_PAYLOAD - HEADER_ROOM), file.data.length);
+    const hdrs = natsHeaders();
+    hdrs.set("Llm-Status", "200");
+    hdrs.set("Llm-File-Size", String(file.data.length));
+    hdrs.set("Llm-File-Offset", String(offset));
+    hdrs.set("Llm-File-Digest", file.digest);
+    broker.publish(request.reply ?? "", file.data.slice(offset, end), { headers: hdrs });
+  }
+
   before(async () => {
     server = await startNatsServer(MAX_PAYLOAD);
     broker = await connect({ servers: server.url, name: "stand-in-broker" });
     broker.subscribe("llm.chat", { callback: (error, msg) => error || serve(msg) });
+    broker.subscribe("llm.batch.file.content", { callback: (error, msg) => error || servePiece(msg) });
     broker.subscribe("llm.cancel", { callback: (error, msg) => error || cancels.push(new TextDecoder().decode(msg.data)) });
     await broker.flush();
     client = await EdgeClient.connect(server.url, { attemptTimeoutMs: SILENCE_MS, deadlineMs: 20_000, attempts: 3, backoffMs: 0 });
@@ -338,7 +399,7 @@ describe("against a bare NATS server with a stand-in broker", () => {
       assert.ok(error instanceof BadRequestError);
       assert.equal(error.status, 413);
       assert.equal(error.code, "request_too_large");
-      assert.match(error.detail, new RegExp(`takes ${MAX_PAYLOAD - 4096} \\(its max_payload, ${MAX_PAYLOAD}`));
+      assert.match(error.detail, new RegExp(`takes ${MAX_PAYLOAD - HEADER_ROOM} \\(its max_payload, ${MAX_PAYLOAD}, less ${HEADER_ROOM}`));
       assert.ok(error.requestId);
       return true;
     };
@@ -352,6 +413,17 @@ describe("against a bare NATS server with a stand-in broker", () => {
     await broker.flush();
     assert.equal(requests.length, 0, "nothing was published");
     assert.deepEqual(cancels, []);
+  });
+
+  test("a file three times max_payload comes back whole and byte-identical, piece by piece", async () => {
+    const data = await client.batches.content("file-big");
+    assert.ok(data.length > 3 * MAX_PAYLOAD);
+    assert.ok(Buffer.from(data).equals(Buffer.from(bigFile)));
+    await assert.rejects(client.batches.content("file-nope"), NotFoundError);
+  });
+
+  test("a file whose bytes do not match its digest throws StreamError", async () => {
+    await assert.rejects(client.batches.content("file-bad"), (error: unknown) => error instanceof StreamError && /digest/.test(error.message));
   });
 
   test("keepalives are not the answer: they restart the silence timer of a whole call", async () => {
@@ -446,6 +518,11 @@ describe("against a bare NATS server with a stand-in broker", () => {
     await waitFor(async () => cancels.includes("ts-gap") && cancels.includes("ts-reorder"), "the broken streams' cancels");
   });
 });
+
+/** A file's digest as the object store keeps it: `SHA-256=<base64url>`. */
+function digestOf(data: Uint8Array): string {
+  return `SHA-256=${createHash("sha256").update(data).digest("base64url")}=`;
+}
 
 /** The upstream calls a provider's workers made (their `/metrics`). */
 async function upstreamCalls(stack: Stack, provider: string): Promise<number> {
