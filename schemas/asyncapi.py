@@ -13,7 +13,14 @@ from schemas import headers, subjects
 from schemas.anthropic import MessagesRequest
 from schemas.batch import BatchObject, BatchSubmit, FileObject, FileRequest
 from schemas.chat import ChatCompletion, ChatCompletionChunk, ChatRequest, ModelList, StreamEnd
-from schemas.errors import ErrorEnvelope
+from schemas.errors import (
+    CLIENT_CODES,
+    CLIENT_ERROR_BY_STATUS,
+    CLIENT_ERROR_FROM_500,
+    CLIENT_ERROR_OTHERWISE,
+    CLIENT_ERRORS,
+    ErrorEnvelope,
+)
 
 __all__ = ["asyncapi_document"]
 
@@ -57,10 +64,38 @@ _REPLY_HEADERS = {
 }
 
 
+#: Each header's name in schemas/headers.py (``x-constant``: the clients' generated constants).
+_CONSTANTS = {
+    value: name
+    for name in headers.__all__
+    if isinstance(value := getattr(headers, name), str) and name.isupper()
+}
+
+
 def _headers_schema(described: dict[str, str]) -> dict[str, Any]:
     return {
         "type": "object",
-        "properties": {k: {"type": "string", "description": v} for k, v in described.items()},
+        "properties": {
+            k: {"type": "string", "description": v, "x-constant": _CONSTANTS[k]}
+            for k, v in described.items()
+        },
+    }
+
+
+def _client_errors() -> dict[str, Any]:
+    """The producer clients' error tree and its status table (schemas/errors.py)."""
+    return {
+        "description": "The error classes every producer client raises, by Llm-Status: "
+        "byStatus, else fromStatus500 for 500 and up, else otherwise. inferredCodes: the "
+        "codes (and statuses) of errors a client infers without a reply.",
+        "classes": {
+            name: {"parent": parent, "description": description}
+            for name, (parent, description) in CLIENT_ERRORS.items()
+        },
+        "byStatus": {str(status): name for status, name in CLIENT_ERROR_BY_STATUS.items()},
+        "fromStatus500": CLIENT_ERROR_FROM_500,
+        "otherwise": CLIENT_ERROR_OTHERWISE,
+        "inferredCodes": dict(CLIENT_CODES),
     }
 
 
@@ -321,5 +356,9 @@ def asyncapi_document(version: str = "0.2.0") -> dict[str, Any]:
         },
         "channels": channels,
         "operations": _operations(channels),
+        "x-client-errors": _client_errors(),
+        # bytes of a server's max_payload a client leaves for headers: a body over the rest is
+        # refused (413) before it is published
+        "x-header-room": headers.HEADER_ROOM,
         "components": {"schemas": components, "messages": messages},
     }

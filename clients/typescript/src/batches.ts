@@ -16,7 +16,8 @@ import { createHash } from "node:crypto";
 import type { Msg } from "nats";
 
 import type { CallOptions, EdgeClient } from "./client.js";
-import { HEADER_ROOM, json } from "./client.js";
+import { json } from "./client.js";
+import { HEADERS, HEADER_ROOM, SUBJECTS } from "./contract.js";
 import { DeadlineError, StreamError } from "./errors.js";
 import type { BatchObject, BatchStatus, BatchSubmit, FileObject, FileRequest, InputLine } from "./types.js";
 
@@ -36,7 +37,7 @@ export const PIECE_BYTES = 4 * 1024 * 1024;
 
 /** Where a batch's progress events are published: its tenant's subject. */
 export function eventsSubject(tenant: string, batchId: string): string {
-  return `llm.batch.events.${tenant}.${batchId}`;
+  return SUBJECTS.BATCH_EVENTS.replace("{tenant}", tenant).replace("{batch_id}", batchId);
 }
 
 /** One line of a batch's output or error file. */
@@ -63,14 +64,14 @@ export class Batches {
 
   private tenantName?: string;
 
-  private async op(op: string, body: unknown, call: CallOptions = {}): Promise<BatchObject> {
-    return batchOf(await this.client.call(`llm.batch.${op}`, json(body), call));
+  private async op(subject: string, body: unknown, call: CallOptions = {}): Promise<BatchObject> {
+    return batchOf(await this.client.call(subject, json(body), call));
   }
 
   /** The tenant the brokers take this client for (`llm.batch.whoami`, asked once). */
   async tenant(call: CallOptions = {}): Promise<string> {
     if (this.tenantName === undefined) {
-      const reply = await this.client.call("llm.batch.whoami", json({}), call);
+      const reply = await this.client.call(SUBJECTS.BATCH_WHOAMI, json({}), call);
       this.tenantName = (JSON.parse(decoder.decode(reply.data)) as { tenant: string }).tenant;
     }
     return this.tenantName;
@@ -85,17 +86,17 @@ export class Batches {
       lines,
       ...(metadata ? { metadata } : {}),
     };
-    return this.op("submit", body, call);
+    return this.op(SUBJECTS.BATCH_SUBMIT, body, call);
   }
 
   /** The batch as it is now. */
   get(batchId: string, call: CallOptions = {}): Promise<BatchObject> {
-    return this.op("get", { id: batchId }, call);
+    return this.op(SUBJECTS.BATCH_GET, { id: batchId }, call);
   }
 
   /** Stop the batch: queued lines are dropped, it ends `cancelled`. */
   cancel(batchId: string, call: CallOptions = {}): Promise<BatchObject> {
-    return this.op("cancel", { id: batchId }, call);
+    return this.op(SUBJECTS.BATCH_CANCEL, { id: batchId }, call);
   }
 
   /**
@@ -170,7 +171,7 @@ export class Batches {
   /** A file's object (`llm.batch.file.get`); NotFoundError for another tenant's file. */
   async file(fileId: string, call: CallOptions = {}): Promise<FileObject> {
     const body: FileRequest = { id: fileId };
-    const reply = await this.client.call("llm.batch.file.get", json(body), call);
+    const reply = await this.client.call(SUBJECTS.BATCH_FILE_GET, json(body), call);
     return JSON.parse(decoder.decode(reply.data)) as FileObject;
   }
 
@@ -190,7 +191,7 @@ export class Batches {
     let digest = "";
     while (offset !== size) {
       const request: FileRequest = { id: fileId, offset, length };
-      const reply = await this.client.call("llm.batch.file.content", json(request), options);
+      const reply = await this.client.call(SUBJECTS.BATCH_FILE_CONTENT, json(request), options);
       const piece = pieceOf(reply, fileId, offset);
       if (size < 0) [size, digest] = [piece.size, piece.digest];
       else if (piece.size !== size || piece.digest !== digest) {
@@ -211,13 +212,13 @@ export class Batches {
 
 /** The file's size and digest a piece names; it must begin where it was asked to. */
 function pieceOf(reply: Msg, fileId: string, offset: number): { size: number; digest: string } {
-  const size = Number(reply.headers?.get("Llm-File-Size") || NaN);
-  const begins = Number(reply.headers?.get("Llm-File-Offset") || NaN);
+  const size = Number(reply.headers?.get(HEADERS.FILE_SIZE) || NaN);
+  const begins = Number(reply.headers?.get(HEADERS.FILE_OFFSET) || NaN);
   if (!Number.isInteger(size) || !Number.isInteger(begins)) {
     throw new StreamError(`file ${fileId}: a piece without its size or offset`);
   }
   if (begins !== offset) throw new StreamError(`file ${fileId}: asked for offset ${offset}, got ${begins}`);
-  return { size, digest: reply.headers?.get("Llm-File-Digest") ?? "" };
+  return { size, digest: reply.headers?.get(HEADERS.FILE_DIGEST) ?? "" };
 }
 
 /** Compare with the stored `SHA-256=<base64url>` digest (a file stored without one is taken as read). */

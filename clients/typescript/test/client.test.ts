@@ -14,6 +14,7 @@ import {
   DeadlineError,
   EdgeClient,
   EdgeError,
+  HEADER_ROOM,
   InternalServerError,
   NotFoundError,
   RateLimitError,
@@ -194,7 +195,7 @@ describe("against a real stack", () => {
 
   test("an 8 MiB request fits the stack's server (64 MiB messages)", async () => {
     const big = "x".repeat(8 * 1024 * 1024);
-    assert.ok((client.nc.info?.max_payload ?? 0) > big.length + 4096);
+    assert.ok((client.nc.info?.max_payload ?? 0) > big.length + HEADER_ROOM);
     const reply = await client.chat({ ...hello, messages: [{ role: "user", content: big }] }, { cacheControl: "no-store" });
     assert.match(reply.choices[0].message.content ?? "", /^Mock reply \[[0-9a-f]{8}\]: x+$/);
   });
@@ -255,7 +256,7 @@ describe("against a real stack", () => {
 });
 
 /** The stand-in broker's script: what it does with a request, by the request's first message. */
-type Script = "think" | "think-stream" | "silent" | "gap" | "reorder";
+type Script = "think" | "think-stream" | "silent" | "gap" | "reorder" | "lost-once" | "busy-once" | "fails-after-a-chunk";
 
 /**
  * A bare NATS server of 1 MiB messages, and a stand-in broker on it that answers `llm.chat` as
@@ -305,10 +306,28 @@ describe("against a bare NATS server with a stand-in broker", () => {
     timers.add(done).add(ticking);
   }
 
+  /** A whole answer, or a stream of one chunk per word and its end. */
+  function answer(request: Msg, stream: boolean, words: string[]): void {
+    if (!stream) return reply(request, {}, completion(words.join("")));
+    words.forEach((word, seq) => reply(request, { "Llm-Stream": "chunk", "Llm-Seq": String(seq) }, chunk(word)));
+    reply(request, { "Llm-Stream": "end", "Llm-Seq": String(words.length) }, { finish_reason: "stop" });
+  }
+
   function serve(request: Msg): void {
     requests.push(request);
     const body = JSON.parse(new TextDecoder().decode(request.data)) as ChatBody;
     const script = body.messages[0].content as Script;
+    const attempt = requestsOf(idOf(request)).length;
+    // the first try's broker died with it
+    if (script === "lost-once" && attempt > 1) answer(request, body.stream === true, ["second ", "try"]);
+    if (script === "busy-once") {
+      if (attempt > 1) answer(request, body.stream === true, ["second ", "try"]);
+      else reply(request, { "Llm-Status": "503", "Retry-After": "0" }, { error: { type: "t", code: "no_provider_available", message: "busy" } });
+    }
+    if (script === "fails-after-a-chunk") {
+      reply(request, { "Llm-Stream": "chunk", "Llm-Seq": "0" }, chunk("one "));
+      reply(request, { "Llm-Stream": "error", "Llm-Seq": "1", "Llm-Status": "503" }, { error: { type: "t", code: "unavailable", message: "upstream broke" } });
+    }
     if (script === "think") think(request, () => reply(request, {}, completion("thought it over")));
     if (script === "think-stream") {
       think(request, () => {
@@ -346,7 +365,7 @@ describe("against a bare NATS server with a stand-in broker", () => {
       reply(request, { "Llm-Status": "404" }, { error: { message: "no file", type: "not_found_error", code: "file_not_found", param: "id" } });
       return;
     }
-    const end = Math.min(offset + Math.min(length ?? MAX_PAYLOAD, MAX_PAYLOAD - 4096), file.data.length);
+    const end = Math.min(offset + Math.min(length ?? MAX_PAYLOAD, MAX_PAYLOAD - HEADER_ROOM), file.data.length);
     const hdrs = natsHeaders();
     hdrs.set("Llm-Status", "200");
     hdrs.set("Llm-File-Size", String(file.data.length));
@@ -362,7 +381,7 @@ describe("against a bare NATS server with a stand-in broker", () => {
     broker.subscribe("llm.batch.file.content", { callback: (error, msg) => error || servePiece(msg) });
     broker.subscribe("llm.cancel", { callback: (error, msg) => error || cancels.push(new TextDecoder().decode(msg.data)) });
     await broker.flush();
-    client = await EdgeClient.connect(server.url, { attemptTimeoutMs: SILENCE_MS, deadlineMs: 20_000 });
+    client = await EdgeClient.connect(server.url, { attemptTimeoutMs: SILENCE_MS, deadlineMs: 20_000, attempts: 3, backoffMs: 0 });
   });
 
   after(async () => {
@@ -380,7 +399,7 @@ describe("against a bare NATS server with a stand-in broker", () => {
       assert.ok(error instanceof BadRequestError);
       assert.equal(error.status, 413);
       assert.equal(error.code, "request_too_large");
-      assert.match(error.detail, new RegExp(`takes ${MAX_PAYLOAD - 4096} \\(its max_payload, ${MAX_PAYLOAD}`));
+      assert.match(error.detail, new RegExp(`takes ${MAX_PAYLOAD - HEADER_ROOM} \\(its max_payload, ${MAX_PAYLOAD}, less ${HEADER_ROOM}`));
       assert.ok(error.requestId);
       return true;
     };
@@ -426,7 +445,7 @@ describe("against a bare NATS server with a stand-in broker", () => {
     assert.ok(requestsOf("ts-think-stream")[0].headers?.get("Llm-Keepalive-Ms"));
   });
 
-  test("silence is lost: no answer and no keepalive for attemptTimeoutMs is a DeadlineError", async () => {
+  test("silence is lost: no answer and no keepalive for attemptTimeoutMs, on every try, is a DeadlineError", async () => {
     const lost = (error: unknown) => {
       assert.ok(error instanceof DeadlineError);
       assert.equal(error.status, 504);
@@ -439,10 +458,52 @@ describe("against a bare NATS server with a stand-in broker", () => {
       for await (const _ of client.stream(ask("silent"), { requestId: "ts-silent-stream" })) assert.fail("no chunk");
     }, lost);
     assert.ok(Date.now() - started < 10_000, "well before the 20 s deadline");
-    assert.equal(requestsOf("ts-silent").length, 1);
-    // the lost stream is cancelled; the lost whole call is left to a try under its id
-    await waitFor(async () => cancels.includes("ts-silent-stream"), "the lost stream's cancel");
-    assert.ok(!cancels.includes("ts-silent"));
+    for (const id of ["ts-silent", "ts-silent-stream"]) {
+      assert.equal(requestsOf(id).length, 3, `${id}: one request per try`);
+      assert.ok(requestsOf(id).every((msg) => msg.headers?.get("Llm-Idempotent") === "1"));
+    }
+    // a lost try of a call that may be tried again is left to the next try: never cancelled
+    await client.nc.flush();
+    await broker.flush();
+    assert.ok(!cancels.includes("ts-silent") && !cancels.includes("ts-silent-stream"));
+    // without tries again a lost stream is nobody's: it is cancelled
+    const alone = new EdgeClient(client.nc, { attemptTimeoutMs: SILENCE_MS, deadlineMs: 20_000, attempts: 1 });
+    await assert.rejects(async () => {
+      for await (const _ of alone.stream(ask("silent"), { requestId: "ts-silent-alone" })) assert.fail("no chunk");
+    }, lost);
+    assert.equal(requestsOf("ts-silent-alone")[0].headers?.get("Llm-Idempotent"), "");
+    await waitFor(async () => cancels.includes("ts-silent-alone"), "the lost stream's cancel");
+  });
+
+  test("a try lost before its answer is sent again under its id, marked Llm-Idempotent, and left running", async () => {
+    const whole = await client.chat(ask("lost-once"), { requestId: "ts-lost-once" });
+    assert.equal(whole.choices[0].message.content, "second try");
+    let text = "";
+    for await (const chunk of client.stream(ask("lost-once"), { requestId: "ts-lost-once-stream" })) text += chunk.choices[0]?.delta.content ?? "";
+    assert.equal(text, "second try");
+    for (const id of ["ts-lost-once", "ts-lost-once-stream"]) {
+      const sent = requestsOf(id);
+      assert.equal(sent.length, 2, `${id}: two tries`);
+      assert.ok(sent.every((msg) => msg.headers?.get("Llm-Idempotent") === "1"));
+      const [first, second] = sent.map((msg) => Number(msg.headers?.get("Llm-Timeout-Ms")));
+      assert.ok(second < first && first <= 20_000, `${id}: Llm-Timeout-Ms ${first} then ${second}: what is left`);
+    }
+    await client.nc.flush();
+    await broker.flush();
+    assert.ok(!cancels.includes("ts-lost-once") && !cancels.includes("ts-lost-once-stream"), "the lost try is left for the next to join");
+  });
+
+  test("a 503 before a stream's first chunk is tried again, one after it is thrown", async () => {
+    let text = "";
+    for await (const chunk of client.stream(ask("busy-once"), { requestId: "ts-busy-once" })) text += chunk.choices[0]?.delta.content ?? "";
+    assert.equal(text, "second try");
+    assert.equal(requestsOf("ts-busy-once").length, 2);
+    const seen: string[] = [];
+    await assert.rejects(async () => {
+      for await (const chunk of client.stream(ask("fails-after-a-chunk"), { requestId: "ts-after-a-chunk" })) seen.push(chunk.choices[0]?.delta.content ?? "");
+    }, UnavailableError);
+    assert.deepEqual(seen, ["one "]);
+    assert.equal(requestsOf("ts-after-a-chunk").length, 1, "a stream that began is never sent again");
   });
 
   test("a gap or a reorder in a stream throws StreamError and cancels it", async () => {
