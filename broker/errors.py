@@ -4,7 +4,10 @@
      ├── InvalidRequest      400  (bad JSON, schema violation; ``param`` names the field)
      │    └── PiiBlocked     400  (the tenant blocks personal data and the request has some)
      ├── Unauthorized        401  (missing, unknown or revoked API key)
+     │    └── InvalidToken   401  (a bearer JWT that fails verification: signature, iss, aud, exp …)
      ├── BudgetExceeded      402  (the tenant spent its budget for the period)
+     ├── Forbidden           403  (a known caller asks for what it may not have)
+     │    └── ModelNotAllowed 403 (the model is outside the key's or the tenant's list)
      ├── ModelNotFound       404
      ├── RequestTooLarge     413
      ├── HeaderTooLarge      431  (a header over its bound: nothing is forwarded)
@@ -12,7 +15,8 @@
      ├── NoProvider          503  (no worker subscribed: NATS no-responders)
      │    └── AllDeploymentsOpen  503  (every deployment and fallback open or over its limits)
      ├── Overloaded          503  (the broker is full and the tenant holds its fair share)
-     ├── KeysUnavailable     503  (the run-time keys could not be read: closed, not open)
+     ├── KeysUnavailable     503  (run-time keys or the JWT issuer's keys could not be read:
+     │                             closed, not open)
      ├── DeadlineExceeded    504
      └── UpstreamFailed      the worker's status and envelope (a failure mid-stream)
 
@@ -33,9 +37,12 @@ __all__ = [
     "BrokerError",
     "BudgetExceeded",
     "DeadlineExceeded",
+    "Forbidden",
     "HeaderTooLarge",
     "InvalidRequest",
+    "InvalidToken",
     "KeysUnavailable",
+    "ModelNotAllowed",
     "ModelNotFound",
     "NoProvider",
     "Overloaded",
@@ -100,6 +107,25 @@ class Unauthorized(BrokerError):
 
     status = 401
     code = "invalid_api_key"
+
+
+class InvalidToken(Unauthorized):
+    """A bearer JWT that fails verification (the message says which check)."""
+
+    code = "invalid_token"
+
+
+class Forbidden(BrokerError):
+    """The caller is known, and may not do this."""
+
+    status = 403
+    code = "forbidden"
+
+
+class ModelNotAllowed(Forbidden):
+    """The model is outside the key's (or its tenant's) model list."""
+
+    code = "model_not_allowed"
 
 
 class BudgetExceeded(BrokerError):

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import ssl
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -17,6 +20,8 @@ from nats.aio.subscription import Subscription
 from nats.micro.service import Service
 from nats.nuid import NUID
 
+from broker.audit.actions import config_summary
+from broker.audit.trail import AdminAudit
 from broker.batch.engine import BatchEngine
 from broker.cache.front import ReadThrough
 from broker.cache.l2 import GuardedL2, L2Backend
@@ -45,6 +50,7 @@ from broker.upstream.calls import Upstream
 from broker.upstream.forward import Forwarder
 from broker.upstream.resilience import Resilient
 from broker.upstream.router import Router
+from edge_runtime.audit import AuditWriter, audit_stream_config
 from edge_runtime.discovery import register
 from edge_runtime.health import Health
 from edge_runtime.jetstream import check_replicas
@@ -64,6 +70,9 @@ from schemas import headers, subjects
 
 if TYPE_CHECKING:
     import redis.asyncio as redis
+
+    from broker.tenancy.jwks import KeySource
+    from broker.tenancy.jwt import JwtVerifier
 
 __all__ = ["BrokerService"]
 
@@ -121,11 +130,14 @@ class BrokerService:
         self.embeddings: EmbeddingsPipeline | None = None
         self.batch: BatchEngine | None = None
         self._keys_task: asyncio.Task[None] | None = None
+        self._jwks: KeySource | None = None
+        self._jwks_task: asyncio.Task[None] | None = None
         self._micro: Service | None = None
         self._redis: redis.Redis | None = None
         self._heartbeats: Heartbeats | None = None
         self.status = BrokerStatus()
         self._console: ConsoleEndpoints | None = None
+        self._audit_writer: AuditWriter | None = None
 
     @property
     def nc(self) -> Client:
@@ -149,6 +161,7 @@ class BrokerService:
             self.config.tenants,
             required=self.config.auth_required,
             console_keys=self.config.console.keys,
+            jwt=await self._open_jwt(),
         )
         #: One guard for the request path's Redis: a failure seen by either wing skips it for both.
         self.redis_guard = Guard("redis")
@@ -172,7 +185,8 @@ class BrokerService:
             self._keys_task = asyncio.create_task(
                 _refresh_keys(redis_client, keys), name="key-refresh"
             )
-        register_control(self._fs, self.config, self.cache, router, keys)
+        audit = self._audit_trail(keys)
+        register_control(self._fs, self.config, self.cache, router, keys=keys, audit=audit)
         pipeline, embeddings = self.pipeline, self.embeddings
 
         def in_flight() -> int:
@@ -206,10 +220,13 @@ class BrokerService:
             await self.batch.start()
         # after the cache's and the batch's assets: they keep the places they had before it
         await create_once_bucket(self.nc, self.config.nats.replicas)
+        if self._audit_writer is not None:  # the newest asset: last, for the same reason
+            await self._audit_writer.open()
+            self._audit_writer.start()
         self._micro = await register(
             self.nc,
             "broker",
-            [subjects.CHAT, subjects.MESSAGES, subjects.EMBEDDINGS],
+            [subjects.CHAT, subjects.MESSAGES, subjects.COUNT_TOKENS, subjects.EMBEDDINGS],
             lambda: {
                 "in_flight": in_flight(),
                 "l2": self.l2_name,
@@ -231,10 +248,70 @@ class BrokerService:
             batch=self.batch,
             in_flight=in_flight,
             service_id=lambda: micro.id,
+            audit=audit,
         )
         await self._console.start()
         await self._fs.start()  # last: the ping it answers means everything is serving
         await self.nc.flush()
+
+    def _audit_trail(self, keys: KeyRing) -> AdminAudit | None:
+        """The audit trail's writer (started once the stream exists) and what records to it;
+        the first record says this broker started, with what configuration."""
+        settings = self.config.audit
+        if not settings.enabled:
+            return None
+        stream = audit_stream_config(
+            max_age_s=settings.max_age_s,
+            max_bytes=settings.max_bytes,
+            replicas=self.config.nats.replicas,
+        )
+        who = f"{socket.gethostname()} pid {os.getpid()}"
+
+        def writer() -> str:  # the service id is known once the broker registered
+            return f"{who} {self.service_id}".rstrip()
+
+        self._audit_writer = AuditWriter(
+            self.nc.jetstream(timeout=AUDIT_TIMEOUT_S),
+            stream,
+            writer,
+            max_pending=settings.max_pending,
+            clock=time.time,
+        )
+        audit = AdminAudit(self._audit_writer, keys, time.time)
+        audit.started(config_summary(self.config))
+        return audit
+
+    async def _open_jwt(self) -> JwtVerifier | None:
+        """The JWT verifier of ``[auth.jwt]``: its keys loaded now (bounded; a failure leaves
+        JWT callers refused with 503 until a refresh succeeds) and refreshed in the background."""
+        settings = self.config.jwt
+        if settings is None:
+            return None
+        from broker.tenancy.jwks import JwksError, KeySource  # noqa: PLC0415  (joserfc: ~100 ms)
+        from broker.tenancy.jwt import JwtVerifier  # noqa: PLC0415
+
+        source = KeySource(
+            url=settings.jwks_url,
+            file=settings.jwks_path,
+            timeout_s=settings.jwks_timeout_s,
+            min_refresh_s=settings.jwks_min_refresh_s,
+            clock=asyncio.get_running_loop().time,
+        )
+        self._jwks = source
+        try:
+            await source.load()
+        except JwksError as exc:
+            log.warning("JWT issuer keys not loaded (%s): JWT callers get 503 until they are", exc)
+        self._jwks_task = asyncio.create_task(
+            source.run(settings.jwks_refresh_s), name="jwks-refresh"
+        )
+        return JwtVerifier(settings, source, self.config.tenants)
+
+    async def _close_jwt(self) -> None:
+        if self._jwks_task is not None:
+            self._jwks_task.cancel()
+        if self._jwks is not None:
+            await settle(self._jwks.aclose(), STOP_STEP_S)
 
     async def _open_cache(self) -> ResponseCache | None:
         settings = self.config.cache
@@ -288,17 +365,25 @@ class BrokerService:
         """``redis``, ``nats-kv`` or ``off``."""
         return "off" if self._l2 is None else self._l2.name
 
+    async def _stop_admin(self) -> None:
+        """Stop answering the console, then write the audit records queued (bounded) while
+        the connection is still up."""
+        if self._console is not None:
+            await self._console.stop()
+        if self._audit_writer is not None:
+            await self._audit_writer.stop(AUDIT_STOP_S)
+
     async def stop(self, drain_timeout: float = 10.0) -> None:
         """Stop taking requests, finish those in flight (bounded), disconnect."""
         for sub in self._subs:  # graceful: pending messages are still served
             await settle(sub.drain(), STOP_STEP_S)  # type: ignore[no-untyped-call]
         self._subs = []
-        if self._console is not None:
-            await self._console.stop()
+        await self._stop_admin()
         if self.batch is not None:
             await self.batch.stop()
         if self._keys_task is not None:
             self._keys_task.cancel()
+        await self._close_jwt()
         if self._micro is not None:
             await settle(self._micro.stop(), STOP_STEP_S)
         await self._drain_requests(drain_timeout)
@@ -347,6 +432,10 @@ async def serve_broker(
     )
 
 
+#: Bound on each JetStream call the audit trail's writer makes (it retries after a failure).
+AUDIT_TIMEOUT_S = 2.0
+#: How long a stopping broker waits for its audit records to be written (JetStream may be away).
+AUDIT_STOP_S = 1.0
 #: How often run-time API keys are re-read from Redis (revocation takes effect within this).
 KEY_REFRESH_S = 5.0
 

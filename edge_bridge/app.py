@@ -1,8 +1,7 @@
 """The HTTP bridge: an OpenAI-compatible ASGI app that turns HTTP into NATS request/reply.
 
 It holds no business logic: status codes, bodies and cache headers all come from the broker.
-Written against bare ASGI (no framework) because it routes a handful of paths and sits on the
-hot path.
+Written against bare ASGI (no framework) because it routes a few paths and sits on the hot path.
 """
 
 from __future__ import annotations
@@ -61,6 +60,7 @@ _EXPOSE = (
     headers.COST,
     headers.COST_SAVED,
     headers.SEMANTIC_SIMILARITY,
+    headers.TOKEN_COUNT,
     *headers.RATELIMIT,
 )
 _JSON = (b"content-type", b"application/json")
@@ -123,10 +123,12 @@ class _Api:
 
 _CHAT = _Api(subjects.CHAT, b"data: [DONE]\n\n")
 _MESSAGES = _Api(subjects.MESSAGES, b"", anthropic=True)
+_COUNT_TOKENS = _Api(subjects.COUNT_TOKENS, b"", anthropic=True)
 _EMBEDDINGS = _Api(subjects.EMBEDDINGS, b"")  # never streamed: one JSON answer
 _ROUTES = {
     "/v1/chat/completions": _CHAT,
     "/v1/messages": _MESSAGES,
+    "/v1/messages/count_tokens": _COUNT_TOKENS,
     "/v1/embeddings": _EMBEDDINGS,
 }
 

@@ -58,7 +58,9 @@ class Permissions:
 
 
 #: Brokers: consume the request subjects, call provider workers, answer anyone; JetStream
-#: for the batch engine, the NATS KV L2 and the object store.
+#: for the batch engine, the NATS KV L2 and the object store (whose files it reads with ordered
+#: consumers: they answer JetStream's flow control, ``$JS.FC``); the audit trail of admin actions
+#: (``llm.audit.record``, into its stream).
 BROKER = Permissions(
     publish=(
         "llm.provider.>",
@@ -69,13 +71,17 @@ BROKER = Permissions(
         "$O.>",
         "llm.batch.line.>",
         "$JS.ACK.>",
+        "$JS.FC.>",
+        "llm.audit.>",
     ),
     subscribe=(
         "llm.chat",
         "llm.messages",
+        "llm.messages.count_tokens",
         "llm.embeddings",
         "llm.tenant.*.chat",
         "llm.tenant.*.messages",
+        "llm.tenant.*.messages.count_tokens",
         "llm.tenant.*.embeddings",
         "llm.models",
         "llm.broker.ping",
@@ -94,6 +100,7 @@ BRIDGE = Permissions(
     publish=(
         "llm.chat",
         "llm.messages",
+        "llm.messages.count_tokens",
         "llm.embeddings",
         "llm.models",
         "llm.broker.ping",
@@ -128,8 +135,8 @@ _ONCE_BUCKET = "KV_llm_edge_once"
 
 def worker(provider: str) -> Permissions:
     """A provider's workers: consume their own subjects (chat, and embeddings for the
-    providers that compute them), answer the broker, and claim
-    idempotent calls in the ``llm_edge_once`` bucket (inbox ``_INBOX.worker-<provider>``)."""
+    providers that compute them), answer the broker, and claim idempotent calls in the
+    ``llm_edge_once`` bucket (inbox ``_INBOX.worker-<provider>``)."""
     return Permissions(
         publish=(
             "_INBOX.>",
@@ -151,12 +158,18 @@ def worker(provider: str) -> Permissions:
     )
 
 
-def producer(user: str) -> Permissions:
-    """A producer: send requests and batches, read only its own replies (``_INBOX.<user>``)."""
+def producer(user: str, tenant: str | None = None) -> Permissions:
+    """A producer: send requests and batches, read its batch files through the brokers
+    (``llm.batch.file.*``, which answer only the file's tenant; no JetStream permission), read
+    only its own replies (``_INBOX.<user>``) and its ``tenant``'s batch events
+    (``llm.batch.events.<tenant>.>``; ``None``: every tenant's, for a producer whose keys span
+    tenants)."""
+    events = f"llm.batch.events.{tenant}.>" if tenant else "llm.batch.events.>"
     return Permissions(
         publish=(
             "llm.chat",
             "llm.messages",
+            "llm.messages.count_tokens",
             "llm.embeddings",
             "llm.cancel",
             "llm.batch.submit",
@@ -164,8 +177,10 @@ def producer(user: str) -> Permissions:
             "llm.batch.list",
             "llm.batch.cancel",
             "llm.batch.whoami",
+            "llm.batch.file.get",
+            "llm.batch.file.content",
         ),
-        subscribe=(f"_INBOX.{user}.>", "llm.batch.events.>"),
+        subscribe=(f"_INBOX.{user}.>", events),
     )
 
 

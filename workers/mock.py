@@ -1,7 +1,10 @@
 """The mock provider: deterministic replies derived from the prompt, with simulated latency,
 and deterministic unit vectors for embeddings (:mod:`workers.mock_vectors`).
 
-It serves whenever no provider key is configured, and in tests and benchmarks.
+It serves whenever no provider key is configured, and in tests and benchmarks. It speaks the
+Messages API too, reading only the texts of a request (as it does of a chat request): a fake
+has nothing to refuse, so thinking, server tools and betas meant for the real model it
+stands in for do not make it fail.
 """
 
 from __future__ import annotations
@@ -21,18 +24,36 @@ from schemas import (
     Choice,
     ChunkChoice,
     Delta,
+    Message,
     ResponseMessage,
     Usage,
 )
+from schemas.anthropic import MessagesRequest
 from schemas.embeddings import decode_embeddings_request
-from workers.base import ProviderRequest
+from workers.base import Event, ProviderRequest
 from workers.config import DEFAULT_EMBEDDING_DIMENSIONS
+from workers.messages_from_chat import EventWriter, message_from_completion
+from workers.messages_to_chat import estimate_tokens
 from workers.mock_vectors import embedding_answer
 
 __all__ = ["MockProvider", "mock_reply_text"]
 
 _encoder = msgspec.json.Encoder()
+_completion = msgspec.json.Decoder(ChatCompletion)
 _WORDS = re.compile(r"\S+\s*|\s+")
+
+
+def _texts_only(request: MessagesRequest) -> ChatRequest:
+    """The texts of a Messages request as a chat request: all the mock reads of it."""
+
+    def texts(content: str | list[dict[str, object]] | None) -> str:
+        if isinstance(content, str):
+            return content
+        return "\n".join(str(b.get("text", "")) for b in content or () if b.get("type") == "text")
+
+    messages = [Message(role="system", content=texts(request.system))] if request.system else []
+    messages += [Message(role=t.role, content=texts(t.content)) for t in request.messages]
+    return ChatRequest(model=request.model, messages=messages)
 
 
 def _text_of(request: ChatRequest) -> str:
@@ -157,6 +178,31 @@ class MockProvider:
             dimensions=body.dimensions or self.embedding_dimensions,
             encoding_format=body.format,
         )
+
+    def _chat(self, request: ProviderRequest, *, stream: bool) -> ProviderRequest:
+        chat = _texts_only(request.messages)
+        chat.stream = stream
+        return ProviderRequest(
+            b"", chat, request.upstream_model, request.timeout_s, request.request_id
+        )
+
+    async def complete_messages(self, request: ProviderRequest) -> bytes:
+        """The same answer as a ``message``."""
+        completion = _completion.decode(await self.complete(self._chat(request, stream=False)))
+        return _encoder.encode(message_from_completion(completion, request.upstream_model))
+
+    async def stream_messages(self, request: ProviderRequest) -> AsyncIterator[Event]:
+        """The same stream as Anthropic events."""
+        writer = EventWriter(request.upstream_model)
+        async for chunk in self.stream(self._chat(request, stream=True)):
+            for name, data in writer.chunk(chunk):
+                yield Event(name, _encoder.encode(data))
+        for name, data in writer.finish():
+            yield Event(name, _encoder.encode(data))
+
+    async def count_tokens(self, request: ProviderRequest) -> tuple[bytes, bool]:
+        """An estimate, as for any provider without a counting endpoint."""
+        return _encoder.encode({"input_tokens": estimate_tokens(request.messages)}), False
 
     async def aclose(self) -> None:
         """Nothing to release."""

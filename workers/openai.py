@@ -17,7 +17,7 @@ from opentelemetry.trace import SpanKind
 from edge_runtime.tracing import inject, span
 from schemas import ChatCompletion, ChatCompletionChunk
 from schemas.embeddings import count_inputs, decode_embedding_list
-from workers.base import ProviderRequest
+from workers.base import ProviderRequest, Relayed
 from workers.config import ProviderConfig, ProviderKind
 from workers.errors import (
     ErrorKind,
@@ -168,8 +168,10 @@ class OpenAIProvider:
             raise self._error(exc) from exc
         return reply.body
 
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[ChatCompletionChunk]:
-        """POST with ``stream: true``; yield each SSE ``data:`` chunk until ``[DONE]``.
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[Relayed]:
+        """POST with ``stream: true``; yield each SSE ``data:`` chunk until ``[DONE]``, as the
+        upstream sent it (a compatible server's own delta fields, such as
+        ``reasoning_content``, reach the caller).
 
         Leaving the iteration early (a cancelled request) closes the upstream connection.
 
@@ -192,7 +194,7 @@ class OpenAIProvider:
                 async for event in aiter_sse(response.iter_chunks()):
                     if event.data == "[DONE]":
                         return
-                    yield self._chunk(event.data)
+                    yield Relayed(self._chunk(event.data), event.data.encode())
         except (TransportError, UnexpectedBody) as exc:
             raise self._error(exc) from exc
         # closed cleanly but cut short: the answer so far may be partial

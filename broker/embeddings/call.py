@@ -16,8 +16,10 @@ import msgspec
 from blake3 import blake3
 
 from broker.cache.directives import CacheDirectives
+from broker.tenancy.grants import Grant
 from broker.tenancy.tenants import ANONYMOUS, TenantConfig
 from broker.upstream.deployments import ModelConfig
+from schemas.api import Api
 from schemas.codec import decode_json
 from schemas.embeddings import EmbeddingsRequest, Input
 
@@ -57,9 +59,17 @@ class EmbeddingCall:
     cached: bool
     trace: str | None = None
     tenant: TenantConfig = ANONYMOUS
+    grant: Grant | None = None  # the key's own model list and limits, under the tenant's
     owner: str = ""  # the caller's reply subject: only a cancel naming it stops the request
     idempotent: bool = False
+    #: The caller's headers for the upstream: none (they are the Anthropic API's).
+    upstream_headers: dict[str, str] = field(default_factory=dict)
     _digest: bytes | None = field(default=None, repr=False)
+
+    @property
+    def api(self) -> Api:
+        """What the body speaks (``Llm-Api: embeddings`` to the worker)."""
+        return Api.EMBEDDINGS
 
     @property
     def stream(self) -> bool:

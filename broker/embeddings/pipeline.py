@@ -1,13 +1,16 @@
 """The embeddings request path: it conducts, the wings decide (as :mod:`broker.pipeline` does
 for chat, whose hot path this one leaves alone).
 
-For each request: prepare it (:class:`~broker.embeddings.prepare.EmbeddingPreparer`), admit
-it (tenancy's :class:`~broker.tenancy.meter.Meter`: budget, rpm and tpm as for chat), answer
-it input by input (:class:`~broker.embeddings.resolve.InputResolver`: the vector cache's L1
-and L2, then one upstream call through :class:`~broker.upstream.calls.Upstream`, with
-routing, breakers, failover and retries as for chat), reply through a
-:class:`~broker.replies.sinks.ReplySink`, then write the new vectors back, charge, count and
-log (:class:`~broker.record.RequestRecord`).
+For each request: prepare it (:class:`~broker.embeddings.prepare.EmbeddingPreparer`: the
+caller identified by API key, JWT or tenant subject, the model checked against the tenant's
+and the key's lists), admit it (tenancy's :class:`~broker.tenancy.meter.Meter`: budgets, rpm
+and tpm of the tenant and of the key, as for chat), answer it input by input
+(:class:`~broker.embeddings.resolve.InputResolver`: the vector cache's L1 and L2, then one
+upstream call through :class:`~broker.upstream.calls.Upstream`, with routing, breakers,
+failover and retries as for chat), reply through a :class:`~broker.replies.sinks.ReplySink`,
+then write the new vectors back, charge, count and log
+(:class:`~broker.record.RequestRecord`). A JWT whose issuer key is not held yet is verified
+in a task of its own once the key is fetched, as for chat.
 
 An answer whose every input is in L1 is sent inline in the subscription callback, as a chat
 L1 hit is; everything that waits runs as a task. A repeated request id is answered from its
@@ -41,7 +44,7 @@ from broker.replies.sinks import ReplySink
 from broker.request import error_reply
 from broker.tenancy.meter import Meter
 from broker.tenancy.shares import InteractiveShares
-from broker.tenancy.tenants import TenantConfig
+from broker.tenancy.tenants import Caller, KeysNeeded, TenantConfig
 from broker.upstream.calls import Upstream
 from edge_runtime.process import InFlight
 from edge_runtime.tracing import span
@@ -96,6 +99,8 @@ class EmbeddingsPipeline:
         self._shares = InteractiveShares(max_in_flight, lambda: len(self._inflight), label)
         #: (the caller's reply subject, request id) -> the request's task
         self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
+        #: requests waiting for a JWT issuer's keys (held so they are not collected)
+        self._identifying: set[asyncio.Task[None]] = set()
 
     @property
     def in_flight(self) -> int:
@@ -133,18 +138,22 @@ class EmbeddingsPipeline:
         data: bytes,
         hdrs: dict[str, str],
         sink: ReplySink,
-        tenant: TenantConfig | None = None,
+        caller: Caller | None = None,
         *,
         reply_to: str = "",
     ) -> None:
         """Answer L1 hits and invalid requests inline; spawn a task for the rest.
 
-        ``tenant`` is set when the subject named it; ``reply_to`` is the caller's reply
+        ``caller`` is set when the subject named the tenant (or the batch runs as it);
+        otherwise the ``Authorization`` header decides. ``reply_to`` is the caller's reply
         subject (a cancel must name it); batch lines have none.
         """
         try:
-            call = self._preparer.prepare(data, hdrs, tenant)
+            call = self._preparer.prepare(data, hdrs, caller)
             call.owner = reply_to
+        except KeysNeeded:  # a JWT signed by a key not held yet: fetched off the callback
+            self._after_keys(data, hdrs, sink, reply_to)
+            return
         except BrokerError as exc:
             await self.refuse(exc, hdrs, sink)
             return
@@ -152,7 +161,7 @@ class EmbeddingsPipeline:
             log.exception("an embeddings request could not be prepared")
             await self.refuse(_INTERNAL, hdrs, sink)
             return
-        limited = self._meter.limits(call.tenant)  # (admission then waits on Redis)
+        limited = self._meter.limits(call)  # (admission then waits on Redis)
         known: Known = {} if limited else self._inputs.from_l1(call)
         if not limited and all(key in known for key in call.keys):
             await self._guarded(call, sink, lambda c, s: self._serve_hits(c, s, known))
@@ -180,6 +189,31 @@ class EmbeddingsPipeline:
             self._given_back(call.tenant, reply_to)
             raise
         task.add_done_callback(lambda _: self._given_back(call.tenant, reply_to))
+
+    def _after_keys(
+        self, data: bytes, hdrs: dict[str, str], sink: ReplySink, reply_to: str
+    ) -> None:
+        """Fetch the JWT issuer's keys a token needs (bounded by ``jwks_timeout_s``) in a task
+        of its own, then handle the request as its caller (as chat does: the subscription's
+        callback never waits on the network)."""
+
+        async def identified() -> None:
+            try:
+                caller = await self._preparer.keys.identify_fetching(
+                    hdrs.get(headers.AUTHORIZATION)
+                )
+            except BrokerError as exc:
+                await self.refuse(exc, hdrs, sink)
+                return
+            except Exception:  # a bug still answers
+                log.exception("an embeddings request's token could not be checked")
+                await self.refuse(_INTERNAL, hdrs, sink)
+                return
+            await self.handle(data, hdrs, sink, caller, reply_to=reply_to)
+
+        task = asyncio.ensure_future(identified())
+        self._identifying.add(task)
+        task.add_done_callback(self._identifying.discard)
 
     def _given_back(self, tenant: TenantConfig, reply_to: str) -> None:
         self._shares.give_back(tenant)
@@ -262,7 +296,7 @@ class EmbeddingsPipeline:
         charge = fresh.charge if outcome.fresh else None
         if charge is not None:
             reply.headers.update(charge.reply_headers())
-        budgeted = call.tenant.budget_usd is not None
+        budgeted = self._meter.budgeted(call)
         if budgeted:  # recorded before the reply, so the tenant's next request sees it
             await self._meter.charge(call, charge)
         await sink.whole(reply, self._meta(call, outcome.cache))

@@ -1,8 +1,8 @@
 """The embeddings preparer: a request's bytes and headers become an
-:class:`~broker.embeddings.call.EmbeddingCall` (decoded and validated once, the tenant
-authenticated, PII screened, the model resolved, each input's cache key computed), or a
-:class:`~broker.errors.BrokerError`: the same checks in the same order as a chat request's
-(:mod:`broker.prepare`).
+:class:`~broker.embeddings.call.EmbeddingCall` (decoded and validated once, the caller
+identified, PII screened, the model resolved and allowed to the caller, each input's cache key
+computed), or a :class:`~broker.errors.BrokerError`: the same checks in the same order as a
+chat request's (:mod:`broker.prepare`).
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from broker.errors import (
     from_decode_error,
 )
 from broker.prepare import request_timeout_s
+from broker.tenancy.grants import EVERY_MODEL
 from broker.tenancy.pii import PiiMode, Redactor, detect
-from broker.tenancy.tenants import KeyRing, TenantConfig
+from broker.tenancy.tenants import Caller, KeyRing, TenantConfig
 from schemas import headers
 from schemas.codec import decode_json
 from schemas.embeddings import Input, decode_embeddings_request
@@ -81,20 +82,26 @@ class EmbeddingPreparer:
         )
 
     def prepare(
-        self, data: bytes, hdrs: dict[str, str], tenant: TenantConfig | None = None
+        self, data: bytes, hdrs: dict[str, str], caller: Caller | None = None
     ) -> EmbeddingCall:
         """Everything the pipeline needs to know about a request, or a :class:`BrokerError`.
 
-        ``tenant`` is given when the NATS subject already named it; otherwise the API key
-        decides.
+        ``caller`` is given when it is already known (a tenant-bound subject, a batch line,
+        a token verified after a key refresh); otherwise the ``Authorization`` header decides
+        (an API key or a JWT, as for chat).
+
+        Raises:
+            KeysNeeded: a JWT whose issuer key is not held yet (the pipeline fetches it and
+                asks again).
         """
         too_long = headers.oversized(hdrs)
         if too_long is not None:
             raise HeaderTooLarge(
                 f"{too_long} is over {headers.MAX_VALUE_BYTES[too_long]} bytes", param=too_long
             )
-        if tenant is None:
-            tenant = self.keys.authenticate(hdrs.get(headers.AUTHORIZATION))
+        if caller is None:
+            caller = self.keys.identify(hdrs.get(headers.AUTHORIZATION))
+        tenant = caller.tenant
         if len(data) > self.max_body:
             raise RequestTooLarge(
                 f"request body is {len(data)} bytes; the limit is {self.max_body}"
@@ -106,6 +113,9 @@ class EmbeddingPreparer:
         if tenant.pii is not PiiMode.OFF:
             data, inputs = _screen_pii(data, inputs, tenant.pii)
         model = self._config.resolve(request.model)
+        if caller.grant is not None or tenant.models is not EVERY_MODEL:
+            names = (model.name, *model.aliases) if model is not None else (request.model,)
+            caller.check_model(request.model, names)
         if model is None:
             raise ModelNotFound(
                 f"The model `{request.model}` does not exist or is not configured.", param="model"
@@ -138,6 +148,7 @@ class EmbeddingPreparer:
             cached=cached,
             trace=hdrs.get(headers.TRACEPARENT),
             tenant=tenant,
+            grant=caller.grant,
             idempotent=headers.REQUEST_ID in hdrs and hdrs.get(headers.IDEMPOTENT) == "1",
         )
 

@@ -1,4 +1,9 @@
-"""Broker to provider worker over NATS: one request, a whole reply or a stream of chunks."""
+"""Broker to provider worker over NATS: one request, a whole reply or a stream of pieces.
+
+The request goes as its caller sent it, with the API it speaks (``Llm-Api``) and the caller's
+headers for the upstream; a streamed answer's messages come back as :class:`Piece`s, their
+bodies untouched (the pipeline decodes what it keeps).
+"""
 
 from __future__ import annotations
 
@@ -13,10 +18,11 @@ from nats.aio.msg import Msg
 from broker.config import Deployment
 from broker.errors import DeadlineExceeded, NoProvider, UpstreamFailed
 from broker.repeats import once_key
-from broker.request import Call, Prepared, Reply
+from broker.request import Call, Piece, Prepared, Reply
 from edge_runtime.inbox import Inbox, Mailbox
 from edge_runtime.tracing import inject
-from schemas import ChatCompletionChunk, StreamEnd, error_body, headers, subjects
+from schemas import StreamEnd, error_body, headers, subjects
+from schemas.api import Api
 
 __all__ = ["KEEPALIVE", "WORKER_IDLE_S", "Forwarder", "StreamEvent", "WorkerLost"]
 
@@ -34,12 +40,13 @@ class WorkerLost(NoProvider):
     code = "worker_lost"
 
 
-StreamEvent = ChatCompletionChunk | StreamEnd
+StreamEvent = Piece | StreamEnd
 
-_chunk_decoder = msgspec.json.Decoder(ChatCompletionChunk)
 _end_decoder = msgspec.json.Decoder(StreamEnd)
 #: What the worker reports that the caller should see too.
 _PASSED_ON = (headers.RETRY_AFTER, headers.RETRYABLE)
+#: What a worker's successful whole answer may say about itself.
+_ANSWER_HEADERS = (headers.TOKEN_COUNT,)
 
 
 class Forwarder:
@@ -86,7 +93,10 @@ class Forwarder:
             headers.UPSTREAM_MODEL: deployment.model,
             headers.REQUEST_ID: prepared.request_id,
             headers.KEEPALIVE_MS: self._keepalive_ms,
+            **prepared.upstream_headers,
         }
+        if prepared.api is not Api.CHAT:
+            forward_headers[headers.API] = prepared.api.value
         if prepared.idempotent:  # one upstream call for its attempts, whole or streamed
             forward_headers[headers.ONCE_KEY] = once_key(
                 prepared.tenant.name, prepared.request_id, prepared.digest()
@@ -119,12 +129,13 @@ class Forwarder:
         if status != 200:
             extra = {n: answer_headers[n] for n in _PASSED_ON if n in answer_headers}
             raise UpstreamFailed(status, msg.data, extra)
-        return Reply(200, msg.data)
+        said = {n: answer_headers[n] for n in _ANSWER_HEADERS if n in answer_headers}
+        return Reply(200, msg.data, said)
 
     async def stream(
         self, prepared: Prepared, deployment: Deployment, deadline: float
     ) -> AsyncGenerator[StreamEvent, None]:
-        """Chunks as the worker sends them, then the end record.
+        """Pieces as the worker sends them, then the end record.
 
         Raises:
             NoProvider, WorkerLost, DeadlineExceeded: as for :meth:`whole`.
@@ -147,7 +158,7 @@ class Forwarder:
                         raise UpstreamFailed(502, error_body(502, "stream_gap", message), {})
                     expected += 1
                 if kind == "chunk":
-                    yield _chunk_decoder.decode(msg.data)
+                    yield Piece(msg.data, hdrs.get(headers.EVENT, ""))
                     continue
                 ended = True
                 if kind == "end":

@@ -35,6 +35,8 @@ from workers.mock_vectors import mock_vector, tokens_of
 KEY = f"sk-le-test-{uuid.uuid4().hex}"
 LIMITED_KEY = f"sk-le-test-{uuid.uuid4().hex}"
 SPENDER_KEY = f"sk-le-test-{uuid.uuid4().hex}"
+#: A key of tenant acme whose own list holds only the mock model, with its own rpm.
+GRANTED_KEY = f"sk-le-test-{uuid.uuid4().hex}"
 #: USD per 1M input tokens of the priced model: one token costs $0.001.
 PRICE = 1000.0
 
@@ -52,7 +54,10 @@ async def stack(nats_url: str, fake_openai: FakeOpenAI, make_stack: StackFactory
         backoff_initial_s = 0.001
 
         [tenants.acme]
-        keys = ["{hash_key(KEY)}"]
+        keys = [
+          "{hash_key(KEY)}",
+          {{ hash = "{hash_key(GRANTED_KEY)}", models = ["mock"], rpm = 2 }},
+        ]
 
         [tenants.metered]
         keys = ["{hash_key(LIMITED_KEY)}"]
@@ -378,6 +383,44 @@ async def test_rate_limits_and_budgets_apply(stack: Stack) -> None:
     refused = await post(stack, {"model": "text", "input": "costly"}, key=SPENDER_KEY)
     assert refused.status_code == 402
     assert refused.json()["error"]["code"] == "budget_exceeded"
+
+
+async def test_a_key_outside_its_model_list_is_refused_with_403(
+    stack: Stack, fake_openai: FakeOpenAI
+) -> None:
+    """A key whose own list leaves out the embeddings model is a 403 ``model_not_allowed``
+    naming it, over HTTP (raw and through the SDK) and NATS, and nothing reaches the upstream;
+    the model its list holds is served, and its own rpm (2) counts embeddings under its
+    tenant's (a refused request is not counted)."""
+    before = len(embeddings_calls(fake_openai))
+    refused = await post(stack, {"model": "text", "input": "not mine"}, key=GRANTED_KEY)
+    error = refused.json()["error"]
+    assert (refused.status_code, error["code"], error["param"]) == (
+        403,
+        "model_not_allowed",
+        "model",
+    )
+    assert "`text`" in error["message"]
+    client = openai.AsyncOpenAI(base_url=stack.base_url, api_key=GRANTED_KEY, max_retries=0)
+    with pytest.raises(openai.PermissionDeniedError) as denied:
+        await client.embeddings.create(model="text-alias", input="not mine either")
+    assert denied.value.code == "model_not_allowed"
+    over_nats = await stack.nc.request(
+        "llm.embeddings",
+        msgspec.json.encode({"model": "text", "input": "not over nats"}),
+        timeout=10,
+        headers=auth(GRANTED_KEY),
+    )
+    assert (over_nats.headers or {})[headers.STATUS] == "403"
+    assert len(embeddings_calls(fake_openai)) == before
+    allowed = await client.embeddings.create(model="mock", input=["mine", "also mine"])
+    assert [d.index for d in allowed.data] == [0, 1]
+    second = await post(stack, {"model": "mock", "input": "the second"}, key=GRANTED_KEY)
+    assert second.status_code == 200
+    third = await post(stack, {"model": "mock", "input": "one too many"}, key=GRANTED_KEY)
+    assert (third.status_code, third.json()["error"]["code"]) == (429, "rate_limit_exceeded")
+    assert "this key's" in third.json()["error"]["message"]
+    assert (await post(stack, {"model": "mock", "input": "the tenant's"})).status_code == 200
 
 
 async def test_errors_are_openai_envelopes(stack: Stack, fake_openai: FakeOpenAI) -> None:

@@ -37,6 +37,7 @@ def test_document_describes_the_chat_subject() -> None:
         "error",
         "json",
         "embeddings",
+        "filePiece",
     }
 
 

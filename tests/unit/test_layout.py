@@ -14,7 +14,7 @@ One named exception (:data:`EXCEPTIONS`): ``broker.config`` reads the configurat
 ``[providers]`` table with the workers' own settings class, so both roles read one file the
 same way.
 
-Inside the broker, a wing (cache, upstream, tenancy, replies, batch) never imports the
+Inside the broker, a wing (cache, upstream, tenancy, replies, batch, audit) never imports the
 pipeline, the subject endpoints or the service: they call the wings, not the other way round.
 """
 
@@ -39,7 +39,7 @@ ALLOWED = {
     "broker": {"schemas", "edge_runtime", "edge_client"},
     "llm_edge": OURS,
 }
-WINGS = ("cache", "upstream", "tenancy", "replies", "batch")
+WINGS = ("cache", "upstream", "tenancy", "replies", "batch", "audit")
 CONDUCTORS = {"broker.pipeline", "broker.endpoints", "broker.service"}
 #: (importing file, imported module): the only imports across roles.
 EXCEPTIONS = {(Path("broker/config.py"), "workers.config")}

@@ -307,7 +307,9 @@ async def test_stream_parses_split_sse_and_asks_for_usage() -> None:
         return Answer(200, pieces=[raw[i : i + 3] for i in range(0, len(raw), 3)])
 
     async with provider(handler) as openai:
-        chunks = [c async for c in openai.stream(make_request(stream=True))]
+        relayed = [c async for c in openai.stream(make_request(stream=True))]
+    assert [json.loads(r.data) for r in relayed] == events  # each event as the upstream sent it
+    chunks = [r.chunk for r in relayed]
     assert sent[0]["stream"] is True
     assert sent[0]["stream_options"] == {"include_usage": True}
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Grüße 🌍"
