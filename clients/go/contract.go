@@ -23,6 +23,12 @@ const HeaderCacheNamespace = "X-Cache-Namespace"
 // HeaderRequestID is the X-Request-Id header (request): correlation id (generated when absent).
 const HeaderRequestID = "X-Request-Id"
 
+// HeaderAnthropicBeta is the anthropic-beta header (request): Anthropic beta features, passed to the upstream (and keyed).
+const HeaderAnthropicBeta = "anthropic-beta"
+
+// HeaderAnthropicVersion is the anthropic-version header (request): Anthropic API version, passed to the upstream.
+const HeaderAnthropicVersion = "anthropic-version"
+
 // HeaderTraceparent is the traceparent header (request): W3C trace context.
 const HeaderTraceparent = "traceparent"
 
@@ -73,6 +79,9 @@ const HeaderStatus = "Llm-Status"
 
 // HeaderStream is the Llm-Stream header (reply): chunk | end | error (streams); keepalive (empty, before the answer).
 const HeaderStream = "Llm-Stream"
+
+// HeaderTokenCount is the Llm-Token-Count header (reply): upstream | estimate (llm.messages.count_tokens replies).
+const HeaderTokenCount = "Llm-Token-Count"
 
 // HeaderRetryAfter is the Retry-After header (reply): seconds, on 429/503.
 const HeaderRetryAfter = "Retry-After"

@@ -16,6 +16,10 @@ export const HEADERS = {
   CACHE_NAMESPACE: "X-Cache-Namespace",
   /** request: correlation id (generated when absent) */
   REQUEST_ID: "X-Request-Id",
+  /** request: Anthropic beta features, passed to the upstream (and keyed) */
+  ANTHROPIC_BETA: "anthropic-beta",
+  /** request: Anthropic API version, passed to the upstream */
+  ANTHROPIC_VERSION: "anthropic-version",
   /** request: W3C trace context */
   TRACEPARENT: "traceparent",
   /** reply: attempts it took */
@@ -50,6 +54,8 @@ export const HEADERS = {
   STATUS: "Llm-Status",
   /** reply: chunk | end | error (streams); keepalive (empty, before the answer) */
   STREAM: "Llm-Stream",
+  /** reply: upstream | estimate (llm.messages.count_tokens replies) */
+  TOKEN_COUNT: "Llm-Token-Count",
   /** reply: seconds, on 429/503 */
   RETRY_AFTER: "Retry-After",
   /** reply: HIT-L1 | HIT-L2 | HIT-SEMANTIC | MISS | BYPASS */
