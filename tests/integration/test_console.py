@@ -55,9 +55,11 @@ PATIENCE_S = 20.0
 
 
 @pytest.fixture
-async def stack(nats_url: str, redis_server: RedisServer, make_stack: StackFactory) -> Stack:
+async def stack(nats_url: str, own_redis: RedisServer, make_stack: StackFactory) -> Stack:
+    """Two brokers and the bridge, on a Redis of the test's own (keys minted on the page
+    would make keys required for the later tests sharing the session's Redis)."""
     return await make_stack(
-        nats_url, config_from(CONFIG), redis_url=redis_server.url, brokers=2, bridge=True
+        nats_url, config_from(CONFIG), redis_url=own_redis.url, brokers=2, bridge=True
     )
 
 

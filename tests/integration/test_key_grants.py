@@ -24,9 +24,11 @@ NARROW, PLAIN, ADMIN = (f"sk-le-test-{n}-{uuid.uuid4().hex}" for n in ("narrow",
 
 
 @pytest.fixture
-async def stack(nats_url: str, redis_server: RedisServer, make_stack: StackFactory) -> Stack:
+async def stack(nats_url: str, own_redis: RedisServer, make_stack: StackFactory) -> Stack:
     """Tenant ``team<random>`` (rpm 3; fresh Redis counters) with key NARROW (models
-    ``mock-*``, rpm 2) and key PLAIN (the tenant's limits only), on two brokers."""
+    ``mock-*``, rpm 2) and key PLAIN (the tenant's limits only), on two brokers, with a Redis
+    of the test's own: the run-time keys it mints would make keys required for every later
+    test sharing the session's Redis."""
     team = f"team{uuid.uuid4().hex[:8]}"
     config = config_from(f"""
         [cache]
@@ -52,7 +54,7 @@ async def stack(nats_url: str, redis_server: RedisServer, make_stack: StackFacto
         [models.priced]
         deployments = [{{ provider = "mock", input_price = 100, output_price = 400 }}]
     """)
-    return await make_stack(nats_url, config, bridge=True, brokers=2, redis_url=redis_server.url)
+    return await make_stack(nats_url, config, bridge=True, brokers=2, redis_url=own_redis.url)
 
 
 async def ask(stack: Stack, key: str, model: str = "mock-fast") -> Msg:
