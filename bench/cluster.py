@@ -227,7 +227,7 @@ async def batch(nc: Client, lines: int, workdir: Path) -> Batch:
     )
     with path.open("rb") as handle:
         await store.put_file(file, handle)
-    events = await nc.subscribe("llm.batch.events.*")
+    events = await nc.subscribe("llm.batch.events.*.*")
     started = time.perf_counter()
     reply = await nc.request(
         "llm.batch.create",

@@ -30,9 +30,14 @@ class AdminRefused(Exception):
 
 
 def admin_keys_configured(keys: KeyRing) -> bool:
-    """Whether any key can be an admin key: console keys, or a tenant with ``admin = true``
-    (whose keys may also be run-time ones)."""
-    return bool(keys.console_keys) or any(t.admin for t in keys.tenants.values())
+    """Whether any key can be an admin key: console keys, a tenant with ``admin = true``
+    (whose keys may also be run-time ones), or a JWT issuer (whose tokens may carry the
+    admin role)."""
+    return (
+        bool(keys.console_keys)
+        or any(t.admin for t in keys.tenants.values())
+        or keys.jwt is not None
+    )
 
 
 def require_admin(keys: KeyRing, authorization: str | None) -> None:

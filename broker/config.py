@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from broker.admission.settings import AdmissionSettings
+from broker.audit.settings import AuditSettings
 from broker.batch.settings import BatchSettings
 from broker.cache.settings import CacheSettings
+from broker.tenancy.jwt_settings import JwtSettings
 from broker.tenancy.limits import InputLimits
 from broker.tenancy.tenants import TenantConfig
 from broker.upstream.breaker import BreakerConfig
@@ -153,10 +155,12 @@ class Config:
         auth_required: require keys even when none is configured (run-time keys only).
         nats_tenant_subjects: trust ``llm.tenant.<tenant>.*`` subjects as the tenant's identity
             (the NATS server's permissions decide who may publish there).
+        jwt: the trusted JWT issuer (``[auth.jwt]``), if any.
         limits: request shape limits.
         console: who may open the operator console.
         nats: JetStream asset layout (replicas).
         admission: waiting for capacity, and sharing deployments' limits among brokers.
+        audit: the audit trail (on, and how long it is kept).
     """
 
     providers: Mapping[str, ProviderConfig]
@@ -169,10 +173,12 @@ class Config:
     tenants: Mapping[str, TenantConfig] = field(default_factory=dict)
     auth_required: bool = False
     nats_tenant_subjects: bool = False
+    jwt: JwtSettings | None = None
     limits: InputLimits = field(default_factory=InputLimits)
     console: ConsoleSettings = field(default_factory=ConsoleSettings)
     nats: NatsSettings = field(default_factory=NatsSettings)
     admission: AdmissionSettings = field(default_factory=AdmissionSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
     _routes: dict[str, ModelConfig] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -225,9 +231,12 @@ class Config:
                     "console",
                     "nats",
                     "admission",
+                    "audit",
                 },
             )
-            auth = _auth_table(raw.get("auth", {}))
+            auth_raw = dict(raw.get("auth", {}))
+            jwt_raw = auth_raw.pop("jwt", None)
+            auth = _auth_table(auth_raw)
             providers = {
                 name: ProviderConfig.from_mapping(name, table)
                 for name, table in raw.get("providers", {}).items()
@@ -250,10 +259,12 @@ class Config:
                 },
                 auth_required=auth["required"],
                 nats_tenant_subjects=auth["nats_tenant_subjects"],
+                jwt=JwtSettings.from_mapping(jwt_raw) if jwt_raw is not None else None,
                 limits=InputLimits.from_mapping(raw.get("limits", {})),
                 console=ConsoleSettings.from_mapping(raw.get("console", {})),
                 nats=NatsSettings.from_mapping(raw.get("nats", {})),
                 admission=AdmissionSettings.from_mapping(raw.get("admission", {})),
+                audit=AuditSettings.from_mapping(raw.get("audit", {})),
             )
         except (tomllib.TOMLDecodeError, ValueError, TypeError) as exc:
             raise ConfigError(f"{source}: {exc}") from exc
@@ -293,7 +304,7 @@ class Config:
 
 
 def _auth_table(raw: Mapping[str, Any]) -> dict[str, bool]:
-    """The ``[auth]`` table: two switches."""
+    """The ``[auth]`` table's two switches (``[auth.jwt]`` is read by :class:`JwtSettings`)."""
     names = {"required", "nats_tenant_subjects"}
     check_keys("auth", raw, names)
     for name, value in raw.items():

@@ -6,17 +6,19 @@ tenants and keys, spend, and cancelling any tenant's batch.
 | ``llm.admin.status``       | every broker    | :meth:`BrokerStatus.report`                   |
 | ``llm.admin.requests``     | every broker    | ``{"id", "requests": [...]}``                 |
 | ``llm.admin.authorize``    | one broker      | ``{"admin": bool, "keys": bool}``             |
-| ``llm.admin.keys``         | one broker      | list / create / revoke run-time keys          |
+| ``llm.admin.keys``         | one broker      | list / create / update / revoke run-time keys |
 | ``llm.admin.keys.reload``  | every broker    | ``{"reloaded": true}`` once keys are re-read  |
 | ``llm.admin.spend``        | one broker      | spend per tenant and model this period        |
 | ``llm.admin.batch.cancel`` | one broker      | the cancelled batch                           |
 | ``llm.admin.cache.size``   | one broker      | the shared L2's entries and bytes, or nulls   |
+| ``llm.admin.audit.report`` | one broker      | (no reply) a console request the bridge refused |
 
 These carry a few messages a second while a console is open and none otherwise. NATS
 permissions decide who may publish them (see ``nats/auth.conf``); the bridge lets only an
 admin key (or, with no keys configured, a loopback caller) through, and forwards it: with
 admin keys configured every subject but ``llm.admin.authorize`` wants one
-(:func:`broker.admin.require_admin`).
+(:func:`broker.admin.require_admin`). Key changes, reloads and batch cancels are recorded in
+the audit trail (:mod:`broker.audit`) with their outcome, refused ones too.
 """
 
 from __future__ import annotations
@@ -33,12 +35,21 @@ from nats.aio.subscription import Subscription
 
 from broker.admin import AdminRefused, require_admin
 from broker.admission.admit import Admission
+from broker.audit.actions import describe, failure_detail
+from broker.audit.trail import AdminAudit
 from broker.batch.api import ApiError
 from broker.batch.engine import BatchEngine
 from broker.cache.response import ResponseCache
 from broker.config import Config
 from broker.status import BrokerStatus
 from broker.tenancy.budget import BY_MODEL_PREFIX, SPEND_PREFIX, period_key
+from broker.tenancy.grants import (
+    GRANT_FIELDS,
+    Grant,
+    grant_id,
+    parse_run_time_value,
+    run_time_value,
+)
 from broker.tenancy.limits import window_keys
 from broker.tenancy.tenants import REDIS_KEYS, KeyRing, hash_key, new_key
 from broker.upstream.router import Router
@@ -83,6 +94,7 @@ class ConsoleEndpoints:
         in_flight: requests being worked on.
         service_id: this broker's micro service id (the console joins on it).
         admission: who waits for capacity, and this broker's shares of limits.
+        audit: where admin actions are recorded (``None``: nowhere).
     """
 
     def __init__(
@@ -100,6 +112,7 @@ class ConsoleEndpoints:
         in_flight: Callable[[], int],
         service_id: Callable[[], str],
         admission: Admission | None = None,
+        audit: AdminAudit | None = None,
     ) -> None:
         self._admission = admission
         self._nc = nc
@@ -113,6 +126,7 @@ class ConsoleEndpoints:
         self._batch = batch
         self._in_flight = in_flight
         self._service_id = service_id
+        self._audit = audit
         self._deployments = {d.name: d for m in config.models.values() for d in m.deployments}
         self._subs: list[Subscription] = []
 
@@ -138,6 +152,13 @@ class ConsoleEndpoints:
                         subject, queue=queue, cb=self._serving(handler, admin_only=admin_only)
                     )
                 )
+        if self._audit is not None:
+            report = self._audit.on_report
+            self._subs.append(
+                await self._nc.subscribe(
+                    subjects.ADMIN_AUDIT_REPORT, queue=subjects.BROKER_QUEUE, cb=report
+                )
+            )
 
     async def stop(self) -> None:
         """Unsubscribe."""
@@ -156,11 +177,18 @@ class ConsoleEndpoints:
             if not msg.reply:
                 return
             hdrs = msg.headers or {}
+            body: dict[str, Any] = {}
+            result: Any = None
             try:
                 if admin_only:
                     require_admin(self._keys, hdrs.get(headers.AUTHORIZATION))
                 body = _decoder.decode(msg.data) if msg.data.strip() else {}
-                status, data = 200, _encoder.encode(await handler(body, hdrs))
+                if not self._admits(msg.subject, body):  # not recorded: the trail is full
+                    refusal = "the audit trail cannot be written now: retry later"
+                    await self._answer(msg, 503, error_body(503, "audit_unavailable", refusal))
+                    return
+                result = await handler(body, hdrs)
+                status, data = 200, _encoder.encode(result)
             except AdminRefused as exc:
                 status, data = exc.status, error_body(exc.status, exc.code, exc.message)
             except ConsoleError as exc:
@@ -172,10 +200,36 @@ class ConsoleEndpoints:
             except Exception:  # Redis down, a bug: the console shows the error
                 log.exception("console command on %s failed", msg.subject)
                 status, data = 503, error_body(503, "unavailable", "the command failed")
-            with contextlib.suppress(Exception):
-                await self._nc.publish(msg.reply, data, headers={headers.STATUS: str(status)})
+            self._record(msg.subject, body, result=result, hdrs=hdrs, status=status, reply=data)
+            await self._answer(msg, status, data)
 
         return serve
+
+    async def _answer(self, msg: Msg, status: int, data: bytes) -> None:
+        with contextlib.suppress(Exception):
+            await self._nc.publish(msg.reply, data, headers={headers.STATUS: str(status)})
+
+    def _admits(self, subject: str, body: dict[str, Any]) -> bool:
+        """Whether a command may run: one the audit trail records needs room in it."""
+        return self._audit is None or describe(subject, body) is None or self._audit.admits()
+
+    def _record(
+        self,
+        subject: str,
+        body: dict[str, Any],
+        *,
+        result: Any,
+        hdrs: dict[str, str],
+        status: int,
+        reply: bytes,
+    ) -> None:
+        """Record an admin command answered (its outcome from the reply's status)."""
+        described = describe(subject, body, result) if self._audit is not None else None
+        if described is None or self._audit is None:
+            return
+        action, params = described
+        detail = "" if status == 200 else failure_detail(reply)
+        self._audit.record(action, hdrs, status=status, params=params, detail=detail)
 
     async def status(self, body: dict[str, Any], hdrs: dict[str, str]) -> dict[str, Any]:
         """This broker's live state."""
@@ -211,12 +265,14 @@ class ConsoleEndpoints:
         keys = self._keys
         keys_configured = keys.required or keys.unknown or bool(keys.console_keys)
         return {
-            "admin": self._keys.is_admin(hdrs.get(headers.AUTHORIZATION)),
+            "admin": await self._keys.admin(hdrs.get(headers.AUTHORIZATION)),
             "keys": keys_configured,
         }
 
     async def keys(self, body: dict[str, Any], hdrs: dict[str, str]) -> dict[str, Any]:
-        """``list`` tenants and run-time keys, ``create`` a key (shown once), ``revoke`` one."""
+        """``list`` tenants and keys, ``create`` a run-time key (shown once; with its own model
+        list and limits when given), ``update`` a run-time key's model list and limits,
+        ``revoke`` one."""
         action = body.get("action", "list")
         if action == "list":
             return await self._tenants()
@@ -227,16 +283,38 @@ class ConsoleEndpoints:
                 raise ConsoleError(400, "invalid_request", f"tenant must be {NAME_RULE}")
             key = new_key()
             key_hash = hash_key(key)
-            await client.hset(REDIS_KEYS, key_hash, tenant)
+            grant = self._grant(tenant, key_hash, body)
+            await client.hset(REDIS_KEYS, key_hash, run_time_value(tenant, grant))
             await self._reload_keys()
-            return {"tenant": tenant, "key": key, "hash": key_hash}
+            return {"tenant": tenant, "key": key, "hash": key_hash, **grant}
+        if action == "update":
+            key_hash = str(body.get("hash", ""))
+            stored = await client.hget(REDIS_KEYS, key_hash)
+            if stored is None:
+                raise ConsoleError(404, "key_not_found", "no run-time key with that hash")
+            tenant, _ = parse_run_time_value(key_hash, _text(stored))
+            grant = self._grant(tenant, key_hash, body)
+            await client.hset(REDIS_KEYS, key_hash, run_time_value(tenant, grant))
+            await self._reload_keys()
+            return {"tenant": tenant, "hash": key_hash, **grant}
         if action == "revoke":
             key_hash = str(body.get("hash", ""))
             if not await client.hdel(REDIS_KEYS, key_hash):
                 raise ConsoleError(404, "key_not_found", "no run-time key with that hash")
             await self._reload_keys()
             return {"revoked": key_hash}
-        raise ConsoleError(400, "invalid_request", "action must be list, create or revoke")
+        raise ConsoleError(400, "invalid_request", "action must be list, create, update or revoke")
+
+    def _grant(self, tenant: str, key_hash: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The grant fields of a create or update command, checked against the tenant's
+        limits (a key's only narrow them); ``null`` or an empty list leaves a field unset."""
+        fields = {k: body[k] for k in GRANT_FIELDS if body.get(k) not in (None, [], "")}
+        try:
+            grant = Grant.from_mapping("key", grant_id(key_hash), fields)
+            grant.within("key", self._keys.named(tenant))
+        except ValueError as exc:
+            raise ConsoleError(400, "invalid_request", str(exc)) from None
+        return grant.describe()
 
     async def reload(self, body: dict[str, Any], hdrs: dict[str, str]) -> dict[str, Any]:
         """Re-read the run-time keys now (not at the next refresh), then say so."""
@@ -250,11 +328,20 @@ class ConsoleEndpoints:
         return {_text(k): _text(v) for k, v in stored.items()}
 
     async def _tenants(self) -> dict[str, Any]:
-        run_time = await self._run_time_keys()
-        names = {*self._config.tenants, *run_time.values()} or {subjects.DEFAULT_TENANT}
+        run_time = {}
+        for key_hash, value in (await self._run_time_keys()).items():
+            try:
+                run_time[key_hash] = parse_run_time_value(key_hash, value)
+            except ValueError:  # left out by the brokers too: listed so it can be revoked
+                run_time[key_hash] = ("?", None)
+        names = {*self._config.tenants, *(t for t, _ in run_time.values())}
         tenants = []
-        for name in sorted(names):
+        for name in sorted(names or {subjects.DEFAULT_TENANT}):
             tenant = self._keys.named(name)
+            grants = dict(tenant.key_grants)
+            keys = [_key_row(h, "config", grants.get(h)) for h in tenant.keys] + [
+                _key_row(h, "run-time", g) for h, (t, g) in sorted(run_time.items()) if t == name
+            ]
             tenants.append(
                 {
                     "name": name,
@@ -264,7 +351,8 @@ class ConsoleEndpoints:
                     "tpm": tenant.tpm,
                     "budget_usd": tenant.budget_usd,
                     "budget_period": tenant.budget_period,
-                    "keys": sorted(h for h, t in run_time.items() if t == name),
+                    "models": list(tenant.models.patterns),
+                    "keys": keys,
                 }
             )
         return {"tenants": tenants, "run_time_keys": self._redis is not None}
@@ -313,6 +401,12 @@ class ConsoleEndpoints:
         if self._redis is None:
             raise ConsoleError(400, "invalid_request", f"{what} need Redis (--redis-url)")
         return self._redis
+
+
+def _key_row(key_hash: str, source: str, grant: Grant | None) -> dict[str, Any]:
+    """A key as the console lists it: its hash (never the key), where it is kept, and its
+    own model list and limits."""
+    return {"hash": key_hash, "source": source, **(grant.describe() if grant else {})}
 
 
 def _text(value: bytes | str) -> str:

@@ -3,17 +3,21 @@
 These subjects carry a handful of messages a minute, so FastStream's per-message cost does
 not matter here; the data plane (``llm.chat``) uses the same connection directly. Every
 admin reply carries ``Llm-Status`` like the data plane's, and failures are error envelopes.
+Breaker overrides and purges are recorded in the audit trail (:mod:`broker.audit`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from faststream.nats import NatsBroker, NatsResponse
 
 from broker.admin import AdminRefused, require_admin
+from broker.audit.actions import describe, failure_detail
+from broker.audit.trail import AdminAudit
 from broker.cache.response import ResponseCache
 from broker.config import Config
 from broker.request import DEFAULT_TENANT
@@ -133,10 +137,12 @@ def _invalid(message: str, param: str | None = None) -> NatsResponse:
     )
 
 
-def _unavailable(message: str) -> NatsResponse:
-    """503 with ``Retry-After``: a store the command needs cannot answer now."""
+def _unavailable(message: str, what: str = "") -> NatsResponse:
+    """503 with ``Retry-After``: a store the command needs cannot answer now (``what``: which,
+    in the error code)."""
+    code = f"{what}_unavailable" if what else "unavailable"
     return NatsResponse(
-        error_body(503, "unavailable", message),
+        error_body(503, code, message),
         headers={headers.STATUS: "503", headers.RETRY_AFTER: str(UNAVAILABLE_RETRY_AFTER_S)},
     )
 
@@ -147,32 +153,77 @@ def _refused(exc: AdminRefused) -> NatsResponse:
     )
 
 
+#: Run an admin command (subject, body, the command itself), recording it.
+Command = Callable[[], Awaitable[NatsResponse]]
+Audited = Callable[[str, dict[str, Any], Command], Awaitable[NatsResponse]]
+
+
+def _audited(broker: NatsBroker, audit: AdminAudit | None, keys: KeyRing) -> Audited:
+    """Run an admin command, once its caller is an admin (:func:`_check_admin`), and record it
+    (when the audit trail records it): refused with 503 while the trail cannot take records
+    (fail closed), recorded with its outcome otherwise, refusals included."""
+
+    async def run(subject: str, command: dict[str, Any], command_act: Command) -> NatsResponse:
+        async def act() -> NatsResponse:
+            try:
+                _check_admin(broker, keys)
+            except AdminRefused as exc:
+                return _refused(exc)
+            return await command_act()
+
+        described = describe(subject, command) if audit is not None else None
+        if described is None or audit is None:
+            return await act()
+        if not audit.admits():
+            return _unavailable("the audit trail cannot be written now: retry later", "audit")
+        response = await act()
+        message = broker.context.get_local("message")  # FastStream's message being handled
+        status = int((response.headers or {}).get(headers.STATUS, "200"))
+        detail = "" if status == 200 else failure_detail(response.body)
+        action, params = described
+        hdrs = getattr(message, "headers", None) or {}
+        audit.record(action, hdrs, status=status, params=params, detail=detail)
+        return response
+
+    return run
+
+
+def _check_admin(broker: NatsBroker, keys: KeyRing) -> None:
+    """Refuse the message being handled unless it carries an admin key (when keys are set).
+
+    Raises:
+        AdminRefused: 401 without a key, 403 with another.
+    """
+    message = broker.context.get_local("message")  # the one being handled
+    hdrs = (message.headers if message is not None else None) or {}
+    require_admin(keys, hdrs.get(headers.AUTHORIZATION))
+
+
 def register_control(
     broker: NatsBroker,
     config: Config,
     cache: ResponseCache | None,
     router: Router,
+    *,
     keys: KeyRing,
+    audit: AdminAudit | None = None,
 ) -> None:
     """Add the control subscribers to a FastStream broker (``apply_types=False``).
 
     Breaker overrides and purges are admin commands: with admin keys configured each wants
-    one (:func:`broker.admin.require_admin`).
+    one (:func:`broker.admin.require_admin`); each is recorded in the audit trail, refused
+    ones too.
     """
-
-    def check_admin() -> None:
-        message = broker.context.get_local("message")  # the one being handled
-        hdrs = (message.headers if message is not None else None) or {}
-        require_admin(keys, hdrs.get(headers.AUTHORIZATION))
+    audited = _audited(broker, audit, keys)
 
     @broker.subscriber(subjects.BREAKER_ADMIN)
     async def breakers(body: Any) -> NatsResponse:
+        command = body if isinstance(body, dict) else {}
+        return await audited(subjects.BREAKER_ADMIN, command, lambda: _breakers(command))
+
+    async def _breakers(command: dict[str, Any]) -> NatsResponse:
         try:
-            check_admin()
-        except AdminRefused as exc:
-            return _refused(exc)
-        try:
-            return _ok(breaker_command(router, config, body if isinstance(body, dict) else {}))
+            return _ok(breaker_command(router, config, command))
         except InvalidCommand as exc:
             return _invalid(str(exc), exc.param)
 
@@ -182,14 +233,14 @@ def register_control(
 
     @broker.subscriber(subjects.CACHE_PURGE)
     async def purge(body: Any) -> NatsResponse:
-        try:
-            check_admin()
-        except AdminRefused as exc:
-            return _refused(exc)
+        command = body if isinstance(body, dict) else {}
+        return await audited(subjects.CACHE_PURGE, command, lambda: _purge(command))
+
+    async def _purge(command: dict[str, Any]) -> NatsResponse:
         if cache is None:
             return _invalid("the cache is disabled")
         try:
-            prefix = purge_prefix(body if isinstance(body, dict) else {})
+            prefix = purge_prefix(command)
         except InvalidCommand as exc:
             return _invalid(str(exc), exc.param)
         try:

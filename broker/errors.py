@@ -4,7 +4,10 @@
      ├── InvalidRequest      400  (bad JSON, schema violation; ``param`` names the field)
      │    └── PiiBlocked     400  (the tenant blocks personal data and the request has some)
      ├── Unauthorized        401  (missing, unknown or revoked API key)
+     │    └── InvalidToken   401  (a bearer JWT that fails verification: signature, iss, aud, exp …)
      ├── BudgetExceeded      402  (the tenant spent its budget for the period)
+     ├── Forbidden           403  (a known caller asks for what it may not have)
+     │    └── ModelNotAllowed 403 (the model is outside the key's or the tenant's list)
      ├── ModelNotFound       404
      ├── RequestTooLarge     413
      ├── HeaderTooLarge      431  (a header over its bound: nothing is forwarded)
@@ -14,7 +17,8 @@
      ├── Overloaded          503  (the broker's queue is full)
      │    └── AtCapacity     503  (no capacity frees in time for the request: its wait would
      │                             pass its deadline or ``admission.max_wait_s``)
-     ├── KeysUnavailable     503  (the run-time keys could not be read: closed, not open)
+     ├── KeysUnavailable     503  (run-time keys or the JWT issuer's keys could not be read:
+     │                             closed, not open)
      ├── DeadlineExceeded    504
      └── UpstreamFailed      the worker's status and envelope (a failure mid-stream)
 
@@ -36,9 +40,12 @@ __all__ = [
     "BrokerError",
     "BudgetExceeded",
     "DeadlineExceeded",
+    "Forbidden",
     "HeaderTooLarge",
     "InvalidRequest",
+    "InvalidToken",
     "KeysUnavailable",
+    "ModelNotAllowed",
     "ModelNotFound",
     "NoProvider",
     "Overloaded",
@@ -103,6 +110,25 @@ class Unauthorized(BrokerError):
 
     status = 401
     code = "invalid_api_key"
+
+
+class InvalidToken(Unauthorized):
+    """A bearer JWT that fails verification (the message says which check)."""
+
+    code = "invalid_token"
+
+
+class Forbidden(BrokerError):
+    """The caller is known, and may not do this."""
+
+    status = 403
+    code = "forbidden"
+
+
+class ModelNotAllowed(Forbidden):
+    """The model is outside the key's (or its tenant's) model list."""
+
+    code = "model_not_allowed"
 
 
 class BudgetExceeded(BrokerError):

@@ -25,6 +25,7 @@ __all__ = [
     "CACHE_MISSES",
     "COST",
     "COST_SAVED",
+    "EMBEDDING_INPUTS",
     "FAILOVERS",
     "IN_FLIGHT",
     "L1_HITS",
@@ -49,7 +50,8 @@ __all__ = [
 
 REQUESTS = Counter(
     "llm_edge_requests_total",
-    "Chat requests answered by the broker (provider 'cache' for hits, '' before routing).",
+    "Requests answered by the broker: chat, messages and embeddings (provider 'cache' for "
+    "hits, '' before routing).",
     ["provider", "model", "status", "tenant"],
 )
 REQUEST_DURATION = Histogram(
@@ -66,6 +68,12 @@ CACHE_COALESCED = Counter(
 )
 CACHE_L2_ERRORS = Counter(
     "llm_edge_cache_l2_errors_total", "L2 calls that failed or timed out (served without L2)."
+)
+
+EMBEDDING_INPUTS = Counter(
+    "llm_edge_embedding_inputs_total",
+    "Embeddings inputs, by where their vector came from: l1, l2 or upstream.",
+    ["source"],
 )
 
 COST = Counter(

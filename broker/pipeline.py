@@ -22,7 +22,6 @@ import contextlib
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
-import msgspec
 from nats.nuid import NUID
 from opentelemetry.trace import SpanKind
 
@@ -35,25 +34,24 @@ from broker.errors import BrokerError
 from broker.prepare import RequestPreparer
 from broker.record import RequestRecord
 from broker.repeats import Repeats
-from broker.replies.assemble import StreamAssembler, replay_chunks
 from broker.replies.heartbeat import Heartbeats, keepalive_s
 from broker.replies.sinks import ReplySink
+from broker.replies.streams import StreamLog, replay, stream_log
 from broker.request import Prepared, Reply, error_reply
 from broker.tenancy.meter import Meter
 from broker.tenancy.pii_restore import RestoringSink
-from broker.tenancy.tenants import TenantConfig
+from broker.tenancy.tenants import Caller, KeysNeeded
 from broker.upstream.calls import Upstream
 from broker.upstream.forward import StreamEvent
 from edge_runtime.process import InFlight
 from edge_runtime.tracing import span
-from schemas import ChatCompletion, ChatCompletionChunk, StreamEnd, headers
+from schemas import StreamEnd, headers
+from schemas.api import Api
 
 __all__ = ["ChatPipeline"]
 
 log = logging.getLogger("llm_edge.broker")
 
-_encoder = msgspec.json.Encoder()
-_completion_decoder = msgspec.json.Decoder(ChatCompletion)
 _INTERNAL = BrokerError("internal broker error")
 
 
@@ -101,6 +99,8 @@ class ChatPipeline:
         self._inflight = InFlight(slots.size + admission.settings.max_queued)
         #: (the caller's reply subject, request id) -> the request's task
         self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
+        #: requests waiting for a JWT issuer's keys (held so they are not collected)
+        self._identifying: set[asyncio.Task[None]] = set()
         self._nuid = NUID()
 
     @property
@@ -153,19 +153,24 @@ class ChatPipeline:
         data: bytes,
         hdrs: dict[str, str],
         sink: ReplySink,
-        tenant: TenantConfig | None = None,
+        caller: Caller | None = None,
         *,
         reply_to: str = "",
+        api: Api = Api.CHAT,
     ) -> None:
         """Answer L1 hits and invalid requests inline; spawn a task for the rest.
 
-        ``tenant`` is set when the subject named it; otherwise the API key decides.
+        ``caller`` is set when the subject named the tenant (or the batch runs as it);
+        otherwise the ``Authorization`` header decides.
         ``reply_to`` is the caller's reply subject (a cancel must name it); batch lines have
-        none and are cancelled with their batch.
+        none and are cancelled with their batch. ``api`` is what the body speaks.
         """
         try:
-            prepared = self._preparer.prepare(data, hdrs, tenant)
+            prepared = self._preparer.prepare(data, hdrs, caller, api)
             prepared.owner = reply_to
+        except KeysNeeded:  # a JWT signed by a key not held yet: fetched off the callback
+            self._after_keys(data, hdrs, sink, reply_to, api)
+            return
         except BrokerError as exc:
             await self.refuse(exc, hdrs, sink)
             return
@@ -175,7 +180,7 @@ class ChatPipeline:
             return
         if prepared.restore:  # the caller gets its redacted values back; the cache does not
             sink = RestoringSink(sink, prepared.restore)
-        limited = self._meter.limits(prepared.tenant)  # waits on Redis
+        limited = self._meter.limits(prepared)  # waits on Redis
         hit = None if limited else self._front.l1(prepared)
         if hit is not None:
             await self._guarded(prepared, sink, lambda p, s: self._serve_hit(s, p, hit, "HIT-L1"))
@@ -196,6 +201,31 @@ class ChatPipeline:
             raise
         # a callback, not a finally: it runs even for a task cancelled before its first step
         task.add_done_callback(lambda _: self._given_back(reply_to))
+
+    def _after_keys(
+        self, data: bytes, hdrs: dict[str, str], sink: ReplySink, reply_to: str, api: Api
+    ) -> None:
+        """Fetch the JWT issuer's keys a token needs (bounded by ``jwks_timeout_s``) in a task
+        of its own, then handle the request as its caller: the subscription's callback never
+        waits on the network, so other requests keep flowing meanwhile."""
+
+        async def identified() -> None:
+            try:
+                caller = await self._preparer.keys.identify_fetching(
+                    hdrs.get(headers.AUTHORIZATION)
+                )
+            except BrokerError as exc:
+                await self.refuse(exc, hdrs, sink)
+                return
+            except Exception:  # a bug still answers
+                log.exception("a request's token could not be checked")
+                await self.refuse(_INTERNAL, hdrs, sink)
+                return
+            await self.handle(data, hdrs, sink, caller, reply_to=reply_to, api=api)
+
+        task = asyncio.ensure_future(identified())
+        self._identifying.add(task)
+        task.add_done_callback(self._identifying.discard)
 
     def _given_back(self, reply_to: str) -> None:
         """An interactive request is over: stop its keepalives, whether or not an answer went
@@ -287,12 +317,10 @@ class ChatPipeline:
             await sink.whole(reply, meta)
             return
         meta.update(reply.headers)
-        completion = _completion_decoder.decode(hit.body)
-        replay = replay_chunks(completion, include_usage=prepared.include_usage, splits=hit.splits)
-        for chunk in replay:
-            await sink.chunk(chunk, meta)
-        finish = completion.choices[0].finish_reason if completion.choices else None
-        await sink.end(StreamEnd(usage=completion.usage, finish_reason=finish), meta)
+        pieces, end = replay(prepared, hit)
+        for piece in pieces:
+            await sink.chunk(piece, meta)
+        await sink.end(end, meta)
 
     async def _miss(self, prepared: Prepared, sink: ReplySink) -> None:
         metrics.IN_FLIGHT.inc()
@@ -320,7 +348,7 @@ class ChatPipeline:
         if charge is not None:
             reply.headers.update(charge.reply_headers())
         # A budgeted tenant's spend is recorded before the reply, so its next request sees it.
-        budgeted = prepared.tenant.budget_usd is not None
+        budgeted = self._meter.budgeted(prepared)
         if budgeted:
             await self._meter.charge(prepared, charge)
         await sink.whole(reply, _queued(self._meta(prepared, outcome.cache), prepared))
@@ -365,13 +393,11 @@ class ChatPipeline:
         metrics.TIME_TO_FIRST_CHUNK.labels(deployment.provider).observe(
             self._record.now() - perf_started
         )
-        assembler = StreamAssembler()
+        kept = stream_log(prepared)
         status = 200
         try:
             async with contextlib.aclosing(events):
-                await _relay(
-                    first, events, prepared=prepared, sink=sink, meta=meta, assembler=assembler
-                )
+                await _relay(first, events, sink=sink, meta=meta, kept=kept)
         except BrokerError as exc:
             status = exc.status
             await sink.error(error_reply(exc), meta, streaming=True)
@@ -385,13 +411,14 @@ class ChatPipeline:
             cache=meta.get(headers.CACHE, "MISS"),
             reply_headers=meta,
             started=perf_started,
-            usage=assembler.usage,
+            usage=kept.usage,
         )
         if status == 200:
-            completion = _encoder.encode(assembler.completion())
-            reply = Reply(200, completion, dict(meta), splits=assembler.splits())
-            self._front.keep(prepared, reply)
-            await self._front.write_back(prepared, reply)
+            answer = kept.answer()
+            reply = Reply(200, answer.body, dict(meta), splits=answer.splits)
+            if answer.whole:  # an answer that cannot be rebuilt is relayed, never stored
+                self._front.keep(prepared, reply)
+                await self._front.write_back(prepared, reply)
             await self._meter.charge(prepared, self._meter.price(reply))
 
 
@@ -405,19 +432,16 @@ async def _relay(
     first: StreamEvent,
     events: AsyncGenerator[StreamEvent, None],
     *,
-    prepared: Prepared,
     sink: ReplySink,
     meta: dict[str, str],
-    assembler: StreamAssembler,
+    kept: StreamLog,
 ) -> None:
-    """Pass a stream's events to the sink, assembling the completion on the way."""
+    """Pass a stream's pieces to the sink as they came, keeping the answer they add up to."""
     event: StreamEvent | None = first
     while event is not None:
-        if isinstance(event, ChatCompletionChunk):
-            assembler.feed(event)
-            if event.choices or prepared.include_usage:
-                await sink.chunk(event, meta)
-        else:
+        if isinstance(event, StreamEnd):
             await sink.end(event, meta)
             return
+        if kept.feed(event):
+            await sink.chunk(event, meta)
         event = await anext(events, None)

@@ -6,37 +6,39 @@ cache key computed), or a :class:`~broker.errors.BrokerError`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import msgspec
 
 from broker.admission.classes import request_priority
 from broker.cache.directives import CacheDirectives, parse_cache_control
-from broker.cache.key import cache_key
+from broker.cache.key import KeyBasis, Keyed, body_key, cache_key
 from broker.cache.settings import CacheSettings, NondeterministicPolicy
 from broker.config import Config, ModelConfig
 from broker.errors import (
     HeaderTooLarge,
     InvalidRequest,
     ModelNotFound,
-    PiiBlocked,
     RequestTooLarge,
     from_decode_error,
 )
 from broker.request import Prepared
-from broker.tenancy.pii import PiiMode, Redactor, detect
-from broker.tenancy.tenants import KeyRing, TenantConfig
+from broker.tenancy.grants import EVERY_MODEL
+from broker.tenancy.pii import PiiMode
+from broker.tenancy.screen import screen
+from broker.tenancy.tenants import Caller, KeyRing, TenantConfig
 from schemas import (
+    KNOWN_REQUEST_FIELDS,
     ChatRequest,
-    decode_chat_request,
     decode_closed_chat_request,
     headers,
     request_extras,
 )
-from schemas.codec import decode_json
+from schemas.anthropic import KNOWN_MESSAGES_FIELDS, MessagesRequest, decode_messages_request
+from schemas.api import Api
+from schemas.codec import Closure
 from schemas.names import NAME_RULE, is_name
 
-__all__ = ["MAX_TIMEOUT_S", "RequestPreparer"]
+__all__ = ["MAX_TIMEOUT_S", "RequestPreparer", "request_timeout_s"]
 
 #: Upper bound on a caller-chosen time budget.
 MAX_TIMEOUT_S = 3600.0
@@ -71,78 +73,108 @@ class RequestPreparer:
         self._new_id = new_id
 
     def prepare(
-        self, data: bytes, hdrs: dict[str, str], tenant: TenantConfig | None = None
+        self,
+        data: bytes,
+        hdrs: dict[str, str],
+        caller: Caller | None = None,
+        api: Api = Api.CHAT,
     ) -> Prepared:
         """Everything the pipeline needs to know about a request, or a :class:`BrokerError`.
 
-        ``tenant`` is given when the NATS subject already named it (a tenant-bound subject);
-        otherwise the API key decides.
+        ``caller`` is given when it is already known (a tenant-bound subject, a batch line,
+        a token verified after a key refresh); otherwise the ``Authorization`` header decides.
+        ``api`` is what the body speaks (the subject says).
+
+        Raises:
+            KeysNeeded: a JWT whose issuer key is not held yet (the pipeline fetches it and
+                asks again).
         """
         too_long = headers.oversized(hdrs)
         if too_long is not None:
             raise HeaderTooLarge(
                 f"{too_long} is over {headers.MAX_VALUE_BYTES[too_long]} bytes", param=too_long
             )
-        if tenant is None:
-            tenant = self.keys.authenticate(hdrs.get(headers.AUTHORIZATION))
+        if caller is None:
+            caller = self.keys.identify(hdrs.get(headers.AUTHORIZATION))
+        tenant = caller.tenant
         if len(data) > self.max_body:
             raise RequestTooLarge(
                 f"request body is {len(data)} bytes; the limit is {self.max_body}"
             )
         try:
-            request, closed = decode_closed_chat_request(data)
+            request, closure = _decode(data, api)
             self._config.limits.check(request)
             restore = None
             if tenant.pii is not PiiMode.OFF:
-                data, request, redacted = _screen_pii(data, tenant.pii)
-                closed = False  # (its extras are read from the screened body)
-                if redacted and tenant.pii_restore:
-                    restore = {placeholder: value for value, placeholder in redacted.items()}
+                screened = screen(data, tenant.pii, api)
+                if screened is not None:  # the key and the providers read the redacted body
+                    data, redacted = screened
+                    request, closure = _decode(data, api)
+                    if tenant.pii_restore:
+                        restore = {placeholder: value for value, placeholder in redacted.items()}
         except msgspec.MsgspecError as exc:
             raise from_decode_error(exc) from None
         model = self._config.resolve(request.model)
+        if caller.grant is not None or tenant.models is not EVERY_MODEL:
+            names = (model.name, *model.aliases) if model is not None else (request.model,)
+            caller.check_model(request.model, names)
         if model is None:
             raise ModelNotFound(
                 f"The model `{request.model}` does not exist or is not configured.", param="model"
             )
         directives = parse_cache_control(hdrs.get(headers.CACHE_CONTROL))
         priority = request_priority(hdrs.get(headers.PRIORITY), tenant)
-        timeout = _timeout_s(hdrs, model.timeout_s or self._config.broker.default_timeout_s)
+        timeout = request_timeout_s(hdrs, model.timeout_s or self._config.broker.default_timeout_s)
+        upstream = {name: hdrs[name] for name in headers.UPSTREAM_HEADERS if name in hdrs}
+        key, basis = None, KeyBasis()
+        if api is not Api.COUNT_TOKENS:  # token counts are never stored
+            key, basis = self._key(
+                data,
+                request,
+                model,
+                hdrs,
+                directives=directives,
+                tenant=tenant,
+                closure=closure,
+                upstream=upstream,
+            )
         return Prepared(
             data=data,
             request=request,
             model=model,
             request_id=hdrs.get(headers.REQUEST_ID) or self._new_id(),
             deadline=self._clock() + timeout,
-            key=self._key(
-                data, request, model, hdrs, directives=directives, tenant=tenant, closed=closed
-            ),
+            key=key,
             directives=directives,
             trace=hdrs.get(headers.TRACEPARENT),
             tenant=tenant,
+            grant=caller.grant,
             restore=restore,
             idempotent=headers.REQUEST_ID in hdrs and hdrs.get(headers.IDEMPOTENT) == "1",
             priority=priority,
+            api=api,
+            basis=basis,
+            upstream_headers=upstream,
         )
 
     def _key(
         self,
         data: bytes,
-        request: ChatRequest,
+        request: Keyed,
         model: ModelConfig,
         hdrs: dict[str, str],
         *,
         directives: CacheDirectives,
         tenant: TenantConfig,
-        closed: bool = False,
-    ) -> str | None:
-        """The cache key (``None``: not cached); ``closed``: the body has no field the
-        contract does not name, so no extras to read."""
+        closure: Closure,
+        upstream: dict[str, str],
+    ) -> tuple[str | None, KeyBasis]:
+        """The cache key (``None``: not cached) and what it was made of besides the request."""
         settings = self._cache
         if settings is None or (directives.no_cache and directives.no_store):
-            return None
+            return None, KeyBasis()
         if settings.nondeterministic is NondeterministicPolicy.BYPASS and _sampled(request):
-            return None
+            return None, KeyBasis()
         namespace = hdrs.get(headers.CACHE_NAMESPACE, "default")
         if not is_name(namespace):
             raise InvalidRequest(
@@ -150,14 +182,56 @@ class RequestPreparer:
                 param=headers.CACHE_NAMESPACE,
             )
         owner = "shared" if settings.shared_across_tenants else tenant.name
+        where = f"{owner}:{namespace}"
+        basis = _basis(data, request, closure, upstream)
         try:
-            extras = {} if closed else request_extras(data)
+            if basis.whole_body:
+                return body_key(data, model.name, where, salt=basis.salt), basis
         except msgspec.MsgspecError as exc:
             raise from_decode_error(exc) from None
-        return cache_key(request, extras, model.name, f"{owner}:{namespace}")
+        return cache_key(request, basis.extras, model.name, where, salt=basis.salt), basis
 
 
-def _timeout_s(hdrs: dict[str, str], default: float) -> float:
+def _basis(data: bytes, request: Keyed, closure: Closure, upstream: dict[str, str]) -> KeyBasis:
+    """What a key is made of besides the request: the fields its contract does not name (read
+    only when the body has some and is not keyed whole), the API and the upstream headers.
+
+    Raises:
+        InvalidRequest: an extra field's value Python cannot hold, naming it.
+    """
+    messages = isinstance(request, MessagesRequest)
+    extras = {}
+    if closure is Closure.TOP_OPEN:
+        known = KNOWN_MESSAGES_FIELDS if messages else KNOWN_REQUEST_FIELDS
+        try:
+            extras = request_extras(data, known)
+        except msgspec.MsgspecError as exc:
+            raise from_decode_error(exc) from None
+    salt = Api.MESSAGES.value.encode() if messages else b""  # chat keys are as they were
+    for name, value in upstream.items():
+        salt += f"\x00{name}={value}".encode()
+    return KeyBasis(extras, salt, whole_body=closure is Closure.OPEN)
+
+
+def _decode(data: bytes, api: Api) -> tuple[Keyed, Closure]:
+    """The request decoded by its API's contract, and how much of the body it holds.
+
+    Raises:
+        msgspec.MsgspecError: not JSON, or breaks the contract.
+    """
+    if api is Api.CHAT:
+        return decode_closed_chat_request(data)
+    request, closed = decode_messages_request(data, count=api is Api.COUNT_TOKENS)
+    return request, Closure.CLOSED if closed else Closure.TOP_OPEN
+
+
+def request_timeout_s(hdrs: dict[str, str], default: float) -> float:
+    """The request's time budget in seconds: ``Llm-Timeout-Ms`` (at most
+    :data:`MAX_TIMEOUT_S`), else ``default``.
+
+    Raises:
+        InvalidRequest: the header is not a positive number.
+    """
     raw = hdrs.get(headers.TIMEOUT_MS)
     if raw is None:
         return default
@@ -172,48 +246,8 @@ def _timeout_s(hdrs: dict[str, str], default: float) -> float:
     return min(value, MAX_TIMEOUT_S)
 
 
-def _sampled(request: ChatRequest) -> bool:
-    """Whether the answer is a random sample (OpenAI's default temperature is 1)."""
+def _sampled(request: Keyed) -> bool:
+    """Whether the answer is a random sample (both APIs' default temperature is 1)."""
     temperature = 1.0 if request.temperature is None else request.temperature
-    return temperature > 0 and request.seed is None
-
-
-_generic = msgspec.json.Decoder(dict[str, Any])
-_generic_encoder = msgspec.json.Encoder()
-
-
-def _screen_pii(data: bytes, mode: PiiMode) -> tuple[bytes, ChatRequest, dict[str, str]]:
-    """Block, or redact the message texts (before the cache key: entries hold no PII).
-
-    Returns the body, the request, and the redacted values (value -> placeholder).
-    """
-    body = decode_json(_generic, data)
-    redactor = Redactor()
-    changed = False
-    for i, message in enumerate(body.get("messages") or []):
-        content = message.get("content")
-        texts = (
-            [(message, "content")]
-            if isinstance(content, str)
-            else [(part, "text") for part in content or () if isinstance(part.get("text"), str)]
-        )
-        for holder, field_name in texts:
-            text = holder[field_name]
-            if mode is PiiMode.BLOCK:
-                found = detect(text)
-                if found:
-                    kinds = ", ".join(sorted({f.kind for f in found}))
-                    raise PiiBlocked(
-                        f"messages[{i}] contains {kinds}; this key may not send "
-                        "personal data or secrets",
-                        param=f"messages[{i}].content",
-                    )
-                continue
-            redacted = redactor.redact(text)
-            if redacted != text:
-                holder[field_name] = redacted
-                changed = True
-    if not changed:
-        return data, decode_chat_request(data), {}
-    data = _generic_encoder.encode(body)
-    return data, decode_chat_request(data), redactor.placeholders
+    seed = request.seed if isinstance(request, ChatRequest) else None
+    return temperature > 0 and seed is None

@@ -11,7 +11,7 @@ import time
 
 from broker import metrics
 from broker.config import BrokerSettings
-from broker.request import Prepared
+from broker.request import Call
 from broker.status import BrokerStatus
 from edge_runtime.logs import request_line
 from schemas import Usage, headers
@@ -38,7 +38,7 @@ class RequestRecord:
         """Whether cache hits get a log line too."""
         return self._log == "all"
 
-    def count(self, prepared: Prepared, provider: str, status: int) -> None:
+    def count(self, prepared: Call, provider: str, status: int) -> None:
         """Count an answered request in ``llm_edge_requests_total``."""
         tenant = prepared.tenant.name if self._tenant_metrics else ""
         metrics.requests_counter(provider, prepared.model.name, status, tenant).inc()
@@ -47,7 +47,7 @@ class RequestRecord:
 
     def log(
         self,
-        prepared: Prepared,
+        prepared: Call,
         *,
         status: int,
         cache: str,

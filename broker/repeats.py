@@ -36,7 +36,7 @@ from nats.errors import Error as NatsError
 from nats.js import api
 
 from broker.cache.front import Outcome
-from broker.request import Prepared, Reply
+from broker.request import Call, Reply
 from edge_runtime.jetstream import ensure_key_value
 from schemas import headers
 from schemas.jetstream import ONCE_BUCKET, ONCE_TTL_S
@@ -99,7 +99,7 @@ class Repeats:
     """The recent whole answers of this broker, by request id.
 
     Args:
-        clock: the clock of ``Prepared.deadline`` (a joining retry waits until its own).
+        clock: the clock of ``Call.deadline`` (a joining retry waits until its own).
         ttl_s: how long an answer is remembered.
         max_bytes: the most answer bytes remembered.
     """
@@ -119,7 +119,7 @@ class Repeats:
     def __len__(self) -> int:
         return len(self._done)
 
-    async def once(self, prepared: Prepared, run: Callable[[], Awaitable[Outcome]]) -> Outcome:
+    async def once(self, prepared: Call, run: Callable[[], Awaitable[Outcome]]) -> Outcome:
         """The request's answer: remembered, joined, or ``run`` (and then remembered)."""
         key = (prepared.tenant.name, prepared.request_id, prepared.digest())
         self._expire()
@@ -134,7 +134,7 @@ class Repeats:
         # no-store: attempts in flight share the call, but no answer is kept for later ones
         return await self._lead(key, run, remember=not prepared.directives.no_store)
 
-    async def _join(self, prepared: Prepared, first: asyncio.Future[Outcome]) -> Outcome | None:
+    async def _join(self, prepared: Call, first: asyncio.Future[Outcome]) -> Outcome | None:
         """The first attempt's answer, or ``None`` when this one must run itself."""
         try:
             async with asyncio.timeout(max(prepared.deadline - self._clock(), 0.0)):

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -23,6 +26,8 @@ from broker.admission.admit import Admission
 from broker.admission.allocator import Allocator
 from broker.admission.probes import Prober
 from broker.admission.stats import MeshStats
+from broker.audit.actions import config_summary
+from broker.audit.trail import AdminAudit
 from broker.batch.engine import BatchEngine
 from broker.cache.front import ReadThrough
 from broker.cache.l2 import GuardedL2, L2Backend
@@ -33,6 +38,8 @@ from broker.cache.settings import L2Kind
 from broker.config import Config
 from broker.console import ConsoleEndpoints
 from broker.control import register_control
+from broker.embeddings.pipeline import EmbeddingsPipeline
+from broker.embeddings.prepare import EmbeddingPreparer
 from broker.endpoints import Endpoints
 from broker.guard import Guard
 from broker.pipeline import ChatPipeline
@@ -49,6 +56,7 @@ from broker.upstream.calls import Upstream
 from broker.upstream.forward import Forwarder
 from broker.upstream.resilience import Resilient
 from broker.upstream.router import Router
+from edge_runtime.audit import AuditWriter, audit_stream_config
 from edge_runtime.discovery import register
 from edge_runtime.health import Health
 from edge_runtime.jetstream import check_replicas
@@ -68,6 +76,9 @@ from schemas import headers, subjects
 
 if TYPE_CHECKING:
     import redis.asyncio as redis
+
+    from broker.tenancy.jwks import KeySource
+    from broker.tenancy.jwt import JwtVerifier
 
 __all__ = ["BrokerService"]
 
@@ -122,8 +133,11 @@ class BrokerService:
         self._semantic: SemanticCache | None = None
         self.cache: ResponseCache | None = None
         self.pipeline: ChatPipeline | None = None
+        self.embeddings: EmbeddingsPipeline | None = None
         self.batch: BatchEngine | None = None
         self._keys_task: asyncio.Task[None] | None = None
+        self._jwks: KeySource | None = None
+        self._jwks_task: asyncio.Task[None] | None = None
         self._micro: Service | None = None
         self._redis: redis.Redis | None = None
         self._heartbeats: Heartbeats | None = None
@@ -134,6 +148,7 @@ class BrokerService:
         self.allocator: Allocator | None = None
         self.mesh: MeshStats | None = None
         self.prober: Prober | None = None
+        self._audit_writer: AuditWriter | None = None
 
     @property
     def nc(self) -> Client:
@@ -157,6 +172,7 @@ class BrokerService:
             self.config.tenants,
             required=self.config.auth_required,
             console_keys=self.config.console.keys,
+            jwt=await self._open_jwt(),
         )
         #: One guard for the request path's Redis: a failure seen by either wing skips it for both.
         self.redis_guard = Guard("redis")
@@ -172,7 +188,8 @@ class BrokerService:
             status=self.status,
             heartbeats=self._heartbeats,
         )
-        self.pipeline, self.router = assembly.pipeline, assembly.router
+        self.pipeline, self.embeddings = assembly.pipeline, assembly.embeddings
+        self.router = assembly.router
         router = assembly.router
         await self._start_admission(assembly)
         if redis_client is not None:
@@ -183,10 +200,17 @@ class BrokerService:
             self._keys_task = asyncio.create_task(
                 _refresh_keys(redis_client, keys), name="key-refresh"
             )
-        register_control(self._fs, self.config, self.cache, router, keys)
-        pipeline = self.pipeline
+        audit = self._audit_trail(keys)
+        register_control(self._fs, self.config, self.cache, router, keys=keys, audit=audit)
+        pipeline, embeddings = self.pipeline, self.embeddings
+
+        def in_flight() -> int:
+            return pipeline.in_flight + embeddings.in_flight
+
         loop_time = asyncio.get_running_loop().time
-        endpoints = Endpoints(self.nc, pipeline, keys, self.config, loop_time)
+        endpoints = Endpoints(
+            self.nc, pipeline, keys, self.config, loop_time, embeddings=embeddings
+        )
         self._subs = [
             await self.nc.subscribe(
                 subject,
@@ -206,16 +230,20 @@ class BrokerService:
                 interactive=lambda: loop_time() - endpoints.last_interactive < 1.0,
                 keys=keys,
                 replicas=self.config.nats.replicas,
+                endpoints={"/v1/embeddings": embeddings.handle},
             )
             await self.batch.start()
         # after the cache's and the batch's assets: they keep the places they had before it
         await create_once_bucket(self.nc, self.config.nats.replicas)
+        if self._audit_writer is not None:  # the newest asset: last, for the same reason
+            await self._audit_writer.open()
+            self._audit_writer.start()
         self._micro = await register(
             self.nc,
             "broker",
-            [subjects.CHAT, subjects.MESSAGES],
+            [subjects.CHAT, subjects.MESSAGES, subjects.COUNT_TOKENS, subjects.EMBEDDINGS],
             lambda: {
-                "in_flight": self.pipeline.in_flight if self.pipeline else 0,
+                "in_flight": in_flight(),
                 "l2": self.l2_name,
                 "batch": self.batch is not None,
                 "requests": self.status.requests,
@@ -233,9 +261,10 @@ class BrokerService:
             redis_client=redis_client,
             reload_keys=lambda: _load_keys(redis_client, keys) if redis_client else _nothing(),
             batch=self.batch,
-            in_flight=lambda: pipeline.in_flight,
+            in_flight=in_flight,
             service_id=lambda: micro.id,
             admission=self.admission,
+            audit=audit,
         )
         await self._console.start()
         await self._fs.start()  # last: the ping it answers means everything is serving
@@ -297,6 +326,65 @@ class BrokerService:
         if self.allocator is not None:
             await settle(self.allocator.stop(), STOP_STEP_S)
 
+    def _audit_trail(self, keys: KeyRing) -> AdminAudit | None:
+        """The audit trail's writer (started once the stream exists) and what records to it;
+        the first record says this broker started, with what configuration."""
+        settings = self.config.audit
+        if not settings.enabled:
+            return None
+        stream = audit_stream_config(
+            max_age_s=settings.max_age_s,
+            max_bytes=settings.max_bytes,
+            replicas=self.config.nats.replicas,
+        )
+        who = f"{socket.gethostname()} pid {os.getpid()}"
+
+        def writer() -> str:  # the service id is known once the broker registered
+            return f"{who} {self.service_id}".rstrip()
+
+        self._audit_writer = AuditWriter(
+            self.nc.jetstream(timeout=AUDIT_TIMEOUT_S),
+            stream,
+            writer,
+            max_pending=settings.max_pending,
+            clock=time.time,
+        )
+        audit = AdminAudit(self._audit_writer, keys, time.time)
+        audit.started(config_summary(self.config))
+        return audit
+
+    async def _open_jwt(self) -> JwtVerifier | None:
+        """The JWT verifier of ``[auth.jwt]``: its keys loaded now (bounded; a failure leaves
+        JWT callers refused with 503 until a refresh succeeds) and refreshed in the background."""
+        settings = self.config.jwt
+        if settings is None:
+            return None
+        from broker.tenancy.jwks import JwksError, KeySource  # noqa: PLC0415  (joserfc: ~100 ms)
+        from broker.tenancy.jwt import JwtVerifier  # noqa: PLC0415
+
+        source = KeySource(
+            url=settings.jwks_url,
+            file=settings.jwks_path,
+            timeout_s=settings.jwks_timeout_s,
+            min_refresh_s=settings.jwks_min_refresh_s,
+            clock=asyncio.get_running_loop().time,
+        )
+        self._jwks = source
+        try:
+            await source.load()
+        except JwksError as exc:
+            log.warning("JWT issuer keys not loaded (%s): JWT callers get 503 until they are", exc)
+        self._jwks_task = asyncio.create_task(
+            source.run(settings.jwks_refresh_s), name="jwks-refresh"
+        )
+        return JwtVerifier(settings, source, self.config.tenants)
+
+    async def _close_jwt(self) -> None:
+        if self._jwks_task is not None:
+            self._jwks_task.cancel()
+        if self._jwks is not None:
+            await settle(self._jwks.aclose(), STOP_STEP_S)
+
     async def _open_cache(self) -> ResponseCache | None:
         settings = self.config.cache
         if not settings.enabled:
@@ -328,6 +416,11 @@ class BrokerService:
             )
         return ResponseCache(settings, guarded, semantic=self._semantic)
 
+    async def _drain_requests(self, grace_s: float) -> None:
+        """Wait for the chat and embeddings requests in flight (bounded, together)."""
+        pipelines = [p for p in (self.pipeline, self.embeddings) if p is not None]
+        await asyncio.gather(*(p.drain(grace_s) for p in pipelines))
+
     @property
     def service_id(self) -> str:
         """This broker's NATS micro service id (``$SRV`` discovery names it)."""
@@ -335,7 +428,8 @@ class BrokerService:
 
     @property
     def subscriptions(self) -> tuple[Subscription, ...]:
-        """The request subscriptions (``llm.chat``, ``llm.messages``, ``llm.cancel``)."""
+        """The request subscriptions (``llm.chat``, ``llm.messages``, ``llm.embeddings``,
+        ``llm.cancel`` ...)."""
         return tuple(self._subs)
 
     @property
@@ -343,21 +437,28 @@ class BrokerService:
         """``redis``, ``nats-kv`` or ``off``."""
         return "off" if self._l2 is None else self._l2.name
 
+    async def _stop_admin(self) -> None:
+        """Stop answering the console, then write the audit records queued (bounded) while
+        the connection is still up."""
+        if self._console is not None:
+            await self._console.stop()
+        if self._audit_writer is not None:
+            await self._audit_writer.stop(AUDIT_STOP_S)
+
     async def stop(self, drain_timeout: float = 10.0) -> None:
         """Stop taking requests, finish those in flight (bounded), disconnect."""
         for sub in self._subs:  # graceful: pending messages are still served
             await settle(sub.drain(), STOP_STEP_S)  # type: ignore[no-untyped-call]
         self._subs = []
-        if self._console is not None:
-            await self._console.stop()
+        await self._stop_admin()
         if self.batch is not None:
             await self.batch.stop()
         if self._keys_task is not None:
             self._keys_task.cancel()
+        await self._close_jwt()
         if self._micro is not None:
             await settle(self._micro.stop(), STOP_STEP_S)
-        if self.pipeline is not None:
-            await self.pipeline.drain(drain_timeout)
+        await self._drain_requests(drain_timeout)
         await self._stop_admission()
         if self._heartbeats is not None:
             await self._heartbeats.stop()
@@ -404,6 +505,10 @@ async def serve_broker(
     )
 
 
+#: Bound on each JetStream call the audit trail's writer makes (it retries after a failure).
+AUDIT_TIMEOUT_S = 2.0
+#: How long a stopping broker waits for its audit records to be written (JetStream may be away).
+AUDIT_STOP_S = 1.0
 #: How often run-time API keys are re-read from Redis (revocation takes effect within this).
 KEY_REFRESH_S = 5.0
 
@@ -433,10 +538,11 @@ def _text(value: bytes | str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Assembly:
-    """The pipeline and the collaborators the service also drives: the router (breaker
+    """The pipelines and the collaborators the service also drives: the router (breaker
     commands, the console), admission (shared limits, statistics), the forwarder (probes)."""
 
     pipeline: ChatPipeline
+    embeddings: EmbeddingsPipeline
     router: Router
     admission: Admission
     forwarder: Forwarder
@@ -454,18 +560,19 @@ def assemble_pipeline(
     status: BrokerStatus | None = None,
     heartbeats: Heartbeats | None = None,
 ) -> Assembly:
-    """Build the pipeline's collaborators at the edge and inject them."""
+    """Build the pipelines' collaborators at the edge and inject them. Chat and embeddings
+    share the keys, the meter, the request record, the breakers, the retry budget and
+    admission (the broker's slots, the deployments' limits)."""
     clock = asyncio.get_running_loop().time
     nuid = NUID()
     router = Router(config.breaker, clock=clock)
-    preparer = RequestPreparer(
-        config,
-        cache.settings if cache is not None else None,
-        min(config.broker.max_request_bytes, nc.max_payload - headers.HEADER_ROOM),
-        clock,
-        lambda: nuid.next().decode(),
-        keys=keys,
-    )
+    settings = cache.settings if cache is not None else None
+    max_body = min(config.broker.max_request_bytes, nc.max_payload - headers.HEADER_ROOM)
+
+    def new_id() -> str:
+        return nuid.next().decode()
+
+    preparer = RequestPreparer(config, settings, max_body, clock, new_id, keys=keys)
     deployments = {d.name: d for m in config.models.values() for d in m.deployments}
     admission = Admission(
         config.admission,
@@ -477,14 +584,26 @@ def assemble_pipeline(
     )
     forwarder = Forwarder(nc, clock, on_reply=admission.learn)
     resilient = Resilient(config, router, clock, admission=admission)
+    meter = Meter(deployments, limiter, ledger, tenant_metrics=config.broker.tenant_metrics)
+    record = RequestRecord(config.broker, status)
     pipeline = ChatPipeline(
         preparer=preparer,
         front=ReadThrough(cache, clock),
         upstream=Upstream(resilient, forwarder),
-        meter=Meter(deployments, limiter, ledger, tenant_metrics=config.broker.tenant_metrics),
-        record=RequestRecord(config.broker, status),
+        meter=meter,
+        record=record,
         admission=admission,
         clock=clock,
         heartbeats=heartbeats,
     )
-    return Assembly(pipeline, router, admission, forwarder, lambda: nuid.next().decode())
+    embeddings = EmbeddingsPipeline(
+        preparer=EmbeddingPreparer(config, settings, max_body, clock, new_id, keys=keys),
+        vectors=cache.vectors if cache is not None else None,
+        upstream=Upstream(resilient, forwarder.to(subjects.provider_embeddings_subject)),
+        meter=meter,
+        record=record,
+        admission=admission,
+        clock=clock,
+        heartbeats=heartbeats,
+    )
+    return Assembly(pipeline, embeddings, router, admission, forwarder, new_id)

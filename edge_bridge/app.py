@@ -1,7 +1,7 @@
 """The HTTP bridge: an OpenAI-compatible ASGI app that turns HTTP into NATS request/reply.
 
 It holds no business logic: status codes, bodies and cache headers all come from the broker.
-Written against bare ASGI (no framework) because it routes five paths and sits on the hot path.
+Written against bare ASGI (no framework) because it routes a few paths and sits on the hot path.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ PING_TIMEOUT_S = 2.0
 _EXPOSE = (
     headers.CACHE,
     headers.CACHE_KEY,
+    headers.CACHED_INPUTS,
     headers.REQUEST_ID,
     headers.PROVIDER,
     headers.DEPLOYMENT,
@@ -60,6 +61,7 @@ _EXPOSE = (
     headers.COST_SAVED,
     headers.SEMANTIC_SIMILARITY,
     headers.QUEUE_MS,
+    headers.TOKEN_COUNT,
     *headers.RATELIMIT,
 )
 _JSON = (b"content-type", b"application/json")
@@ -122,7 +124,14 @@ class _Api:
 
 _CHAT = _Api(subjects.CHAT, b"data: [DONE]\n\n")
 _MESSAGES = _Api(subjects.MESSAGES, b"", anthropic=True)
-_ROUTES = {"/v1/chat/completions": _CHAT, "/v1/messages": _MESSAGES}
+_COUNT_TOKENS = _Api(subjects.COUNT_TOKENS, b"", anthropic=True)
+_EMBEDDINGS = _Api(subjects.EMBEDDINGS, b"")  # never streamed: one JSON answer
+_ROUTES = {
+    "/v1/chat/completions": _CHAT,
+    "/v1/messages": _MESSAGES,
+    "/v1/messages/count_tokens": _COUNT_TOKENS,
+    "/v1/embeddings": _EMBEDDINGS,
+}
 
 
 class BridgeApp:
@@ -135,8 +144,8 @@ class BridgeApp:
             (see :mod:`edge_bridge.retry`).
         reconnects: the connection's reconnect signal (a reply lost to a reconnect is then
             retried at once).
-        max_request_bytes: the largest chat or messages body read (413 above it); the NATS
-            server's ``max_payload`` caps it too.
+        max_request_bytes: the largest chat, messages or embeddings body read (413 above
+            it); the NATS server's ``max_payload`` caps it too.
         console_hosts: host names (beside loopback ones) the console answers to without
             keys, such as the name of an SSH tunnel's end.
     """

@@ -15,6 +15,7 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 _FORWARD = {
     name.lower(): name
     for name in (
+        *headers.UPSTREAM_HEADERS,
         headers.AUTHORIZATION,
         headers.CACHE_CONTROL,
         headers.CACHE_NAMESPACE,

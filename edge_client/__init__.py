@@ -1,5 +1,5 @@
 """Talking to the broker over NATS from a producer: the typed :class:`EdgeClient`, requests
-with retries, chat streams and the batch file store.
+with retries, chat streams, and batches and their files through the brokers' Batch API.
 
 Imports only ``schemas`` of ours (no FastStream, Redis or tenacity), so services can use it.
 """

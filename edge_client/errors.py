@@ -26,8 +26,10 @@ import contextlib
 import msgspec
 
 from schemas import ErrorEnvelope, headers
+from schemas.errors import CLIENT_ERROR_BY_STATUS, CLIENT_ERROR_FROM_500, CLIENT_ERROR_OTHERWISE
 
 __all__ = [
+    "CLASSES",
     "APIError",
     "AuthenticationError",
     "BadRequestError",
@@ -123,26 +125,43 @@ class DeadlineError(APIError):
     """The request's time budget ran out (504, or no reply in time)."""
 
 
-#: The class of each status (others: InternalServerError from 500 up, else APIError).
-_BY_STATUS: dict[int, type[APIError]] = {
-    400: BadRequestError,
-    401: AuthenticationError,
-    402: BudgetExceeded,
-    403: PermissionDeniedError,
-    404: NotFoundError,
-    408: DeadlineError,
-    409: ConflictError,
-    413: BadRequestError,
-    422: BadRequestError,
-    429: RateLimitError,
-    431: BadRequestError,
-    503: UnavailableError,
-    504: DeadlineError,
+#: Every class of the tree, by name (the contract's names: schemas/errors.py).
+CLASSES: dict[str, type[EdgeError]] = {
+    cls.__name__: cls
+    for cls in (
+        EdgeError,
+        APIError,
+        BadRequestError,
+        AuthenticationError,
+        BudgetExceeded,
+        PermissionDeniedError,
+        NotFoundError,
+        ConflictError,
+        RateLimitError,
+        InternalServerError,
+        UnavailableError,
+        DeadlineError,
+        StreamError,
+    )
 }
 
 
+def _api_class(name: str) -> type[APIError]:
+    cls = CLASSES[name]
+    assert issubclass(cls, APIError), name
+    return cls
+
+
+#: The class of each status, as the contract says (others: InternalServerError from 500 up,
+#: else APIError).
+_BY_STATUS: dict[int, type[APIError]] = {
+    status: _api_class(name) for status, name in CLIENT_ERROR_BY_STATUS.items()
+}
+_FROM_500, _OTHERWISE = _api_class(CLIENT_ERROR_FROM_500), _api_class(CLIENT_ERROR_OTHERWISE)
+
+
 def _kind(status: int) -> type[APIError]:
-    return _BY_STATUS.get(status, InternalServerError if status >= 500 else APIError)
+    return _BY_STATUS.get(status, _FROM_500 if status >= 500 else _OTHERWISE)
 
 
 def from_reply(status: int, body: bytes, reply_headers: dict[str, str] | None = None) -> APIError:

@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import io
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
 
 import msgspec
 from nats.aio.client import Client
@@ -30,6 +31,7 @@ from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from edge_runtime.jetstream import ensure_key_value, ensure_object_store, ensure_stream
+from edge_runtime.object_range import RangeReader
 from schemas import subjects
 from schemas.batch import BatchRecord, FileObject, StoredFile
 from schemas.jetstream import (
@@ -43,7 +45,7 @@ from schemas.jetstream import (
     result_key,
 )
 
-__all__ = ["PUBLISH_WINDOW", "RESULTS_TTL_S", "BatchStore", "Conflict"]
+__all__ = ["PUBLISH_WINDOW", "RESULTS_TTL_S", "BatchStore", "Conflict", "FilePiece"]
 
 #: Results are kept this long after they are written (the output file outlives them).
 RESULTS_TTL_S = 7 * 24 * 3600
@@ -58,6 +60,25 @@ class Conflict(Exception):
     """A compare-and-set update lost the race too many times."""
 
 
+@dataclass(frozen=True, slots=True)
+class FilePiece:
+    """Bytes of a file from ``offset`` on, with what a reader needs to put the file together.
+
+    Attributes:
+        file: the file object.
+        size: the whole file's size in bytes, as stored.
+        offset: where ``data`` begins in the file.
+        data: the piece (empty at the end of the file).
+        digest: the whole file's digest, ``SHA-256=<base64url>``.
+    """
+
+    file: FileObject
+    size: int
+    offset: int
+    data: bytes
+    digest: str
+
+
 class BatchStore:
     """Typed access to the engine's JetStream resources. Build with :meth:`open`."""
 
@@ -67,6 +88,7 @@ class BatchStore:
         self.files = files
         self._batches = batches
         self._results = results
+        self._ranges = RangeReader(nc, FILES_BUCKET)
 
     @classmethod
     async def open(cls, nc: Client, replicas: int = 1) -> BatchStore:
@@ -115,6 +137,13 @@ class BatchStore:
 
     async def get_file(self, file_id: str, owner: str | None = None) -> FileObject | None:
         """The file object, or ``None`` (also when ``owner`` is given and is not its owner)."""
+        found = await self._stored(file_id, owner)
+        return found[0] if found else None
+
+    async def _stored(
+        self, file_id: str, owner: str | None
+    ) -> tuple[FileObject, api.ObjectInfo] | None:
+        """The file object and its object-store entry (of ``owner``, when given)."""
         try:
             info = await self.files.get_info(file_id)
         except JsNotFound:
@@ -122,7 +151,28 @@ class BatchStore:
         if info.deleted or not info.description:
             return None
         stored = _file_decoder.decode(info.description)
-        return stored.public() if owner is None or stored.owner == owner else None
+        if owner is not None and stored.owner != owner:
+            return None
+        return stored.public(), info
+
+    async def file_piece(
+        self, file_id: str, owner: str, offset: int, limit: int
+    ) -> FilePiece | None:
+        """At most ``limit`` bytes of an owner's file from ``offset`` (a piece ends at one of
+        the store's chunk boundaries when it spans several; none at or past the end).
+
+        Returns:
+            The piece, or ``None`` when ``owner`` has no such file.
+
+        Raises:
+            edge_runtime.object_range.ObjectGone: the file was deleted while it was read.
+        """
+        found = await self._stored(file_id, owner)
+        if found is None:
+            return None
+        file, info = found
+        data = await self._ranges.read(info, offset, limit)
+        return FilePiece(file, info.size or 0, offset, data, info.digest or "")
 
     async def read_file(self, file_id: str, into: io.BufferedIOBase) -> None:
         """Stream a file's bytes into ``into`` (a temp file: nothing is held in memory)."""

@@ -3,10 +3,11 @@
 ``llm-edge up`` runs the broker, the workers and the bridge in one process. Each still has
 its NATS connection and subscriptions (producers on other processes and hosts reach them as
 always), but a request one of them publishes to a queue subject that a role in this process
-serves (``llm.chat``, ``llm.messages``, ``llm.provider.<name>``) is handed to that role's
-callback directly, and its replies to an inbox that a role in this process listens on come
-back the same way. Everything else (cancellations, JetStream, admin, discovery, subjects
-nobody here serves) goes to the server as usual.
+serves (``llm.chat``, ``llm.messages`` and its ``.count_tokens``, ``llm.embeddings``,
+``llm.provider.<name>...``) is handed to that role's callback directly, and its replies to an
+inbox that a role in this process listens on come back the same way. Everything else
+(cancellations, JetStream, admin, discovery, subjects nobody here serves) goes to the server
+as usual.
 
 Measured on the miss path of ``llm-edge up`` (bridge, broker, worker): a NATS hop costs each
 side a publish, a socket write and a parse; two hops per miss were most of the broker's CPU.
@@ -36,7 +37,12 @@ log = logging.getLogger("llm_edge")
 
 Callback = Callable[[Msg], Awaitable[None]]
 #: Queue subjects a role in this process may serve directly (requests, not broadcasts).
-SHORTCUT_SUBJECTS = (subjects.CHAT, subjects.MESSAGES)
+SHORTCUT_SUBJECTS = (
+    subjects.CHAT,
+    subjects.MESSAGES,
+    subjects.COUNT_TOKENS,
+    subjects.EMBEDDINGS,
+)
 SHORTCUT_PREFIXES = (subjects.PROVIDER_PREFIX + ".",)
 
 

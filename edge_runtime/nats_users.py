@@ -58,8 +58,10 @@ class Permissions:
 
 
 #: Brokers: consume the request subjects, call provider workers, answer anyone; JetStream
-#: for the batch engine, the NATS KV L2, the object store and the shares of deployments'
-#: limits; tell each other their deployments' statistics (``llm.admission.>``).
+#: for the batch engine, the NATS KV L2, the object store (whose files it reads with ordered
+#: consumers: they answer JetStream's flow control, ``$JS.FC``) and the shares of deployments'
+#: limits; tell each other their deployments' statistics (``llm.admission.>``); the audit trail
+#: of admin actions (``llm.audit.record``, into its stream).
 BROKER = Permissions(
     publish=(
         "llm.provider.>",
@@ -71,12 +73,18 @@ BROKER = Permissions(
         "$O.>",
         "llm.batch.line.>",
         "$JS.ACK.>",
+        "$JS.FC.>",
+        "llm.audit.>",
     ),
     subscribe=(
         "llm.chat",
         "llm.messages",
+        "llm.messages.count_tokens",
+        "llm.embeddings",
         "llm.tenant.*.chat",
         "llm.tenant.*.messages",
+        "llm.tenant.*.messages.count_tokens",
+        "llm.tenant.*.embeddings",
         "llm.models",
         "llm.broker.ping",
         "llm.cancel",
@@ -95,6 +103,8 @@ BRIDGE = Permissions(
     publish=(
         "llm.chat",
         "llm.messages",
+        "llm.messages.count_tokens",
+        "llm.embeddings",
         "llm.models",
         "llm.broker.ping",
         "llm.cancel",
@@ -127,8 +137,9 @@ _ONCE_BUCKET = "KV_llm_edge_once"
 
 
 def worker(provider: str) -> Permissions:
-    """A provider's workers: consume their own subject, answer the broker, and claim
-    idempotent calls in the ``llm_edge_once`` bucket (inbox ``_INBOX.worker-<provider>``)."""
+    """A provider's workers: consume their own subjects (chat, and embeddings for the
+    providers that compute them), answer the broker, and claim idempotent calls in the
+    ``llm_edge_once`` bucket (inbox ``_INBOX.worker-<provider>``)."""
     return Permissions(
         publish=(
             "_INBOX.>",
@@ -140,6 +151,7 @@ def worker(provider: str) -> Permissions:
         ),
         subscribe=(
             f"llm.provider.{provider}",
+            f"llm.provider.{provider}.embeddings",
             "llm.cancel",
             "$SRV.>",
             f"llm.status.worker-{provider}",
@@ -149,20 +161,29 @@ def worker(provider: str) -> Permissions:
     )
 
 
-def producer(user: str) -> Permissions:
-    """A producer: send requests and batches, read only its own replies (``_INBOX.<user>``)."""
+def producer(user: str, tenant: str | None = None) -> Permissions:
+    """A producer: send requests and batches, read its batch files through the brokers
+    (``llm.batch.file.*``, which answer only the file's tenant; no JetStream permission), read
+    only its own replies (``_INBOX.<user>``) and its ``tenant``'s batch events
+    (``llm.batch.events.<tenant>.>``; ``None``: every tenant's, for a producer whose keys span
+    tenants)."""
+    events = f"llm.batch.events.{tenant}.>" if tenant else "llm.batch.events.>"
     return Permissions(
         publish=(
             "llm.chat",
             "llm.messages",
+            "llm.messages.count_tokens",
+            "llm.embeddings",
             "llm.cancel",
             "llm.batch.submit",
             "llm.batch.get",
             "llm.batch.list",
             "llm.batch.cancel",
             "llm.batch.whoami",
+            "llm.batch.file.get",
+            "llm.batch.file.content",
         ),
-        subscribe=(f"_INBOX.{user}.>", "llm.batch.events.>"),
+        subscribe=(f"_INBOX.{user}.>", events),
     )
 
 

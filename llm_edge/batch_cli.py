@@ -13,10 +13,10 @@ import msgspec
 from nats.aio.client import Client
 from nats.nuid import NUID
 
+from edge_client import EdgeClient
 from edge_runtime.batch_store import BatchStore
 from schemas import headers, subjects
 from schemas.batch import FINAL_STATUSES, FileObject
-from schemas.jetstream import events_subject
 
 __all__ = ["add_batch_commands", "run_batch_command"]
 
@@ -98,7 +98,8 @@ async def _submit(nc: Client, args: argparse.Namespace) -> dict[str, Any]:
     owner = (await _call(nc, args, "whoami", {}))["tenant"]  # files are kept per tenant
     with path.open("rb") as handle:
         await store.put_file(file, handle, owner)
-    events = await nc.subscribe(events_subject("*"))  # subscribe before the batch exists
+    # subscribe before the batch exists (its id is not known yet): the tenant's events
+    events = await nc.subscribe(subjects.batch_events(owner, "*"))
     batch = await _call(
         nc,
         args,
@@ -110,7 +111,7 @@ async def _submit(nc: Client, args: argparse.Namespace) -> dict[str, Any]:
         await events.unsubscribe()
         return batch
     started = time.monotonic()
-    subject = events_subject(batch["id"])
+    subject = subjects.batch_events(owner, batch["id"])
     while batch["status"] not in FINAL_STATUSES:
         msg = await events.next_msg(timeout=3600)
         if msg.subject == subject:
@@ -153,8 +154,8 @@ async def run_batch_command(nc: Client, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    store = await BatchStore.open(nc)
+    client = EdgeClient(nc, api_key=args.api_key)  # the file, read through the brokers
     with args.output.open("wb") as out:
-        await store.read_file(file_id, out)
+        await client.batches.download(file_id, out)
     print(f"wrote {args.output}")
     return 0

@@ -1,5 +1,5 @@
 """The ``llm-edge`` command: ``up``, ``broker``, ``worker``, ``bridge``, ``batch``, ``cache``,
-``breaker``.
+``breaker``, ``audit``.
 
 The environment is read here and nowhere else. Each command imports what it runs when it
 runs: importing this module (or starting a bridge) loads no broker, worker or cache code.
@@ -21,6 +21,7 @@ import msgspec
 from edge_runtime.logs import configure as configure_logs
 from edge_runtime.process import DEFAULT_INBOX_PREFIX, ConnectionLost, Lifeline, run_until_stopped
 from edge_runtime.servers import parse_servers
+from llm_edge.audit_cli import add_audit_command, run_audit_command
 from llm_edge.batch_cli import add_batch_commands, run_batch_command
 
 if TYPE_CHECKING:
@@ -40,6 +41,16 @@ def _add_account_commands(sub: Any, environ: Mapping[str, str]) -> None:
     key_cmds = keys.add_subparsers(dest="keys_command", required=True)
     create = key_cmds.add_parser("create", help="new key for a tenant (stored in Redis if set)")
     create.add_argument("--tenant", required=True)
+    create.add_argument(
+        "--model",
+        dest="models",
+        action="append",
+        help="a model the key may use (repeatable; * is a wildcard: 'gpt-4o*'); default: all",
+    )
+    create.add_argument("--rpm", type=int, help="the key's own requests per minute")
+    create.add_argument("--tpm", type=int, help="the key's own tokens per minute")
+    create.add_argument("--budget-usd", type=float, help="the key's own spend cap")
+    create.add_argument("--budget-period", choices=["day", "month"], help="(the tenant's)")
     hasher = key_cmds.add_parser("hash", help="the hash of a key, for [tenants] in the config")
     hasher.add_argument("key")
     key_cmds.add_parser("list", help="run-time keys in Redis")
@@ -215,6 +226,7 @@ def _parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     breaker.add_argument("deployment", nargs="?", help="deployment name (not for status)")
     _add_nats_options(breaker, environ)
     _add_admin_key(breaker, environ)
+    _add_nats_options(add_audit_command(sub), environ)
     return parser
 
 
@@ -360,13 +372,16 @@ async def _admin(args: argparse.Namespace, subject: str, command: dict[str, obje
     Raises:
         CommandRefused: the answer is an error (401 without an admin key, 403 with another).
     """
+    from edge_runtime.audit import admin_headers  # noqa: PLC0415
     from edge_runtime.process import close_quietly  # noqa: PLC0415
     from schemas import headers  # noqa: PLC0415
 
-    auth = {headers.AUTHORIZATION: f"Bearer {args.admin_key}"} if args.admin_key else None
     nc = await _connect(args, "llm-edge-cli")
     try:
-        reply = await nc.request(subject, msgspec.json.encode(command), timeout=10, headers=auth)
+        hdrs = admin_headers(nc, via="cli", peer=_who())  # for the audit trail
+        if args.admin_key:
+            hdrs[headers.AUTHORIZATION] = f"Bearer {args.admin_key}"
+        reply = await nc.request(subject, msgspec.json.encode(command), timeout=10, headers=hdrs)
     finally:
         await close_quietly(nc)
     answer = json.loads(reply.data)
@@ -377,17 +392,44 @@ async def _admin(args: argparse.Namespace, subject: str, command: dict[str, obje
         raise CommandRefused(f"{subject}: {status} {error.get('code')}: {error.get('message')}")
 
 
+def _who() -> str:
+    """``user@host`` of this process (the audit trail's record of a CLI command's origin)."""
+    import getpass  # noqa: PLC0415
+    import socket  # noqa: PLC0415
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # a container's uid with no passwd entry
+        user = f"uid{os.getuid()}"
+    return f"{user}@{socket.gethostname()}"
+
+
 def _keys(args: argparse.Namespace) -> int:
+    from broker.tenancy.grants import Grant, grant_id, run_time_value  # noqa: PLC0415
     from broker.tenancy.tenants import REDIS_KEYS, hash_key, new_key  # noqa: PLC0415
 
     if args.keys_command == "hash":
         print(hash_key(args.key))
         return 0
     key = new_key()
+    grant: dict[str, object] = {}
     if args.keys_command == "create":
+        given = {f: getattr(args, f) for f in ("models", "rpm", "tpm", "budget_usd")}
+        given["budget_period"] = args.budget_period
+        try:
+            fields = {k: v for k, v in given.items() if v is not None}
+            grant = Grant.from_mapping("key", grant_id(hash_key(key)), fields).describe()
+        except ValueError as exc:
+            print(f"llm-edge: {exc}", file=sys.stderr)
+            return 2
         print(f"key:    {key}\nhash:   {hash_key(key)}\ntenant: {args.tenant}")
+        if grant:
+            print(f"grant:  {json.dumps(grant)}")
         if not args.redis_url:
-            print("No REDIS_URL: add the hash to [tenants.<name>] keys in the config.")
+            print(
+                "No REDIS_URL: add the hash to [tenants.<name>] keys in the config"
+                + (" (as a table with its grant: { hash = ..., models = [...] })" if grant else ".")
+            )
             return 0
     if not args.redis_url:
         print("llm-edge: run-time keys need REDIS_URL / --redis-url", file=sys.stderr)
@@ -396,7 +438,7 @@ def _keys(args: argparse.Namespace) -> int:
 
     client = redis.Redis.from_url(args.redis_url, decode_responses=True)
     if args.keys_command == "create":
-        client.hset(REDIS_KEYS, hash_key(key), args.tenant)
+        client.hset(REDIS_KEYS, hash_key(key), run_time_value(args.tenant, grant))
         print("stored in Redis: brokers accept it within 5 s")
     elif args.keys_command == "list":
         stored: dict[str, str] = client.hgetall(REDIS_KEYS)  # type: ignore[assignment]
@@ -426,6 +468,26 @@ def _usage(args: argparse.Namespace) -> int:
             print(f"{tenant:<20} {period:<10} {model:<24} {spent:>14,.6f}")
         print(f"{tenant:<20} {period:<10} {'(all models)':<24} {sum(by_model.values()):>14,.6f}")
     return 0
+
+
+def _run_audit(args: argparse.Namespace) -> int:
+    from edge_runtime.process import close_quietly  # noqa: PLC0415
+
+    code = 1
+
+    async def run() -> None:
+        nonlocal code
+        nc = await _connect(args, "llm-edge-cli")
+        try:
+            code = await run_audit_command(nc, args)
+        finally:
+            await close_quietly(nc)
+
+    try:
+        run_until_stopped(run())
+    except KeyboardInterrupt:  # the way out of --follow
+        return 0
+    return code
 
 
 def _run_batch(args: argparse.Namespace) -> int:
@@ -484,6 +546,7 @@ def _dispatch(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     commands: dict[str, Callable[[], int]] = {
         "up": lambda: _up(args, env),
         "batch": lambda: _run_batch(args),
+        "audit": lambda: _run_audit(args),
         "keys": lambda: _keys(args),
         "usage": lambda: _usage(args),
     }

@@ -11,10 +11,18 @@ import msgspec
 
 from schemas import headers, subjects
 from schemas.admission import MeshReport
-from schemas.anthropic import AnthropicRequest
-from schemas.batch import BatchObject, BatchSubmit
+from schemas.anthropic import MessagesRequest
+from schemas.batch import BatchObject, BatchSubmit, FileObject, FileRequest
 from schemas.chat import ChatCompletion, ChatCompletionChunk, ChatRequest, ModelList, StreamEnd
-from schemas.errors import ErrorEnvelope
+from schemas.embeddings import EmbeddingList, EmbeddingsRequest
+from schemas.errors import (
+    CLIENT_CODES,
+    CLIENT_ERROR_BY_STATUS,
+    CLIENT_ERROR_FROM_500,
+    CLIENT_ERROR_OTHERWISE,
+    CLIENT_ERRORS,
+    ErrorEnvelope,
+)
 
 __all__ = ["asyncapi_document"]
 
@@ -34,12 +42,15 @@ _REQUEST_HEADERS = {
         "ask for an empty Llm-Stream: keepalive message on the reply subject at this interval "
         "(ms) until the answer begins: silence then means lost, not slow"
     ),
+    headers.ANTHROPIC_VERSION: "Anthropic API version, passed to the upstream",
+    headers.ANTHROPIC_BETA: "Anthropic beta features, passed to the upstream (and keyed)",
 }
 _REPLY_HEADERS = {
     headers.STATUS: "HTTP-like status",
     headers.CACHE: "HIT-L1 | HIT-L2 | HIT-SEMANTIC | MISS | BYPASS",
     headers.SEMANTIC_SIMILARITY: "cosine of the earlier question that answered (HIT-SEMANTIC)",
     headers.CACHE_KEY: "the cache entry",
+    headers.CACHED_INPUTS: "embeddings: how many inputs were answered from the cache",
     headers.PROVIDER: "provider that answered",
     headers.DEPLOYMENT: "deployment that answered",
     headers.ATTEMPTS: "attempts it took",
@@ -53,14 +64,46 @@ _REPLY_HEADERS = {
     headers.COST: "what the answer cost (USD)",
     headers.COST_SAVED: "what a cache hit saved (USD)",
     headers.QUEUE_MS: "milliseconds the request waited for capacity before its answer began",
+    headers.FILE_SIZE: "llm.batch.file.content: the whole file's size in bytes",
+    headers.FILE_OFFSET: "llm.batch.file.content: where this piece begins in the file",
+    headers.FILE_DIGEST: "llm.batch.file.content: the whole file's digest, SHA-256=<base64url>",
+    headers.TOKEN_COUNT: "upstream | estimate (llm.messages.count_tokens replies)",
     **dict.fromkeys(headers.RATELIMIT, "OpenAI rate-limit header (tenant 429s)"),
+}
+
+
+#: Each header's name in schemas/headers.py (``x-constant``: the clients' generated constants).
+_CONSTANTS = {
+    value: name
+    for name in headers.__all__
+    if isinstance(value := getattr(headers, name), str) and name.isupper()
 }
 
 
 def _headers_schema(described: dict[str, str]) -> dict[str, Any]:
     return {
         "type": "object",
-        "properties": {k: {"type": "string", "description": v} for k, v in described.items()},
+        "properties": {
+            k: {"type": "string", "description": v, "x-constant": _CONSTANTS[k]}
+            for k, v in described.items()
+        },
+    }
+
+
+def _client_errors() -> dict[str, Any]:
+    """The producer clients' error tree and its status table (schemas/errors.py)."""
+    return {
+        "description": "The error classes every producer client raises, by Llm-Status: "
+        "byStatus, else fromStatus500 for 500 and up, else otherwise. inferredCodes: the "
+        "codes (and statuses) of errors a client infers without a reply.",
+        "classes": {
+            name: {"parent": parent, "description": description}
+            for name, (parent, description) in CLIENT_ERRORS.items()
+        },
+        "byStatus": {str(status): name for status, name in CLIENT_ERROR_BY_STATUS.items()},
+        "fromStatus500": CLIENT_ERROR_FROM_500,
+        "otherwise": CLIENT_ERROR_OTHERWISE,
+        "inferredCodes": dict(CLIENT_CODES),
     }
 
 
@@ -78,6 +121,15 @@ _ADMIN = {
     subjects.CACHE_PURGE: "every broker purges its L1 and the shared L2",
     subjects.BREAKER_ADMIN: "circuit breaker status and overrides (every broker)",
     subjects.BROKER_PING: "liveness probe: any broker answers",
+    subjects.ADMIN_AUDIT_REPORT: "the bridge reports a console request it refused, for the "
+    "audit trail (one broker; no reply)",
+}
+#: Channels whose messages get no reply.
+_NO_REPLY = {
+    "cancel",
+    "batchEvents",
+    "admissionStats",
+    subjects.ADMIN_AUDIT_REPORT.replace(".", "_"),
 }
 _BATCH_OPS = {
     "create": ("BatchCreate", "BatchObject"),
@@ -86,6 +138,8 @@ _BATCH_OPS = {
     "cancel": ("BatchId", "BatchObject"),
     "list": ("BatchListQuery", "Json"),
     "whoami": ("Empty", "Json"),
+    "file.get": ("FileRequest", "FileObject"),
+    "file.content": ("FileRequest", "FilePiece"),
 }
 
 
@@ -120,6 +174,28 @@ def _channels() -> dict[str, dict[str, Any]]:
             "parameters": tenant,
             "messages": {"request": _ref("messages", "MessagesRequest")},
         },
+        "countTokens": {
+            "address": subjects.COUNT_TOKENS,
+            "description": 'Anthropic\'s token count (`{"input_tokens": n}`): counted by an '
+            "Anthropic deployment, estimated for others (`Llm-Token-Count` says which).",
+            "messages": {"request": _ref("messages", "MessagesRequest")},
+        },
+        "tenantCountTokens": {
+            "address": subjects.tenant_subject("{tenant}", "messages.count_tokens"),
+            "parameters": tenant,
+            "messages": {"request": _ref("messages", "MessagesRequest")},
+        },
+        "embeddings": {
+            "address": subjects.EMBEDDINGS,
+            "description": "OpenAI embeddings: one vector per input, each input cached on its "
+            "own (only inputs the cache lacks go upstream).",
+            "messages": {"request": _ref("messages", "EmbeddingsRequest")},
+        },
+        "tenantEmbeddings": {
+            "address": subjects.tenant_subject("{tenant}", "embeddings"),
+            "parameters": tenant,
+            "messages": {"request": _ref("messages", "EmbeddingsRequest")},
+        },
         "reply": {
             "address": None,
             "description": "The caller's reply subject: one whole reply, or a stream of "
@@ -132,6 +208,8 @@ def _channels() -> dict[str, dict[str, Any]]:
                     ("end", "StreamEnd"),
                     ("error", "Error"),
                     ("json", "JsonReply"),
+                    ("embeddings", "EmbeddingList"),
+                    ("filePiece", "FilePiece"),
                 )
             },
         },
@@ -144,16 +222,29 @@ def _channels() -> dict[str, dict[str, Any]]:
             "messages": {"request": _ref("messages", "Empty")},
         },
         "batchEvents": {
-            "address": f"{subjects.BATCH_PREFIX}.events.{{batch_id}}",
-            "description": "The batch object, published at every change of a batch.",
-            "parameters": {"batch_id": {"description": "the batch's id"}},
+            "address": subjects.batch_events("{tenant}", "{batch_id}"),
+            "description": "The batch object, published at every change of a batch, under "
+            "the tenant that owns it: NATS permissions give each tenant's producers "
+            "llm.batch.events.<tenant>.> and no other tenant's events.",
+            "parameters": {
+                "tenant": {"description": "the tenant that owns the batch"},
+                "batch_id": {"description": "the batch's id"},
+            },
             "messages": {"event": _ref("messages", "BatchObject")},
         },
         "provider": {
             "address": f"{subjects.PROVIDER_PREFIX}.{{provider}}",
-            "description": "Internal: brokers forward cache misses to a provider's workers.",
+            "description": "Internal: brokers forward cache misses to a provider's workers, in "
+            "the API their caller spoke (Llm-Api: messages or count_tokens; absent: chat).",
             "parameters": {"provider": {"description": "a configured provider name"}},
             "messages": {"request": _ref("messages", "ChatRequest")},
+        },
+        "providerEmbeddings": {
+            "address": f"{subjects.PROVIDER_PREFIX}.{{provider}}.embeddings",
+            "description": "Internal: brokers send the inputs the cache lacks to a provider's "
+            "workers (those whose adapter computes embeddings), with Llm-Api: embeddings.",
+            "parameters": {"provider": {"description": "a configured provider name"}},
+            "messages": {"request": _ref("messages", "EmbeddingsRequest")},
         },
         "streamJoin": {
             "address": f"{subjects.ONCE_JOIN_PREFIX}.{{provider}}.{{unique}}",
@@ -175,7 +266,7 @@ def _channels() -> dict[str, dict[str, Any]]:
         },
     }
     for op, (request, _) in _BATCH_OPS.items():
-        channels[f"batch_{op}"] = {
+        channels[f"batch_{op.replace('.', '_')}"] = {
             "address": f"{subjects.BATCH_PREFIX}.{op}",
             "messages": {"request": _ref("messages", request)},
         }
@@ -197,7 +288,7 @@ def _operations(channels: dict[str, dict[str, Any]]) -> dict[str, Any]:
             continue
         action = "send" if name in {"batchEvents", "admissionStats"} else "receive"
         operation: dict[str, Any] = {"action": action, "channel": _ref_channel(name)}
-        if name not in {"cancel", "batchEvents", "admissionStats"}:
+        if name not in _NO_REPLY:
             operation["reply"] = {"channel": _ref_channel("reply")}
         operations[name] = operation
     return operations
@@ -215,11 +306,15 @@ def asyncapi_document(version: str = "0.2.0") -> dict[str, Any]:
         ChatCompletionChunk,
         StreamEnd,
         ErrorEnvelope,
-        AnthropicRequest,
+        MessagesRequest,
         ModelList,
         BatchObject,
         BatchSubmit,
         MeshReport,
+        EmbeddingsRequest,
+        EmbeddingList,
+        FileObject,
+        FileRequest,
     ]
     payloads, components = msgspec.json.schema_components(
         structs, ref_template="#/components/schemas/{name}"
@@ -229,7 +324,7 @@ def asyncapi_document(version: str = "0.2.0") -> dict[str, Any]:
     by_name = dict(zip([s.__name__ for s in structs], payloads, strict=True))
     messages: dict[str, Any] = {
         "ChatRequest": {"payload": by_name["ChatRequest"], "headers": request_headers},
-        "MessagesRequest": {"payload": by_name["AnthropicRequest"], "headers": request_headers},
+        "MessagesRequest": {"payload": by_name["MessagesRequest"], "headers": request_headers},
         "ChatCompletion": {"payload": by_name["ChatCompletion"], "headers": reply_headers},
         "ChatCompletionChunk": {
             "payload": by_name["ChatCompletionChunk"],
@@ -237,10 +332,26 @@ def asyncapi_document(version: str = "0.2.0") -> dict[str, Any]:
         },
         "StreamEnd": {"payload": by_name["StreamEnd"], "headers": reply_headers},
         "Error": {"payload": by_name["ErrorEnvelope"], "headers": reply_headers},
+        "EmbeddingsRequest": {"payload": by_name["EmbeddingsRequest"], "headers": request_headers},
+        "EmbeddingList": {"payload": by_name["EmbeddingList"], "headers": reply_headers},
         "ModelList": {"payload": by_name["ModelList"], "headers": reply_headers},
         "BatchObject": {"payload": by_name["BatchObject"], "headers": reply_headers},
         "BatchSubmit": {"payload": by_name["BatchSubmit"], "headers": request_headers},
         "MeshReport": {"payload": by_name["MeshReport"]},
+        "FileRequest": {"payload": by_name["FileRequest"], "headers": request_headers},
+        "FileObject": {"payload": by_name["FileObject"], "headers": reply_headers},
+        "FilePiece": {
+            "payload": {
+                "type": "string",
+                "format": "binary",
+                "description": "the file's bytes from Llm-File-Offset on, as they are (empty "
+                "at the end of the file)",
+            },
+            "headers": reply_headers,
+            "description": "A piece of a file (llm.batch.file.content): ask again from "
+            "Llm-File-Offset plus its length until Llm-File-Size bytes are read, then check "
+            "Llm-File-Digest.",
+        },
         "BatchCreate": {
             "payload": {
                 "type": "object",
@@ -284,11 +395,15 @@ def asyncapi_document(version: str = "0.2.0") -> dict[str, Any]:
         "info": {
             "title": "LLM Edge Broker NATS API",
             "version": version,
-            "description": "OpenAI chat completions, the Anthropic Messages API, batches and "
-            "admin commands over NATS request/reply; streams are sequences of messages on "
-            "the reply subject.",
+            "description": "OpenAI chat completions and embeddings, the Anthropic Messages API, "
+            "batches and admin commands over NATS request/reply; streams are sequences of "
+            "messages on the reply subject.",
         },
         "channels": channels,
         "operations": _operations(channels),
+        "x-client-errors": _client_errors(),
+        # bytes of a server's max_payload a client leaves for headers: a body over the rest is
+        # refused (413) before it is published
+        "x-header-room": headers.HEADER_ROOM,
         "components": {"schemas": components, "messages": messages},
     }

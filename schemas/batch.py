@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -20,6 +20,7 @@ __all__ = [
     "BatchStatus",
     "BatchSubmit",
     "FileObject",
+    "FileRequest",
     "InputLine",
     "RequestCounts",
     "StoredFile",
@@ -137,6 +138,16 @@ class StoredFile(FileObject):
     def public(self) -> FileObject:
         """The ``/v1/files`` object (without the owner)."""
         return FileObject(**{f: getattr(self, f) for f in FileObject.__struct_fields__})
+
+
+class FileRequest(msgspec.Struct, omit_defaults=True):
+    """``llm.batch.file.get`` (``id``) and ``llm.batch.file.content`` (``id`` and the piece:
+    ``length`` bytes from ``offset``; the broker sends less when the piece would not fit the
+    server's ``max_payload``, and none at the end of the file)."""
+
+    id: str
+    offset: Annotated[int, msgspec.Meta(ge=0)] = 0
+    length: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
 
 class InputLine(msgspec.Struct):

@@ -14,6 +14,7 @@ import msgspec
 __all__ = [
     "MAX_OUTPUT_TOKENS",
     "MAX_STOP_SEQUENCES",
+    "UNKEYED_REQUEST_FIELDS",
     "ChatCompletion",
     "ChatCompletionChunk",
     "ChatRequest",
@@ -53,13 +54,21 @@ class ToolCall(msgspec.Struct, omit_defaults=True):
 
 
 class Message(msgspec.Struct, omit_defaults=True):
-    """One chat message; ``content`` is a string or a list of typed parts."""
+    """One chat message; ``content`` is a string or a list of typed parts.
+
+    ``refusal``, ``audio``, ``function_call`` and ``annotations`` are what an assistant
+    message of OpenAI's own answers carries when a caller sends it back in the history.
+    """
 
     role: Role
     content: str | list[JSONObject] | None = None
     name: str | None = None
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
+    refusal: str | None = None
+    audio: JSONObject | None = None
+    function_call: JSONObject | None = None
+    annotations: list[JSONObject] | None = None
 
 
 class ToolFunction(msgspec.Struct, omit_defaults=True):
@@ -72,10 +81,12 @@ class ToolFunction(msgspec.Struct, omit_defaults=True):
 
 
 class Tool(msgspec.Struct, omit_defaults=True):
-    """``{"type": "function", "function": {...}}``."""
+    """``{"type": "function", "function": {...}}``, or another kind of tool
+    (``{"type": "custom", "custom": {...}}``)."""
 
-    function: ToolFunction
+    function: ToolFunction | None = None
     type: str = "function"
+    custom: JSONObject | None = None
 
 
 class StreamOptions(msgspec.Struct, omit_defaults=True):
@@ -122,23 +133,56 @@ class ChatRequest(msgspec.Struct, omit_defaults=True):
     metadata: dict[str, str] | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None
+    reasoning_effort: str | None = None
+    verbosity: str | None = None
+    modalities: list[str] | None = None
+    audio: JSONObject | None = None
+    prediction: JSONObject | None = None
+    web_search_options: JSONObject | None = None
+    store: bool | None = None
+    service_tier: str | None = None
+    prompt_cache_key: str | None = None
+    safety_identifier: str | None = None
+
+
+#: Request fields that cannot change the answer (who asks, what is stored, how it is
+#: delivered and billed): left out of the cache key, so they never split an entry.
+UNKEYED_REQUEST_FIELDS = (
+    "user",
+    "metadata",
+    "stream",
+    "stream_options",
+    "store",
+    "service_tier",
+    "prompt_cache_key",
+    "safety_identifier",
+)
 
 
 class Usage(msgspec.Struct, omit_defaults=True):
-    """Token counts of one completion."""
+    """Token counts of one completion (with OpenAI's breakdowns when the upstream gives
+    them: cached prompt tokens, reasoning tokens ...)."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    prompt_tokens_details: JSONObject | None = None
+    completion_tokens_details: JSONObject | None = None
 
 
 class ResponseMessage(msgspec.Struct, omit_defaults=True):
-    """The assistant message inside a choice."""
+    """The assistant message inside a choice.
+
+    ``reasoning_content`` (and ``reasoning``) is the thinking some OpenAI-compatible servers
+    (vLLM, DeepSeek, Ollama ...) return beside the answer.
+    """
 
     role: str
     content: str | None = None
     tool_calls: list[ToolCall] | None = None
     refusal: str | None = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
 
 
 class Choice(msgspec.Struct):
@@ -163,12 +207,15 @@ class ChatCompletion(msgspec.Struct):
 
 
 class Delta(msgspec.Struct, omit_defaults=True):
-    """Incremental message content in a streamed chunk."""
+    """Incremental message content in a streamed chunk (``reasoning_content`` and
+    ``reasoning``: see :class:`ResponseMessage`)."""
 
     role: str | None = None
     content: str | None = None
     tool_calls: list[JSONObject] | None = None
     refusal: str | None = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
 
 
 class ChunkChoice(msgspec.Struct):

@@ -9,6 +9,11 @@ import msgspec
 
 __all__ = [
     "ANTHROPIC_ERROR_TYPES",
+    "CLIENT_CODES",
+    "CLIENT_ERRORS",
+    "CLIENT_ERROR_BY_STATUS",
+    "CLIENT_ERROR_FROM_500",
+    "CLIENT_ERROR_OTHERWISE",
     "ErrorDetail",
     "ErrorEnvelope",
     "anthropic_error",
@@ -84,7 +89,56 @@ ANTHROPIC_ERROR_TYPES = {
 }
 
 
-def anthropic_error(status: int, message: str) -> bytes:
-    """``{"type": "error", "error": {"type", "message"}}``."""
-    kind = ANTHROPIC_ERROR_TYPES.get(status, "api_error")
+def anthropic_error(status: int, message: str, kind: str | None = None) -> bytes:
+    """``{"type": "error", "error": {"type", "message"}}``; ``kind`` is the error ``type``
+    when the upstream named one (``overloaded_error``), else it follows from ``status``."""
+    kind = kind or ANTHROPIC_ERROR_TYPES.get(status, "api_error")
     return _encoder.encode({"type": "error", "error": {"type": kind, "message": message}})
+
+
+#: The error tree of the producer clients (Python, TypeScript, Go): each class, its parent and
+#: what it means. Every client names its errors so, and picks one by ``Llm-Status`` from
+#: :data:`CLIENT_ERROR_BY_STATUS`; ``docs/asyncapi.json`` carries both (``x-client-errors``)
+#: and the Go and TypeScript tables are generated from it.
+CLIENT_ERRORS: dict[str, tuple[str | None, str]] = {
+    "EdgeError": (None, "the root of every error the client raises"),
+    "APIError": ("EdgeError", "a failure the broker answered (or the client inferred)"),
+    "BadRequestError": ("APIError", "the request breaks the schema or a bound"),
+    "AuthenticationError": ("APIError", "missing, unknown or revoked API key"),
+    "BudgetExceeded": ("APIError", "the tenant spent its budget for the period"),
+    "PermissionDeniedError": ("APIError", "the key may not do this"),
+    "NotFoundError": ("APIError", "no such model, batch or file"),
+    "ConflictError": ("APIError", "the object is in a state that refuses the operation"),
+    "RateLimitError": ("APIError", "the tenant or the upstream is over its rate limit"),
+    "InternalServerError": ("APIError", "the broker or the upstream failed"),
+    "UnavailableError": ("APIError", "nobody can serve the request now; a later try may work"),
+    "DeadlineError": ("APIError", "the time budget ran out, or no reply came in time"),
+    "StreamError": ("EdgeError", "a stream's messages arrived out of order or incomplete"),
+}
+#: The class of each status; any other is :data:`CLIENT_ERROR_FROM_500` from 500 up, else
+#: :data:`CLIENT_ERROR_OTHERWISE`.
+CLIENT_ERROR_BY_STATUS: dict[int, str] = {
+    400: "BadRequestError",
+    401: "AuthenticationError",
+    402: "BudgetExceeded",
+    403: "PermissionDeniedError",
+    404: "NotFoundError",
+    408: "DeadlineError",
+    409: "ConflictError",
+    413: "BadRequestError",
+    422: "BadRequestError",
+    429: "RateLimitError",
+    431: "BadRequestError",
+    503: "UnavailableError",
+    504: "DeadlineError",
+}
+CLIENT_ERROR_FROM_500 = "InternalServerError"
+CLIENT_ERROR_OTHERWISE = "APIError"
+#: The codes a client gives the errors it infers without a reply, with their status: nobody
+#: serves the subject (NATS no-responders), no reply in time, a body the NATS server would not
+#: take (refused before it is published).
+CLIENT_CODES: dict[str, int] = {
+    "no_broker": 503,
+    "deadline_exceeded": 504,
+    "request_too_large": 413,
+}

@@ -8,9 +8,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 __all__ = [
+    "ADMIN_CLIENT",
+    "ADMIN_PEER",
+    "ADMIN_VIA",
+    "ANTHROPIC_BETA",
+    "ANTHROPIC_VERSION",
+    "API",
     "ATTEMPTS",
     "AUTHORIZATION",
     "CACHE",
+    "CACHED_INPUTS",
     "CACHE_CONTROL",
     "CACHE_KEY",
     "CACHE_NAMESPACE",
@@ -19,6 +26,9 @@ __all__ = [
     "COST_SAVED",
     "DEPLOYMENT",
     "EVENT",
+    "FILE_DIGEST",
+    "FILE_OFFSET",
+    "FILE_SIZE",
     "HEADER_ROOM",
     "IDEMPOTENT",
     "KEEPALIVE_MS",
@@ -45,7 +55,9 @@ __all__ = [
     "STATUS",
     "STREAM",
     "TIMEOUT_MS",
+    "TOKEN_COUNT",
     "TRACEPARENT",
+    "UPSTREAM_HEADERS",
     "UPSTREAM_MODEL",
     "oversized",
     "priority_rank",
@@ -64,6 +76,9 @@ CACHE_CONTROL = "Cache-Control"
 CACHE_NAMESPACE = "X-Cache-Namespace"
 #: ``HIT-L1 | HIT-L2 | HIT-SEMANTIC | MISS | BYPASS`` on every reply.
 CACHE = "X-Cache"
+#: On an embeddings reply: how many of its inputs were answered from the cache (the others
+#: went upstream).
+CACHED_INPUTS = "Llm-Cached-Inputs"
 #: The entry a reply was stored under or served from (for targeted purges).
 CACHE_KEY = "X-Cache-Key"
 #: ``1`` on a reply shared with an identical request that was already in flight.
@@ -119,6 +134,19 @@ DEPLOYMENT = "Llm-Deployment"
 ATTEMPTS = "Llm-Attempts"
 #: Broker to worker: the model name to send upstream.
 UPSTREAM_MODEL = "Llm-Upstream-Model"
+#: Broker to worker: the API the body speaks (:class:`schemas.api.Api`); absent for chat.
+API = "Llm-Api"
+#: Anthropic's own request headers: the API version and the beta features the caller asks
+#: for. They travel from the caller to the upstream unchanged (and are part of the cache key:
+#: a beta can change the answer).
+ANTHROPIC_VERSION = "anthropic-version"
+ANTHROPIC_BETA = "anthropic-beta"
+#: The caller's headers that are passed on to the upstream, in this order.
+UPSTREAM_HEADERS = (ANTHROPIC_VERSION, ANTHROPIC_BETA)
+#: On a token count (``llm.messages.count_tokens``): ``upstream`` when the provider counted
+#: the tokens itself, ``estimate`` when the worker estimated them (a provider without a
+#: counting endpoint).
+TOKEN_COUNT = "Llm-Token-Count"  # noqa: S105  (a header name, not a secret)
 
 #: Broker to worker: send an ``Llm-Stream: keepalive`` message to the reply subject at least
 #: this often (milliseconds) while the call is in flight; a silent worker is taken for dead.
@@ -135,15 +163,32 @@ COST_SAVED = "Llm-Cost-Saved-Usd"
 #: On a ``HIT-SEMANTIC`` reply: the cosine similarity to the earlier question it answered.
 SEMANTIC_SIMILARITY = "Llm-Semantic-Similarity"
 
-#: Bytes kept free under the server's max_payload for headers added on the way.
-HEADER_ROOM = 4096
+#: On admin commands, for the audit trail, as the sender reports them: what sent the command
+#: (``console`` or ``cli``), the caller's address (the console's HTTP peer, the CLI's
+#: ``user@host``) and the sender's NATS connection (name, client id, server).
+ADMIN_VIA = "Llm-Admin-Via"
+ADMIN_PEER = "Llm-Admin-Peer"
+ADMIN_CLIENT = "Llm-Admin-Client"
+
+#: ``llm.batch.file.content`` replies: the whole file's size in bytes, where this piece begins,
+#: and the whole file's digest (``SHA-256=<base64url>``), which a reader checks at the end.
+FILE_SIZE = "Llm-File-Size"
+FILE_OFFSET = "Llm-File-Offset"
+FILE_DIGEST = "Llm-File-Digest"
+
+#: Bytes kept free under the server's max_payload for headers added on the way: every bound
+#: of :data:`MAX_VALUE_BYTES` (about 9.2 KiB, most of it a JWT's room) with the names and
+#: the headers the services add.
+HEADER_ROOM = 16384
 
 #: The longest value accepted for each request header we read or pass on (bytes). A request
 #: over one is refused (431) before anything is published: what the broker and the bridge
 #: forward then always fits in :data:`HEADER_ROOM`, so no request can push a publish over the
 #: server's ``max_payload`` (which makes nats-server close the publisher's connection).
 MAX_VALUE_BYTES = {
-    AUTHORIZATION: 1024,
+    ANTHROPIC_BETA: 1024,
+    ANTHROPIC_VERSION: 64,
+    AUTHORIZATION: 8192,  # an identity provider's JWT with its claims runs to a few KiB
     CACHE_CONTROL: 256,
     CACHE_NAMESPACE: 128,
     IDEMPOTENT: 8,

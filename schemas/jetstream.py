@@ -11,6 +11,7 @@ consumers, and the subjects and keys built inside them. No I/O here.
 | :data:`BATCHES_BUCKET`      | KV           | ``batch.<id>``: a batch's record; ``active.<id>``|
 | :data:`RESULTS_BUCKET`      | KV           | ``<batch>.<hash(custom_id)>``: one line's result |
 | :data:`LINES_STREAM`        | work queue   | ``llm.batch.line.<tenant>.<prio>.<batch>``       |
+| :data:`AUDIT_STREAM`        | stream       | the audit trail, one record a message (limits)   |
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from schemas import subjects
 
 __all__ = [
     "ADMISSION_BUCKET",
+    "AUDIT_STREAM",
+    "AUDIT_SUBJECT",
     "BATCHES_BUCKET",
     "BATCH_CONSUMER",
     "CACHE_BUCKET",
@@ -34,7 +37,6 @@ __all__ = [
     "SEMANTIC_BUCKET",
     "admission_key",
     "batch_consumer",
-    "events_subject",
     "kv_key",
     "kv_purge_subject",
     "line_subject",
@@ -68,6 +70,10 @@ BATCH_CONSUMER = "llm-edge-batch"
 #: The one durable consumer of the old layout (``llm.batch.line.<batch>``), kept only to move
 #: lines still queued under it.
 LEGACY_CONSUMER = "llm-edge-batch-runner"
+#: The audit trail (:mod:`schemas.audit`): kept by age and size, deletes and purges refused.
+AUDIT_STREAM = "LLM_EDGE_AUDIT"
+#: The one subject of :data:`AUDIT_STREAM`: a single chain, in the stream's order.
+AUDIT_SUBJECT = "llm.audit.record"
 
 
 def line_subject(tenant: str, priority: str, batch_id: str) -> str:
@@ -86,11 +92,6 @@ def queue_of(subject: str) -> tuple[str, str, str] | None:
 def batch_consumer(tenant: str, priority: str) -> str:
     """The durable consumer of one tenant's lines of one priority."""
     return f"{BATCH_CONSUMER}-{tenant}-{priority}"
-
-
-def events_subject(batch_id: str) -> str:
-    """Where a batch's progress events are published: ``llm.batch.events.<batch_id>``."""
-    return f"{subjects.BATCH_PREFIX}.events.{batch_id}"
 
 
 def result_key(batch_id: str, custom_id: str) -> str:

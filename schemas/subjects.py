@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "ADMIN_AUDIT_REPORT",
     "ADMIN_AUTHORIZE",
     "ADMIN_BATCH_CANCEL",
     "ADMIN_CACHE_SIZE",
@@ -13,6 +14,9 @@ __all__ = [
     "ADMIN_SPEND",
     "ADMIN_STATUS",
     "ADMISSION_STATS",
+    "BATCH_EVENTS",
+    "BATCH_FILE_CONTENT",
+    "BATCH_FILE_GET",
     "BATCH_PREFIX",
     "BREAKER_ADMIN",
     "BROKER_PING",
@@ -20,15 +24,21 @@ __all__ = [
     "CACHE_PURGE",
     "CANCEL",
     "CHAT",
+    "COUNT_TOKENS",
     "DEFAULT_TENANT",
+    "EMBEDDINGS",
     "MESSAGES",
     "MODELS",
     "ONCE_JOIN_PREFIX",
     "PROVIDER_PREFIX",
     "TENANT_CHAT",
+    "TENANT_COUNT_TOKENS",
+    "TENANT_EMBEDDINGS",
     "TENANT_MESSAGES",
     "TENANT_PREFIX",
     "WORKER_QUEUE",
+    "batch_events",
+    "provider_embeddings_subject",
     "provider_subject",
     "tenant_of",
     "tenant_subject",
@@ -41,13 +51,20 @@ DEFAULT_TENANT = "default"
 CHAT = "llm.chat"
 #: The Anthropic Messages API over NATS (request/reply, same pipeline as ``llm.chat``).
 MESSAGES = "llm.messages"
-#: Tenant-bound entry points: ``llm.tenant.<tenant>.chat`` and ``llm.tenant.<tenant>.messages``.
+#: Anthropic's token counting (``POST /v1/messages/count_tokens``) over NATS (request/reply).
+COUNT_TOKENS = "llm.messages.count_tokens"
+#: OpenAI embeddings requests (request/reply; never streamed).
+EMBEDDINGS = "llm.embeddings"
+#: Tenant-bound entry points: ``llm.tenant.<tenant>.chat``, ``.messages`` (and its
+#: ``.messages.count_tokens``) and ``.embeddings``.
 #: The NATS server's permissions decide who may publish under a tenant's prefix, so the subject
 #: itself names the tenant (no API key needed); brokers honour it only when
 #: ``auth.nats_tenant_subjects`` is on.
 TENANT_PREFIX = "llm.tenant"
 TENANT_CHAT = f"{TENANT_PREFIX}.*.chat"
 TENANT_MESSAGES = f"{TENANT_PREFIX}.*.messages"
+TENANT_COUNT_TOKENS = f"{TENANT_PREFIX}.*.messages.count_tokens"
+TENANT_EMBEDDINGS = f"{TENANT_PREFIX}.*.embeddings"
 #: Brokers answer liveness probes here (the bridge's ``/ready`` asks it).
 BROKER_PING = "llm.broker.ping"
 #: The models brokers serve (OpenAI ``/v1/models`` list).
@@ -60,8 +77,17 @@ CANCEL = "llm.cancel"
 #: Circuit breaker status and overrides: every broker applies them (no queue group).
 BREAKER_ADMIN = "llm.admin.breaker"
 #: The Batch API over NATS: ``llm.batch.create|submit|get|list|cancel`` (request/reply),
-#: progress on ``llm.batch.events.<batch_id>``.
+#: progress on ``llm.batch.events.<tenant>.<batch_id>``.
 BATCH_PREFIX = "llm.batch"
+#: A batch's progress: the batch object on ``llm.batch.events.<tenant>.<batch_id>`` at every
+#: change. The tenant token lets the NATS server's permissions give each tenant's producers
+#: its own events only (``llm.batch.events.acme.>``).
+BATCH_EVENTS = f"{BATCH_PREFIX}.events"
+#: A file's object (``{id}``), for the tenant that owns it (request/reply).
+BATCH_FILE_GET = f"{BATCH_PREFIX}.file.get"
+#: A piece of a file's bytes, ``{id, offset, length}``: a caller reads a file of any size
+#: piece by piece, each piece one reply under the server's ``max_payload`` (request/reply).
+BATCH_FILE_CONTENT = f"{BATCH_PREFIX}.file.content"
 #: Admin commands (cache purge, breaker control) live under this prefix.
 ADMIN_PREFIX = "llm.admin"
 #: Every broker answers with its live state: identity, counters, deployments (breaker state,
@@ -87,6 +113,10 @@ ADMIN_CACHE_SIZE = "llm.admin.cache.size"
 #: listens (no queue group): latency, errors, load and learned rate limits, so routing and
 #: admission see the whole mesh's traffic, not one broker's.
 ADMISSION_STATS = "llm.admission.stats"
+#: The bridge reports a console request it refused (no reply expected; one broker records it
+#: in the audit trail): ``{"reason", "status", "method", "path"}``, with the caller's
+#: ``Authorization`` and ``Llm-Admin-*`` headers.
+ADMIN_AUDIT_REPORT = "llm.admin.audit.report"
 #: Brokers forward cache misses to ``llm.provider.<provider>``.
 PROVIDER_PREFIX = "llm.provider"
 #: A worker running the first attempt of an idempotent stream takes joins of later attempts on
@@ -99,15 +129,22 @@ BROKER_QUEUE = "llm-edge-brokers"
 WORKER_QUEUE = "llm-edge-workers"
 
 
+def batch_events(tenant: str, batch_id: str) -> str:
+    """Where a batch's progress events go: ``llm.batch.events.<tenant>.<batch_id>`` (``*`` for
+    either makes a subscription's wildcard)."""
+    return f"{BATCH_EVENTS}.{tenant}.{batch_id}"
+
+
 def tenant_subject(tenant: str, api: str = "chat") -> str:
-    """``llm.tenant.<tenant>.chat`` (or ``.messages``): where a tenant-bound producer publishes."""
+    """``llm.tenant.<tenant>.chat`` (or ``.messages``, ``.messages.count_tokens``,
+    ``.embeddings``): where a tenant-bound producer publishes."""
     return f"{TENANT_PREFIX}.{tenant}.{api}"
 
 
 def tenant_of(subject: str) -> str:
     """The tenant token of a tenant-bound subject (``""`` for any other subject)."""
     parts = subject.split(".")
-    return parts[2] if len(parts) == 4 and subject.startswith(TENANT_PREFIX + ".") else ""
+    return parts[2] if len(parts) >= 4 and subject.startswith(TENANT_PREFIX + ".") else ""
 
 
 def provider_subject(provider: str) -> str:
@@ -120,3 +157,16 @@ def provider_subject(provider: str) -> str:
         ``llm.provider.<provider>``.
     """
     return f"{PROVIDER_PREFIX}.{provider}"
+
+
+def provider_embeddings_subject(provider: str) -> str:
+    """Return the subject a provider's workers take embeddings calls on (only workers whose
+    adapter computes embeddings subscribe to it).
+
+    Args:
+        provider: the provider name from the configuration.
+
+    Returns:
+        ``llm.provider.<provider>.embeddings``.
+    """
+    return f"{PROVIDER_PREFIX}.{provider}.embeddings"

@@ -1,4 +1,5 @@
-"""Provider workers: one adapter per upstream API, served on ``llm.provider.<name>``.
+"""Provider workers: one adapter per upstream API, served on ``llm.provider.<name>``
+(OpenAI-shaped APIs, Anthropic, Gemini on Google AI Studio and Vertex AI, AWS Bedrock, a mock).
 
 Thin on purpose: a name below is imported from its module when first used, so a process that
 reads only the provider settings (:mod:`workers.config`) loads no adapter, HTTP client or
@@ -13,9 +14,11 @@ from edge_runtime.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from workers.anthropic import AnthropicProvider
-    from workers.base import Provider, ProviderRequest
+    from workers.base import Embedder, Provider, ProviderRequest
+    from workers.bedrock import BedrockProvider
     from workers.config import ProviderConfig, ProviderKind
     from workers.errors import ErrorKind, ProviderError, kind_for_status
+    from workers.gemini import GeminiProvider
     from workers.mock import MockProvider, mock_reply_text
     from workers.openai import OpenAIProvider, parse_retry_after
     from workers.registry import build_provider, http_client
@@ -23,7 +26,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AnthropicProvider",
+    "BedrockProvider",
+    "Embedder",
     "ErrorKind",
+    "GeminiProvider",
     "MockProvider",
     "OpenAIProvider",
     "Provider",
@@ -42,7 +48,10 @@ __all__ = [
 
 _HOMES = {
     "AnthropicProvider": "anthropic",
+    "BedrockProvider": "bedrock",
+    "Embedder": "base",
     "ErrorKind": "errors",
+    "GeminiProvider": "gemini",
     "MockProvider": "mock",
     "OpenAIProvider": "openai",
     "Provider": "base",

@@ -1,24 +1,36 @@
-"""Anthropic Messages API upstream: OpenAI-shaped requests in, OpenAI-shaped answers out."""
+"""Anthropic Messages API upstream.
+
+Two ways in. The Messages API itself (``llm.messages``, token counts): the caller's body goes
+upstream as it was sent (the model name aside; byte for byte when the names agree) with the
+caller's ``anthropic-version`` and ``anthropic-beta``, and the answer comes back as the
+upstream gave it, whole or event by event. Chat completions (``llm.chat``): translated to a
+Messages request (:mod:`workers.chat_to_messages`, a 400 naming what cannot be carried) and
+back (:mod:`workers.anthropic_translate`).
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from opentelemetry.trace import SpanKind
 
 from edge_runtime.tracing import inject, span
 from schemas import ChatCompletionChunk, headers
-from workers.anthropic_translate import (
-    StreamTranslator,
-    completion_from_anthropic,
-    to_anthropic_request,
+from schemas.codec import (
+    KNOWN_REQUEST_FIELDS,
+    Closure,
+    decode_closed_chat_request,
+    unknown_nested_field,
 )
-from workers.base import ProviderRequest
+from workers.anthropic_translate import StreamTranslator, completion_from_anthropic
+from workers.base import Event, ProviderRequest
+from workers.chat_to_messages import to_anthropic_request
 from workers.config import ProviderConfig
 from workers.errors import (
+    CannotCarry,
     ErrorKind,
     ProviderError,
     UnexpectedBody,
@@ -37,6 +49,23 @@ ANTHROPIC_VERSION = "2023-06-01"
 
 _encoder = msgspec.json.Encoder()
 _json = msgspec.json.Decoder(dict[str, Any])
+_name = msgspec.json.Decoder(str)
+
+
+class _Message(msgspec.Struct):
+    """What a whole Messages answer must be (nothing else of it is decoded)."""
+
+    type: Literal["message"]
+
+
+class _Count(msgspec.Struct):
+    """What a token count must be."""
+
+    input_tokens: int
+
+
+_message_check = msgspec.json.Decoder(_Message)
+_count_check = msgspec.json.Decoder(_Count)
 
 #: Anthropic error ``type`` -> our kind (the status decides when the type is unknown).
 _ERROR_TYPES = {
@@ -50,6 +79,17 @@ _ERROR_TYPES = {
     "overloaded_error": ErrorKind.UNAVAILABLE,
     "timeout_error": ErrorKind.TIMEOUT,
 }
+
+
+def _refuse_nested(body: bytes) -> None:
+    """Refuse a chat body's first nested field the contract does not name.
+
+    Raises:
+        CannotCarry: naming it.
+    """
+    problem = unknown_nested_field(body) or "unknown field"
+    where = problem.rpartition("at `$.")[2].rstrip("`") if "at `$." in problem else "messages"
+    raise CannotCarry(where, problem.partition(" - at ")[0])
 
 
 class AnthropicProvider:
@@ -74,6 +114,7 @@ class AnthropicProvider:
         self._proxy = proxy
         self._api_key = api_key
         self._url = f"{config.base_url}/messages"
+        self._count_url = f"{config.base_url}/messages/count_tokens"
         self._headers = {
             "content-type": "application/json",
             "anthropic-version": ANTHROPIC_VERSION,
@@ -83,27 +124,61 @@ class AnthropicProvider:
             self._headers["x-api-key"] = api_key
 
     def _body(self, request: ProviderRequest, *, stream: bool) -> bytes:
-        return _encoder.encode(
-            to_anthropic_request(request.chat, request.upstream_model, stream=stream)
-        )
+        """The Messages body for a chat request.
+
+        Raises:
+            ProviderError: ``bad_request`` naming a field the Messages API cannot carry.
+            msgspec.MsgspecError: the body is not a chat request.
+        """
+        chat, closure = decode_closed_chat_request(request.body)
+        try:
+            if closure is Closure.OPEN:  # a nested field the contract does not name
+                _refuse_nested(request.body)
+            extras = {}
+            if closure is not Closure.CLOSED:
+                extras = {k: v for k, v in request.fields.items() if k not in KNOWN_REQUEST_FIELDS}
+            model = request.upstream_model
+            body = to_anthropic_request(chat, model, stream=stream, extras=extras)
+        except CannotCarry as exc:
+            raise exc.refusal(self.name, "the Anthropic Messages API") from None
+        return _encoder.encode(body)
+
+    def _native_body(self, request: ProviderRequest) -> bytes:
+        """The caller's Messages body with the upstream model: the body itself when the names
+        agree; else its top-level fields re-joined, each the caller's raw JSON."""
+        raw = request.fields.get("model")
+        model = request.upstream_model
+        if raw is not None and _name.decode(raw) == model:
+            return request.body
+        body = dict(request.fields)
+        body["model"] = msgspec.Raw(_encoder.encode(model))
+        return _encoder.encode(body)
 
     def _request_headers(self, request: ProviderRequest) -> dict[str, str]:
         outgoing = dict(self._headers)
+        for name, given in request.upstream_headers.items():  # the caller's version and betas
+            mine = next((k for k in outgoing if k.lower() == name), None)
+            value = given
+            if mine is not None and name == headers.ANTHROPIC_BETA:
+                value = f"{outgoing.pop(mine)},{given}"  # configured betas and the caller's
+            elif mine is not None:
+                del outgoing[mine]
+            outgoing[name] = value
         if request.request_id:  # Anthropic documents no client id header: ours, for its logs
             outgoing[headers.REQUEST_ID] = request.request_id
         inject(outgoing)  # the upstream call joins the request's trace
         return outgoing
 
-    async def complete(self, request: ProviderRequest) -> bytes:
-        """POST ``/messages``; return an OpenAI ``chat.completion``."""
+    async def _post(self, url: str, body: bytes, request: ProviderRequest) -> UpstreamReply:
+        """One whole POST; an error status raised as a :class:`ProviderError`."""
         timeout = min(request.timeout_s, self._config.timeout_s)
         try:
             with span(
                 "upstream POST", kind=SpanKind.CLIENT, attributes={"llm.provider": self.name}
             ):
                 async with self._client.post(
-                    self._url,
-                    data=self._body(request, stream=False),
+                    url,
+                    data=body,
                     headers=self._request_headers(request),
                     timeout=timeout,
                     proxy=self._proxy,
@@ -113,11 +188,69 @@ class AnthropicProvider:
             raise self._error(exc) from exc
         if reply.status >= 400:
             raise self._error(reply)
+        return reply
+
+    async def complete(self, request: ProviderRequest) -> bytes:
+        """POST ``/messages``; return an OpenAI ``chat.completion``."""
+        reply = await self._post(self._url, self._body(request, stream=False), request)
         try:
             completion = completion_from_anthropic(_json.decode(reply.body), int(time.time()))
         except (msgspec.MsgspecError, ValueError, TypeError) as exc:
             raise self._error(exc) from exc
         return _encoder.encode(completion)
+
+    async def complete_messages(self, request: ProviderRequest) -> bytes:
+        """POST the caller's Messages request; return the upstream's ``message`` as it is."""
+        reply = await self._post(self._url, self._native_body(request), request)
+        try:
+            _message_check.decode(reply.body)
+        except msgspec.MsgspecError as exc:
+            raise self._error(exc) from exc
+        return reply.body
+
+    async def count_tokens(self, request: ProviderRequest) -> tuple[bytes, bool]:
+        """POST ``/messages/count_tokens``; the upstream's count as it is."""
+        reply = await self._post(self._count_url, self._native_body(request), request)
+        try:
+            _count_check.decode(reply.body)
+        except msgspec.MsgspecError as exc:
+            raise self._error(exc) from exc
+        return reply.body, True
+
+    async def stream_messages(self, request: ProviderRequest) -> AsyncIterator[Event]:
+        """POST the caller's streamed Messages request; yield every event as the upstream
+        sent it (``ping`` included), through ``message_stop``.
+
+        Raises:
+            ProviderError: an ``error`` event (its type kept), a body that is not an event
+                stream, or one that closes without ``message_stop``.
+        """
+        timeout = min(request.timeout_s, self._config.timeout_s)
+        try:
+            async with self._client.post(
+                self._url,
+                data=self._native_body(request),
+                headers=self._request_headers(request),
+                timeout=timeout,
+                proxy=self._proxy,
+            ) as response:
+                if response.status >= 400:
+                    raise self._error(await read_reply(response))
+                await expect_event_stream(response)
+                async for event in aiter_sse(response.iter_chunks()):
+                    name = event.event
+                    if name == "message":  # an event without its `event:` line: its type
+                        name = str(_json.decode(event.data).get("type") or name)
+                    if name == "error":
+                        raise self._event_error(_json.decode(event.data))
+                    yield Event(name, event.data.encode())
+                    if name == "message_stop":
+                        return
+        except (TransportError, UnexpectedBody) as exc:
+            raise self._error(exc) from exc
+        except msgspec.MsgspecError as exc:
+            raise self._error(exc) from exc
+        raise self._error(UnexpectedBody("the event stream ended without `message_stop`"))
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[ChatCompletionChunk]:
         """POST with ``stream: true``; translate each event into OpenAI chunks.
@@ -159,8 +292,13 @@ class AnthropicProvider:
         kind = _ERROR_TYPES.get(str(error.get("type")))
         if kind is None:
             kind = kind_for_status(status) if status else ErrorKind.UNAVAILABLE
+        kind_name = error.get("type")
         return ProviderError(
-            self.name, kind, self._scrub(str(error.get("message", error))), upstream_status=status
+            self.name,
+            kind,
+            self._scrub(str(error.get("message", error))),
+            upstream_status=status,
+            upstream_type=kind_name if isinstance(kind_name, str) else None,
         )
 
     def _error(self, failure: UpstreamReply | Exception) -> ProviderError:

@@ -1,7 +1,9 @@
-"""OpenAI chat-completions <-> Anthropic Messages, the provider direction.
+"""Anthropic Messages answers as chat-completions answers: the way out when a chat caller's
+model is served by Anthropic (the way in is :mod:`workers.chat_to_messages`).
 
-Requests go out as Anthropic Messages; answers and stream events come back as OpenAI
-``chat.completion`` / ``chat.completion.chunk``. Pure functions: no I/O.
+Answers and stream events come back as OpenAI ``chat.completion`` /
+``chat.completion.chunk``: text, tool calls, the stop reason, the usage, and the model's
+thinking as ``reasoning_content`` (what OpenAI-compatible servers call it). Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -13,28 +15,16 @@ from typing import Any
 from schemas import (
     ChatCompletion,
     ChatCompletionChunk,
-    ChatRequest,
     Choice,
     ChunkChoice,
     Delta,
     FunctionCall,
-    Message,
     ResponseMessage,
     ToolCall,
     Usage,
 )
 
-__all__ = [
-    "DEFAULT_MAX_TOKENS",
-    "STOP_REASONS",
-    "StreamTranslator",
-    "completion_from_anthropic",
-    "to_anthropic_request",
-]
-
-#: Anthropic requires ``max_tokens``; used when the caller sets neither max_tokens nor
-#: max_completion_tokens.
-DEFAULT_MAX_TOKENS = 4096
+__all__ = ["STOP_REASONS", "StreamTranslator", "completion_from_anthropic"]
 
 #: Anthropic ``stop_reason`` -> OpenAI ``finish_reason``.
 STOP_REASONS = {
@@ -47,122 +37,6 @@ STOP_REASONS = {
 }
 
 JSON = dict[str, Any]
-
-
-def _image_block(part: JSON) -> JSON:
-    url = str((part.get("image_url") or {}).get("url", ""))
-    if url.startswith("data:") and ";base64," in url:
-        media_type, data = url[5:].split(";base64,", 1)
-        return {
-            "type": "image",
-            "source": {"type": "base64", "media_type": media_type, "data": data},
-        }
-    return {"type": "image", "source": {"type": "url", "url": url}}
-
-
-def _blocks(content: str | list[JSON] | None) -> list[JSON]:
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}] if content else []
-    blocks = []
-    for part in content:
-        kind = part.get("type")
-        if kind == "text":
-            blocks.append({"type": "text", "text": str(part.get("text", ""))})
-        elif kind == "image_url":
-            blocks.append(_image_block(part))
-    return blocks
-
-
-def _text(content: str | list[JSON] | None) -> str:
-    if isinstance(content, str):
-        return content
-    return "\n".join(str(p.get("text", "")) for p in content or () if p.get("type") == "text")
-
-
-def _message_blocks(message: Message) -> tuple[str, list[JSON]]:
-    """The Anthropic role and content blocks of one OpenAI message."""
-    if message.role == "tool":
-        result = {
-            "type": "tool_result",
-            "tool_use_id": message.tool_call_id or "",
-            "content": _text(message.content),
-        }
-        return "user", [result]
-    if message.role == "assistant":
-        blocks = _blocks(message.content)
-        for call in message.tool_calls or ():
-            try:
-                arguments = json.loads(call.function.arguments or "{}")
-            except json.JSONDecodeError:
-                arguments = {"_raw": call.function.arguments}
-            blocks.append(
-                {"type": "tool_use", "id": call.id, "name": call.function.name, "input": arguments}
-            )
-        return "assistant", blocks
-    return "user", _blocks(message.content)
-
-
-def _tool_choice(choice: str | JSON | None, parallel: bool | None) -> JSON | None:
-    if choice is None:
-        result: JSON | None = None if parallel is not False else {"type": "auto"}
-    elif isinstance(choice, str):
-        result = {"type": {"required": "any"}.get(choice, choice)}
-    else:
-        result = {"type": "tool", "name": str((choice.get("function") or {}).get("name", ""))}
-    if result is not None and parallel is False and result["type"] != "none":
-        result["disable_parallel_tool_use"] = True
-    return result
-
-
-def to_anthropic_request(request: ChatRequest, model: str, *, stream: bool) -> JSON:
-    """The Messages API body for an OpenAI-shaped request.
-
-    System and developer messages become ``system``; consecutive same-role messages merge
-    (tool results join the user turn that follows the assistant's tool calls).
-    """
-    system: list[str] = []
-    messages: list[JSON] = []
-    for message in request.messages:
-        if message.role in {"system", "developer"}:
-            system.append(_text(message.content))
-            continue
-        role, blocks = _message_blocks(message)
-        if messages and messages[-1]["role"] == role:
-            messages[-1]["content"].extend(blocks)
-        else:
-            messages.append({"role": role, "content": blocks})
-    body: JSON = {
-        "model": model,
-        "messages": messages,
-        "max_tokens": request.max_completion_tokens or request.max_tokens or DEFAULT_MAX_TOKENS,
-    }
-    if system:
-        body["system"] = "\n\n".join(system)
-    if request.temperature is not None:
-        body["temperature"] = min(request.temperature, 1.0)  # Anthropic's range is 0..1
-    if request.top_p is not None:
-        body["top_p"] = request.top_p
-    if request.stop:
-        body["stop_sequences"] = [request.stop] if isinstance(request.stop, str) else request.stop
-    if request.tools:
-        body["tools"] = [
-            {
-                "name": t.function.name,
-                "description": t.function.description or "",
-                "input_schema": t.function.parameters or {"type": "object", "properties": {}},
-            }
-            for t in request.tools
-        ]
-    tool_choice = _tool_choice(request.tool_choice, request.parallel_tool_calls)
-    if tool_choice is not None and request.tools:
-        body["tool_choice"] = tool_choice
-    if request.user:
-        body["metadata"] = {"user_id": request.user}
-    if stream:
-        body["stream"] = True
-    return body
 
 
 def _usage(raw: JSON | None, prompt_tokens: int = 0) -> Usage:
@@ -181,9 +55,12 @@ def _usage(raw: JSON | None, prompt_tokens: int = 0) -> Usage:
 def completion_from_anthropic(body: JSON, created: int) -> ChatCompletion:
     """An OpenAI ``chat.completion`` from a Messages API response."""
     texts: list[str] = []
+    thinking: list[str] = []
     calls: list[ToolCall] = []
     for block in body.get("content") or ():
-        if block.get("type") == "text":
+        if block.get("type") == "thinking":
+            thinking.append(str(block.get("thinking", "")))
+        elif block.get("type") == "text":
             texts.append(str(block.get("text", "")))
         elif block.get("type") == "tool_use":
             arguments = json.dumps(block.get("input") or {}, separators=(",", ":"))
@@ -197,6 +74,7 @@ def completion_from_anthropic(body: JSON, created: int) -> ChatCompletion:
         role="assistant",
         content="".join(texts) if texts or not calls else None,
         tool_calls=calls or None,
+        reasoning_content="".join(thinking) or None,
     )
     finish = STOP_REASONS.get(str(body.get("stop_reason")), "stop")
     return ChatCompletion(
@@ -267,4 +145,6 @@ class StreamTranslator:
             index = self._tool_index.get(int(event.get("index", 0)), 0)
             call = {"index": index, "function": {"arguments": str(delta.get("partial_json", ""))}}
             return [self._chunk(Delta(tool_calls=[call]))]
-        return []  # thinking and signature deltas have no OpenAI counterpart
+        if delta.get("type") == "thinking_delta":
+            return [self._chunk(Delta(reasoning_content=str(delta.get("thinking", ""))))]
+        return []  # a signature has no OpenAI counterpart

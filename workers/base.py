@@ -1,21 +1,54 @@
-"""The ``Provider`` protocol every adapter implements, and the call it receives."""
+"""The ``Provider`` protocol every adapter implements, the call it receives, the
+``MessagesProvider`` protocol of adapters that speak the Anthropic Messages API natively, and
+the ``Embedder`` protocol of those that also compute embeddings."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import msgspec
 
 from schemas import ChatCompletionChunk, ChatRequest, decode_chat_request
+from schemas.anthropic import MessagesRequest, decode_messages_request
+from schemas.api import Api
 from schemas.codec import decode_json
 
-__all__ = ["Provider", "ProviderRequest"]
+__all__ = [
+    "Embedder",
+    "Event",
+    "MessagesProvider",
+    "Provider",
+    "ProviderRequest",
+    "Relayed",
+    "Streamed",
+]
+
+
+class Relayed(NamedTuple):
+    """A streamed chunk as the upstream sent it (``data``, relayed unchanged: fields our
+    contract does not name included) and what it says (``chunk``)."""
+
+    chunk: ChatCompletionChunk
+    data: bytes
+
+
+#: What a chat stream yields: a chunk of our own, or one relayed as the upstream sent it.
+Streamed = ChatCompletionChunk | Relayed
+
+
+class Event(NamedTuple):
+    """One Anthropic stream event: its name and its data, as JSON bytes."""
+
+    name: str
+    data: bytes
 
 
 _fields_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _stream_decoder = msgspec.json.Decoder(bool | None)
 _model_decoder = msgspec.json.Decoder(str)
+#: The APIs whose calls are always answered whole.
+_WHOLE_APIS = frozenset({Api.COUNT_TOKENS, Api.EMBEDDINGS})
 
 
 class ProviderRequest:
@@ -30,9 +63,22 @@ class ProviderRequest:
         body: the request exactly as the caller sent it (unknown fields included).
         timeout_s: time left before the caller's deadline.
         request_id: correlation id, forwarded upstream where the provider accepts one.
+        api: what the body speaks (chat completions, Anthropic Messages, a token count,
+            embeddings).
+        upstream_headers: the caller's headers for the upstream (``anthropic-beta`` ...).
     """
 
-    __slots__ = ("_chat", "_fields", "_upstream_model", "body", "request_id", "timeout_s")
+    __slots__ = (
+        "_chat",
+        "_fields",
+        "_messages",
+        "_upstream_model",
+        "api",
+        "body",
+        "request_id",
+        "timeout_s",
+        "upstream_headers",
+    )
 
     def __init__(
         self,
@@ -41,13 +87,19 @@ class ProviderRequest:
         upstream_model: str = "",
         timeout_s: float = 60.0,
         request_id: str = "",
+        *,
+        api: Api = Api.CHAT,
+        upstream_headers: dict[str, str] | None = None,
     ) -> None:
         self.body = body
         self._chat = chat
+        self._messages: MessagesRequest | None = None
         self._fields: dict[str, msgspec.Raw] | None = None
         self._upstream_model = upstream_model
         self.timeout_s = timeout_s
         self.request_id = request_id
+        self.api = api
+        self.upstream_headers = upstream_headers or {}
 
     @property
     def chat(self) -> ChatRequest:
@@ -59,6 +111,18 @@ class ProviderRequest:
         if self._chat is None:
             self._chat = decode_chat_request(self.body)
         return self._chat
+
+    @property
+    def messages(self) -> MessagesRequest:
+        """The request of the Messages API (or of a token count), decoded and validated.
+
+        Raises:
+            msgspec.MsgspecError: the body is not a valid Messages request.
+        """
+        if self._messages is None:
+            count = self.api is Api.COUNT_TOKENS
+            self._messages = decode_messages_request(self.body, count=count)[0]
+        return self._messages
 
     @property
     def fields(self) -> dict[str, msgspec.Raw]:
@@ -78,6 +142,8 @@ class ProviderRequest:
         Raises:
             msgspec.MsgspecError: the body or its ``stream`` field is malformed.
         """
+        if self.api in _WHOLE_APIS:
+            return False
         if self._chat is not None:
             return bool(self._chat.stream)
         raw = self.fields.get("stream")
@@ -114,11 +180,47 @@ class Provider(Protocol):
         """Run a whole (non-streamed) completion; return ``chat.completion`` JSON bytes."""
         ...
 
-    def stream(self, request: ProviderRequest) -> AsyncIterator[ChatCompletionChunk]:
-        """Stream a completion as OpenAI-shaped chunks, ending with a usage-only chunk
-        (``choices == []``) when the upstream reports usage."""
+    def stream(self, request: ProviderRequest) -> AsyncIterator[Streamed]:
+        """Stream a completion as OpenAI-shaped chunks (or chunks :class:`Relayed` as the
+        upstream sent them), ending with a usage-only chunk (``choices == []``) when the
+        upstream reports usage."""
         ...
 
     async def aclose(self) -> None:
         """Release pooled connections."""
+        ...
+
+
+@runtime_checkable
+class MessagesProvider(Protocol):
+    """The Anthropic Messages API (whole, streamed, token counts), spoken natively by an
+    adapter whose upstream speaks it, or by translation (``workers.messages``)."""
+
+    async def complete_messages(self, request: ProviderRequest) -> bytes:
+        """Run a whole request; return the Anthropic ``message`` JSON bytes."""
+        ...
+
+    def stream_messages(self, request: ProviderRequest) -> AsyncIterator[Event]:
+        """Stream a request as Anthropic events, ``message_start`` to ``message_stop``."""
+        ...
+
+    async def count_tokens(self, request: ProviderRequest) -> tuple[bytes, bool]:
+        """The token count (``{"input_tokens": n}`` JSON bytes), and whether the upstream
+        counted it (``False``: an estimate)."""
+        ...
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """An upstream that computes embeddings (OpenAI's ``POST /embeddings``); its workers also
+    take calls on ``llm.provider.<name>.embeddings``.
+
+    Implementations raise :class:`workers.errors.ProviderError` for every failure, as
+    :class:`Provider` does.
+    """
+
+    async def embed(self, request: ProviderRequest) -> bytes:
+        """Embed the request's inputs; return the upstream's embeddings list as JSON bytes,
+        one vector per input in input order (OpenAI's ``{"object": "list", "data", "model",
+        "usage"}``)."""
         ...

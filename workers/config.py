@@ -5,11 +5,19 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from edge_runtime.tables import check_keys, field_names
+from schemas.embeddings import MAX_DIMENSIONS
 
-__all__ = ["DEFAULT_TIMEOUT_S", "ProviderConfig", "ProviderKind"]
+__all__ = [
+    "DEFAULT_EMBEDDING_DIMENSIONS",
+    "DEFAULT_TIMEOUT_S",
+    "GOOGLE_CREDENTIALS_ENV",
+    "ProviderConfig",
+    "ProviderKind",
+]
 
 #: The longest an upstream call may take when the request's own budget is longer: the
 #: official SDKs' (600 s; minutes to a reasoning model's first token are normal).
@@ -25,12 +33,30 @@ class ProviderKind(enum.StrEnum):
     OPENAI_COMPATIBLE = "openai_compatible"
     AZURE = "azure"
     ANTHROPIC = "anthropic"
+    GEMINI = "gemini"
+    VERTEX = "vertex"
+    BEDROCK = "bedrock"
 
 
 _DEFAULT_BASE_URLS = {
     ProviderKind.OPENAI: "https://api.openai.com/v1",
     ProviderKind.ANTHROPIC: "https://api.anthropic.com/v1",
+    ProviderKind.GEMINI: "https://generativelanguage.googleapis.com/v1beta",
 }
+#: The mock's vector dimensions when a request names none (``text-embedding-3-small``'s).
+DEFAULT_EMBEDDING_DIMENSIONS = 1536
+#: Vertex AI's region when the provider names none.
+DEFAULT_VERTEX_REGION = "us-central1"
+#: The environment variable naming a Google service-account key file (Google's own name).
+GOOGLE_CREDENTIALS_ENV = "GOOGLE_APPLICATION_CREDENTIALS"
+#: What makes the AWS credential chain worth trying without a look at the files it reads.
+_AWS_CHAIN_ENV = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_PROFILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+)
 #: A GA Azure OpenAI data-plane API version; override per provider with ``api_version``.
 DEFAULT_AZURE_API_VERSION = "2024-10-21"
 
@@ -50,6 +76,14 @@ class ProviderConfig:
         latency_ms: mock only: simulated latency.
         chunk_delay_ms: mock only: simulated delay between streamed chunks.
         api_version: Azure OpenAI only: the ``api-version`` query parameter.
+        embedding_dimensions: mock only: a vector's dimensions when the request names none.
+        region: Vertex AI's region (``us-central1``, ``global``) or Bedrock's AWS region
+            (default: ``AWS_REGION``, ``AWS_DEFAULT_REGION``, then the profile's).
+        project: Vertex AI only: the Google Cloud project (default: the key file's).
+        credentials_file: Vertex AI only: a service-account key file (default: the file
+            ``GOOGLE_APPLICATION_CREDENTIALS`` names).
+        profile: Bedrock only: the AWS profile of the shared config and credentials files
+            (default: ``AWS_PROFILE``, else the usual chain).
     """
 
     name: str
@@ -62,6 +96,11 @@ class ProviderConfig:
     latency_ms: float = 0.0
     chunk_delay_ms: float = 0.0
     api_version: str = DEFAULT_AZURE_API_VERSION
+    embedding_dimensions: int = DEFAULT_EMBEDDING_DIMENSIONS
+    region: str = ""
+    project: str = ""
+    credentials_file: str = ""
+    profile: str = ""
 
     @classmethod
     def from_mapping(cls, name: str, raw: Mapping[str, Any]) -> ProviderConfig:
@@ -88,15 +127,45 @@ class ProviderConfig:
             latency_ms=float(raw.get("latency_ms", 0.0)),
             chunk_delay_ms=float(raw.get("chunk_delay_ms", 0.0)),
             api_version=str(raw.get("api_version", DEFAULT_AZURE_API_VERSION)),
+            embedding_dimensions=int(raw.get("embedding_dimensions", DEFAULT_EMBEDDING_DIMENSIONS)),
+            region=str(
+                raw.get("region", DEFAULT_VERTEX_REGION if kind is ProviderKind.VERTEX else "")
+            ),
+            project=str(raw.get("project", "")),
+            credentials_file=str(raw.get("credentials_file", "")),
+            profile=str(raw.get("profile", "")),
         )
         if config.timeout_s <= 0 or config.max_concurrency < 1 or config.latency_ms < 0:
             raise ValueError(
                 f"providers.{name}: timeout_s, max_concurrency, latency_ms out of range"
             )
+        if not 1 <= config.embedding_dimensions <= MAX_DIMENSIONS:
+            raise ValueError(
+                f"providers.{name}: embedding_dimensions must be from 1 to {MAX_DIMENSIONS}"
+            )
         return config
 
     def has_credentials(self, environ: Mapping[str, str]) -> bool:
-        """Whether this provider can serve: keyless kinds always can, others need their key."""
+        """Whether this provider can serve: keyless kinds always can, others need their key.
+
+        Vertex AI needs a service-account key file; Bedrock needs something the AWS chain
+        reads (its variables, a profile, or a shared credentials or config file).
+        """
+        if self.kind is ProviderKind.VERTEX:
+            return bool(self.credentials_file or environ.get(GOOGLE_CREDENTIALS_ENV))
+        if self.kind is ProviderKind.BEDROCK:
+            return bool(self.profile) or _aws_chain_configured(environ)
         if self.kind is ProviderKind.MOCK or self.api_key_env is None:
             return True
         return bool(environ.get(self.api_key_env))
+
+
+def _aws_chain_configured(environ: Mapping[str, str]) -> bool:
+    if any(environ.get(name) for name in _AWS_CHAIN_ENV):
+        return True
+    home = environ.get("HOME", "")
+    files = (
+        environ.get("AWS_SHARED_CREDENTIALS_FILE") or (f"{home}/.aws/credentials" if home else ""),
+        environ.get("AWS_CONFIG_FILE") or (f"{home}/.aws/config" if home else ""),
+    )
+    return any(path and Path(path).is_file() for path in files)

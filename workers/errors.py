@@ -14,6 +14,7 @@ import enum
 from workers.h1.errors import TransportError, TransportTimeout
 
 __all__ = [
+    "CannotCarry",
     "ErrorKind",
     "ProviderError",
     "ReplyTooLarge",
@@ -83,6 +84,8 @@ class ProviderError(Exception):
         upstream_status: the upstream HTTP status, if there was a response.
         message: the provider's message (never containing our credentials).
         retry_after: seconds the provider asked us to wait, if it said.
+        upstream_type: the provider's own name for the error (Anthropic's
+            ``overloaded_error`` ...), passed on to callers of the same API.
     """
 
     def __init__(
@@ -93,12 +96,14 @@ class ProviderError(Exception):
         *,
         upstream_status: int | None = None,
         retry_after: float | None = None,
+        upstream_type: str | None = None,
     ) -> None:
         self.provider = provider
         self.kind = kind
         self.message = message
         self.upstream_status = upstream_status
         self.retry_after = retry_after
+        self.upstream_type = upstream_type
         where = f" (HTTP {upstream_status})" if upstream_status else ""
         super().__init__(f"{provider}: {kind.value}{where}: {message}")
 
@@ -127,6 +132,26 @@ class ReplyTooLarge(Exception):
     def __init__(self, size: int) -> None:
         self.size = size
         super().__init__(f"the provider's answer ({size} bytes) is over the NATS max_payload")
+
+
+class CannotCarry(ValueError):
+    """A request field the API it is translated to has no counterpart for (a translation
+    never drops one in silence); the adapter answers it with a 400 naming the field.
+
+    Attributes:
+        field: where it is (``messages[1].content[0].type``, ``thinking`` ...).
+    """
+
+    def __init__(self, field: str, why: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {why}")
+
+    def refusal(self, provider: str, api: str) -> ProviderError:
+        """The 400 for it, naming the field and why the deployment cannot take it."""
+        message = (
+            f"{self}: provider `{provider}` serves this model through {api}, which cannot carry it"
+        )
+        return ProviderError(provider, ErrorKind.BAD_REQUEST, message)
 
 
 class UnexpectedBody(Exception):

@@ -1,6 +1,10 @@
-"""The mock provider: deterministic replies derived from the prompt, with simulated latency.
+"""The mock provider: deterministic replies derived from the prompt, with simulated latency,
+and deterministic unit vectors for embeddings (:mod:`workers.mock_vectors`).
 
-It serves whenever no provider key is configured, and in tests and benchmarks.
+It serves whenever no provider key is configured, and in tests and benchmarks. It speaks the
+Messages API too, reading only the texts of a request (as it does of a chat request): a fake
+has nothing to refuse, so thinking, server tools and betas meant for the real model it
+stands in for do not make it fail.
 """
 
 from __future__ import annotations
@@ -20,15 +24,36 @@ from schemas import (
     Choice,
     ChunkChoice,
     Delta,
+    Message,
     ResponseMessage,
     Usage,
 )
-from workers.base import ProviderRequest
+from schemas.anthropic import MessagesRequest
+from schemas.embeddings import decode_embeddings_request
+from workers.base import Event, ProviderRequest
+from workers.config import DEFAULT_EMBEDDING_DIMENSIONS
+from workers.messages_from_chat import EventWriter, message_from_completion
+from workers.messages_to_chat import estimate_tokens
+from workers.mock_vectors import embedding_answer
 
 __all__ = ["MockProvider", "mock_reply_text"]
 
 _encoder = msgspec.json.Encoder()
+_completion = msgspec.json.Decoder(ChatCompletion)
 _WORDS = re.compile(r"\S+\s*|\s+")
+
+
+def _texts_only(request: MessagesRequest) -> ChatRequest:
+    """The texts of a Messages request as a chat request: all the mock reads of it."""
+
+    def texts(content: str | list[dict[str, object]] | None) -> str:
+        if isinstance(content, str):
+            return content
+        return "\n".join(str(b.get("text", "")) for b in content or () if b.get("type") == "text")
+
+    messages = [Message(role="system", content=texts(request.system))] if request.system else []
+    messages += [Message(role=t.role, content=texts(t.content)) for t in request.messages]
+    return ChatRequest(model=request.model, messages=messages)
 
 
 def _text_of(request: ChatRequest) -> str:
@@ -68,14 +93,21 @@ class MockProvider:
         name: provider name.
         latency_s: simulated upstream latency per call (before the first chunk when streaming).
         chunk_delay_s: simulated delay between streamed chunks.
+        embedding_dimensions: a vector's dimensions when the request names none.
     """
 
     def __init__(
-        self, name: str = "mock", *, latency_s: float = 0.0, chunk_delay_s: float = 0.0
+        self,
+        name: str = "mock",
+        *,
+        latency_s: float = 0.0,
+        chunk_delay_s: float = 0.0,
+        embedding_dimensions: int = DEFAULT_EMBEDDING_DIMENSIONS,
     ) -> None:
         self.name = name
         self.latency_s = latency_s
         self.chunk_delay_s = chunk_delay_s
+        self.embedding_dimensions = embedding_dimensions
 
     async def complete(self, request: ProviderRequest) -> bytes:
         """Answer after the simulated latency."""
@@ -129,6 +161,48 @@ class MockProvider:
         completion_tokens = _count_tokens(text)
         usage = Usage(prompt_tokens, completion_tokens, prompt_tokens + completion_tokens)
         yield ChatCompletionChunk(ident, created, request.upstream_model, [], usage=usage)
+
+    async def embed(self, request: ProviderRequest) -> bytes:
+        """One unit vector per input after the simulated latency: the same input always gets
+        the same vector (see :mod:`workers.mock_vectors`).
+
+        Raises:
+            msgspec.ValidationError: the body is not a valid embeddings request.
+        """
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        body, inputs, _ = decode_embeddings_request(request.body)
+        return embedding_answer(
+            inputs,
+            request.upstream_model,
+            dimensions=body.dimensions or self.embedding_dimensions,
+            encoding_format=body.format,
+        )
+
+    def _chat(self, request: ProviderRequest, *, stream: bool) -> ProviderRequest:
+        chat = _texts_only(request.messages)
+        chat.stream = stream
+        return ProviderRequest(
+            b"", chat, request.upstream_model, request.timeout_s, request.request_id
+        )
+
+    async def complete_messages(self, request: ProviderRequest) -> bytes:
+        """The same answer as a ``message``."""
+        completion = _completion.decode(await self.complete(self._chat(request, stream=False)))
+        return _encoder.encode(message_from_completion(completion, request.upstream_model))
+
+    async def stream_messages(self, request: ProviderRequest) -> AsyncIterator[Event]:
+        """The same stream as Anthropic events."""
+        writer = EventWriter(request.upstream_model)
+        async for chunk in self.stream(self._chat(request, stream=True)):
+            for name, data in writer.chunk(chunk):
+                yield Event(name, _encoder.encode(data))
+        for name, data in writer.finish():
+            yield Event(name, _encoder.encode(data))
+
+    async def count_tokens(self, request: ProviderRequest) -> tuple[bytes, bool]:
+        """An estimate, as for any provider without a counting endpoint."""
+        return _encoder.encode({"input_tokens": estimate_tokens(request.messages)}), False
 
     async def aclose(self) -> None:
         """Nothing to release."""

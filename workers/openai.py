@@ -2,12 +2,13 @@
 
 One adapter serves them all: they differ only in URL, key header and extra headers. Azure
 addresses a deployment by URL (``/openai/deployments/<deployment>/...?api-version=``) and takes
-the key in an ``api-key`` header; the deployment name is the configured upstream model.
+the key in an ``api-key`` header; the deployment name is the configured upstream model. Chat
+completions go to ``/chat/completions``, embeddings to ``/embeddings``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -15,7 +16,8 @@ from opentelemetry.trace import SpanKind
 
 from edge_runtime.tracing import inject, span
 from schemas import ChatCompletion, ChatCompletionChunk
-from workers.base import ProviderRequest
+from schemas.embeddings import count_inputs, decode_embedding_list
+from workers.base import ProviderRequest, Relayed
 from workers.config import ProviderConfig, ProviderKind
 from workers.errors import (
     ErrorKind,
@@ -85,13 +87,13 @@ class OpenAIProvider:
             else:
                 self._headers["authorization"] = f"Bearer {api_key}"
 
-    def _url(self, model: str) -> str:
+    def _url(self, model: str, operation: str = "chat/completions") -> str:
         if self._azure:
             return (
-                f"{self._config.base_url}/openai/deployments/{model}/chat/completions"
+                f"{self._config.base_url}/openai/deployments/{model}/{operation}"
                 f"?api-version={self._config.api_version}"
             )
-        return f"{self._config.base_url}/chat/completions"
+        return f"{self._config.base_url}/{operation}"
 
     def _payload(self, request: ProviderRequest, *, stream: bool) -> bytes:
         """The caller's body with the upstream model, unknown fields kept.
@@ -119,13 +121,37 @@ class OpenAIProvider:
 
     async def complete(self, request: ProviderRequest) -> bytes:
         """POST ``/chat/completions``; return the upstream ``chat.completion`` bytes."""
+        return await self._post(request, "chat/completions", _completion_decoder.decode)
+
+    async def embed(self, request: ProviderRequest) -> bytes:
+        """POST ``/embeddings``; return the upstream's embeddings list bytes (its vectors as
+        it wrote them: floats, or base64 when the caller asked for it).
+
+        Raises:
+            ProviderError: as for :meth:`complete`; ``invalid_response`` for an answer that
+                is not one vector per input.
+            msgspec.ValidationError: the body has no valid ``input``.
+        """
+        inputs = count_inputs(request.fields.get("input"))
+        return await self._post(
+            request, "embeddings", lambda body: decode_embedding_list(body, inputs)
+        )
+
+    async def _post(
+        self, request: ProviderRequest, operation: str, check: Callable[[bytes], object]
+    ) -> bytes:
+        """One whole call: the answer's bytes once ``check`` accepts them.
+
+        Raises:
+            ProviderError: the call failed, or its answer is not what ``check`` reads.
+        """
         timeout = min(request.timeout_s, self._config.timeout_s)
         try:
             with span(
                 "upstream POST", kind=SpanKind.CLIENT, attributes={"llm.provider": self.name}
             ):
                 async with self._client.post(
-                    self._url(request.upstream_model),
+                    self._url(request.upstream_model, operation),
                     data=self._payload(request, stream=False),
                     headers=self._request_headers(request),
                     timeout=timeout,
@@ -137,13 +163,15 @@ class OpenAIProvider:
         if reply.status >= 400:
             raise self._error(reply)
         try:
-            _completion_decoder.decode(reply.body)
+            check(reply.body)
         except msgspec.MsgspecError as exc:
             raise self._error(exc) from exc
         return reply.body
 
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[ChatCompletionChunk]:
-        """POST with ``stream: true``; yield each SSE ``data:`` chunk until ``[DONE]``.
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[Relayed]:
+        """POST with ``stream: true``; yield each SSE ``data:`` chunk until ``[DONE]``, as the
+        upstream sent it (a compatible server's own delta fields, such as
+        ``reasoning_content``, reach the caller).
 
         Leaving the iteration early (a cancelled request) closes the upstream connection.
 
@@ -166,7 +194,7 @@ class OpenAIProvider:
                 async for event in aiter_sse(response.iter_chunks()):
                     if event.data == "[DONE]":
                         return
-                    yield self._chunk(event.data)
+                    yield Relayed(self._chunk(event.data), event.data.encode())
         except (TransportError, UnexpectedBody) as exc:
             raise self._error(exc) from exc
         # closed cleanly but cut short: the answer so far may be partial

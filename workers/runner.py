@@ -1,7 +1,14 @@
-"""Serves one provider on NATS: consumes ``llm.provider.<name>`` in the workers' queue group.
+"""Serves one provider on NATS: consumes ``llm.provider.<name>`` in the workers' queue group
+(and ``llm.provider.<name>.embeddings`` when its adapter computes embeddings).
 
-Whole requests get one reply. Streaming requests get a sequence of messages on the reply
-subject: ``Llm-Stream: chunk`` (a ``chat.completion.chunk``), then ``end`` (a
+A request speaks the API its caller spoke (``Llm-Api``): chat completions (the provider's own
+calls), or the Anthropic Messages API and its token counts (natively, or translated by
+:mod:`workers.messages`); its answer, and its errors, are in that API's shapes. A call on the
+embeddings subject is an OpenAI embeddings request, whatever its headers say.
+
+Whole requests get one reply, and so does every embeddings call. Streaming requests get a
+sequence of messages on the reply subject: ``Llm-Stream: chunk`` (a ``chat.completion.chunk``
+as the upstream sent it, or an Anthropic event named by ``Llm-Event``), then ``end`` (a
 :class:`schemas.StreamEnd`) or ``error`` (an error envelope); each carries ``Llm-Seq``.
 A request id published on ``llm.cancel`` with the call's reply subject as its reply (what the
 broker does when its caller leaves) cancels that call here, closing the upstream call; a
@@ -48,12 +55,13 @@ from edge_runtime.process import (
 )
 from edge_runtime.tracing import span
 from schemas import StreamEnd, error_body, headers, subjects
-from workers.base import Provider, ProviderRequest
-from workers.errors import ProviderError, ReplyTooLarge
+from schemas.api import Api
+from workers.base import Embedder, Provider, ProviderRequest
+from workers.calls import ApiCalls, failure
+from workers.errors import ReplyTooLarge
 from workers.fanout import Fanout
 from workers.metrics import upstream_call
 from workers.once import FULL, JOINED, MAX_STREAM_LOG_BYTES, Answer, OnceClaims, StreamCall
-from workers.split import split_chunk
 from workers.upstream_http import noted_limits
 
 __all__ = ["DEFAULT_WORKER_TIMEOUT_S", "WorkerService", "serve_worker", "timeout_from"]
@@ -91,24 +99,6 @@ def timeout_from(hdrs: dict[str, str] | None, default: float) -> float:
     return default
 
 
-def failure(exc: BaseException, provider: str, timeout: float) -> tuple[int, bytes, dict[str, str]]:
-    """Status, envelope and headers for a failed call (the worker's one error mapping)."""
-    if isinstance(exc, ProviderError):
-        extra = {headers.RETRYABLE: "1"} if exc.retryable else {}
-        if exc.retry_after is not None:
-            extra[headers.RETRY_AFTER] = f"{exc.retry_after:g}"
-        return exc.status, error_body(exc.status, exc.kind.value, exc.message), extra
-    if isinstance(exc, ReplyTooLarge):  # the same answer would be as large anywhere: final
-        return 502, error_body(502, exc.code, str(exc)), {}
-    if isinstance(exc, TimeoutError):
-        message = f"{provider} did not answer within {timeout:.1f}s"
-        return 504, error_body(504, "deadline_exceeded", message), {headers.RETRYABLE: "1"}
-    if isinstance(exc, msgspec.MsgspecError):
-        return 400, error_body(400, "invalid_request", str(exc)), {}
-    log.error("provider %s failed unexpectedly", provider, exc_info=exc)
-    return 500, error_body(500, "internal_error", "provider worker failed"), {}
-
-
 class WorkerService:
     """Runs a provider's calls concurrently, one task per request.
 
@@ -126,6 +116,10 @@ class WorkerService:
         #: (reply subject, request id) -> what a cancel of it does
         self._running: dict[tuple[str, str], Callable[[], object]] = {}
         self.subject = subjects.provider_subject(provider.name)
+        #: Where embeddings calls arrive, when the adapter computes embeddings.
+        self.embeddings_subject: str | None = None
+        if isinstance(provider, Embedder):
+            self.embeddings_subject = subjects.provider_embeddings_subject(provider.name)
         self._micro: Service | None = None
         #: reply subject -> (keepalive interval, when the last message went there)
         self._alive: dict[str, tuple[float, float]] = {}
@@ -134,30 +128,37 @@ class WorkerService:
         self.errors = 0
         self._ticker: asyncio.Task[None] | None = None
         self._once = OnceClaims(nc, provider.name)
+        self._calls = ApiCalls(provider)
 
     @property
     def subscriptions(self) -> tuple[Subscription, ...]:
-        """The provider's queue subscription and ``llm.cancel``."""
+        """The provider's queue subscriptions and ``llm.cancel``."""
         return tuple(self._subs)
 
     async def start(self) -> None:
         """Subscribe in the workers' queue group, and to cancellations."""
         await self._once.bind()  # before the first call, so none waits for the lookup
+        served: dict[str, Callable[[Msg], Awaitable[None]]] = {self.subject: self._on_msg}
+        if self.embeddings_subject is not None:
+            served[self.embeddings_subject] = self._on_embeddings
         self._subs = [
-            await self._nc.subscribe(
-                self.subject,
-                queue=subjects.WORKER_QUEUE,
-                cb=self._on_msg,
-                pending_msgs_limit=PENDING_MSGS_LIMIT,
-                pending_bytes_limit=PENDING_BYTES_LIMIT,
-            ),
+            *[
+                await self._nc.subscribe(
+                    subject,
+                    queue=subjects.WORKER_QUEUE,
+                    cb=cb,
+                    pending_msgs_limit=PENDING_MSGS_LIMIT,
+                    pending_bytes_limit=PENDING_BYTES_LIMIT,
+                )
+                for subject, cb in served.items()
+            ],
             await self._nc.subscribe(subjects.CANCEL, cb=self._on_cancel),
         ]
         self._ticker = asyncio.create_task(self._keepalives(), name="keepalives")
         self._micro = await register(
             self._nc,
             f"worker-{self._provider.name}",
-            [self.subject],
+            list(served),
             lambda: {
                 "in_flight": len(self._inflight),
                 "provider": self._provider.name,
@@ -199,6 +200,9 @@ class WorkerService:
     async def _on_msg(self, msg: Msg) -> None:
         await self._inflight.spawn(self._handle(msg))
 
+    async def _on_embeddings(self, msg: Msg) -> None:
+        await self._inflight.spawn(self._handle(msg, Api.EMBEDDINGS))
+
     def _track(
         self, reply: str, request_id: str, every: float | None, cancel: Callable[[], object]
     ) -> None:
@@ -216,7 +220,8 @@ class WorkerService:
         self._running.pop((reply, request_id), None)
         self._alive.pop(reply, None)
 
-    async def _handle(self, msg: Msg) -> None:
+    async def _handle(self, msg: Msg, api: Api | None = None) -> None:
+        """Answer one call in the API ``Llm-Api`` names, or ``api`` when its subject said."""
         if not msg.reply:
             return
         hdrs = msg.headers or {}
@@ -226,19 +231,25 @@ class WorkerService:
         cancel: Callable[[], object] = task.cancel if task is not None else lambda: None
         self._track(msg.reply, request_id, _keepalive_s(hdrs), cancel)
         with span(f"llm.provider.{self._provider.name}", parent=hdrs, kind=SpanKind.CONSUMER):
+            api = api or _api(hdrs)
             try:
+                if api is None:
+                    raise _unknown_api(hdrs)
                 request = ProviderRequest(
                     body=msg.data,
                     upstream_model=hdrs.get(headers.UPSTREAM_MODEL, ""),
                     timeout_s=timeout,
                     request_id=request_id,
+                    api=api,
+                    upstream_headers={n: hdrs[n] for n in headers.UPSTREAM_HEADERS if n in hdrs},
                 )
                 if request.stream:
                     await self._stream(msg.reply, request, hdrs)
                 else:
                     await self._whole(msg.reply, request, hdrs.get(headers.ONCE_KEY))
             except msgspec.MsgspecError as exc:
-                await self._reply(msg.reply, *failure(exc, self._provider.name, timeout))
+                answer = failure(exc, self._provider.name, timeout, api or Api.CHAT)
+                await self._reply(msg.reply, *answer)
             except asyncio.CancelledError:
                 pass  # cancelled by llm.cancel: the caller is gone, nobody to answer
             finally:
@@ -277,13 +288,15 @@ class WorkerService:
             try:
                 with upstream_call(self._provider.name):  # outside the timeout: sees TimeoutError
                     async with asyncio.timeout(request.timeout_s):
-                        body = await self._provider.complete(request)
+                        body, extra = await self._calls.whole(request)
             except Exception as exc:
                 self._count(failed=True)
-                status, envelope, extra = failure(exc, self._provider.name, request.timeout_s)
-                return status, envelope, {**limits, **extra}
+                status, envelope, failed = failure(
+                    exc, self._provider.name, request.timeout_s, request.api
+                )
+                return status, envelope, {**limits, **failed}
         self._count(failed=False)
-        return 200, body, limits
+        return 200, body, {**limits, **extra}
 
     def _count(self, *, failed: bool) -> None:
         self.answered += 1
@@ -347,21 +360,13 @@ class WorkerService:
         try:
             with upstream_call(self._provider.name):  # outside the timeout: it sees TimeoutError
                 async with asyncio.timeout(request.timeout_s):
-                    async for chunk in self._provider.stream(request):
-                        if chunk.usage is not None:
-                            end.usage = chunk.usage
-                        for choice in chunk.choices:
-                            end.finish_reason = choice.finish_reason or end.finish_reason
-                        for piece in split_chunk(chunk):  # one huge event: several messages
-                            await send(
-                                200,
-                                _encoder.encode(piece),
-                                {headers.STREAM: "chunk", headers.SEQ: str(seq)},
-                            )
-                            seq += 1
+                    async for body, extra in self._calls.pieces(request, end):
+                        extra.update({headers.STREAM: "chunk", headers.SEQ: str(seq)})
+                        await send(200, body, extra)
+                        seq += 1
         except Exception as exc:
             self._count(failed=True)
-            status, body, extra = failure(exc, self._provider.name, request.timeout_s)
+            status, body, extra = failure(exc, self._provider.name, request.timeout_s, request.api)
             extra = {**limits, **extra, headers.STREAM: "error", headers.SEQ: str(seq)}
             await send(status, body, extra)
             return status
@@ -369,6 +374,24 @@ class WorkerService:
         last = {**limits, headers.STREAM: "end", headers.SEQ: str(seq)}
         await send(200, _encoder.encode(end), last)
         return 200
+
+
+def _api(hdrs: dict[str, str]) -> Api | None:
+    """The API a request on the provider's own subject speaks (``None``: one this worker does
+    not know there; embeddings come on their own subject)."""
+    try:
+        api = Api(hdrs.get(headers.API, Api.CHAT))
+    except ValueError:
+        return None
+    return None if api is Api.EMBEDDINGS else api
+
+
+def _unknown_api(hdrs: dict[str, str]) -> msgspec.ValidationError:
+    given = hdrs.get(headers.API)
+    if given == Api.EMBEDDINGS:
+        where = subjects.provider_embeddings_subject("<provider>")
+        return msgspec.ValidationError(f"{headers.API}: {given} calls go to {where}")
+    return msgspec.ValidationError(f"unknown {headers.API}: {given!r}")
 
 
 async def serve_worker(

@@ -14,8 +14,8 @@ Each wait ends at ``admission.max_wait_s`` or when the request could no longer b
 before its deadline, whichever comes first; a request that cannot be served in time is
 refused at once (503 ``at_capacity``, 429 for its tenant) with ``Retry-After`` set to when
 capacity is expected (:meth:`~broker.admission.gate.Gate.estimate_wait`), never after
-waiting in vain. What it waited is added to ``Prepared.queued_s`` (the ``Llm-Queue-Ms``
-header).
+waiting in vain. What it waited is added to the request's ``queued_s`` (the
+``Llm-Queue-Ms`` header).
 
 With nothing queued, taking capacity is a few comparisons in process: the mesh's shares of
 each deployment's limits (:mod:`broker.admission.allocator`) move in the background.
@@ -40,7 +40,7 @@ from broker.admission.queue import Ticket
 from broker.admission.settings import AdmissionSettings
 from broker.admission.waits import WaitBook
 from broker.errors import AtCapacity, Overloaded, RateLimited
-from broker.request import Prepared
+from broker.request import Call
 from broker.tenancy.tenants import TenantConfig
 from broker.upstream.deployments import Deployment
 
@@ -147,7 +147,7 @@ class Admission:
 
     # the three waits
 
-    def ticket(self, prepared: Prepared, *, tokens: bool = True) -> Ticket:
+    def ticket(self, prepared: Call, *, tokens: bool = True) -> Ticket:
         """The ticket ``prepared`` waits with (``tokens``: estimate its tokens, for gates
         with a token limit)."""
         tenant = prepared.tenant
@@ -161,13 +161,13 @@ class Admission:
             label=self._label(tenant),
         )
 
-    def until(self, prepared: Prepared, service_s: float = 0.0) -> float:
+    def until(self, prepared: Call, service_s: float = 0.0) -> float:
         """When ``prepared`` stops waiting: at ``max_wait_s``, or while a call expected to
         take ``service_s`` still fits before its deadline."""
         return min(self._clock() + self.settings.max_wait_s, prepared.deadline - service_s)
 
-    async def tenant(self, prepared: Prepared, admit: Callable[[], Awaitable[None]]) -> None:
-        """Admit ``prepared`` by its tenant's limits, waiting for the tenant's window to reset
+    async def tenant(self, prepared: Call, admit: Callable[[], Awaitable[None]]) -> None:
+        """Admit ``prepared`` by its tenant's and its key's limits, waiting for a window to reset
         when it resets in time.
 
         Raises:
@@ -188,7 +188,7 @@ class Admission:
                 continue
             return
 
-    async def enter(self, prepared: Prepared) -> Permit:
+    async def enter(self, prepared: Call) -> Permit:
         """A broker slot for ``prepared`` (waiting for one while the broker is full).
 
         Raises:
@@ -221,7 +221,7 @@ class Admission:
         self,
         gates: list[Gate],
         ticket: Ticket,
-        prepared: Prepared,
+        prepared: Call,
         where: str,
         service_s: float = 0.0,
     ) -> Grant:
@@ -269,7 +269,7 @@ class Admission:
         late = [e for g in gates if (e := g.estimate_wait(ticket.klass)) is not None]
         raise _at_capacity(where, min(late) if late else None, until - now)
 
-    def _observe(self, prepared: Prepared, waited: float) -> None:
+    def _observe(self, prepared: Call, waited: float) -> None:
         """Count a wait: into the request's ``Llm-Queue-Ms``, the wait histogram and the
         console's book."""
         prepared.queued_s += waited
@@ -277,7 +277,7 @@ class Admission:
         metrics.QUEUE_WAIT.labels(label, klass).observe(waited)
         self.waits.waited(label, klass, waited)
 
-    def _refused(self, prepared: Prepared, where: str) -> None:
+    def _refused(self, prepared: Call, where: str) -> None:
         label, klass = self._label(prepared.tenant), Priority(prepared.priority).label
         metrics.QUEUE_REFUSED.labels(label, klass, where).inc()
         self.waits.refuse(label, klass, where)

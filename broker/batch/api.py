@@ -8,12 +8,14 @@
 | ``llm.batch.list``  | ``{limit, after}``                                               |
 | ``llm.batch.cancel``| ``{id}``                                                         |
 | ``llm.batch.whoami``| (empty): ``{tenant}``, the tenant the request's key belongs to   |
+| ``llm.batch.file.get``     | ``{id}``: the file object (:mod:`broker.batch.files`)     |
+| ``llm.batch.file.content`` | ``{id, offset, length}``: a piece of the file's bytes     |
 
 Every request carries the caller's key (``Authorization`` header) when keys are configured,
 as on ``llm.chat``. A batch and its files belong to the tenant that created them: other
 tenants neither see nor touch them, and the batch's lines run as that tenant (its limits,
 budget, PII mode and cache namespace). Replies carry ``Llm-Status``; failures are OpenAI
-error envelopes.
+error envelopes. Progress goes to ``llm.batch.events.<tenant>.<batch_id>``.
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.nuid import NUID
 
+from broker.batch.errors import ApiError
+from broker.batch.files import FileApi, RawReply
 from broker.batch.lifecycle import Lifecycle
 from broker.errors import BrokerError
-from broker.tenancy.tenants import ANONYMOUS, KeyRing, TenantConfig
+from broker.tenancy.tenants import ANONYMOUS, Caller, KeyRing, TenantConfig
 from edge_runtime.batch_store import BatchStore
 from edge_runtime.jetstream import JETSTREAM_UNAVAILABLE, UNAVAILABLE_RETRY_AFTER_S
 from edge_runtime.process import STOP_STEP_S, InFlight, settle
@@ -50,7 +54,7 @@ from schemas.codec import decode_json
 __all__ = ["ENDPOINTS", "ApiError", "BatchApi"]
 
 #: Endpoints a batch may target.
-ENDPOINTS = frozenset({"/v1/chat/completions"})
+ENDPOINTS = frozenset({"/v1/chat/completions", "/v1/embeddings"})
 _encoder = msgspec.json.Encoder()
 _json = msgspec.json.Decoder(dict[str, Any])
 log = logging.getLogger("llm_edge.batch")
@@ -79,12 +83,15 @@ def _limit(raw: object) -> int:
     return max(1, min(value, MAX_LIMIT))
 
 
-class ApiError(Exception):
-    """A Batch API failure with its status, code and param."""
-
-    def __init__(self, status: int, code: str, message: str, param: str | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.param = status, code, message, param
+def _may_create(caller: Caller) -> None:
+    """Refuse a batch from a key with its own model list or limits: the batch's lines run
+    as its tenant, so the key's narrower governance would not hold for them."""
+    if caller.grant is not None:
+        raise ApiError(
+            403,
+            "key_not_allowed",
+            "a key with its own model list or limits cannot create batches; use a key without them",
+        )
 
 
 class BatchApi:
@@ -114,6 +121,7 @@ class BatchApi:
         self._nuid = NUID()
         self._inflight = InFlight(256)
         self._subs: list[Subscription] = []
+        files = FileApi(store, lambda: nc.max_payload)
         self._routes: dict[str, Callable[[dict[str, Any], str], Any]] = {
             "create": self.create,
             "submit": self.submit,
@@ -121,6 +129,8 @@ class BatchApi:
             "list": self.list,
             "cancel": self.cancel,
             "whoami": self.whoami,
+            "file.get": files.get,
+            "file.content": files.content,
         }
 
     async def start(self) -> None:
@@ -145,15 +155,22 @@ class BatchApi:
     async def _serve(self, msg: Msg) -> None:
         if not msg.reply:
             return
-        op = msg.subject.rsplit(".", 1)[-1]
+        op = msg.subject.removeprefix(f"{subjects.BATCH_PREFIX}.")
         reply_headers: dict[str, str] = {}
         try:
-            tenant = self._tenant(msg.headers or {})
+            caller = await self._caller(msg.headers or {})
+            tenant = caller.tenant
+            if op in {"create", "submit"}:
+                _may_create(caller)
             body = decode_json(_json, msg.data) if msg.data else {}
             if op in {"create", "submit"} and headers.PRIORITY in (msg.headers or {}):
                 body["priority"] = tenant.priority((msg.headers or {})[headers.PRIORITY])
             status, result = 200, await self._routes[op](body, tenant.name)
-            data = _encoder.encode(result)
+            if isinstance(result, RawReply):
+                data = result.data
+                reply_headers.update(result.headers)
+            else:
+                data = _encoder.encode(result)
         except BrokerError as exc:  # 401 from the key check
             status, data = exc.status, exc.envelope()
         except ApiError as exc:
@@ -170,11 +187,11 @@ class BatchApi:
         reply_headers[headers.STATUS] = str(status)
         await self._nc.publish(msg.reply, data, headers=reply_headers)
 
-    def _tenant(self, hdrs: dict[str, str]) -> TenantConfig:
-        """The caller's tenant, from its key; 401 when keys are required and it has none."""
+    async def _caller(self, hdrs: dict[str, str]) -> Caller:
+        """The caller, from its key or token; 401 when keys are required and it has none."""
         if self._keys is None:
-            return ANONYMOUS
-        return self._keys.authenticate(hdrs.get(headers.AUTHORIZATION))
+            return Caller(ANONYMOUS)
+        return await self._keys.identify_fetching(hdrs.get(headers.AUTHORIZATION))
 
     def _tenant_named(self, name: str) -> TenantConfig:
         return ANONYMOUS if self._keys is None else self._keys.named(name)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from nats.aio.client import Client
 
@@ -21,11 +21,12 @@ class BatchEngine:
 
     Args:
         nc: NATS connection (with JetStream).
-        handle: ``ChatPipeline.handle``: how a line is answered.
+        handle: ``ChatPipeline.handle``: how a chat line is answered.
         settings: the ``[batch]`` table.
         interactive: whether interactive requests are arriving (the runner then yields).
         keys: the callers' keys (who owns a batch; whom its lines run as).
         replicas: copies of each JetStream resource (``[nats] replicas``).
+        endpoints: how lines to other endpoints are answered, by ``url``.
     """
 
     def __init__(
@@ -37,8 +38,10 @@ class BatchEngine:
         interactive: Callable[[], bool] = lambda: False,
         keys: KeyRing | None = None,
         replicas: int = 1,
+        endpoints: Mapping[str, LineHandler] | None = None,
     ) -> None:
         self._nc = nc
+        self._endpoints = endpoints
         self._replicas = replicas
         self._keys = keys
         self._handle = handle
@@ -55,6 +58,7 @@ class BatchEngine:
             self._settings,
             keys=self._keys,
             interactive=self._interactive,
+            endpoints=self._endpoints,
         )
         self.lifecycle = Lifecycle(
             self._nc,

@@ -28,7 +28,7 @@ from broker.batch.settings import BatchSettings
 from broker.batch.validate import Validation, iter_lines, validate_file
 from edge_runtime.batch_store import PUBLISH_WINDOW, BatchStore
 from schemas.batch import BatchErrors, BatchRecord, BatchStatus, FileObject, RequestCounts
-from schemas.jetstream import events_subject
+from schemas.subjects import batch_events
 
 __all__ = ["Lifecycle"]
 
@@ -97,8 +97,10 @@ class Lifecycle:
             await asyncio.wait(tasks, timeout=STOP_WAIT_S)
 
     async def publish_event(self, record: BatchRecord) -> None:
-        """The batch object on ``llm.batch.events.<id>``."""
-        await self._nc.publish(events_subject(record.batch.id), _encoder.encode(record.batch))
+        """The batch object on ``llm.batch.events.<tenant>.<id>`` (only its tenant's producers
+        may subscribe there under the shipped NATS permissions)."""
+        subject = batch_events(record.tenant, record.batch.id)
+        await self._nc.publish(subject, _encoder.encode(record.batch))
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a step in the background, tracked for shutdown."""

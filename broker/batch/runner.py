@@ -21,7 +21,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import msgspec
 from nats.aio.client import Client
@@ -33,11 +33,11 @@ from broker import metrics
 from broker.batch.fairshare import Queue, SlotShares
 from broker.batch.settings import BatchSettings
 from broker.replies.sinks import ReplySink
-from broker.request import Reply
-from broker.tenancy.tenants import KeyRing, TenantConfig
+from broker.request import Piece, Reply
+from broker.tenancy.tenants import Caller, KeyRing
 from edge_runtime.batch_store import BatchStore
 from edge_runtime.process import InFlight
-from schemas import ChatCompletionChunk, StreamEnd, headers
+from schemas import StreamEnd, headers
 from schemas.batch import BatchRecord, BatchStatus, InputLine
 from schemas.jetstream import LINES_STREAM, batch_consumer, line_subject, result_key
 from schemas.subjects import DEFAULT_TENANT
@@ -53,7 +53,7 @@ __all__ = [
 log = logging.getLogger("llm_edge.batch")
 
 #: ``ChatPipeline.handle``: body, headers, where the answer goes, the tenant it runs as.
-LineHandler = Callable[[bytes, dict[str, str], ReplySink, TenantConfig | None], Awaitable[None]]
+LineHandler = Callable[[bytes, dict[str, str], ReplySink, Caller | None], Awaitable[None]]
 
 #: Longest wait of one pull (also how long a graceful stop may take to stop pulling).
 FETCH_S = 0.25
@@ -113,7 +113,7 @@ class CollectSink:
         if not self.reply.done():
             self.reply.set_result(reply)
 
-    async def chunk(self, chunk: ChatCompletionChunk, meta: dict[str, str]) -> None:
+    async def chunk(self, piece: Piece, meta: dict[str, str]) -> None:
         """Batch lines are never streamed."""
 
     async def end(self, end: StreamEnd, meta: dict[str, str]) -> None:
@@ -160,10 +160,12 @@ class BatchRunner:
     Args:
         nc: NATS connection.
         store: the batch resources.
-        handle: ``ChatPipeline.handle``.
+        handle: ``ChatPipeline.handle``: answers chat lines.
         settings: concurrency, redelivery.
         keys: resolves a batch's tenant name (lines run as that tenant).
         clock: wall-clock seconds (completion windows are wall-clock).
+        endpoints: the handlers of lines to other endpoints, by ``url``
+            (``/v1/embeddings``: ``EmbeddingsPipeline.handle``).
     """
 
     def __init__(
@@ -176,11 +178,13 @@ class BatchRunner:
         *,
         keys: KeyRing | None = None,
         interactive: Callable[[], bool] = lambda: False,
+        endpoints: Mapping[str, LineHandler] | None = None,
     ) -> None:
         self._nc = nc
         self._keys = keys
         self._store = store
         self._handle = handle
+        self._endpoints = dict(endpoints or {})
         self._settings = settings
         self._clock = clock
         self._interactive = interactive
@@ -383,7 +387,9 @@ class BatchRunner:
         body.pop("stream", None)
         sink = CollectSink()
         tenant = self._keys.named(record.tenant) if self._keys is not None else None
-        await self._handle(_encoder.encode(body), {headers.REQUEST_ID: request_id}, sink, tenant)
+        caller = Caller(tenant) if tenant is not None else None
+        handle = self._endpoints.get(line.url, self._handle)
+        await handle(_encoder.encode(body), {headers.REQUEST_ID: request_id}, sink, caller)
         reply = await sink.reply
         if reply.status == 200:
             await self._finish(

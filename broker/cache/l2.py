@@ -24,6 +24,9 @@ __all__ = ["DEFAULT_L2_RETRY_INTERVAL_S", "GuardedL2", "L2Backend", "L2Size"]
 DEFAULT_L2_RETRY_INTERVAL_S = DEFAULT_RETRY_INTERVAL_S
 #: Bound on the console's size query (outside the guard: a slow answer skips no request).
 SIZE_TIMEOUT_S = 1.0
+#: Keys of a :meth:`GuardedL2.get_many` read within one ``timeout_s``; a larger read gets
+#: a share more per this many (an embeddings request of 2,048 inputs reads 2,048 entries).
+KEYS_PER_TIMEOUT = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,14 @@ class L2Backend(Protocol):
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
         """Store with a time to live."""
+        ...
+
+    async def get_many(self, keys: list[str]) -> list[bytes | None]:
+        """The values of ``keys``, in order (``None`` for each one absent)."""
+        ...
+
+    async def set_many(self, items: list[tuple[str, bytes]], ttl_s: float) -> None:
+        """Store many values with one time to live."""
         ...
 
     async def purge(self, prefix: str) -> int:
@@ -123,6 +134,38 @@ class GuardedL2:
         with contextlib.suppress(Unavailable):
             await self.guard.call(
                 lambda: self.backend.set(key, value, ttl_s), timeout_s=self.guard.timeout_s * 4
+            )
+
+    def _many_timeout(self, keys: int) -> float:
+        return self.guard.timeout_s * (1 + keys / KEYS_PER_TIMEOUT)
+
+    async def get_many(self, keys: list[str]) -> list[bytes | None]:
+        """The values of ``keys`` in order, ``None`` for each miss; all ``None`` on timeout or
+        outage (one bounded call for them all, a little longer for many)."""
+        values: list[bytes | None] = [None] * len(keys)
+        asked = [i for i, key in enumerate(keys) if not self.backend.known_absent(key)]
+        if not asked:
+            return values
+        wanted = [keys[i] for i in asked]
+        try:
+            found = await self.guard.call(
+                lambda: self.backend.get_many(wanted), timeout_s=self._many_timeout(len(wanted))
+            )
+        except Unavailable:
+            return values
+        for i, value in zip(asked, found, strict=True):
+            values[i] = value
+        return values
+
+    async def set_many(self, items: list[tuple[str, bytes]], ttl_s: float) -> None:
+        """Store many values, or give up quietly on timeout or outage."""
+        if self.backend.queued_writes:
+            await self.backend.set_many(items, ttl_s)
+            return
+        with contextlib.suppress(Unavailable):
+            await self.guard.call(
+                lambda: self.backend.set_many(items, ttl_s),
+                timeout_s=self._many_timeout(len(items)) * 4,
             )
 
     async def purge(self, prefix: str) -> int:

@@ -141,6 +141,15 @@ class NatsKVL2:
         if len(self._batch) == 1:
             asyncio.get_running_loop().call_later(WRITE_BATCH_S, self._send_batch)
 
+    async def get_many(self, keys: list[str]) -> list[bytes | None]:
+        """A direct get of each key, all at once."""
+        return list(await asyncio.gather(*(self.get(key) for key in keys)))
+
+    async def set_many(self, items: list[tuple[str, bytes]], ttl_s: float) -> None:
+        """Queue every write (they leave in one batch)."""
+        for key, value in items:
+            await self.set(key, value, ttl_s)
+
     def _send_batch(self) -> None:
         task = asyncio.ensure_future(self._publish(self._batch))
         self._batch = []

@@ -46,6 +46,19 @@ class RedisL2:
         """SET with EX (whole seconds, rounded up)."""
         await self._client.set(KEY_PREFIX + key, value, ex=max(1, math.ceil(ttl_s)))
 
+    async def get_many(self, keys: list[str]) -> list[bytes | None]:
+        """One MGET."""
+        values = await self._client.mget([KEY_PREFIX + key for key in keys])
+        return [v.encode() if isinstance(v, str) else v for v in values]
+
+    async def set_many(self, items: list[tuple[str, bytes]], ttl_s: float) -> None:
+        """One pipeline of SET with EX (one connection, one round trip)."""
+        ttl = max(1, math.ceil(ttl_s))
+        pipe = self._client.pipeline(transaction=False)
+        for key, value in items:
+            pipe.set(KEY_PREFIX + key, value, ex=ttl)
+        await pipe.execute()
+
     async def purge(self, prefix: str) -> int:
         """SCAN and UNLINK the matching keys."""
         removed = 0

@@ -1,4 +1,5 @@
-"""The response cache: L1 in process, L2 shared, the semantic tier behind them.
+"""The response cache: L1 in process, L2 shared, the semantic tier behind them, and the
+embeddings' vectors (:mod:`broker.cache.vectors`: their own L1, the same L2).
 
 Only successful replies are stored. Writes happen after the reply has been sent.
 """
@@ -15,6 +16,7 @@ from broker.cache.l1 import L1Cache
 from broker.cache.l2 import GuardedL2
 from broker.cache.semantic import SemanticCache
 from broker.cache.settings import CacheSettings
+from broker.cache.vectors import VectorCache
 from broker.request import Reply
 from schemas import headers
 
@@ -48,7 +50,7 @@ _reply_decoder = msgspec.msgpack.Decoder(CachedReply)
 
 
 class ResponseCache:
-    """L1 + optional L2 + optional semantic L3.
+    """L1 + optional L2 + optional semantic L3, and the embeddings' vectors.
 
     Args:
         settings: sizes and TTLs.
@@ -69,6 +71,7 @@ class ResponseCache:
             settings.l1_max_entries, settings.l1_max_bytes, clock
         )
         self.l2 = l2
+        self.vectors = VectorCache(settings, l2, clock)
 
     def get_l1(self, key: str) -> CachedReply | None:
         """L1 lookup (the hot path)."""
@@ -111,7 +114,7 @@ class ResponseCache:
 
     async def purge(self, prefix: str) -> dict[str, int]:
         """Remove entries whose key starts with ``prefix`` from both tiers."""
-        removed = {"l1": self.l1.purge(prefix)}
+        removed = {"l1": self.l1.purge(prefix) + self.vectors.purge(prefix)}
         if self.l2 is not None:
             removed["l2"] = await self.l2.purge(prefix)
         if self.semantic is not None:

@@ -37,7 +37,6 @@ from nats.js import api
 from broker.cache.key import context_key
 from broker.cache.semantic_index import Entry, Match, SemanticIndex
 from edge_runtime.jetstream import ensure_key_value
-from schemas import request_extras
 from schemas.jetstream import kv_key, kv_purge_subject
 
 if TYPE_CHECKING:
@@ -164,9 +163,12 @@ class SemanticCache:
             return None
         if settings.tenants and prepared.tenant.name not in settings.tenants:
             return None
+        basis = prepared.basis
+        if basis.whole_body:  # keyed over its body: no context to take the last turn from
+            return None
         namespace = prepared.key.rsplit(":", 1)[0]
         return context_key(
-            prepared.request, request_extras(prepared.data), prepared.model.name, namespace
+            prepared.request, basis.extras, prepared.model.name, namespace, salt=basis.salt
         )
 
     async def _vector(self, text: str) -> Vector:

@@ -18,6 +18,8 @@ from schemas.jetstream import SEMANTIC_BUCKET
 DEFAULT_MAX_ENTRIES = 100_000
 
 __all__ = [
+    "DEFAULT_EMBEDDINGS_L1_MAX_BYTES",
+    "DEFAULT_EMBEDDINGS_L1_MAX_ENTRIES",
     "DEFAULT_L1_MAX_BYTES",
     "DEFAULT_L1_MAX_ENTRIES",
     "DEFAULT_L1_TTL_S",
@@ -36,6 +38,10 @@ DEFAULT_L1_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_L1_TTL_S = 300.0
 DEFAULT_L2_TTL_S = 3600.0
 DEFAULT_L2_TIMEOUT_S = 0.05
+#: Vectors one broker keeps in process: a vector is 8 KB (1,536 dimensions in base64) to 30 KB
+#: (as JSON floats), so the byte bound is the one that binds for the common models.
+DEFAULT_EMBEDDINGS_L1_MAX_ENTRIES = 20_000
+DEFAULT_EMBEDDINGS_L1_MAX_BYTES = 64 * 1024 * 1024
 #: Bytes the NATS L2 bucket may hold before its oldest entries are dropped.
 DEFAULT_L2_NATS_MAX_BYTES = 256 * 1024 * 1024
 
@@ -103,6 +109,8 @@ class CacheSettings:
     l1_max_entries: int = DEFAULT_L1_MAX_ENTRIES
     l1_max_bytes: int = DEFAULT_L1_MAX_BYTES
     l1_ttl_s: float = DEFAULT_L1_TTL_S
+    embeddings_l1_max_entries: int = DEFAULT_EMBEDDINGS_L1_MAX_ENTRIES
+    embeddings_l1_max_bytes: int = DEFAULT_EMBEDDINGS_L1_MAX_BYTES
     l2: L2Kind = L2Kind.AUTO
     l2_ttl_s: float = DEFAULT_L2_TTL_S
     l2_timeout_s: float = DEFAULT_L2_TIMEOUT_S
@@ -124,7 +132,14 @@ class CacheSettings:
             values["nondeterministic"] = NondeterministicPolicy(values["nondeterministic"])
         settings = cls(**values)
         if (
-            min(settings.l1_max_entries, settings.l1_max_bytes, settings.l2_nats_max_bytes) < 1
+            min(
+                settings.l1_max_entries,
+                settings.l1_max_bytes,
+                settings.l2_nats_max_bytes,
+                settings.embeddings_l1_max_entries,
+                settings.embeddings_l1_max_bytes,
+            )
+            < 1
             or min(settings.l1_ttl_s, settings.l2_ttl_s, settings.l2_timeout_s) <= 0
         ):
             raise ValueError("cache: sizes and durations must be positive")

@@ -24,7 +24,7 @@ from schemas import (
     Usage,
 )
 
-__all__ = ["StreamAssembler", "replay_chunks"]
+__all__ = ["StreamAssembler", "cut", "replay_chunks"]
 
 
 @dataclass(slots=True)
@@ -32,8 +32,19 @@ class _ChoiceState:
     content: list[str] = field(default_factory=list)
     splits: list[int] = field(default_factory=list)  # each content piece's length, "" included
     refusal: list[str] = field(default_factory=list)
+    reasoning_content: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
     tools: dict[int, dict[str, Any]] = field(default_factory=dict)
+    logprobs: dict[str, list[Any]] | None = None
     finish_reason: str | None = None
+
+    def add_logprobs(self, logprobs: dict[str, Any]) -> None:
+        """OpenAI's streamed ``logprobs`` (``content`` and ``refusal`` token lists) add up."""
+        kept = self.logprobs if self.logprobs is not None else {}
+        for name, tokens in logprobs.items():
+            if isinstance(tokens, list):
+                kept.setdefault(name, []).extend(tokens)
+        self.logprobs = kept
 
 
 @dataclass(slots=True)
@@ -63,6 +74,12 @@ class StreamAssembler:
                 state.splits.append(len(delta.content))
             if delta.refusal:
                 state.refusal.append(delta.refusal)
+            if delta.reasoning_content:
+                state.reasoning_content.append(delta.reasoning_content)
+            if delta.reasoning:
+                state.reasoning.append(delta.reasoning)
+            if choice.logprobs:
+                state.add_logprobs(choice.logprobs)
             for call in delta.tool_calls or ():
                 _merge_tool_delta(state.tools, call)
             if choice.finish_reason:
@@ -87,8 +104,17 @@ class StreamAssembler:
                 content=text if text or not tool_calls else None,
                 tool_calls=tool_calls or None,
                 refusal="".join(state.refusal) or None,
+                reasoning_content="".join(state.reasoning_content) or None,
+                reasoning="".join(state.reasoning) or None,
             )
-            choices.append(Choice(index=index, message=message, finish_reason=state.finish_reason))
+            choices.append(
+                Choice(
+                    index=index,
+                    message=message,
+                    finish_reason=state.finish_reason,
+                    logprobs=state.logprobs,
+                )
+            )
         return ChatCompletion(
             id=self.id,
             created=self.created,
@@ -139,7 +165,14 @@ def replay_chunks(
         message = choice.message
         tool_calls = _tool_call_deltas(message.tool_calls)
         lengths = splits[position] if splits is not None and position < len(splits) else None
-        pieces = _cut(message.content, lengths)
+        pieces = cut(message.content, lengths)
+        if message.reasoning_content or message.reasoning:  # thinking comes before the answer
+            delta = Delta(
+                role="assistant",
+                reasoning_content=message.reasoning_content,
+                reasoning=message.reasoning,
+            )
+            out.append(chunk([ChunkChoice(index=choice.index, delta=delta)]))
         if pieces is None:  # no boundaries (an entry stored whole, or before they were kept)
             delta = Delta(
                 role="assistant",
@@ -155,11 +188,13 @@ def replay_chunks(
             if tool_calls or message.refusal:
                 delta = Delta(tool_calls=tool_calls, refusal=message.refusal)
                 out.append(chunk([ChunkChoice(index=choice.index, delta=delta)]))
-        out.append(
-            chunk(
-                [ChunkChoice(index=choice.index, delta=Delta(), finish_reason=choice.finish_reason)]
-            )
+        finish = ChunkChoice(
+            index=choice.index,
+            delta=Delta(),
+            finish_reason=choice.finish_reason,
+            logprobs=choice.logprobs,
         )
+        out.append(chunk([finish]))
     if include_usage and completion.usage is not None:
         out.append(chunk([], completion.usage))
     return out
@@ -179,7 +214,7 @@ def _tool_call_deltas(calls: list[ToolCall] | None) -> list[dict[str, Any]] | No
     ]
 
 
-def _cut(content: str | None, lengths: list[int] | None) -> list[str] | None:
+def cut(content: str | None, lengths: list[int] | None) -> list[str] | None:
     """``content`` cut into pieces of ``lengths``, or ``None`` when they do not add up to it."""
     if content is None or not lengths or sum(lengths) != len(content) or min(lengths) < 0:
         return None

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from nats.aio.client import Client
 
 from broker.replies.sinks import ReplySink
-from broker.request import Reply
-from schemas import ChatCompletionChunk, StreamEnd, headers
+from broker.request import Piece, Reply
+from schemas import StreamEnd, headers
 
 __all__ = ["MAX_KEEPALIVE_S", "MIN_KEEPALIVE_S", "Heartbeats", "keepalive_s"]
 
@@ -109,9 +109,9 @@ class _Answering:
         self._answered()
         await self._sink.whole(reply, meta)
 
-    async def chunk(self, chunk: ChatCompletionChunk, meta: dict[str, str]) -> None:
+    async def chunk(self, piece: Piece, meta: dict[str, str]) -> None:
         self._answered()
-        await self._sink.chunk(chunk, meta)
+        await self._sink.chunk(piece, meta)
 
     async def end(self, end: StreamEnd, meta: dict[str, str]) -> None:
         self._answered()

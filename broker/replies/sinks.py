@@ -1,32 +1,26 @@
 """Where a request's answer goes. The pipeline speaks to a :class:`ReplySink`; the sink speaks
-the caller's protocol: :class:`NatsSink` the OpenAI shapes of ``llm.chat``, other sinks
-(the Anthropic Messages API) translate."""
+the caller's protocol: :class:`NatsSink` that of ``llm.chat``, :class:`AnthropicSink` that of
+``llm.messages``. Answers are already in their caller's API (the worker answered in it):
+sinks relay them as they are, and only the broker's own errors are written in the caller's
+error shape."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 from nats.aio.client import Client
 
-from broker.anthropic import EventWriter, message_from_completion
-from broker.request import Reply
+from broker.request import Piece, Reply
 from edge_runtime.process import fits
-from schemas import (
-    ChatCompletion,
-    ChatCompletionChunk,
-    ErrorEnvelope,
-    StreamEnd,
-    error_body,
-    headers,
-)
+from schemas import ErrorEnvelope, StreamEnd, error_body, headers
 from schemas.errors import anthropic_error
 
 __all__ = ["AnthropicSink", "NatsSink", "ReplySink"]
 
 _encoder = msgspec.json.Encoder()
-_completion = msgspec.json.Decoder(ChatCompletion)
 _envelope = msgspec.json.Decoder(ErrorEnvelope)
+_any: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
 
 
 class ReplySink(Protocol):
@@ -39,8 +33,8 @@ class ReplySink(Protocol):
         """A complete answer (success or error) to a non-streaming request."""
         ...
 
-    async def chunk(self, chunk: ChatCompletionChunk, meta: dict[str, str]) -> None:
-        """One streamed chunk."""
+    async def chunk(self, piece: Piece, meta: dict[str, str]) -> None:
+        """One streamed piece (a chat chunk, or an Anthropic event)."""
         ...
 
     async def end(self, end: StreamEnd, meta: dict[str, str]) -> None:
@@ -85,9 +79,13 @@ class NatsSink:
         self._seq += 1
         return hdrs
 
-    async def chunk(self, chunk: ChatCompletionChunk, meta: dict[str, str]) -> None:
-        """``Llm-Stream: chunk``."""
-        await self._publish(_encoder.encode(chunk), self._stream_headers("chunk", 200, meta))
+    async def chunk(self, piece: Piece, meta: dict[str, str]) -> None:
+        """``Llm-Stream: chunk``, its body as the worker sent it (``Llm-Event`` names an
+        Anthropic event)."""
+        hdrs = self._stream_headers("chunk", 200, meta)
+        if piece.event:
+            hdrs[headers.EVENT] = piece.event
+        await self._publish(piece.data, hdrs)
 
     async def end(self, end: StreamEnd, meta: dict[str, str]) -> None:
         """``Llm-Stream: end`` with usage."""
@@ -122,48 +120,39 @@ def _error_message(reply: Reply) -> str:
     return f"{error.param}: {error.message}" if error.param else error.message
 
 
+def _anthropic_shaped(body: bytes) -> bool:
+    """Whether an error body is already an Anthropic error (a worker answered the Messages
+    API in its own shape, with the upstream's error type)."""
+    try:
+        return bool(_any.decode(body).get("type") == "error")
+    except (msgspec.MsgspecError, AttributeError):
+        return False
+
+
 class AnthropicSink(NatsSink):
     """Publishes in the Anthropic Messages protocol (``llm.messages``).
 
-    Whole answers are ``message`` objects; streams are one NATS message per Anthropic event
-    (``Llm-Event`` names it), then an empty ``Llm-Stream: end``; errors are Anthropic errors.
+    Whole answers are ``message`` objects (or token counts) as the worker gave them; streams
+    are one NATS message per Anthropic event (``Llm-Event`` names it), then an empty
+    ``Llm-Stream: end``; errors are Anthropic errors.
     """
 
-    def __init__(self, nc: Client, reply_to: str, model: str) -> None:
-        super().__init__(nc, reply_to)
-        self._model = model
-        self._events = EventWriter(model)
+    async def end(self, end: StreamEnd, meta: dict[str, str]) -> None:
+        """The end marker (the stream's own last event, ``message_stop``, went before it)."""
+        await self._publish(b"", self._stream_headers("end", 200, meta))
 
     async def whole(self, reply: Reply, meta: dict[str, str]) -> None:
-        """A ``message`` (or an Anthropic error)."""
+        """The answer as it is (an error in Anthropic's shape)."""
         if reply.status != 200:
             await self.error(reply, meta, streaming=False)
             return
-        message = message_from_completion(_completion.decode(reply.body), self._model)
-        await self._publish_whole(Reply(200, _encoder.encode(message), reply.headers), meta)
-
-    async def _events_out(
-        self, events: list[tuple[str, dict[str, object]]], meta: dict[str, str]
-    ) -> None:
-        for name, data in events:
-            hdrs = self._stream_headers("chunk", 200, meta)
-            hdrs[headers.EVENT] = name
-            await self._publish(_encoder.encode(data), hdrs)
-
-    async def chunk(self, chunk: ChatCompletionChunk, meta: dict[str, str]) -> None:
-        """The Anthropic events this chunk makes."""
-        await self._events_out(self._events.chunk(chunk), meta)
-
-    async def end(self, end: StreamEnd, meta: dict[str, str]) -> None:
-        """``message_delta``, ``message_stop``, then the end marker."""
-        await self._events_out(self._events.finish(), meta)
-        await self._publish(b"", self._stream_headers("end", 200, meta))
+        await self._publish_whole(reply, meta)
 
     async def error(self, reply: Reply, meta: dict[str, str], *, streaming: bool) -> None:
         """An Anthropic error body (an ``error`` event when streaming)."""
-        translated = Reply(
-            reply.status, anthropic_error(reply.status, _error_message(reply)), reply.headers
-        )
+        if not _anthropic_shaped(reply.body):
+            body = anthropic_error(reply.status, _error_message(reply))
+            reply = Reply(reply.status, body, reply.headers)
         if streaming:
             meta = {**meta, headers.EVENT: "error"}
-        await super().error(translated, meta, streaming=streaming)
+        await super().error(reply, meta, streaming=streaming)

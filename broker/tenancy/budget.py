@@ -26,19 +26,44 @@ if TYPE_CHECKING:  # the client is injected; importing redis costs ~80 ms at sta
 __all__ = ["BudgetExceeded", "SpendLedger", "period_key", "usage_of"]
 
 
+class _AnyUsage(msgspec.Struct):
+    """A ``usage`` of either API: OpenAI's counts, or Anthropic's."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+
+
 class _UsageOnly(msgspec.Struct):
-    usage: Usage | None = None
+    usage: _AnyUsage | None = None
 
 
 _usage_decoder = msgspec.json.Decoder(_UsageOnly)
 
 
 def usage_of(body: bytes) -> Usage | None:
-    """The ``usage`` of a ``chat.completion`` body (decoding nothing else)."""
+    """The ``usage`` of a ``chat.completion`` or an Anthropic ``message`` body (decoding
+    nothing else); an Anthropic message's input tokens count its cache reads and writes."""
     try:
-        return _usage_decoder.decode(body).usage
+        raw = _usage_decoder.decode(body).usage
     except msgspec.MsgspecError:
         return None
+    if raw is None:
+        return None
+    if raw.input_tokens is None and raw.output_tokens is None:
+        prompt, completion = raw.prompt_tokens, raw.completion_tokens
+    else:
+        prompt = (
+            (raw.input_tokens or 0)
+            + (raw.cache_read_input_tokens or 0)
+            + (raw.cache_creation_input_tokens or 0)
+        )
+        completion = raw.output_tokens or 0
+    total = prompt + completion
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
 
 
 #: ``llm-edge:spend:<tenant>:<period>``: the tenant's total (budgets read it).
@@ -94,12 +119,22 @@ class SpendLedger:
                 pass
         return self._local.get(key, 0.0)
 
-    async def add(self, tenant: str, period: str, cost: float, model: str) -> None:
-        """Add a request's cost to the tenant's total and to its per-model sum (one round trip)."""
+    async def add(
+        self,
+        tenant: str,
+        period: str,
+        cost: float,
+        model: str,
+        also: tuple[str, str] | None = None,
+    ) -> None:
+        """Add a request's cost to the tenant's total and to its per-model sum, and to
+        ``also`` (a key's own scope and period, when it has a budget), in one round trip."""
         if cost <= 0:
             return
         key, left = self._key(tenant, period)
-        self._local[key] = self._local.get(key, 0.0) + cost
+        extra = self._key(*also) if also is not None else None
+        for total in (key, *([extra[0]] if extra else [])):
+            self._local[total] = self._local.get(total, 0.0) + cost
         if self._client is not None:
             by_model = BY_MODEL_PREFIX + key.removeprefix(SPEND_PREFIX)
             keep = int(left) + 86400  # a day past the period, for `llm-edge usage`
@@ -108,16 +143,20 @@ class SpendLedger:
             pipe.hincrbyfloat(by_model, model, cost)
             pipe.expire(key, keep)
             pipe.expire(by_model, keep)
+            if extra is not None:
+                pipe.incrbyfloat(extra[0], cost)
+                pipe.expire(extra[0], int(extra[1]) + 86400)
             with contextlib.suppress(Unavailable):  # best effort: the local sum has it
                 await self.guard.call(pipe.execute)
 
-    async def check(self, tenant: str, budget: float, period: str) -> None:
-        """Raise :class:`BudgetExceeded` when the tenant is at or over ``budget``."""
+    async def check(self, tenant: str, budget: float, period: str, whose: str = "the") -> None:
+        """Raise :class:`BudgetExceeded` when the tenant (or a key's scope) is at or over
+        ``budget`` (``whose`` starts the message: ``"this key's"`` for a key's own)."""
         spent = await self.spent(tenant, period)
         if spent >= budget:
             _, left = self._key(tenant, period)
             raise BudgetExceeded(
-                f"the {period}ly budget of ${budget:.2f} is spent (${spent:.4f}); it resets "
-                f"in {left / 3600:.1f} h",
+                f"{whose} {period}ly budget of ${budget:.2f} is spent (${spent:.4f}); it "
+                f"resets in {left / 3600:.1f} h",
                 retry_after=max(1, int(left)),
             )

@@ -2,7 +2,9 @@
 
 It is the tenancy wing's one decision point on the request path: the pipeline asks it to
 admit a request (budget, then rate limits), to price an upstream answer, and to charge the
-tenant afterwards (tokens, tpm true-up, spend). Prices come from
+tenant afterwards (tokens, tpm true-up, spend). A request whose key has limits of its own
+(a :class:`~broker.tenancy.grants.Grant`) is held to those and to its tenant's: both budgets
+are checked, both rate-limit scopes counted at once, and its cost added to both. Prices come from
 :meth:`~broker.upstream.deployments.Deployment.cost`, the one cost formula.
 """
 
@@ -13,10 +15,9 @@ from dataclasses import dataclass
 
 from broker import metrics
 from broker.cache.response import CachedReply
-from broker.request import Prepared, Reply
+from broker.request import Call, Reply
 from broker.tenancy.budget import SpendLedger, usage_of
-from broker.tenancy.limits import RateLimiter, rate_limited
-from broker.tenancy.tenants import TenantConfig
+from broker.tenancy.limits import RateLimiter, Scope, rate_limited
 from broker.upstream.deployments import Deployment
 from schemas import Usage, headers
 
@@ -60,25 +61,43 @@ class Meter:
         self._tenant_metrics = tenant_metrics
 
     @staticmethod
-    def limits(tenant: TenantConfig) -> bool:
-        """Whether admitting the tenant's requests waits on the shared counters."""
-        return bool(tenant.rpm or tenant.tpm or tenant.budget_usd is not None)
+    def limits(prepared: Call) -> bool:
+        """Whether admitting the request waits on the shared counters."""
+        tenant, grant = prepared.tenant, prepared.grant
+        return bool(tenant.rpm or tenant.tpm or tenant.budget_usd is not None) or (
+            grant is not None and grant.limited
+        )
 
-    async def admit(self, prepared: Prepared) -> None:
-        """Check the budget, then count the request against the tenant's limits.
+    @staticmethod
+    def budgeted(prepared: Call) -> bool:
+        """Whether a budget applies (its spend is then recorded before the reply goes out,
+        so the next request sees it)."""
+        grant = prepared.grant
+        return prepared.tenant.budget_usd is not None or (
+            grant is not None and grant.budget_usd is not None
+        )
+
+    async def admit(self, prepared: Call) -> None:
+        """Check the budgets, then count the request against the tenant's limits and its
+        key's own (one atomic step: it is counted in both or in neither).
 
         Raises:
-            BudgetExceeded: the period's budget is spent (402).
-            RateLimited: over rpm or tpm (429 with ``x-ratelimit-*`` headers).
+            BudgetExceeded: the tenant's or the key's budget is spent (402).
+            RateLimited: over rpm or tpm (429 with ``x-ratelimit-*`` headers of the limit
+                that refused it).
         """
-        tenant = prepared.tenant
+        tenant, grant = prepared.tenant, prepared.grant
         if tenant.budget_usd is not None:
             await self.ledger.check(tenant.name, tenant.budget_usd, tenant.budget_period)
-        usage = await self.limiter.take(
-            tenant.name, sum(prepared.estimate()), tenant.rpm, tenant.tpm
-        )
+        if grant is not None and grant.budget_usd is not None:
+            period = grant.budget_period or tenant.budget_period
+            await self.ledger.check(_scope(prepared), grant.budget_usd, period, "this key's")
+        scopes = [Scope(tenant.name, tenant.rpm, tenant.tpm)]
+        if grant is not None and (grant.rpm or grant.tpm):
+            scopes.append(Scope(_scope(prepared), grant.rpm, grant.tpm))
+        usage = await self.limiter.take(scopes, sum(prepared.estimate()))
         if not usage.allowed:
-            raise rate_limited(usage, tenant.rpm, tenant.tpm)
+            raise rate_limited(usage, scopes[usage.scope], "this key's " if usage.scope else "")
 
     def price(self, reply: Reply) -> Charge | None:
         """The charge for an upstream answer (``None`` for errors)."""
@@ -93,7 +112,7 @@ class Meter:
         )
         return Charge(deployment, cost, usage)
 
-    def saved(self, prepared: Prepared, hit: CachedReply) -> float | None:
+    def saved(self, prepared: Call, hit: CachedReply) -> float | None:
         """USD a cache hit saved, at the price of the deployment that gave the answer (counted
         in ``llm_edge_cost_saved_usd_total``); ``None`` when that deployment is not priced."""
         deployment = self._deployments.get(hit.deployment)
@@ -106,7 +125,22 @@ class Meter:
         metrics.COST_SAVED.labels(prepared.model.name).inc(saved)
         return saved
 
-    async def charge(self, prepared: Prepared, charge: Charge | None) -> None:
+    def saved_tokens(self, prepared: Call, tokens: Mapping[str, int]) -> float | None:
+        """USD the cached inputs of an embeddings answer saved: their tokens (by the
+        deployment that computed them) at that deployment's input price (counted in
+        ``llm_edge_cost_saved_usd_total``); ``None`` when none of those deployments is priced."""
+        priced = [
+            (deployment, count)
+            for name, count in tokens.items()
+            if (deployment := self._deployments.get(name)) is not None and deployment.priced
+        ]
+        if not priced:
+            return None
+        saved = sum(deployment.cost(count, 0) for deployment, count in priced)
+        metrics.COST_SAVED.labels(prepared.model.name).inc(saved)
+        return saved
+
+    async def charge(self, prepared: Call, charge: Charge | None) -> None:
         """Count tokens, true up the tenant's tpm, add the cost to its spend."""
         if charge is None:
             return
@@ -117,9 +151,24 @@ class Meter:
         if usage is not None:
             metrics.TOKENS.labels(provider, model, "prompt", label).inc(usage.prompt_tokens)
             metrics.TOKENS.labels(provider, model, "completion", label).inc(usage.completion_tokens)
-            if tenant.tpm:  # the estimate was counted up front (by admit)
+            grant = prepared.grant
+            scopes = [tenant.name] if tenant.tpm else []
+            if grant is not None and grant.tpm:
+                scopes.append(_scope(prepared))
+            if scopes:  # the estimate was counted up front (by admit)
                 estimate = sum(prepared.estimate())
-                await self.limiter.settle(tenant.name, usage.total_tokens - estimate)
+                await self.limiter.settle(scopes, usage.total_tokens - estimate)
         if charge.cost > 0:
             metrics.COST.labels(provider, model, label).inc(charge.cost)
-        await self.ledger.add(tenant.name, tenant.budget_period, charge.cost, model)
+        grant = prepared.grant
+        also = None
+        if grant is not None and grant.budget_usd is not None:
+            also = (_scope(prepared), grant.budget_period or tenant.budget_period)
+        await self.ledger.add(tenant.name, tenant.budget_period, charge.cost, model, also)
+
+
+def _scope(prepared: Call) -> str:
+    """The counters' name of a request's key: ``<tenant>/<grant id>`` (a tenant name never
+    holds ``/``, so no tenant's counters are a key's)."""
+    assert prepared.grant is not None
+    return f"{prepared.tenant.name}/{prepared.grant.id}"

@@ -15,7 +15,7 @@ from typing import Protocol
 
 from broker.admission.gate import Permit
 from broker.errors import BrokerError
-from broker.request import Prepared, Reply, error_reply
+from broker.request import Call, Prepared, Reply, error_reply
 from broker.tenancy.budget import usage_of
 from broker.upstream.deployments import Deployment
 from broker.upstream.forward import StreamEvent
@@ -32,7 +32,7 @@ class Forward(Protocol):
     """How one attempt reaches a deployment (:class:`~broker.upstream.forward.Forwarder`
     over NATS; tests pass an in-memory one)."""
 
-    async def whole(self, prepared: Prepared, deployment: Deployment, deadline: float) -> Reply:
+    async def whole(self, prepared: Call, deployment: Deployment, deadline: float) -> Reply:
         """A 200 reply, or a :class:`BrokerError`."""
         ...
 
@@ -55,7 +55,7 @@ class Upstream:
         self.resilient = resilient
         self._forward = forward
 
-    async def whole(self, prepared: Prepared) -> Reply:
+    async def whole(self, prepared: Call) -> Reply:
         """The answer of the first deployment that gives one, or the last failure's reply."""
 
         async def attempt(deployment: Deployment, deadline: float) -> Reply:

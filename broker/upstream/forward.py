@@ -1,4 +1,9 @@
-"""Broker to provider worker over NATS: one request, a whole reply or a stream of chunks."""
+"""Broker to provider worker over NATS: one request, a whole reply or a stream of pieces.
+
+The request goes as its caller sent it, with the API it speaks (``Llm-Api``) and the caller's
+headers for the upstream; a streamed answer's messages come back as :class:`Piece`s, their
+bodies untouched (the pipeline decodes what it keeps).
+"""
 
 from __future__ import annotations
 
@@ -13,10 +18,11 @@ from nats.aio.msg import Msg
 from broker.config import Deployment
 from broker.errors import DeadlineExceeded, NoProvider, UpstreamFailed
 from broker.repeats import once_key
-from broker.request import Prepared, Reply
+from broker.request import Call, Piece, Prepared, Reply
 from edge_runtime.inbox import Inbox, Mailbox
 from edge_runtime.tracing import inject
-from schemas import ChatCompletionChunk, StreamEnd, error_body, headers, subjects
+from schemas import StreamEnd, error_body, headers, subjects
+from schemas.api import Api
 
 __all__ = ["KEEPALIVE", "WORKER_IDLE_S", "Forwarder", "ReplyHook", "StreamEvent", "WorkerLost"]
 
@@ -34,15 +40,16 @@ class WorkerLost(NoProvider):
     code = "worker_lost"
 
 
-StreamEvent = ChatCompletionChunk | StreamEnd
+StreamEvent = Piece | StreamEnd
 #: Hears every final reply header set from a worker (the provider's rate-limit headers):
 #: ``(deployment, headers, status)``.
 ReplyHook = Callable[[Deployment, Mapping[str, str], int], None]
 
-_chunk_decoder = msgspec.json.Decoder(ChatCompletionChunk)
 _end_decoder = msgspec.json.Decoder(StreamEnd)
 #: What the worker reports that the caller should see too.
 _PASSED_ON = (headers.RETRY_AFTER, headers.RETRYABLE)
+#: What a worker's successful whole answer may say about itself.
+_ANSWER_HEADERS = (headers.TOKEN_COUNT,)
 
 
 class Forwarder:
@@ -55,6 +62,8 @@ class Forwarder:
             counts as lost and is retried elsewhere.
         on_reply: hears the headers of each call's last message (what the provider said of
             its limits).
+        subject: the subject of a provider's workers (``llm.provider.<name>``: chat).
+        inbox: where answers arrive (shared by the forwarders of one connection).
     """
 
     def __init__(
@@ -64,17 +73,30 @@ class Forwarder:
         *,
         idle_s: float = WORKER_IDLE_S,
         on_reply: ReplyHook | None = None,
+        subject: Callable[[str], str] = subjects.provider_subject,
+        inbox: Inbox | None = None,
     ) -> None:
         self.on_reply = on_reply
         self._nc = nc
         self._clock = clock
         self._idle_s = idle_s
-        self._inbox = Inbox(nc)
+        self._subject = subject
+        self._inbox = inbox or Inbox(nc)
         self._keepalive_ms = str(int(idle_s / KEEPALIVES_PER_IDLE * 1000))
 
-    def _headers(
-        self, prepared: Prepared, deployment: Deployment, deadline: float
-    ) -> dict[str, str]:
+    def to(self, subject: Callable[[str], str]) -> Forwarder:
+        """A forwarder of the same connection and inbox whose calls go to ``subject(provider)``
+        (another API's worker subject, such as ``llm.provider.<name>.embeddings``)."""
+        return Forwarder(
+            self._nc,
+            self._clock,
+            idle_s=self._idle_s,
+            on_reply=self.on_reply,
+            subject=subject,
+            inbox=self._inbox,
+        )
+
+    def _headers(self, prepared: Call, deployment: Deployment, deadline: float) -> dict[str, str]:
         remaining = deadline - self._clock()
         if remaining <= 0:
             raise DeadlineExceeded("the request's deadline passed before it reached a provider")
@@ -83,7 +105,10 @@ class Forwarder:
             headers.UPSTREAM_MODEL: deployment.model,
             headers.REQUEST_ID: prepared.request_id,
             headers.KEEPALIVE_MS: self._keepalive_ms,
+            **prepared.upstream_headers,
         }
+        if prepared.api is not Api.CHAT:
+            forward_headers[headers.API] = prepared.api.value
         if prepared.idempotent:  # one upstream call for its attempts, whole or streamed
             forward_headers[headers.ONCE_KEY] = once_key(
                 prepared.tenant.name, prepared.request_id, prepared.digest()
@@ -93,7 +118,7 @@ class Forwarder:
             forward_headers[headers.TRACEPARENT] = prepared.trace
         return forward_headers
 
-    async def whole(self, prepared: Prepared, deployment: Deployment, deadline: float) -> Reply:
+    async def whole(self, prepared: Call, deployment: Deployment, deadline: float) -> Reply:
         """One call to the provider's workers; a 200 reply (who answered is named by
         :class:`~broker.upstream.calls.Upstream`, which knows the attempts too).
 
@@ -118,12 +143,13 @@ class Forwarder:
         if status != 200:
             extra = {n: answer_headers[n] for n in _PASSED_ON if n in answer_headers}
             raise UpstreamFailed(status, msg.data, extra)
-        return Reply(200, msg.data)
+        said = {n: answer_headers[n] for n in _ANSWER_HEADERS if n in answer_headers}
+        return Reply(200, msg.data, said)
 
     async def stream(
         self, prepared: Prepared, deployment: Deployment, deadline: float
     ) -> AsyncGenerator[StreamEvent, None]:
-        """Chunks as the worker sends them, then the end record.
+        """Pieces as the worker sends them, then the end record.
 
         Raises:
             NoProvider, WorkerLost, DeadlineExceeded: as for :meth:`whole`.
@@ -146,7 +172,7 @@ class Forwarder:
                         raise UpstreamFailed(502, error_body(502, "stream_gap", message), {})
                     expected += 1
                 if kind == "chunk":
-                    yield _chunk_decoder.decode(msg.data)
+                    yield Piece(msg.data, hdrs.get(headers.EVENT, ""))
                     continue
                 ended = True
                 status = int(hdrs.get(headers.STATUS, "200" if kind == "end" else "502"))
@@ -165,7 +191,7 @@ class Forwarder:
             self._inbox.close(reply_to)
 
     async def _send(
-        self, prepared: Prepared, deployment: Deployment, deadline: float
+        self, prepared: Call, deployment: Deployment, deadline: float
     ) -> tuple[str, Mailbox]:
         """Publish the call to the provider's workers; its reply subject (to close) and
         mailbox."""
@@ -173,7 +199,7 @@ class Forwarder:
         reply_to, replies = await self._inbox.open()
         try:
             await self._nc.publish(
-                subjects.provider_subject(deployment.provider),
+                self._subject(deployment.provider),
                 prepared.data,
                 reply=reply_to,
                 headers=forward_headers,
@@ -183,7 +209,7 @@ class Forwarder:
             raise
         return reply_to, replies
 
-    async def _cancel(self, prepared: Prepared, reply_to: str) -> None:
+    async def _cancel(self, prepared: Call, reply_to: str) -> None:
         """Tell the worker to stop the call: a cancel is honoured only with the call's reply
         subject as its reply (see docs/nats-api.md, Who may cancel)."""
         with contextlib.suppress(Exception):  # reconnecting: the worker's timeout ends it

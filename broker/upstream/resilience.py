@@ -39,7 +39,7 @@ from broker.errors import (
     NoProvider,
     UpstreamFailed,
 )
-from broker.request import Prepared
+from broker.request import Call
 from broker.upstream.deployments import Deployment, ModelConfig
 from broker.upstream.forward import WorkerLost
 from broker.upstream.retry import RetryBudget
@@ -103,7 +103,7 @@ class Resilient:
     Args:
         config: models (fallbacks), resilience settings.
         router: orderings, breakers, statistics.
-        clock: the clock of ``Prepared.deadline``.
+        clock: the clock of ``Call.deadline``.
         sleep: how to wait between attempts (tests pass a no-op).
         rng: backoff jitter.
         admission: the deployments' capacity (``None``: unlimited).
@@ -128,7 +128,7 @@ class Resilient:
         self._rng = rng or random.Random()
         self._budget = RetryBudget(config.resilience, clock)
 
-    def candidates(self, prepared: Prepared) -> list[Deployment]:
+    def candidates(self, prepared: Call) -> list[Deployment]:
         """The model's ranked deployments, then each fallback model's."""
         tokens = prepared.estimate(ROUTING_COMPLETION_GUESS)
         models: list[ModelConfig] = [prepared.model]
@@ -146,7 +146,7 @@ class Resilient:
                     ordered.append(deployment)
         return ordered
 
-    def _all_open(self, prepared: Prepared) -> AllDeploymentsOpen:
+    def _all_open(self, prepared: Call) -> AllDeploymentsOpen:
         models = [prepared.model, *(self._config.models[n] for n in prepared.model.fallbacks)]
         wait = min(self.router.retry_after(m) for m in models)
         return AllDeploymentsOpen(
@@ -157,7 +157,7 @@ class Resilient:
 
     async def run(
         self,
-        prepared: Prepared,
+        prepared: Call,
         attempt: Callable[[Deployment, float], Awaitable[T]],
         *,
         judge_later: bool = False,
@@ -227,7 +227,7 @@ class Resilient:
         """
         _judge(self.router.stats(deployment), failure, first_event_s)
 
-    async def _next_allowed(self, walk: _Walk, prepared: Prepared) -> tuple[Deployment, Permit]:
+    async def _next_allowed(self, walk: _Walk, prepared: Call) -> tuple[Deployment, Permit]:
         """The next candidate whose breaker lets a call through and that has capacity, with
         its permit; when every such candidate is full, the first to free (waiting for it).
 
@@ -264,7 +264,7 @@ class Resilient:
         admission: Admission,
         full: list[Deployment],
         ticket: Ticket,
-        prepared: Prepared,
+        prepared: Call,
         walk: _Walk,
     ) -> tuple[Deployment, Permit]:
         """Wait for the first of the ``full`` deployments to grant ``ticket``."""
@@ -294,7 +294,7 @@ class Resilient:
         self,
         attempt: Callable[[Deployment, float], Awaitable[T]],
         deployment: Deployment,
-        prepared: Prepared,
+        prepared: Call,
         walk: _Walk,
         *,
         judge_later: bool,
@@ -324,7 +324,7 @@ class Resilient:
         stats.observe_latency(elapsed, self._clock())
         return result
 
-    def _should_retry(self, state: RetryCallState, walk: _Walk, prepared: Prepared) -> bool:
+    def _should_retry(self, state: RetryCallState, walk: _Walk, prepared: Call) -> bool:
         outcome = state.outcome
         exc = outcome.exception() if outcome is not None else None
         if exc is None or isinstance(exc, AllDeploymentsOpen):

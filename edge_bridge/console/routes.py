@@ -4,7 +4,9 @@ Everything shown comes from the mesh over NATS: ``$SRV.STATS`` (every process),
 ``llm.admin.status`` and ``llm.admin.requests`` (every broker), ``llm.admin.keys``,
 ``llm.admin.spend`` and ``llm.admin.cache.size`` (one broker), the batch records in JetStream.
 Commands go back the same way (``llm.admin.breaker`` and ``llm.admin.cache.purge`` reach every
-broker).
+broker), with the caller's key and address for the audit trail (brokers record each command);
+a refused request is reported on ``llm.admin.audit.report``. ``/console/api/audit`` shows the
+trail's latest records and whether its chain holds (:mod:`edge_bridge.console.audit`).
 
 The page polls once a second while it is open; a closed page asks nothing. Every API call
 is authorized: with keys configured it needs an admin key (``[console] keys`` or a tenant
@@ -40,15 +42,19 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from edge_bridge.asgi import nats_headers, read_body
+from edge_bridge.console.audit import AuditPanel
 from edge_bridge.console.gather import gather
 from edge_bridge.console.queues import admission_view
 from edge_bridge.console.view import ServiceBook, batch_rows, cache_summary, deployment_rows
+from edge_runtime.audit import admin_headers
 from edge_runtime.batch_store import BatchStore
 from schemas import error_body, headers, subjects
 
 __all__ = ["ConsoleRoutes"]
 
 Scope = MutableMapping[str, Any]
+#: Why a console request is refused: status, error code, message.
+Refusal = tuple[int, str, str]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
@@ -63,6 +69,11 @@ _ASSETS = {
     "/console": ("console.html", b"text/html; charset=utf-8"),
     "/console/console.js": ("console.js", b"text/javascript; charset=utf-8"),
     "/console/console.css": ("console.css", b"text/css; charset=utf-8"),
+}
+_KEY_ACTIONS = {
+    "/console/api/keys": "create",
+    "/console/api/keys/update": "update",
+    "/console/api/keys/revoke": "revoke",
 }
 _FILE = re.compile(r"^/console/api/files/([A-Za-z0-9_-]+)$")
 _CANCEL = re.compile(r"^/console/api/batches/([A-Za-z0-9_-]+)/cancel$")
@@ -96,6 +107,7 @@ class ConsoleRoutes:
         self._state: tuple[float, bytes] | None = None
         self._lock = asyncio.Lock()
         self._expect = {"services": 0, "brokers": 0}
+        self._audit = AuditPanel(nc)
         self._assets = {
             path: (resources.files(__package__).joinpath("static", name).read_bytes(), kind)
             for path, (name, kind) in _ASSETS.items()
@@ -115,11 +127,11 @@ class ConsoleRoutes:
             await _error(send, 404, "not_found", f"no route for {method} {path}")
             return
         refusal = _cross_site(method, _request_headers(scope))
+        if refusal is None:
+            auth = nats_headers(scope).get(headers.AUTHORIZATION)
+            refusal = await self._authorize(scope, auth)
         if refusal is not None:
-            await _error(send, refusal[0], refusal[1], refusal[2])
-            return
-        auth = nats_headers(scope).get(headers.AUTHORIZATION)
-        if not await self._authorized(scope, auth, send):
+            await self._refuse(scope, refusal, send)
             return
         admin = {headers.AUTHORIZATION: auth} if auth else None
         await self._api(method, path, scope, receive, send, admin=admin)
@@ -136,6 +148,8 @@ class ConsoleRoutes:
     ) -> None:
         if (method, path) == ("GET", "/console/api/state"):
             await _reply(send, 200, await self._snapshot(admin))
+        elif (method, path) == ("GET", "/console/api/audit"):
+            await _reply(send, 200, _encoder.encode(await self._audit.snapshot()))
         elif (method, path) == ("GET", "/console/api/requests"):
             query = parse_qs(scope.get("query_string", b"").decode())
             await self._requests({k: v[0] for k, v in query.items()}, send, admin)
@@ -150,33 +164,38 @@ class ConsoleRoutes:
             except msgspec.MsgspecError:
                 await _error(send, 400, "invalid_request", "the body must be a JSON object")
                 return
-            await self._command(path, command, send, admin)
+            await self._command(path, command, self._caller(scope), send)
+
+    def _caller(self, scope: Scope) -> dict[str, str]:
+        """The headers a command carries for the audit trail: the caller's key and address."""
+        auth = nats_headers(scope).get(headers.AUTHORIZATION)
+        return admin_headers(self._nc, via="console", peer=_peer(scope), authorization=auth)
 
     async def _command(
-        self, path: str, command: dict[str, Any], send: Send, admin: dict[str, str] | None
+        self, path: str, command: dict[str, Any], caller: dict[str, str], send: Send
     ) -> None:
         if path == "/console/api/breaker":
-            await self._everyone(subjects.BREAKER_ADMIN, command, send, admin)
+            await self._everyone(subjects.BREAKER_ADMIN, command, caller, send)
         elif path == "/console/api/purge":
-            await self._everyone(subjects.CACHE_PURGE, command, send, admin)
-        elif path in {"/console/api/keys", "/console/api/keys/revoke"}:
-            action = "create" if path.endswith("/keys") else "revoke"
+            await self._everyone(subjects.CACHE_PURGE, command, caller, send)
+        elif path in _KEY_ACTIONS:
+            action = _KEY_ACTIONS[path]
             await self._one(
                 subjects.ADMIN_KEYS,
                 {**command, "action": action},
+                caller,
                 send,
-                admin,
-                after=lambda: self._reload_keys(admin),
+                after=lambda: self._reload_keys(caller),
             )
         elif match := _CANCEL.match(path):
-            await self._one(subjects.ADMIN_BATCH_CANCEL, {"id": match.group(1)}, send, admin)
+            await self._one(subjects.ADMIN_BATCH_CANCEL, {"id": match.group(1)}, caller, send)
         else:
             await _error(send, 404, "not_found", f"no route for POST {path}")
             return
         self._state = None  # the next poll shows the command's effect
 
-    async def _authorized(self, scope: Scope, auth: str | None, send: Send) -> bool:
-        """Whether the caller may use the console; answers the refusal when not."""
+    async def _authorize(self, scope: Scope, auth: str | None) -> Refusal | None:
+        """Why the caller may not use the console (status, code, message), ``None`` if it may."""
         try:
             reply = await self._nc.request(
                 subjects.ADMIN_AUTHORIZE,
@@ -186,32 +205,45 @@ class ConsoleRoutes:
             )
             verdict = _decoder.decode(reply.data)
         except (NoRespondersError, NatsTimeout, msgspec.MsgspecError):
-            await _error(send, 503, "no_broker", "no broker answers: the console needs one")
-            return False
+            return 503, "no_broker", "no broker answers: the console needs one"
         if verdict.get("admin") is True:
-            return True
+            return None
         if not verdict.get("keys"):
-            return await self._open_to(scope, send)
+            return self._open_to(scope)
         if not auth:
-            await _error(send, 401, "unauthorized", "the console needs an admin key")
-            return False
-        await _error(send, 403, "forbidden", "this key is not an admin key")
-        return False
+            return 401, "unauthorized", "the console needs an admin key"
+        return 403, "forbidden", "this key is not an admin key"
 
-    async def _open_to(self, scope: Scope, send: Send) -> bool:
+    def _open_to(self, scope: Scope) -> Refusal | None:
         """Without keys: a loopback peer that names a loopback (or configured) ``Host``."""
         if not _loopback(scope):
             message = "no keys are configured: the console is open on loopback only"
-            await _error(send, 403, "console_loopback_only", message)
-            return False
+            return 403, "console_loopback_only", message
         if not self._host_allowed(_request_headers(scope).get("host", "")):
             message = (
                 "no keys are configured: the console answers only to a loopback Host or a "
                 "--console-host name"
             )
-            await _error(send, 403, "console_host_refused", message)
-            return False
-        return True
+            return 403, "console_host_refused", message
+        return None
+
+    async def _refuse(self, scope: Scope, refusal: Refusal, send: Send) -> None:
+        """Answer a refusal; report it for the audit trail (a broker that is not there to
+        answer is not a refusal of the caller)."""
+        status, code, message = refusal
+        await _error(send, status, code, message)
+        if status == 503:
+            return
+        report = {
+            "reason": code,
+            "status": status,
+            "method": scope["method"],
+            "path": scope["path"],
+        }
+        with contextlib.suppress(Exception):  # a report lost is a record lost, never an error
+            await self._nc.publish(
+                subjects.ADMIN_AUDIT_REPORT, _encoder.encode(report), headers=self._caller(scope)
+            )
 
     def _host_allowed(self, host: str) -> bool:
         """A loopback ``Host``, or a name the operator configured for the console."""
@@ -295,10 +327,10 @@ class ConsoleRoutes:
         await _reply(send, 200, _encoder.encode({"requests": rows[:100]}))
 
     async def _everyone(
-        self, subject: str, command: dict[str, Any], send: Send, admin: dict[str, str] | None
+        self, subject: str, command: dict[str, Any], caller: dict[str, str], send: Send
     ) -> None:
         """A command every broker applies; 200 when all that answered took it."""
-        replies = await gather(self._nc, subject, _encoder.encode(command), headers=admin)
+        replies = await gather(self._nc, subject, _encoder.encode(command), headers=caller)
         if not replies:
             await _error(send, 503, "no_broker", "no broker answered")
             return
@@ -314,14 +346,15 @@ class ConsoleRoutes:
         self,
         subject: str,
         command: dict[str, Any],
+        caller: dict[str, str],
         send: Send,
-        admin: dict[str, str] | None,
+        *,
         after: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """A command one broker answers; ``after`` runs when it succeeded, before the reply."""
         try:
             reply = await self._nc.request(
-                subject, _encoder.encode(command), timeout=ASK_TIMEOUT_S, headers=admin
+                subject, _encoder.encode(command), timeout=ASK_TIMEOUT_S, headers=caller
             )
         except (NoRespondersError, NatsTimeout):
             await _error(send, 503, "no_broker", "no broker answered")
@@ -331,10 +364,10 @@ class ConsoleRoutes:
             await after()
         await _reply(send, status, reply.data)
 
-    async def _reload_keys(self, admin: dict[str, str] | None) -> None:
+    async def _reload_keys(self, caller: dict[str, str]) -> None:
         """Every broker re-reads the run-time keys before the page hears the key changed."""
         await gather(
-            self._nc, subjects.ADMIN_KEYS_RELOAD, headers=admin, expect=self._expect["brokers"]
+            self._nc, subjects.ADMIN_KEYS_RELOAD, headers=caller, expect=self._expect["brokers"]
         )
 
     async def _download(self, file_id: str, send: Send) -> None:
@@ -371,7 +404,7 @@ def _request_headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
 
 
-def _cross_site(method: str, hdrs: dict[str, str]) -> tuple[int, str, str] | None:
+def _cross_site(method: str, hdrs: dict[str, str]) -> Refusal | None:
     """Why a console API call looks like another site's (status, code, message), or ``None``.
 
     An ``Origin`` (browsers send it on every cross-origin request and on same-origin
@@ -400,6 +433,12 @@ def _loopback_host(host: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
+
+
+def _peer(scope: Scope) -> str:
+    """The HTTP caller's address (the peer of the connection, never ``X-Forwarded-For``)."""
+    client = scope.get("client")
+    return str(client[0]) if client else ""
 
 
 def _loopback(scope: Scope) -> bool:

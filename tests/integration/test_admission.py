@@ -543,3 +543,44 @@ async def test_a_stream_holds_its_permit_until_it_ends(
     assert texts == ["upstream streams to m"] * 3
     assert fake.peak == 1
     assert fake.too_many == 0
+
+
+async def test_embeddings_wait_for_their_deployments_limits(
+    make_stack: StackFactory, nats_url: str
+) -> None:
+    """Embeddings calls take their deployment's permits as chat calls do: six requests at once
+    to a deployment of one call in flight all succeed, the provider never sees two at once nor
+    answers a 429, and the later ones say they waited (``Llm-Queue-Ms``)."""
+    async with running_fake(ProviderLimits(concurrency=1)) as fake:
+        fake.default = Scripted(delay_s=LATENCY_S)
+        config = config_from(f"""
+            [cache]
+            enabled = false
+            [batch]
+            enabled = false
+            [admission]
+            max_wait_s = 60
+            [providers.up]
+            kind = "openai_compatible"
+            base_url = "{fake.base_url}"
+            [models.e]
+            deployments = [{{ provider = "up", model = "e", concurrency = 1 }}]
+        """)
+        stack = await make_stack(nats_url, config)
+        hdrs = {headers.TIMEOUT_MS: "60000"}
+        replies = await asyncio.gather(
+            *(
+                stack.nc.request(
+                    "llm.embeddings",
+                    msgspec.json.encode({"model": "e", "input": f"text {i}"}),
+                    timeout=70,
+                    headers=hdrs,
+                )
+                for i in range(6)
+            )
+        )
+        statuses = [int((r.headers or {}).get(headers.STATUS, "200")) for r in replies]
+        assert statuses == [200] * 6
+        assert (fake.peak, fake.too_many) == (1, 0)
+        waited = [int((r.headers or {})[headers.QUEUE_MS]) for r in replies]
+        assert max(waited) >= LATENCY_S * 1000

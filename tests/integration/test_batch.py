@@ -134,8 +134,8 @@ async def test_bad_create_parameters_are_400s(stack: Stack) -> None:
     )
     with pytest.raises(openai.BadRequestError):
         await sdk.batches.create(
-            input_file_id=uploaded.id, endpoint="/v1/embeddings", completion_window="24h"
-        )  # type: ignore[arg-type]
+            input_file_id=uploaded.id, endpoint="/v1/completions", completion_window="24h"
+        )
     with pytest.raises(openai.BadRequestError):
         await sdk.batches.create(
             input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="1m"

@@ -122,7 +122,7 @@ async def wait_ready(nc: Client) -> None:
 
 async def first_progress(nc: Client, batch_id: str) -> int:
     """Completed count from the first progress event past a few hundred lines."""
-    sub = await nc.subscribe(f"llm.batch.events.{batch_id}")
+    sub = await nc.subscribe(f"llm.batch.events.*.{batch_id}")
     try:
         while True:
             event = msgspec.json.decode((await sub.next_msg(timeout=60)).data)

@@ -69,7 +69,7 @@ async def run_to_end(stack: Stack, key: str, n: int, prefix: str) -> tuple[float
 async def seconds_for(stack: Stack, batch_id: str, count: int) -> float:
     """Seconds until ``count`` more lines of a batch have completed (its progress events)."""
     started = time.monotonic()
-    sub = await stack.nc.subscribe(f"llm.batch.events.{batch_id}")
+    sub = await stack.nc.subscribe(f"llm.batch.events.*.{batch_id}")
     try:
         body = msgspec.json.encode({"id": batch_id})
         reply = await stack.nc.request("llm.batch.get", body, timeout=5, headers=auth(KEY_BIG))
@@ -82,25 +82,29 @@ async def seconds_for(stack: Stack, batch_id: str, count: int) -> float:
         await sub.unsubscribe()
 
 
-async def test_small_batch_is_not_held_up_by_another_tenants_flood(stack: Stack) -> None:
-    """With big's 3,000-line batch running on two brokers, small's 100-line batch finishes
-    within 2x its stand-alone time, and big's pace recovers once small is done."""
-    alone_s, alone = await run_to_end(stack, KEY_SMALL, SMALL_LINES, "alone")
-    assert alone["request_counts"]["completed"] == SMALL_LINES
+async def completed(stack: Stack, batch_id: str, key: str) -> int:
+    """Lines of a batch completed so far."""
+    body = msgspec.json.encode({"id": batch_id})
+    reply = await stack.nc.request("llm.batch.get", body, timeout=5, headers=auth(key))
+    return int(msgspec.json.decode(reply.data)["request_counts"]["completed"])
 
+
+async def test_small_batch_is_not_held_up_by_another_tenants_flood(stack: Stack) -> None:
+    """With big's 3,000-line batch running on two brokers, small's 100-line batch gets its
+    share of the slots at once: while it runs, big completes at most three lines for each of
+    small's (first come, first served would run big's ~2,800 queued lines first), and big
+    goes on once small is done. Counted in lines, not seconds: the machine's speed does not
+    enter it."""
     big = await submit(stack, KEY_BIG, BIG_LINES, "big")
     await seconds_for(stack, big, 200)  # big has every slot of both brokers
-    big_before_s = await seconds_for(stack, big, 300)
-    shared_s, shared = await run_to_end(stack, KEY_SMALL, SMALL_LINES, "shared")
-    big_after_s = await seconds_for(stack, big, 300)
-    print(
-        f"small alone {alone_s:.2f}s, beside big {shared_s:.2f}s; "
-        f"big 300 lines {big_before_s:.2f}s before, {big_after_s:.2f}s after"
-    )
+    big_before = await completed(stack, big, KEY_BIG)
+    _, shared = await run_to_end(stack, KEY_SMALL, SMALL_LINES, "shared")
+    big_during = await completed(stack, big, KEY_BIG) - big_before
+    await seconds_for(stack, big, 300)  # big's lines keep completing after small is done
+    print(f"while small ran its {SMALL_LINES} lines, big completed {big_during}")
 
     assert shared["request_counts"]["completed"] == SMALL_LINES
-    assert shared_s <= 2 * alone_s
-    assert big_after_s <= 1.5 * big_before_s
+    assert big_during <= 3 * SMALL_LINES
     status = await stack.nc.request(
         "llm.batch.get", msgspec.json.encode({"id": big}), timeout=5, headers=auth(KEY_BIG)
     )

@@ -125,7 +125,7 @@ async def test_a_server_killed_mid_batch_loses_and_duplicates_no_line(
             client, msgspec.json.encode(submit), subject="llm.batch.submit", retry=RETRY
         )
         batch_id = msgspec.json.decode(reply.data)["id"]
-        events = await client.subscribe(f"llm.batch.events.{batch_id}")
+        events = await client.subscribe(f"llm.batch.events.*.{batch_id}")
         progress = await completed_at_least(events, 300)
         assert progress < count, "the server must be killed mid-batch"
         nats_cluster.nodes[0].kill()

@@ -11,6 +11,7 @@ from edge_runtime.batch_store import BatchStore
 from edge_runtime.jetstream import ReplicasError
 from edge_runtime.process import close_quietly, connect
 from schemas.jetstream import (
+    AUDIT_STREAM,
     BATCHES_BUCKET,
     CACHE_BUCKET,
     FILES_BUCKET,
@@ -26,6 +27,7 @@ ASSETS = [
     f"KV_{BATCHES_BUCKET}",
     f"KV_{RESULTS_BUCKET}",
     LINES_STREAM,
+    AUDIT_STREAM,
 ]
 R3 = """
     [nats]
@@ -56,7 +58,7 @@ async def test_every_asset_has_the_configured_replicas_and_r1_ones_are_raised(
         replicas = {s: (await js.stream_info(s)).config.num_replicas for s in ASSETS}
         assert replicas == dict.fromkeys(ASSETS, 3)
         raised = [r.getMessage() for r in caplog.records if "raised from 1 to 3" in r.getMessage()]
-        assert len(raised) == 4  # the cache bucket was new: created at R3
+        assert len(raised) == 4  # the cache bucket and the audit stream were new: made at R3
         await BatchStore.open(nc)  # the default (1) binds without shrinking anything
         assert (await js.stream_info(LINES_STREAM)).config.num_replicas == 3
     finally:

@@ -55,9 +55,11 @@ PATIENCE_S = 20.0
 
 
 @pytest.fixture
-async def stack(nats_url: str, redis_server: RedisServer, make_stack: StackFactory) -> Stack:
+async def stack(nats_url: str, own_redis: RedisServer, make_stack: StackFactory) -> Stack:
+    """Two brokers and the bridge, on a Redis of the test's own (keys minted on the page
+    would make keys required for the later tests sharing the session's Redis)."""
     return await make_stack(
-        nats_url, config_from(CONFIG), redis_url=redis_server.url, brokers=2, bridge=True
+        nats_url, config_from(CONFIG), redis_url=own_redis.url, brokers=2, bridge=True
     )
 
 
@@ -350,3 +352,37 @@ async def test_console_counts_each_workers_calls(stack: Stack) -> None:
         assert team_after["rpm_used"] - team_before["rpm_used"] == 3  # across both brokers
         assert team_after["tpm_used"] > team_before["tpm_used"]
     assert team_after["rpm"] == 1000
+
+
+@needs_chromium
+@pytest.mark.browser
+async def test_operator_gives_a_key_its_own_models_and_limits(stack: Stack) -> None:
+    """A key created on the page with a model list and an rpm shows them in the keys panel
+    and is held to them; edited there, its new list applies on every broker at once."""
+    assert stack.bridge is not None
+    url = f"http://127.0.0.1:{stack.bridge.port}/console"
+    with chromium() as driver:
+        page = Page(driver, url)
+        await asyncio.to_thread(page.sign_in, ADMIN_KEY)
+        await asyncio.to_thread(page.type_into, "#key-tenant", "team")
+        await asyncio.to_thread(page.type_into, "#key-models", "mock, mock-*")
+        await asyncio.to_thread(page.type_into, "#key-rpm", "5")
+        await asyncio.to_thread(page.click, "#create-key")
+        new_key = (await asyncio.to_thread(page.texts, "#new-key", lambda t: bool(t[0])))[0]
+        row = f'#tenants-body li[data-key="{hash_key(new_key)}"] .grant'
+        shown = (await asyncio.to_thread(page.texts, row))[0]
+        assert "(run-time) models mock, mock-* · rpm 5" in shown
+        assert (await chat(stack, new_key, content="allowed")).status_code == 200
+
+        await asyncio.to_thread(
+            page.click, f'#tenants-body button[data-edit="{hash_key(new_key)}"]'
+        )
+        await asyncio.to_thread(page.type_into, "#edit-models", "other-*")
+        await asyncio.to_thread(page.click, "#save-key")
+        await asyncio.to_thread(page.notice, "saved key")
+        await asyncio.to_thread(page.texts, row, lambda t: "models other-* · rpm 5" in t[0])
+        for n in range(4):  # every broker: the page heard of the change after they did
+            refused = await chat(stack, new_key, content=f"now refused {n}")
+            assert refused.status_code == 403
+            assert refused.json()["error"]["code"] == "model_not_allowed"
+        await asyncio.to_thread(page.screenshot, "keys-panel.png")

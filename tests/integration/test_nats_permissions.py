@@ -21,7 +21,9 @@ from broker.service import BrokerOptions, BrokerService
 from edge_bridge import BridgeOptions, BridgeServer
 from edge_client import EdgeClient
 from edge_runtime.embedded import EmbeddedNats
+from schemas import audit
 from schemas.jetstream import ONCE_BUCKET
+from tests.support.audit import TrailWatch
 from tests.support.cli import run_cli
 from tests.support.stack import MOCK_ONLY, config_from
 from tests.support.violations import CHAT, Violations
@@ -245,12 +247,21 @@ async def test_discovery_finds_brokers_and_workers(secured_url: str) -> None:
 @pytest.mark.process
 async def test_cli_admin_commands_under_permissions(secured_url: str) -> None:
     """``llm-edge breaker status`` and ``cache purge`` work as user admin with
-    NATS_INBOX_PREFIX=_INBOX.admin; a producer may not publish admin commands."""
+    NATS_INBOX_PREFIX=_INBOX.admin, and the brokers record the purge in the audit trail, which
+    the admin reads and verifies; a producer may not publish admin commands."""
     admin = {"NATS_URL": user_url(secured_url, "admin"), "NATS_INBOX_PREFIX": "_INBOX.admin"}
     out, _ = await run_cli("breaker", "status", env=admin)
     assert json.loads(out)["breakers"]["mock@mock"]["state"] == "closed"
+    reader = await as_user(secured_url, "admin", Violations(), inbox_prefix="_INBOX.admin")
+    watch = await TrailWatch.start(reader)
     out, _ = await run_cli("cache", "purge", "--all", env=admin)
     assert "purged" in json.loads(out)
+    await watch.action(audit.CACHE_PURGE)  # written by the broker, under its permissions
+    await reader.close()
+    out, _ = await run_cli("audit", "--action", "cache.purge", "--json", env=admin)
+    assert json.loads(out.splitlines()[-1])["origin"]["via"] == "cli"
+    out, _ = await run_cli("audit", "--verify", env=admin)
+    assert out.startswith("audit trail intact: ")
     violations = Violations()
     alice = await as_user(secured_url, "alice", violations, inbox_prefix="_INBOX.alice")
     try:

@@ -25,7 +25,7 @@ from broker.errors import UpstreamFailed
 from broker.pipeline import ChatPipeline
 from broker.prepare import RequestPreparer
 from broker.record import RequestRecord
-from broker.request import Prepared, Reply
+from broker.request import Piece, Prepared, Reply
 from broker.tenancy.budget import SpendLedger
 from broker.tenancy.limits import RateLimiter
 from broker.tenancy.meter import Meter
@@ -80,7 +80,7 @@ class MemoryForward:
     ) -> AsyncGenerator[StreamEvent, None]:
         call = self._call(prepared, deployment)
         async for chunk in self._mock.stream(call):
-            yield chunk
+            yield Piece(msgspec.json.encode(chunk))
         yield StreamEnd(finish_reason="stop")
 
 
@@ -98,8 +98,8 @@ class RecordingSink:
         self.status, self.body, self.meta = reply.status, reply.body, {**meta, **reply.headers}
         self.done.set()
 
-    async def chunk(self, chunk: ChatCompletionChunk, meta: dict[str, str]) -> None:
-        self.chunks.append(chunk)
+    async def chunk(self, piece: Piece, meta: dict[str, str]) -> None:
+        self.chunks.append(msgspec.json.decode(piece.data, type=ChatCompletionChunk))
 
     async def end(self, end: StreamEnd, meta: dict[str, str]) -> None:
         self.status, self.meta = 200, dict(meta)

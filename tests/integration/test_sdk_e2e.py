@@ -253,3 +253,28 @@ async def test_openai_sdk_with_anthropic_upstream(stack: Stack) -> None:
     assert text == "Sunny today"
     assert usage is not None
     assert usage.completion_tokens == 15
+
+
+async def test_the_mock_stands_in_for_claude_whatever_the_request_carries(stack: Stack) -> None:
+    """Thinking, server tools and betas meant for the real model do not make the mock fail:
+    it answers from the texts, whole, streamed, and counts tokens (an estimate)."""
+    client = anthropic.AsyncAnthropic(
+        base_url=stack.base_url.removesuffix("/v1"), api_key="x", max_retries=0
+    )
+    params: dict[str, object] = {
+        "model": "mock",
+        "max_tokens": 2048,
+        "messages": [{"role": "user", "content": "Think about tides"}],
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "tools": [{"type": "web_search_20250305", "name": "web_search"}],
+        "extra_headers": {"anthropic-beta": "interleaved-thinking-2025-05-14"},
+    }
+    message = await client.messages.create(**params)  # type: ignore[call-overload]
+    assert "Think about tides" in message.content[0].text
+    async with client.messages.stream(**params) as stream:  # type: ignore[arg-type]
+        text = "".join([piece async for piece in stream.text_stream])
+    assert text == message.content[0].text
+    counted = await client.messages.count_tokens(
+        model="mock", messages=[{"role": "user", "content": "Think about tides"}]
+    )
+    assert counted.input_tokens > 0

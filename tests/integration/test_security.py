@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import anthropic
 import msgspec
 import pytest
+import redis.asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nats.aio.msg import Msg
 
+from broker.cache.l2_redis import KEY_PREFIX
 from broker.tenancy.tenants import hash_key
 from edge_client.chat import stream_chat
 from schemas import headers
@@ -130,14 +133,28 @@ async def test_keys_are_required_everywhere(stack: Stack) -> None:
         ).messages.create(model="mock", max_tokens=10, messages=[{"role": "user", "content": "x"}])
 
 
-async def test_tenants_never_share_cache_entries(stack: Stack) -> None:
+async def test_tenants_never_share_cache_entries(stack: Stack, redis_server: RedisServer) -> None:
     """The same request from another tenant is a miss: entries are namespaced by tenant."""
     body = chat(f"shared question {uuid.uuid4()}")
-    assert (await ask(stack, body, KEY_A)).headers[headers.CACHE] == "MISS"  # type: ignore[index]
+    first = await ask(stack, body, KEY_A)
+    assert (first.headers or {})[headers.CACHE] == "MISS"
+    await _stored_in_l2(redis_server, (first.headers or {})[headers.CACHE_KEY])
     again = (await ask(stack, body, KEY_A)).headers[headers.CACHE]  # type: ignore[index]
     assert again.startswith("HIT")  # L1 or L2: two brokers share the queue
     other = await ask(stack, body, KEY_C)
     assert other.headers[headers.CACHE] == "MISS"  # type: ignore[index]
+
+
+async def _stored_in_l2(redis_server: RedisServer, key: str) -> None:
+    """Wait (bounded) until a broker has written an answer to the shared L2: it writes after
+    the reply, and the next request may reach the other broker before that."""
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    try:
+        async with asyncio.timeout(10):
+            while not await client.exists(KEY_PREFIX + key):  # noqa: ASYNC110  (no event)
+                await asyncio.sleep(0.01)
+    finally:
+        await client.aclose()
 
 
 async def test_rate_limit_is_shared_by_two_brokers(stack: Stack) -> None:

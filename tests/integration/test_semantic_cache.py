@@ -57,6 +57,7 @@ async def _ask(stack: Stack, text: str, namespace: str) -> tuple[str, str]:
         "llm.chat", chat(text), timeout=20, headers={headers.CACHE_NAMESPACE: namespace}
     )
     assert msg.headers is not None
+    assert msg.headers.get(headers.STATUS, "200") == "200", msg.data
     return msg.headers[headers.CACHE], msg.headers.get(headers.SEMANTIC_SIMILARITY, "")
 
 

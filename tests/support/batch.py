@@ -68,9 +68,9 @@ async def wait_status(
     patience_s: float = 60,
     hdrs: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Follow llm.batch.events.<id> until the batch reaches one of ``wanted`` (subscribe
+    """Follow llm.batch.events.<tenant>.<id> until the batch reaches one of ``wanted`` (subscribe
     first, then read the current state, so no event is missed)."""
-    sub = await nc.subscribe(f"llm.batch.events.{batch_id}")
+    sub = await nc.subscribe(f"llm.batch.events.*.{batch_id}")
     try:
         body = msgspec.json.encode({"id": batch_id})
         current = msgspec.json.decode(
@@ -86,8 +86,8 @@ async def wait_status(
 async def wait_for(
     nc: Client, batch_id: str, condition: Callable[[dict[str, Any]], bool], patience_s: float = 30
 ) -> dict[str, Any]:
-    """Follow llm.batch.events.<id> until the batch object satisfies ``condition``."""
-    sub = await nc.subscribe(f"llm.batch.events.{batch_id}")
+    """Follow llm.batch.events.<tenant>.<id> until the batch object satisfies ``condition``."""
+    sub = await nc.subscribe(f"llm.batch.events.*.{batch_id}")
     try:
         body = msgspec.json.encode({"id": batch_id})
         current = msgspec.json.decode((await nc.request("llm.batch.get", body, timeout=5)).data)

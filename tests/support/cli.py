@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Mapping
 
-__all__ = ["run_cli"]
+__all__ = ["run_cli", "run_cli_status"]
 
 
 async def run_cli(
@@ -15,6 +15,15 @@ async def run_cli(
 ) -> tuple[str, str]:
     """``python -m llm_edge ARGS`` (``env`` added to this process's environment); asserts it
     exits 0 and returns (stdout, stderr)."""
+    code, out, err = await run_cli_status(*args, timeout_s=timeout_s, env=env)
+    assert code == 0, err
+    return out, err
+
+
+async def run_cli_status(
+    *args: str, timeout_s: float = 60, env: Mapping[str, str] | None = None
+) -> tuple[int, str, str]:
+    """``python -m llm_edge ARGS``, whatever its exit code: (code, stdout, stderr)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -25,5 +34,5 @@ async def run_cli(
         env={**os.environ, **(env or {})},
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
-    assert proc.returncode == 0, err.decode()
-    return out.decode(), err.decode()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()

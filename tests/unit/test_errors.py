@@ -11,7 +11,7 @@ from broker import errors
 from broker.config import Config
 from broker.prepare import RequestPreparer
 from broker.tenancy import budget
-from broker.tenancy.limits import Usage, rate_limited
+from broker.tenancy.limits import Scope, Usage, rate_limited
 from broker.tenancy.tenants import hash_key
 from broker.upstream import resilience
 from edge_bridge import app
@@ -66,7 +66,9 @@ def test_blocked_pii_raises_the_trees_class() -> None:
 
 def test_rate_limit_headers_are_named_once_and_reach_http() -> None:
     """A tenant's 429 carries every x-ratelimit-* header, and the bridge copies each of them."""
-    refused = rate_limited(Usage(allowed=False, requests=3, tokens=90, reset_s=12.5), 3, 100)
+    refused = rate_limited(
+        Usage(allowed=False, requests=3, tokens=90, reset_s=12.5), Scope("acme", 3, 100)
+    )
     assert refused.extra_headers == {
         headers.RETRY_AFTER: "13",
         headers.RATELIMIT_LIMIT_REQUESTS: "3",

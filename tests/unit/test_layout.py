@@ -14,9 +14,9 @@ One named exception (:data:`EXCEPTIONS`): ``broker.config`` reads the configurat
 ``[providers]`` table with the workers' own settings class, so both roles read one file the
 same way.
 
-Inside the broker, a wing (admission, cache, upstream, tenancy, replies, batch) never imports
-the pipeline, the subject endpoints or the service: they call the wings, not the other way
-round.
+Inside the broker, a wing (admission, cache, upstream, tenancy, replies, batch, audit) never
+imports the pipeline, the subject endpoints or the service: they call the wings, not the other
+way round.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ ALLOWED = {
     "broker": {"schemas", "edge_runtime", "edge_client"},
     "llm_edge": OURS,
 }
-WINGS = ("admission", "cache", "upstream", "tenancy", "replies", "batch")
+WINGS = ("admission", "cache", "upstream", "tenancy", "replies", "batch", "audit")
 CONDUCTORS = {"broker.pipeline", "broker.endpoints", "broker.service"}
 #: (importing file, imported module): the only imports across roles.
 EXCEPTIONS = {(Path("broker/config.py"), "workers.config")}

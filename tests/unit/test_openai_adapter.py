@@ -307,7 +307,9 @@ async def test_stream_parses_split_sse_and_asks_for_usage() -> None:
         return Answer(200, pieces=[raw[i : i + 3] for i in range(0, len(raw), 3)])
 
     async with provider(handler) as openai:
-        chunks = [c async for c in openai.stream(make_request(stream=True))]
+        relayed = [c async for c in openai.stream(make_request(stream=True))]
+    assert [json.loads(r.data) for r in relayed] == events  # each event as the upstream sent it
+    chunks = [r.chunk for r in relayed]
     assert sent[0]["stream"] is True
     assert sent[0]["stream_options"] == {"include_usage": True}
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Grüße 🌍"
@@ -331,3 +333,63 @@ async def test_stream_http_error_before_first_chunk() -> None:
                 pass
     assert caught.value.kind is ErrorKind.RATE_LIMITED
     assert caught.value.retry_after == 4.0
+
+
+def embeddings_request(**fields: object) -> ProviderRequest:
+    body = msgspec.json.encode({"model": "alias", "input": ["a", "b"], **fields})
+    return ProviderRequest(body=body, upstream_model="text-embedding-3-small", timeout_s=5)
+
+
+async def test_embed_posts_to_embeddings_with_the_upstream_model() -> None:
+    """embed: POST /embeddings (Azure: the deployment's /embeddings) with the deployment's
+    model and every field the caller sent; the answer comes back byte for byte."""
+    seen: list[Sent] = []
+    vectors = {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": 0, "embedding": "AAAAAA=="},
+            {"object": "embedding", "index": 1, "embedding": "AACAPw=="},
+        ],
+        "model": "text-embedding-3-small",
+        "usage": {"prompt_tokens": 2, "total_tokens": 2},
+    }
+
+    def handler(request: Sent) -> Answer:
+        seen.append(request)
+        return Answer(200, json=vectors)
+
+    async with provider(handler) as openai:
+        body = await openai.embed(embeddings_request(encoding_format="base64", input_type="q"))
+    assert json.loads(body) == vectors
+    assert seen[0].path_qs == "/v1/embeddings"
+    assert seen[0].json() == {
+        "model": "text-embedding-3-small",
+        "input": ["a", "b"],
+        "encoding_format": "base64",
+        "input_type": "q",
+    }
+    azure = ProviderConfig(name="azure", kind=ProviderKind.AZURE, base_url="https://x")
+    async with provider(handler, azure) as on_azure:
+        await on_azure.embed(embeddings_request())
+    assert seen[1].path_qs == (
+        "/v1/openai/deployments/text-embedding-3-small/embeddings?api-version=2024-10-21"
+    )
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"object": "list", "data": [{"index": 0, "embedding": [0.1]}], "model": "m"},
+        {"object": "list", "data": [{"index": 0, "embedding": 5}, {"index": 1, "embedding": 5}]},
+        {"id": "chatcmpl-1", "object": "chat.completion"},
+    ],
+    ids=["one-vector-for-two-inputs", "numbers", "a-completion"],
+)
+async def test_embed_refuses_an_answer_without_a_vector_per_input(answer: object) -> None:
+    """A 200 that is not one vector per input sent is an invalid_response (retryable: another
+    deployment may answer)."""
+    async with provider(lambda _: Answer(200, json=answer)) as openai:
+        with pytest.raises(ProviderError) as caught:
+            await openai.embed(embeddings_request())
+    assert caught.value.kind is ErrorKind.INVALID_RESPONSE
+    assert caught.value.retryable

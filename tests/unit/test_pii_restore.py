@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from broker.request import Reply
+from broker.request import Piece, Reply
 from broker.tenancy.pii_restore import RestoringSink, TextRestorer
 from schemas import ChatCompletionChunk, ChunkChoice, Delta, StreamEnd
 
@@ -43,7 +43,12 @@ class Collect:
     async def whole(self, reply: Reply, meta: dict[str, str]) -> None:
         self.whole_body = reply.body
 
-    async def chunk(self, chunk: ChatCompletionChunk, meta: dict[str, str]) -> None:
+    async def chunk(self, piece: Piece, meta: dict[str, str]) -> None:
+        if piece.event:  # an Anthropic event: its text delta
+            delta = msgspec.json.decode(piece.data).get("delta") or {}
+            self.texts.append(delta.get("text", ""))
+            return
+        chunk = msgspec.json.decode(piece.data, type=ChatCompletionChunk)
         self.texts += [c.delta.content or "" for c in chunk.choices]
 
     async def end(self, end: StreamEnd, meta: dict[str, str]) -> None:
@@ -53,9 +58,16 @@ class Collect:
         raise AssertionError("no error expected")
 
 
-def chunk(content: str | None, finish: str | None = None) -> ChatCompletionChunk:
-    return ChatCompletionChunk(
-        id="c", created=1, model="m", choices=[ChunkChoice(0, Delta(content=content), finish)]
+def chunk(content: str | None, finish: str | None = None) -> Piece:
+    return Piece(
+        msgspec.json.encode(
+            ChatCompletionChunk(
+                id="c",
+                created=1,
+                model="m",
+                choices=[ChunkChoice(0, Delta(content=content), finish)],
+            )
+        )
     )
 
 
@@ -71,7 +83,7 @@ async def test_sink_restores_a_placeholder_split_over_chunks_and_leaves_the_orig
     await sink.end(StreamEnd(), {})
     assert "".join(inner.texts) == "write to jane@example.com today ["
     assert inner.ended
-    assert first.choices[0].delta.content == "write to [EMA"
+    assert msgspec.json.decode(first.data)["choices"][0]["delta"]["content"] == "write to [EMA"
 
 
 async def test_sink_flushes_held_text_with_the_finishing_chunk() -> None:
@@ -80,3 +92,26 @@ async def test_sink_flushes_held_text_with_the_finishing_chunk() -> None:
     await sink.chunk(chunk("see [EMAIL_"), {})
     await sink.chunk(chunk(None, "stop"), {})
     assert "".join(inner.texts) == "see [EMAIL_"
+
+
+def event(kind: str, **fields: object) -> Piece:
+    return Piece(msgspec.json.encode({"type": kind, **fields}), kind)
+
+
+def text_delta(text: str) -> Piece:
+    return event("content_block_delta", index=0, delta={"type": "text_delta", "text": text})
+
+
+async def test_sink_restores_anthropic_text_deltas_and_flushes_before_the_block_stops() -> None:
+    """An Anthropic stream gets its values back across ``text_delta`` events; text held at
+    the block's end goes out as one more delta before ``content_block_stop``."""
+    inner = Collect()
+    sink = RestoringSink(inner, VALUES)
+    start = event("content_block_start", index=0, content_block={"type": "text", "text": ""})
+    await sink.chunk(start, {})
+    await sink.chunk(text_delta("mail [EMA"), {})
+    await sink.chunk(text_delta("IL_1] or ["), {})
+    await sink.chunk(event("content_block_stop", index=0), {})
+    assert "".join(inner.texts) == "mail jane@example.com or ["
+    assert inner.texts[-1] == ""  # the stop event came last, after the flushed "["
+    assert inner.texts[-2] == "["

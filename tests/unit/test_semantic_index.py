@@ -159,3 +159,23 @@ def test_the_index_holds_at_most_max_entries_dropping_the_soonest_to_expire() ->
     assert len(index) == 1000
     kept = [i for i in range(5000) if index.search(f"ctx{i % 7}", vectors[i], TEXT, 0.99, 0.0)]
     assert kept == list(range(4000, 5000))  # the latest to expire
+
+
+def test_the_entry_whose_anchors_agree_is_found_among_near_identical_ones() -> None:
+    """Questions of one template differing by a number embed almost alike: the one asked
+    about is found even when a dozen others rank above it by cosine."""
+    rng = np.random.default_rng(11)
+    base = _unit(rng)
+    index = SemanticIndex()
+    vectors = {}
+    for n in range(50):
+        v = base + 0.01 * _unit(rng)
+        vectors[n] = v / np.linalg.norm(v)
+        text = f"What is the population of town number {n}?"
+        index.put(f"e{n}", Entry("ctx", f"a{n}", text, vectors[n].tobytes(), FAR_FUTURE))
+    query = "What's the population of town number 37?"
+    ranked = sorted(range(50), key=lambda n: -float(vectors[n] @ base))
+    assert ranked.index(37) >= 4  # not among the first few by cosine alone
+    match = index.search("ctx", base, query, 0.9, 0.0)
+    assert match is not None
+    assert match.answer == "a37"

@@ -1,20 +1,30 @@
-// The Batch API over NATS (`llm.batch.*` request/reply), progress on `llm.batch.events.<id>`.
+// The Batch API over NATS (`llm.batch.*` request/reply), progress on
+// `llm.batch.events.<tenant>.<id>`.
 //
 //   const batch = await client.batches.submit(lines);
 //   const done = await client.batches.wait(batch.id, { onProgress: (b) => console.log(b.status) });
 //   for (const line of await client.batches.results(done)) console.log(line.custom_id);
 //
-// `wait` subscribes before it reads the batch, so no change falls between the two, and reads it
-// again whenever EVENT_GAP_MS pass without an event (an event is published at most once).
+// Everything goes through the brokers: files are read piece by piece with
+// `llm.batch.file.content` (never from JetStream, so a producer needs no JetStream permission
+// and reads only its own tenant's files), and events come from the tenant's own subject (the
+// tenant is asked of `llm.batch.whoami` once). `wait` subscribes before it reads the batch, so
+// no change falls between the two, and reads it again whenever EVENT_GAP_MS pass without an
+// event (an event is published at most once).
+import { createHash } from "node:crypto";
+
 import type { Msg } from "nats";
 
 import type { CallOptions, EdgeClient } from "./client.js";
 import { json } from "./client.js";
-import { DeadlineError } from "./errors.js";
-import type { BatchObject, BatchStatus, BatchSubmit, InputLine } from "./types.js";
+import { HEADERS, HEADER_ROOM, SUBJECTS } from "./contract.js";
+import { DeadlineError, StreamError } from "./errors.js";
+import type { BatchObject, BatchStatus, BatchSubmit, FileObject, FileRequest, InputLine } from "./types.js";
 
-/** The endpoint batch lines target (the only one brokers run). */
+/** The endpoint batch lines target unless told otherwise. */
 export const CHAT_ENDPOINT = "/v1/chat/completions";
+/** The other endpoint brokers run batch lines of: each line's embeddings list. */
+export const EMBEDDINGS_ENDPOINT = "/v1/embeddings";
 /** How long `wait` listens for an event before it reads the batch again. */
 export const EVENT_GAP_MS = 5_000;
 /** The statuses a batch never leaves. */
@@ -24,12 +34,12 @@ export const FINAL_STATUSES: ReadonlySet<BatchStatus> = new Set([
   "expired",
   "cancelled",
 ]);
-/** The JetStream object store of batch files. */
-export const FILES_BUCKET = "llm_edge_files";
+/** The piece of a file asked for at a time: what a broker sends at most (less on a server of smaller messages). */
+export const PIECE_BYTES = 4 * 1024 * 1024;
 
-/** Where a batch's progress events are published. */
-export function eventsSubject(batchId: string): string {
-  return `llm.batch.events.${batchId}`;
+/** Where a batch's progress events are published: its tenant's subject. */
+export function eventsSubject(tenant: string, batchId: string): string {
+  return SUBJECTS.BATCH_EVENTS.replace("{tenant}", tenant).replace("{batch_id}", batchId);
 }
 
 /** One line of a batch's output or error file. */
@@ -43,6 +53,8 @@ export interface BatchResultLine {
 export interface SubmitOptions extends CallOptions {
   completionWindow?: string;
   metadata?: Record<string, string>;
+  /** The url every line names: `CHAT_ENDPOINT` (the default) or `EMBEDDINGS_ENDPOINT`. */
+  endpoint?: string;
 }
 
 const decoder = new TextDecoder();
@@ -54,38 +66,49 @@ function batchOf(msg: Msg): BatchObject {
 export class Batches {
   constructor(private readonly client: EdgeClient) {}
 
-  private async op(op: string, body: unknown, call: CallOptions = {}): Promise<BatchObject> {
-    return batchOf(await this.client.call(`llm.batch.${op}`, json(body), call));
+  private tenantName?: string;
+
+  private async op(subject: string, body: unknown, call: CallOptions = {}): Promise<BatchObject> {
+    return batchOf(await this.client.call(subject, json(body), call));
+  }
+
+  /** The tenant the brokers take this client for (`llm.batch.whoami`, asked once). */
+  async tenant(call: CallOptions = {}): Promise<string> {
+    if (this.tenantName === undefined) {
+      const reply = await this.client.call(SUBJECTS.BATCH_WHOAMI, json({}), call);
+      this.tenantName = (JSON.parse(decoder.decode(reply.data)) as { tenant: string }).tenant;
+    }
+    return this.tenantName;
   }
 
   /** Create a batch from inline request lines (`llm.batch.submit`). */
   submit(lines: InputLine[], options: SubmitOptions = {}): Promise<BatchObject> {
-    const { completionWindow, metadata, ...call } = options;
+    const { completionWindow, metadata, endpoint, ...call } = options;
     const body: BatchSubmit = {
-      endpoint: CHAT_ENDPOINT,
+      endpoint: endpoint ?? CHAT_ENDPOINT,
       completion_window: completionWindow ?? "24h",
       lines,
       ...(metadata ? { metadata } : {}),
     };
-    return this.op("submit", body, call);
+    return this.op(SUBJECTS.BATCH_SUBMIT, body, call);
   }
 
   /** The batch as it is now. */
   get(batchId: string, call: CallOptions = {}): Promise<BatchObject> {
-    return this.op("get", { id: batchId }, call);
+    return this.op(SUBJECTS.BATCH_GET, { id: batchId }, call);
   }
 
   /** Stop the batch: queued lines are dropped, it ends `cancelled`. */
   cancel(batchId: string, call: CallOptions = {}): Promise<BatchObject> {
-    return this.op("cancel", { id: batchId }, call);
+    return this.op(SUBJECTS.BATCH_CANCEL, { id: batchId }, call);
   }
 
   /**
-   * The batch objects of `llm.batch.events.<id>` as they come (until `stop()`); no event is
-   * replayed: subscribe before the batch can change, or use `wait`.
+   * The batch objects of `llm.batch.events.<tenant>.<id>` as they come (until `stop()`); no
+   * event is replayed: subscribe before the batch can change, or use `wait`.
    */
-  events(batchId: string): AsyncIterable<BatchObject> & { stop(): void } {
-    const sub = this.client.nc.subscribe(eventsSubject(batchId));
+  async events(batchId: string): Promise<AsyncIterable<BatchObject> & { stop(): void }> {
+    const sub = this.client.nc.subscribe(eventsSubject(await this.tenant(), batchId));
     return {
       stop: () => sub.unsubscribe(),
       async *[Symbol.asyncIterator]() {
@@ -101,7 +124,7 @@ export class Batches {
   ): Promise<BatchObject> {
     const timeoutMs = options.timeoutMs ?? 3_600_000;
     const until = Date.now() + timeoutMs;
-    const sub = this.client.nc.subscribe(eventsSubject(batchId));
+    const sub = this.client.nc.subscribe(eventsSubject(await this.tenant(), batchId));
     const queued: BatchObject[] = [];
     const waiter: { wake?: () => void } = {};
     void (async () => {
@@ -139,23 +162,72 @@ export class Batches {
   }
 
   /** Every line of a finished batch's output and error files (in file order). */
-  async results(batch: BatchObject): Promise<BatchResultLine[]> {
-    const store = await this.client.nc.jetstream().views.os(FILES_BUCKET);
+  async results(batch: BatchObject, call: CallOptions = {}): Promise<BatchResultLine[]> {
     const lines: BatchResultLine[] = [];
     for (const fileId of [batch.output_file_id, batch.error_file_id]) {
       if (!fileId) continue;
-      const object = await store.get(fileId);
-      if (object === null) continue;
-      const chunks: Uint8Array[] = [];
-      const reader = object.data.getReader();
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        chunks.push(value);
-      }
-      const text = decoder.decode(Buffer.concat(chunks));
+      const text = decoder.decode(await this.content(fileId, call));
       for (const raw of text.split("\n")) if (raw) lines.push(JSON.parse(raw) as BatchResultLine);
     }
     return lines;
   }
+
+  /** A file's object (`llm.batch.file.get`); NotFoundError for another tenant's file. */
+  async file(fileId: string, call: CallOptions = {}): Promise<FileObject> {
+    const body: FileRequest = { id: fileId };
+    const reply = await this.client.call(SUBJECTS.BATCH_FILE_GET, json(body), call);
+    return JSON.parse(decoder.decode(reply.data)) as FileObject;
+  }
+
+  /**
+   * A file's bytes, read piece by piece with `llm.batch.file.content` and checked against the
+   * file's digest: whole and byte-identical, or a StreamError (NotFoundError for another
+   * tenant's file). `pieceBytes`: the most bytes asked for at a time.
+   */
+  async content(fileId: string, call: CallOptions & { pieceBytes?: number } = {}): Promise<Uint8Array> {
+    const { pieceBytes, ...options } = call;
+    const maxPayload = this.client.nc.info?.max_payload ?? PIECE_BYTES + HEADER_ROOM;
+    const length = Math.max(1, Math.min(pieceBytes ?? PIECE_BYTES, maxPayload - HEADER_ROOM));
+    const hash = createHash("sha256");
+    const pieces: Uint8Array[] = [];
+    let offset = 0;
+    let size = -1;
+    let digest = "";
+    while (offset !== size) {
+      const request: FileRequest = { id: fileId, offset, length };
+      const reply = await this.client.call(SUBJECTS.BATCH_FILE_CONTENT, json(request), options);
+      const piece = pieceOf(reply, fileId, offset);
+      if (size < 0) [size, digest] = [piece.size, piece.digest];
+      else if (piece.size !== size || piece.digest !== digest) {
+        throw new StreamError(`file ${fileId} changed while it was read`);
+      }
+      if (reply.data.length === 0 && offset < size) {
+        throw new StreamError(`file ${fileId}: no bytes at offset ${offset} of ${size}`);
+      }
+      hash.update(reply.data);
+      pieces.push(reply.data);
+      offset += reply.data.length;
+      if (offset > size) throw new StreamError(`file ${fileId}: ${offset} bytes read of ${size}`);
+    }
+    checkDigest(fileId, digest, hash.digest());
+    return Buffer.concat(pieces);
+  }
+}
+
+/** The file's size and digest a piece names; it must begin where it was asked to. */
+function pieceOf(reply: Msg, fileId: string, offset: number): { size: number; digest: string } {
+  const size = Number(reply.headers?.get(HEADERS.FILE_SIZE) || NaN);
+  const begins = Number(reply.headers?.get(HEADERS.FILE_OFFSET) || NaN);
+  if (!Number.isInteger(size) || !Number.isInteger(begins)) {
+    throw new StreamError(`file ${fileId}: a piece without its size or offset`);
+  }
+  if (begins !== offset) throw new StreamError(`file ${fileId}: asked for offset ${offset}, got ${begins}`);
+  return { size, digest: reply.headers?.get(HEADERS.FILE_DIGEST) ?? "" };
+}
+
+/** Compare with the stored `SHA-256=<base64url>` digest (a file stored without one is taken as read). */
+function checkDigest(fileId: string, digest: string, computed: Buffer): void {
+  if (!digest.toLowerCase().startsWith("sha-256=")) return;
+  const stored = Buffer.from(digest.slice("sha-256=".length), "base64url");
+  if (!stored.equals(computed)) throw new StreamError(`file ${fileId}: the bytes read do not match its digest`);
 }

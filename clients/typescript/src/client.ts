@@ -4,16 +4,19 @@
 //   const reply = await client.chat({ model: "gpt-4o-mini", messages: [...] });
 //
 // Every call has a deadline (`deadlineMs`, sent as `Llm-Timeout-Ms`; 600 s unless named, the
-// openai SDK's). A whole call that finds no broker (NATS no-responders) or is answered 503 is
-// tried again within its deadline under the same `X-Request-Id`, marked `Llm-Idempotent: 1`:
-// every try is answered from one upstream call, whichever broker it reaches.
+// openai SDK's). A call that finds no broker (NATS no-responders), stays silent for
+// `attemptTimeoutMs` (its request or reply was lost) or is answered 503 is tried again within
+// its deadline under the same `X-Request-Id`, marked `Llm-Idempotent: 1`: every try is
+// answered from one upstream call, whichever broker it reaches. A lost try is left running
+// for the next to join. A stream is tried again so only before its first chunk.
 //
 // Slow is not lost: chat and messages calls and streams ask their broker for keepalives
 // (`Llm-Keepalive-Ms`), empty `Llm-Stream: keepalive` messages it sends while the answer has
 // not begun. They are never taken for the answer; each restarts the attempt's silence timer.
 // An attempt is taken for lost only after `attemptTimeoutMs` (30 s) of silence (no answer, no
 // keepalive), so a reasoning model thinking for minutes is waited for up to the deadline and
-// never sent again. Failures throw the errors of ./errors.ts.
+// never sent again. Failures throw the errors of ./errors.ts. Header and subject names are
+// ./contract.ts's, generated from docs/asyncapi.json.
 import {
   connect,
   createInbox,
@@ -26,6 +29,7 @@ import {
 } from "nats";
 
 import { Batches } from "./batches.js";
+import { HEADERS, HEADER_ROOM, INFERRED, SUBJECTS } from "./contract.js";
 import {
   BadRequestError,
   DeadlineError,
@@ -35,11 +39,10 @@ import {
   type APIError,
 } from "./errors.js";
 import type {
-  AnthropicRequest,
   ChatCompletion,
   ChatCompletionChunk,
   ChatRequest,
-  ContentBlock,
+  MessagesRequest,
   ModelList,
   StreamEnd,
 } from "./types.js";
@@ -54,10 +57,13 @@ export const DEFAULT_ATTEMPT_TIMEOUT_MS = 30_000;
 export const KEEPALIVE_MS = 5_000;
 /** The shortest keepalive interval brokers send at. */
 export const MIN_KEEPALIVE_MS = 250;
-/** The bytes of a server's `max_payload` left for a request's headers. */
-export const HEADER_ROOM = 4096;
 /** The subject cancels are published on. */
-export const CANCEL_SUBJECT = "llm.cancel";
+export const CANCEL_SUBJECT = SUBJECTS.CANCEL;
+/** The first wait between tries (doubled each time, full jitter) and the longest. */
+export const BACKOFF_MS = 250;
+export const MAX_BACKOFF_MS = 2_000;
+/** The longest `Retry-After` waited for between tries. */
+export const MAX_RETRY_AFTER_MS = 10_000;
 
 export interface ClientOptions {
   /** The tenant's key, sent as `Authorization: Bearer <key>`. */
@@ -77,8 +83,16 @@ export interface ClientOptions {
   /** The keepalive interval chat and messages calls ask for (5 s, or a quarter of a shorter
    * `attemptTimeoutMs`, at least 250 ms). */
   keepaliveMs?: number;
-  /** Tries of a whole call (no responders, 503) within its deadline. */
+  /**
+   * Tries of a call within its deadline (4): a try that found no broker, stayed silent for
+   * `attemptTimeoutMs` or was answered 503 (a stream: before its first chunk) is sent again.
+   * With more than one, calls are marked `Llm-Idempotent: 1`.
+   */
   attempts?: number;
+  /** The first wait between tries, doubled each time with full jitter (250 ms). */
+  backoffMs?: number;
+  /** The longest wait between tries (2 s; a `Retry-After` may ask for up to 10 s). */
+  maxBackoffMs?: number;
   /** Prefix of reply inboxes: the one this NATS user may subscribe to. */
   inboxPrefix?: string;
 }
@@ -97,8 +111,15 @@ export interface CallOptions {
 /** A chat request: the generated `ChatRequest` (the client sets `stream`). */
 export type ChatBody = Omit<ChatRequest, "stream"> & { stream?: boolean };
 
-/** An Anthropic Messages request: the generated `AnthropicRequest` (whole: no `stream`). */
-export type MessagesBody = Omit<AnthropicRequest, "stream">;
+/** An Anthropic Messages request: the generated `MessagesRequest` (whole: no `stream`). */
+export type MessagesBody = Omit<MessagesRequest, "stream">;
+
+/** One content block of an Anthropic `message` (`text`, `tool_use`, `thinking` ...). */
+export interface ContentBlock {
+  type: string;
+  text?: string;
+  [field: string]: unknown;
+}
 
 /** An Anthropic `message`, as the Messages API answers it. */
 export interface AnthropicMessage {
@@ -125,9 +146,9 @@ function decode<T>(data: Uint8Array): T {
   return JSON.parse(decoder.decode(data)) as T;
 }
 
-/** A received message's status: `Llm-Status`, 200 when absent. */
-function status(msg: Msg): number {
-  return Number(msg.headers?.get("Llm-Status") || "200");
+/** A received message's status: `Llm-Status`, `fallback` when absent. */
+function status(msg: Msg, fallback = 200): number {
+  return Number(msg.headers?.get(HEADERS.STATUS) || String(fallback));
 }
 
 /** NATS no-responders: an empty message with the 503 status line. */
@@ -137,7 +158,7 @@ function noResponders(msg: Msg): boolean {
 
 /** A reply message that is a broker's keepalive (empty, no `Llm-Seq`): never the answer. */
 function keepalive(msg: Msg): boolean {
-  return msg.headers?.get("Llm-Stream") === "keepalive";
+  return msg.headers?.get(HEADERS.STREAM) === "keepalive";
 }
 
 interface ExchangeOptions {
@@ -165,6 +186,8 @@ class Exchange {
   private readonly sub: Subscription | null = null;
   /** Nothing is left to cancel: the reply is complete, cancelled or given up on. */
   private finished = false;
+  /** The attempt stayed silent for `silenceMs` before its answer began: it was lost. */
+  lost = false;
   private stopped: Error | null = null;
   /** The answer's first message came: silence no longer counts, only the deadline. */
   private begun = false;
@@ -180,7 +203,7 @@ class Exchange {
     private readonly options: ExchangeOptions,
   ) {
     const { signal } = options;
-    this.requestId = hdrs.get("X-Request-Id");
+    this.requestId = hdrs.get(HEADERS.REQUEST_ID);
     this.inbox = createInbox(client.inboxPrefix);
     this.onAbort = () =>
       this.stop(signal?.reason instanceof Error ? signal.reason : new Error("aborted"), true);
@@ -195,7 +218,7 @@ class Exchange {
       () =>
         this.stop(
           new DeadlineError(504, `no reply within ${options.deadlineMs} ms`, {
-            code: "deadline_exceeded",
+            code: INFERRED.DEADLINE_EXCEEDED.code,
             requestId: this.requestId,
           }),
           options.cancelWhenLost,
@@ -215,15 +238,17 @@ class Exchange {
     clearTimeout(this.silenceTimer);
     if (this.options.silenceMs >= this.options.deadlineMs) return; // the deadline says it
     this.silenceTimer = setTimeout(
-      () =>
+      () => {
+        this.lost = true;
         this.stop(
           new DeadlineError(
             504,
             `no answer and no keepalive for ${this.options.silenceMs} ms: the request or its reply was lost`,
-            { code: "deadline_exceeded", requestId: this.requestId },
+            { code: INFERRED.DEADLINE_EXCEEDED.code, requestId: this.requestId },
           ),
           this.options.cancelWhenLost,
-        ),
+        );
+      },
       this.options.silenceMs,
     );
   }
@@ -296,20 +321,49 @@ export function checkSeq(seq: string | undefined | null, expected: number): void
   );
 }
 
+/** How a call is tried: its deadline and the client's policy. */
+interface Tries {
+  /** When the call's time budget runs out (epoch ms). */
+  deadline: number;
+  attempts: number;
+  backoffMs: number;
+  maxBackoffMs: number;
+}
+
+/**
+ * Wait before try `attempt + 1` (full jitter, at least a `Retry-After`, at most
+ * MAX_RETRY_AFTER_MS of it), or throw `failed` when none may follow: the tries are spent, or
+ * the wait would reach the deadline.
+ */
+async function backOff(tries: Tries, attempt: number, failed: APIError): Promise<void> {
+  const ceiling = Math.min(tries.maxBackoffMs, tries.backoffMs * 2 ** (attempt - 1));
+  const asked = Math.min((failed.retryAfter ?? 0) * 1000, MAX_RETRY_AFTER_MS);
+  const waitMs = Math.max(Math.random() * ceiling, asked);
+  if (attempt >= tries.attempts || Date.now() + waitMs >= tries.deadline) throw failed;
+  await new Promise((resolve) => setTimeout(resolve, waitMs));
+}
+
 /** A streamed chat completion: iterate its chunks; `cancel()` stops it upstream. */
 export class ChatStream implements AsyncIterable<ChatCompletionChunk> {
   /** The `Llm-Stream: end` totals, once the stream finished. */
   end: StreamEnd | null = null;
   private consumed = false;
+  private exchange: Exchange;
 
-  constructor(private readonly exchange: Exchange) {}
+  /** `open()` publishes a try (the first at once); `tries` says how many may follow. */
+  constructor(
+    private readonly open: () => Exchange,
+    private readonly tries: Tries,
+  ) {
+    this.exchange = open();
+  }
 
-  /** The request's `X-Request-Id`. */
+  /** The request's `X-Request-Id` (every try carries it). */
   get requestId(): string {
     return this.exchange.requestId;
   }
 
-  /** The request's reply inbox (a cancel must name it as its reply subject). */
+  /** The reply inbox of the current try (a cancel must name it as its reply subject). */
   get inbox(): string {
     return this.exchange.inbox;
   }
@@ -322,27 +376,44 @@ export class ChatStream implements AsyncIterable<ChatCompletionChunk> {
   async *[Symbol.asyncIterator](): AsyncGenerator<ChatCompletionChunk> {
     if (this.consumed) throw new StreamError("a stream is iterated once");
     this.consumed = true;
+    let started = false;
     let expected = 0;
-    const last = (msg: Msg) => noResponders(msg) || msg.headers?.get("Llm-Stream") !== "chunk";
-    for await (const msg of this.exchange.messages(last)) {
-      if (noResponders(msg)) {
-        throw new UnavailableError(503, "no broker is running", {
-          code: "no_broker",
-          requestId: this.requestId,
-        });
+    const last = (msg: Msg) => noResponders(msg) || msg.headers?.get(HEADERS.STREAM) !== "chunk";
+    for (let attempt = 1; ; attempt += 1) {
+      if (attempt > 1) this.exchange = this.open();
+      const exchange = this.exchange;
+      let failed: APIError | null = null;
+      try {
+        for await (const msg of exchange.messages(last)) {
+          if (noResponders(msg)) {
+            const { code, status: code503 } = INFERRED.NO_BROKER;
+            failed = new UnavailableError(code503, "no broker is running", { code, requestId: this.requestId });
+            break;
+          }
+          const kind = msg.headers?.get(HEADERS.STREAM) ?? "";
+          if (kind !== "chunk" && kind !== "end") {
+            // an error during the stream, or the request refused before it began
+            const error = fromReply(status(msg, 500), msg.data, msg.headers);
+            if (started || error.status !== 503) throw error;
+            failed = error;
+            break;
+          }
+          checkSeq(msg.headers?.get(HEADERS.SEQ), expected);
+          expected += 1;
+          started = true;
+          if (kind === "end") {
+            this.end = msg.data.length ? decode<StreamEnd>(msg.data) : {};
+            return;
+          }
+          yield decode<ChatCompletionChunk>(msg.data);
+        }
+      } catch (error) {
+        // a try lost before its first chunk is tried again (and left for it to join)
+        if (!(exchange.lost && !started && error instanceof DeadlineError)) throw error;
+        failed = error;
       }
-      const kind = msg.headers?.get("Llm-Stream") ?? "";
-      if (kind !== "chunk" && kind !== "end") {
-        // an error during the stream, or the request refused before it began
-        throw fromReply(kind ? Number(msg.headers?.get("Llm-Status") || "500") : status(msg), msg.data, msg.headers);
-      }
-      checkSeq(msg.headers?.get("Llm-Seq"), expected);
-      expected += 1;
-      if (kind === "end") {
-        this.end = msg.data.length ? decode<StreamEnd>(msg.data) : {};
-        return;
-      }
-      yield decode<ChatCompletionChunk>(msg.data);
+      if (failed === null) return; // cancelled
+      await backOff(this.tries, attempt, failed);
     }
   }
 }
@@ -387,7 +458,7 @@ export class EdgeClient {
 
   /** A whole Anthropic Messages answer (`llm.messages`), retried as `chat()` is. */
   async messages(request: MessagesBody, call: CallOptions = {}): Promise<AnthropicMessage> {
-    const body: AnthropicRequest = { ...request };
+    const body: MessagesRequest = { ...request };
     delete body.stream;
     const reply = await this.whole(this.subject("messages"), json(body), call, true);
     return decode<AnthropicMessage>(reply.data);
@@ -395,20 +466,31 @@ export class EdgeClient {
 
   /**
    * A streamed chat completion: its typed chunks; leaving the loop early cancels it upstream.
-   * A stream silent for `attemptTimeoutMs` before its first chunk (no keepalive either) is
-   * cancelled and throws DeadlineError; a missing or reordered message throws StreamError.
+   * A try that finds no broker, stays silent for `attemptTimeoutMs` (no keepalive either) or
+   * is refused 503 before its first chunk is sent again under the same request id, marked
+   * `Llm-Idempotent: 1`: the worker running the lost try takes the next in, so the upstream
+   * is called once (a lost try is left running for it). Once a chunk came the stream is never
+   * tried again; a missing or reordered message throws StreamError.
    */
   stream(request: ChatBody, call: CallOptions = {}): ChatStream {
+    return this.streamCall(this.subject("chat"), json({ ...request, stream: true }), call);
+  }
+
+  /** A stream of any subject's chat chunks (the body's `stream` set), tried as `stream()` is. */
+  streamCall(subject: string, body: Uint8Array, call: CallOptions = {}): ChatStream {
     const hdrs = this.headers(call);
-    hdrs.set("Llm-Keepalive-Ms", String(this.keepaliveMs));
-    const body = json({ ...request, stream: true });
-    const options: ExchangeOptions = {
-      deadlineMs: call.deadlineMs ?? this.deadlineMs,
-      silenceMs: this.attemptTimeoutMs,
-      cancelWhenLost: true,
-      signal: call.signal,
+    hdrs.set(HEADERS.KEEPALIVE_MS, String(this.keepaliveMs));
+    const tries = this.tries(call, hdrs);
+    const open = () => {
+      hdrs.set(HEADERS.TIMEOUT_MS, String(Math.max(tries.deadline - Date.now(), 1)));
+      return new Exchange(this, subject, body, hdrs, {
+        deadlineMs: tries.deadline - Date.now(),
+        silenceMs: this.attemptTimeoutMs,
+        cancelWhenLost: tries.attempts === 1, // else left for the next try to join
+        signal: call.signal,
+      });
     };
-    return new ChatStream(new Exchange(this, this.subject("chat"), body, hdrs, options));
+    return new ChatStream(open, tries);
   }
 
   /**
@@ -416,33 +498,32 @@ export class EdgeClient {
    * reply (brokers honour a cancel only from the request's own inbox).
    */
   cancel(requestId: string, replySubject: string): void {
-    this.nc.publish(CANCEL_SUBJECT, encoder.encode(requestId), { reply: replySubject });
+    this.nc.publish(SUBJECTS.CANCEL, encoder.encode(requestId), { reply: replySubject });
   }
 
   /** The models the brokers serve. */
   async models(call: CallOptions = {}): Promise<ModelList> {
-    return decode<ModelList>((await this.call("llm.models", new Uint8Array(), call)).data);
+    return decode<ModelList>((await this.call(SUBJECTS.MODELS, new Uint8Array(), call)).data);
   }
 
   /** A call's request headers. */
   headers(call: CallOptions = {}): MsgHdrs {
     const hdrs = natsHeaders();
-    hdrs.set("X-Request-Id", call.requestId ?? newRequestId());
-    hdrs.set("Llm-Timeout-Ms", String(Math.round(call.deadlineMs ?? this.deadlineMs)));
+    hdrs.set(HEADERS.REQUEST_ID, call.requestId ?? newRequestId());
+    hdrs.set(HEADERS.TIMEOUT_MS, String(Math.round(call.deadlineMs ?? this.deadlineMs)));
     const optional: Record<string, string | undefined> = {
-      Authorization: this.options.apiKey ? `Bearer ${this.options.apiKey}` : undefined,
-      "Cache-Control": call.cacheControl,
-      "X-Cache-Namespace": call.namespace ?? this.options.namespace,
-      traceparent: call.traceparent,
+      [HEADERS.AUTHORIZATION]: this.options.apiKey ? `Bearer ${this.options.apiKey}` : undefined,
+      [HEADERS.CACHE_CONTROL]: call.cacheControl,
+      [HEADERS.CACHE_NAMESPACE]: call.namespace ?? this.options.namespace,
+      [HEADERS.TRACEPARENT]: call.traceparent,
     };
     for (const [name, value] of Object.entries(optional)) if (value) hdrs.set(name, value);
     return hdrs;
   }
 
   /**
-   * Request/reply with tries within the deadline (no responders, 503); a failed reply throws.
-   * An attempt silent for `attemptTimeoutMs` (no reply) throws DeadlineError. Aborting
-   * `call.signal` cancels the request upstream. Returns the successful reply.
+   * Request/reply with tries within the deadline (no responders, silence, 503); a failed reply
+   * throws. Aborting `call.signal` cancels the request upstream. Returns the successful reply.
    */
   async call(subject: string, body: Uint8Array, call: CallOptions = {}): Promise<Msg> {
     return this.whole(subject, body, call, false);
@@ -459,28 +540,39 @@ export class EdgeClient {
     const limit = maxPayload - HEADER_ROOM;
     if (body.length <= limit) return null;
     return new BadRequestError(
-      413,
+      INFERRED.REQUEST_TOO_LARGE.status,
       `request body is ${body.length} bytes; the NATS server takes ${limit} ` +
         `(its max_payload, ${maxPayload}, less ${HEADER_ROOM} for headers)`,
-      { code: "request_too_large", requestId },
+      { code: INFERRED.REQUEST_TOO_LARGE.code, requestId },
     );
+  }
+
+  /** A call's tries; with more than one, its request is marked `Llm-Idempotent: 1`. */
+  private tries(call: CallOptions, hdrs: MsgHdrs): Tries {
+    const attempts = Math.max(1, this.options.attempts ?? 4);
+    if (attempts > 1) hdrs.set(HEADERS.IDEMPOTENT, "1"); // the tries share one upstream call
+    return {
+      deadline: Date.now() + (call.deadlineMs ?? this.deadlineMs),
+      attempts,
+      backoffMs: this.options.backoffMs ?? BACKOFF_MS,
+      maxBackoffMs: this.options.maxBackoffMs ?? MAX_BACKOFF_MS,
+    };
   }
 
   /**
    * A whole call (`call()`); `keepalive`: ask the broker for keepalives (chat, messages), so
-   * that only silence, not a slow answer, ends an attempt. An attempt that ran out of time is
-   * not cancelled: a try again under its request id is answered from its upstream call.
+   * that only silence, not a slow answer, ends an attempt. A try lost to silence is tried
+   * again and not cancelled: the next, under its request id, is answered from its upstream
+   * call.
    */
   private async whole(subject: string, body: Uint8Array, call: CallOptions, keepalive: boolean): Promise<Msg> {
     const hdrs = this.headers(call);
-    if (keepalive) hdrs.set("Llm-Keepalive-Ms", String(this.keepaliveMs));
-    const requestId = hdrs.get("X-Request-Id");
-    const deadline = Date.now() + (call.deadlineMs ?? this.deadlineMs);
-    const attempts = this.options.attempts ?? 3;
-    if (attempts > 1) hdrs.set("Llm-Idempotent", "1"); // the tries share one upstream call
+    if (keepalive) hdrs.set(HEADERS.KEEPALIVE_MS, String(this.keepaliveMs));
+    const requestId = hdrs.get(HEADERS.REQUEST_ID);
+    const tries = this.tries(call, hdrs);
     for (let attempt = 1; ; attempt += 1) {
-      const remaining = deadline - Date.now();
-      hdrs.set("Llm-Timeout-Ms", String(Math.max(remaining, 1)));
+      const remaining = tries.deadline - Date.now();
+      hdrs.set(HEADERS.TIMEOUT_MS, String(Math.max(remaining, 1)));
       const exchange = new Exchange(this, subject, body, hdrs, {
         deadlineMs: remaining,
         silenceMs: this.attemptTimeoutMs,
@@ -488,17 +580,25 @@ export class EdgeClient {
         signal: call.signal,
       });
       let reply: Msg | undefined;
-      for await (const msg of exchange.messages(() => true)) reply = msg;
-      if (reply === undefined) throw new DeadlineError(504, "no reply", { requestId });
-      const failed = noResponders(reply)
-        ? new UnavailableError(503, `nobody serves ${subject}`, { code: "no_broker", requestId })
-        : status(reply) >= 400
-          ? fromReply(status(reply), reply.data, reply.headers)
-          : null;
-      if (failed === null) return reply;
-      const waitMs = Math.max((failed.retryAfter ?? 0) * 1000, 100 * 2 ** (attempt - 1));
-      if (failed.status !== 503 || attempt >= attempts || Date.now() + waitMs >= deadline) throw failed;
-      await new Promise((resolve) => setTimeout(resolve, waitMs));
+      let failed: APIError | null = null;
+      try {
+        for await (const msg of exchange.messages(() => true)) reply = msg;
+      } catch (error) {
+        if (!(exchange.lost && error instanceof DeadlineError)) throw error;
+        failed = error;
+      }
+      if (failed === null) {
+        if (reply === undefined) throw new DeadlineError(504, "no reply", { requestId });
+        const { code, status: code503 } = INFERRED.NO_BROKER;
+        failed = noResponders(reply)
+          ? new UnavailableError(code503, `nobody serves ${subject}`, { code, requestId })
+          : status(reply) >= 400
+            ? fromReply(status(reply), reply.data, reply.headers)
+            : null;
+        if (failed === null) return reply;
+        if (failed.status !== 503) throw failed;
+      }
+      await backOff(tries, attempt, failed);
     }
   }
 
@@ -517,7 +617,9 @@ export class EdgeClient {
   }
 
   private subject(api: "chat" | "messages"): string {
-    return this.options.tenant ? `llm.tenant.${this.options.tenant}.${api}` : `llm.${api}`;
+    const tenant = this.options.tenant;
+    if (!tenant) return api === "chat" ? SUBJECTS.CHAT : SUBJECTS.MESSAGES;
+    return (api === "chat" ? SUBJECTS.TENANT_CHAT : SUBJECTS.TENANT_MESSAGES).replace("{tenant}", tenant);
   }
 }
 

@@ -1,5 +1,6 @@
-// The errors the client throws, keyed by `Llm-Status` and the error envelope's code; the names
-// and the hierarchy are edge_client/errors.py's:
+// The errors the client throws, keyed by `Llm-Status` and the error envelope's code; the names,
+// the hierarchy and the status table are the contract's (docs/asyncapi.json, x-client-errors,
+// generated into ./contract.ts), as edge_client/errors.py's and the Go client's are:
 //
 //   EdgeError
 //    ├── APIError(status, code, message, param, requestId, retryAfter)
@@ -14,6 +15,7 @@
 //    │    ├── UnavailableError         503
 //    │    └── DeadlineError            408, 504, or no reply within the call's deadline
 //    └── StreamError                  a stream arrived out of order
+import { ERROR_BY_STATUS, ERROR_FROM_500, ERROR_OTHERWISE, HEADERS, type ErrorClassName } from "./contract.js";
 import type { ErrorEnvelope } from "./types.js";
 
 /** The root of every error the client throws. */
@@ -104,25 +106,35 @@ export class DeadlineError extends APIError {
 
 type APIErrorClass = new (status: number, message: string, context?: APIErrorContext) => APIError;
 
-const BY_STATUS: Record<number, APIErrorClass> = {
-  400: BadRequestError,
-  401: AuthenticationError,
-  402: BudgetExceeded,
-  403: PermissionDeniedError,
-  404: NotFoundError,
-  408: DeadlineError,
-  409: ConflictError,
-  413: BadRequestError,
-  422: BadRequestError,
-  429: RateLimitError,
-  431: BadRequestError,
-  503: UnavailableError,
-  504: DeadlineError,
-};
+/** Every class of the contract's tree, by its name there (the compiler checks that each is here). */
+export const ERROR_CLASS_BY_NAME = {
+  EdgeError,
+  APIError,
+  BadRequestError,
+  AuthenticationError,
+  BudgetExceeded,
+  PermissionDeniedError,
+  NotFoundError,
+  ConflictError,
+  RateLimitError,
+  InternalServerError,
+  UnavailableError,
+  DeadlineError,
+  StreamError,
+} satisfies Record<ErrorClassName, unknown>;
+
+function apiClass(name: ErrorClassName): APIErrorClass {
+  const found: unknown = ERROR_CLASS_BY_NAME[name];
+  if (found !== APIError && !(typeof found === "function" && found.prototype instanceof APIError)) {
+    throw new TypeError(`${name} is not an APIError`);
+  }
+  return found as APIErrorClass;
+}
 
 /** The class of a status (others: InternalServerError from 500 up, else APIError). */
 export function errorClass(status: number): APIErrorClass {
-  return BY_STATUS[status] ?? (status >= 500 ? InternalServerError : APIError);
+  const name = ERROR_BY_STATUS[status] ?? (status >= 500 ? ERROR_FROM_500 : ERROR_OTHERWISE);
+  return apiClass(name);
 }
 
 /** Reply headers as the client reads them (a NATS `MsgHdrs` fits). */
@@ -149,8 +161,8 @@ export function fromReply(status: number, body: Uint8Array, headers?: HeaderRead
   } catch {
     // not an envelope: the body's start is the message
   }
-  const retry = headers?.get("Retry-After");
+  const retry = headers?.get(HEADERS.RETRY_AFTER);
   const retryAfter = retry && Number.isFinite(Number(retry)) ? Number(retry) : null;
-  const requestId = headers?.get("X-Request-Id") || null;
+  const requestId = headers?.get(HEADERS.REQUEST_ID) || null;
   return new (errorClass(status))(status, message, { code, param, requestId, retryAfter });
 }

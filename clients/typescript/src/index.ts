@@ -1,4 +1,5 @@
 export * from "./batches.js";
 export * from "./client.js";
+export * from "./contract.js";
 export * from "./errors.js";
 export type * from "./types.js";

@@ -20,7 +20,6 @@ export type BatchStatus =
  * Every payload schema of the NATS API, by name.
  */
 export interface PayloadSchemas {
-  AnthropicRequest: AnthropicRequest;
   BatchError: BatchError;
   BatchErrors: BatchErrors;
   BatchObject: BatchObject;
@@ -31,132 +30,33 @@ export interface PayloadSchemas {
   ChatRequest: ChatRequest;
   Choice: Choice;
   ChunkChoice: ChunkChoice;
-  ContentBlock: ContentBlock;
   Delta: Delta;
   DeploymentReport: DeploymentReport;
+  Embedding: Embedding;
+  EmbeddingList: EmbeddingList;
+  EmbeddingUsage: EmbeddingUsage;
+  EmbeddingsRequest: EmbeddingsRequest;
   ErrorDetail: ErrorDetail;
   ErrorEnvelope: ErrorEnvelope;
+  FileObject: FileObject;
+  FileRequest: FileRequest;
   FunctionCall: FunctionCall;
   InputLine: InputLine;
   MeshReport: MeshReport;
   Message: Message;
   MessageParam: MessageParam;
-  Metadata: Metadata;
+  MessagesRequest: MessagesRequest;
   Model: Model;
   ModelList: ModelList;
   RequestCounts: RequestCounts;
   ResponseMessage: ResponseMessage;
-  Source: Source;
   StreamEnd: StreamEnd;
   StreamOptions: StreamOptions;
   Tool: Tool;
   ToolCall: ToolCall;
   ToolChoice: ToolChoice;
   ToolFunction: ToolFunction;
-  ToolParam: ToolParam;
   Usage: Usage;
-}
-/**
- * ``POST /v1/messages`` body, the payload of ``llm.messages``.
- *
- * ``stop_sequences`` is capped at the chat-completions limit the request is translated to.
- *
- * This interface was referenced by `PayloadSchemas`'s JSON-Schema
- * via the `definition` "AnthropicRequest".
- */
-export interface AnthropicRequest {
-  max_tokens: number;
-  /**
-   * @minItems 1
-   */
-  messages: [MessageParam, ...MessageParam[]];
-  metadata?: Metadata | null;
-  model: string;
-  stop_sequences?:
-    | []
-    | [string]
-    | [string, string]
-    | [string, string, string]
-    | [string, string, string, string]
-    | null;
-  stream?: boolean | null;
-  system?: string | ContentBlock[] | null;
-  temperature?: number | null;
-  tool_choice?: ToolChoice | null;
-  tools?: ToolParam[] | null;
-  top_k?: number | null;
-  top_p?: number | null;
-}
-/**
- * One turn: ``user`` or ``assistant``, a string or a list of blocks.
- *
- * This interface was referenced by `PayloadSchemas`'s JSON-Schema
- * via the `definition` "MessageParam".
- */
-export interface MessageParam {
-  content: string | ContentBlock[];
-  role: "assistant" | "user";
-}
-/**
- * One content block (``text``, ``image``, ``tool_use``, ``tool_result`` ...).
- *
- * This interface was referenced by `PayloadSchemas`'s JSON-Schema
- * via the `definition` "ContentBlock".
- */
-export interface ContentBlock {
-  content?: string | ContentBlock[] | null;
-  id?: string | null;
-  input?: {} | null;
-  is_error?: boolean | null;
-  name?: string | null;
-  source?: Source | null;
-  text?: string | null;
-  tool_use_id?: string | null;
-  type: string;
-}
-/**
- * An image's ``source``: ``base64`` (``media_type`` + ``data``) or ``url``.
- *
- * This interface was referenced by `PayloadSchemas`'s JSON-Schema
- * via the `definition` "Source".
- */
-export interface Source {
-  data?: string | null;
-  media_type?: string | null;
-  type: string;
-  url?: string | null;
-}
-/**
- * ``metadata``: only ``user_id`` is defined.
- *
- * This interface was referenced by `PayloadSchemas`'s JSON-Schema
- * via the `definition` "Metadata".
- */
-export interface Metadata {
-  user_id?: string | null;
-}
-/**
- * ``{"type": "auto" | "any" | "none"}`` or ``{"type": "tool", "name": ...}``.
- *
- * This interface was referenced by `PayloadSchemas`'s JSON-Schema
- * via the `definition` "ToolChoice".
- */
-export interface ToolChoice {
-  disable_parallel_tool_use?: boolean | null;
-  name?: string | null;
-  type: "any" | "auto" | "none" | "tool";
-}
-/**
- * A tool offered to the model.
- *
- * This interface was referenced by `PayloadSchemas`'s JSON-Schema
- * via the `definition` "ToolParam".
- */
-export interface ToolParam {
-  description?: string | null;
-  input_schema?: {} | null;
-  name: string;
-  type?: string | null;
 }
 /**
  * One validation error.
@@ -278,11 +178,16 @@ export interface Choice {
 /**
  * The assistant message inside a choice.
  *
+ * ``reasoning_content`` (and ``reasoning``) is the thinking some OpenAI-compatible servers
+ * (vLLM, DeepSeek, Ollama ...) return beside the answer.
+ *
  * This interface was referenced by `PayloadSchemas`'s JSON-Schema
  * via the `definition` "ResponseMessage".
  */
 export interface ResponseMessage {
   content?: string | null;
+  reasoning?: string | null;
+  reasoning_content?: string | null;
   refusal?: string | null;
   role: string;
   tool_calls?: ToolCall[] | null;
@@ -309,14 +214,17 @@ export interface FunctionCall {
   name: string;
 }
 /**
- * Token counts of one completion.
+ * Token counts of one completion (with OpenAI's breakdowns when the upstream gives
+ * them: cached prompt tokens, reasoning tokens ...).
  *
  * This interface was referenced by `PayloadSchemas`'s JSON-Schema
  * via the `definition` "Usage".
  */
 export interface Usage {
   completion_tokens?: number;
+  completion_tokens_details?: {} | null;
   prompt_tokens?: number;
+  prompt_tokens_details?: {} | null;
   total_tokens?: number;
 }
 /**
@@ -347,13 +255,16 @@ export interface ChunkChoice {
   logprobs?: {} | null;
 }
 /**
- * Incremental message content in a streamed chunk.
+ * Incremental message content in a streamed chunk (``reasoning_content`` and
+ * ``reasoning``: see :class:`ResponseMessage`).
  *
  * This interface was referenced by `PayloadSchemas`'s JSON-Schema
  * via the `definition` "Delta".
  */
 export interface Delta {
   content?: string | null;
+  reasoning?: string | null;
+  reasoning_content?: string | null;
   refusal?: string | null;
   role?: string | null;
   tool_calls?: {}[] | null;
@@ -365,6 +276,7 @@ export interface Delta {
  * via the `definition` "ChatRequest".
  */
 export interface ChatRequest {
+  audio?: {} | null;
   frequency_penalty?: number | null;
   logit_bias?: {
     [k: string]: number;
@@ -379,12 +291,18 @@ export interface ChatRequest {
   metadata?: {
     [k: string]: string;
   } | null;
+  modalities?: string[] | null;
   model: string;
   n?: number | null;
   parallel_tool_calls?: boolean | null;
+  prediction?: {} | null;
   presence_penalty?: number | null;
+  prompt_cache_key?: string | null;
+  reasoning_effort?: string | null;
   response_format?: {} | null;
+  safety_identifier?: string | null;
   seed?: number | null;
+  service_tier?: string | null;
   stop?:
     | string
     | []
@@ -393,6 +311,7 @@ export interface ChatRequest {
     | [string, string, string]
     | [string, string, string, string]
     | null;
+  store?: boolean | null;
   stream?: boolean | null;
   stream_options?: StreamOptions | null;
   temperature?: number | null;
@@ -401,16 +320,25 @@ export interface ChatRequest {
   top_logprobs?: number | null;
   top_p?: number | null;
   user?: string | null;
+  verbosity?: string | null;
+  web_search_options?: {} | null;
 }
 /**
  * One chat message; ``content`` is a string or a list of typed parts.
+ *
+ * ``refusal``, ``audio``, ``function_call`` and ``annotations`` are what an assistant
+ * message of OpenAI's own answers carries when a caller sends it back in the history.
  *
  * This interface was referenced by `PayloadSchemas`'s JSON-Schema
  * via the `definition` "Message".
  */
 export interface Message {
+  annotations?: {}[] | null;
+  audio?: {} | null;
   content?: string | {}[] | null;
+  function_call?: {} | null;
   name?: string | null;
+  refusal?: string | null;
   role: "assistant" | "developer" | "function" | "system" | "tool" | "user";
   tool_call_id?: string | null;
   tool_calls?: ToolCall[] | null;
@@ -425,13 +353,15 @@ export interface StreamOptions {
   include_usage?: boolean | null;
 }
 /**
- * ``{"type": "function", "function": {...}}``.
+ * ``{"type": "function", "function": {...}}``, or another kind of tool
+ * (``{"type": "custom", "custom": {...}}``).
  *
  * This interface was referenced by `PayloadSchemas`'s JSON-Schema
  * via the `definition` "Tool".
  */
 export interface Tool {
-  function: ToolFunction;
+  custom?: {} | null;
+  function?: ToolFunction | null;
   type?: string;
 }
 /**
@@ -477,6 +407,56 @@ export interface DeploymentReport {
   tpm?: number | null;
 }
 /**
+ * One vector: floats, or (``encoding_format: base64``) its little-endian float32 bytes
+ * in base64.
+ *
+ * This interface was referenced by `PayloadSchemas`'s JSON-Schema
+ * via the `definition` "Embedding".
+ */
+export interface Embedding {
+  embedding: number[] | string;
+  index: number;
+  object?: "embedding";
+}
+/**
+ * The answer of ``llm.embeddings``: one embedding per input, in input order.
+ *
+ * This interface was referenced by `PayloadSchemas`'s JSON-Schema
+ * via the `definition` "EmbeddingList".
+ */
+export interface EmbeddingList {
+  data: Embedding[];
+  model: string;
+  object?: "list";
+  usage: EmbeddingUsage;
+}
+/**
+ * Tokens of the inputs (embeddings have no completion).
+ *
+ * This interface was referenced by `PayloadSchemas`'s JSON-Schema
+ * via the `definition` "EmbeddingUsage".
+ */
+export interface EmbeddingUsage {
+  prompt_tokens?: number;
+  total_tokens?: number;
+}
+/**
+ * ``POST /v1/embeddings`` body, the payload of ``llm.embeddings``.
+ *
+ * This interface was referenced by `PayloadSchemas`'s JSON-Schema
+ * via the `definition` "EmbeddingsRequest".
+ */
+export interface EmbeddingsRequest {
+  dimensions?: number | null;
+  encoding_format?: ("base64" | "float") | null;
+  /**
+   * a non-empty text, or 1 to 2048 of: texts (all non-empty), token ids (one token array), or token arrays (all non-empty); never a mix
+   */
+  input: string | (string | number | number[])[];
+  model: string;
+  user?: string | null;
+}
+/**
  * OpenAI's error object.
  *
  * This interface was referenced by `PayloadSchemas`'s JSON-Schema
@@ -498,6 +478,35 @@ export interface ErrorEnvelope {
   error: ErrorDetail;
 }
 /**
+ * The file object of ``/v1/files``.
+ *
+ * This interface was referenced by `PayloadSchemas`'s JSON-Schema
+ * via the `definition` "FileObject".
+ */
+export interface FileObject {
+  bytes: number;
+  created_at: number;
+  filename: string;
+  id: string;
+  object?: string;
+  purpose: string;
+  status?: string;
+  status_details?: string | null;
+}
+/**
+ * ``llm.batch.file.get`` (``id``) and ``llm.batch.file.content`` (``id`` and the piece:
+ * ``length`` bytes from ``offset``; the broker sends less when the piece would not fit the
+ * server's ``max_payload``, and none at the end of the file).
+ *
+ * This interface was referenced by `PayloadSchemas`'s JSON-Schema
+ * via the `definition` "FileRequest".
+ */
+export interface FileRequest {
+  id: string;
+  length?: number | null;
+  offset?: number;
+}
+/**
  * One broker's report: who sends it, and its deployments.
  *
  * This interface was referenced by `PayloadSchemas`'s JSON-Schema
@@ -506,6 +515,68 @@ export interface ErrorEnvelope {
 export interface MeshReport {
   broker: string;
   deployments?: DeploymentReport[];
+}
+/**
+ * One turn: ``user`` or ``assistant``, a string or a list of content blocks (each a JSON
+ * object with a ``type``, kept whole).
+ *
+ * This interface was referenced by `PayloadSchemas`'s JSON-Schema
+ * via the `definition` "MessageParam".
+ */
+export interface MessageParam {
+  content: string | {}[];
+  role: "assistant" | "user";
+}
+/**
+ * ``POST /v1/messages`` body, the payload of ``llm.messages`` (and, without
+ * ``max_tokens``, of ``llm.messages.count_tokens``).
+ *
+ * The fields Anthropic documents are named so that a request made of them alone is read in
+ * one pass; the open-ended ones stay plain JSON. Fields it does not name are kept too (the
+ * forwarded body is the caller's; the cache key reads them separately).
+ *
+ * This interface was referenced by `PayloadSchemas`'s JSON-Schema
+ * via the `definition` "MessagesRequest".
+ */
+export interface MessagesRequest {
+  cache_control?: {} | null;
+  container?: {
+    [k: string]: unknown;
+  };
+  context_management?: {} | null;
+  inference_geo?: string | null;
+  max_tokens?: number | null;
+  mcp_servers?: {}[] | null;
+  /**
+   * @minItems 1
+   */
+  messages: [MessageParam, ...MessageParam[]];
+  metadata?: {} | null;
+  model: string;
+  output_config?: {} | null;
+  output_format?: {} | null;
+  service_tier?: string | null;
+  speed?: string | null;
+  stop_sequences?: string[] | null;
+  stream?: boolean | null;
+  system?: string | {}[] | null;
+  temperature?: number | null;
+  thinking?: {} | null;
+  tool_choice?: ToolChoice | null;
+  tools?: {}[] | null;
+  top_k?: number | null;
+  top_p?: number | null;
+}
+/**
+ * ``{"type": "auto" | "any" | "none"}`` or ``{"type": "tool", "name": ...}``.
+ *
+ * This interface was referenced by `PayloadSchemas`'s JSON-Schema
+ * via the `definition` "ToolChoice".
+ */
+export interface ToolChoice {
+  disable_parallel_tool_use?: boolean | null;
+  name?: string | null;
+  type: "any" | "auto" | "none" | "tool";
 }
 /**
  * One entry of the model list (``llm.models``), as OpenAI's ``GET /v1/models``.

@@ -1,8 +1,9 @@
 // The client against a real stack (llm-edge up, mock providers): chat, Anthropic messages, stream,
-// errors, cancel, a slow answer, a small batch; and against a bare NATS server of 1 MiB messages
-// with a stand-in broker: keepalives, silence, sizes, stream order. No assertion is timed;
-// every wait is bounded.
+// errors, cancel, a slow answer, batches (results and files read through the broker); and against
+// a bare NATS server of 1 MiB messages with a stand-in broker: keepalives, silence, sizes, stream
+// order, files read piece by piece. No assertion is timed; every wait is bounded.
 import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 
 import { connect, headers as natsHeaders, type Msg, type NatsConnection } from "nats";
@@ -13,6 +14,7 @@ import {
   DeadlineError,
   EdgeClient,
   EdgeError,
+  HEADER_ROOM,
   InternalServerError,
   NotFoundError,
   RateLimitError,
@@ -22,6 +24,7 @@ import {
   fromReply,
   type BatchObject,
   type ChatBody,
+  type FileRequest,
 } from "../src/index.js";
 import { THINKING_MS, startNatsServer, startStack, type NatsServer, type Stack } from "./stack.js";
 
@@ -192,7 +195,7 @@ describe("against a real stack", () => {
 
   test("an 8 MiB request fits the stack's server (64 MiB messages)", async () => {
     const big = "x".repeat(8 * 1024 * 1024);
-    assert.ok((client.nc.info?.max_payload ?? 0) > big.length + 4096);
+    assert.ok((client.nc.info?.max_payload ?? 0) > big.length + HEADER_ROOM);
     const reply = await client.chat({ ...hello, messages: [{ role: "user", content: big }] }, { cacheControl: "no-store" });
     assert.match(reply.choices[0].message.content ?? "", /^Mock reply \[[0-9a-f]{8}\]: x+$/);
   });
@@ -217,10 +220,43 @@ describe("against a real stack", () => {
     ]);
     assert.equal((await client.batches.get(batch.id)).status, "completed");
   });
+
+  test("a batch of 3 MiB lines: its events on the tenant's subject, its results and its 9 MiB input file through the broker", async () => {
+    const events: BatchObject[] = [];
+    const sub = client.nc.subscribe("llm.batch.events.default.>", {
+      callback: (error, msg) => error || events.push(JSON.parse(new TextDecoder().decode(msg.data)) as BatchObject),
+    });
+    const lines = ["x", "y", "z"].map((id) => ({
+      custom_id: id,
+      method: "POST",
+      url: "/v1/chat/completions",
+      body: { ...hello, messages: [{ role: "user" as const, content: `${id} ${"p".repeat(3 * 1024 * 1024)}` }] },
+    }));
+    try {
+      const batch = await client.batches.submit(lines);
+      const done = await client.batches.wait(batch.id, { timeoutMs: 30_000 });
+      assert.equal(done.status, "completed");
+      const results = await client.batches.results(done);
+      assert.deepEqual(results.map((r) => [r.custom_id, r.response?.status_code]).sort(), [
+        ["x", 200], ["y", 200], ["z", 200],
+      ]);
+      const input = await client.batches.content(done.input_file_id);
+      assert.equal(input.length, (await client.batches.file(done.input_file_id)).bytes);
+      assert.ok(input.length > 9 * 1024 * 1024, "more than two pieces");
+      const parsed = new TextDecoder().decode(input).split("\n").filter(Boolean).map((line) => JSON.parse(line) as unknown);
+      assert.deepEqual(parsed, lines);
+      await client.nc.flush();
+      assert.ok(events.some((b) => b.id === batch.id && b.status === "completed"), "the final event on llm.batch.events.default.<id>");
+      await assert.rejects(client.batches.file("file-no-such-file"), NotFoundError);
+      await assert.rejects(client.batches.content("file-no-such-file"), NotFoundError);
+    } finally {
+      sub.unsubscribe();
+    }
+  });
 });
 
 /** The stand-in broker's script: what it does with a request, by the request's first message. */
-type Script = "think" | "think-stream" | "silent" | "gap" | "reorder";
+type Script = "think" | "think-stream" | "silent" | "gap" | "reorder" | "lost-once" | "busy-once" | "fails-after-a-chunk";
 
 /**
  * A bare NATS server of 1 MiB messages, and a stand-in broker on it that answers `llm.chat` as
@@ -270,10 +306,28 @@ describe("against a bare NATS server with a stand-in broker", () => {
     timers.add(done).add(ticking);
   }
 
+  /** A whole answer, or a stream of one chunk per word and its end. */
+  function answer(request: Msg, stream: boolean, words: string[]): void {
+    if (!stream) return reply(request, {}, completion(words.join("")));
+    words.forEach((word, seq) => reply(request, { "Llm-Stream": "chunk", "Llm-Seq": String(seq) }, chunk(word)));
+    reply(request, { "Llm-Stream": "end", "Llm-Seq": String(words.length) }, { finish_reason: "stop" });
+  }
+
   function serve(request: Msg): void {
     requests.push(request);
     const body = JSON.parse(new TextDecoder().decode(request.data)) as ChatBody;
     const script = body.messages[0].content as Script;
+    const attempt = requestsOf(idOf(request)).length;
+    // the first try's broker died with it
+    if (script === "lost-once" && attempt > 1) answer(request, body.stream === true, ["second ", "try"]);
+    if (script === "busy-once") {
+      if (attempt > 1) answer(request, body.stream === true, ["second ", "try"]);
+      else reply(request, { "Llm-Status": "503", "Retry-After": "0" }, { error: { type: "t", code: "no_provider_available", message: "busy" } });
+    }
+    if (script === "fails-after-a-chunk") {
+      reply(request, { "Llm-Stream": "chunk", "Llm-Seq": "0" }, chunk("one "));
+      reply(request, { "Llm-Stream": "error", "Llm-Seq": "1", "Llm-Status": "503" }, { error: { type: "t", code: "unavailable", message: "upstream broke" } });
+    }
     if (script === "think") think(request, () => reply(request, {}, completion("thought it over")));
     if (script === "think-stream") {
       think(request, () => {
@@ -296,13 +350,38 @@ describe("against a bare NATS server with a stand-in broker", () => {
     // "silent": a broker that died with the request
   }
 
+  /** Files the stand-in serves by offset: one of 3 MiB (three times max_payload) with its
+   * digest, and one whose digest is another file's. */
+  const bigFile = new Uint8Array(randomBytes(3 * MAX_PAYLOAD + 777));
+  const files: Record<string, { data: Uint8Array; digest: string }> = {
+    "file-big": { data: bigFile, digest: digestOf(bigFile) },
+    "file-bad": { data: bigFile.slice(0, 5000), digest: digestOf(bigFile) },
+  };
+
+  function servePiece(request: Msg): void {
+    const { id, offset = 0, length } = JSON.parse(new TextDecoder().decode(request.data)) as FileRequest;
+    const file = files[id];
+    if (!file) {
+      reply(request, { "Llm-Status": "404" }, { error: { message: "no file", type: "not_found_error", code: "file_not_found", param: "id" } });
+      return;
+    }
+    const end = Math.min(offset + Math.min(length ?? MAX_PAYLOAD, MAX_PAYLOAD - HEADER_ROOM), file.data.length);
+    const hdrs = natsHeaders();
+    hdrs.set("Llm-Status", "200");
+    hdrs.set("Llm-File-Size", String(file.data.length));
+    hdrs.set("Llm-File-Offset", String(offset));
+    hdrs.set("Llm-File-Digest", file.digest);
+    broker.publish(request.reply ?? "", file.data.slice(offset, end), { headers: hdrs });
+  }
+
   before(async () => {
     server = await startNatsServer(MAX_PAYLOAD);
     broker = await connect({ servers: server.url, name: "stand-in-broker" });
     broker.subscribe("llm.chat", { callback: (error, msg) => error || serve(msg) });
+    broker.subscribe("llm.batch.file.content", { callback: (error, msg) => error || servePiece(msg) });
     broker.subscribe("llm.cancel", { callback: (error, msg) => error || cancels.push(new TextDecoder().decode(msg.data)) });
     await broker.flush();
-    client = await EdgeClient.connect(server.url, { attemptTimeoutMs: SILENCE_MS, deadlineMs: 20_000 });
+    client = await EdgeClient.connect(server.url, { attemptTimeoutMs: SILENCE_MS, deadlineMs: 20_000, attempts: 3, backoffMs: 0 });
   });
 
   after(async () => {
@@ -320,7 +399,7 @@ describe("against a bare NATS server with a stand-in broker", () => {
       assert.ok(error instanceof BadRequestError);
       assert.equal(error.status, 413);
       assert.equal(error.code, "request_too_large");
-      assert.match(error.detail, new RegExp(`takes ${MAX_PAYLOAD - 4096} \\(its max_payload, ${MAX_PAYLOAD}`));
+      assert.match(error.detail, new RegExp(`takes ${MAX_PAYLOAD - HEADER_ROOM} \\(its max_payload, ${MAX_PAYLOAD}, less ${HEADER_ROOM}`));
       assert.ok(error.requestId);
       return true;
     };
@@ -334,6 +413,17 @@ describe("against a bare NATS server with a stand-in broker", () => {
     await broker.flush();
     assert.equal(requests.length, 0, "nothing was published");
     assert.deepEqual(cancels, []);
+  });
+
+  test("a file three times max_payload comes back whole and byte-identical, piece by piece", async () => {
+    const data = await client.batches.content("file-big");
+    assert.ok(data.length > 3 * MAX_PAYLOAD);
+    assert.ok(Buffer.from(data).equals(Buffer.from(bigFile)));
+    await assert.rejects(client.batches.content("file-nope"), NotFoundError);
+  });
+
+  test("a file whose bytes do not match its digest throws StreamError", async () => {
+    await assert.rejects(client.batches.content("file-bad"), (error: unknown) => error instanceof StreamError && /digest/.test(error.message));
   });
 
   test("keepalives are not the answer: they restart the silence timer of a whole call", async () => {
@@ -355,7 +445,7 @@ describe("against a bare NATS server with a stand-in broker", () => {
     assert.ok(requestsOf("ts-think-stream")[0].headers?.get("Llm-Keepalive-Ms"));
   });
 
-  test("silence is lost: no answer and no keepalive for attemptTimeoutMs is a DeadlineError", async () => {
+  test("silence is lost: no answer and no keepalive for attemptTimeoutMs, on every try, is a DeadlineError", async () => {
     const lost = (error: unknown) => {
       assert.ok(error instanceof DeadlineError);
       assert.equal(error.status, 504);
@@ -368,10 +458,52 @@ describe("against a bare NATS server with a stand-in broker", () => {
       for await (const _ of client.stream(ask("silent"), { requestId: "ts-silent-stream" })) assert.fail("no chunk");
     }, lost);
     assert.ok(Date.now() - started < 10_000, "well before the 20 s deadline");
-    assert.equal(requestsOf("ts-silent").length, 1);
-    // the lost stream is cancelled; the lost whole call is left to a try under its id
-    await waitFor(async () => cancels.includes("ts-silent-stream"), "the lost stream's cancel");
-    assert.ok(!cancels.includes("ts-silent"));
+    for (const id of ["ts-silent", "ts-silent-stream"]) {
+      assert.equal(requestsOf(id).length, 3, `${id}: one request per try`);
+      assert.ok(requestsOf(id).every((msg) => msg.headers?.get("Llm-Idempotent") === "1"));
+    }
+    // a lost try of a call that may be tried again is left to the next try: never cancelled
+    await client.nc.flush();
+    await broker.flush();
+    assert.ok(!cancels.includes("ts-silent") && !cancels.includes("ts-silent-stream"));
+    // without tries again a lost stream is nobody's: it is cancelled
+    const alone = new EdgeClient(client.nc, { attemptTimeoutMs: SILENCE_MS, deadlineMs: 20_000, attempts: 1 });
+    await assert.rejects(async () => {
+      for await (const _ of alone.stream(ask("silent"), { requestId: "ts-silent-alone" })) assert.fail("no chunk");
+    }, lost);
+    assert.equal(requestsOf("ts-silent-alone")[0].headers?.get("Llm-Idempotent"), "");
+    await waitFor(async () => cancels.includes("ts-silent-alone"), "the lost stream's cancel");
+  });
+
+  test("a try lost before its answer is sent again under its id, marked Llm-Idempotent, and left running", async () => {
+    const whole = await client.chat(ask("lost-once"), { requestId: "ts-lost-once" });
+    assert.equal(whole.choices[0].message.content, "second try");
+    let text = "";
+    for await (const chunk of client.stream(ask("lost-once"), { requestId: "ts-lost-once-stream" })) text += chunk.choices[0]?.delta.content ?? "";
+    assert.equal(text, "second try");
+    for (const id of ["ts-lost-once", "ts-lost-once-stream"]) {
+      const sent = requestsOf(id);
+      assert.equal(sent.length, 2, `${id}: two tries`);
+      assert.ok(sent.every((msg) => msg.headers?.get("Llm-Idempotent") === "1"));
+      const [first, second] = sent.map((msg) => Number(msg.headers?.get("Llm-Timeout-Ms")));
+      assert.ok(second < first && first <= 20_000, `${id}: Llm-Timeout-Ms ${first} then ${second}: what is left`);
+    }
+    await client.nc.flush();
+    await broker.flush();
+    assert.ok(!cancels.includes("ts-lost-once") && !cancels.includes("ts-lost-once-stream"), "the lost try is left for the next to join");
+  });
+
+  test("a 503 before a stream's first chunk is tried again, one after it is thrown", async () => {
+    let text = "";
+    for await (const chunk of client.stream(ask("busy-once"), { requestId: "ts-busy-once" })) text += chunk.choices[0]?.delta.content ?? "";
+    assert.equal(text, "second try");
+    assert.equal(requestsOf("ts-busy-once").length, 2);
+    const seen: string[] = [];
+    await assert.rejects(async () => {
+      for await (const chunk of client.stream(ask("fails-after-a-chunk"), { requestId: "ts-after-a-chunk" })) seen.push(chunk.choices[0]?.delta.content ?? "");
+    }, UnavailableError);
+    assert.deepEqual(seen, ["one "]);
+    assert.equal(requestsOf("ts-after-a-chunk").length, 1, "a stream that began is never sent again");
   });
 
   test("a gap or a reorder in a stream throws StreamError and cancels it", async () => {
@@ -386,6 +518,11 @@ describe("against a bare NATS server with a stand-in broker", () => {
     await waitFor(async () => cancels.includes("ts-gap") && cancels.includes("ts-reorder"), "the broken streams' cancels");
   });
 });
+
+/** A file's digest as the object store keeps it: `SHA-256=<base64url>`. */
+function digestOf(data: Uint8Array): string {
+  return `SHA-256=${createHash("sha256").update(data).digest("base64url")}=`;
+}
 
 /** The upstream calls a provider's workers made (their `/metrics`). */
 async function upstreamCalls(stack: Stack, provider: string): Promise<number> {

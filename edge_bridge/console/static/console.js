@@ -1,4 +1,5 @@
-// The operator console: polls /console/api/state and /console/api/requests once a second
+// The operator console: polls /console/api/state, /console/api/requests and
+// /console/api/audit once a second
 // while the page is open; every value is written with textContent (never as HTML).
 "use strict";
 
@@ -236,27 +237,76 @@ function renderBatches(batches) {
   });
 }
 
+function limitsText(x) {
+  // a tenant's or a key's own limits, "—" parts left out
+  const parts = [];
+  if (x.rpm) parts.push("rpm " + x.rpm);
+  if (x.tpm) parts.push("tpm " + x.tpm);
+  if (x.budget_usd !== undefined && x.budget_usd !== null) {
+    parts.push(usd(x.budget_usd) + (x.budget_period ? "/" + x.budget_period : ""));
+  }
+  return parts.join(" · ");
+}
+
+function grantFields(prefix) {
+  // the model list and limits of the create or edit form; empty fields are left unset
+  const models = $(prefix + "-models").value.split(/[\s,]+/).filter((m) => m);
+  const number = (id) => { const v = $(prefix + "-" + id).value.trim(); return v === "" ? null : Number(v); };
+  return {
+    models, rpm: number("rpm"), tpm: number("tpm"), budget_usd: number("budget"),
+    budget_period: $(prefix + "-period").value || null,
+  };
+}
+
+let editing = null;
+function startEdit(k) {
+  editing = k.hash;
+  $("edit-hash").textContent = k.hash.slice(0, 19) + "…";
+  $("edit-models").value = (k.models || []).join(", ");
+  $("edit-rpm").value = k.rpm || ""; $("edit-tpm").value = k.tpm || "";
+  $("edit-budget").value = k.budget_usd === undefined ? "" : k.budget_usd;
+  $("edit-period").value = k.budget_period || "";
+  $("key-edit").hidden = false;
+  $("edit-models").focus();
+}
+
+function renderKey(t, k) {
+  const item = document.createElement("li");
+  item.className = "key"; item.dataset.key = k.hash; item.dataset.source = k.source;
+  const own = [k.models && k.models.length ? "models " + k.models.join(", ") : "", limitsText(k)]
+    .filter((x) => x).join(" · ");
+  const label = document.createElement("span");
+  label.className = "grant";
+  label.textContent = k.hash.slice(0, 19) + "… (" + k.source + ") " + (own || "tenant's limits") + " ";
+  item.append(label);
+  if (k.source !== "run-time") return item;
+  const edit = button("Edit", k.hash.slice(0, 19), () => startEdit(k));
+  edit.dataset.edit = k.hash;
+  const revoke = button("Revoke", k.hash.slice(0, 19), async () => {
+    if (await confirmAction("Revoke this key of " + t.name + "? Requests with it fail at once.")) {
+      act(api("/console/api/keys/revoke", { hash: k.hash }), () => {
+        $("notice").textContent = "revoked a key of " + t.name;
+      });
+    }
+  });
+  revoke.dataset.hash = k.hash;
+  item.append(edit, revoke);
+  return item;
+}
+
 function renderTenants(tenants) {
   const rows = (tenants && tenants.tenants) || [];
   fill("tenants-body", rows, (tr, t) => {
     tr.dataset.tenant = t.name;
-    cell(tr, t.name); cell(tr, t.admin ? "yes" : "no"); cell(tr, t.static_keys, "num");
+    cell(tr, t.name); cell(tr, t.admin ? "yes" : "no");
+    cell(tr, t.models && t.models.length ? t.models.join(", ") : "all");
     cell(tr, (t.rpm || "∞") + " / " + (t.tpm || "∞"));
+    cell(tr, t.budget_usd === null ? "none" : usd(t.budget_usd) + "/" + t.budget_period);
     const keys = cell(tr, ""); keys.textContent = t.keys.length ? "" : "none";
-    for (const hash of t.keys) {
-      const span = document.createElement("span");
-      span.className = "key"; span.dataset.hash = hash;
-      span.textContent = hash.slice(0, 19) + "… ";
-      const revoke = button("Revoke", hash.slice(0, 19), async () => {
-        if (await confirmAction("Revoke this key of " + t.name + "? Requests with it fail at once.")) {
-          act(api("/console/api/keys/revoke", { hash }), () => {
-            $("notice").textContent = "revoked a key of " + t.name;
-          });
-        }
-      });
-      revoke.dataset.hash = hash;
-      span.append(revoke);
-      keys.append(span);
+    if (t.keys.length) {
+      const list = document.createElement("ul");
+      for (const k of t.keys) list.append(renderKey(t, k));
+      keys.append(list);
     }
   });
 }
@@ -272,6 +322,42 @@ function renderRequests(requests) {
   });
 }
 
+function renderAudit(audit) {
+  const status = $("audit-chain");
+  const chain = audit && audit.chain;
+  if (!audit || !audit.available || !chain) {
+    status.dataset.intact = "unknown";
+    status.className = "";
+    status.textContent = "no audit trail (audit off, or JetStream unavailable)";
+  } else if (chain.intact && !chain.complete) {
+    status.dataset.intact = "checking";
+    status.className = "";
+    status.textContent = "checking the chain: seq " + chain.checked_seq + " of " + chain.last_seq;
+  } else if (chain.intact) {
+    status.dataset.intact = "yes";
+    status.className = "state-closed";
+    status.textContent = "chain intact: " + chain.records + " records, seq " +
+      chain.first_seq + " to " + chain.last_seq;
+  } else {
+    status.dataset.intact = "no";
+    status.className = "state-open";
+    status.textContent = "chain BROKEN at " + chain.break;
+  }
+  fill("audit-body", (audit && audit.records) || [], (tr, r) => {
+    tr.dataset.seq = r.seq; tr.dataset.action = r.action || ""; tr.dataset.outcome = r.outcome || "";
+    cell(tr, r.seq, "num");
+    cell(tr, r.time ? new Date(r.time).toLocaleString() : null);
+    cell(tr, r.action); cell(tr, r.outcome);
+    const actor = r.actor || {};
+    const key = actor.key ? " " + actor.key.replace("sha256:", "").slice(0, 12) : "";
+    cell(tr, (actor.tenant || actor.role || "") + key, "actor");
+    const origin = r.origin || {};
+    cell(tr, [origin.via, origin.peer].filter(Boolean).join(" "));
+    const params = r.params && Object.keys(r.params).length ? JSON.stringify(r.params) : "";
+    cell(tr, params + (r.detail ? " (" + r.detail + ")" : ""));
+  });
+}
+
 let polling = false;
 async function poll() {
   if (polling) return;
@@ -282,13 +368,14 @@ async function poll() {
       const value = $("f-" + name).value.trim();
       if (value) params.set(name, value);
     }
-    const [state, recent] = await Promise.all([
+    const [state, recent, audit] = await Promise.all([
       api("/console/api/state"), api("/console/api/requests?" + params.toString()),
+      api("/console/api/audit"),
     ]);
     $("auth").hidden = true;
     renderServices(state.services); renderDeployments(state.deployments);
     renderAdmission(state.admission); renderCache(state.cache); renderSpend(state.spend); renderBatches(state.batches);
-    renderTenants(state.tenants); renderRequests(recent.requests);
+    renderTenants(state.tenants); renderRequests(recent.requests); renderAudit(audit);
     $("updated").textContent = "updated " + new Date(state.time * 1000).toLocaleTimeString();
   } catch (e) {
     if (e.message !== "unauthorized") $("updated").textContent = "not updated: " + e.message;
@@ -325,10 +412,20 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("key-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    act(api("/console/api/keys", { tenant: $("key-tenant").value.trim() }), (r) => {
+    const command = Object.assign({ tenant: $("key-tenant").value.trim() }, grantFields("key"));
+    act(api("/console/api/keys", command), (r) => {
       $("new-key").textContent = r.key;
     });
   });
+  $("key-edit").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const hash = editing;
+    act(api("/console/api/keys/update", Object.assign({ hash }, grantFields("edit"))), () => {
+      $("notice").textContent = "saved key " + hash.slice(0, 19) + "…";
+      $("key-edit").hidden = true; editing = null;
+    });
+  });
+  $("cancel-edit").addEventListener("click", () => { $("key-edit").hidden = true; editing = null; });
   $("filters").addEventListener("input", () => poll());
   $("filters").addEventListener("submit", (event) => event.preventDefault());
   poll();

@@ -1,0 +1,340 @@
+"""The embeddings request path: it conducts, the wings decide (as :mod:`broker.pipeline` does
+for chat, whose hot path this one leaves alone).
+
+For each request: prepare it (:class:`~broker.embeddings.prepare.EmbeddingPreparer`: the
+caller identified by API key, JWT or tenant subject, the model checked against the tenant's
+and the key's lists), admit it (tenancy's :class:`~broker.tenancy.meter.Meter`: budgets, rpm
+and tpm of the tenant and of the key, as for chat), answer it input by input
+(:class:`~broker.embeddings.resolve.InputResolver`: the vector cache's L1 and L2, then one
+upstream call through :class:`~broker.upstream.calls.Upstream`, with routing, breakers,
+failover and retries as for chat), reply through a :class:`~broker.replies.sinks.ReplySink`,
+then write the new vectors back, charge, count and log
+(:class:`~broker.record.RequestRecord`). A JWT whose issuer key is not held yet is verified
+in a task of its own once the key is fetched, as for chat.
+
+An answer whose every input is in L1 is sent inline in the subscription callback, as a chat
+L1 hit is; everything that waits runs as a task. A repeated request id is answered from its
+first attempt (:class:`~broker.repeats.Repeats`); an idempotent one
+(``Llm-Idempotent: 1``) shares its upstream call with its other attempts across brokers
+(the workers' claims), so a retry never calls the upstream twice for the same inputs.
+
+Embeddings requests wait for capacity as chat requests do (:mod:`broker.admission`): their
+tenant's and key's limits, then a broker slot (the broker's slots are shared with chat), then
+a permit of their deployment's limits; they have their own cancel registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from opentelemetry.trace import SpanKind
+
+from broker import metrics
+from broker.admission.admit import Admission
+from broker.admission.classes import Priority
+from broker.cache.vectors import VectorCache
+from broker.embeddings.call import EmbeddingCall
+from broker.embeddings.prepare import EmbeddingPreparer
+from broker.embeddings.resolve import Fresh, InputResolver, Known
+from broker.errors import BrokerError
+from broker.record import RequestRecord
+from broker.repeats import Repeats
+from broker.replies.heartbeat import Heartbeats, keepalive_s
+from broker.replies.sinks import ReplySink
+from broker.request import error_reply
+from broker.tenancy.meter import Meter
+from broker.tenancy.tenants import Caller, KeysNeeded
+from broker.upstream.calls import Upstream
+from edge_runtime.process import InFlight
+from edge_runtime.tracing import span
+from schemas import headers
+
+__all__ = ["EmbeddingsPipeline"]
+
+log = logging.getLogger("llm_edge.broker")
+
+_INTERNAL = BrokerError("internal broker error")
+
+
+class EmbeddingsPipeline:
+    """Serves embeddings requests from any entry point through a :class:`ReplySink`.
+
+    Args:
+        preparer: decodes, validates, authenticates, keys each input.
+        vectors: the vector cache, or ``None`` when caching is off.
+        upstream: provider calls with retries and failover (to the workers' embeddings
+            subjects).
+        meter: admission, pricing, charging.
+        record: request counter and log line.
+        admission: the broker's slots and how requests wait for them (shared with chat).
+        clock: the event loop's monotonic clock.
+        repeats: answers a repeated request id from its first attempt.
+        heartbeats: keepalives to callers that ask for them while they wait.
+    """
+
+    def __init__(
+        self,
+        *,
+        preparer: EmbeddingPreparer,
+        vectors: VectorCache | None,
+        upstream: Upstream,
+        meter: Meter,
+        record: RequestRecord,
+        admission: Admission,
+        clock: Callable[[], float],
+        repeats: Repeats | None = None,
+        heartbeats: Heartbeats | None = None,
+    ) -> None:
+        self._preparer = preparer
+        self._inputs = InputResolver(vectors, upstream, meter)
+        self._meter = meter
+        self._record = record
+        self._clock = clock
+        self._repeats = repeats if repeats is not None else Repeats(clock)
+        self._heartbeats = heartbeats
+        self._admission = admission
+        slots = admission.broker.pools[0]
+        assert slots is not None
+        self._inflight = InFlight(slots.size + admission.settings.max_queued)
+        #: (the caller's reply subject, request id) -> the request's task
+        self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
+        #: requests waiting for a JWT issuer's keys (held so they are not collected)
+        self._identifying: set[asyncio.Task[None]] = set()
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being worked on."""
+        return len(self._inflight)
+
+    @property
+    def max_body(self) -> int:
+        """The byte limit of a request body."""
+        return self._preparer.max_body
+
+    def cancel(self, request_id: str, reply_to: str | None) -> None:
+        """Cancel a request in flight when the cancel names its own reply subject."""
+        task = self._running.get((reply_to or "", request_id)) if reply_to else None
+        if task is not None:
+            task.cancel()
+            if self._heartbeats is not None and reply_to:
+                self._heartbeats.forget(reply_to)
+
+    async def drain(self, grace_s: float) -> None:
+        """Wait for requests in flight (bounded)."""
+        await self._inflight.drain(grace_s)
+
+    async def refuse(self, exc: BrokerError, hdrs: dict[str, str], sink: ReplySink) -> None:
+        """Answer a request refused before it was decoded."""
+        given = hdrs.get(headers.REQUEST_ID, "")
+        if not given or len(given) > headers.MAX_VALUE_BYTES[headers.REQUEST_ID]:
+            given = self._preparer.new_id()
+        meta = {headers.REQUEST_ID: given, headers.CACHE: "BYPASS"}
+        await sink.error(error_reply(exc), meta, streaming=False)
+        metrics.requests_counter("", "", exc.status).inc()
+
+    async def handle(
+        self,
+        data: bytes,
+        hdrs: dict[str, str],
+        sink: ReplySink,
+        caller: Caller | None = None,
+        *,
+        reply_to: str = "",
+    ) -> None:
+        """Answer L1 hits and invalid requests inline; spawn a task for the rest.
+
+        ``caller`` is set when the subject named the tenant (or the batch runs as it);
+        otherwise the ``Authorization`` header decides. ``reply_to`` is the caller's reply
+        subject (a cancel must name it); batch lines have none.
+        """
+        try:
+            call = self._preparer.prepare(data, hdrs, caller)
+            call.owner = reply_to
+        except KeysNeeded:  # a JWT signed by a key not held yet: fetched off the callback
+            self._after_keys(data, hdrs, sink, reply_to)
+            return
+        except BrokerError as exc:
+            await self.refuse(exc, hdrs, sink)
+            return
+        except Exception:  # a bug still answers: every request gets exactly one answer
+            log.exception("an embeddings request could not be prepared")
+            await self.refuse(_INTERNAL, hdrs, sink)
+            return
+        limited = self._meter.limits(call)  # (admission then waits on Redis)
+        known: Known = {} if limited else self._inputs.from_l1(call)
+        if not limited and all(key in known for key in call.keys):
+            await self._guarded(call, sink, lambda c, s: self._serve_hits(c, s, known))
+            return
+        every = keepalive_s(hdrs) if reply_to and self._heartbeats is not None else None
+        if every is not None and self._heartbeats is not None:  # slow is not lost
+            sink = self._heartbeats.watch(sink, reply_to, every, call.request_id)
+        if not reply_to:  # batch lines: they take what interactive traffic leaves
+            call.priority = Priority.BATCH
+            await self._inflight.spawn(self._admit(call, sink, known, limited=limited))
+            return
+        work = self._admit(call, sink, known, limited=limited)
+        try:
+            task = await self._inflight.spawn(work)
+        except BaseException:  # cancelled while it waited for a task: the work never runs
+            work.close()
+            self._given_back(reply_to)
+            raise
+        task.add_done_callback(lambda _: self._given_back(reply_to))
+
+    def _after_keys(
+        self, data: bytes, hdrs: dict[str, str], sink: ReplySink, reply_to: str
+    ) -> None:
+        """Fetch the JWT issuer's keys a token needs (bounded by ``jwks_timeout_s``) in a task
+        of its own, then handle the request as its caller (as chat does: the subscription's
+        callback never waits on the network)."""
+
+        async def identified() -> None:
+            try:
+                caller = await self._preparer.keys.identify_fetching(
+                    hdrs.get(headers.AUTHORIZATION)
+                )
+            except BrokerError as exc:
+                await self.refuse(exc, hdrs, sink)
+                return
+            except Exception:  # a bug still answers
+                log.exception("an embeddings request's token could not be checked")
+                await self.refuse(_INTERNAL, hdrs, sink)
+                return
+            await self.handle(data, hdrs, sink, caller, reply_to=reply_to)
+
+        task = asyncio.ensure_future(identified())
+        self._identifying.add(task)
+        task.add_done_callback(self._identifying.discard)
+
+    def _given_back(self, reply_to: str) -> None:
+        if self._heartbeats is not None:
+            self._heartbeats.forget(reply_to)
+
+    async def _guarded(
+        self,
+        call: EmbeddingCall,
+        sink: ReplySink,
+        work: Callable[[EmbeddingCall, ReplySink], Awaitable[None]],
+    ) -> None:
+        """Run a request's work; whatever it raises, its caller gets an answer."""
+        try:
+            await work(call, sink)
+        except Exception:
+            log.exception("embeddings request %s failed", call.request_id)
+            self._record.count(call, "", 500)
+            with contextlib.suppress(Exception):
+                await sink.error(error_reply(_INTERNAL), self._meta(call, "MISS"), streaming=False)
+
+    async def _admit(
+        self, call: EmbeddingCall, sink: ReplySink, known: Known, *, limited: bool
+    ) -> None:
+        """Wait for capacity (a limited tenant's, then a broker slot), then answer. A cancel
+        reaches the request while it waits too."""
+        task = asyncio.current_task()
+        running = (call.owner, call.request_id)
+        if task is not None and call.owner:
+            self._running[running] = task
+        try:
+            await self._guarded(
+                call, sink, lambda c, s: self._admitted(c, s, known, limited=limited)
+            )
+        except asyncio.CancelledError:
+            pass  # the caller cancelled (llm.cancel): nobody is waiting for an answer
+        finally:
+            self._running.pop(running, None)
+
+    async def _admitted(
+        self, call: EmbeddingCall, sink: ReplySink, known: Known, *, limited: bool
+    ) -> None:
+        try:
+            if limited:
+                await self._admission.tenant(call, lambda: self._meter.admit(call))
+            permit = await self._admission.enter(call)
+        except BrokerError as exc:
+            self._record.count(call, "", exc.status)
+            meta = _queued(self._meta(call, "BYPASS"), call)
+            await sink.error(error_reply(exc), meta, streaming=False)
+            return
+        try:
+            if limited:
+                known = self._inputs.from_l1(call)
+                if all(key in known for key in call.keys):
+                    await self._serve_hits(call, sink, known)
+                    return
+            await self._run(call, sink, known)
+        finally:
+            permit.release()
+
+    def _meta(self, call: EmbeddingCall, cache_status: str) -> dict[str, str]:
+        return {headers.REQUEST_ID: call.request_id, headers.CACHE: cache_status}
+
+    async def _serve_hits(self, call: EmbeddingCall, sink: ReplySink, known: Known) -> None:
+        """Every input's vector was in L1: the answer, assembled inline."""
+        reply = self._inputs.hits(call, known)
+        self._record.count(call, "cache", 200)
+        if self._record.logs_hits:
+            self._record.log(
+                call,
+                status=200,
+                cache="HIT-L1",
+                reply_headers=reply.headers,
+                started=self._record.now(),
+            )
+        await sink.whole(reply, self._meta(call, "HIT-L1"))
+
+    async def _run(self, call: EmbeddingCall, sink: ReplySink, known: Known) -> None:
+        """The work of a request L1 could not answer whole."""
+        metrics.IN_FLIGHT.inc()
+        parent = {"traceparent": call.trace} if call.trace else None
+        try:
+            with span(
+                "llm.embeddings",
+                parent=parent,
+                kind=SpanKind.CONSUMER,
+                attributes={"llm.model": call.model.name, "llm.tenant": call.tenant.name},
+            ):
+                await self._guarded(call, sink, lambda c, s: self._answer(c, s, known))
+        finally:
+            metrics.IN_FLIGHT.dec()
+
+    async def _answer(self, call: EmbeddingCall, sink: ReplySink, known: Known) -> None:
+        started, perf_started = self._clock(), self._record.now()
+        fresh = Fresh()
+        outcome = await self._repeats.once(call, lambda: self._inputs.resolve(call, known, fresh))
+        reply = outcome.reply
+        charge = fresh.charge if outcome.fresh else None
+        if charge is not None:
+            reply.headers.update(charge.reply_headers())
+        budgeted = self._meter.budgeted(call)
+        if budgeted:  # recorded before the reply, so the tenant's next request sees it
+            await self._meter.charge(call, charge)
+        await sink.whole(reply, _queued(self._meta(call, outcome.cache), call))
+        provider = reply.headers.get(headers.PROVIDER, "") if outcome.fresh else "cache"
+        self._record.count(call, provider, reply.status)
+        if not outcome.cache.startswith("HIT") or self._record.logs_hits:
+            self._record.log(
+                call,
+                status=reply.status,
+                cache=outcome.cache,
+                reply_headers=reply.headers,
+                started=perf_started,
+                usage=charge.usage if charge is not None else None,
+            )
+        if not outcome.fresh:
+            return
+        elapsed = self._clock() - started
+        metrics.duration_histogram(provider, call.model.name).observe(elapsed)
+        if reply.upstream_s:
+            metrics.OVERHEAD.observe(max(0.0, elapsed - reply.upstream_s))
+        await self._inputs.write_back(call, fresh)
+        if not budgeted:
+            await self._meter.charge(call, charge)
+
+
+def _queued(meta: dict[str, str], call: EmbeddingCall) -> dict[str, str]:
+    """``meta`` with how long the request waited for capacity (``Llm-Queue-Ms``)."""
+    meta[headers.QUEUE_MS] = str(round(call.queued_s * 1000))
+    return meta
