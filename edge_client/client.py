@@ -168,6 +168,13 @@ class EdgeClient:
         reply = await self.call(self._subject("messages"), body, **call)
         return _any.decode(reply.data)
 
+    async def embeddings(self, request: Mapping[str, Any] | bytes, **call: Any) -> dict[str, Any]:
+        """An OpenAI embeddings ``list`` (``llm.embeddings``): each input is cached on its
+        own, so inputs embedded before are not sent upstream again."""
+        body = request if isinstance(request, bytes) else _encoder.encode(dict(request))
+        reply = await self.call(self._subject("embeddings"), body, **call)
+        return _any.decode(reply.data)
+
     def stream_messages(self, request: Mapping[str, Any], **call: Any) -> Stream[MessageEvent]:
         """An Anthropic Messages stream: one :class:`MessageEvent` per Anthropic event
         (retried and cancelled as :meth:`stream` is)."""
@@ -345,7 +352,13 @@ class EdgeClient:
     def _subject(self, api: str) -> str:
         if self._tenant:
             return subjects.tenant_subject(self._tenant, api)
-        return subjects.CHAT if api == "chat" else subjects.MESSAGES
+        return {"chat": subjects.CHAT, "embeddings": subjects.EMBEDDINGS}.get(
+            api, subjects.MESSAGES
+        )
+
+
+#: The subject of each API for a client without a tenant of its own.
+_SUBJECTS = {"chat": subjects.CHAT, "embeddings": subjects.EMBEDDINGS}
 
 
 def _body(request: Body, *, stream: bool) -> bytes:

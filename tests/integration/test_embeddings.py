@@ -614,3 +614,20 @@ async def test_vectors_are_shared_through_redis(
     assert (again.headers or {})[headers.CACHE] == "HIT-L2"
     assert again.data == first.data
     assert len(embeddings_calls(fake_openai)) == 1
+
+
+async def test_the_python_client_embeds_over_nats(
+    stack: Stack, fake_openai: FakeOpenAI, namespace: str
+) -> None:
+    """``EdgeClient.embeddings`` answers the OpenAI list from ``llm.embeddings``, each input
+    cached on its own: a second call with one new input sends only that one upstream."""
+    from edge_client import EdgeClient
+
+    async with EdgeClient(stack.nc, api_key=KEY, namespace=namespace) as client:
+        async with written_back(stack, keys_of(["p", "q"], namespace)):
+            first = await client.embeddings({"model": "text", "input": ["p", "q"]})
+        again = await client.embeddings({"model": "text", "input": ["q", "r"]})
+    assert [d["embedding"] for d in first["data"]] == [upstream_vector("p"), upstream_vector("q")]
+    assert [d["index"] for d in again["data"]] == [0, 1]
+    assert again["data"][1]["embedding"] == upstream_vector("r")
+    assert embeddings_calls(fake_openai)[-1] == ["r"]
