@@ -112,6 +112,7 @@ def p99(samples: list[tuple[float, int]]) -> float:
 
 
 @pytest.mark.slow  # 20 s of paced traffic on purpose
+@pytest.mark.alone  # its latency ratio would measure the other tests' load
 @pytest.mark.timeout(120)
 async def test_interactive_tenant_keeps_its_latency_while_background_flood_waits(
     nats_url: str, make_stack: StackFactory, limited_fake: FakeOpenAI
@@ -155,6 +156,7 @@ async def test_interactive_tenant_keeps_its_latency_while_background_flood_waits
     assert p99(shared) <= 1.5 * p99(solo), slowest
 
 
+@pytest.mark.alone  # its shares would measure the other tests' load
 async def test_tenants_share_a_saturated_deployment_by_weight(
     nats_url: str, make_stack: StackFactory
 ) -> None:
