@@ -38,6 +38,7 @@ from broker.replies.heartbeat import Heartbeats, keepalive_s
 from broker.replies.sinks import ReplySink
 from broker.replies.streams import StreamLog, replay, stream_log
 from broker.request import Prepared, Reply, error_reply
+from broker.tenancy.identify import identify_later
 from broker.tenancy.meter import Meter
 from broker.tenancy.pii_restore import RestoringSink
 from broker.tenancy.tenants import Caller, KeysNeeded
@@ -205,27 +206,20 @@ class ChatPipeline:
     def _after_keys(
         self, data: bytes, hdrs: dict[str, str], sink: ReplySink, reply_to: str, api: Api
     ) -> None:
-        """Fetch the JWT issuer's keys a token needs (bounded by ``jwks_timeout_s``) in a task
-        of its own, then handle the request as its caller: the subscription's callback never
-        waits on the network, so other requests keep flowing meanwhile."""
+        """Handle the request once its token's keys are fetched, off the callback
+        (:func:`~broker.tenancy.identify.identify_later`)."""
 
-        async def identified() -> None:
-            try:
-                caller = await self._preparer.keys.identify_fetching(
-                    hdrs.get(headers.AUTHORIZATION)
-                )
-            except BrokerError as exc:
-                await self.refuse(exc, hdrs, sink)
-                return
-            except Exception:  # a bug still answers
-                log.exception("a request's token could not be checked")
-                await self.refuse(_INTERNAL, hdrs, sink)
-                return
+        async def proceed(caller: Caller) -> None:
             await self.handle(data, hdrs, sink, caller, reply_to=reply_to, api=api)
 
-        task = asyncio.ensure_future(identified())
-        self._identifying.add(task)
-        task.add_done_callback(self._identifying.discard)
+        identify_later(
+            self._preparer.keys,
+            hdrs,
+            sink,
+            refuse=self.refuse,
+            proceed=proceed,
+            tasks=self._identifying,
+        )
 
     def _given_back(self, reply_to: str) -> None:
         """An interactive request is over: stop its keepalives, whether or not an answer went
