@@ -123,7 +123,7 @@ class RequestPreparer:
                 f"The model `{request.model}` does not exist or is not configured.", param="model"
             )
         directives = parse_cache_control(hdrs.get(headers.CACHE_CONTROL))
-        priority = request_priority(hdrs.get(headers.PRIORITY), tenant)
+        priority = request_priority(hdrs.get(headers.PRIORITY), tenant, caller.grant)
         timeout = request_timeout_s(hdrs, model.timeout_s or self._config.broker.default_timeout_s)
         upstream = {name: hdrs[name] for name in headers.UPSTREAM_HEADERS if name in hdrs}
         key, basis = None, KeyBasis()

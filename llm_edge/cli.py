@@ -51,6 +51,12 @@ def _add_account_commands(sub: Any, environ: Mapping[str, str]) -> None:
     create.add_argument("--tpm", type=int, help="the key's own tokens per minute")
     create.add_argument("--budget-usd", type=float, help="the key's own spend cap")
     create.add_argument("--budget-period", choices=["day", "month"], help="(the tenant's)")
+    create.add_argument(
+        "--priority",
+        choices=["interactive", "default", "background"],
+        help="the class of the key's requests that name no Llm-Priority (the tenant's "
+        "default_priority; capped by its max_priority)",
+    )
     hasher = key_cmds.add_parser("hash", help="the hash of a key, for [tenants] in the config")
     hasher.add_argument("key")
     key_cmds.add_parser("list", help="run-time keys in Redis")
@@ -416,6 +422,7 @@ def _keys(args: argparse.Namespace) -> int:
     if args.keys_command == "create":
         given = {f: getattr(args, f) for f in ("models", "rpm", "tpm", "budget_usd")}
         given["budget_period"] = args.budget_period
+        given["priority"] = args.priority
         try:
             fields = {k: v for k, v in given.items() if v is not None}
             grant = Grant.from_mapping("key", grant_id(hash_key(key)), fields).describe()

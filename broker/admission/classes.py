@@ -1,10 +1,10 @@
 """Priority classes: which requests go first when capacity is short.
 
 ``Llm-Priority: interactive | default | background`` on a request (or ``high | normal |
-low``, the batch words of the same ranks) picks its class; without it, its tenant's
-``priority``. Either is capped by the tenant's ``max_priority``: a tenant cannot ask past
-what the operator gave it. Batch lines wait in a class of their own, below background: they
-take the capacity interactive traffic leaves.
+low``, the batch words of the same ranks) picks its class; without it, its key's
+``priority`` or else its tenant's ``default_priority``. Either is capped by the tenant's
+``max_priority``: a tenant cannot ask past what the operator gave it. Batch lines wait in a
+class of their own, below background: they take the capacity interactive traffic leaves.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 
 from broker.errors import InvalidRequest
+from broker.tenancy.grants import Grant
 from broker.tenancy.tenants import TenantConfig
 from schemas import headers
 
@@ -32,14 +33,18 @@ class Priority(enum.IntEnum):
         return self.name.lower()
 
 
-def request_priority(asked: str | None, tenant: TenantConfig) -> Priority:
-    """The class of a request of ``tenant`` that sent ``Llm-Priority: asked``.
+def request_priority(
+    asked: str | None, tenant: TenantConfig, grant: Grant | None = None
+) -> Priority:
+    """The class of a request of ``tenant`` (through a key with ``grant``) that sent
+    ``Llm-Priority: asked``.
 
     Raises:
         InvalidRequest: ``asked`` is not a priority word.
     """
     if asked is None:
-        rank = headers.priority_rank(tenant.default_priority)
+        default = grant.priority if grant is not None and grant.priority else None
+        rank = headers.priority_rank(default or tenant.default_priority)
     else:
         rank = headers.priority_rank(asked)
         if rank is None:

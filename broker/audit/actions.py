@@ -52,7 +52,7 @@ def _purge(command: dict[str, Any], result: Any) -> tuple[str, dict[str, Any]]:
 
 
 #: What a key's grant may set (recorded with its create and update).
-_GRANT_FIELDS = ("models", "rpm", "tpm", "budget_usd", "budget_period")
+_GRANT_FIELDS = ("models", "rpm", "tpm", "budget_usd", "budget_period", "priority")
 
 
 def _keys(command: dict[str, Any], result: Any) -> tuple[str, dict[str, Any]] | None:

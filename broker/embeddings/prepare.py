@@ -128,7 +128,7 @@ class EmbeddingPreparer:
                 param="model",
             )
         directives = parse_cache_control(hdrs.get(headers.CACHE_CONTROL))
-        priority = request_priority(hdrs.get(headers.PRIORITY), tenant)
+        priority = request_priority(hdrs.get(headers.PRIORITY), tenant, caller.grant)
         timeout = request_timeout_s(hdrs, model.timeout_s or self._config.broker.default_timeout_s)
         cached = self._cache is not None and not (directives.no_cache and directives.no_store)
         return EmbeddingCall(

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import msgspec
 
 from edge_runtime.tables import check_keys
+from schemas import headers
 from schemas.names import is_name
 
 __all__ = [
@@ -35,7 +36,7 @@ __all__ = [
 #: Bounds on a model list: it travels in Redis values, JWT claims and admin commands.
 MAX_PATTERNS, MAX_PATTERN_CHARS = 256, 200
 #: The fields of a grant, in configuration tables, Redis values and admin commands alike.
-GRANT_FIELDS = frozenset({"models", "rpm", "tpm", "budget_usd", "budget_period"})
+GRANT_FIELDS = frozenset({"models", "rpm", "tpm", "budget_usd", "budget_period", "priority"})
 PERIODS = frozenset({"day", "month"})
 _json = msgspec.json.Decoder(dict[str, Any])
 _encoder = msgspec.json.Encoder()
@@ -142,6 +143,9 @@ class Grant:
         rpm, tpm: the key's own requests and tokens per minute.
         budget_usd: the key's own spend cap per ``budget_period``.
         budget_period: ``day`` or ``month``; ``None`` takes the tenant's.
+        priority: the class of the key's requests that name none (``None``: the tenant's
+            ``default_priority``); capped by the tenant's ``max_priority`` like any asked
+            priority.
     """
 
     id: str
@@ -150,6 +154,7 @@ class Grant:
     tpm: int | None = None
     budget_usd: float | None = None
     budget_period: str | None = None
+    priority: str | None = None
 
     @classmethod
     def from_mapping(cls, where: str, grant_id: str, raw: Mapping[str, Any]) -> Grant:
@@ -173,6 +178,11 @@ class Grant:
         period = raw.get("budget_period")
         if period is not None and period not in PERIODS:
             raise ValueError(f"{where}.budget_period must be day or month")
+        priority = raw.get("priority")
+        if priority is not None and headers.priority_rank(priority) is None:
+            raise ValueError(
+                f"{where}.priority must be one of {', '.join(headers.PRIORITY_CLASSES)}"
+            )
         return cls(
             id=grant_id,
             models=ModelPatterns.parse(f"{where}.models", raw.get("models", [])),
@@ -180,6 +190,7 @@ class Grant:
             tpm=raw.get("tpm"),
             budget_usd=float(budget) if budget is not None else None,
             budget_period=period,
+            priority=priority,
         )
 
     def within(self, where: str, tenant: Limits) -> None:
@@ -208,7 +219,7 @@ class Grant:
         """The grant's fields as stored in Redis and shown by the console (unset ones left
         out)."""
         out: dict[str, Any] = {"models": list(self.models.patterns)} if self.models else {}
-        for name in ("rpm", "tpm", "budget_usd", "budget_period"):
+        for name in ("rpm", "tpm", "budget_usd", "budget_period", "priority"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value

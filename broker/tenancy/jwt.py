@@ -230,7 +230,7 @@ class JwtVerifier:
         ):
             raise InvalidToken(
                 f"The token's `{s.limits_claim}` claim must be an object of rpm, tpm, "
-                "budget_usd and budget_period."
+                "budget_usd, budget_period and priority."
             )
         subject = str(claims.get("sub", ""))
         grant_id = "jwt-" + hashlib.sha256(subject.encode()).hexdigest()[:16]
@@ -246,6 +246,7 @@ class JwtVerifier:
             tpm=grant.tpm,
             budget_usd=grant.budget_usd,
             budget_period=grant.budget_period,
+            priority=grant.priority,
         )
 
 

@@ -30,7 +30,10 @@ from schemas import headers
 from tests.support.stack import Stack, StackFactory, chat, config_from
 from tests.support.upstream import FakeOpenAI, ProviderLimits, Scripted, running_fake
 
-KEYS = {name: f"sk-le-test-{name}-{uuid.uuid4().hex}" for name in ("a", "b", "heavy", "light")}
+KEYS = {
+    name: f"sk-le-test-{name}-{uuid.uuid4().hex}"
+    for name in ("a", "b", "heavy", "light", "urgent", "bulk")
+}
 #: The provider's limits: calls in flight, requests per minute; and its latency.
 CALLS, RPM, LATENCY_S = 8, 1200, 0.1
 
@@ -48,6 +51,12 @@ def tenants() -> str:
         [tenants.light]
         keys = ["{hash_key(KEYS["light"])}"]
         weight = 1
+        [tenants.mixed]
+        max_priority = "interactive"
+        keys = [
+            {{ hash = "{hash_key(KEYS["urgent"])}", priority = "interactive" }},
+            {{ hash = "{hash_key(KEYS["bulk"])}", priority = "background" }},
+        ]
     """
 
 
@@ -586,3 +595,57 @@ async def test_embeddings_wait_for_their_deployments_limits(
         assert (fake.peak, fake.too_many) == (1, 0)
         waited = [int((r.headers or {})[headers.QUEUE_MS]) for r in replies]
         assert max(waited) >= LATENCY_S * 1000
+
+
+async def test_a_keys_default_priority_orders_its_requests(
+    nats_url: str, make_stack: StackFactory
+) -> None:
+    """Two keys of one tenant, one whose requests default to interactive and one to
+    background, neither sending ``Llm-Priority``: at a full one-call deployment the
+    interactive key's request waits in the interactive class and goes before the background
+    key's earlier ones."""
+    held = asyncio.Event()
+    async with running_fake(ProviderLimits(concurrency=1)) as fake:
+        fake.script.append(Scripted(delay_s=60, release=held))  # holds the one call
+        config = config_from(f"""
+            [cache]
+            enabled = false
+            [batch]
+            enabled = false
+            [broker]
+            tenant_metrics = true
+            [providers.up]
+            kind = "openai_compatible"
+            base_url = "{fake.base_url}"
+            [models.m]
+            deployments = [{{ provider = "up", model = "m", concurrency = 1 }}]
+            {tenants()}
+        """)
+        stack = await make_stack(nats_url, config)
+        done: list[str] = []
+
+        async def send(key: str, text: str) -> int:
+            status, _, _ = await ask(stack, key, text)
+            done.append(key)
+            return status
+
+        def depth(klass: str) -> float:
+            labels = {"gate": "m@up", "tenant": "mixed", "class": klass}
+            return REGISTRY.get_sample_value("llm_edge_queue_depth", labels) or 0
+
+        first = asyncio.create_task(send("bulk", "first"))
+        async with asyncio.timeout(10):
+            while not fake.received:  # noqa: ASYNC110 (the fake's list has no event)
+                await asyncio.sleep(0.01)
+        later = [asyncio.create_task(send("bulk", f"later {i}")) for i in range(3)]
+        async with asyncio.timeout(10):
+            while depth("background") < 3:  # noqa: ASYNC110 (a gauge has no event)
+                await asyncio.sleep(0.01)
+        urgent = asyncio.create_task(send("urgent", "now"))
+        async with asyncio.timeout(10):
+            while depth("interactive") < 1:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        held.set()
+        statuses = await asyncio.gather(first, *later, urgent)
+    assert statuses == [200] * 5
+    assert done[:2] == ["bulk", "urgent"], done

@@ -232,6 +232,22 @@ def test_the_class_of_a_request_is_capped_by_its_tenant() -> None:
         request_priority("urgent", plain)
 
 
+def test_a_keys_priority_is_its_requests_default_under_its_tenants_cap() -> None:
+    """A key's ``priority`` replaces the tenant's default for requests that name none; a
+    header still wins; the tenant's ``max_priority`` caps the key's default too; a word
+    outside the lists is refused when the key is configured."""
+    trusted = TenantConfig(name="u", max_priority="high", default_priority="low")
+    plain = TenantConfig(name="t")
+    urgent = KeyGrant.from_mapping("key", "key-1", {"priority": "interactive"})
+    assert request_priority(None, trusted, urgent) is Priority.INTERACTIVE
+    assert request_priority("background", trusted, urgent) is Priority.BACKGROUND
+    assert request_priority(None, plain, urgent) is Priority.DEFAULT
+    assert request_priority(None, trusted, KeyGrant(id="key-2")) is Priority.BACKGROUND
+    assert urgent.describe() == {"priority": "interactive"}
+    with pytest.raises(ValueError, match="priority"):
+        KeyGrant.from_mapping("key", "key-3", {"priority": "urgent"})
+
+
 def prepared_request(tenant: TenantConfig, deadline: float) -> Prepared:
     body = b'{"model": "m", "messages": [{"role": "user", "content": "x"}]}'
     model = ModelConfig(name="m", deployments=(Deployment(name="d", provider="p", model="m"),))

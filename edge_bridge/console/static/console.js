@@ -245,6 +245,7 @@ function limitsText(x) {
   if (x.budget_usd !== undefined && x.budget_usd !== null) {
     parts.push(usd(x.budget_usd) + (x.budget_period ? "/" + x.budget_period : ""));
   }
+  if (x.priority) parts.push("priority " + x.priority);
   return parts.join(" · ");
 }
 
@@ -255,6 +256,7 @@ function grantFields(prefix) {
   return {
     models, rpm: number("rpm"), tpm: number("tpm"), budget_usd: number("budget"),
     budget_period: $(prefix + "-period").value || null,
+    priority: $(prefix + "-priority").value || null,
   };
 }
 
@@ -266,6 +268,7 @@ function startEdit(k) {
   $("edit-rpm").value = k.rpm || ""; $("edit-tpm").value = k.tpm || "";
   $("edit-budget").value = k.budget_usd === undefined ? "" : k.budget_usd;
   $("edit-period").value = k.budget_period || "";
+  $("edit-priority").value = k.priority || "";
   $("key-edit").hidden = false;
   $("edit-models").focus();
 }
