@@ -194,11 +194,15 @@ class Config:
                         f"{dep.provider!r}"
                     )
         for model in self.models.values():
-            for fallback in model.fallbacks:
+            named = [("fallback", f) for f in model.fallbacks]
+            if model.context_fallback is not None:
+                named.append(("context_fallback", model.context_fallback))
+            if model.content_policy_fallback is not None:
+                named.append(("content_policy_fallback", model.content_policy_fallback))
+            for key, fallback in named:
                 if fallback not in self.models or fallback == model.name:
                     raise ConfigError(
-                        f"models.{model.name}: fallback {fallback!r} is not another configured "
-                        "model"
+                        f"models.{model.name}: {key} {fallback!r} is not another configured model"
                     )
 
     def resolve(self, model: str) -> ModelConfig | None:

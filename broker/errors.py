@@ -2,7 +2,9 @@
 
     BrokerError(status, code, message, param, retry_after)
      ├── InvalidRequest      400  (bad JSON, schema violation; ``param`` names the field)
-     │    └── PiiBlocked     400  (the tenant blocks personal data and the request has some)
+     │    ├── PiiBlocked     400  (the tenant blocks personal data and the request has some)
+     │    └── ContextLengthExceeded  400  (longer than every deployment's context window, and
+     │                             no ``context_fallback`` takes it)
      ├── Unauthorized        401  (missing, unknown or revoked API key)
      │    └── InvalidToken   401  (a bearer JWT that fails verification: signature, iss, aud, exp …)
      ├── BudgetExceeded      402  (the tenant spent its budget for the period)
@@ -39,6 +41,7 @@ __all__ = [
     "AtCapacity",
     "BrokerError",
     "BudgetExceeded",
+    "ContextLengthExceeded",
     "DeadlineExceeded",
     "Forbidden",
     "HeaderTooLarge",
@@ -103,6 +106,13 @@ class PiiBlocked(InvalidRequest):
     """The tenant blocks requests containing PII, and this one does."""
 
     code = "pii_detected"
+
+
+class ContextLengthExceeded(InvalidRequest):
+    """The request is surely longer than the context window of every deployment that could
+    serve it (refused before any upstream call: never cut short in silence)."""
+
+    code = "context_length_exceeded"
 
 
 class Unauthorized(BrokerError):
@@ -241,13 +251,18 @@ def from_decode_error(exc: msgspec.MsgspecError) -> InvalidRequest:
 
 
 class UpstreamFailed(BrokerError):
-    """A provider worker reported a failure; its status, envelope and headers are kept."""
+    """A provider worker reported a failure; its status, envelope and headers are kept, and
+    ``code`` is the worker's code of it (``Llm-Error-Code``) when it sent one."""
 
     code = "upstream_error"
 
-    def __init__(self, status: int, body: bytes, extra_headers: dict[str, str]) -> None:
+    def __init__(
+        self, status: int, body: bytes, extra_headers: dict[str, str], code: str | None = None
+    ) -> None:
         super().__init__(f"upstream failed with status {status}")
         self.status = status
+        if code:
+            self.code = code
         self._body = body
         self._extra = extra_headers
 

@@ -27,6 +27,7 @@ __all__ = [
     "COST_SAVED",
     "EMBEDDING_INPUTS",
     "FAILOVERS",
+    "FALLBACKS",
     "IN_FLIGHT",
     "L1_HITS",
     "L1_MISSES",
@@ -136,6 +137,12 @@ QUEUE_REFUSED = Counter(
 RETRIES = Counter("llm_edge_retries_total", "Attempts after the first, across deployments.")
 FAILOVERS = Counter(
     "llm_edge_failovers_total", "Attempts sent to another deployment than the last."
+)
+FALLBACKS = Counter(
+    "llm_edge_fallbacks_total",
+    "Requests sent to another model than the one asked for (the model label), by reason: "
+    "context_window (too long for it) or content_policy (it refused the content).",
+    ["reason", "model"],
 )
 
 

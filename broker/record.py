@@ -70,6 +70,10 @@ class RequestRecord:
         }
         if headers.COALESCED in reply_headers:
             fields["coalesced"] = True
+        fallback = reply_headers.get(headers.FALLBACK)
+        if fallback is not None:  # another model answered: which, and why
+            fields["fallback"] = fallback
+            fields["served_model"] = reply_headers.get(headers.MODEL, "")
         if usage is not None:
             fields["prompt_tokens"] = usage.prompt_tokens
             fields["completion_tokens"] = usage.completion_tokens

@@ -53,6 +53,7 @@ from broker.tenancy.limits import RateLimiter
 from broker.tenancy.meter import Meter
 from broker.tenancy.tenants import ANONYMOUS, REDIS_KEYS, KeyRing
 from broker.upstream.calls import Upstream
+from broker.upstream.fallback import Fallbacks
 from broker.upstream.forward import Forwarder
 from broker.upstream.resilience import Resilient
 from broker.upstream.router import Router
@@ -589,7 +590,7 @@ def assemble_pipeline(
     pipeline = ChatPipeline(
         preparer=preparer,
         front=ReadThrough(cache, clock),
-        upstream=Upstream(resilient, forwarder),
+        upstream=Upstream(resilient, forwarder, Fallbacks(config.models)),
         meter=meter,
         record=record,
         admission=admission,

@@ -55,6 +55,8 @@ _EXPOSE = (
     headers.PROVIDER,
     headers.DEPLOYMENT,
     headers.ATTEMPTS,
+    headers.MODEL,
+    headers.FALLBACK,
     headers.RETRY_AFTER,
     headers.COALESCED,
     headers.COST,

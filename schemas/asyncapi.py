@@ -54,6 +54,10 @@ _REPLY_HEADERS = {
     headers.PROVIDER: "provider that answered",
     headers.DEPLOYMENT: "deployment that answered",
     headers.ATTEMPTS: "attempts it took",
+    headers.MODEL: "the configured model that answered (the one asked for, or its fallback)",
+    headers.FALLBACK: (
+        "context_window | content_policy: why another model than the one asked for answered"
+    ),
     headers.RETRY_AFTER: "seconds, on 429/503",
     headers.STREAM: "chunk | end | error (streams); keepalive (empty, before the answer)",
     headers.SEQ: "position in a stream",
@@ -61,6 +65,7 @@ _REPLY_HEADERS = {
     headers.COALESCED: "1: shared with an identical request in flight",
     headers.REPLAYED: "1: the answer of an earlier attempt with this request id",
     headers.RETRYABLE: "1: another attempt may succeed",
+    headers.ERROR_CODE: "a worker's error reply: the failure's code, whatever API it speaks",
     headers.COST: "what the answer cost (USD)",
     headers.COST_SAVED: "what a cache hit saved (USD)",
     headers.QUEUE_MS: "milliseconds the request waited for capacity before its answer began",

@@ -25,7 +25,10 @@ __all__ = [
     "COST",
     "COST_SAVED",
     "DEPLOYMENT",
+    "ERROR_CODE",
     "EVENT",
+    "FALLBACK",
+    "FALLBACK_REASONS",
     "FILE_DIGEST",
     "FILE_OFFSET",
     "FILE_SIZE",
@@ -33,6 +36,7 @@ __all__ = [
     "IDEMPOTENT",
     "KEEPALIVE_MS",
     "MAX_VALUE_BYTES",
+    "MODEL",
     "ONCE_KEY",
     "PRIORITIES",
     "PRIORITY",
@@ -132,6 +136,17 @@ RETRYABLE = "Llm-Retryable"
 PROVIDER = "Llm-Provider"
 DEPLOYMENT = "Llm-Deployment"
 ATTEMPTS = "Llm-Attempts"
+#: The configured model that answered: the one asked for, or the one it fell back to.
+MODEL = "Llm-Model"
+#: Why the answer came from another model than the one asked for: ``context_window`` (the
+#: request was too long for it) or ``content_policy`` (it refused the content). Absent when
+#: the model asked for answered (a fallback after failures is named by ``Llm-Model`` alone).
+FALLBACK = "Llm-Fallback"
+#: The values of :data:`FALLBACK`.
+FALLBACK_REASONS = ("context_window", "content_policy")
+#: Worker to broker, on an error reply: our code of the failure (``context_length_exceeded``,
+#: ``content_policy_violation``, ``rate_limited`` ...), whatever API its envelope speaks.
+ERROR_CODE = "Llm-Error-Code"
 #: Broker to worker: the model name to send upstream.
 UPSTREAM_MODEL = "Llm-Upstream-Model"
 #: Broker to worker: the API the body speaks (:class:`schemas.api.Api`); absent for chat.

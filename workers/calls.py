@@ -18,7 +18,7 @@ from schemas import StreamEnd, error_body, headers
 from schemas.api import Api
 from schemas.errors import anthropic_error
 from workers.base import Embedder, Provider, ProviderRequest, Relayed
-from workers.errors import ErrorKind, ProviderError, ReplyTooLarge
+from workers.errors import ErrorKind, ProviderError, ReplyTooLarge, refined
 from workers.messages import messages_api
 from workers.split import split_chunk
 
@@ -40,6 +40,8 @@ def failure(
     kind: str | None = None
     extra: dict[str, str] = {}
     if isinstance(exc, ProviderError):
+        exc = refined(exc)
+        extra[headers.ERROR_CODE] = exc.kind.value
         if exc.retryable:
             extra[headers.RETRYABLE] = "1"
         if exc.retry_after is not None:

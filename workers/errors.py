@@ -10,6 +10,7 @@ else, and so is an answer that is not the one asked for (:class:`UnexpectedBody`
 from __future__ import annotations
 
 import enum
+import re
 
 from workers.h1.errors import TransportError, TransportTimeout
 
@@ -20,6 +21,7 @@ __all__ = [
     "ReplyTooLarge",
     "UnexpectedBody",
     "kind_for_status",
+    "refined",
     "transport_error",
 ]
 
@@ -34,6 +36,10 @@ class ErrorKind(enum.StrEnum):
     TIMEOUT = "timeout"
     CONNECTION = "connection"
     INVALID_RESPONSE = "invalid_response"
+    #: The prompt (with the answer asked for) is over the model's context window.
+    CONTEXT_LENGTH = "context_length_exceeded"
+    #: The provider refused the request for its content (a safety system, a guardrail).
+    CONTENT_POLICY = "content_policy_violation"
 
     @property
     def retryable(self) -> bool:
@@ -57,7 +63,13 @@ _RETRYABLE = frozenset(
         ErrorKind.INVALID_RESPONSE,
     }
 )
-_USER_STATUS = {ErrorKind.BAD_REQUEST: 400, ErrorKind.RATE_LIMITED: 429, ErrorKind.TIMEOUT: 504}
+_USER_STATUS = {
+    ErrorKind.BAD_REQUEST: 400,
+    ErrorKind.CONTEXT_LENGTH: 400,
+    ErrorKind.CONTENT_POLICY: 400,
+    ErrorKind.RATE_LIMITED: 429,
+    ErrorKind.TIMEOUT: 504,
+}
 
 
 def kind_for_status(status: int) -> ErrorKind:
@@ -73,6 +85,29 @@ def kind_for_status(status: int) -> ErrorKind:
             return ErrorKind.RATE_LIMITED
         case _:
             return ErrorKind.UNAVAILABLE
+
+
+#: How providers word a prompt over the context window in a 400: OpenAI ("This model's
+#: maximum context length is ..."; code ``context_length_exceeded``, also vLLM's wording),
+#: Anthropic ("prompt is too long: 210000 tokens > 200000 maximum", "input length and
+#: `max_tokens` exceed context limit"), Gemini ("The input token count (...) exceeds the
+#: maximum number of tokens allowed"), Bedrock ("Input is too long for requested model",
+#: "too many input tokens").
+_CONTEXT_LENGTH = re.compile(
+    r"context[_ ]length|context window|maximum context|exceeds? context limit"
+    r"|prompt is too long|input is too long|too many (?:input )?tokens"
+    r"|input token count",
+    re.IGNORECASE,
+)
+#: ... and a refusal for content: OpenAI's ``content_policy_violation`` ("rejected as a result
+#: of our safety system"), Azure's ``content_filter`` ("... content management policy"),
+#: Bedrock's guardrails.
+_CONTENT_POLICY = re.compile(
+    r"content[_ ](?:policy|filter|management policy)|safety system|guardrail",
+    re.IGNORECASE,
+)
+#: The statuses a provider refuses a request's content with.
+_REFUSING = frozenset({400, 413, 422})
 
 
 class ProviderError(Exception):
@@ -116,6 +151,20 @@ class ProviderError(Exception):
     def status(self) -> int:
         """The HTTP-like status for the caller."""
         return self.kind.user_status
+
+
+def refined(error: ProviderError) -> ProviderError:
+    """``error`` with a refusal the provider worded (not coded) told apart: a 400 saying the
+    prompt is over the context window is ``context_length``, one saying the content was
+    refused is ``content_policy`` (the broker falls back on either: docs/routing.md). Every
+    provider's error passes here, so an adapter maps its codes and leaves the wording here."""
+    if error.kind is not ErrorKind.BAD_REQUEST or error.upstream_status not in _REFUSING:
+        return error
+    if _CONTEXT_LENGTH.search(error.message):
+        error.kind = ErrorKind.CONTEXT_LENGTH
+    elif _CONTENT_POLICY.search(error.message):
+        error.kind = ErrorKind.CONTENT_POLICY
+    return error
 
 
 class ReplyTooLarge(Exception):

@@ -220,9 +220,10 @@ class OpenAIProvider:
             return ProviderError(
                 self.name, error.kind, self._scrub(error.message), retry_after=error.retry_after
             )
+        kind = _CODED.get(_upstream_code(failure), kind_for_status(failure.status))
         return ProviderError(
             self.name,
-            kind_for_status(failure.status),
+            kind if failure.status < 500 else kind_for_status(failure.status),
             self._scrub(_upstream_message(failure)),
             upstream_status=failure.status,
             retry_after=parse_retry_after(failure.headers),
@@ -234,6 +235,23 @@ class OpenAIProvider:
 
     async def aclose(self) -> None:
         """The client belongs to the caller; nothing of our own to release."""
+
+
+#: OpenAI's and Azure's error codes for the refusals the broker falls back on.
+_CODED = {
+    "context_length_exceeded": ErrorKind.CONTEXT_LENGTH,
+    "content_policy_violation": ErrorKind.CONTENT_POLICY,
+    "content_filter": ErrorKind.CONTENT_POLICY,
+}
+
+
+def _upstream_code(response: UpstreamReply) -> str:
+    """OpenAI's ``{"error": {"code"}}`` (``""`` when there is none)."""
+    try:
+        error = _error_decoder.decode(response.body).get("error")
+    except msgspec.MsgspecError:
+        return ""
+    return str(error.get("code") or "") if isinstance(error, dict) else ""
 
 
 def _upstream_message(response: UpstreamReply) -> str:

@@ -35,6 +35,9 @@ class Deployment:
         timeout_s: per-attempt upstream budget (the request's deadline still bounds it).
         probe_s: how often to probe the deployment while it is idle (``None``: the
             ``[admission] probe_s`` of unpriced deployments; 0: never).
+        context_window: the tokens a call may hold, prompt and answer together (``None``:
+            not declared, so never checked: the upstream decides).
+        max_output_tokens: the most tokens it writes in one answer (``None``: not declared).
     """
 
     name: str
@@ -49,6 +52,15 @@ class Deployment:
     concurrency: int | None = None
     timeout_s: float | None = None
     probe_s: float | None = None
+    context_window: int | None = None
+    max_output_tokens: int | None = None
+
+    def takes(self, prompt_tokens: int, max_tokens: int) -> bool:
+        """Whether a call of ``prompt_tokens`` asking for up to ``max_tokens`` (0: no cap
+        asked) fits its declared window and answer length."""
+        if self.max_output_tokens is not None and max_tokens > self.max_output_tokens:
+            return False
+        return self.context_window is None or prompt_tokens + max_tokens <= self.context_window
 
     @property
     def priced(self) -> bool:
@@ -65,7 +77,15 @@ class Deployment:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModelConfig:
-    """A model name clients send, its aliases, deployments, strategy and fallbacks."""
+    """A model name clients send, its aliases, deployments, strategy and fallbacks.
+
+    Attributes:
+        fallbacks: models tried when every deployment fails or is open.
+        context_fallback: the model a request too long for every deployment goes to (and
+            one the upstream refused as too long is sent to once): :mod:`broker.upstream.fallback`.
+        content_policy_fallback: the model a request refused for content policy is sent to
+            once.
+    """
 
     name: str
     deployments: tuple[Deployment, ...]
@@ -73,6 +93,16 @@ class ModelConfig:
     timeout_s: float | None = None
     strategy: Strategy = Strategy.ROUND_ROBIN
     fallbacks: tuple[str, ...] = ()
+    context_fallback: str | None = None
+    content_policy_fallback: str | None = None
+
+    @property
+    def windowed(self) -> bool:
+        """Whether some deployment declares a context window or an answer length."""
+        return any(
+            d.context_window is not None or d.max_output_tokens is not None
+            for d in self.deployments
+        )
 
 
 _DEPLOYMENT_KEYS = {
@@ -88,17 +118,33 @@ _DEPLOYMENT_KEYS = {
     "concurrency",
     "timeout_s",
     "probe_s",
+    "context_window",
+    "max_output_tokens",
 }
-_MODEL_KEYS = {"deployments", "aliases", "timeout_s", "strategy", "fallbacks"}
+#: What a model's table may declare for all its deployments (each may declare its own).
+_INHERITED = ("context_window", "max_output_tokens")
+_MODEL_KEYS = {
+    "deployments",
+    "aliases",
+    "timeout_s",
+    "strategy",
+    "fallbacks",
+    "context_fallback",
+    "content_policy_fallback",
+    *_INHERITED,
+}
 
 
 def _optional(raw: Mapping[str, Any], key: str, kind: type[int] | type[float]) -> Any:
     return None if raw.get(key) is None else kind(raw[key])
 
 
-def _deployment(model: str, index: int, raw: Mapping[str, Any]) -> Deployment:
+def _deployment(
+    model: str, index: int, raw: Mapping[str, Any], inherited: Mapping[str, Any]
+) -> Deployment:
     where = f"models.{model}.deployments[{index}]"
     check_keys(where, raw, _DEPLOYMENT_KEYS)
+    raw = {**inherited, **raw}
     if "provider" not in raw:
         raise ValueError(f"{where}: missing provider")
     try:
@@ -115,6 +161,8 @@ def _deployment(model: str, index: int, raw: Mapping[str, Any]) -> Deployment:
             concurrency=_optional(raw, "concurrency", int),
             timeout_s=_optional(raw, "timeout_s", float),
             probe_s=_optional(raw, "probe_s", float),
+            context_window=_optional(raw, "context_window", int),
+            max_output_tokens=_optional(raw, "max_output_tokens", int),
         )
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{where}: {exc}") from None
@@ -123,6 +171,10 @@ def _deployment(model: str, index: int, raw: Mapping[str, Any]) -> Deployment:
     limits = (deployment.rpm, deployment.tpm, deployment.concurrency, deployment.timeout_s)
     if any(v is not None and v <= 0 for v in limits):
         raise ValueError(f"{where}: rpm, tpm, concurrency and timeout_s must be > 0")
+    if any(
+        v is not None and v <= 0 for v in (deployment.context_window, deployment.max_output_tokens)
+    ):
+        raise ValueError(f"{where}: context_window and max_output_tokens must be > 0")
     if deployment.probe_s is not None and deployment.probe_s < 0:
         raise ValueError(f"{where}: probe_s must be >= 0")
     return deployment
@@ -131,7 +183,10 @@ def _deployment(model: str, index: int, raw: Mapping[str, Any]) -> Deployment:
 def model_from_mapping(name: str, raw: Mapping[str, Any]) -> ModelConfig:
     """Parse one ``[models.<name>]`` table; raises ``ValueError`` naming the key."""
     check_keys(f"models.{name}", raw, _MODEL_KEYS)
-    deployments = [_deployment(name, i, d) for i, d in enumerate(raw.get("deployments", []))]
+    inherited = {key: raw[key] for key in _INHERITED if key in raw}
+    deployments = [
+        _deployment(name, i, d, inherited) for i, d in enumerate(raw.get("deployments", []))
+    ]
     if not deployments:
         raise ValueError(f"models.{name}: needs at least one deployment")
     names = [d.name for d in deployments]
@@ -154,4 +209,10 @@ def model_from_mapping(name: str, raw: Mapping[str, Any]) -> ModelConfig:
         timeout_s=timeout,
         strategy=strategy,
         fallbacks=tuple(str(f) for f in raw.get("fallbacks", [])),
+        context_fallback=_name(raw, "context_fallback"),
+        content_policy_fallback=_name(raw, "content_policy_fallback"),
     )
+
+
+def _name(raw: Mapping[str, Any], key: str) -> str | None:
+    return None if raw.get(key) is None else str(raw[key])

@@ -142,7 +142,7 @@ class Forwarder:
             self.on_reply(deployment, answer_headers, status)
         if status != 200:
             extra = {n: answer_headers[n] for n in _PASSED_ON if n in answer_headers}
-            raise UpstreamFailed(status, msg.data, extra)
+            raise UpstreamFailed(status, msg.data, extra, answer_headers.get(headers.ERROR_CODE))
         said = {n: answer_headers[n] for n in _ANSWER_HEADERS if n in answer_headers}
         return Reply(200, msg.data, said)
 
@@ -182,7 +182,7 @@ class Forwarder:
                     yield _end_decoder.decode(msg.data)  # (the caller may close us right here)
                     return
                 extra = {n: hdrs[n] for n in _PASSED_ON if n in hdrs}
-                raise UpstreamFailed(status, msg.data, extra)
+                raise UpstreamFailed(status, msg.data, extra, hdrs.get(headers.ERROR_CODE))
         except (asyncio.CancelledError, GeneratorExit, WorkerLost):  # caller left, or worker silent
             if not ended:
                 await self._cancel(prepared, reply_to)

@@ -54,11 +54,17 @@ ROUTING_COMPLETION_GUESS = 256
 Sleep = Callable[[float], Awaitable[None]]
 
 
+#: Whether a deployment can take the request (its context window): ``None`` takes all.
+Fits = Callable[[Deployment], bool]
+
+
 @dataclass(slots=True)
 class _Walk:
-    """The candidates of one request and where the walk is."""
+    """The candidates of one request (and the model each serves) and where the walk is."""
 
     candidates: list[Deployment]
+    models: dict[str, ModelConfig]
+    first: ModelConfig | None = None  # the model walked first (None: the request's)
     position: int = 0
     last: Deployment | None = None
     wait_s: float = 0.0
@@ -71,14 +77,16 @@ class _Walk:
 @dataclass(frozen=True, slots=True)
 class Run(Generic[T]):
     """A call that succeeded: its result, the deployment that gave it, how many attempts it
-    took and how long they spent with provider workers (backoffs not counted), and the
-    deployment's permit (released already, unless the caller judges the call later)."""
+    took and how long they spent with provider workers (backoffs not counted), the
+    deployment's permit (released already, unless the caller judges the call later), and the
+    model the deployment serves (``None``: the request's own)."""
 
     result: T
     deployment: Deployment
     attempts: int
     upstream_s: float
     permit: Permit = NO_LIMIT
+    model: ModelConfig | None = None
 
 
 def _failed(exc: BaseException) -> tuple[bool, bool, float | None]:
@@ -128,29 +136,33 @@ class Resilient:
         self._rng = rng or random.Random()
         self._budget = RetryBudget(config.resilience, clock)
 
-    def candidates(self, prepared: Call) -> list[Deployment]:
-        """The model's ranked deployments, then each fallback model's."""
+    def candidates(
+        self, prepared: Call, model: ModelConfig | None = None, fits: Fits | None = None
+    ) -> list[Deployment]:
+        """The model's ranked deployments, then each fallback model's (``model``: another
+        than the request's; ``fits``: only the deployments whose window takes it)."""
+        return self._walk(prepared, model or prepared.model, fits).candidates
+
+    def _walk(self, prepared: Call, first: ModelConfig, fits: Fits | None) -> _Walk:
         tokens = prepared.estimate(ROUTING_COMPLETION_GUESS)
-        models: list[ModelConfig] = [prepared.model]
+        models: list[ModelConfig] = [first]
         models += [
-            m
-            for name in prepared.model.fallbacks
-            if (m := self._config.models.get(name)) is not None
+            m for name in first.fallbacks if (m := self._config.models.get(name)) is not None
         ]
-        seen: set[str] = set()
-        ordered = []
+        walk = _Walk([], {}, first)
         for model in models:
             for deployment in self.router.order(model, tokens):
-                if deployment.name not in seen:
-                    seen.add(deployment.name)
-                    ordered.append(deployment)
-        return ordered
+                if deployment.name not in walk.models and (fits is None or fits(deployment)):
+                    walk.models[deployment.name] = model
+                    walk.candidates.append(deployment)
+        return walk
 
-    def _all_open(self, prepared: Call) -> AllDeploymentsOpen:
-        models = [prepared.model, *(self._config.models[n] for n in prepared.model.fallbacks)]
+    def _all_open(self, prepared: Call, model: ModelConfig | None = None) -> AllDeploymentsOpen:
+        first = model or prepared.model
+        models = [first, *(self._config.models[n] for n in first.fallbacks)]
         wait = min(self.router.retry_after(m) for m in models)
         return AllDeploymentsOpen(
-            f"every deployment of `{prepared.model.name}` (and its fallbacks) is unavailable; "
+            f"every deployment of `{first.name}` (and its fallbacks) is unavailable; "
             f"retry in {wait:.0f}s",
             retry_after=max(1.0, round(wait)),
         )
@@ -161,6 +173,8 @@ class Resilient:
         attempt: Callable[[Deployment, float], Awaitable[T]],
         *,
         judge_later: bool = False,
+        model: ModelConfig | None = None,
+        fits: Fits | None = None,
     ) -> Run[T]:
         """Call ``attempt(deployment, deadline)`` until one succeeds.
 
@@ -169,6 +183,9 @@ class Resilient:
             attempt: one call to one deployment.
             judge_later: the success of the attempt is not the call's verdict (a stream that
                 has only begun): the caller reports it with :meth:`judge`.
+            model: the model whose deployments (then fallbacks) to walk, when it is not the
+                request's own (a context-window or content-policy fallback).
+            fits: leaves out the deployments whose context window cannot take the request.
 
         Returns:
             The result, the deployment that gave it, the attempts and their time.
@@ -176,9 +193,9 @@ class Resilient:
         Raises:
             BrokerError: the last failure (or :class:`AllDeploymentsOpen`).
         """
-        walk = _Walk(self.candidates(prepared))
+        walk = self._walk(prepared, model or prepared.model, fits)
         if not walk.candidates:
-            raise self._all_open(prepared)
+            raise self._all_open(prepared, model)
         self._budget.request()
         # The first attempt runs without tenacity: most requests need no retry, and the
         # retry machinery costs more than the rest of the miss path (measured: 22 -> 6 us).
@@ -187,7 +204,7 @@ class Resilient:
             result = await self._attempt(
                 attempt, deployment, prepared, walk, judge_later=judge_later, permit=permit
             )
-            return Run(result, deployment, 1, walk.upstream_s, permit)
+            return Run(result, deployment, 1, walk.upstream_s, permit, walk.models[deployment.name])
         except BrokerError as exc:
             first_failure = exc
         retrying = AsyncRetrying(
@@ -208,7 +225,8 @@ class Resilient:
                     attempt, deployment, prepared, walk, judge_later=judge_later, permit=permit
                 )
                 attempts = try_.retry_state.attempt_number
-                return Run(result, deployment, attempts, walk.upstream_s, permit)
+                model_of = walk.models[deployment.name]
+                return Run(result, deployment, attempts, walk.upstream_s, permit, model_of)
         raise AssertionError("unreachable: tenacity re-raises the last failure")
 
     def now(self) -> float:
@@ -257,7 +275,7 @@ class Resilient:
             permit.release()
         if full and admission is not None and ticket is not None:
             return await self._wait_for(admission, full, ticket, prepared, walk)
-        raise self._all_open(prepared)
+        raise self._all_open(prepared, walk.first)
 
     async def _wait_for(
         self,
@@ -280,7 +298,7 @@ class Resilient:
         deployment = gates[grant.gate]
         if not self.router.stats(deployment).breaker.allow():  # it opened meanwhile
             grant.permit.release()
-            raise self._all_open(prepared)
+            raise self._all_open(prepared, walk.first)
         return self._moved(walk, deployment), grant.permit
 
     @staticmethod

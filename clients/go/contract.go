@@ -53,8 +53,14 @@ const HeaderCost = "Llm-Cost-Usd"
 // HeaderDeployment is the Llm-Deployment header (reply): deployment that answered.
 const HeaderDeployment = "Llm-Deployment"
 
+// HeaderErrorCode is the Llm-Error-Code header (reply): a worker's error reply: the failure's code, whatever API it speaks.
+const HeaderErrorCode = "Llm-Error-Code"
+
 // HeaderEvent is the Llm-Event header (reply): the Anthropic stream event name (llm.messages streams).
 const HeaderEvent = "Llm-Event"
+
+// HeaderFallback is the Llm-Fallback header (reply): context_window | content_policy: why another model than the one asked for answered.
+const HeaderFallback = "Llm-Fallback"
 
 // HeaderFileDigest is the Llm-File-Digest header (reply): llm.batch.file.content: the whole file's digest, SHA-256=<base64url>.
 const HeaderFileDigest = "Llm-File-Digest"
@@ -64,6 +70,9 @@ const HeaderFileOffset = "Llm-File-Offset"
 
 // HeaderFileSize is the Llm-File-Size header (reply): llm.batch.file.content: the whole file's size in bytes.
 const HeaderFileSize = "Llm-File-Size"
+
+// HeaderModel is the Llm-Model header (reply): the configured model that answered (the one asked for, or its fallback).
+const HeaderModel = "Llm-Model"
 
 // HeaderProvider is the Llm-Provider header (reply): provider that answered.
 const HeaderProvider = "Llm-Provider"

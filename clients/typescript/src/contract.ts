@@ -36,14 +36,20 @@ export const HEADERS = {
   COST: "Llm-Cost-Usd",
   /** reply: deployment that answered */
   DEPLOYMENT: "Llm-Deployment",
+  /** reply: a worker's error reply: the failure's code, whatever API it speaks */
+  ERROR_CODE: "Llm-Error-Code",
   /** reply: the Anthropic stream event name (llm.messages streams) */
   EVENT: "Llm-Event",
+  /** reply: context_window | content_policy: why another model than the one asked for answered */
+  FALLBACK: "Llm-Fallback",
   /** reply: llm.batch.file.content: the whole file's digest, SHA-256=<base64url> */
   FILE_DIGEST: "Llm-File-Digest",
   /** reply: llm.batch.file.content: where this piece begins in the file */
   FILE_OFFSET: "Llm-File-Offset",
   /** reply: llm.batch.file.content: the whole file's size in bytes */
   FILE_SIZE: "Llm-File-Size",
+  /** reply: the configured model that answered (the one asked for, or its fallback) */
+  MODEL: "Llm-Model",
   /** reply: provider that answered */
   PROVIDER: "Llm-Provider",
   /** reply: milliseconds the request waited for capacity before its answer began */
