@@ -9,7 +9,16 @@ from typing import Any
 
 from edge_runtime.tables import check_keys
 
-__all__ = ["Deployment", "ModelConfig", "Strategy", "model_from_mapping"]
+__all__ = [
+    "DEFAULT_BATCH_DISCOUNT",
+    "Deployment",
+    "ModelConfig",
+    "Strategy",
+    "model_from_mapping",
+]
+
+#: The price factor of the providers' Batch APIs (OpenAI's and Anthropic's: 50 % off).
+DEFAULT_BATCH_DISCOUNT = 0.5
 
 
 class Strategy(enum.StrEnum):
@@ -35,6 +44,8 @@ class Deployment:
         timeout_s: per-attempt upstream budget (the request's deadline still bounds it).
         probe_s: how often to probe the deployment while it is idle (``None``: the
             ``[admission] probe_s`` of unpriced deployments; 0: never).
+        batch_discount: the price factor of lines run on the provider's own Batch API
+            (:data:`DEFAULT_BATCH_DISCOUNT`: OpenAI and Anthropic charge half).
     """
 
     name: str
@@ -49,6 +60,7 @@ class Deployment:
     concurrency: int | None = None
     timeout_s: float | None = None
     probe_s: float | None = None
+    batch_discount: float = DEFAULT_BATCH_DISCOUNT
 
     @property
     def priced(self) -> bool:
@@ -62,6 +74,11 @@ class Deployment:
         """
         return (prompt_tokens * self.input_price + completion_tokens * self.output_price) / 1e6
 
+    def batch_cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """USD for a line run on the provider's own Batch API: :meth:`cost` times
+        ``batch_discount``."""
+        return self.cost(prompt_tokens, completion_tokens) * self.batch_discount
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModelConfig:
@@ -73,6 +90,7 @@ class ModelConfig:
     timeout_s: float | None = None
     strategy: Strategy = Strategy.ROUND_ROBIN
     fallbacks: tuple[str, ...] = ()
+    batch_offload: str | None = None
 
 
 _DEPLOYMENT_KEYS = {
@@ -88,8 +106,9 @@ _DEPLOYMENT_KEYS = {
     "concurrency",
     "timeout_s",
     "probe_s",
+    "batch_discount",
 }
-_MODEL_KEYS = {"deployments", "aliases", "timeout_s", "strategy", "fallbacks"}
+_MODEL_KEYS = {"deployments", "aliases", "timeout_s", "strategy", "fallbacks", "batch_offload"}
 
 
 def _optional(raw: Mapping[str, Any], key: str, kind: type[int] | type[float]) -> Any:
@@ -115,6 +134,7 @@ def _deployment(model: str, index: int, raw: Mapping[str, Any]) -> Deployment:
             concurrency=_optional(raw, "concurrency", int),
             timeout_s=_optional(raw, "timeout_s", float),
             probe_s=_optional(raw, "probe_s", float),
+            batch_discount=float(raw.get("batch_discount", DEFAULT_BATCH_DISCOUNT)),
         )
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{where}: {exc}") from None
@@ -123,6 +143,8 @@ def _deployment(model: str, index: int, raw: Mapping[str, Any]) -> Deployment:
     limits = (deployment.rpm, deployment.tpm, deployment.concurrency, deployment.timeout_s)
     if any(v is not None and v <= 0 for v in limits):
         raise ValueError(f"{where}: rpm, tpm, concurrency and timeout_s must be > 0")
+    if not 0 <= deployment.batch_discount <= 1:
+        raise ValueError(f"{where}: batch_discount must be between 0 and 1")
     if deployment.probe_s is not None and deployment.probe_s < 0:
         raise ValueError(f"{where}: probe_s must be >= 0")
     return deployment
@@ -147,6 +169,9 @@ def model_from_mapping(name: str, raw: Mapping[str, Any]) -> ModelConfig:
     timeout = _optional(raw, "timeout_s", float)
     if timeout is not None and timeout <= 0:
         raise ValueError(f"models.{name}: timeout_s must be > 0")
+    offload = raw.get("batch_offload")
+    if offload is not None and offload not in {"auto", "never"}:
+        raise ValueError(f"models.{name}.batch_offload must be auto or never")
     return ModelConfig(
         name=name,
         deployments=tuple(deployments),
@@ -154,4 +179,5 @@ def model_from_mapping(name: str, raw: Mapping[str, Any]) -> ModelConfig:
         timeout_s=timeout,
         strategy=strategy,
         fallbacks=tuple(str(f) for f in raw.get("fallbacks", [])),
+        batch_offload=offload,
     )
