@@ -15,6 +15,7 @@ from prometheus_client.registry import Collector
 
 __all__ = [
     "BATCH_LINES",
+    "BATCH_OFFLOAD_LINES",
     "BATCH_QUEUE_DEPTH",
     "BATCH_TENANT_LINES",
     "BATCH_WAIT",
@@ -120,6 +121,12 @@ BATCH_WAIT = Histogram(
     "Time from a line being queued to its first run, by tenant.",
     ["tenant"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400),
+)
+BATCH_OFFLOAD_LINES = Counter(
+    "llm_edge_batch_offload_lines_total",
+    "Batch lines sent to a provider's own Batch API (submitted), merged back from it"
+    " (completed), or re-run on the normal path (fallback), by provider.",
+    ["provider", "outcome"],
 )
 QUEUE_WAIT = Histogram(
     "llm_edge_queue_wait_seconds",

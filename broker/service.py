@@ -22,6 +22,7 @@ from nats.errors import Error as NatsError
 from nats.micro.service import Service
 from nats.nuid import NUID
 
+from broker import metrics
 from broker.admission.admit import Admission
 from broker.admission.allocator import Allocator
 from broker.admission.probes import Prober
@@ -29,6 +30,7 @@ from broker.admission.stats import MeshStats
 from broker.audit.actions import config_summary
 from broker.audit.trail import AdminAudit
 from broker.batch.engine import BatchEngine
+from broker.batch.offload import Spend
 from broker.cache.front import ReadThrough
 from broker.cache.l2 import GuardedL2, L2Backend
 from broker.cache.l2_nats import NatsKVL2
@@ -179,13 +181,14 @@ class BrokerService:
         self.redis_guard = Guard("redis")
         self._heartbeats = Heartbeats(self.nc, asyncio.get_running_loop().time)
         self._heartbeats.start()
+        ledger = SpendLedger(redis_client, guard=self.redis_guard)
         assembly = assemble_pipeline(
             self.nc,
             self.config,
             self.cache,
             keys=keys,
             limiter=RateLimiter(redis_client, guard=self.redis_guard),
-            ledger=SpendLedger(redis_client, guard=self.redis_guard),
+            ledger=ledger,
             status=self.status,
             heartbeats=self._heartbeats,
         )
@@ -232,6 +235,8 @@ class BrokerService:
                 keys=keys,
                 replicas=self.config.nats.replicas,
                 endpoints={"/v1/embeddings": embeddings.handle},
+                models=self.config.models,
+                spend=_offload_spend(ledger, keys, self.config.broker.tenant_metrics),
             )
             await self.batch.start()
         # after the cache's and the batch's assets: they keep the places they had before it
@@ -608,3 +613,15 @@ def assemble_pipeline(
         heartbeats=heartbeats,
     )
     return Assembly(pipeline, embeddings, router, admission, forwarder, new_id)
+
+
+def _offload_spend(ledger: SpendLedger, keys: KeyRing | None, tenant_metrics: bool) -> Spend:
+    """How a line run on a provider's own Batch API is charged: its tenant's spend (in the
+    tenant's budget period) and the cost metric, as the meter charges the normal path."""
+
+    async def spend(tenant: str, model: str, provider: str, cost: float) -> None:
+        period = keys.named(tenant).budget_period if keys is not None else "month"
+        metrics.COST.labels(provider, model, tenant if tenant_metrics else "").inc(cost)
+        await ledger.add(tenant, period, cost, model)
+
+    return spend

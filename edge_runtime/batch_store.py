@@ -174,6 +174,11 @@ class BatchStore:
         data = await self._ranges.read(info, offset, limit)
         return FilePiece(file, info.size or 0, offset, data, info.digest or "")
 
+    async def put_object(self, name: str, data: bytes | io.BufferedIOBase) -> None:
+        """Store engine-private bytes (a sub-batch's lines): no file object, so no tenant
+        lists or reads it through the Files API."""
+        await self.files.put(name, data)
+
     async def read_file(self, file_id: str, into: io.BufferedIOBase) -> None:
         """Stream a file's bytes into ``into`` (a temp file: nothing is held in memory)."""
         await self.files.get(file_id, writeinto=into)
@@ -376,6 +381,14 @@ class BatchStore:
     async def put_result(self, batch_id: str, custom_id: str, line: bytes) -> None:
         """Store one line's result (idempotent per custom_id)."""
         await self._results.put(result_key(batch_id, custom_id), line)
+
+    async def has_result(self, batch_id: str, custom_id: str) -> bool:
+        """Whether a line's result is stored."""
+        try:
+            entry = await self._results.get(result_key(batch_id, custom_id))
+        except KeyNotFoundError:
+            return False
+        return bool(entry.value)
 
     async def results(self, batch_id: str, expected: int) -> AsyncIterator[bytes]:
         """Every stored result of a batch, fetched in pages (memory stays flat)."""

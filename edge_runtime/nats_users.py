@@ -134,12 +134,15 @@ ADMIN = Permissions(
 )
 
 _ONCE_BUCKET = "KV_llm_edge_once"
+_FILES = "OBJ_llm_edge_files"
 
 
 def worker(provider: str) -> Permissions:
     """A provider's workers: consume their own subjects (chat, and embeddings for the
-    providers that compute them), answer the broker, and claim idempotent calls in the
-    ``llm_edge_once`` bucket (inbox ``_INBOX.worker-<provider>``)."""
+    providers that compute them, and the Batch API calls of those whose adapter has one),
+    answer the broker, claim idempotent calls in the ``llm_edge_once`` bucket, and read a
+    sub-batch's lines from and write its results to the files bucket (inbox
+    ``_INBOX.worker-<provider>``)."""
     return Permissions(
         publish=(
             "_INBOX.>",
@@ -148,10 +151,20 @@ def worker(provider: str) -> Permissions:
             f"$JS.API.DIRECT.GET.{_ONCE_BUCKET}.>",
             "$KV.llm_edge_once.>",
             "llm.once.>",
+            f"$JS.API.STREAM.INFO.{_FILES}",
+            f"$JS.API.STREAM.MSG.GET.{_FILES}",
+            f"$JS.API.STREAM.PURGE.{_FILES}",
+            f"$JS.API.DIRECT.GET.{_FILES}.>",
+            f"$JS.API.CONSUMER.CREATE.{_FILES}",
+            f"$JS.API.CONSUMER.CREATE.{_FILES}.>",
+            f"$JS.API.CONSUMER.DELETE.{_FILES}.>",
+            "$O.llm_edge_files.>",
+            "$JS.FC.>",
         ),
         subscribe=(
             f"llm.provider.{provider}",
             f"llm.provider.{provider}.embeddings",
+            f"llm.provider.{provider}.batch",
             "llm.cancel",
             "$SRV.>",
             f"llm.status.worker-{provider}",

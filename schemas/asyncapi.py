@@ -23,6 +23,7 @@ from schemas.errors import (
     CLIENT_ERRORS,
     ErrorEnvelope,
 )
+from schemas.offload import OffloadAnswer, OffloadCall
 
 __all__ = ["asyncapi_document"]
 
@@ -251,6 +252,17 @@ def _channels() -> dict[str, dict[str, Any]]:
             "parameters": {"provider": {"description": "a configured provider name"}},
             "messages": {"request": _ref("messages", "EmbeddingsRequest")},
         },
+        "providerBatch": {
+            "address": f"{subjects.PROVIDER_PREFIX}.{{provider}}.batch",
+            "description": "Internal: brokers run a sub-batch on the provider's own Batch API "
+            "through its workers (those whose adapter has one): submit, status, results, "
+            "cancel. The lines and the results travel through the files bucket's objects.",
+            "parameters": {"provider": {"description": "a configured provider name"}},
+            "messages": {
+                "request": _ref("messages", "OffloadCall"),
+                "reply": _ref("messages", "OffloadAnswer"),
+            },
+        },
         "streamJoin": {
             "address": f"{subjects.ONCE_JOIN_PREFIX}.{{provider}}.{{unique}}",
             "description": "Internal: a worker streaming the first attempt of an idempotent "
@@ -316,6 +328,8 @@ def asyncapi_document(version: str = "0.2.0") -> dict[str, Any]:
         BatchObject,
         BatchSubmit,
         MeshReport,
+        OffloadCall,
+        OffloadAnswer,
         EmbeddingsRequest,
         EmbeddingList,
         FileObject,
@@ -343,6 +357,8 @@ def asyncapi_document(version: str = "0.2.0") -> dict[str, Any]:
         "BatchObject": {"payload": by_name["BatchObject"], "headers": reply_headers},
         "BatchSubmit": {"payload": by_name["BatchSubmit"], "headers": request_headers},
         "MeshReport": {"payload": by_name["MeshReport"]},
+        "OffloadCall": {"payload": by_name["OffloadCall"]},
+        "OffloadAnswer": {"payload": by_name["OffloadAnswer"]},
         "FileRequest": {"payload": by_name["FileRequest"], "headers": request_headers},
         "FileObject": {"payload": by_name["FileObject"], "headers": reply_headers},
         "FilePiece": {

@@ -8,12 +8,15 @@ from typing import Annotated, Any
 
 import msgspec
 
+from schemas.offload import OffloadState, SubBatch
+
 __all__ = [
     "FINAL_STATUSES",
     "MAX_FILE_BYTES",
     "BatchError",
     "BatchErrors",
     "BatchObject",
+    "BatchOffload",
     "BatchRecord",
     "BatchResponse",
     "BatchResultLine",
@@ -74,6 +77,21 @@ class BatchErrors(msgspec.Struct):
     object: str = "list"
 
 
+class BatchOffload(msgspec.Struct):
+    """Our extension of the batch object: where its lines run.
+
+    Attributes:
+        providers: lines sent to each provider's own Batch API.
+        completed: of those, lines whose provider result was merged back.
+        fallback: lines re-run on the normal path (a provider batch that failed, expired,
+            would miss the window, or lines it did not complete).
+    """
+
+    providers: dict[str, int] = msgspec.field(default_factory=dict)
+    completed: dict[str, int] = msgspec.field(default_factory=dict)
+    fallback: int = 0
+
+
 class BatchObject(msgspec.Struct):
     """The batch object of ``/v1/batches``."""
 
@@ -97,6 +115,7 @@ class BatchObject(msgspec.Struct):
     request_counts: RequestCounts = msgspec.field(default_factory=RequestCounts)
     metadata: dict[str, str] | None = None
     object: str = "batch"
+    offload: BatchOffload | None = None
 
 
 class BatchRecord(msgspec.Struct):
@@ -108,6 +127,8 @@ class BatchRecord(msgspec.Struct):
         lease_owner: the claim holding the lease (a token per claim).
         tenant: whose batch it is.
         priority: ``high``, ``normal`` or ``low`` (``Llm-Priority``, capped by the tenant).
+        offload: the provider batches its lines were sent to (:mod:`broker.batch.offload`).
+        offload_next: unix time of the next look at them.
     """
 
     batch: BatchObject
@@ -115,6 +136,13 @@ class BatchRecord(msgspec.Struct):
     tenant: str = "default"
     lease_owner: str = ""
     priority: str = "normal"
+    offload: list[SubBatch] = msgspec.field(default_factory=list)
+    offload_next: float = 0.0
+
+    @property
+    def offloading(self) -> bool:
+        """Whether a provider batch is still to be submitted, watched or merged."""
+        return any(sub.state is not OffloadState.MERGED for sub in self.offload)
 
 
 class FileObject(msgspec.Struct):

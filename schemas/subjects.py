@@ -38,6 +38,7 @@ __all__ = [
     "TENANT_PREFIX",
     "WORKER_QUEUE",
     "batch_events",
+    "provider_batch_subject",
     "provider_embeddings_subject",
     "provider_subject",
     "tenant_of",
@@ -170,3 +171,16 @@ def provider_embeddings_subject(provider: str) -> str:
         ``llm.provider.<provider>.embeddings``.
     """
     return f"{PROVIDER_PREFIX}.{provider}.embeddings"
+
+
+def provider_batch_subject(provider: str) -> str:
+    """Return the subject a provider's workers take native batch calls on (only workers whose
+    adapter speaks the provider's Batch API subscribe to it; see :mod:`schemas.offload`).
+
+    Args:
+        provider: the provider name from the configuration.
+
+    Returns:
+        ``llm.provider.<provider>.batch``.
+    """
+    return f"{PROVIDER_PREFIX}.{provider}.batch"

@@ -27,6 +27,8 @@ from schemas.codec import (
 )
 from workers.anthropic_translate import StreamTranslator, completion_from_anthropic
 from workers.base import Event, ProviderRequest
+from workers.batch_anthropic import AnthropicBatches
+from workers.batches import BatchHttp
 from workers.chat_to_messages import to_anthropic_request
 from workers.config import ProviderConfig
 from workers.errors import (
@@ -189,6 +191,17 @@ class AnthropicProvider:
         if reply.status >= 400:
             raise self._error(reply)
         return reply
+
+    def batches(self) -> AnthropicBatches:
+        """Anthropic's Message Batches, lines translated as :meth:`complete` translates."""
+        http = BatchHttp(
+            self._config.base_url, self._client, self._headers, self._proxy, self._error
+        )
+
+        def translate(chat: bytes, model: str) -> bytes:
+            return self._body(ProviderRequest(chat, upstream_model=model), stream=False)
+
+        return AnthropicBatches(http, translate)
 
     async def complete(self, request: ProviderRequest) -> bytes:
         """POST ``/messages``; return an OpenAI ``chat.completion``."""

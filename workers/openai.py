@@ -18,6 +18,8 @@ from edge_runtime.tracing import inject, span
 from schemas import ChatCompletion, ChatCompletionChunk
 from schemas.embeddings import count_inputs, decode_embedding_list
 from workers.base import ProviderRequest, Relayed
+from workers.batch_openai import OpenAIBatches
+from workers.batches import BatchHttp
 from workers.config import ProviderConfig, ProviderKind
 from workers.errors import (
     ErrorKind,
@@ -232,6 +234,15 @@ class OpenAIProvider:
     def _scrub(self, text: str) -> str:
         """Remove our key from anything the upstream echoes back."""
         return text.replace(self._api_key, "***") if self._api_key else text
+
+    def batches(self) -> OpenAIBatches | None:
+        """OpenAI's own Batch API (``None`` for Azure and OpenAI-compatible servers)."""
+        if self._config.kind is not ProviderKind.OPENAI:
+            return None
+        http = BatchHttp(
+            self._config.base_url, self._client, self._headers, self._proxy, self._error
+        )
+        return OpenAIBatches(http)
 
     async def aclose(self) -> None:
         """The client belongs to the caller; nothing of our own to release."""

@@ -57,6 +57,8 @@ from edge_runtime.tracing import span
 from schemas import StreamEnd, error_body, headers, subjects
 from schemas.api import Api
 from workers.base import Embedder, Provider, ProviderRequest
+from workers.batch_service import BatchService
+from workers.batches import Batched
 from workers.calls import ApiCalls, failure
 from workers.errors import ReplyTooLarge
 from workers.fanout import Fanout
@@ -129,6 +131,10 @@ class WorkerService:
         self._ticker: asyncio.Task[None] | None = None
         self._once = OnceClaims(nc, provider.name)
         self._calls = ApiCalls(provider)
+        #: the provider's own Batch API on ``llm.provider.<name>.batch``, when it has one
+        self.batches: BatchService | None = None
+        if isinstance(provider, Batched) and (native := provider.batches()) is not None:
+            self.batches = BatchService(nc, provider.name, native)
 
     @property
     def subscriptions(self) -> tuple[Subscription, ...]:
@@ -155,6 +161,9 @@ class WorkerService:
             await self._nc.subscribe(subjects.CANCEL, cb=self._on_cancel),
         ]
         self._ticker = asyncio.create_task(self._keepalives(), name="keepalives")
+        if self.batches is not None:
+            await self.batches.start()
+            served[self.batches.subject] = self._on_msg  # listed for discovery only
         self._micro = await register(
             self._nc,
             f"worker-{self._provider.name}",
@@ -174,6 +183,8 @@ class WorkerService:
         for sub in self._subs:  # graceful: pending messages are still served
             await settle(sub.drain(), STOP_STEP_S)  # type: ignore[no-untyped-call]
         self._subs = []
+        if self.batches is not None:
+            await self.batches.stop(drain_timeout)
         await self._inflight.drain(drain_timeout)
         if self._ticker is not None:
             self._ticker.cancel()

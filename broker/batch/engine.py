@@ -8,9 +8,12 @@ from nats.aio.client import Client
 
 from broker.batch.api import BatchApi
 from broker.batch.lifecycle import Lifecycle
+from broker.batch.offload import Offloader, Spend
+from broker.batch.offload_plan import Planner
 from broker.batch.runner import BatchRunner, LineHandler
 from broker.batch.settings import BatchSettings
 from broker.tenancy.tenants import KeyRing
+from broker.upstream.deployments import ModelConfig
 from edge_runtime.batch_store import BatchStore
 
 __all__ = ["BatchEngine"]
@@ -27,6 +30,8 @@ class BatchEngine:
         keys: the callers' keys (who owns a batch; whom its lines run as).
         replicas: copies of each JetStream resource (``[nats] replicas``).
         endpoints: how lines to other endpoints are answered, by ``url``.
+        models: the configured models (which lines may run on a provider's Batch API).
+        spend: adds the cost of lines run on a provider's Batch API to the tenant's spend.
     """
 
     def __init__(
@@ -39,8 +44,12 @@ class BatchEngine:
         keys: KeyRing | None = None,
         replicas: int = 1,
         endpoints: Mapping[str, LineHandler] | None = None,
+        models: Mapping[str, ModelConfig] | None = None,
+        spend: Spend | None = None,
     ) -> None:
         self._nc = nc
+        self._models = dict(models or {})
+        self._spend = spend
         self._endpoints = endpoints
         self._replicas = replicas
         self._keys = keys
@@ -66,6 +75,18 @@ class BatchEngine:
             self._settings,
             self.runner.progress,
             interactive=self._interactive,
+        )
+        deployments = {d.name: d for m in self._models.values() for d in m.deployments}
+        self.lifecycle.use_offload(
+            Planner(self._settings, self._models, self._keys),
+            Offloader(
+                self._nc,
+                self.store,
+                self._settings,
+                deployments,
+                self.lifecycle.publish_event,
+                self._spend,
+            ),
         )
         self.api = BatchApi(self._nc, self.store, self.lifecycle, self._keys)
         await self.api.start()

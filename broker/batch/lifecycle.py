@@ -24,10 +24,20 @@ from nats.aio.client import Client
 from nats.js.errors import NotFoundError as JsNotFound
 from nats.nuid import NUID
 
+from broker.batch.offload import Offloader
+from broker.batch.offload_plan import OffloadPlan, Planner
 from broker.batch.settings import BatchSettings
 from broker.batch.validate import Validation, iter_lines, validate_file
 from edge_runtime.batch_store import PUBLISH_WINDOW, BatchStore
-from schemas.batch import BatchErrors, BatchRecord, BatchStatus, FileObject, RequestCounts
+from schemas.batch import (
+    BatchErrors,
+    BatchOffload,
+    BatchRecord,
+    BatchStatus,
+    FileObject,
+    RequestCounts,
+)
+from schemas.offload import SubBatch
 from schemas.subjects import batch_events
 
 __all__ = ["Lifecycle"]
@@ -67,6 +77,8 @@ class Lifecycle:
         interactive: Callable[[], bool] = lambda: False,
     ) -> None:
         self._nc = nc
+        self._planner: Planner | None = None
+        self._offloader: Offloader | None = None
         self._interactive = interactive
         self._store = store
         self._settings = settings
@@ -76,6 +88,11 @@ class Lifecycle:
         self._jobs: set[asyncio.Task[None]] = set()
         self._nuid = NUID()
         self._stopping = False
+
+    def use_offload(self, planner: Planner, offloader: Offloader) -> None:
+        """Send lines that may go to the providers' own Batch APIs there (``planner``
+        decides which; ``offloader`` runs those sub-batches)."""
+        self._planner, self._offloader = planner, offloader
 
     def start(self) -> None:
         """Start the watch loop."""
@@ -138,9 +155,14 @@ class Lifecycle:
             await self._store.deactivate(batch_id)
             return
         status = record.batch.status
-        lease_over = record.lease_until <= self._clock()
+        now = self._clock()
+        lease_over = record.lease_until <= now
         if status is BatchStatus.VALIDATING and lease_over:
             self.spawn(self.validate(batch_id))
+        elif record.offloading:  # finalized once every provider batch is merged back
+            active = status in {BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING}
+            if active and lease_over and now >= record.offload_next:
+                self.spawn(self.offload(batch_id))
         elif (
             status in {BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING}
             or (status is BatchStatus.FINALIZING and lease_over)
@@ -236,7 +258,7 @@ class Lifecycle:
             return
         record, token = claimed
         async with self._holding(batch_id, token):
-            outcome = await self._validate_input(record)
+            outcome, subs = await self._validate_input(record)
         now = int(self._clock())
 
         def done(record: BatchRecord) -> BatchRecord | None:
@@ -251,6 +273,12 @@ class Lifecycle:
                 record.batch.status = BatchStatus.IN_PROGRESS
                 record.batch.in_progress_at = now
                 record.batch.request_counts = RequestCounts(total=outcome.total)
+                if subs:
+                    record.offload = subs
+                    providers: Counter[str] = Counter()
+                    for sub in subs:
+                        providers[sub.provider] += sub.lines
+                    record.batch.offload = BatchOffload(providers=dict(providers))
             return record
 
         final = await self._store.update(batch_id, done)
@@ -259,9 +287,10 @@ class Lifecycle:
                 await self._store.deactivate(batch_id)
             await self.publish_event(final)
 
-    async def _validate_input(self, record: BatchRecord) -> Validation:
+    async def _validate_input(self, record: BatchRecord) -> tuple[Validation, list[SubBatch]]:
         """Read, check and queue the input file (queueing is idempotent: a step taken over
-        republishes lines JetStream already has, and they are dropped as duplicates)."""
+        republishes lines JetStream already has, and they are dropped as duplicates); lines
+        offloaded to a provider's Batch API are stored as sub-batches instead."""
         batch = record.batch
         with tempfile.TemporaryDirectory(prefix="llm-edge-batch-") as tmp:
             path = Path(tmp) / "input.jsonl"
@@ -271,17 +300,40 @@ class Lifecycle:
                 except JsNotFound:  # deleted since the batch was created: retrying cannot help
                     missing = Validation()
                     missing.add("file_not_found", f"input file {batch.input_file_id} is gone")
-                    return missing
+                    return missing, []
             outcome = await validate_file(path, batch.endpoint)
-            if not outcome.errors:
-                await self._store.publish_lines(
-                    batch.id,
-                    iter_lines(path),
-                    self._give_way,
-                    tenant=record.tenant,
-                    priority=record.priority,
-                )
-        return outcome
+            if outcome.errors:
+                return outcome, []
+            lines = iter_lines(path)
+            plan = OffloadPlan(Path(tmp), self._settings)
+            if self._planner is not None and self._offloader is not None:
+                lines = self._planner.split(record, lines, plan)
+            await self._store.publish_lines(
+                batch.id, lines, self._give_way, tenant=record.tenant, priority=record.priority
+            )
+            plan.close()
+            if self._offloader is not None and plan.subs:
+                await self._offloader.upload(batch.id, plan.subs)
+        return outcome, [sub for sub, _ in plan.subs]
+
+    async def offload(self, batch_id: str) -> None:
+        """One step of a batch's provider batches (submit, poll, merge), under its lease."""
+        claimed = await self._take(batch_id, BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING)
+        if claimed is None or self._offloader is None:
+            return
+        record, token = claimed
+        async with self._holding(batch_id, token):
+            await self._offloader.step(record)
+        next_poll = self._clock() + self._settings.offload_poll_s
+
+        def release(record: BatchRecord) -> BatchRecord | None:
+            if record.lease_owner != token:
+                return None
+            record.lease_until, record.lease_owner = 0.0, ""
+            record.offload_next = next_poll
+            return record
+
+        await self._store.update(batch_id, release)
 
     async def _give_way(self) -> int:
         """Between windows of queued lines: while interactive requests are arriving, pause and

@@ -103,6 +103,8 @@ class TenantConfig:
         models: the models its callers may ask for (empty: every model).
         key_grants: ``(key hash, grant)`` of the keys given as tables, with their own
             model list and limits.
+        batch_offload: ``auto`` or ``never``: whether its batches may run on the
+            providers' own Batch APIs (unset: ``[batch] offload`` decides).
     """
 
     name: str
@@ -119,6 +121,7 @@ class TenantConfig:
     default_priority: str = "normal"
     models: ModelPatterns = EVERY_MODEL
     key_grants: tuple[tuple[str, Grant], ...] = ()
+    batch_offload: str | None = None
 
     def priority(self, asked: str | None) -> str:
         """The priority a batch of this tenant runs at: ``asked``, capped by ``max_priority``.
@@ -156,7 +159,10 @@ class TenantConfig:
             max_priority=_priority_word(name, "max_priority", raw),
             default_priority=_priority_word(name, "default_priority", raw),
             models=ModelPatterns.parse(f"tenants.{name}.models", raw.get("models", [])),
+            batch_offload=raw.get("batch_offload"),
         )
+        if tenant.batch_offload not in {None, "auto", "never"}:
+            raise ValueError(f"tenants.{name}.batch_offload must be auto or never")
         for flag in ("pii_restore", "admin"):
             if not isinstance(getattr(tenant, flag), bool):
                 raise ValueError(f"tenants.{name}.{flag} must be true or false")  # noqa: TRY004

@@ -9,7 +9,16 @@ from typing import Any
 
 from edge_runtime.tables import check_keys
 
-__all__ = ["Deployment", "ModelConfig", "Strategy", "model_from_mapping"]
+__all__ = [
+    "DEFAULT_BATCH_DISCOUNT",
+    "Deployment",
+    "ModelConfig",
+    "Strategy",
+    "model_from_mapping",
+]
+
+#: The price factor of the providers' Batch APIs (OpenAI's and Anthropic's: 50 % off).
+DEFAULT_BATCH_DISCOUNT = 0.5
 
 
 class Strategy(enum.StrEnum):
@@ -38,6 +47,8 @@ class Deployment:
         context_window: the tokens a call may hold, prompt and answer together (``None``:
             not declared, so never checked: the upstream decides).
         max_output_tokens: the most tokens it writes in one answer (``None``: not declared).
+        batch_discount: the price factor of lines run on the provider's own Batch API
+            (:data:`DEFAULT_BATCH_DISCOUNT`: OpenAI and Anthropic charge half).
     """
 
     name: str
@@ -52,6 +63,7 @@ class Deployment:
     concurrency: int | None = None
     timeout_s: float | None = None
     probe_s: float | None = None
+    batch_discount: float = DEFAULT_BATCH_DISCOUNT
     context_window: int | None = None
     max_output_tokens: int | None = None
 
@@ -74,6 +86,11 @@ class Deployment:
         """
         return (prompt_tokens * self.input_price + completion_tokens * self.output_price) / 1e6
 
+    def batch_cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """USD for a line run on the provider's own Batch API: :meth:`cost` times
+        ``batch_discount``."""
+        return self.cost(prompt_tokens, completion_tokens) * self.batch_discount
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModelConfig:
@@ -95,6 +112,7 @@ class ModelConfig:
     fallbacks: tuple[str, ...] = ()
     context_fallback: str | None = None
     content_policy_fallback: str | None = None
+    batch_offload: str | None = None
 
     @property
     def windowed(self) -> bool:
@@ -120,6 +138,7 @@ _DEPLOYMENT_KEYS = {
     "probe_s",
     "context_window",
     "max_output_tokens",
+    "batch_discount",
 }
 #: What a model's table may declare for all its deployments (each may declare its own).
 _INHERITED = ("context_window", "max_output_tokens")
@@ -131,6 +150,7 @@ _MODEL_KEYS = {
     "fallbacks",
     "context_fallback",
     "content_policy_fallback",
+    "batch_offload",
     *_INHERITED,
 }
 
@@ -163,6 +183,7 @@ def _deployment(
             probe_s=_optional(raw, "probe_s", float),
             context_window=_optional(raw, "context_window", int),
             max_output_tokens=_optional(raw, "max_output_tokens", int),
+            batch_discount=float(raw.get("batch_discount", DEFAULT_BATCH_DISCOUNT)),
         )
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{where}: {exc}") from None
@@ -175,6 +196,8 @@ def _deployment(
         v is not None and v <= 0 for v in (deployment.context_window, deployment.max_output_tokens)
     ):
         raise ValueError(f"{where}: context_window and max_output_tokens must be > 0")
+    if not 0 <= deployment.batch_discount <= 1:
+        raise ValueError(f"{where}: batch_discount must be between 0 and 1")
     if deployment.probe_s is not None and deployment.probe_s < 0:
         raise ValueError(f"{where}: probe_s must be >= 0")
     return deployment
@@ -202,6 +225,9 @@ def model_from_mapping(name: str, raw: Mapping[str, Any]) -> ModelConfig:
     timeout = _optional(raw, "timeout_s", float)
     if timeout is not None and timeout <= 0:
         raise ValueError(f"models.{name}: timeout_s must be > 0")
+    offload = raw.get("batch_offload")
+    if offload is not None and offload not in {"auto", "never"}:
+        raise ValueError(f"models.{name}.batch_offload must be auto or never")
     return ModelConfig(
         name=name,
         deployments=tuple(deployments),
@@ -211,6 +237,7 @@ def model_from_mapping(name: str, raw: Mapping[str, Any]) -> ModelConfig:
         fallbacks=tuple(str(f) for f in raw.get("fallbacks", [])),
         context_fallback=_name(raw, "context_fallback"),
         content_policy_fallback=_name(raw, "content_policy_fallback"),
+        batch_offload=offload,
     )
 
 

@@ -29,11 +29,16 @@ FINAL = {"completed", "failed", "expired", "cancelled"}
 
 
 async def batch_stack(
-    make_stack: StackFactory, nats_url: str, config: Config, providers: list[str] | None = None
+    make_stack: StackFactory,
+    nats_url: str,
+    config: Config,
+    providers: list[str] | None = None,
+    environ: dict[str, str] | None = None,
 ) -> Stack:
     """A stack with the bridge and an empty batch line queue (workers for ``providers``, by
-    default every provider a model routes to); ``make_stack`` stops it."""
-    running = await make_stack(nats_url, config, providers=providers, bridge=True)
+    default every provider a model routes to, their keys read from ``environ``);
+    ``make_stack`` stops it."""
+    running = await make_stack(nats_url, config, providers=providers, bridge=True, environ=environ)
     await purge_batch_queue(running.nc)
     return running
 

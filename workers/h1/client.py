@@ -148,8 +148,21 @@ class UpstreamClient:
         proxy: str | None = None,
     ) -> Call:
         """A POST, to use as ``async with client.post(...) as response``."""
+        return self.request("POST", url, data=data, headers=headers, timeout=timeout, proxy=proxy)
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        data: bytes = b"",
+        headers: Mapping[str, str],
+        timeout: float,
+        proxy: str | None = None,
+    ) -> Call:
+        """Any method (``GET`` a batch's status or a file), as :meth:`post`."""
         return Call(
-            self, self.route("POST", url, proxy), data=data, headers=headers, timeout=timeout
+            self, self.route(method, url, proxy), data=data, headers=headers, timeout=timeout
         )
 
     async def close(self) -> None:

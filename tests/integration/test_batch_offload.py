@@ -1,0 +1,155 @@
+"""Native batch offload: lines of a 24h batch run on the providers' own Batch APIs (fake
+OpenAI and Anthropic upstreams speaking their documented wire formats) and merge back."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import Counter
+from typing import Any
+
+import msgspec
+
+from edge_runtime.batch_store import BatchStore
+from tests.support.batch import batch_stack, wait_status
+from tests.support.fake_provider_batches import FakeBatches, running_batches
+from tests.support.stack import StackFactory, config_from
+
+LINES = 1000
+#: (10 prompt * 2 USD + 5 completion * 8 USD) per 1M tokens, at half price
+BATCH_COST = (10 * 2.0 + 5 * 8.0) / 1e6 * 0.5
+
+
+def config(fake: FakeBatches, *, offload: str = "auto") -> str:
+    return f"""
+[cache]
+enabled = false
+
+[batch]
+poll_s = 0.05
+offload = "{offload}"
+offload_poll_s = 0.02
+offload_limits = {{ default = [300, 10000000], anthropic = [300, 10000000] }}
+
+[providers.openai]
+kind = "openai"
+base_url = "{fake.base_url}"
+api_key_env = "OPENAI_KEY"
+
+[providers.anthropic]
+kind = "anthropic"
+base_url = "{fake.base_url}"
+api_key_env = "ANTHROPIC_KEY"
+
+[models.gpt]
+deployments = [
+  {{ provider = "openai", model = "gpt-4o-mini", input_price = 2.0, output_price = 8.0 }},
+]
+
+[models.claude]
+deployments = [
+  {{ provider = "anthropic", model = "claude-x", input_price = 2.0, output_price = 8.0 }},
+]
+"""
+
+
+ENV = {"OPENAI_KEY": "sk-test", "ANTHROPIC_KEY": "sk-ant-test"}
+
+
+def rows(count: int) -> list[dict[str, Any]]:
+    """Even lines ask gpt, odd ones claude; every 25th line fails inside a provider batch."""
+    return [
+        {
+            "custom_id": f"req-{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {
+                "model": "gpt" if i % 2 == 0 else "claude",
+                "messages": [
+                    {"role": "user", "content": f"line {i}" + (" FAIL" if i % 25 == 0 else "")}
+                ],
+                "max_tokens": 16,
+            },
+        }
+        for i in range(count)
+    ]
+
+
+async def output_lines(nc: Any, file_id: str) -> list[dict[str, Any]]:
+    store = await BatchStore.open(nc)
+    buffer = io.BytesIO()
+    await store.read_file(file_id, buffer)
+    return [json.loads(line) for line in buffer.getvalue().splitlines()]
+
+
+async def test_offloaded_batch_merges_every_line_once_and_reruns_failures(
+    make_stack: StackFactory, nats_url: str
+) -> None:
+    """1,000 lines split into two provider batches per provider (300-line limit); each polls
+    in progress for a while, some lines fail and one OpenAI batch expires: every custom_id
+    is in the output once, only the failed and expired lines ran on the normal path, and the
+    offloaded lines cost the batch rate."""
+    async with running_batches(polls=3, expire=frozenset({"batch_openai2"})) as fake:
+        stack = await batch_stack(make_stack, nats_url, config_from(config(fake)), None, ENV)
+        reply = await stack.nc.request(
+            "llm.batch.submit",
+            msgspec.json.encode(
+                {
+                    "lines": rows(LINES),
+                    "endpoint": "/v1/chat/completions",
+                    "completion_window": "24h",
+                }
+            ),
+            timeout=30,
+        )
+        batch_id = msgspec.json.decode(reply.data)["id"]
+        final = await wait_status(
+            stack.nc, batch_id, {"completed", "failed", "expired", "cancelled"}
+        )
+        assert final["status"] == "completed"
+        assert final["request_counts"] == {"total": LINES, "completed": LINES, "failed": 0}
+        out = await output_lines(stack.nc, final["output_file_id"])
+        ids = Counter(line["custom_id"] for line in out)
+        assert set(ids) == {f"req-{i}" for i in range(LINES)}
+        assert set(ids.values()) == {1}
+        # gpt lines 600..998 form the second OpenAI batch; its second half (800..998) expired
+        expired = set(range(800, LINES, 2))
+        failed = set(range(0, LINES, 25))
+        rerun = {f"req-{i}" for i in expired | failed}
+        normal = {line["custom_id"] for line in out if "offload" not in line}
+        assert normal == rerun
+        assert sum(fake.sync_calls.values()) == len(rerun)  # each re-run line ran once
+        offloaded = [line for line in out if "offload" in line]
+        assert {line["offload"]["cost_usd"] for line in offloaded} == {round(BATCH_COST, 8)}
+        assert Counter(line["offload"]["provider"] for line in offloaded) == {
+            "openai": 500 - len({i for i in expired | failed if i % 2 == 0}),
+            "anthropic": 500 - len({i for i in failed if i % 2 == 1}),
+        }
+        assert final["offload"]["providers"] == {"openai": 500, "anthropic": 500}
+        assert final["offload"]["fallback"] == len(rerun)
+        assert [len(b.rows) for b in fake.created("openai")] == [300, 200]
+        assert [len(b.rows) for b in fake.created("anthropic")] == [300, 200]
+        assert all(b.polls > fake.polls for b in fake.batches.values())  # polled till ended
+
+
+async def test_offload_never_runs_every_line_on_the_normal_path(
+    make_stack: StackFactory, nats_url: str
+) -> None:
+    """With ``offload = "never"`` no provider batch is created."""
+    async with running_batches() as fake:
+        stack = await batch_stack(
+            make_stack, nats_url, config_from(config(fake, offload="never")), None, ENV
+        )
+        reply = await stack.nc.request(
+            "llm.batch.submit",
+            msgspec.json.encode(
+                {"lines": rows(20), "endpoint": "/v1/chat/completions", "completion_window": "24h"}
+            ),
+            timeout=30,
+        )
+        batch_id = msgspec.json.decode(reply.data)["id"]
+        final = await wait_status(stack.nc, batch_id, {"completed", "failed"})
+        assert final["status"] == "completed"
+        assert final.get("offload") is None
+        assert not fake.batches
+        assert sum(fake.sync_calls.values()) == 20

@@ -1,0 +1,299 @@
+"""A fake upstream speaking OpenAI's Batch API and Anthropic's Message Batches (and their
+synchronous chat endpoints, for the lines that fall back to the normal path).
+
+OpenAI: ``POST /v1/files`` (multipart, purpose ``batch``), ``POST /v1/batches``,
+``GET /v1/batches/{id}``, ``POST /v1/batches/{id}/cancel``, ``GET /v1/files/{id}/content``.
+Anthropic: ``POST /v1/messages/batches``, ``GET /v1/messages/batches/{id}``,
+``POST /v1/messages/batches/{id}/cancel``, ``GET /v1/messages/batches/{id}/results``.
+
+A batch reports in progress for ``polls`` status reads, then ends. A line whose last message
+holds ``FAIL`` fails in a batch (a 400 in OpenAI's error file, ``errored`` at Anthropic) but
+succeeds on the synchronous endpoints. A batch whose id is in ``expire`` (``batch_openai<n>``,
+``msgbatch_anthropic<n>``: the n-th created of its kind) expires: its first half of lines
+succeed, the rest expire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+
+__all__ = ["FakeBatches", "running_batches"]
+
+USAGE_OPENAI = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+
+
+def _completion(model: str, text: str) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": 0,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": f"echo {text}"},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": USAGE_OPENAI,
+    }
+
+
+def _message(model: str, text: str) -> dict[str, Any]:
+    return {
+        "id": "msg_fake",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [{"type": "text", "text": f"echo {text}"}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 10, "output_tokens": 5},
+    }
+
+
+def _text(body: dict[str, Any]) -> str:
+    content = body["messages"][-1]["content"]
+    return content if isinstance(content, str) else json.dumps(content)
+
+
+@dataclass
+class _Batch:
+    id: str
+    kind: str  # openai | anthropic
+    number: int
+    rows: list[dict[str, Any]]
+    polls: int = 0
+    cancelled: bool = False
+    files: dict[str, str] = field(default_factory=dict)
+
+
+class FakeBatches:
+    """The server. ``await start()``; base URL in :attr:`base_url`."""
+
+    def __init__(self, polls: int = 3, expire: frozenset[str] = frozenset()) -> None:
+        self.polls = polls
+        self.expire = expire
+        self.batches: dict[str, _Batch] = {}
+        self.files: dict[str, bytes] = {}
+        self.sync_calls: Counter[str] = Counter()
+        self.status_reads = 0
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        self._sock.bind(("127.0.0.1", 0))
+        self.base_url = f"http://127.0.0.1:{self._sock.getsockname()[1]}/v1"
+        self._server = uvicorn.Server(
+            uvicorn.Config(
+                self,
+                lifespan="off",
+                access_log=False,
+                log_level="warning",
+                timeout_graceful_shutdown=2,
+            )
+        )
+        self._task: Any = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._server._serve(sockets=[self._sock]))
+        while not self._server.started:  # noqa: ASYNC110  (uvicorn has no started event)
+            await asyncio.sleep(0.005)
+
+    async def stop(self) -> None:
+        self._server.should_exit = True
+        if self._task is not None:
+            await self._task
+
+    def created(self, kind: str) -> list[_Batch]:
+        """The batches of ``kind`` (``openai``, ``anthropic``) in creation order."""
+        return [b for b in self.batches.values() if b.kind == kind]
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        raw = b"".join(chunks)
+        hdrs = {k.decode(): v.decode() for k, v in scope["headers"]}
+        status, body, ctype = self._route(scope["method"], scope["path"], raw, hdrs)
+        await send(
+            {"type": "http.response.start", "status": status, "headers": [(b"content-type", ctype)]}
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    def _route(  # noqa: PLR0911  (one answer per endpoint of two APIs)
+        self, method: str, path: str, raw: bytes, hdrs: dict[str, str]
+    ) -> tuple[int, bytes, bytes]:
+        parts = path.strip("/").split("/")[1:]  # without "v1"
+        js = b"application/json"
+        if parts == ["chat", "completions"]:
+            body = json.loads(raw)
+            self.sync_calls["openai"] += 1
+            return 200, json.dumps(_completion(body["model"], _text(body))).encode(), js
+        if parts == ["messages"]:
+            body = json.loads(raw)
+            self.sync_calls["anthropic"] += 1
+            return 200, json.dumps(_message(body["model"], _text(body))).encode(), js
+        if parts == ["files"] and method == "POST":
+            return 200, json.dumps(self._upload(raw, hdrs["content-type"])).encode(), js
+        if len(parts) == 3 and parts[0] == "files" and parts[2] == "content":
+            return 200, self.files[parts[1]], b"application/jsonl"
+        if parts == ["batches"] and method == "POST":
+            body = json.loads(raw)
+            rows = [json.loads(line) for line in self.files[body["input_file_id"]].splitlines()]
+            batch = self._new("openai", rows)
+            return 200, json.dumps(self._openai(batch)).encode(), js
+        if parts[:1] == ["batches"]:
+            batch = self.batches[parts[1]]
+            self._read(batch, cancel=parts[2:] == ["cancel"])
+            return 200, json.dumps(self._openai(batch)).encode(), js
+        if parts == ["messages", "batches"] and method == "POST":
+            batch = self._new("anthropic", json.loads(raw)["requests"])
+            return 200, json.dumps(self._anthropic(batch)).encode(), js
+        if parts[:2] == ["messages", "batches"] and parts[3:] == ["results"]:
+            return 200, self._anthropic_results(self.batches[parts[2]]), b"application/x-jsonl"
+        if parts[:2] == ["messages", "batches"]:
+            batch = self.batches[parts[2]]
+            self._read(batch, cancel=parts[3:] == ["cancel"])
+            return 200, json.dumps(self._anthropic(batch)).encode(), js
+        return 404, b'{"error": {"message": "not found"}}', js
+
+    def _upload(self, raw: bytes, content_type: str) -> dict[str, Any]:
+        boundary = content_type.split("boundary=", 1)[1].encode()
+        fields = {}
+        for part in raw.split(b"--" + boundary)[1:-1]:
+            head, _, data = part.partition(b"\r\n\r\n")
+            name = head.split(b'name="', 1)[1].split(b'"', 1)[0].decode()
+            fields[name] = data[: -len(b"\r\n")]
+        assert fields["purpose"] == b"batch"
+        file_id = f"file-{len(self.files) + 1}"
+        self.files[file_id] = fields["file"]
+        return {"id": file_id, "object": "file", "bytes": len(fields["file"]), "purpose": "batch"}
+
+    def _new(self, kind: str, rows: list[dict[str, Any]]) -> _Batch:
+        number = len(self.created(kind)) + 1
+        prefix = "batch_" if kind == "openai" else "msgbatch_"
+        batch = _Batch(f"{prefix}{kind}{number}", kind, number, rows)
+        self.batches[batch.id] = batch
+        return batch
+
+    def _read(self, batch: _Batch, *, cancel: bool) -> None:
+        self.status_reads += 1
+        batch.polls += 1
+        batch.cancelled = batch.cancelled or cancel
+
+    def _ended(self, batch: _Batch) -> bool:
+        return batch.cancelled or batch.polls > self.polls
+
+    def _outcome(self, batch: _Batch, i: int, body: dict[str, Any]) -> str:
+        if batch.cancelled:
+            return "canceled"
+        if batch.id in self.expire and i >= len(batch.rows) // 2:
+            return "expired"
+        return "errored" if "FAIL" in _text(body) else "succeeded"
+
+    def _openai(self, batch: _Batch) -> dict[str, Any]:
+        ended = self._ended(batch)
+        status = "in_progress"
+        if ended:
+            status = "cancelled" if batch.cancelled else "completed"
+            if batch.id in self.expire:
+                status = "expired"
+            self._openai_files(batch)
+        return {
+            "id": batch.id,
+            "object": "batch",
+            "endpoint": "/v1/chat/completions",
+            "input_file_id": "file-x",
+            "completion_window": "24h",
+            "status": status,
+            "created_at": 0,
+            "output_file_id": batch.files.get("output"),
+            "error_file_id": batch.files.get("error"),
+            "request_counts": {"total": len(batch.rows), "completed": 0, "failed": 0},
+        }
+
+    def _openai_files(self, batch: _Batch) -> None:
+        if batch.files:
+            return
+        out, err = [], []
+        for i, row in enumerate(batch.rows):
+            outcome = self._outcome(batch, i, row["body"])
+            base = {"id": f"batch_req_{i}", "custom_id": row["custom_id"]}
+            if outcome == "succeeded":
+                answer = _completion(row["body"]["model"], _text(row["body"]))
+                response = {"status_code": 200, "request_id": f"req_{i}", "body": answer}
+                out.append({**base, "response": response, "error": None})
+            elif outcome == "errored":
+                failed = {"error": {"message": "bad line", "type": "invalid_request_error"}}
+                response = {"status_code": 400, "request_id": f"req_{i}", "body": failed}
+                err.append({**base, "response": response, "error": None})
+            elif outcome == "expired":
+                error = {"code": "batch_expired", "message": "expired"}
+                err.append({**base, "response": None, "error": error})
+        for name, rows in (("output", out), ("error", err)):
+            if rows:
+                file_id = f"file-{batch.id}-{name}"
+                self.files[file_id] = b"".join(json.dumps(r).encode() + b"\n" for r in rows)
+                batch.files[name] = file_id
+
+    def _anthropic(self, batch: _Batch) -> dict[str, Any]:
+        ended = self._ended(batch)
+        status = "ended" if ended else ("canceling" if batch.cancelled else "in_progress")
+        return {
+            "id": batch.id,
+            "type": "message_batch",
+            "processing_status": status,
+            "request_counts": {
+                "processing": 0 if ended else len(batch.rows),
+                "succeeded": 0,
+                "errored": 0,
+                "canceled": 0,
+                "expired": 0,
+            },
+            "created_at": "2024-01-01T00:00:00Z",
+            "expires_at": "2024-01-02T00:00:00Z",
+            "ended_at": "2024-01-01T01:00:00Z" if ended else None,
+            "cancel_initiated_at": None,
+            "archived_at": None,
+            "results_url": f"{self.base_url}/messages/batches/{batch.id}/results"
+            if ended
+            else None,
+        }
+
+    def _anthropic_results(self, batch: _Batch) -> bytes:
+        lines = []
+        for i, row in enumerate(batch.rows):
+            outcome = self._outcome(batch, i, row["params"])
+            result: dict[str, Any] = {"type": outcome}
+            if outcome == "succeeded":
+                result["message"] = _message(row["params"]["model"], _text(row["params"]))
+            elif outcome == "errored":
+                result["error"] = {
+                    "type": "error",
+                    "error": {"type": "invalid_request_error", "message": "bad line"},
+                }
+            lines.append(json.dumps({"custom_id": row["custom_id"], "result": result}).encode())
+        return b"\n".join(lines) + b"\n"
+
+
+@contextlib.asynccontextmanager
+async def running_batches(
+    polls: int = 3, expire: frozenset[str] = frozenset()
+) -> AsyncIterator[FakeBatches]:
+    """A fake Batch API upstream, started and always stopped."""
+    server = FakeBatches(polls, expire)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()

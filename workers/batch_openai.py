@@ -1,0 +1,135 @@
+"""OpenAI's Batch API: ``POST /files`` (purpose ``batch``), ``POST /batches``,
+``GET /batches/{id}``, ``POST /batches/{id}/cancel``, ``GET /files/{id}/content``.
+
+Line ``i`` of a sub-batch goes up as ``custom_id`` ``r<i>`` (ours may be any string; the
+broker maps them back), its body with the provider's model name. Output lines whose
+``response.status_code`` is 200 are results; error-file lines (failed or ``batch_expired``)
+and lines missing from both files are not: they run on the normal path.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import msgspec
+
+from workers.batches import BatchHttp, Status
+
+__all__ = ["OPENAI_ENDED", "OpenAIBatches"]
+
+#: The statuses after which a batch changes no more.
+OPENAI_ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
+_json = msgspec.json.Decoder(dict[str, Any])
+_encode = msgspec.json.Encoder().encode
+
+
+class _Line(msgspec.Struct):
+    body: dict[str, msgspec.Raw]
+
+
+class _Response(msgspec.Struct):
+    status_code: int
+    body: msgspec.Raw
+
+
+class _Output(msgspec.Struct):
+    custom_id: str
+    response: _Response | None = None
+
+
+_line = msgspec.json.Decoder(_Line)
+_output = msgspec.json.Decoder(_Output)
+
+
+def _index(custom_id: str) -> int | None:
+    if custom_id.startswith("r") and custom_id[1:].isdigit():
+        return int(custom_id[1:])
+    return None
+
+
+def _error_code(raw: bytes, response: _Response | None) -> str:
+    """``batch_expired``, the error's code, or the status a failed line got."""
+    error = _json.decode(raw).get("error")
+    if isinstance(error, dict) and error.get("code"):
+        return str(error["code"])
+    return f"status_{response.status_code}" if response is not None else "failed"
+
+
+class OpenAIBatches:
+    """The Batch API of one OpenAI provider (its adapter's client, key and error mapping)."""
+
+    def __init__(self, http: BatchHttp) -> None:
+        self._http = http
+
+    async def submit(self, lines: list[bytes], model: str, tag: str) -> str:
+        """Upload the lines as a ``batch`` file, then create the batch on it (24h)."""
+        rows = []
+        name = _encode(model)
+        for i, raw in enumerate(lines):
+            body = dict(_line.decode(raw).body)
+            body["model"] = msgspec.Raw(name)
+            body.pop("stream", None)
+            body.pop("stream_options", None)
+            row = {
+                "custom_id": f"r{i}",
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": body,
+            }
+            rows.append(_encode(row))
+        data = b"\n".join(rows) + b"\n"
+        boundary = uuid.uuid4().hex
+        form = b"".join(
+            [
+                f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\n'.encode(),
+                b"batch\r\n",
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '.encode(),
+                f'filename="{tag}.jsonl"\r\nContent-Type: application/jsonl\r\n\r\n'.encode(),
+                data,
+                f"\r\n--{boundary}--\r\n".encode(),
+            ]
+        )
+        content_type = {"content-type": f"multipart/form-data; boundary={boundary}"}
+        uploaded = _json.decode(await self._http.call("POST", "/files", form, content_type))
+        create = {
+            "input_file_id": uploaded["id"],
+            "endpoint": "/v1/chat/completions",
+            "completion_window": "24h",
+            "metadata": {"llm_edge_sub_batch": tag},
+        }
+        batch = _json.decode(await self._http.call("POST", "/batches", _encode(create)))
+        return str(batch["id"])
+
+    async def status(self, batch_id: str) -> Status:
+        """``GET /batches/{id}``."""
+        batch = _json.decode(await self._http.call("GET", f"/batches/{batch_id}"))
+        return Status(batch["status"] in OPENAI_ENDED, str(batch["status"]))
+
+    async def cancel(self, batch_id: str) -> Status:
+        """``POST /batches/{id}/cancel`` (the batch goes ``cancelling``, then ``cancelled``)."""
+        batch = _json.decode(await self._http.call("POST", f"/batches/{batch_id}/cancel"))
+        return Status(batch["status"] in OPENAI_ENDED, str(batch["status"]))
+
+    async def results(self, batch_id: str) -> list[tuple[int, bytes | None, str]]:
+        """The output file's lines that succeeded, and the error file's lines as failures."""
+        batch = _json.decode(await self._http.call("GET", f"/batches/{batch_id}"))
+        found: list[tuple[int, bytes | None, str]] = []
+        for key in ("output_file_id", "error_file_id"):
+            file_id = batch.get(key)
+            if not file_id:
+                continue
+            content = await self._http.call("GET", f"/files/{file_id}/content")
+            for raw in content.splitlines():
+                if not raw.strip():
+                    continue
+                line = _output.decode(raw)
+                i = _index(line.custom_id)
+                if i is None:
+                    continue
+                response = line.response
+                if response is not None and response.status_code == 200:
+                    found.append((i, bytes(response.body), ""))
+                else:
+                    found.append((i, None, _error_code(raw, response)))
+        return found

@@ -1,0 +1,113 @@
+"""Serves ``llm.provider.<provider>.batch``: the broker's calls to run a sub-batch on the
+provider's own Batch API (submit, status, results, cancel; :mod:`schemas.offload`).
+
+Only workers whose adapter has a Batch API subscribe, so a broker that finds no responder
+there runs the lines on the normal path. The lines and the results travel through the
+batch files' object store: a sub-batch of 50,000 lines is far over a message's size.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import msgspec
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js.object_store import ObjectStore
+
+from edge_runtime.process import STOP_STEP_S, InFlight, settle
+from schemas import subjects
+from schemas.jetstream import FILES_BUCKET
+from schemas.offload import OffloadAnswer, OffloadCall, OffloadOp, OffloadResult
+from workers.batches import ProviderBatches
+from workers.errors import ProviderError
+
+__all__ = ["BatchService"]
+
+log = logging.getLogger("llm_edge.worker")
+_call = msgspec.json.Decoder(OffloadCall)
+_encode = msgspec.json.Encoder().encode
+#: Batch calls in flight per worker process (each is a few upstream calls at most).
+MAX_BATCH_CALLS = 16
+
+
+class BatchService:
+    """One provider's Batch API on NATS.
+
+    Args:
+        nc: connected NATS client (with JetStream: the files bucket).
+        provider: the provider's name.
+        batches: its Batch API.
+    """
+
+    def __init__(self, nc: Client, provider: str, batches: ProviderBatches) -> None:
+        self._nc = nc
+        self._batches = batches
+        self.subject = subjects.provider_batch_subject(provider)
+        self._inflight = InFlight(MAX_BATCH_CALLS)
+        self._sub: Subscription | None = None
+        self._files: ObjectStore | None = None
+
+    async def start(self) -> None:
+        """Subscribe in the workers' queue group."""
+        self._sub = await self._nc.subscribe(
+            self.subject, queue=subjects.WORKER_QUEUE, cb=self._on_msg
+        )
+
+    async def stop(self, drain_timeout: float = 10.0) -> None:
+        """Stop taking calls; let running ones finish (bounded)."""
+        if self._sub is not None:
+            await settle(self._sub.drain(), STOP_STEP_S)  # type: ignore[no-untyped-call]
+        await self._inflight.drain(drain_timeout)
+
+    async def _on_msg(self, msg: Msg) -> None:
+        await self._inflight.spawn(self._answer(msg))
+
+    async def _answer(self, msg: Msg) -> None:
+        if not msg.reply:
+            return
+        try:
+            answer = await self._run(_call.decode(msg.data))
+        except ProviderError as exc:
+            answer = OffloadAnswer(error=exc.message, status=exc.status)
+        except msgspec.MsgspecError as exc:
+            answer = OffloadAnswer(error=f"invalid batch call: {exc}", status=400)
+        except Exception as exc:  # a JetStream failure: the broker asks again
+            log.warning("batch call failed", exc_info=True)
+            answer = OffloadAnswer(error=f"{type(exc).__name__}: {exc}"[:300], status=503)
+        await self._nc.publish(msg.reply, _encode(answer))
+
+    async def _store(self) -> ObjectStore:
+        if self._files is None:
+            self._files = await self._nc.jetstream().object_store(FILES_BUCKET)
+        return self._files
+
+    async def _run(self, call: OffloadCall) -> OffloadAnswer:
+        batches = self._batches
+        if call.op is OffloadOp.SUBMIT:
+            found = await (await self._store()).get(call.input)
+            lines = [line for line in (found.data or b"").splitlines() if line.strip()]
+            batch_id = await batches.submit(lines, call.upstream_model, call.input)
+            return OffloadAnswer(provider_batch=batch_id, provider_status="submitted")
+        if call.op is OffloadOp.RESULTS:
+            results = await batches.results(call.provider_batch)
+            rows = [
+                _encode(OffloadResult(i, body is not None, msgspec.Raw(body or b"null"), error))
+                for i, body, error in results
+            ]
+            data = b"\n".join(rows) + b"\n" if rows else b""
+            await (await self._store()).put(call.results, io.BytesIO(data))
+            succeeded = sum(1 for _, body, _ in results if body is not None)
+            return OffloadAnswer(provider_batch=call.provider_batch, succeeded=succeeded)
+        status = await (
+            batches.cancel(call.provider_batch)
+            if call.op is OffloadOp.CANCEL
+            else batches.status(call.provider_batch)
+        )
+        return OffloadAnswer(
+            provider_batch=call.provider_batch,
+            ended=status.ended,
+            provider_status=status.provider_status,
+        )
