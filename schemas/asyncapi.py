@@ -63,6 +63,7 @@ _REPLY_HEADERS = {
     headers.RETRYABLE: "1: another attempt may succeed",
     headers.COST: "what the answer cost (USD)",
     headers.COST_SAVED: "what a cache hit saved (USD)",
+    headers.SERVICE_TIER: "the service tier that served the answer (priced at its rates)",
     headers.QUEUE_MS: "milliseconds the request waited for capacity before its answer began",
     headers.FILE_SIZE: "llm.batch.file.content: the whole file's size in bytes",
     headers.FILE_OFFSET: "llm.batch.file.content: where this piece begins in the file",

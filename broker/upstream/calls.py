@@ -16,7 +16,7 @@ from typing import Protocol
 from broker.admission.gate import Permit
 from broker.errors import BrokerError
 from broker.request import Call, Prepared, Reply, error_reply
-from broker.tenancy.budget import usage_of
+from broker.tenancy.usage import usage_of
 from broker.upstream.deployments import Deployment
 from broker.upstream.forward import StreamEvent
 from broker.upstream.resilience import Resilient, attempt_headers
