@@ -8,7 +8,7 @@ tenants and keys, spend, and cancelling any tenant's batch.
 | ``llm.admin.authorize``    | one broker      | ``{"admin": bool, "keys": bool}``             |
 | ``llm.admin.keys``         | one broker      | list / create / update / revoke run-time keys |
 | ``llm.admin.keys.reload``  | every broker    | ``{"reloaded": true}`` once keys are re-read  |
-| ``llm.admin.spend``        | one broker      | spend per tenant and model this period        |
+| ``llm.admin.spend``        | one broker      | spend per tenant, model and tier this period  |
 | ``llm.admin.batch.cancel`` | one broker      | the cancelled batch                           |
 | ``llm.admin.cache.size``   | one broker      | the shared L2's entries and bytes, or nulls   |
 | ``llm.admin.audit.report`` | one broker      | (no reply) a console request the bridge refused |
@@ -42,7 +42,7 @@ from broker.batch.engine import BatchEngine
 from broker.cache.response import ResponseCache
 from broker.config import Config
 from broker.status import BrokerStatus
-from broker.tenancy.budget import BY_MODEL_PREFIX, SPEND_PREFIX, period_key
+from broker.tenancy.budget import BY_MODEL_PREFIX, BY_TIER_PREFIX, SPEND_PREFIX, period_key
 from broker.tenancy.grants import (
     GRANT_FIELDS,
     Grant,
@@ -358,7 +358,8 @@ class ConsoleEndpoints:
         return {"tenants": tenants, "run_time_keys": self._redis is not None}
 
     async def spend(self, body: dict[str, Any], hdrs: dict[str, str]) -> dict[str, Any]:
-        """Each tenant's spend this period, by model, against its budget."""
+        """Each tenant's spend this period, by model and by service tier, against its
+        budget."""
         if self._redis is None:
             return {"tenants": [], "shared": False}
         tenants = (await self._tenants())["tenants"]
@@ -369,6 +370,7 @@ class ConsoleEndpoints:
             suffix = f"{tenant['name']}:{label}"
             total = await self._redis.get(SPEND_PREFIX + suffix)
             by_model = await self._redis.hgetall(BY_MODEL_PREFIX + suffix)
+            by_tier = await self._redis.hgetall(BY_TIER_PREFIX + suffix)
             used = await self._redis.mget(window_keys(tenant["name"], int(now // 60)))
             out.append(
                 {
@@ -378,6 +380,7 @@ class ConsoleEndpoints:
                     "spent_usd": float(total or 0.0),
                     "budget_usd": tenant["budget_usd"],
                     "by_model": {_text(k): float(v) for k, v in by_model.items()},
+                    "by_tier": {_text(k): float(v) for k, v in by_tier.items()},
                     "rpm": tenant["rpm"],
                     "tpm": tenant["tpm"],
                     # this minute's counts, shared by every broker (tenants with limits)

@@ -80,8 +80,9 @@ EMBEDDING_INPUTS = Counter(
 
 COST = Counter(
     "llm_edge_cost_usd_total",
-    "Spend at the deployment price table, USD.",
-    ["provider", "model", "tenant"],
+    "Spend at the deployment price table, USD, by the service tier that served the answer "
+    "(default, flex, priority, batch, scale, other).",
+    ["provider", "model", "tier", "tenant"],
 )
 COST_SAVED = Counter(
     "llm_edge_cost_saved_usd_total",
@@ -95,7 +96,9 @@ OVERHEAD = Histogram(
 )
 TOKENS = Counter(
     "llm_edge_tokens_total",
-    "Tokens answered by providers.",
+    "Tokens answered by providers, by type: prompt (input neither read from nor written to "
+    "the provider's prompt cache), cached (read from it), cache_write (written to it), "
+    "completion; the types add up to the total.",
     ["provider", "model", "type", "tenant"],
 )
 TIME_TO_FIRST_CHUNK = Histogram(

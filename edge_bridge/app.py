@@ -61,6 +61,7 @@ _EXPOSE = (
     headers.COALESCED,
     headers.COST,
     headers.COST_SAVED,
+    headers.SERVICE_TIER,
     headers.SEMANTIC_SIMILARITY,
     headers.QUEUE_MS,
     headers.TOKEN_COUNT,

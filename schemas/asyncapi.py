@@ -69,6 +69,7 @@ _REPLY_HEADERS = {
     headers.ERROR_CODE: "a worker's error reply: the failure's code, whatever API it speaks",
     headers.COST: "what the answer cost (USD)",
     headers.COST_SAVED: "what a cache hit saved (USD)",
+    headers.SERVICE_TIER: "the service tier that served the answer (priced at its rates)",
     headers.QUEUE_MS: "milliseconds the request waited for capacity before its answer began",
     headers.FILE_SIZE: "llm.batch.file.content: the whole file's size in bytes",
     headers.FILE_OFFSET: "llm.batch.file.content: where this piece begins in the file",

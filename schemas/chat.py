@@ -161,7 +161,8 @@ UNKEYED_REQUEST_FIELDS = (
 
 class Usage(msgspec.Struct, omit_defaults=True):
     """Token counts of one completion (with OpenAI's breakdowns when the upstream gives
-    them: cached prompt tokens, reasoning tokens ...)."""
+    them: cached prompt tokens, reasoning tokens ...; cache writes as
+    ``prompt_tokens_details.cache_write_tokens``, see :mod:`schemas.usage`)."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -195,7 +196,8 @@ class Choice(msgspec.Struct):
 
 
 class ChatCompletion(msgspec.Struct):
-    """``chat.completion`` object."""
+    """``chat.completion`` object (``service_tier``: the tier that served it, when the
+    upstream says)."""
 
     id: str
     created: int
@@ -204,6 +206,7 @@ class ChatCompletion(msgspec.Struct):
     usage: Usage | None = None
     object: str = "chat.completion"
     system_fingerprint: str | None = None
+    service_tier: str | None = None
 
 
 class Delta(msgspec.Struct, omit_defaults=True):
@@ -237,6 +240,7 @@ class ChatCompletionChunk(msgspec.Struct):
     usage: Usage | None = None
     object: str = "chat.completion.chunk"
     system_fingerprint: str | None = None
+    service_tier: str | None = None
 
 
 class StreamEnd(msgspec.Struct):

@@ -56,6 +56,7 @@ __all__ = [
     "RETRY_AFTER",
     "SEMANTIC_SIMILARITY",
     "SEQ",
+    "SERVICE_TIER",
     "STATUS",
     "STREAM",
     "TIMEOUT_MS",
@@ -175,6 +176,10 @@ EVENT = "Llm-Event"
 #: What an answer cost at the deployment's prices (USD), and what a cache hit saved.
 COST = "Llm-Cost-Usd"
 COST_SAVED = "Llm-Cost-Saved-Usd"
+#: The service tier that served an answer, when the upstream names one: ``default`` (OpenAI's
+#: ``default``, Anthropic's ``standard``), ``flex``, ``priority``, ``batch``, ``scale``, or
+#: ``other``; the cost is priced at that tier's rates.
+SERVICE_TIER = "Llm-Service-Tier"
 #: On a ``HIT-SEMANTIC`` reply: the cosine similarity to the earlier question it answered.
 SEMANTIC_SIMILARITY = "Llm-Semantic-Similarity"
 

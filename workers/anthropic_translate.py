@@ -23,6 +23,7 @@ from schemas import (
     ToolCall,
     Usage,
 )
+from schemas.usage import openai_tier, usage_from_anthropic
 
 __all__ = ["STOP_REASONS", "StreamTranslator", "completion_from_anthropic"]
 
@@ -39,17 +40,8 @@ STOP_REASONS = {
 JSON = dict[str, Any]
 
 
-def _usage(raw: JSON | None, prompt_tokens: int = 0) -> Usage:
-    raw = raw or {}
-    prompt = prompt_tokens or (
-        int(raw.get("input_tokens") or 0)
-        + int(raw.get("cache_read_input_tokens") or 0)
-        + int(raw.get("cache_creation_input_tokens") or 0)
-    )
-    completion = int(raw.get("output_tokens") or 0)
-    return Usage(
-        prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
-    )
+def _usage(raw: JSON | None) -> Usage:
+    return usage_from_anthropic(raw if isinstance(raw, dict) else None)
 
 
 def completion_from_anthropic(body: JSON, created: int) -> ChatCompletion:
@@ -83,6 +75,7 @@ def completion_from_anthropic(body: JSON, created: int) -> ChatCompletion:
         model=str(body.get("model", "")),
         choices=[Choice(index=0, message=message, finish_reason=finish)],
         usage=_usage(body.get("usage")),
+        service_tier=openai_tier((body.get("usage") or {}).get("service_tier")),
     )
 
 
@@ -93,14 +86,23 @@ class StreamTranslator:
     created: int
     id: str = ""
     model: str = ""
-    prompt_tokens: int = 0
+    service_tier: str | None = None
+    _usage: JSON = field(default_factory=dict)
     _tool_index: dict[int, int] = field(default_factory=dict)
 
     def _chunk(
         self, delta: Delta | None, finish: str | None = None, usage: Usage | None = None
     ) -> ChatCompletionChunk:
         choices = [] if delta is None else [ChunkChoice(0, delta, finish)]
-        return ChatCompletionChunk(self.id, self.created, self.model, choices, usage=usage)
+        return ChatCompletionChunk(
+            self.id, self.created, self.model, choices, usage=usage, service_tier=self.service_tier
+        )
+
+    def _add_usage(self, raw: object) -> None:
+        """``message_start`` holds the input counts, ``message_delta`` the output (and, of
+        late, the input again): the counts reported last stand."""
+        if isinstance(raw, dict):
+            self._usage.update({k: v for k, v in raw.items() if v is not None})
 
     def feed(self, event: JSON) -> list[ChatCompletionChunk]:
         """Translate one event; ``error`` events are the caller's to raise."""
@@ -109,7 +111,8 @@ class StreamTranslator:
             message = event.get("message") or {}
             self.id = str(message.get("id", ""))
             self.model = str(message.get("model", ""))
-            self.prompt_tokens = _usage(message.get("usage")).prompt_tokens
+            self._add_usage(message.get("usage"))
+            self.service_tier = openai_tier(self._usage.get("service_tier"))
             return [self._chunk(Delta(role="assistant", content=""))]
         if kind == "content_block_start":
             return self._block_start(event)
@@ -118,7 +121,8 @@ class StreamTranslator:
         if kind == "message_delta":
             delta = event.get("delta") or {}
             finish = STOP_REASONS.get(str(delta.get("stop_reason")), "stop")
-            usage = _usage(event.get("usage"), self.prompt_tokens)
+            self._add_usage(event.get("usage"))
+            usage = _usage(self._usage)
             return [self._chunk(Delta(), finish), self._chunk(None, usage=usage)]
         return []  # ping, content_block_stop, message_stop
 

@@ -27,6 +27,7 @@ from schemas import (
     Usage,
 )
 from schemas.chat import Tool
+from schemas.usage import CACHE_WRITE_TOKENS, CACHED_TOKENS
 
 __all__ = [
     "STOP_REASONS",
@@ -219,16 +220,21 @@ def to_converse_request(request: ChatRequest) -> JSON:
 
 
 def usage_from_converse(raw: JSON | None) -> Usage:
-    """OpenAI usage from Converse's: cache reads and writes are prompt tokens too."""
+    """OpenAI usage from Converse's: cache reads and writes are prompt tokens too, and the
+    cache's share is in ``prompt_tokens_details`` (:mod:`schemas.usage`)."""
     raw = raw or {}
-    prompt = (
-        int(raw.get("inputTokens") or 0)
-        + int(raw.get("cacheReadInputTokens") or 0)
-        + int(raw.get("cacheWriteInputTokens") or 0)
-    )
+    read = int(raw.get("cacheReadInputTokens") or 0)
+    write = int(raw.get("cacheWriteInputTokens") or 0)
+    prompt = int(raw.get("inputTokens") or 0) + read + write
     completion = int(raw.get("outputTokens") or 0)
+    reported = "cacheReadInputTokens" in raw or "cacheWriteInputTokens" in raw
     return Usage(
-        prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=prompt + completion,
+        prompt_tokens_details={CACHED_TOKENS: read, CACHE_WRITE_TOKENS: write}
+        if reported
+        else None,
     )
 
 

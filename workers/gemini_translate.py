@@ -35,6 +35,7 @@ from schemas import (
     ToolCall,
     Usage,
 )
+from schemas.usage import CACHED_TOKENS
 
 __all__ = [
     "FINISH_REASONS",
@@ -247,12 +248,20 @@ def to_gemini_request(request: ChatRequest) -> JSON:
 
 def usage_from_gemini(raw: JSON | None) -> Usage:
     """OpenAI usage from ``usageMetadata``: thinking tokens are billed as output, as OpenAI
-    counts reasoning tokens in ``completion_tokens``."""
+    counts reasoning tokens in ``completion_tokens``; ``cachedContentTokenCount`` is
+    ``prompt_tokens_details.cached_tokens``."""
     raw = raw or {}
     prompt = int(raw.get("promptTokenCount") or 0) + int(raw.get("toolUsePromptTokenCount") or 0)
     completion = int(raw.get("candidatesTokenCount") or 0) + int(raw.get("thoughtsTokenCount") or 0)
+    # promptTokenCount includes the tokens read from a cached content (as OpenAI's
+    # prompt_tokens includes cached_tokens); writing a cache is a call of its own, not an answer
+    cached = raw.get("cachedContentTokenCount")
+    details = None if cached is None else {CACHED_TOKENS: int(cached or 0)}
     return Usage(
-        prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=prompt + completion,
+        prompt_tokens_details=details,
     )
 
 

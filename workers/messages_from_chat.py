@@ -5,7 +5,7 @@ A whole ``chat.completion`` becomes a ``message``; streamed chunks become Anthro
 (:class:`EventWriter`), the ones the ``anthropic`` SDK reads. The answer's text, tool calls
 and their arguments, a refusal, the thinking some compatible servers return beside the answer
 (``reasoning_content``: a ``thinking`` block without a signature), the stop reason and the
-usage are carried.
+usage (its cache reads and writes as Anthropic counts them) and the service tier are carried.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 from schemas import ChatCompletion, ChatCompletionChunk, Delta, ResponseMessage
+from schemas.usage import anthropic_usage
 
 __all__ = ["STOP_REASONS", "EventWriter", "message_from_completion"]
 
@@ -68,10 +69,7 @@ def message_from_completion(completion: ChatCompletion, model: str) -> JSON:
         "content": content,
         "stop_reason": stop,
         "stop_sequence": None,
-        "usage": {
-            "input_tokens": usage.prompt_tokens if usage else 0,
-            "output_tokens": usage.completion_tokens if usage else 0,
-        },
+        "usage": anthropic_usage(usage, completion.service_tier),
     }
 
 
@@ -86,6 +84,7 @@ class EventWriter:
         self._tools: dict[int, int] = {}
         self._stop = "end_turn"
         self._usage: JSON = {"input_tokens": 0, "output_tokens": 0}
+        self._tier: str | None = None
 
     def _start(self, chunk: ChatCompletionChunk) -> list[Out]:
         self._started = True
@@ -123,11 +122,9 @@ class EventWriter:
     def chunk(self, chunk: ChatCompletionChunk) -> list[Out]:
         """Events for one chunk."""
         events = [] if self._started else self._start(chunk)
+        self._tier = chunk.service_tier or self._tier
         if chunk.usage is not None:
-            self._usage = {
-                "input_tokens": chunk.usage.prompt_tokens,
-                "output_tokens": chunk.usage.completion_tokens,
-            }
+            self._usage = anthropic_usage(chunk.usage, self._tier)
         for choice in chunk.choices[:1]:
             delta = choice.delta
             thinking = _thinking(delta)

@@ -29,7 +29,7 @@ from broker import metrics
 from broker.batch.offload_plan import input_object, results_object
 from broker.batch.runner import result_line
 from broker.batch.settings import BatchSettings
-from broker.tenancy.budget import usage_of
+from broker.tenancy.usage import metered
 from broker.upstream.deployments import Deployment
 from edge_runtime.batch_store import BatchStore
 from schemas.batch import BatchOffload, BatchRecord, BatchStatus, InputLine
@@ -239,10 +239,10 @@ class Offloader:
             body = results.get(i)
             if body is None:
                 continue
-            usage = usage_of(body)
+            found = metered(body)
             cost = 0.0
-            if deployment is not None and usage is not None:
-                cost = deployment.batch_cost(usage.prompt_tokens, usage.completion_tokens)
+            if deployment is not None and found is not None:
+                cost = deployment.batch_cost(found.tokens)
             total += cost
             request_id = result_key(batch_id, line.custom_id).split(".", 1)[1][:24]
             mark = {

@@ -56,6 +56,7 @@ class StreamAssembler:
     created: int = 0
     usage: Usage | None = None
     system_fingerprint: str | None = None
+    service_tier: str | None = None
     _choices: dict[int, _ChoiceState] = field(default_factory=dict)
 
     def feed(self, chunk: ChatCompletionChunk) -> None:
@@ -64,6 +65,7 @@ class StreamAssembler:
         self.model = self.model or chunk.model
         self.created = self.created or chunk.created
         self.system_fingerprint = self.system_fingerprint or chunk.system_fingerprint
+        self.service_tier = chunk.service_tier or self.service_tier
         if chunk.usage is not None:
             self.usage = chunk.usage
         for choice in chunk.choices:
@@ -122,6 +124,7 @@ class StreamAssembler:
             choices=choices,
             usage=self.usage,
             system_fingerprint=self.system_fingerprint,
+            service_tier=self.service_tier,
         )
 
     def splits(self) -> list[list[int]]:
@@ -158,6 +161,7 @@ def replay_chunks(
             choices=choices,
             usage=usage,
             system_fingerprint=completion.system_fingerprint,
+            service_tier=completion.service_tier,
         )
 
     out = []

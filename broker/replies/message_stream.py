@@ -19,6 +19,7 @@ import msgspec
 from broker.replies.assemble import cut
 from broker.request import Piece
 from schemas import Usage
+from schemas.usage import usage_from_anthropic
 
 __all__ = ["MessageAssembler", "message_usage", "replay_events"]
 
@@ -38,16 +39,11 @@ _QUIET = frozenset({"ping", "message_stop"})
 
 def message_usage(usage: JSON | None) -> Usage | None:
     """An Anthropic ``usage`` in chat-completions terms: every input token is a prompt token
-    (cache reads and writes included), output tokens are completion tokens."""
+    (cache reads and writes included, and named in ``prompt_tokens_details``), output tokens
+    are completion tokens."""
     if not isinstance(usage, dict):
         return None
-    prompt = sum(
-        int(usage.get(name) or 0)
-        for name in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
-    )
-    completion = int(usage.get("output_tokens") or 0)
-    total = prompt + completion
-    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
+    return usage_from_anthropic(usage)
 
 
 class MessageAssembler:

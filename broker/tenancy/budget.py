@@ -14,62 +14,21 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-import msgspec
-
 from broker.errors import BudgetExceeded
 from broker.guard import Guard, Unavailable
-from schemas import Usage
 
 if TYPE_CHECKING:  # the client is injected; importing redis costs ~80 ms at start
     import redis.asyncio as redis
 
-__all__ = ["BudgetExceeded", "SpendLedger", "period_key", "usage_of"]
-
-
-class _AnyUsage(msgspec.Struct):
-    """A ``usage`` of either API: OpenAI's counts, or Anthropic's."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    cache_read_input_tokens: int | None = None
-    cache_creation_input_tokens: int | None = None
-
-
-class _UsageOnly(msgspec.Struct):
-    usage: _AnyUsage | None = None
-
-
-_usage_decoder = msgspec.json.Decoder(_UsageOnly)
-
-
-def usage_of(body: bytes) -> Usage | None:
-    """The ``usage`` of a ``chat.completion`` or an Anthropic ``message`` body (decoding
-    nothing else); an Anthropic message's input tokens count its cache reads and writes."""
-    try:
-        raw = _usage_decoder.decode(body).usage
-    except msgspec.MsgspecError:
-        return None
-    if raw is None:
-        return None
-    if raw.input_tokens is None and raw.output_tokens is None:
-        prompt, completion = raw.prompt_tokens, raw.completion_tokens
-    else:
-        prompt = (
-            (raw.input_tokens or 0)
-            + (raw.cache_read_input_tokens or 0)
-            + (raw.cache_creation_input_tokens or 0)
-        )
-        completion = raw.output_tokens or 0
-    total = prompt + completion
-    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
+__all__ = ["BudgetExceeded", "SpendLedger", "period_key"]
 
 
 #: ``llm-edge:spend:<tenant>:<period>``: the tenant's total (budgets read it).
 SPEND_PREFIX = "llm-edge:spend:"
 #: ``llm-edge:spend-by-model:<tenant>:<period>``: a hash of model -> USD.
 BY_MODEL_PREFIX = "llm-edge:spend-by-model:"
+#: ``llm-edge:spend-by-tier:<tenant>:<period>``: a hash of service tier -> USD.
+BY_TIER_PREFIX = "llm-edge:spend-by-tier:"
 
 
 def period_key(period: str, now: float) -> tuple[str, float]:
@@ -126,9 +85,12 @@ class SpendLedger:
         cost: float,
         model: str,
         also: tuple[str, str] | None = None,
+        *,
+        tier: str = "default",
     ) -> None:
-        """Add a request's cost to the tenant's total and to its per-model sum, and to
-        ``also`` (a key's own scope and period, when it has a budget), in one round trip."""
+        """Add a request's cost to the tenant's total, to its per-model and per-tier sums (the
+        service tier it was priced at), and to ``also`` (a key's own scope and period, when it
+        has a budget), in one round trip."""
         if cost <= 0:
             return
         key, left = self._key(tenant, period)
@@ -136,13 +98,16 @@ class SpendLedger:
         for total in (key, *([extra[0]] if extra else [])):
             self._local[total] = self._local.get(total, 0.0) + cost
         if self._client is not None:
-            by_model = BY_MODEL_PREFIX + key.removeprefix(SPEND_PREFIX)
+            suffix = key.removeprefix(SPEND_PREFIX)
+            by_model, by_tier = BY_MODEL_PREFIX + suffix, BY_TIER_PREFIX + suffix
             keep = int(left) + 86400  # a day past the period, for `llm-edge usage`
             pipe = self._client.pipeline(transaction=False)
             pipe.incrbyfloat(key, cost)
             pipe.hincrbyfloat(by_model, model, cost)
+            pipe.hincrbyfloat(by_tier, tier, cost)
             pipe.expire(key, keep)
             pipe.expire(by_model, keep)
+            pipe.expire(by_tier, keep)
             if extra is not None:
                 pipe.incrbyfloat(extra[0], cost)
                 pipe.expire(extra[0], int(extra[1]) + 86400)

@@ -5,7 +5,8 @@ admit a request (budget, then rate limits), to price an upstream answer, and to 
 tenant afterwards (tokens, tpm true-up, spend). A request whose key has limits of its own
 (a :class:`~broker.tenancy.grants.Grant`) is held to those and to its tenant's: both budgets
 are checked, both rate-limit scopes counted at once, and its cost added to both. Prices come from
-:meth:`~broker.upstream.deployments.Deployment.cost`, the one cost formula.
+:meth:`~broker.upstream.deployments.Deployment.cost`, the one cost formula: cache reads and
+writes at their own rates, at the rates of the service tier that served the answer.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from dataclasses import dataclass
 from broker import metrics
 from broker.cache.response import CachedReply
 from broker.request import Call, Reply
-from broker.tenancy.budget import SpendLedger, usage_of
+from broker.tenancy.budget import SpendLedger
 from broker.tenancy.limits import RateLimiter, Scope, rate_limited
+from broker.tenancy.usage import metered
 from broker.upstream.deployments import Deployment
+from broker.upstream.prices import DEFAULT_TIER, Tokens
 from schemas import Usage, headers
 
 __all__ = ["Charge", "Meter"]
@@ -26,15 +29,22 @@ __all__ = ["Charge", "Meter"]
 
 @dataclass(frozen=True, slots=True)
 class Charge:
-    """What one upstream answer cost: the deployment that gave it, USD, and its usage."""
+    """What one upstream answer cost: the deployment that gave it, USD, its usage (in OpenAI
+    terms, and by how its tokens are billed) and the service tier it was priced at (``None``:
+    the answer named none, and the base rates applied)."""
 
     deployment: Deployment
     cost: float
     usage: Usage | None
+    tokens: Tokens | None = None
+    tier: str | None = None
 
     def reply_headers(self) -> dict[str, str]:
-        """The reply headers naming the cost (none for a deployment without prices)."""
-        return {headers.COST: f"{self.cost:.6f}"} if self.deployment.priced else {}
+        """The reply headers naming the cost (for a priced deployment) and the tier."""
+        out = {headers.COST: f"{self.cost:.6f}"} if self.deployment.priced else {}
+        if self.tier is not None:
+            out[headers.SERVICE_TIER] = self.tier
+        return out
 
 
 class Meter:
@@ -99,18 +109,20 @@ class Meter:
         if not usage.allowed:
             raise rate_limited(usage, scopes[usage.scope], "this key's " if usage.scope else "")
 
-    def price(self, reply: Reply) -> Charge | None:
-        """The charge for an upstream answer (``None`` for errors)."""
+    def price(self, reply: Reply, tier: str | None = None) -> Charge | None:
+        """The charge for an upstream answer (``None`` for errors), at the rates of ``tier``
+        when given (a batch's), else of the tier the answer says served it."""
         if reply.status != 200:
             return None
         deployment = self._deployments.get(reply.headers.get(headers.DEPLOYMENT, ""))
         if deployment is None:
             return None
-        usage = usage_of(reply.body)
-        cost = (
-            0.0 if usage is None else deployment.cost(usage.prompt_tokens, usage.completion_tokens)
-        )
-        return Charge(deployment, cost, usage)
+        found = metered(reply.body)
+        if found is None:
+            return Charge(deployment, 0.0, None, None, tier)
+        served = tier or found.tier
+        cost = deployment.cost(found.tokens, served)
+        return Charge(deployment, cost, found.usage, found.tokens, served)
 
     def saved(self, prepared: Call, hit: CachedReply) -> float | None:
         """USD a cache hit saved, at the price of the deployment that gave the answer (counted
@@ -118,10 +130,10 @@ class Meter:
         deployment = self._deployments.get(hit.deployment)
         if deployment is None or not deployment.priced:
             return None
-        usage = usage_of(hit.body)
-        if usage is None:
+        found = metered(hit.body)
+        if found is None:
             return 0.0
-        saved = deployment.cost(usage.prompt_tokens, usage.completion_tokens)
+        saved = deployment.cost(found.tokens, found.tier)
         metrics.COST_SAVED.labels(prepared.model.name).inc(saved)
         return saved
 
@@ -136,7 +148,7 @@ class Meter:
         ]
         if not priced:
             return None
-        saved = sum(deployment.cost(count, 0) for deployment, count in priced)
+        saved = sum(deployment.cost(Tokens(input=count)) for deployment, count in priced)
         metrics.COST_SAVED.labels(prepared.model.name).inc(saved)
         return saved
 
@@ -147,10 +159,9 @@ class Meter:
         tenant = prepared.tenant
         model, provider = prepared.model.name, charge.deployment.provider
         label = tenant.name if self._tenant_metrics else ""
-        usage = charge.usage
+        usage, tier = charge.usage, charge.tier or DEFAULT_TIER
         if usage is not None:
-            metrics.TOKENS.labels(provider, model, "prompt", label).inc(usage.prompt_tokens)
-            metrics.TOKENS.labels(provider, model, "completion", label).inc(usage.completion_tokens)
+            _count_tokens(charge.tokens, provider, model, label)
             grant = prepared.grant
             scopes = [tenant.name] if tenant.tpm else []
             if grant is not None and grant.tpm:
@@ -159,12 +170,31 @@ class Meter:
                 estimate = sum(prepared.estimate())
                 await self.limiter.settle(scopes, usage.total_tokens - estimate)
         if charge.cost > 0:
-            metrics.COST.labels(provider, model, label).inc(charge.cost)
+            metrics.COST.labels(provider, model, tier, label).inc(charge.cost)
         grant = prepared.grant
         also = None
         if grant is not None and grant.budget_usd is not None:
             also = (_scope(prepared), grant.budget_period or tenant.budget_period)
-        await self.ledger.add(tenant.name, tenant.budget_period, charge.cost, model, also)
+        await self.ledger.add(
+            tenant.name, tenant.budget_period, charge.cost, model, also, tier=tier
+        )
+
+
+def _count_tokens(tokens: Tokens | None, provider: str, model: str, tenant: str) -> None:
+    """``llm_edge_tokens_total`` by kind: input neither read from nor written to the prompt
+    cache (``prompt``), read from it (``cached``), written to it (``cache_write``), output
+    (``completion``); the kinds add up to the answer's total."""
+    if tokens is None:
+        return
+    kinds = (
+        ("prompt", tokens.uncached),
+        ("cached", tokens.cached),
+        ("cache_write", tokens.cache_write),
+        ("completion", tokens.output),
+    )
+    for kind, count in kinds:
+        if count or kind in {"prompt", "completion"}:
+            metrics.TOKENS.labels(provider, model, kind, tenant).inc(count)
 
 
 def _scope(prepared: Call) -> str:

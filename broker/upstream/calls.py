@@ -19,7 +19,7 @@ from broker import metrics
 from broker.admission.gate import Permit
 from broker.errors import BrokerError
 from broker.request import Call, Prepared, Reply, error_reply
-from broker.tenancy.budget import usage_of
+from broker.tenancy.usage import usage_of
 from broker.upstream.deployments import Deployment
 from broker.upstream.fallback import Fallbacks, Route
 from broker.upstream.forward import StreamEvent

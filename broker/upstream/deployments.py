@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from broker.upstream.prices import (
+    DEFAULT_TIER,
+    PRICE_KEYS,
+    Prices,
+    Tokens,
+    check_prices,
+    resolve_prices,
+    tier_prices,
+)
 from edge_runtime.tables import check_keys
 
 __all__ = [
@@ -38,6 +47,11 @@ class Deployment:
 
     Attributes:
         input_price, output_price: USD per 1M prompt / completion tokens.
+        cached_input_price, cache_write_price, cache_write_1h_price: USD per 1M input tokens
+            read from the provider's prompt cache, written to it, written to it for an hour
+            (``None``: as :func:`~broker.upstream.prices.resolve_prices` defaults them).
+        tiers: the rates of each service tier priced apart (``flex``, ``priority``,
+            ``batch`` ...), resolved; a tier not named costs the base rates.
         rpm, tpm, concurrency: the provider's limits (requests and tokens per minute, calls
             in flight), held by the whole mesh of brokers together; a request waits for a
             full deployment (:mod:`broker.admission`).
@@ -58,6 +72,10 @@ class Deployment:
     priority: int = 0
     input_price: float = 0.0
     output_price: float = 0.0
+    cached_input_price: float | None = None
+    cache_write_price: float | None = None
+    cache_write_1h_price: float | None = None
+    tiers: tuple[tuple[str, Prices], ...] = ()
     rpm: int | None = None
     tpm: int | None = None
     concurrency: int | None = None
@@ -66,6 +84,12 @@ class Deployment:
     batch_discount: float = DEFAULT_BATCH_DISCOUNT
     context_window: int | None = None
     max_output_tokens: int | None = None
+    _base: Prices = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # resolved once: resolving the table on every answer cost 3.8 µs
+        base = resolve_prices({key: getattr(self, key) for key in PRICE_KEYS})
+        object.__setattr__(self, "_base", base)
 
     def takes(self, prompt_tokens: int, max_tokens: int) -> bool:
         """Whether a call of ``prompt_tokens`` asking for up to ``max_tokens`` (0: no cap
@@ -77,19 +101,29 @@ class Deployment:
     @property
     def priced(self) -> bool:
         """Whether the deployment has a price (cost headers and metrics are named only then)."""
-        return bool(self.input_price or self.output_price)
+        base = (self.input_price, self.output_price, self.cached_input_price)
+        writes = (self.cache_write_price, self.cache_write_1h_price)
+        return any((*base, *writes)) or bool(self.tiers)
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        """USD for the given token counts at this deployment's prices (per 1M tokens).
+    def prices(self, tier: str | None = None) -> Prices:
+        """The rates of ``tier`` (its own when the deployment prices it apart, else the base)."""
+        for name, prices in self.tiers:
+            if name == tier:
+                return prices
+        return self._base
 
-        The one cost formula: routing by cost, the spend meter and money saved by hits use it.
-        """
-        return (prompt_tokens * self.input_price + completion_tokens * self.output_price) / 1e6
+    def cost(self, tokens: Tokens, tier: str | None = DEFAULT_TIER) -> float:
+        """USD for ``tokens`` served in ``tier``, by :meth:`~broker.upstream.prices.Prices.cost`
+        (the one cost formula: routing by cost, the spend meter, batches and money saved by
+        hits use it)."""
+        return self.prices(tier).cost(tokens)
 
-    def batch_cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        """USD for a line run on the provider's own Batch API: :meth:`cost` times
-        ``batch_discount``."""
-        return self.cost(prompt_tokens, completion_tokens) * self.batch_discount
+    def batch_cost(self, tokens: Tokens) -> float:
+        """USD for a line run on the provider's own Batch API: at the deployment's ``batch``
+        tier when it prices one, else :meth:`cost` times ``batch_discount``."""
+        if any(name == "batch" for name, _ in self.tiers):
+            return self.cost(tokens, "batch")
+        return self.cost(tokens) * self.batch_discount
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -131,6 +165,10 @@ _DEPLOYMENT_KEYS = {
     "priority",
     "input_price",
     "output_price",
+    "cached_input_price",
+    "cache_write_price",
+    "cache_write_1h_price",
+    "tiers",
     "rpm",
     "tpm",
     "concurrency",
@@ -167,6 +205,8 @@ def _deployment(
     raw = {**inherited, **raw}
     if "provider" not in raw:
         raise ValueError(f"{where}: missing provider")
+    prices = check_prices(where, raw)
+    tiers = tier_prices(where, raw, raw.get("tiers"))
     try:
         deployment = Deployment(
             name=str(raw.get("name", f"{model}@{raw['provider']}")),
@@ -174,8 +214,12 @@ def _deployment(
             model=str(raw.get("model", model)),
             weight=float(raw.get("weight", 1.0)),
             priority=int(raw.get("priority", 0)),
-            input_price=float(raw.get("input_price", 0.0)),
-            output_price=float(raw.get("output_price", 0.0)),
+            input_price=prices["input_price"] or 0.0,
+            output_price=prices["output_price"] or 0.0,
+            cached_input_price=prices["cached_input_price"],
+            cache_write_price=prices["cache_write_price"],
+            cache_write_1h_price=prices["cache_write_1h_price"],
+            tiers=tiers,
             rpm=_optional(raw, "rpm", int),
             tpm=_optional(raw, "tpm", int),
             concurrency=_optional(raw, "concurrency", int),
@@ -187,8 +231,8 @@ def _deployment(
         )
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{where}: {exc}") from None
-    if deployment.weight <= 0 or min(deployment.input_price, deployment.output_price) < 0:
-        raise ValueError(f"{where}: weight must be > 0 and prices >= 0")
+    if deployment.weight <= 0:
+        raise ValueError(f"{where}: weight must be > 0")
     limits = (deployment.rpm, deployment.tpm, deployment.concurrency, deployment.timeout_s)
     if any(v is not None and v <= 0 for v in limits):
         raise ValueError(f"{where}: rpm, tpm, concurrency and timeout_s must be > 0")

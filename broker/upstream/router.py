@@ -32,6 +32,7 @@ from typing import Protocol
 from broker import metrics
 from broker.upstream.breaker import BreakerConfig, CircuitBreaker
 from broker.upstream.deployments import Deployment, ModelConfig, Strategy
+from broker.upstream.prices import Tokens
 
 __all__ = ["DeploymentStats", "PeerView", "Router", "Strategy"]
 
@@ -173,7 +174,8 @@ class Router:
             case Strategy.LEAST_LATENCY:
                 return self._fastest(usable)
             case Strategy.COST:
-                return sorted(usable, key=lambda d: d.cost(*tokens))
+                estimate = Tokens(input=tokens[0], output=tokens[1])
+                return sorted(usable, key=lambda d: d.cost(estimate))
             case _:
                 return sorted(usable, key=self.load)
 

@@ -92,6 +92,9 @@ const HeaderSemanticSimilarity = "Llm-Semantic-Similarity"
 // HeaderSeq is the Llm-Seq header (reply): position in a stream.
 const HeaderSeq = "Llm-Seq"
 
+// HeaderServiceTier is the Llm-Service-Tier header (reply): the service tier that served the answer (priced at its rates).
+const HeaderServiceTier = "Llm-Service-Tier"
+
 // HeaderStatus is the Llm-Status header (reply): HTTP-like status.
 const HeaderStatus = "Llm-Status"
 

@@ -298,7 +298,7 @@ async def test_budget_caps_spend(stack: Stack, redis_server: RedisServer) -> Non
     from prometheus_client import REGISTRY
 
     tenant = next(name for name in stack.brokers[0].config.tenants if name.startswith("spender"))
-    labels = {"provider": "mock", "model": "priced", "tenant": tenant}
+    labels = {"provider": "mock", "model": "priced", "tier": "default", "tenant": tenant}
     assert REGISTRY.get_sample_value("llm_edge_cost_usd_total", labels) is None
     body = msgspec.json.encode(
         {

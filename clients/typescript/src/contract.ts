@@ -62,6 +62,8 @@ export const HEADERS = {
   SEMANTIC_SIMILARITY: "Llm-Semantic-Similarity",
   /** reply: position in a stream */
   SEQ: "Llm-Seq",
+  /** reply: the service tier that served the answer (priced at its rates) */
+  SERVICE_TIER: "Llm-Service-Tier",
   /** reply: HTTP-like status */
   STATUS: "Llm-Status",
   /** reply: chunk | end | error (streams); keepalive (empty, before the answer) */
