@@ -7,6 +7,7 @@
 | ``llm.messages``, ``llm.tenant.*.messages`` | :meth:`on_messages` | Anthropic shapes    |
 | ``llm.messages.count_tokens`` (and tenant) | :meth:`on_count_tokens` | Anthropic shapes |
 | ``llm.embeddings``, ``llm.tenant.*.embeddings`` | :meth:`on_embeddings` | OpenAI embeddings |
+| ``llm.responses``, ``llm.tenant.*.responses`` | :meth:`on_responses` | OpenAI Responses |
 | ``llm.models``                            | :meth:`on_models`     | the model list      |
 | ``llm.cancel``                            | :meth:`on_cancel`     | (cancels a request) |
 """
@@ -83,6 +84,8 @@ class Endpoints:
             subjects.TENANT_COUNT_TOKENS: self.on_count_tokens,
             subjects.EMBEDDINGS: self.on_embeddings,
             subjects.TENANT_EMBEDDINGS: self.on_embeddings,
+            subjects.RESPONSES: self.on_responses,
+            subjects.TENANT_RESPONSES: self.on_responses,
             subjects.MODELS: self.on_models,
         }
 
@@ -136,6 +139,26 @@ class Endpoints:
                 await self._pipeline.refuse(exc, hdrs, sink)
                 return
         await self._pipeline.handle(msg.data, hdrs, sink, caller, reply_to=msg.reply, api=api)
+
+    async def on_responses(self, msg: Msg) -> None:
+        """``llm.responses`` (and ``llm.tenant.<tenant>.responses``): the OpenAI Responses
+        API, through the pipeline as its caller wrote it (a worker of an OpenAI deployment
+        passes it through, another translates it: ``workers.responses``)."""
+        self.last_interactive = self._clock()
+        if not msg.reply:
+            return
+        hdrs = msg.headers or {}
+        sink = NatsSink(self._nc, msg.reply)
+        caller = None
+        if subjects.tenant_of(msg.subject):
+            try:
+                caller = self._subject_caller(msg.subject)
+            except BrokerError as exc:
+                await self._pipeline.refuse(exc, hdrs, sink)
+                return
+        await self._pipeline.handle(
+            msg.data, hdrs, sink, caller, reply_to=msg.reply, api=Api.RESPONSES
+        )
 
     async def on_embeddings(self, msg: Msg) -> None:
         """``llm.embeddings`` (and ``llm.tenant.<tenant>.embeddings``): OpenAI embeddings; the

@@ -126,11 +126,13 @@ _CHAT = _Api(subjects.CHAT, b"data: [DONE]\n\n")
 _MESSAGES = _Api(subjects.MESSAGES, b"", anthropic=True)
 _COUNT_TOKENS = _Api(subjects.COUNT_TOKENS, b"", anthropic=True)
 _EMBEDDINGS = _Api(subjects.EMBEDDINGS, b"")  # never streamed: one JSON answer
+_RESPONSES = _Api(subjects.RESPONSES, b"")  # its stream ends with its own last event
 _ROUTES = {
     "/v1/chat/completions": _CHAT,
     "/v1/messages": _MESSAGES,
     "/v1/messages/count_tokens": _COUNT_TOKENS,
     "/v1/embeddings": _EMBEDDINGS,
+    "/v1/responses": _RESPONSES,
 }
 
 

@@ -53,7 +53,7 @@ const HeaderCost = "Llm-Cost-Usd"
 // HeaderDeployment is the Llm-Deployment header (reply): deployment that answered.
 const HeaderDeployment = "Llm-Deployment"
 
-// HeaderEvent is the Llm-Event header (reply): the Anthropic stream event name (llm.messages streams).
+// HeaderEvent is the Llm-Event header (reply): the stream event's name (llm.messages and llm.responses streams).
 const HeaderEvent = "Llm-Event"
 
 // HeaderFileDigest is the Llm-File-Digest header (reply): llm.batch.file.content: the whole file's digest, SHA-256=<base64url>.

@@ -36,7 +36,7 @@ export const HEADERS = {
   COST: "Llm-Cost-Usd",
   /** reply: deployment that answered */
   DEPLOYMENT: "Llm-Deployment",
-  /** reply: the Anthropic stream event name (llm.messages streams) */
+  /** reply: the stream event's name (llm.messages and llm.responses streams) */
   EVENT: "Llm-Event",
   /** reply: llm.batch.file.content: the whole file's digest, SHA-256=<base64url> */
   FILE_DIGEST: "Llm-File-Digest",
