@@ -7,9 +7,10 @@
 | ``llm.messages``, ``llm.tenant.*.messages`` | :meth:`on_messages` | Anthropic shapes    |
 | ``llm.messages.count_tokens`` (and tenant) | :meth:`on_count_tokens` | Anthropic shapes |
 | ``llm.embeddings``, ``llm.tenant.*.embeddings`` | :meth:`on_embeddings` | OpenAI embeddings |
-| ``llm.responses``, ``llm.tenant.*.responses`` | :meth:`on_responses` | OpenAI Responses |
 | ``llm.models``                            | :meth:`on_models`     | the model list      |
 | ``llm.cancel``                            | :meth:`on_cancel`     | (cancels a request) |
+
+The Responses API's subjects are answered by its own wing (:mod:`broker.responses.api`).
 """
 
 from __future__ import annotations
@@ -84,8 +85,6 @@ class Endpoints:
             subjects.TENANT_COUNT_TOKENS: self.on_count_tokens,
             subjects.EMBEDDINGS: self.on_embeddings,
             subjects.TENANT_EMBEDDINGS: self.on_embeddings,
-            subjects.RESPONSES: self.on_responses,
-            subjects.TENANT_RESPONSES: self.on_responses,
             subjects.MODELS: self.on_models,
         }
 
@@ -104,7 +103,7 @@ class Endpoints:
         hdrs = msg.headers or {}
         sink = NatsSink(self._nc, msg.reply)
         try:
-            caller = self._subject_caller(msg.subject)
+            caller = self.subject_caller(msg.subject)
         except BrokerError as exc:
             await self._pipeline.refuse(exc, hdrs, sink)
             return
@@ -134,31 +133,11 @@ class Endpoints:
         caller = None
         if subjects.tenant_of(msg.subject):
             try:
-                caller = self._subject_caller(msg.subject)
+                caller = self.subject_caller(msg.subject)
             except BrokerError as exc:
                 await self._pipeline.refuse(exc, hdrs, sink)
                 return
         await self._pipeline.handle(msg.data, hdrs, sink, caller, reply_to=msg.reply, api=api)
-
-    async def on_responses(self, msg: Msg) -> None:
-        """``llm.responses`` (and ``llm.tenant.<tenant>.responses``): the OpenAI Responses
-        API, through the pipeline as its caller wrote it (a worker of an OpenAI deployment
-        passes it through, another translates it: ``workers.responses``)."""
-        self.last_interactive = self._clock()
-        if not msg.reply:
-            return
-        hdrs = msg.headers or {}
-        sink = NatsSink(self._nc, msg.reply)
-        caller = None
-        if subjects.tenant_of(msg.subject):
-            try:
-                caller = self._subject_caller(msg.subject)
-            except BrokerError as exc:
-                await self._pipeline.refuse(exc, hdrs, sink)
-                return
-        await self._pipeline.handle(
-            msg.data, hdrs, sink, caller, reply_to=msg.reply, api=Api.RESPONSES
-        )
 
     async def on_embeddings(self, msg: Msg) -> None:
         """``llm.embeddings`` (and ``llm.tenant.<tenant>.embeddings``): OpenAI embeddings; the
@@ -171,7 +150,7 @@ class Endpoints:
         caller = None
         if subjects.tenant_of(msg.subject):
             try:
-                caller = self._subject_caller(msg.subject)
+                caller = self.subject_caller(msg.subject)
             except BrokerError as exc:
                 await self._embeddings.refuse(exc, hdrs, sink)
                 return
@@ -234,7 +213,7 @@ class Endpoints:
             return False
         return True
 
-    def _subject_caller(self, subject: str) -> Caller:
+    def subject_caller(self, subject: str) -> Caller:
         """The configured tenant a tenant-bound subject names, or 401."""
         if not self._tenant_subjects:
             raise Unauthorized(

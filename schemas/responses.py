@@ -109,7 +109,7 @@ class StoredResponse(msgspec.Struct, omit_defaults=True):
 
     Attributes:
         tenant: who owns it (no other tenant sees it).
-        response: the response object as its caller got it (JSON).
+        response: the response object as its caller got it (JSON bytes).
         input_items: this turn's input items, each with an ``id`` (JSON objects).
         history: the earlier turns' items (input and output), oldest first.
         upstream_id: the upstream's own id of it (when it differs from ``response.id``).
@@ -118,7 +118,7 @@ class StoredResponse(msgspec.Struct, omit_defaults=True):
     """
 
     tenant: str
-    response: msgspec.Raw
+    response: bytes
     input_items: list[JSONObject] = []
     history: list[JSONObject] = []
     upstream_id: str = ""
