@@ -58,7 +58,7 @@ async def test_background_response_survives_sigkill_of_broker_and_worker(
     async with running_fake() as upstream:
         release = asyncio.Event()
         upstream.script.append(Scripted(delay_s=STEP_S * 2, release=release))
-        config_file.write_text(f"""
+        config_file.write_text(f"""  # noqa: ASYNC240  (a small temp file)
 [cache]
 enabled = false
 [batch]
