@@ -58,7 +58,7 @@ async def test_background_response_survives_sigkill_of_broker_and_worker(
     async with running_fake() as upstream:
         release = asyncio.Event()
         upstream.script.append(Scripted(delay_s=STEP_S * 2, release=release))
-        config_file.write_text(f"""  # noqa: ASYNC240  (a small temp file)
+        toml = f"""
 [cache]
 enabled = false
 [batch]
@@ -70,7 +70,8 @@ kind = "openai"
 base_url = "{upstream.base_url}"
 [models.gpt]
 deployments = [{{ provider = "oai", model = "gpt-4.1" }}]
-""")
+"""
+        config_file.write_text(toml)  # noqa: ASYNC240  (a small temp file)
         common = ["--nats-url", own_nats.url, "--config", str(config_file)]
         nc = await connect(own_nats.url, "crash-test")
         # the broker first: a worker binds the once-claims bucket the broker creates
