@@ -10,6 +10,7 @@ from typing import Any
 import openai
 import pytest
 
+from edge_client import EdgeClient
 from tests.support.stack import Stack, StackFactory, config_from
 from tests.support.upstream import FakeOpenAI, Scripted, openai_completion, running_fake
 
@@ -251,3 +252,17 @@ async def test_streamed_request_served_from_cache_as_events(
     assert final.output_text == first.output_text
     text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
     assert text == first.output_text
+
+
+async def test_python_client_responses(stack: Stack, namespace: str) -> None:
+    """The Python client's responses(), stream_responses() and response() over NATS."""
+    client = EdgeClient(stack.nc, namespace=namespace)
+    created = await client.responses({"model": "mock", "input": "from the client"})
+    assert created["status"] == "completed"
+    assert "from the client" in created["output"][0]["content"][0]["text"]
+    assert (await client.response(created["id"]))["output"] == created["output"]
+    stream = client.stream_responses({"model": "mock", "input": "streamed", "store": False})
+    events = [event async for event in stream]
+    assert events[0].event == "response.created"
+    assert events[-1].event == "response.completed"
+    assert events[-1].data["response"]["status"] == "completed"
