@@ -17,6 +17,7 @@ from broker.admission.settings import AdmissionSettings
 from broker.audit.settings import AuditSettings
 from broker.batch.settings import BatchSettings
 from broker.cache.settings import CacheSettings
+from broker.responses.settings import ResponsesSettings
 from broker.tenancy.jwt_settings import JwtSettings
 from broker.tenancy.limits import InputLimits
 from broker.tenancy.tenants import TenantConfig
@@ -151,6 +152,7 @@ class Config:
         breaker: circuit breaker thresholds (every deployment).
         resilience: retries, backoff, retry budget.
         batch: the batch engine.
+        responses: stored and background responses (the Responses API).
         tenants: tenants, their key hashes, limits and PII mode.
         auth_required: require keys even when none is configured (run-time keys only).
         nats_tenant_subjects: trust ``llm.tenant.<tenant>.*`` subjects as the tenant's identity
@@ -170,6 +172,7 @@ class Config:
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
     resilience: ResilienceConfig = field(default_factory=ResilienceConfig)
     batch: BatchSettings = field(default_factory=BatchSettings)
+    responses: ResponsesSettings = field(default_factory=ResponsesSettings)
     tenants: Mapping[str, TenantConfig] = field(default_factory=dict)
     auth_required: bool = False
     nats_tenant_subjects: bool = False
@@ -227,6 +230,7 @@ class Config:
                     "breaker",
                     "resilience",
                     "batch",
+                    "responses",
                     "providers",
                     "models",
                     "tenants",
@@ -257,6 +261,7 @@ class Config:
                 breaker=BreakerConfig.from_mapping(raw.get("breaker", {})),
                 resilience=ResilienceConfig.from_mapping(raw.get("resilience", {})),
                 batch=BatchSettings.from_mapping(raw.get("batch", {})),
+                responses=ResponsesSettings.from_mapping(raw.get("responses", {})),
                 tenants={
                     name: TenantConfig.from_mapping(name, table)
                     for name, table in raw.get("tenants", {}).items()

@@ -9,6 +9,8 @@
 | ``llm.embeddings``, ``llm.tenant.*.embeddings`` | :meth:`on_embeddings` | OpenAI embeddings |
 | ``llm.models``                            | :meth:`on_models`     | the model list      |
 | ``llm.cancel``                            | :meth:`on_cancel`     | (cancels a request) |
+
+The Responses API's subjects are answered by its own wing (:mod:`broker.responses.api`).
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ class Endpoints:
         hdrs = msg.headers or {}
         sink = NatsSink(self._nc, msg.reply)
         try:
-            caller = self._subject_caller(msg.subject)
+            caller = self.subject_caller(msg.subject)
         except BrokerError as exc:
             await self._pipeline.refuse(exc, hdrs, sink)
             return
@@ -131,7 +133,7 @@ class Endpoints:
         caller = None
         if subjects.tenant_of(msg.subject):
             try:
-                caller = self._subject_caller(msg.subject)
+                caller = self.subject_caller(msg.subject)
             except BrokerError as exc:
                 await self._pipeline.refuse(exc, hdrs, sink)
                 return
@@ -148,7 +150,7 @@ class Endpoints:
         caller = None
         if subjects.tenant_of(msg.subject):
             try:
-                caller = self._subject_caller(msg.subject)
+                caller = self.subject_caller(msg.subject)
             except BrokerError as exc:
                 await self._embeddings.refuse(exc, hdrs, sink)
                 return
@@ -211,7 +213,7 @@ class Endpoints:
             return False
         return True
 
-    def _subject_caller(self, subject: str) -> Caller:
+    def subject_caller(self, subject: str) -> Caller:
         """The configured tenant a tenant-bound subject names, or 401."""
         if not self._tenant_subjects:
             raise Unauthorized(

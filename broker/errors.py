@@ -11,6 +11,7 @@
      ├── Forbidden           403  (a known caller asks for what it may not have)
      │    └── ModelNotAllowed 403 (the model is outside the key's or the tenant's list)
      ├── ModelNotFound       404
+     ├── ResponseNotFound    404  (a stored response the caller's tenant does not have)
      ├── RequestTooLarge     413
      ├── HeaderTooLarge      431  (a header over its bound: nothing is forwarded)
      ├── RateLimited         429  (tenant over its rpm/tpm; ``x-ratelimit-*`` headers)
@@ -21,6 +22,7 @@
      │                             pass its deadline or ``admission.max_wait_s``)
      ├── KeysUnavailable     503  (run-time keys or the JWT issuer's keys could not be read:
      │                             closed, not open)
+     ├── ResponsesStoreDown  503  (JetStream did not answer for stored responses)
      ├── DeadlineExceeded    504
      └── UpstreamFailed      the worker's status and envelope (a failure mid-stream)
 
@@ -55,6 +57,8 @@ __all__ = [
     "PiiBlocked",
     "RateLimited",
     "RequestTooLarge",
+    "ResponseNotFound",
+    "ResponsesStoreDown",
     "Unauthorized",
     "UpstreamFailed",
     "from_decode_error",
@@ -171,6 +175,13 @@ class ModelNotFound(BrokerError):
     code = "model_not_found"
 
 
+class ResponseNotFound(BrokerError):
+    """A stored response that does not exist, expired, or belongs to another tenant."""
+
+    status = 404
+    code = "not_found"
+
+
 class RequestTooLarge(BrokerError):
     """The body is over the configured or transport limit."""
 
@@ -218,6 +229,13 @@ class KeysUnavailable(BrokerError):
 
     status = 503
     code = "keys_unavailable"
+
+
+class ResponsesStoreDown(BrokerError):
+    """The stored responses could not be read or written (JetStream did not answer)."""
+
+    status = 503
+    code = "store_unavailable"
 
 
 class DeadlineExceeded(BrokerError):

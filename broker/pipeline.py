@@ -149,6 +149,15 @@ class ChatPipeline:
         await sink.error(error_reply(exc), meta, streaming=False)
         metrics.requests_counter("", "", exc.status).inc()
 
+    def check(self, data: bytes, hdrs: dict[str, str], caller: Caller, api: Api) -> None:
+        """Validate a request as :meth:`handle` would, without answering it (a background
+        response is checked before it is accepted).
+
+        Raises:
+            BrokerError: what :meth:`handle` would have answered.
+        """
+        self._preparer.prepare(data, hdrs, caller, api)
+
     async def handle(
         self,
         data: bytes,

@@ -11,7 +11,7 @@ import msgspec
 
 from broker.admission.classes import request_priority
 from broker.cache.directives import CacheDirectives, parse_cache_control
-from broker.cache.key import KeyBasis, Keyed, body_key, cache_key
+from broker.cache.key import KeyBasis, body_key, cache_key
 from broker.cache.settings import CacheSettings, NondeterministicPolicy
 from broker.config import Config, ModelConfig
 from broker.errors import (
@@ -21,7 +21,7 @@ from broker.errors import (
     RequestTooLarge,
     from_decode_error,
 )
-from broker.request import Prepared
+from broker.request import Prepared, Requested
 from broker.tenancy.grants import EVERY_MODEL
 from broker.tenancy.pii import PiiMode
 from broker.tenancy.screen import screen
@@ -37,9 +37,13 @@ from schemas.anthropic import KNOWN_MESSAGES_FIELDS, MessagesRequest, decode_mes
 from schemas.api import Api
 from schemas.codec import Closure
 from schemas.names import NAME_RULE, is_name
+from schemas.responses import ResponsesRequest, decode_responses_request
 
 __all__ = ["MAX_TIMEOUT_S", "RequestPreparer", "request_timeout_s"]
 
+#: Responses fields that cannot change the answer, besides chat's: a background response and
+#: a foreground one share an entry.
+_UNKEYED_RESPONSES = ("background",)
 #: Upper bound on a caller-chosen time budget.
 MAX_TIMEOUT_S = 3600.0
 
@@ -160,7 +164,7 @@ class RequestPreparer:
     def _key(
         self,
         data: bytes,
-        request: Keyed,
+        request: Requested,
         model: ModelConfig,
         hdrs: dict[str, str],
         *,
@@ -185,6 +189,9 @@ class RequestPreparer:
         where = f"{owner}:{namespace}"
         basis = _basis(data, request, closure, upstream)
         try:
+            if isinstance(request, ResponsesRequest):
+                key = body_key(data, model.name, where, salt=basis.salt, unkeyed=_UNKEYED_RESPONSES)
+                return key, basis
             if basis.whole_body:
                 return body_key(data, model.name, where, salt=basis.salt), basis
         except msgspec.MsgspecError as exc:
@@ -192,13 +199,18 @@ class RequestPreparer:
         return cache_key(request, basis.extras, model.name, where, salt=basis.salt), basis
 
 
-def _basis(data: bytes, request: Keyed, closure: Closure, upstream: dict[str, str]) -> KeyBasis:
+def _basis(data: bytes, request: Requested, closure: Closure, upstream: dict[str, str]) -> KeyBasis:
     """What a key is made of besides the request: the fields its contract does not name (read
     only when the body has some and is not keyed whole), the API and the upstream headers.
 
     Raises:
         InvalidRequest: an extra field's value Python cannot hold, naming it.
     """
+    if isinstance(request, ResponsesRequest):  # open by design: keyed over its whole body
+        salt = Api.RESPONSES.value.encode()
+        for name, value in upstream.items():
+            salt += f"\x00{name}={value}".encode()
+        return KeyBasis({}, salt, whole_body=True)
     messages = isinstance(request, MessagesRequest)
     extras = {}
     if closure is Closure.TOP_OPEN:
@@ -213,7 +225,7 @@ def _basis(data: bytes, request: Keyed, closure: Closure, upstream: dict[str, st
     return KeyBasis(extras, salt, whole_body=closure is Closure.OPEN)
 
 
-def _decode(data: bytes, api: Api) -> tuple[Keyed, Closure]:
+def _decode(data: bytes, api: Api) -> tuple[Requested, Closure]:
     """The request decoded by its API's contract, and how much of the body it holds.
 
     Raises:
@@ -221,6 +233,8 @@ def _decode(data: bytes, api: Api) -> tuple[Keyed, Closure]:
     """
     if api is Api.CHAT:
         return decode_closed_chat_request(data)
+    if api is Api.RESPONSES:
+        return decode_responses_request(data), Closure.OPEN
     request, closed = decode_messages_request(data, count=api is Api.COUNT_TOKENS)
     return request, Closure.CLOSED if closed else Closure.TOP_OPEN
 
@@ -246,7 +260,7 @@ def request_timeout_s(hdrs: dict[str, str], default: float) -> float:
     return min(value, MAX_TIMEOUT_S)
 
 
-def _sampled(request: Keyed) -> bool:
+def _sampled(request: Requested) -> bool:
     """Whether the answer is a random sample (both APIs' default temperature is 1)."""
     temperature = 1.0 if request.temperature is None else request.temperature
     seed = request.seed if isinstance(request, ChatRequest) else None

@@ -23,10 +23,22 @@ from broker.tenancy.tenants import ANONYMOUS, TenantConfig
 from broker.upstream.deployments import ModelConfig
 from schemas import ChatRequest, subjects
 from schemas.api import Api
+from schemas.responses import ResponsesRequest
 
-__all__ = ["DEFAULT_TENANT", "Call", "Piece", "Prepared", "Reply", "error_reply"]
+__all__ = [
+    "DEFAULT_TENANT",
+    "Call",
+    "Piece",
+    "Prepared",
+    "Reply",
+    "Requested",
+    "error_reply",
+]
 
 DEFAULT_TENANT = subjects.DEFAULT_TENANT
+#: A decoded request of any API the pipeline serves (a Responses request is keyed over its
+#: whole body, so the cache's own readers never see one).
+Requested = Keyed | ResponsesRequest
 
 
 @dataclass(slots=True)
@@ -152,7 +164,7 @@ class Prepared:
     """
 
     data: bytes
-    request: Keyed
+    request: Requested
     model: ModelConfig
     request_id: str
     deadline: float

@@ -49,11 +49,14 @@ from broker.prepare import RequestPreparer
 from broker.record import RequestRecord
 from broker.repeats import create_once_bucket
 from broker.replies.heartbeat import Heartbeats
+from broker.responses.api import ResponsesApi
+from broker.responses.background import BackgroundJobs
+from broker.responses.store import ResponseStore
 from broker.status import BrokerStatus
 from broker.tenancy.budget import SpendLedger
 from broker.tenancy.limits import RateLimiter
 from broker.tenancy.meter import Meter
-from broker.tenancy.tenants import ANONYMOUS, REDIS_KEYS, KeyRing
+from broker.tenancy.tenants import ANONYMOUS, REDIS_KEYS, Caller, KeyRing
 from broker.upstream.calls import Upstream
 from broker.upstream.fallback import Fallbacks
 from broker.upstream.forward import Forwarder
@@ -138,6 +141,7 @@ class BrokerService:
         self.pipeline: ChatPipeline | None = None
         self.embeddings: EmbeddingsPipeline | None = None
         self.batch: BatchEngine | None = None
+        self.background: BackgroundJobs | None = None
         self._keys_task: asyncio.Task[None] | None = None
         self._jwks: KeySource | None = None
         self._jwks_task: asyncio.Task[None] | None = None
@@ -215,6 +219,8 @@ class BrokerService:
         endpoints = Endpoints(
             self.nc, pipeline, keys, self.config, loop_time, embeddings=embeddings
         )
+        responses = await self._open_responses(pipeline, keys, endpoints.subject_caller)
+        served = {**endpoints.queue_subjects(), **responses.subjects()}
         self._subs = [
             await self.nc.subscribe(
                 subject,
@@ -223,7 +229,7 @@ class BrokerService:
                 pending_msgs_limit=PENDING_MSGS_LIMIT,
                 pending_bytes_limit=PENDING_BYTES_LIMIT,
             )
-            for subject, cb in endpoints.queue_subjects().items()
+            for subject, cb in served.items()
         ]
         self._subs.append(await self.nc.subscribe(subjects.CANCEL, cb=endpoints.on_cancel))
         if self.config.batch.enabled:
@@ -241,13 +247,21 @@ class BrokerService:
             await self.batch.start()
         # after the cache's and the batch's assets: they keep the places they had before it
         await create_once_bucket(self.nc, self.config.nats.replicas)
+        if self.background is not None:
+            await self.background.start()
         if self._audit_writer is not None:  # the newest asset: last, for the same reason
             await self._audit_writer.open()
             self._audit_writer.start()
         self._micro = await register(
             self.nc,
             "broker",
-            [subjects.CHAT, subjects.MESSAGES, subjects.COUNT_TOKENS, subjects.EMBEDDINGS],
+            [
+                subjects.CHAT,
+                subjects.MESSAGES,
+                subjects.COUNT_TOKENS,
+                subjects.EMBEDDINGS,
+                subjects.RESPONSES,
+            ],
             lambda: {
                 "in_flight": in_flight(),
                 "l2": self.l2_name,
@@ -275,6 +289,41 @@ class BrokerService:
         await self._console.start()
         await self._fs.start()  # last: the ping it answers means everything is serving
         await self.nc.flush()
+
+    async def _open_responses(
+        self, pipeline: ChatPipeline, keys: KeyRing, subject_caller: Callable[[str], Caller]
+    ) -> ResponsesApi:
+        """The Responses API's wing: its store and background jobs when JetStream has them
+        (without, responses are answered and not stored)."""
+        settings = self.config.responses
+        replicas = self.config.nats.replicas
+        store = None
+        try:
+            store = await ResponseStore.open(
+                self.nc, ttl_s=settings.ttl_s, max_bytes=settings.max_bytes, replicas=replicas
+            )
+            if settings.background:
+                self.background = BackgroundJobs(
+                    self.nc,
+                    store,
+                    pipeline.handle,
+                    pipeline.cancel,
+                    keys=keys,
+                    settings=settings,
+                    replicas=replicas,
+                )
+                await self.background.open()
+        except (TimeoutError, NatsError) as exc:
+            log.warning("responses are not stored (no JetStream: %s)", exc)
+            self.background = None
+        return ResponsesApi(
+            self.nc,
+            pipeline,
+            keys,
+            store,
+            jobs=self.background,
+            subject_caller=subject_caller,
+        )
 
     async def _start_admission(self, assembly: Assembly) -> None:
         """Share deployments' limits and statistics with the other brokers, and probe idle
@@ -459,6 +508,8 @@ class BrokerService:
         await self._stop_admin()
         if self.batch is not None:
             await self.batch.stop()
+        if self.background is not None:
+            await self.background.stop()
         if self._keys_task is not None:
             self._keys_task.cancel()
         await self._close_jwt()

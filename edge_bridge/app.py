@@ -24,6 +24,7 @@ from edge_bridge.asgi import nats_headers as forwarded_headers
 from edge_bridge.asgi import read_body
 from edge_bridge.batches import BatchRoutes
 from edge_bridge.console import ConsoleRoutes
+from edge_bridge.responses import ResponseRoutes
 from edge_bridge.retry import Reconnects, Relay
 from edge_client.chat import ChatStreamError
 from edge_client.request import DEFAULT_RETRY, RetryPolicy
@@ -129,11 +130,13 @@ _CHAT = _Api(subjects.CHAT, b"data: [DONE]\n\n")
 _MESSAGES = _Api(subjects.MESSAGES, b"", anthropic=True)
 _COUNT_TOKENS = _Api(subjects.COUNT_TOKENS, b"", anthropic=True)
 _EMBEDDINGS = _Api(subjects.EMBEDDINGS, b"")  # never streamed: one JSON answer
+_RESPONSES = _Api(subjects.RESPONSES, b"")  # its stream ends with its own last event
 _ROUTES = {
     "/v1/chat/completions": _CHAT,
     "/v1/messages": _MESSAGES,
     "/v1/messages/count_tokens": _COUNT_TOKENS,
     "/v1/embeddings": _EMBEDDINGS,
+    "/v1/responses": _RESPONSES,
 }
 
 
@@ -168,6 +171,7 @@ class BridgeApp:
         self._timeout = timeout_s
         self._nuid = NUID()
         self._batches = BatchRoutes(nc)
+        self._responses = ResponseRoutes(nc)
         self._console = ConsoleRoutes(nc, public_hosts=console_hosts)
         self._relay = Relay(nc, Inbox(nc), timeout_s=timeout_s, policy=retry, reconnects=reconnects)
 
@@ -186,9 +190,7 @@ class BridgeApp:
             code = "request_header_fields_too_large"
             await _error(send, 431, code, message, anthropic=api is not None and api.anthropic)
             return
-        if path.startswith(("/v1/files", "/v1/batches")) and await self._batches.handle(
-            scope, receive, send
-        ):
+        if await self._resource(path, scope, receive, send):
             return
         if api is not None and method == "POST":
             await self._forward(api, scope, receive, send)
@@ -214,6 +216,14 @@ class BridgeApp:
             await _error(send, 405, "method_not_allowed", f"{method} is not allowed on {path}")
         else:
             await _error(send, 404, "not_found", f"no route for {method} {path}")
+
+    async def _resource(self, path: str, scope: Scope, receive: Receive, send: Send) -> bool:
+        """Serve files, batches and stored responses; ``False`` for any other path."""
+        if path.startswith(("/v1/files", "/v1/batches")):
+            return await self._batches.handle(scope, receive, send)
+        if path.startswith("/v1/responses/"):
+            return await self._responses.handle(scope, send)
+        return False
 
     async def _forward(self, api: _Api, scope: Scope, receive: Receive, send: Send) -> None:
         limit = min(self._max_body, self._nc.max_payload - headers.HEADER_ROOM)

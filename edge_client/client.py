@@ -62,14 +62,15 @@ Body = ChatRequest | Mapping[str, Any] | bytes
 
 @dataclass(frozen=True, slots=True)
 class MessageEvent:
-    """One event of an Anthropic Messages stream: its SSE name and its JSON body."""
+    """One event of a named-event stream (Anthropic Messages, OpenAI Responses): its SSE name
+    and its JSON body."""
 
     event: str
     data: dict[str, Any]
 
 
 class EdgeClient:
-    """Chat, Messages, models and batches over a NATS connection.
+    """Chat, Messages, Responses, embeddings, models and batches over a NATS connection.
 
     Args:
         nc: a connected client (the caller's; :meth:`close` leaves it open).
@@ -174,6 +175,27 @@ class EdgeClient:
         body = request if isinstance(request, bytes) else _encoder.encode(dict(request))
         reply = await self.call(self._subject("embeddings"), body, **call)
         return _any.decode(reply.data)
+
+    async def responses(self, request: Mapping[str, Any] | bytes, **call: Any) -> dict[str, Any]:
+        """An OpenAI Responses API ``response`` (``llm.responses``): stored unless the
+        request says ``store: false``; with ``background: true`` the queued response, read
+        later with :meth:`response`."""
+        body = request if isinstance(request, bytes) else _encoder.encode(dict(request))
+        reply = await self.call(self._subject("responses"), body, **call)
+        return _any.decode(reply.data)
+
+    def stream_responses(self, request: Mapping[str, Any], **call: Any) -> Stream[MessageEvent]:
+        """A Responses API stream: one :class:`MessageEvent` per event, ``response.created``
+        to ``response.completed`` (retried and cancelled as :meth:`stream` is)."""
+        hdrs = self.headers(**call)
+        body = _encoder.encode({**request, "stream": True})
+        events = self._events(self._stream(self._subject("responses"), body, hdrs))
+        return Stream(events, hdrs[headers.REQUEST_ID])
+
+    async def response(self, response_id: str, **call: Any) -> dict[str, Any]:
+        """A stored response (``llm.responses.get``): a background one's current status."""
+        body = _encoder.encode({"id": response_id})
+        return _any.decode((await self.call(subjects.RESPONSES_GET, body, **call)).data)
 
     def stream_messages(self, request: Mapping[str, Any], **call: Any) -> Stream[MessageEvent]:
         """An Anthropic Messages stream: one :class:`MessageEvent` per Anthropic event
@@ -352,13 +374,15 @@ class EdgeClient:
     def _subject(self, api: str) -> str:
         if self._tenant:
             return subjects.tenant_subject(self._tenant, api)
-        return {"chat": subjects.CHAT, "embeddings": subjects.EMBEDDINGS}.get(
-            api, subjects.MESSAGES
-        )
+        return _SUBJECTS.get(api, subjects.MESSAGES)
 
 
 #: The subject of each API for a client without a tenant of its own.
-_SUBJECTS = {"chat": subjects.CHAT, "embeddings": subjects.EMBEDDINGS}
+_SUBJECTS = {
+    "chat": subjects.CHAT,
+    "embeddings": subjects.EMBEDDINGS,
+    "responses": subjects.RESPONSES,
+}
 
 
 def _body(request: Body, *, stream: bool) -> bytes:

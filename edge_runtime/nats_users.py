@@ -57,6 +57,15 @@ class Permissions:
         return "\n".join(lines) + "\n}"
 
 
+#: The Responses API's subjects a producer sends to: create, get, delete, cancel, input items.
+_RESPONSES = (
+    "llm.responses",
+    "llm.responses.get",
+    "llm.responses.delete",
+    "llm.responses.cancel",
+    "llm.responses.input_items",
+)
+
 #: Brokers: consume the request subjects, call provider workers, answer anyone; JetStream
 #: for the batch engine, the NATS KV L2, the object store (whose files it reads with ordered
 #: consumers: they answer JetStream's flow control, ``$JS.FC``) and the shares of deployments'
@@ -75,16 +84,21 @@ BROKER = Permissions(
         "$JS.ACK.>",
         "$JS.FC.>",
         "llm.audit.>",
+        "llm.responses.job",
+        "llm.responses.halt",
     ),
     subscribe=(
         "llm.chat",
         "llm.messages",
         "llm.messages.count_tokens",
         "llm.embeddings",
+        *_RESPONSES,
+        "llm.responses.halt",
         "llm.tenant.*.chat",
         "llm.tenant.*.messages",
         "llm.tenant.*.messages.count_tokens",
         "llm.tenant.*.embeddings",
+        "llm.tenant.*.responses",
         "llm.models",
         "llm.broker.ping",
         "llm.cancel",
@@ -105,6 +119,7 @@ BRIDGE = Permissions(
         "llm.messages",
         "llm.messages.count_tokens",
         "llm.embeddings",
+        *_RESPONSES,
         "llm.models",
         "llm.broker.ping",
         "llm.cancel",
@@ -187,6 +202,7 @@ def producer(user: str, tenant: str | None = None) -> Permissions:
             "llm.messages",
             "llm.messages.count_tokens",
             "llm.embeddings",
+            *_RESPONSES,
             "llm.cancel",
             "llm.batch.submit",
             "llm.batch.get",

@@ -25,3 +25,6 @@ class Api(enum.StrEnum):
     COUNT_TOKENS = "count_tokens"
     #: An OpenAI embeddings request (``llm.embeddings``): never streamed, answered whole.
     EMBEDDINGS = "embeddings"
+    #: An OpenAI Responses request (``llm.responses``): passed through to an OpenAI upstream,
+    #: translated to chat completions for the others (``workers.responses``).
+    RESPONSES = "responses"

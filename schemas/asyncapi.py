@@ -24,6 +24,7 @@ from schemas.errors import (
     ErrorEnvelope,
 )
 from schemas.offload import OffloadAnswer, OffloadCall
+from schemas.responses import ResponsesRequest
 
 __all__ = ["asyncapi_document"]
 
@@ -62,7 +63,7 @@ _REPLY_HEADERS = {
     headers.RETRY_AFTER: "seconds, on 429/503",
     headers.STREAM: "chunk | end | error (streams); keepalive (empty, before the answer)",
     headers.SEQ: "position in a stream",
-    headers.EVENT: "the Anthropic stream event name (llm.messages streams)",
+    headers.EVENT: "the stream event's name (llm.messages and llm.responses streams)",
     headers.COALESCED: "1: shared with an identical request in flight",
     headers.REPLAYED: "1: the answer of an earlier attempt with this request id",
     headers.RETRYABLE: "1: another attempt may succeed",
@@ -134,6 +135,8 @@ _ADMIN = {
 #: Channels whose messages get no reply.
 _NO_REPLY = {
     "cancel",
+    "responsesJob",
+    "responsesHalt",
     "batchEvents",
     "admissionStats",
     subjects.ADMIN_AUDIT_REPORT.replace(".", "_"),
@@ -202,6 +205,48 @@ def _channels() -> dict[str, dict[str, Any]]:
             "address": subjects.tenant_subject("{tenant}", "embeddings"),
             "parameters": tenant,
             "messages": {"request": _ref("messages", "EmbeddingsRequest")},
+        },
+        "responses": {
+            "address": subjects.RESPONSES,
+            "description": "The OpenAI Responses API: replies are `response` objects, or "
+            "one message per Responses stream event (`Llm-Event`), or OpenAI errors. With "
+            "`background: true` the reply is the queued response at once; with `store` "
+            "(the default) the response is kept for llm.responses.get.",
+            "messages": {"request": _ref("messages", "ResponsesRequest")},
+        },
+        "tenantResponses": {
+            "address": subjects.tenant_subject("{tenant}", "responses"),
+            "parameters": tenant,
+            "messages": {"request": _ref("messages", "ResponsesRequest")},
+        },
+        **{
+            f"responses_{op}": {
+                "address": subject,
+                "description": description,
+                "messages": {"request": _ref("messages", "ResponseQuery")},
+            }
+            for op, subject, description in (
+                ("get", subjects.RESPONSES_GET, "a stored response, for its own tenant"),
+                ("delete", subjects.RESPONSES_DELETE, "delete a stored response"),
+                ("cancel", subjects.RESPONSES_CANCEL, "cancel a background response"),
+                (
+                    "input_items",
+                    subjects.RESPONSES_INPUT_ITEMS,
+                    "a stored response's input items (an OpenAI list: after, limit, order)",
+                ),
+            )
+        },
+        "responsesJob": {
+            "address": subjects.RESPONSES_JOB,
+            "description": "Internal: background responses, a JetStream work queue the "
+            "brokers consume with a durable consumer (acknowledged once the result is stored).",
+            "messages": {"job": _ref("messages", "Json")},
+        },
+        "responsesHalt": {
+            "address": subjects.RESPONSES_HALT,
+            "description": "Internal: a background response was cancelled (body: its id); "
+            "every broker listens and stops its call if it runs it.",
+            "messages": {"halt": _ref("messages", "Json")},
         },
         "reply": {
             "address": None,
@@ -335,6 +380,7 @@ def asyncapi_document(version: str = "0.2.0") -> dict[str, Any]:
         EmbeddingList,
         FileObject,
         FileRequest,
+        ResponsesRequest,
     ]
     payloads, components = msgspec.json.schema_components(
         structs, ref_template="#/components/schemas/{name}"
@@ -345,6 +391,20 @@ def asyncapi_document(version: str = "0.2.0") -> dict[str, Any]:
     messages: dict[str, Any] = {
         "ChatRequest": {"payload": by_name["ChatRequest"], "headers": request_headers},
         "MessagesRequest": {"payload": by_name["MessagesRequest"], "headers": request_headers},
+        "ResponsesRequest": {"payload": by_name["ResponsesRequest"], "headers": request_headers},
+        "ResponseQuery": {
+            "payload": {
+                "type": "object",
+                "required": ["id"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "after": {"type": "string"},
+                    "limit": {"type": "integer"},
+                    "order": {"type": "string", "enum": ["asc", "desc"]},
+                },
+            },
+            "headers": request_headers,
+        },
         "ChatCompletion": {"payload": by_name["ChatCompletion"], "headers": reply_headers},
         "ChatCompletionChunk": {
             "payload": by_name["ChatCompletionChunk"],
@@ -417,7 +477,8 @@ def asyncapi_document(version: str = "0.2.0") -> dict[str, Any]:
         "info": {
             "title": "LLM Edge Broker NATS API",
             "version": version,
-            "description": "OpenAI chat completions and embeddings, the Anthropic Messages API, "
+            "description": "OpenAI chat completions, embeddings and responses, the Anthropic "
+            "Messages API, "
             "batches and admin commands over NATS request/reply; streams are sequences of "
             "messages on the reply subject.",
         },

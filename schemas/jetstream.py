@@ -12,6 +12,8 @@ consumers, and the subjects and keys built inside them. No I/O here.
 | :data:`RESULTS_BUCKET`      | KV           | ``<batch>.<hash(custom_id)>``: one line's result |
 | :data:`LINES_STREAM`        | work queue   | ``llm.batch.line.<tenant>.<prio>.<batch>``       |
 | :data:`AUDIT_STREAM`        | stream       | the audit trail, one record a message (limits)   |
+| :data:`RESPONSES_BUCKET`    | KV           | ``<response id>``: a stored response (TTL)       |
+| :data:`RESPONSE_JOBS_STREAM`| work queue   | ``llm.responses.job``: background responses      |
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ __all__ = [
     "LINE_SUBJECT",
     "ONCE_BUCKET",
     "ONCE_TTL_S",
+    "RESPONSES_BUCKET",
+    "RESPONSE_CONSUMER",
+    "RESPONSE_JOBS_STREAM",
     "RESULTS_BUCKET",
     "SEMANTIC_BUCKET",
     "admission_key",
@@ -70,6 +75,12 @@ BATCH_CONSUMER = "llm-edge-batch"
 #: The one durable consumer of the old layout (``llm.batch.line.<batch>``), kept only to move
 #: lines still queued under it.
 LEGACY_CONSUMER = "llm-edge-batch-runner"
+#: Stored responses (the Responses API's ``store``), by response id, kept for a TTL.
+RESPONSES_BUCKET = "llm_edge_responses"
+#: The work queue of background responses (one message per response: its id).
+RESPONSE_JOBS_STREAM = "LLM_EDGE_RESPONSE_JOBS"
+#: The brokers' one durable consumer of :data:`RESPONSE_JOBS_STREAM`.
+RESPONSE_CONSUMER = "llm-edge-responses"
 #: The audit trail (:mod:`schemas.audit`): kept by age and size, deletes and purges refused.
 AUDIT_STREAM = "LLM_EDGE_AUDIT"
 #: The one subject of :data:`AUDIT_STREAM`: a single chain, in the stream's order.

@@ -31,11 +31,19 @@ __all__ = [
     "MODELS",
     "ONCE_JOIN_PREFIX",
     "PROVIDER_PREFIX",
+    "RESPONSES",
+    "RESPONSES_CANCEL",
+    "RESPONSES_DELETE",
+    "RESPONSES_GET",
+    "RESPONSES_HALT",
+    "RESPONSES_INPUT_ITEMS",
+    "RESPONSES_JOB",
     "TENANT_CHAT",
     "TENANT_COUNT_TOKENS",
     "TENANT_EMBEDDINGS",
     "TENANT_MESSAGES",
     "TENANT_PREFIX",
+    "TENANT_RESPONSES",
     "WORKER_QUEUE",
     "batch_events",
     "provider_batch_subject",
@@ -56,8 +64,25 @@ MESSAGES = "llm.messages"
 COUNT_TOKENS = "llm.messages.count_tokens"
 #: OpenAI embeddings requests (request/reply; never streamed).
 EMBEDDINGS = "llm.embeddings"
+#: OpenAI Responses requests (request/reply; streamed as named events, or whole). A request
+#: with ``background: true`` is answered at once with the queued response.
+RESPONSES = "llm.responses"
+#: A stored response, for the tenant that owns it: ``{"id"}`` (request/reply).
+RESPONSES_GET = "llm.responses.get"
+#: Delete a stored response: ``{"id"}`` (request/reply).
+RESPONSES_DELETE = "llm.responses.delete"
+#: Cancel a background response: ``{"id"}`` (request/reply).
+RESPONSES_CANCEL = "llm.responses.cancel"
+#: A stored response's input items, a page at a time: ``{"id", "after", "limit", "order"}``
+#: (request/reply).
+RESPONSES_INPUT_ITEMS = "llm.responses.input_items"
+#: The work queue of background responses (JetStream; brokers consume it durably).
+RESPONSES_JOB = "llm.responses.job"
+#: A background response was cancelled: body its id. Every broker listens (no queue group)
+#: and stops its call if it runs it.
+RESPONSES_HALT = "llm.responses.halt"
 #: Tenant-bound entry points: ``llm.tenant.<tenant>.chat``, ``.messages`` (and its
-#: ``.messages.count_tokens``) and ``.embeddings``.
+#: ``.messages.count_tokens``), ``.embeddings`` and ``.responses``.
 #: The NATS server's permissions decide who may publish under a tenant's prefix, so the subject
 #: itself names the tenant (no API key needed); brokers honour it only when
 #: ``auth.nats_tenant_subjects`` is on.
@@ -66,6 +91,7 @@ TENANT_CHAT = f"{TENANT_PREFIX}.*.chat"
 TENANT_MESSAGES = f"{TENANT_PREFIX}.*.messages"
 TENANT_COUNT_TOKENS = f"{TENANT_PREFIX}.*.messages.count_tokens"
 TENANT_EMBEDDINGS = f"{TENANT_PREFIX}.*.embeddings"
+TENANT_RESPONSES = f"{TENANT_PREFIX}.*.responses"
 #: Brokers answer liveness probes here (the bridge's ``/ready`` asks it).
 BROKER_PING = "llm.broker.ping"
 #: The models brokers serve (OpenAI ``/v1/models`` list).

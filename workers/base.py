@@ -21,6 +21,7 @@ __all__ = [
     "Provider",
     "ProviderRequest",
     "Relayed",
+    "ResponsesProvider",
     "Streamed",
 ]
 
@@ -38,7 +39,8 @@ Streamed = ChatCompletionChunk | Relayed
 
 
 class Event(NamedTuple):
-    """One Anthropic stream event: its name and its data, as JSON bytes."""
+    """One named stream event (Anthropic's, or the Responses API's): its name and its data,
+    as JSON bytes."""
 
     name: str
     data: bytes
@@ -207,6 +209,22 @@ class MessagesProvider(Protocol):
     async def count_tokens(self, request: ProviderRequest) -> tuple[bytes, bool]:
         """The token count (``{"input_tokens": n}`` JSON bytes), and whether the upstream
         counted it (``False``: an estimate)."""
+        ...
+
+
+@runtime_checkable
+class ResponsesProvider(Protocol):
+    """The OpenAI Responses API (whole and streamed), spoken natively by an adapter whose
+    upstream speaks it (it says so with ``native_responses``), or by translation
+    (``workers.responses``)."""
+
+    async def complete_response(self, request: ProviderRequest) -> bytes:
+        """Run a whole request; return the ``response`` object JSON bytes."""
+        ...
+
+    def stream_response(self, request: ProviderRequest) -> AsyncIterator[Event]:
+        """Stream a request as Responses events, ``response.created`` to
+        ``response.completed``."""
         ...
 
 

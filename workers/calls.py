@@ -3,7 +3,9 @@ the reply a failure gets.
 
 Chat completions are the provider's own calls; the Anthropic Messages API and its token counts
 go to the provider's :class:`~workers.base.MessagesProvider` side (native, or translated:
-:mod:`workers.messages`); embeddings to its :class:`~workers.base.Embedder` side. Answers and
+:mod:`workers.messages`); the OpenAI Responses API to its
+:class:`~workers.base.ResponsesProvider` side (native, or :mod:`workers.responses`);
+embeddings to its :class:`~workers.base.Embedder` side. Answers and
 errors are in the caller's API's shapes.
 """
 
@@ -20,6 +22,7 @@ from schemas.errors import anthropic_error
 from workers.base import Embedder, Provider, ProviderRequest, Relayed
 from workers.errors import ErrorKind, ProviderError, ReplyTooLarge, refined
 from workers.messages import messages_api
+from workers.responses import responses_api
 from workers.split import split_chunk
 
 __all__ = ["ApiCalls", "failure"]
@@ -28,14 +31,14 @@ log = logging.getLogger("llm_edge.worker")
 
 _encoder = msgspec.json.Encoder()
 #: The APIs whose errors are OpenAI envelopes (the others' are Anthropic errors).
-_OPENAI_APIS = frozenset({Api.CHAT, Api.EMBEDDINGS})
+_OPENAI_APIS = frozenset({Api.CHAT, Api.EMBEDDINGS, Api.RESPONSES})
 
 
 def failure(
     exc: BaseException, provider: str, timeout: float, api: Api = Api.CHAT
 ) -> tuple[int, bytes, dict[str, str]]:
     """Status, envelope and headers for a failed call (the worker's one error mapping): an
-    OpenAI envelope (chat completions, embeddings), or for the Messages API an Anthropic
+    OpenAI envelope (chat completions, embeddings, responses), or for the Messages API an Anthropic
     error (with the upstream's own error type when it named one)."""
     kind: str | None = None
     extra: dict[str, str] = {}
@@ -73,12 +76,15 @@ class ApiCalls:
     def __init__(self, provider: Provider) -> None:
         self._provider = provider
         self._messages = messages_api(provider)
+        self._responses = responses_api(provider)
         self._embedder = provider if isinstance(provider, Embedder) else None
 
     async def whole(self, request: ProviderRequest) -> tuple[bytes, dict[str, str]]:
         """One whole call in the request's API: the answer and what it says of itself."""
         if request.api is Api.MESSAGES:
             return await self._messages.complete_messages(request), {}
+        if request.api is Api.RESPONSES:
+            return await self._responses.complete_response(request), {}
         if request.api is Api.COUNT_TOKENS:
             body, counted = await self._messages.count_tokens(request)
             return body, {headers.TOKEN_COUNT: "upstream" if counted else "estimate"}
@@ -98,6 +104,10 @@ class ApiCalls:
         """The stream's messages (body, headers) in the request's API; ``end`` takes the
         totals of a chat stream. A chunk goes as the upstream sent it unless it is cut (one
         huge event: several messages, :mod:`workers.split`)."""
+        if request.api is Api.RESPONSES:
+            async for event in self._responses.stream_response(request):
+                yield event.data, {headers.EVENT: event.name}
+            return
         if request.api is not Api.CHAT:
             async for event in self._messages.stream_messages(request):
                 yield event.data, {headers.EVENT: event.name}

@@ -3,7 +3,10 @@
 One adapter serves them all: they differ only in URL, key header and extra headers. Azure
 addresses a deployment by URL (``/openai/deployments/<deployment>/...?api-version=``) and takes
 the key in an ``api-key`` header; the deployment name is the configured upstream model. Chat
-completions go to ``/chat/completions``, embeddings to ``/embeddings``.
+completions go to ``/chat/completions``, embeddings to ``/embeddings``. OpenAI itself
+(``kind = "openai"``) also takes the Responses API at ``/responses``, passed through as the
+caller sent it (the model mapped; a stored conversation's previous response named by the
+upstream's own id); other kinds serve it translated to chat (``workers.responses``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from opentelemetry.trace import SpanKind
 from edge_runtime.tracing import inject, span
 from schemas import ChatCompletion, ChatCompletionChunk
 from schemas.embeddings import count_inputs, decode_embedding_list
-from workers.base import ProviderRequest, Relayed
+from schemas.response_events import FINAL_EVENTS
+from schemas.responses import HISTORY_FIELD, History
+from workers.base import Event, ProviderRequest, Relayed
 from workers.batch_openai import OpenAIBatches
 from workers.batches import BatchHttp
 from workers.config import ProviderConfig, ProviderKind
@@ -35,6 +40,8 @@ from workers.upstream_http import UpstreamReply, expect_event_stream, read_reply
 __all__ = ["OpenAIProvider", "parse_retry_after"]
 
 _completion_decoder = msgspec.json.Decoder(ChatCompletion)
+_history_decoder = msgspec.json.Decoder(History)
+_object_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _chunk_decoder = msgspec.json.Decoder(ChatCompletionChunk)
 _error_decoder = msgspec.json.Decoder(dict[str, Any])
 
@@ -82,6 +89,8 @@ class OpenAIProvider:
         self._proxy = proxy
         self._api_key = api_key
         self._azure = config.kind is ProviderKind.AZURE
+        #: Whether the upstream takes the Responses API itself (OpenAI's does).
+        self.native_responses = config.kind is ProviderKind.OPENAI
         self._headers = {"content-type": "application/json", **config.headers}
         if api_key:
             if self._azure:
@@ -114,6 +123,20 @@ class OpenAIProvider:
             body.pop("stream_options", None)
         return _encode(body)
 
+    def _responses_payload(self, request: ProviderRequest) -> bytes:
+        """A Responses body as the caller sent it, with the upstream model; the broker's
+        conversation field becomes the upstream's own ``previous_response_id``, and
+        ``background`` is left out (the broker runs background responses itself)."""
+        body = dict(request.fields)
+        body["model"] = msgspec.Raw(_encode(request.upstream_model))
+        history = body.pop(HISTORY_FIELD, None)
+        if history is not None and "previous_response_id" in body:
+            upstream_id = _history_decoder.decode(history).upstream_id
+            if upstream_id:
+                body["previous_response_id"] = msgspec.Raw(_encode(upstream_id))
+        body.pop("background", None)
+        return _encode(body)
+
     def _request_headers(self, request: ProviderRequest) -> dict[str, str]:
         outgoing = dict(self._headers)
         if request.request_id:
@@ -124,6 +147,41 @@ class OpenAIProvider:
     async def complete(self, request: ProviderRequest) -> bytes:
         """POST ``/chat/completions``; return the upstream ``chat.completion`` bytes."""
         return await self._post(request, "chat/completions", _completion_decoder.decode)
+
+    async def complete_response(self, request: ProviderRequest) -> bytes:
+        """POST ``/responses``; return the upstream's ``response`` object bytes."""
+        return await self._post(
+            request, "responses", _object_decoder.decode, self._responses_payload(request)
+        )
+
+    async def stream_response(self, request: ProviderRequest) -> AsyncIterator[Event]:
+        """POST ``/responses`` with ``stream: true``; yield each event as the upstream sent
+        it, up to the one that ends the response (``response.completed`` ...) or an
+        ``error`` event.
+
+        Raises:
+            ProviderError: as for :meth:`stream`; ``invalid_response`` for a stream that
+                closes before its last event.
+        """
+        timeout = min(request.timeout_s, self._config.timeout_s)
+        try:
+            async with self._client.post(
+                self._url(request.upstream_model, "responses"),
+                data=self._responses_payload(request),
+                headers=self._request_headers(request),
+                timeout=timeout,
+                proxy=self._proxy,
+            ) as response:
+                if response.status >= 400:
+                    raise self._error(await read_reply(response))
+                await expect_event_stream(response)
+                async for event in aiter_sse(response.iter_chunks()):
+                    yield Event(event.event, event.data.encode())
+                    if event.event in FINAL_EVENTS or event.event == "error":
+                        return
+        except (TransportError, UnexpectedBody) as exc:
+            raise self._error(exc) from exc
+        raise self._error(UnexpectedBody("the event stream ended before the response did"))
 
     async def embed(self, request: ProviderRequest) -> bytes:
         """POST ``/embeddings``; return the upstream's embeddings list bytes (its vectors as
@@ -140,9 +198,14 @@ class OpenAIProvider:
         )
 
     async def _post(
-        self, request: ProviderRequest, operation: str, check: Callable[[bytes], object]
+        self,
+        request: ProviderRequest,
+        operation: str,
+        check: Callable[[bytes], object],
+        payload: bytes | None = None,
     ) -> bytes:
-        """One whole call: the answer's bytes once ``check`` accepts them.
+        """One whole call (``payload``: the body, else the caller's with the upstream model):
+        the answer's bytes once ``check`` accepts them.
 
         Raises:
             ProviderError: the call failed, or its answer is not what ``check`` reads.
@@ -154,7 +217,7 @@ class OpenAIProvider:
             ):
                 async with self._client.post(
                     self._url(request.upstream_model, operation),
-                    data=self._payload(request, stream=False),
+                    data=payload or self._payload(request, stream=False),
                     headers=self._request_headers(request),
                     timeout=timeout,
                     proxy=self._proxy,

@@ -145,16 +145,24 @@ def cache_key(
 _any_decoder: msgspec.json.Decoder[dict[str, Any]] = msgspec.json.Decoder(dict[str, Any])
 
 
-def body_key(body: bytes, model: str, namespace: str, *, salt: bytes = b"") -> str:
+def body_key(
+    body: bytes,
+    model: str,
+    namespace: str,
+    *,
+    salt: bytes = b"",
+    unkeyed: tuple[str, ...] = (),
+) -> str:
     """The key of a chat request over its whole body (every field at every depth, with the
-    same fields left out and the same long-text digests as :func:`cache_key`); for the rare
-    request with a nested field the contract does not name.
+    same fields left out, with ``unkeyed`` too, and the same long-text digests as
+    :func:`cache_key`); for the rare chat request with a nested field the contract does not
+    name, and for every Responses request.
 
     Raises:
         msgspec.ValidationError: a value JSON allows but Python cannot hold (``1e400``).
     """
     fields = decode_json(_any_decoder, body)
-    for name in UNKEYED_REQUEST_FIELDS:
+    for name in (*UNKEYED_REQUEST_FIELDS, *unkeyed):
         fields.pop(name, None)
     fields["model"] = model
     where: list[list[object]] = []

@@ -38,6 +38,7 @@ from broker.cache.key import context_key
 from broker.cache.semantic_index import Entry, Match, SemanticIndex
 from edge_runtime.jetstream import ensure_key_value
 from schemas.jetstream import kv_key, kv_purge_subject
+from schemas.responses import ResponsesRequest
 
 if TYPE_CHECKING:
     from broker.cache.embed import Embedder, Vector
@@ -164,12 +165,11 @@ class SemanticCache:
         if settings.tenants and prepared.tenant.name not in settings.tenants:
             return None
         basis = prepared.basis
-        if basis.whole_body:  # keyed over its body: no context to take the last turn from
-            return None
+        request = prepared.request
+        if basis.whole_body or isinstance(request, ResponsesRequest):
+            return None  # keyed over its body: no context to take the last turn from
         namespace = prepared.key.rsplit(":", 1)[0]
-        return context_key(
-            prepared.request, basis.extras, prepared.model.name, namespace, salt=basis.salt
-        )
+        return context_key(request, basis.extras, prepared.model.name, namespace, salt=basis.salt)
 
     async def _vector(self, text: str) -> Vector:
         vector = self._memo.pop(text, None)

@@ -4,29 +4,34 @@ how a stored answer is streamed again.
 A stream's pieces reach the caller as the worker sent them; the broker decodes each one only
 to add the answer up (what the cache stores and the meter prices): chat chunks with
 :class:`~broker.replies.assemble.StreamAssembler`, Anthropic events with
-:class:`~broker.replies.message_stream.MessageAssembler`. An answer that cannot be rebuilt
+:class:`~broker.replies.message_stream.MessageAssembler`, Responses events by their last
+event (which carries the whole response). An answer that cannot be rebuilt
 from its pieces (a delta holding a field the broker does not know) is priced but not stored.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 
 from broker.cache.response import CachedReply
 from broker.replies.assemble import StreamAssembler, replay_chunks
-from broker.replies.message_stream import MessageAssembler, replay_events
+from broker.replies.message_stream import MessageAssembler
+from broker.replies.message_stream import replay_events as replay_messages
 from broker.request import Piece, Prepared
 from schemas import ChatCompletion, StreamEnd, Usage
 from schemas.api import Api
 from schemas.codec import decode_chunk
+from schemas.response_events import FINAL_EVENTS, replay_events
+from schemas.responses import response_usage
 
 __all__ = ["Assembled", "StreamLog", "replay", "stream_log"]
 
 _encoder = msgspec.json.Encoder()
 _completion_decoder = msgspec.json.Decoder(ChatCompletion)
+_object_decoder: msgspec.json.Decoder[dict[str, Any]] = msgspec.json.Decoder(dict[str, Any])
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,10 +107,44 @@ class _MessageLog:
         return Assembled(_encoder.encode(message), self._assembler.splits(), whole=True)
 
 
+class _ResponseLog:
+    """A Responses stream: its last event (``response.completed`` ...) carries the whole
+    response, which is the answer."""
+
+    def __init__(self) -> None:
+        self._response: dict[str, Any] | None = None
+        self._usage: Usage | None = None
+
+    @property
+    def usage(self) -> Usage | None:
+        return self._usage
+
+    def feed(self, piece: Piece) -> bool:
+        if piece.event in FINAL_EVENTS:
+            try:
+                response = _object_decoder.decode(piece.data).get("response")
+            except msgspec.MsgspecError:
+                return True
+            if isinstance(response, dict):
+                self._response = response
+                usage = response_usage(response) or {}
+                prompt, completion = usage.get("input_tokens"), usage.get("output_tokens")
+                if isinstance(prompt, int) and isinstance(completion, int):
+                    self._usage = Usage(prompt, completion, prompt + completion)
+        return True  # every event, as the worker sent it
+
+    def answer(self) -> Assembled:
+        response = self._response
+        whole = response is not None and response.get("status") in ("completed", "incomplete")
+        return Assembled(_encoder.encode(response or {}), [], whole=whole)
+
+
 def stream_log(prepared: Prepared) -> StreamLog:
     """The log for a stream of ``prepared``'s API."""
     if prepared.api is Api.CHAT:
         return _ChatLog(prepared.include_usage)
+    if prepared.api is Api.RESPONSES:
+        return _ResponseLog()
     return _MessageLog()
 
 
@@ -115,8 +154,11 @@ def replay(prepared: Prepared, hit: CachedReply) -> tuple[list[Piece], StreamEnd
     Raises:
         msgspec.MsgspecError: the entry is not an answer of that API.
     """
+    if prepared.api is Api.RESPONSES:
+        events = replay_events(_object_decoder.decode(hit.body))
+        return [Piece(_encoder.encode(data), name) for name, data in events], StreamEnd()
     if prepared.api is not Api.CHAT:
-        return replay_events(hit.body, hit.splits), StreamEnd()
+        return replay_messages(hit.body, hit.splits), StreamEnd()
     completion = _completion_decoder.decode(hit.body)
     chunks = replay_chunks(completion, include_usage=prepared.include_usage, splits=hit.splits)
     finish = completion.choices[0].finish_reason if completion.choices else None

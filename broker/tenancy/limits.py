@@ -25,6 +25,7 @@ from broker.guard import Guard, Unavailable
 from edge_runtime.tables import typed_values
 from schemas import ChatRequest, Message, headers
 from schemas.anthropic import MessageParam, MessagesRequest
+from schemas.responses import ResponsesRequest
 
 if TYPE_CHECKING:  # the client is injected; importing redis costs ~80 ms at start
     import redis.asyncio as redis
@@ -55,9 +56,13 @@ class InputLimits:
             )
         return limits
 
-    def check(self, request: ChatRequest | MessagesRequest) -> None:
+    def check(self, request: ChatRequest | MessagesRequest | ResponsesRequest) -> None:
         """Raise :class:`InvalidRequest` naming the field over its limit (a message's
-        characters are those of its texts, in either API)."""
+        characters are those of its texts, in either API; a Responses request's input items
+        count as its messages)."""
+        if isinstance(request, ResponsesRequest):
+            self._check_responses(request)
+            return
         if len(request.messages) > self.max_messages:
             raise InvalidRequest(f"at most {self.max_messages} messages", param="messages")
         turns: Sequence[Message | MessageParam] = request.messages
@@ -72,6 +77,25 @@ class InputLimits:
                 raise InvalidRequest(
                     f"messages[{i}].content is over {self.max_message_chars} characters",
                     param=f"messages[{i}].content",
+                )
+        if request.tools and len(request.tools) > self.max_tools:
+            raise InvalidRequest(f"at most {self.max_tools} tools", param="tools")
+
+    def _check_responses(self, request: ResponsesRequest) -> None:
+        items = request.input if isinstance(request.input, list) else [request.input]
+        if len(items) > self.max_messages:
+            raise InvalidRequest(f"at most {self.max_messages} input items", param="input")
+        for i, item in enumerate(items if self.max_message_chars else ()):
+            content = item.get("content") if isinstance(item, dict) else item
+            size = (
+                len(content)
+                if isinstance(content, str)
+                else sum(len(str(p.get("text", ""))) for p in content or () if isinstance(p, dict))
+            )
+            if size > self.max_message_chars:
+                where = f"input[{i}].content" if isinstance(request.input, list) else "input"
+                raise InvalidRequest(
+                    f"{where} is over {self.max_message_chars} characters", param=where
                 )
         if request.tools and len(request.tools) > self.max_tools:
             raise InvalidRequest(f"at most {self.max_tools} tools", param="tools")

@@ -3,7 +3,8 @@ it (the cache key, the providers), so entries and upstream calls hold no PII.
 
 The texts screened are what a person writes: a chat request's message texts (string content
 and text parts); an Anthropic request's message texts (string content, text blocks, the
-texts of tool results) and its ``system`` prompt.
+texts of tool results) and its ``system`` prompt; a Responses request's ``instructions`` and
+its input's texts (messages' and tool outputs').
 """
 
 from __future__ import annotations
@@ -41,8 +42,31 @@ def _block_texts(blocks: list[Any], where: str) -> Iterator[_Text]:
             yield from _block_texts(inner, where)
 
 
+def _response_texts(body: JSON) -> Iterator[_Text]:
+    """A Responses request's texts: its instructions, then its input's."""
+    if isinstance(body.get("instructions"), str):
+        yield body, "instructions", "instructions"
+    given = body.get("input")
+    if isinstance(given, str):
+        yield body, "input", "input"
+        return
+    for i, item in enumerate(given or ()):
+        if not isinstance(item, dict):
+            continue
+        where = f"input[{i}]"
+        for key in ("content", "output"):  # a message's content, a tool output's
+            value = item.get(key)
+            if isinstance(value, str):
+                yield item, key, where
+            elif isinstance(value, list):
+                yield from _block_texts(value, where)
+
+
 def _texts(body: JSON, api: Api) -> Iterator[_Text]:
     """The texts in the order the model reads them (an Anthropic ``system`` first)."""
+    if api is Api.RESPONSES:
+        yield from _response_texts(body)
+        return
     if api is not Api.CHAT:
         system = body.get("system")
         if isinstance(system, str):

@@ -58,7 +58,10 @@ def metered(body: bytes) -> Metered | None:
     reported = raw.usage
     if reported is None:
         return None
-    if "input_tokens" in reported or "output_tokens" in reported:  # Anthropic's shape
+    if "input_tokens_details" in reported or "output_tokens_details" in reported:
+        usage = _from_responses(reported)  # the Responses API's shape
+        tier = served_tier(raw.service_tier)
+    elif "input_tokens" in reported or "output_tokens" in reported:  # Anthropic's shape
         usage = usage_from_anthropic(reported)
         tier = served_tier(reported.get("service_tier"))
     else:
@@ -81,6 +84,21 @@ def metered(body: bytes) -> Metered | None:
         cache_write_1h=written_1h,
     )
     return Metered(usage, tokens, tier)
+
+
+def _from_responses(reported: dict[str, Any]) -> Usage:
+    """A Responses API ``usage`` in chat terms: its ``input_tokens`` count every input token,
+    as ``prompt_tokens`` do, and its cache reads are ``input_tokens_details.cached_tokens``."""
+    prompt = _count(reported.get("input_tokens"))
+    completion = _count(reported.get("output_tokens"))
+    details = reported.get("input_tokens_details")
+    cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else 0
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=prompt + completion,
+        prompt_tokens_details={"cached_tokens": cached} if cached else None,
+    )
 
 
 def usage_of(body: bytes) -> Usage | None:

@@ -56,7 +56,7 @@ const HeaderDeployment = "Llm-Deployment"
 // HeaderErrorCode is the Llm-Error-Code header (reply): a worker's error reply: the failure's code, whatever API it speaks.
 const HeaderErrorCode = "Llm-Error-Code"
 
-// HeaderEvent is the Llm-Event header (reply): the Anthropic stream event name (llm.messages streams).
+// HeaderEvent is the Llm-Event header (reply): the stream event's name (llm.messages and llm.responses streams).
 const HeaderEvent = "Llm-Event"
 
 // HeaderFallback is the Llm-Fallback header (reply): context_window | content_policy: why another model than the one asked for answered.

@@ -17,7 +17,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import uvicorn
@@ -30,6 +30,7 @@ __all__ = [
     "Scripted",
     "openai_completion",
     "openai_embeddings",
+    "openai_response",
     "running_fake",
 ]
 
@@ -68,6 +69,82 @@ def openai_completion(model: str, content: str) -> dict[str, Any]:
         },
         "service_tier": "default",
     }
+
+
+def openai_response(
+    model: str, content: str, response_id: str = "resp_upstream_1"
+) -> dict[str, Any]:
+    """A ``response`` object as OpenAI's Responses API reference shows it."""
+    return {
+        "id": response_id,
+        "object": "response",
+        "created_at": 1741476542,
+        "status": "completed",
+        "error": None,
+        "incomplete_details": None,
+        "instructions": None,
+        "max_output_tokens": None,
+        "model": model,
+        "output": [
+            {
+                "type": "message",
+                "id": "msg_upstream_1",
+                "status": "completed",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": content, "annotations": []}],
+            }
+        ],
+        "parallel_tool_calls": True,
+        "previous_response_id": None,
+        "reasoning": {"effort": None, "summary": None},
+        "store": True,
+        "temperature": 1.0,
+        "text": {"format": {"type": "text"}},
+        "tool_choice": "auto",
+        "tools": [],
+        "top_p": 1.0,
+        "truncation": "disabled",
+        "usage": {
+            "input_tokens": 36,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": 87,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": 123,
+        },
+        "user": None,
+        "metadata": {},
+    }
+
+
+def openai_response_events(model: str, words: list[str]) -> list[bytes]:
+    """A Responses stream as OpenAI sends it: named events, the last ``response.completed``."""
+    final = openai_response(model, "".join(words))
+    item = final["output"][0]
+    started = {**final, "status": "in_progress", "output": [], "usage": None}
+    where = {"item_id": item["id"], "output_index": 0, "content_index": 0}
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("response.created", {"response": started}),
+        ("response.in_progress", {"response": started}),
+        (
+            "response.output_item.added",
+            {"output_index": 0, "item": {**item, "status": "in_progress", "content": []}},
+        ),
+        (
+            "response.content_part.added",
+            {**where, "part": {"type": "output_text", "text": "", "annotations": []}},
+        ),
+        *[("response.output_text.delta", {**where, "delta": w, "logprobs": []}) for w in words],
+        ("response.output_text.done", {**where, "text": "".join(words), "logprobs": []}),
+        ("response.content_part.done", {**where, "part": item["content"][0]}),
+        ("response.output_item.done", {"output_index": 0, "item": item}),
+        ("response.completed", {"response": final}),
+    ]
+    return [
+        f"event: {name}\ndata: ".encode()
+        + json.dumps({"type": name, "sequence_number": i, **data}).encode()
+        + b"\n\n"
+        for i, (name, data) in enumerate(events)
+    ]
 
 
 def openai_embeddings(body: dict[str, Any]) -> bytes:
@@ -238,12 +315,18 @@ class FakeOpenAI:
             if watcher.done() and not watcher.cancelled():  # this caller hung up
                 return
         if body.get("stream") and answer.status == 200 and answer.body is None:
+            if path.endswith("/responses") and answer.raw_sse is None:
+                words = f"upstream streams to {body.get('model')}".split(" ")
+                answer = replace(answer, raw_sse=openai_response_events(body["model"], words))
             await self._stream(body, answer, receive, send)
             return
         if answer.body is not None:
             data = json.dumps(answer.body).encode()
         elif path.endswith("/embeddings"):
             data = openai_embeddings(body)
+        elif path.endswith("/responses"):
+            response = openai_response(body["model"], f"upstream says hi to {body['model']}")
+            data = json.dumps(response).encode()
         else:
             completion = openai_completion(
                 body.get("model", "?"), f"upstream says hi to {body.get('model')}"

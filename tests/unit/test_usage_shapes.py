@@ -143,6 +143,26 @@ def test_the_meter_reads_both_shapes_into_the_same_tokens() -> None:
     assert read.usage.total_tokens == 12_170
 
 
+def test_the_meter_reads_a_responses_answer_with_its_cache_reads() -> None:
+    """A Responses API answer counts ``input_tokens`` as every input token (cached ones
+    included, in ``input_tokens_details``), unlike Anthropic's: its cache reads are priced
+    as such and nothing is added to its input."""
+    response = {
+        "object": "response",
+        "service_tier": "priority",
+        "usage": {
+            "input_tokens": 5_000,
+            "input_tokens_details": {"cached_tokens": 4_000},
+            "output_tokens": 300,
+            "output_tokens_details": {"reasoning_tokens": 100},
+            "total_tokens": 5_300,
+        },
+    }
+    read = metered(json.dumps(response).encode())
+    assert read is not None
+    assert (read.tokens, read.tier) == (Tokens(input=5_000, output=300, cached=4_000), "priority")
+
+
 def test_the_meter_finds_no_usage_where_there_is_none() -> None:
     """A body without usage, or not JSON, has none; an embeddings list has input only."""
     assert metered(b'{"id": "x"}') is None

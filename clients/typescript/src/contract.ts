@@ -38,7 +38,7 @@ export const HEADERS = {
   DEPLOYMENT: "Llm-Deployment",
   /** reply: a worker's error reply: the failure's code, whatever API it speaks */
   ERROR_CODE: "Llm-Error-Code",
-  /** reply: the Anthropic stream event name (llm.messages streams) */
+  /** reply: the stream event's name (llm.messages and llm.responses streams) */
   EVENT: "Llm-Event",
   /** reply: context_window | content_policy: why another model than the one asked for answered */
   FALLBACK: "Llm-Fallback",

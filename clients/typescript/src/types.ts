@@ -15,6 +15,13 @@ export type BatchStatus =
   | "finalizing"
   | "in_progress"
   | "validating";
+/**
+ * What a call on ``llm.provider.<provider>.batch`` asks for.
+ *
+ * This interface was referenced by `PayloadSchemas`'s JSON-Schema
+ * via the `definition` "OffloadOp".
+ */
+export type OffloadOp = "cancel" | "results" | "status" | "submit";
 
 /**
  * Every payload schema of the NATS API, by name.
@@ -23,6 +30,7 @@ export interface PayloadSchemas {
   BatchError: BatchError;
   BatchErrors: BatchErrors;
   BatchObject: BatchObject;
+  BatchOffload: BatchOffload;
   BatchStatus: BatchStatus;
   BatchSubmit: BatchSubmit;
   ChatCompletion: ChatCompletion;
@@ -48,8 +56,12 @@ export interface PayloadSchemas {
   MessagesRequest: MessagesRequest;
   Model: Model;
   ModelList: ModelList;
+  OffloadAnswer: OffloadAnswer;
+  OffloadCall: OffloadCall;
+  OffloadOp: OffloadOp;
   RequestCounts: RequestCounts;
   ResponseMessage: ResponseMessage;
+  ResponsesRequest: ResponsesRequest;
   StreamEnd: StreamEnd;
   StreamOptions: StreamOptions;
   Tool: Tool;
@@ -106,9 +118,31 @@ export interface BatchObject {
     [k: string]: string;
   } | null;
   object?: string;
+  offload?: BatchOffload | null;
   output_file_id?: string | null;
   request_counts?: RequestCounts;
   status: BatchStatus;
+}
+/**
+ * Our extension of the batch object: where its lines run.
+ *
+ * Attributes:
+ *     providers: lines sent to each provider's own Batch API.
+ *     completed: of those, lines whose provider result was merged back.
+ *     fallback: lines re-run on the normal path (a provider batch that failed, expired,
+ *         would miss the window, or lines it did not complete).
+ *
+ * This interface was referenced by `PayloadSchemas`'s JSON-Schema
+ * via the `definition` "BatchOffload".
+ */
+export interface BatchOffload {
+  completed?: {
+    [k: string]: number;
+  };
+  fallback?: number;
+  providers?: {
+    [k: string]: number;
+  };
 }
 /**
  * ``request_counts``.
@@ -149,7 +183,8 @@ export interface InputLine {
   url: string;
 }
 /**
- * ``chat.completion`` object.
+ * ``chat.completion`` object (``service_tier``: the tier that served it, when the
+ * upstream says).
  *
  * This interface was referenced by `PayloadSchemas`'s JSON-Schema
  * via the `definition` "ChatCompletion".
@@ -160,6 +195,7 @@ export interface ChatCompletion {
   id: string;
   model: string;
   object?: string;
+  service_tier?: string | null;
   system_fingerprint?: string | null;
   usage?: Usage | null;
 }
@@ -215,7 +251,8 @@ export interface FunctionCall {
 }
 /**
  * Token counts of one completion (with OpenAI's breakdowns when the upstream gives
- * them: cached prompt tokens, reasoning tokens ...).
+ * them: cached prompt tokens, reasoning tokens ...; cache writes as
+ * ``prompt_tokens_details.cache_write_tokens``, see :mod:`schemas.usage`).
  *
  * This interface was referenced by `PayloadSchemas`'s JSON-Schema
  * via the `definition` "Usage".
@@ -239,6 +276,7 @@ export interface ChatCompletionChunk {
   id: string;
   model: string;
   object?: string;
+  service_tier?: string | null;
   system_fingerprint?: string | null;
   usage?: Usage | null;
 }
@@ -599,6 +637,73 @@ export interface Model {
 export interface ModelList {
   data: Model[];
   object?: string;
+}
+/**
+ * The worker's answer.
+ *
+ * Attributes:
+ *     provider_batch: the provider's batch id.
+ *     ended: the provider's batch is done (completed, failed, expired, cancelled, ended).
+ *     provider_status: the provider's own status word.
+ *     succeeded: lines the results object holds as succeeded (``results``).
+ *     error: why the call failed (the other fields are then empty); ``status`` is its
+ *         HTTP-like status (4xx: retrying cannot help).
+ *
+ * This interface was referenced by `PayloadSchemas`'s JSON-Schema
+ * via the `definition` "OffloadAnswer".
+ */
+export interface OffloadAnswer {
+  ended?: boolean;
+  error?: string;
+  provider_batch?: string;
+  provider_status?: string;
+  status?: number;
+  succeeded?: number;
+}
+/**
+ * One call on ``llm.provider.<provider>.batch``.
+ *
+ * Attributes:
+ *     op: submit the lines of ``input``; read the status of, write the results of, or
+ *         cancel ``provider_batch``.
+ *     input: the object (files bucket) holding the sub-batch's input lines.
+ *     upstream_model: the model name the provider knows (every line's ``model``).
+ *     provider_batch: the provider's batch id (every op but ``submit``).
+ *     results: the object the worker writes the normalized results to (``results``).
+ *
+ * This interface was referenced by `PayloadSchemas`'s JSON-Schema
+ * via the `definition` "OffloadCall".
+ */
+export interface OffloadCall {
+  input?: string;
+  op: OffloadOp;
+  provider_batch?: string;
+  results?: string;
+  upstream_model?: string;
+}
+/**
+ * A Responses request, as far as the broker reads it (other fields are kept in the body).
+ *
+ * This interface was referenced by `PayloadSchemas`'s JSON-Schema
+ * via the `definition` "ResponsesRequest".
+ */
+export interface ResponsesRequest {
+  background?: boolean | null;
+  input?: string | {}[] | null;
+  instructions?: string | null;
+  max_output_tokens?: number | null;
+  metadata?: {
+    [k: string]: string;
+  } | null;
+  model: string;
+  previous_response_id?: string | null;
+  store?: boolean | null;
+  stream?: boolean | null;
+  temperature?: number | null;
+  text?: {} | null;
+  tool_choice?: string | {} | null;
+  tools?: {}[] | null;
+  top_p?: number | null;
 }
 /**
  * The last message of a streamed reply (``Llm-Stream: end``): totals for the stream.

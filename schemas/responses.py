@@ -1,0 +1,229 @@
+"""The OpenAI Responses API (``POST /v1/responses``, ``llm.responses``): the request as the
+broker validates it, the response object and its usage, and the record a stored response
+keeps. No I/O here.
+
+A request is validated for the fields the broker reads (model, input, stream, sampling, the
+output cap, tools) and otherwise kept open: it travels to the worker as its caller wrote it.
+A request that continues a stored conversation (``previous_response_id``) reaches the worker
+with :data:`HISTORY_FIELD` added by the broker: the earlier turns' items (which a translating
+worker puts before the input) and the upstream's own id of the previous response (which a
+passthrough worker sends instead). A caller's own value of that field is dropped.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import msgspec
+from nats.nuid import NUID
+
+from schemas.chat import MAX_OUTPUT_TOKENS, JSONObject, Temperature, TopP, Usage
+from schemas.codec import decode_json
+
+__all__ = [
+    "HISTORY_FIELD",
+    "History",
+    "ResponseStatus",
+    "ResponsesRequest",
+    "StoredResponse",
+    "decode_responses_request",
+    "input_items",
+    "new_id",
+    "response_object",
+    "response_usage",
+    "usage_of_chat",
+]
+
+#: The field the broker adds to a request that continues a conversation (see the module doc).
+HISTORY_FIELD = "llm_edge_history"
+
+OutputCap = Annotated[int, msgspec.Meta(ge=1, le=MAX_OUTPUT_TOKENS)]
+
+
+class ResponsesRequest(msgspec.Struct, omit_defaults=True):
+    """A Responses request, as far as the broker reads it (other fields are kept in the body)."""
+
+    model: Annotated[str, msgspec.Meta(min_length=1)]
+    input: str | list[JSONObject] | None = None
+    instructions: str | None = None
+    stream: bool | None = None
+    background: bool | None = None
+    store: bool | None = None
+    previous_response_id: str | None = None
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    max_output_tokens: OutputCap | None = None
+    tools: list[JSONObject] | None = None
+    tool_choice: str | JSONObject | None = None
+    text: JSONObject | None = None
+    metadata: dict[str, str] | None = None
+
+    @property
+    def max_tokens(self) -> int | None:
+        """The output cap (what admission and cost estimates read of every API)."""
+        return self.max_output_tokens
+
+
+_decoder = msgspec.json.Decoder(ResponsesRequest)
+
+
+def decode_responses_request(body: bytes) -> ResponsesRequest:
+    """Decode and validate a Responses body.
+
+    Raises:
+        msgspec.DecodeError: not JSON.
+        msgspec.ValidationError: a field the broker reads is malformed.
+    """
+    return decode_json(_decoder, body)
+
+
+class History(msgspec.Struct, omit_defaults=True):
+    """What the broker adds to a request continuing a conversation (:data:`HISTORY_FIELD`).
+
+    Attributes:
+        items: every earlier turn's input and output items, oldest first.
+        upstream_id: the upstream's own id of the previous response (a passthrough sends it
+            as ``previous_response_id``); empty when the upstream did not give one.
+    """
+
+    items: list[JSONObject] = []
+    upstream_id: str = ""
+
+
+class ResponseStatus:
+    """A response's ``status`` values."""
+
+    QUEUED = "queued"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    INCOMPLETE = "incomplete"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    #: Statuses a response never leaves.
+    FINAL = frozenset({COMPLETED, INCOMPLETE, FAILED, CANCELLED})
+
+
+class StoredResponse(msgspec.Struct, omit_defaults=True):
+    """A stored response (``store``) and what its conversation needs.
+
+    Attributes:
+        tenant: who owns it (no other tenant sees it).
+        response: the response object as its caller got it (JSON bytes).
+        input_items: this turn's input items, each with an ``id`` (JSON objects).
+        history: the earlier turns' items (input and output), oldest first.
+        upstream_id: the upstream's own id of it (when it differs from ``response.id``).
+        body: a background request's body, kept until it has run.
+        headers: the background request's headers the broker needs to run it.
+    """
+
+    tenant: str
+    response: bytes
+    input_items: list[JSONObject] = []
+    history: list[JSONObject] = []
+    upstream_id: str = ""
+    body: bytes = b""
+    headers: dict[str, str] = {}
+
+
+_nuid = NUID()
+
+
+def new_id(prefix: str) -> str:
+    """A new object id: ``resp_...``, ``msg_...``, ``fc_...``."""
+    return f"{prefix}_{_nuid.next().decode()}"
+
+
+def input_items(value: str | list[JSONObject] | None) -> list[JSONObject]:
+    """A request's ``input`` as items, each with an ``id`` (a string is one user message)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [{"role": "user", "content": value}]
+    items = []
+    for given in value:
+        item = dict(given)
+        if "type" not in item and "role" in item:
+            item["type"] = "message"
+        if item.get("type") == "message":
+            content = item.get("content")
+            if isinstance(content, str):
+                kind = "output_text" if item.get("role") == "assistant" else "input_text"
+                item["content"] = [{"type": kind, "text": content}]
+        item.setdefault("id", new_id("msg" if item.get("type") == "message" else "item"))
+        items.append(item)
+    return items
+
+
+def usage_of_chat(usage: Usage | None) -> JSONObject | None:
+    """A chat completion's usage in the Responses API's shape."""
+    if usage is None:
+        return None
+    prompt_details = usage.prompt_tokens_details or {}
+    completion_details = usage.completion_tokens_details or {}
+    return {
+        "input_tokens": usage.prompt_tokens,
+        "input_tokens_details": {"cached_tokens": int(prompt_details.get("cached_tokens") or 0)},
+        "output_tokens": usage.completion_tokens,
+        "output_tokens_details": {
+            "reasoning_tokens": int(completion_details.get("reasoning_tokens") or 0)
+        },
+        "total_tokens": usage.total_tokens or usage.prompt_tokens + usage.completion_tokens,
+    }
+
+
+#: Request fields a response object repeats, with the value it shows when the request had none.
+_ECHOED: dict[str, Any] = {
+    "instructions": None,
+    "max_output_tokens": None,
+    "metadata": {},
+    "parallel_tool_calls": True,
+    "previous_response_id": None,
+    "reasoning": None,
+    "store": True,
+    "background": False,
+    "temperature": None,
+    "text": {"format": {"type": "text"}},
+    "tool_choice": "auto",
+    "tools": [],
+    "top_p": None,
+    "truncation": "disabled",
+    "user": None,
+}
+
+
+def response_usage(body: JSONObject) -> JSONObject | None:
+    """The usage of a response object, if it has one."""
+    usage = body.get("usage")
+    return usage if isinstance(usage, dict) else None
+
+
+def response_object(
+    request: JSONObject,
+    *,
+    response_id: str,
+    model: str,
+    status: str,
+    output: list[JSONObject],
+    usage: JSONObject | None = None,
+    created_at: float | None = None,
+    incomplete: str | None = None,
+    error: JSONObject | None = None,
+) -> JSONObject:
+    """A ``response`` object for ``request`` (its top-level fields, decoded)."""
+    body: JSONObject = {
+        "id": response_id,
+        "object": "response",
+        "created_at": int(created_at if created_at is not None else time.time()),
+        "status": status,
+        "error": error,
+        "incomplete_details": {"reason": incomplete} if incomplete else None,
+        "model": model,
+        "output": output,
+    }
+    for name, default in _ECHOED.items():
+        value = request.get(name)
+        body[name] = default if value is None else value
+    body.pop(HISTORY_FIELD, None)
+    body["usage"] = usage
+    return body

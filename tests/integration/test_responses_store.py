@@ -1,0 +1,214 @@
+"""Stored and background responses through the real path with the official ``openai`` SDK:
+retrieve, delete, list input items, continue a conversation (``previous_response_id``), run
+in the background and poll, cancel; a tenant sees only its own responses."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import openai
+import pytest
+from openai.types.responses import Response
+
+from broker.tenancy.tenants import hash_key
+from tests.support.stack import Stack, StackFactory, config_from
+from tests.support.upstream import FakeOpenAI, Scripted, running_fake
+
+KEY_ACME, KEY_GLOBEX = "sk-acme-responses", "sk-globex-responses"
+#: The longest a background response may take to finish here.
+FINISH_S = 15.0
+
+
+@pytest.fixture
+async def openai_upstream() -> AsyncIterator[FakeOpenAI]:
+    """A recording fake of OpenAI itself (it takes the Responses API)."""
+    async with running_fake() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def stack(
+    nats_url: str, fake_openai: FakeOpenAI, openai_upstream: FakeOpenAI, make_stack: StackFactory
+) -> Stack:
+    config = config_from(f"""
+        [cache]
+        enabled = false
+        [batch]
+        enabled = false
+        [tenants.acme]
+        keys = ["{hash_key(KEY_ACME)}"]
+        [tenants.globex]
+        keys = ["{hash_key(KEY_GLOBEX)}"]
+
+        [providers.mock]
+        kind = "mock"
+        [providers.compat]
+        kind = "openai_compatible"
+        base_url = "{fake_openai.base_url}"
+        [providers.oai]
+        kind = "openai"
+        base_url = "{openai_upstream.base_url}"
+
+        [models.mock]
+        deployments = [{{ provider = "mock" }}]
+        [models.compat]
+        deployments = [{{ provider = "compat", model = "served-compat" }}]
+        [models.gpt]
+        deployments = [{{ provider = "oai", model = "gpt-4.1" }}]
+    """)
+    return await make_stack(nats_url, config, bridge=True)
+
+
+def _client(stack: Stack, key: str) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=stack.base_url, api_key=key, max_retries=0)
+
+
+@pytest.fixture
+def acme(stack: Stack) -> openai.AsyncOpenAI:
+    return _client(stack, KEY_ACME)
+
+
+@pytest.fixture
+def globex(stack: Stack) -> openai.AsyncOpenAI:
+    return _client(stack, KEY_GLOBEX)
+
+
+async def _until(client: openai.AsyncOpenAI, response_id: str, *statuses: str) -> Response:
+    """Poll the response (as a client of the API does) until it has one of ``statuses``."""
+
+    async def poll() -> Response:
+        while True:
+            response = await client.responses.retrieve(response_id)
+            if response.status in statuses:
+                return response
+            await asyncio.sleep(0.05)
+
+    return await asyncio.wait_for(poll(), FINISH_S)
+
+
+async def test_stored_response_read_listed_and_deleted(acme: openai.AsyncOpenAI) -> None:
+    """A stored response reads back as created, lists its input items, and is gone once
+    deleted."""
+    created = await acme.responses.create(
+        model="mock",
+        input=[
+            {"role": "user", "content": "one"},
+            {"role": "assistant", "content": "two"},
+            {"role": "user", "content": "three"},
+        ],
+    )
+    again = await acme.responses.retrieve(created.id)
+    assert again.model_dump() == created.model_dump()
+    page = await acme.responses.input_items.list(created.id, order="asc", limit=2)
+    texts = [item.content[0].text for item in page.data]  # type: ignore[union-attr]
+    assert texts == ["one", "two"]
+    assert page.has_more is True
+    rest = await acme.responses.input_items.list(created.id, order="asc", after=page.last_id)
+    assert [item.content[0].text for item in rest.data] == ["three"]  # type: ignore[union-attr]
+    assert rest.has_more is False
+    newest = await acme.responses.input_items.list(created.id)  # desc by default
+    assert newest.first_id == rest.last_id
+    await acme.responses.delete(created.id)
+    with pytest.raises(openai.NotFoundError):
+        await acme.responses.retrieve(created.id)
+
+
+async def test_a_tenant_sees_only_its_own(
+    acme: openai.AsyncOpenAI, globex: openai.AsyncOpenAI
+) -> None:
+    """Another tenant's response is a 404 to read, list, delete or continue."""
+    created = await acme.responses.create(model="mock", input="secret")
+    with pytest.raises(openai.NotFoundError):
+        await globex.responses.retrieve(created.id)
+    with pytest.raises(openai.NotFoundError):
+        await globex.responses.input_items.list(created.id)
+    with pytest.raises(openai.NotFoundError):
+        await globex.responses.delete(created.id)
+    with pytest.raises(openai.NotFoundError):
+        await globex.responses.create(model="mock", input="hi", previous_response_id=created.id)
+    assert (await acme.responses.retrieve(created.id)).id == created.id
+
+
+async def test_store_false_keeps_nothing(acme: openai.AsyncOpenAI) -> None:
+    """``store: false`` answers without keeping the response."""
+    created = await acme.responses.create(model="mock", input="forget me", store=False)
+    with pytest.raises(openai.NotFoundError):
+        await acme.responses.retrieve(created.id)
+
+
+async def test_conversation_continues_on_a_chat_upstream(
+    acme: openai.AsyncOpenAI, fake_openai: FakeOpenAI
+) -> None:
+    """``previous_response_id`` puts the earlier turns (input and output) before the input."""
+    first = await acme.responses.create(model="compat", input="My name is Ada.")
+    second = await acme.responses.create(
+        model="compat", input="What is my name?", previous_response_id=first.id
+    )
+    third = await acme.responses.create(
+        model="compat", input="Spell it.", previous_response_id=second.id
+    )
+    assert third.previous_response_id == second.id
+    assert fake_openai.received[-1].body["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "My name is Ada."}]},
+        {"role": "assistant", "content": first.output_text},
+        {"role": "user", "content": [{"type": "text", "text": "What is my name?"}]},
+        {"role": "assistant", "content": second.output_text},
+        {"role": "user", "content": "Spell it."},
+    ]
+
+
+async def test_conversation_passes_through_to_openai(
+    acme: openai.AsyncOpenAI, openai_upstream: FakeOpenAI
+) -> None:
+    """To OpenAI the conversation goes as OpenAI keeps it: its own previous_response_id."""
+    first = await acme.responses.create(model="gpt", input="My name is Ada.")
+    await acme.responses.create(model="gpt", input="Name?", previous_response_id=first.id)
+    assert openai_upstream.received[-1].body == {
+        "model": "gpt-4.1",
+        "input": "Name?",
+        "previous_response_id": "resp_upstream_1",
+    }
+
+
+async def test_background_response_queued_then_completed(
+    acme: openai.AsyncOpenAI, openai_upstream: FakeOpenAI
+) -> None:
+    """A background response is accepted at once as queued, then completes under its own id
+    (polled); the upstream got the body without ``background``."""
+    created = await acme.responses.create(model="gpt", input="take your time", background=True)
+    assert created.status == "queued"
+    assert created.background is True
+    done = await _until(acme, created.id, "completed", "failed")
+    assert done.status == "completed"
+    assert done.id == created.id
+    assert done.output_text == "upstream says hi to gpt-4.1"
+    assert openai_upstream.received[-1].body == {"model": "gpt-4.1", "input": "take your time"}
+
+
+async def test_background_response_cancelled_mid_call(
+    acme: openai.AsyncOpenAI, fake_openai: FakeOpenAI
+) -> None:
+    """Cancelling a running background response stops its upstream call, and it stays
+    cancelled."""
+    release = asyncio.Event()
+    fake_openai.script.append(Scripted(delay_s=30, release=release))
+    created = await acme.responses.create(model="compat", input="hold on", background=True)
+    await asyncio.wait_for(_received(fake_openai, 1), FINISH_S)
+    cancelled = await acme.responses.cancel(created.id)
+    assert cancelled.status == "cancelled"
+    await asyncio.wait_for(fake_openai.disconnected.wait(), FINISH_S)  # the call was stopped
+    assert (await acme.responses.retrieve(created.id)).status == "cancelled"
+    assert len(fake_openai.received) == 1
+
+
+async def test_only_background_responses_cancel(acme: openai.AsyncOpenAI) -> None:
+    """Cancelling a foreground response is a 400."""
+    created = await acme.responses.create(model="mock", input="done already")
+    with pytest.raises(openai.BadRequestError):
+        await acme.responses.cancel(created.id)
+
+
+async def _received(fake: FakeOpenAI, calls: int) -> None:
+    while len(fake.received) < calls:  # noqa: ASYNC110  (the fake has no arrival event)
+        await asyncio.sleep(0.01)
