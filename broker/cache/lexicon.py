@@ -88,7 +88,7 @@ ABBREVIATIONS = {
     "secs": "seconds", "sec": "second", "approx": "approximately", "pic": "picture",
     "colour": "color", "favourite": "favorite", "organise": "organize", "summarise": "summarize",
     "optimise": "optimize", "analyse": "analyze", "behaviour": "behavior", "centre": "center",
-    "metre": "meter", "litre": "liter", "kilometre": "kilometer", "realise": "realize",
+    "metre": "meter", "litre": "liter", "kilometre": "km", "kilometres": "km", "realise": "realize",
     "initialise": "initialize", "serialise": "serialize", "normalise": "normalize",
     "into": "to", "onto": "to", "whether": "if", "y": "why", "wht": "what", "n": "and",
     "calc": "calculate", "vals": "values",
