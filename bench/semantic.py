@@ -22,13 +22,14 @@ import numpy as np
 from nats.aio.msg import Msg
 
 from bench.__main__ import HIT, body, deployment, expect
+from broker.cache.decision import Decision
 from broker.cache.embed import Embedder
 from broker.cache.embedder import load_minilm, model_files
 from broker.cache.minilm_onnx import OnnxMiniLM
 from broker.cache.semantic_index import Entry, SemanticIndex
-from broker.cache.settings import DEFAULT_THRESHOLD
 from schemas import headers
 
+DECISION = Decision()
 PAIRS = Path(__file__).parent.parent / "tests" / "data" / "semantic_pairs.tsv"
 CONFIG = """
 [broker]
@@ -107,7 +108,9 @@ async def in_process(rounds: int) -> list[str]:
                 started = time.perf_counter()
                 vector = await asyncio.to_thread(embedder.embed, text)
                 searched = time.perf_counter()
-                match = indexes[name].search("ctx", vector, text, DEFAULT_THRESHOLD, time.time())
+                match = indexes[name].search(
+                    "ctx", vector, text, DECISION.threshold, time.time(), DECISION.accepts
+                )
                 done = time.perf_counter()
                 lookup[name].append(done - started)
                 search[name].append(done - searched)

@@ -110,6 +110,8 @@ class MiniLM:
         self._emb_ln = (w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"])
         self._layers = [self._layer(w, f"encoder.layer.{i}.") for i in range(6)]
         self._tokenizer = tokenizer
+        #: The vocabulary's whole words (the verifier tells typos from words by it).
+        self.words = frozenset(w for w in tokenizer.get_vocab() if w.isalpha())
         self._tokenizer.enable_truncation(MAX_TOKENS)
         # the shipped tokenizer.json pads to 128 tokens: the mean pooling must not see pads
         self._tokenizer.no_padding()

@@ -293,6 +293,8 @@ class OnnxMiniLM:
         )
         self._words, self._positions = input_embeddings(weights)
         self._tokenizer = tokenizer
+        #: The vocabulary's whole words (the verifier tells typos from words by it).
+        self.words = frozenset(w for w in tokenizer.get_vocab() if w.isalpha())
         self._tokenizer.enable_truncation(MAX_TOKENS)
         self._tokenizer.no_padding()
 

@@ -5,9 +5,10 @@ and its last message is a user's plain text. Its *context* (the cache key with t
 removed, :func:`broker.cache.key.context_key`) selects the earlier questions it may match:
 same namespace, model, system prompt, earlier turns, tools and parameters. Among them the
 most similar by cosine (all-MiniLM-L6-v2, :mod:`broker.cache.embed`) at or over the
-threshold whose anchors agree (:mod:`broker.cache.anchors`: numbers, units, names,
-negations, code) wins, and its answer is read by its exact key from L1, then L2: an answer
-that expired or was purged serves nobody, so L3 entries expire with their answers.
+threshold that the decision's check passes (:mod:`broker.cache.decision`: by default the
+token-level verifier of :mod:`broker.cache.verify`) wins, and its answer is read by its exact
+key from L1, then L2: an answer that expired or was purged serves nobody, so L3 entries
+expire with their answers.
 
 Entries live in a NATS KV bucket (``llm_edge_semantic``) that every broker watches into an
 in-process index, so brokers see each other's entries. Embedding runs on one thread of its
@@ -34,6 +35,7 @@ import msgspec
 from nats.aio.client import Client
 from nats.js import api
 
+from broker.cache.decision import Decision, rung_for
 from broker.cache.key import context_key
 from broker.cache.semantic_index import Entry, Match, SemanticIndex
 from edge_runtime.jetstream import ensure_key_value
@@ -79,6 +81,12 @@ class SemanticCache:
     ) -> None:
         self.settings = settings
         self.index = SemanticIndex(settings.max_entries)
+        #: The serve-or-miss rule, picked by ``settings.target_error_rate``.
+        self.decision = Decision(
+            rung_for(settings.target_error_rate),
+            settings.threshold,
+            vocabulary=getattr(embedder, "words", frozenset()),
+        )
         self._embedder = embedder
         self._nc = nc
         self._js = nc.jetstream() if nc is not None else None
@@ -196,8 +204,15 @@ class SemanticCache:
         if len(self._memo) > 1024:  # lookups whose answers were never written
             self._memo.clear()
         self._memo[text] = vector
+        decision = self.decision
         return self.index.choose(
-            context, rows, vector, text, threshold=self.settings.threshold, now=self._clock()
+            context,
+            rows,
+            vector,
+            text,
+            threshold=decision.threshold,
+            now=self._clock(),
+            accepts=decision.accepts,
         )
 
     def _embed_and_rank(self, context: str, text: str) -> tuple[Vector, list[int]]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import heapq
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -222,9 +223,11 @@ class SemanticIndex:
         *,
         threshold: float,
         now: float,
+        accepts: Callable[[str, str], bool] = agree,
     ) -> Match | None:
-        """Of ranked ``rows``, the most similar live entry at or over ``threshold`` whose
-        anchors agree; each row's similarity is computed again from its current vector."""
+        """Of ranked ``rows``, the most similar live entry at or over ``threshold`` that
+        ``accepts(text, entry's text)`` (the decision's check, by default the anchors');
+        each row's similarity is computed again from its current vector."""
         context = self._contexts.get(context_key)
         if context is None:
             return None
@@ -235,13 +238,21 @@ class SemanticIndex:
                 if score >= threshold:
                     scored.append((score, context.entries[row]))
         for score, entry in sorted(scored, key=lambda pair: -pair[0]):
-            if entry.expires > now and agree(text, entry.text):
+            if entry.expires > now and accepts(text, entry.text):
                 return Match(entry.answer, score)
         return None
 
-    def search(
-        self, context_key: str, vector: Vector, text: str, threshold: float, now: float
+    def search(  # noqa: PLR0917 - the same arguments as choose, which callers pass in order
+        self,
+        context_key: str,
+        vector: Vector,
+        text: str,
+        threshold: float,
+        now: float,
+        accepts: Callable[[str, str], bool] = agree,
     ) -> Match | None:
         """:meth:`rank` then :meth:`choose`, on one thread."""
         rows = self.rank(context_key, vector)
-        return self.choose(context_key, rows, vector, text, threshold=threshold, now=now)
+        return self.choose(
+            context_key, rows, vector, text, threshold=threshold, now=now, accepts=accepts
+        )

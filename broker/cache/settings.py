@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from broker.cache.decision import DEFAULT_TARGET_ERROR_RATE, rung_for
 from edge_runtime.tables import check_keys, field_names
 from schemas.jetstream import SEMANTIC_BUCKET
 
@@ -26,7 +27,7 @@ __all__ = [
     "DEFAULT_L2_NATS_MAX_BYTES",
     "DEFAULT_L2_TIMEOUT_S",
     "DEFAULT_L2_TTL_S",
-    "DEFAULT_THRESHOLD",
+    "DEFAULT_TARGET_ERROR_RATE",
     "CacheSettings",
     "L2Kind",
     "NondeterministicPolicy",
@@ -46,17 +47,15 @@ DEFAULT_EMBEDDINGS_L1_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_L2_NATS_MAX_BYTES = 256 * 1024 * 1024
 
 
-#: Cosine at or over which a guarded candidate is served: on tests/data/semantic_pairs.tsv
-#: (303 pairs) precision 0.991 and recall 0.828 at 0.90; 0.85 lets 3 hard negatives through.
-DEFAULT_THRESHOLD = 0.90
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SemanticSettings:
     """The ``[cache.semantic]`` table: ``models`` and ``tenants`` empty mean all."""
 
     enabled: bool = False
-    threshold: float = DEFAULT_THRESHOLD
+    #: Picks the rule: the verifier (0.025, the default) or the anchors (0.54 and over).
+    target_error_rate: float = DEFAULT_TARGET_ERROR_RATE
+    #: The cosine floor; unset: the rule's own (0.80 verified, 0.90 anchored).
+    threshold: float | None = None
     models: tuple[str, ...] = ()
     tenants: tuple[str, ...] = ()
     bucket: str = SEMANTIC_BUCKET
@@ -76,8 +75,11 @@ class SemanticSettings:
             if name in values:
                 values[name] = tuple(values[name])
         settings = cls(**values)
-        if not 0.0 < settings.threshold <= 1.0:
+        if settings.threshold is not None and not 0.0 < settings.threshold <= 1.0:
             raise ValueError("cache.semantic.threshold must be in (0, 1]")
+        if not 0.0 < settings.target_error_rate <= 1.0:
+            raise ValueError("cache.semantic.target_error_rate must be in (0, 1]")
+        rung_for(settings.target_error_rate)  # a target no rule can show is refused here
         for name in ("max_entries", "max_bytes"):
             value = getattr(settings, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -69,11 +69,11 @@ async def test_paraphrase_hits_in_the_other_broker(
     assert (await _ask(two, "What is the capital of France?", namespace))[0] == "MISS"
     await _seen_by_all(two, f"default:{namespace}:")
     for _ in range(2):  # the queue group may pick either broker: both must hit
-        cache, similarity = await _ask(two, "Which city is the capital of France?", namespace)
+        cache, similarity = await _ask(two, "Tell me the capital of France.", namespace)
         assert cache == "HIT-SEMANTIC"
         assert float(similarity) >= 0.9
     assert (await _ask(two, "What is the capital of Germany?", namespace))[0] == "MISS"
-    assert (await _ask(two, "Which city is the capital of France?", namespace + "x"))[0] == "MISS"
+    assert (await _ask(two, "Tell me the capital of France.", namespace + "x"))[0] == "MISS"
     upstream_calls = len(fake_openai.received)
     purge = await two.nc.request(
         "llm.admin.cache.purge", msgspec.json.encode({"namespace": namespace}), timeout=5
@@ -168,7 +168,7 @@ async def test_a_flood_of_distinct_misses_stays_within_the_bounds(
                 ),
                 10,
             )
-    assert (await _ask(stack, "What is the height of Mount Kilimanjaro?", "flood"))[0] == (
+    assert (await _ask(stack, "Tell me how tall Mount Kilimanjaro is.", "flood"))[0] == (
         "HIT-SEMANTIC"
     )
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.semantic_quality import evaluate, read
 from broker.cache.anchors import agree
-from broker.cache.settings import DEFAULT_THRESHOLD
+from broker.cache.decision import RUNGS, Decision
 
 pytestmark = pytest.mark.model
 
@@ -53,10 +54,13 @@ def test_broker_embeddings_match_the_float32_reference(embedder, reference) -> N
     theirs = {t: reference.embed(t) for t in texts}
     worst = min(float(ours[t] @ theirs[t]) for t in texts)
     differing, false_hits = 0, 0
+    # the anchors' rule: its cosine floor (0.90) sits among these pairs' similarities, so it
+    # is the one that shows a drift between the runtimes
+    threshold = RUNGS[-1].threshold
     for kind, first, second in rows:
         guarded = agree(first, second)
-        served = guarded and float(ours[first] @ ours[second]) >= DEFAULT_THRESHOLD
-        expected = guarded and float(theirs[first] @ theirs[second]) >= DEFAULT_THRESHOLD
+        served = guarded and float(ours[first] @ ours[second]) >= threshold
+        expected = guarded and float(theirs[first] @ theirs[second]) >= threshold
         differing += served != expected
         false_hits += served and not expected and kind != "para"
     print(
@@ -73,27 +77,19 @@ def test_broker_embeddings_match_the_float32_reference(embedder, reference) -> N
 
 
 def test_labelled_pairs_meet_precision_and_recall(embedder) -> None:  # type: ignore[no-untyped-def]
-    """At the default threshold, paraphrases match (recall >= 0.70) and hard negatives don't
-    (precision >= 0.99) on the >= 300 labelled pairs."""
-    rows = _pairs()
-    assert len(rows) >= 300
-    hits = {True: 0, False: 0}
-    misses_by_kind: dict[str, int] = {}
-    for kind, first, second in rows:
-        similarity = float(embedder.embed(first) @ embedder.embed(second))
-        served = similarity >= DEFAULT_THRESHOLD and agree(first, second)
-        hits[kind == "para"] += served
-        if kind != "para" and served:
-            misses_by_kind[kind] = misses_by_kind.get(kind, 0) + 1
-    positives = sum(kind == "para" for kind, _, _ in rows)
-    precision = hits[True] / max(hits[True] + hits[False], 1)
-    recall = hits[True] / positives
-    print(
-        f"\nsemantic pairs: {len(rows)} ({positives} paraphrases) threshold {DEFAULT_THRESHOLD}:"
-        f" precision {precision:.3f} recall {recall:.3f} false hits by kind {misses_by_kind}"
-    )
-    assert precision >= 0.99
-    assert recall >= 0.70
+    """The default decision, through the broker's index, makes no more wrong hits on the
+    303 labelled pairs than its bound from the tuning half allows (0 of 28 there; 95% bound
+    0.023), and still serves a fifth of the paraphrases (recall >= 0.18: the verifier
+    refuses every paraphrase that changes a content word, so the anchors' 0.83 is gone)."""
+    pairs = read("pairs")
+    assert len(pairs) >= 300
+    words = getattr(embedder, "words", frozenset())
+    vectors = {t: embedder.embed(t) for _, _, a, b in pairs for t in (a, b)}
+    decision = Decision(vocabulary=words)
+    result = evaluate(decision, pairs, vectors)
+    print(f"\nsemantic pairs, default decision: {result}")
+    assert result.wrong / max(result.hits, 1) <= decision.rung.bound
+    assert result.recall >= 0.18
 
 
 @pytest.mark.parametrize(
