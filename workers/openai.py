@@ -12,9 +12,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import msgspec
-from opentelemetry.trace import SpanKind
 
-from edge_runtime.tracing import inject, span
 from schemas import ChatCompletion, ChatCompletionChunk
 from schemas.embeddings import count_inputs, decode_embedding_list
 from workers.base import ProviderRequest, Relayed
@@ -26,9 +24,10 @@ from workers.errors import (
     kind_for_status,
     transport_error,
 )
-from workers.h1 import TransportError, UpstreamClient
+from workers.h1 import UpstreamClient
 from workers.sse import aiter_sse
-from workers.upstream_http import UpstreamReply, expect_event_stream, read_reply
+from workers.upstream_http import UpstreamReply
+from workers.upstream_post import UpstreamPoster
 
 __all__ = ["OpenAIProvider", "parse_retry_after"]
 
@@ -76,8 +75,7 @@ class OpenAIProvider:
     ) -> None:
         self.name = config.name
         self._config = config
-        self._client = client
-        self._proxy = proxy
+        self._upstream = UpstreamPoster(config, client, proxy, self._error)
         self._api_key = api_key
         self._azure = config.kind is ProviderKind.AZURE
         self._headers = {"content-type": "application/json", **config.headers}
@@ -112,11 +110,10 @@ class OpenAIProvider:
             body.pop("stream_options", None)
         return _encode(body)
 
-    def _request_headers(self, request: ProviderRequest) -> dict[str, str]:
+    async def _request_headers(self, request: ProviderRequest) -> dict[str, str]:
         outgoing = dict(self._headers)
         if request.request_id:
             outgoing["x-client-request-id"] = request.request_id
-        inject(outgoing)  # the upstream call joins the request's trace
         return outgoing
 
     async def complete(self, request: ProviderRequest) -> bytes:
@@ -145,23 +142,12 @@ class OpenAIProvider:
         Raises:
             ProviderError: the call failed, or its answer is not what ``check`` reads.
         """
-        timeout = min(request.timeout_s, self._config.timeout_s)
-        try:
-            with span(
-                "upstream POST", kind=SpanKind.CLIENT, attributes={"llm.provider": self.name}
-            ):
-                async with self._client.post(
-                    self._url(request.upstream_model, operation),
-                    data=self._payload(request, stream=False),
-                    headers=self._request_headers(request),
-                    timeout=timeout,
-                    proxy=self._proxy,
-                ) as response:
-                    reply = await read_reply(response)
-        except TransportError as exc:
-            raise self._error(exc) from exc
-        if reply.status >= 400:
-            raise self._error(reply)
+        reply = await self._upstream.whole(
+            self._url(request.upstream_model, operation),
+            self._payload(request, stream=False),
+            self._request_headers(request),
+            request.timeout_s,
+        )
         try:
             check(reply.body)
         except msgspec.MsgspecError as exc:
@@ -179,24 +165,16 @@ class OpenAIProvider:
             ProviderError: ``invalid_response`` for a body that is not an event stream, or one
                 that closes without ``data: [DONE]`` (its answer may be cut short).
         """
-        timeout = min(request.timeout_s, self._config.timeout_s)
-        try:
-            async with self._client.post(
-                self._url(request.upstream_model),
-                data=self._payload(request, stream=True),
-                headers=self._request_headers(request),
-                timeout=timeout,
-                proxy=self._proxy,
-            ) as response:
-                if response.status >= 400:
-                    raise self._error(await read_reply(response))
-                await expect_event_stream(response)
-                async for event in aiter_sse(response.iter_chunks()):
-                    if event.data == "[DONE]":
-                        return
-                    yield Relayed(self._chunk(event.data), event.data.encode())
-        except (TransportError, UnexpectedBody) as exc:
-            raise self._error(exc) from exc
+        async with self._upstream.stream(
+            self._url(request.upstream_model),
+            self._payload(request, stream=True),
+            self._request_headers(request),
+            request.timeout_s,
+        ) as response:
+            async for event in aiter_sse(response.iter_chunks()):
+                if event.data == "[DONE]":
+                    return
+                yield Relayed(self._chunk(event.data), event.data.encode())
         # closed cleanly but cut short: the answer so far may be partial
         raise self._error(UnexpectedBody("the event stream ended without `data: [DONE]`"))
 
@@ -216,10 +194,7 @@ class OpenAIProvider:
     def _error(self, failure: UpstreamReply | Exception) -> ProviderError:
         """Map every upstream failure to a :class:`ProviderError` (the only place that does)."""
         if isinstance(failure, Exception):
-            error = transport_error(self.name, failure)
-            return ProviderError(
-                self.name, error.kind, self._scrub(error.message), retry_after=error.retry_after
-            )
+            return transport_error(self.name, failure, self._scrub)
         return ProviderError(
             self.name,
             kind_for_status(failure.status),
