@@ -27,16 +27,17 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from aiohttp.test_utils import RawTestServer
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from tests.support.anthropic_shapes import MESSAGE, stream_events
+from tests.support.loopback_http import serving, streamed
 
 __all__ = ["FakeGoogle", "GeminiAnswer", "google_error", "running_google", "service_account"]
 
 USAGE = {"promptTokenCount": 11, "candidatesTokenCount": 7, "totalTokenCount": 18}
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+_EVENT_STREAM = {"content-type": "text/event-stream"}
 
 
 def google_error(code: int, status: str, message: str, **extra: Any) -> dict[str, Any]:
@@ -259,18 +260,16 @@ class FakeGoogle:
     async def _stream(
         self, request: web.BaseRequest, answer: GeminiAnswer, model: str
     ) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
-        await response.prepare(request)
         words = answer.text.split(" ")
+        events = []
         for i, word in enumerate(words):
             last = i == len(words) - 1
             if last and answer.cut:
                 break
             piece = word if i == 0 else f" {word}"
             event = self._response(answer, model, piece, final=last)
-            await response.write(f"data: {json.dumps(event)}\r\n\r\n".encode())
-        await response.write_eof()
-        return response
+            events.append(f"data: {json.dumps(event)}\r\n\r\n".encode())
+        return await streamed(request, events, _EVENT_STREAM)
 
     @staticmethod
     async def _claude(
@@ -284,15 +283,10 @@ class FakeGoogle:
                 "content": [{"type": "text", "text": answer.text}],
             }
             return web.json_response(message)
-        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
-        await response.prepare(request)
         words = answer.text.split(" ")
         pieces = [w if i == 0 else f" {w}" for i, w in enumerate(words)]
         events = stream_events(pieces)
-        for event in events[:-2] if answer.cut else events:
-            await response.write(event)
-        await response.write_eof()
-        return response
+        return await streamed(request, events[:-2] if answer.cut else events, _EVENT_STREAM)
 
     async def serve(self, request: web.BaseRequest) -> web.StreamResponse:
         if request.path == "/token" and request.method == "POST":
@@ -306,10 +300,5 @@ class FakeGoogle:
 async def running_google() -> AsyncIterator[FakeGoogle]:
     """A fake Google on a free loopback port, stopped on exit."""
     fake = FakeGoogle()
-    server = RawTestServer(fake.serve, host="127.0.0.1", port=0)
-    await server.start_server()
-    fake.base_url = str(server.make_url("")).rstrip("/")
-    try:
+    async with serving(fake.serve) as fake.base_url:
         yield fake
-    finally:
-        await server.close()
