@@ -15,7 +15,9 @@ from schemas import headers
 from tests.support.fake_bedrock import BedrockAnswer, FakeBedrock, running_bedrock
 from tests.support.provider_calls import (
     WEATHER_TOOL,
+    answer_the_call,
     anthropic_sdk,
+    call_for_the_tool,
     chat_over_nats,
     error_of,
     finish_reasons,
@@ -147,17 +149,7 @@ async def test_tools_both_ways(stack: Stack, bedrock: FakeBedrock) -> None:
     tool_use = {"toolUseId": "tooluse_abc", "name": "get_weather", "input": {"city": "Oslo"}}
     bedrock.script.append(BedrockAnswer(text="", tools=[tool_use], stop_reason="tool_use"))
     client = openai_sdk(stack)
-    messages: list[dict[str, object]] = [{"role": "user", "content": "Weather in Oslo?"}]
-    first = await client.chat.completions.create(
-        model="claude",
-        messages=messages,  # type: ignore[arg-type]
-        tools=[WEATHER_TOOL],  # type: ignore[list-item]
-        tool_choice="required",
-    )
-    choice = first.choices[0]
-    assert choice.finish_reason == "tool_calls"
-    assert choice.message.tool_calls is not None
-    call = choice.message.tool_calls[0]
+    message, call = await call_for_the_tool(client, "claude", "required")
     assert (call.id, call.function.name) == ("tooluse_abc", "get_weather")
     assert json.loads(call.function.arguments) == {"city": "Oslo"}
     assert bedrock.calls[-1].body["toolConfig"] == {
@@ -172,15 +164,7 @@ async def test_tools_both_ways(stack: Stack, bedrock: FakeBedrock) -> None:
         ],
         "toolChoice": {"any": {}},
     }
-    messages += [
-        choice.message.model_dump(exclude_none=True),
-        {"role": "tool", "tool_call_id": call.id, "content": '{"temp_c": 12}'},
-    ]
-    second = await client.chat.completions.create(
-        model="claude",
-        messages=messages,  # type: ignore[arg-type]
-        tools=[WEATHER_TOOL],  # type: ignore[list-item]
-    )
+    second = await answer_the_call(client, "claude", message)
     assert second.choices[0].message.content == "Hello from Bedrock"
     assert bedrock.calls[-1].body["messages"][1:] == [
         {"role": "assistant", "content": [{"toolUse": tool_use}]},

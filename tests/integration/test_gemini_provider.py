@@ -23,7 +23,9 @@ from tests.support.fake_google import (
 )
 from tests.support.provider_calls import (
     WEATHER_TOOL,
+    answer_the_call,
     anthropic_sdk,
+    call_for_the_tool,
     chat_over_nats,
     error_of,
     finish_reasons,
@@ -191,17 +193,8 @@ async def test_tools_both_ways_keep_the_thought_signature(stack: Stack, google: 
         )
     )
     client = openai_sdk(stack)
-    messages: list[dict[str, object]] = [{"role": "user", "content": "Weather in Oslo?"}]
-    first = await client.chat.completions.create(
-        model="flash",
-        messages=messages,  # type: ignore[arg-type]
-        tools=[WEATHER_TOOL],  # type: ignore[list-item]
-        tool_choice={"type": "function", "function": {"name": "get_weather"}},
-    )
-    choice = first.choices[0]
-    assert choice.finish_reason == "tool_calls"
-    assert choice.message.tool_calls is not None
-    call = choice.message.tool_calls[0]
+    tool_choice = {"type": "function", "function": {"name": "get_weather"}}
+    message, call = await call_for_the_tool(client, "flash", tool_choice)
     assert call.function.name == "get_weather"
     assert json.loads(call.function.arguments) == {"city": "Oslo"}
     sent = google.calls[-1].body
@@ -211,15 +204,7 @@ async def test_tools_both_ways_keep_the_thought_signature(stack: Stack, google: 
         "functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}
     }
 
-    messages += [
-        choice.message.model_dump(exclude_none=True),
-        {"role": "tool", "tool_call_id": call.id, "content": '{"temp_c": 12}'},
-    ]
-    second = await client.chat.completions.create(
-        model="flash",
-        messages=messages,  # type: ignore[arg-type]
-        tools=[WEATHER_TOOL],  # type: ignore[list-item]
-    )
+    second = await answer_the_call(client, "flash", message)
     assert second.choices[0].message.content == "Hello from Gemini"
     model_turn, result_turn = google.calls[-1].body["contents"][1:]
     assert model_turn["role"] == "model"

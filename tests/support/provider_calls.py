@@ -10,15 +10,24 @@ from typing import Any
 import anthropic
 import msgspec
 import openai
-from openai.types.chat import ChatCompletionChunk
+from openai.types.chat import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionMessage,
+    ChatCompletionMessageToolCall,
+)
 
 from schemas import ChatCompletionChunk as WireChunk
 from schemas import headers
 from tests.support.stack import Stack, chat
 
 __all__ = [
+    "WEATHER_QUESTION",
+    "WEATHER_RESULT",
     "WEATHER_TOOL",
+    "answer_the_call",
     "anthropic_sdk",
+    "call_for_the_tool",
     "chat_over_nats",
     "error_of",
     "finish_reasons",
@@ -82,6 +91,44 @@ def finish_reasons(chunks: Sequence[ChatCompletionChunk | WireChunk]) -> list[st
 def tool_call_deltas(chunks: Sequence[WireChunk]) -> list[dict[str, Any]]:
     """The tool-call deltas of a stream's chunks, in order."""
     return [tc for c in chunks if c.choices for tc in c.choices[0].delta.tool_calls or ()]
+
+
+#: The question :func:`call_for_the_tool` asks, and the result :func:`answer_the_call` gives.
+WEATHER_QUESTION = {"role": "user", "content": "Weather in Oslo?"}
+WEATHER_RESULT = '{"temp_c": 12}'
+
+
+async def call_for_the_tool(
+    client: openai.AsyncOpenAI, model: str, tool_choice: Any
+) -> tuple[ChatCompletionMessage, ChatCompletionMessageToolCall]:
+    """Ask ``model`` the weather with :data:`WEATHER_TOOL` offered: its answer must be a tool
+    call (finishing with ``tool_calls``); the answer's message and its first call."""
+    first = await client.chat.completions.create(
+        model=model,
+        messages=[WEATHER_QUESTION],  # type: ignore[list-item]
+        tools=[WEATHER_TOOL],  # type: ignore[list-item]
+        tool_choice=tool_choice,
+    )
+    choice = first.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.tool_calls is not None
+    call = choice.message.tool_calls[0]
+    assert isinstance(call, ChatCompletionMessageToolCall)
+    return choice.message, call
+
+
+async def answer_the_call(
+    client: openai.AsyncOpenAI, model: str, message: ChatCompletionMessage
+) -> ChatCompletion:
+    """Send the conversation on: the question, the assistant's ``message`` (a tool call) as
+    it came, and the call's result."""
+    assert message.tool_calls is not None
+    result = {"role": "tool", "tool_call_id": message.tool_calls[0].id, "content": WEATHER_RESULT}
+    return await client.chat.completions.create(
+        model=model,
+        messages=[WEATHER_QUESTION, message.model_dump(exclude_none=True), result],  # type: ignore[list-item]
+        tools=[WEATHER_TOOL],  # type: ignore[list-item]
+    )
 
 
 async def text_until_error(stream: AsyncIterable[ChatCompletionChunk]) -> str:
