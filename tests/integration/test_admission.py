@@ -21,14 +21,13 @@ import pytest
 from nats.aio.msg import Msg
 from prometheus_client import REGISTRY
 
-from broker.config import Config
 from broker.request import Reply
 from broker.service import BrokerService
 from broker.tenancy.tenants import hash_key
 from broker.upstream.breaker import BreakerState
 from edge_client.chat import stream_chat
 from schemas import headers
-from tests.support.stack import Stack, StackFactory, chat, config_from
+from tests.support.stack import Stack, StackFactory, chat, config_from, one_upstream_config
 from tests.support.upstream import FakeOpenAI, ProviderLimits, Scripted, running_fake
 
 KEYS = {name: f"sk-le-test-{name}-{uuid.uuid4().hex}" for name in ("a", "b", "heavy", "light")}
@@ -52,27 +51,6 @@ def tenants() -> str:
     """
 
 
-def one_deployment(
-    fake: FakeOpenAI, deployment: str = "", sections: str = "", *, model: str = "m"
-) -> Config:
-    """Cache and batches off; the fake as provider ``up`` serving ``model`` through one
-    deployment (``deployment``: more keys of its inline table); ``sections``: more TOML."""
-    return config_from(
-        f"""
-        [cache]
-        enabled = false
-        [batch]
-        enabled = false
-        [providers.up]
-        kind = "openai_compatible"
-        base_url = "{fake.base_url}"
-        [models.{model}]
-        deployments = [{{ provider = "up", model = "{model}", {deployment} }}]
-        """
-        + sections
-    )
-
-
 @pytest.fixture
 async def limited_fake() -> AsyncIterator[FakeOpenAI]:
     async with running_fake(ProviderLimits(concurrency=CALLS, rpm=RPM)) as fake:
@@ -82,7 +60,9 @@ async def limited_fake() -> AsyncIterator[FakeOpenAI]:
 
 async def two_brokers(make_stack: StackFactory, nats_url: str, fake: FakeOpenAI) -> Stack:
     limits = f"concurrency = {CALLS}, rpm = {RPM}"
-    config = one_deployment(fake, limits, f"[admission]\nmax_wait_s = 120\n{tenants()}")
+    config = one_upstream_config(
+        fake.base_url, limits, f"[admission]\nmax_wait_s = 120\n{tenants()}"
+    )
     return await make_stack(nats_url, config, brokers=2)
 
 
@@ -176,7 +156,7 @@ async def test_tenants_share_a_saturated_deployment_by_weight(
     async with running_fake(ProviderLimits(concurrency=4)) as fake:
         fake.default = Scripted(delay_s=0.05)
         admission = f"[admission]\nmax_wait_s = 120\n{tenants()}"
-        config = one_deployment(fake, "concurrency = 4", admission)
+        config = one_upstream_config(fake.base_url, "concurrency = 4", admission)
         stack = await make_stack(nats_url, config, brokers=2)
         floods = [
             ask(stack, tenant, f"flood {i}") for i in range(100) for tenant in ("heavy", "light")
@@ -287,7 +267,9 @@ async def test_a_request_that_cannot_wait_long_enough_is_refused_at_once(
     Retry-After of when capacity is expected; the waiting requests are all answered."""
     async with running_fake(ProviderLimits(concurrency=1)) as fake:
         fake.default = Scripted(delay_s=0.3)
-        stack = await make_stack(nats_url, one_deployment(fake, "concurrency = 1", tenants()))
+        stack = await make_stack(
+            nats_url, one_upstream_config(fake.base_url, "concurrency = 1", tenants())
+        )
         queued = [asyncio.create_task(ask(stack, "a", f"queued {i}")) for i in range(10)]
         await asyncio.wait(queued, return_when=asyncio.FIRST_COMPLETED)  # a call ended
         hdrs = {"Authorization": f"Bearer {KEYS['b']}", headers.TIMEOUT_MS: "500"}
@@ -309,7 +291,7 @@ async def test_brokers_learn_a_providers_limits_from_its_headers_and_stay_under_
     burst of 16 waits for it instead of meeting the provider's 429."""
     async with running_fake(ProviderLimits(rpm=120, advertise=True)) as fake:
         admission = f"[admission]\nstats_s = 0.1\nmax_wait_s = 60\n{tenants()}"
-        config = one_deployment(fake, 'name = "up"', admission)
+        config = one_upstream_config(fake.base_url, 'name = "up"', admission)
         stack = await make_stack(nats_url, config, brokers=2)
         assert (await ask(stack, "a", "first"))[0] == 200
         async with asyncio.timeout(10):  # the other broker hears of the limit
@@ -336,7 +318,7 @@ async def test_a_dead_brokers_share_returns_to_the_others(
     connection closed under it). Once its lease runs out, broker b runs 4 calls at once."""
     async with running_fake(ProviderLimits(concurrency=4)) as fake:
         fake.default = Scripted(delay_s=0.3)
-        config = one_deployment(fake, "concurrency = 4", "[admission]\nlease_s = 1.0")
+        config = one_upstream_config(fake.base_url, "concurrency = 4", "[admission]\nlease_s = 1.0")
         stack = await make_stack(nats_url, config, brokers=2)
         a, b = stack.brokers
         await asyncio.gather(*(through(a, f"a {i}") for i in range(4)))
@@ -354,7 +336,9 @@ async def test_the_queue_time_reaches_http_callers(nats_url: str, make_stack: St
     busy deployment."""
     async with running_fake(ProviderLimits(concurrency=1)) as fake:
         fake.default = Scripted(delay_s=0.2)
-        stack = await make_stack(nats_url, one_deployment(fake, "concurrency = 1"), bridge=True)
+        stack = await make_stack(
+            nats_url, one_upstream_config(fake.base_url, "concurrency = 1"), bridge=True
+        )
         assert stack.http is not None
         body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
         first = await stack.http.post("/chat/completions", json={**body, "user": "first"})
@@ -437,7 +421,9 @@ async def test_waiting_requests_show_in_the_metrics(
     async with running_fake(ProviderLimits(concurrency=1)) as fake:
         fake.default = Scripted(delay_s=0.2)
         sections = f"[broker]\ntenant_metrics = true\n{tenants()}"
-        stack = await make_stack(nats_url, one_deployment(fake, "concurrency = 1", sections))
+        stack = await make_stack(
+            nats_url, one_upstream_config(fake.base_url, "concurrency = 1", sections)
+        )
         waits = {"tenant": "a", "class": "background"}
         counted = REGISTRY.get_sample_value("llm_edge_queue_wait_seconds_count", waits) or 0
         asking = [asyncio.create_task(ask(stack, "a", f"m {i}", "background")) for i in range(4)]
@@ -460,7 +446,7 @@ async def test_a_stream_holds_its_permit_until_it_ends(
     held from its first chunk to its end, then the next waiting stream starts."""
     async with running_fake(ProviderLimits(concurrency=1)) as fake:
         fake.default = Scripted(chunk_delay_s=0.05)
-        stack = await make_stack(nats_url, one_deployment(fake, "concurrency = 1"))
+        stack = await make_stack(nats_url, one_upstream_config(fake.base_url, "concurrency = 1"))
 
         async def stream(i: int) -> str:
             body = {"model": "m", "messages": [{"role": "user", "content": f"s{i}"}]}
@@ -481,7 +467,9 @@ async def test_embeddings_wait_for_their_deployments_limits(
     answers a 429, and the later ones say they waited (``Llm-Queue-Ms``)."""
     async with running_fake(ProviderLimits(concurrency=1)) as fake:
         fake.default = Scripted(delay_s=LATENCY_S)
-        config = one_deployment(fake, "concurrency = 1", "[admission]\nmax_wait_s = 60", model="e")
+        config = one_upstream_config(
+            fake.base_url, "concurrency = 1", "[admission]\nmax_wait_s = 60", model="e"
+        )
         stack = await make_stack(nats_url, config)
         hdrs = {headers.TIMEOUT_MS: "60000"}
         replies = await asyncio.gather(
