@@ -19,7 +19,6 @@ from tests.support.fake_google import (
     GeminiAnswer,
     google_error,
     running_google,
-    service_account,
 )
 from tests.support.provider_calls import (
     WEATHER_TOOL,
@@ -42,10 +41,7 @@ SIGNATURE = base64.b64encode(b"\x00\xffopaque thought signature\xfe").decode()
 
 @pytest.fixture
 async def google(tmp_path: Path) -> AsyncIterator[FakeGoogle]:
-    async with running_google() as fake:
-        key = service_account(tmp_path / "sa.json", f"{fake.base_url}/token")
-        fake.public_key = key.public_key()
-        fake.email = "edge@proj-1.iam.gserviceaccount.com"
+    async with running_google(tmp_path / "sa.json") as fake:
         yield fake
 
 

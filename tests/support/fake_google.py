@@ -115,6 +115,13 @@ class FakeGoogle:
         self._token_asked = asyncio.Condition()
         self.base_url = ""
 
+    def issue_service_account(self, path: Path, project: str = "proj-1") -> None:
+        """Write a service-account key file to ``path`` whose assertions the token endpoint
+        takes (one account at a time)."""
+        key = service_account(path, f"{self.base_url}/token", project)
+        self.public_key = key.public_key()
+        self.email = f"edge@{project}.iam.gserviceaccount.com"
+
     async def wait_token_requests(self, count: int) -> None:
         """Until the token endpoint was asked ``count`` times (bounded by the caller)."""
         async with self._token_asked:
@@ -297,8 +304,11 @@ class FakeGoogle:
 
 
 @contextlib.asynccontextmanager
-async def running_google() -> AsyncIterator[FakeGoogle]:
-    """A fake Google on a free loopback port, stopped on exit."""
+async def running_google(key_file: Path | None = None) -> AsyncIterator[FakeGoogle]:
+    """A fake Google on a free loopback port, stopped on exit; with ``key_file``, the
+    service account it writes there is the one it takes."""
     fake = FakeGoogle()
     async with serving(fake.serve) as fake.base_url:
+        if key_file is not None:
+            fake.issue_service_account(key_file)
         yield fake
