@@ -15,9 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import msgspec
-from opentelemetry.trace import SpanKind
 
-from edge_runtime.tracing import inject, span
 from schemas import ChatCompletionChunk, headers
 from schemas.codec import (
     KNOWN_REQUEST_FIELDS,
@@ -39,12 +37,13 @@ from workers.errors import (
     kind_for_status,
     transport_error,
 )
-from workers.h1 import TransportError, UpstreamClient
+from workers.h1 import UpstreamClient
 from workers.openai import parse_retry_after
 from workers.sse import aiter_sse
-from workers.upstream_http import UpstreamReply, expect_event_stream, read_reply
+from workers.upstream_http import UpstreamReply
+from workers.upstream_post import UpstreamPoster
 
-__all__ = ["ANTHROPIC_VERSION", "AnthropicProvider"]
+__all__ = ["ANTHROPIC_VERSION", "AnthropicProvider", "anthropic_error_kind"]
 
 #: The ``anthropic-version`` header sent upstream.
 ANTHROPIC_VERSION = "2023-06-01"
@@ -69,7 +68,8 @@ class _Count(msgspec.Struct):
 _message_check = msgspec.json.Decoder(_Message)
 _count_check = msgspec.json.Decoder(_Count)
 
-#: Anthropic error ``type`` -> our kind (the status decides when the type is unknown).
+#: Anthropic error ``type`` -> our kind (the status decides when the type is unknown); Claude
+#: on Vertex AI answers with the same types.
 _ERROR_TYPES = {
     "invalid_request_error": ErrorKind.BAD_REQUEST,
     "authentication_error": ErrorKind.AUTHENTICATION,
@@ -81,6 +81,17 @@ _ERROR_TYPES = {
     "overloaded_error": ErrorKind.UNAVAILABLE,
     "timeout_error": ErrorKind.TIMEOUT,
 }
+
+
+def anthropic_error_kind(error_type: object, status: int | None) -> ErrorKind:
+    """Our kind for an Anthropic error ``type``, else for its HTTP status (``None`` inside a
+    stream); a 529 (overloaded) is retryable whatever the body says."""
+    if status == 529:
+        return ErrorKind.UNAVAILABLE
+    kind = _ERROR_TYPES.get(str(error_type))
+    if kind is not None:
+        return kind
+    return kind_for_status(status) if status else ErrorKind.UNAVAILABLE
 
 
 def _refuse_nested(body: bytes) -> None:
@@ -111,10 +122,11 @@ class AnthropicProvider:
         proxy: str | None = None,
     ) -> None:
         self.name = config.name
-        self._config = config
-        self._client = client
-        self._proxy = proxy
+        self._upstream = UpstreamPoster(
+            config, client, proxy, self._error, unreadable=(msgspec.MsgspecError,)
+        )
         self._api_key = api_key
+        self._base_url = config.base_url
         self._url = f"{config.base_url}/messages"
         self._count_url = f"{config.base_url}/messages/count_tokens"
         self._headers = {
@@ -156,7 +168,7 @@ class AnthropicProvider:
         body["model"] = msgspec.Raw(_encoder.encode(model))
         return _encoder.encode(body)
 
-    def _request_headers(self, request: ProviderRequest) -> dict[str, str]:
+    async def _request_headers(self, request: ProviderRequest) -> dict[str, str]:
         outgoing = dict(self._headers)
         for name, given in request.upstream_headers.items():  # the caller's version and betas
             mine = next((k for k in outgoing if k.lower() == name), None)
@@ -168,34 +180,19 @@ class AnthropicProvider:
             outgoing[name] = value
         if request.request_id:  # Anthropic documents no client id header: ours, for its logs
             outgoing[headers.REQUEST_ID] = request.request_id
-        inject(outgoing)  # the upstream call joins the request's trace
         return outgoing
 
     async def _post(self, url: str, body: bytes, request: ProviderRequest) -> UpstreamReply:
         """One whole POST; an error status raised as a :class:`ProviderError`."""
-        timeout = min(request.timeout_s, self._config.timeout_s)
-        try:
-            with span(
-                "upstream POST", kind=SpanKind.CLIENT, attributes={"llm.provider": self.name}
-            ):
-                async with self._client.post(
-                    url,
-                    data=body,
-                    headers=self._request_headers(request),
-                    timeout=timeout,
-                    proxy=self._proxy,
-                ) as response:
-                    reply = await read_reply(response)
-        except TransportError as exc:
-            raise self._error(exc) from exc
-        if reply.status >= 400:
-            raise self._error(reply)
-        return reply
+        return await self._upstream.whole(
+            url, body, self._request_headers(request), request.timeout_s
+        )
 
     def batches(self) -> AnthropicBatches:
         """Anthropic's Message Batches, lines translated as :meth:`complete` translates."""
+        upstream = self._upstream
         http = BatchHttp(
-            self._config.base_url, self._client, self._headers, self._proxy, self._error
+            self._base_url, upstream.client, self._headers, upstream.proxy, self._error
         )
 
         def translate(chat: bytes, model: str) -> bytes:
@@ -238,31 +235,18 @@ class AnthropicProvider:
             ProviderError: an ``error`` event (its type kept), a body that is not an event
                 stream, or one that closes without ``message_stop``.
         """
-        timeout = min(request.timeout_s, self._config.timeout_s)
-        try:
-            async with self._client.post(
-                self._url,
-                data=self._native_body(request),
-                headers=self._request_headers(request),
-                timeout=timeout,
-                proxy=self._proxy,
-            ) as response:
-                if response.status >= 400:
-                    raise self._error(await read_reply(response))
-                await expect_event_stream(response)
-                async for event in aiter_sse(response.iter_chunks()):
-                    name = event.event
-                    if name == "message":  # an event without its `event:` line: its type
-                        name = str(_json.decode(event.data).get("type") or name)
-                    if name == "error":
-                        raise self._event_error(_json.decode(event.data))
-                    yield Event(name, event.data.encode())
-                    if name == "message_stop":
-                        return
-        except (TransportError, UnexpectedBody) as exc:
-            raise self._error(exc) from exc
-        except msgspec.MsgspecError as exc:
-            raise self._error(exc) from exc
+        async with self._upstream.stream(
+            self._url, self._native_body(request), self._request_headers(request), request.timeout_s
+        ) as response:
+            async for event in aiter_sse(response.iter_chunks()):
+                name = event.event
+                if name == "message":  # an event without its `event:` line: its type
+                    name = str(_json.decode(event.data).get("type") or name)
+                if name == "error":
+                    raise self._event_error(_json.decode(event.data))
+                yield Event(name, event.data.encode())
+                if name == "message_stop":
+                    return
         raise self._error(UnexpectedBody("the event stream ended without `message_stop`"))
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[ChatCompletionChunk]:
@@ -272,43 +256,30 @@ class AnthropicProvider:
             ProviderError: ``invalid_response`` for a body that is not an event stream, or one
                 that closes without ``message_stop`` (its answer may be cut short).
         """
-        timeout = min(request.timeout_s, self._config.timeout_s)
         translator = StreamTranslator(created=int(time.time()))
-        try:
-            async with self._client.post(
-                self._url,
-                data=self._body(request, stream=True),
-                headers=self._request_headers(request),
-                timeout=timeout,
-                proxy=self._proxy,
-            ) as response:
-                if response.status >= 400:
-                    raise self._error(await read_reply(response))
-                await expect_event_stream(response)
-                async for event in aiter_sse(response.iter_chunks()):
-                    data = _json.decode(event.data)
-                    if data.get("type") == "error":
-                        raise self._event_error(data)
-                    for chunk in translator.feed(data):
-                        yield chunk
-                    if data.get("type") == "message_stop":
-                        return
-        except (TransportError, UnexpectedBody) as exc:
-            raise self._error(exc) from exc
-        except msgspec.MsgspecError as exc:
-            raise self._error(exc) from exc
+        async with self._upstream.stream(
+            self._url,
+            self._body(request, stream=True),
+            self._request_headers(request),
+            request.timeout_s,
+        ) as response:
+            async for event in aiter_sse(response.iter_chunks()):
+                data = _json.decode(event.data)
+                if data.get("type") == "error":
+                    raise self._event_error(data)
+                for chunk in translator.feed(data):
+                    yield chunk
+                if data.get("type") == "message_stop":
+                    return
         # closed cleanly but cut short: the answer so far may be partial
         raise self._error(UnexpectedBody("the event stream ended without `message_stop`"))
 
     def _event_error(self, data: dict[str, Any], status: int | None = None) -> ProviderError:
         error = data.get("error") or {}
-        kind = _ERROR_TYPES.get(str(error.get("type")))
-        if kind is None:
-            kind = kind_for_status(status) if status else ErrorKind.UNAVAILABLE
         kind_name = error.get("type")
         return ProviderError(
             self.name,
-            kind,
+            anthropic_error_kind(kind_name, status),
             self._scrub(str(error.get("message", error))),
             upstream_status=status,
             upstream_type=kind_name if isinstance(kind_name, str) else None,
@@ -317,8 +288,7 @@ class AnthropicProvider:
     def _error(self, failure: UpstreamReply | Exception) -> ProviderError:
         """Map every upstream failure to a :class:`ProviderError` (the only place that does)."""
         if isinstance(failure, Exception):
-            error = transport_error(self.name, failure)
-            return ProviderError(self.name, error.kind, self._scrub(error.message))
+            return transport_error(self.name, failure, self._scrub)
         try:
             error = self._event_error(_json.decode(failure.body), failure.status)
         except msgspec.MsgspecError:
@@ -328,8 +298,6 @@ class AnthropicProvider:
                 self._scrub(failure.text[:300]),
                 upstream_status=failure.status,
             )
-        if failure.status == 529:  # overloaded: retryable whatever the body says
-            error.kind = ErrorKind.UNAVAILABLE
         error.retry_after = parse_retry_after(failure.headers)
         return error
 

@@ -16,9 +16,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import msgspec
-from opentelemetry.trace import SpanKind
 
-from edge_runtime.tracing import inject, span
 from schemas import ChatCompletionChunk
 from workers.aws_credentials import AwsCredentialChain, profile_region
 from workers.aws_eventstream import EventMessage, EventStreamDecoder, EventStreamError
@@ -38,15 +36,19 @@ from workers.errors import (
     kind_for_status,
     transport_error,
 )
-from workers.h1 import Response, TransportError, UpstreamClient
+from workers.h1 import Response, UpstreamClient
 from workers.openai import parse_retry_after
-from workers.upstream_http import UNEXPECTED_BODY_SHOWN, UpstreamReply, proxy_for, read_reply
+from workers.upstream_http import UpstreamReply, expect_content_type, proxy_for
+from workers.upstream_post import UpstreamPoster
 
 __all__ = ["SIGNING_NAME", "BedrockProvider", "bedrock_provider"]
 
 #: The service name Bedrock's runtime API is signed for.
 SIGNING_NAME = "bedrock"
 EVENT_STREAM = "application/vnd.amazon.eventstream"
+#: What reading a stream may raise besides a transport failure (a frame that fails its
+#: checksum, an event that does not decode or translate).
+_UNREADABLE = (EventStreamError, msgspec.MsgspecError, TypeError, AttributeError, ValueError)
 
 _encoder = msgspec.json.Encoder()
 _json = msgspec.json.Decoder(dict[str, Any])
@@ -107,11 +109,10 @@ class BedrockProvider:
     ) -> None:
         self.name = config.name
         self._config = config
-        self._client = client
         self._region = region
         self._base_url = base_url
         self._credentials = credentials
-        self._proxy = proxy
+        self._upstream = UpstreamPoster(config, client, proxy, self._error, unreadable=_UNREADABLE)
         self._secrets: tuple[str, ...] = ()
 
     def _url(self, model: str, *, stream: bool) -> str:
@@ -135,30 +136,15 @@ class BedrockProvider:
         outgoing.update(
             sign_post(url, body, outgoing, credentials, region=self._region, service=SIGNING_NAME)
         )
-        inject(outgoing)  # after signing: trace headers are not part of the signature
-        return outgoing
+        return outgoing  # the trace headers added after signing are not part of the signature
 
     async def complete(self, request: ProviderRequest) -> bytes:
         """POST ``/model/{modelId}/converse``; return an OpenAI ``chat.completion``."""
-        timeout = min(request.timeout_s, self._config.timeout_s)
         url = self._url(request.upstream_model, stream=False)
         body = self._body(request)
-        try:
-            with span(
-                "upstream POST", kind=SpanKind.CLIENT, attributes={"llm.provider": self.name}
-            ):
-                async with self._client.post(
-                    url,
-                    data=body,
-                    headers=await self._signed(url, body, stream=False),
-                    timeout=timeout,
-                    proxy=self._proxy,
-                ) as response:
-                    reply = await read_reply(response)
-        except TransportError as exc:
-            raise self._error(exc) from exc
-        if reply.status >= 400:
-            raise self._error(reply)
+        reply = await self._upstream.whole(
+            url, body, self._signed(url, body, stream=False), request.timeout_s
+        )
         try:
             completion = completion_from_converse(
                 _json.decode(reply.body),
@@ -178,34 +164,25 @@ class BedrockProvider:
                 frame that fails its checksum, or a stream that closes before
                 ``messageStop`` (its answer may be cut short).
         """
-        timeout = min(request.timeout_s, self._config.timeout_s)
         url = self._url(request.upstream_model, stream=True)
         body = self._body(request)
-        try:
-            async with self._client.post(
-                url,
-                data=body,
-                headers=await self._signed(url, body, stream=True),
-                timeout=timeout,
-                proxy=self._proxy,
-            ) as response:
-                if response.status >= 400:
-                    raise self._error(await read_reply(response))
-                await _expect_event_stream(response)
-                translator = StreamTranslator(
-                    completion_id(response.headers.get("x-amzn-requestid") or ""),
-                    request.upstream_model,
-                    int(time.time()),
-                )
-                decoder = EventStreamDecoder()
-                async for piece in response.iter_chunks():
-                    for message in decoder.feed(piece):
-                        for chunk in self._translate(translator, message):
-                            yield chunk
-        except (TransportError, UnexpectedBody, EventStreamError) as exc:
-            raise self._error(exc) from exc
-        except (msgspec.MsgspecError, TypeError, AttributeError, ValueError) as exc:
-            raise self._error(exc) from exc
+        async with self._upstream.stream(
+            url,
+            body,
+            self._signed(url, body, stream=True),
+            request.timeout_s,
+            expect=_expect_event_stream,
+        ) as response:
+            translator = StreamTranslator(
+                completion_id(response.headers.get("x-amzn-requestid") or ""),
+                request.upstream_model,
+                int(time.time()),
+            )
+            decoder = EventStreamDecoder()
+            async for piece in response.iter_chunks():
+                for message in decoder.feed(piece):
+                    for chunk in self._translate(translator, message):
+                        yield chunk
         if not translator.stopped:  # closed cleanly but cut short
             raise self._error(UnexpectedBody("the event stream ended before messageStop"))
 
@@ -231,8 +208,7 @@ class BedrockProvider:
         if isinstance(failure, Exception):
             if isinstance(failure, EventStreamError):
                 failure = UnexpectedBody(f"a broken event stream: {failure}")
-            error = transport_error(self.name, failure)
-            return ProviderError(self.name, error.kind, self._scrub(error.message))
+            return transport_error(self.name, failure, self._scrub)
         error_type = failure.headers.get("x-amzn-errortype") or ""
         if not error_type:
             try:
@@ -269,13 +245,7 @@ def _message_of(payload: bytes) -> str:
 
 async def _expect_event_stream(response: Response) -> None:
     """Refuse a streamed answer that is not an AWS event stream (an HTML page, JSON)."""
-    if response.content_type == EVENT_STREAM:
-        return
-    start = await response.read_some(UNEXPECTED_BODY_SHOWN)
-    raise UnexpectedBody(
-        f"expected {EVENT_STREAM}, got {response.content_type}: "
-        f"{start.decode('utf-8', errors='replace')}"
-    )
+    await expect_content_type(response, EVENT_STREAM, EVENT_STREAM)
 
 
 def bedrock_provider(

@@ -28,6 +28,7 @@ from schemas import (
 )
 from schemas.chat import Tool
 from schemas.usage import CACHE_WRITE_TOKENS, CACHED_TOKENS
+from workers.chat_parts import content_blocks, data_url, image_url, joined_text
 
 __all__ = [
     "STOP_REASONS",
@@ -64,43 +65,23 @@ def _image_block(part: JSON) -> JSON:
     Raises:
         ValueError: a URL Bedrock cannot read, or an image format it does not take.
     """
-    url = str((part.get("image_url") or {}).get("url", ""))
+    url = image_url(part)
     if url.startswith("s3://"):
         extension = url.rsplit(".", 1)[-1].lower()
         image_format = "jpeg" if extension == "jpg" else extension
         return {"image": {"format": image_format, "source": {"s3Location": {"uri": url}}}}
-    if not (url.startswith("data:") and ";base64," in url):
+    inline = data_url(url)
+    if inline is None:
         raise ValueError("Bedrock takes images as data: URLs (base64) or s3:// URIs")
-    media_type, data = url[5:].split(";base64,", 1)
+    media_type, data = inline
     known = _IMAGE_FORMATS.get(media_type)
     if known is None:
         raise ValueError(f"Bedrock does not take {media_type} images")
     return {"image": {"format": known, "source": {"bytes": data}}}
 
 
-def _blocks(content: str | list[JSON] | None) -> list[JSON]:
-    """Content blocks; empty text is left out (Converse refuses a blank text block)."""
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [{"text": content}] if content else []
-    blocks: list[JSON] = []
-    for part in content:
-        if part.get("type") == "text" and part.get("text"):
-            blocks.append({"text": str(part["text"])})
-        elif part.get("type") == "image_url":
-            blocks.append(_image_block(part))
-    return blocks
-
-
-def _text(content: str | list[JSON] | None) -> str:
-    if isinstance(content, str):
-        return content
-    return "\n".join(str(p.get("text", "")) for p in content or () if p.get("type") == "text")
-
-
 def _tool_result(message: Message) -> JSON:
-    text = _text(message.content)
+    text = joined_text(message.content)
     try:
         value = json.loads(text)
     except json.JSONDecodeError:
@@ -114,8 +95,8 @@ def _message(message: Message) -> tuple[str, list[JSON]]:
     if message.role == "tool":
         return "user", [_tool_result(message)]
     if message.role != "assistant":
-        return "user", _blocks(message.content)
-    blocks = _blocks(message.content)
+        return "user", content_blocks(message.content, _image_block)
+    blocks = content_blocks(message.content, _image_block)
     for call in message.tool_calls or ():
         try:
             arguments = json.loads(call.function.arguments or "{}")
@@ -196,7 +177,7 @@ def to_converse_request(request: ChatRequest) -> JSON:
     messages: list[JSON] = []
     for message in request.messages:
         if message.role in {"system", "developer"}:
-            text = _text(message.content)
+            text = joined_text(message.content)
             if text:
                 system.append({"text": text})
             continue

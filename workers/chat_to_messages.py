@@ -22,6 +22,7 @@ from typing import Any
 import msgspec
 
 from schemas import ChatRequest, Message
+from workers.chat_parts import data_url, image_url
 from workers.errors import CannotCarry
 
 __all__ = ["DEFAULT_MAX_TOKENS", "to_anthropic_request"]
@@ -41,9 +42,10 @@ _top_k = msgspec.json.Decoder(int)
 
 
 def _image(part: JSON, path: str) -> JSON:
-    url = str((part.get("image_url") or {}).get("url", ""))
-    if url.startswith("data:") and ";base64," in url:
-        media_type, data = url[5:].split(";base64,", 1)
+    url = image_url(part)
+    inline = data_url(url)
+    if inline is not None:
+        media_type, data = inline
         source = {"type": "base64", "media_type": media_type, "data": data}
         return {"type": "image", "source": source}
     if not url:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Callable
 
 from workers.h1.errors import TransportError, TransportTimeout
 
@@ -208,14 +209,18 @@ class UnexpectedBody(Exception):
     expected, or a stream that closed without its terminator (a partial answer)."""
 
 
-def transport_error(provider: str, failure: Exception) -> ProviderError:
-    """A failure without an HTTP error response: timeout, connection, or an unreadable body."""
+def transport_error(
+    provider: str, failure: Exception, scrub: Callable[[str], str] = str
+) -> ProviderError:
+    """A failure without an HTTP error response: timeout, connection, or an unreadable body
+    (``scrub`` takes the adapter's secrets out of the message)."""
     if isinstance(failure, TransportTimeout):  # connect, pool wait or read
-        return ProviderError(provider, ErrorKind.TIMEOUT, "upstream timed out")
+        return ProviderError(provider, ErrorKind.TIMEOUT, scrub("upstream timed out"))
     if isinstance(failure, TransportError):  # refused, reset, truncated body ...
-        return ProviderError(provider, ErrorKind.CONNECTION, f"{type(failure).__name__}: {failure}")
+        message = f"{type(failure).__name__}: {failure}"
+        return ProviderError(provider, ErrorKind.CONNECTION, scrub(message))
     if isinstance(failure, UnexpectedBody):
-        return ProviderError(provider, ErrorKind.INVALID_RESPONSE, str(failure))
+        return ProviderError(provider, ErrorKind.INVALID_RESPONSE, scrub(str(failure)))
     return ProviderError(
-        provider, ErrorKind.INVALID_RESPONSE, f"unreadable upstream response: {failure}"
+        provider, ErrorKind.INVALID_RESPONSE, scrub(f"unreadable upstream response: {failure}")
     )

@@ -18,9 +18,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Protocol
 
 import msgspec
-from opentelemetry.trace import SpanKind
 
-from edge_runtime.tracing import inject, span
 from schemas import ChatCompletionChunk
 from workers.base import ProviderRequest
 from workers.config import ProviderConfig
@@ -32,10 +30,11 @@ from workers.errors import (
     transport_error,
 )
 from workers.gemini_translate import StreamTranslator, completion_from_gemini, to_gemini_request
-from workers.h1 import TransportError, UpstreamClient
+from workers.h1 import UpstreamClient
 from workers.openai import parse_retry_after
 from workers.sse import aiter_sse
-from workers.upstream_http import UpstreamReply, expect_event_stream, read_reply
+from workers.upstream_http import UpstreamReply
+from workers.upstream_post import UpstreamPoster
 
 __all__ = ["ApiKeyAuth", "GeminiAuth", "GeminiProvider", "google_error"]
 
@@ -59,6 +58,8 @@ _STATUSES = {
     "DEADLINE_EXCEEDED": ErrorKind.TIMEOUT,
 }
 _RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
+#: What reading a stream's events may raise besides a transport failure.
+_UNREADABLE = (msgspec.MsgspecError, TypeError, AttributeError)
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)s$")
 
 
@@ -169,12 +170,10 @@ class GeminiProvider:
         proxy: str | None = None,
     ) -> None:
         self.name = config.name
-        self._config = config
-        self._client = client
         self._models_url = models_url
         self._auth = auth
-        self._proxy = proxy
         self._headers = {"content-type": "application/json", **config.headers}
+        self._upstream = UpstreamPoster(config, client, proxy, self._error, unreadable=_UNREADABLE)
 
     def _url(self, model: str, *, stream: bool) -> str:
         model = urllib.parse.quote(model.removeprefix("models/"), safe="")
@@ -183,9 +182,7 @@ class GeminiProvider:
         return f"{self._models_url}/{model}:generateContent"
 
     async def _request_headers(self) -> dict[str, str]:
-        outgoing = {**self._headers, **await self._auth.headers()}
-        inject(outgoing)  # the upstream call joins the request's trace
-        return outgoing
+        return {**self._headers, **await self._auth.headers()}
 
     def _body(self, request: ProviderRequest) -> bytes:
         try:
@@ -195,24 +192,12 @@ class GeminiProvider:
 
     async def complete(self, request: ProviderRequest) -> bytes:
         """POST ``:generateContent``; return an OpenAI ``chat.completion``."""
-        timeout = min(request.timeout_s, self._config.timeout_s)
-        body = self._body(request)
-        try:
-            with span(
-                "upstream POST", kind=SpanKind.CLIENT, attributes={"llm.provider": self.name}
-            ):
-                async with self._client.post(
-                    self._url(request.upstream_model, stream=False),
-                    data=body,
-                    headers=await self._request_headers(),
-                    timeout=timeout,
-                    proxy=self._proxy,
-                ) as response:
-                    reply = await read_reply(response)
-        except TransportError as exc:
-            raise self._error(exc) from exc
-        if reply.status >= 400:
-            raise self._error(reply)
+        reply = await self._upstream.whole(
+            self._url(request.upstream_model, stream=False),
+            self._body(request),
+            self._request_headers(),
+            request.timeout_s,
+        )
         try:
             completion = completion_from_gemini(
                 _json.decode(reply.body), request.upstream_model, int(time.time())
@@ -228,30 +213,20 @@ class GeminiProvider:
             ProviderError: ``invalid_response`` for a body that is not an event stream, or one
                 that closes before every candidate finished (its answer may be cut short).
         """
-        timeout = min(request.timeout_s, self._config.timeout_s)
         body = self._body(request)
         translator = StreamTranslator(model=request.upstream_model, created=int(time.time()))
-        try:
-            async with self._client.post(
-                self._url(request.upstream_model, stream=True),
-                data=body,
-                headers=await self._request_headers(),
-                timeout=timeout,
-                proxy=self._proxy,
-            ) as response:
-                if response.status >= 400:
-                    raise self._error(await read_reply(response))
-                await expect_event_stream(response)
-                async for event in aiter_sse(response.iter_chunks()):
-                    data = _json.decode(event.data)
-                    if "error" in data:
-                        raise self._stream_error(event.data)
-                    for chunk in translator.feed(data):
-                        yield chunk
-        except (TransportError, UnexpectedBody) as exc:
-            raise self._error(exc) from exc
-        except (msgspec.MsgspecError, TypeError, AttributeError) as exc:
-            raise self._error(exc) from exc
+        async with self._upstream.stream(
+            self._url(request.upstream_model, stream=True),
+            body,
+            self._request_headers(),
+            request.timeout_s,
+        ) as response:
+            async for event in aiter_sse(response.iter_chunks()):
+                data = _json.decode(event.data)
+                if "error" in data:
+                    raise self._stream_error(event.data)
+                for chunk in translator.feed(data):
+                    yield chunk
         if not translator.finished:  # closed cleanly but cut short
             raise self._error(UnexpectedBody("the event stream ended before a finishReason"))
         usage = translator.usage_chunk()
@@ -264,8 +239,7 @@ class GeminiProvider:
     def _error(self, failure: UpstreamReply | Exception) -> ProviderError:
         """Map every upstream failure to a :class:`ProviderError` (the only place that does)."""
         if isinstance(failure, Exception):
-            error = transport_error(self.name, failure)
-            return ProviderError(self.name, error.kind, self._auth.scrub(error.message))
+            return transport_error(self.name, failure, self._auth.scrub)
         if failure.status == 401:
             self._auth.rejected()
         return google_error(

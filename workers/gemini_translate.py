@@ -36,6 +36,7 @@ from schemas import (
     Usage,
 )
 from schemas.usage import CACHED_TOKENS
+from workers.chat_parts import content_blocks, data_url, image_url, joined_text
 
 __all__ = [
     "FINISH_REASONS",
@@ -89,32 +90,13 @@ def _signature(call_id: str) -> str | None:
 
 
 def _image_part(part: JSON) -> JSON:
-    url = str((part.get("image_url") or {}).get("url", ""))
-    if url.startswith("data:") and ";base64," in url:
-        mime_type, data = url[5:].split(";base64,", 1)
+    url = image_url(part)
+    inline = data_url(url)
+    if inline is not None:
+        mime_type, data = inline
         return {"inlineData": {"mimeType": mime_type, "data": data}}
     mime_type = mimetypes.guess_type(url.split("?", 1)[0])[0] or "image/jpeg"
     return {"fileData": {"mimeType": mime_type, "fileUri": url}}
-
-
-def _parts(content: str | list[JSON] | None) -> list[JSON]:
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [{"text": content}] if content else []
-    parts: list[JSON] = []
-    for part in content:
-        if part.get("type") == "text" and part.get("text"):
-            parts.append({"text": str(part["text"])})
-        elif part.get("type") == "image_url":
-            parts.append(_image_part(part))
-    return parts
-
-
-def _text(content: str | list[JSON] | None) -> str:
-    if isinstance(content, str):
-        return content
-    return "\n".join(str(p.get("text", "")) for p in content or () if p.get("type") == "text")
 
 
 def _arguments(raw: str) -> JSON:
@@ -128,7 +110,7 @@ def _arguments(raw: str) -> JSON:
 def _function_response(message: Message, names: dict[str, str]) -> JSON:
     """A tool message as a ``functionResponse`` part (Gemini wants an object: a result that
     is not one goes in ``output``, the key Google's SDK uses)."""
-    text = _text(message.content)
+    text = joined_text(message.content)
     try:
         value = json.loads(text)
     except json.JSONDecodeError:
@@ -147,8 +129,8 @@ def _content(message: Message, names: dict[str, str]) -> tuple[str, list[JSON]]:
     if message.role == "tool":
         return "user", [_function_response(message, names)]
     if message.role != "assistant":
-        return "user", _parts(message.content)
-    parts = _parts(message.content)
+        return "user", content_blocks(message.content, _image_part)
+    parts = content_blocks(message.content, _image_part)
     for call in message.tool_calls or ():
         names[call.id] = call.function.name
         part: JSON = {
@@ -210,7 +192,7 @@ def to_gemini_request(request: ChatRequest) -> JSON:
     names: dict[str, str] = {}  # tool-call id -> function name
     for message in request.messages:
         if message.role in {"system", "developer"}:
-            system.append(_text(message.content))
+            system.append(joined_text(message.content))
             continue
         role, parts = _content(message, names)
         if contents and contents[-1]["role"] == role:

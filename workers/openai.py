@@ -15,9 +15,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import msgspec
-from opentelemetry.trace import SpanKind
 
-from edge_runtime.tracing import inject, span
 from schemas import ChatCompletion, ChatCompletionChunk
 from schemas.embeddings import count_inputs, decode_embedding_list
 from schemas.response_events import FINAL_EVENTS
@@ -33,9 +31,10 @@ from workers.errors import (
     kind_for_status,
     transport_error,
 )
-from workers.h1 import TransportError, UpstreamClient
+from workers.h1 import UpstreamClient
 from workers.sse import aiter_sse
-from workers.upstream_http import UpstreamReply, expect_event_stream, read_reply
+from workers.upstream_http import UpstreamReply
+from workers.upstream_post import UpstreamPoster
 
 __all__ = ["OpenAIProvider", "parse_retry_after"]
 
@@ -85,8 +84,8 @@ class OpenAIProvider:
     ) -> None:
         self.name = config.name
         self._config = config
-        self._client = client
-        self._proxy = proxy
+        self._upstream = UpstreamPoster(config, client, proxy, self._error)
+        self._base_url = config.base_url
         self._api_key = api_key
         self._azure = config.kind is ProviderKind.AZURE
         #: Whether the upstream takes the Responses API itself (OpenAI's does).
@@ -137,11 +136,10 @@ class OpenAIProvider:
         body.pop("background", None)
         return _encode(body)
 
-    def _request_headers(self, request: ProviderRequest) -> dict[str, str]:
+    async def _request_headers(self, request: ProviderRequest) -> dict[str, str]:
         outgoing = dict(self._headers)
         if request.request_id:
             outgoing["x-client-request-id"] = request.request_id
-        inject(outgoing)  # the upstream call joins the request's trace
         return outgoing
 
     async def complete(self, request: ProviderRequest) -> bytes:
@@ -163,24 +161,16 @@ class OpenAIProvider:
             ProviderError: as for :meth:`stream`; ``invalid_response`` for a stream that
                 closes before its last event.
         """
-        timeout = min(request.timeout_s, self._config.timeout_s)
-        try:
-            async with self._client.post(
-                self._url(request.upstream_model, "responses"),
-                data=self._responses_payload(request),
-                headers=self._request_headers(request),
-                timeout=timeout,
-                proxy=self._proxy,
-            ) as response:
-                if response.status >= 400:
-                    raise self._error(await read_reply(response))
-                await expect_event_stream(response)
-                async for event in aiter_sse(response.iter_chunks()):
-                    yield Event(event.event, event.data.encode())
-                    if event.event in FINAL_EVENTS or event.event == "error":
-                        return
-        except (TransportError, UnexpectedBody) as exc:
-            raise self._error(exc) from exc
+        async with self._upstream.stream(
+            self._url(request.upstream_model, "responses"),
+            self._responses_payload(request),
+            self._request_headers(request),
+            request.timeout_s,
+        ) as response:
+            async for event in aiter_sse(response.iter_chunks()):
+                yield Event(event.event, event.data.encode())
+                if event.event in FINAL_EVENTS or event.event == "error":
+                    return
         raise self._error(UnexpectedBody("the event stream ended before the response did"))
 
     async def embed(self, request: ProviderRequest) -> bytes:
@@ -210,23 +200,12 @@ class OpenAIProvider:
         Raises:
             ProviderError: the call failed, or its answer is not what ``check`` reads.
         """
-        timeout = min(request.timeout_s, self._config.timeout_s)
-        try:
-            with span(
-                "upstream POST", kind=SpanKind.CLIENT, attributes={"llm.provider": self.name}
-            ):
-                async with self._client.post(
-                    self._url(request.upstream_model, operation),
-                    data=payload or self._payload(request, stream=False),
-                    headers=self._request_headers(request),
-                    timeout=timeout,
-                    proxy=self._proxy,
-                ) as response:
-                    reply = await read_reply(response)
-        except TransportError as exc:
-            raise self._error(exc) from exc
-        if reply.status >= 400:
-            raise self._error(reply)
+        reply = await self._upstream.whole(
+            self._url(request.upstream_model, operation),
+            payload or self._payload(request, stream=False),
+            self._request_headers(request),
+            request.timeout_s,
+        )
         try:
             check(reply.body)
         except msgspec.MsgspecError as exc:
@@ -244,24 +223,16 @@ class OpenAIProvider:
             ProviderError: ``invalid_response`` for a body that is not an event stream, or one
                 that closes without ``data: [DONE]`` (its answer may be cut short).
         """
-        timeout = min(request.timeout_s, self._config.timeout_s)
-        try:
-            async with self._client.post(
-                self._url(request.upstream_model),
-                data=self._payload(request, stream=True),
-                headers=self._request_headers(request),
-                timeout=timeout,
-                proxy=self._proxy,
-            ) as response:
-                if response.status >= 400:
-                    raise self._error(await read_reply(response))
-                await expect_event_stream(response)
-                async for event in aiter_sse(response.iter_chunks()):
-                    if event.data == "[DONE]":
-                        return
-                    yield Relayed(self._chunk(event.data), event.data.encode())
-        except (TransportError, UnexpectedBody) as exc:
-            raise self._error(exc) from exc
+        async with self._upstream.stream(
+            self._url(request.upstream_model),
+            self._payload(request, stream=True),
+            self._request_headers(request),
+            request.timeout_s,
+        ) as response:
+            async for event in aiter_sse(response.iter_chunks()):
+                if event.data == "[DONE]":
+                    return
+                yield Relayed(self._chunk(event.data), event.data.encode())
         # closed cleanly but cut short: the answer so far may be partial
         raise self._error(UnexpectedBody("the event stream ended without `data: [DONE]`"))
 
@@ -281,10 +252,7 @@ class OpenAIProvider:
     def _error(self, failure: UpstreamReply | Exception) -> ProviderError:
         """Map every upstream failure to a :class:`ProviderError` (the only place that does)."""
         if isinstance(failure, Exception):
-            error = transport_error(self.name, failure)
-            return ProviderError(
-                self.name, error.kind, self._scrub(error.message), retry_after=error.retry_after
-            )
+            return transport_error(self.name, failure, self._scrub)
         kind = _CODED.get(_upstream_code(failure), kind_for_status(failure.status))
         return ProviderError(
             self.name,
@@ -302,8 +270,9 @@ class OpenAIProvider:
         """OpenAI's own Batch API (``None`` for Azure and OpenAI-compatible servers)."""
         if self._config.kind is not ProviderKind.OPENAI:
             return None
+        upstream = self._upstream
         http = BatchHttp(
-            self._config.base_url, self._client, self._headers, self._proxy, self._error
+            self._base_url, upstream.client, self._headers, upstream.proxy, self._error
         )
         return OpenAIBatches(http)
 

@@ -8,10 +8,11 @@ httpx 7.9 ms (httpcore's pool bookkeeping and anyio, encode/httpx#3215), httpx o
 ``workers.h1`` 0.044 / 0.044 ms (2,855 / 11,693 calls/s); streams 0.15 ms with aiohttp,
 0.06 ms with ``workers.h1``.
 
-Adapters use the client directly (``client.post(...)`` as a context manager, so leaving it
-early, e.g. a cancelled request, closes the upstream connection), bound each wait of a call
-with the call's timeout, and turn an error response into an :class:`UpstreamReply` for their
-one error-mapping function. Transport failures are mapped in :mod:`workers.errors`.
+Adapters call it through :class:`~workers.upstream_post.UpstreamPoster` (``client.post(...)``
+as a context manager, so leaving it early, e.g. a cancelled request, closes the upstream
+connection), which bounds each wait of a call with the call's timeout and turns an error
+response into an :class:`UpstreamReply` for the adapter's one error-mapping function.
+Transport failures are mapped in :mod:`workers.errors`.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
     "LIMIT_HEADERS",
     "UpstreamReply",
+    "expect_content_type",
     "expect_event_stream",
     "http_client",
     "noted_limits",
@@ -143,7 +145,8 @@ UNEXPECTED_BODY_SHOWN = 300
 
 
 async def expect_event_stream(response: Response) -> None:
-    """Refuse a streamed answer that is not ``text/event-stream``.
+    """Refuse a streamed answer that is not ``text/event-stream`` (its rate-limit headers
+    noted).
 
     An HTML error page or a JSON body read as SSE holds no ``data:`` line: it would pass for
     an empty stream that succeeded.
@@ -152,10 +155,19 @@ async def expect_event_stream(response: Response) -> None:
         UnexpectedBody: naming the content type and the start of the body.
     """
     _note(response)
-    if response.content_type == "text/event-stream":
+    await expect_content_type(response, "text/event-stream", "an event stream")
+
+
+async def expect_content_type(response: Response, content_type: str, expected: str) -> None:
+    """Refuse a streamed answer whose content type is not ``content_type``.
+
+    Raises:
+        UnexpectedBody: ``expected <expected>, got <content type>: <start of the body>``.
+    """
+    if response.content_type == content_type:
         return
     start = await response.read_some(UNEXPECTED_BODY_SHOWN)
     raise UnexpectedBody(
-        f"expected an event stream, got {response.content_type}: "
+        f"expected {expected}, got {response.content_type}: "
         f"{start.decode('utf-8', errors='replace')}"
     )

@@ -15,26 +15,20 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
-from opentelemetry.trace import SpanKind
 
-from edge_runtime.tracing import inject, span
 from schemas import ChatCompletionChunk
+from workers.anthropic import anthropic_error_kind
 from workers.anthropic_translate import StreamTranslator, completion_from_anthropic
 from workers.base import ProviderRequest
 from workers.chat_to_messages import to_anthropic_request
 from workers.config import ProviderConfig
-from workers.errors import (
-    ErrorKind,
-    ProviderError,
-    UnexpectedBody,
-    kind_for_status,
-    transport_error,
-)
+from workers.errors import ErrorKind, ProviderError, UnexpectedBody, transport_error
 from workers.gemini import GeminiAuth, google_error
-from workers.h1 import TransportError, UpstreamClient
+from workers.h1 import UpstreamClient
 from workers.openai import parse_retry_after
 from workers.sse import aiter_sse
-from workers.upstream_http import UpstreamReply, expect_event_stream, read_reply
+from workers.upstream_http import UpstreamReply
+from workers.upstream_post import UpstreamPoster
 
 __all__ = ["VERTEX_ANTHROPIC_VERSION", "VertexClaude"]
 
@@ -44,18 +38,8 @@ VERTEX_ANTHROPIC_VERSION = "vertex-2023-10-16"
 _encoder = msgspec.json.Encoder()
 _json = msgspec.json.Decoder(dict[str, Any])
 
-#: Anthropic error ``type`` -> our kind (as the Anthropic adapter maps them).
-_ANTHROPIC_TYPES = {
-    "invalid_request_error": ErrorKind.BAD_REQUEST,
-    "authentication_error": ErrorKind.AUTHENTICATION,
-    "permission_error": ErrorKind.AUTHENTICATION,
-    "not_found_error": ErrorKind.BAD_REQUEST,
-    "request_too_large": ErrorKind.BAD_REQUEST,
-    "rate_limit_error": ErrorKind.RATE_LIMITED,
-    "api_error": ErrorKind.UNAVAILABLE,
-    "overloaded_error": ErrorKind.UNAVAILABLE,
-    "timeout_error": ErrorKind.TIMEOUT,
-}
+#: What reading a stream's events may raise besides a transport failure.
+_UNREADABLE = (msgspec.MsgspecError, TypeError, AttributeError)
 
 
 class VertexClaude:
@@ -78,12 +62,10 @@ class VertexClaude:
         proxy: str | None = None,
     ) -> None:
         self.name = config.name
-        self._config = config
-        self._client = client
         self._models_url = models_url
         self._auth = auth
-        self._proxy = proxy
         self._headers = {"content-type": "application/json", **config.headers}
+        self._upstream = UpstreamPoster(config, client, proxy, self._error, unreadable=_UNREADABLE)
 
     def _url(self, model: str, *, stream: bool) -> str:
         action = "streamRawPredict" if stream else "rawPredict"
@@ -99,30 +81,16 @@ class VertexClaude:
         return _encoder.encode(body)
 
     async def _request_headers(self) -> dict[str, str]:
-        outgoing = {**self._headers, **await self._auth.headers()}
-        inject(outgoing)
-        return outgoing
+        return {**self._headers, **await self._auth.headers()}
 
     async def complete(self, request: ProviderRequest) -> bytes:
         """POST ``:rawPredict``; return an OpenAI ``chat.completion``."""
-        timeout = min(request.timeout_s, self._config.timeout_s)
-        body = self._body(request, stream=False)
-        try:
-            with span(
-                "upstream POST", kind=SpanKind.CLIENT, attributes={"llm.provider": self.name}
-            ):
-                async with self._client.post(
-                    self._url(request.upstream_model, stream=False),
-                    data=body,
-                    headers=await self._request_headers(),
-                    timeout=timeout,
-                    proxy=self._proxy,
-                ) as response:
-                    reply = await read_reply(response)
-        except TransportError as exc:
-            raise self._error(exc) from exc
-        if reply.status >= 400:
-            raise self._error(reply)
+        reply = await self._upstream.whole(
+            self._url(request.upstream_model, stream=False),
+            self._body(request, stream=False),
+            self._request_headers(),
+            request.timeout_s,
+        )
         try:
             completion = completion_from_anthropic(_json.decode(reply.body), int(time.time()))
         except (msgspec.MsgspecError, ValueError, TypeError, AttributeError) as exc:
@@ -136,43 +104,30 @@ class VertexClaude:
             ProviderError: ``invalid_response`` for a body that is not an event stream, or one
                 that closes without ``message_stop``.
         """
-        timeout = min(request.timeout_s, self._config.timeout_s)
         body = self._body(request, stream=True)
         translator = StreamTranslator(created=int(time.time()))
-        try:
-            async with self._client.post(
-                self._url(request.upstream_model, stream=True),
-                data=body,
-                headers=await self._request_headers(),
-                timeout=timeout,
-                proxy=self._proxy,
-            ) as response:
-                if response.status >= 400:
-                    raise self._error(await read_reply(response))
-                await expect_event_stream(response)
-                async for event in aiter_sse(response.iter_chunks()):
-                    data = _json.decode(event.data)
-                    if data.get("type") == "error":
-                        raise self._anthropic_error(data, None)
-                    for chunk in translator.feed(data):
-                        yield chunk
-                    if data.get("type") == "message_stop":
-                        return
-        except (TransportError, UnexpectedBody) as exc:
-            raise self._error(exc) from exc
-        except (msgspec.MsgspecError, TypeError, AttributeError) as exc:
-            raise self._error(exc) from exc
+        async with self._upstream.stream(
+            self._url(request.upstream_model, stream=True),
+            body,
+            self._request_headers(),
+            request.timeout_s,
+        ) as response:
+            async for event in aiter_sse(response.iter_chunks()):
+                data = _json.decode(event.data)
+                if data.get("type") == "error":
+                    raise self._anthropic_error(data, None)
+                for chunk in translator.feed(data):
+                    yield chunk
+                if data.get("type") == "message_stop":
+                    return
         raise self._error(UnexpectedBody("the event stream ended without `message_stop`"))
 
     def _anthropic_error(self, data: dict[str, Any], reply: UpstreamReply | None) -> ProviderError:
         error = data.get("error") or {}
         status = reply.status if reply is not None else None
-        kind = _ANTHROPIC_TYPES.get(str(error.get("type")))
-        if kind is None:
-            kind = ErrorKind.UNAVAILABLE if status is None else kind_for_status(status)
         return ProviderError(
             self.name,
-            kind,
+            anthropic_error_kind(error.get("type"), status),
             self._auth.scrub(str(error.get("message", error))),
             upstream_status=status,
             retry_after=parse_retry_after(reply.headers) if reply is not None else None,
@@ -181,8 +136,7 @@ class VertexClaude:
     def _error(self, failure: UpstreamReply | Exception) -> ProviderError:
         """Map every upstream failure to a :class:`ProviderError` (the only place that does)."""
         if isinstance(failure, Exception):
-            error = transport_error(self.name, failure)
-            return ProviderError(self.name, error.kind, self._auth.scrub(error.message))
+            return transport_error(self.name, failure, self._auth.scrub)
         if failure.status == 401:
             self._auth.rejected()
         try:
@@ -190,10 +144,7 @@ class VertexClaude:
         except msgspec.MsgspecError:
             data = {}
         if data.get("type") == "error":
-            error = self._anthropic_error(data, failure)
-            if failure.status == 529:  # overloaded: retryable whatever the body says
-                error.kind = ErrorKind.UNAVAILABLE
-            return error
+            return self._anthropic_error(data, failure)
         return google_error(
             self.name, failure.body, failure.status, failure.headers, scrub=self._auth.scrub
         )

@@ -27,7 +27,7 @@ from broker.tenancy.tenants import hash_key
 from broker.upstream.breaker import BreakerState
 from edge_client.chat import stream_chat
 from schemas import headers
-from tests.support.stack import Stack, StackFactory, chat, config_from
+from tests.support.stack import Stack, StackFactory, chat, config_from, one_upstream_config
 from tests.support.upstream import FakeOpenAI, ProviderLimits, Scripted, running_fake
 
 KEYS = {
@@ -68,20 +68,10 @@ async def limited_fake() -> AsyncIterator[FakeOpenAI]:
 
 
 async def two_brokers(make_stack: StackFactory, nats_url: str, fake: FakeOpenAI) -> Stack:
-    config = config_from(f"""
-        [cache]
-        enabled = false
-        [batch]
-        enabled = false
-        [admission]
-        max_wait_s = 120
-        [providers.up]
-        kind = "openai_compatible"
-        base_url = "{fake.base_url}"
-        [models.m]
-        deployments = [{{ provider = "up", model = "m", concurrency = {CALLS}, rpm = {RPM} }}]
-        {tenants()}
-    """)
+    limits = f"concurrency = {CALLS}, rpm = {RPM}"
+    config = one_upstream_config(
+        fake.base_url, limits, f"[admission]\nmax_wait_s = 120\n{tenants()}"
+    )
     return await make_stack(nats_url, config, brokers=2)
 
 
@@ -174,20 +164,8 @@ async def test_tenants_share_a_saturated_deployment_by_weight(
     within 10 %."""
     async with running_fake(ProviderLimits(concurrency=4)) as fake:
         fake.default = Scripted(delay_s=0.05)
-        config = config_from(f"""
-            [cache]
-            enabled = false
-            [batch]
-            enabled = false
-            [admission]
-            max_wait_s = 120
-            [providers.up]
-            kind = "openai_compatible"
-            base_url = "{fake.base_url}"
-            [models.m]
-            deployments = [{{ provider = "up", model = "m", concurrency = 4 }}]
-            {tenants()}
-        """)
+        admission = f"[admission]\nmax_wait_s = 120\n{tenants()}"
+        config = one_upstream_config(fake.base_url, "concurrency = 4", admission)
         stack = await make_stack(nats_url, config, brokers=2)
         floods = [
             ask(stack, tenant, f"flood {i}") for i in range(100) for tenant in ("heavy", "light")
@@ -298,19 +276,9 @@ async def test_a_request_that_cannot_wait_long_enough_is_refused_at_once(
     Retry-After of when capacity is expected; the waiting requests are all answered."""
     async with running_fake(ProviderLimits(concurrency=1)) as fake:
         fake.default = Scripted(delay_s=0.3)
-        config = config_from(f"""
-            [cache]
-            enabled = false
-            [batch]
-            enabled = false
-            [providers.up]
-            kind = "openai_compatible"
-            base_url = "{fake.base_url}"
-            [models.m]
-            deployments = [{{ provider = "up", model = "m", concurrency = 1 }}]
-            {tenants()}
-        """)
-        stack = await make_stack(nats_url, config)
+        stack = await make_stack(
+            nats_url, one_upstream_config(fake.base_url, "concurrency = 1", tenants())
+        )
         queued = [asyncio.create_task(ask(stack, "a", f"queued {i}")) for i in range(10)]
         await asyncio.wait(queued, return_when=asyncio.FIRST_COMPLETED)  # a call ended
         hdrs = {"Authorization": f"Bearer {KEYS['b']}", headers.TIMEOUT_MS: "500"}
@@ -331,21 +299,8 @@ async def test_brokers_learn_a_providers_limits_from_its_headers_and_stay_under_
     names no limit. After the first answer both brokers hold that limit between them: a
     burst of 16 waits for it instead of meeting the provider's 429."""
     async with running_fake(ProviderLimits(rpm=120, advertise=True)) as fake:
-        config = config_from(f"""
-            [cache]
-            enabled = false
-            [batch]
-            enabled = false
-            [admission]
-            stats_s = 0.1
-            max_wait_s = 60
-            [providers.up]
-            kind = "openai_compatible"
-            base_url = "{fake.base_url}"
-            [models.m]
-            deployments = [{{ name = "up", provider = "up", model = "m" }}]
-            {tenants()}
-        """)
+        admission = f"[admission]\nstats_s = 0.1\nmax_wait_s = 60\n{tenants()}"
+        config = one_upstream_config(fake.base_url, 'name = "up"', admission)
         stack = await make_stack(nats_url, config, brokers=2)
         assert (await ask(stack, "a", "first"))[0] == 200
         async with asyncio.timeout(10):  # the other broker hears of the limit
@@ -372,19 +327,7 @@ async def test_a_dead_brokers_share_returns_to_the_others(
     connection closed under it). Once its lease runs out, broker b runs 4 calls at once."""
     async with running_fake(ProviderLimits(concurrency=4)) as fake:
         fake.default = Scripted(delay_s=0.3)
-        config = config_from(f"""
-            [cache]
-            enabled = false
-            [batch]
-            enabled = false
-            [admission]
-            lease_s = 1.0
-            [providers.up]
-            kind = "openai_compatible"
-            base_url = "{fake.base_url}"
-            [models.m]
-            deployments = [{{ provider = "up", model = "m", concurrency = 4 }}]
-        """)
+        config = one_upstream_config(fake.base_url, "concurrency = 4", "[admission]\nlease_s = 1.0")
         stack = await make_stack(nats_url, config, brokers=2)
         a, b = stack.brokers
         await asyncio.gather(*(through(a, f"a {i}") for i in range(4)))
@@ -402,18 +345,9 @@ async def test_the_queue_time_reaches_http_callers(nats_url: str, make_stack: St
     busy deployment."""
     async with running_fake(ProviderLimits(concurrency=1)) as fake:
         fake.default = Scripted(delay_s=0.2)
-        config = config_from(f"""
-            [cache]
-            enabled = false
-            [batch]
-            enabled = false
-            [providers.up]
-            kind = "openai_compatible"
-            base_url = "{fake.base_url}"
-            [models.m]
-            deployments = [{{ provider = "up", model = "m", concurrency = 1 }}]
-        """)
-        stack = await make_stack(nats_url, config, bridge=True)
+        stack = await make_stack(
+            nats_url, one_upstream_config(fake.base_url, "concurrency = 1"), bridge=True
+        )
         assert stack.http is not None
         body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
         first = await stack.http.post("/chat/completions", json={**body, "user": "first"})
@@ -495,21 +429,10 @@ async def test_waiting_requests_show_in_the_metrics(
     gate, tenant and class; their waits land in ``llm_edge_queue_wait_seconds``."""
     async with running_fake(ProviderLimits(concurrency=1)) as fake:
         fake.default = Scripted(delay_s=0.2)
-        config = config_from(f"""
-            [cache]
-            enabled = false
-            [batch]
-            enabled = false
-            [broker]
-            tenant_metrics = true
-            [providers.up]
-            kind = "openai_compatible"
-            base_url = "{fake.base_url}"
-            [models.m]
-            deployments = [{{ provider = "up", model = "m", concurrency = 1 }}]
-            {tenants()}
-        """)
-        stack = await make_stack(nats_url, config)
+        sections = f"[broker]\ntenant_metrics = true\n{tenants()}"
+        stack = await make_stack(
+            nats_url, one_upstream_config(fake.base_url, "concurrency = 1", sections)
+        )
         waits = {"tenant": "a", "class": "background"}
         counted = REGISTRY.get_sample_value("llm_edge_queue_wait_seconds_count", waits) or 0
         asking = [asyncio.create_task(ask(stack, "a", f"m {i}", "background")) for i in range(4)]
@@ -532,18 +455,7 @@ async def test_a_stream_holds_its_permit_until_it_ends(
     held from its first chunk to its end, then the next waiting stream starts."""
     async with running_fake(ProviderLimits(concurrency=1)) as fake:
         fake.default = Scripted(chunk_delay_s=0.05)
-        config = config_from(f"""
-            [cache]
-            enabled = false
-            [batch]
-            enabled = false
-            [providers.up]
-            kind = "openai_compatible"
-            base_url = "{fake.base_url}"
-            [models.m]
-            deployments = [{{ provider = "up", model = "m", concurrency = 1 }}]
-        """)
-        stack = await make_stack(nats_url, config)
+        stack = await make_stack(nats_url, one_upstream_config(fake.base_url, "concurrency = 1"))
 
         async def stream(i: int) -> str:
             body = {"model": "m", "messages": [{"role": "user", "content": f"s{i}"}]}
@@ -564,19 +476,9 @@ async def test_embeddings_wait_for_their_deployments_limits(
     answers a 429, and the later ones say they waited (``Llm-Queue-Ms``)."""
     async with running_fake(ProviderLimits(concurrency=1)) as fake:
         fake.default = Scripted(delay_s=LATENCY_S)
-        config = config_from(f"""
-            [cache]
-            enabled = false
-            [batch]
-            enabled = false
-            [admission]
-            max_wait_s = 60
-            [providers.up]
-            kind = "openai_compatible"
-            base_url = "{fake.base_url}"
-            [models.e]
-            deployments = [{{ provider = "up", model = "e", concurrency = 1 }}]
-        """)
+        config = one_upstream_config(
+            fake.base_url, "concurrency = 1", "[admission]\nmax_wait_s = 60", model="e"
+        )
         stack = await make_stack(nats_url, config)
         hdrs = {headers.TIMEOUT_MS: "60000"}
         replies = await asyncio.gather(

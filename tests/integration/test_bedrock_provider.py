@@ -8,27 +8,29 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import anthropic
-import msgspec
-import openai
 import pytest
 
 from edge_client.chat import stream_chat
 from schemas import headers
 from tests.support.fake_bedrock import BedrockAnswer, FakeBedrock, running_bedrock
+from tests.support.provider_calls import (
+    WEATHER_TOOL,
+    answer_the_call,
+    anthropic_sdk,
+    call_for_the_tool,
+    chat_over_nats,
+    error_of,
+    finish_reasons,
+    openai_sdk,
+    streamed_text,
+    text_until_error,
+    tool_call_deltas,
+)
 from tests.support.stack import Stack, StackFactory, config_from
 
 CLAUDE = "us.anthropic.claude-sonnet-4-20250514-v1:0"  # a cross-region inference profile
 NOVA = "amazon.nova-lite-v1:0"
 ENV_KEY, ENV_SECRET, ENV_TOKEN = "AKIAENVKEY0000000001", "env/secret+KEY", "FwoGZXIvYXdzEENV"
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather by city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
-    },
-}
 ENVIRON = {
     "AWS_ACCESS_KEY_ID": ENV_KEY,
     "AWS_SECRET_ACCESS_KEY": ENV_SECRET,
@@ -73,10 +75,6 @@ async def stack(nats_url: str, bedrock: FakeBedrock, make_stack: StackFactory) -
     return await make_stack(
         nats_url, config_from(stack_config(bedrock)), bridge=True, environ=ENVIRON
     )
-
-
-def sdk(stack: Stack) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=stack.base_url, api_key="x", max_retries=0)
 
 
 async def test_a_whole_answer_signed_with_usage_and_cost(
@@ -130,16 +128,15 @@ async def test_a_streamed_answer_through_the_sdk(stack: Stack, bedrock: FakeBedr
     """ConverseStream's binary event stream, read in 7-byte pieces, arrives as the SDK's
     chunks and ends with the usage of Bedrock's metadata event."""
     bedrock.script.append(BedrockAnswer(text="Sunny and mild today", split=7))
-    stream = await sdk(stack).chat.completions.create(
+    stream = await openai_sdk(stack).chat.completions.create(
         model="claude",
         messages=[{"role": "user", "content": "Weather?"}],
         stream=True,
         stream_options={"include_usage": True},
     )
     chunks = [chunk async for chunk in stream]
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text == "Sunny and mild today"
-    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert streamed_text(chunks) == "Sunny and mild today"
+    assert finish_reasons(chunks)[-1] == "stop"
     assert chunks[-1].usage is not None
     assert chunks[-1].usage.total_tokens == 30
     assert bedrock.calls[-1].stream
@@ -151,18 +148,8 @@ async def test_tools_both_ways(stack: Stack, bedrock: FakeBedrock) -> None:
     the call and its result go up again as toolUse and toolResult blocks."""
     tool_use = {"toolUseId": "tooluse_abc", "name": "get_weather", "input": {"city": "Oslo"}}
     bedrock.script.append(BedrockAnswer(text="", tools=[tool_use], stop_reason="tool_use"))
-    client = sdk(stack)
-    messages: list[dict[str, object]] = [{"role": "user", "content": "Weather in Oslo?"}]
-    first = await client.chat.completions.create(
-        model="claude",
-        messages=messages,  # type: ignore[arg-type]
-        tools=[WEATHER_TOOL],  # type: ignore[list-item]
-        tool_choice="required",
-    )
-    choice = first.choices[0]
-    assert choice.finish_reason == "tool_calls"
-    assert choice.message.tool_calls is not None
-    call = choice.message.tool_calls[0]
+    client = openai_sdk(stack)
+    message, call = await call_for_the_tool(client, "claude", "required")
     assert (call.id, call.function.name) == ("tooluse_abc", "get_weather")
     assert json.loads(call.function.arguments) == {"city": "Oslo"}
     assert bedrock.calls[-1].body["toolConfig"] == {
@@ -177,15 +164,7 @@ async def test_tools_both_ways(stack: Stack, bedrock: FakeBedrock) -> None:
         ],
         "toolChoice": {"any": {}},
     }
-    messages += [
-        choice.message.model_dump(exclude_none=True),
-        {"role": "tool", "tool_call_id": call.id, "content": '{"temp_c": 12}'},
-    ]
-    second = await client.chat.completions.create(
-        model="claude",
-        messages=messages,  # type: ignore[arg-type]
-        tools=[WEATHER_TOOL],  # type: ignore[list-item]
-    )
+    second = await answer_the_call(client, "claude", message)
     assert second.choices[0].message.content == "Hello from Bedrock"
     assert bedrock.calls[-1].body["messages"][1:] == [
         {"role": "assistant", "content": [{"toolUse": tool_use}]},
@@ -210,12 +189,12 @@ async def test_a_streamed_tool_call(stack: Stack, bedrock: FakeBedrock) -> None:
         "stream": True,
     }
     chunks = [c async for c in stream_chat(stack.nc, body, deadline_s=10)]
-    deltas = [tc for c in chunks if c.choices for tc in c.choices[0].delta.tool_calls or ()]
+    deltas = tool_call_deltas(chunks)
     assert deltas[0]["id"] == "tooluse_s"
     assert deltas[0]["function"]["name"] == "get_weather"
     arguments = "".join(d["function"].get("arguments", "") for d in deltas)
     assert json.loads(arguments) == {"city": "Bergen"}
-    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
+    assert finish_reasons(chunks)[-1] == "tool_calls"
     assert bedrock.calls[-1].model == NOVA
 
 
@@ -267,16 +246,14 @@ async def test_bedrock_errors_reach_the_caller(
     """Bedrock's errors arrive as envelopes naming Bedrock's error; throttling, timeouts and
     service errors are retryable, validation and access errors are not."""
     bedrock.script.append(BedrockAnswer(error_type=error_type, status=status))
-    body = msgspec.json.encode({"model": "claude", "messages": [{"role": "user", "content": "x"}]})
-    msg = await stack.nc.request("llm.chat", body, timeout=10)
-    assert msg.headers is not None
-    assert int(msg.headers[headers.STATUS]) == caller_status
-    error = msgspec.json.decode(msg.data)["error"]
+    answered, reply, body = await chat_over_nats(stack, "claude")
+    assert answered == caller_status
+    error = error_of(body)
     assert error["code"] == code
     assert error_type in error["message"]
     retryable = code in {"rate_limited", "timeout", "unavailable"}
-    assert (msg.headers.get(headers.RETRYABLE) == "1") is retryable
-    assert ENV_SECRET not in msg.data.decode()
+    assert (reply.get(headers.RETRYABLE) == "1") is retryable
+    assert ENV_SECRET not in body.decode()
 
 
 @pytest.mark.parametrize("answer", ["exception", "cut"])
@@ -293,26 +270,16 @@ async def test_a_broken_stream_ends_in_an_error(
             cut=answer == "cut",
         )
     )
-    stream = await sdk(stack).chat.completions.create(
+    stream = await openai_sdk(stack).chat.completions.create(
         model="claude", messages=[{"role": "user", "content": "x"}], stream=True
     )
-    received: list[str] = []
-
-    async def read() -> None:
-        async for chunk in stream:
-            received.extend(c.delta.content or "" for c in chunk.choices)
-
-    with pytest.raises(openai.APIError):
-        await read()
-    assert "".join(received) == "one two three"
+    assert await text_until_error(stream) == "one two three"
 
 
 async def test_the_messages_api_reaches_bedrock(stack: Stack, bedrock: FakeBedrock) -> None:
     """The Anthropic SDK's Messages API is served by Bedrock through the messages-to-chat
     path, whole and streamed."""
-    client = anthropic.AsyncAnthropic(
-        base_url=stack.base_url.removesuffix("/v1"), api_key="x", max_retries=0
-    )
+    client = anthropic_sdk(stack)
     message = await client.messages.create(
         model="claude", max_tokens=32, messages=[{"role": "user", "content": "Hi"}]
     )
@@ -333,11 +300,9 @@ async def test_a_wrong_secret_fails_the_signature(
     can fail) and reaches the caller as an authentication error naming AWS's reason."""
     environ = {**ENVIRON, "AWS_SECRET_ACCESS_KEY": "not/the/secret"}
     stack = await make_stack(nats_url, config_from(stack_config(bedrock)), environ=environ)
-    body = msgspec.json.encode({"model": "claude", "messages": [{"role": "user", "content": "x"}]})
-    msg = await stack.nc.request("llm.chat", body, timeout=10)
-    assert msg.headers is not None
-    assert msg.headers[headers.STATUS] == "502"
-    error = msgspec.json.decode(msg.data)["error"]
+    status, _, body = await chat_over_nats(stack, "claude")
+    assert status == 502
+    error = error_of(body)
     assert error["code"] == "authentication"
     assert "InvalidSignatureException" in error["message"]
     assert bedrock.refused == ["InvalidSignatureException: the signature does not match"]
@@ -384,10 +349,8 @@ async def test_credentials_come_from_the_aws_chain(
     environ = {**environ, **write_profiles(tmp_path)}
     config = config_from(stack_config(bedrock, extra, region=region))
     stack = await make_stack(nats_url, config, environ=environ)
-    body = msgspec.json.encode({"model": "nova", "messages": [{"role": "user", "content": "x"}]})
-    msg = await stack.nc.request("llm.chat", body, timeout=10)
-    assert msg.headers is not None
-    assert msg.headers[headers.STATUS] == "200", msg.data
+    status, _, body = await chat_over_nats(stack, "nova")
+    assert status == 200, body
     assert bedrock.calls[-1].access_key == access_key
     assert "x-amz-security-token" not in bedrock.calls[-1].headers
     assert not bedrock.refused

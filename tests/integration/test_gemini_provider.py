@@ -10,9 +10,6 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import anthropic
-import msgspec
-import openai
 import pytest
 
 from edge_client.chat import stream_chat
@@ -22,33 +19,29 @@ from tests.support.fake_google import (
     GeminiAnswer,
     google_error,
     running_google,
-    service_account,
+)
+from tests.support.provider_calls import (
+    WEATHER_TOOL,
+    answer_the_call,
+    anthropic_sdk,
+    call_for_the_tool,
+    chat_over_nats,
+    error_of,
+    finish_reasons,
+    openai_sdk,
+    streamed_text,
+    text_until_error,
+    tool_call_deltas,
 )
 from tests.support.stack import Stack, StackFactory, config_from
 
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather by city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-            "additionalProperties": False,
-        },
-    },
-}
 PRICES = "input_price = 0.3, output_price = 2.5"
 SIGNATURE = base64.b64encode(b"\x00\xffopaque thought signature\xfe").decode()
 
 
 @pytest.fixture
 async def google(tmp_path: Path) -> AsyncIterator[FakeGoogle]:
-    async with running_google() as fake:
-        key = service_account(tmp_path / "sa.json", f"{fake.base_url}/token")
-        fake.public_key = key.public_key()
-        fake.email = "edge@proj-1.iam.gserviceaccount.com"
+    async with running_google(tmp_path / "sa.json") as fake:
         yield fake
 
 
@@ -104,10 +97,6 @@ async def stack(
     return await make_stack(
         nats_url, config, bridge=True, environ={"GEMINI_API_KEY": google.api_key}
     )
-
-
-def sdk(stack: Stack) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=stack.base_url, api_key="x", max_retries=0)
 
 
 @pytest.mark.parametrize(
@@ -172,7 +161,7 @@ async def test_a_streamed_answer_through_the_sdk(
     """The SDK's stream is translated event by event from streamGenerateContent?alt=sse and
     ends with the usage Gemini reported."""
     google.script.append(GeminiAnswer(text="Sunny and mild today"))
-    client = sdk(stack)
+    client = openai_sdk(stack)
     stream = await client.chat.completions.create(
         model=model,
         messages=[{"role": "user", "content": "Weather?"}],
@@ -180,10 +169,9 @@ async def test_a_streamed_answer_through_the_sdk(
         stream_options={"include_usage": True},
     )
     chunks = [chunk async for chunk in stream]
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text == "Sunny and mild today"
+    assert streamed_text(chunks) == "Sunny and mild today"
     assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) == 4
-    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert finish_reasons(chunks)[-1] == "stop"
     assert chunks[-1].usage is not None
     assert chunks[-1].usage.total_tokens == 18
     assert google.calls[-1].path.endswith(":streamGenerateContent")
@@ -200,18 +188,9 @@ async def test_tools_both_ways_keep_the_thought_signature(stack: Stack, google: 
             calls=[{"name": "get_weather", "args": {"city": "Oslo"}, "signature": SIGNATURE}],
         )
     )
-    client = sdk(stack)
-    messages: list[dict[str, object]] = [{"role": "user", "content": "Weather in Oslo?"}]
-    first = await client.chat.completions.create(
-        model="flash",
-        messages=messages,  # type: ignore[arg-type]
-        tools=[WEATHER_TOOL],  # type: ignore[list-item]
-        tool_choice={"type": "function", "function": {"name": "get_weather"}},
-    )
-    choice = first.choices[0]
-    assert choice.finish_reason == "tool_calls"
-    assert choice.message.tool_calls is not None
-    call = choice.message.tool_calls[0]
+    client = openai_sdk(stack)
+    tool_choice = {"type": "function", "function": {"name": "get_weather"}}
+    message, call = await call_for_the_tool(client, "flash", tool_choice)
     assert call.function.name == "get_weather"
     assert json.loads(call.function.arguments) == {"city": "Oslo"}
     sent = google.calls[-1].body
@@ -221,15 +200,7 @@ async def test_tools_both_ways_keep_the_thought_signature(stack: Stack, google: 
         "functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}
     }
 
-    messages += [
-        choice.message.model_dump(exclude_none=True),
-        {"role": "tool", "tool_call_id": call.id, "content": '{"temp_c": 12}'},
-    ]
-    second = await client.chat.completions.create(
-        model="flash",
-        messages=messages,  # type: ignore[arg-type]
-        tools=[WEATHER_TOOL],  # type: ignore[list-item]
-    )
+    second = await answer_the_call(client, "flash", message)
     assert second.choices[0].message.content == "Hello from Gemini"
     model_turn, result_turn = google.calls[-1].body["contents"][1:]
     assert model_turn["role"] == "model"
@@ -258,11 +229,11 @@ async def test_a_streamed_function_call(stack: Stack, google: FakeGoogle) -> Non
         "stream": True,
     }
     chunks = [c async for c in stream_chat(stack.nc, body, deadline_s=10)]
-    calls = [tc for c in chunks if c.choices for tc in c.choices[0].delta.tool_calls or ()]
+    calls = tool_call_deltas(chunks)
     assert len(calls) == 1
     assert calls[0]["function"] == {"name": "get_weather", "arguments": '{"city":"Oslo"}'}
     assert calls[0]["id"].startswith("call_")
-    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
+    assert finish_reasons(chunks)[-1] == "tool_calls"
 
 
 async def test_images_and_json_schema(stack: Stack, google: FakeGoogle) -> None:
@@ -302,9 +273,7 @@ async def test_images_and_json_schema(stack: Stack, google: FakeGoogle) -> None:
 async def test_the_messages_api_reaches_gemini(stack: Stack, google: FakeGoogle) -> None:
     """The Anthropic SDK's Messages API is served by Gemini through the messages-to-chat
     path, whole and streamed."""
-    client = anthropic.AsyncAnthropic(
-        base_url=stack.base_url.removesuffix("/v1"), api_key="x", max_retries=0
-    )
+    client = anthropic_sdk(stack)
     message = await client.messages.create(
         model="flash",
         max_tokens=32,
@@ -351,17 +320,15 @@ async def test_google_errors_reach_the_caller(
             ),
         )
     )
-    body = msgspec.json.encode({"model": "flash", "messages": [{"role": "user", "content": "x"}]})
-    msg = await stack.nc.request("llm.chat", body, timeout=10)
-    assert msg.headers is not None
-    assert int(msg.headers[headers.STATUS]) == caller_status
-    error = msgspec.json.decode(msg.data)["error"]
+    answered, reply, body = await chat_over_nats(stack, "flash")
+    assert answered == caller_status
+    error = error_of(body)
     assert error["code"] == code
     assert "upstream said no" in error["message"]
-    assert google.api_key not in msg.data.decode()
+    assert google.api_key not in body.decode()
     if status == 429:
-        assert msg.headers[headers.RETRY_AFTER] == "37"
-        assert msg.headers[headers.RETRYABLE] == "1"
+        assert reply[headers.RETRY_AFTER] == "37"
+        assert reply[headers.RETRYABLE] == "1"
 
 
 async def test_a_failing_studio_fails_over_to_vertex(
@@ -373,13 +340,9 @@ async def test_a_failing_studio_fails_over_to_vertex(
     google.script.append(
         GeminiAnswer(status=503, error=google_error(503, "UNAVAILABLE", "overloaded"))
     )
-    body = msgspec.json.encode(
-        {"model": "failing-over", "messages": [{"role": "user", "content": "x"}]}
-    )
-    msg = await stack.nc.request("llm.chat", body, timeout=10)
-    assert msg.headers is not None
-    assert msg.headers[headers.STATUS] == "200"
-    assert msg.headers[headers.DEPLOYMENT] == "on-vertex"
+    status, reply, _ = await chat_over_nats(stack, "failing-over")
+    assert status == 200
+    assert reply[headers.DEPLOYMENT] == "on-vertex"
     assert [c.path.split("/")[1] for c in google.calls] == ["v1beta", "v1"]
 
 
@@ -389,19 +352,11 @@ async def test_a_stream_cut_before_its_finish_ends_in_an_error(
     """A stream that closes before Gemini's finishReason is not a complete answer: the caller
     gets an error event after the chunks, never a clean end."""
     google.script.append(GeminiAnswer(text="one two three", cut=True))
-    client = sdk(stack)
+    client = openai_sdk(stack)
     stream = await client.chat.completions.create(
         model="flash", messages=[{"role": "user", "content": "x"}], stream=True
     )
-    received: list[str] = []
-
-    async def read() -> None:
-        async for chunk in stream:
-            received.extend(c.delta.content or "" for c in chunk.choices)
-
-    with pytest.raises(openai.APIError):
-        await read()
-    assert "".join(received) == "one two"
+    assert await text_until_error(stream) == "one two"
 
 
 async def test_vertex_tokens_are_reused_refreshed_and_replaced(
@@ -472,7 +427,7 @@ async def test_claude_on_vertex_whole_and_streamed(stack: Stack, google: FakeGoo
     """A Claude model on the Vertex AI provider is called through Anthropic's publisher
     (rawPredict / streamRawPredict) with the Messages API's body, the service account's
     token and Vertex AI's anthropic_version; the answers are translated back."""
-    client = sdk(stack)
+    client = openai_sdk(stack)
     whole = await client.chat.completions.create(
         model="claude-on-vertex",
         messages=[
@@ -504,8 +459,7 @@ async def test_claude_on_vertex_whole_and_streamed(stack: Stack, google: FakeGoo
         stream_options={"include_usage": True},
     )
     chunks = [chunk async for chunk in stream]
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text == "Claude streams here"
+    assert streamed_text(chunks) == "Claude streams here"
     assert chunks[-1].usage is not None
     assert chunks[-1].usage.completion_tokens == 15
     assert google.calls[-1].path.endswith(":streamRawPredict")

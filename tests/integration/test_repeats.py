@@ -9,24 +9,13 @@ import pytest
 
 from edge_client import EdgeClient, RetryPolicy
 from schemas import headers, subjects
-from tests.support.stack import Stack, StackFactory, config_from
+from tests.support.stack import Stack, StackFactory, one_upstream_config
 from tests.support.upstream import FakeOpenAI, Scripted
 
 
 @pytest.fixture
 async def stack(nats_url: str, fake_openai: FakeOpenAI, make_stack: StackFactory) -> Stack:
-    config = config_from(f"""
-        [cache]
-        enabled = false
-        [batch]
-        enabled = false
-        [providers.up]
-        kind = "openai_compatible"
-        base_url = "{fake_openai.base_url}"
-        [models.m]
-        deployments = [{{ provider = "up" }}]
-    """)
-    return await make_stack(nats_url, config)
+    return await make_stack(nats_url, one_upstream_config(fake_openai.base_url))
 
 
 def body(text: str) -> bytes:

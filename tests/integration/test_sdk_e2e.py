@@ -11,22 +11,10 @@ import openai
 import pytest
 
 from tests.support.anthropic_shapes import TOOL_MESSAGE, stream_events
+from tests.support.provider_calls import WEATHER_TOOL
 from tests.support.scripted_upstream import Answer, Sent, scripted_upstream
 from tests.support.stack import Stack, StackFactory, config_from
 from tests.support.upstream import FakeOpenAI, Scripted, openai_completion
-
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather by city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-        },
-    },
-}
 
 
 def anthropic_upstream(request: Sent) -> Answer:

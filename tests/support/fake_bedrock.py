@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from aiohttp.test_utils import RawTestServer
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+
+from tests.support.loopback_http import serving, streamed
 
 __all__ = ["BedrockAnswer", "BedrockCall", "FakeBedrock", "frame", "running_bedrock"]
 
@@ -248,29 +249,19 @@ class FakeBedrock:
             return web.json_response(
                 self._converse(answer), headers={"x-amzn-RequestId": "req-0123"}
             )
-        response = web.StreamResponse(
-            headers={
-                "content-type": "application/vnd.amazon.eventstream",
-                "x-amzn-RequestId": "req-0123",
-            }
-        )
-        await response.prepare(request)
         data = b"".join(self._events(answer))
         size = answer.split or len(data)
-        for start in range(0, len(data), size):
-            await response.write(data[start : start + size])
-        await response.write_eof()
-        return response
+        pieces = (data[start : start + size] for start in range(0, len(data), size))
+        return await streamed(
+            request,
+            pieces,
+            {"content-type": "application/vnd.amazon.eventstream", "x-amzn-RequestId": "req-0123"},
+        )
 
 
 @contextlib.asynccontextmanager
 async def running_bedrock(region: str = "us-west-2") -> AsyncIterator[FakeBedrock]:
     """A fake Bedrock runtime on a free loopback port, stopped on exit."""
     fake = FakeBedrock(region)
-    server = RawTestServer(fake.serve, host="127.0.0.1", port=0)
-    await server.start_server()
-    fake.base_url = str(server.make_url("")).rstrip("/")
-    try:
+    async with serving(fake.serve) as fake.base_url:
         yield fake
-    finally:
-        await server.close()

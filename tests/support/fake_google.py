@@ -27,16 +27,17 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from aiohttp.test_utils import RawTestServer
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from tests.support.anthropic_shapes import MESSAGE, stream_events
+from tests.support.loopback_http import serving, streamed
 
 __all__ = ["FakeGoogle", "GeminiAnswer", "google_error", "running_google", "service_account"]
 
 USAGE = {"promptTokenCount": 11, "candidatesTokenCount": 7, "totalTokenCount": 18}
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+_EVENT_STREAM = {"content-type": "text/event-stream"}
 
 
 def google_error(code: int, status: str, message: str, **extra: Any) -> dict[str, Any]:
@@ -113,6 +114,13 @@ class FakeGoogle:
         self.token_requests = 0
         self._token_asked = asyncio.Condition()
         self.base_url = ""
+
+    def issue_service_account(self, path: Path, project: str = "proj-1") -> None:
+        """Write a service-account key file to ``path`` whose assertions the token endpoint
+        takes (one account at a time)."""
+        key = service_account(path, f"{self.base_url}/token", project)
+        self.public_key = key.public_key()
+        self.email = f"edge@{project}.iam.gserviceaccount.com"
 
     async def wait_token_requests(self, count: int) -> None:
         """Until the token endpoint was asked ``count`` times (bounded by the caller)."""
@@ -259,18 +267,16 @@ class FakeGoogle:
     async def _stream(
         self, request: web.BaseRequest, answer: GeminiAnswer, model: str
     ) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
-        await response.prepare(request)
         words = answer.text.split(" ")
+        events = []
         for i, word in enumerate(words):
             last = i == len(words) - 1
             if last and answer.cut:
                 break
             piece = word if i == 0 else f" {word}"
             event = self._response(answer, model, piece, final=last)
-            await response.write(f"data: {json.dumps(event)}\r\n\r\n".encode())
-        await response.write_eof()
-        return response
+            events.append(f"data: {json.dumps(event)}\r\n\r\n".encode())
+        return await streamed(request, events, _EVENT_STREAM)
 
     @staticmethod
     async def _claude(
@@ -284,15 +290,10 @@ class FakeGoogle:
                 "content": [{"type": "text", "text": answer.text}],
             }
             return web.json_response(message)
-        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
-        await response.prepare(request)
         words = answer.text.split(" ")
         pieces = [w if i == 0 else f" {w}" for i, w in enumerate(words)]
         events = stream_events(pieces)
-        for event in events[:-2] if answer.cut else events:
-            await response.write(event)
-        await response.write_eof()
-        return response
+        return await streamed(request, events[:-2] if answer.cut else events, _EVENT_STREAM)
 
     async def serve(self, request: web.BaseRequest) -> web.StreamResponse:
         if request.path == "/token" and request.method == "POST":
@@ -303,13 +304,11 @@ class FakeGoogle:
 
 
 @contextlib.asynccontextmanager
-async def running_google() -> AsyncIterator[FakeGoogle]:
-    """A fake Google on a free loopback port, stopped on exit."""
+async def running_google(key_file: Path | None = None) -> AsyncIterator[FakeGoogle]:
+    """A fake Google on a free loopback port, stopped on exit; with ``key_file``, the
+    service account it writes there is the one it takes."""
     fake = FakeGoogle()
-    server = RawTestServer(fake.serve, host="127.0.0.1", port=0)
-    await server.start_server()
-    fake.base_url = str(server.make_url("")).rstrip("/")
-    try:
+    async with serving(fake.serve) as fake.base_url:
+        if key_file is not None:
+            fake.issue_service_account(key_file)
         yield fake
-    finally:
-        await server.close()

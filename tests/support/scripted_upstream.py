@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from aiohttp.test_utils import RawTestServer
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from tests.support.loopback_http import serving, streamed
 
 __all__ = ["Answer", "Handler", "Sent", "closed_port_url", "scripted_upstream"]
 
@@ -61,13 +62,9 @@ async def _respond(request: web.BaseRequest, answer: Answer) -> web.StreamRespon
         request.transport.abort()
         return web.Response()
     if answer.pieces is not None:
-        response = web.StreamResponse(status=answer.status, headers=answer.headers)
-        response.content_type = "text/event-stream"
-        await response.prepare(request)
-        for piece in answer.pieces:
-            await response.write(piece)
-        await response.write_eof()
-        return response
+        headers = CIMultiDict(answer.headers)
+        headers["Content-Type"] = "text/event-stream"  # whatever the answer's headers say
+        return await streamed(request, answer.pieces, headers, answer.status)
     if answer.json is not None:
         return web.json_response(answer.json, status=answer.status, headers=answer.headers)
     return web.Response(status=answer.status, text=answer.text or "", headers=answer.headers)
@@ -81,12 +78,8 @@ async def scripted_upstream(handler: Handler) -> AsyncIterator[str]:
         sent = Sent(request.method, request.path_qs, request.headers, await request.read())
         return await _respond(request, handler(sent))
 
-    server = RawTestServer(serve, host="127.0.0.1", port=0)
-    await server.start_server()
-    try:
-        yield str(server.make_url("")).rstrip("/")
-    finally:
-        await server.close()
+    async with serving(serve) as base_url:
+        yield base_url
 
 
 def closed_port_url() -> str:

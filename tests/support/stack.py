@@ -19,7 +19,15 @@ from edge_runtime.process import close_quietly, connect
 from workers import WorkerService, build_provider, http_client
 from workers.h1 import UpstreamClient
 
-__all__ = ["MOCK_ONLY", "Stack", "StackFactory", "chat", "config_from", "start_stack"]
+__all__ = [
+    "MOCK_ONLY",
+    "Stack",
+    "StackFactory",
+    "chat",
+    "config_from",
+    "one_upstream_config",
+    "start_stack",
+]
 
 
 #: One mock model, no L2, no batch engine: the smallest stack that answers llm.chat.
@@ -38,6 +46,29 @@ MOCK_ONLY = """
 def config_from(toml: str) -> Config:
     """A config from an indented TOML snippet."""
     return Config.from_toml(textwrap.dedent(toml))
+
+
+def one_upstream_config(
+    base_url: str, deployment: str = "", sections: str = "", *, model: str = "m"
+) -> Config:
+    """Cache and batches off; an OpenAI-compatible upstream at ``base_url`` (provider
+    ``up``) serving ``model`` through one deployment. ``deployment``: more keys of its inline
+    table (``concurrency = 1``); ``sections``: more TOML (``[admission]`` ...)."""
+    keys = ", ".join(k for k in ('provider = "up"', f'model = "{model}"', deployment) if k)
+    return config_from(
+        f"""
+        [cache]
+        enabled = false
+        [batch]
+        enabled = false
+        [providers.up]
+        kind = "openai_compatible"
+        base_url = "{base_url}"
+        [models.{model}]
+        deployments = [{{ {keys} }}]
+        """
+        + sections
+    )
 
 
 def chat(content: str, model: str = "mock", **extra: object) -> bytes:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.fake_google import FakeGoogle, running_google, service_account
+from tests.support.fake_google import FakeGoogle, running_google
 from workers import ErrorKind, ProviderError, http_client
 from workers.gcp_auth import ServiceAccountTokens, load_service_account
 
@@ -26,10 +26,7 @@ class Clock:
 
 @pytest.fixture
 async def google(tmp_path: Path) -> AsyncIterator[FakeGoogle]:
-    async with running_google() as fake:
-        key = service_account(tmp_path / "sa.json", f"{fake.base_url}/token")
-        fake.public_key = key.public_key()
-        fake.email = "edge@proj-1.iam.gserviceaccount.com"
+    async with running_google(tmp_path / "sa.json") as fake:
         yield fake
 
 
