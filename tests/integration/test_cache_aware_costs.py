@@ -5,6 +5,7 @@ priced at their own rates and the tier that served at its own, and the same figu
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,7 +13,10 @@ import httpx
 import pytest
 
 from tests.support.anthropic_upstream import FakeAnthropic, running_fake_anthropic
+from tests.support.browser import Page, chromium, needs_chromium
+from tests.support.cli import run_cli
 from tests.support.costs import (
+    ADMIN_KEY,
     CACHED_USAGE,
     FLEX_COST,
     KEY,
@@ -23,6 +27,7 @@ from tests.support.costs import (
     openai_answer,
     priced_stack,
     spend,
+    tenant_of,
 )
 from tests.support.scripted_upstream import Answer
 from tests.support.servers import RedisServer
@@ -168,3 +173,46 @@ async def test_a_flex_call_reaches_openai_as_flex_and_is_priced_at_the_flex_rate
     assert "cost:default" not in gained(before, counts(stack, "up", "gpt"))
     total, by_tier = await spend(stack, redis_server)
     assert (total, by_tier) == (pytest.approx(expected), {"flex": pytest.approx(expected)})
+
+
+@needs_chromium
+@pytest.mark.browser
+@pytest.mark.process
+async def test_spend_by_tier_shows_in_llm_edge_usage_and_the_console(
+    stack: Stack, fake_openai: FakeOpenAI, redis_server: RedisServer
+) -> None:
+    """A call OpenAI served in flex and one it served in default: ``llm-edge usage`` and the
+    console's spend panel show the tenant's spend by tier, each at its tier's rates, beside
+    the spend by model."""
+    default_cost = (500 * 2.0 + 1_500 * 0.5 + 100 * 8.0) / 1e6  # 0.00255
+    for n, tier in enumerate(("flex", "default")):
+        fake_openai.script.append(Scripted(body=openai_answer("gpt-5", tier)))
+        question = {"role": "user", "content": f"by tier {n}"}
+        await post(stack, "/chat/completions", {"model": "gpt", "messages": [question]})
+    tenant = tenant_of(stack)
+
+    out, _ = await run_cli("usage", "--redis-url", redis_server.url, "--tenant", tenant)
+    by_model, by_tier = ([line.split() for line in t.splitlines()] for t in out.split("\n\n"))
+    assert by_tier[0] == ["TENANT", "PERIOD", "TIER", "USD"]
+    assert [(row[0], row[2], float(row[-1])) for row in by_tier[1:]] == [
+        (tenant, "default", pytest.approx(default_cost, abs=1e-6)),
+        (tenant, "flex", pytest.approx(FLEX_COST, abs=1e-6)),
+        (tenant, "(all", pytest.approx(default_cost + FLEX_COST, abs=1e-6)),
+    ]
+    assert [(row[2], float(row[3])) for row in by_model[1:] if row[2] == "gpt"] == [
+        ("gpt", pytest.approx(default_cost + FLEX_COST, abs=1e-6))
+    ]
+
+    assert stack.bridge is not None
+    with chromium() as driver:
+        page = Page(driver, f"http://127.0.0.1:{stack.bridge.port}/console")
+        await asyncio.to_thread(page.sign_in, ADMIN_KEY)
+        row = f'#spend-body tr[data-tenant="{tenant}"]'
+        shown = await asyncio.to_thread(
+            page.texts, f"{row} td.by-tier, {row} td.by-model", lambda t: len(t) == 2
+        )
+    # in the order of the columns: by model, then by tier (USD to 4 places, as the page shows)
+    assert shown == [
+        f"gpt ${default_cost + FLEX_COST:.4f}",
+        f"default ${default_cost:.4f}, flex ${FLEX_COST:.4f}",
+    ]
