@@ -21,7 +21,7 @@ from broker.tenancy.budget import SpendLedger
 from broker.tenancy.limits import RateLimiter, Scope, rate_limited
 from broker.tenancy.usage import Metered, metered, metered_usage
 from broker.upstream.deployments import Deployment
-from broker.upstream.prices import DEFAULT_TIER, Tokens
+from broker.upstream.prices import DEFAULT_TIER, Tokens, served_tier
 from schemas import Usage, headers
 
 __all__ = ["Charge", "Meter"]
@@ -128,8 +128,9 @@ class Meter:
         deployment = self._deployments.get(answered_by.get(headers.DEPLOYMENT, ""))
         if deployment is None:
             return None
-        found = None if usage is None else metered_usage(usage, service_tier)
-        return _priced(deployment, found, None)
+        if usage is None:  # nothing to price, but the tier that served is known
+            return Charge(deployment, 0.0, None, None, served_tier(service_tier))
+        return _priced(deployment, metered_usage(usage, service_tier), None)
 
     def saved(self, prepared: Call, hit: CachedReply) -> float | None:
         """USD a cache hit saved, at the price of the deployment that gave the answer (counted

@@ -244,3 +244,18 @@ async def test_a_flex_stream_tells_the_client_its_tier_and_cost_when_it_ends(
         "cached": 1_500,
         "completion": 100,
     }
+
+
+async def test_a_stream_without_usage_names_its_tier_and_no_cost(
+    stack: Stack, fake_openai: FakeOpenAI
+) -> None:
+    """An upstream that ends a flex stream without its usage chunk: the end names the tier
+    it served in but no cost (nothing was reported to price)."""
+    without_usage = [piece for piece in flex_openai_stream() if b'"usage": {' not in piece]
+    fake_openai.script.append(Scripted(raw_sse=without_usage))
+    client = EdgeClient(stack.nc, api_key=KEY, deadline_s=30)
+    request = {"model": "gpt", "messages": [{"role": "user", "content": "no usage"}]}
+    async with client.stream(request) as chunks:
+        text = [c.delta.content or "" async for chunk in chunks for c in chunk.choices]
+    assert "".join(text) == "flexibly served"
+    assert (chunks.service_tier, chunks.cost_usd) == ("flex", None)
