@@ -41,6 +41,7 @@ from broker.request import Prepared, Reply, error_reply
 from broker.tenancy.identify import identify_later
 from broker.tenancy.meter import Meter
 from broker.tenancy.pii_restore import RestoringSink
+from broker.tenancy.stream_cost import PricedStream
 from broker.tenancy.tenants import Caller, KeysNeeded
 from broker.upstream.calls import Upstream
 from broker.upstream.forward import StreamEvent
@@ -397,10 +398,11 @@ class ChatPipeline:
             self._record.now() - perf_started
         )
         kept = stream_log(prepared)
+        priced = PricedStream(sink, self._meter, prepared, kept, meta)  # cost on the end
         status = 200
         try:
             async with contextlib.aclosing(events):
-                await _relay(first, events, sink=sink, meta=meta, kept=kept)
+                await _relay(first, events, sink=priced, meta=meta, kept=kept)
         except BrokerError as exc:
             status = exc.status
             await sink.error(error_reply(exc), meta, streaming=True)
@@ -422,7 +424,7 @@ class ChatPipeline:
             if answer.whole:  # an answer that cannot be rebuilt is relayed, never stored
                 self._front.keep(prepared, reply)
                 await self._front.write_back(prepared, reply)
-            await self._meter.charge(prepared, self._meter.price(reply))
+            await priced.settle()
 
 
 def _queued(meta: dict[str, str], prepared: Prepared) -> dict[str, str]:

@@ -39,7 +39,7 @@ from edge_client.errors import (
     from_reply,
 )
 from edge_client.request import DEFAULT_RETRY, Attempts, RetryPolicy
-from edge_client.stream_handle import Stream
+from edge_client.stream_handle import Ending, Stream
 from schemas import ChatCompletion, ChatCompletionChunk, ChatRequest, headers, subjects
 from schemas.chat import Model, ModelList
 
@@ -148,11 +148,14 @@ class EdgeClient:
         """
         hdrs = self.headers(**call)
         body = _body(request, stream=True)
-        chunks = self._chunks(self._stream(self._subject("chat"), body, hdrs))
-        return Stream(chunks, hdrs[headers.REQUEST_ID])
+        ending = Ending()
+        chunks = self._chunks(self._stream(self._subject("chat"), body, hdrs), ending)
+        return Stream(chunks, hdrs[headers.REQUEST_ID], ending)
 
     @staticmethod
-    async def _chunks(messages: AsyncGenerator[Msg, None]) -> AsyncGenerator[ChatCompletionChunk]:
+    async def _chunks(
+        messages: AsyncGenerator[Msg, None], ending: Ending
+    ) -> AsyncGenerator[ChatCompletionChunk]:
         expected = 0
         async with contextlib.aclosing(messages):
             async for msg in messages:
@@ -160,8 +163,11 @@ class EdgeClient:
                 if int(hdrs.get(headers.SEQ, expected)) != expected:
                     raise StreamError(f"stream message {expected} missing")
                 expected += 1
-                if hdrs.get(headers.STREAM) == "chunk":
+                kind = hdrs.get(headers.STREAM)
+                if kind == "chunk":
                     yield _chunk.decode(msg.data)
+                elif kind == "end":
+                    ending.read(hdrs)
 
     async def messages(self, request: Mapping[str, Any] | bytes, **call: Any) -> dict[str, Any]:
         """An Anthropic Messages API ``message`` (``llm.messages``)."""
@@ -202,16 +208,22 @@ class EdgeClient:
         (retried and cancelled as :meth:`stream` is)."""
         hdrs = self.headers(**call)
         body = _encoder.encode({**request, "stream": True})
-        events = self._events(self._stream(self._subject("messages"), body, hdrs))
-        return Stream(events, hdrs[headers.REQUEST_ID])
+        ending = Ending()
+        events = self._events(self._stream(self._subject("messages"), body, hdrs), ending)
+        return Stream(events, hdrs[headers.REQUEST_ID], ending)
 
     @staticmethod
-    async def _events(messages: AsyncGenerator[Msg, None]) -> AsyncGenerator[MessageEvent]:
+    async def _events(
+        messages: AsyncGenerator[Msg, None], ending: Ending
+    ) -> AsyncGenerator[MessageEvent]:
         async with contextlib.aclosing(messages):
             async for msg in messages:
                 hdrs = msg.headers or {}
-                if hdrs.get(headers.STREAM) == "chunk" and msg.data:
+                kind = hdrs.get(headers.STREAM)
+                if kind == "chunk" and msg.data:
                     yield MessageEvent(hdrs.get(headers.EVENT, ""), _any.decode(msg.data))
+                elif kind == "end":
+                    ending.read(hdrs)
 
     async def models(self, **call: Any) -> list[Model]:
         """The models the brokers serve (names and aliases)."""

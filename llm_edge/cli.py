@@ -25,6 +25,7 @@ from llm_edge.audit_cli import add_audit_command, run_audit_command
 from llm_edge.batch_cli import add_batch_commands, run_batch_command
 
 if TYPE_CHECKING:
+    import redis
     from nats.aio.client import Client
 
     from broker.config import Config
@@ -60,7 +61,9 @@ def _add_account_commands(sub: Any, environ: Mapping[str, str]) -> None:
     hasher = key_cmds.add_parser("hash", help="the hash of a key, for [tenants] in the config")
     hasher.add_argument("key")
     key_cmds.add_parser("list", help="run-time keys in Redis")
-    usage = sub.add_parser("usage", help="spend per tenant and model (USD, from Redis)")
+    usage = sub.add_parser(
+        "usage", help="spend per tenant, by model and by service tier (USD, from Redis)"
+    )
     usage.add_argument("--redis-url", default=environ.get("REDIS_URL"))
     usage.add_argument("--tenant", help="one tenant (default: all)")
     key_cmds.add_parser("revoke", help="remove a run-time key").add_argument("hash")
@@ -463,18 +466,27 @@ def _usage(args: argparse.Namespace) -> int:
         return 2
     import redis  # noqa: PLC0415
 
-    from broker.tenancy.budget import BY_MODEL_PREFIX  # noqa: PLC0415
+    from broker.tenancy.budget import BY_MODEL_PREFIX, BY_TIER_PREFIX  # noqa: PLC0415
 
     client = redis.Redis.from_url(args.redis_url, decode_responses=True)
-    pattern = f"{BY_MODEL_PREFIX}{args.tenant or '*'}:*"
-    print(f"{'TENANT':<20} {'PERIOD':<10} {'MODEL':<24} {'USD':>14}")
-    for key in sorted(str(k) for k in client.scan_iter(match=pattern)):
-        tenant, period = key.removeprefix(BY_MODEL_PREFIX).rsplit(":", 1)
-        by_model = {str(m): float(v) for m, v in client.hgetall(key).items()}
-        for model, spent in sorted(by_model.items()):
-            print(f"{tenant:<20} {period:<10} {model:<24} {spent:>14,.6f}")
-        print(f"{tenant:<20} {period:<10} {'(all models)':<24} {sum(by_model.values()):>14,.6f}")
+    _spend_table(client, BY_MODEL_PREFIX, "MODEL", "(all models)", args.tenant)
+    print()
+    _spend_table(client, BY_TIER_PREFIX, "TIER", "(all tiers)", args.tenant)
     return 0
+
+
+def _spend_table(
+    client: redis.Redis, prefix: str, column: str, total: str, tenant: str | None
+) -> None:
+    """One row per tenant, period and name of the ``<prefix><tenant>:<period>`` hashes (a
+    model, or the service tier that served), then the tenant's total for the period."""
+    print(f"{'TENANT':<20} {'PERIOD':<10} {column:<24} {'USD':>14}")
+    for key in sorted(str(k) for k in client.scan_iter(match=f"{prefix}{tenant or '*'}:*")):
+        name, period = key.removeprefix(prefix).rsplit(":", 1)
+        spent = {str(m): float(v) for m, v in client.hgetall(key).items()}
+        for part, usd in sorted(spent.items()):
+            print(f"{name:<20} {period:<10} {part:<24} {usd:>14,.6f}")
+        print(f"{name:<20} {period:<10} {total:<24} {sum(spent.values()):>14,.6f}")
 
 
 def _run_audit(args: argparse.Namespace) -> int:

@@ -173,12 +173,13 @@ STREAM = "Llm-Stream"
 SEQ = "Llm-Seq"
 #: Streams in the Anthropic protocol (``llm.messages``): the SSE event name of the message.
 EVENT = "Llm-Event"
-#: What an answer cost at the deployment's prices (USD), and what a cache hit saved.
+#: What an answer cost at the deployment's prices (USD), and what a cache hit saved; for a
+#: stream, on the message that ends it (the usage comes last).
 COST = "Llm-Cost-Usd"
 COST_SAVED = "Llm-Cost-Saved-Usd"
 #: The service tier that served an answer, when the upstream names one: ``default`` (OpenAI's
 #: ``default``, Anthropic's ``standard``), ``flex``, ``priority``, ``batch``, ``scale``, or
-#: ``other``; the cost is priced at that tier's rates.
+#: ``other``; the cost is priced at that tier's rates (on a stream's end message, as the cost).
 SERVICE_TIER = "Llm-Service-Tier"
 #: On a ``HIT-SEMANTIC`` reply: the cosine similarity to the earlier question it answered.
 SEMANTIC_SIMILARITY = "Llm-Semantic-Similarity"

@@ -112,6 +112,13 @@ class MessageAssembler:
         """The usage so far, in chat-completions terms."""
         return message_usage(self._message.get("usage")) if self._message else None
 
+    @property
+    def service_tier(self) -> str | None:
+        """The tier Anthropic named in the usage (``message_start``'s), as it named it."""
+        usage = (self._message or {}).get("usage")
+        tier = usage.get("service_tier") if isinstance(usage, dict) else None
+        return tier if isinstance(tier, str) else None
+
     def message(self) -> JSON | None:
         """The ``message`` the events add up to, or ``None`` when they cannot be added up."""
         if self._message is None or not self.complete or self._json:

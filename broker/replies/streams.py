@@ -57,6 +57,11 @@ class StreamLog(Protocol):
         """The usage reported so far."""
         ...
 
+    @property
+    def service_tier(self) -> str | None:
+        """The service tier the upstream said served the stream, as it said it."""
+        ...
+
     def feed(self, piece: Piece) -> bool:
         """Add a piece; whether the caller is to receive it."""
         ...
@@ -75,6 +80,10 @@ class _ChatLog:
     @property
     def usage(self) -> Usage | None:
         return self._assembler.usage
+
+    @property
+    def service_tier(self) -> str | None:
+        return self._assembler.service_tier
 
     def feed(self, piece: Piece) -> bool:
         chunk, known = decode_chunk(piece.data)
@@ -95,6 +104,10 @@ class _MessageLog:
     @property
     def usage(self) -> Usage | None:
         return self._assembler.usage
+
+    @property
+    def service_tier(self) -> str | None:
+        return self._assembler.service_tier
 
     def feed(self, piece: Piece) -> bool:
         self._assembler.feed(piece)

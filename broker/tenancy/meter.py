@@ -19,9 +19,9 @@ from broker.cache.response import CachedReply
 from broker.request import Call, Reply
 from broker.tenancy.budget import SpendLedger
 from broker.tenancy.limits import RateLimiter, Scope, rate_limited
-from broker.tenancy.usage import metered
+from broker.tenancy.usage import Metered, metered, metered_usage
 from broker.upstream.deployments import Deployment
-from broker.upstream.prices import DEFAULT_TIER, Tokens
+from broker.upstream.prices import DEFAULT_TIER, Tokens, served_tier
 from schemas import Usage, headers
 
 __all__ = ["Charge", "Meter"]
@@ -117,12 +117,20 @@ class Meter:
         deployment = self._deployments.get(reply.headers.get(headers.DEPLOYMENT, ""))
         if deployment is None:
             return None
-        found = metered(reply.body)
-        if found is None:
-            return Charge(deployment, 0.0, None, None, tier)
-        served = tier or found.tier
-        cost = deployment.cost(found.tokens, served)
-        return Charge(deployment, cost, found.usage, found.tokens, served)
+        return _priced(deployment, metered(reply.body), tier)
+
+    def price_stream(
+        self, answered_by: Mapping[str, str], usage: Usage | None, service_tier: str | None
+    ) -> Charge | None:
+        """The charge for a stream, from the usage and tier kept as its pieces were relayed
+        (its answer is not encoded and read again for them); ``answered_by`` names the
+        deployment (``Llm-Deployment``)."""
+        deployment = self._deployments.get(answered_by.get(headers.DEPLOYMENT, ""))
+        if deployment is None:
+            return None
+        if usage is None:  # nothing to price, but the tier that served is known
+            return Charge(deployment, 0.0, None, None, served_tier(service_tier))
+        return _priced(deployment, metered_usage(usage, service_tier), None)
 
     def saved(self, prepared: Call, hit: CachedReply) -> float | None:
         """USD a cache hit saved, at the price of the deployment that gave the answer (counted
@@ -178,6 +186,15 @@ class Meter:
         await self.ledger.add(
             tenant.name, tenant.budget_period, charge.cost, model, also, tier=tier
         )
+
+
+def _priced(deployment: Deployment, found: Metered | None, tier: str | None) -> Charge:
+    """``found`` priced at ``tier``'s rates when given, else at the served tier's."""
+    if found is None:
+        return Charge(deployment, 0.0, None, None, tier)
+    served = tier or found.tier
+    cost = deployment.cost(found.tokens, served)
+    return Charge(deployment, cost, found.usage, found.tokens, served)
 
 
 def _count_tokens(tokens: Tokens | None, provider: str, model: str, tenant: str) -> None:

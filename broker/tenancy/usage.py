@@ -9,6 +9,7 @@ kinds the price table bills (:class:`~broker.upstream.prices.Tokens`). Only ``us
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -17,7 +18,7 @@ from broker.upstream.prices import Tokens, served_tier
 from schemas import Usage
 from schemas.usage import cache_counts, usage_from_anthropic
 
-__all__ = ["Metered", "metered", "usage_of"]
+__all__ = ["Metered", "anthropic_metered", "metered", "metered_usage", "usage_of"]
 
 
 class Metered(msgspec.Struct, frozen=True):
@@ -59,22 +60,30 @@ def metered(body: bytes) -> Metered | None:
     if reported is None:
         return None
     if "input_tokens_details" in reported or "output_tokens_details" in reported:
-        usage = _from_responses(reported)  # the Responses API's shape
-        tier = served_tier(raw.service_tier)
-    elif "input_tokens" in reported or "output_tokens" in reported:  # Anthropic's shape
-        usage = usage_from_anthropic(reported)
-        tier = served_tier(reported.get("service_tier"))
-    else:
-        prompt = _count(reported.get("prompt_tokens"))
-        completion = _count(reported.get("completion_tokens"))
-        details = reported.get("prompt_tokens_details")
-        usage = Usage(
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            total_tokens=prompt + completion,
-            prompt_tokens_details=details if isinstance(details, dict) else None,
-        )
-        tier = served_tier(raw.service_tier)
+        return metered_usage(_from_responses(reported), raw.service_tier)  # Responses API
+    if "input_tokens" in reported or "output_tokens" in reported:  # Anthropic's shape
+        return anthropic_metered(reported)
+    prompt = _count(reported.get("prompt_tokens"))
+    completion = _count(reported.get("completion_tokens"))
+    details = reported.get("prompt_tokens_details")
+    usage = Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=prompt + completion,
+        prompt_tokens_details=details if isinstance(details, dict) else None,
+    )
+    return metered_usage(usage, raw.service_tier)
+
+
+def anthropic_metered(reported: Mapping[str, Any]) -> Metered:
+    """An Anthropic ``usage`` (the tier inside it) read as :func:`metered` reads it."""
+    return metered_usage(usage_from_anthropic(reported), reported.get("service_tier"))
+
+
+def metered_usage(usage: Usage, service_tier: object) -> Metered:
+    """A usage already in OpenAI terms and the tier its answer named (as sent: counted by
+    :func:`served_tier`), by how its tokens are billed: what a stream's usage, kept as it was
+    relayed, is priced from without encoding and decoding its answer again."""
     read, written, written_1h = cache_counts(usage)
     tokens = Tokens(
         input=usage.prompt_tokens,
@@ -83,7 +92,7 @@ def metered(body: bytes) -> Metered | None:
         cache_write=written,
         cache_write_1h=written_1h,
     )
-    return Metered(usage, tokens, tier)
+    return Metered(usage, tokens, served_tier(service_tier))
 
 
 def _from_responses(reported: dict[str, Any]) -> Usage:

@@ -5,38 +5,34 @@ priced at their own rates and the tier that served at its own, and the same figu
 
 from __future__ import annotations
 
-import time
-import uuid
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-import redis.asyncio
-from prometheus_client import REGISTRY
 
-from broker.tenancy.budget import BY_TIER_PREFIX, SPEND_PREFIX, period_key
-from broker.tenancy.tenants import hash_key
 from tests.support.anthropic_upstream import FakeAnthropic, running_fake_anthropic
+from tests.support.browser import Page, chromium, needs_chromium
+from tests.support.cli import run_cli
+from tests.support.costs import (
+    ADMIN_KEY,
+    CACHED_USAGE,
+    FLEX_COST,
+    KEY,
+    SONNET_COST,
+    anthropic_message,
+    counts,
+    gained,
+    openai_answer,
+    priced_stack,
+    spend,
+    tenant_of,
+)
 from tests.support.scripted_upstream import Answer
 from tests.support.servers import RedisServer
-from tests.support.stack import Stack, StackFactory, config_from
-from tests.support.upstream import FakeOpenAI, Scripted, openai_completion
-
-KEY = f"sk-le-test-costs-{uuid.uuid4().hex}"
-#: Anthropic usage with cache reads and writes of both lifetimes.
-CACHED_USAGE: dict[str, Any] = {
-    "input_tokens": 50,
-    "cache_read_input_tokens": 10_000,
-    "cache_creation_input_tokens": 2_000,
-    "cache_creation": {"ephemeral_5m_input_tokens": 1_500, "ephemeral_1h_input_tokens": 500},
-    "output_tokens": 120,
-    "service_tier": "standard",
-}
-#: What it costs at the sonnet deployment's table below (USD per 1M tokens: input 3, output
-#: 15, cache read 0.30, 5-minute write 3.75, 1-hour write 6): 0.01335 (at the input price
-#: for every input token it would be 0.03795).
-SONNET_COST = (50 * 3.0 + 10_000 * 0.3 + 1_500 * 3.75 + 500 * 6.0 + 120 * 15.0) / 1e6
+from tests.support.stack import Stack, StackFactory
+from tests.support.upstream import FakeOpenAI, Scripted
 
 
 @pytest.fixture
@@ -53,108 +49,7 @@ async def stack(
     fake_openai: FakeOpenAI,
     make_stack: StackFactory,
 ) -> Stack:
-    tenant = f"payer{uuid.uuid4().hex[:8]}"  # fresh spend in the shared Redis
-    config = config_from(f"""
-        [cache]
-        l2 = "off"
-        [batch]
-        enabled = false
-        [broker]
-        tenant_metrics = true
-        [resilience]
-        max_attempts = 1
-        [tenants.{tenant}]
-        keys = ["{hash_key(KEY)}"]
-        budget_usd = 1000  # budgeted: its spend is recorded before the reply goes out
-        [providers.claude]
-        kind = "anthropic"
-        base_url = "{fake_anthropic.base_url}"
-        api_key_env = "ANTHROPIC_API_KEY"
-        [providers.up]
-        kind = "openai_compatible"
-        base_url = "{fake_openai.base_url}"
-
-        [[models.sonnet.deployments]]
-        provider = "claude"
-        model = "claude-sonnet-4-5"
-        input_price = 3.0
-        output_price = 15.0
-        cached_input_price = 0.3
-        cache_write_price = 3.75
-        cache_write_1h_price = 6.0
-
-        [[models.gpt.deployments]]
-        provider = "up"
-        model = "gpt-5"
-        input_price = 2.0
-        output_price = 8.0
-        cached_input_price = 0.5
-        [models.gpt.deployments.tiers.flex]
-        input_price = 1.0
-        output_price = 4.0
-        cached_input_price = 0.25
-    """)
-    return await make_stack(
-        nats_url,
-        config,
-        bridge=True,
-        redis_url=redis_server.url,
-        environ={"ANTHROPIC_API_KEY": "sk-ant-test"},
-    )
-
-
-def tenant_of(stack: Stack) -> str:
-    return next(name for name in stack.brokers[0].config.tenants if name.startswith("payer"))
-
-
-def metric(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-def counts(stack: Stack, provider: str, model: str) -> dict[str, float]:
-    """The cost by tier and the tokens by type counted so far for the stack's tenant."""
-    tenant = tenant_of(stack)
-    out = {
-        f"cost:{tier}": metric(
-            "llm_edge_cost_usd_total", provider=provider, model=model, tier=tier, tenant=tenant
-        )
-        for tier in ("default", "flex")
-    }
-    for kind in ("prompt", "cached", "cache_write", "completion"):
-        out[kind] = metric(
-            "llm_edge_tokens_total", provider=provider, model=model, type=kind, tenant=tenant
-        )
-    return out
-
-
-def gained(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    return {k: round(after[k] - before[k], 9) for k in after if after[k] != before[k]}
-
-
-async def spend(stack: Stack, redis_server: RedisServer) -> tuple[float, dict[str, float]]:
-    """The tenant's spend this month in Redis: the total and the by-tier sums."""
-    label, _ = period_key("month", time.time())
-    suffix = f"{tenant_of(stack)}:{label}"
-    client = redis.asyncio.Redis.from_url(redis_server.url)
-    try:
-        total = await client.get(SPEND_PREFIX + suffix)
-        by_tier = await client.hgetall(BY_TIER_PREFIX + suffix)
-    finally:
-        await client.aclose()
-    return float(total or 0.0), {k.decode(): float(v) for k, v in by_tier.items()}
-
-
-def anthropic_message(usage: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": "msg_cached",
-        "type": "message",
-        "role": "assistant",
-        "model": "claude-sonnet-4-5",
-        "content": [{"type": "text", "text": "From the cache, mostly."}],
-        "stop_reason": "end_turn",
-        "stop_sequence": None,
-        "usage": usage,
-    }
+    return await priced_stack(make_stack, nats_url, redis_server, fake_anthropic, fake_openai)
 
 
 async def post(stack: Stack, path: str, body: dict[str, Any]) -> httpx.Response:
@@ -232,19 +127,6 @@ async def test_a_messages_caller_keeps_anthropic_usage_and_is_priced_alike(
     assert total == pytest.approx(SONNET_COST)
 
 
-def openai_answer(model: str, tier: str) -> dict[str, Any]:
-    """OpenAI's answer with 1,500 of its 2,000 prompt tokens read from the cache."""
-    body = openai_completion(model, "cached, mostly")
-    body["usage"] = {
-        "prompt_tokens": 2_000,
-        "completion_tokens": 100,
-        "total_tokens": 2_100,
-        "prompt_tokens_details": {"cached_tokens": 1_500, "audio_tokens": 0},
-    }
-    body["service_tier"] = tier
-    return body
-
-
 async def test_openai_cached_tokens_are_priced_at_the_cached_input_price(
     stack: Stack, fake_openai: FakeOpenAI, redis_server: RedisServer
 ) -> None:
@@ -276,7 +158,7 @@ async def test_a_flex_call_reaches_openai_as_flex_and_is_priced_at_the_flex_rate
     """``service_tier: "flex"`` reaches the upstream; the answer it served in flex is priced
     at the deployment's flex table, and the tier is named in the header, the cost metric's
     label and the ledger's by-tier sum."""
-    expected = (500 * 1.0 + 1_500 * 0.25 + 100 * 4.0) / 1e6  # 0.001275
+    expected = FLEX_COST
     before = counts(stack, "up", "gpt")
     fake_openai.script.append(Scripted(body=openai_answer("gpt-5", "flex")))
     response = await post(
@@ -291,3 +173,46 @@ async def test_a_flex_call_reaches_openai_as_flex_and_is_priced_at_the_flex_rate
     assert "cost:default" not in gained(before, counts(stack, "up", "gpt"))
     total, by_tier = await spend(stack, redis_server)
     assert (total, by_tier) == (pytest.approx(expected), {"flex": pytest.approx(expected)})
+
+
+@needs_chromium
+@pytest.mark.browser
+@pytest.mark.process
+async def test_spend_by_tier_shows_in_llm_edge_usage_and_the_console(
+    stack: Stack, fake_openai: FakeOpenAI, redis_server: RedisServer
+) -> None:
+    """A call OpenAI served in flex and one it served in default: ``llm-edge usage`` and the
+    console's spend panel show the tenant's spend by tier, each at its tier's rates, beside
+    the spend by model."""
+    default_cost = (500 * 2.0 + 1_500 * 0.5 + 100 * 8.0) / 1e6  # 0.00255
+    for n, tier in enumerate(("flex", "default")):
+        fake_openai.script.append(Scripted(body=openai_answer("gpt-5", tier)))
+        question = {"role": "user", "content": f"by tier {n}"}
+        await post(stack, "/chat/completions", {"model": "gpt", "messages": [question]})
+    tenant = tenant_of(stack)
+
+    out, _ = await run_cli("usage", "--redis-url", redis_server.url, "--tenant", tenant)
+    by_model, by_tier = ([line.split() for line in t.splitlines()] for t in out.split("\n\n"))
+    assert by_tier[0] == ["TENANT", "PERIOD", "TIER", "USD"]
+    assert [(row[0], row[2], float(row[-1])) for row in by_tier[1:]] == [
+        (tenant, "default", pytest.approx(default_cost, abs=1e-6)),
+        (tenant, "flex", pytest.approx(FLEX_COST, abs=1e-6)),
+        (tenant, "(all", pytest.approx(default_cost + FLEX_COST, abs=1e-6)),
+    ]
+    assert [(row[2], float(row[3])) for row in by_model[1:] if row[2] == "gpt"] == [
+        ("gpt", pytest.approx(default_cost + FLEX_COST, abs=1e-6))
+    ]
+
+    assert stack.bridge is not None
+    with chromium() as driver:
+        page = Page(driver, f"http://127.0.0.1:{stack.bridge.port}/console")
+        await asyncio.to_thread(page.sign_in, ADMIN_KEY)
+        row = f'#spend-body tr[data-tenant="{tenant}"]'
+        shown = await asyncio.to_thread(
+            page.texts, f"{row} td.by-tier, {row} td.by-model", lambda t: len(t) == 2
+        )
+    # in the order of the columns: by model, then by tier (USD to 4 places, as the page shows)
+    assert shown == [
+        f"gpt ${default_cost + FLEX_COST:.4f}",
+        f"default ${default_cost:.4f}, flex ${FLEX_COST:.4f}",
+    ]

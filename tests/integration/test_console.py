@@ -9,24 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import httpx
 import msgspec
 import pytest
 
 from broker.tenancy.tenants import hash_key
-from tests.support.browser import CHROMEDRIVER, CHROMIUM, chromium
+from tests.support.browser import Page, chromium, needs_chromium
 from tests.support.servers import RedisServer
 from tests.support.stack import Stack, StackFactory, config_from
-
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None or CHROMEDRIVER is None,
-    reason="chromium and chromedriver are not installed (apt-get install chromium chromium-driver)",
-)
 
 ADMIN_KEY = "sk-le-console-admin-key-for-tests-0000000000000"
 TEAM_KEY = "sk-le-console-team-key-for-tests-00000000000000"
@@ -51,7 +42,6 @@ CONFIG = f"""
     rpm = 1000
     tpm = 1000000
 """
-PATIENCE_S = 20.0
 
 
 @pytest.fixture
@@ -72,104 +62,6 @@ async def chat(
         json={"model": "mock", "messages": [{"role": "user", "content": content}]},
         headers={"Authorization": f"Bearer {key}", "X-Cache-Namespace": namespace},
     )
-
-
-class Page:
-    """The console page in Chromium, one blocking step per method (run them in a thread)."""
-
-    def __init__(self, driver: Any, url: str) -> None:
-        from selenium.common.exceptions import StaleElementReferenceException
-        from selenium.webdriver.support.ui import WebDriverWait
-
-        self.driver = driver
-        self.url = url
-        # the page redraws its tables every poll: an element found may be replaced at once
-        self.wait = WebDriverWait(
-            driver,
-            PATIENCE_S,
-            poll_frequency=0.1,
-            ignored_exceptions=(StaleElementReferenceException,),
-        )
-
-    def css(self, selector: str) -> list[Any]:
-        from selenium.webdriver.common.by import By
-
-        return list(self.driver.find_elements(By.CSS_SELECTOR, selector))
-
-    def until(self, selector: str, check: Callable[[list[Any]], bool] = bool) -> list[Any]:
-        """The elements matching ``selector`` once ``check`` holds for them."""
-        found: list[Any] = []
-
-        def ready(_: object) -> bool:
-            nonlocal found
-            found = self.css(selector)
-            return check(found)
-
-        self.wait.until(ready, f"waiting for {selector}")
-        return found
-
-    def texts(self, selector: str, check: Callable[[list[str]], bool] = bool) -> list[str]:
-        """The texts of the elements matching ``selector`` once ``check`` holds for them (read
-        in one go, so a redraw between two reads cannot mix two polls)."""
-        found: list[str] = []
-
-        def ready(_: object) -> bool:
-            nonlocal found
-            found = [str(e.text) for e in self.css(selector)]
-            return check(found)
-
-        self.wait.until(ready, f"waiting for the text of {selector}")
-        return found
-
-    def attributes(
-        self, selector: str, name: str, check: Callable[[list[str]], bool] = bool
-    ) -> list[str]:
-        """Attribute ``name`` of the elements matching ``selector`` once ``check`` holds for
-        the values (read in one go, like :meth:`texts`)."""
-        found: list[str] = []
-
-        def ready(_: object) -> bool:
-            nonlocal found
-            found = [str(e.get_attribute(name)) for e in self.css(selector)]
-            return check(found)
-
-        self.wait.until(ready, f"waiting for {name} of {selector}")
-        return found
-
-    def sign_in(self, key: str) -> None:
-        self.driver.get(self.url)
-        self.until("#auth:not([hidden])")
-        self.css("#admin-key")[0].send_keys(key)
-        self.css("#auth button[type=submit]")[0].click()
-        self.until("#services-body tr")
-
-    def click(self, selector: str) -> None:
-        """Click the first match; a button redrawn under the click is found again."""
-
-        def clicked(_: object) -> bool:
-            found = self.css(selector)
-            if found:
-                found[0].click()
-            return bool(found)
-
-        self.wait.until(clicked, f"waiting to click {selector}")
-
-    def confirm(self) -> None:
-        self.click("dialog[open] #confirm-yes")
-
-    def type_into(self, selector: str, text: str) -> None:
-        field = self.until(selector)[0]
-        field.clear()
-        field.send_keys(text)
-
-    def notice(self, contains: str) -> str:
-        return self.texts("#notice", lambda t: contains in t[0])[0]
-
-    def screenshot(self, name: str) -> None:
-        folder = os.environ.get("CONSOLE_SCREENSHOTS")
-        if folder:
-            Path(folder).mkdir(parents=True, exist_ok=True)
-            self.driver.save_screenshot(str(Path(folder) / name))
 
 
 @needs_chromium

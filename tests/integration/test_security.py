@@ -294,7 +294,8 @@ async def test_http_garbage_routes(stack: Stack) -> None:
 @pytest.mark.process
 async def test_budget_caps_spend(stack: Stack, redis_server: RedisServer) -> None:
     """Spend is priced from the deployment table; once the budget is spent: 402. The cost is
-    counted in llm_edge_cost_usd_total under the tenant's name and in `llm-edge usage`."""
+    counted in llm_edge_cost_usd_total under the tenant's name and in `llm-edge usage`, by
+    model and by tier."""
     from prometheus_client import REGISTRY
 
     tenant = next(name for name in stack.brokers[0].config.tenants if name.startswith("spender"))
@@ -314,9 +315,13 @@ async def test_budget_caps_spend(stack: Stack, redis_server: RedisServer) -> Non
     counted = REGISTRY.get_sample_value("llm_edge_cost_usd_total", labels)
     assert counted == pytest.approx(cost, abs=1e-6)
     out, _ = await run_cli("usage", "--redis-url", redis_server.url, "--tenant", tenant)
-    rows = [line.split() for line in out.splitlines()[1:]]
-    assert [(row[0], row[2], float(row[3])) for row in rows if row[2] == "priced"] == [
+    by_model, by_tier = ([line.split() for line in t.splitlines()[1:]] for t in out.split("\n\n"))
+    assert [(row[0], row[2], float(row[3])) for row in by_model if row[2] == "priced"] == [
         (tenant, "priced", pytest.approx(cost, abs=1e-6))
+    ]
+    # the mock names no tier: its answers are priced at the base rates, counted as default
+    assert [(row[0], row[2], float(row[3])) for row in by_tier if row[2] == "default"] == [
+        (tenant, "default", pytest.approx(cost, abs=1e-6))
     ]
     second = await ask(stack, body, KEY_E, **{headers.CACHE_CONTROL: "no-cache"})
     assert status(second) == 402

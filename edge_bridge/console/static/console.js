@@ -186,13 +186,22 @@ function renderCache(cache) {
   });
 }
 
+// "name $x, name $y" in name order: a tenant's spend by model, or by the service tier that
+// served it (default, flex, priority, batch ...)
+function shares(byName) {
+  return Object.entries(byName || {}).sort(([a], [b]) => a.localeCompare(b))
+    .map(([name, cost]) => name + " " + usd(cost)).join(", ") || null;
+}
+
 function renderSpend(spend) {
   const rows = (spend && spend.tenants) || [];
   fill("spend-body", rows, (tr, s) => {
+    tr.dataset.tenant = s.tenant;
     cell(tr, s.tenant); cell(tr, s.period); cell(tr, usd(s.spent_usd), "num");
     cell(tr, s.budget_usd === null ? "none" : usd(s.budget_usd) +
       " (" + Math.round(100 * s.spent_usd / Math.max(s.budget_usd, 1e-9)) + " %)", "num");
-    cell(tr, Object.entries(s.by_model).map(([m, c]) => m + " " + usd(c)).join(", ") || null);
+    cell(tr, shares(s.by_model), "by-model");
+    cell(tr, shares(s.by_tier), "by-tier");
     cell(tr, "rpm " + s.rpm_used + " of " + (s.rpm || "∞") +
       " · tpm " + s.tpm_used + " of " + (s.tpm || "∞"));
   });
