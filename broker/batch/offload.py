@@ -1,9 +1,9 @@
 """Runs a batch's sub-batches on the providers' own Batch APIs.
 
-The lifecycle calls :meth:`Offloader.step` under the batch's lease every ``offload_poll_s``
-while a sub-batch is not yet merged. A step submits pending sub-batches, asks running ones
-for their status (cancelling one whose provider batch would miss our deadline less
-``offload_margin_s``, or whose batch we cancel), and merges an ended one
+The lifecycle runs :meth:`Offloader.run` (one step under the batch's lease) every
+``offload_poll_s`` while a sub-batch is not yet merged. A step submits pending sub-batches,
+asks running ones for their status (cancelling one whose provider batch would miss our
+deadline less ``offload_margin_s``, or whose batch we cancel), and merges an ended one
 (:mod:`broker.batch.offload_merge`). Every state lives in the batch record (JetStream KV)
 and the files bucket: nothing of it is held in memory.
 
@@ -27,6 +27,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from broker import metrics
+from broker.batch.lease import Leases, release
 from broker.batch.offload_merge import Merger, Spend
 from broker.batch.offload_plan import input_object
 from broker.batch.settings import BatchSettings
@@ -98,6 +99,22 @@ class Offloader:
         for sub, path in subs:
             with path.open("rb") as handle:
                 await self._store.put_object(input_object(batch_id, sub.index), handle)
+
+    async def run(self, leases: Leases, batch_id: str) -> None:
+        """One step of a batch's provider batches, under its lease; the next one is due
+        ``offload_poll_s`` after it ended."""
+        claimed = await leases.take(batch_id, BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING)
+        if claimed is None:
+            return
+        record, token = claimed
+        async with leases.holding(batch_id, token):
+            await self.step(record)
+        next_poll = self._clock() + self._settings.offload_poll_s
+
+        def later(record: BatchRecord) -> None:
+            record.offload_next = next_poll
+
+        await self._store.update(batch_id, release(token, later))
 
     async def step(self, record: BatchRecord) -> None:
         """Move every unmerged sub-batch of ``record`` on by one step."""
