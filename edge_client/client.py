@@ -195,8 +195,9 @@ class EdgeClient:
         to ``response.completed`` (retried and cancelled as :meth:`stream` is)."""
         hdrs = self.headers(**call)
         body = _encoder.encode({**request, "stream": True})
-        events = self._events(self._stream(self._subject("responses"), body, hdrs))
-        return Stream(events, hdrs[headers.REQUEST_ID])
+        ending = Ending()
+        events = self._events(self._stream(self._subject("responses"), body, hdrs), ending)
+        return Stream(events, hdrs[headers.REQUEST_ID], ending)
 
     async def response(self, response_id: str, **call: Any) -> dict[str, Any]:
         """A stored response (``llm.responses.get``): a background one's current status."""

@@ -167,6 +167,8 @@ def worker(provider: str) -> Permissions:
             "$KV.llm_edge_once.>",
             "llm.once.>",
             f"$JS.API.STREAM.INFO.{_FILES}",
+            # nats-py's object store get finds the bucket's stream by its chunks' subject
+            "$JS.API.STREAM.NAMES",
             f"$JS.API.STREAM.MSG.GET.{_FILES}",
             f"$JS.API.STREAM.PURGE.{_FILES}",
             f"$JS.API.DIRECT.GET.{_FILES}.>",

@@ -5,6 +5,14 @@ The lines travel through the batch files' object store, not in messages: the bro
 sub-batch's input (our input lines, in order) as an object; the worker reads it, submits it
 upstream, and, once the provider's batch has ended, writes the normalized results
 (:class:`OffloadResult`, one JSON line each) as another object the broker merges.
+
+Submission is exactly-once per sub-batch. The broker records its intent (state
+``submitting``, ``submit_at``) in the batch record before it asks for a submit; the worker
+creates no provider batch after the call's ``not_after`` and writes a receipt object (the
+provider's batch id) before it answers. A broker that finds an intent but no provider batch
+id (it died, or its call timed out, between the provider's acceptance and the record's write)
+asks ``find`` instead of submitting again: the receipt, else the provider's list of batches
+(:data:`SUBMIT_SETTLE_S` after the intent, a batch not found there was never created).
 """
 
 from __future__ import annotations
@@ -14,6 +22,9 @@ import enum
 import msgspec
 
 __all__ = [
+    "CLOCK_SKEW_S",
+    "SUBMIT_SETTLE_S",
+    "SUBMIT_WINDOW_S",
     "OffloadAnswer",
     "OffloadCall",
     "OffloadOp",
@@ -23,6 +34,16 @@ __all__ = [
 ]
 
 
+#: How long after the broker's intent a worker may still create the provider batch (reading
+#: the input and uploading up to 200 MB fit in it; the worker refuses to create one later).
+SUBMIT_WINDOW_S = 600.0
+#: How far the broker's and the workers' clocks may disagree.
+CLOCK_SKEW_S = 60.0
+#: After this long past the intent, a provider batch of it that the provider does not list
+#: was never created: the window, the create call's own bound (120 s), the clocks' skew.
+SUBMIT_SETTLE_S = SUBMIT_WINDOW_S + 120.0 + CLOCK_SKEW_S
+
+
 class OffloadOp(enum.StrEnum):
     """What a call on ``llm.provider.<provider>.batch`` asks for."""
 
@@ -30,18 +51,22 @@ class OffloadOp(enum.StrEnum):
     STATUS = "status"
     RESULTS = "results"
     CANCEL = "cancel"
+    FIND = "find"
 
 
 class OffloadCall(msgspec.Struct, omit_defaults=True):
     """One call on ``llm.provider.<provider>.batch``.
 
     Attributes:
-        op: submit the lines of ``input``; read the status of, write the results of, or
-            cancel ``provider_batch``.
-        input: the object (files bucket) holding the sub-batch's input lines.
+        op: submit the lines of ``input``; find the provider batch a submit of ``input``
+            created; read the status of, write the results of, or cancel ``provider_batch``.
+        input: the object (files bucket) holding the sub-batch's input lines; its name is
+            the sub-batch's tag upstream (``submit``, ``find``).
         upstream_model: the model name the provider knows (every line's ``model``).
-        provider_batch: the provider's batch id (every op but ``submit``).
+        provider_batch: the provider's batch id (every op but ``submit`` and ``find``).
         results: the object the worker writes the normalized results to (``results``).
+        not_after: unix time after which the worker creates no provider batch (``submit``).
+        since: unix time of the submit's intent: the batch was created after it (``find``).
     """
 
     op: OffloadOp
@@ -49,13 +74,16 @@ class OffloadCall(msgspec.Struct, omit_defaults=True):
     upstream_model: str = ""
     provider_batch: str = ""
     results: str = ""
+    not_after: float = 0.0
+    since: float = 0.0
 
 
 class OffloadAnswer(msgspec.Struct, omit_defaults=True):
     """The worker's answer.
 
     Attributes:
-        provider_batch: the provider's batch id.
+        provider_batch: the provider's batch id (``find``: empty when the provider surely
+            holds no batch of that submit).
         ended: the provider's batch is done (completed, failed, expired, cancelled, ended).
         provider_status: the provider's own status word.
         succeeded: lines the results object holds as succeeded (``results``).
@@ -82,9 +110,11 @@ class OffloadResult(msgspec.Struct, omit_defaults=True):
 
 
 class OffloadState(enum.StrEnum):
-    """Where a sub-batch is: not yet submitted, running at the provider, or merged back."""
+    """Where a sub-batch is: not yet submitted, submitted without its provider batch id
+    recorded yet, running at the provider, or merged back."""
 
     PENDING = "pending"
+    SUBMITTING = "submitting"
     RUNNING = "running"
     MERGED = "merged"
 
@@ -98,7 +128,8 @@ class SubBatch(msgspec.Struct):
         deployment: the deployment whose prices apply.
         model: the model the lines asked for; ``upstream_model`` the provider's name of it.
         lines: how many input lines it holds.
-        state: pending, running or merged.
+        state: pending, submitting, running or merged.
+        submit_at: unix time the submit's intent was recorded (``submitting``).
         provider_batch: the provider's batch id, once submitted.
         cancel_sent: a cancel was sent upstream (our cancel, or the window's margin).
         succeeded: lines merged from the provider's results.
@@ -112,6 +143,7 @@ class SubBatch(msgspec.Struct):
     upstream_model: str
     lines: int
     state: OffloadState = OffloadState.PENDING
+    submit_at: float = 0.0
     provider_batch: str = ""
     cancel_sent: bool = False
     succeeded: int = 0

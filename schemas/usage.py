@@ -29,6 +29,7 @@ __all__ = [
     "cache_counts",
     "openai_tier",
     "usage_from_anthropic",
+    "usage_from_responses",
 ]
 
 #: ``prompt_tokens_details`` keys: input tokens read from the cache (OpenAI's own name) ...
@@ -121,3 +122,17 @@ def anthropic_tier(tier: str) -> str:
     """An OpenAI answer's ``service_tier`` in Anthropic's words (``default`` is
     ``standard``; others as they are)."""
     return _ANTHROPIC_STANDARD if tier == _OPENAI_STANDARD else tier
+
+
+def usage_from_responses(raw: Mapping[str, Any] | None) -> Usage:
+    """A Responses API ``usage`` in chat terms: its ``input_tokens`` count every input token,
+    as ``prompt_tokens`` do, and its cache reads are ``input_tokens_details.cached_tokens``."""
+    raw = raw or {}
+    prompt, completion = _count(raw, "input_tokens"), _count(raw, "output_tokens")
+    cached = _count(raw.get("input_tokens_details"), CACHED_TOKENS)
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=prompt + completion,
+        prompt_tokens_details={CACHED_TOKENS: cached} if cached else None,
+    )

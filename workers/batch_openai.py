@@ -1,5 +1,7 @@
 """OpenAI's Batch API: ``POST /files`` (purpose ``batch``), ``POST /batches``,
-``GET /batches/{id}``, ``POST /batches/{id}/cancel``, ``GET /files/{id}/content``.
+``GET /batches/{id}``, ``POST /batches/{id}/cancel``, ``GET /files/{id}/content``, and
+``GET /batches`` (newest first) to find the batch a submit created: it carries the
+sub-batch's tag as ``metadata.llm_edge_sub_batch``.
 
 Line ``i`` of a sub-batch goes up as ``custom_id`` ``r<i>`` (ours may be any string; the
 broker maps them back), its body with the provider's model name. Output lines whose
@@ -14,9 +16,12 @@ from typing import Any
 
 import msgspec
 
-from workers.batches import BatchHttp, Status
+from workers.batches import FIND_PAGES, BatchHttp, Status, check_window, undecided
 
-__all__ = ["OPENAI_ENDED", "OpenAIBatches"]
+__all__ = ["OPENAI_ENDED", "TAG_KEY", "OpenAIBatches"]
+
+#: The batch metadata key holding our sub-batch's tag.
+TAG_KEY = "llm_edge_sub_batch"
 
 #: The statuses after which a batch changes no more.
 OPENAI_ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -62,7 +67,7 @@ class OpenAIBatches:
     def __init__(self, http: BatchHttp) -> None:
         self._http = http
 
-    async def submit(self, lines: list[bytes], model: str, tag: str) -> str:
+    async def submit(self, lines: list[bytes], model: str, tag: str, not_after: float) -> str:
         """Upload the lines as a ``batch`` file, then create the batch on it (24h)."""
         rows = []
         name = _encode(model)
@@ -92,11 +97,12 @@ class OpenAIBatches:
         )
         content_type = {"content-type": f"multipart/form-data; boundary={boundary}"}
         uploaded = _json.decode(await self._http.call("POST", "/files", form, content_type))
+        check_window("openai", not_after)
         create = {
             "input_file_id": uploaded["id"],
             "endpoint": "/v1/chat/completions",
             "completion_window": "24h",
-            "metadata": {"llm_edge_sub_batch": tag},
+            "metadata": {TAG_KEY: tag},
         }
         batch = _json.decode(await self._http.call("POST", "/batches", _encode(create)))
         return str(batch["id"])
@@ -133,3 +139,20 @@ class OpenAIBatches:
                 else:
                     found.append((i, None, _error_code(raw, response)))
         return found
+
+    async def find(self, tag: str, since: float) -> str | None:
+        """Page ``GET /batches`` (newest first) back to ``since`` for the batch tagged ``tag``."""
+        after = ""
+        for _ in range(FIND_PAGES):
+            query = f"/batches?limit=100&after={after}" if after else "/batches?limit=100"
+            page = _json.decode(await self._http.call("GET", query))
+            batches = page.get("data") or []
+            for batch in batches:
+                if (batch.get("metadata") or {}).get(TAG_KEY) == tag:
+                    return str(batch["id"])
+                if float(batch.get("created_at") or 0) < since:
+                    return None  # older than the submit: so is every later page
+            if not page.get("has_more") or not batches:
+                return None
+            after = str(batches[-1]["id"])
+        raise undecided("openai", f"more than {FIND_PAGES * 100} batches since the submit")

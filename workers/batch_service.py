@@ -4,6 +4,12 @@ provider's own Batch API (submit, status, results, cancel; :mod:`schemas.offload
 Only workers whose adapter has a Batch API subscribe, so a broker that finds no responder
 there runs the lines on the normal path. The lines and the results travel through the
 batch files' object store: a sub-batch of 50,000 lines is far over a message's size.
+
+After the provider accepted a submit, the worker writes a receipt (``<input>-receipt``, the
+provider's batch id) before it answers: a broker that never got the answer (it died, or its
+call timed out) asks ``find``, which reads the receipt, and only when there is none (the
+worker died in between, or the create call failed on our side only) pages the provider's
+list of batches.
 """
 
 from __future__ import annotations
@@ -15,22 +21,28 @@ import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.js.errors import ObjectDeletedError, ObjectNotFoundError
 from nats.js.object_store import ObjectStore
 
 from edge_runtime.process import STOP_STEP_S, InFlight, settle
 from schemas import subjects
 from schemas.jetstream import FILES_BUCKET
-from schemas.offload import OffloadAnswer, OffloadCall, OffloadOp, OffloadResult
+from schemas.offload import CLOCK_SKEW_S, OffloadAnswer, OffloadCall, OffloadOp, OffloadResult
 from workers.batches import ProviderBatches
 from workers.errors import ProviderError
 
-__all__ = ["BatchService"]
+__all__ = ["BatchService", "receipt_object"]
 
 log = logging.getLogger("llm_edge.worker")
 _call = msgspec.json.Decoder(OffloadCall)
 _encode = msgspec.json.Encoder().encode
 #: Batch calls in flight per worker process (each is a few upstream calls at most).
 MAX_BATCH_CALLS = 16
+
+
+def receipt_object(input_object: str) -> str:
+    """The object holding the provider's batch id of the sub-batch ``input_object`` holds."""
+    return f"{input_object}-receipt"
 
 
 class BatchService:
@@ -84,13 +96,29 @@ class BatchService:
             self._files = await self._nc.jetstream().object_store(FILES_BUCKET)
         return self._files
 
+    async def _find(self, call: OffloadCall) -> str:
+        """The receipt's batch id, else the provider's (empty: surely none)."""
+        try:
+            receipt = await (await self._store()).get(receipt_object(call.input))
+        except (ObjectNotFoundError, ObjectDeletedError):
+            pass
+        else:
+            if receipt.data:
+                return receipt.data.decode()
+        found = await self._batches.find(call.input, call.since - CLOCK_SKEW_S)
+        return found or ""
+
     async def _run(self, call: OffloadCall) -> OffloadAnswer:
         batches = self._batches
         if call.op is OffloadOp.SUBMIT:
-            found = await (await self._store()).get(call.input)
+            files = await self._store()
+            found = await files.get(call.input)
             lines = [line for line in (found.data or b"").splitlines() if line.strip()]
-            batch_id = await batches.submit(lines, call.upstream_model, call.input)
+            batch_id = await batches.submit(lines, call.upstream_model, call.input, call.not_after)
+            await files.put(receipt_object(call.input), batch_id.encode())
             return OffloadAnswer(provider_batch=batch_id, provider_status="submitted")
+        if call.op is OffloadOp.FIND:
+            return OffloadAnswer(provider_batch=await self._find(call))
         if call.op is OffloadOp.RESULTS:
             results = await batches.results(call.provider_batch)
             rows = [

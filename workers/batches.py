@@ -9,18 +9,34 @@ adapter's pooled client and its one error-mapping function, so a failed call is 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from workers.errors import ProviderError
+from workers.errors import ErrorKind, ProviderError
 from workers.h1 import TransportError, UpstreamClient
 from workers.upstream_http import UpstreamReply, read_reply
 
-__all__ = ["BATCH_CALL_TIMEOUT_S", "BatchHttp", "Batched", "ProviderBatches", "Status"]
+__all__ = [
+    "BATCH_CALL_TIMEOUT_S",
+    "FIND_PAGES",
+    "FIRST_LINE_BYTES",
+    "BatchHttp",
+    "Batched",
+    "ProviderBatches",
+    "Status",
+    "check_window",
+    "undecided",
+]
 
-#: The longest one Batch API call (an upload, a status, a results download) may take.
+#: The longest one Batch API call (an upload, a status, a results download) may take
+#: (:data:`schemas.offload.SUBMIT_SETTLE_S` counts on it for the create call).
 BATCH_CALL_TIMEOUT_S = 120.0
+#: Pages of 100 batches a ``find`` reads at most before it says it cannot tell yet.
+FIND_PAGES = 20
+#: How much of a results file ``find`` reads to see its first line's ``custom_id``.
+FIRST_LINE_BYTES = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,11 +50,11 @@ class Status:
 class ProviderBatches(Protocol):
     """One provider's Batch API, spoken in chat-completions lines."""
 
-    async def submit(self, lines: list[bytes], model: str, tag: str) -> str:
-        """Submit our input lines (``custom_id`` ``r<i>`` upstream for line ``i``); the
-        provider's batch id. ``tag`` names the sub-batch (kept as metadata where the provider
-        keeps any). A line the provider's API cannot carry is left out (it reports no result,
-        so it runs on the normal path)."""
+    async def submit(self, lines: list[bytes], model: str, tag: str, not_after: float) -> str:
+        """Submit our input lines; the provider's batch id. ``tag`` names the sub-batch
+        (:meth:`find` looks for it). A line the provider's API cannot carry is left out (it
+        reports no result, so it runs on the normal path). No batch is created after
+        ``not_after`` (unix time; :func:`check_window` right before the create call)."""
         ...
 
     async def status(self, batch_id: str) -> Status:
@@ -51,6 +67,15 @@ class ProviderBatches(Protocol):
 
     async def cancel(self, batch_id: str) -> Status:
         """Ask the provider to stop the batch (its finished lines keep their results)."""
+        ...
+
+    async def find(self, tag: str, since: float) -> str | None:
+        """The provider batch a ``submit`` under ``tag`` created after ``since`` (unix time),
+        or ``None`` when the provider surely holds none.
+
+        Raises:
+            ProviderError: the provider cannot tell yet (retryable: ask again later).
+        """
         ...
 
 
@@ -105,3 +130,42 @@ class BatchHttp:
         if reply.status >= 400:
             raise self.error(reply)
         return reply.body
+
+    async def first_line(self, url: str) -> bytes:
+        """The start of a file's first line (at most :data:`FIRST_LINE_BYTES`): a results
+        file may hold hundreds of megabytes, and only its first ``custom_id`` is wanted.
+
+        Raises:
+            ProviderError: the call failed or answered an error status.
+        """
+        try:
+            async with self.client.request(
+                "GET", url, headers=self.headers, timeout=BATCH_CALL_TIMEOUT_S, proxy=self.proxy
+            ) as response:
+                if response.status >= 400:
+                    raise self.error(await read_reply(response))
+                head = b""
+                while b"\n" not in head and len(head) < FIRST_LINE_BYTES:
+                    piece = await response.read_some(FIRST_LINE_BYTES - len(head))
+                    if not piece:
+                        break
+                    head += piece
+        except TransportError as exc:
+            raise self.error(exc) from exc
+        return head.split(b"\n", 1)[0]
+
+
+def check_window(provider: str, not_after: float) -> None:
+    """Refuse to create a provider batch once the broker's submit window has passed (the
+    broker may already be looking for it, and would submit it again when not found).
+
+    Raises:
+        ProviderError: the window has passed (retryable: the broker submits again later).
+    """
+    if not_after and time.time() > not_after:
+        raise ProviderError(provider, ErrorKind.UNAVAILABLE, "the submit window has passed")
+
+
+def undecided(provider: str, message: str) -> ProviderError:
+    """``find`` cannot tell yet whether the provider holds the batch (ask again later)."""
+    return ProviderError(provider, ErrorKind.UNAVAILABLE, message)

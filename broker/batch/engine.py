@@ -77,16 +77,16 @@ class BatchEngine:
             interactive=self._interactive,
         )
         deployments = {d.name: d for m in self._models.values() for d in m.deployments}
+        self.offloader = Offloader(
+            self._nc,
+            self.store,
+            self._settings,
+            deployments,
+            self.lifecycle.publish_event,
+            self._spend,
+        )
         self.lifecycle.use_offload(
-            Planner(self._settings, self._models, self._keys),
-            Offloader(
-                self._nc,
-                self.store,
-                self._settings,
-                deployments,
-                self.lifecycle.publish_event,
-                self._spend,
-            ),
+            Planner(self._settings, self._models, self._keys), self.offloader
         )
         self.api = BatchApi(self._nc, self.store, self.lifecycle, self._keys)
         await self.api.start()

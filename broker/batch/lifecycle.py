@@ -1,37 +1,32 @@
 """A batch's life after creation: validate, queue, watch, finalize; progress events.
 
-Any broker may do any step: each step claims the batch with a compare-and-set on its record
-(a lease), so steps never run twice at once. The lease is short (``batch.lease_s``) and the
-claimant renews it while the step runs: a step whose broker died is taken over by another
-broker within ``lease_s``, and a step that failed (a JetStream error) releases its lease, so
-any broker's next tick runs it again.
+Any broker may do any step, each under the batch's lease (:mod:`broker.batch.lease`); the
+steps of its provider batches are the offloader's (:mod:`broker.batch.offload`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import msgspec
 from nats.aio.client import Client
 from nats.js.errors import NotFoundError as JsNotFound
-from nats.nuid import NUID
 
+from broker.batch.lease import Leases
 from broker.batch.offload import Offloader
-from broker.batch.offload_plan import OffloadPlan, Planner
+from broker.batch.offload_plan import OffloadPlan, Planner, summary
 from broker.batch.settings import BatchSettings
 from broker.batch.validate import Validation, iter_lines, validate_file
 from edge_runtime.batch_store import PUBLISH_WINDOW, BatchStore
 from schemas.batch import (
     BatchErrors,
-    BatchOffload,
     BatchRecord,
     BatchStatus,
     FileObject,
@@ -86,7 +81,7 @@ class Lifecycle:
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
         self._jobs: set[asyncio.Task[None]] = set()
-        self._nuid = NUID()
+        self._leases = Leases(store, settings, clock)
         self._stopping = False
 
     def use_offload(self, planner: Planner, offloader: Offloader) -> None:
@@ -161,8 +156,9 @@ class Lifecycle:
             self.spawn(self.validate(batch_id))
         elif record.offloading:  # finalized once every provider batch is merged back
             active = status in {BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING}
-            if active and lease_over and now >= record.offload_next:
-                self.spawn(self.offload(batch_id))
+            due = active and lease_over and now >= record.offload_next
+            if due and self._offloader is not None:
+                self.spawn(self._offloader.run(self._leases, batch_id))
         elif (
             status in {BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING}
             or (status is BatchStatus.FINALIZING and lease_over)
@@ -187,77 +183,13 @@ class Lifecycle:
             if record is not None:
                 await self.publish_event(record)
 
-    def _claim(
-        self, token: str, *statuses: BatchStatus, to: BatchStatus | None = None
-    ) -> Callable[[BatchRecord], BatchRecord | None]:
-        now = self._clock()
-
-        def change(record: BatchRecord) -> BatchRecord | None:
-            if record.batch.status not in statuses or record.lease_until > now:
-                return None
-            record.lease_until = now + self._settings.lease_s
-            record.lease_owner = token
-            if to is not None:
-                record.batch.status = to
-                if to is BatchStatus.FINALIZING:
-                    record.batch.finalizing_at = int(now)
-            return record
-
-        return change
-
-    async def _take(
-        self, batch_id: str, *statuses: BatchStatus, to: BatchStatus | None = None
-    ) -> tuple[BatchRecord, str] | None:
-        """Claim a step: the record and the claim's token, or ``None`` when another broker
-        holds the lease (or the batch is gone or past the step)."""
-        token = self._nuid.next().decode()
-        record = await self._store.update(batch_id, self._claim(token, *statuses, to=to))
-        if record is None or record.lease_owner != token:
-            return None
-        return record, token
-
-    @contextlib.asynccontextmanager
-    async def _holding(self, batch_id: str, token: str) -> AsyncIterator[None]:
-        """Renew the lease while the step runs; release it at once if the step fails."""
-        renewer = asyncio.create_task(self._renew(batch_id, token))
-        try:
-            yield
-        except BaseException:
-            renewer.cancel()
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(self._settings.lease_s):
-                    await self._store.update(batch_id, _release(token))
-            raise
-        finally:
-            renewer.cancel()
-
-    async def _renew(self, batch_id: str, token: str) -> None:
-        """Push the lease forward every third of ``lease_s`` while the claim holds it."""
-        lease_s = self._settings.lease_s
-
-        def renew(record: BatchRecord) -> BatchRecord | None:
-            if record.lease_owner != token:
-                return None
-            record.lease_until = self._clock() + lease_s
-            return record
-
-        while True:
-            await asyncio.sleep(lease_s / 3)
-            try:
-                record = await self._store.update(batch_id, renew)
-            except Exception:
-                log.warning("batch %s: lease renewal failed; retrying", batch_id, exc_info=True)
-                continue
-            if record is None or record.lease_owner != token:
-                return  # the step finished, or the lease was lost to another broker
-
     async def validate(self, batch_id: str) -> None:
         """Validate the input file and queue its lines (or fail the batch)."""
-        claimed = await self._take(batch_id, BatchStatus.VALIDATING)
+        claimed = await self._leases.take(batch_id, BatchStatus.VALIDATING)
         if claimed is None:
             return
         record, token = claimed
-        async with self._holding(batch_id, token):
+        async with self._leases.holding(batch_id, token):
             outcome, subs = await self._validate_input(record)
         now = int(self._clock())
 
@@ -274,11 +206,7 @@ class Lifecycle:
                 record.batch.in_progress_at = now
                 record.batch.request_counts = RequestCounts(total=outcome.total)
                 if subs:
-                    record.offload = subs
-                    providers: Counter[str] = Counter()
-                    for sub in subs:
-                        providers[sub.provider] += sub.lines
-                    record.batch.offload = BatchOffload(providers=dict(providers))
+                    record.offload, record.batch.offload = subs, summary(subs)
             return record
 
         final = await self._store.update(batch_id, done)
@@ -316,25 +244,6 @@ class Lifecycle:
                 await self._offloader.upload(batch.id, plan.subs)
         return outcome, [sub for sub, _ in plan.subs]
 
-    async def offload(self, batch_id: str) -> None:
-        """One step of a batch's provider batches (submit, poll, merge), under its lease."""
-        claimed = await self._take(batch_id, BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING)
-        if claimed is None or self._offloader is None:
-            return
-        record, token = claimed
-        async with self._holding(batch_id, token):
-            await self._offloader.step(record)
-        next_poll = self._clock() + self._settings.offload_poll_s
-
-        def release(record: BatchRecord) -> BatchRecord | None:
-            if record.lease_owner != token:
-                return None
-            record.lease_until, record.lease_owner = 0.0, ""
-            record.offload_next = next_poll
-            return record
-
-        await self._store.update(batch_id, release)
-
     async def _give_way(self) -> int:
         """Between windows of queued lines: while interactive requests are arriving, pause and
         queue small windows (a burst of stores in nats-server delays everyone's messages)."""
@@ -345,7 +254,7 @@ class Lifecycle:
 
     async def finalize(self, batch_id: str) -> None:
         """Write the output and error files from the stored results; close the batch."""
-        claimed = await self._take(
+        claimed = await self._leases.take(
             batch_id,
             BatchStatus.IN_PROGRESS,
             BatchStatus.CANCELLING,
@@ -355,7 +264,7 @@ class Lifecycle:
         if claimed is None:
             return
         record, token = claimed
-        async with self._holding(batch_id, token):
+        async with self._leases.holding(batch_id, token):
             counts, output_id, error_id = await self._write_files(record)
         await self._close(batch_id, counts, output_id, error_id)
 
@@ -417,18 +326,6 @@ class Lifecycle:
         await self._store.deactivate(batch_id)
         if record is not None:
             await self.publish_event(record)
-
-
-def _release(token: str) -> Callable[[BatchRecord], BatchRecord | None]:
-    """A record change that gives the claim's lease up (when the claim still holds it)."""
-
-    def release(record: BatchRecord) -> BatchRecord | None:
-        if record.lease_owner != token:
-            return None
-        record.lease_until, record.lease_owner = 0.0, ""
-        return record
-
-    return release
 
 
 def _outcome(line: bytes) -> str:

@@ -24,10 +24,17 @@ from broker.batch.settings import BatchSettings
 from broker.tenancy.pii import PiiMode
 from broker.tenancy.tenants import KeyRing
 from broker.upstream.deployments import Deployment, ModelConfig
-from schemas.batch import BatchRecord, parse_window
+from schemas.batch import BatchOffload, BatchRecord, parse_window
 from schemas.offload import SubBatch
 
-__all__ = ["PROVIDER_WINDOW_S", "OffloadPlan", "Planner", "input_object", "results_object"]
+__all__ = [
+    "PROVIDER_WINDOW_S",
+    "OffloadPlan",
+    "Planner",
+    "input_object",
+    "results_object",
+    "summary",
+]
 
 #: The completion window of OpenAI's and Anthropic's batches: ours must be at least this.
 PROVIDER_WINDOW_S = 24 * 3600
@@ -48,6 +55,14 @@ _line = msgspec.json.Decoder(_Line)
 def input_object(batch_id: str, index: int) -> str:
     """The files bucket's object holding sub-batch ``index``'s input lines."""
     return f"offload-{batch_id}-{index}"
+
+
+def summary(subs: Iterable[SubBatch]) -> BatchOffload:
+    """The batch object's ``offload``: how many lines went to each provider."""
+    providers: dict[str, int] = {}
+    for sub in subs:
+        providers[sub.provider] = providers.get(sub.provider, 0) + sub.lines
+    return BatchOffload(providers=providers)
 
 
 def results_object(batch_id: str, index: int) -> str:

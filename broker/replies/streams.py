@@ -26,6 +26,7 @@ from schemas.api import Api
 from schemas.codec import decode_chunk
 from schemas.response_events import FINAL_EVENTS, replay_events
 from schemas.responses import response_usage
+from schemas.usage import usage_from_responses
 
 __all__ = ["Assembled", "StreamLog", "replay", "stream_log"]
 
@@ -127,10 +128,15 @@ class _ResponseLog:
     def __init__(self) -> None:
         self._response: dict[str, Any] | None = None
         self._usage: Usage | None = None
+        self._tier: str | None = None
 
     @property
     def usage(self) -> Usage | None:
         return self._usage
+
+    @property
+    def service_tier(self) -> str | None:
+        return self._tier
 
     def feed(self, piece: Piece) -> bool:
         if piece.event in FINAL_EVENTS:
@@ -140,10 +146,11 @@ class _ResponseLog:
                 return True
             if isinstance(response, dict):
                 self._response = response
-                usage = response_usage(response) or {}
-                prompt, completion = usage.get("input_tokens"), usage.get("output_tokens")
-                if isinstance(prompt, int) and isinstance(completion, int):
-                    self._usage = Usage(prompt, completion, prompt + completion)
+                usage = response_usage(response)
+                if usage is not None:
+                    self._usage = usage_from_responses(usage)
+                tier = response.get("service_tier")
+                self._tier = tier if isinstance(tier, str) else None
         return True  # every event, as the worker sent it
 
     def answer(self) -> Assembled:

@@ -16,7 +16,7 @@ import msgspec
 
 from broker.upstream.prices import Tokens, served_tier
 from schemas import Usage
-from schemas.usage import cache_counts, usage_from_anthropic
+from schemas.usage import cache_counts, usage_from_anthropic, usage_from_responses
 
 __all__ = ["Metered", "anthropic_metered", "metered", "metered_usage", "usage_of"]
 
@@ -60,7 +60,7 @@ def metered(body: bytes) -> Metered | None:
     if reported is None:
         return None
     if "input_tokens_details" in reported or "output_tokens_details" in reported:
-        return metered_usage(_from_responses(reported), raw.service_tier)  # Responses API
+        return metered_usage(usage_from_responses(reported), raw.service_tier)  # Responses API
     if "input_tokens" in reported or "output_tokens" in reported:  # Anthropic's shape
         return anthropic_metered(reported)
     prompt = _count(reported.get("prompt_tokens"))
@@ -93,21 +93,6 @@ def metered_usage(usage: Usage, service_tier: object) -> Metered:
         cache_write_1h=written_1h,
     )
     return Metered(usage, tokens, served_tier(service_tier))
-
-
-def _from_responses(reported: dict[str, Any]) -> Usage:
-    """A Responses API ``usage`` in chat terms: its ``input_tokens`` count every input token,
-    as ``prompt_tokens`` do, and its cache reads are ``input_tokens_details.cached_tokens``."""
-    prompt = _count(reported.get("input_tokens"))
-    completion = _count(reported.get("output_tokens"))
-    details = reported.get("input_tokens_details")
-    cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else 0
-    return Usage(
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        total_tokens=prompt + completion,
-        prompt_tokens_details={"cached_tokens": cached} if cached else None,
-    )
 
 
 def usage_of(body: bytes) -> Usage | None:

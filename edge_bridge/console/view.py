@@ -7,6 +7,7 @@ for :data:`GONE_AFTER_S` is shown as gone, and forgotten after :data:`FORGET_AFT
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,6 +15,7 @@ from typing import Any
 
 from schemas.batch import BatchRecord
 from schemas.latency import LATENCY_BUCKETS_S, percentile
+from schemas.offload import OffloadState
 
 __all__ = [
     "FORGET_AFTER_S",
@@ -22,6 +24,7 @@ __all__ = [
     "batch_rows",
     "cache_summary",
     "deployment_rows",
+    "offload_text",
 ]
 
 #: A service not heard from for this long is shown as gone (two missed polls and more).
@@ -191,8 +194,33 @@ def cache_summary(
     return out
 
 
+def offload_text(record: BatchRecord) -> str | None:
+    """Where a batch's lines run, in one line: ``openai Batch API: 300 lines, 2 sub-batches;
+    normal path: 36``. A sub-batch no provider took (its provider has no Batch API, or
+    refused it) counts on the normal path, as do the lines a provider batch gave back;
+    ``None`` when every line runs on the normal path."""
+    offload = record.batch.offload
+    if offload is None or not record.offload:
+        return None
+    lines: Counter[str] = Counter()
+    subs: Counter[str] = Counter()
+    for sub in record.offload:
+        if sub.provider_batch or sub.state is not OffloadState.MERGED:
+            lines[sub.provider] += sub.lines
+            subs[sub.provider] += 1
+    parts = [
+        f"{provider} Batch API: {lines[provider]} lines, {subs[provider]} sub-batch"
+        + ("es" if subs[provider] != 1 else "")
+        for provider in sorted(lines)
+    ]
+    normal = record.batch.request_counts.total - sum(offload.providers.values())
+    parts.append(f"normal path: {normal + offload.fallback}")
+    return "; ".join(parts)
+
+
 def batch_rows(records: Iterable[BatchRecord], now: float) -> list[dict[str, Any]]:
-    """Every batch, newest first, with progress, rate (lines/s since it started) and ETA."""
+    """Every batch, newest first, with progress, rate (lines/s since it started), ETA and
+    where its lines run."""
     rows = []
     for record in records:
         batch = record.batch
@@ -217,6 +245,7 @@ def batch_rows(records: Iterable[BatchRecord], now: float) -> list[dict[str, Any
                 "created_at": batch.created_at,
                 "output_file_id": batch.output_file_id,
                 "error_file_id": batch.error_file_id,
+                "offload": offload_text(record),
             }
         )
     return sorted(rows, key=lambda r: (r["created_at"], r["id"]), reverse=True)

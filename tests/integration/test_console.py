@@ -15,7 +15,9 @@ import msgspec
 import pytest
 
 from broker.tenancy.tenants import hash_key
+from tests.support.batch import lines as batch_lines
 from tests.support.browser import Page, chromium, needs_chromium
+from tests.support.fake_provider_batches import running_batches
 from tests.support.servers import RedisServer
 from tests.support.stack import Stack, StackFactory, config_from
 
@@ -278,3 +280,47 @@ async def test_operator_gives_a_key_its_own_models_and_limits(stack: Stack) -> N
             assert refused.status_code == 403
             assert refused.json()["error"]["code"] == "model_not_allowed"
         await asyncio.to_thread(page.screenshot, "keys-panel.png")
+
+
+@needs_chromium
+@pytest.mark.browser
+async def test_console_shows_where_an_offloaded_batch_runs(
+    nats_url: str, make_stack: StackFactory
+) -> None:
+    """A batch of 30 lines for a model with OpenAI's Batch API (two sub-batches of 20 at
+    most; one line fails there) and 6 for the mock: its row says so."""
+    async with running_batches(polls=1) as fake:
+        config = config_from(f"""
+            [cache]
+            enabled = false
+            [batch]
+            poll_s = 0.05
+            offload = "auto"
+            offload_poll_s = 0.02
+            offload_limits = {{ default = [20, 10000000] }}
+            [providers.openai]
+            kind = "openai"
+            base_url = "{fake.base_url}"
+            api_key_env = "OPENAI_KEY"
+            [providers.mock]
+            kind = "mock"
+            [models.gpt]
+            deployments = [{{ provider = "openai", model = "gpt-4o-mini" }}]
+            [models.mock]
+            deployments = [{{ provider = "mock" }}]
+        """)
+        stack = await make_stack(nats_url, config, bridge=True, environ={"OPENAI_KEY": "sk-t"})
+        rows = batch_lines(30, model="gpt") + batch_lines(6, prefix="m")
+        rows[0]["body"]["messages"][0]["content"] = "FAIL"  # fails in its provider batch
+        body = {"endpoint": "/v1/chat/completions", "lines": rows, "completion_window": "24h"}
+        submitted = await stack.nc.request(
+            "llm.batch.submit", msgspec.json.encode(body), timeout=10
+        )
+        batch_id = msgspec.json.decode(submitted.data)["id"]
+        assert stack.bridge is not None
+        with chromium() as driver:
+            page = Page(driver, f"http://127.0.0.1:{stack.bridge.port}/console")
+            await asyncio.to_thread(driver.get, page.url)
+            row = f'#batches-body tr[data-batch="{batch_id}"][data-status=completed]'
+            (shown,) = await asyncio.to_thread(page.texts, f"{row} td.offload")
+        assert shown == "openai Batch API: 30 lines, 2 sub-batches; normal path: 7"

@@ -2,15 +2,17 @@
 synchronous chat endpoints, for the lines that fall back to the normal path).
 
 OpenAI: ``POST /v1/files`` (multipart, purpose ``batch``), ``POST /v1/batches``,
-``GET /v1/batches/{id}``, ``POST /v1/batches/{id}/cancel``, ``GET /v1/files/{id}/content``.
+``GET /v1/batches/{id}``, ``POST /v1/batches/{id}/cancel``, ``GET /v1/files/{id}/content``,
+``GET /v1/batches?limit=&after=`` (newest first, with ``metadata``).
 Anthropic: ``POST /v1/messages/batches``, ``GET /v1/messages/batches/{id}``,
-``POST /v1/messages/batches/{id}/cancel``, ``GET /v1/messages/batches/{id}/results``.
+``POST /v1/messages/batches/{id}/cancel``, ``GET /v1/messages/batches/{id}/results``,
+``GET /v1/messages/batches?limit=&after_id=`` (newest first).
 
-A batch reports in progress for ``polls`` status reads, then ends. A line whose last message
-holds ``FAIL`` fails in a batch (a 400 in OpenAI's error file, ``errored`` at Anthropic) but
-succeeds on the synchronous endpoints. A batch whose id is in ``expire`` (``batch_openai<n>``,
-``msgbatch_anthropic<n>``: the n-th created of its kind) expires: its first half of lines
-succeed, the rest expire.
+A batch reports in progress for ``polls`` looks at it (status reads, list pages), then ends.
+A line whose last message holds ``FAIL`` fails in a batch (a 400 in OpenAI's error file,
+``errored`` at Anthropic) but succeeds on the synchronous endpoints. A batch whose id is in
+``expire`` (``batch_openai<n>``, ``msgbatch_anthropic<n>``: the n-th created of its kind)
+expires: its first half of lines succeed, the rest expire.
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ import asyncio
 import contextlib
 import json
 import socket
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qs
 
 import uvicorn
 
@@ -75,6 +80,8 @@ class _Batch:
     polls: int = 0
     cancelled: bool = False
     files: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+    created_at: float = field(default_factory=time.time)
 
 
 class FakeBatches:
@@ -87,6 +94,7 @@ class FakeBatches:
         self.files: dict[str, bytes] = {}
         self.sync_calls: Counter[str] = Counter()
         self.status_reads = 0
+        self.list_calls: Counter[str] = Counter()
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._sock.bind(("127.0.0.1", 0))
         self.base_url = f"http://127.0.0.1:{self._sock.getsockname()[1]}/v1"
@@ -124,7 +132,11 @@ class FakeBatches:
                 break
         raw = b"".join(chunks)
         hdrs = {k.decode(): v.decode() for k, v in scope["headers"]}
-        status, body, ctype = self._route(scope["method"], scope["path"], raw, hdrs)
+        query = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
+        if scope["method"] == "GET" and scope["path"] in {"/v1/batches", "/v1/messages/batches"}:
+            status, body, ctype = 200, self._list(scope["path"], query), b"application/json"
+        else:
+            status, body, ctype = self._route(scope["method"], scope["path"], raw, hdrs)
         await send(
             {"type": "http.response.start", "status": status, "headers": [(b"content-type", ctype)]}
         )
@@ -151,6 +163,7 @@ class FakeBatches:
             body = json.loads(raw)
             rows = [json.loads(line) for line in self.files[body["input_file_id"]].splitlines()]
             batch = self._new("openai", rows)
+            batch.metadata = body.get("metadata") or {}
             return 200, json.dumps(self._openai(batch)).encode(), js
         if parts[:1] == ["batches"]:
             batch = self.batches[parts[1]]
@@ -166,6 +179,34 @@ class FakeBatches:
             self._read(batch, cancel=parts[3:] == ["cancel"])
             return 200, json.dumps(self._anthropic(batch)).encode(), js
         return 404, b'{"error": {"message": "not found"}}', js
+
+    def _list(self, path: str, query: dict[str, str]) -> bytes:
+        """One page of a list endpoint, newest first, after the cursor."""
+        kind = "openai" if path == "/v1/batches" else "anthropic"
+        self.list_calls[kind] += 1
+        newest = list(reversed(self.created(kind)))
+        cursor = query.get("after" if kind == "openai" else "after_id")
+        if cursor:
+            newest = newest[[b.id for b in newest].index(cursor) + 1 :]
+        limit = int(query.get("limit", "20"))
+        page = newest[:limit]
+        for batch in page:  # a batch's time passes with each look at it, a list's too
+            batch.polls += 1
+        show = self._openai_listed if kind == "openai" else self._anthropic
+        return json.dumps(
+            {
+                "object": "list",
+                "data": [show(b) for b in page],
+                "first_id": page[0].id if page else None,
+                "last_id": page[-1].id if page else None,
+                "has_more": len(newest) > limit,
+            }
+        ).encode()
+
+    def _openai_listed(self, batch: _Batch) -> dict[str, Any]:
+        """A batch as the list shows it (a list read is no status read: it ends nothing)."""
+        status = "completed" if self._ended(batch) else "in_progress"
+        return {**self._openai_object(batch, status), "metadata": batch.metadata}
 
     def _upload(self, raw: bytes, content_type: str) -> dict[str, Any]:
         boundary = content_type.split("boundary=", 1)[1].encode()
@@ -209,6 +250,9 @@ class FakeBatches:
             if batch.id in self.expire:
                 status = "expired"
             self._openai_files(batch)
+        return self._openai_object(batch, status)
+
+    def _openai_object(self, batch: _Batch, status: str) -> dict[str, Any]:
         return {
             "id": batch.id,
             "object": "batch",
@@ -216,7 +260,8 @@ class FakeBatches:
             "input_file_id": "file-x",
             "completion_window": "24h",
             "status": status,
-            "created_at": 0,
+            "created_at": int(batch.created_at),
+            "metadata": batch.metadata,
             "output_file_id": batch.files.get("output"),
             "error_file_id": batch.files.get("error"),
             "request_counts": {"total": len(batch.rows), "completed": 0, "failed": 0},
@@ -260,7 +305,9 @@ class FakeBatches:
                 "canceled": 0,
                 "expired": 0,
             },
-            "created_at": "2024-01-01T00:00:00Z",
+            "created_at": datetime.fromtimestamp(batch.created_at, UTC)
+            .isoformat()
+            .replace("+00:00", "Z"),
             "expires_at": "2024-01-02T00:00:00Z",
             "ended_at": "2024-01-01T01:00:00Z" if ended else None,
             "cancel_initiated_at": None,

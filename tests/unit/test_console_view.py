@@ -18,8 +18,9 @@ from edge_bridge.console.view import (
     cache_summary,
     deployment_rows,
 )
-from schemas.batch import BatchObject, BatchRecord, BatchStatus, RequestCounts
+from schemas.batch import BatchObject, BatchOffload, BatchRecord, BatchStatus, RequestCounts
 from schemas.latency import LATENCY_BUCKETS_S, percentile
+from schemas.offload import SubBatch
 
 
 def stats(service_id: str, requests: int, role: str = "broker") -> dict[str, Any]:
@@ -221,3 +222,27 @@ def test_admission_view_adds_up_every_brokers_queues_and_shares() -> None:
     assert view["shares"] == [
         {"deployment": "d", "pool": "calls", "limit": 8, "held": 8, "brokers": 2, "paused_s": 2.5}
     ]
+
+
+def test_batch_row_says_where_its_lines_run() -> None:
+    """300 lines in two OpenAI provider batches, 36 on the normal path of which 6 came back
+    from a provider batch; a batch without offload runs on the normal path only."""
+    batch = BatchObject(
+        id="batch_2",
+        endpoint="/v1/chat/completions",
+        input_file_id="f",
+        completion_window="24h",
+        status=BatchStatus.IN_PROGRESS,
+        created_at=0,
+        request_counts=RequestCounts(total=330),
+        offload=BatchOffload(providers={"openai": 300}, fallback=6),
+    )
+    subs = [
+        SubBatch(index=i, provider="openai", deployment="d", model="m", upstream_model="u", lines=n)
+        for i, n in enumerate((200, 100))
+    ]
+    (row,) = batch_rows([BatchRecord(batch=batch, tenant="ops", offload=subs)], now=0.0)
+    assert row["offload"] == "openai Batch API: 300 lines, 2 sub-batches; normal path: 36"
+    batch.offload = None
+    (plain,) = batch_rows([BatchRecord(batch=batch, tenant="ops")], now=0.0)
+    assert plain["offload"] is None

@@ -21,7 +21,7 @@ export type BatchStatus =
  * This interface was referenced by `PayloadSchemas`'s JSON-Schema
  * via the `definition` "OffloadOp".
  */
-export type OffloadOp = "cancel" | "results" | "status" | "submit";
+export type OffloadOp = "cancel" | "find" | "results" | "status" | "submit";
 
 /**
  * Every payload schema of the NATS API, by name.
@@ -642,7 +642,8 @@ export interface ModelList {
  * The worker's answer.
  *
  * Attributes:
- *     provider_batch: the provider's batch id.
+ *     provider_batch: the provider's batch id (``find``: empty when the provider surely
+ *         holds no batch of that submit).
  *     ended: the provider's batch is done (completed, failed, expired, cancelled, ended).
  *     provider_status: the provider's own status word.
  *     succeeded: lines the results object holds as succeeded (``results``).
@@ -664,21 +665,26 @@ export interface OffloadAnswer {
  * One call on ``llm.provider.<provider>.batch``.
  *
  * Attributes:
- *     op: submit the lines of ``input``; read the status of, write the results of, or
- *         cancel ``provider_batch``.
- *     input: the object (files bucket) holding the sub-batch's input lines.
+ *     op: submit the lines of ``input``; find the provider batch a submit of ``input``
+ *         created; read the status of, write the results of, or cancel ``provider_batch``.
+ *     input: the object (files bucket) holding the sub-batch's input lines; its name is
+ *         the sub-batch's tag upstream (``submit``, ``find``).
  *     upstream_model: the model name the provider knows (every line's ``model``).
- *     provider_batch: the provider's batch id (every op but ``submit``).
+ *     provider_batch: the provider's batch id (every op but ``submit`` and ``find``).
  *     results: the object the worker writes the normalized results to (``results``).
+ *     not_after: unix time after which the worker creates no provider batch (``submit``).
+ *     since: unix time of the submit's intent: the batch was created after it (``find``).
  *
  * This interface was referenced by `PayloadSchemas`'s JSON-Schema
  * via the `definition` "OffloadCall".
  */
 export interface OffloadCall {
   input?: string;
+  not_after?: number;
   op: OffloadOp;
   provider_batch?: string;
   results?: string;
+  since?: number;
   upstream_model?: string;
 }
 /**

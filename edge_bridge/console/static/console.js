@@ -234,6 +234,7 @@ function renderBatches(batches) {
     cell(tr, b.completed + " / " + b.failed + " / " + b.total, "num counts");
     cell(tr, b.rate === null ? null : b.rate + " /s", "num");
     cell(tr, duration(b.eta_s), "num");
+    cell(tr, b.offload || "normal path", "offload");
     const actions = cell(tr, ""); actions.textContent = "";
     if (["validating", "in_progress", "finalizing"].includes(b.status)) {
       const cancel = () => act(api("/console/api/batches/" + b.id + "/cancel", {}), () => {

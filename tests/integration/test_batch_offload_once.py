@@ -1,0 +1,126 @@
+"""Exactly-once submission of native batch offload: a broker that dies after the provider
+accepted a sub-batch but before the record saved its provider batch id does not submit it
+again; the next step finds the provider batch (the worker's receipt, or the provider's list
+of batches) and the batch completes with every line once."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections import Counter
+
+import msgspec
+import pytest
+
+from broker.batch.offload import Offloader
+from edge_runtime.batch_store import BatchStore
+from schemas.offload import SubBatch
+from tests.support.batch import batch_stack, wait_final
+from tests.support.fake_provider_batches import FakeBatches, running_batches
+from tests.support.stack import StackFactory, config_from
+from workers.batch_service import receipt_object
+
+LINES = 40
+SUB_LINES = 20  # two sub-batches
+ENV = {"OPENAI_KEY": "sk-test", "ANTHROPIC_KEY": "sk-ant-test"}
+
+
+def config(fake: FakeBatches) -> str:
+    return f"""
+[cache]
+enabled = false
+
+[batch]
+poll_s = 0.02
+offload = "auto"
+offload_poll_s = 0.02
+offload_limits = {{ default = [{SUB_LINES}, 10000000], anthropic = [{SUB_LINES}, 10000000] }}
+
+[providers.openai]
+kind = "openai"
+base_url = "{fake.base_url}"
+api_key_env = "OPENAI_KEY"
+
+[providers.anthropic]
+kind = "anthropic"
+base_url = "{fake.base_url}"
+api_key_env = "ANTHROPIC_KEY"
+
+[models.gpt]
+deployments = [{{ provider = "openai", model = "gpt-4o-mini" }}]
+
+[models.claude]
+deployments = [{{ provider = "anthropic", model = "claude-x" }}]
+"""
+
+
+class BrokerDied(Exception):
+    """The broker's step ends here, as it would if its process were killed."""
+
+
+def rows(model: str) -> list[dict[str, object]]:
+    return [
+        {
+            "custom_id": f"req-{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {
+                "model": model,
+                "messages": [{"role": "user", "content": f"line {i}"}],
+                "max_tokens": 16,
+            },
+        }
+        for i in range(LINES)
+    ]
+
+
+@pytest.mark.parametrize("receipt", [True, False], ids=["receipt", "provider-list"])
+@pytest.mark.parametrize(("provider", "model"), [("openai", "gpt"), ("anthropic", "claude")])
+async def test_submit_interrupted_before_the_record_write_is_not_repeated(
+    make_stack: StackFactory, nats_url: str, provider: str, model: str, *, receipt: bool
+) -> None:
+    """Each sub-batch's step dies after the worker's submit answered and before the record
+    saved the provider batch id (without the worker's receipt, too: as when the worker died
+    right after the provider's answer); the next step finds the provider batch: the provider
+    saw one submission per sub-batch, no line ran on the normal path, every custom_id once."""
+    async with running_batches(polls=1) as fake:
+        stack = await batch_stack(make_stack, nats_url, config_from(config(fake)), None, ENV)
+        assert stack.brokers[0].batch is not None
+        offloader: Offloader = stack.brokers[0].batch.offloader
+        store = await BatchStore.open(stack.nc)
+        died: list[int] = []
+
+        async def die(sub: SubBatch) -> None:
+            if sub.index in died:
+                return
+            died.append(sub.index)
+            if not receipt:
+                await store.files.delete(receipt_object(f"offload-{batch_id}-{sub.index}"))
+            raise BrokerDied
+
+        offloader.after_submit = die
+        body = {
+            "lines": rows(model),
+            "endpoint": "/v1/chat/completions",
+            "completion_window": "24h",
+        }
+        reply = await stack.nc.request("llm.batch.submit", msgspec.json.encode(body), timeout=30)
+        batch_id = msgspec.json.decode(reply.data)["id"]
+        final = await asyncio.wait_for(wait_final(stack.nc, batch_id), 30)
+
+        assert sorted(died) == [0, 1]  # each sub-batch's first step died at the fault point
+        assert [len(b.rows) for b in fake.created(provider)] == [SUB_LINES, SUB_LINES]
+        assert not fake.created("anthropic" if provider == "openai" else "openai")
+        assert (fake.list_calls[provider] > 0) is not receipt  # the list only without receipt
+        assert final["status"] == "completed"
+        assert final["request_counts"] == {"total": LINES, "completed": LINES, "failed": 0}
+        assert final["offload"]["completed"] == {provider: LINES}
+        assert not fake.sync_calls
+        buffer = io.BytesIO()
+        await store.read_file(final["output_file_id"], buffer)
+        out = [json.loads(line) for line in buffer.getvalue().splitlines()]
+        assert Counter(line["custom_id"] for line in out) == {f"req-{i}": 1 for i in range(LINES)}
+        assert {line["offload"]["batch_id"] for line in out} == {
+            b.id for b in fake.created(provider)
+        }
