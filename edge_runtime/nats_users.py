@@ -154,7 +154,8 @@ _FILES = "OBJ_llm_edge_files"
 
 def worker(provider: str) -> Permissions:
     """A provider's workers: consume their own subjects (chat, and embeddings for the
-    providers that compute them, and the Batch API calls of those whose adapter has one),
+    providers that compute them, the Batch API calls of those whose adapter has one, and
+    reads and cancels of the background responses an upstream runs itself),
     answer the broker, claim idempotent calls in the ``llm_edge_once`` bucket, and read a
     sub-batch's lines from and write its results to the files bucket (inbox
     ``_INBOX.worker-<provider>``)."""
@@ -180,6 +181,7 @@ def worker(provider: str) -> Permissions:
             f"llm.provider.{provider}",
             f"llm.provider.{provider}.embeddings",
             f"llm.provider.{provider}.batch",
+            f"llm.provider.{provider}.responses",
             "llm.cancel",
             "$SRV.>",
             f"llm.status.worker-{provider}",

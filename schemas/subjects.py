@@ -48,6 +48,7 @@ __all__ = [
     "batch_events",
     "provider_batch_subject",
     "provider_embeddings_subject",
+    "provider_responses_subject",
     "provider_subject",
     "tenant_of",
     "tenant_subject",
@@ -210,3 +211,17 @@ def provider_batch_subject(provider: str) -> str:
         ``llm.provider.<provider>.batch``.
     """
     return f"{PROVIDER_PREFIX}.{provider}.batch"
+
+
+def provider_responses_subject(provider: str) -> str:
+    """Return the subject a provider's workers read and cancel the upstream's own background
+    responses on (only workers whose upstream runs them subscribe; see
+    :class:`~schemas.responses.UpstreamResponseCall`).
+
+    Args:
+        provider: the provider name from the configuration.
+
+    Returns:
+        ``llm.provider.<provider>.responses``.
+    """
+    return f"{PROVIDER_PREFIX}.{provider}.responses"

@@ -170,7 +170,7 @@ class ResponsesApi:
         """The body the pipeline answers (a continued conversation's earlier turns added) and
         the entry its response is stored in."""
         history: list[dict[str, Any]] = []
-        upstream_id = ""
+        upstream_id = provider = ""
         previous = shape.previous_response_id
         if previous:
             try:
@@ -186,11 +186,16 @@ class ResponsesApi:
             response = _any.decode(earlier.response)
             history = [*earlier.history, *earlier.input_items, *response.get("output", [])]
             upstream_id = earlier.upstream_id or str(response.get("id", ""))
+            provider = earlier.provider
         if history or shape.history is not None:  # a caller's own history field is dropped
             body = _any.decode(data)
             body.pop(HISTORY_FIELD, None)
             if history:
-                body[HISTORY_FIELD] = {"items": history, "upstream_id": upstream_id}
+                body[HISTORY_FIELD] = {
+                    "items": history,
+                    "upstream_id": upstream_id,
+                    "provider": provider,
+                }
             data = _encoder.encode(body)
         record = StoredResponse(tenant, b"null", input_items(shape.input), history)
         return data, record
@@ -276,6 +281,9 @@ class ResponsesApi:
         async def work(query: _Query, tenant: str) -> tuple[int, bytes]:
             if self._jobs is not None:
                 await self._jobs.halt(query.id)
+                found = await self._stored().read(query.id, tenant)
+                if found is not None:
+                    await self._jobs.cancel_upstream(found[0])
             if not await self._stored().delete(query.id, tenant):
                 raise ResponseNotFound(f"Response with id '{query.id}' not found.")
             return 200, _encoder.encode({"id": query.id, "object": "response", "deleted": True})
@@ -284,7 +292,8 @@ class ResponsesApi:
 
     async def cancel(self, msg: Msg) -> None:
         """``llm.responses.cancel``: a background response not finished yet is
-        ``cancelled`` (its run stops wherever it is); a finished one is left as it is."""
+        ``cancelled`` (its run stops wherever it is, at its upstream too when it runs there);
+        a finished one is left as it is."""
 
         async def work(query: _Query, tenant: str) -> tuple[int, bytes]:
             stored = await self._read(query, tenant)
@@ -295,6 +304,7 @@ class ResponsesApi:
                 raise ResponseNotFound(f"Response with id '{query.id}' not found.")
             if self._jobs is not None:
                 await self._jobs.halt(query.id)
+                await self._jobs.cancel_upstream(stored)
             return 200, bytes(now.response)
 
         await self._answer(msg, work)

@@ -36,6 +36,8 @@ async def stack(
         enabled = false
         [batch]
         enabled = false
+        [responses]
+        poll_s = 0.05
         [tenants.acme]
         keys = ["{hash_key(KEY_ACME)}"]
         [tenants.globex]
@@ -171,11 +173,44 @@ async def test_conversation_passes_through_to_openai(
     }
 
 
+async def test_conversation_moves_from_a_chat_upstream_to_openai(
+    acme: openai.AsyncOpenAI, openai_upstream: FakeOpenAI
+) -> None:
+    """A conversation begun on a translated deployment and continued on OpenAI sends OpenAI
+    its earlier turns as input (OpenAI does not know our id); continued on OpenAI again, it
+    names OpenAI's own id of the response OpenAI served."""
+    first = await acme.responses.create(model="compat", input="My name is Ada.")
+    second = await acme.responses.create(model="gpt", input="Name?", previous_response_id=first.id)
+    sent = openai_upstream.received[-1].body
+    assert "previous_response_id" not in sent
+    assert sent["input"] == [
+        {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": "My name is Ada."}],
+        },
+        {
+            "type": "message",
+            "role": "assistant",
+            "status": "completed",
+            "content": [{"type": "output_text", "text": first.output_text, "annotations": []}],
+        },
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Name?"}]},
+    ]
+    await acme.responses.create(model="gpt", input="Again?", previous_response_id=second.id)
+    assert openai_upstream.received[-1].body == {
+        "model": "gpt-4.1",
+        "input": "Again?",
+        "previous_response_id": "resp_upstream_1",
+    }
+
+
 async def test_background_response_queued_then_completed(
     acme: openai.AsyncOpenAI, openai_upstream: FakeOpenAI
 ) -> None:
-    """A background response is accepted at once as queued, then completes under its own id
-    (polled); the upstream got the body without ``background``."""
+    """A background response is accepted at once as queued, runs at OpenAI as a background
+    response of its own (created once, then read there until it is final) and completes
+    under our id."""
     created = await acme.responses.create(model="gpt", input="take your time", background=True)
     assert created.status == "queued"
     assert created.background is True
@@ -183,7 +218,30 @@ async def test_background_response_queued_then_completed(
     assert done.status == "completed"
     assert done.id == created.id
     assert done.output_text == "upstream says hi to gpt-4.1"
-    assert openai_upstream.received[-1].body == {"model": "gpt-4.1", "input": "take your time"}
+    creates = [r for r in openai_upstream.received if r.method == "POST"]
+    assert [r.body for r in creates] == [
+        {"model": "gpt-4.1", "input": "take your time", "background": True}
+    ]
+    reads = [r.path for r in openai_upstream.received if r.method == "GET"]
+    assert reads
+    assert set(reads) == {"/v1/responses/resp_bg_1"}
+
+
+async def test_background_response_cancelled_at_openai(
+    acme: openai.AsyncOpenAI, openai_upstream: FakeOpenAI
+) -> None:
+    """Cancelling a background response that runs at OpenAI cancels it there, and it stays
+    cancelled."""
+    openai_upstream.background.hold = asyncio.Event()
+    created = await acme.responses.create(model="gpt", input="hold on", background=True)
+    await asyncio.wait_for(openai_upstream.background.read.wait(), FINISH_S)  # running there
+    cancelled = await acme.responses.cancel(created.id)
+    assert cancelled.status == "cancelled"
+    assert openai_upstream.background.runs["resp_bg_1"].cancels == 1
+    assert openai_upstream.background.runs["resp_bg_1"].status == "cancelled"
+    openai_upstream.background.hold.set()
+    assert (await acme.responses.retrieve(created.id)).status == "cancelled"
+    assert len([r for r in openai_upstream.received if r.path == "/v1/responses"]) == 1
 
 
 async def test_background_response_cancelled_mid_call(
