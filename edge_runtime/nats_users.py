@@ -86,6 +86,7 @@ BROKER = Permissions(
         "llm.audit.>",
         "llm.responses.job",
         "llm.responses.halt",
+        "llm.responses.events.>",
     ),
     subscribe=(
         "llm.chat",

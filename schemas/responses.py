@@ -130,6 +130,8 @@ class StoredResponse(msgspec.Struct, omit_defaults=True):
             the provider whose workers read it, by :attr:`upstream_id`).
         body: a background request's body, kept until it has run.
         headers: the background request's headers the broker needs to run it.
+        streamed: a background response created with ``stream: true`` (its events are kept,
+            ``schemas.jetstream.RESPONSE_EVENTS_STREAM``).
     """
 
     tenant: str
@@ -140,6 +142,7 @@ class StoredResponse(msgspec.Struct, omit_defaults=True):
     provider: str = ""
     body: bytes = b""
     headers: dict[str, str] = {}
+    streamed: bool = False
 
 
 class UpstreamOp(enum.StrEnum):

@@ -24,14 +24,21 @@ import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from broker.errors import BrokerError, InvalidRequest, ResponseNotFound, ResponsesStoreDown
+from broker.errors import (
+    BrokerError,
+    DeadlineExceeded,
+    InvalidRequest,
+    ResponseNotFound,
+    ResponsesStoreDown,
+)
 from broker.pipeline import ChatPipeline
 from broker.replies.sinks import NatsSink, ReplySink
+from broker.request import Piece, Reply
 from broker.responses.background import BackgroundJobs
 from broker.responses.sink import StoringSink
 from broker.responses.store import ResponseStore, StoreUnavailable
 from broker.tenancy.tenants import Caller, KeyRing, KeysNeeded
-from schemas import headers, subjects
+from schemas import StreamEnd, headers, subjects
 from schemas.api import Api
 from schemas.responses import (
     HISTORY_FIELD,
@@ -76,6 +83,8 @@ class _Query(msgspec.Struct):
     after: str | None = None
     limit: int = DEFAULT_PAGE
     order: str = "desc"
+    stream: bool = False
+    starting_after: int = -1
 
 
 _shape = msgspec.json.Decoder(_Shape)
@@ -208,8 +217,6 @@ class ResponsesApi:
         hdrs = msg.headers or {}
         if self._jobs is None:
             raise InvalidRequest("background responses are off here", param="background")
-        if shape.stream:
-            raise InvalidRequest("a background response cannot be streamed", param="stream")
         if shape.store is False:
             raise InvalidRequest("a background response must be stored", param="store")
         self._pipeline.check(data, hdrs, caller, Api.RESPONSES)
@@ -225,13 +232,43 @@ class ResponsesApi:
         )
         body = _encoder.encode(queued)
         kept = {name: hdrs[name] for name in _JOB_HEADERS if name in hdrs}
-        job = msgspec.structs.replace(record, response=body, body=data, headers=kept)
+        streamed = bool(shape.stream)
+        job = msgspec.structs.replace(
+            record, response=body, body=data, headers=kept, streamed=streamed
+        )
         try:
             await self._stored().put(response_id, job)
+            if streamed:  # its first event, so a caller has its id before the run begins
+                created = {"type": "response.created", "sequence_number": 0, "response": queued}
+                await self._jobs.events.record(
+                    response_id, 0, "response.created", _encoder.encode(created)
+                )
             await self._jobs.submit(response_id, caller.tenant.name)
         except StoreUnavailable as exc:
             raise ResponsesStoreDown(str(exc), retry_after=2) from None
+        if streamed:
+            await self._follow(msg, response_id, -1)
+            return
         await self._reply(msg, 200, body)
+
+    async def _follow(self, msg: Msg, response_id: str, starting_after: int) -> None:
+        """Stream a background response's events after ``starting_after`` to the caller,
+        live, up to its last one."""
+        if self._jobs is None or not msg.reply:
+            return
+        sink = NatsSink(self._nc, msg.reply)
+        meta: dict[str, str] = {}
+        if headers.REQUEST_ID in (msg.headers or {}):
+            meta[headers.REQUEST_ID] = (msg.headers or {})[headers.REQUEST_ID]
+
+        async def send(_seq: int, event: str, data: bytes) -> None:
+            await sink.chunk(Piece(data, event), meta)
+
+        if await self._jobs.events.follow(response_id, starting_after, send):
+            await sink.end(StreamEnd(), meta)
+            return
+        error = DeadlineExceeded("no event of the response came in time")
+        await sink.error(Reply(error.status, error.envelope()), meta, streaming=True)
 
     async def _reply(self, msg: Msg, status: int, body: bytes) -> None:
         hdrs = msg.headers or {}
@@ -253,6 +290,8 @@ class ResponsesApi:
             except msgspec.MsgspecError as exc:
                 raise InvalidRequest(f"bad query: {exc}") from None
             status, body = await work(query, caller.tenant.name)
+            if not status:  # answered as a stream
+                return
         except StoreUnavailable as exc:
             error = ResponsesStoreDown(str(exc), retry_after=2)
             status, body = error.status, error.envelope()
@@ -267,12 +306,24 @@ class ResponsesApi:
         return found[0]
 
     async def get(self, msg: Msg) -> None:
-        """``llm.responses.get``: the stored response."""
+        """``llm.responses.get``: the stored response; with ``stream``, a streamed background
+        response's events after ``starting_after``, live up to its last one."""
+        following: list[str] = []
 
         async def work(query: _Query, tenant: str) -> tuple[int, bytes]:
-            return 200, bytes((await self._read(query, tenant)).response)
+            stored = await self._read(query, tenant)
+            if query.stream:
+                if not stored.streamed or self._jobs is None:
+                    message = "Only background responses created with stream can be streamed."
+                    raise InvalidRequest(message, param="stream")
+                following.append(query.id)
+                return 0, b""
+            return 200, bytes(stored.response)
 
         await self._answer(msg, work)
+        if following:
+            query = _query.decode(msg.data)
+            await self._follow(msg, query.id, query.starting_after)
 
     async def delete(self, msg: Msg) -> None:
         """``llm.responses.delete``: delete it (a background one still running is

@@ -44,13 +44,14 @@ from nats.js import JetStreamContext, api
 from broker.batch.runner import CollectSink
 from broker.replies.sinks import ReplySink
 from broker.request import Reply
+from broker.responses.events import RecordingSink, ResponseEvents
 from broker.responses.settings import ResponsesSettings
 from broker.responses.store import ResponseStore, StoreUnavailable
 from broker.responses.upstream import UpstreamRuns, running_upstream
 from broker.tenancy.tenants import Caller, KeyRing
 from edge_runtime.jetstream import ensure_stream
 from edge_runtime.process import InFlight
-from schemas import ErrorEnvelope, headers, subjects
+from schemas import ErrorEnvelope, error_body, headers, subjects
 from schemas.api import Api
 from schemas.jetstream import RESPONSE_CONSUMER, RESPONSE_JOBS_STREAM
 from schemas.responses import ResponseStatus, StoredResponse
@@ -134,6 +135,8 @@ class BackgroundJobs:
         self._replicas = replicas
         self._inflight = InFlight(settings.concurrency)
         self._upstream = UpstreamRuns(nc, poll_s=settings.poll_s, poll_max_s=settings.poll_max_s)
+        #: the kept events of streamed background responses
+        self.events = ResponseEvents(nc)
         #: response id -> set when its run is to stop
         self._running: dict[str, asyncio.Event] = {}
         self._subs: list[Subscription] = []
@@ -151,6 +154,10 @@ class BackgroundJobs:
             max_age=self._settings.ttl_s,
         )
         await ensure_stream(self._js, config)
+        settings = self._settings
+        await self.events.open(
+            ttl_s=settings.ttl_s, max_bytes=settings.max_bytes, replicas=self._replicas
+        )
 
     async def start(self) -> None:
         """Pull and run jobs, and hear cancels."""
@@ -284,6 +291,8 @@ class BackgroundJobs:
             reply = await self._call(job, stored)
             if reply is None:
                 return None
+            if stored.streamed:  # its events are out: never run again
+                return reply, True
             upstream_id = running_upstream(reply)
             if upstream_id is None:
                 return reply, False
@@ -306,7 +315,7 @@ class BackgroundJobs:
         """The pipeline's answer, or ``None`` when the response was cancelled meanwhile."""
         halted = self._running[job.id] = asyncio.Event()
         try:
-            sink = CollectSink()
+            sink = RecordingSink(self.events, job.id) if stored.streamed else CollectSink()
             hdrs = {
                 **stored.headers,
                 headers.REQUEST_ID: job.id,
@@ -324,6 +333,9 @@ class BackgroundJobs:
                 stop.cancel()
             if not sink.reply.done():
                 self._cancel(job.id, owner)
+                if isinstance(sink, RecordingSink):  # its followers learn it ended
+                    message = "the response was cancelled"
+                    await sink.error(Reply(400, error_body(400, "cancelled", message)), {})
                 return None
             return sink.reply.result()
         finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import openai
 import pytest
@@ -270,3 +271,55 @@ async def test_only_background_responses_cancel(acme: openai.AsyncOpenAI) -> Non
 async def _received(fake: FakeOpenAI, calls: int) -> None:
     while len(fake.received) < calls:  # noqa: ASYNC110  (the fake has no arrival event)
         await asyncio.sleep(0.01)
+
+
+async def test_background_stream_followed_again_from_a_sequence_number(
+    acme: openai.AsyncOpenAI, openai_upstream: FakeOpenAI
+) -> None:
+    """``background`` with ``stream``: the POST streams the events live under our id; a
+    ``retrieve(stream=True, starting_after=N)`` while it runs replays the events after N and
+    follows it live to its last event; the stored response is the completed one."""
+    release = asyncio.Event()
+    openai_upstream.script.append(Scripted(release=release, hold_after=4))
+    created = await acme.responses.create(
+        model="gpt", input="stream it", background=True, stream=True
+    )
+    live = created.__aiter__()
+    first = [await asyncio.wait_for(anext(live), FINISH_S) for _ in range(4)]
+    assert [e.sequence_number for e in first] == [0, 1, 2, 3]
+    assert first[0].type == "response.created"
+    response_id = first[0].response.id  # type: ignore[union-attr]
+    assert first[0].response.status == "queued"  # type: ignore[union-attr]
+    resumed = await acme.responses.retrieve(response_id, stream=True, starting_after=1)
+    again = resumed.__aiter__()
+    replayed = [await asyncio.wait_for(anext(again), FINISH_S) for _ in range(2)]
+    assert [e.model_dump() for e in replayed] == [e.model_dump() for e in first[2:]]
+    release.set()  # the upstream goes on: both callers follow it live
+    rest = await asyncio.wait_for(_all(live), FINISH_S)
+    followed = await asyncio.wait_for(_all(again), FINISH_S)
+    events = [*first, *rest]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert [e.model_dump() for e in followed] == [e.model_dump() for e in events[4:]]
+    last = events[-1]
+    assert last.type == "response.completed"
+    assert last.response.id == response_id  # type: ignore[union-attr]
+    done = await _until(acme, response_id, "completed", "failed")
+    assert done.output_text == last.response.output_text  # type: ignore[union-attr]
+    assert done.output_text.startswith("upstream")
+    assert done.background is True
+    assert len([r for r in openai_upstream.received if r.path == "/v1/responses"]) == 1
+    tail = await acme.responses.retrieve(response_id, stream=True, starting_after=len(events) - 2)
+    assert [e.type async for e in tail] == ["response.completed"]
+
+
+async def test_only_streamed_background_responses_stream_again(
+    acme: openai.AsyncOpenAI,
+) -> None:
+    """Following a response that was not a streamed background one is a 400."""
+    created = await acme.responses.create(model="mock", input="whole")
+    with pytest.raises(openai.BadRequestError):
+        await acme.responses.retrieve(created.id, stream=True)
+
+
+async def _all(events: AsyncIterator[Any]) -> list[Any]:
+    return [event async for event in events]

@@ -171,7 +171,8 @@ class Scripted:
     an error event is sent instead of the rest.
 
     ``release``: the answer waits until this event is set (at most ``delay_s``), for a test
-    that holds a call upstream while it checks something, then lets it go.
+    that holds a call upstream while it checks something, then lets it go; with
+    ``hold_after``, a stream waits for it after that many pieces instead.
     """
 
     status: int = 200
@@ -182,6 +183,7 @@ class Scripted:
     raw_sse: list[bytes] | None = None
     fail_after: int | None = None
     release: asyncio.Event | None = None
+    hold_after: int | None = None
 
 
 @dataclass(frozen=True)
@@ -360,7 +362,9 @@ class FakeOpenAI:
             }
         )
         try:
-            for piece in answer.raw_sse or self._pieces(body, answer):
+            for i, piece in enumerate(answer.raw_sse or self._pieces(body, answer)):
+                if i == answer.hold_after and answer.release is not None:
+                    await answer.release.wait()
                 if answer.chunk_delay_s:
                     await asyncio.sleep(answer.chunk_delay_s)
                 if watcher.done():  # this caller hung up
