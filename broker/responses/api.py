@@ -16,6 +16,7 @@ once and handed to the pipeline (which then does not identify it again).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -26,19 +27,17 @@ from nats.aio.msg import Msg
 
 from broker.errors import (
     BrokerError,
-    DeadlineExceeded,
     InvalidRequest,
     ResponseNotFound,
     ResponsesStoreDown,
 )
 from broker.pipeline import ChatPipeline
 from broker.replies.sinks import NatsSink, ReplySink
-from broker.request import Piece, Reply
 from broker.responses.background import BackgroundJobs
 from broker.responses.sink import StoringSink
 from broker.responses.store import ResponseStore, StoreUnavailable
 from broker.tenancy.tenants import Caller, KeyRing, KeysNeeded
-from schemas import StreamEnd, headers, subjects
+from schemas import headers, subjects
 from schemas.api import Api
 from schemas.responses import (
     HISTORY_FIELD,
@@ -119,6 +118,8 @@ class ResponsesApi:
         self._store = store
         self._jobs = jobs
         self._subject_caller = subject_caller
+        #: callers following a streamed background response
+        self._following: set[asyncio.Task[None]] = set()
 
     def subjects(self) -> dict[str, Callable[[Msg], Awaitable[None]]]:
         """The queue subjects this wing answers, with their callbacks."""
@@ -247,28 +248,20 @@ class ResponsesApi:
         except StoreUnavailable as exc:
             raise ResponsesStoreDown(str(exc), retry_after=2) from None
         if streamed:
-            await self._follow(msg, response_id, -1)
+            self._spawn_follow(msg, response_id, -1)
             return
         await self._reply(msg, 200, body)
 
-    async def _follow(self, msg: Msg, response_id: str, starting_after: int) -> None:
-        """Stream a background response's events after ``starting_after`` to the caller,
-        live, up to its last one."""
+    def _spawn_follow(self, msg: Msg, response_id: str, starting_after: int) -> None:
+        """Follow in a task of its own: the subject's callback takes the next request now."""
         if self._jobs is None or not msg.reply:
             return
+        request_id = (msg.headers or {}).get(headers.REQUEST_ID, "")
         sink = NatsSink(self._nc, msg.reply)
-        meta: dict[str, str] = {}
-        if headers.REQUEST_ID in (msg.headers or {}):
-            meta[headers.REQUEST_ID] = (msg.headers or {})[headers.REQUEST_ID]
-
-        async def send(_seq: int, event: str, data: bytes) -> None:
-            await sink.chunk(Piece(data, event), meta)
-
-        if await self._jobs.events.follow(response_id, starting_after, send):
-            await sink.end(StreamEnd(), meta)
-            return
-        error = DeadlineExceeded("no event of the response came in time")
-        await sink.error(Reply(error.status, error.envelope()), meta, streaming=True)
+        follow = self._jobs.events.relay(sink, response_id, starting_after, request_id)
+        task = asyncio.create_task(follow)
+        self._following.add(task)
+        task.add_done_callback(self._following.discard)
 
     async def _reply(self, msg: Msg, status: int, body: bytes) -> None:
         hdrs = msg.headers or {}
@@ -323,7 +316,7 @@ class ResponsesApi:
         await self._answer(msg, work)
         if following:
             query = _query.decode(msg.data)
-            await self._follow(msg, query.id, query.starting_after)
+            self._spawn_follow(msg, query.id, query.starting_after)
 
     async def delete(self, msg: Msg) -> None:
         """``llm.responses.delete``: delete it (a background one still running is

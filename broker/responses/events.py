@@ -26,6 +26,8 @@ from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext, api
 
+from broker.errors import DeadlineExceeded
+from broker.replies.sinks import ReplySink
 from broker.request import Piece, Reply
 from broker.responses.store import StoreUnavailable
 from edge_runtime.jetstream import ensure_stream
@@ -109,6 +111,22 @@ class ResponseEvents:
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    async def relay(
+        self, sink: ReplySink, response_id: str, starting_after: int, request_id: str = ""
+    ) -> None:
+        """:meth:`follow` to a caller as a stream (``chunk`` messages, then ``end``, or an
+        error message when no event came in time)."""
+        meta = {headers.REQUEST_ID: request_id} if request_id else {}
+
+        async def send(_seq: int, event: str, data: bytes) -> None:
+            await sink.chunk(Piece(data, event), meta)
+
+        if await self.follow(response_id, starting_after, send):
+            await sink.end(StreamEnd(), meta)
+            return
+        error = DeadlineExceeded("no event of the response came in time")
+        await sink.error(Reply(error.status, error.envelope()), meta, streaming=True)
 
 
 class RecordingSink:
