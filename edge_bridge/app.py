@@ -24,7 +24,7 @@ from edge_bridge.asgi import nats_headers as forwarded_headers
 from edge_bridge.asgi import read_body
 from edge_bridge.batches import BatchRoutes
 from edge_bridge.console import ConsoleRoutes
-from edge_bridge.responses import ResponseRoutes
+from edge_bridge.responses import ResponseRoutes, resumed
 from edge_bridge.retry import Reconnects, Relay
 from edge_client.chat import ChatStreamError
 from edge_client.request import DEFAULT_RETRY, RetryPolicy
@@ -131,6 +131,7 @@ _MESSAGES = _Api(subjects.MESSAGES, b"", anthropic=True)
 _COUNT_TOKENS = _Api(subjects.COUNT_TOKENS, b"", anthropic=True)
 _EMBEDDINGS = _Api(subjects.EMBEDDINGS, b"")  # never streamed: one JSON answer
 _RESPONSES = _Api(subjects.RESPONSES, b"")  # its stream ends with its own last event
+_RESPONSES_RESUMED = _Api(subjects.RESPONSES_GET, b"")  # a background stream followed again
 _ROUTES = {
     "/v1/chat/completions": _CHAT,
     "/v1/messages": _MESSAGES,
@@ -222,7 +223,13 @@ class BridgeApp:
         if path.startswith(("/v1/files", "/v1/batches")):
             return await self._batches.handle(scope, receive, send)
         if path.startswith("/v1/responses/"):
-            return await self._responses.handle(scope, send)
+            query = resumed(scope)
+            if query is None:
+                return await self._responses.handle(scope, send)
+            nats_headers = forwarded_headers(scope)
+            nats_headers.setdefault(headers.REQUEST_ID, self._nuid.next().decode())
+            await self._relay_answer(_RESPONSES_RESUMED, query, nats_headers, send)
+            return True
         return False
 
     async def _forward(self, api: _Api, scope: Scope, receive: Receive, send: Send) -> None:

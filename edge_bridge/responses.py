@@ -1,7 +1,8 @@
 """``/v1/responses/{id}`` on the bridge: stored responses, forwarded to the brokers'
 ``llm.responses.get|delete|cancel|input_items`` with the caller's ``Authorization`` (who may
 see a response is the brokers' business). Creating a response (``POST /v1/responses``) is a
-request like chat's (:mod:`edge_bridge.app`)."""
+request like chat's (:mod:`edge_bridge.app`), and so is following a streamed background
+response again (``GET /v1/responses/{id}?stream=true``: :func:`resumed` is its query)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from edge_bridge.asgi import nats_headers
 from schemas import error_body, headers, subjects
 
-__all__ = ["ASK_TIMEOUT_S", "ResponseRoutes"]
+__all__ = ["ASK_TIMEOUT_S", "ResponseRoutes", "resumed"]
 
 Scope = MutableMapping[str, Any]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
@@ -44,6 +45,26 @@ async def _json(send: Send, status: int, body: bytes, extra: list[tuple[bytes, b
     ]
     await send({"type": "http.response.start", "status": status, "headers": response_headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def resumed(scope: Scope) -> bytes | None:
+    """The ``llm.responses.get`` query of ``GET /v1/responses/{id}?stream=true`` (a streamed
+    background response followed again, after ``starting_after``); ``None`` for any other
+    request, or a malformed ``starting_after`` (the broker is then asked for the response
+    as a whole and the caller learns nothing is streamed)."""
+    match = _PATH.match(scope["path"].rstrip("/"))
+    if scope["method"] != "GET" or match is None or match.group(2) is not None:
+        return None
+    params = parse_qs(scope.get("query_string", b"").decode())
+    if params.get("stream", ["false"])[0].lower() != "true":
+        return None
+    query: dict[str, Any] = {"id": match.group(1), "stream": True}
+    if "starting_after" in params:
+        try:
+            query["starting_after"] = int(params["starting_after"][0])
+        except ValueError:
+            return None
+    return _encoder.encode(query)
 
 
 class ResponseRoutes:

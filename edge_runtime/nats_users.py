@@ -86,6 +86,7 @@ BROKER = Permissions(
         "llm.audit.>",
         "llm.responses.job",
         "llm.responses.halt",
+        "llm.responses.events.>",
     ),
     subscribe=(
         "llm.chat",
@@ -154,7 +155,8 @@ _FILES = "OBJ_llm_edge_files"
 
 def worker(provider: str) -> Permissions:
     """A provider's workers: consume their own subjects (chat, and embeddings for the
-    providers that compute them, and the Batch API calls of those whose adapter has one),
+    providers that compute them, the Batch API calls of those whose adapter has one, and
+    reads and cancels of the background responses an upstream runs itself),
     answer the broker, claim idempotent calls in the ``llm_edge_once`` bucket, and read a
     sub-batch's lines from and write its results to the files bucket (inbox
     ``_INBOX.worker-<provider>``)."""
@@ -182,6 +184,7 @@ def worker(provider: str) -> Permissions:
             f"llm.provider.{provider}",
             f"llm.provider.{provider}.embeddings",
             f"llm.provider.{provider}.batch",
+            f"llm.provider.{provider}.responses",
             "llm.cancel",
             "$SRV.>",
             f"llm.status.worker-{provider}",

@@ -24,7 +24,7 @@ from schemas.errors import (
     ErrorEnvelope,
 )
 from schemas.offload import OffloadAnswer, OffloadCall
-from schemas.responses import ResponsesRequest
+from schemas.responses import ResponsesRequest, UpstreamResponseCall
 
 __all__ = ["asyncapi_document"]
 
@@ -309,6 +309,15 @@ def _channels() -> dict[str, dict[str, Any]]:
                 "reply": _ref("messages", "OffloadAnswer"),
             },
         },
+        "providerResponses": {
+            "address": f"{subjects.PROVIDER_PREFIX}.{{provider}}.responses",
+            "description": "Internal: brokers read and cancel the background responses an "
+            "upstream runs itself (OpenAI's background: true) through its workers, by the "
+            "upstream's own id. The reply is the upstream's response object, or an error "
+            "envelope (its status in Llm-Status).",
+            "parameters": {"provider": {"description": "a configured provider name"}},
+            "messages": {"request": _ref("messages", "UpstreamResponseCall")},
+        },
         "streamJoin": {
             "address": f"{subjects.ONCE_JOIN_PREFIX}.{{provider}}.{{unique}}",
             "description": "Internal: a worker streaming the first attempt of an idempotent "
@@ -381,6 +390,7 @@ def asyncapi_document(version: str = "0.2.0") -> dict[str, Any]:
         FileObject,
         FileRequest,
         ResponsesRequest,
+        UpstreamResponseCall,
     ]
     payloads, components = msgspec.json.schema_components(
         structs, ref_template="#/components/schemas/{name}"

@@ -14,6 +14,8 @@ consumers, and the subjects and keys built inside them. No I/O here.
 | :data:`AUDIT_STREAM`        | stream       | the audit trail, one record a message (limits)   |
 | :data:`RESPONSES_BUCKET`    | KV           | ``<response id>``: a stored response (TTL)       |
 | :data:`RESPONSE_JOBS_STREAM`| work queue   | ``llm.responses.job``: background responses      |
+| :data:`RESPONSE_EVENTS_STREAM`| limits (TTL) | ``llm.responses.events.<id>``: a background     |
+|                             |              | stream's events, for its callers to follow       |
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ __all__ = [
     "ONCE_TTL_S",
     "RESPONSES_BUCKET",
     "RESPONSE_CONSUMER",
+    "RESPONSE_EVENTS_STREAM",
     "RESPONSE_JOBS_STREAM",
     "RESULTS_BUCKET",
     "SEMANTIC_BUCKET",
@@ -79,6 +82,9 @@ LEGACY_CONSUMER = "llm-edge-batch-runner"
 RESPONSES_BUCKET = "llm_edge_responses"
 #: The work queue of background responses (one message per response: its id).
 RESPONSE_JOBS_STREAM = "LLM_EDGE_RESPONSE_JOBS"
+#: A streamed background response's events (``llm.responses.events.<id>``), kept as long as
+#: stored responses, so its caller can follow it again (``starting_after``).
+RESPONSE_EVENTS_STREAM = "LLM_EDGE_RESPONSE_EVENTS"
 #: The brokers' one durable consumer of :data:`RESPONSE_JOBS_STREAM`.
 RESPONSE_CONSUMER = "llm-edge-responses"
 #: The audit trail (:mod:`schemas.audit`): kept by age and size, deletes and purges refused.

@@ -7,11 +7,17 @@ output cap, tools) and otherwise kept open: it travels to the worker as its call
 A request that continues a stored conversation (``previous_response_id``) reaches the worker
 with :data:`HISTORY_FIELD` added by the broker: the earlier turns' items (which a translating
 worker puts before the input) and the upstream's own id of the previous response (which a
-passthrough worker sends instead). A caller's own value of that field is dropped.
+passthrough worker sends instead, when it is the upstream that served it). A caller's own
+value of that field is dropped.
+
+A background response whose upstream runs background responses itself (OpenAI's) runs there:
+the broker keeps the upstream's id of it and asks that provider's workers to read it
+(:class:`UpstreamResponseCall` on ``llm.provider.<provider>.responses``) until it is final.
 """
 
 from __future__ import annotations
 
+import enum
 import time
 from typing import Annotated, Any
 
@@ -27,9 +33,12 @@ __all__ = [
     "ResponseStatus",
     "ResponsesRequest",
     "StoredResponse",
+    "UpstreamOp",
+    "UpstreamResponseCall",
     "decode_responses_request",
     "input_items",
     "new_id",
+    "replayed_input",
     "response_object",
     "response_usage",
     "usage_of_chat",
@@ -85,10 +94,14 @@ class History(msgspec.Struct, omit_defaults=True):
         items: every earlier turn's input and output items, oldest first.
         upstream_id: the upstream's own id of the previous response (a passthrough sends it
             as ``previous_response_id``); empty when the upstream did not give one.
+        provider: the provider that served the previous response (empty: not recorded); a
+            passthrough to another provider sends :attr:`items` as input instead, since
+            that upstream does not know :attr:`upstream_id`.
     """
 
     items: list[JSONObject] = []
     upstream_id: str = ""
+    provider: str = ""
 
 
 class ResponseStatus:
@@ -113,8 +126,12 @@ class StoredResponse(msgspec.Struct, omit_defaults=True):
         input_items: this turn's input items, each with an ``id`` (JSON objects).
         history: the earlier turns' items (input and output), oldest first.
         upstream_id: the upstream's own id of it (when it differs from ``response.id``).
+        provider: the provider that served it (a background one running at its provider:
+            the provider whose workers read it, by :attr:`upstream_id`).
         body: a background request's body, kept until it has run.
         headers: the background request's headers the broker needs to run it.
+        streamed: a background response created with ``stream: true`` (its events are kept,
+            ``schemas.jetstream.RESPONSE_EVENTS_STREAM``).
     """
 
     tenant: str
@@ -122,8 +139,31 @@ class StoredResponse(msgspec.Struct, omit_defaults=True):
     input_items: list[JSONObject] = []
     history: list[JSONObject] = []
     upstream_id: str = ""
+    provider: str = ""
     body: bytes = b""
     headers: dict[str, str] = {}
+    streamed: bool = False
+
+
+class UpstreamOp(enum.StrEnum):
+    """What a call on ``llm.provider.<provider>.responses`` asks for."""
+
+    GET = "get"
+    CANCEL = "cancel"
+
+
+class UpstreamResponseCall(msgspec.Struct):
+    """One call on ``llm.provider.<provider>.responses``: read or cancel a background
+    response the upstream runs. The reply is the upstream's ``response`` object, or an error
+    envelope (its status in ``Llm-Status``).
+
+    Attributes:
+        op: read it, or cancel it.
+        id: the upstream's own id of the response.
+    """
+
+    op: UpstreamOp
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
 
 _nuid = NUID()
@@ -152,6 +192,23 @@ def input_items(value: str | list[JSONObject] | None) -> list[JSONObject]:
                 item["content"] = [{"type": kind, "text": content}]
         item.setdefault("id", new_id("msg" if item.get("type") == "message" else "item"))
         items.append(item)
+    return items
+
+
+def replayed_input(
+    history: list[JSONObject], given: str | list[JSONObject] | None
+) -> list[JSONObject]:
+    """A conversation's earlier turns and this turn's input as one input list, for an upstream
+    that did not serve the earlier turns.
+
+    Item ids are left out (they name items that upstream never stored), and so are reasoning
+    items (they are only valid on the upstream that produced them, with their ids).
+    """
+    items: list[JSONObject] = []
+    for item in [*history, *input_items(given)]:
+        if item.get("type") == "reasoning":
+            continue
+        items.append({name: value for name, value in item.items() if name != "id"})
     return items
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "RESPONSES",
     "RESPONSES_CANCEL",
     "RESPONSES_DELETE",
+    "RESPONSES_EVENTS",
     "RESPONSES_GET",
     "RESPONSES_HALT",
     "RESPONSES_INPUT_ITEMS",
@@ -48,7 +49,9 @@ __all__ = [
     "batch_events",
     "provider_batch_subject",
     "provider_embeddings_subject",
+    "provider_responses_subject",
     "provider_subject",
+    "response_events",
     "tenant_of",
     "tenant_subject",
 ]
@@ -78,6 +81,9 @@ RESPONSES_CANCEL = "llm.responses.cancel"
 RESPONSES_INPUT_ITEMS = "llm.responses.input_items"
 #: The work queue of background responses (JetStream; brokers consume it durably).
 RESPONSES_JOB = "llm.responses.job"
+#: A streamed background response's events: ``llm.responses.events.<id>`` (JetStream, written
+#: by the broker that runs it; its callers follow them through ``llm.responses[.get]``).
+RESPONSES_EVENTS = "llm.responses.events"
 #: A background response was cancelled: body its id. Every broker listens (no queue group)
 #: and stops its call if it runs it.
 RESPONSES_HALT = "llm.responses.halt"
@@ -210,3 +216,23 @@ def provider_batch_subject(provider: str) -> str:
         ``llm.provider.<provider>.batch``.
     """
     return f"{PROVIDER_PREFIX}.{provider}.batch"
+
+
+def provider_responses_subject(provider: str) -> str:
+    """Return the subject a provider's workers read and cancel the upstream's own background
+    responses on (only workers whose upstream runs them subscribe; see
+    :class:`~schemas.responses.UpstreamResponseCall`).
+
+    Args:
+        provider: the provider name from the configuration.
+
+    Returns:
+        ``llm.provider.<provider>.responses``.
+    """
+    return f"{PROVIDER_PREFIX}.{provider}.responses"
+
+
+def response_events(response_id: str) -> str:
+    """Where a streamed background response's events are kept:
+    ``llm.responses.events.<id>``."""
+    return f"{RESPONSES_EVENTS}.{response_id}"

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
+from urllib.parse import quote
 
 import msgspec
 
 from schemas import ChatCompletion, ChatCompletionChunk
 from schemas.embeddings import count_inputs, decode_embedding_list
 from schemas.response_events import FINAL_EVENTS
-from schemas.responses import HISTORY_FIELD, History
+from schemas.responses import HISTORY_FIELD, History, replayed_input
 from workers.base import Event, ProviderRequest, Relayed
 from workers.batch_openai import OpenAIBatches
 from workers.batches import BatchHttp
@@ -41,6 +42,7 @@ __all__ = ["OpenAIProvider", "parse_retry_after"]
 _completion_decoder = msgspec.json.Decoder(ChatCompletion)
 _history_decoder = msgspec.json.Decoder(History)
 _object_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_input_decoder = msgspec.json.Decoder(str | list[dict[str, Any]] | None)
 _chunk_decoder = msgspec.json.Decoder(ChatCompletionChunk)
 _error_decoder = msgspec.json.Decoder(dict[str, Any])
 
@@ -123,17 +125,28 @@ class OpenAIProvider:
         return _encode(body)
 
     def _responses_payload(self, request: ProviderRequest) -> bytes:
-        """A Responses body as the caller sent it, with the upstream model; the broker's
-        conversation field becomes the upstream's own ``previous_response_id``, and
-        ``background`` is left out (the broker runs background responses itself)."""
+        """A Responses body as the caller sent it, with the upstream model.
+
+        The broker's conversation field becomes the upstream's own ``previous_response_id``
+        when this provider served the previous response; otherwise (a conversation begun on
+        another deployment) its earlier turns go before the input, since this upstream does
+        not know that id. A whole background request stays ``background: true`` (the
+        upstream runs it and answers at once with its queued response); a streamed one is
+        streamed as any other (the broker records its events).
+        """
         body = dict(request.fields)
         body["model"] = msgspec.Raw(_encode(request.upstream_model))
         history = body.pop(HISTORY_FIELD, None)
         if history is not None and "previous_response_id" in body:
-            upstream_id = _history_decoder.decode(history).upstream_id
-            if upstream_id:
-                body["previous_response_id"] = msgspec.Raw(_encode(upstream_id))
-        body.pop("background", None)
+            earlier = _history_decoder.decode(history)
+            if earlier.upstream_id and earlier.provider in ("", self.name):
+                body["previous_response_id"] = msgspec.Raw(_encode(earlier.upstream_id))
+            else:
+                del body["previous_response_id"]
+                given = _input_decoder.decode(body["input"]) if "input" in body else None
+                body["input"] = msgspec.Raw(_encode(replayed_input(earlier.items, given)))
+        if body.get("background") != _TRUE or request.stream:
+            body.pop("background", None)
         return _encode(body)
 
     async def _request_headers(self, request: ProviderRequest) -> dict[str, str]:
@@ -172,6 +185,40 @@ class OpenAIProvider:
                 if event.event in FINAL_EVENTS or event.event == "error":
                     return
         raise self._error(UnexpectedBody("the event stream ended before the response did"))
+
+    async def retrieve_response(self, response_id: str) -> bytes:
+        """GET ``/responses/{id}``: a background response the upstream runs, as it is now.
+
+        Raises:
+            ProviderError: the call failed (a 404 for an id the upstream does not know).
+        """
+        return await self._call_response("GET", response_id, "")
+
+    async def cancel_response(self, response_id: str) -> bytes:
+        """POST ``/responses/{id}/cancel``: stop a background response the upstream runs.
+
+        Raises:
+            ProviderError: the call failed.
+        """
+        return await self._call_response("POST", response_id, "/cancel")
+
+    async def _call_response(self, method: str, response_id: str, suffix: str) -> bytes:
+        url = f"{self._url('', 'responses')}/{quote(response_id, safe='')}{suffix}"
+        reply = await self._upstream.whole(
+            url,
+            b"" if method == "GET" else b"{}",
+            self._plain_headers(),
+            self._config.timeout_s,
+            method=method,
+        )
+        try:
+            _object_decoder.decode(reply.body)
+        except msgspec.MsgspecError as exc:
+            raise self._error(exc) from exc
+        return reply.body
+
+    async def _plain_headers(self) -> dict[str, str]:
+        return dict(self._headers)
 
     async def embed(self, request: ProviderRequest) -> bytes:
         """POST ``/embeddings``; return the upstream's embeddings list bytes (its vectors as

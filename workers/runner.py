@@ -64,6 +64,7 @@ from workers.errors import ReplyTooLarge
 from workers.fanout import Fanout
 from workers.metrics import upstream_call
 from workers.once import FULL, JOINED, MAX_STREAM_LOG_BYTES, Answer, OnceClaims, StreamCall
+from workers.response_service import ResponseService, UpstreamResponses
 from workers.upstream_http import noted_limits
 
 __all__ = ["DEFAULT_WORKER_TIMEOUT_S", "WorkerService", "serve_worker", "timeout_from"]
@@ -135,6 +136,10 @@ class WorkerService:
         self.batches: BatchService | None = None
         if isinstance(provider, Batched) and (native := provider.batches()) is not None:
             self.batches = BatchService(nc, provider.name, native)
+        #: the upstream's own background responses on ``llm.provider.<name>.responses``
+        self.responses: ResponseService | None = None
+        if isinstance(provider, UpstreamResponses) and provider.native_responses:
+            self.responses = ResponseService(nc, provider.name, provider)
 
     @property
     def subscriptions(self) -> tuple[Subscription, ...]:
@@ -164,6 +169,9 @@ class WorkerService:
         if self.batches is not None:
             await self.batches.start()
             served[self.batches.subject] = self._on_msg  # listed for discovery only
+        if self.responses is not None:
+            await self.responses.start()
+            served[self.responses.subject] = self._on_msg  # listed for discovery only
         self._micro = await register(
             self._nc,
             f"worker-{self._provider.name}",
@@ -185,6 +193,8 @@ class WorkerService:
         self._subs = []
         if self.batches is not None:
             await self.batches.stop(drain_timeout)
+        if self.responses is not None:
+            await self.responses.stop(drain_timeout)
         await self._inflight.drain(drain_timeout)
         if self._ticker is not None:
             self._ticker.cancel()

@@ -78,24 +78,32 @@ class UpstreamPoster:
         return self._proxy
 
     async def whole(
-        self, url: str, body: bytes, headers: Awaitable[dict[str, str]], timeout_s: float
+        self,
+        url: str,
+        body: bytes,
+        headers: Awaitable[dict[str, str]],
+        timeout_s: float,
+        *,
+        method: str = "POST",
     ) -> UpstreamReply:
-        """POST ``body`` and read the whole answer.
+        """POST ``body`` (or ``method`` it) and read the whole answer.
 
         Args:
             url: where to.
             body: the request body.
             headers: the call's headers (awaited inside the call's span; the trace is added).
             timeout_s: the request's own bound (the provider's caps it).
+            method: another method than ``POST`` (``GET`` a response the upstream runs).
 
         Raises:
             ProviderError: a transport failure or an error status, as ``error`` maps it.
         """
         try:
-            with span("upstream POST", kind=SpanKind.CLIENT, attributes=self._attributes):
+            with span(f"upstream {method}", kind=SpanKind.CLIENT, attributes=self._attributes):
                 outgoing = await headers
                 inject(outgoing)  # the upstream call joins the request's trace
-                async with self._client.post(
+                async with self._client.request(
+                    method,
                     url,
                     data=body,
                     headers=outgoing,

@@ -16,6 +16,7 @@ once and handed to the pipeline (which then does not identify it again).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -24,7 +25,12 @@ import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from broker.errors import BrokerError, InvalidRequest, ResponseNotFound, ResponsesStoreDown
+from broker.errors import (
+    BrokerError,
+    InvalidRequest,
+    ResponseNotFound,
+    ResponsesStoreDown,
+)
 from broker.pipeline import ChatPipeline
 from broker.replies.sinks import NatsSink, ReplySink
 from broker.responses.background import BackgroundJobs
@@ -76,6 +82,8 @@ class _Query(msgspec.Struct):
     after: str | None = None
     limit: int = DEFAULT_PAGE
     order: str = "desc"
+    stream: bool = False
+    starting_after: int = -1
 
 
 _shape = msgspec.json.Decoder(_Shape)
@@ -110,6 +118,8 @@ class ResponsesApi:
         self._store = store
         self._jobs = jobs
         self._subject_caller = subject_caller
+        #: callers following a streamed background response
+        self._following: set[asyncio.Task[None]] = set()
 
     def subjects(self) -> dict[str, Callable[[Msg], Awaitable[None]]]:
         """The queue subjects this wing answers, with their callbacks."""
@@ -170,7 +180,7 @@ class ResponsesApi:
         """The body the pipeline answers (a continued conversation's earlier turns added) and
         the entry its response is stored in."""
         history: list[dict[str, Any]] = []
-        upstream_id = ""
+        upstream_id = provider = ""
         previous = shape.previous_response_id
         if previous:
             try:
@@ -186,11 +196,16 @@ class ResponsesApi:
             response = _any.decode(earlier.response)
             history = [*earlier.history, *earlier.input_items, *response.get("output", [])]
             upstream_id = earlier.upstream_id or str(response.get("id", ""))
+            provider = earlier.provider
         if history or shape.history is not None:  # a caller's own history field is dropped
             body = _any.decode(data)
             body.pop(HISTORY_FIELD, None)
             if history:
-                body[HISTORY_FIELD] = {"items": history, "upstream_id": upstream_id}
+                body[HISTORY_FIELD] = {
+                    "items": history,
+                    "upstream_id": upstream_id,
+                    "provider": provider,
+                }
             data = _encoder.encode(body)
         record = StoredResponse(tenant, b"null", input_items(shape.input), history)
         return data, record
@@ -203,8 +218,6 @@ class ResponsesApi:
         hdrs = msg.headers or {}
         if self._jobs is None:
             raise InvalidRequest("background responses are off here", param="background")
-        if shape.stream:
-            raise InvalidRequest("a background response cannot be streamed", param="stream")
         if shape.store is False:
             raise InvalidRequest("a background response must be stored", param="store")
         self._pipeline.check(data, hdrs, caller, Api.RESPONSES)
@@ -220,13 +233,35 @@ class ResponsesApi:
         )
         body = _encoder.encode(queued)
         kept = {name: hdrs[name] for name in _JOB_HEADERS if name in hdrs}
-        job = msgspec.structs.replace(record, response=body, body=data, headers=kept)
+        streamed = bool(shape.stream)
+        job = msgspec.structs.replace(
+            record, response=body, body=data, headers=kept, streamed=streamed
+        )
         try:
             await self._stored().put(response_id, job)
+            if streamed:  # its first event, so a caller has its id before the run begins
+                created = {"type": "response.created", "sequence_number": 0, "response": queued}
+                await self._jobs.events.record(
+                    response_id, 0, "response.created", _encoder.encode(created)
+                )
             await self._jobs.submit(response_id, caller.tenant.name)
         except StoreUnavailable as exc:
             raise ResponsesStoreDown(str(exc), retry_after=2) from None
+        if streamed:
+            self._spawn_follow(msg, response_id, -1)
+            return
         await self._reply(msg, 200, body)
+
+    def _spawn_follow(self, msg: Msg, response_id: str, starting_after: int) -> None:
+        """Follow in a task of its own: the subject's callback takes the next request now."""
+        if self._jobs is None or not msg.reply:
+            return
+        request_id = (msg.headers or {}).get(headers.REQUEST_ID, "")
+        sink = NatsSink(self._nc, msg.reply)
+        follow = self._jobs.events.relay(sink, response_id, starting_after, request_id)
+        task = asyncio.create_task(follow)
+        self._following.add(task)
+        task.add_done_callback(self._following.discard)
 
     async def _reply(self, msg: Msg, status: int, body: bytes) -> None:
         hdrs = msg.headers or {}
@@ -248,6 +283,8 @@ class ResponsesApi:
             except msgspec.MsgspecError as exc:
                 raise InvalidRequest(f"bad query: {exc}") from None
             status, body = await work(query, caller.tenant.name)
+            if not status:  # answered as a stream
+                return
         except StoreUnavailable as exc:
             error = ResponsesStoreDown(str(exc), retry_after=2)
             status, body = error.status, error.envelope()
@@ -262,12 +299,24 @@ class ResponsesApi:
         return found[0]
 
     async def get(self, msg: Msg) -> None:
-        """``llm.responses.get``: the stored response."""
+        """``llm.responses.get``: the stored response; with ``stream``, a streamed background
+        response's events after ``starting_after``, live up to its last one."""
+        following: list[str] = []
 
         async def work(query: _Query, tenant: str) -> tuple[int, bytes]:
-            return 200, bytes((await self._read(query, tenant)).response)
+            stored = await self._read(query, tenant)
+            if query.stream:
+                if not stored.streamed or self._jobs is None:
+                    message = "Only background responses created with stream can be streamed."
+                    raise InvalidRequest(message, param="stream")
+                following.append(query.id)
+                return 0, b""
+            return 200, bytes(stored.response)
 
         await self._answer(msg, work)
+        if following:
+            query = _query.decode(msg.data)
+            self._spawn_follow(msg, query.id, query.starting_after)
 
     async def delete(self, msg: Msg) -> None:
         """``llm.responses.delete``: delete it (a background one still running is
@@ -276,6 +325,9 @@ class ResponsesApi:
         async def work(query: _Query, tenant: str) -> tuple[int, bytes]:
             if self._jobs is not None:
                 await self._jobs.halt(query.id)
+                found = await self._stored().read(query.id, tenant)
+                if found is not None:
+                    await self._jobs.cancel_upstream(found[0])
             if not await self._stored().delete(query.id, tenant):
                 raise ResponseNotFound(f"Response with id '{query.id}' not found.")
             return 200, _encoder.encode({"id": query.id, "object": "response", "deleted": True})
@@ -284,7 +336,8 @@ class ResponsesApi:
 
     async def cancel(self, msg: Msg) -> None:
         """``llm.responses.cancel``: a background response not finished yet is
-        ``cancelled`` (its run stops wherever it is); a finished one is left as it is."""
+        ``cancelled`` (its run stops wherever it is, at its upstream too when it runs there);
+        a finished one is left as it is."""
 
         async def work(query: _Query, tenant: str) -> tuple[int, bytes]:
             stored = await self._read(query, tenant)
@@ -295,6 +348,7 @@ class ResponsesApi:
                 raise ResponseNotFound(f"Response with id '{query.id}' not found.")
             if self._jobs is not None:
                 await self._jobs.halt(query.id)
+                await self._jobs.cancel_upstream(stored)
             return 200, bytes(now.response)
 
         await self._answer(msg, work)

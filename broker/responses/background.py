@@ -11,8 +11,18 @@ then acknowledges the job. While it runs it tells JetStream so (``in_progress``)
 A run is one upstream call however often it is delivered: it goes with its response id as
 request id and marked idempotent, so the workers' once-claims (``workers/once.py``) answer a
 second run from the first one's stored answer instead of calling the upstream again, even
-when the broker that started the call is gone. A cancel (``llm.responses.halt``, which every
-broker hears) stops the run wherever it is; the ``cancelled`` status is never overwritten.
+when the broker that started the call is gone. It bypasses the cache both ways (an answer
+that is a queued response must never be served to anyone else). A cancel
+(``llm.responses.halt``, which every broker hears) stops the run wherever it is; the
+``cancelled`` status is never overwritten.
+
+An upstream that runs background responses itself (OpenAI's) gets the response as one and
+answers at once with its queued response: its id is stored, then the response is read there
+until it is final (:mod:`broker.responses.upstream`), so a broker or worker killed while the
+upstream works loses nothing. Any other upstream answers the call itself: a worker killed
+while that call is in flight loses the answer (the upstream worked for nothing), and the run
+calls it again once the claim's lease has passed; the once-claim still keeps two runs from
+calling at the same time.
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 from nats.aio.client import Client
@@ -34,12 +44,14 @@ from nats.js import JetStreamContext, api
 from broker.batch.runner import CollectSink
 from broker.replies.sinks import ReplySink
 from broker.request import Reply
+from broker.responses.events import RecordingSink, ResponseEvents
 from broker.responses.settings import ResponsesSettings
 from broker.responses.store import ResponseStore, StoreUnavailable
+from broker.responses.upstream import UpstreamRuns, running_upstream
 from broker.tenancy.tenants import Caller, KeyRing
 from edge_runtime.jetstream import ensure_stream
 from edge_runtime.process import InFlight
-from schemas import ErrorEnvelope, headers, subjects
+from schemas import ErrorEnvelope, error_body, headers, subjects
 from schemas.api import Api
 from schemas.jetstream import RESPONSE_CONSUMER, RESPONSE_JOBS_STREAM
 from schemas.responses import ResponseStatus, StoredResponse
@@ -55,6 +67,7 @@ PUBLISH_S = 5.0
 #: Waits before a retryably failed run is delivered again (the last one repeats).
 BACKOFF_S = (1.0, 5.0, 15.0)
 
+_T = TypeVar("_T")
 _encoder = msgspec.json.Encoder()
 _any = msgspec.json.Decoder(dict[str, Any])
 _envelope = msgspec.json.Decoder(ErrorEnvelope)
@@ -121,6 +134,9 @@ class BackgroundJobs:
         self._settings = settings
         self._replicas = replicas
         self._inflight = InFlight(settings.concurrency)
+        self._upstream = UpstreamRuns(nc, poll_s=settings.poll_s, poll_max_s=settings.poll_max_s)
+        #: the kept events of streamed background responses
+        self.events = ResponseEvents(nc)
         #: response id -> set when its run is to stop
         self._running: dict[str, asyncio.Event] = {}
         self._subs: list[Subscription] = []
@@ -138,6 +154,10 @@ class BackgroundJobs:
             max_age=self._settings.ttl_s,
         )
         await ensure_stream(self._js, config)
+        settings = self._settings
+        await self.events.open(
+            ttl_s=settings.ttl_s, max_bytes=settings.max_bytes, replicas=self._replicas
+        )
 
     async def start(self) -> None:
         """Pull and run jobs, and hear cancels."""
@@ -190,6 +210,11 @@ class BackgroundJobs:
         """Tell every broker to stop ``response_id``'s run."""
         await self._nc.publish(subjects.RESPONSES_HALT, response_id.encode())
 
+    async def cancel_upstream(self, stored: StoredResponse) -> None:
+        """Cancel ``stored`` at its upstream, when it runs there (bounded)."""
+        if stored.upstream_id and stored.provider and _status(stored) not in ResponseStatus.FINAL:
+            await self._upstream.cancel(stored.provider, stored.upstream_id)
+
     async def _on_halt(self, msg: Msg) -> None:
         halted = self._running.get(msg.data.decode(errors="replace"))
         if halted is not None:
@@ -223,12 +248,14 @@ class BackgroundJobs:
             if stored is None or _status(stored) != ResponseStatus.IN_PROGRESS:
                 await msg.ack()  # gone, finished or cancelled: nothing to run
                 return
-            reply = await self._alive(msg, self._call(job, stored))
-            if reply is None:  # cancelled while it ran
+            ran = await self._alive(msg, self._work(job, stored))
+            if ran is None:  # cancelled while it ran
                 await msg.ack()
                 return
+            reply, final = ran
             delivered = msg.metadata.num_delivered or 1
-            if _retryable(reply.status) and delivered < self._settings.max_deliver:
+            retry = not final and _retryable(reply.status)
+            if retry and delivered < self._settings.max_deliver:
                 await msg.nak(delay=BACKOFF_S[min(delivered, len(BACKOFF_S)) - 1])
                 return
             await self._store.update(job.id, job.tenant, lambda s: _finished(s, job.id, reply))
@@ -242,7 +269,7 @@ class BackgroundJobs:
             with contextlib.suppress(Exception):
                 await msg.nak(delay=BACKOFF_S[0])
 
-    async def _alive(self, msg: Msg, work: Awaitable[Reply | None]) -> Reply | None:
+    async def _alive(self, msg: Msg, work: Awaitable[_T]) -> _T:
         """Await ``work`` while telling JetStream the job is being worked on."""
 
         async def beat() -> None:
@@ -257,12 +284,44 @@ class BackgroundJobs:
         finally:
             beating.cancel()
 
+    async def _work(self, job: _Job, stored: StoredResponse) -> tuple[Reply, bool] | None:
+        """The run's outcome and whether it is final as it is (an upstream's own background
+        response: never run again); ``None`` when it was cancelled meanwhile."""
+        if not stored.upstream_id or not stored.provider:
+            reply = await self._call(job, stored)
+            if reply is None:
+                return None
+            if stored.streamed:  # its events are out: never run again
+                return reply, True
+            upstream_id = running_upstream(reply)
+            if upstream_id is None:
+                return reply, False
+            provider = reply.headers.get(headers.PROVIDER, "")
+            stored_now = await self._store.update(
+                job.id, job.tenant, lambda s: _at_upstream(s, upstream_id, provider)
+            )
+            if stored_now is None or _status(stored_now) != ResponseStatus.IN_PROGRESS:
+                await self._upstream.cancel(provider, upstream_id)  # cancelled meanwhile
+                return None
+            stored = stored_now
+        halted = self._running[job.id] = asyncio.Event()
+        try:
+            polled = await self._upstream.poll(stored, halted)
+            return None if polled is None else (polled, True)
+        finally:
+            self._running.pop(job.id, None)
+
     async def _call(self, job: _Job, stored: StoredResponse) -> Reply | None:
         """The pipeline's answer, or ``None`` when the response was cancelled meanwhile."""
         halted = self._running[job.id] = asyncio.Event()
         try:
-            sink = CollectSink()
-            hdrs = {**stored.headers, headers.REQUEST_ID: job.id, headers.IDEMPOTENT: "1"}
+            sink = RecordingSink(self.events, job.id) if stored.streamed else CollectSink()
+            hdrs = {
+                **stored.headers,
+                headers.REQUEST_ID: job.id,
+                headers.IDEMPOTENT: "1",
+                headers.CACHE_CONTROL: "no-cache, no-store",
+            }
             caller = Caller(self._keys.named(job.tenant))
             owner = _owner(job.id)
             await self._handle(stored.body, hdrs, sink, caller, reply_to=owner, api=Api.RESPONSES)
@@ -274,6 +333,9 @@ class BackgroundJobs:
                 stop.cancel()
             if not sink.reply.done():
                 self._cancel(job.id, owner)
+                if isinstance(sink, RecordingSink):  # its followers learn it ended
+                    message = "the response was cancelled"
+                    await sink.error(Reply(400, error_body(400, "cancelled", message)), {})
                 return None
             return sink.reply.result()
         finally:
@@ -295,6 +357,14 @@ def _started(stored: StoredResponse) -> StoredResponse | None:
         return None
     response["status"] = ResponseStatus.IN_PROGRESS
     return msgspec.structs.replace(stored, response=_encoder.encode(response))
+
+
+def _at_upstream(stored: StoredResponse, upstream_id: str, provider: str) -> StoredResponse | None:
+    """An ``in_progress`` response now known to run at ``provider`` as ``upstream_id``
+    (``None``: it is not running any more)."""
+    if _status(stored) != ResponseStatus.IN_PROGRESS:
+        return None
+    return msgspec.structs.replace(stored, upstream_id=upstream_id, provider=provider)
 
 
 def _finished(stored: StoredResponse, response_id: str, reply: Reply) -> StoredResponse | None:
@@ -319,6 +389,7 @@ def _finished(stored: StoredResponse, response_id: str, reply: Reply) -> StoredR
         stored,
         response=_encoder.encode(response),
         upstream_id=upstream_id if upstream_id != response_id else "",
+        provider=reply.headers.get(headers.PROVIDER, stored.provider),
         body=b"",
         headers={},
     )

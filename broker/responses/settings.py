@@ -13,6 +13,8 @@ __all__ = [
     "DEFAULT_CONCURRENCY",
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_DELIVER",
+    "DEFAULT_POLL_MAX_S",
+    "DEFAULT_POLL_S",
     "DEFAULT_TTL_S",
     "ResponsesSettings",
 ]
@@ -27,6 +29,11 @@ DEFAULT_ACK_WAIT_S = 60.0
 DEFAULT_CONCURRENCY = 16
 #: Runs of a background response whose failures a retry may fix, before it is failed.
 DEFAULT_MAX_DELIVER = 4
+#: How often a background response running at its upstream (OpenAI's) is read there.
+DEFAULT_POLL_S = 2.0
+#: How long a background response may run at its upstream before it is cancelled there and
+#: ``failed`` (OpenAI's longest background runs, deep research, take tens of minutes).
+DEFAULT_POLL_MAX_S = 6 * 3600.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -42,6 +49,9 @@ class ResponsesSettings:
         concurrency: background responses in flight per broker process.
         max_deliver: runs of a background response that fails retryably (5xx, 429) before
             it is ``failed``.
+        poll_s: how often a background response running at its upstream is read there.
+        poll_max_s: how long one may run there (from its creation) before it is cancelled
+            there and ``failed``.
     """
 
     ttl_s: float = DEFAULT_TTL_S
@@ -50,14 +60,19 @@ class ResponsesSettings:
     ack_wait_s: float = DEFAULT_ACK_WAIT_S
     concurrency: int = DEFAULT_CONCURRENCY
     max_deliver: int = DEFAULT_MAX_DELIVER
+    poll_s: float = DEFAULT_POLL_S
+    poll_max_s: float = DEFAULT_POLL_MAX_S
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> ResponsesSettings:
         """Build and validate; raises ``ValueError`` naming the key."""
         check_keys("responses", raw, field_names(cls))
         settings = cls(**raw)
-        if min(settings.ttl_s, settings.ack_wait_s) <= 0 or settings.max_bytes <= 0:
-            raise ValueError("responses: ttl_s, max_bytes and ack_wait_s must be > 0")
+        times = (settings.ttl_s, settings.ack_wait_s, settings.poll_s, settings.poll_max_s)
+        if min(times) <= 0 or settings.max_bytes <= 0:
+            raise ValueError(
+                "responses: ttl_s, max_bytes, ack_wait_s, poll_s and poll_max_s must be > 0"
+            )
         if min(settings.concurrency, settings.max_deliver) < 1:
             raise ValueError("responses: concurrency and max_deliver must be >= 1")
         return settings

@@ -1,6 +1,8 @@
 """Keeps a response as it goes to its caller (``store``): the whole answer, or the last event
 of a stream (which carries the whole response), is stored before it is relayed, so the
-caller that has its answer can already read it back or continue the conversation."""
+caller that has its answer can already read it back or continue the conversation. The
+provider that served it is kept with it (a conversation continued on another upstream sends
+that one its earlier turns, not an id it does not know)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import msgspec
 from broker.replies.sinks import ReplySink
 from broker.request import Piece, Reply
 from broker.responses.store import ResponseStore, StoreUnavailable
-from schemas import StreamEnd
+from schemas import StreamEnd, headers
 from schemas.response_events import FINAL_EVENTS
 from schemas.responses import StoredResponse
 
@@ -46,10 +48,11 @@ class StoringSink:
         self._store = store
         self._record = record
 
-    async def _keep(self, response: bytes) -> None:
+    async def _keep(self, response: bytes, meta: dict[str, str]) -> None:
         try:
             response_id = _id.decode(response).id
-            stored = msgspec.structs.replace(self._record, response=response)
+            provider = meta.get(headers.PROVIDER, "")
+            stored = msgspec.structs.replace(self._record, response=response, provider=provider)
             await self._store.put(response_id, stored)
         except (msgspec.MsgspecError, StoreUnavailable) as exc:  # answered all the same
             log.warning("a response could not be stored: %s", exc)
@@ -57,7 +60,7 @@ class StoringSink:
     async def whole(self, reply: Reply, meta: dict[str, str]) -> None:
         """Store a successful answer, then relay it."""
         if reply.status == 200:
-            await self._keep(reply.body)
+            await self._keep(reply.body, {**meta, **reply.headers})
         await self._inner.whole(reply, meta)
 
     async def chunk(self, piece: Piece, meta: dict[str, str]) -> None:
@@ -68,7 +71,7 @@ class StoringSink:
             except msgspec.MsgspecError:
                 response = b""
             if response:
-                await self._keep(response)
+                await self._keep(response, meta)
         await self._inner.chunk(piece, meta)
 
     async def end(self, end: StreamEnd, meta: dict[str, str]) -> None:

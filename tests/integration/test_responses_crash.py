@@ -1,5 +1,9 @@
-"""Crash safety of background responses: SIGKILL the broker mid-call and then the worker,
-restart both: the response completes once and the upstream was called once."""
+"""Crash safety of background responses.
+
+On a translated upstream: SIGKILL the broker mid-call and then the worker, restart both: the
+response completes once and the upstream was called once. On OpenAI, where it runs as a
+background response of OpenAI's own: SIGKILL the worker (and the broker) while OpenAI holds
+it: after a restart it completes under our id and OpenAI got exactly one create."""
 
 from __future__ import annotations
 
@@ -52,9 +56,10 @@ def config_file(request: pytest.FixtureRequest) -> Iterator[Path]:
 async def test_background_response_survives_sigkill_of_broker_and_worker(
     own_nats: EmbeddedNats, config_file: Path
 ) -> None:
-    """Broker killed while the upstream holds the call, the worker killed after the call
-    ended: after a restart the job runs again, the workers' once-claim answers it from the
-    first call, and the response completes; the upstream saw exactly one call."""
+    """A translated upstream: broker killed while the upstream holds the call, the worker
+    killed after the call ended: after a restart the job runs again, the workers'
+    once-claim answers it from the first call, and the response completes; the upstream
+    saw exactly one call."""
     async with running_fake() as upstream:
         release = asyncio.Event()
         upstream.script.append(Scripted(delay_s=STEP_S * 2, release=release))
@@ -66,7 +71,7 @@ enabled = false
 [responses]
 ack_wait_s = 2          # a killed broker's job comes back after 2 s
 [providers.oai]
-kind = "openai"
+kind = "openai_compatible"
 base_url = "{upstream.base_url}"
 [models.gpt]
 deployments = [{{ provider = "oai", model = "gpt-4.1" }}]
@@ -97,6 +102,72 @@ deployments = [{{ provider = "oai", model = "gpt-4.1" }}]
             assert done["id"] == queued["id"]
             assert done["output"][0]["content"][0]["text"] == "upstream says hi to gpt-4.1"
             assert len(upstream.received) == 1
+        finally:
+            for proc in procs:
+                proc.kill()
+                proc.wait()
+            await close_quietly(nc)
+
+
+def _openai_config(upstream: FakeOpenAI) -> str:
+    return f"""
+[cache]
+enabled = false
+[batch]
+enabled = false
+[responses]
+ack_wait_s = 2          # a killed broker's job comes back after 2 s
+poll_s = 0.05
+[providers.oai]
+kind = "openai"
+base_url = "{upstream.base_url}"
+[models.gpt]
+deployments = [{{ provider = "oai", model = "gpt-4.1" }}]
+"""
+
+
+@pytest.mark.parametrize("kill_broker", [False, True], ids=["worker", "worker-and-broker"])
+async def test_background_response_at_openai_survives_sigkill(
+    own_nats: EmbeddedNats, config_file: Path, kill_broker: bool
+) -> None:
+    """OpenAI holds the background response; its worker is SIGKILLed (and its broker too):
+    restarted, polling resumes on the same OpenAI id, the response completes under our id
+    and OpenAI got exactly one create POST."""
+    async with running_fake() as upstream:
+        upstream.background.hold = asyncio.Event()
+        config_file.write_text(_openai_config(upstream))  # noqa: ASYNC240  (a small temp file)
+        common = ["--nats-url", own_nats.url, "--config", str(config_file)]
+        nc = await connect(own_nats.url, "crash-test")
+        procs = [spawn("broker", *common)]
+        try:
+            await wait_ready(nc)
+            procs.append(spawn("worker", "oai", *common))
+            body = msgspec.json.encode({"model": "gpt", "input": "hold", "background": True})
+            reply = await nc.request("llm.responses", body, timeout=STEP_S)
+            queued = msgspec.json.decode(reply.data)
+            assert queued["status"] == "queued"
+            # OpenAI runs it: the broker reads it there through the worker
+            await asyncio.wait_for(upstream.background.read.wait(), STEP_S)
+            broker, worker = procs
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+            procs = [broker]
+            if kill_broker:
+                broker.send_signal(signal.SIGKILL)
+                broker.wait()
+                procs = [spawn("broker", *common)]
+            upstream.background.read.clear()
+            procs.append(spawn("worker", "oai", *common))
+            await asyncio.wait_for(upstream.background.read.wait(), STEP_S)  # read again
+            upstream.background.hold.set()
+            done = await asyncio.wait_for(finished(nc, queued["id"]), STEP_S)
+            assert done["status"] == "completed"
+            assert done["id"] == queued["id"]
+            assert done["output"][0]["content"][0]["text"] == "upstream says hi to gpt-4.1"
+            creates = [r for r in upstream.received if r.method == "POST"]
+            assert [r.path for r in creates] == ["/v1/responses"]
+            assert creates[0].body["background"] is True
+            assert set(upstream.background.runs) == {"resp_bg_1"}
         finally:
             for proc in procs:
                 proc.kill()

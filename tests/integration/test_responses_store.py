@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import openai
 import pytest
@@ -36,6 +37,8 @@ async def stack(
         enabled = false
         [batch]
         enabled = false
+        [responses]
+        poll_s = 0.05
         [tenants.acme]
         keys = ["{hash_key(KEY_ACME)}"]
         [tenants.globex]
@@ -171,11 +174,44 @@ async def test_conversation_passes_through_to_openai(
     }
 
 
+async def test_conversation_moves_from_a_chat_upstream_to_openai(
+    acme: openai.AsyncOpenAI, openai_upstream: FakeOpenAI
+) -> None:
+    """A conversation begun on a translated deployment and continued on OpenAI sends OpenAI
+    its earlier turns as input (OpenAI does not know our id); continued on OpenAI again, it
+    names OpenAI's own id of the response OpenAI served."""
+    first = await acme.responses.create(model="compat", input="My name is Ada.")
+    second = await acme.responses.create(model="gpt", input="Name?", previous_response_id=first.id)
+    sent = openai_upstream.received[-1].body
+    assert "previous_response_id" not in sent
+    assert sent["input"] == [
+        {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": "My name is Ada."}],
+        },
+        {
+            "type": "message",
+            "role": "assistant",
+            "status": "completed",
+            "content": [{"type": "output_text", "text": first.output_text, "annotations": []}],
+        },
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Name?"}]},
+    ]
+    await acme.responses.create(model="gpt", input="Again?", previous_response_id=second.id)
+    assert openai_upstream.received[-1].body == {
+        "model": "gpt-4.1",
+        "input": "Again?",
+        "previous_response_id": "resp_upstream_1",
+    }
+
+
 async def test_background_response_queued_then_completed(
     acme: openai.AsyncOpenAI, openai_upstream: FakeOpenAI
 ) -> None:
-    """A background response is accepted at once as queued, then completes under its own id
-    (polled); the upstream got the body without ``background``."""
+    """A background response is accepted at once as queued, runs at OpenAI as a background
+    response of its own (created once, then read there until it is final) and completes
+    under our id."""
     created = await acme.responses.create(model="gpt", input="take your time", background=True)
     assert created.status == "queued"
     assert created.background is True
@@ -183,7 +219,30 @@ async def test_background_response_queued_then_completed(
     assert done.status == "completed"
     assert done.id == created.id
     assert done.output_text == "upstream says hi to gpt-4.1"
-    assert openai_upstream.received[-1].body == {"model": "gpt-4.1", "input": "take your time"}
+    creates = [r for r in openai_upstream.received if r.method == "POST"]
+    assert [r.body for r in creates] == [
+        {"model": "gpt-4.1", "input": "take your time", "background": True}
+    ]
+    reads = [r.path for r in openai_upstream.received if r.method == "GET"]
+    assert reads
+    assert set(reads) == {"/v1/responses/resp_bg_1"}
+
+
+async def test_background_response_cancelled_at_openai(
+    acme: openai.AsyncOpenAI, openai_upstream: FakeOpenAI
+) -> None:
+    """Cancelling a background response that runs at OpenAI cancels it there, and it stays
+    cancelled."""
+    openai_upstream.background.hold = asyncio.Event()
+    created = await acme.responses.create(model="gpt", input="hold on", background=True)
+    await asyncio.wait_for(openai_upstream.background.read.wait(), FINISH_S)  # running there
+    cancelled = await acme.responses.cancel(created.id)
+    assert cancelled.status == "cancelled"
+    assert openai_upstream.background.runs["resp_bg_1"].cancels == 1
+    assert openai_upstream.background.runs["resp_bg_1"].status == "cancelled"
+    openai_upstream.background.hold.set()
+    assert (await acme.responses.retrieve(created.id)).status == "cancelled"
+    assert len([r for r in openai_upstream.received if r.path == "/v1/responses"]) == 1
 
 
 async def test_background_response_cancelled_mid_call(
@@ -212,3 +271,55 @@ async def test_only_background_responses_cancel(acme: openai.AsyncOpenAI) -> Non
 async def _received(fake: FakeOpenAI, calls: int) -> None:
     while len(fake.received) < calls:  # noqa: ASYNC110  (the fake has no arrival event)
         await asyncio.sleep(0.01)
+
+
+async def test_background_stream_followed_again_from_a_sequence_number(
+    acme: openai.AsyncOpenAI, openai_upstream: FakeOpenAI
+) -> None:
+    """``background`` with ``stream``: the POST streams the events live under our id; a
+    ``retrieve(stream=True, starting_after=N)`` while it runs replays the events after N and
+    follows it live to its last event; the stored response is the completed one."""
+    release = asyncio.Event()
+    openai_upstream.script.append(Scripted(release=release, hold_after=4))
+    created = await acme.responses.create(
+        model="gpt", input="stream it", background=True, stream=True
+    )
+    live = created.__aiter__()
+    first = [await asyncio.wait_for(anext(live), FINISH_S) for _ in range(4)]
+    assert [e.sequence_number for e in first] == [0, 1, 2, 3]
+    assert first[0].type == "response.created"
+    response_id = first[0].response.id  # type: ignore[union-attr]
+    assert first[0].response.status == "queued"  # type: ignore[union-attr]
+    resumed = await acme.responses.retrieve(response_id, stream=True, starting_after=1)
+    again = resumed.__aiter__()
+    replayed = [await asyncio.wait_for(anext(again), FINISH_S) for _ in range(2)]
+    assert [e.model_dump() for e in replayed] == [e.model_dump() for e in first[2:]]
+    release.set()  # the upstream goes on: both callers follow it live
+    rest = await asyncio.wait_for(_all(live), FINISH_S)
+    followed = await asyncio.wait_for(_all(again), FINISH_S)
+    events = [*first, *rest]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert [e.model_dump() for e in followed] == [e.model_dump() for e in events[4:]]
+    last = events[-1]
+    assert last.type == "response.completed"
+    assert last.response.id == response_id  # type: ignore[union-attr]
+    done = await _until(acme, response_id, "completed", "failed")
+    assert done.output_text == last.response.output_text  # type: ignore[union-attr]
+    assert done.output_text.startswith("upstream")
+    assert done.background is True
+    assert len([r for r in openai_upstream.received if r.path == "/v1/responses"]) == 1
+    tail = await acme.responses.retrieve(response_id, stream=True, starting_after=len(events) - 2)
+    assert [e.type async for e in tail] == ["response.completed"]
+
+
+async def test_only_streamed_background_responses_stream_again(
+    acme: openai.AsyncOpenAI,
+) -> None:
+    """Following a response that was not a streamed background one is a 400."""
+    created = await acme.responses.create(model="mock", input="whole")
+    with pytest.raises(openai.BadRequestError):
+        await acme.responses.retrieve(created.id, stream=True)
+
+
+async def _all(events: AsyncIterator[Any]) -> list[Any]:
+    return [event async for event in events]

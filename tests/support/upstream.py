@@ -5,7 +5,9 @@ Tests script its answers (status, body, headers, delay) and read what it receive
 minute) as OpenAI does: a request over them is answered 429 with ``retry-after`` and the
 ``x-ratelimit-*`` headers, and counted in ``too_many``.
 ``POST /v1/embeddings`` answers one deterministic unit vector per input (the mock provider's,
-:func:`workers.mock_vectors.mock_vector`), floats or base64 as asked.
+:func:`workers.mock_vectors.mock_vector`), floats or base64 as asked. Background responses
+(``background: true``, then ``GET`` and ``cancel`` by id) are
+:mod:`tests.support.upstream_background`'s.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 import uvicorn
 
+from tests.support.upstream_background import BackgroundRuns
 from workers.mock_vectors import embedding_answer
 
 __all__ = [
@@ -168,7 +171,8 @@ class Scripted:
     an error event is sent instead of the rest.
 
     ``release``: the answer waits until this event is set (at most ``delay_s``), for a test
-    that holds a call upstream while it checks something, then lets it go.
+    that holds a call upstream while it checks something, then lets it go; with
+    ``hold_after``, a stream waits for it after that many pieces instead.
     """
 
     status: int = 200
@@ -179,6 +183,7 @@ class Scripted:
     raw_sse: list[bytes] | None = None
     fail_after: int | None = None
     release: asyncio.Event | None = None
+    hold_after: int | None = None
 
 
 @dataclass(frozen=True)
@@ -204,6 +209,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: dict[str, Any]
+    method: str = "POST"
 
 
 class FakeOpenAI:
@@ -219,6 +225,7 @@ class FakeOpenAI:
         self.script: deque[Scripted] = deque()
         self.default = Scripted()
         self.received: list[Received] = []
+        self.background = BackgroundRuns()
         self.disconnected = asyncio.Event()
         # IPPROTO_TCP named, so asyncio sets TCP_NODELAY on the accepted sockets as it does
         # for its own: without it, an answer's head and body (two writes) wait for a delayed
@@ -270,7 +277,13 @@ class FakeOpenAI:
                 },
             )
             return
-        self.received.append(Received(scope["path"], hdrs, body))
+        self.received.append(Received(scope["path"], hdrs, body, scope["method"]))
+        addressed = BackgroundRuns.addressed(scope["path"])
+        if addressed is not None:
+            upstream_id, cancel = addressed
+            status, shown = self.background.answer(upstream_id, cancel)
+            await _answer(send, status, json.dumps(shown).encode(), {})
+            return
         self.active += 1
         self.peak = max(self.peak, self.active)
         try:
@@ -326,6 +339,8 @@ class FakeOpenAI:
             data = openai_embeddings(body)
         elif path.endswith("/responses"):
             response = openai_response(body["model"], f"upstream says hi to {body['model']}")
+            if body.get("background"):
+                response = self.background.create(response)
             data = json.dumps(response).encode()
         else:
             completion = openai_completion(
@@ -347,7 +362,9 @@ class FakeOpenAI:
             }
         )
         try:
-            for piece in answer.raw_sse or self._pieces(body, answer):
+            for i, piece in enumerate(answer.raw_sse or self._pieces(body, answer)):
+                if i == answer.hold_after and answer.release is not None:
+                    await answer.release.wait()
                 if answer.chunk_delay_s:
                     await asyncio.sleep(answer.chunk_delay_s)
                 if watcher.done():  # this caller hung up

@@ -22,6 +22,13 @@ export type BatchStatus =
  * via the `definition` "OffloadOp".
  */
 export type OffloadOp = "cancel" | "find" | "results" | "status" | "submit";
+/**
+ * What a call on ``llm.provider.<provider>.responses`` asks for.
+ *
+ * This interface was referenced by `PayloadSchemas`'s JSON-Schema
+ * via the `definition` "UpstreamOp".
+ */
+export type UpstreamOp = "cancel" | "get";
 
 /**
  * Every payload schema of the NATS API, by name.
@@ -68,6 +75,8 @@ export interface PayloadSchemas {
   ToolCall: ToolCall;
   ToolChoice: ToolChoice;
   ToolFunction: ToolFunction;
+  UpstreamOp: UpstreamOp;
+  UpstreamResponseCall: UpstreamResponseCall;
   Usage: Usage;
 }
 /**
@@ -720,4 +729,20 @@ export interface ResponsesRequest {
 export interface StreamEnd {
   finish_reason?: string | null;
   usage?: Usage | null;
+}
+/**
+ * One call on ``llm.provider.<provider>.responses``: read or cancel a background
+ * response the upstream runs. The reply is the upstream's ``response`` object, or an error
+ * envelope (its status in ``Llm-Status``).
+ *
+ * Attributes:
+ *     op: read it, or cancel it.
+ *     id: the upstream's own id of the response.
+ *
+ * This interface was referenced by `PayloadSchemas`'s JSON-Schema
+ * via the `definition` "UpstreamResponseCall".
+ */
+export interface UpstreamResponseCall {
+  id: string;
+  op: UpstreamOp;
 }
