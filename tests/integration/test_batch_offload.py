@@ -9,9 +9,11 @@ from collections import Counter
 from typing import Any
 
 import msgspec
+import pytest
+from prometheus_client import REGISTRY
 
 from edge_runtime.batch_store import BatchStore
-from tests.support.batch import batch_stack, wait_status
+from tests.support.batch import batch_stack, offload_objects, wait_status
 from tests.support.fake_provider_batches import FakeBatches, running_batches
 from tests.support.stack import StackFactory, config_from
 
@@ -75,6 +77,12 @@ def rows(count: int) -> list[dict[str, Any]]:
     ]
 
 
+def batch_spend(provider: str, model: str) -> float:
+    """``llm_edge_cost_usd_total`` of a model's lines run on a provider's Batch API."""
+    labels = {"provider": provider, "model": model, "tier": "batch", "tenant": ""}
+    return REGISTRY.get_sample_value("llm_edge_cost_usd_total", labels) or 0.0
+
+
 async def output_lines(nc: Any, file_id: str) -> list[dict[str, Any]]:
     store = await BatchStore.open(nc)
     buffer = io.BytesIO()
@@ -88,9 +96,10 @@ async def test_offloaded_batch_merges_every_line_once_and_reruns_failures(
     """1,000 lines split into two provider batches per provider (300-line limit); each polls
     in progress for a while, some lines fail and one OpenAI batch expires: every custom_id
     is in the output once, only the failed and expired lines ran on the normal path, and the
-    offloaded lines cost the batch rate."""
+    offloaded lines cost the batch rate; the sub-batches' objects are gone from the bucket."""
     async with running_batches(polls=3, expire=frozenset({"batch_openai2"})) as fake:
         stack = await batch_stack(make_stack, nats_url, config_from(config(fake)), None, ENV)
+        spent = {p: batch_spend(p, m) for p, m in (("openai", "gpt"), ("anthropic", "claude"))}
         reply = await stack.nc.request(
             "llm.batch.submit",
             msgspec.json.encode(
@@ -125,11 +134,17 @@ async def test_offloaded_batch_merges_every_line_once_and_reruns_failures(
             "openai": 500 - len({i for i in expired | failed if i % 2 == 0}),
             "anthropic": 500 - len({i for i in failed if i % 2 == 1}),
         }
+        for provider, model in (("openai", "gpt"), ("anthropic", "claude")):
+            lines = sum(1 for line in offloaded if line["offload"]["provider"] == provider)
+            assert batch_spend(provider, model) - spent[provider] == pytest.approx(
+                lines * BATCH_COST
+            )
         assert final["offload"]["providers"] == {"openai": 500, "anthropic": 500}
         assert final["offload"]["fallback"] == len(rerun)
         assert [len(b.rows) for b in fake.created("openai")] == [300, 200]
         assert [len(b.rows) for b in fake.created("anthropic")] == [300, 200]
         assert all(b.polls > fake.polls for b in fake.batches.values())  # polled till ended
+        assert await offload_objects(stack.nc, batch_id) == []  # inputs, results, receipts
 
 
 async def test_offload_never_runs_every_line_on_the_normal_path(

@@ -15,11 +15,10 @@ import pytest
 
 from broker.batch.offload import Offloader
 from edge_runtime.batch_store import BatchStore
-from schemas.offload import SubBatch
-from tests.support.batch import batch_stack, wait_final
+from schemas.offload import SubBatch, receipt_object
+from tests.support.batch import batch_stack, offload_objects, wait_final
 from tests.support.fake_provider_batches import FakeBatches, running_batches
 from tests.support.stack import StackFactory, config_from
-from workers.batch_service import receipt_object
 
 LINES = 40
 SUB_LINES = 20  # two sub-batches
@@ -121,6 +120,7 @@ async def test_submit_interrupted_before_the_record_write_is_not_repeated(
         await store.read_file(final["output_file_id"], buffer)
         out = [json.loads(line) for line in buffer.getvalue().splitlines()]
         assert Counter(line["custom_id"] for line in out) == {f"req-{i}": 1 for i in range(LINES)}
+        assert await offload_objects(stack.nc, batch_id) == []
         assert {line["offload"]["batch_id"] for line in out} == {
             b.id for b in fake.created(provider)
         }
