@@ -672,7 +672,7 @@ def _offload_spend(ledger: SpendLedger, keys: KeyRing | None, tenant_metrics: bo
 
     async def spend(tenant: str, model: str, provider: str, cost: float) -> None:
         period = keys.named(tenant).budget_period if keys is not None else "month"
-        metrics.COST.labels(provider, model, tenant if tenant_metrics else "").inc(cost)
+        metrics.COST.labels(provider, model, "batch", tenant if tenant_metrics else "").inc(cost)
         await ledger.add(tenant, period, cost, model)
 
     return spend

@@ -16,6 +16,7 @@ redelivery, never a loss, and a redelivered line overwrites its own result, neve
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import io
@@ -178,6 +179,25 @@ class BatchStore:
         """Store engine-private bytes (a sub-batch's lines): no file object, so no tenant
         lists or reads it through the Files API."""
         await self.files.put(name, data)
+
+    async def drop_objects(self, names: Iterable[str]) -> None:
+        """Remove engine-private objects entirely: their chunks, then their entry.
+
+        Unlike :meth:`delete_file` (which leaves a ``deleted`` entry behind, as the object
+        store's delete does), nothing stays: a sub-batch's three objects would otherwise
+        leave three entries for ever. A missing object is skipped, so a repeat is harmless.
+        """
+        stream = f"OBJ_{FILES_BUCKET}"
+        for name in names:
+            try:
+                info = await self.files.get_info(name, show_deleted=True)
+            except JsNotFound:
+                continue
+            if info.nuid:
+                chunks = f"$O.{FILES_BUCKET}.C.{info.nuid}"
+                await self._js.purge_stream(stream, subject=chunks)
+            entry = base64.urlsafe_b64encode(name.encode()).decode()
+            await self._js.purge_stream(stream, subject=f"$O.{FILES_BUCKET}.M.{entry}")
 
     async def read_file(self, file_id: str, into: io.BufferedIOBase) -> None:
         """Stream a file's bytes into ``into`` (a temp file: nothing is held in memory)."""

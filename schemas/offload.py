@@ -31,6 +31,7 @@ __all__ = [
     "OffloadResult",
     "OffloadState",
     "SubBatch",
+    "receipt_object",
 ]
 
 
@@ -42,6 +43,12 @@ CLOCK_SKEW_S = 60.0
 #: After this long past the intent, a provider batch of it that the provider does not list
 #: was never created: the window, the create call's own bound (120 s), the clocks' skew.
 SUBMIT_SETTLE_S = SUBMIT_WINDOW_S + 120.0 + CLOCK_SKEW_S
+
+
+def receipt_object(input_object: str) -> str:
+    """The object holding the provider's batch id of the sub-batch ``input_object`` holds
+    (the worker writes it before it answers a submit)."""
+    return f"{input_object}-receipt"
 
 
 class OffloadOp(enum.StrEnum):

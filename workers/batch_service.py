@@ -27,22 +27,24 @@ from nats.js.object_store import ObjectStore
 from edge_runtime.process import STOP_STEP_S, InFlight, settle
 from schemas import subjects
 from schemas.jetstream import FILES_BUCKET
-from schemas.offload import CLOCK_SKEW_S, OffloadAnswer, OffloadCall, OffloadOp, OffloadResult
+from schemas.offload import (
+    CLOCK_SKEW_S,
+    OffloadAnswer,
+    OffloadCall,
+    OffloadOp,
+    OffloadResult,
+    receipt_object,
+)
 from workers.batches import ProviderBatches
 from workers.errors import ProviderError
 
-__all__ = ["BatchService", "receipt_object"]
+__all__ = ["BatchService"]
 
 log = logging.getLogger("llm_edge.worker")
 _call = msgspec.json.Decoder(OffloadCall)
 _encode = msgspec.json.Encoder().encode
 #: Batch calls in flight per worker process (each is a few upstream calls at most).
 MAX_BATCH_CALLS = 16
-
-
-def receipt_object(input_object: str) -> str:
-    """The object holding the provider's batch id of the sub-batch ``input_object`` holds."""
-    return f"{input_object}-receipt"
 
 
 class BatchService:

@@ -1,10 +1,10 @@
 """What a worker needs to run a sub-batch on a provider's own Batch API.
 
 An adapter whose provider has one (OpenAI's ``/v1/batches``, Anthropic's
-``/v1/messages/batches``) hands out a :class:`ProviderBatches`; the worker then serves
-``llm.provider.<provider>.batch`` (:mod:`workers.batch_service`). Every call goes through the
-adapter's pooled client and its one error-mapping function, so a failed call is a
-:class:`~workers.errors.ProviderError` like any other.
+``/v1/messages/batches``, the Gemini API's batch mode) hands out a :class:`ProviderBatches`;
+the worker then serves ``llm.provider.<provider>.batch`` (:mod:`workers.batch_service`).
+Every call goes through the adapter's pooled client and its one error-mapping function, so a
+failed call is a :class:`~workers.errors.ProviderError` like any other.
 """
 
 from __future__ import annotations
@@ -109,7 +109,17 @@ class BatchHttp:
     async def call(
         self, method: str, path: str, data: bytes = b"", extra: Mapping[str, str] | None = None
     ) -> bytes:
-        """One call to ``base_url + path`` (or to ``path`` when it is a whole URL).
+        """One call to ``base_url + path`` (or to ``path`` when it is a whole URL); its body.
+
+        Raises:
+            ProviderError: the call failed or answered an error status.
+        """
+        return (await self.exchange(method, path, data, extra)).body
+
+    async def exchange(
+        self, method: str, path: str, data: bytes = b"", extra: Mapping[str, str] | None = None
+    ) -> UpstreamReply:
+        """As :meth:`call`, the whole answer (for a header the body does not repeat).
 
         Raises:
             ProviderError: the call failed or answered an error status.
@@ -129,7 +139,7 @@ class BatchHttp:
             raise self.error(exc) from exc
         if reply.status >= 400:
             raise self.error(reply)
-        return reply.body
+        return reply
 
     async def first_line(self, url: str) -> bytes:
         """The start of a file's first line (at most :data:`FIRST_LINE_BYTES`): a results

@@ -12,6 +12,7 @@ from edge_runtime.tables import check_keys, field_names
 from schemas.embeddings import MAX_DIMENSIONS
 
 __all__ = [
+    "DEFAULT_BATCH_INLINE_BYTES",
     "DEFAULT_EMBEDDING_DIMENSIONS",
     "DEFAULT_TIMEOUT_S",
     "GOOGLE_CREDENTIALS_ENV",
@@ -59,6 +60,9 @@ _AWS_CHAIN_ENV = (
 )
 #: A GA Azure OpenAI data-plane API version; override per provider with ``api_version``.
 DEFAULT_AZURE_API_VERSION = "2024-10-21"
+#: The Gemini API's cap on a batch's inline requests (20 MB): a larger provider batch goes
+#: up as a JSONL file through the Files API (up to 2 GB).
+DEFAULT_BATCH_INLINE_BYTES = 20 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,6 +88,8 @@ class ProviderConfig:
             ``GOOGLE_APPLICATION_CREDENTIALS`` names).
         profile: Bedrock only: the AWS profile of the shared config and credentials files
             (default: ``AWS_PROFILE``, else the usual chain).
+        batch_inline_bytes: Gemini only: a provider batch whose requests take at most this
+            many bytes is sent inline in its create call; a larger one is uploaded as a file.
     """
 
     name: str
@@ -101,6 +107,7 @@ class ProviderConfig:
     project: str = ""
     credentials_file: str = ""
     profile: str = ""
+    batch_inline_bytes: int = DEFAULT_BATCH_INLINE_BYTES
 
     @classmethod
     def from_mapping(cls, name: str, raw: Mapping[str, Any]) -> ProviderConfig:
@@ -134,10 +141,16 @@ class ProviderConfig:
             project=str(raw.get("project", "")),
             credentials_file=str(raw.get("credentials_file", "")),
             profile=str(raw.get("profile", "")),
+            batch_inline_bytes=int(raw.get("batch_inline_bytes", DEFAULT_BATCH_INLINE_BYTES)),
         )
         if config.timeout_s <= 0 or config.max_concurrency < 1 or config.latency_ms < 0:
             raise ValueError(
                 f"providers.{name}: timeout_s, max_concurrency, latency_ms out of range"
+            )
+        if not 0 <= config.batch_inline_bytes <= DEFAULT_BATCH_INLINE_BYTES:
+            raise ValueError(
+                f"providers.{name}: batch_inline_bytes must be from 0 to "
+                f"{DEFAULT_BATCH_INLINE_BYTES} (the Gemini API's inline cap)"
             )
         if not 1 <= config.embedding_dimensions <= MAX_DIMENSIONS:
             raise ValueError(

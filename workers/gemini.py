@@ -21,6 +21,8 @@ import msgspec
 
 from schemas import ChatCompletionChunk
 from workers.base import ProviderRequest
+from workers.batch_gemini import GeminiBatches
+from workers.batches import BatchHttp
 from workers.config import ProviderConfig
 from workers.errors import (
     ErrorKind,
@@ -89,6 +91,11 @@ class ApiKeyAuth:
     def __init__(self, api_key: str | None) -> None:
         self._key = api_key
         self._headers = {"x-goog-api-key": api_key} if api_key else {}
+
+    @property
+    def fixed(self) -> Mapping[str, str]:
+        """The key header (it never changes, so calls that want it up front may have it)."""
+        return self._headers
 
     async def headers(self) -> Mapping[str, str]:
         """The key header."""
@@ -170,6 +177,7 @@ class GeminiProvider:
         proxy: str | None = None,
     ) -> None:
         self.name = config.name
+        self._config = config
         self._models_url = models_url
         self._auth = auth
         self._headers = {"content-type": "application/json", **config.headers}
@@ -232,6 +240,21 @@ class GeminiProvider:
         usage = translator.usage_chunk()
         if usage is not None:
             yield usage
+
+    def batches(self) -> GeminiBatches | None:
+        """The Gemini API's batch mode (AI Studio's key only: Vertex AI's batch prediction
+        reads and writes Cloud Storage buckets, which a worker does not have)."""
+        if not isinstance(self._auth, ApiKeyAuth):
+            return None
+        upstream = self._upstream
+        headers = {**self._headers, **self._auth.fixed}
+        api_root = self._models_url.removesuffix("/models")
+        http = BatchHttp(api_root, upstream.client, headers, upstream.proxy, self._error)
+
+        def translate(chat: bytes) -> bytes:
+            return self._body(ProviderRequest(chat))
+
+        return GeminiBatches(http, translate, self._config.batch_inline_bytes, self.name)
 
     def _stream_error(self, data: str) -> ProviderError:
         return google_error(self.name, data.encode(), None, scrub=self._auth.scrub)

@@ -21,7 +21,7 @@ from nats.js.errors import NotFoundError as JsNotFound
 
 from broker.batch.lease import Leases
 from broker.batch.offload import Offloader
-from broker.batch.offload_plan import OffloadPlan, Planner, summary
+from broker.batch.offload_plan import OffloadPlan, Planner, objects, summary
 from broker.batch.settings import BatchSettings
 from broker.batch.validate import Validation, iter_lines, validate_file
 from edge_runtime.batch_store import PUBLISH_WINDOW, BatchStore
@@ -210,6 +210,8 @@ class Lifecycle:
             return record
 
         final = await self._store.update(batch_id, done)
+        if subs and (final is None or not final.offload):  # cancelled while validating
+            await self._drop_offload(batch_id, subs)
         if final is not None:
             if final.batch.status is BatchStatus.FAILED:
                 await self._store.deactivate(batch_id)
@@ -266,7 +268,18 @@ class Lifecycle:
         record, token = claimed
         async with self._leases.holding(batch_id, token):
             counts, output_id, error_id = await self._write_files(record)
+            await self._drop_offload(batch_id, record.offload)
         await self._close(batch_id, counts, output_id, error_id)
+
+    async def _drop_offload(self, batch_id: str, subs: list[SubBatch]) -> None:
+        """Drop the objects of a batch's sub-batches (each merge drops its own; these are
+        those of a broker killed between a merge and its drop, or of a batch cancelled
+        while it was validated). A failure leaves them, logged: the batch is done."""
+        try:
+            for sub in subs:
+                await self._store.drop_objects(objects(batch_id, sub.index))
+        except Exception:
+            log.warning("batch %s: offload objects not dropped", batch_id, exc_info=True)
 
     async def _write_files(
         self, record: BatchRecord

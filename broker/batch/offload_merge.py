@@ -4,7 +4,9 @@ Each succeeded line's result is stored under its ``custom_id`` (priced at the de
 batch rate, marked ``offload``), and every other line is queued on the normal path unless a
 result is stored for it already. The sub-batch is marked merged in the record by
 compare-and-set, which is also where its counts are added, so a broker killed anywhere in a
-merge leaves one the next broker repeats without counting or charging twice.
+merge leaves one the next broker repeats without counting or charging twice. Its objects in
+the files bucket (input, results, receipt) are dropped once the record says merged; a broker
+killed before that leaves them to the batch's finalization, which drops every sub-batch's.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 import msgspec
 
 from broker import metrics
-from broker.batch.offload_plan import input_object, results_object
+from broker.batch.offload_plan import input_object, objects, results_object
 from broker.batch.runner import result_line
 from broker.tenancy.usage import metered
 from broker.upstream.deployments import Deployment
@@ -159,6 +161,8 @@ class Merger:
             return record
 
         record = await self._store.update(batch_id, change)
+        # merged now or before (a repeat after a crash): its objects are read no more
+        await self._store.drop_objects(objects(batch_id, index_sub.index))
         if not won or record is None:
             return
         provider = index_sub.provider

@@ -25,13 +25,14 @@ from broker.tenancy.pii import PiiMode
 from broker.tenancy.tenants import KeyRing
 from broker.upstream.deployments import Deployment, ModelConfig
 from schemas.batch import BatchOffload, BatchRecord, parse_window
-from schemas.offload import SubBatch
+from schemas.offload import SubBatch, receipt_object
 
 __all__ = [
     "PROVIDER_WINDOW_S",
     "OffloadPlan",
     "Planner",
     "input_object",
+    "objects",
     "results_object",
     "summary",
 ]
@@ -68,6 +69,13 @@ def summary(subs: Iterable[SubBatch]) -> BatchOffload:
 def results_object(batch_id: str, index: int) -> str:
     """The object a worker writes sub-batch ``index``'s normalized results to."""
     return f"offload-{batch_id}-{index}-results"
+
+
+def objects(batch_id: str, index: int) -> tuple[str, str, str]:
+    """Every object sub-batch ``index`` writes to the files bucket: its input, its results
+    and the worker's receipt (all dropped once it is merged, and when the batch ends)."""
+    name = input_object(batch_id, index)
+    return name, results_object(batch_id, index), receipt_object(name)
 
 
 @dataclass

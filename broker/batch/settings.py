@@ -27,10 +27,13 @@ DEFAULT_OFFLOAD_POLL_S = 60.0
 DEFAULT_OFFLOAD_MARGIN_S = 7200.0
 #: Lines and bytes per provider batch: ``(max_lines, max_bytes)`` by provider name; other
 #: providers get ``default`` (OpenAI's 50,000 requests and 200 MB per input file; Anthropic
-#: takes 100,000 requests and 256 MB per batch).
+#: takes 100,000 requests and 256 MB per batch; the Gemini API takes a file of up to 2 GB:
+#: 1 GiB of our lines leaves room for their translation, and a worker holds a sub-batch in
+#: memory while it submits it).
 DEFAULT_OFFLOAD_LIMITS = {
     "default": (50_000, 200 * 1024 * 1024),
     "anthropic": (100_000, 256 * 1024 * 1024),
+    "gemini": (100_000, 1024 * 1024 * 1024),
 }
 
 

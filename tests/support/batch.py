@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 from nats.aio.client import Client
+from nats.js.errors import NotFoundError as JsNotFound
 
 from broker.config import Config
 from edge_runtime.batch_store import BatchStore
@@ -19,6 +20,7 @@ __all__ = [
     "batch_stack",
     "jsonl",
     "lines",
+    "offload_objects",
     "purge_batch_queue",
     "wait_final",
     "wait_for",
@@ -106,3 +108,13 @@ async def wait_for(
 async def wait_final(nc: Client, batch_id: str) -> dict[str, Any]:
     """Wait for a final status."""
     return await wait_status(nc, batch_id, FINAL)
+
+
+async def offload_objects(nc: Client, batch_id: str) -> list[str]:
+    """The files bucket's entries (deleted ones too) a batch's sub-batches wrote."""
+    store = await BatchStore.open(nc)
+    try:
+        infos = await store.files.list()
+    except JsNotFound:  # an empty bucket
+        return []
+    return sorted(i.name for i in infos if i.name.startswith(f"offload-{batch_id}-"))

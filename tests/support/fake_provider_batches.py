@@ -1,5 +1,6 @@
-"""A fake upstream speaking OpenAI's Batch API and Anthropic's Message Batches (and their
-synchronous chat endpoints, for the lines that fall back to the normal path).
+"""A fake upstream speaking OpenAI's Batch API, Anthropic's Message Batches and the Gemini
+API's batch mode (:mod:`tests.support.fake_gemini_batches`), and their synchronous chat
+endpoints, for the lines that fall back to the normal path.
 
 OpenAI: ``POST /v1/files`` (multipart, purpose ``batch``), ``POST /v1/batches``,
 ``GET /v1/batches/{id}``, ``POST /v1/batches/{id}/cancel``, ``GET /v1/files/{id}/content``,
@@ -12,7 +13,8 @@ A batch reports in progress for ``polls`` looks at it (status reads, list pages)
 A line whose last message holds ``FAIL`` fails in a batch (a 400 in OpenAI's error file,
 ``errored`` at Anthropic) but succeeds on the synchronous endpoints. A batch whose id is in
 ``expire`` (``batch_openai<n>``, ``msgbatch_anthropic<n>``: the n-th created of its kind)
-expires: its first half of lines succeed, the rest expire.
+expires: its first half of lines succeed, the rest expire (a Gemini batch in it,
+``batches/gemini<n>``, expires whole).
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ from urllib.parse import parse_qs
 
 import uvicorn
 
-__all__ = ["FakeBatches", "running_batches"]
+from tests.support.fake_gemini_batches import GeminiRoutes
+
+__all__ = ["FakeBatch", "FakeBatches", "running_batches"]
 
 USAGE_OPENAI = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
 
@@ -72,9 +76,11 @@ def _text(body: dict[str, Any]) -> str:
 
 
 @dataclass
-class _Batch:
+class FakeBatch:
+    """One provider batch the fake holds."""
+
     id: str
-    kind: str  # openai | anthropic
+    kind: str  # openai | anthropic | gemini
     number: int
     rows: list[dict[str, Any]]
     polls: int = 0
@@ -90,7 +96,7 @@ class FakeBatches:
     def __init__(self, polls: int = 3, expire: frozenset[str] = frozenset()) -> None:
         self.polls = polls
         self.expire = expire
-        self.batches: dict[str, _Batch] = {}
+        self.batches: dict[str, FakeBatch] = {}
         self.files: dict[str, bytes] = {}
         self.sync_calls: Counter[str] = Counter()
         self.status_reads = 0
@@ -108,6 +114,7 @@ class FakeBatches:
             )
         )
         self._task: Any = None
+        self.gemini = GeminiRoutes(self)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._server._serve(sockets=[self._sock]))
@@ -119,8 +126,8 @@ class FakeBatches:
         if self._task is not None:
             await self._task
 
-    def created(self, kind: str) -> list[_Batch]:
-        """The batches of ``kind`` (``openai``, ``anthropic``) in creation order."""
+    def created(self, kind: str) -> list[FakeBatch]:
+        """The batches of ``kind`` (``openai``, ``anthropic``, ``gemini``) in creation order."""
         return [b for b in self.batches.values() if b.kind == kind]
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -133,13 +140,16 @@ class FakeBatches:
         raw = b"".join(chunks)
         hdrs = {k.decode(): v.decode() for k, v in scope["headers"]}
         query = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
-        if scope["method"] == "GET" and scope["path"] in {"/v1/batches", "/v1/messages/batches"}:
+        extra: dict[str, str] = {}
+        gemini = self.gemini.route(scope["method"], scope["path"], query, raw, hdrs)
+        if gemini is not None:
+            status, body, ctype, extra = gemini
+        elif scope["method"] == "GET" and scope["path"] in {"/v1/batches", "/v1/messages/batches"}:
             status, body, ctype = 200, self._list(scope["path"], query), b"application/json"
         else:
             status, body, ctype = self._route(scope["method"], scope["path"], raw, hdrs)
-        await send(
-            {"type": "http.response.start", "status": status, "headers": [(b"content-type", ctype)]}
-        )
+        headers = [(b"content-type", ctype), *((k.encode(), v.encode()) for k, v in extra.items())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     def _route(  # noqa: PLR0911  (one answer per endpoint of two APIs)
@@ -162,7 +172,7 @@ class FakeBatches:
         if parts == ["batches"] and method == "POST":
             body = json.loads(raw)
             rows = [json.loads(line) for line in self.files[body["input_file_id"]].splitlines()]
-            batch = self._new("openai", rows)
+            batch = self.new("openai", rows)
             batch.metadata = body.get("metadata") or {}
             return 200, json.dumps(self._openai(batch)).encode(), js
         if parts[:1] == ["batches"]:
@@ -170,7 +180,7 @@ class FakeBatches:
             self._read(batch, cancel=parts[2:] == ["cancel"])
             return 200, json.dumps(self._openai(batch)).encode(), js
         if parts == ["messages", "batches"] and method == "POST":
-            batch = self._new("anthropic", json.loads(raw)["requests"])
+            batch = self.new("anthropic", json.loads(raw)["requests"])
             return 200, json.dumps(self._anthropic(batch)).encode(), js
         if parts[:2] == ["messages", "batches"] and parts[3:] == ["results"]:
             return 200, self._anthropic_results(self.batches[parts[2]]), b"application/x-jsonl"
@@ -203,7 +213,7 @@ class FakeBatches:
             }
         ).encode()
 
-    def _openai_listed(self, batch: _Batch) -> dict[str, Any]:
+    def _openai_listed(self, batch: FakeBatch) -> dict[str, Any]:
         """A batch as the list shows it (a list read is no status read: it ends nothing)."""
         status = "completed" if self._ended(batch) else "in_progress"
         return {**self._openai_object(batch, status), "metadata": batch.metadata}
@@ -220,29 +230,30 @@ class FakeBatches:
         self.files[file_id] = fields["file"]
         return {"id": file_id, "object": "file", "bytes": len(fields["file"]), "purpose": "batch"}
 
-    def _new(self, kind: str, rows: list[dict[str, Any]]) -> _Batch:
+    def new(self, kind: str, rows: list[dict[str, Any]]) -> FakeBatch:
+        """A new batch: ``batch_openai<n>``, ``msgbatch_anthropic<n>``, ``batches/gemini<n>``."""
         number = len(self.created(kind)) + 1
-        prefix = "batch_" if kind == "openai" else "msgbatch_"
-        batch = _Batch(f"{prefix}{kind}{number}", kind, number, rows)
+        prefix = {"openai": "batch_", "anthropic": "msgbatch_", "gemini": "batches/"}[kind]
+        batch = FakeBatch(f"{prefix}{kind}{number}", kind, number, rows)
         self.batches[batch.id] = batch
         return batch
 
-    def _read(self, batch: _Batch, *, cancel: bool) -> None:
+    def _read(self, batch: FakeBatch, *, cancel: bool) -> None:
         self.status_reads += 1
         batch.polls += 1
         batch.cancelled = batch.cancelled or cancel
 
-    def _ended(self, batch: _Batch) -> bool:
+    def _ended(self, batch: FakeBatch) -> bool:
         return batch.cancelled or batch.polls > self.polls
 
-    def _outcome(self, batch: _Batch, i: int, body: dict[str, Any]) -> str:
+    def _outcome(self, batch: FakeBatch, i: int, body: dict[str, Any]) -> str:
         if batch.cancelled:
             return "canceled"
         if batch.id in self.expire and i >= len(batch.rows) // 2:
             return "expired"
         return "errored" if "FAIL" in _text(body) else "succeeded"
 
-    def _openai(self, batch: _Batch) -> dict[str, Any]:
+    def _openai(self, batch: FakeBatch) -> dict[str, Any]:
         ended = self._ended(batch)
         status = "in_progress"
         if ended:
@@ -252,7 +263,7 @@ class FakeBatches:
             self._openai_files(batch)
         return self._openai_object(batch, status)
 
-    def _openai_object(self, batch: _Batch, status: str) -> dict[str, Any]:
+    def _openai_object(self, batch: FakeBatch, status: str) -> dict[str, Any]:
         return {
             "id": batch.id,
             "object": "batch",
@@ -267,7 +278,7 @@ class FakeBatches:
             "request_counts": {"total": len(batch.rows), "completed": 0, "failed": 0},
         }
 
-    def _openai_files(self, batch: _Batch) -> None:
+    def _openai_files(self, batch: FakeBatch) -> None:
         if batch.files:
             return
         out, err = [], []
@@ -291,7 +302,7 @@ class FakeBatches:
                 self.files[file_id] = b"".join(json.dumps(r).encode() + b"\n" for r in rows)
                 batch.files[name] = file_id
 
-    def _anthropic(self, batch: _Batch) -> dict[str, Any]:
+    def _anthropic(self, batch: FakeBatch) -> dict[str, Any]:
         ended = self._ended(batch)
         status = "ended" if ended else ("canceling" if batch.cancelled else "in_progress")
         return {
@@ -317,7 +328,7 @@ class FakeBatches:
             else None,
         }
 
-    def _anthropic_results(self, batch: _Batch) -> bytes:
+    def _anthropic_results(self, batch: FakeBatch) -> bytes:
         lines = []
         for i, row in enumerate(batch.rows):
             outcome = self._outcome(batch, i, row["params"])
