@@ -14,9 +14,10 @@ within the target; a target below every bound is refused (it cannot be shown fro
   false hit either, 152 hits at 0.0; 143 at 0.80): it keeps a candidate that shares the
   words but not the topic's embedding out.
 - ``anchored`` (the rule before the verifier): cosine at or over 0.90 and the anchors of
-  :mod:`broker.cache.anchors` agree. 259 hits, 126 wrong (bound 0.54), recall 0.348: it buys
-  nothing over ``verified`` on open-ended questions and is kept for an operator who measured
-  otherwise on FAQ-like traffic (on ``tests/data/semantic_pairs.tsv`` it reaches recall 0.83).
+  :mod:`broker.cache.anchors` agree. 259 hits, 126 wrong (bound 0.54), recall 0.348: below
+  ``verified``'s recall, so no target picks it any more; it stays measured here (and
+  usable as ``Decision(RUNGS[-1])``) because on FAQ-like text such as
+  ``tests/data/semantic_pairs.tsv`` it reaches recall 0.83.
 
 Per-entry thresholds (vCache) learn each cached entry's own cosine from served-and-checked
 outcomes; the broker has no such outcomes to learn from, so the offline analogue is this

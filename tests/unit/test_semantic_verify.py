@@ -134,11 +134,13 @@ def test_stem_joins_inflections() -> None:
 
 
 def test_target_error_rate_picks_the_rule() -> None:
-    """The default target picks the verifier at cosine 0.75; a loose target picks the
-    anchors; a target below every measured bound is refused with a message."""
+    """The default target picks the verifier at cosine 0.75; so does a loose one (the
+    anchors' recall on the tuning half is now below the verifier's); a target below every
+    measured bound is refused with a message."""
     assert SemanticSettings().target_error_rate == 0.025
     assert rung_for(0.025).check is Check.VERIFIED
-    assert rung_for(0.6).check is Check.ANCHORED
+    assert rung_for(0.6).check is Check.VERIFIED
+    assert RUNGS[-1].check is Check.ANCHORED
     assert Decision(rung_for(0.025)).threshold == 0.75
     assert Decision(rung_for(0.025), 0.93).threshold == 0.93
     with pytest.raises(ValueError, match="target_error_rate"):
@@ -150,4 +152,4 @@ def test_decision_checks_the_cached_wording() -> None:
     """The default decision refuses a changed action the anchors let through."""
     asked, cached = "Should I buy bonds now?", "Should I sell bonds now?"
     assert not Decision().accepts(asked, cached)
-    assert Decision(rung_for(0.6)).accepts(asked, cached)
+    assert Decision(RUNGS[-1]).accepts(asked, cached)
