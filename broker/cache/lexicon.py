@@ -18,7 +18,9 @@ __all__ = [
     "IRREGULAR",
     "NEGATIONS",
     "NUMBER_WORDS",
+    "OPEN",
     "PLEASANTRIES",
+    "SETUP",
     "SYNONYMS",
 ]
 
@@ -42,6 +44,11 @@ and or so but then also just_a
 hi hello hey greetings thanks thank cheers advance appreciate appreciated
 hope
 ok okay
+kind able possible grateful guidance explanation curious wondering ask asking dear
+demonstrate illustrate
+actually really basically anyway anyways
+lol haha ugh btw yo dude um uh
+using via between
 """)
 
 #: Words of a clause that is only a pleasantry ("Hi there!", "Hope you're well.", "Thanks a
@@ -50,6 +57,23 @@ PLEASANTRIES = _words("""
 hi hello hey greeting good morning afternoon evening great day week well hop hope going
 thank thanks cheer cheers ton lot much advance appreciat sorry bother again there all everyon
 nic wonderful lovely
+""")
+
+#: Words that make a sentence about the asker a constraint rather than an aside
+#: (:mod:`broker.cache.filler`): their set-up, diet, budget, level or age. As written,
+#: lowercased.
+SETUP = _words("""
+use uses using used run runs running own owns have has had version os device budget
+vegetarian vegan allergic allergy intolerant diet diabetic pregnant kosher halal
+beginner novice expert advanced intermediate kid kids child children son daughter baby
+old age aged years only just without must can't cannot prefer rather instead
+""")
+
+#: Stems of a request whose answer depends on who asks (a suggestion, a plan, a piece of
+#: writing): an aside beside one is kept as a constraint (:mod:`broker.cache.filler`).
+OPEN = _words("""
+suggest recommend advis advic plan propos should best better good ideal idea tip writ
+draft compos creat generat design choos pick
 """)
 
 #: Negations: a different count of them in two wordings blocks a hit.
@@ -70,6 +94,9 @@ IRREGULAR = {
     "kept": "keep", "left": "leave", "meant": "mean", "began": "begin", "begun": "begin",
     "chose": "choose", "chosen": "choose", "drew": "draw", "drawn": "draw", "spent": "spend",
     "led": "lead", "held": "hold", "brought": "bring", "caught": "catch", "taught": "teach",
+    "shown": "show", "grown": "grow", "thrown": "throw", "driven": "drive", "eaten": "eat",
+    "broken": "break", "spoken": "speak", "stolen": "steal", "frozen": "freeze",
+    "hidden": "hide", "rewritten": "rewrite", "forgotten": "forget",
     "children": "child", "people": "person", "men": "man", "women": "woman", "mice": "mouse",
     "feet": "foot", "teeth": "tooth", "data": "data", "indices": "index", "indexes": "index",
     "criteria": "criterion", "analyses": "analysis",
@@ -94,6 +121,14 @@ ABBREVIATIONS = {
     "calc": "calculate", "vals": "values",
     "col": "column", "cols": "columns", "acct": "account", "chem": "chemical",
     "eng": "english", "lang": "language", "cals": "calories", "mould": "mold",
+    "thru": "through", "tho": "though", "shud": "should", "cud": "could", "wud": "would",
+    "wat": "what", "hav": "have", "abt": "about", "ppl": "people", "rly": "really",
+    "amt": "amount", "qty": "quantity", "gimme": "give me", "lemme": "let me",
+    "wanna": "want to", "gotta": "have to", "whom": "who", "vs": "and", "versus": "and",
+    "dict": "dictionary", "repo": "repository", "config": "configuration", "dir": "directory",
+    "env": "environment", "var": "variable", "arg": "argument", "param": "parameter",
+    "int": "integer", "avg": "average", "doc": "document", "docs": "documents",
+    "tv": "television", "e-mail": "email", "mom": "mother", "mum": "mother", "dad": "father",
     "kilometers": "km", "kilometer": "km", "kilograms": "kg", "kilogram": "kg",
     "centimeters": "cm", "centimeter": "cm", "millimeters": "mm", "millimeter": "mm",
 }  # fmt: skip
@@ -158,9 +193,36 @@ SYNONYM_GROUPS = (
     "go travel",
     "job work",
     "shut close",
+    "average mean",
+    "recommend suggest advise",
+    "write compose draft",
+    "rewrite rephrase reword paraphrase",
+    "probability chance likelihood",
+    "flip toss",
+    "way method approach technique",
+    "fridge refrigerator",
+    "folder directory",
+    "lawyer attorney",
+    "medication medicine",
+    "film movie",
+    "sofa couch",
+    "trash garbage rubbish",
+    "issue problem",
+    "bug defect",
+    "edit modify change",
+    "examine inspect",
+    "each every",
+    "every all",
+    "biggest largest",
+    "nearest closest",
+    "acquire obtain get",
+    "decrease reduce",
+    "omit exclude",
 )
 
-SYNONYMS: dict[str, int] = {}
+#: Each word to the groups it is in: two words are synonyms when they share one (so "mean"
+#: is "average" and "meaning", and "average" is not "meaning").
+SYNONYMS: dict[str, frozenset[int]] = {}
 for _number, _group in enumerate(SYNONYM_GROUPS):
     for _word in _group.split():
-        SYNONYMS.setdefault(_word, _number)
+        SYNONYMS[_word] = SYNONYMS.get(_word, frozenset()) | {_number}

@@ -26,19 +26,25 @@ decision is the same on every machine: 11 us p50, 76 us p99 a pair once both are
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections import Counter
 from dataclasses import dataclass
 
+from broker.cache import filler
+from broker.cache.filler import SENTENCE_ENDS, is_aside
 from broker.cache.lexicon import (
     ABBREVIATIONS,
     FREE,
-    IRREGULAR,
     NEGATIONS,
     NUMBER_WORDS,
+    OPEN,
     PLEASANTRIES,
     SYNONYMS,
 )
+from broker.cache.order import same_order
+from broker.cache.stem import stem
+from broker.cache.voice import Entry, active
 
 __all__ = ["Parsed", "parse", "stem", "verify"]
 
@@ -66,46 +72,23 @@ class Parsed:
             quoted)``; a clause ends at ``. , ; : ! ?``, a dash or a line break.
         negations: how many negations the text carries.
         quoted: the quoted strings (backticks, double or single quotes), sorted.
-        passive: whether the text has an agent phrase ("... is used by the database").
+        sentences: each token's sentence (:data:`broker.cache.filler.SENTENCE_ENDS`).
+        asides: the sentences that may be asides (:func:`broker.cache.filler.is_aside`).
+        open_ended: the sentences that ask for a suggestion, a plan or a piece of writing.
     """
 
     tokens: tuple[tuple[str, str, int, bool], ...]
     negations: int
     quoted: tuple[str, ...]
-    passive: bool
-
-
-def stem(word: str) -> str:
-    """A light English stem: plural, ``-ing`` and ``-ed`` stripped, a final ``e`` dropped,
-    so "creates", "created", "creating" and "create" all read ``creat``."""
-    word = IRREGULAR.get(word, word)
-    if len(word) <= 2 or not word.isalpha():
-        return word
-    if word.endswith("ies") and len(word) > 4:
-        word = word[:-3] + "y"
-    elif word.endswith(("sses", "xes", "ches", "shes", "zes")):
-        word = word[:-2]
-    elif word.endswith("s") and len(word) > 3 and not word.endswith(("ss", "us", "is")):
-        word = word[:-1]
-    elif word.endswith("ied") and len(word) > 4:
-        word = word[:-3] + "y"
-    elif word.endswith("ing") and len(word) > 5:
-        word = _undouble(word[:-3])
-    elif word.endswith("ed") and len(word) > 3:
-        word = _undouble(word[:-2])
-    if len(word) > 2 and word.endswith("e"):
-        word = word[:-1]
-    return word
-
-
-def _undouble(word: str) -> str:
-    if len(word) > 2 and word[-1] == word[-2] and word[-1] not in "lsz":
-        return word[:-1]
-    return word
+    sentences: tuple[int, ...] = ()
+    asides: frozenset[int] = frozenset()
+    open_ended: frozenset[int] = frozenset()
 
 
 _FREE_STEMS = frozenset(stem(w) for w in FREE)
-_SYNONYM_STEMS = {stem(w): group for w, group in SYNONYMS.items()}
+_SYNONYM_STEMS: dict[str, frozenset[int]] = {}
+for _word, _groups in SYNONYMS.items():
+    _SYNONYM_STEMS[stem(_word)] = _SYNONYM_STEMS.get(stem(_word), frozenset()) | _groups
 
 
 def _words(raw: str) -> tuple[list[str], int]:
@@ -136,41 +119,84 @@ def _number(raw: str) -> str:
     return str(int(value)) if value.is_integer() else repr(value)
 
 
+def _entries(words: list[str], clause: int, quoted: bool, previous: str) -> list[Entry]:
+    entries = []
+    for word in words:
+        base = stem(word)
+        # "me" is the asker after "tell", "show" ...; else a party ("from me to ...")
+        free = base in _FREE_STEMS or (word == "me" and previous in _ASKING)
+        entries.append((base, word, clause, quoted, free))
+        previous = word
+    return entries
+
+
 def parse(text: str) -> Parsed:
     """Reduce ``text`` to what :func:`verify` compares."""
     text = _SHORTHAND.sub(lambda m: _SHORTHANDS[m.group().lower()], text.translate(_APOSTROPHES))
     spans = [(m.start(), m.end()) for m in _QUOTED.finditer(text)]
     quoted = tuple(sorted(" ".join(text[a + 1 : b - 1].lower().split()) for a, b in spans))
-    clauses: list[list[tuple[str, str, int, bool]]] = [[]]
+    clauses: list[list[Entry]] = [[]]
     negations = 0
-    be = by = False
     previous = ""
+    sentence: list[tuple[str, str, bool]] = []  # the current sentence, for asides
+    asides: set[int] = set()
+    open_ended: set[int] = set()
+    starts = [0]  # the first clause of each sentence
     for match in _TOKEN.finditer(text):
-        kind, raw = match.lastgroup, match.group()
+        kind, raw = match.lastgroup or "", match.group()
         in_quote = any(a <= match.start() < b for a, b in spans)
         clause = len(clauses) - 1
         if kind == "stop":
-            if clauses[-1]:
+            if any(not e[4] for e in clauses[-1]):
                 clauses.append([])
-        elif kind == "num":
-            clauses[-1].append((_number(raw), raw, clause, in_quote))
+            if raw in SENTENCE_ENDS:
+                if len(clauses) - 1 > starts[-1]:
+                    if is_aside(sentence, raw):
+                        asides.add(len(starts) - 1)
+                    starts.append(len(clauses) - 1)
+                sentence = []  # a sentence of free words only ("Hi!") joins the next
+            continue
+        sentence.append((kind, raw, in_quote))
+        if kind == "num":
+            clauses[-1].append((_number(raw), raw, clause, in_quote, False))
         elif kind == "sym":
-            clauses[-1].append((raw, raw, clause, in_quote))
+            clauses[-1].append((raw, raw, clause, in_quote, False))
         else:
             words, negs = _words(raw)
             negations += negs
-            for word in words:
-                base = stem(word)
-                be = be or base == "be"
-                by = by or word == "by"
-                # "me" is the asker after "tell", "show" ...; else a party ("from me to ...")
-                free = base in _FREE_STEMS or (word == "me" and previous in _ASKING)
-                if not free:
-                    clauses[-1].append((base, word, clause, in_quote))
-                previous = word
-    # a clause of pleasantries only ("Hi!", "Hope you're well.", "Thanks a lot!") says nothing
-    tokens = [t for c in clauses if not all(t[0] in PLEASANTRIES for t in c) for t in c]
-    return Parsed(tuple(tokens), negations, quoted, be and by)
+            if negs:
+                sentence.append(("neg", raw, in_quote))
+            entries = _entries(words, clause, in_quote, previous)
+            clauses[-1].extend(entries)
+            if any(e[0] in OPEN or e[1] in OPEN for e in entries):
+                open_ended.add(len(starts) - 1)
+            previous = words[-1] if words else previous
+    if is_aside(sentence, ""):
+        asides.add(len(starts) - 1)
+    return _assemble(clauses, starts, negations, quoted, asides, open_ended)
+
+
+def _assemble(  # noqa: PLR0917 - the parts parse gathered
+    clauses: list[list[Entry]],
+    starts: list[int],
+    negations: int,
+    quoted: tuple[str, ...],
+    asides: set[int],
+    open_ended: set[int],
+) -> Parsed:
+    """The content tokens of the clauses, each passive in active order."""
+    tokens, sentences = [], []
+    for c in clauses:
+        # a clause of pleasantries only ("Hi!", "Thanks a lot!") says nothing
+        if all(e[4] or e[0] in PLEASANTRIES for e in c):
+            continue
+        for e in active(c):
+            if not e[4]:
+                tokens.append((e[0], e[1], e[2], e[3]))
+                sentences.append(bisect.bisect_right(starts, e[2]) - 1)
+    return Parsed(
+        tuple(tokens), negations, quoted, tuple(sentences), frozenset(asides), frozenset(open_ended)
+    )
 
 
 def _typo(a: str, b: str) -> bool:
@@ -189,6 +215,7 @@ def _typo(a: str, b: str) -> bool:
 
 
 Token = tuple[str, str, int, bool]
+_NONE: frozenset[int] = frozenset()
 
 
 class Verifier:
@@ -215,10 +242,20 @@ class Verifier:
             return False
         if a.quoted and b.quoted and a.quoted != b.quoted:
             return False
-        left, right = _unmatched(a.tokens, b.tokens)
+        if self._same(a.tokens, b.tokens):
+            return True
+        for x, y in ((a, b), (b, a)):
+            if x.asides and len(x.tokens) > len(y.tokens):
+                cores = filler.cores(x.tokens, x.sentences, x.asides, x.open_ended)
+                if any(self._same(core, y.tokens) for core in cores):
+                    return True
+        return False
+
+    def _same(self, a: tuple[Token, ...], b: tuple[Token, ...]) -> bool:
+        left, right = _unmatched(a, b)
         if (left or right) and not self._explained(left, right):
             return False
-        return a.passive != b.passive or _same_order(a.tokens, b.tokens)
+        return same_order(a, b)
 
     def _explained(self, left: list[Token], right: list[Token]) -> bool:
         """Whether the unmatched tokens of the two sides pair off, as synonyms or, outside
@@ -228,22 +265,21 @@ class Verifier:
         rest = list(right)
         for token in left:
             for k, other in enumerate(rest):
-                if self._same(token, other):
+                if self._alike(token, other):
                     del rest[k]
                     break
             else:
                 return False
         return True
 
-    def _same(self, a: Token, b: Token) -> bool:
-        group = _SYNONYM_STEMS.get(a[0])
-        if group is not None and _SYNONYM_STEMS.get(b[0]) == group:
+    def _alike(self, a: Token, b: Token) -> bool:
+        if _SYNONYM_STEMS.get(a[0], _NONE) & _SYNONYM_STEMS.get(b[0], _NONE):
             return True
         if a[1] in self.neighbours.get(b[1], ()) or b[1] in self.neighbours.get(a[1], ()):
             return True
         return (
             bool(self.vocabulary)
-            and not (a[3] or b[3])
+            and not (a[3] and b[3])
             and _typo(a[1], b[1])
             and not (a[1] in self.vocabulary and b[1] in self.vocabulary)
         )
@@ -264,32 +300,6 @@ def _keep(tokens: tuple[Token, ...], extra: Counter[str]) -> list[Token]:
             extra[token[0]] -= 1
             kept.append(token)
     return kept[::-1]
-
-
-def _same_order(a: tuple[Token, ...], b: tuple[Token, ...]) -> bool:
-    """Whether every two content words that share a clause in both texts come in the same
-    order in both (a word's n-th occurrence in one is its n-th in the other): within each
-    pair of clauses, the words in one text's order have increasing places in the other."""
-    where_a, where_b = _positions(a), _positions(b)
-    last: dict[tuple[int, int], int] = {}
-    for word, (_, clause_a) in where_a.items():  # in a's order
-        found = where_b.get(word)
-        if found is None:
-            continue
-        pos_b, clause_b = found
-        if last.get((clause_a, clause_b), -1) > pos_b:
-            return False
-        last[clause_a, clause_b] = pos_b
-    return True
-
-
-def _positions(tokens: tuple[Token, ...]) -> dict[tuple[str, int], tuple[int, int]]:
-    seen: Counter[str] = Counter()
-    where = {}
-    for i, token in enumerate(tokens):
-        where[token[0], seen[token[0]]] = (i, token[2])
-        seen[token[0]] += 1
-    return where
 
 
 #: The verifier with no vocabulary: no typo forgiven.

@@ -11,7 +11,10 @@ from bench.semantic_quality import evaluate, read
 from broker.cache.anchors import agree
 from broker.cache.decision import RUNGS, Decision
 
-pytestmark = pytest.mark.model
+# Loading two runtimes and embedding the set's ~600 wordings twice (float32 NumPy ~10 ms
+# each) takes ~25 s on an idle 2-core machine and went past the 60 s default under load:
+# this module's own bound is the CPU work it does, not the hang guard.
+pytestmark = [pytest.mark.model, pytest.mark.timeout(300)]
 
 PAIRS = Path(__file__).parent.parent / "data" / "semantic_pairs.tsv"
 
@@ -79,9 +82,10 @@ def test_broker_embeddings_match_the_float32_reference(embedder, reference) -> N
 
 def test_labelled_pairs_meet_precision_and_recall(embedder) -> None:  # type: ignore[no-untyped-def]
     """The default decision, through the broker's index, makes no more wrong hits on the
-    303 labelled pairs than its bound from the tuning half allows (0 of 28 there; 95% bound
-    0.023), and still serves a fifth of the paraphrases (recall >= 0.18: the verifier
-    refuses every paraphrase that changes a content word, so the anchors' 0.83 is gone)."""
+    303 labelled pairs than its bound from the tuning half allows (0 of 32 there; 95% bound
+    0.020), and still serves near a quarter of the paraphrases (recall >= 0.22, 0.239
+    measured: the verifier refuses a paraphrase that changes a content word outside its
+    synonyms, so the anchors' 0.83 is gone)."""
     pairs = read("pairs")
     assert len(pairs) >= 300
     words = getattr(embedder, "words", frozenset())
@@ -90,7 +94,7 @@ def test_labelled_pairs_meet_precision_and_recall(embedder) -> None:  # type: ig
     result = evaluate(decision, pairs, vectors)
     print(f"\nsemantic pairs, default decision: {result}")
     assert result.wrong / max(result.hits, 1) <= decision.rung.bound
-    assert result.recall >= 0.18
+    assert result.recall >= 0.22
 
 
 @pytest.mark.parametrize(

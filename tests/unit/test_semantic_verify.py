@@ -9,7 +9,7 @@ from broker.cache.decision import RUNGS, Check, Decision, rung_for
 from broker.cache.settings import SemanticSettings
 from broker.cache.verify import Verifier, parse, stem
 
-WORDS = frozenset({"password", "receipt", "calendar", "megabits", "megabytes"})
+WORDS = frozenset({"password", "receipt", "calendar", "megabits", "megabytes", "function"})
 verify = Verifier(WORDS)
 
 
@@ -48,12 +48,32 @@ def same(a: str, b: str) -> bool:
         ("comparative", "Which planet is the hottest?", "Which planet is the coldest?"),
         ("quantifier", "Delete the rows where every field is empty.",
          "Delete the rows where some field is empty."),
+        ("role swap, passive", "The client is called by the server.",
+         "The client calls the server."),
+        ("role swap, passive", "Who was discovered by penicillin?", "Who discovered penicillin?"),
+        ("subject made object", "How does the server notify?", "How is the server notified?"),
+        ("even numbers", "List the even numbers below 10.", "List the numbers below 10."),
+        ("aside that constrains", "I'm vegetarian. Suggest a dinner.", "Suggest a dinner."),
+        ("aside with a set-up", "I use a mac. How do I take a screenshot?",
+         "How do I take a screenshot?"),
+        ("aside with a name", "I'm on Windows. How do I install Python?",
+         "How do I install Python?"),
+        ("aside with a level", "I'm a beginner. What is recursion?", "What is recursion?"),
+        ("aside on the subject", "My old card expired. How do I update my card?",
+         "How do I update my card?"),
+        ("aside with a number", "I have 3 kids. What is a good family car?",
+         "What is a good family car?"),
+        ("aside with a negation", "I don't eat meat. What is a quick lunch?",
+         "What is a quick lunch?"),
         ("added constraint", "Plan a picnic menu.", "Plan a picnic menu for under 20 dollars."),
     ],
 )  # fmt: skip
 def test_a_changed_question_is_refused(kind: str, first: str, second: str) -> None:
     """Wordings that differ in what they ask (scope, negation, code, slice, number, unit,
-    direction, language, entity, roles, quoted text, comparison, quantifier) never verify."""
+    direction, language, entity, roles, also across a change of voice, quoted text,
+    comparison, quantifier) never verify, nor does a wording with a sentence about the asker
+    that may constrain the answer (a set-up, diet, level, name, number, negation, the
+    question's own subject, or beside a request for a suggestion)."""
     assert not same(first, second), kind
     assert not same(second, first), kind
 
@@ -75,12 +95,29 @@ def test_a_changed_question_is_refused(kind: str, first: str, second: str) -> No
         ("synonym", "How do I remove a user in Linux?", "How do I delete a user in Linux?"),
         ("passive", "How does the kernel schedule threads?",
          "How are threads scheduled by the kernel?"),
+        ("passive", "The client is called by the server.", "The server calls the client."),
+        ("passive, no agent", "How should a rejected promise be handled in JavaScript?",
+         "How do I handle a rejected promise in JavaScript?"),
+        ("passive, by whom", "By whom was penicillin discovered?", "Who discovered penicillin?"),
+        ("aside", "Hi! I'm cramming for an exam tomorrow. What is osmosis?", "What is osmosis?"),
+        ("aside", "My team lead asked me to look into this. How do I iterate over a HashMap "
+         "in Rust?", "How do I iterate over a HashMap in Rust?"),
+        ("aside before a colon", "Quick one before my meeting: how do I undo a commit?",
+         "How do I undo a commit?"),
+        ("register", "I would be grateful for guidance on pruning roses.",
+         "Pruning roses?"),
+        ("register", "What is the difference between weather and climate?",
+         "weather vs climate, what's the difference?"),
+        ("synonym in two groups", "How much money do I receive?", "How much money do I get?"),
+        ("synonym", "Draft a letter to my landlord.", "Write a letter to my landlord."),
+        ("typo beside a quote", 'Why am I getting "undefined is not a function"?',
+         "why am i getting undefined is not a fucntion"),
     ],
 )  # fmt: skip
 def test_a_reworded_question_verifies(kind: str, first: str, second: str) -> None:
     """Rewording that keeps every content word (question or imperative form, politeness,
     greetings, clause order, inflection, a typo, contractions, a curated synonym, the
-    passive) verifies."""
+    passive in active order), or adds an aside about the asker, verifies."""
     assert same(first, second), kind
     assert same(second, first), kind
 
@@ -97,12 +134,14 @@ def test_stem_joins_inflections() -> None:
 
 
 def test_target_error_rate_picks_the_rule() -> None:
-    """The default target picks the verifier at cosine 0.80; a loose target picks the
-    anchors; a target below every measured bound is refused with a message."""
+    """The default target picks the verifier at cosine 0.75; so does a loose one (the
+    anchors' recall on the tuning half is now below the verifier's); a target below every
+    measured bound is refused with a message."""
     assert SemanticSettings().target_error_rate == 0.025
     assert rung_for(0.025).check is Check.VERIFIED
-    assert rung_for(0.6).check is Check.ANCHORED
-    assert Decision(rung_for(0.025)).threshold == 0.80
+    assert rung_for(0.6).check is Check.VERIFIED
+    assert RUNGS[-1].check is Check.ANCHORED
+    assert Decision(rung_for(0.025)).threshold == 0.75
     assert Decision(rung_for(0.025), 0.93).threshold == 0.93
     with pytest.raises(ValueError, match="target_error_rate"):
         SemanticSettings.from_mapping({"target_error_rate": 0.01})
@@ -113,4 +152,4 @@ def test_decision_checks_the_cached_wording() -> None:
     """The default decision refuses a changed action the anchors let through."""
     asked, cached = "Should I buy bonds now?", "Should I sell bonds now?"
     assert not Decision().accepts(asked, cached)
-    assert Decision(rung_for(0.6)).accepts(asked, cached)
+    assert Decision(RUNGS[-1]).accepts(asked, cached)
