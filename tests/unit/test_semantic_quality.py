@@ -42,7 +42,6 @@ def reference():  # type: ignore[no-untyped-def]
     return load_minilm(runtime="numpy")
 
 
-@pytest.mark.timeout(240)  # 600 NumPy-reference embeddings: 15 s idle, 80 s when busy
 def test_broker_embeddings_match_the_float32_reference(embedder, reference) -> None:  # type: ignore[no-untyped-def]
     """The broker's embedder (ONNX Runtime, smoothed int8 projections) stays close to the
     NumPy float32 reference: cosine >= 0.985 on every wording of the labelled set and on a
