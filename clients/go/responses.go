@@ -165,6 +165,18 @@ func (c *Client) StreamResponses(ctx context.Context, request ResponsesRequest, 
 	return startStream(c, ctx, c.subject(SubjectResponses, SubjectTenantResponses), body, opts, decodeEvent)
 }
 
+// StreamResponse follows a streamed background response (one created with Background and
+// streamed): its events after the sequence number startingAfter (-1: from the first), live up
+// to its last one. To resume a stream that was cut off, pass the last sequence_number
+// received. A response not created so is ErrBadRequest.
+func (c *Client) StreamResponse(ctx context.Context, id string, startingAfter int, opts ...CallOption) (*ResponseStream, error) {
+	body, err := json.Marshal(map[string]any{"id": id, "stream": true, "starting_after": startingAfter})
+	if err != nil {
+		return nil, err
+	}
+	return startStream(c, ctx, SubjectResponsesGet, body, opts, decodeEvent)
+}
+
 // GetResponse returns a stored response (llm.responses.get): a background one's current
 // status. A response of another tenant, or none, is ErrNotFound.
 func (c *Client) GetResponse(ctx context.Context, id string, opts ...CallOption) (*Response, error) {

@@ -162,3 +162,54 @@ func TestAStoredResponseIsReadListedAndDeleted(t *testing.T) {
 		t.Errorf("deleting it again: %v", err)
 	}
 }
+
+func TestABackgroundStreamIsResumedAfterASequenceNumber(t *testing.T) {
+	c := stack(t, edge.Options{})
+	ctx := within(t, 30*time.Second)
+	background := true
+	live, err := c.StreamResponses(ctx, edge.ResponsesRequest{Model: "gpt-4o-mini", Input: unique("run me behind"), Background: &background})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	var events []edge.MessageEvent
+	for live.Next() {
+		events = append(events, live.Current())
+	}
+	if err := live.Err(); err != nil || len(events) < 5 || events[len(events)-1].Event != "response.completed" {
+		t.Fatalf("the live stream: %d events, %v", len(events), err)
+	}
+	var created event
+	if err := json.Unmarshal(events[0].Data, &created); err != nil || created.Response == nil || !created.Response.Background {
+		t.Fatalf("%s %v", events[0].Data, err)
+	}
+	resumed, err := c.StreamResponse(ctx, created.Response.ID, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resumed.Close()
+	var again []edge.MessageEvent
+	for resumed.Next() {
+		again = append(again, resumed.Current())
+	}
+	if err := resumed.Err(); err != nil || len(again) != len(events)-2 {
+		t.Fatalf("resumed after 1: %d events of %d, %v", len(again), len(events), err)
+	}
+	for i, got := range again {
+		if want := events[i+2]; got.Event != want.Event || string(got.Data) != string(want.Data) {
+			t.Errorf("event %d: %s %s, live %s %s", i+2, got.Event, got.Data, want.Event, want.Data)
+		}
+	}
+	plain, err := c.Responses(ctx, edge.ResponsesRequest{Model: "gpt-4o-mini", Input: unique("not behind")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused, err := c.StreamResponse(ctx, plain.ID, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer refused.Close()
+	if refused.Next() || !errors.Is(refused.Err(), edge.ErrBadRequest) {
+		t.Errorf("following a response not streamed in the background: %v", refused.Err())
+	}
+}

@@ -73,9 +73,9 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
 @pytest.mark.timeout(GO_TEST_TIMEOUT_S + 30)
 async def test_go_client_passes_go_test(harness: Harness) -> None:
     """`go test` in clients/go passes against the harness's stack and bare server: chat,
-    streams, messages, embeddings, responses (whole, streamed, stored), models, typed errors,
-    cancels by context, deadlines, a lost broker with one upstream call, 413 before
-    publishing, stream retries and gaps, batches."""
+    streams, messages, embeddings, responses (whole, streamed, stored, a background stream
+    resumed), models, typed errors, cancels by context, deadlines, a lost broker with one
+    upstream call, 413 before publishing, stream retries and gaps, batches."""
     code, out = await _run(_go(), "test", "-count=1", "-v", "./...", env=harness.environ())
     assert code == 0, out[-8000:]
     skipped = [line for line in out.splitlines() if line.strip().startswith("--- SKIP")]

@@ -541,6 +541,17 @@ export class EdgeClient {
     return new EventStream(...this.opener(this.subject("responses"), json({ ...request, stream: true }), call));
   }
 
+  /**
+   * Follow a streamed background response (created with `background` and `stream`): its
+   * events after the sequence number `startingAfter` (-1: from the first), live up to its
+   * last one. To resume a stream that was cut off, pass the last `sequence_number` received.
+   * A response not created so is a BadRequestError.
+   */
+  streamResponse(id: string, startingAfter = -1, call: CallOptions = {}): EventStream {
+    const body = json({ id, stream: true, starting_after: startingAfter });
+    return new EventStream(...this.opener(SUBJECTS.RESPONSES_GET, body, call));
+  }
+
   /** A stored response (`llm.responses.get`): a background one's current status. Another
    * tenant's, or none, is a NotFoundError. */
   async response(id: string, call: CallOptions = {}): Promise<ResponseObject> {

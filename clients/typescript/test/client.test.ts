@@ -326,6 +326,22 @@ describe("against a real stack", () => {
     await assert.rejects(client.response(created.id), NotFoundError);
     await assert.rejects(client.deleteResponse(created.id), NotFoundError);
   });
+
+  test("streamResponse resumes a streamed background response after a sequence number", async () => {
+    const live: StreamEvent[] = [];
+    for await (const event of client.streamResponses({ model: "gpt-4o-mini", input: unique("run me behind"), background: true })) live.push(event);
+    assert.ok(live.length >= 5, live.map((e) => e.event).join());
+    assert.equal(live.at(-1)?.event, "response.completed");
+    const created = live[0].data.response as ResponseObject;
+    assert.equal(created.background, true);
+    const resumed: StreamEvent[] = [];
+    for await (const event of client.streamResponse(created.id, 1)) resumed.push(event);
+    assert.deepEqual(resumed, live.slice(2));
+    const plain = await client.responses({ model: "gpt-4o-mini", input: unique("not behind") });
+    await assert.rejects(async () => {
+      for await (const _ of client.streamResponse(plain.id)) assert.fail("no event expected");
+    }, BadRequestError);
+  });
 });
 
 /** A prompt no cache has seen. */
