@@ -93,7 +93,7 @@ type Options struct {
 }
 
 // Client is a typed client of the broker's NATS API: chat, streams, Anthropic messages,
-// models and batches. It is safe for concurrent use.
+// embeddings, Responses, models and batches. It is safe for concurrent use.
 type Client struct {
 	nc      *nats.Conn
 	opts    Options

@@ -143,6 +143,30 @@ const SubjectMessages = "llm.messages"
 // SubjectTenantMessages is the subject llm.tenant.{tenant}.messages.
 const SubjectTenantMessages = "llm.tenant.{tenant}.messages"
 
+// SubjectEmbeddings is the subject llm.embeddings.
+const SubjectEmbeddings = "llm.embeddings"
+
+// SubjectTenantEmbeddings is the subject llm.tenant.{tenant}.embeddings.
+const SubjectTenantEmbeddings = "llm.tenant.{tenant}.embeddings"
+
+// SubjectResponses is the subject llm.responses.
+const SubjectResponses = "llm.responses"
+
+// SubjectTenantResponses is the subject llm.tenant.{tenant}.responses.
+const SubjectTenantResponses = "llm.tenant.{tenant}.responses"
+
+// SubjectResponsesGet is the subject llm.responses.get.
+const SubjectResponsesGet = "llm.responses.get"
+
+// SubjectResponsesDelete is the subject llm.responses.delete.
+const SubjectResponsesDelete = "llm.responses.delete"
+
+// SubjectResponsesCancel is the subject llm.responses.cancel.
+const SubjectResponsesCancel = "llm.responses.cancel"
+
+// SubjectResponsesInputItems is the subject llm.responses.input_items.
+const SubjectResponsesInputItems = "llm.responses.input_items"
+
 // SubjectCancel is the subject llm.cancel.
 const SubjectCancel = "llm.cancel"
 

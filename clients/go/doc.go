@@ -1,5 +1,7 @@
 // Package edge is a typed client of the LLM Edge Broker's NATS API, for Go producers: chat
-// completions whole or streamed, the Anthropic Messages API, the model list and batches.
+// completions whole or streamed, the Anthropic Messages API, embeddings, the OpenAI Responses
+// API (whole, streamed, and stored responses read, listed, cancelled and deleted), the model
+// list and batches.
 //
 //	client, err := edge.Connect("nats://127.0.0.1:4222", edge.Options{})
 //	if err != nil { ... }

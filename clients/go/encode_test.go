@@ -27,3 +27,20 @@ func TestTheBodySaysWhetherItStreamsAndKeepsItsExtraFields(t *testing.T) {
 		}
 	}
 }
+
+func TestAVectorDecodesFloatsAndBase64Float32s(t *testing.T) {
+	// 1.0 and -0.5 as little-endian float32s: 0000803f 000000bf
+	for _, data := range []string{`[1, -0.5]`, `"AACAPwAAAL8="`} {
+		var v Vector
+		if err := json.Unmarshal([]byte(data), &v); err != nil {
+			t.Fatal(err)
+		}
+		if len(v) != 2 || v[0] != 1 || v[1] != -0.5 {
+			t.Errorf("%s: %v", data, v)
+		}
+	}
+	var v Vector
+	if err := json.Unmarshal([]byte(`"AACAPwA="`), &v); err == nil {
+		t.Errorf("5 bytes are no float32s: %v", v)
+	}
+}

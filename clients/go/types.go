@@ -194,6 +194,28 @@ type MessageEvent struct {
 // encodeBody is the request's JSON with its Extra fields and "stream" set as the call
 // requires (a whole call sends no stream_options).
 func encodeBody(request any, extra map[string]any, stream bool) ([]byte, error) {
+	fields, err := mergedFields(request, extra)
+	if err != nil {
+		return nil, err
+	}
+	fields["stream"] = json.RawMessage(jsonBool(stream))
+	if !stream {
+		delete(fields, "stream_options")
+	}
+	return json.Marshal(fields)
+}
+
+// encodeFields is the request's JSON with its Extra fields (a request that is never streamed).
+func encodeFields(request any, extra map[string]any) ([]byte, error) {
+	fields, err := mergedFields(request, extra)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(fields)
+}
+
+// mergedFields is the request's top-level fields, its Extra fields among them.
+func mergedFields(request any, extra map[string]any) (map[string]json.RawMessage, error) {
 	raw, err := json.Marshal(request)
 	if err != nil {
 		return nil, err
@@ -209,11 +231,7 @@ func encodeBody(request any, extra map[string]any, stream bool) ([]byte, error) 
 		}
 		fields[name] = encoded
 	}
-	fields["stream"] = json.RawMessage(jsonBool(stream))
-	if !stream {
-		delete(fields, "stream_options")
-	}
-	return json.Marshal(fields)
+	return fields, nil
 }
 
 func jsonBool(flag bool) string {

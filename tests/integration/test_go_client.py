@@ -73,13 +73,15 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
 @pytest.mark.timeout(GO_TEST_TIMEOUT_S + 30)
 async def test_go_client_passes_go_test(harness: Harness) -> None:
     """`go test` in clients/go passes against the harness's stack and bare server: chat,
-    streams, messages, models, typed errors, cancels by context, deadlines, a lost broker
-    with one upstream call, 413 before publishing, stream retries and gaps, batches."""
+    streams, messages, embeddings, responses (whole, streamed, stored, a background stream
+    resumed), models, typed errors, cancels by context, deadlines, a lost broker with one
+    upstream call, 413 before publishing, stream retries and gaps, batches."""
     code, out = await _run(_go(), "test", "-count=1", "-v", "./...", env=harness.environ())
     assert code == 0, out[-8000:]
     skipped = [line for line in out.splitlines() if line.strip().startswith("--- SKIP")]
     assert not skipped, "\n".join(skipped)
     assert "--- PASS: TestABrokerLostMidCallCostsNoSecondUpstreamCall" in out
+    assert "--- PASS: TestAStreamedResponseIsItsEventsInOrderEndingWithCompleted" in out
     # the example of docs/clients.md runs as written against the stack
     code, out = await _run(_go(), "run", "./example", env={"NATS_URL": harness.nats_url})
     assert code == 0, out

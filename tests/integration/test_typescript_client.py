@@ -2,7 +2,8 @@
 
 ``npm test`` checks that its generated types are current with docs/asyncapi.json, compiles it
 and runs node's test runner, which starts ``python -m llm_edge up`` with this interpreter on
-free ports (chat, Anthropic messages, stream, errors, cancel, a small batch, the example of
+free ports (chat, Anthropic messages, stream, errors, cancel, a small batch, embeddings,
+responses whole, streamed and stored, a background stream resumed, the example of
 docs/clients.md); and its lost-broker tests against the harness of tests/support/harness.py.
 """
 

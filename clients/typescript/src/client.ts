@@ -1,4 +1,5 @@
-// A typed client for the broker's NATS API: chat, streams, cancel and batches.
+// A typed client for the broker's NATS API: chat, streams, cancel, Anthropic messages,
+// embeddings, the OpenAI Responses API and batches.
 //
 //   const client = await EdgeClient.connect("nats://127.0.0.1:4222");
 //   const reply = await client.chat({ model: "gpt-4o-mini", messages: [...] });
@@ -39,9 +40,19 @@ import {
   type APIError,
 } from "./errors.js";
 import type {
+  EmbeddingsBody,
+  InputItemList,
+  InputItemsQuery,
+  ResponseDeleted,
+  ResponseObject,
+  ResponsesBody,
+  StreamEvent,
+} from "./responses.js";
+import type {
   ChatCompletion,
   ChatCompletionChunk,
   ChatRequest,
+  EmbeddingList,
   MessagesRequest,
   ModelList,
   StreamEnd,
@@ -343,8 +354,11 @@ async function backOff(tries: Tries, attempt: number, failed: APIError): Promise
   await new Promise((resolve) => setTimeout(resolve, waitMs));
 }
 
-/** A streamed chat completion: iterate its chunks; `cancel()` stops it upstream. */
-export class ChatStream implements AsyncIterable<ChatCompletionChunk> {
+/**
+ * A streamed call: iterate its items (chat chunks, or named events); `cancel()` stops it
+ * upstream. `item` reads a chunk message's item (`null`: none to yield).
+ */
+export class ItemStream<T> implements AsyncIterable<T> {
   /** The `Llm-Stream: end` totals, once the stream finished. */
   end: StreamEnd | null = null;
   private consumed = false;
@@ -354,6 +368,7 @@ export class ChatStream implements AsyncIterable<ChatCompletionChunk> {
   constructor(
     private readonly open: () => Exchange,
     private readonly tries: Tries,
+    private readonly item: (msg: Msg) => T | null,
   ) {
     this.exchange = open();
   }
@@ -373,7 +388,7 @@ export class ChatStream implements AsyncIterable<ChatCompletionChunk> {
     this.exchange.cancel();
   }
 
-  async *[Symbol.asyncIterator](): AsyncGenerator<ChatCompletionChunk> {
+  async *[Symbol.asyncIterator](): AsyncGenerator<T> {
     if (this.consumed) throw new StreamError("a stream is iterated once");
     this.consumed = true;
     let started = false;
@@ -405,7 +420,8 @@ export class ChatStream implements AsyncIterable<ChatCompletionChunk> {
             this.end = msg.data.length ? decode<StreamEnd>(msg.data) : {};
             return;
           }
-          yield decode<ChatCompletionChunk>(msg.data);
+          const item = this.item(msg);
+          if (item !== null) yield item;
         }
       } catch (error) {
         // a try lost before its first chunk is tried again (and left for it to join)
@@ -418,7 +434,24 @@ export class ChatStream implements AsyncIterable<ChatCompletionChunk> {
   }
 }
 
-/** Chat, streams, cancel, models and batches over a NATS connection. */
+/** A streamed chat completion: its typed chunks. */
+export class ChatStream extends ItemStream<ChatCompletionChunk> {
+  constructor(open: () => Exchange, tries: Tries) {
+    super(open, tries, (msg) => decode<ChatCompletionChunk>(msg.data));
+  }
+}
+
+/** A stream of named events (the Responses API's): each event's name (`Llm-Event`) and JSON. */
+export class EventStream extends ItemStream<StreamEvent> {
+  constructor(open: () => Exchange, tries: Tries) {
+    super(open, tries, (msg) =>
+      msg.data.length ? { event: msg.headers?.get(HEADERS.EVENT) ?? "", data: decode<StreamEvent["data"]>(msg.data) } : null,
+    );
+  }
+}
+
+/** Chat, streams, cancel, messages, embeddings, responses, models and batches over a NATS
+ * connection. */
 export class EdgeClient {
   readonly batches: Batches;
   readonly inboxPrefix: string;
@@ -478,6 +511,73 @@ export class EdgeClient {
 
   /** A stream of any subject's chat chunks (the body's `stream` set), tried as `stream()` is. */
   streamCall(subject: string, body: Uint8Array, call: CallOptions = {}): ChatStream {
+    return new ChatStream(...this.opener(subject, body, call));
+  }
+
+  /**
+   * An OpenAI embeddings list (`llm.embeddings`), tried as `chat()` is. Each input is cached
+   * on its own, so inputs embedded before are not sent upstream again; `embeddingVector()`
+   * reads a vector in either encoding.
+   */
+  async embeddings(request: EmbeddingsBody, call: CallOptions = {}): Promise<EmbeddingList> {
+    return decode<EmbeddingList>((await this.whole(this.subject("embeddings"), json(request), call, true)).data);
+  }
+
+  /**
+   * A whole Responses API `response` (`llm.responses`), tried as `chat()` is: stored unless
+   * the request says `store: false`; with `background: true` the queued response, read later
+   * with `response()`.
+   */
+  async responses(request: ResponsesBody, call: CallOptions = {}): Promise<ResponseObject> {
+    const body = json({ ...request, stream: false });
+    return decode<ResponseObject>((await this.whole(this.subject("responses"), body, call, true)).data);
+  }
+
+  /**
+   * A Responses API stream: one event per Responses event, `response.created` to
+   * `response.completed` (`.incomplete`, `.failed`), tried and cancelled as `stream()` is.
+   */
+  streamResponses(request: ResponsesBody, call: CallOptions = {}): EventStream {
+    return new EventStream(...this.opener(this.subject("responses"), json({ ...request, stream: true }), call));
+  }
+
+  /**
+   * Follow a streamed background response (created with `background` and `stream`): its
+   * events after the sequence number `startingAfter` (-1: from the first), live up to its
+   * last one. To resume a stream that was cut off, pass the last `sequence_number` received.
+   * A response not created so is a BadRequestError.
+   */
+  streamResponse(id: string, startingAfter = -1, call: CallOptions = {}): EventStream {
+    const body = json({ id, stream: true, starting_after: startingAfter });
+    return new EventStream(...this.opener(SUBJECTS.RESPONSES_GET, body, call));
+  }
+
+  /** A stored response (`llm.responses.get`): a background one's current status. Another
+   * tenant's, or none, is a NotFoundError. */
+  async response(id: string, call: CallOptions = {}): Promise<ResponseObject> {
+    return decode<ResponseObject>((await this.call(SUBJECTS.RESPONSES_GET, json({ id }), call)).data);
+  }
+
+  /** Delete a stored response (`llm.responses.delete`); a background one still running is
+   * cancelled first. */
+  async deleteResponse(id: string, call: CallOptions = {}): Promise<ResponseDeleted> {
+    return decode<ResponseDeleted>((await this.call(SUBJECTS.RESPONSES_DELETE, json({ id }), call)).data);
+  }
+
+  /** Cancel a background response (`llm.responses.cancel`): it is `cancelled`, or as it was
+   * when it had finished. Any other response is a BadRequestError. */
+  async cancelResponse(id: string, call: CallOptions = {}): Promise<ResponseObject> {
+    return decode<ResponseObject>((await this.call(SUBJECTS.RESPONSES_CANCEL, json({ id }), call)).data);
+  }
+
+  /** A page of a stored response's input items (`llm.responses.input_items`). */
+  async responseInputItems(id: string, query: InputItemsQuery = {}, call: CallOptions = {}): Promise<InputItemList> {
+    const reply = await this.call(SUBJECTS.RESPONSES_INPUT_ITEMS, json({ ...query, id }), call);
+    return decode<InputItemList>(reply.data);
+  }
+
+  /** What a stream needs: the means to open a try of it, and its tries. */
+  private opener(subject: string, body: Uint8Array, call: CallOptions): [() => Exchange, Tries] {
     const hdrs = this.headers(call);
     hdrs.set(HEADERS.KEEPALIVE_MS, String(this.keepaliveMs));
     const tries = this.tries(call, hdrs);
@@ -490,7 +590,7 @@ export class EdgeClient {
         signal: call.signal,
       });
     };
-    return new ChatStream(open, tries);
+    return [open, tries];
   }
 
   /**
@@ -616,12 +716,20 @@ export class EdgeClient {
     return Math.max(MIN_KEEPALIVE_MS, Math.round(asked));
   }
 
-  private subject(api: "chat" | "messages"): string {
+  private subject(api: keyof typeof API_SUBJECTS): string {
+    const [plain, tenantBound] = API_SUBJECTS[api];
     const tenant = this.options.tenant;
-    if (!tenant) return api === "chat" ? SUBJECTS.CHAT : SUBJECTS.MESSAGES;
-    return (api === "chat" ? SUBJECTS.TENANT_CHAT : SUBJECTS.TENANT_MESSAGES).replace("{tenant}", tenant);
+    return tenant ? tenantBound.replace("{tenant}", tenant) : plain;
   }
 }
+
+/** Each API's subject, and its tenant-bound subject (`options.tenant`). */
+const API_SUBJECTS = {
+  chat: [SUBJECTS.CHAT, SUBJECTS.TENANT_CHAT],
+  messages: [SUBJECTS.MESSAGES, SUBJECTS.TENANT_MESSAGES],
+  embeddings: [SUBJECTS.EMBEDDINGS, SUBJECTS.TENANT_EMBEDDINGS],
+  responses: [SUBJECTS.RESPONSES, SUBJECTS.TENANT_RESPONSES],
+} as const;
 
 /** JSON bytes of a value. */
 export function json(value: unknown): Uint8Array {

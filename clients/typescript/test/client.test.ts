@@ -1,7 +1,8 @@
 // The client against a real stack (llm-edge up, mock providers): chat, Anthropic messages, stream,
-// errors, cancel, a slow answer, batches (results and files read through the broker); and against
-// a bare NATS server of 1 MiB messages with a stand-in broker: keepalives, silence, sizes, stream
-// order, files read piece by piece. No assertion is timed; every wait is bounded.
+// errors, cancel, a slow answer, batches (results and files read through the broker), embeddings,
+// responses (whole, streamed, stored: read, listed, deleted); and against a bare NATS server of
+// 1 MiB messages with a stand-in broker: keepalives, silence, sizes, stream order, files read
+// piece by piece. No assertion is timed; every wait is bounded.
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import { after, before, describe, test } from "node:test";
@@ -21,10 +22,14 @@ import {
   StreamError,
   UnavailableError,
   checkSeq,
+  embeddingVector,
   fromReply,
+  outputText,
   type BatchObject,
   type ChatBody,
   type FileRequest,
+  type ResponseObject,
+  type StreamEvent,
 } from "../src/index.js";
 import { THINKING_MS, startNatsServer, startStack, type NatsServer, type Stack } from "./stack.js";
 
@@ -253,7 +258,96 @@ describe("against a real stack", () => {
       sub.unsubscribe();
     }
   });
+
+  test("embeddings of two inputs: a unit vector each, of the dimensions asked, in either encoding", async () => {
+    const request = { model: "gpt-4o-mini", input: ["first text", "second text"], dimensions: 64 };
+    const list = await client.embeddings(request);
+    assert.equal(list.data.length, 2);
+    assert.deepEqual(list.data.map((item) => item.index), [0, 1]);
+    assert.ok((list.usage.prompt_tokens ?? 0) > 0);
+    const vectors = list.data.map(embeddingVector);
+    for (const vector of vectors) {
+      assert.equal(vector.length, 64);
+      assert.ok(Math.abs(Math.hypot(...vector) - 1) < 1e-5, "a unit vector");
+    }
+    assert.notDeepEqual(vectors[0], vectors[1]);
+    const encoded = await client.embeddings({ ...request, encoding_format: "base64" });
+    assert.equal(typeof encoded.data[0].embedding, "string");
+    assert.deepEqual(encoded.data.map(embeddingVector), vectors);
+  });
+
+  test("responses answers a whole, stored response", async () => {
+    const input = unique("Hello there");
+    const response = await client.responses({ model: "gpt-4o-mini", input, instructions: "Be brief." });
+    assert.equal(response.object, "response");
+    assert.match(response.id, /^resp_/);
+    assert.equal(response.status, "completed");
+    assert.equal(response.output[0]?.role, "assistant");
+    assert.ok(outputText(response).endsWith(`: ${input}`), outputText(response));
+    assert.ok((response.usage?.output_tokens ?? 0) > 0);
+    assert.equal(response.store, true);
+  });
+
+  test("streamResponses yields the events in order, ending with response.completed", async () => {
+    const input = unique("stream me");
+    const names: string[] = [];
+    let text = "";
+    let last: StreamEvent | undefined;
+    for await (const event of client.streamResponses({ model: "gpt-4o-mini", input })) {
+      assert.equal(event.data.type, event.event);
+      assert.equal(event.data.sequence_number, names.length);
+      names.push(event.event);
+      if (event.event === "response.output_text.delta") text += String(event.data.delta);
+      last = event;
+    }
+    assert.ok(names.length >= 5, names.join());
+    assert.deepEqual(names.slice(0, 2), ["response.created", "response.in_progress"]);
+    assert.equal(names.at(-1), "response.completed");
+    const completed = last?.data.response as ResponseObject;
+    assert.equal(completed.status, "completed");
+    assert.equal(outputText(completed), text);
+    assert.ok(text.endsWith(`: ${input}`), text);
+  });
+
+  test("a stored response is read, its input items listed, and deleted", async () => {
+    const input = unique("keep me");
+    const created = await client.responses({ model: "gpt-4o-mini", input });
+    const stored = await client.response(created.id);
+    assert.equal(stored.id, created.id);
+    assert.deepEqual(stored.output, created.output);
+    const items = await client.responseInputItems(created.id, { order: "asc" });
+    assert.equal(items.data.length, 1);
+    assert.equal(items.has_more, false);
+    assert.equal(items.data[0].role, "user");
+    assert.equal(items.data[0].content?.[0]?.text, input);
+    assert.equal(items.first_id, items.data[0].id);
+    await assert.rejects(client.cancelResponse(created.id), BadRequestError, "only background responses are cancelled");
+    assert.deepEqual(await client.deleteResponse(created.id), { id: created.id, object: "response", deleted: true });
+    await assert.rejects(client.response(created.id), NotFoundError);
+    await assert.rejects(client.deleteResponse(created.id), NotFoundError);
+  });
+
+  test("streamResponse resumes a streamed background response after a sequence number", async () => {
+    const live: StreamEvent[] = [];
+    for await (const event of client.streamResponses({ model: "gpt-4o-mini", input: unique("run me behind"), background: true })) live.push(event);
+    assert.ok(live.length >= 5, live.map((e) => e.event).join());
+    assert.equal(live.at(-1)?.event, "response.completed");
+    const created = live[0].data.response as ResponseObject;
+    assert.equal(created.background, true);
+    const resumed: StreamEvent[] = [];
+    for await (const event of client.streamResponse(created.id, 1)) resumed.push(event);
+    assert.deepEqual(resumed, live.slice(2));
+    const plain = await client.responses({ model: "gpt-4o-mini", input: unique("not behind") });
+    await assert.rejects(async () => {
+      for await (const _ of client.streamResponse(plain.id)) assert.fail("no event expected");
+    }, BadRequestError);
+  });
 });
+
+/** A prompt no cache has seen. */
+function unique(text: string): string {
+  return `${text} ${Date.now()}-${Math.random().toString(36).slice(2, 8)}`;
+}
 
 /** The stand-in broker's script: what it does with a request, by the request's first message. */
 type Script = "think" | "think-stream" | "silent" | "gap" | "reorder" | "lost-once" | "busy-once" | "fails-after-a-chunk";
