@@ -142,6 +142,7 @@ class BrokerService:
         self.embeddings: EmbeddingsPipeline | None = None
         self.batch: BatchEngine | None = None
         self.background: BackgroundJobs | None = None
+        self.responses: ResponsesApi | None = None
         self._keys_task: asyncio.Task[None] | None = None
         self._jwks: KeySource | None = None
         self._jwks_task: asyncio.Task[None] | None = None
@@ -219,7 +220,9 @@ class BrokerService:
         endpoints = Endpoints(
             self.nc, pipeline, keys, self.config, loop_time, embeddings=embeddings
         )
-        responses = await self._open_responses(pipeline, keys, endpoints.subject_caller)
+        self.responses = responses = await self._open_responses(
+            pipeline, keys, endpoints.subject_caller
+        )
         served = {**endpoints.queue_subjects(), **responses.subjects()}
         self._subs = [
             await self.nc.subscribe(
@@ -508,6 +511,8 @@ class BrokerService:
         await self._stop_admin()
         if self.batch is not None:
             await self.batch.stop()
+        if self.responses is not None:  # its followers end (each caller is told so)
+            await self.responses.stop()
         if self.background is not None:
             await self.background.stop()
         if self._keys_task is not None:
