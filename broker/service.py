@@ -221,7 +221,7 @@ class BrokerService:
             self.nc, pipeline, keys, self.config, loop_time, embeddings=embeddings
         )
         self.responses = responses = await self._open_responses(
-            pipeline, keys, endpoints.subject_caller
+            pipeline, assembly.meter, keys, endpoints.subject_caller
         )
         served = {**endpoints.queue_subjects(), **responses.subjects()}
         self._subs = [
@@ -294,7 +294,11 @@ class BrokerService:
         await self.nc.flush()
 
     async def _open_responses(
-        self, pipeline: ChatPipeline, keys: KeyRing, subject_caller: Callable[[str], Caller]
+        self,
+        pipeline: ChatPipeline,
+        meter: Meter,
+        keys: KeyRing,
+        subject_caller: Callable[[str], Caller],
     ) -> ResponsesApi:
         """The Responses API's wing: its store and background jobs when JetStream has them
         (without, responses are answered and not stored)."""
@@ -311,6 +315,7 @@ class BrokerService:
                     store,
                     pipeline.handle,
                     pipeline.cancel,
+                    meter=meter,
                     keys=keys,
                     settings=settings,
                     replicas=replicas,
@@ -609,6 +614,7 @@ class Assembly:
     admission: Admission
     forwarder: Forwarder
     new_id: Callable[[], str]
+    meter: Meter
 
 
 def assemble_pipeline(
@@ -668,7 +674,7 @@ def assemble_pipeline(
         clock=clock,
         heartbeats=heartbeats,
     )
-    return Assembly(pipeline, embeddings, router, admission, forwarder, new_id)
+    return Assembly(pipeline, embeddings, router, admission, forwarder, new_id, meter)
 
 
 def _offload_spend(ledger: SpendLedger, keys: KeyRing | None, tenant_metrics: bool) -> Spend:

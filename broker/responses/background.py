@@ -16,12 +16,14 @@ from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext, api
 
+from broker.responses.charges import UpstreamCharges
 from broker.responses.events import ResponseEvents
 from broker.responses.runner import Handle, Job, JobRunner
 from broker.responses.settings import ResponsesSettings
 from broker.responses.states import status
 from broker.responses.store import ResponseStore, StoreUnavailable
 from broker.responses.upstream import UpstreamRuns
+from broker.tenancy.meter import Meter
 from broker.tenancy.tenants import KeyRing
 from edge_runtime.jetstream import ensure_stream
 from schemas import subjects
@@ -44,6 +46,7 @@ class BackgroundJobs:
         store: the stored responses.
         handle: the pipeline's entry point.
         cancel: the pipeline's cancel (request id, owner).
+        meter: prices and charges what ran at an upstream (its final answer).
         keys: the tenants jobs run as.
         settings: ``[responses]``.
         replicas: of the work-queue stream.
@@ -56,6 +59,7 @@ class BackgroundJobs:
         handle: Handle,
         cancel: Callable[[str, str], None],
         *,
+        meter: Meter,
         keys: KeyRing,
         settings: ResponsesSettings,
         replicas: int = 1,
@@ -75,6 +79,7 @@ class BackgroundJobs:
             upstream=self._upstream,
             handle=handle,
             cancel=cancel,
+            charges=UpstreamCharges(meter, keys),
             keys=keys,
             settings=settings,
         )

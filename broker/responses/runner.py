@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import msgspec
@@ -42,6 +43,7 @@ from nats.js import JetStreamContext, api
 from broker.batch.runner import CollectSink
 from broker.replies.sinks import ReplySink
 from broker.request import Reply
+from broker.responses.charges import UpstreamCharges
 from broker.responses.events import RecordingSink, ResponseEvents
 from broker.responses.settings import ResponsesSettings
 from broker.responses.states import at_upstream, finished, retryable, started, status
@@ -76,6 +78,17 @@ class Job(msgspec.Struct):
 _job = msgspec.json.Decoder(Job)
 
 
+@dataclass(frozen=True, slots=True)
+class _Ran:
+    """A run's outcome: ``final`` when it is never to run again (an upstream's own
+    background response, a stream whose events are out); ``polled``: the entry it was read
+    at its upstream on (its answer is charged when it is stored)."""
+
+    reply: Reply
+    final: bool
+    polled: StoredResponse | None = None
+
+
 class Handle(Protocol):
     """``ChatPipeline.handle``."""
 
@@ -107,6 +120,7 @@ class JobRunner:
         upstream: reads and cancels those that run at their upstream.
         handle: the pipeline's entry point.
         cancel: the pipeline's cancel (request id, owner).
+        charges: charges what ran at an upstream.
         keys: the tenants jobs run as.
         settings: ``[responses]``.
     """
@@ -121,6 +135,7 @@ class JobRunner:
         upstream: UpstreamRuns,
         handle: Handle,
         cancel: Callable[[str, str], None],
+        charges: UpstreamCharges,
         keys: KeyRing,
         settings: ResponsesSettings,
     ) -> None:
@@ -131,6 +146,7 @@ class JobRunner:
         self._upstream = upstream
         self._handle = handle
         self._cancel = cancel
+        self._charges = charges
         self._keys = keys
         self._settings = settings
         self._inflight = InFlight(settings.concurrency)
@@ -211,13 +227,12 @@ class JobRunner:
             if ran is None:  # cancelled while it ran
                 await msg.ack()
                 return
-            reply, final = ran
             delivered = msg.metadata.num_delivered or 1
-            retry = not final and retryable(reply.status)
+            retry = not ran.final and retryable(ran.reply.status)
             if retry and delivered < self._settings.max_deliver:
                 await msg.nak(delay=BACKOFF_S[min(delivered, len(BACKOFF_S)) - 1])
                 return
-            await self._store.update(job.id, job.tenant, lambda s: finished(s, job.id, reply))
+            await self._finish(job, ran)
             await msg.ack()
         except StoreUnavailable as exc:
             log.warning("background response %s: the store is away (%s); runs again", job.id, exc)
@@ -227,6 +242,17 @@ class JobRunner:
             log.exception("background response %s failed; runs again", job.id)
             with contextlib.suppress(Exception):
                 await msg.nak(delay=BACKOFF_S[0])
+
+    async def _finish(self, job: Job, ran: _Ran) -> None:
+        """Store the outcome; an answer read at its upstream is charged when this write is
+        the one that made it final (:mod:`broker.responses.charges`)."""
+        charge = None if ran.polled is None else self._charges.price(ran.polled, ran.reply)
+        charged = charge.reply_headers() if charge is not None else None
+        written = await self._store.apply(
+            job.id, job.tenant, lambda s: finished(s, job.id, ran.reply, charged)
+        )
+        if charge is not None and written is not None and written[1]:
+            await self._charges.charge(written[0], charge)
 
     async def _alive(self, msg: Msg, work: Awaitable[_T]) -> _T:
         """Await ``work`` while telling JetStream the job is being worked on."""
@@ -243,30 +269,29 @@ class JobRunner:
         finally:
             beating.cancel()
 
-    async def _work(self, job: Job, stored: StoredResponse) -> tuple[Reply, bool] | None:
-        """The run's outcome and whether it is final as it is (an upstream's own background
-        response: never run again); ``None`` when it was cancelled meanwhile."""
+    async def _work(self, job: Job, stored: StoredResponse) -> _Ran | None:
+        """The run's outcome; ``None`` when it was cancelled meanwhile."""
         if not stored.upstream_id or not stored.provider:
             reply = await self._call(job, stored)
             if reply is None:
                 return None
             if stored.streamed:  # its events are out: never run again
-                return reply, True
+                return _Ran(reply, final=True)
             upstream_id = running_upstream(reply)
             if upstream_id is None:
-                return reply, False
-            provider = reply.headers.get(headers.PROVIDER, "")
+                return _Ran(reply, final=False)
             stored_now = await self._store.update(
-                job.id, job.tenant, lambda s: at_upstream(s, upstream_id, provider)
+                job.id, job.tenant, lambda s: at_upstream(s, upstream_id, reply)
             )
             if stored_now is None or status(stored_now) != ResponseStatus.IN_PROGRESS:
+                provider = reply.headers.get(headers.PROVIDER, "")
                 await self._upstream.cancel(provider, upstream_id)  # cancelled meanwhile
                 return None
             stored = stored_now
         halted = self._running[job.id] = asyncio.Event()
         try:
             polled = await self._upstream.poll(stored, halted)
-            return None if polled is None else (polled, True)
+            return None if polled is None else _Ran(polled, final=True, polled=stored)
         finally:
             self._running.pop(job.id, None)
 

@@ -43,17 +43,27 @@ def started(stored: StoredResponse) -> StoredResponse | None:
     return msgspec.structs.replace(stored, response=_encoder.encode(response))
 
 
-def at_upstream(stored: StoredResponse, upstream_id: str, provider: str) -> StoredResponse | None:
-    """An ``in_progress`` response now known to run at ``provider`` as ``upstream_id``
+def at_upstream(stored: StoredResponse, upstream_id: str, reply: Reply) -> StoredResponse | None:
+    """An ``in_progress`` response now known to run at its upstream as ``upstream_id``, with
+    the provider, deployment and model that ``reply`` (the upstream's queued response) names
     (``None``: it is not running any more)."""
     if status(stored) != ResponseStatus.IN_PROGRESS:
         return None
-    return msgspec.structs.replace(stored, upstream_id=upstream_id, provider=provider)
+    model = reply.headers.get(headers.MODEL) or str(_any.decode(stored.body).get("model", ""))
+    return msgspec.structs.replace(
+        stored,
+        upstream_id=upstream_id,
+        provider=reply.headers.get(headers.PROVIDER, ""),
+        deployment=reply.headers.get(headers.DEPLOYMENT, ""),
+        model=model,
+    )
 
 
-def finished(stored: StoredResponse, response_id: str, reply: Reply) -> StoredResponse | None:
-    """The outcome of a run, under the response's own id (``None``: it was cancelled, or
-    finished already)."""
+def finished(
+    stored: StoredResponse, response_id: str, reply: Reply, charged: dict[str, str] | None = None
+) -> StoredResponse | None:
+    """The outcome of a run, under the response's own id, with what it is charged
+    (``None``: it was cancelled, or finished already)."""
     queued = _any.decode(stored.response)
     if queued.get("status") in ResponseStatus.FINAL:
         return None
@@ -77,6 +87,7 @@ def finished(stored: StoredResponse, response_id: str, reply: Reply) -> StoredRe
         provider=reply.headers.get(headers.PROVIDER, stored.provider),
         body=b"",
         headers={},
+        charged=charged or {},
     )
 
 

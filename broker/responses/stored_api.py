@@ -50,10 +50,13 @@ class _Query(msgspec.Struct):
 _query = msgspec.json.Decoder(_Query)
 
 
-async def reply(nc: Client, msg: Msg, status: int, body: bytes) -> None:
-    """Answer ``msg`` with ``status`` and ``body`` (its request id echoed)."""
+async def reply(
+    nc: Client, msg: Msg, status: int, body: bytes, extra: dict[str, str] | None = None
+) -> None:
+    """Answer ``msg`` with ``status``, ``body`` and ``extra`` headers (its request id
+    echoed)."""
     hdrs = msg.headers or {}
-    out = {headers.STATUS: str(status)}
+    out = {**(extra or {}), headers.STATUS: str(status)}
     if headers.REQUEST_ID in hdrs:
         out[headers.REQUEST_ID] = hdrs[headers.REQUEST_ID]
     if msg.reply:
@@ -87,9 +90,13 @@ class StoredApi:
         self._followers = followers
 
     async def _answer(
-        self, msg: Msg, work: Callable[[_Query, str], Awaitable[tuple[int, bytes]]]
+        self,
+        msg: Msg,
+        work: Callable[[_Query, str], Awaitable[tuple[int, bytes]]],
+        extra: dict[str, str] | None = None,
     ) -> None:
-        """Identify the caller, read the query, answer with ``work`` (errors as envelopes)."""
+        """Identify the caller, read the query, answer with ``work`` (errors as envelopes;
+        ``extra``: headers ``work`` adds to a success)."""
         if not msg.reply:
             return
         try:
@@ -106,7 +113,7 @@ class StoredApi:
             status, body = error.status, error.envelope()
         except BrokerError as exc:
             status, body = exc.status, exc.envelope()
-        await reply(self._nc, msg, status, body)
+        await reply(self._nc, msg, status, body, extra if status == 200 else None)
 
     async def _read(self, query: _Query, tenant: str) -> StoredResponse:
         found = await self._store().read(query.id, tenant)
@@ -116,7 +123,10 @@ class StoredApi:
 
     async def get(self, msg: Msg) -> None:
         """``llm.responses.get``: the stored response; with ``stream``, a streamed background
-        response's events after ``starting_after``, live up to its last one."""
+        response's events after ``starting_after``, live up to its last one. A background
+        response charged when it finished (one that ran at its upstream) comes with what it
+        cost (``Llm-Cost-Usd``, ``Llm-Service-Tier``)."""
+        charged: dict[str, str] = {}
 
         async def work(query: _Query, tenant: str) -> tuple[int, bytes]:
             stored = await self._read(query, tenant)
@@ -126,9 +136,10 @@ class StoredApi:
                     raise InvalidRequest(message, param="stream")
                 self._followers.spawn(msg.reply, msg.headers or {}, query.id, query.starting_after)
                 return 0, b""
+            charged.update(stored.charged)
             return 200, bytes(stored.response)
 
-        await self._answer(msg, work)
+        await self._answer(msg, work, charged)
 
     async def delete(self, msg: Msg) -> None:
         """``llm.responses.delete``: delete it (a background one still running is
