@@ -38,8 +38,10 @@ class Followers:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
 
-    def __len__(self) -> int:
-        return len(self._tasks)
+    @property
+    def tasks(self) -> frozenset[asyncio.Task[None]]:
+        """The followers now serving a caller."""
+        return frozenset(self._tasks)
 
     def spawn(
         self, reply_to: str, hdrs: dict[str, str], response_id: str, starting_after: int
