@@ -18,7 +18,8 @@ from nats.js import JetStreamContext, api
 
 from broker.responses.charges import UpstreamCharges
 from broker.responses.events import ResponseEvents
-from broker.responses.runner import Handle, Job, JobRunner
+from broker.responses.pipeline_run import Handle
+from broker.responses.runner import Job, JobRunner
 from broker.responses.settings import ResponsesSettings
 from broker.responses.states import status
 from broker.responses.store import ResponseStore, StoreUnavailable

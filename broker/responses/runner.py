@@ -1,27 +1,22 @@
 """Runs the background responses this broker pulls from the work queue
 (:data:`~schemas.jetstream.RESPONSE_JOBS_STREAM`, one durable consumer every broker shares).
 
-The broker that gets a job marks the response ``in_progress``, runs it through the pipeline
-as its tenant (cache, routing, retries, the tenant's limits), stores the outcome
-(``completed``, ``incomplete`` or ``failed``) and only then acknowledges the job. While it
-runs it tells JetStream so (``in_progress``) well within ``ack_wait_s``; a broker that dies
-stops doing so and the job is delivered again.
-
-A run is one upstream call however often it is delivered: it goes with its response id as
-request id and marked idempotent, so the workers' once-claims (``workers/once.py``) answer a
-second run from the first one's stored answer instead of calling the upstream again, even
-when the broker that started the call is gone. It bypasses the cache both ways (an answer
-that is a queued response must never be served to anyone else). A cancel
+The broker that gets a job marks the response ``in_progress``, runs it
+(:mod:`broker.responses.pipeline_run`: one upstream call however often it is delivered),
+stores the outcome (``completed``, ``incomplete`` or ``failed``) and only then acknowledges
+the job. While it runs it tells JetStream so (``in_progress``) well within ``ack_wait_s``; a
+broker that dies stops doing so and the job is delivered again. A cancel
 (``llm.responses.halt``, which every broker hears) stops the run wherever it is; the
 ``cancelled`` status is never overwritten.
 
 An upstream that runs background responses itself (OpenAI's) gets the response as one and
 answers at once with its queued response: its id is stored, then the response is read there
-until it is final (:mod:`broker.responses.upstream`), so a broker or worker killed while the
-upstream works loses nothing. Any other upstream answers the call itself: a worker killed
-while that call is in flight loses the answer (the upstream worked for nothing), and the run
-calls it again once the claim's lease has passed; the once-claim still keeps two runs from
-calling at the same time.
+until it is final (:mod:`broker.responses.upstream`) and charged
+(:mod:`broker.responses.charges`), so a broker or worker killed while the upstream works
+loses nothing. Any other upstream answers the call itself: a worker killed while that call
+is in flight loses the answer (the upstream worked for nothing), and the run calls it again
+once the claim's lease has passed; the once-claim still keeps two runs from calling at the
+same time.
 """
 
 from __future__ import annotations
@@ -31,7 +26,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import TypeVar
 
 import msgspec
 from nats.aio.client import Client
@@ -40,23 +35,21 @@ from nats.aio.subscription import Subscription
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext, api
 
-from broker.batch.runner import CollectSink
-from broker.replies.sinks import ReplySink
 from broker.request import Reply
 from broker.responses.charges import UpstreamCharges
-from broker.responses.events import RecordingSink, ResponseEvents
+from broker.responses.events import ResponseEvents
+from broker.responses.pipeline_run import Handle, PipelineRun
 from broker.responses.settings import ResponsesSettings
 from broker.responses.states import at_upstream, finished, retryable, started, status
 from broker.responses.store import ResponseStore, StoreUnavailable
 from broker.responses.upstream import UpstreamRuns, running_upstream
-from broker.tenancy.tenants import Caller, KeyRing
+from broker.tenancy.tenants import KeyRing
 from edge_runtime.process import InFlight
-from schemas import error_body, headers, subjects
-from schemas.api import Api
+from schemas import headers, subjects
 from schemas.jetstream import RESPONSE_CONSUMER, RESPONSE_JOBS_STREAM
 from schemas.responses import ResponseStatus, StoredResponse
 
-__all__ = ["FETCH_S", "Handle", "Job", "JobRunner"]
+__all__ = ["FETCH_S", "Job", "JobRunner"]
 
 log = logging.getLogger("llm_edge.responses")
 
@@ -87,26 +80,6 @@ class _Ran:
     reply: Reply
     final: bool
     polled: StoredResponse | None = None
-
-
-class Handle(Protocol):
-    """``ChatPipeline.handle``."""
-
-    async def __call__(
-        self,
-        data: bytes,
-        hdrs: dict[str, str],
-        sink: ReplySink,
-        caller: Caller | None = None,
-        *,
-        reply_to: str = "",
-        api: Api = Api.CHAT,
-    ) -> None: ...
-
-
-def _owner(response_id: str) -> str:
-    """The reply subject a run's request is owned by (a cancel must name it)."""
-    return f"background.{response_id}"
 
 
 class JobRunner:
@@ -142,12 +115,9 @@ class JobRunner:
         self._nc = nc
         self._js = js
         self._store = store
-        self._events = events
         self._upstream = upstream
-        self._handle = handle
-        self._cancel = cancel
+        self._pipeline = PipelineRun(handle, cancel, keys, events)
         self._charges = charges
-        self._keys = keys
         self._settings = settings
         self._inflight = InFlight(settings.concurrency)
         #: response id -> set when its run is to stop
@@ -299,28 +269,6 @@ class JobRunner:
         """The pipeline's answer, or ``None`` when the response was cancelled meanwhile."""
         halted = self._running[job.id] = asyncio.Event()
         try:
-            sink = RecordingSink(self._events, job.id) if stored.streamed else CollectSink()
-            hdrs = {
-                **stored.headers,
-                headers.REQUEST_ID: job.id,
-                headers.IDEMPOTENT: "1",
-                headers.CACHE_CONTROL: "no-cache, no-store",
-            }
-            caller = Caller(self._keys.named(job.tenant))
-            owner = _owner(job.id)
-            await self._handle(stored.body, hdrs, sink, caller, reply_to=owner, api=Api.RESPONSES)
-            stop: asyncio.Future[Any] = asyncio.ensure_future(halted.wait())
-            waits: list[asyncio.Future[Any]] = [sink.reply, stop]
-            try:
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                stop.cancel()
-            if not sink.reply.done():
-                self._cancel(job.id, owner)
-                if isinstance(sink, RecordingSink):  # its followers learn it ended
-                    message = "the response was cancelled"
-                    await sink.error(Reply(400, error_body(400, "cancelled", message)), {})
-                return None
-            return sink.reply.result()
+            return await self._pipeline(job.id, job.tenant, stored, halted)
         finally:
             self._running.pop(job.id, None)
