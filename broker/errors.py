@@ -42,6 +42,7 @@ __all__ = [
     "AllDeploymentsOpen",
     "AtCapacity",
     "BrokerError",
+    "BrokerStopping",
     "BudgetExceeded",
     "ContextLengthExceeded",
     "DeadlineExceeded",
@@ -229,6 +230,14 @@ class KeysUnavailable(BrokerError):
 
     status = 503
     code = "keys_unavailable"
+
+
+class BrokerStopping(BrokerError):
+    """The broker is stopping: what it still served for the caller ends (another broker
+    serves it when asked again)."""
+
+    status = 503
+    code = "broker_stopping"
 
 
 class ResponsesStoreDown(BrokerError):

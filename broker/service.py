@@ -142,6 +142,7 @@ class BrokerService:
         self.embeddings: EmbeddingsPipeline | None = None
         self.batch: BatchEngine | None = None
         self.background: BackgroundJobs | None = None
+        self.responses: ResponsesApi | None = None
         self._keys_task: asyncio.Task[None] | None = None
         self._jwks: KeySource | None = None
         self._jwks_task: asyncio.Task[None] | None = None
@@ -219,7 +220,9 @@ class BrokerService:
         endpoints = Endpoints(
             self.nc, pipeline, keys, self.config, loop_time, embeddings=embeddings
         )
-        responses = await self._open_responses(pipeline, keys, endpoints.subject_caller)
+        self.responses = responses = await self._open_responses(
+            pipeline, assembly.meter, keys, endpoints.subject_caller
+        )
         served = {**endpoints.queue_subjects(), **responses.subjects()}
         self._subs = [
             await self.nc.subscribe(
@@ -291,7 +294,11 @@ class BrokerService:
         await self.nc.flush()
 
     async def _open_responses(
-        self, pipeline: ChatPipeline, keys: KeyRing, subject_caller: Callable[[str], Caller]
+        self,
+        pipeline: ChatPipeline,
+        meter: Meter,
+        keys: KeyRing,
+        subject_caller: Callable[[str], Caller],
     ) -> ResponsesApi:
         """The Responses API's wing: its store and background jobs when JetStream has them
         (without, responses are answered and not stored)."""
@@ -308,6 +315,7 @@ class BrokerService:
                     store,
                     pipeline.handle,
                     pipeline.cancel,
+                    meter=meter,
                     keys=keys,
                     settings=settings,
                     replicas=replicas,
@@ -508,6 +516,8 @@ class BrokerService:
         await self._stop_admin()
         if self.batch is not None:
             await self.batch.stop()
+        if self.responses is not None:  # its followers end (each caller is told so)
+            await self.responses.stop()
         if self.background is not None:
             await self.background.stop()
         if self._keys_task is not None:
@@ -604,6 +614,7 @@ class Assembly:
     admission: Admission
     forwarder: Forwarder
     new_id: Callable[[], str]
+    meter: Meter
 
 
 def assemble_pipeline(
@@ -663,7 +674,7 @@ def assemble_pipeline(
         clock=clock,
         heartbeats=heartbeats,
     )
-    return Assembly(pipeline, embeddings, router, admission, forwarder, new_id)
+    return Assembly(pipeline, embeddings, router, admission, forwarder, new_id, meter)
 
 
 def _offload_spend(ledger: SpendLedger, keys: KeyRing | None, tenant_metrics: bool) -> Spend:

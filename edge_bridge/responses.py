@@ -35,6 +35,8 @@ _OPS = {
     ("GET", "/input_items"): subjects.RESPONSES_INPUT_ITEMS,
 }
 _encoder = msgspec.json.Encoder()
+#: The broker's reply headers a caller gets (as ``x-request-id`` ...: HTTP lower-cases them).
+_EXPOSE = (headers.REQUEST_ID, headers.COST, headers.SERVICE_TIER)
 
 
 async def _json(send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]]) -> None:
@@ -113,10 +115,6 @@ class ResponseRoutes:
             await _json(send, 503, body, [(b"retry-after", b"1")])
             return True
         hdrs = answer.headers or {}
-        extra = (
-            [(b"x-request-id", hdrs[headers.REQUEST_ID].encode())]
-            if headers.REQUEST_ID in hdrs
-            else []
-        )
+        extra = [(name.lower().encode(), hdrs[name].encode()) for name in _EXPOSE if name in hdrs]
         await _json(send, int(hdrs.get(headers.STATUS, "200")), answer.data, extra)
         return True

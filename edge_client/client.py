@@ -204,6 +204,18 @@ class EdgeClient:
         body = _encoder.encode({"id": response_id})
         return _any.decode((await self.call(subjects.RESPONSES_GET, body, **call)).data)
 
+    def stream_response(
+        self, response_id: str, *, starting_after: int = -1, **call: Any
+    ) -> Stream[MessageEvent]:
+        """A streamed background response's events (``background`` and ``stream``) after
+        ``starting_after``, live up to its last one (``llm.responses.get`` with ``stream``):
+        to resume a stream that was cut off, pass the last ``sequence_number`` received."""
+        hdrs = self.headers(**call)
+        query = {"id": response_id, "stream": True, "starting_after": starting_after}
+        ending = Ending()
+        messages = self._stream(subjects.RESPONSES_GET, _encoder.encode(query), hdrs)
+        return Stream(self._events(messages, ending), hdrs[headers.REQUEST_ID], ending)
+
     def stream_messages(self, request: Mapping[str, Any], **call: Any) -> Stream[MessageEvent]:
         """An Anthropic Messages stream: one :class:`MessageEvent` per Anthropic event
         (retried and cancelled as :meth:`stream` is)."""

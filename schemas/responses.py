@@ -132,6 +132,12 @@ class StoredResponse(msgspec.Struct, omit_defaults=True):
         headers: the background request's headers the broker needs to run it.
         streamed: a background response created with ``stream: true`` (its events are kept,
             ``schemas.jetstream.RESPONSE_EVENTS_STREAM``).
+        deployment: the deployment that took a background response running at its upstream
+            (its answer is priced at that deployment's prices when it is final).
+        model: the model that deployment served it as (the cost and token metrics' label).
+        charged: what the tenant was charged for it when it was final (``Llm-Cost-Usd`` for
+            a priced deployment, ``Llm-Service-Tier``): set with the final status, in the
+            same compare-and-set, by the one run that charged it.
     """
 
     tenant: str
@@ -143,6 +149,9 @@ class StoredResponse(msgspec.Struct, omit_defaults=True):
     body: bytes = b""
     headers: dict[str, str] = {}
     streamed: bool = False
+    deployment: str = ""
+    model: str = ""
+    charged: dict[str, str] = {}
 
 
 class UpstreamOp(enum.StrEnum):

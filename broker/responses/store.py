@@ -128,6 +128,21 @@ class ResponseStore:
         Raises:
             StoreUnavailable: JetStream did not answer.
         """
+        found = await self.apply(response_id, tenant, change)
+        return None if found is None else found[0]
+
+    async def apply(
+        self,
+        response_id: str,
+        tenant: str,
+        change: Callable[[StoredResponse], StoredResponse | None],
+    ) -> tuple[StoredResponse, bool] | None:
+        """:meth:`update`, also saying whether this call's change is the one written (what
+        a step that must happen once, such as charging, is conditioned on).
+
+        Raises:
+            StoreUnavailable: JetStream did not answer.
+        """
         for _ in range(CAS_TRIES):
             found = await self.read(response_id, tenant)
             if found is None:
@@ -135,7 +150,7 @@ class ResponseStore:
             stored, revision = found
             changed = change(stored)
             if changed is None:
-                return stored
+                return stored, False
             try:
                 async with asyncio.timeout(KV_TIMEOUT_S):
                     await self._kv.update(response_id, _encode(changed), last=revision)
@@ -143,7 +158,7 @@ class ResponseStore:
                 continue
             except (TimeoutError, NatsError) as exc:
                 raise StoreUnavailable(str(exc)) from exc
-            return changed
+            return changed, True
         raise StoreUnavailable(f"{response_id}: too many concurrent updates")
 
     async def delete(self, response_id: str, tenant: str) -> bool:

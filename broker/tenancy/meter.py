@@ -19,6 +19,7 @@ from broker.cache.response import CachedReply
 from broker.request import Call, Reply
 from broker.tenancy.budget import SpendLedger
 from broker.tenancy.limits import RateLimiter, Scope, rate_limited
+from broker.tenancy.tenants import TenantConfig
 from broker.tenancy.usage import Metered, metered, metered_usage
 from broker.upstream.deployments import Deployment
 from broker.upstream.prices import DEFAULT_TIER, Tokens, served_tier
@@ -159,6 +160,21 @@ class Meter:
         saved = sum(deployment.cost(Tokens(input=count)) for deployment, count in priced)
         metrics.COST_SAVED.labels(prepared.model.name).inc(saved)
         return saved
+
+    async def charge_tenant(self, tenant: TenantConfig, model: str, charge: Charge) -> None:
+        """Charge ``tenant`` for an answer priced after its request was answered (a
+        background response that ran at its upstream): tokens and cost counted under
+        ``model``, the cost added to its spend. Its tpm is not trued up (the request's
+        estimate was counted when it was admitted, long before), nor a key's own budget (the
+        answer is the tenant's)."""
+        provider = charge.deployment.provider
+        label = tenant.name if self._tenant_metrics else ""
+        tier = charge.tier or DEFAULT_TIER
+        if charge.usage is not None:
+            _count_tokens(charge.tokens, provider, model, label)
+        if charge.cost > 0:
+            metrics.COST.labels(provider, model, tier, label).inc(charge.cost)
+        await self.ledger.add(tenant.name, tenant.budget_period, charge.cost, model, tier=tier)
 
     async def charge(self, prepared: Call, charge: Charge | None) -> None:
         """Count tokens, true up the tenant's tpm, add the cost to its spend."""

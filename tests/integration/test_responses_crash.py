@@ -121,8 +121,11 @@ poll_s = 0.05
 [providers.oai]
 kind = "openai"
 base_url = "{upstream.base_url}"
-[models.gpt]
-deployments = [{{ provider = "oai", model = "gpt-4.1" }}]
+[[models.gpt.deployments]]
+provider = "oai"
+model = "gpt-4.1"
+input_price = 2.0
+output_price = 8.0
 """
 
 
@@ -131,8 +134,9 @@ async def test_background_response_at_openai_survives_sigkill(
     own_nats: EmbeddedNats, config_file: Path, kill_broker: bool
 ) -> None:
     """OpenAI holds the background response; its worker is SIGKILLed (and its broker too):
-    restarted, polling resumes on the same OpenAI id, the response completes under our id
-    and OpenAI got exactly one create POST."""
+    restarted, polling resumes on the same OpenAI id, the response completes under our id,
+    OpenAI got exactly one create POST, and the response is priced at the prices of the
+    deployment that took the create (kept in it by the broker that was killed)."""
     async with running_fake() as upstream:
         upstream.background.hold = asyncio.Event()
         config_file.write_text(_openai_config(upstream))  # noqa: ASYNC240  (a small temp file)
@@ -168,6 +172,9 @@ async def test_background_response_at_openai_survives_sigkill(
             assert [r.path for r in creates] == ["/v1/responses"]
             assert creates[0].body["background"] is True
             assert set(upstream.background.runs) == {"resp_bg_1"}
+            query = msgspec.json.encode({"id": queued["id"]})
+            read = await nc.request("llm.responses.get", query, timeout=STEP_S)
+            assert (read.headers or {}).get("Llm-Cost-Usd") == f"{(36 * 2 + 87 * 8) / 1e6:.6f}"
         finally:
             for proc in procs:
                 proc.kill()

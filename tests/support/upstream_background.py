@@ -38,9 +38,12 @@ class BackgroundRuns:
         hold: while set up and not set, every read answers ``in_progress``; ``None``: the
             first read answers ``in_progress`` and the next ``completed``.
         runs: upstream id -> run.
+        service_tier: the tier a completed response names (``None``: as the fake's
+            response has it).
     """
 
     hold: asyncio.Event | None = None
+    service_tier: str | None = None
     runs: dict[str, BackgroundRun] = field(default_factory=dict)
     read: asyncio.Event = field(default_factory=asyncio.Event)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -54,6 +57,8 @@ class BackgroundRuns:
     def create(self, response: dict[str, Any]) -> dict[str, Any]:
         """A new background run that will end as ``response``; its queued response."""
         upstream_id = f"resp_bg_{next(self._ids)}"
+        if self.service_tier is not None:
+            response = {**response, "service_tier": self.service_tier}
         self.runs[upstream_id] = BackgroundRun(response)
         return self._shown(upstream_id)
 

@@ -1,0 +1,62 @@
+"""Charging a background response that ran at its upstream (OpenAI's ``background: true``).
+
+The pipeline meters the call that created it, whose answer is the upstream's queued
+response (no usage: nothing to charge). The usage comes with the final response, read there
+later (:mod:`broker.responses.upstream`): it is priced at the prices of the deployment that
+took the create (kept in the stored response with the model it served it as), at the rates
+of the service tier the answer names, and the tenant is charged (spend ledger and so its
+budget, ``llm_edge_cost_usd_total``, ``llm_edge_tokens_total``).
+
+Exactly once: the run prices the final response first (no side effect), stores it with its
+final status and what it cost in one compare-and-set, and charges only when that write is
+the one that won; a repeated run, a cancel or a retrieve finds it final and charges nothing.
+The one window left is a broker killed between that write and the charge (one Redis round
+trip): the response is then not charged at all, never twice.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from broker.request import Reply
+from broker.tenancy.meter import Charge, Meter
+from broker.tenancy.tenants import KeyRing
+from schemas import headers
+from schemas.responses import StoredResponse
+
+__all__ = ["UpstreamCharges"]
+
+log = logging.getLogger("llm_edge.responses")
+
+
+class UpstreamCharges:
+    """Prices and charges background responses that ran at their upstream.
+
+    Args:
+        meter: prices answers and charges tenants.
+        keys: the tenants (their budget periods).
+    """
+
+    def __init__(self, meter: Meter, keys: KeyRing) -> None:
+        self._meter = meter
+        self._keys = keys
+
+    def price(self, polled: StoredResponse, reply: Reply) -> Charge | None:
+        """What the final response ``reply`` read at the upstream costs, at the prices of
+        the deployment that took its create (``None``: a failure, or a deployment not known
+        here)."""
+        if reply.status != 200 or not polled.deployment:
+            return None
+        return self._meter.price(Reply(200, reply.body, {headers.DEPLOYMENT: polled.deployment}))
+
+    async def charge(self, finished: StoredResponse, charge: Charge) -> None:
+        """Charge the response's tenant (once: called by the run whose final write won)."""
+        tenant = self._keys.named(finished.tenant)
+        try:
+            await self._meter.charge_tenant(tenant, finished.model, charge)
+        except Exception:  # the response is final: no later run charges it
+            log.exception(
+                "background response of %s could not be charged (%.6f USD)",
+                finished.tenant,
+                charge.cost,
+            )
