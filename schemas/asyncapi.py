@@ -214,6 +214,15 @@ def _channels() -> dict[str, dict[str, Any]]:
             "(the default) the response is kept for llm.responses.get.",
             "messages": {"request": _ref("messages", "ResponsesRequest")},
         },
+        "responseEvents": {
+            "address": f"{subjects.RESPONSES_EVENTS}.{{response_id}}",
+            "description": "Internal: the kept events of a streamed background response "
+            "(one message per Responses stream event, on a JetStream stream bounded like "
+            "the stored responses), replayed to a caller that follows it again "
+            "(llm.responses.get with stream and starting_after).",
+            "parameters": {"response_id": {"description": "the response's id"}},
+            "messages": {"event": _ref("messages", "ResponseStreamEvent")},
+        },
         "tenantResponses": {
             "address": subjects.tenant_subject("{tenant}", "responses"),
             "parameters": tenant,
@@ -428,6 +437,19 @@ def asyncapi_document(version: str = "0.2.0") -> dict[str, Any]:
         "BatchObject": {"payload": by_name["BatchObject"], "headers": reply_headers},
         "BatchSubmit": {"payload": by_name["BatchSubmit"], "headers": request_headers},
         "MeshReport": {"payload": by_name["MeshReport"]},
+        "UpstreamResponseCall": {"payload": by_name["UpstreamResponseCall"]},
+        "ResponseStreamEvent": {
+            "payload": {
+                "type": "object",
+                "required": ["type", "sequence_number"],
+                "properties": {
+                    "type": {"type": "string"},
+                    "sequence_number": {"type": "integer"},
+                },
+                "description": "one Responses stream event as OpenAI defines it "
+                "(response.created ... response.completed)",
+            },
+        },
         "OffloadCall": {"payload": by_name["OffloadCall"]},
         "OffloadAnswer": {"payload": by_name["OffloadAnswer"]},
         "FileRequest": {"payload": by_name["FileRequest"], "headers": request_headers},
