@@ -20,24 +20,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Callable
 
 from nats.nuid import NUID
-from opentelemetry.trace import SpanKind
 
 from broker import metrics
 from broker.admission.admit import Admission
 from broker.admission.classes import Priority
+from broker.answer import WholeAnswer, queued
 from broker.cache.front import ReadThrough
 from broker.cache.response import CachedReply, hit_reply
 from broker.errors import BrokerError
 from broker.prepare import RequestPreparer
 from broker.record import RequestRecord
 from broker.repeats import Repeats
-from broker.replies.heartbeat import Heartbeats, keepalive_s
+from broker.replies.heartbeat import Heartbeats
 from broker.replies.sinks import ReplySink
 from broker.replies.streams import StreamLog, replay, stream_log
 from broker.request import Prepared, Reply, error_reply
+from broker.running import INTERNAL, Running
 from broker.tenancy.identify import identify_later
 from broker.tenancy.meter import Meter
 from broker.tenancy.pii_restore import RestoringSink
@@ -45,16 +46,12 @@ from broker.tenancy.stream_cost import PricedStream
 from broker.tenancy.tenants import Caller, KeysNeeded
 from broker.upstream.calls import Upstream
 from broker.upstream.forward import StreamEvent
-from edge_runtime.process import InFlight
-from edge_runtime.tracing import span
 from schemas import StreamEnd, headers
 from schemas.api import Api
 
 __all__ = ["ChatPipeline"]
 
 log = logging.getLogger("llm_edge.broker")
-
-_INTERNAL = BrokerError("internal broker error")
 
 
 class ChatPipeline:
@@ -87,7 +84,6 @@ class ChatPipeline:
         repeats: Repeats | None = None,
         heartbeats: Heartbeats | None = None,
     ) -> None:
-        self._heartbeats = heartbeats
         self._preparer = preparer
         self._repeats = repeats if repeats is not None else Repeats(clock)
         self._front = front
@@ -98,9 +94,16 @@ class ChatPipeline:
         self._admission = admission
         slots = admission.broker.pools[0]
         assert slots is not None
-        self._inflight = InFlight(slots.size + admission.settings.max_queued)
-        #: (the caller's reply subject, request id) -> the request's task
-        self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._running = Running[Prepared](
+            size=slots.size + admission.settings.max_queued,
+            record=record,
+            heartbeats=heartbeats,
+            meta=self._meta,
+            span_name="llm.chat",
+            what="request",
+        )
+        self._answer = WholeAnswer(meter, record, clock)
+        self._write_back = front.write_back  # bound once, not per answer
         #: requests waiting for a JWT issuer's keys (held so they are not collected)
         self._identifying: set[asyncio.Task[None]] = set()
         self._nuid = NUID()
@@ -108,7 +111,7 @@ class ChatPipeline:
     @property
     def in_flight(self) -> int:
         """Requests being worked on (cache misses, limited tenants)."""
-        return len(self._inflight)
+        return len(self._running)
 
     @property
     def max_body(self) -> int:
@@ -131,15 +134,11 @@ class ChatPipeline:
         """Cancel a request in flight (and, through the forwarder, its upstream call) when the
         cancel comes from its caller: ``reply_to`` is the request's own reply subject, which
         only the caller knows (a cancel naming another subject, or none, is ignored)."""
-        task = self._running.get((reply_to or "", request_id)) if reply_to else None
-        if task is not None:
-            task.cancel()
-            if self._heartbeats is not None and reply_to:
-                self._heartbeats.forget(reply_to)
+        self._running.cancel(request_id, reply_to)
 
     async def drain(self, grace_s: float) -> None:
         """Wait for requests in flight (bounded)."""
-        await self._inflight.drain(grace_s)
+        await self._running.drain(grace_s)
 
     async def refuse(self, exc: BrokerError, hdrs: dict[str, str], sink: ReplySink) -> None:
         """Answer a request refused before it was decoded."""
@@ -187,31 +186,21 @@ class ChatPipeline:
             return
         except Exception:  # a bug still answers: every request gets exactly one answer
             log.exception("a request could not be prepared")
-            await self.refuse(_INTERNAL, hdrs, sink)
+            await self.refuse(INTERNAL, hdrs, sink)
             return
         if prepared.restore:  # the caller gets its redacted values back; the cache does not
             sink = RestoringSink(sink, prepared.restore)
         limited = self._meter.limits(prepared)  # waits on Redis
         hit = None if limited else self._front.l1(prepared)
         if hit is not None:
-            await self._guarded(prepared, sink, lambda p, s: self._serve_hit(s, p, hit, "HIT-L1"))
+            await self._running.guarded(
+                prepared, sink, lambda p, s: self._serve_hit(s, p, hit, "HIT-L1")
+            )
             return
-        every = keepalive_s(hdrs) if reply_to and self._heartbeats is not None else None
-        if every is not None and self._heartbeats is not None:  # slow is not lost (see there)
-            sink = self._heartbeats.watch(sink, reply_to, every, prepared.request_id)
+        sink = self._running.watched(sink, hdrs, reply_to, prepared.request_id)
         if not reply_to:  # batch lines: they take what interactive traffic leaves
             prepared.priority = Priority.BATCH
-            await self._inflight.spawn(self._admit(prepared, sink, limited))
-            return
-        work = self._admit(prepared, sink, limited)
-        try:
-            task = await self._inflight.spawn(work)
-        except BaseException:  # cancelled while it waited for a task: the work never runs
-            work.close()
-            self._given_back(reply_to)
-            raise
-        # a callback, not a finally: it runs even for a task cancelled before its first step
-        task.add_done_callback(lambda _: self._given_back(reply_to))
+        await self._running.spawn(self._admit(prepared, sink, limited), reply_to)
 
     def _after_keys(
         self, data: bytes, hdrs: dict[str, str], sink: ReplySink, reply_to: str, api: Api
@@ -231,42 +220,12 @@ class ChatPipeline:
             tasks=self._identifying,
         )
 
-    def _given_back(self, reply_to: str) -> None:
-        """An interactive request is over: stop its keepalives, whether or not an answer went
-        out."""
-        if self._heartbeats is not None:
-            self._heartbeats.forget(reply_to)
-
-    async def _guarded(
-        self,
-        prepared: Prepared,
-        sink: ReplySink,
-        work: Callable[[Prepared, ReplySink], Awaitable[None]],
-    ) -> None:
-        """Run a request's work; whatever it raises, its caller gets an answer (the one place
-        that turns a bug into a logged, counted 500 envelope instead of a silent timeout)."""
-        try:
-            await work(prepared, sink)
-        except Exception:
-            log.exception("request %s failed", prepared.request_id)
-            self._record.count(prepared, "", 500)
-            with contextlib.suppress(Exception):
-                meta = self._meta(prepared, "MISS")
-                await sink.error(error_reply(_INTERNAL), meta, streaming=prepared.stream)
-
     async def _admit(self, prepared: Prepared, sink: ReplySink, limited: bool) -> None:
         """Wait for capacity (a limited tenant's, then a broker slot), then answer. A cancel
         reaches the request while it waits too."""
-        task = asyncio.current_task()
-        running = (prepared.owner, prepared.request_id)
-        if task is not None and prepared.owner:
-            self._running[running] = task
-        try:
-            await self._guarded(prepared, sink, lambda p, s: self._admitted(p, s, limited=limited))
-        except asyncio.CancelledError:
-            pass  # the caller cancelled (llm.cancel): nobody is waiting for an answer
-        finally:
-            self._running.pop(running, None)
+        await self._running.cancellable(
+            prepared, sink, lambda p, s: self._admitted(p, s, limited=limited)
+        )
 
     async def _admitted(self, prepared: Prepared, sink: ReplySink, *, limited: bool) -> None:
         try:
@@ -275,7 +234,7 @@ class ChatPipeline:
             permit = await self._admission.enter(prepared)
         except BrokerError as exc:
             self._record.count(prepared, "", exc.status)
-            meta = _queued(self._meta(prepared, "BYPASS"), prepared)
+            meta = queued(self._meta(prepared, "BYPASS"), prepared)
             await sink.error(error_reply(exc), meta, streaming=prepared.stream)
             return
         try:
@@ -283,7 +242,8 @@ class ChatPipeline:
             if hit is not None:
                 await self._serve_hit(sink, prepared, hit, "HIT-L1")
                 return
-            await self._miss(prepared, sink)
+            work = self._stream_miss if prepared.stream else self._whole_miss
+            await self._running.traced(prepared, sink, work)
         finally:
             permit.release()
 
@@ -326,21 +286,6 @@ class ChatPipeline:
             await sink.chunk(piece, meta)
         await sink.end(end, meta)
 
-    async def _miss(self, prepared: Prepared, sink: ReplySink) -> None:
-        metrics.IN_FLIGHT.inc()
-        parent = {"traceparent": prepared.trace} if prepared.trace else None
-        try:
-            with span(
-                "llm.chat",
-                parent=parent,
-                kind=SpanKind.CONSUMER,
-                attributes={"llm.model": prepared.model.name, "llm.tenant": prepared.tenant.name},
-            ):
-                work = self._stream_miss if prepared.stream else self._whole_miss
-                await self._guarded(prepared, sink, work)
-        finally:
-            metrics.IN_FLIGHT.dec()
-
     async def _whole_miss(self, prepared: Prepared, sink: ReplySink) -> None:
         started, perf_started = self._clock(), self._record.now()
         outcome = await self._repeats.once(
@@ -348,35 +293,17 @@ class ChatPipeline:
             lambda: self._front.resolve(prepared, lambda: self._upstream.whole(prepared)),
         )
         reply = outcome.reply
-        charge = self._meter.price(reply) if outcome.fresh else None
-        if charge is not None:
-            reply.headers.update(charge.reply_headers())
-        # A budgeted tenant's spend is recorded before the reply, so its next request sees it.
-        budgeted = self._meter.budgeted(prepared)
-        if budgeted:
-            await self._meter.charge(prepared, charge)
-        await sink.whole(reply, _queued(self._meta(prepared, outcome.cache), prepared))
-        provider = reply.headers.get(headers.PROVIDER, "") if outcome.fresh else "cache"
-        self._record.count(prepared, provider, reply.status)
-        if not outcome.cache.startswith("HIT") or self._record.logs_hits:
-            # logged as the caller got it (a coalesced copy like a miss: its caller waited
-            # like one), before the write-back: the line measures what the caller waited
-            self._record.log(
-                prepared,
-                status=reply.status,
-                cache=outcome.cache,
-                reply_headers=reply.headers,
-                started=perf_started,
-                usage=charge.usage if charge is not None else None,
-            )
-        if outcome.fresh:
-            elapsed = self._clock() - started
-            metrics.duration_histogram(provider, prepared.model.name).observe(elapsed)
-            if reply.upstream_s:
-                metrics.OVERHEAD.observe(max(0.0, elapsed - reply.upstream_s))
-            await self._front.write_back(prepared, reply)
-            if not budgeted:
-                await self._meter.charge(prepared, charge)
+        await self._answer.send(
+            prepared,
+            sink,
+            outcome,
+            self._meter.price(reply) if outcome.fresh else None,
+            self._meta(prepared, outcome.cache),
+            started=started,
+            perf_started=perf_started,
+            write_back=self._write_back,
+            kept=reply,
+        )
 
     async def _stream_miss(self, prepared: Prepared, sink: ReplySink) -> None:
         started = self._clock()
@@ -390,10 +317,10 @@ class ChatPipeline:
             first, events, answered_by, deployment = await self._upstream.open_stream(prepared)
         except BrokerError as exc:
             self._record.count(prepared, "", exc.status)
-            await sink.error(error_reply(exc), _queued(meta, prepared), streaming=True)
+            await sink.error(error_reply(exc), queued(meta, prepared), streaming=True)
             return
         meta.update(answered_by)
-        _queued(meta, prepared)
+        queued(meta, prepared)
         metrics.TIME_TO_FIRST_CHUNK.labels(deployment.provider).observe(
             self._record.now() - perf_started
         )
@@ -425,12 +352,6 @@ class ChatPipeline:
                 self._front.keep(prepared, reply)
                 await self._front.write_back(prepared, reply)
             await priced.settle()
-
-
-def _queued(meta: dict[str, str], prepared: Prepared) -> dict[str, str]:
-    """``meta`` with how long the request waited for capacity (``Llm-Queue-Ms``)."""
-    meta[headers.QUEUE_MS] = str(round(prepared.queued_s * 1000))
-    return meta
 
 
 async def _relay(

@@ -15,14 +15,11 @@ from broker.cache.key import KeyBasis, body_key, cache_key
 from broker.cache.settings import CacheSettings, NondeterministicPolicy
 from broker.config import Config, ModelConfig
 from broker.errors import (
-    HeaderTooLarge,
     InvalidRequest,
-    ModelNotFound,
-    RequestTooLarge,
     from_decode_error,
 )
+from broker.intake import allowed_model, caller_of
 from broker.request import Prepared, Requested
-from broker.tenancy.grants import EVERY_MODEL
 from broker.tenancy.pii import PiiMode
 from broker.tenancy.screen import screen
 from broker.tenancy.tenants import Caller, KeyRing, TenantConfig
@@ -93,18 +90,8 @@ class RequestPreparer:
             KeysNeeded: a JWT whose issuer key is not held yet (the pipeline fetches it and
                 asks again).
         """
-        too_long = headers.oversized(hdrs)
-        if too_long is not None:
-            raise HeaderTooLarge(
-                f"{too_long} is over {headers.MAX_VALUE_BYTES[too_long]} bytes", param=too_long
-            )
-        if caller is None:
-            caller = self.keys.identify(hdrs.get(headers.AUTHORIZATION))
+        caller = caller_of(data, hdrs, caller, self.keys, self.max_body)
         tenant = caller.tenant
-        if len(data) > self.max_body:
-            raise RequestTooLarge(
-                f"request body is {len(data)} bytes; the limit is {self.max_body}"
-            )
         try:
             request, closure = _decode(data, api)
             self._config.limits.check(request)
@@ -118,14 +105,7 @@ class RequestPreparer:
                         restore = {placeholder: value for value, placeholder in redacted.items()}
         except msgspec.MsgspecError as exc:
             raise from_decode_error(exc) from None
-        model = self._config.resolve(request.model)
-        if caller.grant is not None or tenant.models is not EVERY_MODEL:
-            names = (model.name, *model.aliases) if model is not None else (request.model,)
-            caller.check_model(request.model, names)
-        if model is None:
-            raise ModelNotFound(
-                f"The model `{request.model}` does not exist or is not configured.", param="model"
-            )
+        model = allowed_model(self._config, caller, request.model)
         directives = parse_cache_control(hdrs.get(headers.CACHE_CONTROL))
         priority = request_priority(hdrs.get(headers.PRIORITY), tenant, caller.grant)
         timeout = request_timeout_s(hdrs, model.timeout_s or self._config.broker.default_timeout_s)

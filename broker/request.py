@@ -128,6 +128,8 @@ class Call(Protocol):
 
     #: How long it waited for capacity so far (``Llm-Queue-Ms``).
     queued_s: float
+    #: The caller's reply subject: only a cancel naming it stops the request.
+    owner: str
 
     def digest(self) -> bytes:
         """What tells its body from another's (the repeat and once keys)."""

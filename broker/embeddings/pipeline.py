@@ -26,15 +26,13 @@ a permit of their deployment's limits; they have their own cancel registry.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-
-from opentelemetry.trace import SpanKind
+from collections.abc import Callable
 
 from broker import metrics
 from broker.admission.admit import Admission
 from broker.admission.classes import Priority
+from broker.answer import WholeAnswer, queued
 from broker.cache.vectors import VectorCache
 from broker.embeddings.call import EmbeddingCall
 from broker.embeddings.prepare import EmbeddingPreparer
@@ -42,22 +40,19 @@ from broker.embeddings.resolve import Fresh, InputResolver, Known
 from broker.errors import BrokerError
 from broker.record import RequestRecord
 from broker.repeats import Repeats
-from broker.replies.heartbeat import Heartbeats, keepalive_s
+from broker.replies.heartbeat import Heartbeats
 from broker.replies.sinks import ReplySink
 from broker.request import error_reply
+from broker.running import INTERNAL, Running
 from broker.tenancy.identify import identify_later
 from broker.tenancy.meter import Meter
 from broker.tenancy.tenants import Caller, KeysNeeded
 from broker.upstream.calls import Upstream
-from edge_runtime.process import InFlight
-from edge_runtime.tracing import span
 from schemas import headers
 
 __all__ = ["EmbeddingsPipeline"]
 
 log = logging.getLogger("llm_edge.broker")
-
-_INTERNAL = BrokerError("internal broker error")
 
 
 class EmbeddingsPipeline:
@@ -95,20 +90,25 @@ class EmbeddingsPipeline:
         self._record = record
         self._clock = clock
         self._repeats = repeats if repeats is not None else Repeats(clock)
-        self._heartbeats = heartbeats
         self._admission = admission
         slots = admission.broker.pools[0]
         assert slots is not None
-        self._inflight = InFlight(slots.size + admission.settings.max_queued)
-        #: (the caller's reply subject, request id) -> the request's task
-        self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._running = Running[EmbeddingCall](
+            size=slots.size + admission.settings.max_queued,
+            record=record,
+            heartbeats=heartbeats,
+            meta=self._meta,
+            span_name="llm.embeddings",
+            what="embeddings request",
+        )
+        self._answer = WholeAnswer(meter, record, clock)
         #: requests waiting for a JWT issuer's keys (held so they are not collected)
         self._identifying: set[asyncio.Task[None]] = set()
 
     @property
     def in_flight(self) -> int:
         """Requests being worked on."""
-        return len(self._inflight)
+        return len(self._running)
 
     @property
     def max_body(self) -> int:
@@ -117,15 +117,11 @@ class EmbeddingsPipeline:
 
     def cancel(self, request_id: str, reply_to: str | None) -> None:
         """Cancel a request in flight when the cancel names its own reply subject."""
-        task = self._running.get((reply_to or "", request_id)) if reply_to else None
-        if task is not None:
-            task.cancel()
-            if self._heartbeats is not None and reply_to:
-                self._heartbeats.forget(reply_to)
+        self._running.cancel(request_id, reply_to)
 
     async def drain(self, grace_s: float) -> None:
         """Wait for requests in flight (bounded)."""
-        await self._inflight.drain(grace_s)
+        await self._running.drain(grace_s)
 
     async def refuse(self, exc: BrokerError, hdrs: dict[str, str], sink: ReplySink) -> None:
         """Answer a request refused before it was decoded."""
@@ -162,28 +158,17 @@ class EmbeddingsPipeline:
             return
         except Exception:  # a bug still answers: every request gets exactly one answer
             log.exception("an embeddings request could not be prepared")
-            await self.refuse(_INTERNAL, hdrs, sink)
+            await self.refuse(INTERNAL, hdrs, sink)
             return
         limited = self._meter.limits(call)  # (admission then waits on Redis)
         known: Known = {} if limited else self._inputs.from_l1(call)
         if not limited and all(key in known for key in call.keys):
-            await self._guarded(call, sink, lambda c, s: self._serve_hits(c, s, known))
+            await self._running.guarded(call, sink, lambda c, s: self._serve_hits(c, s, known))
             return
-        every = keepalive_s(hdrs) if reply_to and self._heartbeats is not None else None
-        if every is not None and self._heartbeats is not None:  # slow is not lost
-            sink = self._heartbeats.watch(sink, reply_to, every, call.request_id)
+        sink = self._running.watched(sink, hdrs, reply_to, call.request_id)
         if not reply_to:  # batch lines: they take what interactive traffic leaves
             call.priority = Priority.BATCH
-            await self._inflight.spawn(self._admit(call, sink, known, limited=limited))
-            return
-        work = self._admit(call, sink, known, limited=limited)
-        try:
-            task = await self._inflight.spawn(work)
-        except BaseException:  # cancelled while it waited for a task: the work never runs
-            work.close()
-            self._given_back(reply_to)
-            raise
-        task.add_done_callback(lambda _: self._given_back(reply_to))
+        await self._running.spawn(self._admit(call, sink, known, limited=limited), reply_to)
 
     def _after_keys(
         self, data: bytes, hdrs: dict[str, str], sink: ReplySink, reply_to: str
@@ -203,42 +188,14 @@ class EmbeddingsPipeline:
             tasks=self._identifying,
         )
 
-    def _given_back(self, reply_to: str) -> None:
-        if self._heartbeats is not None:
-            self._heartbeats.forget(reply_to)
-
-    async def _guarded(
-        self,
-        call: EmbeddingCall,
-        sink: ReplySink,
-        work: Callable[[EmbeddingCall, ReplySink], Awaitable[None]],
-    ) -> None:
-        """Run a request's work; whatever it raises, its caller gets an answer."""
-        try:
-            await work(call, sink)
-        except Exception:
-            log.exception("embeddings request %s failed", call.request_id)
-            self._record.count(call, "", 500)
-            with contextlib.suppress(Exception):
-                await sink.error(error_reply(_INTERNAL), self._meta(call, "MISS"), streaming=False)
-
     async def _admit(
         self, call: EmbeddingCall, sink: ReplySink, known: Known, *, limited: bool
     ) -> None:
         """Wait for capacity (a limited tenant's, then a broker slot), then answer. A cancel
         reaches the request while it waits too."""
-        task = asyncio.current_task()
-        running = (call.owner, call.request_id)
-        if task is not None and call.owner:
-            self._running[running] = task
-        try:
-            await self._guarded(
-                call, sink, lambda c, s: self._admitted(c, s, known, limited=limited)
-            )
-        except asyncio.CancelledError:
-            pass  # the caller cancelled (llm.cancel): nobody is waiting for an answer
-        finally:
-            self._running.pop(running, None)
+        await self._running.cancellable(
+            call, sink, lambda c, s: self._admitted(c, s, known, limited=limited)
+        )
 
     async def _admitted(
         self, call: EmbeddingCall, sink: ReplySink, known: Known, *, limited: bool
@@ -249,7 +206,7 @@ class EmbeddingsPipeline:
             permit = await self._admission.enter(call)
         except BrokerError as exc:
             self._record.count(call, "", exc.status)
-            meta = _queued(self._meta(call, "BYPASS"), call)
+            meta = queued(self._meta(call, "BYPASS"), call)
             await sink.error(error_reply(exc), meta, streaming=False)
             return
         try:
@@ -258,7 +215,7 @@ class EmbeddingsPipeline:
                 if all(key in known for key in call.keys):
                     await self._serve_hits(call, sink, known)
                     return
-            await self._run(call, sink, known)
+            await self._running.traced(call, sink, lambda c, s: self._answer_with(c, s, known))
         finally:
             permit.release()
 
@@ -279,56 +236,20 @@ class EmbeddingsPipeline:
             )
         await sink.whole(reply, self._meta(call, "HIT-L1"))
 
-    async def _run(self, call: EmbeddingCall, sink: ReplySink, known: Known) -> None:
-        """The work of a request L1 could not answer whole."""
-        metrics.IN_FLIGHT.inc()
-        parent = {"traceparent": call.trace} if call.trace else None
-        try:
-            with span(
-                "llm.embeddings",
-                parent=parent,
-                kind=SpanKind.CONSUMER,
-                attributes={"llm.model": call.model.name, "llm.tenant": call.tenant.name},
-            ):
-                await self._guarded(call, sink, lambda c, s: self._answer(c, s, known))
-        finally:
-            metrics.IN_FLIGHT.dec()
-
-    async def _answer(self, call: EmbeddingCall, sink: ReplySink, known: Known) -> None:
+    async def _answer_with(self, call: EmbeddingCall, sink: ReplySink, known: Known) -> None:
+        """The work of a request L1 could not answer whole: the inputs L1 did not know
+        resolved, then the answer sent and settled."""
         started, perf_started = self._clock(), self._record.now()
         fresh = Fresh()
         outcome = await self._repeats.once(call, lambda: self._inputs.resolve(call, known, fresh))
-        reply = outcome.reply
-        charge = fresh.charge if outcome.fresh else None
-        if charge is not None:
-            reply.headers.update(charge.reply_headers())
-        budgeted = self._meter.budgeted(call)
-        if budgeted:  # recorded before the reply, so the tenant's next request sees it
-            await self._meter.charge(call, charge)
-        await sink.whole(reply, _queued(self._meta(call, outcome.cache), call))
-        provider = reply.headers.get(headers.PROVIDER, "") if outcome.fresh else "cache"
-        self._record.count(call, provider, reply.status)
-        if not outcome.cache.startswith("HIT") or self._record.logs_hits:
-            self._record.log(
-                call,
-                status=reply.status,
-                cache=outcome.cache,
-                reply_headers=reply.headers,
-                started=perf_started,
-                usage=charge.usage if charge is not None else None,
-            )
-        if not outcome.fresh:
-            return
-        elapsed = self._clock() - started
-        metrics.duration_histogram(provider, call.model.name).observe(elapsed)
-        if reply.upstream_s:
-            metrics.OVERHEAD.observe(max(0.0, elapsed - reply.upstream_s))
-        await self._inputs.write_back(call, fresh)
-        if not budgeted:
-            await self._meter.charge(call, charge)
-
-
-def _queued(meta: dict[str, str], call: EmbeddingCall) -> dict[str, str]:
-    """``meta`` with how long the request waited for capacity (``Llm-Queue-Ms``)."""
-    meta[headers.QUEUE_MS] = str(round(call.queued_s * 1000))
-    return meta
+        await self._answer.send(
+            call,
+            sink,
+            outcome,
+            fresh.charge if outcome.fresh else None,
+            self._meta(call, outcome.cache),
+            started=started,
+            perf_started=perf_started,
+            write_back=self._inputs.write_back,
+            kept=fresh,
+        )

@@ -18,15 +18,12 @@ from broker.cache.vectors import vector_keys
 from broker.config import Config, ModelConfig
 from broker.embeddings.call import EmbeddingCall
 from broker.errors import (
-    HeaderTooLarge,
     InvalidRequest,
-    ModelNotFound,
     PiiBlocked,
-    RequestTooLarge,
     from_decode_error,
 )
+from broker.intake import allowed_model, caller_of
 from broker.prepare import request_timeout_s
-from broker.tenancy.grants import EVERY_MODEL
 from broker.tenancy.pii import PiiMode, Redactor, detect
 from broker.tenancy.tenants import Caller, KeyRing, TenantConfig
 from schemas import headers
@@ -95,32 +92,15 @@ class EmbeddingPreparer:
             KeysNeeded: a JWT whose issuer key is not held yet (the pipeline fetches it and
                 asks again).
         """
-        too_long = headers.oversized(hdrs)
-        if too_long is not None:
-            raise HeaderTooLarge(
-                f"{too_long} is over {headers.MAX_VALUE_BYTES[too_long]} bytes", param=too_long
-            )
-        if caller is None:
-            caller = self.keys.identify(hdrs.get(headers.AUTHORIZATION))
+        caller = caller_of(data, hdrs, caller, self.keys, self.max_body)
         tenant = caller.tenant
-        if len(data) > self.max_body:
-            raise RequestTooLarge(
-                f"request body is {len(data)} bytes; the limit is {self.max_body}"
-            )
         try:
             request, inputs, extras = decode_embeddings_request(data)
         except msgspec.MsgspecError as exc:
             raise from_decode_error(exc) from None
         if tenant.pii is not PiiMode.OFF:
             data, inputs = _screen_pii(data, inputs, tenant.pii)
-        model = self._config.resolve(request.model)
-        if caller.grant is not None or tenant.models is not EVERY_MODEL:
-            names = (model.name, *model.aliases) if model is not None else (request.model,)
-            caller.check_model(request.model, names)
-        if model is None:
-            raise ModelNotFound(
-                f"The model `{request.model}` does not exist or is not configured.", param="model"
-            )
+        model = allowed_model(self._config, caller, request.model)
         if not self._embeds[model.name]:
             raise InvalidRequest(
                 f"The model `{request.model}` has no deployment on a provider that computes "
