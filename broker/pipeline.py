@@ -149,14 +149,24 @@ class ChatPipeline:
         await sink.error(error_reply(exc), meta, streaming=False)
         metrics.requests_counter("", "", exc.status).inc()
 
-    def check(self, data: bytes, hdrs: dict[str, str], caller: Caller, api: Api) -> None:
-        """Validate a request as :meth:`handle` would, without answering it (a background
-        response is checked before it is accepted).
+    async def accept(
+        self, data: bytes, hdrs: dict[str, str], caller: Caller, api: Api
+    ) -> int | None:
+        """Validate and admit a request as :meth:`handle` would, without answering it or
+        waiting (a background response is accepted so: its run is then handled with
+        ``counted``, its budgets checked again but its rate limits not counted twice).
+
+        Returns:
+            The tokens counted against its rate limits (``None``: its tenant has none).
 
         Raises:
-            BrokerError: what :meth:`handle` would have answered.
+            BrokerError: what :meth:`handle` would have answered (a 402 or 429 at once).
         """
-        self._preparer.prepare(data, hdrs, caller, api)
+        prepared = self._preparer.prepare(data, hdrs, caller, api)
+        if not self._meter.limits(prepared):
+            return None
+        await self._meter.admit(prepared)
+        return sum(prepared.estimate())
 
     async def handle(
         self,
@@ -167,6 +177,7 @@ class ChatPipeline:
         *,
         reply_to: str = "",
         api: Api = Api.CHAT,
+        counted: bool = False,
     ) -> None:
         """Answer L1 hits and invalid requests inline; spawn a task for the rest.
 
@@ -174,10 +185,12 @@ class ChatPipeline:
         otherwise the ``Authorization`` header decides.
         ``reply_to`` is the caller's reply subject (a cancel must name it); batch lines have
         none and are cancelled with their batch. ``api`` is what the body speaks.
+        ``counted``: its rate limits were counted when it was accepted (:meth:`accept`).
         """
         try:
             prepared = self._preparer.prepare(data, hdrs, caller, api)
             prepared.owner = reply_to
+            prepared.counted = counted
         except KeysNeeded:  # a JWT signed by a key not held yet: fetched off the callback
             self._after_keys(data, hdrs, sink, reply_to, api)
             return
@@ -230,7 +243,10 @@ class ChatPipeline:
     async def _admitted(self, prepared: Prepared, sink: ReplySink, *, limited: bool) -> None:
         try:
             if limited:
-                await self._admission.tenant(prepared, lambda: self._meter.admit(prepared))
+                count = not prepared.counted
+                await self._admission.tenant(
+                    prepared, lambda: self._meter.admit(prepared, count=count)
+                )
             permit = await self._admission.enter(prepared)
         except BrokerError as exc:
             self._record.count(prepared, "", exc.status)

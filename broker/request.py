@@ -180,6 +180,7 @@ class Prepared:
     idempotent: bool = False  # its caller retries it under this request id (workers.once)
     priority: int = 1  # its class while it waits for capacity (broker.admission.classes)
     queued_s: float = 0.0  # how long it waited for capacity so far (Llm-Queue-Ms)
+    counted: bool = False  # counted in its rate limits when accepted (a background run's)
     api: Api = Api.CHAT
     basis: KeyBasis = field(default_factory=KeyBasis)
     upstream_headers: dict[str, str] = field(default_factory=dict)

@@ -138,6 +138,10 @@ class StoredResponse(msgspec.Struct, omit_defaults=True):
         charged: what the tenant was charged for it when it was final (``Llm-Cost-Usd`` for
             a priced deployment, ``Llm-Service-Tier``): set with the final status, in the
             same compare-and-set, by the one run that charged it.
+        counted: the tokens (its estimate) counted against its tenant's rate limits when a
+            background response was accepted; its run is then not counted again, and its
+            tenant's tpm is trued up to the usage when it is charged (``None``: not counted
+            when accepted: its run is counted as it is admitted).
     """
 
     tenant: str
@@ -152,6 +156,7 @@ class StoredResponse(msgspec.Struct, omit_defaults=True):
     deployment: str = ""
     model: str = ""
     charged: dict[str, str] = {}
+    counted: int | None = None
 
 
 class UpstreamOp(enum.StrEnum):

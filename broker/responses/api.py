@@ -213,7 +213,8 @@ class ResponsesApi:
             raise InvalidRequest("background responses are off here", param="background")
         if shape.store is False:
             raise InvalidRequest("a background response must be stored", param="store")
-        self._pipeline.check(data, hdrs, caller, Api.RESPONSES)
+        # admitted now as a foreground request is (402/429 at once), its run not counted again
+        counted = await self._pipeline.accept(data, hdrs, caller, Api.RESPONSES)
         response_id = new_id("resp")
         fields = _any.decode(data)
         queued = response_object(
@@ -228,7 +229,7 @@ class ResponsesApi:
         kept = {name: hdrs[name] for name in _JOB_HEADERS if name in hdrs}
         streamed = bool(shape.stream)
         job = msgspec.structs.replace(
-            record, response=body, body=data, headers=kept, streamed=streamed
+            record, response=body, body=data, headers=kept, streamed=streamed, counted=counted
         )
         try:
             await self._stored().put(response_id, job)

@@ -5,7 +5,8 @@ response (no usage: nothing to charge). The usage comes with the final response,
 later (:mod:`broker.responses.upstream`): it is priced at the prices of the deployment that
 took the create (kept in the stored response with the model it served it as), at the rates
 of the service tier the answer names, and the tenant is charged (spend ledger and so its
-budget, ``llm_edge_cost_usd_total``, ``llm_edge_tokens_total``).
+budget, ``llm_edge_cost_usd_total``, ``llm_edge_tokens_total``), its tpm trued up from the
+estimate counted when the response was accepted to the usage.
 
 Exactly once: the run prices the final response first (no side effect), stores it with its
 final status and what it cost in one compare-and-set, and charges only when that write is
@@ -53,7 +54,9 @@ class UpstreamCharges:
         """Charge the response's tenant (once: called by the run whose final write won)."""
         tenant = self._keys.named(finished.tenant)
         try:
-            await self._meter.charge_tenant(tenant, finished.model, charge)
+            await self._meter.charge_tenant(
+                tenant, finished.model, charge, estimate=finished.counted
+            )
         except Exception:  # the response is final: no later run charges it
             log.exception(
                 "background response of %s could not be charged (%.6f USD)",

@@ -37,6 +37,7 @@ class Handle(Protocol):
         *,
         reply_to: str = "",
         api: Api = Api.CHAT,
+        counted: bool = False,
     ) -> None: ...
 
 
@@ -80,7 +81,10 @@ class PipelineRun:
         }
         caller = Caller(self._keys.named(tenant))
         owner = _owner(response_id)
-        await self._handle(stored.body, hdrs, sink, caller, reply_to=owner, api=Api.RESPONSES)
+        counted = stored.counted is not None  # (its rate limits were counted when accepted)
+        await self._handle(
+            stored.body, hdrs, sink, caller, reply_to=owner, api=Api.RESPONSES, counted=counted
+        )
         stop: asyncio.Future[Any] = asyncio.ensure_future(halted.wait())
         waits: list[asyncio.Future[Any]] = [sink.reply, stop]
         try:

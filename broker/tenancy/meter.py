@@ -88,9 +88,10 @@ class Meter:
             grant is not None and grant.budget_usd is not None
         )
 
-    async def admit(self, prepared: Call) -> None:
+    async def admit(self, prepared: Call, *, count: bool = True) -> None:
         """Check the budgets, then count the request against the tenant's limits and its
-        key's own (one atomic step: it is counted in both or in neither).
+        key's own (one atomic step: it is counted in both or in neither); with ``count``
+        false, only the budgets (a background response's run, counted when it was accepted).
 
         Raises:
             BudgetExceeded: the tenant's or the key's budget is spent (402).
@@ -103,6 +104,8 @@ class Meter:
         if grant is not None and grant.budget_usd is not None:
             period = grant.budget_period or tenant.budget_period
             await self.ledger.check(_scope(prepared), grant.budget_usd, period, "this key's")
+        if not count:
+            return
         scopes = [Scope(tenant.name, tenant.rpm, tenant.tpm)]
         if grant is not None and (grant.rpm or grant.tpm):
             scopes.append(Scope(_scope(prepared), grant.rpm, grant.tpm))
@@ -161,17 +164,23 @@ class Meter:
         metrics.COST_SAVED.labels(prepared.model.name).inc(saved)
         return saved
 
-    async def charge_tenant(self, tenant: TenantConfig, model: str, charge: Charge) -> None:
+    async def charge_tenant(
+        self, tenant: TenantConfig, model: str, charge: Charge, *, estimate: int | None = None
+    ) -> None:
         """Charge ``tenant`` for an answer priced after its request was answered (a
         background response that ran at its upstream): tokens and cost counted under
-        ``model``, the cost added to its spend. Its tpm is not trued up (the request's
-        estimate was counted when it was admitted, long before), nor a key's own budget (the
-        answer is the tenant's)."""
+        ``model``, the cost added to its spend, and its tpm trued up from ``estimate`` (the
+        tokens counted when the request was admitted; ``None``: not known, left as counted)
+        to the answer's usage, in the minute the answer is known as for any request. A key's
+        own tpm and budget are not (the response keeps its tenant, not its key).
+        """
         provider = charge.deployment.provider
         label = tenant.name if self._tenant_metrics else ""
         tier = charge.tier or DEFAULT_TIER
         if charge.usage is not None:
             _count_tokens(charge.tokens, provider, model, label)
+            if estimate is not None and tenant.tpm:
+                await self.limiter.settle([tenant.name], charge.usage.total_tokens - estimate)
         if charge.cost > 0:
             metrics.COST.labels(provider, model, tier, label).inc(charge.cost)
         await self.ledger.add(tenant.name, tenant.budget_period, charge.cost, model, tier=tier)

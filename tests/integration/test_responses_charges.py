@@ -1,7 +1,11 @@
 """A background response run at OpenAI is charged once, when its final response (with usage)
 is read there: at the prices of the deployment that took the create, in the tenant's spend
 (and so its budget), in ``llm_edge_cost_usd_total`` and the token counts, and in what a
-retrieve of it says it cost. Reading it again, or its job delivered again, charges nothing."""
+retrieve of it says it cost. Reading it again, or its job delivered again, charges nothing.
+
+A background response is admitted when it is accepted, as a foreground request is: a spent
+budget is a 402 and a rate limit a 429 at once; its rate limits are counted then (once), and
+its tenant's tpm trued up to its usage when it is charged."""
 
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from broker.responses.runner import Job
 from broker.responses.states import cancelled, finished, status
 from broker.responses.store import ResponseStore
 from broker.tenancy.budget import SPEND_PREFIX, period_key
+from broker.tenancy.limits import window_keys
 from broker.tenancy.tenants import hash_key
 from schemas import subjects
 from schemas.jetstream import RESPONSE_JOBS_STREAM
@@ -31,6 +36,12 @@ from tests.support.stack import Stack, StackFactory, config_from
 from tests.support.upstream import FakeOpenAI, running_fake
 
 KEY = f"sk-le-test-bg-charges-{uuid.uuid4().hex}"
+#: A key of a tenant whose tpm no request fits in (the estimate of any is over 1 token).
+NO_TPM_KEY = f"sk-le-test-bg-no-tpm-{uuid.uuid4().hex}"
+#: A key of a tenant with rate limits that every request here fits in.
+LIMITED_KEY = f"sk-le-test-bg-limited-{uuid.uuid4().hex}"
+#: The fake's final response's tokens (36 input, 87 output).
+USAGE_TOKENS = 123
 #: The fake's final response: 36 input tokens (none cached), 87 output, served at the flex
 #: tier: 1 and 4 USD per 1M tokens (the base rates are 2 and 8).
 COST = (36 * 1.0 + 87 * 4.0) / 1e6
@@ -66,6 +77,13 @@ async def stack(
         [tenants.{tenant}]
         keys = ["{hash_key(KEY)}"]
         budget_usd = {BUDGET_USD}
+        [tenants.{tenant}notpm]
+        keys = ["{hash_key(NO_TPM_KEY)}"]
+        tpm = 1
+        [tenants.{tenant}limited]
+        keys = ["{hash_key(LIMITED_KEY)}"]
+        rpm = 100
+        tpm = 1000000
         [providers.oai]
         kind = "openai"
         base_url = "{openai_upstream.base_url}"
@@ -93,6 +111,20 @@ def _cost_metric(tenant: str) -> float:
 def _tokens(tenant: str, kind: str) -> float:
     labels = {"provider": "oai", "model": "gpt", "type": kind, "tenant": tenant}
     return REGISTRY.get_sample_value("llm_edge_tokens_total", labels) or 0.0
+
+
+async def _window_counts(redis_server: RedisServer, scope: str, minutes: range) -> tuple[int, int]:
+    """The requests and tokens counted in ``scope``'s rate-limit windows over ``minutes``."""
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    try:
+        requests = tokens = 0
+        for minute in minutes:
+            counted_r, counted_t = await client.mget(window_keys(scope, minute))
+            requests += int(counted_r or 0)
+            tokens += int(counted_t or 0)
+        return requests, tokens
+    finally:
+        await client.aclose()
 
 
 async def _spent(redis_server: RedisServer, tenant: str) -> float:
@@ -179,3 +211,56 @@ async def test_only_the_write_that_makes_a_response_final_wins(own_nats: Embedde
         assert status(written[0]) == "cancelled"
     finally:
         await nc.close()
+
+
+async def test_a_background_response_over_budget_is_refused_when_accepted(
+    stack: Stack, redis_server: RedisServer, openai_upstream: FakeOpenAI
+) -> None:
+    """A tenant whose budget is spent gets a 402 for ``background: true`` at once, as for a
+    foreground request, and nothing is queued or sent upstream."""
+    tenant = _tenant(stack)
+    label, _ = period_key("month", time.time())
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    try:
+        await client.incrbyfloat(f"{SPEND_PREFIX}{tenant}:{label}", BUDGET_USD * 2)
+    finally:
+        await client.aclose()
+    sdk = openai.AsyncOpenAI(base_url=stack.base_url, api_key=KEY, max_retries=0)
+    with pytest.raises(openai.APIStatusError) as refused:
+        await sdk.responses.create(model="gpt", input="on credit", background=True)
+    assert refused.value.status_code == 402
+    assert refused.value.body["code"] == "budget_exceeded"  # type: ignore[index]
+    assert openai_upstream.received == []
+    js = stack.nc.jetstream()
+    assert (await js.stream_info(RESPONSE_JOBS_STREAM)).state.messages == 0
+
+
+async def test_a_background_response_over_the_rate_limit_is_refused_when_accepted(
+    stack: Stack, openai_upstream: FakeOpenAI
+) -> None:
+    """A request its tenant's tpm cannot hold is a 429 for ``background: true`` at once,
+    with its ``Retry-After``, not a queued response that fails later."""
+    sdk = openai.AsyncOpenAI(base_url=stack.base_url, api_key=NO_TPM_KEY, max_retries=0)
+    with pytest.raises(openai.APIStatusError) as refused:
+        await sdk.responses.create(model="gpt", input="too many tokens", background=True)
+    assert refused.value.status_code == 429
+    assert refused.value.body["code"] == "rate_limit_exceeded"  # type: ignore[index]
+    assert "retry-after" in refused.value.response.headers
+    assert openai_upstream.received == []
+
+
+async def test_a_background_response_is_counted_once_and_its_tpm_trued_up(
+    stack: Stack, redis_server: RedisServer, openai_upstream: FakeOpenAI
+) -> None:
+    """A background response at OpenAI is one request in its tenant's rpm (counted when it
+    was accepted, not again when it ran), and its tenant's tpm ends at the answer's usage
+    (the estimate counted when it was accepted, trued up when it was charged)."""
+    tenant = f"{_tenant(stack)}limited"
+    sdk = openai.AsyncOpenAI(base_url=stack.base_url, api_key=LIMITED_KEY, max_retries=0)
+    first_minute = int(time.time() // 60)
+    created = await sdk.responses.create(model="gpt", input="count me once", background=True)
+    assert created.status == "queued"
+    await asyncio.wait_for(_completed(sdk, created.id), FINISH_S)
+    await asyncio.wait_for(_jobs_done(stack), FINISH_S)
+    minutes = range(first_minute, int(time.time() // 60) + 1)  # (a minute may turn meanwhile)
+    assert await _window_counts(redis_server, tenant, minutes) == (1, USAGE_TOKENS)
