@@ -18,27 +18,23 @@
 // keepalive), so a reasoning model thinking for minutes is waited for up to the deadline and
 // never sent again. Failures throw the errors of ./errors.ts. Header and subject names are
 // ./contract.ts's, generated from docs/asyncapi.json.
-import {
-  connect,
-  createInbox,
-  headers as natsHeaders,
-  type ConnectionOptions,
-  type Msg,
-  type MsgHdrs,
-  type NatsConnection,
-  type Subscription,
-} from "nats";
+import { connect, headers as natsHeaders, type ConnectionOptions, type Msg, type MsgHdrs, type NatsConnection } from "nats";
 
 import { Batches } from "./batches.js";
 import { HEADERS, HEADER_ROOM, INFERRED, SUBJECTS } from "./contract.js";
+import { BadRequestError, DeadlineError, UnavailableError, fromReply, type APIError } from "./errors.js";
 import {
-  BadRequestError,
-  DeadlineError,
-  StreamError,
-  UnavailableError,
-  fromReply,
-  type APIError,
-} from "./errors.js";
+  BACKOFF_MS,
+  Exchange,
+  MAX_BACKOFF_MS,
+  backOff,
+  decode,
+  encoder,
+  json,
+  noResponders,
+  status,
+  type Tries,
+} from "./exchange.js";
 import type {
   EmbeddingsBody,
   InputItemList,
@@ -46,17 +42,12 @@ import type {
   ResponseDeleted,
   ResponseObject,
   ResponsesBody,
-  StreamEvent,
 } from "./responses.js";
-import type {
-  ChatCompletion,
-  ChatCompletionChunk,
-  ChatRequest,
-  EmbeddingList,
-  MessagesRequest,
-  ModelList,
-  StreamEnd,
-} from "./types.js";
+import { ChatStream, EventStream } from "./streams.js";
+import type { ChatCompletion, ChatRequest, EmbeddingList, MessagesRequest, ModelList } from "./types.js";
+
+export { BACKOFF_MS, MAX_BACKOFF_MS, MAX_RETRY_AFTER_MS, json } from "./exchange.js";
+export { ChatStream, EventStream, ItemStream, checkSeq } from "./streams.js";
 
 /** A call's time budget when neither the call nor the client names one: the openai SDK's
  * (minutes to a reasoning model's first token are normal; keepalives tell slow from lost). */
@@ -70,11 +61,6 @@ export const KEEPALIVE_MS = 5_000;
 export const MIN_KEEPALIVE_MS = 250;
 /** The subject cancels are published on. */
 export const CANCEL_SUBJECT = SUBJECTS.CANCEL;
-/** The first wait between tries (doubled each time, full jitter) and the longest. */
-export const BACKOFF_MS = 250;
-export const MAX_BACKOFF_MS = 2_000;
-/** The longest `Retry-After` waited for between tries. */
-export const MAX_RETRY_AFTER_MS = 10_000;
 
 export interface ClientOptions {
   /** The tenant's key, sent as `Authorization: Bearer <key>`. */
@@ -148,306 +134,6 @@ let sequence = 0;
 function newRequestId(): string {
   sequence += 1;
   return `ts-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}-${sequence}`;
-}
-
-const encoder = new TextEncoder();
-const decoder = new TextDecoder();
-
-function decode<T>(data: Uint8Array): T {
-  return JSON.parse(decoder.decode(data)) as T;
-}
-
-/** A received message's status: `Llm-Status`, `fallback` when absent. */
-function status(msg: Msg, fallback = 200): number {
-  return Number(msg.headers?.get(HEADERS.STATUS) || String(fallback));
-}
-
-/** NATS no-responders: an empty message with the 503 status line. */
-function noResponders(msg: Msg): boolean {
-  return msg.headers?.code === 503 && msg.data.length === 0;
-}
-
-/** A reply message that is a broker's keepalive (empty, no `Llm-Seq`): never the answer. */
-function keepalive(msg: Msg): boolean {
-  return msg.headers?.get(HEADERS.STREAM) === "keepalive";
-}
-
-interface ExchangeOptions {
-  /** The whole exchange's time budget. */
-  deadlineMs: number;
-  /** The longest silence before the answer's first message; a keepalive restarts it. */
-  silenceMs: number;
-  /**
-   * Cancel the request upstream when it ran out of time (streams). A whole call leaves it
-   * running: a try again under its request id is answered from its upstream call.
-   */
-  cancelWhenLost: boolean;
-  signal?: AbortSignal;
-}
-
-/**
- * The messages a request's reply inbox receives, keepalives left out, until `last` says the
- * last one came, the deadline passes or the attempt stays silent too long (DeadlineError), or
- * the signal aborts. Whoever stops it early publishes the cancel: `exchange.cancel()`. A body
- * the server would not take is refused before anything is published (413).
- */
-class Exchange {
-  readonly inbox: string;
-  readonly requestId: string;
-  private readonly sub: Subscription | null = null;
-  /** Nothing is left to cancel: the reply is complete, cancelled or given up on. */
-  private finished = false;
-  /** The attempt stayed silent for `silenceMs` before its answer began: it was lost. */
-  lost = false;
-  private stopped: Error | null = null;
-  /** The answer's first message came: silence no longer counts, only the deadline. */
-  private begun = false;
-  private deadlineTimer: NodeJS.Timeout | undefined;
-  private silenceTimer: NodeJS.Timeout | undefined;
-  private readonly onAbort: () => void;
-
-  constructor(
-    private readonly client: EdgeClient,
-    subject: string,
-    body: Uint8Array,
-    hdrs: MsgHdrs,
-    private readonly options: ExchangeOptions,
-  ) {
-    const { signal } = options;
-    this.requestId = hdrs.get(HEADERS.REQUEST_ID);
-    this.inbox = createInbox(client.inboxPrefix);
-    this.onAbort = () =>
-      this.stop(signal?.reason instanceof Error ? signal.reason : new Error("aborted"), true);
-    const refused = client.refusal(body, this.requestId);
-    if (refused) {
-      this.stopped = refused;
-      this.finished = true; // never sent: nothing to cancel
-      return;
-    }
-    this.sub = client.nc.subscribe(this.inbox);
-    this.deadlineTimer = setTimeout(
-      () =>
-        this.stop(
-          new DeadlineError(504, `no reply within ${options.deadlineMs} ms`, {
-            code: INFERRED.DEADLINE_EXCEEDED.code,
-            requestId: this.requestId,
-          }),
-          options.cancelWhenLost,
-        ),
-      options.deadlineMs,
-    );
-    signal?.addEventListener("abort", this.onAbort, { once: true });
-    if (signal?.aborted) this.onAbort();
-    else {
-      this.listen();
-      client.nc.publish(subject, body, { reply: this.inbox, headers: hdrs });
-    }
-  }
-
-  /** (Re)start the silence timer: the answer has not begun. */
-  private listen(): void {
-    clearTimeout(this.silenceTimer);
-    if (this.options.silenceMs >= this.options.deadlineMs) return; // the deadline says it
-    this.silenceTimer = setTimeout(
-      () => {
-        this.lost = true;
-        this.stop(
-          new DeadlineError(
-            504,
-            `no answer and no keepalive for ${this.options.silenceMs} ms: the request or its reply was lost`,
-            { code: INFERRED.DEADLINE_EXCEEDED.code, requestId: this.requestId },
-          ),
-          this.options.cancelWhenLost,
-        );
-      },
-      this.options.silenceMs,
-    );
-  }
-
-  /** Stop listening with `reason` (thrown by `messages()`); `cancel`: cancel the request. */
-  stop(reason: Error, cancel: boolean): void {
-    if (this.stopped || this.finished) return;
-    this.stopped = reason;
-    if (cancel) this.cancel();
-    else {
-      this.finished = true;
-      this.close();
-    }
-  }
-
-  /** Publish the cancel (with the request's inbox as its reply) unless the reply is complete. */
-  cancel(): void {
-    if (this.finished) return;
-    this.finished = true;
-    this.close();
-    if (!this.client.nc.isClosed()) this.client.cancel(this.requestId, this.inbox);
-  }
-
-  private close(): void {
-    clearTimeout(this.deadlineTimer);
-    clearTimeout(this.silenceTimer);
-    this.options.signal?.removeEventListener("abort", this.onAbort);
-    this.sub?.unsubscribe();
-  }
-
-  /** Every message but keepalives; `last(msg)` says whether it ends the reply. */
-  async *messages(last: (msg: Msg) => boolean): AsyncGenerator<Msg> {
-    try {
-      for await (const msg of this.sub ?? []) {
-        if (keepalive(msg)) {
-          if (!this.begun && !this.finished) this.listen(); // slow, not lost
-          continue;
-        }
-        if (!this.begun) {
-          this.begun = true;
-          clearTimeout(this.silenceTimer);
-        }
-        if (last(msg)) {
-          this.finished = true;
-          this.close();
-        }
-        yield msg;
-        if (this.stopped) throw this.stopped;
-        if (this.finished) return;
-      }
-      if (this.stopped) throw this.stopped;
-    } finally {
-      this.cancel(); // a consumer leaving early cancels the request upstream
-    }
-  }
-}
-
-/**
- * Check a stream message's `Llm-Seq` against the position it should have (0, 1, 2 …): a gap
- * or a reorder throws StreamError. A message without one (keepalives carry none) passes.
- */
-export function checkSeq(seq: string | undefined | null, expected: number): void {
-  if (seq === undefined || seq === null || seq === "") return;
-  const got = Number(seq);
-  if (got === expected) return;
-  throw new StreamError(
-    Number.isInteger(got) && got < expected
-      ? `stream message ${got} came again or out of order (expected ${expected})`
-      : `stream message ${expected} missing (got ${seq})`,
-  );
-}
-
-/** How a call is tried: its deadline and the client's policy. */
-interface Tries {
-  /** When the call's time budget runs out (epoch ms). */
-  deadline: number;
-  attempts: number;
-  backoffMs: number;
-  maxBackoffMs: number;
-}
-
-/**
- * Wait before try `attempt + 1` (full jitter, at least a `Retry-After`, at most
- * MAX_RETRY_AFTER_MS of it), or throw `failed` when none may follow: the tries are spent, or
- * the wait would reach the deadline.
- */
-async function backOff(tries: Tries, attempt: number, failed: APIError): Promise<void> {
-  const ceiling = Math.min(tries.maxBackoffMs, tries.backoffMs * 2 ** (attempt - 1));
-  const asked = Math.min((failed.retryAfter ?? 0) * 1000, MAX_RETRY_AFTER_MS);
-  const waitMs = Math.max(Math.random() * ceiling, asked);
-  if (attempt >= tries.attempts || Date.now() + waitMs >= tries.deadline) throw failed;
-  await new Promise((resolve) => setTimeout(resolve, waitMs));
-}
-
-/**
- * A streamed call: iterate its items (chat chunks, or named events); `cancel()` stops it
- * upstream. `item` reads a chunk message's item (`null`: none to yield).
- */
-export class ItemStream<T> implements AsyncIterable<T> {
-  /** The `Llm-Stream: end` totals, once the stream finished. */
-  end: StreamEnd | null = null;
-  private consumed = false;
-  private exchange: Exchange;
-
-  /** `open()` publishes a try (the first at once); `tries` says how many may follow. */
-  constructor(
-    private readonly open: () => Exchange,
-    private readonly tries: Tries,
-    private readonly item: (msg: Msg) => T | null,
-  ) {
-    this.exchange = open();
-  }
-
-  /** The request's `X-Request-Id` (every try carries it). */
-  get requestId(): string {
-    return this.exchange.requestId;
-  }
-
-  /** The reply inbox of the current try (a cancel must name it as its reply subject). */
-  get inbox(): string {
-    return this.exchange.inbox;
-  }
-
-  /** Stop the stream: the upstream call is cancelled, the iteration ends. */
-  cancel(): void {
-    this.exchange.cancel();
-  }
-
-  async *[Symbol.asyncIterator](): AsyncGenerator<T> {
-    if (this.consumed) throw new StreamError("a stream is iterated once");
-    this.consumed = true;
-    let started = false;
-    let expected = 0;
-    const last = (msg: Msg) => noResponders(msg) || msg.headers?.get(HEADERS.STREAM) !== "chunk";
-    for (let attempt = 1; ; attempt += 1) {
-      if (attempt > 1) this.exchange = this.open();
-      const exchange = this.exchange;
-      let failed: APIError | null = null;
-      try {
-        for await (const msg of exchange.messages(last)) {
-          if (noResponders(msg)) {
-            const { code, status: code503 } = INFERRED.NO_BROKER;
-            failed = new UnavailableError(code503, "no broker is running", { code, requestId: this.requestId });
-            break;
-          }
-          const kind = msg.headers?.get(HEADERS.STREAM) ?? "";
-          if (kind !== "chunk" && kind !== "end") {
-            // an error during the stream, or the request refused before it began
-            const error = fromReply(status(msg, 500), msg.data, msg.headers);
-            if (started || error.status !== 503) throw error;
-            failed = error;
-            break;
-          }
-          checkSeq(msg.headers?.get(HEADERS.SEQ), expected);
-          expected += 1;
-          started = true;
-          if (kind === "end") {
-            this.end = msg.data.length ? decode<StreamEnd>(msg.data) : {};
-            return;
-          }
-          const item = this.item(msg);
-          if (item !== null) yield item;
-        }
-      } catch (error) {
-        // a try lost before its first chunk is tried again (and left for it to join)
-        if (!(exchange.lost && !started && error instanceof DeadlineError)) throw error;
-        failed = error;
-      }
-      if (failed === null) return; // cancelled
-      await backOff(this.tries, attempt, failed);
-    }
-  }
-}
-
-/** A streamed chat completion: its typed chunks. */
-export class ChatStream extends ItemStream<ChatCompletionChunk> {
-  constructor(open: () => Exchange, tries: Tries) {
-    super(open, tries, (msg) => decode<ChatCompletionChunk>(msg.data));
-  }
-}
-
-/** A stream of named events (the Responses API's): each event's name (`Llm-Event`) and JSON. */
-export class EventStream extends ItemStream<StreamEvent> {
-  constructor(open: () => Exchange, tries: Tries) {
-    super(open, tries, (msg) =>
-      msg.data.length ? { event: msg.headers?.get(HEADERS.EVENT) ?? "", data: decode<StreamEvent["data"]>(msg.data) } : null,
-    );
-  }
 }
 
 /** Chat, streams, cancel, messages, embeddings, responses, models and batches over a NATS
@@ -730,8 +416,3 @@ const API_SUBJECTS = {
   embeddings: [SUBJECTS.EMBEDDINGS, SUBJECTS.TENANT_EMBEDDINGS],
   responses: [SUBJECTS.RESPONSES, SUBJECTS.TENANT_RESPONSES],
 } as const;
-
-/** JSON bytes of a value. */
-export function json(value: unknown): Uint8Array {
-  return encoder.encode(JSON.stringify(value));
-}
