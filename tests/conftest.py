@@ -59,12 +59,21 @@ def pytest_runtest_protocol(item: pytest.Item) -> Iterator[object]:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Marks derived from what a test uses. The other cost markers (``process``, ``browser``,
     ``node``, ``model``) are set in the test modules themselves; ``scripts/dev test-fast``
-    leaves all of them out."""
+    leaves all of them out.
+
+    The ``slow`` tests that may share the machine (not ``alone``) are put first, in their
+    order: they mostly wait (90 s for the slow upstream), and with two processes a long wait
+    begun among the last files would end the run that long after every other test."""
     for item in items:
         if "/integration/" in str(item.path):
             item.add_marker(pytest.mark.integration)
         if "nats_cluster" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.cluster)
+    items.sort(key=lambda item: not _waits_beside_others(item))  # stable: the rest keep order
+
+
+def _waits_beside_others(item: pytest.Item) -> bool:
+    return item.get_closest_marker("slow") is not None and item.get_closest_marker("alone") is None
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 
 import msgspec
+import pytest
 
+from broker import service
 from broker.tenancy.tenants import hash_key
 from schemas import headers, subjects
 from tests.support.servers import RedisServer, free_port
@@ -14,6 +16,13 @@ from tests.support.stack import MOCK_ONLY, Stack, StackFactory, config_from
 
 CONFIG_KEY = "sk-le-config-tenant-key-000000000000000000"
 CHAT = msgspec.json.encode({"model": "mock", "messages": [{"role": "user", "content": "hi"}]})
+
+
+@pytest.fixture(autouse=True)
+def quick_key_refresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The broker re-reads the keys every 0.2 s instead of every 5 s: the tests wait for the
+    first read after Redis comes up, whatever its period."""
+    monkeypatch.setattr(service, "KEY_REFRESH_S", 0.2)
 
 
 async def ask(stack: Stack, key: str | None = None) -> tuple[str, dict[str, str]]:
@@ -49,7 +58,7 @@ async def test_a_broker_that_cannot_read_its_keys_refuses_until_it_can(
     redis = RedisServer(port=port)
     redis.start()
     try:
-        async with asyncio.timeout(20):  # the broker reads the keys again every 5 s
+        async with asyncio.timeout(20):  # the broker reads the keys again every 0.2 s
             while (await ask(stack))[0] == "503 keys_unavailable":  # noqa: ASYNC110  (its own timer)
                 await asyncio.sleep(0.2)
         # read: keys are required (the configuration has one), a keyless call is a 401 now

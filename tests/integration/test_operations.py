@@ -4,6 +4,7 @@ load loses nothing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -141,32 +142,24 @@ def spawn(*args: str) -> subprocess.Popen[bytes]:
     )
 
 
-async def service_ids(nc: Client, name: str) -> set[str]:
-    """The ids of the micro services called ``name`` that answer one $SRV.PING now."""
+async def started(nc: Client, name: str, proc: subprocess.Popen[bytes]) -> None:
+    """Wait until ``proc`` answers $SRV.PING as a ``name`` service (its metadata names its
+    pid): the new process serves."""
     inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox)
-    ids: set[str] = set()
     try:
-        await nc.publish(f"$SRV.PING.{name}", b"", reply=inbox)
-        while True:
-            try:
-                msg = await sub.next_msg(timeout=0.2)
-            except NatsTimeout:
-                return ids
-            if msg.data:  # not the server's no-responders notice
-                ids.add(msgspec.json.decode(msg.data)["id"])
+        async with asyncio.timeout(30):
+            while True:
+                await nc.publish(f"$SRV.PING.{name}", b"", reply=inbox)
+                with contextlib.suppress(NatsTimeout):  # every answer is in: ping again
+                    while True:
+                        msg = await sub.next_msg(timeout=0.2)
+                        if msg.data and (  # not the server's no-responders notice
+                            msgspec.json.decode(msg.data)["metadata"]["pid"] == str(proc.pid)
+                        ):
+                            return
     finally:
         await sub.unsubscribe()
-
-
-async def started(nc: Client, name: str, known: set[str]) -> str:
-    """Wait until a ``name`` service that is not in ``known`` answers: the new process serves."""
-    async with asyncio.timeout(30):
-        while True:
-            fresh = await service_ids(nc, name) - known
-            if fresh:
-                (new,) = fresh
-                return new
 
 
 async def sigterm(proc: subprocess.Popen[bytes]) -> int:
@@ -186,27 +179,26 @@ async def test_rolling_restart_loses_no_request(own_nats: EmbeddedNats, tmp_path
     common = ["--nats-url", nats_url, "--config", str(config_file)]
     roles = {"llm-edge-broker": ["broker"], "llm-edge-worker-mock": ["worker", "mock"]}
     client = await connect(nats_url, "rolling-client")
-    running: dict[str, list[tuple[subprocess.Popen[bytes], str]]] = {name: [] for name in roles}
+    running: dict[str, list[subprocess.Popen[bytes]]] = {name: [] for name in roles}
     results: list[int] = []
     exits: list[int] = []
     stop = asyncio.Event()
     lanes: list[asyncio.Future[None]] = []
 
-    async def replacement(name: str) -> None:
-        known = {service for _, service in running[name]}
+    def launch(name: str) -> subprocess.Popen[bytes]:
         proc = spawn(*roles[name], *common)
-        running[name].append((proc, await started(client, name, known)))
+        running[name].append(proc)
+        return proc
 
-    try:
-        for name in roles:
-            for _ in range(2):
-                await replacement(name)
+    try:  # the first generation starts at once
+        first = [(name, launch(name)) for name in roles for _ in range(2)]
+        await asyncio.gather(*(started(client, name, proc) for name, proc in first))
         lanes = [asyncio.ensure_future(_traffic(client, results, stop, n)) for n in range(16)]
         for _ in range(2):  # every process of the first generation is replaced
             for name in roles:
-                await replacement(name)  # the replacement is up before the old one goes
-                old, _ = running[name].pop(0)
-                exits.append(await sigterm(old))
+                # the replacement is up before the old one goes
+                await started(client, name, launch(name))
+                exits.append(await sigterm(running[name].pop(0)))
         stop.set()
         await asyncio.gather(*lanes)
     finally:
@@ -214,7 +206,7 @@ async def test_rolling_restart_loses_no_request(own_nats: EmbeddedNats, tmp_path
         for lane in lanes:
             lane.cancel()
         for procs in running.values():
-            for proc, _ in procs:
+            for proc in procs:
                 proc.kill()
                 proc.wait()
         await close_quietly(client)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from typing import NoReturn
 
 import msgspec
 import openai
 import pytest
 
+from broker.cache import embedder
+from broker.cache.embed import Embedder
 from broker.cache.semantic import SemanticCache
 from broker.tenancy.tenants import hash_key
 from edge_client.chat import stream_messages
@@ -25,6 +28,19 @@ SEMANTIC = """
         [cache.semantic]
         enabled = true
 """
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_model() -> Iterator[Embedder]:
+    """Every broker of this module embeds with one loaded model. A broker loads its model at
+    start (reading the weights, measuring the int8 calibration, building the ONNX session):
+    seconds of CPU per broker, and these tests start a dozen brokers. The broker still calls
+    :func:`~broker.cache.embedder.load_minilm` (with no arguments, as the stand-in takes); the
+    model it returns, whose ``embed`` keeps no state between calls, is loaded here once."""
+    model = embedder.load_minilm()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(embedder, "load_minilm", lambda: model)
+        yield model
 
 
 @pytest.fixture

@@ -131,7 +131,7 @@ async def test_stream_errors_before_and_after_first_chunk(
         default_headers={"X-Cache-Namespace": namespace},
     )
     fake_openai.script.append(
-        Scripted(status=429, body={"error": {"message": "slow down"}}, headers={"retry-after": "3"})
+        Scripted(status=429, body={"error": {"message": "slow down"}}, headers={"retry-after": "1"})
     )
     with pytest.raises(openai.RateLimitError):
         await sdk.chat.completions.create(
