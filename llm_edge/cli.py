@@ -590,6 +590,15 @@ def _service_name(args: argparse.Namespace) -> str | None:
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Entry point of the ``llm-edge`` console script."""
+    if environ is None:
+        # One OpenBLAS thread (unless the operator names another count): the semantic tier's
+        # products are small (a 384-wide vector against an index, a question's tokens through
+        # a layer), and a thread per core spin-waits against the event loop and the other
+        # processes on the host. On two busy cores the embedder's calibration at load took
+        # 5-10 s with the default and 1.1 s with one thread; 3,000 index searches 19 s and
+        # 1.1 s. Set before NumPy is imported (only the commands that need it import it);
+        # `up` passes it to the processes it starts.
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     env = dict(os.environ) if environ is None else environ
     args = _parser(env).parse_args(argv)
     configure_logs(env)
