@@ -83,7 +83,7 @@ class Deployment:
 
     def broker_args(self) -> list[str]:
         return [
-            "broker",
+            "llm_edge",
             "broker",
             "--nats-url",
             self.nats_url,
@@ -114,9 +114,9 @@ async def deployment(
     dep.procs = {
         "echo": spawn("bench.echo", dep.nats_url, "bench.echo"),
         "broker": spawn(*dep.broker_args()),
-        "worker": spawn("broker", "worker", provider, "--nats-url", dep.nats_url, *config),
+        "worker": spawn("llm_edge", "worker", provider, "--nats-url", dep.nats_url, *config),
         "bridge": spawn(
-            "broker", "bridge", "--nats-url", dep.nats_url, "--port", str(dep.http_port)
+            "llm_edge", "bridge", "--nats-url", dep.nats_url, "--port", str(dep.http_port)
         ),
     }
     nc = await nats.connect(dep.nats_url)

@@ -88,8 +88,8 @@ async def run(lines: int, concurrency: int) -> None:
     url = server.start()
     (tmp / "c.toml").write_text(CONFIG.replace("{concurrency}", str(concurrency)))
     cfg = ["--nats-url", url, "--config", str(tmp / "c.toml")]
-    broker = spawn("broker", "broker", *cfg)
-    worker = spawn("broker", "worker", "mock", *cfg)
+    broker = spawn("llm_edge", "broker", *cfg)
+    worker = spawn("llm_edge", "worker", "mock", *cfg)
     nc = await nats.connect(url)
     try:
         await wait_ready(nc, "llm.broker.ping")

@@ -128,8 +128,8 @@ async def stack(replicas: int) -> AsyncIterator[tuple[Client, dict[str, int]]]:
     url = server.start()
     cfg = ["--nats-url", url, "--config", str(workdir / "config.toml")]
     procs = {
-        "broker": spawn("broker", "broker", *cfg),
-        "worker": spawn("broker", "worker", "mock", *cfg),
+        "broker": spawn("llm_edge", "broker", *cfg),
+        "worker": spawn("llm_edge", "worker", "mock", *cfg),
     }
     nc = await nats.connect(url.split(","))
     try:

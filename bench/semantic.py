@@ -175,10 +175,11 @@ def index_scale() -> list[str]:
 
 
 async def over_nats(rounds: int) -> list[str]:
-    """Echo, exact-key L1 hit and semantic hit on one broker stack."""
+    """Echo, exact-key L1 hit and semantic hit on one broker stack, over NATS and then over
+    HTTP through the bridge (one kept-alive connection, as an SDK holds)."""
     samples: dict[str, list[float]] = {"echo": [], "exact": [], "semantic": []}
     pairs = paraphrases()
-    async with deployment(CONFIG) as (_, nc):
+    async with deployment(CONFIG) as (dep, nc):
 
         async def timed(kind: str, call: Callable[[], Awaitable[Msg]]) -> None:
             started = time.perf_counter()
@@ -207,10 +208,43 @@ async def over_nats(rounds: int) -> list[str]:
                     samples["semantic"].append(elapsed)
                 await timed("echo", lambda: nc.request("bench.echo", HIT, timeout=5))
                 await timed("exact", lambda: nc.request("llm.chat", HIT, timeout=5))
+        over_http = await _over_http(dep.http_port, nc, pairs, rounds)
     return [
         row("raw nats-py echo (baseline)", samples["echo"]),
         row("exact-key hit (L1) over NATS", samples["exact"]),
         row("semantic hit (L3, answer from L1) over NATS", samples["semantic"]),
+        *over_http,
+    ]
+
+
+async def _over_http(port: int, nc: object, pairs: list[tuple[str, str]], rounds: int) -> list[str]:
+    """The same exact-key and semantic hits through the HTTP bridge."""
+    import httpx
+
+    samples: dict[str, list[float]] = {"exact": [], "semantic": []}
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    json_headers = {"content-type": "application/json"}
+    async with httpx.AsyncClient(timeout=10) as client:
+        await client.post(url, content=HIT, headers=json_headers)
+        for r in range(rounds):
+            for j, (first, _) in enumerate(pairs):
+                space = {**json_headers, headers.CACHE_NAMESPACE: f"http{r}-{j}"}
+                await client.post(url, content=body(first), headers=space)
+            await asyncio.sleep(0.5)  # the answers' L3 entries are written after the replies
+            for j, (_, second) in enumerate(pairs):
+                space = {**json_headers, headers.CACHE_NAMESPACE: f"http{r}-{j}"}
+                started = time.perf_counter()
+                answer = await client.post(url, content=body(second + " " * r), headers=space)
+                elapsed = time.perf_counter() - started
+                if answer.headers.get(headers.CACHE) == "HIT-SEMANTIC":
+                    samples["semantic"].append(elapsed)
+                started = time.perf_counter()
+                answer = await client.post(url, content=HIT, headers=json_headers)
+                samples["exact"].append(time.perf_counter() - started)
+                assert answer.headers.get(headers.CACHE) == "HIT-L1", answer.headers
+    return [
+        row("exact-key hit (L1) over HTTP", samples["exact"]),
+        row("semantic hit (L3, answer from L1) over HTTP", samples["semantic"]),
     ]
 
 
@@ -223,7 +257,7 @@ def main(rounds: int = 3) -> None:
     print("|---|---|---|")
     for line in index_scale():
         print(line)
-    print("\n| over NATS, tier on | p50 ms | p99 ms | samples |")
+    print("\n| over NATS and HTTP, tier on | p50 ms | p99 ms | samples |")
     print("|---|---|---|---|")
     for line in asyncio.run(over_nats(rounds)):
         print(line)

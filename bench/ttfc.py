@@ -63,9 +63,9 @@ async def run(n: int) -> None:
     cfg = ["--nats-url", url, "--config", str(tmp / "c.toml")]
     procs = [
         spawn("bench.fake_upstream", str(up_port)),
-        spawn("broker", "broker", *cfg),
-        spawn("broker", "worker", "up", *cfg),
-        spawn("broker", "bridge", "--nats-url", url, "--port", str(http_port)),
+        spawn("llm_edge", "broker", *cfg),
+        spawn("llm_edge", "worker", "up", *cfg),
+        spawn("llm_edge", "bridge", "--nats-url", url, "--port", str(http_port)),
     ]
     try:
         async with httpx.AsyncClient(timeout=10) as client:
