@@ -26,6 +26,7 @@ from nats.nuid import NUID
 
 from schemas.chat import MAX_OUTPUT_TOKENS, JSONObject, Temperature, TopP, Usage
 from schemas.codec import decode_json
+from schemas.usage import CACHE_WRITE_1H_TOKENS, CACHE_WRITE_TOKENS, CACHED_TOKENS
 
 __all__ = [
     "HISTORY_FIELD",
@@ -227,14 +228,21 @@ def replayed_input(
 
 
 def usage_of_chat(usage: Usage | None) -> JSONObject | None:
-    """A chat completion's usage in the Responses API's shape."""
+    """A chat completion's usage in the Responses API's shape. Cache writes (which OpenAI
+    does not report, but Anthropic and Bedrock bill apart) stay in ``input_tokens_details``
+    under the names the chat usage gives them (:mod:`schemas.usage`), so the meter prices
+    them as writes rather than as plain input."""
     if usage is None:
         return None
     prompt_details = usage.prompt_tokens_details or {}
     completion_details = usage.completion_tokens_details or {}
+    input_details: JSONObject = {"cached_tokens": int(prompt_details.get(CACHED_TOKENS) or 0)}
+    for name in (CACHE_WRITE_TOKENS, CACHE_WRITE_1H_TOKENS):
+        if prompt_details.get(name):
+            input_details[name] = int(prompt_details[name])
     return {
         "input_tokens": usage.prompt_tokens,
-        "input_tokens_details": {"cached_tokens": int(prompt_details.get("cached_tokens") or 0)},
+        "input_tokens_details": input_details,
         "output_tokens": usage.completion_tokens,
         "output_tokens_details": {
             "reasoning_tokens": int(completion_details.get("reasoning_tokens") or 0)

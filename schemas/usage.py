@@ -126,13 +126,21 @@ def anthropic_tier(tier: str) -> str:
 
 def usage_from_responses(raw: Mapping[str, Any] | None) -> Usage:
     """A Responses API ``usage`` in chat terms: its ``input_tokens`` count every input token,
-    as ``prompt_tokens`` do, and its cache reads are ``input_tokens_details.cached_tokens``."""
+    as ``prompt_tokens`` do, and its cache reads are ``input_tokens_details.cached_tokens``
+    (its cache writes, when a chat provider's answer was translated, are there under the
+    chat usage's names)."""
     raw = raw or {}
     prompt, completion = _count(raw, "input_tokens"), _count(raw, "output_tokens")
-    cached = _count(raw.get("input_tokens_details"), CACHED_TOKENS)
+    given = raw.get("input_tokens_details")
+    given = given if isinstance(given, Mapping) else None
+    details = {
+        name: count
+        for name in (CACHED_TOKENS, CACHE_WRITE_TOKENS, CACHE_WRITE_1H_TOKENS)
+        if (count := _count(given, name))
+    }
     return Usage(
         prompt_tokens=prompt,
         completion_tokens=completion,
         total_tokens=prompt + completion,
-        prompt_tokens_details={CACHED_TOKENS: cached} if cached else None,
+        prompt_tokens_details=details or None,
     )

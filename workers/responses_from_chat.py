@@ -65,7 +65,7 @@ def response_from_completion(
                 }
             )
     status, incomplete = _status(finish)
-    return response_object(
+    body = response_object(
         request,
         response_id=response_id,
         model=model,
@@ -75,6 +75,15 @@ def response_from_completion(
         created_at=completion.created,
         incomplete=incomplete,
     )
+    return _served(body, completion.service_tier)
+
+
+def _served(body: JSON, tier: str | None) -> JSON:
+    """``body`` naming the tier that served it, when the upstream named one (the meter
+    prices a response at its ``service_tier``'s rates)."""
+    if tier is not None:
+        body["service_tier"] = tier
+    return body
 
 
 class ResponseWriter:
@@ -100,6 +109,7 @@ class ResponseWriter:
         self._started = False
         self._finish: str | None = None
         self._usage: Usage | None = None
+        self._tier: str | None = None
         #: a tool call's index in the chunks -> whether it was opened
         self._calls: set[int] = set()
 
@@ -107,6 +117,7 @@ class ResponseWriter:
         """The events one chunk makes."""
         events = [] if self._started else self._stream.start()
         self._started = True
+        self._tier = chunk.service_tier or self._tier
         if chunk.usage is not None:
             self._usage = chunk.usage
         for choice in chunk.choices[:1]:
@@ -143,4 +154,4 @@ class ResponseWriter:
             "output": self._stream.output,
             "usage": usage_of_chat(self._usage),
         }
-        return events + self._stream.finish(final)
+        return events + self._stream.finish(_served(final, self._tier))

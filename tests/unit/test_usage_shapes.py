@@ -15,6 +15,7 @@ from workers.anthropic_translate import StreamTranslator, completion_from_anthro
 from workers.bedrock_translate import usage_from_converse
 from workers.gemini_translate import usage_from_gemini
 from workers.messages_from_chat import EventWriter, message_from_completion
+from workers.responses_from_chat import ResponseWriter, response_from_completion
 
 #: An Anthropic answer's usage with cache reads and both lifetimes of writes.
 CACHED_USAGE: dict[str, Any] = {
@@ -177,3 +178,28 @@ def test_a_stored_anthropic_stream_logs_its_cache_aware_usage() -> None:
     assert message_usage(CACHED_USAGE) == Usage(
         12_050, 120, 12_170, prompt_tokens_details=CACHED_DETAILS
     )
+
+
+def test_a_responses_answer_from_a_chat_provider_keeps_its_cache_writes_and_tier() -> None:
+    """A Responses request served by a chat provider (Anthropic, Bedrock) meters as the chat
+    answer did: its cache writes priced as writes, not as plain input, and its tier kept."""
+    usage = Usage(12_050, 120, 12_170, prompt_tokens_details=CACHED_DETAILS)
+    completion = ChatCompletion("c1", 0, "claude", [], usage=usage, service_tier="priority")
+    body = response_from_completion(completion, {"model": "m"}, "m", "resp_1")
+    read = metered(json.dumps(body).encode())
+    want = Tokens(input=12_050, output=120, cached=10_000, cache_write=2_000, cache_write_1h=500)
+    assert read is not None
+    assert (read.tokens, read.tier) == (want, "priority")
+
+
+def test_a_responses_stream_from_a_chat_provider_keeps_its_cache_writes_and_tier() -> None:
+    """The same through a stream: the final event's response carries the writes and tier."""
+    writer = ResponseWriter({"model": "m"}, "m", "resp_1")
+    usage = Usage(12_050, 120, 12_170, prompt_tokens_details=CACHED_DETAILS)
+    writer.chunk(ChatCompletionChunk("c1", 0, "claude", [], service_tier="flex"))
+    writer.chunk(ChatCompletionChunk("c1", 0, "claude", [], usage=usage))
+    final = writer.finish()[-1][1]["response"]
+    read = metered(json.dumps(final).encode())
+    want = Tokens(input=12_050, output=120, cached=10_000, cache_write=2_000, cache_write_1h=500)
+    assert read is not None
+    assert (read.tokens, read.tier) == (want, "flex")
