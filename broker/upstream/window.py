@@ -2,8 +2,9 @@
 
 No provider's tokenizer is kept here (``tiktoken`` fetches its BPE files on first use;
 Anthropic's and Gemini's are not public), so the prompt is estimated from the UTF-8 bytes of
-the request's text (every string of its messages, system prompt and tools: a picture's or a
-file's base64 counts as :data:`ATTACHMENT_TOKENS`, not as text), in two bounds:
+the request's text (every string of its messages, system prompt and tools: a picture, clip or
+file, inline as base64 or linked by a URL or file id, counts as :data:`ATTACHMENT_TOKENS`,
+not as text), in two bounds:
 
 * upper, :data:`BYTES_PER_TOKEN` (3) bytes a token plus :data:`PER_PART_TOKENS` a message or
   part: deployments whose window it does not fit are skipped (and the ``context_fallback``
@@ -57,6 +58,11 @@ ATTACHMENT_TOKENS = 1600
 #: A string at least this long under one of these keys, or a ``data:`` URL, is an attachment.
 _ATTACHMENT_KEYS = frozenset({"data", "url", "file_data", "image_url"})
 _ATTACHMENT_MIN = 256
+#: Parts (by ``type``) that are a picture, a clip or a file however they are given: inline or
+#: linked by a URL or a file id, each is one attachment (a linked picture costs the upstream
+#: as much as the same picture inline; its 40-byte URL would count 14 tokens). Chat's
+#: ``image_url``, ``input_audio`` and ``file``; Anthropic's ``image`` and a ``url`` source.
+_ATTACHMENT_PARTS = frozenset({"image_url", "input_audio", "file", "image", "url"})
 #: Request fields that are not prompt (the model name, sampling knobs ...).
 _PROMPT_FIELDS = ("messages", "system", "tools", "tool_choice", "response_format", "functions")
 
@@ -96,6 +102,9 @@ class _Tally:
                 self.text_bytes += size
         elif isinstance(value, dict):
             self.parts += 1
+            if value.get("type") in _ATTACHMENT_PARTS:
+                self.attachments += 1
+                return
             for name, item in value.items():
                 self.text_bytes += len(name)
                 self.add(item, name)

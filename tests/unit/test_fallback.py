@@ -116,6 +116,22 @@ def test_a_picture_counts_a_fixed_allowance_not_its_base64() -> None:
     assert need.sure < 10
 
 
+def test_a_picture_by_url_counts_the_same_allowance_as_one_inline() -> None:
+    """A picture linked by a short https URL costs the upstream as many tokens as the same
+    picture inline, so it counts the attachment allowance, not its URL's 40 bytes."""
+    content = [
+        {"type": "text", "text": "what is this?"},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+    ]
+    data = msgspec.json.encode(
+        {"model": "small", "messages": [{"role": "user", "content": content}]}
+    )
+    call = prepared("small", "")
+    call.request = decode_chat_request(data)
+    need = need_of(call)
+    assert 1600 <= need.prompt < 1700
+
+
 def test_deployments_inherit_the_models_window_unless_they_set_their_own() -> None:
     """``context_window`` on the model applies to each deployment that does not set one."""
     small = CONFIG.models["small"]
