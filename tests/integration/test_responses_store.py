@@ -323,3 +323,63 @@ async def test_only_streamed_background_responses_stream_again(
 
 async def _all(events: AsyncIterator[Any]) -> list[Any]:
     return [event async for event in events]
+
+
+async def test_another_tenant_cannot_stop_a_running_response(
+    acme: openai.AsyncOpenAI, globex: openai.AsyncOpenAI, fake_openai: FakeOpenAI
+) -> None:
+    """Another tenant deleting or cancelling a running background response gets a 404, and
+    the run goes on to complete."""
+    release = asyncio.Event()
+    fake_openai.script.append(Scripted(delay_s=30, release=release))
+    created = await acme.responses.create(model="compat", input="hold on", background=True)
+    await asyncio.wait_for(_received(fake_openai, 1), FINISH_S)
+    with pytest.raises(openai.NotFoundError):
+        await globex.responses.delete(created.id)
+    with pytest.raises(openai.NotFoundError):
+        await globex.responses.cancel(created.id)
+    release.set()
+    done = await _until(acme, created.id, "completed", "failed", "cancelled")
+    assert done.status == "completed"
+
+
+async def test_a_queued_streamed_response_cancelled_or_deleted_ends_its_stream(
+    own_nats: Any, fake_openai: FakeOpenAI, make_stack: StackFactory
+) -> None:
+    """A streamed background response cancelled (or deleted) while it is still queued ends
+    its caller's stream at once with a ``cancelled`` error event, and is never run."""
+    config = config_from(f"""
+        [cache]
+        enabled = false
+        [batch]
+        enabled = false
+        [responses]
+        concurrency = 1
+        [tenants.acme]
+        keys = ["{hash_key(KEY_ACME)}"]
+        [providers.compat]
+        kind = "openai_compatible"
+        base_url = "{fake_openai.base_url}"
+        [models.compat]
+        deployments = [{{ provider = "compat", model = "served-compat" }}]
+    """)
+    acme = _client(await make_stack(own_nats.url, config, bridge=True), KEY_ACME)
+    release = asyncio.Event()
+    fake_openai.script.append(Scripted(delay_s=30, release=release))
+    await acme.responses.create(model="compat", input="hold the only slot", background=True)
+    await asyncio.wait_for(_received(fake_openai, 1), FINISH_S)
+    for end in (acme.responses.cancel, acme.responses.delete):
+        stream = await acme.responses.create(
+            model="compat", input="wait your turn", background=True, stream=True
+        )
+        events = stream.__aiter__()
+        created = await asyncio.wait_for(anext(events), FINISH_S)
+        assert created.type == "response.created"
+        assert created.response.status == "queued"  # type: ignore[union-attr]
+        await end(created.response.id)  # type: ignore[union-attr]
+        rest = await asyncio.wait_for(_all(events), FINISH_S)
+        assert [(e.type, e.code, e.sequence_number) for e in rest] == [  # type: ignore[union-attr]
+            ("error", "cancelled", 1)
+        ]
+    release.set()
+    assert len(fake_openai.received) == 1
