@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -13,8 +14,9 @@ import pytest
 from openai.types.responses import Response
 
 from broker.tenancy.tenants import hash_key
+from edge_runtime.embedded import EmbeddedNats
 from tests.support.stack import Stack, StackFactory, config_from
-from tests.support.upstream import FakeOpenAI, Scripted, running_fake
+from tests.support.upstream import FakeOpenAI, Scripted, openai_completion, running_fake
 
 KEY_ACME, KEY_GLOBEX = "sk-acme-responses", "sk-globex-responses"
 #: The longest a background response may take to finish here.
@@ -383,3 +385,59 @@ async def test_a_queued_streamed_response_cancelled_or_deleted_ends_its_stream(
         ]
     release.set()
     assert len(fake_openai.received) == 1
+
+
+#: The small server's ``max_payload``: large entries are tried without large requests.
+SMALL_PAYLOAD = 1024 * 1024
+
+
+@pytest.fixture
+async def small(
+    tmp_path: Path, fake_openai: FakeOpenAI, make_stack: StackFactory
+) -> AsyncIterator[openai.AsyncOpenAI]:
+    """Acme's client of a stack on a server of its own that takes messages up to 1 MiB."""
+    server = EmbeddedNats(tmp_path / "small", port=-1, max_payload=SMALL_PAYLOAD)
+    server.start()
+    try:
+        config = config_from(f"""
+            [cache]
+            enabled = false
+            [batch]
+            enabled = false
+            [tenants.acme]
+            keys = ["{hash_key(KEY_ACME)}"]
+            [providers.compat]
+            kind = "openai_compatible"
+            base_url = "{fake_openai.base_url}"
+            [models.compat]
+            deployments = [{{ provider = "compat", model = "served-compat" }}]
+        """)
+        stack = await make_stack(server.url, config, bridge=True)
+        yield _client(stack, KEY_ACME)
+        await stack.stop()
+    finally:
+        server.stop()
+
+
+async def test_a_background_answer_too_large_to_store_fails_it(
+    small: openai.AsyncOpenAI, fake_openai: FakeOpenAI
+) -> None:
+    """A background response whose answer, kept with its input, is over the server's
+    ``max_payload`` ends ``failed`` with ``response_too_large`` (it is not run again and
+    again, left ``in_progress``)."""
+    answer = openai_completion("served-compat", "a" * 800_000)
+    fake_openai.script.append(Scripted(body=answer))
+    created = await small.responses.create(model="compat", input="b" * 300_000, background=True)
+    done = await _until(small, created.id, "completed", "failed")
+    assert done.status == "failed"
+    assert done.error is not None
+    assert done.error.code == "response_too_large"  # type: ignore[comparison-overlap]
+    assert len(fake_openai.received) == 1
+
+
+async def test_a_background_request_too_large_to_keep_is_a_413(small: openai.AsyncOpenAI) -> None:
+    """A background request under the request limit but over ``max_payload`` once kept with
+    its input items is refused with a 413, not a 503 to retry."""
+    with pytest.raises(openai.APIStatusError) as caught:
+        await small.responses.create(model="compat", input="b" * 600_000, background=True)
+    assert caught.value.status_code == 413
