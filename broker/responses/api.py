@@ -25,6 +25,7 @@ from nats.aio.msg import Msg
 from broker.errors import (
     BrokerError,
     InvalidRequest,
+    RequestTooLarge,
     ResponseNotFound,
     ResponsesStoreDown,
 )
@@ -33,7 +34,7 @@ from broker.replies.sinks import NatsSink, ReplySink
 from broker.responses.background import BackgroundJobs
 from broker.responses.follow import Followers
 from broker.responses.sink import StoringSink
-from broker.responses.store import ResponseStore, StoreUnavailable
+from broker.responses.store import EntryTooLarge, ResponseStore, StoreUnavailable
 from broker.responses.stored_api import StoredApi, reply
 from broker.tenancy.tenants import Caller, KeyRing, KeysNeeded
 from schemas import headers, subjects
@@ -239,6 +240,9 @@ class ResponsesApi:
                     response_id, 0, "response.created", _encoder.encode(created)
                 )
             await self._jobs.submit(response_id, caller.tenant.name)
+        except EntryTooLarge as exc:  # it keeps the body and the input items: about twice it
+            message = f"{exc}, over the transport limit: a background request must be smaller"
+            raise RequestTooLarge(message) from None
         except StoreUnavailable as exc:
             raise ResponsesStoreDown(str(exc), retry_after=2) from None
         if streamed and self.followers is not None and msg.reply:

@@ -9,6 +9,7 @@ cancel when the response runs there (:mod:`broker.responses.upstream`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import msgspec
@@ -32,6 +33,8 @@ from schemas.jetstream import RESPONSE_JOBS_STREAM
 from schemas.responses import ResponseStatus, StoredResponse
 
 __all__ = ["PUBLISH_S", "BackgroundJobs"]
+
+log = logging.getLogger("llm_edge.responses")
 
 #: The longest publishing a job may take.
 PUBLISH_S = 5.0
@@ -125,6 +128,18 @@ class BackgroundJobs:
     async def halt(self, response_id: str) -> None:
         """Tell every broker to stop ``response_id``'s run."""
         await self._nc.publish(subjects.RESPONSES_HALT, response_id.encode())
+
+    async def stop_run(self, response_id: str, before: StoredResponse) -> None:
+        """Stop the run of a response just marked ``cancelled`` (``before``: as it was):
+        halted wherever it runs, cancelled at its upstream, and a streamed one cancelled
+        while queued (which no run will ever take) ends its followers' streams."""
+        await self.halt(response_id)
+        await self.cancel_upstream(before)
+        if before.streamed and status(before) == ResponseStatus.QUEUED:
+            try:
+                await self.events.cancelled_queued(response_id)
+            except StoreUnavailable as exc:
+                log.warning("the stream of cancelled %s was not ended: %s", response_id, exc)
 
     async def cancel_upstream(self, stored: StoredResponse) -> None:
         """Cancel ``stored`` at its upstream, when it runs there (bounded)."""

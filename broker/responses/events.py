@@ -35,7 +35,7 @@ from schemas import StreamEnd, error_body, headers, subjects
 from schemas.jetstream import RESPONSE_EVENTS_STREAM
 from schemas.response_events import FINAL_EVENTS
 
-__all__ = ["FOLLOW_IDLE_S", "RecordingSink", "ResponseEvents"]
+__all__ = ["CANCELLED", "FOLLOW_IDLE_S", "RecordingSink", "ResponseEvents", "error_event"]
 
 #: The longest a follower waits for the next event before it ends the stream with an error.
 FOLLOW_IDLE_S = 600.0
@@ -43,12 +43,25 @@ FOLLOW_IDLE_S = 600.0
 PUBLISH_S = 5.0
 #: Events after which a stream ends (``error``: the run failed).
 _LAST = FINAL_EVENTS | {"error"}
+#: What a cancelled response's stream ends with (an ``error`` event with this message).
+CANCELLED = "the response was cancelled"
 
 _encode = msgspec.json.Encoder().encode
 _any = msgspec.json.Decoder(dict[str, Any])
 
 #: Sends one event to a follower: (sequence number, event name, data).
 Send = Callable[[int, str, bytes], Awaitable[None]]
+
+
+def error_event(seq: int, code: object, message: object) -> dict[str, Any]:
+    """An ``error`` event (OpenAI's ``ResponseErrorEvent``), numbered ``seq``."""
+    return {
+        "type": "error",
+        "code": code,
+        "message": message,
+        "param": None,
+        "sequence_number": seq,
+    }
 
 
 class ResponseEvents:
@@ -84,6 +97,17 @@ class ResponseEvents:
             await self._js.publish(subjects.response_events(response_id), data, headers=hdrs)
         except (TimeoutError, NatsError) as exc:
             raise StoreUnavailable(str(exc)) from exc
+
+    async def cancelled_queued(self, response_id: str) -> None:
+        """End the events of a response cancelled while it was queued: no run records any
+        (a run starts only from ``queued``), so its followers would wait for
+        :data:`FOLLOW_IDLE_S`; they get an ``error`` event after ``response.created``.
+
+        Raises:
+            StoreUnavailable: JetStream did not take it.
+        """
+        event = error_event(1, "cancelled", CANCELLED)
+        await self.record(response_id, 1, "error", _encode(event))
 
     async def follow(self, response_id: str, starting_after: int, send: Send) -> bool:
         """Send every event after ``starting_after``, live, up to the last one.
@@ -181,7 +205,7 @@ class RecordingSink:
             error = _any.decode(reply.body).get("error") or {}
         except msgspec.MsgspecError:
             error = {}
-        event = {"type": "error", "code": error.get("code"), "message": error.get("message")}
+        event = error_event(0, error.get("code"), error.get("message"))
         with contextlib.suppress(StoreUnavailable):  # the outcome is stored all the same
-            await self._record("error", {**event, "param": None})
+            await self._record("error", event)
         self.reply.set_result(reply)

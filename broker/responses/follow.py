@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
 from nats.aio.client import Client
 
-from broker.errors import BrokerStopping
+from broker.errors import BrokerError, BrokerStopping, ResponsesStoreDown
 from broker.replies.sinks import NatsSink, ReplySink
 from broker.request import Reply
 from broker.responses.events import ResponseEvents
 from schemas import headers
 
 __all__ = ["STOP_S", "Followers"]
+
+log = logging.getLogger("llm_edge.responses")
 
 #: The longest a stopping broker waits for its followers to end (each tells its caller so).
 STOP_S = 2.0
@@ -71,6 +74,14 @@ class Followers:
             if self._stopping:
                 await self._stopped(sink, meta)
             raise
+        except Exception:  # JetStream failed it: the caller is told, not left waiting
+            log.warning("following %s failed", response_id, exc_info=True)
+            error = ResponsesStoreDown(
+                "the response's events could not be read; follow it again with "
+                "starting_after set to the last sequence_number received",
+                retry_after=2,
+            )
+            await self._tell(sink, meta, error)
 
     async def _stopped(self, sink: ReplySink, meta: dict[str, str]) -> None:
         """Tell the caller this broker stopped following (bounded, best effort)."""
@@ -79,6 +90,10 @@ class Followers:
             "the last sequence_number received",
             retry_after=1,
         )
+        await self._tell(sink, meta, error)
+
+    async def _tell(self, sink: ReplySink, meta: dict[str, str], error: BrokerError) -> None:
+        """End the caller's stream with ``error`` (bounded, best effort)."""
         reply = Reply(error.status, error.envelope(), error.extra_headers)
         with contextlib.suppress(Exception):
             async with asyncio.timeout(STOP_S / 2):

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from broker.batch.runner import CollectSink
 from broker.replies.sinks import ReplySink
 from broker.request import Reply
-from broker.responses.events import RecordingSink, ResponseEvents
+from broker.responses.events import CANCELLED, RecordingSink, ResponseEvents
 from broker.tenancy.tenants import Caller, KeyRing
 from schemas import error_body, headers
 from schemas.api import Api
@@ -94,7 +94,6 @@ class PipelineRun:
         if not sink.reply.done():
             self._cancel(response_id, owner)
             if isinstance(sink, RecordingSink):  # its followers learn it ended
-                message = "the response was cancelled"
-                await sink.error(Reply(400, error_body(400, "cancelled", message)), {})
+                await sink.error(Reply(400, error_body(400, "cancelled", CANCELLED)), {})
             return None
         return sink.reply.result()

@@ -41,11 +41,11 @@ from broker.responses.events import ResponseEvents
 from broker.responses.pipeline_run import Handle, PipelineRun
 from broker.responses.settings import ResponsesSettings
 from broker.responses.states import at_upstream, finished, retryable, started, status
-from broker.responses.store import ResponseStore, StoreUnavailable
+from broker.responses.store import EntryTooLarge, ResponseStore, StoreUnavailable
 from broker.responses.upstream import UpstreamRuns, running_upstream
 from broker.tenancy.tenants import KeyRing
 from edge_runtime.process import InFlight
-from schemas import headers, subjects
+from schemas import error_body, headers, subjects
 from schemas.jetstream import RESPONSE_CONSUMER, RESPONSE_JOBS_STREAM
 from schemas.responses import ResponseStatus, StoredResponse
 
@@ -218,9 +218,16 @@ class JobRunner:
         the one that made it final (:mod:`broker.responses.charges`)."""
         charge = None if ran.polled is None else self._charges.price(ran.polled, ran.reply)
         charged = charge.reply_headers() if charge is not None else None
-        written = await self._store.apply(
-            job.id, job.tenant, lambda s: finished(s, job.id, ran.reply, charged)
-        )
+        try:
+            written = await self._store.apply(
+                job.id, job.tenant, lambda s: finished(s, job.id, ran.reply, charged)
+            )
+        except EntryTooLarge as exc:  # stored as failed: a run again would only fail again
+            message = f"the response could not be stored ({exc}, over the transport limit)"
+            failed = Reply(502, error_body(502, "response_too_large", message))
+            written = await self._store.apply(
+                job.id, job.tenant, lambda s: finished(s, job.id, failed, charged)
+            )
         if charge is not None and written is not None and written[1]:
             await self._charges.charge(written[0], charge)
 

@@ -12,7 +12,7 @@ import msgspec
 
 from broker.replies.sinks import ReplySink
 from broker.request import Piece, Reply
-from broker.responses.store import ResponseStore, StoreUnavailable
+from broker.responses.store import EntryTooLarge, ResponseStore, StoreUnavailable
 from schemas import StreamEnd, headers
 from schemas.response_events import FINAL_EVENTS
 from schemas.responses import StoredResponse
@@ -54,7 +54,11 @@ class StoringSink:
             provider = meta.get(headers.PROVIDER, "")
             stored = msgspec.structs.replace(self._record, response=response, provider=provider)
             await self._store.put(response_id, stored)
-        except (msgspec.MsgspecError, StoreUnavailable) as exc:  # answered all the same
+        except (
+            msgspec.MsgspecError,
+            EntryTooLarge,
+            StoreUnavailable,
+        ) as exc:  # answered all the same
             log.warning("a response could not be stored: %s", exc)
 
     async def whole(self, reply: Reply, meta: dict[str, str]) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 import msgspec
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
+from nats.errors import MaxPayloadError
 from nats.js import api
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
@@ -27,7 +28,7 @@ from edge_runtime.jetstream import ensure_key_value
 from schemas.jetstream import RESPONSES_BUCKET
 from schemas.responses import StoredResponse
 
-__all__ = ["KV_TIMEOUT_S", "ResponseStore", "StoreUnavailable", "valid_id"]
+__all__ = ["KV_TIMEOUT_S", "EntryTooLarge", "ResponseStore", "StoreUnavailable", "valid_id"]
 
 log = logging.getLogger("llm_edge.responses")
 
@@ -49,6 +50,10 @@ def valid_id(response_id: str) -> bool:
 
 class StoreUnavailable(Exception):
     """JetStream did not answer (a 503 for the caller)."""
+
+
+class EntryTooLarge(Exception):
+    """An entry over the server's ``max_payload``: storing it again cannot succeed."""
 
 
 class ResponseStore:
@@ -107,11 +112,15 @@ class ResponseStore:
         """Store (or replace) a response.
 
         Raises:
-            StoreUnavailable: JetStream did not answer, or refused the entry (too large).
+            EntryTooLarge: the entry is over the server's ``max_payload``.
+            StoreUnavailable: JetStream did not answer.
         """
+        entry = _encode(stored)
         try:
             async with asyncio.timeout(KV_TIMEOUT_S):
-                await self._kv.put(response_id, _encode(stored))
+                await self._kv.put(response_id, entry)
+        except MaxPayloadError as exc:
+            raise EntryTooLarge(f"the stored response is {len(entry)} bytes") from exc
         except (TimeoutError, NatsError) as exc:
             raise StoreUnavailable(str(exc)) from exc
 
@@ -141,6 +150,7 @@ class ResponseStore:
         a step that must happen once, such as charging, is conditioned on).
 
         Raises:
+            EntryTooLarge: the changed entry is over the server's ``max_payload``.
             StoreUnavailable: JetStream did not answer.
         """
         for _ in range(CAS_TRIES):
@@ -151,11 +161,14 @@ class ResponseStore:
             changed = change(stored)
             if changed is None:
                 return stored, False
+            entry = _encode(changed)
             try:
                 async with asyncio.timeout(KV_TIMEOUT_S):
-                    await self._kv.update(response_id, _encode(changed), last=revision)
+                    await self._kv.update(response_id, entry, last=revision)
             except KeyWrongLastSequenceError:
                 continue
+            except MaxPayloadError as exc:
+                raise EntryTooLarge(f"the stored response is {len(entry)} bytes") from exc
             except (TimeoutError, NatsError) as exc:
                 raise StoreUnavailable(str(exc)) from exc
             return changed, True

@@ -141,16 +141,30 @@ class StoredApi:
 
         await self._answer(msg, work, charged)
 
+    async def _cancel(self, response_id: str, tenant: str) -> StoredResponse | None:
+        """Mark the tenant's response ``cancelled`` unless it is final, and stop its run
+        (nothing is halted for a response the tenant does not own). The entry as it is now,
+        or ``None`` when the tenant has none."""
+        before: list[StoredResponse] = []
+
+        def change(stored: StoredResponse) -> StoredResponse | None:
+            before[:] = [stored]  # the entry the write that won was based on
+            return cancelled(stored)
+
+        found = await self._store().apply(response_id, tenant, change)
+        if found is None:
+            return None
+        now, written = found
+        if written and self._jobs is not None:
+            await self._jobs.stop_run(response_id, before[0])
+        return now
+
     async def delete(self, msg: Msg) -> None:
         """``llm.responses.delete``: delete it (a background one still running is
         cancelled first)."""
 
         async def work(query: _Query, tenant: str) -> tuple[int, bytes]:
-            if self._jobs is not None:
-                await self._jobs.halt(query.id)
-                found = await self._store().read(query.id, tenant)
-                if found is not None:
-                    await self._jobs.cancel_upstream(found[0])
+            await self._cancel(query.id, tenant)
             if not await self._store().delete(query.id, tenant):
                 raise ResponseNotFound(f"Response with id '{query.id}' not found.")
             return 200, _encoder.encode({"id": query.id, "object": "response", "deleted": True})
@@ -166,12 +180,9 @@ class StoredApi:
             stored = await self._read(query, tenant)
             if not _any.decode(stored.response).get("background"):
                 raise InvalidRequest("Only background responses can be cancelled.", param="id")
-            now = await self._store().update(query.id, tenant, cancelled)
+            now = await self._cancel(query.id, tenant)
             if now is None:
                 raise ResponseNotFound(f"Response with id '{query.id}' not found.")
-            if self._jobs is not None:
-                await self._jobs.halt(query.id)
-                await self._jobs.cancel_upstream(stored)
             return 200, bytes(now.response)
 
         await self._answer(msg, work)

@@ -10,7 +10,10 @@ from collections.abc import AsyncIterator
 import nats
 import pytest
 
+from broker.responses.events import ResponseEvents
+from broker.responses.follow import Followers
 from edge_client import EdgeClient, MessageEvent, Stream, UnavailableError
+from schemas import headers
 from tests.support.servers import EmbeddedNats
 from tests.support.stack import Stack, StackFactory, config_from
 from tests.support.upstream import FakeOpenAI, Scripted, running_fake
@@ -119,3 +122,23 @@ async def test_a_stopping_broker_ends_its_followers(
 
 async def _all(stream: Stream[MessageEvent]) -> list[MessageEvent]:
     return [event async for event in stream]
+
+
+async def test_a_follow_jetstream_fails_is_answered_with_an_error(own_nats: EmbeddedNats) -> None:
+    """A follow whose events cannot be read (no events stream) ends the caller's stream with
+    a 503 at once instead of leaving it waiting for a reply that never comes."""
+    nc = await nats.connect(own_nats.url)
+    try:
+        followers = Followers(nc, ResponseEvents(nc))  # its stream never opened
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox)
+        task = followers.spawn(inbox, {headers.REQUEST_ID: "req-1"}, "resp_missing", -1)
+        answer = await sub.next_msg(timeout=STEP_S)
+        hdrs = answer.headers or {}
+        assert hdrs[headers.STATUS] == "503"
+        assert hdrs[headers.STREAM] == "error"
+        assert hdrs[headers.REQUEST_ID] == "req-1"
+        assert task is not None
+        await asyncio.wait_for(task, STEP_S)  # ended, without an exception
+    finally:
+        await nc.close()

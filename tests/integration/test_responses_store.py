@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -13,8 +14,9 @@ import pytest
 from openai.types.responses import Response
 
 from broker.tenancy.tenants import hash_key
+from edge_runtime.embedded import EmbeddedNats
 from tests.support.stack import Stack, StackFactory, config_from
-from tests.support.upstream import FakeOpenAI, Scripted, running_fake
+from tests.support.upstream import FakeOpenAI, Scripted, openai_completion, running_fake
 
 KEY_ACME, KEY_GLOBEX = "sk-acme-responses", "sk-globex-responses"
 #: The longest a background response may take to finish here.
@@ -323,3 +325,119 @@ async def test_only_streamed_background_responses_stream_again(
 
 async def _all(events: AsyncIterator[Any]) -> list[Any]:
     return [event async for event in events]
+
+
+async def test_another_tenant_cannot_stop_a_running_response(
+    acme: openai.AsyncOpenAI, globex: openai.AsyncOpenAI, fake_openai: FakeOpenAI
+) -> None:
+    """Another tenant deleting or cancelling a running background response gets a 404, and
+    the run goes on to complete."""
+    release = asyncio.Event()
+    fake_openai.script.append(Scripted(delay_s=30, release=release))
+    created = await acme.responses.create(model="compat", input="hold on", background=True)
+    await asyncio.wait_for(_received(fake_openai, 1), FINISH_S)
+    with pytest.raises(openai.NotFoundError):
+        await globex.responses.delete(created.id)
+    with pytest.raises(openai.NotFoundError):
+        await globex.responses.cancel(created.id)
+    release.set()
+    done = await _until(acme, created.id, "completed", "failed", "cancelled")
+    assert done.status == "completed"
+
+
+async def test_a_queued_streamed_response_cancelled_or_deleted_ends_its_stream(
+    own_nats: Any, fake_openai: FakeOpenAI, make_stack: StackFactory
+) -> None:
+    """A streamed background response cancelled (or deleted) while it is still queued ends
+    its caller's stream at once with a ``cancelled`` error event, and is never run."""
+    config = config_from(f"""
+        [cache]
+        enabled = false
+        [batch]
+        enabled = false
+        [responses]
+        concurrency = 1
+        [tenants.acme]
+        keys = ["{hash_key(KEY_ACME)}"]
+        [providers.compat]
+        kind = "openai_compatible"
+        base_url = "{fake_openai.base_url}"
+        [models.compat]
+        deployments = [{{ provider = "compat", model = "served-compat" }}]
+    """)
+    acme = _client(await make_stack(own_nats.url, config, bridge=True), KEY_ACME)
+    release = asyncio.Event()
+    fake_openai.script.append(Scripted(delay_s=30, release=release))
+    await acme.responses.create(model="compat", input="hold the only slot", background=True)
+    await asyncio.wait_for(_received(fake_openai, 1), FINISH_S)
+    for end in (acme.responses.cancel, acme.responses.delete):
+        stream = await acme.responses.create(
+            model="compat", input="wait your turn", background=True, stream=True
+        )
+        events = stream.__aiter__()
+        created = await asyncio.wait_for(anext(events), FINISH_S)
+        assert created.type == "response.created"
+        assert created.response.status == "queued"  # type: ignore[union-attr]
+        await end(created.response.id)  # type: ignore[union-attr]
+        rest = await asyncio.wait_for(_all(events), FINISH_S)
+        assert [(e.type, e.code, e.sequence_number) for e in rest] == [  # type: ignore[union-attr]
+            ("error", "cancelled", 1)
+        ]
+    release.set()
+    assert len(fake_openai.received) == 1
+
+
+#: The small server's ``max_payload``: large entries are tried without large requests.
+SMALL_PAYLOAD = 1024 * 1024
+
+
+@pytest.fixture
+async def small(
+    tmp_path: Path, fake_openai: FakeOpenAI, make_stack: StackFactory
+) -> AsyncIterator[openai.AsyncOpenAI]:
+    """Acme's client of a stack on a server of its own that takes messages up to 1 MiB."""
+    server = EmbeddedNats(tmp_path / "small", port=-1, max_payload=SMALL_PAYLOAD)
+    server.start()
+    try:
+        config = config_from(f"""
+            [cache]
+            enabled = false
+            [batch]
+            enabled = false
+            [tenants.acme]
+            keys = ["{hash_key(KEY_ACME)}"]
+            [providers.compat]
+            kind = "openai_compatible"
+            base_url = "{fake_openai.base_url}"
+            [models.compat]
+            deployments = [{{ provider = "compat", model = "served-compat" }}]
+        """)
+        stack = await make_stack(server.url, config, bridge=True)
+        yield _client(stack, KEY_ACME)
+        await stack.stop()
+    finally:
+        server.stop()
+
+
+async def test_a_background_answer_too_large_to_store_fails_it(
+    small: openai.AsyncOpenAI, fake_openai: FakeOpenAI
+) -> None:
+    """A background response whose answer, kept with its input, is over the server's
+    ``max_payload`` ends ``failed`` with ``response_too_large`` (it is not run again and
+    again, left ``in_progress``)."""
+    answer = openai_completion("served-compat", "a" * 800_000)
+    fake_openai.script.append(Scripted(body=answer))
+    created = await small.responses.create(model="compat", input="b" * 300_000, background=True)
+    done = await _until(small, created.id, "completed", "failed")
+    assert done.status == "failed"
+    assert done.error is not None
+    assert done.error.code == "response_too_large"  # type: ignore[comparison-overlap]
+    assert len(fake_openai.received) == 1
+
+
+async def test_a_background_request_too_large_to_keep_is_a_413(small: openai.AsyncOpenAI) -> None:
+    """A background request under the request limit but over ``max_payload`` once kept with
+    its input items is refused with a 413, not a 503 to retry."""
+    with pytest.raises(openai.APIStatusError) as caught:
+        await small.responses.create(model="compat", input="b" * 600_000, background=True)
+    assert caught.value.status_code == 413
