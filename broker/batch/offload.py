@@ -147,14 +147,15 @@ class Offloader:
         """Ask a running provider batch's status (or cancel it); merge it once it ended."""
         batch_id = record.batch.id
         cancel = (stopping or self._late(record)) and not sub.cancel_sent
+        status = OffloadCall(OffloadOp.STATUS, provider_batch=sub.provider_batch)
         try:
-            answer = await self._call(
-                sub,
-                OffloadCall(
-                    OffloadOp.CANCEL if cancel else OffloadOp.STATUS,
-                    provider_batch=sub.provider_batch,
-                ),
-            )
+            if cancel:
+                answer = await self._call(sub, msgspec.structs.replace(status, op=OffloadOp.CANCEL))
+                if answer.error:  # refused: e.g. the batch ended meanwhile; its status says
+                    log.info("batch %s: provider batch cancel: %s", batch_id, answer.error)
+                    cancel, answer = False, await self._call(sub, status)
+            else:
+                answer = await self._call(sub, status)
         except _NoWorker:
             return  # the provider's workers are away: ask again next poll
         if answer.error:
