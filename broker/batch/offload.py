@@ -207,9 +207,10 @@ class Offloader:
         try:
             answer = await self._call(sub, call)
         except _NoWorker:
-            return
+            answer = OffloadAnswer(error="no worker serves the provider's Batch API", status=404)
         if answer.error:
             log.info("batch %s: sub-batch %d: find: %s", batch_id, sub.index, answer.error)
+            await self._unfound(record, sub, stopping=stopping)
             return
         if answer.provider_batch:
             log.info("batch %s: sub-batch %d: found %s", batch_id, sub.index, answer.provider_batch)
@@ -223,6 +224,20 @@ class Offloader:
             await self._merge(record, sub, fetch=False)
         else:
             await self._submit(record, sub)
+
+    async def _unfound(self, record: BatchRecord, sub: SubBatch, *, stopping: bool) -> None:
+        """A submit ``find`` cannot resolve (the provider's list refused, no worker) must not
+        hold the batch for ever: once the batch is cancelled (and a submit in flight has
+        settled), its lines are given up, and once it is past its deadline they expire on the
+        normal path. Neither runs a line twice; a provider batch find could not see is left
+        to run unmerged."""
+        now, expires = self._clock(), record.batch.expires_at
+        if stopping and now >= sub.submit_at + SUBMIT_SETTLE_S:
+            log.warning("batch %s: sub-batch %d: given up unfound", record.batch.id, sub.index)
+            await self._merger.merged(record.batch.id, sub, 0, 0, 0.0)
+        elif not stopping and expires is not None and now > expires:
+            log.warning("batch %s: sub-batch %d: expired unfound", record.batch.id, sub.index)
+            await self._merge(record, sub, fetch=False)
 
     async def _call(self, sub: SubBatch, call: OffloadCall) -> OffloadAnswer:
         try:

@@ -16,7 +16,8 @@ A line whose last message holds ``FAIL`` fails in a batch (a 400 in OpenAI's err
 expires: its first half of lines succeed, the rest expire (a Gemini batch in it,
 ``batches/gemini<n>``, expires whole). With ``refuse_ended_cancel`` set, a cancel of a batch
 that has ended is refused (OpenAI 409, Anthropic 409, Gemini 400 ``FAILED_PRECONDITION``): only
-a batch in progress can be cancelled.
+a batch in progress can be cancelled. With ``list_status`` set, the list endpoints answer
+that error status.
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ class FakeBatches:
         self.polls = polls
         self.expire = expire
         self.refuse_ended_cancel = False
+        self.list_status = 200  # another answers every list call with that error status
         self.refused_cancels = 0
         self.batches: dict[str, FakeBatch] = {}
         self.files: dict[str, bytes] = {}
@@ -166,6 +168,8 @@ class FakeBatches:
             status, body, ctype, extra = gemini
         elif scope["method"] == "GET" and scope["path"] in {"/v1/batches", "/v1/messages/batches"}:
             status, body, ctype = 200, self._list(scope["path"], query), b"application/json"
+            if self.list_status != 200:
+                status, body = self.list_status, b'{"error": {"message": "list refused"}}'
         else:
             status, body, ctype = self._route(scope["method"], scope["path"], raw, hdrs)
         headers = [(b"content-type", ctype), *((k.encode(), v.encode()) for k, v in extra.items())]
