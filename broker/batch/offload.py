@@ -135,6 +135,8 @@ class Offloader:
         if sub.state is OffloadState.PENDING:
             if stopping:  # cancelled before it was sent: nothing ran, nothing to merge
                 await self._merger.merged(record.batch.id, sub, 0, 0, 0.0)
+            elif self._late(record):  # it would be cancelled at its first look: run it here
+                await self._merge(record, sub, fetch=False)
             else:
                 await self._submit(record, sub)
             return

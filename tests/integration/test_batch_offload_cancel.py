@@ -148,3 +148,31 @@ async def test_cancel_refused_because_the_provider_batch_ended_still_ends_the_ba
         assert {line["offload"]["batch_id"] for line in out} == {provider_batch.id}
         assert not fake.sync_calls
         assert await offload_objects(stack.nc, batch_id) == []
+
+
+async def test_lines_past_the_margin_before_their_submit_run_on_the_normal_path(
+    make_stack: StackFactory, nats_url: str
+) -> None:
+    """A sub-batch whose batch is already within ``offload_margin_s`` of its deadline when
+    its submit is due is not sent to the provider (it would be cancelled at its first look):
+    its lines run on the normal path at once."""
+    async with running_batches() as fake:
+        late = config(fake).replace(
+            "offload_poll_s = 3600", "offload_poll_s = 0.02\noffload_margin_s = 86400"
+        )
+        stack = await batch_stack(make_stack, nats_url, config_from(late), None, ENV)
+        body = {
+            "lines": rows("gpt"),
+            "endpoint": "/v1/chat/completions",
+            "completion_window": "24h",
+        }
+        reply = await stack.nc.request("llm.batch.submit", msgspec.json.encode(body), timeout=30)
+        final = await asyncio.wait_for(
+            wait_final(stack.nc, msgspec.json.decode(reply.data)["id"]), 20
+        )
+
+        assert final["status"] == "completed"
+        assert final["request_counts"] == {"total": LINES, "completed": LINES, "failed": 0}
+        assert not fake.batches  # no provider batch created (and then cancelled)
+        assert fake.sync_calls["openai"] == LINES
+        assert final["offload"]["fallback"] == LINES
