@@ -135,6 +135,8 @@ class Offloader:
         if sub.state is OffloadState.PENDING:
             if stopping:  # cancelled before it was sent: nothing ran, nothing to merge
                 await self._merger.merged(record.batch.id, sub, 0, 0, 0.0)
+            elif self._late(record):  # it would be cancelled at its first look: run it here
+                await self._merge(record, sub, fetch=False)
             else:
                 await self._submit(record, sub)
             return
@@ -147,14 +149,15 @@ class Offloader:
         """Ask a running provider batch's status (or cancel it); merge it once it ended."""
         batch_id = record.batch.id
         cancel = (stopping or self._late(record)) and not sub.cancel_sent
+        status = OffloadCall(OffloadOp.STATUS, provider_batch=sub.provider_batch)
         try:
-            answer = await self._call(
-                sub,
-                OffloadCall(
-                    OffloadOp.CANCEL if cancel else OffloadOp.STATUS,
-                    provider_batch=sub.provider_batch,
-                ),
-            )
+            if cancel:
+                answer = await self._call(sub, msgspec.structs.replace(status, op=OffloadOp.CANCEL))
+                if answer.error:  # refused: e.g. the batch ended meanwhile; its status says
+                    log.info("batch %s: provider batch cancel: %s", batch_id, answer.error)
+                    cancel, answer = False, await self._call(sub, status)
+            else:
+                answer = await self._call(sub, status)
         except _NoWorker:
             return  # the provider's workers are away: ask again next poll
         if answer.error:
@@ -206,9 +209,10 @@ class Offloader:
         try:
             answer = await self._call(sub, call)
         except _NoWorker:
-            return
+            answer = OffloadAnswer(error="no worker serves the provider's Batch API", status=404)
         if answer.error:
             log.info("batch %s: sub-batch %d: find: %s", batch_id, sub.index, answer.error)
+            await self._unfound(record, sub, stopping=stopping)
             return
         if answer.provider_batch:
             log.info("batch %s: sub-batch %d: found %s", batch_id, sub.index, answer.provider_batch)
@@ -222,6 +226,20 @@ class Offloader:
             await self._merge(record, sub, fetch=False)
         else:
             await self._submit(record, sub)
+
+    async def _unfound(self, record: BatchRecord, sub: SubBatch, *, stopping: bool) -> None:
+        """A submit ``find`` cannot resolve (the provider's list refused, no worker) must not
+        hold the batch for ever: once the batch is cancelled (and a submit in flight has
+        settled), its lines are given up, and once it is past its deadline they expire on the
+        normal path. Neither runs a line twice; a provider batch find could not see is left
+        to run unmerged."""
+        now, expires = self._clock(), record.batch.expires_at
+        if stopping and now >= sub.submit_at + SUBMIT_SETTLE_S:
+            log.warning("batch %s: sub-batch %d: given up unfound", record.batch.id, sub.index)
+            await self._merger.merged(record.batch.id, sub, 0, 0, 0.0)
+        elif not stopping and expires is not None and now > expires:
+            log.warning("batch %s: sub-batch %d: expired unfound", record.batch.id, sub.index)
+            await self._merge(record, sub, fetch=False)
 
     async def _call(self, sub: SubBatch, call: OffloadCall) -> OffloadAnswer:
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import time
 from collections import Counter
 
 import msgspec
@@ -15,7 +16,8 @@ import pytest
 
 from broker.batch.offload import Offloader
 from edge_runtime.batch_store import BatchStore
-from schemas.offload import SubBatch, receipt_object
+from schemas.batch import BatchRecord
+from schemas.offload import SUBMIT_SETTLE_S, OffloadState, SubBatch, receipt_object
 from tests.support.batch import batch_stack, offload_objects, wait_final
 from tests.support.fake_gemini_batches import GEMINI_KEY
 from tests.support.fake_provider_batches import FakeBatches, running_batches
@@ -139,3 +141,67 @@ async def test_submit_interrupted_before_the_record_write_is_not_repeated(
         assert {line["offload"]["batch_id"] for line in out} == {
             b.id for b in fake.created(provider)
         }
+
+
+@pytest.mark.parametrize("end", ["cancelled", "expired"])
+async def test_batch_whose_submits_cannot_be_found_still_ends(
+    make_stack: StackFactory, nats_url: str, end: str
+) -> None:
+    """Each sub-batch's step dies after the worker's submit answered, without the receipt,
+    and the provider's list of batches is refused (a revoked key, an outage): ``find``
+    cannot tell whether the provider holds them. Once the batch is cancelled (and a submit
+    in flight has surely settled), the sub-batches are given up; once it is past its
+    deadline, their lines expire on the normal path. Nothing is submitted again, no line
+    runs, and the batch ends; it used to ask ``find`` for ever, the batch stuck."""
+    async with running_batches(polls=10**9) as fake:
+        fake.list_status = 401
+        stack = await batch_stack(make_stack, nats_url, config_from(config(fake)), None, ENV)
+        assert stack.brokers[0].batch is not None
+        offloader: Offloader = stack.brokers[0].batch.offloader
+        store = await BatchStore.open(stack.nc)
+        died: list[int] = []
+
+        async def die(sub: SubBatch) -> None:
+            died.append(sub.index)
+            await store.files.delete(receipt_object(f"offload-{batch_id}-{sub.index}"))
+            raise BrokerDied
+
+        offloader.after_submit = die
+        body = {
+            "lines": rows("gpt"),
+            "endpoint": "/v1/chat/completions",
+            "completion_window": "24h",
+        }
+        reply = await stack.nc.request("llm.batch.submit", msgspec.json.encode(body), timeout=30)
+        batch_id = msgspec.json.decode(reply.data)["id"]
+        kv = await stack.nc.jetstream().key_value("llm_edge_batches")
+        watcher = await kv.watch(f"batch.{batch_id}")
+        try:
+            async with asyncio.timeout(30):  # both submitted, both intents left unresolved
+                async for entry in watcher:
+                    if entry is not None and entry.value and sorted(died) == [0, 1]:
+                        record = msgspec.json.decode(entry.value, type=BatchRecord)
+                        if {s.state for s in record.offload} == {OffloadState.SUBMITTING}:
+                            break
+        finally:
+            await watcher.stop()
+        assert fake.list_calls["openai"] > 0  # find asked the provider, and was refused
+        if end == "cancelled":
+            await stack.nc.request("llm.batch.cancel", msgspec.json.encode({"id": batch_id}))
+
+        def settled(record: BatchRecord) -> BatchRecord:
+            for sub in record.offload:
+                sub.submit_at -= SUBMIT_SETTLE_S
+            if end == "expired":
+                record.batch.expires_at = int(time.time()) - 1
+            return record
+
+        await store.update(batch_id, settled)
+        final = await asyncio.wait_for(wait_final(stack.nc, batch_id), 20)
+
+        assert final["status"] == end
+        assert final["request_counts"]["completed"] == 0
+        assert final["request_counts"]["failed"] == (LINES if end == "expired" else 0)
+        assert [len(b.rows) for b in fake.created("openai")] == [SUB_LINES, SUB_LINES]
+        assert not fake.sync_calls
+        assert await offload_objects(stack.nc, batch_id) == []

@@ -103,6 +103,9 @@ class GeminiRoutes:
             return 200, json.dumps(self._list(query)).encode(), _JS, {}
         name, _, verb = path.partition(":")
         batch = self._batch(name)
+        if verb == "cancel" and self._server.cancel_refused(batch):
+            error = {"code": 400, "message": "batch ended", "status": "FAILED_PRECONDITION"}
+            return 400, json.dumps({"error": error}).encode(), _JS, {}
         batch.polls += 1
         if verb == "cancel":
             batch.cancelled = True

@@ -14,7 +14,10 @@ A line whose last message holds ``FAIL`` fails in a batch (a 400 in OpenAI's err
 ``errored`` at Anthropic) but succeeds on the synchronous endpoints. A batch whose id is in
 ``expire`` (``batch_openai<n>``, ``msgbatch_anthropic<n>``: the n-th created of its kind)
 expires: its first half of lines succeed, the rest expire (a Gemini batch in it,
-``batches/gemini<n>``, expires whole).
+``batches/gemini<n>``, expires whole). With ``refuse_ended_cancel`` set, a cancel of a batch
+that has ended is refused (OpenAI 409, Anthropic 409, Gemini 400 ``FAILED_PRECONDITION``): only
+a batch in progress can be cancelled. With ``list_status`` set, the list endpoints answer
+that error status.
 """
 
 from __future__ import annotations
@@ -37,6 +40,22 @@ from tests.support.fake_gemini_batches import GeminiRoutes
 
 __all__ = ["FakeBatch", "FakeBatches", "running_batches"]
 
+ENDED_OPENAI = json.dumps(
+    {
+        "error": {
+            "message": "Cannot cancel a batch with status 'completed'.",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": None,
+        }
+    }
+).encode()
+ENDED_ANTHROPIC = json.dumps(
+    {
+        "type": "error",
+        "error": {"type": "invalid_request_error", "message": "Batch has already ended."},
+    }
+).encode()
 USAGE_OPENAI = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
 
 
@@ -96,6 +115,9 @@ class FakeBatches:
     def __init__(self, polls: int = 3, expire: frozenset[str] = frozenset()) -> None:
         self.polls = polls
         self.expire = expire
+        self.refuse_ended_cancel = False
+        self.list_status = 200  # another answers every list call with that error status
+        self.refused_cancels = 0
         self.batches: dict[str, FakeBatch] = {}
         self.files: dict[str, bytes] = {}
         self.sync_calls: Counter[str] = Counter()
@@ -146,6 +168,8 @@ class FakeBatches:
             status, body, ctype, extra = gemini
         elif scope["method"] == "GET" and scope["path"] in {"/v1/batches", "/v1/messages/batches"}:
             status, body, ctype = 200, self._list(scope["path"], query), b"application/json"
+            if self.list_status != 200:
+                status, body = self.list_status, b'{"error": {"message": "list refused"}}'
         else:
             status, body, ctype = self._route(scope["method"], scope["path"], raw, hdrs)
         headers = [(b"content-type", ctype), *((k.encode(), v.encode()) for k, v in extra.items())]
@@ -177,6 +201,8 @@ class FakeBatches:
             return 200, json.dumps(self._openai(batch)).encode(), js
         if parts[:1] == ["batches"]:
             batch = self.batches[parts[1]]
+            if parts[2:] == ["cancel"] and self.cancel_refused(batch):
+                return 409, ENDED_OPENAI, js
             self._read(batch, cancel=parts[2:] == ["cancel"])
             return 200, json.dumps(self._openai(batch)).encode(), js
         if parts == ["messages", "batches"] and method == "POST":
@@ -186,6 +212,8 @@ class FakeBatches:
             return 200, self._anthropic_results(self.batches[parts[2]]), b"application/x-jsonl"
         if parts[:2] == ["messages", "batches"]:
             batch = self.batches[parts[2]]
+            if parts[3:] == ["cancel"] and self.cancel_refused(batch):
+                return 409, ENDED_ANTHROPIC, js
             self._read(batch, cancel=parts[3:] == ["cancel"])
             return 200, json.dumps(self._anthropic(batch)).encode(), js
         return 404, b'{"error": {"message": "not found"}}', js
@@ -242,6 +270,12 @@ class FakeBatches:
         self.status_reads += 1
         batch.polls += 1
         batch.cancelled = batch.cancelled or cancel
+
+    def cancel_refused(self, batch: FakeBatch) -> bool:
+        """Whether a cancel of ``batch`` is refused (it ended, and ended ones are refused)."""
+        refused = self.refuse_ended_cancel and self._ended(batch)
+        self.refused_cancels += refused
+        return refused
 
     def _ended(self, batch: FakeBatch) -> bool:
         return batch.cancelled or batch.polls > self.polls

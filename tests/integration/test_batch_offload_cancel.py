@@ -1,0 +1,178 @@
+"""Cancelling a batch whose lines run on a provider's Batch API (OpenAI, Anthropic, Gemini):
+the provider batch is cancelled upstream, its finished lines are kept, and the batch ends
+``cancelled`` even when the provider refuses the cancel because its batch ended meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections import Counter
+from collections.abc import Callable
+
+import msgspec
+import pytest
+from nats.aio.client import Client
+
+from edge_runtime.batch_store import BatchStore
+from schemas.batch import BatchRecord
+from schemas.offload import OffloadState
+from tests.support.batch import batch_stack, offload_objects, wait_final
+from tests.support.fake_gemini_batches import GEMINI_KEY
+from tests.support.fake_provider_batches import FakeBatches, running_batches
+from tests.support.stack import StackFactory, config_from
+
+LINES = 30
+ENV = {"OPENAI_KEY": "sk-test", "ANTHROPIC_KEY": "sk-ant-test", "GEMINI_KEY": GEMINI_KEY}
+
+
+def config(fake: FakeBatches) -> str:
+    # offload_poll_s is an hour: after its submit, a provider batch is looked at again only
+    # when the test says so (it moves the record's offload_next)
+    return f"""
+[cache]
+enabled = false
+
+[batch]
+poll_s = 0.02
+offload = "auto"
+offload_poll_s = 3600
+
+[providers.openai]
+kind = "openai"
+base_url = "{fake.base_url}"
+api_key_env = "OPENAI_KEY"
+
+[providers.anthropic]
+kind = "anthropic"
+base_url = "{fake.base_url}"
+api_key_env = "ANTHROPIC_KEY"
+
+[providers.gemini]
+kind = "gemini"
+base_url = "{fake.base_url.removesuffix("/v1")}/v1beta"
+api_key_env = "GEMINI_KEY"
+
+[models.gpt]
+deployments = [{{ provider = "openai", model = "gpt-4o-mini" }}]
+
+[models.claude]
+deployments = [{{ provider = "anthropic", model = "claude-x" }}]
+
+[models.gem]
+deployments = [{{ provider = "gemini", model = "gemini-x" }}]
+"""
+
+
+def rows(model: str) -> list[dict[str, object]]:
+    return [
+        {
+            "custom_id": f"req-{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {
+                "model": model,
+                "messages": [{"role": "user", "content": f"line {i}"}],
+                "max_tokens": 16,
+            },
+        }
+        for i in range(LINES)
+    ]
+
+
+async def record_until(
+    nc: Client, batch_id: str, condition: Callable[[BatchRecord], bool]
+) -> BatchRecord:
+    """Follow the batch's record until it satisfies ``condition``."""
+    watcher = await (await nc.jetstream().key_value("llm_edge_batches")).watch(f"batch.{batch_id}")
+    try:
+        async with asyncio.timeout(30):
+            async for entry in watcher:
+                if entry is None or not entry.value:
+                    continue
+                record = msgspec.json.decode(entry.value, type=BatchRecord)
+                if condition(record):
+                    return record
+    finally:
+        await watcher.stop()
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize(
+    ("provider", "model"), [("openai", "gpt"), ("anthropic", "claude"), ("gemini", "gem")]
+)
+async def test_cancel_refused_because_the_provider_batch_ended_still_ends_the_batch(
+    make_stack: StackFactory, nats_url: str, provider: str, model: str
+) -> None:
+    """The provider batch ends between two looks; our batch is then cancelled and the
+    provider refuses to cancel a batch that has ended (as the real APIs do). The broker reads
+    the batch's status instead, merges its results, and the batch ends ``cancelled`` with
+    every line's result once (it used to ask the cancel again at every poll, for ever)."""
+    async with running_batches(polls=10**9) as fake:  # in progress until the test says
+        fake.refuse_ended_cancel = True
+        stack = await batch_stack(make_stack, nats_url, config_from(config(fake)), None, ENV)
+        body = {
+            "lines": rows(model),
+            "endpoint": "/v1/chat/completions",
+            "completion_window": "24h",
+        }
+        reply = await stack.nc.request("llm.batch.submit", msgspec.json.encode(body), timeout=30)
+        batch_id = msgspec.json.decode(reply.data)["id"]
+        await record_until(  # submitted, and its step over (the next one is an hour away)
+            stack.nc,
+            batch_id,
+            lambda r: (
+                bool(r.offload) and r.offload[0].state is OffloadState.RUNNING and not r.lease_owner
+            ),
+        )
+        [provider_batch] = fake.created(provider)
+        fake.polls, provider_batch.polls = 0, 2  # the provider batch has ended
+        cancel = msgspec.json.encode({"id": batch_id})
+        await stack.nc.request("llm.batch.cancel", cancel, timeout=10)
+        store = await BatchStore.open(stack.nc)
+
+        def now_due(record: BatchRecord) -> BatchRecord:
+            record.offload_next = 0.0
+            return record
+
+        await store.update(batch_id, now_due)
+        final = await asyncio.wait_for(wait_final(stack.nc, batch_id), 20)
+
+        assert fake.refused_cancels >= 1
+        assert final["status"] == "cancelled"
+        assert final["request_counts"] == {"total": LINES, "completed": LINES, "failed": 0}
+        buffer = io.BytesIO()
+        await store.read_file(final["output_file_id"], buffer)
+        out = [json.loads(line) for line in buffer.getvalue().splitlines()]
+        assert Counter(line["custom_id"] for line in out) == {f"req-{i}": 1 for i in range(LINES)}
+        assert {line["offload"]["batch_id"] for line in out} == {provider_batch.id}
+        assert not fake.sync_calls
+        assert await offload_objects(stack.nc, batch_id) == []
+
+
+async def test_lines_past_the_margin_before_their_submit_run_on_the_normal_path(
+    make_stack: StackFactory, nats_url: str
+) -> None:
+    """A sub-batch whose batch is already within ``offload_margin_s`` of its deadline when
+    its submit is due is not sent to the provider (it would be cancelled at its first look):
+    its lines run on the normal path at once."""
+    async with running_batches() as fake:
+        late = config(fake).replace(
+            "offload_poll_s = 3600", "offload_poll_s = 0.02\noffload_margin_s = 86400"
+        )
+        stack = await batch_stack(make_stack, nats_url, config_from(late), None, ENV)
+        body = {
+            "lines": rows("gpt"),
+            "endpoint": "/v1/chat/completions",
+            "completion_window": "24h",
+        }
+        reply = await stack.nc.request("llm.batch.submit", msgspec.json.encode(body), timeout=30)
+        final = await asyncio.wait_for(
+            wait_final(stack.nc, msgspec.json.decode(reply.data)["id"]), 20
+        )
+
+        assert final["status"] == "completed"
+        assert final["request_counts"] == {"total": LINES, "completed": LINES, "failed": 0}
+        assert not fake.batches  # no provider batch created (and then cancelled)
+        assert fake.sync_calls["openai"] == LINES
+        assert final["offload"]["fallback"] == LINES
