@@ -15,6 +15,7 @@ from prometheus_client.registry import Collector
 
 __all__ = [
     "BATCH_LINES",
+    "BATCH_OFFLOAD_DEFERRED",
     "BATCH_OFFLOAD_LINES",
     "BATCH_QUEUE_DEPTH",
     "BATCH_TENANT_LINES",
@@ -130,6 +131,13 @@ BATCH_OFFLOAD_LINES = Counter(
     "Batch lines sent to a provider's own Batch API (submitted), merged back from it"
     " (completed), or re-run on the normal path (fallback), by provider.",
     ["provider", "outcome"],
+)
+BATCH_OFFLOAD_DEFERRED = Counter(
+    "llm_edge_batch_offload_deferred_total",
+    "Sub-batch offload steps put off to a later poll: rate_limited (the provider refused a"
+    " submit with a 429), timeout (a worker's call timed out), error (an unexpected failure,"
+    " logged; the batch's other sub-batches go on), by provider.",
+    ["provider", "reason"],
 )
 QUEUE_WAIT = Histogram(
     "llm_edge_queue_wait_seconds",

@@ -95,7 +95,10 @@ class OffloadAnswer(msgspec.Struct, omit_defaults=True):
         provider_status: the provider's own status word.
         succeeded: lines the results object holds as succeeded (``results``).
         error: why the call failed (the other fields are then empty); ``status`` is its
-            HTTP-like status (4xx: retrying cannot help).
+            HTTP-like status (429: the provider rate-limited the call and created nothing;
+            another 4xx: retrying cannot help).
+        retry_after: seconds the provider asked us to wait before calling again (0: it did
+            not say).
     """
 
     provider_batch: str = ""
@@ -104,6 +107,7 @@ class OffloadAnswer(msgspec.Struct, omit_defaults=True):
     succeeded: int = 0
     error: str = ""
     status: int = 200
+    retry_after: float = 0.0
 
 
 class OffloadResult(msgspec.Struct, omit_defaults=True):
@@ -137,6 +141,8 @@ class SubBatch(msgspec.Struct):
         lines: how many input lines it holds.
         state: pending, submitting, running or merged.
         submit_at: unix time the submit's intent was recorded (``submitting``).
+        retry_at: unix time before which a pending sub-batch is not submitted (the provider
+            rate-limited its last submit; 0: at the next poll).
         provider_batch: the provider's batch id, once submitted.
         cancel_sent: a cancel was sent upstream (our cancel, or the window's margin).
         succeeded: lines merged from the provider's results.
@@ -151,6 +157,7 @@ class SubBatch(msgspec.Struct):
     lines: int
     state: OffloadState = OffloadState.PENDING
     submit_at: float = 0.0
+    retry_at: float = 0.0
     provider_batch: str = ""
     cancel_sent: bool = False
     succeeded: int = 0

@@ -85,7 +85,9 @@ class BatchService:
         try:
             answer = await self._run(_call.decode(msg.data))
         except ProviderError as exc:
-            answer = OffloadAnswer(error=exc.message, status=exc.status)
+            answer = OffloadAnswer(
+                error=exc.message, status=exc.status, retry_after=exc.retry_after or 0.0
+            )
         except msgspec.MsgspecError as exc:
             answer = OffloadAnswer(error=f"invalid batch call: {exc}", status=400)
         except Exception as exc:  # a JetStream failure: the broker asks again

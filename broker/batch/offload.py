@@ -12,6 +12,11 @@ record before the worker is asked, and a step that finds an intent without a pro
 id (the broker died, or the call timed out, after the provider accepted it) asks the worker
 to ``find`` that provider batch instead of submitting again. Only when the provider surely
 holds none (:data:`~schemas.offload.SUBMIT_SETTLE_S` after the intent) is it submitted again.
+
+A submit the provider rate-limited (429: it created nothing) puts the sub-batch back to
+pending until the provider's ``Retry-After`` (else the next poll); only when that would miss
+our deadline less ``offload_margin_s`` do its lines run on the normal path. Another 4xx is
+a refusal retrying cannot help: the lines run on the normal path at once.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from http import HTTPStatus
 from pathlib import Path
 
 import msgspec
@@ -137,6 +143,8 @@ class Offloader:
                 await self._merger.merged(record.batch.id, sub, 0, 0, 0.0)
             elif self._late(record):  # it would be cancelled at its first look: run it here
                 await self._merge(record, sub, fetch=False)
+            elif self._clock() < sub.retry_at:
+                return  # the provider rate-limited its submit: not yet
             else:
                 await self._submit(record, sub)
             return
@@ -188,6 +196,9 @@ class Offloader:
             answer = await self._call(sub, call)
         except _NoWorker:  # no worker took the call: nothing was submitted
             answer = OffloadAnswer(error="no worker serves the provider's Batch API", status=404)
+        if answer.status == HTTPStatus.TOO_MANY_REQUESTS:
+            await self._throttled(record, sub, answer, intent=now)
+            return
         if answer.error and answer.status < 500:  # refused: no provider batch was created
             log.info("batch %s: sub-batch %d: normal path: %s", batch_id, sub.index, answer.error)
             await self._merge(record, sub, fetch=False)
@@ -198,6 +209,30 @@ class Offloader:
         if self.after_submit is not None:
             await self.after_submit(sub)
         await self._running(batch_id, sub, answer.provider_batch)
+
+    async def _throttled(
+        self, record: BatchRecord, sub: SubBatch, answer: OffloadAnswer, *, intent: float
+    ) -> None:
+        """The provider rate-limited the submit (it created nothing): back to pending until
+        its ``Retry-After`` (else the next poll), or to the normal path if that is too late."""
+        batch_id, expires = record.batch.id, record.batch.expires_at
+        metrics.BATCH_OFFLOAD_DEFERRED.labels(sub.provider, "rate_limited").inc()
+        retry_at = self._clock() + answer.retry_after if answer.retry_after > 0 else 0.0
+        if expires is not None and retry_at >= expires - self._settings.offload_margin_s:
+            log.info("batch %s: sub-batch %d: normal path: rate-limited", batch_id, sub.index)
+            await self._merge(record, sub, fetch=False)
+            return
+        log.info("batch %s: sub-batch %d: submit rate-limited", batch_id, sub.index)
+        index = sub.index
+
+        def change(record: BatchRecord) -> BatchRecord | None:
+            sub = record.offload[index]
+            if sub.state is not OffloadState.SUBMITTING or sub.submit_at != intent:
+                return None
+            sub.state, sub.submit_at, sub.retry_at = OffloadState.PENDING, 0.0, retry_at
+            return record
+
+        await self._store.update(batch_id, change)
 
     async def _resume(self, record: BatchRecord, sub: SubBatch, *, stopping: bool) -> None:
         """A submit whose provider batch id was never recorded: find it, else (once the

@@ -8,16 +8,14 @@ import asyncio
 import io
 import json
 from collections import Counter
-from collections.abc import Callable
 
 import msgspec
 import pytest
-from nats.aio.client import Client
 
 from edge_runtime.batch_store import BatchStore
 from schemas.batch import BatchRecord
 from schemas.offload import OffloadState
-from tests.support.batch import batch_stack, offload_objects, wait_final
+from tests.support.batch import batch_stack, offload_objects, record_until, wait_final
 from tests.support.fake_gemini_batches import GEMINI_KEY
 from tests.support.fake_provider_batches import FakeBatches, running_batches
 from tests.support.stack import StackFactory, config_from
@@ -78,24 +76,6 @@ def rows(model: str) -> list[dict[str, object]]:
         }
         for i in range(LINES)
     ]
-
-
-async def record_until(
-    nc: Client, batch_id: str, condition: Callable[[BatchRecord], bool]
-) -> BatchRecord:
-    """Follow the batch's record until it satisfies ``condition``."""
-    watcher = await (await nc.jetstream().key_value("llm_edge_batches")).watch(f"batch.{batch_id}")
-    try:
-        async with asyncio.timeout(30):
-            async for entry in watcher:
-                if entry is None or not entry.value:
-                    continue
-                record = msgspec.json.decode(entry.value, type=BatchRecord)
-                if condition(record):
-                    return record
-    finally:
-        await watcher.stop()
-    raise AssertionError("unreachable")
 
 
 @pytest.mark.parametrize(

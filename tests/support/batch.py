@@ -3,6 +3,7 @@ and waits that follow a batch's events."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +14,7 @@ from nats.js.errors import NotFoundError as JsNotFound
 
 from broker.config import Config
 from edge_runtime.batch_store import BatchStore
+from schemas.batch import BatchRecord
 from tests.support.stack import Stack, StackFactory
 
 __all__ = [
@@ -22,6 +24,7 @@ __all__ = [
     "lines",
     "offload_objects",
     "purge_batch_queue",
+    "record_until",
     "wait_final",
     "wait_for",
     "wait_status",
@@ -118,3 +121,21 @@ async def offload_objects(nc: Client, batch_id: str) -> list[str]:
     except JsNotFound:  # an empty bucket
         return []
     return sorted(i.name for i in infos if i.name.startswith(f"offload-{batch_id}-"))
+
+
+async def record_until(
+    nc: Client, batch_id: str, condition: Callable[[BatchRecord], bool]
+) -> BatchRecord:
+    """Follow the batch's record until it satisfies ``condition``."""
+    watcher = await (await nc.jetstream().key_value("llm_edge_batches")).watch(f"batch.{batch_id}")
+    try:
+        async with asyncio.timeout(30):
+            async for entry in watcher:
+                if entry is None or not entry.value:
+                    continue
+                record = msgspec.json.decode(entry.value, type=BatchRecord)
+                if condition(record):
+                    return record
+    finally:
+        await watcher.stop()
+    raise AssertionError("unreachable")

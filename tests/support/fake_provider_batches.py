@@ -17,7 +17,9 @@ expires: its first half of lines succeed, the rest expire (a Gemini batch in it,
 ``batches/gemini<n>``, expires whole). With ``refuse_ended_cancel`` set, a cancel of a batch
 that has ended is refused (OpenAI 409, Anthropic 409, Gemini 400 ``FAILED_PRECONDITION``): only
 a batch in progress can be cancelled. With ``list_status`` set, the list endpoints answer
-that error status.
+that error status. ``throttle[kind]`` create calls of that kind (OpenAI's ``POST /batches``,
+Anthropic's ``POST /messages/batches``) are answered 429 first, with ``Retry-After:
+throttle_retry_after`` when that is set.
 """
 
 from __future__ import annotations
@@ -117,6 +119,9 @@ class FakeBatches:
         self.expire = expire
         self.refuse_ended_cancel = False
         self.list_status = 200  # another answers every list call with that error status
+        self.throttle: Counter[str] = Counter()  # create calls of a kind to answer 429
+        self.throttle_retry_after = ""
+        self.throttled: Counter[str] = Counter()
         self.refused_cancels = 0
         self.batches: dict[str, FakeBatch] = {}
         self.files: dict[str, bytes] = {}
@@ -166,6 +171,16 @@ class FakeBatches:
         gemini = self.gemini.route(scope["method"], scope["path"], query, raw, hdrs)
         if gemini is not None:
             status, body, ctype, extra = gemini
+        elif (kind := self._creates(scope["method"], scope["path"])) and self.throttle[kind]:
+            self.throttle[kind] -= 1
+            self.throttled[kind] += 1
+            status, body, ctype = (
+                429,
+                b'{"error": {"message": "rate limited"}}',
+                b"application/json",
+            )
+            if self.throttle_retry_after:
+                extra = {"retry-after": self.throttle_retry_after}
         elif scope["method"] == "GET" and scope["path"] in {"/v1/batches", "/v1/messages/batches"}:
             status, body, ctype = 200, self._list(scope["path"], query), b"application/json"
             if self.list_status != 200:
@@ -175,6 +190,13 @@ class FakeBatches:
         headers = [(b"content-type", ctype), *((k.encode(), v.encode()) for k, v in extra.items())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+    @staticmethod
+    def _creates(method: str, path: str) -> str:
+        """The kind of batch a call creates (``""``: it creates none)."""
+        if method != "POST":
+            return ""
+        return {"/v1/batches": "openai", "/v1/messages/batches": "anthropic"}.get(path, "")
 
     def _route(  # noqa: PLR0911  (one answer per endpoint of two APIs)
         self, method: str, path: str, raw: bytes, hdrs: dict[str, str]
