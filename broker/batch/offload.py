@@ -79,8 +79,8 @@ class Offloader:
 
     Attributes:
         after_submit: a fault point: awaited between a worker's answer to a submit and the
-            record's write of the provider batch id (tests end a step there, as a broker
-            that dies at that moment would).
+            record's write of the provider batch id (tests end a sub-batch's step there, as
+            a broker that dies at that moment would).
     """
 
     def __init__(  # noqa: PLR0917  (the collaborators, injected in the engine)
@@ -123,14 +123,30 @@ class Offloader:
         await self._store.update(batch_id, release(token, later))
 
     async def step(self, record: BatchRecord) -> None:
-        """Move every unmerged sub-batch of ``record`` on by one step."""
+        """Move every unmerged sub-batch of ``record`` on by one step. A sub-batch's failure
+        (a call timed out, an answer that does not decode, a store write) puts off its own
+        step to the next poll: the others still go on, and the step ends, so the next one is
+        ``offload_poll_s`` away (every change is a compare-and-set a repeat can redo)."""
         for sub in record.offload:
             if sub.state is OffloadState.MERGED:
                 continue
             try:
                 await self._advance(record, sub)
             except (NatsTimeout, TimeoutError):
-                log.warning("batch %s: offload call timed out; next poll", record.batch.id)
+                metrics.BATCH_OFFLOAD_DEFERRED.labels(sub.provider, "timeout").inc()
+                log.warning(
+                    "batch %s: sub-batch %d: offload call timed out; next poll",
+                    record.batch.id,
+                    sub.index,
+                )
+            except Exception:
+                metrics.BATCH_OFFLOAD_DEFERRED.labels(sub.provider, "error").inc()
+                log.warning(
+                    "batch %s: sub-batch %d: offload step failed; next poll",
+                    record.batch.id,
+                    sub.index,
+                    exc_info=True,
+                )
 
     def _late(self, record: BatchRecord) -> bool:
         expires = record.batch.expires_at
