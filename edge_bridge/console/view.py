@@ -195,26 +195,37 @@ def cache_summary(
 
 
 def offload_text(record: BatchRecord) -> str | None:
-    """Where a batch's lines run, in one line: ``openai Batch API: 300 lines, 2 sub-batches;
-    normal path: 36``. A sub-batch no provider took (its provider has no Batch API, or
-    refused it) counts on the normal path, as do the lines a provider batch gave back;
-    ``None`` when every line runs on the normal path."""
-    offload = record.batch.offload
-    if offload is None or not record.offload:
+    """Where a batch's lines run, each counted once, in one line: ``openai Batch API: 294
+    lines, 2 sub-batches; normal path: 36``. A provider counts the lines that succeeded
+    there and those of its sub-batches still running (or pending) there; the normal path
+    the lines no provider batch took and those one gave back; ``not run (cancelled)`` the
+    lines of sub-batches our cancel ended before they ran. ``None`` when every line runs on
+    the normal path."""
+    if record.batch.offload is None or not record.offload:
         return None
     lines: Counter[str] = Counter()
     subs: Counter[str] = Counter()
+    normal = record.batch.request_counts.total
+    dropped = 0
     for sub in record.offload:
-        if sub.provider_batch or sub.state is not OffloadState.MERGED:
+        normal -= sub.lines
+        if sub.state is not OffloadState.MERGED:
             lines[sub.provider] += sub.lines
             subs[sub.provider] += 1
+            continue
+        if sub.provider_batch:
+            lines[sub.provider] += sub.succeeded
+            subs[sub.provider] += 1
+        normal += sub.fell_back
+        dropped += sub.lines - sub.succeeded - sub.fell_back
     parts = [
         f"{provider} Batch API: {lines[provider]} lines, {subs[provider]} sub-batch"
         + ("es" if subs[provider] != 1 else "")
         for provider in sorted(lines)
     ]
-    normal = record.batch.request_counts.total - sum(offload.providers.values())
-    parts.append(f"normal path: {normal + offload.fallback}")
+    parts.append(f"normal path: {normal}")
+    if dropped:
+        parts.append(f"not run (cancelled): {dropped}")
     return "; ".join(parts)
 
 

@@ -288,7 +288,8 @@ async def test_console_shows_where_an_offloaded_batch_runs(
     nats_url: str, make_stack: StackFactory
 ) -> None:
     """A batch of 30 lines for a model with OpenAI's Batch API (two sub-batches of 20 at
-    most; one line fails there) and 6 for the mock: its row says so."""
+    most; one line fails there, and runs on the normal path) and 6 for the mock: its row
+    counts each line once."""
     async with running_batches(polls=1) as fake:
         config = config_from(f"""
             [cache]
@@ -323,4 +324,4 @@ async def test_console_shows_where_an_offloaded_batch_runs(
             await asyncio.to_thread(driver.get, page.url)
             row = f'#batches-body tr[data-batch="{batch_id}"][data-status=completed]'
             (shown,) = await asyncio.to_thread(page.texts, f"{row} td.offload")
-        assert shown == "openai Batch API: 30 lines, 2 sub-batches; normal path: 7"
+        assert shown == "openai Batch API: 29 lines, 2 sub-batches; normal path: 7"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 
 from broker.config import Config, ConfigError
@@ -20,7 +21,7 @@ from edge_bridge.console.view import (
 )
 from schemas.batch import BatchObject, BatchOffload, BatchRecord, BatchStatus, RequestCounts
 from schemas.latency import LATENCY_BUCKETS_S, percentile
-from schemas.offload import SubBatch
+from schemas.offload import OffloadState, SubBatch
 
 
 def stats(service_id: str, requests: int, role: str = "broker") -> dict[str, Any]:
@@ -225,8 +226,10 @@ def test_admission_view_adds_up_every_brokers_queues_and_shares() -> None:
 
 
 def test_batch_row_says_where_its_lines_run() -> None:
-    """300 lines in two OpenAI provider batches, 36 on the normal path of which 6 came back
-    from a provider batch; a batch without offload runs on the normal path only."""
+    """330 lines, 300 in two OpenAI provider batches: one merged (194 succeeded, 6 given
+    back), one running; each line counts once: 294 at OpenAI, 30 + 6 on the normal path.
+    Cancelled with the second still pending, its 100 lines ran nowhere; a batch without
+    offload runs on the normal path only."""
     batch = BatchObject(
         id="batch_2",
         endpoint="/v1/chat/completions",
@@ -235,14 +238,30 @@ def test_batch_row_says_where_its_lines_run() -> None:
         status=BatchStatus.IN_PROGRESS,
         created_at=0,
         request_counts=RequestCounts(total=330),
-        offload=BatchOffload(providers={"openai": 300}, fallback=6),
+        offload=BatchOffload(providers={"openai": 300}, completed={"openai": 194}, fallback=6),
     )
-    subs = [
-        SubBatch(index=i, provider="openai", deployment="d", model="m", upstream_model="u", lines=n)
-        for i, n in enumerate((200, 100))
-    ]
-    (row,) = batch_rows([BatchRecord(batch=batch, tenant="ops", offload=subs)], now=0.0)
-    assert row["offload"] == "openai Batch API: 300 lines, 2 sub-batches; normal path: 36"
+    merged = SubBatch(
+        index=0,
+        provider="openai",
+        deployment="d",
+        model="m",
+        upstream_model="u",
+        lines=200,
+        state=OffloadState.MERGED,
+        provider_batch="batch_a",
+        succeeded=194,
+        fell_back=6,
+    )
+    running = msgspec.structs.replace(
+        merged, index=1, lines=100, state=OffloadState.RUNNING, succeeded=0, fell_back=0
+    )
+    (row,) = batch_rows([BatchRecord(batch=batch, tenant="ops", offload=[merged, running])], 0.0)
+    assert row["offload"] == "openai Batch API: 294 lines, 2 sub-batches; normal path: 36"
+    dropped = msgspec.structs.replace(running, state=OffloadState.MERGED, provider_batch="")
+    (row,) = batch_rows([BatchRecord(batch=batch, tenant="ops", offload=[merged, dropped])], 0.0)
+    assert row["offload"] == (
+        "openai Batch API: 194 lines, 1 sub-batch; normal path: 36; not run (cancelled): 100"
+    )
     batch.offload = None
     (plain,) = batch_rows([BatchRecord(batch=batch, tenant="ops")], now=0.0)
     assert plain["offload"] is None
