@@ -657,7 +657,10 @@ export interface ModelList {
  *     provider_status: the provider's own status word.
  *     succeeded: lines the results object holds as succeeded (``results``).
  *     error: why the call failed (the other fields are then empty); ``status`` is its
- *         HTTP-like status (4xx: retrying cannot help).
+ *         HTTP-like status (429: the provider rate-limited the call and created nothing;
+ *         another 4xx: retrying cannot help).
+ *     retry_after: seconds the provider asked us to wait before calling again (0: it did
+ *         not say).
  *
  * This interface was referenced by `PayloadSchemas`'s JSON-Schema
  * via the `definition` "OffloadAnswer".
@@ -667,6 +670,7 @@ export interface OffloadAnswer {
   error?: string;
   provider_batch?: string;
   provider_status?: string;
+  retry_after?: number;
   status?: number;
   succeeded?: number;
 }
