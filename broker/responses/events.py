@@ -25,6 +25,7 @@ import msgspec
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext, api
+from nats.js.errors import NotFoundError
 
 from broker.errors import DeadlineExceeded
 from broker.replies.sinks import ReplySink
@@ -108,6 +109,29 @@ class ResponseEvents:
         """
         event = error_event(1, "cancelled", CANCELLED)
         await self.record(response_id, 1, "error", _encode(event))
+
+    async def failed(self, response_id: str, code: str, message: str) -> None:
+        """End the events of a response whose run failed outside its stream (no run records
+        more, so its followers would wait for :data:`FOLLOW_IDLE_S`): an ``error`` event after
+        the last one kept, unless they ended already.
+
+        Raises:
+            StoreUnavailable: JetStream did not answer or take it.
+        """
+        try:
+            last = await self._js.get_last_msg(
+                RESPONSE_EVENTS_STREAM, subjects.response_events(response_id)
+            )
+        except NotFoundError:  # none kept (gone with the stream's age): the first after 0
+            kept: dict[str, str] = {}
+        except (TimeoutError, NatsError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        else:
+            kept = last.headers or {}
+        if kept.get(headers.EVENT, "") in _LAST:
+            return
+        seq = int(kept.get(headers.SEQ, "0")) + 1
+        await self.record(response_id, seq, "error", _encode(error_event(seq, code, message)))
 
     async def follow(self, response_id: str, starting_after: int, send: Send) -> bool:
         """Send every event after ``starting_after``, live, up to the last one.

@@ -13,6 +13,7 @@ import openai
 import pytest
 from openai.types.responses import Response
 
+from broker.responses.pipeline_run import PipelineRun
 from broker.tenancy.tenants import hash_key
 from edge_runtime.embedded import EmbeddedNats
 from tests.support.stack import Stack, StackFactory, config_from
@@ -385,6 +386,54 @@ async def test_a_queued_streamed_response_cancelled_or_deleted_ends_its_stream(
         ]
     release.set()
     assert len(fake_openai.received) == 1
+
+
+async def test_a_background_run_that_raises_fails_after_max_deliver_runs(
+    own_nats: Any, fake_openai: FakeOpenAI, make_stack: StackFactory, monkeypatch: Any
+) -> None:
+    """A background response whose run raises every time is run ``max_deliver`` times, then
+    ends ``failed`` with a ``server_error`` that tells nothing of what raised (it was run
+    again every second, left ``in_progress``); a streamed one's caller gets that error as its
+    last event."""
+    runs: dict[str, int] = {}
+
+    async def raising(self: PipelineRun, response_id: str, *_: object) -> None:
+        runs[response_id] = runs.get(response_id, 0) + 1
+        raise RuntimeError("internal detail")
+
+    monkeypatch.setattr(PipelineRun, "__call__", raising)
+    config = config_from(f"""
+        [cache]
+        enabled = false
+        [batch]
+        enabled = false
+        [responses]
+        max_deliver = 2
+        [tenants.acme]
+        keys = ["{hash_key(KEY_ACME)}"]
+        [providers.compat]
+        kind = "openai_compatible"
+        base_url = "{fake_openai.base_url}"
+        [models.compat]
+        deployments = [{{ provider = "compat", model = "served-compat" }}]
+    """)
+    acme = _client(await make_stack(own_nats.url, config, bridge=True), KEY_ACME)
+    created = await acme.responses.create(model="compat", input="boom", background=True)
+    done = await _until(acme, created.id, "completed", "failed")
+    assert done.status == "failed"
+    assert done.error is not None
+    assert done.error.code == "server_error"
+    assert "internal detail" not in done.error.message
+    stream = await acme.responses.create(
+        model="compat", input="boom too", background=True, stream=True
+    )
+    events = await asyncio.wait_for(_all(stream), FINISH_S)
+    assert [(e.type, e.sequence_number) for e in events] == [("response.created", 0), ("error", 1)]
+    assert events[1].code == "server_error"  # type: ignore[union-attr]
+    streamed_id = events[0].response.id  # type: ignore[union-attr]
+    assert (await acme.responses.retrieve(streamed_id)).status == "failed"
+    assert runs == {created.id: 2, streamed_id: 2}
+    assert fake_openai.received == []
 
 
 #: The small server's ``max_payload``: large entries are tried without large requests.
