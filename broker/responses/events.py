@@ -133,6 +133,23 @@ class ResponseEvents:
         seq = int(kept.get(headers.SEQ, "0")) + 1
         await self.record(response_id, seq, "error", _encode(error_event(seq, code, message)))
 
+    async def forget(self, response_id: str, *, keep_last: bool = False) -> None:
+        """Drop the kept events of a deleted response (a JetStream purge of its subject);
+        with ``keep_last``, all but the last: a response deleted while it ran ends its
+        followers' streams with its last event (the ``cancelled`` error its cancel recorded,
+        or the one its halted run records after), which ``ttl_s`` then drops.
+
+        Raises:
+            StoreUnavailable: JetStream did not purge them.
+        """
+        subject = subjects.response_events(response_id)
+        try:
+            await self._js.purge_stream(
+                RESPONSE_EVENTS_STREAM, subject=subject, keep=1 if keep_last else None
+            )
+        except (TimeoutError, NatsError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
     async def follow(self, response_id: str, starting_after: int, send: Send) -> bool:
         """Send every event after ``starting_after``, live, up to the last one.
 
