@@ -48,7 +48,9 @@ class Reply:
     ``splits`` is set for an answer assembled from a stream: its chunk boundaries (see
     :class:`~broker.cache.response.CachedReply`), kept with its cache entry. ``upstream_s``
     is the time its call spent waiting for provider workers (every attempt), for an answer a
-    provider gave.
+    provider gave. ``refused`` is the 200 answer that refused the request for its content
+    before a content-policy fallback gave this one: its provider bills it, so it is priced and
+    charged with this one (:meth:`~broker.tenancy.meter.Meter.price`).
     """
 
     status: int
@@ -56,6 +58,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     splits: list[list[int]] | None = None
     upstream_s: float = 0.0
+    refused: Reply | None = None
 
 
 class Call(Protocol):

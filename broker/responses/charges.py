@@ -61,5 +61,5 @@ class UpstreamCharges:
             log.exception(
                 "background response of %s could not be charged (%.6f USD)",
                 finished.tenant,
-                charge.cost,
+                charge.total,
             )

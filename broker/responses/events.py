@@ -25,6 +25,7 @@ import msgspec
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext, api
+from nats.js.errors import NotFoundError
 
 from broker.errors import DeadlineExceeded
 from broker.replies.sinks import ReplySink
@@ -108,6 +109,46 @@ class ResponseEvents:
         """
         event = error_event(1, "cancelled", CANCELLED)
         await self.record(response_id, 1, "error", _encode(event))
+
+    async def failed(self, response_id: str, code: str, message: str) -> None:
+        """End the events of a response whose run failed outside its stream (no run records
+        more, so its followers would wait for :data:`FOLLOW_IDLE_S`): an ``error`` event after
+        the last one kept, unless they ended already.
+
+        Raises:
+            StoreUnavailable: JetStream did not answer or take it.
+        """
+        try:
+            last = await self._js.get_last_msg(
+                RESPONSE_EVENTS_STREAM, subjects.response_events(response_id)
+            )
+        except NotFoundError:  # none kept (gone with the stream's age): the first after 0
+            kept: dict[str, str] = {}
+        except (TimeoutError, NatsError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        else:
+            kept = last.headers or {}
+        if kept.get(headers.EVENT, "") in _LAST:
+            return
+        seq = int(kept.get(headers.SEQ, "0")) + 1
+        await self.record(response_id, seq, "error", _encode(error_event(seq, code, message)))
+
+    async def forget(self, response_id: str, *, keep_last: bool = False) -> None:
+        """Drop the kept events of a deleted response (a JetStream purge of its subject);
+        with ``keep_last``, all but the last: a response deleted while it ran ends its
+        followers' streams with its last event (the ``cancelled`` error its cancel recorded,
+        or the one its halted run records after), which ``ttl_s`` then drops.
+
+        Raises:
+            StoreUnavailable: JetStream did not purge them.
+        """
+        subject = subjects.response_events(response_id)
+        try:
+            await self._js.purge_stream(
+                RESPONSE_EVENTS_STREAM, subject=subject, keep=1 if keep_last else None
+            )
+        except (TimeoutError, NatsError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
 
     async def follow(self, response_id: str, starting_after: int, send: Send) -> bool:
         """Send every event after ``starting_after``, live, up to the last one.

@@ -4,7 +4,9 @@
 The broker that gets a job marks the response ``in_progress``, runs it
 (:mod:`broker.responses.pipeline_run`: one upstream call however often it is delivered),
 stores the outcome (``completed``, ``incomplete`` or ``failed``) and only then acknowledges
-the job. While it runs it tells JetStream so (``in_progress``) well within ``ack_wait_s``; a
+the job. A run that fails retryably, or raises, runs again up to ``max_deliver`` times;
+after the last one that raised the response is ``failed`` (``server_error``; what raised is
+logged). While it runs it tells JetStream so (``in_progress``) well within ``ack_wait_s``; a
 broker that dies stops doing so and the job is delivered again. A cancel
 (``llm.responses.halt``, which every broker hears) stops the run wherever it is; the
 ``cancelled`` status is never overwritten.
@@ -57,6 +59,10 @@ log = logging.getLogger("llm_edge.responses")
 FETCH_S = 0.5
 #: Waits before a retryably failed run is delivered again (the last one repeats).
 BACKOFF_S = (1.0, 5.0, 15.0)
+#: The error of a response whose every run raised (``max_deliver`` of them): what raised is
+#: logged, not told.
+RUN_FAILED_CODE = "server_error"
+RUN_FAILED = "the response could not be run; try again"
 
 _T = TypeVar("_T")
 
@@ -116,6 +122,7 @@ class JobRunner:
         self._js = js
         self._store = store
         self._upstream = upstream
+        self._events = events
         self._pipeline = PipelineRun(handle, cancel, keys, events)
         self._charges = charges
         self._settings = settings
@@ -209,7 +216,34 @@ class JobRunner:
             with contextlib.suppress(Exception):
                 await msg.nak(delay=BACKOFF_S[0])
         except Exception:
-            log.exception("background response %s failed; runs again", job.id)
+            delivered = msg.metadata.num_delivered or 1
+            if delivered < self._settings.max_deliver:
+                log.exception(
+                    "background response %s failed (run %d of %d); runs again",
+                    job.id,
+                    delivered,
+                    self._settings.max_deliver,
+                )
+                with contextlib.suppress(Exception):
+                    await msg.nak(delay=BACKOFF_S[0])
+                return
+            log.exception("background response %s failed on its last run (%d)", job.id, delivered)
+            await self._give_up(job, msg)
+
+    async def _give_up(self, job: Job, msg: Msg) -> None:
+        """Store a response whose every run raised as ``failed`` (what raised stays in the
+        log), end a streamed one's events, and acknowledge its job; run again when even that
+        fails (the store away)."""
+        failed = Reply(500, error_body(500, RUN_FAILED_CODE, RUN_FAILED))
+        try:
+            written = await self._store.apply(
+                job.id, job.tenant, lambda s: finished(s, job.id, failed)
+            )
+            if written is not None and written[1] and written[0].streamed:
+                await self._events.failed(job.id, RUN_FAILED_CODE, RUN_FAILED)
+            await msg.ack()
+        except Exception:
+            log.exception("background response %s could not be failed; runs again", job.id)
             with contextlib.suppress(Exception):
                 await msg.nak(delay=BACKOFF_S[0])
 

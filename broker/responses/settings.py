@@ -47,8 +47,8 @@ class ResponsesSettings:
         ack_wait_s: a background response not acknowledged in this time is run again (its
             broker died); a running one is kept alive well within it.
         concurrency: background responses in flight per broker process.
-        max_deliver: runs of a background response that fails retryably (5xx, 429) before
-            it is ``failed``.
+        max_deliver: runs of a background response that fails retryably (5xx, 429), or
+            whose run raises, before it is ``failed``.
         poll_s: how often a background response running at its upstream is read there.
         poll_max_s: how long one may run there (from its creation) before it is cancelled
             there and ``failed``.

@@ -14,6 +14,7 @@ that never existed.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -31,6 +32,8 @@ from schemas import headers
 from schemas.responses import StoredResponse
 
 __all__ = ["DEFAULT_PAGE", "MAX_PAGE", "StoredApi", "reply"]
+
+log = logging.getLogger("llm_edge.responses")
 
 _encoder = msgspec.json.Encoder()
 _any = msgspec.json.Decoder(dict[str, Any])
@@ -145,6 +148,11 @@ class StoredApi:
         """Mark the tenant's response ``cancelled`` unless it is final, and stop its run
         (nothing is halted for a response the tenant does not own). The entry as it is now,
         or ``None`` when the tenant has none."""
+        found = await self._stop(response_id, tenant)
+        return None if found is None else found[0]
+
+    async def _stop(self, response_id: str, tenant: str) -> tuple[StoredResponse, bool] | None:
+        """:meth:`_cancel`, and whether this cancel stopped it (it was not final)."""
         before: list[StoredResponse] = []
 
         def change(stored: StoredResponse) -> StoredResponse | None:
@@ -157,16 +165,22 @@ class StoredApi:
         now, written = found
         if written and self._jobs is not None:
             await self._jobs.stop_run(response_id, before[0])
-        return now
+        return now, written
 
     async def delete(self, msg: Msg) -> None:
         """``llm.responses.delete``: delete it (a background one still running is
-        cancelled first)."""
+        cancelled first), and a streamed one's kept events (those of one that was still
+        running but its last, which ends its followers' streams)."""
 
         async def work(query: _Query, tenant: str) -> tuple[int, bytes]:
-            await self._cancel(query.id, tenant)
+            found = await self._stop(query.id, tenant)
             if not await self._store().delete(query.id, tenant):
                 raise ResponseNotFound(f"Response with id '{query.id}' not found.")
+            if found is not None and found[0].streamed and self._jobs is not None:
+                try:
+                    await self._jobs.events.forget(query.id, keep_last=found[1])
+                except StoreUnavailable as exc:  # deleted all the same: ttl_s drops them
+                    log.warning("the events of deleted %s were not dropped: %s", query.id, exc)
             return 200, _encoder.encode({"id": query.id, "object": "response", "deleted": True})
 
         await self._answer(msg, work)

@@ -12,7 +12,7 @@ writes at their own rates, at the rates of the service tier that served the answ
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from broker import metrics
 from broker.cache.response import CachedReply
@@ -32,17 +32,42 @@ __all__ = ["Charge", "Meter"]
 class Charge:
     """What one upstream answer cost: the deployment that gave it, USD, its usage (in OpenAI
     terms, and by how its tokens are billed) and the service tier it was priced at (``None``:
-    the answer named none, and the base rates applied)."""
+    the answer named none, and the base rates applied).
+
+    ``refused`` is the charge for an answer that refused the request for its content before
+    a content-policy fallback gave this one (its provider bills it): the request is charged
+    both, each counted under its own provider and tier (:meth:`parts`), and ``Llm-Cost-Usd``
+    names the sum (:attr:`total`).
+    """
 
     deployment: Deployment
     cost: float
     usage: Usage | None
     tokens: Tokens | None = None
     tier: str | None = None
+    refused: Charge | None = None
+
+    def parts(self) -> list[Charge]:
+        """Each answer charged: a refused one first, then this one."""
+        earlier = self.refused.parts() if self.refused is not None else []
+        return [*earlier, self]
+
+    @property
+    def total(self) -> float:
+        """USD for every answer charged."""
+        return sum(part.cost for part in self.parts())
+
+    @property
+    def total_tokens(self) -> int | None:
+        """The tokens of every answer charged (``None``: none reported usage)."""
+        counted = [part.usage.total_tokens for part in self.parts() if part.usage is not None]
+        return sum(counted) if counted else None
 
     def reply_headers(self) -> dict[str, str]:
-        """The reply headers naming the cost (for a priced deployment) and the tier."""
-        out = {headers.COST: f"{self.cost:.6f}"} if self.deployment.priced else {}
+        """The reply headers naming the cost (when a deployment charged is priced) and the
+        tier."""
+        priced = any(part.deployment.priced for part in self.parts())
+        out = {headers.COST: f"{self.total:.6f}"} if priced else {}
         if self.tier is not None:
             out[headers.SERVICE_TIER] = self.tier
         return out
@@ -115,13 +140,17 @@ class Meter:
 
     def price(self, reply: Reply, tier: str | None = None) -> Charge | None:
         """The charge for an upstream answer (``None`` for errors), at the rates of ``tier``
-        when given (a batch's), else of the tier the answer says served it."""
+        when given (a batch's), else of the tier the answer says served it; with the charge
+        for the answer it replaced when a content-policy fallback gave it (``reply.refused``),
+        which stands alone when the fallback failed."""
+        refused = self.price(reply.refused, tier) if reply.refused is not None else None
         if reply.status != 200:
-            return None
+            return refused
         deployment = self._deployments.get(reply.headers.get(headers.DEPLOYMENT, ""))
         if deployment is None:
-            return None
-        return _priced(deployment, metered(reply.body), tier)
+            return refused
+        charge = _priced(deployment, metered(reply.body), tier)
+        return charge if refused is None else replace(charge, refused=refused)
 
     def price_stream(
         self, answered_by: Mapping[str, str], usage: Usage | None, service_tier: str | None
@@ -174,43 +203,47 @@ class Meter:
         to the answer's usage, in the minute the answer is known as for any request. A key's
         own tpm and budget are not (the response keeps its tenant, not its key).
         """
-        provider = charge.deployment.provider
         label = tenant.name if self._tenant_metrics else ""
-        tier = charge.tier or DEFAULT_TIER
-        if charge.usage is not None:
-            _count_tokens(charge.tokens, provider, model, label)
-            if estimate is not None and tenant.tpm:
-                await self.limiter.settle([tenant.name], charge.usage.total_tokens - estimate)
-        if charge.cost > 0:
-            metrics.COST.labels(provider, model, tier, label).inc(charge.cost)
-        await self.ledger.add(tenant.name, tenant.budget_period, charge.cost, model, tier=tier)
+        used = charge.total_tokens
+        if used is not None and estimate is not None and tenant.tpm:
+            await self.limiter.settle([tenant.name], used - estimate)
+        for part in charge.parts():
+            tier = part.tier or DEFAULT_TIER
+            self._count(part, model, label)
+            await self.ledger.add(tenant.name, tenant.budget_period, part.cost, model, tier=tier)
 
     async def charge(self, prepared: Call, charge: Charge | None) -> None:
         """Count tokens, true up the tenant's tpm, add the cost to its spend."""
         if charge is None:
             return
-        tenant = prepared.tenant
-        model, provider = prepared.model.name, charge.deployment.provider
+        tenant, grant = prepared.tenant, prepared.grant
+        model = prepared.model.name
         label = tenant.name if self._tenant_metrics else ""
-        usage, tier = charge.usage, charge.tier or DEFAULT_TIER
-        if usage is not None:
-            _count_tokens(charge.tokens, provider, model, label)
-            grant = prepared.grant
+        used = charge.total_tokens
+        if used is not None:
             scopes = [tenant.name] if tenant.tpm else []
             if grant is not None and grant.tpm:
                 scopes.append(_scope(prepared))
             if scopes:  # the estimate was counted up front (by admit)
-                estimate = sum(prepared.estimate())
-                await self.limiter.settle(scopes, usage.total_tokens - estimate)
-        if charge.cost > 0:
-            metrics.COST.labels(provider, model, tier, label).inc(charge.cost)
-        grant = prepared.grant
+                await self.limiter.settle(scopes, used - sum(prepared.estimate()))
         also = None
         if grant is not None and grant.budget_usd is not None:
             also = (_scope(prepared), grant.budget_period or tenant.budget_period)
-        await self.ledger.add(
-            tenant.name, tenant.budget_period, charge.cost, model, also, tier=tier
-        )
+        for part in charge.parts():  # a refused answer's, then the one given
+            tier = part.tier or DEFAULT_TIER
+            self._count(part, model, label)
+            await self.ledger.add(
+                tenant.name, tenant.budget_period, part.cost, model, also, tier=tier
+            )
+
+    @staticmethod
+    def _count(part: Charge, model: str, label: str) -> None:
+        """One answer's tokens and cost in the metrics, under its deployment's provider."""
+        provider = part.deployment.provider
+        if part.usage is not None:
+            _count_tokens(part.tokens, provider, model, label)
+        if part.cost > 0:
+            metrics.COST.labels(provider, model, part.tier or DEFAULT_TIER, label).inc(part.cost)
 
 
 def _priced(deployment: Deployment, found: Metered | None, tier: str | None) -> Charge:

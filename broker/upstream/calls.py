@@ -81,7 +81,12 @@ class Upstream:
                 return error_reply(exc)
             return await self._whole_again(prepared, again)
         again = None if fallbacks is None else fallbacks.after_answer(prepared, route, reply)
-        return reply if again is None else await self._whole_again(prepared, again)
+        if again is None:
+            return reply
+        final = await self._whole_again(prepared, again)
+        final.refused = reply  # billed by its provider: charged with the fallback's answer
+        final.upstream_s += reply.upstream_s
+        return final
 
     async def _whole_again(self, prepared: Call, route: Route) -> Reply:
         try:

@@ -175,6 +175,47 @@ async def test_a_flex_call_reaches_openai_as_flex_and_is_priced_at_the_flex_rate
     assert (total, by_tier) == (pytest.approx(expected), {"flex": pytest.approx(expected)})
 
 
+async def test_a_refused_call_served_by_the_content_fallback_is_charged_with_it(
+    stack: Stack,
+    fake_anthropic: FakeAnthropic,
+    fake_openai: FakeOpenAI,
+    redis_server: RedisServer,
+) -> None:
+    """Anthropic refuses for content (a 200 it bills, ``stop_reason: refusal``), gpt answers:
+    the caller gets gpt's answer, and is charged both calls, each under its provider, in the
+    header, the metrics and the spend ledger."""
+    refusal_usage = {"input_tokens": 1_000, "output_tokens": 20, "service_tier": "standard"}
+    refused_cost = (1_000 * 3.0 + 20 * 15.0) / 1e6  # 0.0033
+    answer_cost = (500 * 2.0 + 1_500 * 0.5 + 100 * 8.0) / 1e6  # 0.00255
+    refusal = anthropic_message(refusal_usage)
+    refusal["content"], refusal["stop_reason"] = [], "refusal"
+    fake_anthropic.script.append(Answer(json=refusal))
+    fake_openai.script.append(Scripted(body=openai_answer("gpt-5", "default")))
+    claude_before, up_before = counts(stack, "claude", "sonnet"), counts(stack, "up", "sonnet")
+    response = await post(
+        stack,
+        "/chat/completions",
+        {"model": "sonnet", "messages": [{"role": "user", "content": "something edgy"}]},
+    )
+    assert response.headers["llm-fallback"] == "content_policy"
+    assert response.json()["model"] == "gpt-5"
+    expected = refused_cost + answer_cost
+    assert float(response.headers["llm-cost-usd"]) == pytest.approx(expected, abs=1e-6)
+    assert gained(claude_before, counts(stack, "claude", "sonnet")) == {
+        "cost:default": pytest.approx(refused_cost),
+        "prompt": 1_000,
+        "completion": 20,
+    }
+    assert gained(up_before, counts(stack, "up", "sonnet")) == {
+        "cost:default": pytest.approx(answer_cost),
+        "prompt": 500,
+        "cached": 1_500,
+        "completion": 100,
+    }
+    total, by_tier = await spend(stack, redis_server)
+    assert (total, by_tier) == (pytest.approx(expected), {"default": pytest.approx(expected)})
+
+
 @needs_chromium
 @pytest.mark.browser
 @pytest.mark.process

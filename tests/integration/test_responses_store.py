@@ -13,8 +13,11 @@ import openai
 import pytest
 from openai.types.responses import Response
 
+from broker.responses.pipeline_run import PipelineRun
 from broker.tenancy.tenants import hash_key
 from edge_runtime.embedded import EmbeddedNats
+from schemas import subjects
+from schemas.jetstream import RESPONSE_EVENTS_STREAM
 from tests.support.stack import Stack, StackFactory, config_from
 from tests.support.upstream import FakeOpenAI, Scripted, openai_completion, running_fake
 
@@ -314,6 +317,31 @@ async def test_background_stream_followed_again_from_a_sequence_number(
     assert [e.type async for e in tail] == ["response.completed"]
 
 
+async def _kept_events(stack: Stack, response_id: str) -> int:
+    """How many events the events stream holds for ``response_id``."""
+    info = await stack.nc.jetstream().stream_info(
+        RESPONSE_EVENTS_STREAM, subjects_filter=subjects.response_events(response_id)
+    )
+    return sum((info.state.subjects or {}).values())
+
+
+async def test_deleting_a_streamed_background_response_drops_its_events(
+    stack: Stack, acme: openai.AsyncOpenAI
+) -> None:
+    """A streamed background response's events are kept while it is stored; deleting it
+    drops them from the events stream (they stayed until ``ttl_s``)."""
+    stream = await acme.responses.create(
+        model="compat", input="stream then delete", background=True, stream=True
+    )
+    events = await asyncio.wait_for(_all(stream), FINISH_S)
+    assert events[-1].type == "response.completed"
+    response_id = events[0].response.id  # type: ignore[union-attr]
+    await _until(acme, response_id, "completed")
+    assert await _kept_events(stack, response_id) == len(events)
+    await acme.responses.delete(response_id)
+    assert await _kept_events(stack, response_id) == 0
+
+
 async def test_only_streamed_background_responses_stream_again(
     acme: openai.AsyncOpenAI,
 ) -> None:
@@ -349,7 +377,8 @@ async def test_a_queued_streamed_response_cancelled_or_deleted_ends_its_stream(
     own_nats: Any, fake_openai: FakeOpenAI, make_stack: StackFactory
 ) -> None:
     """A streamed background response cancelled (or deleted) while it is still queued ends
-    its caller's stream at once with a ``cancelled`` error event, and is never run."""
+    its caller's stream at once with a ``cancelled`` error event, and is never run; deleted,
+    that event is the only one kept (for followers yet to get it)."""
     config = config_from(f"""
         [cache]
         enabled = false
@@ -365,12 +394,13 @@ async def test_a_queued_streamed_response_cancelled_or_deleted_ends_its_stream(
         [models.compat]
         deployments = [{{ provider = "compat", model = "served-compat" }}]
     """)
-    acme = _client(await make_stack(own_nats.url, config, bridge=True), KEY_ACME)
+    stack = await make_stack(own_nats.url, config, bridge=True)
+    acme = _client(stack, KEY_ACME)
     release = asyncio.Event()
     fake_openai.script.append(Scripted(delay_s=30, release=release))
     await acme.responses.create(model="compat", input="hold the only slot", background=True)
     await asyncio.wait_for(_received(fake_openai, 1), FINISH_S)
-    for end in (acme.responses.cancel, acme.responses.delete):
+    for end, kept in ((acme.responses.cancel, 2), (acme.responses.delete, 1)):
         stream = await acme.responses.create(
             model="compat", input="wait your turn", background=True, stream=True
         )
@@ -383,8 +413,57 @@ async def test_a_queued_streamed_response_cancelled_or_deleted_ends_its_stream(
         assert [(e.type, e.code, e.sequence_number) for e in rest] == [  # type: ignore[union-attr]
             ("error", "cancelled", 1)
         ]
+        assert await _kept_events(stack, created.response.id) == kept  # type: ignore[union-attr]
     release.set()
     assert len(fake_openai.received) == 1
+
+
+async def test_a_background_run_that_raises_fails_after_max_deliver_runs(
+    own_nats: Any, fake_openai: FakeOpenAI, make_stack: StackFactory, monkeypatch: Any
+) -> None:
+    """A background response whose run raises every time is run ``max_deliver`` times, then
+    ends ``failed`` with a ``server_error`` that tells nothing of what raised (it was run
+    again every second, left ``in_progress``); a streamed one's caller gets that error as its
+    last event."""
+    runs: dict[str, int] = {}
+
+    async def raising(self: PipelineRun, response_id: str, *_: object) -> None:
+        runs[response_id] = runs.get(response_id, 0) + 1
+        raise RuntimeError("internal detail")
+
+    monkeypatch.setattr(PipelineRun, "__call__", raising)
+    config = config_from(f"""
+        [cache]
+        enabled = false
+        [batch]
+        enabled = false
+        [responses]
+        max_deliver = 2
+        [tenants.acme]
+        keys = ["{hash_key(KEY_ACME)}"]
+        [providers.compat]
+        kind = "openai_compatible"
+        base_url = "{fake_openai.base_url}"
+        [models.compat]
+        deployments = [{{ provider = "compat", model = "served-compat" }}]
+    """)
+    acme = _client(await make_stack(own_nats.url, config, bridge=True), KEY_ACME)
+    created = await acme.responses.create(model="compat", input="boom", background=True)
+    done = await _until(acme, created.id, "completed", "failed")
+    assert done.status == "failed"
+    assert done.error is not None
+    assert done.error.code == "server_error"
+    assert "internal detail" not in done.error.message
+    stream = await acme.responses.create(
+        model="compat", input="boom too", background=True, stream=True
+    )
+    events = await asyncio.wait_for(_all(stream), FINISH_S)
+    assert [(e.type, e.sequence_number) for e in events] == [("response.created", 0), ("error", 1)]
+    assert events[1].code == "server_error"  # type: ignore[union-attr]
+    streamed_id = events[0].response.id  # type: ignore[union-attr]
+    assert (await acme.responses.retrieve(streamed_id)).status == "failed"
+    assert runs == {created.id: 2, streamed_id: 2}
+    assert fake_openai.received == []
 
 
 #: The small server's ``max_payload``: large entries are tried without large requests.

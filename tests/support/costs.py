@@ -60,8 +60,9 @@ async def priced_stack(
     fake_anthropic: FakeAnthropic,
     fake_openai: FakeOpenAI,
 ) -> Stack:
-    """Models ``sonnet`` (Anthropic, cache prices) and ``gpt`` (OpenAI-compatible, cache
-    prices and a ``flex`` tier), the bridge, one attempt per call."""
+    """Models ``sonnet`` (Anthropic, cache prices; what it refuses for content goes to
+    ``gpt``) and ``gpt`` (OpenAI-compatible, cache prices and a ``flex`` tier), the bridge,
+    one attempt per call."""
     tenant = f"payer{uuid.uuid4().hex[:8]}"  # fresh spend in the shared Redis
     config = config_from(f"""
         [cache]
@@ -86,6 +87,8 @@ async def priced_stack(
         kind = "openai_compatible"
         base_url = "{fake_openai.base_url}"
 
+        [models.sonnet]
+        content_policy_fallback = "gpt"
         [[models.sonnet.deployments]]
         provider = "claude"
         model = "claude-sonnet-4-5"
