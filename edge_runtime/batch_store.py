@@ -32,6 +32,7 @@ from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from edge_runtime.jetstream import ensure_key_value, ensure_object_store, ensure_stream
+from edge_runtime.object_lines import PIECE_BYTES, lines
 from edge_runtime.object_range import RangeReader
 from schemas import subjects
 from schemas.batch import BatchRecord, FileObject, StoredFile
@@ -179,6 +180,22 @@ class BatchStore:
         """Store engine-private bytes (a sub-batch's lines): no file object, so no tenant
         lists or reads it through the Files API."""
         await self.files.put(name, data)
+
+    async def object_lines(self, name: str, piece_bytes: int = PIECE_BYTES) -> AsyncIterator[bytes]:
+        """An engine-private object's non-blank lines, read ``piece_bytes`` at a time (memory
+        holds a piece and a line, not the object; see edge_runtime.object_lines).
+
+        Raises:
+            nats.js.errors.NotFoundError: there is no such object.
+            edge_runtime.object_range.ObjectGone: it was deleted while it was read.
+        """
+        info = await self.files.get_info(name)
+
+        async def read(offset: int, limit: int) -> bytes:
+            return await self._ranges.read(info, offset, limit)
+
+        async for line in lines(read, info.size or 0, piece_bytes):
+            yield line
 
     async def drop_objects(self, names: Iterable[str]) -> None:
         """Remove engine-private objects entirely: their chunks, then their entry.

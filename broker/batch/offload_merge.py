@@ -7,12 +7,16 @@ compare-and-set, which is also where its counts are added, so a broker killed an
 merge leaves one the next broker repeats without counting or charging twice. Its objects in
 the files bucket (input, results, receipt) are dropped once the record says merged; a broker
 killed before that leaves them to the batch's finalization, which drops every sub-batch's.
+
+Memory stays bounded whatever the sub-batch's size: its objects are read line by line, piece by
+piece (:meth:`edge_runtime.batch_store.BatchStore.object_lines`), in three passes: the input
+for its ``custom_id`` list, the results (each stored as it is read, marked in a byte per
+line), then the input again for the lines to re-queue, published a window at a time.
 """
 
 from __future__ import annotations
 
-import io
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import msgspec
 
@@ -21,8 +25,8 @@ from broker.batch.offload_plan import input_object, objects, results_object
 from broker.batch.runner import result_line
 from broker.tenancy.usage import metered
 from broker.upstream.deployments import Deployment
-from edge_runtime.batch_store import BatchStore
-from schemas.batch import BatchOffload, BatchRecord, BatchStatus, InputLine
+from edge_runtime.batch_store import PUBLISH_WINDOW, BatchStore
+from schemas.batch import BatchOffload, BatchRecord, BatchStatus
 from schemas.jetstream import result_key
 from schemas.offload import (
     OffloadAnswer,
@@ -33,7 +37,7 @@ from schemas.offload import (
     SubBatch,
 )
 
-__all__ = ["Call", "Merger", "Spend"]
+__all__ = ["REQUEUE_BYTES", "Call", "Merger", "Spend"]
 
 #: ``(tenant, model, provider, usd)``: adds an offloaded line's cost to the tenant's spend.
 Spend = Callable[[str, str, str, float], Awaitable[None]]
@@ -41,7 +45,17 @@ Spend = Callable[[str, str, str, float], Awaitable[None]]
 Call = Callable[[SubBatch, OffloadCall], Awaitable[OffloadAnswer]]
 _encode = msgspec.json.Encoder().encode
 _result = msgspec.json.Decoder(OffloadResult)
-_input = msgspec.json.Decoder(InputLine)
+#: Re-queued lines are published at most this many bytes at a time (or PUBLISH_WINDOW lines).
+REQUEUE_BYTES = 8 * 1024 * 1024
+
+
+class _CustomId(msgspec.Struct):
+    """Just an input line's ``custom_id`` (its other fields are skipped, not decoded)."""
+
+    custom_id: str
+
+
+_custom_id = msgspec.json.Decoder(_CustomId)
 
 
 class Merger:
@@ -71,9 +85,12 @@ class Merger:
 
     async def merge(self, record: BatchRecord, sub: SubBatch, *, fetch: bool = True) -> str:
         """Merge ``sub`` (``fetch=False``: the provider ran none of it); the error that
-        stopped it (the next poll asks again), or ``""``."""
+        stopped it (the next poll asks again), or ``""``.
+
+        Memory holds the sub-batch's ``custom_id`` list and a byte per line, never a whole
+        object: the input is read twice and the results once, piece by piece.
+        """
         batch_id = record.batch.id
-        results: dict[int, bytes] = {}
         if fetch:
             call = OffloadCall(
                 OffloadOp.RESULTS,
@@ -83,60 +100,77 @@ class Merger:
             answer = await self._call(sub, call)
             if answer.error:
                 return answer.error
-        lines = await self._read(input_object(batch_id, sub.index))
-        if fetch:
-            raw = await self._read(results_object(batch_id, sub.index))
-            results = {r.i: bytes(r.body) for r in map(_result.decode, raw) if r.ok}
-        ok, cost = await self._store_results(record, sub, _inputs(lines), results)
-        rest: list[tuple[str, bytes]] = []
+        name = input_object(batch_id, sub.index)
+        ids = [_custom_id.decode(line).custom_id async for line in self._store.object_lines(name)]
+        stored = bytearray(len(ids))  # 1: line i's result is stored by this merge
+        ok, cost = await self._store_results(record, sub, ids, stored) if fetch else (0, 0.0)
+        fell_back = 0
         if record.batch.status is BatchStatus.IN_PROGRESS:  # a cancelled batch runs no more
-            for i, (line, raw_line) in enumerate(_inputs(lines)):
-                if i not in results and not await self._store.has_result(batch_id, line.custom_id):
-                    rest.append((line.custom_id, raw_line))
-        if rest:
-            await self._store.publish_lines(
-                batch_id, rest, tenant=record.tenant, priority=record.priority
-            )
-        await self.merged(batch_id, sub, ok, len(rest), cost)
+            fell_back = await self._requeue(record, name, ids, stored)
+        await self.merged(batch_id, sub, ok, fell_back, cost)
         return ""
 
-    async def _read(self, name: str) -> list[bytes]:
-        """An object's lines (a sub-batch's lines are held while it is merged)."""
-        buffer = io.BytesIO()
-        await self._store.read_file(name, buffer)
-        return [line for line in buffer.getvalue().splitlines() if line.strip()]
-
     async def _store_results(
-        self,
-        record: BatchRecord,
-        sub: SubBatch,
-        lines: Iterator[tuple[InputLine, bytes]],
-        results: dict[int, bytes],
+        self, record: BatchRecord, sub: SubBatch, ids: list[str], stored: bytearray
     ) -> tuple[int, float]:
-        """Store each succeeded line's result; how many, and what they cost."""
+        """Store each succeeded line's result (the first, should a line have several) as the
+        results object is read, marking it in ``stored``; how many, and what they cost."""
         deployment = self._deployments.get(sub.deployment)
-        batch_id, total = record.batch.id, 0.0
-        for i, (line, _) in enumerate(lines):
-            body = results.get(i)
-            if body is None:
+        batch_id, count, total = record.batch.id, 0, 0.0
+        async for raw in self._store.object_lines(results_object(batch_id, sub.index)):
+            result = _result.decode(raw)
+            i = result.i
+            if not result.ok or not 0 <= i < len(ids) or stored[i]:
                 continue
+            stored[i], count = 1, count + 1
+            body = bytes(result.body)
             found = metered(body)
             cost = 0.0
             if deployment is not None and found is not None:
                 cost = deployment.batch_cost(found.tokens)
             total += cost
-            request_id = result_key(batch_id, line.custom_id).split(".", 1)[1][:24]
+            custom_id = ids[i]
+            request_id = result_key(batch_id, custom_id).split(".", 1)[1][:24]
             mark = {
                 "provider": sub.provider,
                 "deployment": sub.deployment,
                 "batch_id": sub.provider_batch,
                 "cost_usd": round(cost, 8),
             }
-            stored = result_line(line.custom_id, request_id, 200, body)
+            line = result_line(custom_id, request_id, 200, body)
             await self._store.put_result(
-                batch_id, line.custom_id, stored[:-1] + b',"offload":' + _encode(mark) + b"}"
+                batch_id, custom_id, line[:-1] + b',"offload":' + _encode(mark) + b"}"
             )
-        return len(results), total
+        return count, total
+
+    async def _requeue(
+        self, record: BatchRecord, name: str, ids: list[str], stored: bytearray
+    ) -> int:
+        """Queue on the normal path, window by window as the input object is read, each line
+        without a result (from this merge or stored before it); how many."""
+        batch_id, count = record.batch.id, 0
+        window: list[tuple[str, bytes]] = []
+        size = 0
+
+        async def publish() -> None:
+            await self._store.publish_lines(
+                batch_id, window, tenant=record.tenant, priority=record.priority
+            )
+            window.clear()
+
+        i = -1
+        async for line in self._store.object_lines(name):
+            i += 1
+            if i >= len(ids) or stored[i] or await self._store.has_result(batch_id, ids[i]):
+                continue
+            window.append((ids[i], line))
+            count, size = count + 1, size + len(line)
+            if len(window) >= PUBLISH_WINDOW or size >= REQUEUE_BYTES:
+                await publish()
+                size = 0
+        if window:
+            await publish()
+        return count
 
     async def merged(
         self, batch_id: str, index_sub: SubBatch, ok: int, fell_back: int, cost: float
@@ -171,9 +205,3 @@ class Merger:
         if self._spend is not None and cost > 0:
             await self._spend(record.tenant, index_sub.model, provider, cost)
         await self._publish(record)
-
-
-def _inputs(lines: list[bytes]) -> Iterator[tuple[InputLine, bytes]]:
-    """Each input line decoded, with its bytes."""
-    for raw in lines:
-        yield _input.decode(raw), raw
