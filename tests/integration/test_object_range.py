@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import uuid
@@ -11,6 +12,7 @@ from nats.aio.msg import Msg
 from nats.js import api
 from nats.js.errors import NotFoundError as JsNotFound
 
+from edge_runtime.batch_store import BatchStore
 from edge_runtime.object_range import ObjectGone, RangeReader
 from edge_runtime.process import close_quietly, connect
 
@@ -67,4 +69,26 @@ async def test_a_direct_get_ended_early_is_continued(nats_url: str) -> None:
             await reader.read(info, CHUNK, CHUNK)
     finally:
         await js.delete_stream(stream)
+        await close_quietly(nc)
+
+
+async def test_object_lines_span_the_stores_chunks(nats_url: str) -> None:
+    """An object of many 128 KiB chunks, read in pieces smaller and larger than a chunk, yields
+    every line once, in order, lines cut by a chunk boundary whole; a missing object raises."""
+    nc = await connect(nats_url, "test-object-lines")
+    try:
+        store = await BatchStore.open(nc)
+        name = f"lines-{uuid.uuid4().hex}"
+        rows = [f'{{"i":{i},"pad":"{"y" * (i % 700)}"}}'.encode() for i in range(3000)]
+        data = b"\n".join(rows) + b"\n"
+        assert len(data) > 5 * CHUNK
+        await store.put_object(name, io.BytesIO(data))
+        try:
+            for piece in (CHUNK // 3, 3 * CHUNK):
+                assert [line async for line in store.object_lines(name, piece)] == rows
+        finally:
+            await store.drop_objects([name])
+        with pytest.raises(JsNotFound):
+            await anext(aiter(store.object_lines(name)))
+    finally:
         await close_quietly(nc)
