@@ -39,7 +39,7 @@ class ResponseStream:
         self._open: JSON | None = None
         self._parts: list[str] = []
 
-    def _event(self, name: str, **fields: Any) -> StreamEvent:
+    def _event(self, name: str, /, **fields: Any) -> StreamEvent:
         data = {"type": name, "sequence_number": self._seq, **fields}
         self._seq += 1
         return name, data
@@ -65,7 +65,10 @@ class ResponseStream:
     def _add(self, item: JSON) -> StreamEvent:
         self.output.append(item)
         self._open = item
-        return self._event("response.output_item.added", output_index=self._index(), item=item)
+        # A copy: the item grows as the stream goes on, and its ``added`` event shows it new
+        # (a replayed stream's events are all written before any is sent).
+        added = copy.deepcopy(item)
+        return self._event("response.output_item.added", output_index=self._index(), item=added)
 
     def text(self, delta: str, item_id: str | None = None) -> list[StreamEvent]:
         """Text of the assistant's message (opened on its first text)."""

@@ -38,6 +38,7 @@ __all__ = [
     "UpstreamResponseCall",
     "decode_responses_request",
     "input_items",
+    "listed_item",
     "new_id",
     "replayed_input",
     "response_object",
@@ -201,13 +202,40 @@ def input_items(value: str | list[JSONObject] | None) -> list[JSONObject]:
         if "type" not in item and "role" in item:
             item["type"] = "message"
         if item.get("type") == "message":
-            content = item.get("content")
-            if isinstance(content, str):
-                kind = "output_text" if item.get("role") == "assistant" else "input_text"
-                item["content"] = [{"type": kind, "text": content}]
+            item["content"] = _message_content(item)
         item.setdefault("id", new_id("msg" if item.get("type") == "message" else "item"))
         items.append(item)
     return items
+
+
+def _message_content(item: JSONObject) -> Any:
+    """A message item's content as parts (a string is one text part); an assistant's text
+    parts carry ``annotations``, as output text does."""
+    content = item.get("content")
+    assistant = item.get("role") == "assistant"
+    if isinstance(content, str):
+        content = [{"type": "output_text" if assistant else "input_text", "text": content}]
+    if not isinstance(content, list):
+        return content
+    return [
+        {**part, "annotations": part.get("annotations") or []}
+        if isinstance(part, dict) and part.get("type") == "output_text"
+        else part
+        for part in content
+    ]
+
+
+#: Item types whose listed form carries a ``status`` (OpenAI's input item list shows them
+#: ``completed``; the SDK's models require it of assistant messages and tool outputs).
+_WITH_STATUS = frozenset({"message", "function_call", "function_call_output"})
+
+
+def listed_item(item: JSONObject) -> JSONObject:
+    """A stored input item as the input item list shows it (with its ``status``; an item
+    sent on to an upstream goes without one, as its caller wrote it)."""
+    if item.get("type") in _WITH_STATUS and "status" not in item:
+        return {**item, "status": ResponseStatus.COMPLETED}
+    return item
 
 
 def replayed_input(
@@ -236,10 +264,13 @@ def usage_of_chat(usage: Usage | None) -> JSONObject | None:
         return None
     prompt_details = usage.prompt_tokens_details or {}
     completion_details = usage.completion_tokens_details or {}
-    input_details: JSONObject = {"cached_tokens": int(prompt_details.get(CACHED_TOKENS) or 0)}
-    for name in (CACHE_WRITE_TOKENS, CACHE_WRITE_1H_TOKENS):
-        if prompt_details.get(name):
-            input_details[name] = int(prompt_details[name])
+    # OpenAI's current SDK requires ``cache_write_tokens`` (0 when nothing was written).
+    input_details: JSONObject = {
+        CACHED_TOKENS: int(prompt_details.get(CACHED_TOKENS) or 0),
+        CACHE_WRITE_TOKENS: int(prompt_details.get(CACHE_WRITE_TOKENS) or 0),
+    }
+    if prompt_details.get(CACHE_WRITE_1H_TOKENS):
+        input_details[CACHE_WRITE_1H_TOKENS] = int(prompt_details[CACHE_WRITE_1H_TOKENS])
     return {
         "input_tokens": usage.prompt_tokens,
         "input_tokens_details": input_details,

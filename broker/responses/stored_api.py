@@ -29,7 +29,7 @@ from broker.responses.states import cancelled
 from broker.responses.store import ResponseStore, StoreUnavailable
 from broker.tenancy.tenants import Caller
 from schemas import headers
-from schemas.responses import StoredResponse
+from schemas.responses import StoredResponse, listed_item
 
 __all__ = ["DEFAULT_PAGE", "MAX_PAGE", "StoredApi", "reply"]
 
@@ -227,7 +227,7 @@ def _page(items: list[dict[str, Any]], query: _Query) -> dict[str, Any]:
     if query.after is not None:
         ids = [item.get("id") for item in items]
         items = items[ids.index(query.after) + 1 :] if query.after in ids else []
-    page = items[: query.limit]
+    page = [listed_item(item) for item in items[: query.limit]]
     return {
         "object": "list",
         "data": page,

@@ -15,7 +15,8 @@ Two decisions, each a :class:`Route` (the model to walk, why, and which deployme
   most once per request: an upstream that answers ``context_length_exceeded`` sends the
   request to ``context_fallback``; one that refuses it for content (the error
   ``content_policy_violation``, or a 200 whose answer finished for ``content_filter``,
-  Messages API ``stop_reason: refusal``) sends it to ``content_policy_fallback``. Without
+  Messages API ``stop_reason: refusal``, a Responses API response with a ``refusal`` part or
+  ``incomplete`` for ``content_filter``) sends it to ``content_policy_fallback``. Without
   that model configured, the error or the refusal reaches the caller as the upstream gave it.
 
 How each provider's refusals arrive (the worker maps them: :mod:`workers.errors`):
@@ -29,8 +30,9 @@ How each provider's refusals arrive (the worker maps them: :mod:`workers.errors`
 * Bedrock: 400 "Input is too long"; a 200 with ``stopReason: guardrail_intervened`` or
   ``content_filtered``, translated to ``content_filter``.
 
-Streams decide before their first byte: the context window before the call, an error before
-the first event after it. A refusal inside a stream that has begun is relayed as it came.
+Chat, Messages and Responses requests are routed so. Streams decide before their first byte:
+the context window before the call, an error before the first event after it. A refusal
+inside a stream that has begun is relayed as it came.
 """
 
 from __future__ import annotations
@@ -96,25 +98,61 @@ class _Finished(msgspec.Struct):
 _finished = msgspec.json.Decoder(_Finished)
 
 
+class _Part(msgspec.Struct):
+    type: str = ""
+
+
+class _Item(msgspec.Struct):
+    type: str = ""
+    content: list[_Part] | str | None = None
+
+
+class _Incomplete(msgspec.Struct):
+    reason: str | None = None
+
+
+class _Response(msgspec.Struct):
+    status: str | None = None
+    incomplete_details: _Incomplete | None = None
+    output: list[_Item] = []
+
+
+_response = msgspec.json.Decoder(_Response)
+#: What a refusal of each API holds, one of (a byte search first: most answers hold none,
+#: and are never decoded here).
+_MARKS = {
+    Api.CHAT: (b'"content_filter"',),
+    Api.MESSAGES: (b'"refusal"',),
+    Api.RESPONSES: (b'"refusal"', b'"content_filter"'),
+}
+
+
 def refused(body: bytes, api: Api) -> bool:
     """Whether a 200 answer is a refusal for content: a chat completion finished for
-    ``content_filter``, a Messages answer stopped for ``refusal``. (A byte search first: most
-    answers are not, and are never decoded here.)"""
-    if api is Api.CHAT:
-        if b'"content_filter"' not in body:
-            return False
-    elif api is Api.MESSAGES:
-        if b'"refusal"' not in body:
-            return False
-    else:
+    ``content_filter``, a Messages answer stopped for ``refusal``, a Responses object with a
+    ``refusal`` part or ``incomplete`` for ``content_filter``."""
+    if not any(mark in body for mark in _MARKS.get(api, ())):
         return False
     try:
+        if api is Api.RESPONSES:
+            return _refused_response(_response.decode(body))
         answer = _finished.decode(body)
     except msgspec.MsgspecError:
         return False
     if api is Api.MESSAGES:
         return answer.stop_reason == "refusal"
     return any(choice.finish_reason == "content_filter" for choice in answer.choices)
+
+
+def _refused_response(response: _Response) -> bool:
+    details = response.incomplete_details
+    if response.status == "incomplete" and details and details.reason == "content_filter":
+        return True
+    return any(
+        isinstance(item.content, list) and any(part.type == "refusal" for part in item.content)
+        for item in response.output
+        if item.type == "message"
+    )
 
 
 class Fallbacks:
@@ -144,7 +182,7 @@ class Fallbacks:
                 return Route(candidate, reason, need)
         deployments = [d for candidate in chain for d in candidate.deployments]
         if not any(d.takes(need.sure, need.max_tokens) for d in deployments):
-            raise _too_long(model, chain, need)
+            raise _too_long(model, chain, need, call.api)
         last = chain[-1]  # it may fit: the largest configured model's upstream decides
         return Route(last, None if last is model else Reason.CONTEXT_WINDOW)
 
@@ -193,24 +231,34 @@ class Fallbacks:
         return chain
 
 
-_GENERATING = frozenset({Api.CHAT, Api.MESSAGES})
+_GENERATING = frozenset({Api.CHAT, Api.MESSAGES, Api.RESPONSES})
 
 
-def _too_long(model: ModelConfig, chain: list[ModelConfig], need: Need) -> ContextLengthExceeded:
+#: The request fields a too-long request is told to shorten: its prompt and its answer cap.
+_FIELDS = {
+    Api.CHAT: ("messages", "max_tokens"),
+    Api.MESSAGES: ("messages", "max_tokens"),
+    Api.RESPONSES: ("input", "max_output_tokens"),
+}
+
+
+def _too_long(
+    model: ModelConfig, chain: list[ModelConfig], need: Need, api: Api
+) -> ContextLengthExceeded:
+    prompt, cap = _FIELDS.get(api, _FIELDS[Api.CHAT])
     windows = [0, *(d.context_window for m in chain for d in m.deployments if d.context_window)]
     outputs = [d.max_output_tokens for m in chain for d in m.deployments if d.max_output_tokens]
     if outputs and need.max_tokens > max(outputs):
         message = (
-            f"max_tokens is {need.max_tokens}, but `{model.name}` writes at most "
-            f"{max(outputs)} tokens"
+            f"{cap} is {need.max_tokens}, but `{model.name}` writes at most {max(outputs)} tokens"
         )
-        return ContextLengthExceeded(message, param="max_tokens")
+        return ContextLengthExceeded(message, param=cap)
     message = (
         f"`{model.name}`'s maximum context length is {max(windows)} tokens; this request needs "
-        f"at least {need.sure} for its messages"
+        f"at least {need.sure} for its {prompt}"
         + (f" and {need.max_tokens} for its answer" if need.max_tokens else "")
-        + ". Shorten the messages"
-        + (" or max_tokens" if need.max_tokens else "")
+        + f". Shorten the {prompt}"
+        + (f" or {cap}" if need.max_tokens else "")
         + ", or configure a context_fallback model"
     )
-    return ContextLengthExceeded(message, param="messages")
+    return ContextLengthExceeded(message, param=prompt)

@@ -2,9 +2,9 @@
 
 No provider's tokenizer is kept here (``tiktoken`` fetches its BPE files on first use;
 Anthropic's and Gemini's are not public), so the prompt is estimated from the UTF-8 bytes of
-the request's text (every string of its messages, system prompt and tools: a picture, clip or
-file, inline as base64 or linked by a URL or file id, counts as :data:`ATTACHMENT_TOKENS`,
-not as text), in two bounds:
+the request's text (every string of its messages, system prompt and tools, or of a Responses
+request's input, instructions and tools: a picture, clip or file, inline as base64 or linked
+by a URL or file id, counts as :data:`ATTACHMENT_TOKENS`, not as text), in two bounds:
 
 * upper, :data:`BYTES_PER_TOKEN` (3) bytes a token plus :data:`PER_PART_TOKENS` a message or
   part: deployments whose window it does not fit are skipped (and the ``context_fallback``
@@ -23,8 +23,8 @@ The sure bound is over every text measured (whitespace-only text, 40 bytes a tok
 known exception: it goes upstream, which answers for itself).
 
 The requested answer length is the request's own cap (``max_tokens``,
-``max_completion_tokens``), read by :meth:`~broker.request.Prepared.estimate`, the estimate the
-token limits use.
+``max_completion_tokens``, ``max_output_tokens``), read by
+:meth:`~broker.request.Prepared.estimate`, the estimate the token limits use.
 """
 
 from __future__ import annotations
@@ -61,10 +61,24 @@ _ATTACHMENT_MIN = 256
 #: Parts (by ``type``) that are a picture, a clip or a file however they are given: inline or
 #: linked by a URL or a file id, each is one attachment (a linked picture costs the upstream
 #: as much as the same picture inline; its 40-byte URL would count 14 tokens). Chat's
-#: ``image_url``, ``input_audio`` and ``file``; Anthropic's ``image`` and a ``url`` source.
-_ATTACHMENT_PARTS = frozenset({"image_url", "input_audio", "file", "image", "url"})
-#: Request fields that are not prompt (the model name, sampling knobs ...).
-_PROMPT_FIELDS = ("messages", "system", "tools", "tool_choice", "response_format", "functions")
+#: ``image_url``, ``input_audio`` and ``file``; Anthropic's ``image`` and a ``url`` source;
+#: the Responses API's ``input_image`` and ``input_file``.
+_ATTACHMENT_PARTS = frozenset(
+    {"image_url", "input_audio", "file", "image", "url", "input_image", "input_file"}
+)
+#: The request fields that are prompt (not the model name, sampling knobs ...): chat's and
+#: Messages', then the Responses API's (``input``, ``instructions``, its ``text`` format).
+_PROMPT_FIELDS = (
+    "messages",
+    "system",
+    "tools",
+    "tool_choice",
+    "response_format",
+    "functions",
+    "input",
+    "instructions",
+    "text",
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -163,3 +163,89 @@ async def test_http_surely_too_long_without_fallback_is_a_clear_400(
     assert error["type"] == "invalid_request_error"
     assert "maximum context length is 1000 tokens" in error["message"]
     assert fake_openai.received == []
+
+
+def responses_body(text: str, model: str = "small", **extra: object) -> dict[str, object]:
+    return {"model": model, "input": text, **extra}
+
+
+async def test_http_responses_long_input_is_served_by_the_bigger_model(
+    stack: Stack, fake_openai: FakeOpenAI
+) -> None:
+    """A Responses request whose input is over small's window goes to big before any call."""
+    assert stack.http is not None
+    response = await stack.http.post("/responses", json=responses_body(LONG))
+    assert response.status_code == 200
+    assert response.headers["llm-fallback"] == "context_window"
+    assert response.headers["llm-model"] == "big"
+    assert response.json()["output"][0]["content"][0]["text"] == "upstream says hi to up-big"
+    assert sent_models(fake_openai) == ["up-big"]
+
+
+async def test_http_responses_long_instructions_count_too(
+    stack: Stack, fake_openai: FakeOpenAI
+) -> None:
+    """Long instructions with a short input are over small's window as well."""
+    assert stack.http is not None
+    body = responses_body("hi", instructions=LONG)
+    response = await stack.http.post("/responses", json=body)
+    assert response.status_code == 200
+    assert response.headers["llm-fallback"] == "context_window"
+    assert sent_models(fake_openai) == ["up-big"]
+
+
+@pytest.mark.parametrize("refusal", ["content_filter", "refusal_part"])
+async def test_http_responses_refusal_is_served_by_the_content_fallback(
+    stack: Stack, fake_openai: FakeOpenAI, refusal: str
+) -> None:
+    """small's answer is a refusal (cut for content_filter, or a refusal part): big's
+    response is the reply."""
+    refused = openai_completion("up-small", "")
+    if refusal == "content_filter":
+        refused["choices"][0]["finish_reason"] = "content_filter"
+    else:
+        refused["choices"][0]["message"] = {"role": "assistant", "refusal": "I can't help."}
+    fake_openai.script.append(Scripted(body=refused))
+    assert stack.http is not None
+    response = await stack.http.post("/responses", json=responses_body("something edgy"))
+    assert response.status_code == 200
+    assert response.headers["llm-fallback"] == "content_policy"
+    answer = response.json()
+    assert answer["status"] == "completed"
+    assert answer["output"][0]["content"] == [
+        {"type": "output_text", "text": "upstream says hi to up-big", "annotations": []}
+    ]
+    assert sent_models(fake_openai) == ["up-small", "up-big"]
+
+
+async def test_http_responses_refusal_without_fallback_passes_through(
+    stack: Stack, fake_openai: FakeOpenAI
+) -> None:
+    """alone has no content fallback: its refusal part reaches the caller."""
+    refused = openai_completion("up-alone", "")
+    refused["choices"][0]["message"] = {"role": "assistant", "refusal": "I can't help."}
+    fake_openai.script.append(Scripted(body=refused))
+    assert stack.http is not None
+    body = responses_body("something edgy", model="alone")
+    response = await stack.http.post("/responses", json=body)
+    assert response.status_code == 200
+    assert "llm-fallback" not in response.headers
+    parts = response.json()["output"][0]["content"]
+    assert parts == [{"type": "refusal", "refusal": "I can't help."}]
+    assert sent_models(fake_openai) == ["up-alone"]
+
+
+async def test_http_responses_surely_too_long_without_fallback_is_a_clear_400(
+    stack: Stack, fake_openai: FakeOpenAI
+) -> None:
+    """alone has no context fallback: an input surely over its window is refused before any
+    upstream call, naming the Responses API's own field."""
+    assert stack.http is not None
+    body = responses_body("x" * 120_000, model="alone")
+    response = await stack.http.post("/responses", json=body)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "context_length_exceeded"
+    assert error["param"] == "input"
+    assert "maximum context length is 1000 tokens" in error["message"]
+    assert fake_openai.received == []

@@ -24,6 +24,7 @@ from broker.upstream.router import Router
 from broker.upstream.window import need_of
 from schemas import StreamEnd, decode_chat_request, headers
 from schemas.api import Api
+from schemas.responses import decode_responses_request
 from workers.calls import failure
 from workers.errors import ErrorKind, ProviderError, refined
 
@@ -233,6 +234,53 @@ def test_refusals_are_told_from_answers() -> None:
     )
     assert refused(b'{"type":"message","stop_reason":"refusal","content":[]}', Api.MESSAGES)
     assert not refused(b'{"type":"message","stop_reason":"end_turn","content":[]}', Api.MESSAGES)
+
+
+def response_answer(status: str, reason: str | None, *parts: dict[str, object]) -> bytes:
+    message = {"type": "message", "role": "assistant", "content": list(parts)}
+    details = {"reason": reason} if reason else None
+    body = {"status": status, "incomplete_details": details, "output": [message]}
+    return msgspec.json.encode(body)
+
+
+def test_responses_refusals_are_told_from_answers() -> None:
+    """A Responses answer with a refusal part, or incomplete for content_filter, is a
+    refusal; a plain or merely cut-short one (or one quoting the word) is not."""
+    text = {"type": "output_text", "text": "ok", "annotations": []}
+    refusal = {"type": "refusal", "refusal": "no"}
+    assert refused(response_answer("completed", None, refusal), Api.RESPONSES)
+    assert refused(response_answer("incomplete", "content_filter", text), Api.RESPONSES)
+    assert not refused(response_answer("completed", None, text), Api.RESPONSES)
+    assert not refused(response_answer("incomplete", "max_output_tokens", text), Api.RESPONSES)
+    quoted = {**text, "text": 'say "refusal" and "content_filter"'}
+    assert not refused(response_answer("completed", None, quoted), Api.RESPONSES)
+
+
+def test_responses_input_and_instructions_are_counted() -> None:
+    """A Responses request's input, instructions and tools count, as a chat's messages do;
+    its max_output_tokens is the answer it asks for."""
+    fields = {
+        "model": "small",
+        "input": [{"role": "user", "content": [{"type": "input_text", "text": "x" * 300}]}],
+        "instructions": "y" * 300,
+        "tools": [{"type": "function", "name": "f", "parameters": {}}],
+        "max_output_tokens": 50,
+    }
+    data = msgspec.json.encode(fields)
+    call = Prepared(
+        data=data,
+        request=decode_responses_request(data),
+        model=CONFIG.models["small"],
+        request_id="r1",
+        deadline=1e9,
+        key=None,
+        directives=CacheDirectives(),
+        api=Api.RESPONSES,
+    )
+    need = need_of(call)
+    assert need.prompt >= 600 // 3  # the 600 bytes of text, and the parts around them
+    assert need.sure >= 600 // 12
+    assert need.max_tokens == 50
 
 
 def test_upstream_refusals_name_their_fallback() -> None:
