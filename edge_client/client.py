@@ -204,6 +204,36 @@ class EdgeClient:
         body = _encoder.encode({"id": response_id})
         return _any.decode((await self.call(subjects.RESPONSES_GET, body, **call)).data)
 
+    async def delete_response(self, response_id: str, **call: Any) -> dict[str, Any]:
+        """Delete a stored response (``llm.responses.delete``; a running background one is
+        cancelled first): OpenAI's ``{"id", "object": "response", "deleted": true}``."""
+        body = _encoder.encode({"id": response_id})
+        return _any.decode((await self.call(subjects.RESPONSES_DELETE, body, **call)).data)
+
+    async def cancel_response(self, response_id: str, **call: Any) -> dict[str, Any]:
+        """Cancel a background response (``llm.responses.cancel``): the response, now
+        ``cancelled`` (a 400 for one that did not run in the background)."""
+        body = _encoder.encode({"id": response_id})
+        return _any.decode((await self.call(subjects.RESPONSES_CANCEL, body, **call)).data)
+
+    async def response_input_items(
+        self,
+        response_id: str,
+        *,
+        after: str | None = None,
+        limit: int | None = None,
+        order: str | None = None,
+        **call: Any,
+    ) -> dict[str, Any]:
+        """A stored response's input items (``llm.responses.input_items``), an OpenAI list
+        (``data``, ``first_id``, ``last_id``, ``has_more``): page on with ``after``."""
+        query: dict[str, Any] = {"id": response_id}
+        for name, value in (("after", after), ("limit", limit), ("order", order)):
+            if value is not None:
+                query[name] = value
+        body = _encoder.encode(query)
+        return _any.decode((await self.call(subjects.RESPONSES_INPUT_ITEMS, body, **call)).data)
+
     def stream_response(
         self, response_id: str, *, starting_after: int = -1, **call: Any
     ) -> Stream[MessageEvent]:

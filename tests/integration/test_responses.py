@@ -11,6 +11,7 @@ import openai
 import pytest
 
 from edge_client import EdgeClient
+from edge_client.errors import APIError
 from tests.support.stack import Stack, StackFactory, config_from
 from tests.support.upstream import FakeOpenAI, Scripted, openai_completion, running_fake
 
@@ -255,12 +256,27 @@ async def test_streamed_request_served_from_cache_as_events(
 
 
 async def test_python_client_responses(stack: Stack, namespace: str) -> None:
-    """The Python client's responses(), stream_responses() and response() over NATS."""
+    """The Python client's responses(), response(), response_input_items(),
+    cancel_response(), delete_response() and stream_responses() over NATS."""
     client = EdgeClient(stack.nc, namespace=namespace)
     created = await client.responses({"model": "mock", "input": "from the client"})
     assert created["status"] == "completed"
     assert "from the client" in created["output"][0]["content"][0]["text"]
     assert (await client.response(created["id"]))["output"] == created["output"]
+    listed = await client.response_input_items(created["id"], limit=1)
+    assert listed["object"] == "list"
+    assert [item["content"] for item in listed["data"]] == [
+        [{"type": "input_text", "text": "from the client"}]
+    ]
+    assert listed["has_more"] is False
+    with pytest.raises(APIError) as refused:  # it did not run in the background
+        await client.cancel_response(created["id"])
+    assert refused.value.status == 400
+    deleted = await client.delete_response(created["id"])
+    assert deleted == {"id": created["id"], "object": "response", "deleted": True}
+    with pytest.raises(APIError) as gone:
+        await client.response(created["id"])
+    assert gone.value.status == 404
     stream = client.stream_responses({"model": "mock", "input": "streamed", "store": False})
     events = [event async for event in stream]
     assert events[0].event == "response.created"
