@@ -20,11 +20,9 @@ import logging
 import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from nats.js.errors import ObjectDeletedError, ObjectNotFoundError
 from nats.js.object_store import ObjectStore
 
-from edge_runtime.process import STOP_STEP_S, InFlight, settle
 from schemas import subjects
 from schemas.jetstream import FILES_BUCKET
 from schemas.offload import (
@@ -37,6 +35,7 @@ from schemas.offload import (
 )
 from workers.batches import ProviderBatches
 from workers.errors import ProviderError
+from workers.queue_service import QueueService
 
 __all__ = ["BatchService"]
 
@@ -47,7 +46,7 @@ _encode = msgspec.json.Encoder().encode
 MAX_BATCH_CALLS = 16
 
 
-class BatchService:
+class BatchService(QueueService):
     """One provider's Batch API on NATS.
 
     Args:
@@ -57,27 +56,9 @@ class BatchService:
     """
 
     def __init__(self, nc: Client, provider: str, batches: ProviderBatches) -> None:
-        self._nc = nc
+        super().__init__(nc, subjects.provider_batch_subject(provider), MAX_BATCH_CALLS)
         self._batches = batches
-        self.subject = subjects.provider_batch_subject(provider)
-        self._inflight = InFlight(MAX_BATCH_CALLS)
-        self._sub: Subscription | None = None
         self._files: ObjectStore | None = None
-
-    async def start(self) -> None:
-        """Subscribe in the workers' queue group."""
-        self._sub = await self._nc.subscribe(
-            self.subject, queue=subjects.WORKER_QUEUE, cb=self._on_msg
-        )
-
-    async def stop(self, drain_timeout: float = 10.0) -> None:
-        """Stop taking calls; let running ones finish (bounded)."""
-        if self._sub is not None:
-            await settle(self._sub.drain(), STOP_STEP_S)  # type: ignore[no-untyped-call]
-        await self._inflight.drain(drain_timeout)
-
-    async def _on_msg(self, msg: Msg) -> None:
-        await self._inflight.spawn(self._answer(msg))
 
     async def _answer(self, msg: Msg) -> None:
         if not msg.reply:

@@ -14,12 +14,11 @@ from typing import Protocol, runtime_checkable
 import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 
-from edge_runtime.process import STOP_STEP_S, InFlight, settle
 from schemas import error_body, headers, subjects
 from schemas.responses import UpstreamOp, UpstreamResponseCall
 from workers.errors import ProviderError
+from workers.queue_service import QueueService
 
 __all__ = ["ResponseService", "UpstreamResponses"]
 
@@ -44,7 +43,7 @@ class UpstreamResponses(Protocol):
         ...
 
 
-class ResponseService:
+class ResponseService(QueueService):
     """One provider's background responses on NATS.
 
     Args:
@@ -54,26 +53,8 @@ class ResponseService:
     """
 
     def __init__(self, nc: Client, provider: str, upstream: UpstreamResponses) -> None:
-        self._nc = nc
+        super().__init__(nc, subjects.provider_responses_subject(provider), MAX_RESPONSE_CALLS)
         self._upstream = upstream
-        self.subject = subjects.provider_responses_subject(provider)
-        self._inflight = InFlight(MAX_RESPONSE_CALLS)
-        self._sub: Subscription | None = None
-
-    async def start(self) -> None:
-        """Subscribe in the workers' queue group."""
-        self._sub = await self._nc.subscribe(
-            self.subject, queue=subjects.WORKER_QUEUE, cb=self._on_msg
-        )
-
-    async def stop(self, drain_timeout: float = 10.0) -> None:
-        """Stop taking calls; let running ones finish (bounded)."""
-        if self._sub is not None:
-            await settle(self._sub.drain(), STOP_STEP_S)  # type: ignore[no-untyped-call]
-        await self._inflight.drain(drain_timeout)
-
-    async def _on_msg(self, msg: Msg) -> None:
-        await self._inflight.spawn(self._answer(msg))
 
     async def _answer(self, msg: Msg) -> None:
         if not msg.reply:
