@@ -14,8 +14,13 @@ import pytest
 from prometheus_client import REGISTRY
 
 from edge_runtime.batch_store import BatchStore
-from tests.support.batch import batch_stack, offload_objects, wait_status
-from tests.support.fake_gemini_batches import GEMINI_KEY
+from tests.support.batch import (
+    OFFLOAD_ENV,
+    batch_stack,
+    offload_config,
+    offload_objects,
+    wait_status,
+)
 from tests.support.fake_provider_batches import FakeBatches, running_batches
 from tests.support.stack import StackFactory, config_from
 
@@ -27,54 +32,17 @@ BATCH_COST = (10 * 2.0 + 5 * 8.0) / 1e6 * 0.5
 
 
 def config(fake: FakeBatches, *, offload: str = "auto") -> str:
-    return f"""
-[cache]
-enabled = false
-
-[batch]
-poll_s = 0.05
-offload = "{offload}"
-offload_poll_s = 0.02
-
-[batch.offload_limits]
-default = [300, 10000000]
-anthropic = [300, 10000000]
-gemini = [150, 10000000]
-
-[providers.openai]
-kind = "openai"
-base_url = "{fake.base_url}"
-api_key_env = "OPENAI_KEY"
-
-[providers.anthropic]
-kind = "anthropic"
-base_url = "{fake.base_url}"
-api_key_env = "ANTHROPIC_KEY"
-
-[providers.gemini]
-kind = "gemini"
-base_url = "{fake.base_url.removesuffix("/v1")}/v1beta"
-api_key_env = "GEMINI_KEY"
-batch_inline_bytes = 18000
-
-[models.gpt]
-deployments = [
-  {{ provider = "openai", model = "gpt-4o-mini", input_price = 2.0, output_price = 8.0 }},
-]
-
-[models.claude]
-deployments = [
-  {{ provider = "anthropic", model = "claude-x", input_price = 2.0, output_price = 8.0 }},
-]
-
-[models.gem]
-deployments = [
-  {{ provider = "gemini", model = "gemini-x", input_price = 2.0, output_price = 8.0 }},
-]
-"""
+    return offload_config(
+        fake.base_url,
+        poll_s=0.05,
+        offload=offload,
+        limits=(300, 300, 150),
+        gemini_inline_bytes=18000,
+        prices=True,
+    )
 
 
-ENV = {"OPENAI_KEY": "sk-test", "ANTHROPIC_KEY": "sk-ant-test", "GEMINI_KEY": GEMINI_KEY}
+ENV = OFFLOAD_ENV
 
 
 def rows(count: int) -> list[dict[str, Any]]:

@@ -15,67 +15,30 @@ import pytest
 from edge_runtime.batch_store import BatchStore
 from schemas.batch import BatchRecord
 from schemas.offload import OffloadState
-from tests.support.batch import batch_stack, offload_objects, record_until, wait_final
-from tests.support.fake_gemini_batches import GEMINI_KEY
+from tests.support.batch import (
+    OFFLOAD_ENV,
+    batch_stack,
+    lines,
+    offload_config,
+    offload_objects,
+    record_until,
+    wait_final,
+)
 from tests.support.fake_provider_batches import FakeBatches, running_batches
 from tests.support.stack import StackFactory, config_from
 
 LINES = 30
-ENV = {"OPENAI_KEY": "sk-test", "ANTHROPIC_KEY": "sk-ant-test", "GEMINI_KEY": GEMINI_KEY}
+ENV = OFFLOAD_ENV
 
 
 def config(fake: FakeBatches) -> str:
     # offload_poll_s is an hour: after its submit, a provider batch is looked at again only
     # when the test says so (it moves the record's offload_next)
-    return f"""
-[cache]
-enabled = false
-
-[batch]
-poll_s = 0.02
-offload = "auto"
-offload_poll_s = 3600
-
-[providers.openai]
-kind = "openai"
-base_url = "{fake.base_url}"
-api_key_env = "OPENAI_KEY"
-
-[providers.anthropic]
-kind = "anthropic"
-base_url = "{fake.base_url}"
-api_key_env = "ANTHROPIC_KEY"
-
-[providers.gemini]
-kind = "gemini"
-base_url = "{fake.base_url.removesuffix("/v1")}/v1beta"
-api_key_env = "GEMINI_KEY"
-
-[models.gpt]
-deployments = [{{ provider = "openai", model = "gpt-4o-mini" }}]
-
-[models.claude]
-deployments = [{{ provider = "anthropic", model = "claude-x" }}]
-
-[models.gem]
-deployments = [{{ provider = "gemini", model = "gemini-x" }}]
-"""
+    return offload_config(fake.base_url, offload_poll_s=3600)
 
 
 def rows(model: str) -> list[dict[str, object]]:
-    return [
-        {
-            "custom_id": f"req-{i}",
-            "method": "POST",
-            "url": "/v1/chat/completions",
-            "body": {
-                "model": model,
-                "messages": [{"role": "user", "content": f"line {i}"}],
-                "max_tokens": 16,
-            },
-        }
-        for i in range(LINES)
-    ]
+    return lines(LINES, model, max_tokens=16)
 
 
 @pytest.mark.parametrize(

@@ -15,13 +15,16 @@ from nats.js.errors import NotFoundError as JsNotFound
 from broker.config import Config
 from edge_runtime.batch_store import BatchStore
 from schemas.batch import BatchRecord
+from tests.support.fake_gemini_batches import GEMINI_KEY
 from tests.support.stack import Stack, StackFactory
 
 __all__ = [
     "FINAL",
+    "OFFLOAD_ENV",
     "batch_stack",
     "jsonl",
     "lines",
+    "offload_config",
     "offload_objects",
     "purge_batch_queue",
     "record_until",
@@ -31,6 +34,8 @@ __all__ = [
 ]
 
 FINAL = {"completed", "failed", "expired", "cancelled"}
+#: the keys :func:`offload_config`'s providers read
+OFFLOAD_ENV = {"OPENAI_KEY": "sk-test", "ANTHROPIC_KEY": "sk-ant-test", "GEMINI_KEY": GEMINI_KEY}
 
 
 async def batch_stack(
@@ -55,16 +60,88 @@ async def purge_batch_queue(nc: Client) -> None:
     await nc.jetstream().purge_stream("LLM_EDGE_BATCH_LINES")
 
 
-def lines(n: int, model: str = "mock", prefix: str = "req") -> list[dict[str, Any]]:
+def lines(
+    n: int, model: str = "mock", prefix: str = "req", max_tokens: int | None = None
+) -> list[dict[str, Any]]:
+    limit = {} if max_tokens is None else {"max_tokens": max_tokens}
     return [
         {
             "custom_id": f"{prefix}-{i}",
             "method": "POST",
             "url": "/v1/chat/completions",
-            "body": {"model": model, "messages": [{"role": "user", "content": f"line {i}"}]},
+            "body": {
+                "model": model,
+                "messages": [{"role": "user", "content": f"line {i}"}],
+                **limit,
+            },
         }
         for i in range(n)
     ]
+
+
+def offload_config(
+    base_url: str,
+    *,
+    poll_s: float = 0.02,
+    offload: str = "auto",
+    offload_poll_s: float = 0.02,
+    limits: tuple[int, int, int] | None = None,
+    gemini_inline_bytes: int | None = None,
+    prices: bool = False,
+) -> str:
+    """The native batch offload stack's config: OpenAI, Anthropic and Gemini providers at the
+    fake Batch APIs' ``base_url`` (models ``gpt``, ``claude``, ``gem``), keys in
+    :data:`OFFLOAD_ENV`. ``limits``: the sub-batch line limits (default, anthropic, gemini);
+    ``prices``: the deployments' 2 and 8 USD per 1M tokens."""
+    limit_table = ""
+    if limits is not None:
+        default, anthropic, gemini = limits
+        limit_table = f"""
+[batch.offload_limits]
+default = [{default}, 10000000]
+anthropic = [{anthropic}, 10000000]
+gemini = [{gemini}, 10000000]
+"""
+    inline = "" if gemini_inline_bytes is None else f"batch_inline_bytes = {gemini_inline_bytes}\n"
+
+    def models(name: str, provider: str, model: str) -> str:
+        if not prices:
+            return f"""[models.{name}]
+deployments = [{{ provider = "{provider}", model = "{model}" }}]
+"""
+        return f"""[models.{name}]
+deployments = [
+  {{ provider = "{provider}", model = "{model}", input_price = 2.0, output_price = 8.0 }},
+]
+"""
+
+    return f"""
+[cache]
+enabled = false
+
+[batch]
+poll_s = {poll_s}
+offload = "{offload}"
+offload_poll_s = {offload_poll_s}
+{limit_table}
+[providers.openai]
+kind = "openai"
+base_url = "{base_url}"
+api_key_env = "OPENAI_KEY"
+
+[providers.anthropic]
+kind = "anthropic"
+base_url = "{base_url}"
+api_key_env = "ANTHROPIC_KEY"
+
+[providers.gemini]
+kind = "gemini"
+base_url = "{base_url.removesuffix("/v1")}/v1beta"
+api_key_env = "GEMINI_KEY"
+{inline}
+{models("gpt", "openai", "gpt-4o-mini")}
+{models("claude", "anthropic", "claude-x")}
+{models("gem", "gemini", "gemini-x")}"""
 
 
 def jsonl(rows: list[dict[str, Any]]) -> bytes:
