@@ -6,13 +6,13 @@ priced at their own rates and the tier that served at its own, and the same figu
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support.anthropic_upstream import FakeAnthropic, running_fake_anthropic
+from tests.support import costs
+from tests.support.anthropic_upstream import FakeAnthropic
 from tests.support.browser import Page, chromium, needs_chromium
 from tests.support.cli import run_cli
 from tests.support.costs import (
@@ -25,31 +25,17 @@ from tests.support.costs import (
     counts,
     gained,
     openai_answer,
-    priced_stack,
     spend,
     tenant_of,
 )
 from tests.support.scripted_upstream import Answer
 from tests.support.servers import RedisServer
-from tests.support.stack import Stack, StackFactory
+from tests.support.stack import Stack
 from tests.support.upstream import FakeOpenAI, Scripted
 
-
-@pytest.fixture
-async def fake_anthropic() -> AsyncIterator[FakeAnthropic]:
-    async with running_fake_anthropic() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def stack(
-    nats_url: str,
-    redis_server: RedisServer,
-    fake_anthropic: FakeAnthropic,
-    fake_openai: FakeOpenAI,
-    make_stack: StackFactory,
-) -> Stack:
-    return await priced_stack(make_stack, nats_url, redis_server, fake_anthropic, fake_openai)
+#: the priced stack and its fake Anthropic upstream (fixtures shared with the other cost tests)
+fake_anthropic = costs.fake_anthropic
+stack = costs.stack
 
 
 async def post(stack: Stack, path: str, body: dict[str, Any]) -> httpx.Response:

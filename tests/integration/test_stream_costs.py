@@ -6,7 +6,6 @@ same figure in the tenant's spend ledger, and, over NATS, on the message that en
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -14,8 +13,9 @@ import pytest
 
 from edge_client import EdgeClient, stream_messages
 from schemas import headers, subjects
+from tests.support import costs
 from tests.support.anthropic_shapes import sse
-from tests.support.anthropic_upstream import FakeAnthropic, running_fake_anthropic
+from tests.support.anthropic_upstream import FakeAnthropic
 from tests.support.costs import (
     CACHED_USAGE,
     FLEX_COST,
@@ -23,30 +23,16 @@ from tests.support.costs import (
     SONNET_COST,
     counts,
     gained,
-    priced_stack,
     spend,
 )
 from tests.support.scripted_upstream import Answer
 from tests.support.servers import RedisServer
-from tests.support.stack import Stack, StackFactory
+from tests.support.stack import Stack
 from tests.support.upstream import FakeOpenAI, Scripted
 
-
-@pytest.fixture
-async def fake_anthropic() -> AsyncIterator[FakeAnthropic]:
-    async with running_fake_anthropic() as fake:
-        yield fake
-
-
-@pytest.fixture
-async def stack(
-    nats_url: str,
-    redis_server: RedisServer,
-    fake_anthropic: FakeAnthropic,
-    fake_openai: FakeOpenAI,
-    make_stack: StackFactory,
-) -> Stack:
-    return await priced_stack(make_stack, nats_url, redis_server, fake_anthropic, fake_openai)
+#: the priced stack and its fake Anthropic upstream (fixtures shared with the other cost tests)
+fake_anthropic = costs.fake_anthropic
+stack = costs.stack
 
 
 def cached_anthropic_stream() -> list[bytes]:

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 import redis.asyncio
 from prometheus_client import REGISTRY
 
 from broker.tenancy.budget import BY_TIER_PREFIX, SPEND_PREFIX, period_key
 from broker.tenancy.tenants import hash_key
-from tests.support.anthropic_upstream import FakeAnthropic
+from tests.support.anthropic_upstream import FakeAnthropic, running_fake_anthropic
 from tests.support.servers import RedisServer
 from tests.support.stack import Stack, StackFactory, config_from
 from tests.support.upstream import FakeOpenAI, openai_completion
@@ -27,10 +29,12 @@ __all__ = [
     "SONNET_COST",
     "anthropic_message",
     "counts",
+    "fake_anthropic",
     "gained",
     "openai_answer",
     "priced_stack",
     "spend",
+    "stack",
     "tenant_of",
 ]
 
@@ -51,6 +55,26 @@ CACHED_USAGE: dict[str, Any] = {
 SONNET_COST = (50 * 3.0 + 10_000 * 0.3 + 1_500 * 3.75 + 500 * 6.0 + 120 * 15.0) / 1e6
 #: :func:`openai_answer`'s usage at the gpt deployment's flex table: 0.001275.
 FLEX_COST = (500 * 1.0 + 1_500 * 0.25 + 100 * 4.0) / 1e6
+
+
+@pytest.fixture
+async def fake_anthropic() -> AsyncIterator[FakeAnthropic]:
+    """A fake Anthropic upstream for :func:`stack`."""
+    async with running_fake_anthropic() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def stack(
+    nats_url: str,
+    redis_server: RedisServer,
+    fake_anthropic: FakeAnthropic,
+    fake_openai: FakeOpenAI,
+    make_stack: StackFactory,
+) -> Stack:
+    """The :func:`priced_stack` fixture (a test module binds it, and ``fake_anthropic``, as
+    module attributes)."""
+    return await priced_stack(make_stack, nats_url, redis_server, fake_anthropic, fake_openai)
 
 
 async def priced_stack(
