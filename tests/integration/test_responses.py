@@ -4,7 +4,6 @@ translated to chat completions for the others (the mock, an OpenAI-compatible se
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
@@ -12,8 +11,13 @@ import pytest
 
 from edge_client import EdgeClient
 from edge_client.errors import APIError
-from tests.support.stack import Stack, StackFactory, config_from
-from tests.support.upstream import FakeOpenAI, Scripted, openai_completion, running_fake
+from tests.support import responses as responses_stack
+from tests.support.responses import responses_config
+from tests.support.stack import Stack, StackFactory
+from tests.support.upstream import FakeOpenAI, Scripted, openai_completion
+
+#: the recording fake of OpenAI itself (a fixture shared with the other Responses API tests)
+openai_upstream = responses_stack.openai_upstream
 
 WEATHER = {
     "type": "function",
@@ -28,13 +32,6 @@ WEATHER = {
 
 
 @pytest.fixture
-async def openai_upstream() -> AsyncIterator[FakeOpenAI]:
-    """A recording fake of OpenAI itself (it takes the Responses API)."""
-    async with running_fake() as fake:
-        yield fake
-
-
-@pytest.fixture
 async def stack(
     nats_url: str,
     fake_openai: FakeOpenAI,
@@ -42,28 +39,16 @@ async def stack(
     make_stack: StackFactory,
     namespace: str,
 ) -> Stack:
-    config = config_from(f"""
+    config = responses_config(
+        fake_openai.base_url,
+        openai_upstream.base_url,
+        """
         [cache]
         l2 = "off"
         [batch]
         enabled = false
-
-        [providers.mock]
-        kind = "mock"
-        [providers.compat]
-        kind = "openai_compatible"
-        base_url = "{fake_openai.base_url}"
-        [providers.oai]
-        kind = "openai"
-        base_url = "{openai_upstream.base_url}"
-
-        [models.mock]
-        deployments = [{{ provider = "mock" }}]
-        [models.compat]
-        deployments = [{{ provider = "compat", model = "served-compat" }}]
-        [models.gpt]
-        deployments = [{{ provider = "oai", model = "gpt-4.1" }}]
-    """)
+        """,
+    )
     return await make_stack(nats_url, config, bridge=True)
 
 

@@ -18,8 +18,13 @@ from broker.tenancy.tenants import hash_key
 from edge_runtime.embedded import EmbeddedNats
 from schemas import subjects
 from schemas.jetstream import RESPONSE_EVENTS_STREAM
+from tests.support import responses as responses_stack
+from tests.support.responses import responses_config
 from tests.support.stack import Stack, StackFactory, config_from
-from tests.support.upstream import FakeOpenAI, Scripted, openai_completion, running_fake
+from tests.support.upstream import FakeOpenAI, Scripted, openai_completion
+
+#: the recording fake of OpenAI itself (a fixture shared with the other Responses API tests)
+openai_upstream = responses_stack.openai_upstream
 
 KEY_ACME, KEY_GLOBEX = "sk-acme-responses", "sk-globex-responses"
 #: The longest a background response may take to finish here.
@@ -27,17 +32,13 @@ FINISH_S = 15.0
 
 
 @pytest.fixture
-async def openai_upstream() -> AsyncIterator[FakeOpenAI]:
-    """A recording fake of OpenAI itself (it takes the Responses API)."""
-    async with running_fake() as fake:
-        yield fake
-
-
-@pytest.fixture
 async def stack(
     nats_url: str, fake_openai: FakeOpenAI, openai_upstream: FakeOpenAI, make_stack: StackFactory
 ) -> Stack:
-    config = config_from(f"""
+    config = responses_config(
+        fake_openai.base_url,
+        openai_upstream.base_url,
+        f"""
         [cache]
         enabled = false
         [batch]
@@ -48,23 +49,8 @@ async def stack(
         keys = ["{hash_key(KEY_ACME)}"]
         [tenants.globex]
         keys = ["{hash_key(KEY_GLOBEX)}"]
-
-        [providers.mock]
-        kind = "mock"
-        [providers.compat]
-        kind = "openai_compatible"
-        base_url = "{fake_openai.base_url}"
-        [providers.oai]
-        kind = "openai"
-        base_url = "{openai_upstream.base_url}"
-
-        [models.mock]
-        deployments = [{{ provider = "mock" }}]
-        [models.compat]
-        deployments = [{{ provider = "compat", model = "served-compat" }}]
-        [models.gpt]
-        deployments = [{{ provider = "oai", model = "gpt-4.1" }}]
-    """)
+        """,
+    )
     return await make_stack(nats_url, config, bridge=True)
 
 
