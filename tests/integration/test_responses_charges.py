@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 
 import msgspec
 import nats
@@ -31,9 +30,10 @@ from broker.tenancy.tenants import hash_key
 from schemas import subjects
 from schemas.jetstream import RESPONSE_JOBS_STREAM
 from schemas.responses import StoredResponse
+from tests.support import responses as responses_stack
 from tests.support.servers import EmbeddedNats, RedisServer
 from tests.support.stack import Stack, StackFactory, config_from
-from tests.support.upstream import FakeOpenAI, running_fake
+from tests.support.upstream import FakeOpenAI
 
 KEY = f"sk-le-test-bg-charges-{uuid.uuid4().hex}"
 #: A key of a tenant whose tpm no request fits in (the estimate of any is over 1 token).
@@ -51,10 +51,7 @@ BUDGET_USD = COST / 2
 FINISH_S = 15.0
 
 
-@pytest.fixture
-async def openai_upstream() -> AsyncIterator[FakeOpenAI]:
-    async with running_fake() as fake:
-        yield fake
+openai_upstream = responses_stack.openai_upstream
 
 
 @pytest.fixture

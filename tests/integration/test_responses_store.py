@@ -13,6 +13,7 @@ import openai
 import pytest
 from openai.types.responses import Response
 
+from broker.config import Config
 from broker.responses.pipeline_run import PipelineRun
 from broker.tenancy.tenants import hash_key
 from edge_runtime.embedded import EmbeddedNats
@@ -79,6 +80,26 @@ async def _until(client: openai.AsyncOpenAI, response_id: str, *statuses: str) -
             await asyncio.sleep(0.05)
 
     return await asyncio.wait_for(poll(), FINISH_S)
+
+
+def compat_only(base_url: str, responses: str = "") -> Config:
+    """Tenant acme's stack on the compat provider alone (no cache, no batches), with
+    ``responses`` as the ``[responses]`` table's one setting."""
+    table = f"[responses]\n        {responses}" if responses else ""
+    return config_from(f"""
+        [cache]
+        enabled = false
+        [batch]
+        enabled = false
+        {table}
+        [tenants.acme]
+        keys = ["{hash_key(KEY_ACME)}"]
+        [providers.compat]
+        kind = "openai_compatible"
+        base_url = "{base_url}"
+        [models.compat]
+        deployments = [{{ provider = "compat", model = "served-compat" }}]
+    """)
 
 
 async def test_stored_response_read_listed_and_deleted(acme: openai.AsyncOpenAI) -> None:
@@ -365,21 +386,7 @@ async def test_a_queued_streamed_response_cancelled_or_deleted_ends_its_stream(
     """A streamed background response cancelled (or deleted) while it is still queued ends
     its caller's stream at once with a ``cancelled`` error event, and is never run; deleted,
     that event is the only one kept (for followers yet to get it)."""
-    config = config_from(f"""
-        [cache]
-        enabled = false
-        [batch]
-        enabled = false
-        [responses]
-        concurrency = 1
-        [tenants.acme]
-        keys = ["{hash_key(KEY_ACME)}"]
-        [providers.compat]
-        kind = "openai_compatible"
-        base_url = "{fake_openai.base_url}"
-        [models.compat]
-        deployments = [{{ provider = "compat", model = "served-compat" }}]
-    """)
+    config = compat_only(fake_openai.base_url, "concurrency = 1")
     stack = await make_stack(own_nats.url, config, bridge=True)
     acme = _client(stack, KEY_ACME)
     release = asyncio.Event()
@@ -418,21 +425,7 @@ async def test_a_background_run_that_raises_fails_after_max_deliver_runs(
         raise RuntimeError("internal detail")
 
     monkeypatch.setattr(PipelineRun, "__call__", raising)
-    config = config_from(f"""
-        [cache]
-        enabled = false
-        [batch]
-        enabled = false
-        [responses]
-        max_deliver = 2
-        [tenants.acme]
-        keys = ["{hash_key(KEY_ACME)}"]
-        [providers.compat]
-        kind = "openai_compatible"
-        base_url = "{fake_openai.base_url}"
-        [models.compat]
-        deployments = [{{ provider = "compat", model = "served-compat" }}]
-    """)
+    config = compat_only(fake_openai.base_url, "max_deliver = 2")
     acme = _client(await make_stack(own_nats.url, config, bridge=True), KEY_ACME)
     created = await acme.responses.create(model="compat", input="boom", background=True)
     done = await _until(acme, created.id, "completed", "failed")
@@ -464,19 +457,7 @@ async def small(
     server = EmbeddedNats(tmp_path / "small", port=-1, max_payload=SMALL_PAYLOAD)
     server.start()
     try:
-        config = config_from(f"""
-            [cache]
-            enabled = false
-            [batch]
-            enabled = false
-            [tenants.acme]
-            keys = ["{hash_key(KEY_ACME)}"]
-            [providers.compat]
-            kind = "openai_compatible"
-            base_url = "{fake_openai.base_url}"
-            [models.compat]
-            deployments = [{{ provider = "compat", model = "served-compat" }}]
-        """)
+        config = compat_only(fake_openai.base_url)
         stack = await make_stack(server.url, config, bridge=True)
         yield _client(stack, KEY_ACME)
         await stack.stop()
