@@ -162,21 +162,31 @@ async def test_tenants_share_a_saturated_deployment_by_weight(
     """Tenants of weights 3 and 1 flooding one deployment (4 calls at once) through two
     brokers together: while both have requests waiting, the provider serves them 3:1,
     within 10 %."""
+    held = asyncio.Event()
     async with running_fake(ProviderLimits(concurrency=4)) as fake:
+        # the first four calls hold the deployment until every other request waits: the
+        # order after them is the queue's alone, not how fast the requests arrived
+        fake.script.extend(Scripted(delay_s=60, release=held) for _ in range(4))
         fake.default = Scripted(delay_s=0.05)
         admission = f"[admission]\nmax_wait_s = 120\n{tenants()}"
         config = one_upstream_config(fake.base_url, "concurrency = 4", admission)
         stack = await make_stack(nats_url, config, brokers=2)
         floods = [
-            ask(stack, tenant, f"flood {i}") for i in range(100) for tenant in ("heavy", "light")
+            asyncio.create_task(ask(stack, tenant, f"flood {i}"))
+            for i in range(100)
+            for tenant in ("heavy", "light")
         ]
+        async with asyncio.timeout(60):  # a counter, no event to wait on
+            while sum(b.admission.waiting for b in stack.brokers if b.admission) < 196:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        held.set()
         answers = await asyncio.gather(*floods)
         assert Counter(status for status, _, _ in answers) == {200: 200}
         served = [r.body["messages"][0]["content"].split()[0] for r in fake.received]
         assert fake.too_many == 0
-    # the first calls start as they arrive; after them both tenants wait, until the heavy
-    # one's requests run out (at about 133 served, 100 heavy and 33 light)
-    window = Counter(served[10:110])
+    # after the four held calls both tenants wait, until the heavy one's requests run out
+    # (at about 130 served, 100 heavy and 30 light)
+    window = Counter(served[4:104])
     ratio = window["heavy"] / window["light"]
     assert 2.7 <= ratio <= 3.3, (window, served[:40])
 
