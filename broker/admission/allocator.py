@@ -9,6 +9,10 @@ more than its share, and changes the entry only by compare-and-set, keeping two 
   and only after the write succeeded;
 * it **lowers** its share at once in process, but never below what it has in use (permits of
   calls still running, windowed permits still in their window): they go back as they free.
+  While lower classes hold permits taken out of the larger share, it keeps the headroom of
+  its higher classes too (:meth:`~broker.admission.gate.Gate.keep`) and lets the lower
+  classes fit only the new share: an interactive request does not wait because a flood
+  here borrowed a peer's idle share just before the peer needed it back.
 
 Targets are a max-min fair split of each limit by the brokers' wants (a broker that wants
 little gets it all, the rest is split evenly), so a busy broker holds most of a deployment
@@ -297,8 +301,8 @@ class Allocator:
             wanted = self._next_share(name, gate, allocation, leaving=leaving)
             if wanted is None:
                 return  # nothing to change, nothing due
-            usable, entry = wanted
-            self._resize(gate, usable, lower_only=True)  # safe before the write
+            usable, entry, targets = wanted
+            self._resize(gate, usable, lower_only=True, targets=targets)  # safe before the write
             try:
                 new_revision = await self._write(kv, key, entry, revision)
             except KeyWrongLastSequenceError:
@@ -306,7 +310,8 @@ class Allocator:
                 continue
             self._entries[key] = (new_revision, entry)
             self._renewed[key] = self._clock()
-            self._resize(gate, usable, lower_only=False)  # raising only once the write holds
+            # raising only once the write holds
+            self._resize(gate, usable, lower_only=False, targets=targets)
             return
 
     async def _current(self, kv: KeyValue, key: str) -> tuple[int, Allocation]:
@@ -326,9 +331,9 @@ class Allocator:
 
     def _next_share(
         self, name: str, gate: Gate, allocation: Allocation, *, leaving: bool
-    ) -> tuple[list[int], Allocation] | None:
-        """The permits this broker may take from now on (per pool) and the entry to write,
-        or ``None`` when neither moved and no renewal is due.
+    ) -> tuple[list[int], Allocation, list[int]] | None:
+        """The permits this broker may take from now on (per pool), the entry to write and
+        the shares it moves toward, or ``None`` when neither moved and no renewal is due.
 
         The entry says what it holds: what it may take, or more while permits taken before
         are still in use (they go back as they free; meanwhile nobody else may count on
@@ -351,28 +356,30 @@ class Allocator:
             size = targets[index]
             if size > current:  # more only out of what nobody holds
                 size = max(current, min(size, limits[index] - taken))
+            elif size < current:  # less only as the lower classes' permits free
+                size = gate.keep(index, size)
             usable.append(size)
             held.append(max(size, in_use))
-        self._owed[key] = held != usable
+        keeping = any(u > t for u, t in zip(usable, targets, strict=True))
+        self._owed[key] = held != usable or keeping
         renew_due = now - self._renewed.get(key, float("-inf")) >= self._settings.lease_s / 3
         idle = not any(held) and not any(wants)
         unchanged = mine is not None and mine.held == held and mine.want == wants
         if (unchanged and not renew_due) or (mine is None and idle):
-            if usable != [p.size if p is not None else 0 for p in gate.pools]:
-                self._resize(gate, usable, lower_only=True)
+            self._resize(gate, usable, lower_only=True, targets=targets)
             return None  # nothing to write (or nothing held and wanted: stay out)
         brokers = dict(peers)
         if not idle:
             beat = (mine.beat + 1) if mine is not None else 1
             brokers[self.broker_id] = Share(held=held, want=wants, beat=beat)
-        return usable, Allocation(limits=limits, brokers=brokers)
+        return usable, Allocation(limits=limits, brokers=brokers), targets
 
     @staticmethod
-    def _resize(gate: Gate, sizes: list[int], *, lower_only: bool) -> None:
+    def _resize(gate: Gate, sizes: list[int], *, lower_only: bool, targets: list[int]) -> None:
         for index, size in enumerate(sizes):
             pool = gate.pools[index]
-            if pool is not None and (size < pool.size or not lower_only):
-                gate.resize(index, size)
+            if pool is not None and (size <= pool.size or not lower_only):
+                gate.resize(index, size, targets[index])
 
     async def _write(self, kv: KeyValue, key: str, entry: Allocation, revision: int) -> int:
         started = time.perf_counter()

@@ -11,17 +11,29 @@ waits, and the gate hands out permits in the queue's order as they free (a call 
 windowed permit ages out, a pause ends, the broker's share grows).
 
 **Headroom for higher classes.** A class that used a pool lately (``reserve_window_s``)
-keeps one permit more than its recent peak free from the classes below it: a steady
-interactive tenant finds a free permit even while a background flood keeps the pool full,
-instead of waiting for the next call to end (which alone would add up to one whole call to
-its latency). A class with no recent traffic reserves nothing (work-conserving), a ticket
+keeps more than its recent peak free from the classes below it (:func:`headroom`: one
+permit and the square root of the peak, as arrivals in a window vary about as the square
+root of their number): a steady interactive tenant finds a free permit even while a
+background flood keeps the pool full, instead of waiting for the next call to end or the
+next windowed permit to age out (either alone adds up to a whole call or a whole window's
+spacing to its latency). A class with no recent traffic reserves nothing (work-conserving), a ticket
 aged into a higher rank uses that rank's headroom, and the lowest class always keeps at
 least one permit.
+
+**A share that shrinks keeps its headroom.** When the mesh gives part of this broker's share
+to another broker (a flood reached it too), permits lower classes took out of the larger
+share are still in use (in their window, or their calls still running). The allocator then
+lowers the share only as far as :meth:`Gate.keep` allows: it stays above its new target by
+what those lower classes hold, so higher classes keep their headroom, and lower classes fit
+against the target alone (:meth:`Gate.resize`); the share reaches the target as their
+permits free. The cost of a change of shares falls on the lower classes, not on the
+interactive requests that happened to arrive while it happened.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,8 +45,13 @@ __all__ = ["CALLS", "REQUESTS", "TOKENS", "Gate", "Grant", "Permit"]
 
 #: Pool indexes.
 CALLS, REQUESTS, TOKENS = 0, 1, 2
-#: Permits a recently active class keeps free beyond its recent peak.
-RESERVE_MARGIN = 1
+
+
+def headroom(peak: int) -> int:
+    """Permits a recently active class keeps free beyond its recent ``peak``: one, and the
+    square root of the peak (a steady tenant's use of a window varies about as the square
+    root of its mean, so its next window may pass its last peak by about that much)."""
+    return 1 + math.isqrt(max(0, peak))
 
 
 class Permit:
@@ -108,6 +125,8 @@ class Gate:
         self._peak_before = [[0] * POOLS for _ in range(CLASSES)]
         self._window_start = clock()
         self._timer: asyncio.TimerHandle | None = None
+        #: per pool: the share the allocator is lowering it to (``None``: its size)
+        self._targets: list[int | None] = [None] * POOLS
         #: calls admitted, and when the rate of ends was last measured (wait estimates)
         self.ends = 0
         self._ends_rate = 0.0
@@ -136,9 +155,18 @@ class Gate:
             if pool is None:
                 continue
             need = pool.need(ticket.amounts[index])
-            if pool.free(now) - self._reserve(index, rank, now, pool) < need:
+            room = pool.free(now) - self._reserve(index, rank, now, pool)
+            target = self._targets[index]
+            if target is not None and self._above(rank, now):
+                room -= pool.size - target  # a shrinking share: lower classes fit its target
+            if room < need:
                 return False
         return True
+
+    def _above(self, rank: float, now: float) -> bool:
+        """Whether a class above ``rank`` used this gate lately."""
+        window = self._reserve_window_s
+        return any(now - self._seen[k] <= window for k in range(CLASSES) if k < rank)
 
     def _reserve(self, index: int, rank: float, now: float, pool: Pool) -> int:
         """Permits of pool ``index`` kept for classes above ``rank`` that used it lately."""
@@ -149,7 +177,7 @@ class Gate:
             if now - self._seen[k] > self._reserve_window_s:
                 continue
             peak = max(self._peak[k][index], self._peak_before[k][index])
-            reserve += max(0, peak + RESERVE_MARGIN - pool.by_class[k])
+            reserve += max(0, peak + headroom(peak) - pool.by_class[k])
         return min(reserve, max(0, pool.size - 1))
 
     def _take(self, ticket: Ticket, now: float) -> Permit:
@@ -199,13 +227,35 @@ class Gate:
             pools[index] = pool
             self.pools = (pools[0], pools[1], pools[2])
 
-    def resize(self, index: int, size: int) -> None:
-        """This broker's share of pool ``index`` changed."""
+    def resize(self, index: int, size: int, target: int | None = None) -> None:
+        """This broker's share of pool ``index`` is now ``size``, on its way down to
+        ``target`` (see :meth:`keep`; ``None``: ``size`` is the share)."""
         pool = self.pools[index]
-        if pool is not None and pool.size != size:
-            pool.size = size
-            if self.queue.live:
-                self.pump()
+        if pool is None:
+            return
+        target = target if target is not None and target < size else None
+        freed = pool.size < size or (target or size) > (self._targets[index] or pool.size)
+        pool.size = size
+        self._targets[index] = target
+        if freed and self.queue.live:
+            self.pump()
+
+    def keep(self, index: int, target: int) -> int:
+        """What to keep of pool ``index`` while the share shrinks to ``target``: while
+        classes below the highest one that used the gate lately hold permits, the share
+        stays above ``target`` by up to the headroom the higher classes keep (never more
+        than it is now); without such permits, ``target`` itself."""
+        pool = self.pools[index]
+        if pool is None or target >= pool.size:
+            return target
+        now = self._clock()
+        pool.free(now)
+        window = self._reserve_window_s
+        active = [k for k in range(CLASSES) if now - self._seen[k] <= window]
+        if not active or not any(pool.by_class[k] > 0 for k in range(min(active) + 1, CLASSES)):
+            return target
+        headroom = self._reserve(index, max(active), now, pool)
+        return max(target, min(pool.size, max(0, pool.in_use) + headroom))
 
     # the queue
 
@@ -295,5 +345,6 @@ class Gate:
         recent = 0
         for k in range(CLASSES):
             if now - self._seen[k] <= self._reserve_window_s:
-                recent += max(self._peak[k][index], self._peak_before[k][index]) + RESERVE_MARGIN
+                peak = max(self._peak[k][index], self._peak_before[k][index])
+                recent += peak + headroom(peak)
         return max(pool.in_use + self.queue.queued[index], recent)

@@ -148,24 +148,63 @@ async def test_a_full_gate_grants_waiting_tickets_in_order_as_calls_end() -> Non
 
 
 async def test_a_busy_interactive_class_keeps_headroom_from_background() -> None:
-    """Once interactive traffic used a pool lately, background leaves it one permit more than
-    its peak: an interactive request finds a permit at once while background is held back;
-    without interactive traffic, background may use every permit."""
+    """Once interactive traffic used a pool lately, background leaves it its peak and a burst
+    allowance (one and the square root of the peak) free: an interactive request finds a
+    permit at once while background is held back; without interactive traffic, background
+    may use every permit."""
     clock = Clock()
-    gate = Gate("d", (Pool(4), None, None), aging_s=30, reserve_window_s=10, clock=clock)
-    quiet = [gate.try_take(ticket("bg", klass=Priority.BACKGROUND)) for _ in range(4)]
+    gate = Gate("d", (Pool(10), None, None), aging_s=30, reserve_window_s=10, clock=clock)
+    quiet = [gate.try_take(ticket("bg", klass=Priority.BACKGROUND)) for _ in range(10)]
     assert all(quiet)
     for permit in quiet:
         assert permit is not None
         permit.release()
-    interactive = gate.try_take(ticket("b", klass=Priority.INTERACTIVE))
-    assert interactive is not None
-    interactive.release()
-    background = [gate.try_take(ticket("a", klass=Priority.BACKGROUND)) for _ in range(4)]
-    assert [p is not None for p in background] == [True, True, False, False]
-    assert gate.try_take(ticket("b", klass=Priority.INTERACTIVE)) is not None
+    peak = [gate.try_take(ticket("b", klass=Priority.INTERACTIVE)) for _ in range(4)]
+    for permit in peak:
+        assert permit is not None
+        permit.release()
+    background = [gate.try_take(ticket("a", klass=Priority.BACKGROUND)) for _ in range(10)]
+    assert sum(p is not None for p in background) == 3  # 10 less a peak of 4 and 1 + 2 more
+    burst = [gate.try_take(ticket("b", klass=Priority.INTERACTIVE)) for _ in range(8)]
+    assert sum(p is not None for p in burst) == 7
+    for permit in [*background, *burst]:
+        if permit is not None:
+            permit.release()
     clock.now = 21.0  # two windows without interactive traffic: no headroom kept
-    assert gate.try_take(ticket("a", klass=Priority.BACKGROUND)) is not None
+    assert all(gate.try_take(ticket("a", klass=Priority.BACKGROUND)) for _ in range(10))
+
+
+async def test_a_shrinking_share_keeps_interactive_headroom_from_what_background_borrowed() -> None:
+    """Background borrowed permits from a larger share; the mesh then lowers the share (a
+    peer needs its part back): the share stays up while those permits are in use, so an
+    interactive request still finds one at once, background fits only the new share, and
+    the share reaches it as background's permits free."""
+    clock = Clock()
+    gate = Gate("d", (Pool(10), None, None), aging_s=30, reserve_window_s=10, clock=clock)
+    peak = [gate.try_take(ticket("b", klass=Priority.INTERACTIVE)) for _ in range(3)]
+    for permit in peak:
+        assert permit is not None
+        permit.release()  # interactive's recent peak: 3 calls
+    interactive = [gate.try_take(ticket("b", klass=Priority.INTERACTIVE)) for _ in range(2)]
+    background = [gate.try_take(ticket("a", klass=Priority.BACKGROUND)) for _ in range(8)]
+    borrowed = [p for p in background if p is not None]
+    assert len(borrowed) == 5  # 10 less interactive's peak of 3 and its headroom of 2
+
+    kept = gate.keep(0, 6)  # the allocator lowers the share to 6
+    assert kept == 10
+    gate.resize(0, kept, 6)
+    assert gate.try_take(ticket("b", klass=Priority.INTERACTIVE)) is not None
+    assert gate.try_take(ticket("a", klass=Priority.BACKGROUND)) is None  # fits 6 alone
+
+    for permit in borrowed[:4]:
+        permit.release()
+    assert gate.keep(0, 6) == 6  # 3 interactive + 1 background + 2 headroom
+    gate.resize(0, 6, 6)
+    assert gate.try_take(ticket("b", klass=Priority.INTERACTIVE)) is not None
+    for permit in [*interactive, *borrowed[4:]]:
+        assert permit is not None
+        permit.release()
+    assert gate.keep(0, 2) == 2  # no background permit left: nothing to keep
 
 
 async def test_a_paused_gate_grants_nothing_until_the_pause_ends() -> None:
