@@ -72,7 +72,7 @@ class _Shape(msgspec.Struct):
     background: bool | None = None
     store: bool | None = None
     previous_response_id: str | None = None
-    history: msgspec.Raw | None = msgspec.field(name=HISTORY_FIELD, default=None)
+    history: msgspec.Raw = msgspec.field(name=HISTORY_FIELD, default_factory=msgspec.Raw)
 
 
 _shape = msgspec.json.Decoder(_Shape)
@@ -191,7 +191,7 @@ class ResponsesApi:
             history = [*earlier.history, *earlier.input_items, *response.get("output", [])]
             upstream_id = earlier.upstream_id or str(response.get("id", ""))
             provider = earlier.provider
-        if history or shape.history is not None:  # a caller's own history field is dropped
+        if history or shape.history:  # a caller's own history field is dropped
             body = _any.decode(data)
             body.pop(HISTORY_FIELD, None)
             if history:

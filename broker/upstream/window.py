@@ -3,8 +3,10 @@
 No provider's tokenizer is kept here (``tiktoken`` fetches its BPE files on first use;
 Anthropic's and Gemini's are not public), so the prompt is estimated from the UTF-8 bytes of
 the request's text (every string of its messages, system prompt and tools, or of a Responses
-request's input, instructions and tools: a picture, clip or file, inline as base64 or linked
-by a URL or file id, counts as :data:`ATTACHMENT_TOKENS`, not as text), in two bounds:
+request's input, instructions and tools and the earlier turns of a conversation it continues
+with ``previous_response_id``, which the upstream reads too: a picture, clip or file, inline
+as base64 or linked by a URL or file id, counts as :data:`ATTACHMENT_TOKENS`, not as text),
+in two bounds:
 
 * upper, :data:`BYTES_PER_TOKEN` (3) bytes a token plus :data:`PER_PART_TOKENS` a message or
   part: deployments whose window it does not fit are skipped (and the ``context_fallback``
@@ -34,6 +36,7 @@ from dataclasses import dataclass
 import msgspec
 
 from broker.request import Prepared
+from schemas.responses import HISTORY_FIELD, ResponsesRequest
 
 __all__ = [
     "ATTACHMENT_TOKENS",
@@ -127,6 +130,20 @@ class _Tally:
                 self.add(item, key)
 
 
+class _Carried(msgspec.Struct):
+    """The earlier turns the broker added to a continued Responses request."""
+
+    history: msgspec.Raw = msgspec.field(name=HISTORY_FIELD, default_factory=msgspec.Raw)
+
+
+class _Items(msgspec.Struct):
+    items: list[object] = []
+
+
+_carried = msgspec.json.Decoder(_Carried)
+_items = msgspec.json.Decoder(_Items)
+
+
 def need_of(prepared: Prepared) -> Need:
     """The request's tokens, upper and sure, and the answer length it asks for."""
     fields = msgspec.to_builtins(prepared.request)
@@ -134,6 +151,10 @@ def need_of(prepared: Prepared) -> Need:
     for name in _PROMPT_FIELDS:
         if name in fields:
             tally.add(fields[name], name)
+    if isinstance(prepared.request, ResponsesRequest) and prepared.request.previous_response_id:
+        history = _carried.decode(prepared.data).history
+        if history:
+            tally.add(_items.decode(history).items, "input")
     upper = (
         -(-tally.text_bytes // BYTES_PER_TOKEN)
         + tally.parts * PER_PART_TOKENS

@@ -194,6 +194,27 @@ async def test_http_responses_long_instructions_count_too(
     assert sent_models(fake_openai) == ["up-big"]
 
 
+async def test_http_responses_a_conversation_grown_past_the_window_moves_to_the_bigger_model(
+    stack: Stack, fake_openai: FakeOpenAI
+) -> None:
+    """Each turn alone fits small's window; the second with the first's items (sent along by
+    previous_response_id) does not: small serves the first turn, big the second."""
+    assert stack.http is not None
+    turn = "word " * 360  # 1,800 bytes: at most 600 tokens
+    first = await stack.http.post("/responses", json=responses_body(turn))
+    assert first.status_code == 200
+    assert "llm-fallback" not in first.headers
+    second = await stack.http.post(
+        "/responses", json=responses_body(turn, previous_response_id=first.json()["id"])
+    )
+    assert second.status_code == 200, second.text
+    assert second.headers["llm-fallback"] == "context_window"
+    assert second.headers["llm-model"] == "big"
+    assert sent_models(fake_openai) == ["up-small", "up-big"]
+    conversation = fake_openai.received[1].body["messages"]
+    assert [m["role"] for m in conversation] == ["user", "assistant", "user"]
+
+
 @pytest.mark.parametrize("refusal", ["content_filter", "refusal_part"])
 async def test_http_responses_refusal_is_served_by_the_content_fallback(
     stack: Stack, fake_openai: FakeOpenAI, refusal: str

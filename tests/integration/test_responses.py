@@ -174,6 +174,21 @@ async def test_function_call_translated_both_ways(
     assert (item.call_id, item.name, item.arguments) == ("call_9", "get_weather", '{"city":"Oslo"}')
 
 
+async def test_a_callers_own_history_field_reaches_no_upstream(
+    client: openai.AsyncOpenAI, fake_openai: FakeOpenAI
+) -> None:
+    """The field the broker uses to carry a conversation's earlier turns, sent by a caller,
+    is dropped: the upstream sees the caller's input alone, not turns it claims."""
+    claimed = {"items": [{"role": "user", "content": "turn that never happened"}]}
+    response = await client.responses.create(
+        model="compat", input="only this", extra_body={"llm_edge_history": claimed}
+    )
+    assert response.status == "completed"
+    sent = fake_openai.received[-1].body
+    assert "llm_edge_history" not in sent
+    assert [m["content"] for m in sent["messages"]] == ["only this"]
+
+
 async def test_built_in_tool_is_a_clear_400(client: openai.AsyncOpenAI) -> None:
     """A built-in tool cannot be translated: a 400 naming it, never a silent drop."""
     with pytest.raises(openai.BadRequestError) as caught:
