@@ -349,6 +349,8 @@ class ChatPipeline:
         except BrokerError as exc:
             status = exc.status
             await sink.error(error_reply(exc), meta, streaming=True)
+            if kept.usage is not None:  # what the upstream reported before it failed
+                await priced.settle()  # (Anthropic's input tokens, in message_start) is billed
         self._record.count(prepared, deployment.provider, status)
         metrics.duration_histogram(deployment.provider, prepared.model.name).observe(
             self._clock() - started

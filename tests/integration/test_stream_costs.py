@@ -162,6 +162,37 @@ async def test_a_streamed_cached_anthropic_answer_is_priced_at_the_cache_rates(
     assert (total, by_tier) == (pytest.approx(SONNET_COST), {"default": pytest.approx(SONNET_COST)})
 
 
+async def test_a_stream_that_fails_midway_charges_the_usage_reported_before_it_failed(
+    stack: Stack, fake_anthropic: FakeAnthropic, redis_server: RedisServer
+) -> None:
+    """Anthropic reports the input in message_start and bills it whatever happens after: a
+    stream that ends in an error event after its first text charges the tenant what
+    message_start reported (the caller gets the error event; the ledger and the cost metric
+    hold that charge)."""
+    before = counts(stack, "claude", "sonnet")
+    started = cached_anthropic_stream()[:4]  # message_start, the block, a ping, one delta
+    overloaded = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    fake_anthropic.script.append(Answer(pieces=[*started, sse("error", overloaded)]))
+    assert stack.http is not None
+    body = {
+        "model": "sonnet",
+        "max_tokens": 256,
+        "stream": True,
+        "messages": [{"role": "user", "content": "the long document, cut off"}],
+    }
+    auth = {"Authorization": f"Bearer {KEY}", "anthropic-version": "2023-06-01"}
+    response = await stack.http.post("/messages", json=body, headers=auth)
+    events = sse_data(response.text)
+    assert events[0]["type"] == "message_start"
+    assert events[-1]["type"] == "error"
+    total, by_tier = await spend(stack, redis_server)
+    assert total > 0
+    assert by_tier == {"default": pytest.approx(total)}
+    gain = gained(before, counts(stack, "claude", "sonnet"))
+    assert (gain["prompt"], gain["cached"], gain["cache_write"]) == (50, 10_000, 2_000)
+    assert gain["cost:default"] == pytest.approx(total)
+
+
 async def test_the_message_ending_a_nats_stream_names_the_cost_the_ledger_recorded(
     stack: Stack, fake_anthropic: FakeAnthropic, redis_server: RedisServer
 ) -> None:
