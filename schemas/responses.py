@@ -144,6 +144,11 @@ class StoredResponse(msgspec.Struct, omit_defaults=True):
             background response was accepted; its run is then not counted again, and its
             tenant's tpm is trued up to the usage when it is charged (``None``: not counted
             when accepted: its run is counted as it is admitted).
+        key: the counters' name (``<tenant>/<grant id>``) of the key that created a
+            background response, when that key has a tpm or a budget of its own: it is
+            charged to them as well as to its tenant's (empty: none).
+        key_tpm: the key has a tpm of its own (trued up to the usage with its tenant's).
+        key_budget_period: the period of the key's own budget (empty: it has none).
     """
 
     tenant: str
@@ -159,6 +164,9 @@ class StoredResponse(msgspec.Struct, omit_defaults=True):
     model: str = ""
     charged: dict[str, str] = {}
     counted: int | None = None
+    key: str = ""
+    key_tpm: bool = False
+    key_budget_period: str = ""
 
 
 class UpstreamOp(enum.StrEnum):

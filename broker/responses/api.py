@@ -32,6 +32,7 @@ from broker.errors import (
 from broker.pipeline import ChatPipeline
 from broker.replies.sinks import NatsSink, ReplySink
 from broker.responses.background import BackgroundJobs
+from broker.responses.charges import key_fields
 from broker.responses.follow import Followers
 from broker.responses.sink import StoringSink
 from broker.responses.store import EntryTooLarge, ResponseStore, StoreUnavailable
@@ -230,7 +231,13 @@ class ResponsesApi:
         kept = {name: hdrs[name] for name in _JOB_HEADERS if name in hdrs}
         streamed = bool(shape.stream)
         job = msgspec.structs.replace(
-            record, response=body, body=data, headers=kept, streamed=streamed, counted=counted
+            record,
+            response=body,
+            body=data,
+            headers=kept,
+            streamed=streamed,
+            counted=counted,
+            **key_fields(caller),
         )
         try:
             await self._stored().put(response_id, job)

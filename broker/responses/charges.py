@@ -6,7 +6,10 @@ later (:mod:`broker.responses.upstream`): it is priced at the prices of the depl
 took the create (kept in the stored response with the model it served it as), at the rates
 of the service tier the answer names, and the tenant is charged (spend ledger and so its
 budget, ``llm_edge_cost_usd_total``, ``llm_edge_tokens_total``), its tpm trued up from the
-estimate counted when the response was accepted to the usage.
+estimate counted when the response was accepted to the usage. The key that created it is
+charged too when it has a tpm or budget of its own (:func:`key_fields` records it in the
+stored response when the request is accepted): a key's budget holds for its background
+responses as for its other requests.
 
 Exactly once: the run prices the final response first (no side effect), stores it with its
 final status and what it cost in one compare-and-set, and charges only when that write is
@@ -18,16 +21,26 @@ trip): the response is then not charged at all, never twice.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from broker.request import Reply
-from broker.tenancy.meter import Charge, Meter
-from broker.tenancy.tenants import KeyRing
+from broker.tenancy.meter import Charge, KeyScope, Meter
+from broker.tenancy.tenants import Caller, KeyRing
 from schemas import headers
 from schemas.responses import StoredResponse
 
-__all__ = ["UpstreamCharges"]
+__all__ = ["UpstreamCharges", "key_fields"]
 
 log = logging.getLogger("llm_edge.responses")
+
+
+def key_fields(caller: Caller) -> dict[str, Any]:
+    """The stored response's fields naming the key of ``caller`` (none when it has no tpm
+    or budget of its own)."""
+    key = KeyScope.of(caller)
+    if key is None:
+        return {}
+    return {"key": key.scope, "key_tpm": key.tpm, "key_budget_period": key.budget_period}
 
 
 class UpstreamCharges:
@@ -54,8 +67,11 @@ class UpstreamCharges:
         """Charge the response's tenant (once: called by the run whose final write won)."""
         tenant = self._keys.named(finished.tenant)
         try:
+            key = None
+            if finished.key:
+                key = KeyScope(finished.key, finished.key_tpm, finished.key_budget_period)
             await self._meter.charge_tenant(
-                tenant, finished.model, charge, estimate=finished.counted
+                tenant, finished.model, charge, estimate=finished.counted, key=key
             )
         except Exception:  # the response is final: no later run charges it
             log.exception(

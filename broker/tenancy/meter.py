@@ -19,13 +19,13 @@ from broker.cache.response import CachedReply
 from broker.request import Call, Reply
 from broker.tenancy.budget import SpendLedger
 from broker.tenancy.limits import RateLimiter, Scope, rate_limited
-from broker.tenancy.tenants import TenantConfig
+from broker.tenancy.tenants import Caller, TenantConfig
 from broker.tenancy.usage import Metered, metered, metered_usage
 from broker.upstream.deployments import Deployment
 from broker.upstream.prices import DEFAULT_TIER, Tokens, served_tier
 from schemas import Usage, headers
 
-__all__ = ["Charge", "Meter"]
+__all__ = ["Charge", "KeyScope", "Meter"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,23 +194,38 @@ class Meter:
         return saved
 
     async def charge_tenant(
-        self, tenant: TenantConfig, model: str, charge: Charge, *, estimate: int | None = None
+        self,
+        tenant: TenantConfig,
+        model: str,
+        charge: Charge,
+        *,
+        estimate: int | None = None,
+        key: KeyScope | None = None,
     ) -> None:
         """Charge ``tenant`` for an answer priced after its request was answered (a
         background response that ran at its upstream): tokens and cost counted under
         ``model``, the cost added to its spend, and its tpm trued up from ``estimate`` (the
         tokens counted when the request was admitted; ``None``: not known, left as counted)
-        to the answer's usage, in the minute the answer is known as for any request. A key's
-        own tpm and budget are not (the response keeps its tenant, not its key).
+        to the answer's usage, in the minute the answer is known as for any request. The key
+        that sent it (``key``: its tpm and budget of its own, as recorded when the request
+        was accepted) is charged the same.
         """
         label = tenant.name if self._tenant_metrics else ""
         used = charge.total_tokens
-        if used is not None and estimate is not None and tenant.tpm:
-            await self.limiter.settle([tenant.name], used - estimate)
+        if used is not None and estimate is not None:
+            scopes = [tenant.name] if tenant.tpm else []
+            if key is not None and key.tpm:
+                scopes.append(key.scope)
+            await self.limiter.settle(scopes, used - estimate)
+        also = None
+        if key is not None and key.budget_period:
+            also = (key.scope, key.budget_period)
         for part in charge.parts():
             tier = part.tier or DEFAULT_TIER
             self._count(part, model, label)
-            await self.ledger.add(tenant.name, tenant.budget_period, part.cost, model, tier=tier)
+            await self.ledger.add(
+                tenant.name, tenant.budget_period, part.cost, model, also, tier=tier
+            )
 
     async def charge(self, prepared: Call, charge: Charge | None) -> None:
         """Count tokens, true up the tenant's tpm, add the cost to its spend."""
@@ -270,6 +285,32 @@ def _count_tokens(tokens: Tokens | None, provider: str, model: str, tenant: str)
     for kind, count in kinds:
         if count or kind in {"prompt", "completion"}:
             metrics.TOKENS.labels(provider, model, kind, tenant).inc(count)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyScope:
+    """A key's own counters, as a request it sent recorded them (an answer charged later).
+
+    Attributes:
+        scope: the counters' name, ``<tenant>/<grant id>``.
+        tpm: the key has a tpm of its own.
+        budget_period: its own budget's period (empty: it has no budget).
+    """
+
+    scope: str
+    tpm: bool = False
+    budget_period: str = ""
+
+    @classmethod
+    def of(cls, caller: Caller) -> KeyScope | None:
+        """The key of ``caller`` when it has a tpm or budget of its own."""
+        grant = caller.grant
+        if grant is None or (not grant.tpm and grant.budget_usd is None):
+            return None
+        period = ""
+        if grant.budget_usd is not None:
+            period = grant.budget_period or caller.tenant.budget_period
+        return cls(f"{caller.tenant.name}/{grant.id}", bool(grant.tpm), period)
 
 
 def _scope(prepared: Call) -> str:

@@ -25,6 +25,7 @@ from broker.responses.runner import Job
 from broker.responses.states import cancelled, finished, status
 from broker.responses.store import ResponseStore
 from broker.tenancy.budget import SPEND_PREFIX, period_key
+from broker.tenancy.grants import grant_id
 from broker.tenancy.limits import window_keys
 from broker.tenancy.tenants import hash_key
 from schemas import subjects
@@ -40,6 +41,8 @@ KEY = f"sk-le-test-bg-charges-{uuid.uuid4().hex}"
 NO_TPM_KEY = f"sk-le-test-bg-no-tpm-{uuid.uuid4().hex}"
 #: A key of a tenant with rate limits that every request here fits in.
 LIMITED_KEY = f"sk-le-test-bg-limited-{uuid.uuid4().hex}"
+#: A key with a budget and a tpm of its own (its tenant has neither).
+OWN_BUDGET_KEY = f"sk-le-test-bg-own-budget-{uuid.uuid4().hex}"
 #: The fake's final response's tokens (36 input, 87 output).
 USAGE_TOKENS = 123
 #: The fake's final response: 36 input tokens (none cached), 87 output, served at the flex
@@ -81,6 +84,8 @@ async def stack(
         keys = ["{hash_key(LIMITED_KEY)}"]
         rpm = 100
         tpm = 1000000
+        [tenants.{tenant}keyed]
+        keys = [{{ hash = "{hash_key(OWN_BUDGET_KEY)}", budget_usd = {BUDGET_USD}, tpm = 1000000 }}]
         [providers.oai]
         kind = "openai"
         base_url = "{openai_upstream.base_url}"
@@ -261,3 +266,27 @@ async def test_a_background_response_is_counted_once_and_its_tpm_trued_up(
     await asyncio.wait_for(_jobs_done(stack), FINISH_S)
     minutes = range(first_minute, int(time.time() // 60) + 1)  # (a minute may turn meanwhile)
     assert await _window_counts(redis_server, tenant, minutes) == (1, USAGE_TOKENS)
+
+
+async def test_a_keys_own_budget_and_tpm_are_charged_for_its_background_response(
+    stack: Stack, redis_server: RedisServer, openai_upstream: FakeOpenAI
+) -> None:
+    """A key with a budget and a tpm of its own: its background response at OpenAI is
+    charged to the key's spend as to its tenant's, its tpm ends at the answer's usage, and
+    once the key's budget is spent its next request is a 402."""
+    openai_upstream.background.service_tier = "flex"
+    tenant = f"{_tenant(stack)}keyed"
+    key_scope = f"{tenant}/{grant_id(hash_key(OWN_BUDGET_KEY))}"
+    sdk = openai.AsyncOpenAI(base_url=stack.base_url, api_key=OWN_BUDGET_KEY, max_retries=0)
+    first_minute = int(time.time() // 60)
+    created = await sdk.responses.create(model="gpt", input="on the key's account", background=True)
+    await asyncio.wait_for(_completed(sdk, created.id), FINISH_S)
+    await asyncio.wait_for(_jobs_done(stack), FINISH_S)
+
+    assert await _spent(redis_server, tenant) == pytest.approx(COST)
+    assert await _spent(redis_server, key_scope) == pytest.approx(COST)
+    minutes = range(first_minute, int(time.time() // 60) + 1)
+    assert (await _window_counts(redis_server, key_scope, minutes))[1] == USAGE_TOKENS
+    with pytest.raises(openai.APIStatusError) as refused:
+        await sdk.responses.create(model="gpt", input="one more on the key")
+    assert refused.value.status_code == 402
