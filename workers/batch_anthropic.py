@@ -17,9 +17,10 @@ unless the worker died between the provider's answer and the receipt's write).
 
 from __future__ import annotations
 
+import io
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -27,7 +28,7 @@ import msgspec
 
 from schemas.offload import SUBMIT_SETTLE_S
 from workers.anthropic_translate import completion_from_anthropic
-from workers.batches import FIND_PAGES, BatchHttp, Status, check_window, undecided
+from workers.batches import FIND_PAGES, BatchHttp, Result, Status, check_window, undecided
 from workers.errors import ErrorKind, ProviderError
 
 __all__ = ["AnthropicBatches", "line_of"]
@@ -55,6 +56,28 @@ def _created(batch: dict[str, Any]) -> float:
     return datetime.fromisoformat(str(batch["created_at"])).timestamp()
 
 
+def _read(content: bytes, now: int) -> Iterator[Result]:
+    """The results file's lines, one by one (succeeded ones as chat completions)."""
+    for raw in io.BytesIO(content):
+        if not raw.strip():
+            continue
+        line = _json.decode(raw)
+        i = line_of(str(line.get("custom_id", "")))
+        if i is None:
+            continue
+        result = line.get("result") or {}
+        kind = str(result.get("type", "errored"))
+        if kind != "succeeded":
+            yield i, None, kind
+            continue
+        try:
+            completion = completion_from_anthropic(result["message"], now)
+        except (KeyError, TypeError, ValueError, msgspec.MsgspecError):
+            yield i, None, "invalid_response"
+            continue
+        yield i, _encode(completion), ""
+
+
 class AnthropicBatches:
     """The Message Batches API of one Anthropic provider.
 
@@ -67,19 +90,21 @@ class AnthropicBatches:
         self._http = http
         self._translate = translate
 
-    async def submit(self, lines: list[bytes], model: str, tag: str, not_after: float) -> str:
+    async def submit(self, lines: Iterable[bytes], model: str, tag: str, not_after: float) -> str:
         """Translate and submit the lines in one ``POST /messages/batches``."""
         if len(tag) > MAX_TAG:
             raise ProviderError("anthropic", ErrorKind.BAD_REQUEST, f"sub-batch tag {tag!r}")
         prefix = tag.encode()
-        requests = []
+        body = bytearray(b'{"requests":[')  # the call's body, each request written into it once
         for i, raw in enumerate(lines):
             try:
                 params = self._translate(bytes(_line.decode(raw).body), model)
             except (ProviderError, msgspec.MsgspecError):
                 continue  # the normal path answers it with the reason
-            requests.append(b'{"custom_id":"%s-%d","params":%s}' % (prefix, i, params))
-        body = b'{"requests":[' + b",".join(requests) + b"]}"
+            if len(body) > len(b'{"requests":['):
+                body += b","
+            body += b'{"custom_id":"%s-%d","params":%s}' % (prefix, i, params)
+        body += b"]}"
         check_window("anthropic", not_after)
         batch = _json.decode(await self._http.call("POST", "/messages/batches", body))
         return str(batch["id"])
@@ -97,33 +122,12 @@ class AnthropicBatches:
         status = str(batch["processing_status"])
         return Status(status == "ended", status)
 
-    async def results(self, batch_id: str) -> list[tuple[int, bytes | None, str]]:
+    async def results(self, batch_id: str) -> Iterator[Result]:
         """Every line at ``results_url``: succeeded ones as chat completions."""
         batch = _json.decode(await self._http.call("GET", f"/messages/batches/{batch_id}"))
         url = batch.get("results_url")
-        if not url:
-            return []
-        found: list[tuple[int, bytes | None, str]] = []
-        now = int(time.time())
-        for raw in (await self._http.call("GET", str(url))).splitlines():
-            if not raw.strip():
-                continue
-            line = _json.decode(raw)
-            i = line_of(str(line.get("custom_id", "")))
-            if i is None:
-                continue
-            result = line.get("result") or {}
-            kind = str(result.get("type", "errored"))
-            if kind == "succeeded":
-                try:
-                    completion = completion_from_anthropic(result["message"], now)
-                except (KeyError, TypeError, ValueError, msgspec.MsgspecError):
-                    found.append((i, None, "invalid_response"))
-                    continue
-                found.append((i, _encode(completion), ""))
-            else:
-                found.append((i, None, kind))
-        return found
+        content = await self._http.call("GET", str(url)) if url else b""
+        return _read(content, int(time.time()))
 
     async def find(self, tag: str, since: float) -> str | None:
         """Page ``GET /messages/batches`` back to ``since``; an ended batch created in the

@@ -16,14 +16,15 @@ batch that failed, expired or was cancelled before it answered.
 
 from __future__ import annotations
 
+import io
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import msgspec
 
-from workers.batches import FIND_PAGES, BatchHttp, Status, check_window, undecided
+from workers.batches import FIND_PAGES, BatchHttp, Result, Status, check_window, undecided
 from workers.errors import ErrorKind, ProviderError
 from workers.gemini_translate import completion_from_gemini
 
@@ -92,25 +93,31 @@ class GeminiBatches:
         self._upload_url = f"{root}/upload/{version}/files"
         self._download_root = f"{root}/download/{version}"
 
-    def _requests(self, lines: list[bytes]) -> Iterator[tuple[int, bytes]]:
+    def _requests(self, lines: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
         for i, raw in enumerate(lines):
             try:
                 yield i, self._translate(bytes(_line.decode(raw).body))
             except (ProviderError, msgspec.MsgspecError, ValueError):
                 continue  # the normal path answers it with the reason
 
-    async def submit(self, lines: list[bytes], model: str, tag: str, not_after: float) -> str:
+    async def submit(self, lines: Iterable[bytes], model: str, tag: str, not_after: float) -> str:
         """Create the batch: its requests inline when they fit, else in an uploaded file."""
         requests = list(self._requests(lines))
         size = sum(len(body) + 40 for _, body in requests)
+        source = bytearray()  # the requests, each written into it once
         if size <= self._inline_bytes:
-            rows = [b'{"request":%s,"metadata":{"key":"r%d"}}' % (body, i) for i, body in requests]
-            source = b'{"requests":{"requests":[' + b",".join(rows) + b"]}}"
+            source += b'{"requests":{"requests":['
+            for n, (i, body) in enumerate(requests):
+                source += b'%s{"request":%s,"metadata":{"key":"r%d"}}' % (b"," * bool(n), body, i)
+            source += b"]}}"
         else:
             if size > FILE_MAX_BYTES:
                 raise ProviderError(self._name, ErrorKind.BAD_REQUEST, f"{size} bytes a batch")
-            data = b"".join(b'{"key":"r%d","request":%s}\n' % (i, body) for i, body in requests)
-            source = _encode({"fileName": await self._upload(data, tag)})
+            data = bytearray()
+            for i, body in requests:
+                data += b'{"key":"r%d","request":%s}\n' % (i, body)
+            del requests
+            source += _encode({"fileName": await self._upload(data, tag)})
         model_path = urllib.parse.quote(model.removeprefix("models/"), safe="")
         body = b'{"batch":{"displayName":%s,"inputConfig":%s}}' % (_encode(tag), source)
         check_window(self._name, not_after)
@@ -118,7 +125,7 @@ class GeminiBatches:
         operation = _json.decode(await self._http.call("POST", path, body, _JSON))
         return str(operation["name"])
 
-    async def _upload(self, data: bytes, tag: str) -> str:
+    async def _upload(self, data: bytearray, tag: str) -> str:
         """Upload a JSONL file (resumable: start, then one ``upload, finalize``); its name."""
         start = {
             "x-goog-upload-protocol": "resumable",
@@ -147,26 +154,21 @@ class GeminiBatches:
         await self._http.call("POST", f"/{batch_id}:cancel", b"{}", _JSON)
         return await self.status(batch_id)
 
-    async def results(self, batch_id: str) -> list[tuple[int, bytes | None, str]]:
+    async def results(self, batch_id: str) -> Iterator[Result]:
         """Every response the batch holds, inline or in its responses file."""
         operation = _json.decode(await self._http.call("GET", f"/{batch_id}"))
         output = _output(operation)
         model = str(_batch(operation).get("model") or "").removeprefix("models/")
+        keyed: Iterable[tuple[object, dict[str, Any]]]
         if "responsesFile" in output:
             url = f"{self._download_root}/{output['responsesFile']}:download?alt=media"
             content = await self._http.call("GET", url)
-            rows = [_json.decode(raw) for raw in content.splitlines() if raw.strip()]
+            rows = (_json.decode(raw) for raw in io.BytesIO(content) if raw.strip())
             keyed = ((row.get("key"), row) for row in rows)
         else:
             inline = (output.get("inlinedResponses") or {}).get("inlinedResponses") or []
             keyed = ((dict(row.get("metadata") or {}).get("key"), row) for row in inline)
-        found: list[tuple[int, bytes | None, str]] = []
-        now = int(time.time())
-        for key, row in keyed:
-            i = _index(key)
-            if i is not None:
-                found.append((i, *_result(row, model, now)))
-        return found
+        return _results(keyed, model, int(time.time()))
 
     async def find(self, tag: str, since: float) -> str | None:
         """Page ``GET batches`` for the batch whose ``displayName`` is ``tag`` (the list's
@@ -185,6 +187,15 @@ class GeminiBatches:
             if not token:
                 return None
         raise undecided(self._name, f"more than {FIND_PAGES * 100} batches listed")
+
+
+def _results(
+    keyed: Iterable[tuple[object, dict[str, Any]]], model: str, now: int
+) -> Iterator[Result]:
+    for key, row in keyed:
+        i = _index(key)
+        if i is not None:
+            yield (i, *_result(row, model, now))
 
 
 def _result(row: dict[str, Any], model: str, now: int) -> tuple[bytes | None, str]:

@@ -11,12 +11,14 @@ and lines missing from both files are not: they run on the normal path.
 
 from __future__ import annotations
 
+import io
 import uuid
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import msgspec
 
-from workers.batches import FIND_PAGES, BatchHttp, Status, check_window, undecided
+from workers.batches import FIND_PAGES, BatchHttp, Result, Status, check_window, undecided
 
 __all__ = ["OPENAI_ENDED", "TAG_KEY", "OpenAIBatches"]
 
@@ -61,15 +63,36 @@ def _error_code(raw: bytes, response: _Response | None) -> str:
     return f"status_{response.status_code}" if response is not None else "failed"
 
 
+def _read(content: bytes) -> Iterator[Result]:
+    """The results of an output or error file, line by line."""
+    for raw in io.BytesIO(content):
+        if not raw.strip():
+            continue
+        line = _output.decode(raw)
+        i = _index(line.custom_id)
+        if i is None:
+            continue
+        response = line.response
+        if response is not None and response.status_code == 200:
+            yield i, bytes(response.body), ""
+        else:
+            yield i, None, _error_code(raw, response)
+
+
 class OpenAIBatches:
     """The Batch API of one OpenAI provider (its adapter's client, key and error mapping)."""
 
     def __init__(self, http: BatchHttp) -> None:
         self._http = http
 
-    async def submit(self, lines: list[bytes], model: str, tag: str, not_after: float) -> str:
+    async def submit(self, lines: Iterable[bytes], model: str, tag: str, not_after: float) -> str:
         """Upload the lines as a ``batch`` file, then create the batch on it (24h)."""
-        rows = []
+        boundary = uuid.uuid4().hex
+        form = bytearray()  # the upload's body, each row written into it once
+        form += f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\n'.encode()
+        form += b"batch\r\n"
+        form += f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '.encode()
+        form += f'filename="{tag}.jsonl"\r\nContent-Type: application/jsonl\r\n\r\n'.encode()
         name = _encode(model)
         for i, raw in enumerate(lines):
             body = dict(_line.decode(raw).body)
@@ -82,19 +105,9 @@ class OpenAIBatches:
                 "url": "/v1/chat/completions",
                 "body": body,
             }
-            rows.append(_encode(row))
-        data = b"\n".join(rows) + b"\n"
-        boundary = uuid.uuid4().hex
-        form = b"".join(
-            [
-                f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\n'.encode(),
-                b"batch\r\n",
-                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '.encode(),
-                f'filename="{tag}.jsonl"\r\nContent-Type: application/jsonl\r\n\r\n'.encode(),
-                data,
-                f"\r\n--{boundary}--\r\n".encode(),
-            ]
-        )
+            form += _encode(row)
+            form += b"\n"
+        form += f"\r\n--{boundary}--\r\n".encode()
         content_type = {"content-type": f"multipart/form-data; boundary={boundary}"}
         uploaded = _json.decode(await self._http.call("POST", "/files", form, content_type))
         check_window("openai", not_after)
@@ -117,28 +130,14 @@ class OpenAIBatches:
         batch = _json.decode(await self._http.call("POST", f"/batches/{batch_id}/cancel"))
         return Status(batch["status"] in OPENAI_ENDED, str(batch["status"]))
 
-    async def results(self, batch_id: str) -> list[tuple[int, bytes | None, str]]:
+    async def results(self, batch_id: str) -> Iterator[Result]:
         """The output file's lines that succeeded, and the error file's lines as failures."""
         batch = _json.decode(await self._http.call("GET", f"/batches/{batch_id}"))
-        found: list[tuple[int, bytes | None, str]] = []
-        for key in ("output_file_id", "error_file_id"):
-            file_id = batch.get(key)
-            if not file_id:
-                continue
-            content = await self._http.call("GET", f"/files/{file_id}/content")
-            for raw in content.splitlines():
-                if not raw.strip():
-                    continue
-                line = _output.decode(raw)
-                i = _index(line.custom_id)
-                if i is None:
-                    continue
-                response = line.response
-                if response is not None and response.status_code == 200:
-                    found.append((i, bytes(response.body), ""))
-                else:
-                    found.append((i, None, _error_code(raw, response)))
-        return found
+        files = [await self._file(batch.get(key)) for key in ("output_file_id", "error_file_id")]
+        return (found for content in files for found in _read(content))
+
+    async def _file(self, file_id: object) -> bytes:
+        return await self._http.call("GET", f"/files/{file_id}/content") if file_id else b""
 
     async def find(self, tag: str, since: float) -> str | None:
         """Page ``GET /batches`` (newest first) back to ``since`` for the batch tagged ``tag``."""

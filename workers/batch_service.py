@@ -98,21 +98,23 @@ class BatchService(QueueService):
         if call.op is OffloadOp.SUBMIT:
             files = await self._store()
             found = await files.get(call.input)
-            lines = [line for line in (found.data or b"").splitlines() if line.strip()]
+            lines = (line for line in io.BytesIO(found.data or b"") if line.strip())
+            del found  # (the lines' buffer is the object's data, read once)
             batch_id = await batches.submit(lines, call.upstream_model, call.input, call.not_after)
             await files.put(receipt_object(call.input), batch_id.encode())
             return OffloadAnswer(provider_batch=batch_id, provider_status="submitted")
         if call.op is OffloadOp.FIND:
             return OffloadAnswer(provider_batch=await self._find(call))
         if call.op is OffloadOp.RESULTS:
-            results = await batches.results(call.provider_batch)
-            rows = [
-                _encode(OffloadResult(i, body is not None, msgspec.Raw(body or b"null"), error))
-                for i, body, error in results
-            ]
-            data = b"\n".join(rows) + b"\n" if rows else b""
-            await (await self._store()).put(call.results, io.BytesIO(data))
-            succeeded = sum(1 for _, body, _ in results if body is not None)
+            out, succeeded = io.BytesIO(), 0  # each result written once, as it is read
+            for i, body, error in await batches.results(call.provider_batch):
+                out.write(
+                    _encode(OffloadResult(i, body is not None, msgspec.Raw(body or b"null"), error))
+                )
+                out.write(b"\n")
+                succeeded += body is not None
+            out.seek(0)
+            await (await self._store()).put(call.results, out)
             return OffloadAnswer(provider_batch=call.provider_batch, succeeded=succeeded)
         status = await (
             batches.cancel(call.provider_batch)

@@ -10,9 +10,9 @@ failed call is a :class:`~workers.errors.ProviderError` like any other.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeAlias, runtime_checkable
 
 from workers.errors import ErrorKind, ProviderError
 from workers.h1 import TransportError, UpstreamClient
@@ -25,6 +25,7 @@ __all__ = [
     "BatchHttp",
     "Batched",
     "ProviderBatches",
+    "Result",
     "Status",
     "check_window",
     "undecided",
@@ -38,6 +39,10 @@ FIND_PAGES = 20
 #: How much of a results file ``find`` reads to see its first line's ``custom_id``.
 FIRST_LINE_BYTES = 4096
 
+#: One line's result: its index in the sub-batch, its chat completion (``None``: it failed),
+#: and the provider's error code.
+Result: TypeAlias = tuple[int, bytes | None, str]
+
 
 @dataclass(frozen=True, slots=True)
 class Status:
@@ -50,8 +55,9 @@ class Status:
 class ProviderBatches(Protocol):
     """One provider's Batch API, spoken in chat-completions lines."""
 
-    async def submit(self, lines: list[bytes], model: str, tag: str, not_after: float) -> str:
-        """Submit our input lines; the provider's batch id. ``tag`` names the sub-batch
+    async def submit(self, lines: Iterable[bytes], model: str, tag: str, not_after: float) -> str:
+        """Submit our input lines (read once, as the request body is written: a sub-batch of
+        200 MB is not held again line by line); the provider's batch id. ``tag`` names the sub-batch
         (:meth:`find` looks for it). A line the provider's API cannot carry is left out (it
         reports no result, so it runs on the normal path). No batch is created after
         ``not_after`` (unix time; :func:`check_window` right before the create call)."""
@@ -61,8 +67,9 @@ class ProviderBatches(Protocol):
         """Where the provider's batch is."""
         ...
 
-    async def results(self, batch_id: str) -> list[tuple[int, bytes | None, str]]:
-        """Every result the provider reports: ``(i, chat completion or None, error)``."""
+    async def results(self, batch_id: str) -> Iterator[Result]:
+        """Every result the provider reports, ``(i, chat completion or None, error)``, read
+        from the downloaded file as the caller takes them (none is kept here)."""
         ...
 
     async def cancel(self, batch_id: str) -> Status:
@@ -107,7 +114,11 @@ class BatchHttp:
     error: Callable[[UpstreamReply | Exception], ProviderError]
 
     async def call(
-        self, method: str, path: str, data: bytes = b"", extra: Mapping[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        data: bytes | bytearray = b"",
+        extra: Mapping[str, str] | None = None,
     ) -> bytes:
         """One call to ``base_url + path`` (or to ``path`` when it is a whole URL); its body.
 
@@ -117,7 +128,11 @@ class BatchHttp:
         return (await self.exchange(method, path, data, extra)).body
 
     async def exchange(
-        self, method: str, path: str, data: bytes = b"", extra: Mapping[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        data: bytes | bytearray = b"",
+        extra: Mapping[str, str] | None = None,
     ) -> UpstreamReply:
         """As :meth:`call`, the whole answer (for a header the body does not repeat).
 

@@ -87,7 +87,7 @@ def _route(method: str, url: str, proxy: str | None) -> _Route:
     return _Route((origin, proxy), via.hostname, via.port or 80, parts.hostname, tunnel, head)
 
 
-def _request_head(route: _Route, data: bytes, headers: Mapping[str, str]) -> bytes:
+def _request_head(route: _Route, data: bytes | bytearray, headers: Mapping[str, str]) -> bytes:
     """The request line and headers for a body of ``data`` (sent after it, not copied in)."""
     parts = [route.head, f"Content-Length: {len(data)}\r\n"]
     agent = False
@@ -155,7 +155,7 @@ class UpstreamClient:
         method: str,
         url: str,
         *,
-        data: bytes = b"",
+        data: bytes | bytearray = b"",
         headers: Mapping[str, str],
         timeout: float,
         proxy: str | None = None,
@@ -324,7 +324,7 @@ class Call:
         client: UpstreamClient,
         route: _Route,
         *,
-        data: bytes,
+        data: bytes | bytearray,
         headers: Mapping[str, str],
         timeout: float,
     ) -> None:

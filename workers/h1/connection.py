@@ -308,7 +308,7 @@ class Connection(asyncio.Protocol):
 
     # used by the client
 
-    def send(self, head: bytes, body: bytes, read_timeout: float) -> Response:
+    def send(self, head: bytes, body: bytes | bytearray, read_timeout: float) -> Response:
         """Write a whole request; its answer will arrive in the returned :class:`Response`.
 
         A large body goes to the socket as it is, after its head (never copied into one
