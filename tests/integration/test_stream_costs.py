@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import httpx
 import msgspec
 import pytest
 
@@ -119,6 +120,19 @@ def flex_openai_stream() -> list[bytes]:
     ]
 
 
+async def stream_over_http(stack: Stack, content: str) -> httpx.Response:
+    """A Messages stream to the ``sonnet`` model over HTTP, whole."""
+    assert stack.http is not None
+    body = {
+        "model": "sonnet",
+        "max_tokens": 256,
+        "stream": True,
+        "messages": [{"role": "user", "content": content}],
+    }
+    auth = {"Authorization": f"Bearer {KEY}", "anthropic-version": "2023-06-01"}
+    return await stack.http.post("/messages", json=body, headers=auth)
+
+
 def sse_data(text: str) -> list[dict[str, Any]]:
     """The JSON of each ``data:`` line of an SSE body (``[DONE]`` left out)."""
     return [
@@ -137,15 +151,7 @@ async def test_a_streamed_cached_anthropic_answer_is_priced_at_the_cache_rates(
     message_start named."""
     before = counts(stack, "claude", "sonnet")
     fake_anthropic.script.append(Answer(pieces=cached_anthropic_stream()))
-    assert stack.http is not None
-    body = {
-        "model": "sonnet",
-        "max_tokens": 256,
-        "stream": True,
-        "messages": [{"role": "user", "content": "the long document, streamed"}],
-    }
-    auth = {"Authorization": f"Bearer {KEY}", "anthropic-version": "2023-06-01"}
-    response = await stack.http.post("/messages", json=body, headers=auth)
+    response = await stream_over_http(stack, "the long document, streamed")
     assert response.status_code == 200, response.text
     events = sse_data(response.text)
     assert events[0]["message"]["usage"] == {**CACHED_USAGE, "output_tokens": 1}
@@ -173,15 +179,7 @@ async def test_a_stream_that_fails_midway_charges_the_usage_reported_before_it_f
     started = cached_anthropic_stream()[:4]  # message_start, the block, a ping, one delta
     overloaded = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
     fake_anthropic.script.append(Answer(pieces=[*started, sse("error", overloaded)]))
-    assert stack.http is not None
-    body = {
-        "model": "sonnet",
-        "max_tokens": 256,
-        "stream": True,
-        "messages": [{"role": "user", "content": "the long document, cut off"}],
-    }
-    auth = {"Authorization": f"Bearer {KEY}", "anthropic-version": "2023-06-01"}
-    response = await stack.http.post("/messages", json=body, headers=auth)
+    response = await stream_over_http(stack, "the long document, cut off")
     events = sse_data(response.text)
     assert events[0]["type"] == "message_start"
     assert events[-1]["type"] == "error"
