@@ -14,6 +14,7 @@ from nats.aio.msg import Msg
 
 from tests.support.servers import EmbeddedNats, RedisServer
 from tests.support.stack import Stack, StackFactory, config_from
+from tests.support.upstream import FakeOpenAI, Scripted
 
 PATIENCE_S = 10.0
 
@@ -195,21 +196,24 @@ async def test_deployment_latency_is_the_last_minute_of_both_brokers(
 
 
 async def test_admission_panel_shows_who_waits_and_the_shares_of_a_limit(
-    nats_url: str, make_stack: StackFactory
+    nats_url: str, make_stack: StackFactory, fake_openai: FakeOpenAI
 ) -> None:
     """While requests wait for a one-call deployment, the console's admission panel counts
     them by tenant and class and where they wait, and shows the deployment's limit held by
     the broker calling it; once answered, the waits of the last minute."""
-    config = config_from("""
+    calling = asyncio.Event()  # the first call holds the deployment until the panel was read
+    fake_openai.script.append(Scripted(delay_s=60, release=calling))
+    fake_openai.default = Scripted(delay_s=0.3)
+    config = config_from(f"""
         [cache]
         enabled = false
         [batch]
         enabled = false
-        [providers.mock]
-        kind = "mock"
-        latency_ms = 300
+        [providers.up]
+        kind = "openai_compatible"
+        base_url = "{fake_openai.base_url}"
         [models.mock]
-        deployments = [{ provider = "mock", concurrency = 1 }]
+        deployments = [{{ provider = "up", model = "mock", concurrency = 1 }}]
     """)
     stack = await make_stack(nats_url, config, bridge=True, brokers=2)
     assert stack.http is not None
@@ -232,15 +236,16 @@ async def test_admission_panel_shows_who_waits_and_the_shares_of_a_limit(
     def held(state: dict[str, Any]) -> int:
         return sum(r["held"] or 0 for r in state["admission"]["shares"])
 
-    busy = await state_when(stack, lambda s: waiting(s) >= 2 and held(s) == 1)
+    busy = await state_when(stack, lambda s: waiting(s) == 3 and held(s) == 1)
+    calling.set()
     replies = await asyncio.gather(*asking)
     assert [r.status_code for r in replies] == [200] * 4
     row = next(r for r in busy["admission"]["queues"] if r["class"] == "background")
     assert row["tenant"] == "default"
-    assert set(row["where"]) == {"mock@mock"}
+    assert set(row["where"]) == {"mock@up"}
     assert busy["admission"]["shares"] == [
         {
-            "deployment": "mock@mock",
+            "deployment": "mock@up",
             "pool": "calls",
             "limit": 1,
             "held": 1,

@@ -60,7 +60,7 @@ async def test_cancelled_batch_answers_no_line(batches: GeminiBatches) -> None:
     batch_id = await batches.submit([line("a"), line("b")], "gemini-x", "offload-c-0", 0.0)
     status = await batches.cancel(batch_id)
     assert (status.ended, status.provider_status) == (True, "BATCH_STATE_CANCELLED")
-    assert await batches.results(batch_id) == []
+    assert list(await batches.results(batch_id)) == []
 
 
 async def test_line_the_translation_refuses_stays_out(
