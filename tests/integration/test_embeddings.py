@@ -46,6 +46,7 @@ async def stack(nats_url: str, fake_openai: FakeOpenAI, make_stack: StackFactory
     config = config_from(f"""
         [cache]
         l2 = "nats"
+        l2_timeout_s = 5  # the per-input semantics, not the budget: 100 keys read on a busy CI
 
         [batch]
         enabled = false
