@@ -234,7 +234,10 @@ class Gate:
         if pool is None:
             return
         target = target if target is not None and target < size else None
-        freed = pool.size < size or (target or size) > (self._targets[index] or pool.size)
+        before = self._targets[index]
+        lower_before = pool.size if before is None else before  # what lower classes fit
+        lower_now = size if target is None else target
+        freed = pool.size < size or lower_now > lower_before
         pool.size = size
         self._targets[index] = target
         if freed and self.queue.live:

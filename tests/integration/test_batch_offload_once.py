@@ -27,7 +27,7 @@ from tests.support.batch import (
     wait_final,
 )
 from tests.support.fake_provider_batches import FakeBatches, running_batches
-from tests.support.stack import StackFactory, config_from
+from tests.support.stack import Stack, StackFactory, config_from
 
 LINES = 40
 SUB_LINES = 20  # two sub-batches
@@ -40,6 +40,15 @@ def config(fake: FakeBatches) -> str:
 
 class BrokerDied(Exception):
     """The broker's step ends here, as it would if its process were killed."""
+
+
+async def offloading(
+    make_stack: StackFactory, nats_url: str, fake: FakeBatches
+) -> tuple[Stack, Offloader, BatchStore]:
+    """A stack offloading to ``fake``, its broker's offloader, and the batch records."""
+    stack = await batch_stack(make_stack, nats_url, config_from(config(fake)), None, ENV)
+    assert stack.brokers[0].batch is not None
+    return stack, stack.brokers[0].batch.offloader, await BatchStore.open(stack.nc)
 
 
 def rows(model: str) -> list[dict[str, object]]:
@@ -58,10 +67,7 @@ async def test_submit_interrupted_before_the_record_write_is_not_repeated(
     right after the provider's answer); the next step finds the provider batch: the provider
     saw one submission per sub-batch, no line ran on the normal path, every custom_id once."""
     async with running_batches(polls=1) as fake:
-        stack = await batch_stack(make_stack, nats_url, config_from(config(fake)), None, ENV)
-        assert stack.brokers[0].batch is not None
-        offloader: Offloader = stack.brokers[0].batch.offloader
-        store = await BatchStore.open(stack.nc)
+        stack, offloader, store = await offloading(make_stack, nats_url, fake)
         died: list[int] = []
 
         async def die(sub: SubBatch) -> None:
@@ -112,10 +118,7 @@ async def test_batch_whose_submits_cannot_be_found_still_ends(
     runs, and the batch ends; it used to ask ``find`` for ever, the batch stuck."""
     async with running_batches(polls=10**9) as fake:
         fake.list_status = 401
-        stack = await batch_stack(make_stack, nats_url, config_from(config(fake)), None, ENV)
-        assert stack.brokers[0].batch is not None
-        offloader: Offloader = stack.brokers[0].batch.offloader
-        store = await BatchStore.open(stack.nc)
+        stack, offloader, store = await offloading(make_stack, nats_url, fake)
         died: list[int] = []
 
         async def die(sub: SubBatch) -> None:
